@@ -1,0 +1,365 @@
+/*
+ * NAME
+ *   config - volley.conf (INI) parsing and validation
+ * DESCRIPTION
+ *   A deliberately small INI dialect: [section], key = value, '#' or ';'
+ *   comments on their own line, surrounding blanks trimmed. Values are
+ *   validated as they are read so the error can name the line.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "log.h"
+
+#define CONFIG_LINE_MAX 4096
+
+void config_defaults(struct vconfig *cfg)
+{
+    char host[256];
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->redis_host = xstrdup("127.0.0.1");
+    cfg->redis_port = 6379;
+    cfg->redis_prefix = xstrdup("volley");
+    cfg->threads = 0;
+    if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    cfg->hostname = xstrdup(host);
+    cfg->name = xstrdup(host);
+    cfg->batch = 256;
+    cfg->max_inflight = 2048;
+    cfg->connections = 8;
+    cfg->msgs_per_conn = 1000;
+    cfg->idle_ms = 5000;
+    cfg->timeout_ms = 300000;
+    cfg->reclaim_idle_ms = 60000;
+    cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
+    cfg->log_level = LOG_INFO;
+}
+
+void config_free(struct vconfig *cfg)
+{
+    free(cfg->path);
+    free(cfg->redis_host);
+    free(cfg->redis_prefix);
+    free(cfg->hostname);
+    free(cfg->name);
+    for (int i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].domain);
+        free(cfg->routes[i].host);
+    }
+    for (int i = 0; i < cfg->ndkim; i++) {
+        free(cfg->dkim[i].domain);
+        free(cfg->dkim[i].selector);
+        free(cfg->dkim[i].path);
+    }
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/* trim - strip leading and trailing blanks in place */
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* parse_int - whole decimal number within [lo, hi] */
+static int parse_int(const char *v, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
+        return -EINVAL;
+    *out = (int)x;
+    return 0;
+}
+
+int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return -EINVAL;
+        hl = (size_t)(close - s - 1);
+        s++;
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return -EINVAL;
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= hostlen)
+        return -EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    return parse_int(colon + 1, 1, 65535, port);
+}
+
+/* parse_redis_url - redis://host[:port][/db] */
+static int parse_redis_url(struct vconfig *cfg, const char *v)
+{
+    char host[256];
+    int port = 6379, db = 0;
+    if (strncmp(v, "redis://", 8) != 0)
+        return -EINVAL;
+    v += 8;
+    const char *slash = strchr(v, '/');
+    size_t hp = slash ? (size_t)(slash - v) : strlen(v);
+    char hostport[256];
+    if (hp == 0 || hp >= sizeof(hostport))
+        return -EINVAL;
+    memcpy(hostport, v, hp);
+    hostport[hp] = '\0';
+    if (strchr(hostport, ':') != NULL) {
+        if (config_parse_hostport(hostport, host, sizeof(host), &port) < 0)
+            return -EINVAL;
+    } else {
+        snprintf(host, sizeof(host), "%s", hostport);
+    }
+    if (slash && slash[1] != '\0' && parse_int(slash + 1, 0, 1000, &db) < 0)
+        return -EINVAL;
+    free(cfg->redis_host);
+    cfg->redis_host = xstrdup(host);
+    cfg->redis_port = port;
+    cfg->redis_db = db;
+    return 0;
+}
+
+/* set_str - replace an owned string */
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = xstrdup(v);
+}
+
+/* valid_prefix - key prefixes are kept to a safe charset so keys stay readable */
+static int valid_prefix(const char *v)
+{
+    if (*v == '\0' || strlen(v) > 64)
+        return 0;
+    for (; *v; v++)
+        if (!isalnum((unsigned char)*v) && strchr("_-.:", *v) == NULL)
+            return 0;
+    return 1;
+}
+
+/* parse_dkim_key - "DOMAIN SELECTOR rsa|ed25519 PATH"; the file is read later by templates/dkim */
+static int parse_dkim_key(struct vconfig *cfg, const char *v)
+{
+    char dom[256], sel[64], alg[16], path[1024];
+    if (cfg->ndkim >= CONFIG_MAX_DKIM)
+        return -EINVAL;
+    if (sscanf(v, "%255s %63s %15s %1023s", dom, sel, alg, path) != 4)
+        return -EINVAL;
+    struct config_dkim_key *k = &cfg->dkim[cfg->ndkim];
+    if (strcmp(alg, "rsa") == 0)
+        k->algo = CONFIG_DKIM_RSA;
+    else if (strcmp(alg, "ed25519") == 0)
+        k->algo = CONFIG_DKIM_ED25519;
+    else
+        return -EINVAL;
+    for (char *p = dom; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    k->domain = xstrdup(dom);
+    k->selector = xstrdup(sel);
+    k->path = xstrdup(path);
+    cfg->ndkim++;
+    return 0;
+}
+
+/* config_set - apply one key; returns 0, -ENOENT (unknown key) or -EINVAL (bad value) */
+static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
+{
+    if (strcmp(sec, "redis") == 0) {
+        if (strcmp(key, "url") == 0)
+            return parse_redis_url(cfg, v);
+        if (strcmp(key, "prefix") == 0) {
+            if (!valid_prefix(v))
+                return -EINVAL;
+            set_str(&cfg->redis_prefix, v);
+            return 0;
+        }
+    } else if (strcmp(sec, "worker") == 0) {
+        if (strcmp(key, "threads") == 0)
+            return parse_int(v, 0, 256, &cfg->threads);
+        if (strcmp(key, "hostname") == 0 || strcmp(key, "name") == 0) {
+            if (*v == '\0' || strlen(v) > 253 || strpbrk(v, " \t\r\n") != NULL)
+                return -EINVAL;
+            set_str(key[0] == 'h' ? &cfg->hostname : &cfg->name, v);
+            return 0;
+        }
+        if (strcmp(key, "batch") == 0)
+            return parse_int(v, 1, 10000, &cfg->batch);
+        if (strcmp(key, "max_inflight") == 0)
+            return parse_int(v, 1, 1000000, &cfg->max_inflight);
+        if (strcmp(key, "connections") == 0)
+            return parse_int(v, 1, 10000, &cfg->connections);
+        if (strcmp(key, "messages_per_connection") == 0)
+            return parse_int(v, 1, 1000000, &cfg->msgs_per_conn);
+        if (strcmp(key, "idle_timeout_ms") == 0)
+            return parse_int(v, 1, 86400000, &cfg->idle_ms);
+        if (strcmp(key, "smtp_timeout_ms") == 0)
+            return parse_int(v, 100, 86400000, &cfg->timeout_ms);
+        if (strcmp(key, "reclaim_idle_ms") == 0)
+            return parse_int(v, 1000, 86400000, &cfg->reclaim_idle_ms);
+    } else if (strcmp(sec, "route") == 0) {
+        char host[256];
+        int port;
+        if (cfg->nroutes >= CONFIG_MAX_ROUTES)
+            return -EINVAL;
+        if (config_parse_hostport(v, host, sizeof(host), &port) < 0)
+            return -EINVAL;
+        struct config_route *r = &cfg->routes[cfg->nroutes++];
+        r->domain = xstrdup(key);
+        for (char *p = r->domain; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        r->host = xstrdup(host);
+        r->port = port;
+        return 0;
+    } else if (strcmp(sec, "tls") == 0) {
+        if (strcmp(key, "mode") == 0) {
+            if (strcmp(v, "off") == 0)
+                cfg->tls_mode = CONFIG_TLS_OFF;
+            else if (strcmp(v, "opportunistic") == 0)
+                cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
+            else if (strcmp(v, "required") == 0)
+                cfg->tls_mode = CONFIG_TLS_REQUIRED;
+            else
+                return -EINVAL;
+            return 0;
+        }
+    } else if (strcmp(sec, "dkim") == 0) {
+        if (strcmp(key, "key") == 0)
+            return parse_dkim_key(cfg, v);
+    } else if (strcmp(sec, "log") == 0) {
+        if (strcmp(key, "level") == 0) {
+            static const char *lv[] = {"debug", "info", "warn", "error"};
+            for (int i = 0; i < 4; i++)
+                if (strcmp(v, lv[i]) == 0) {
+                    cfg->log_level = i;
+                    return 0;
+                }
+            return -EINVAL;
+        }
+    }
+    return -ENOENT;
+}
+
+int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
+{
+    char line[CONFIG_LINE_MAX], sec[64] = "";
+    int lineno = 0;
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        lineno++;
+        if (n >= sizeof(line)) {
+            snprintf(err, errlen, "%s:%d: line too long", name, lineno);
+            return -EINVAL;
+        }
+        memcpy(line, p, n);
+        line[n] = '\0';
+        p += n + (nl ? 1 : 0);
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#' || *s == ';')
+            continue;
+        if (*s == '[') {
+            char *close = strchr(s, ']');
+            if (close == NULL || close[1] != '\0' || close - s - 1 >= (long)sizeof(sec)) {
+                snprintf(err, errlen, "%s:%d: malformed section header", name, lineno);
+                return -EINVAL;
+            }
+            *close = '\0';
+            snprintf(sec, sizeof(sec), "%s", trim(s + 1));
+            if (strcmp(sec, "redis") && strcmp(sec, "worker") && strcmp(sec, "route") && strcmp(sec, "tls") &&
+                strcmp(sec, "log") && strcmp(sec, "dkim")) {
+                snprintf(err, errlen, "%s:%d: unknown section [%s]", name, lineno, sec);
+                return -EINVAL;
+            }
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "%s:%d: expected key = value", name, lineno);
+            return -EINVAL;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        if (sec[0] == '\0') {
+            snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
+            return -EINVAL;
+        }
+        int rc = config_set(cfg, sec, key, val);
+        if (rc == -ENOENT) {
+            snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
+            return -EINVAL;
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    cfg->path = xstrdup(path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            text = xrealloc(text, cap);
+        }
+        memcpy(text + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (text == NULL)
+        return 0;
+    text[len] = '\0';
+    int rc = config_parse_string(cfg, path, text, err, errlen);
+    free(text);
+    return rc;
+}
+
+const struct config_route *config_route_find(const struct vconfig *cfg, const char *domain, size_t dlen)
+{
+    const struct config_route *star = NULL;
+    for (int i = 0; i < cfg->nroutes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        if (r->domain[0] == '*' && r->domain[1] == '\0')
+            star = r;
+        else if (strlen(r->domain) == dlen && strncasecmp(r->domain, domain, dlen) == 0)
+            return r;
+    }
+    return star;
+}

@@ -1,0 +1,88 @@
+/*
+ * NAME
+ *   config - volley.conf (INI) parsing and validation
+ * SYNOPSIS
+ *   struct vconfig cfg;
+ *   if (config_load(&cfg, "volley.conf", err, sizeof err) < 0) { puts(err); exit(2); }
+ *   ...
+ *   config_free(&cfg);
+ * DESCRIPTION
+ *   Every key has a default (config_defaults) so an empty file is valid.
+ *   Unknown sections or keys and malformed values are errors naming the
+ *   file, line and key. The README lists every key; keep them in step.
+ * OWNERSHIP
+ *   The struct owns all its strings; config_free releases them.
+ * THREADS
+ *   Loaded once by the main thread; read-only afterwards, so worker threads
+ *   may read it without locks.
+ */
+#ifndef VOLLEY_CONFIG_H
+#define VOLLEY_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_MAX_ROUTES 256
+
+enum config_tls_mode { CONFIG_TLS_OFF = 0, CONFIG_TLS_OPPORTUNISTIC, CONFIG_TLS_REQUIRED };
+
+struct config_route {
+    char *domain; /* lower-case recipient domain, or "*" for every other domain */
+    char *host;   /* host name or IP literal to connect to */
+    int port;
+};
+
+#define CONFIG_MAX_DKIM 64
+
+enum config_dkim_algo { CONFIG_DKIM_RSA = 0, CONFIG_DKIM_ED25519 };
+
+/* one [dkim] "key = DOMAIN SELECTOR rsa|ed25519 PATH" line */
+struct config_dkim_key {
+    char *domain; /* signing domain (d=), lower case */
+    char *selector;
+    enum config_dkim_algo algo;
+    char *path; /* PEM private key file */
+};
+
+struct vconfig {
+    char *path;
+    /* [redis] */
+    char *redis_host;
+    int redis_port;
+    int redis_db;
+    char *redis_prefix;
+    /* [worker] */
+    int threads;       /* worker threads; 0 in the file means "number of cores" */
+    char *hostname;    /* EHLO name */
+    char *name;        /* consumer name stem, stable across restarts */
+    int batch;         /* jobs fetched per XREADGROUP */
+    int max_inflight;  /* messages a thread holds at once */
+    int connections;   /* SMTP connections per route per thread */
+    int msgs_per_conn; /* messages before a connection is closed and reopened */
+    int idle_ms;       /* QUIT an unused connection after this */
+    int timeout_ms;    /* per SMTP stage, for this first cut one value */
+    int reclaim_idle_ms;
+    /* [route] */
+    struct config_route routes[CONFIG_MAX_ROUTES];
+    int nroutes;
+    /* [tls] */
+    enum config_tls_mode tls_mode;
+    /* [dkim] */
+    struct config_dkim_key dkim[CONFIG_MAX_DKIM];
+    int ndkim;
+    /* [log] */
+    int log_level;
+};
+
+/* config_defaults - fill cfg with defaults (allocates; pair with config_free) */
+void config_defaults(struct vconfig *cfg);
+/* config_load - defaults, then the file; 0 or -errno with a one-line reason in err */
+int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen);
+/* config_parse_string - like config_load on text (used by tests); name appears in errors */
+int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen);
+void config_free(struct vconfig *cfg);
+/* config_route_find - the route for a recipient domain (exact, then "*"), or NULL */
+const struct config_route *config_route_find(const struct vconfig *cfg, const char *domain, size_t dlen);
+/* config_parse_hostport - "host:port" or "[v6]:port"; host copied into host[hostlen] */
+int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+#endif
