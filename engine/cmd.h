@@ -1,0 +1,19 @@
+/*
+ * NAME
+ *   cmd - the subcommands of the volley binary
+ * DESCRIPTION
+ *   engine/main.c dispatches `volley <command> ...` to these. Each parses
+ *   its own flags (every command has --help), prints a one-line error naming
+ *   a bad flag or config value, and returns the process exit status:
+ *   0 success, 1 runtime failure, 2 usage or configuration error.
+ * THREADS
+ *   Called once, from the main thread.
+ */
+#ifndef VOLLEY_ENGINE_CMD_H
+#define VOLLEY_ENGINE_CMD_H
+
+int cmd_worker_main(int argc, char **argv); /* engine/worker_cmd.c */
+int cmd_push_main(int argc, char **argv);   /* engine/cmd_push.c */
+int cmd_status_main(int argc, char **argv); /* engine/cmd_status.c */
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * NAME
+ *   job - one recipient's job, parsed from a stream entry of <p>:jobs
+ * DESCRIPTION
+ *   Entry fields: "campaign" <id>, "to" <address>, "var.<name>" <value> for
+ *   each variable, and "attempt" <n> on jobs re-queued by the retry mover
+ *   (absent means 1). A job that cannot be sent (no "to", no "campaign",
+ *   over-long or malformed fields, an entry deleted while pending) is still
+ *   returned, with `error` set to a one-line reason: the engine records it
+ *   as failed and the queue writes it to the dead-letter stream.
+ * OWNERSHIP
+ *   Each job is one allocation holding the struct, its vars array and every
+ *   string: q_job_free releases all of it. Strings are NUL-terminated copies.
+ * THREADS
+ *   A job belongs to the thread that parsed it.
+ */
+#ifndef VOLLEY_QUEUE_JOB_H
+#define VOLLEY_QUEUE_JOB_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+
+#include "lib/kv.h"
+
+#define Q_ID_MAX 48           /* "<ms>-<seq>" stream ids */
+#define Q_ADDR_MAX 320        /* local part 64 + '@' + domain 255 */
+#define Q_CAMPAIGN_ID_MAX 128
+#define Q_VAR_MAX 64          /* variables per job */
+#define Q_VALUE_MAX 65536     /* bytes per variable value */
+
+struct q_job {
+    char id[Q_ID_MAX];
+    const char *campaign; /* "" when missing */
+    size_t campaign_len;
+    const char *to; /* "" when missing */
+    size_t to_len;
+    struct kv *vars; /* names without the "var." prefix */
+    size_t nvars;
+    int attempt;       /* 1 on the first try */
+    const char *error; /* NULL, or why the job cannot be sent (static string) */
+};
+
+/*
+ * q_jobs_parse - the entries of an XREADGROUP reply (one stream) as jobs.
+ * Appends at most max jobs to out and returns how many; -EPROTO when the
+ * reply is not an XREADGROUP reply at all. A nil reply (nothing to read)
+ * yields 0.
+ */
+int q_jobs_parse(const redisReply *r, struct q_job **out, int max);
+void q_job_free(struct q_job *j);
+
+#endif

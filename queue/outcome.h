@@ -1,0 +1,52 @@
+/*
+ * NAME
+ *   outcome - record attempt outcomes: one atomic Redis step per batch
+ * DESCRIPTION
+ *   q_record queues one EVALSHA (EVAL on NOSCRIPT) of a Lua script that,
+ *   for every outcome of the batch and atomically:
+ *     - XADDs an event to <p>:events (job, campaign, to, status, code, dsn,
+ *       reply, host, attempt, ts_ms, and the optional fields when set);
+ *     - HINCRBYs the status counter in <p>:stats:<campaign>;
+ *     - for deferred: re-queues the job in <p>:retry due at retry_at_ms with
+ *       its fields and attempt+1 (the job is never lost);
+ *     - for failed: XADDs the job's fields and the reason to <p>:dead;
+ *     - XACKs (and XDELs) the job entry.
+ *   A worker killed at any instant therefore either recorded an outcome
+ *   together with its acknowledgement, or left the job pending.
+ * OWNERSHIP
+ *   Everything is copied into the command when q_record returns.
+ * THREADS
+ *   Whoever owns the q_redis.
+ */
+#ifndef VOLLEY_QUEUE_OUTCOME_H
+#define VOLLEY_QUEUE_OUTCOME_H
+
+#include <stdint.h>
+
+#include "queue/job.h"
+#include "queue/keys.h"
+#include "queue/redis_codec.h"
+
+enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED };
+
+struct q_outcome {
+    const struct q_job *job;
+    enum q_status status;
+    int code;           /* SMTP reply code, 0 when there was none */
+    const char *dsn;    /* enhanced status "5.1.1", or "" */
+    const char *reply;  /* sanitised server text or our reason, <= 512 bytes */
+    const char *host;   /* "host:port" tried, or "" */
+    uint64_t ts_ms;     /* wall clock */
+    uint64_t retry_at_ms; /* deferred only: when it is due again */
+    /* optional, NULL to leave out of the event */
+    const char *source_ip;
+    const char *tls; /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+    const char *limit; /* which volley limit deferred it */
+};
+
+/* q_status_name - "delivered", "deferred", "bounced", "failed" */
+const char *q_status_name(enum q_status s);
+/* q_record - queue the atomic recording of n outcomes; reply: integer n, or an error */
+void q_record(struct q_redis *q, const struct q_keys *k, const struct q_outcome *o, int n, q_reply_fn *fn, void *priv);
+
+#endif
