@@ -9,9 +9,9 @@
 #   make format     clang-format every C file
 #
 # Sources are found by folder: every .c under lib/ queue/ throttle/ templates/
-# engine/ goes into libvolley.a (engine/main.c is the volley entry point);
-# bench/sink/*.c builds volley-sink; every tests/<module>/test_*.c is one
-# cmocka test binary linked against libvolley.a.
+# engine/ goes into that layer's archive build/lib<layer>.a (engine/main.c is the
+# volley entry point); bench/sink/*.c builds volley-sink; tests/<layer>/test_*.c
+# are cmocka binaries linked against their layer and lib/ only.
 
 BUILD   ?= build
 CC      ?= gcc
@@ -22,16 +22,20 @@ LDLIBS  += -luring -lssl -lcrypto -lhiredis -lcares -lpthread -lm
 JEMALLOC ?= -ljemalloc
 PYTHON  ?= /usr/bin/python3
 
-LIB_SRC   := $(wildcard lib/*.c queue/*.c throttle/*.c templates/*.c engine/*.c)
-LIB_SRC   := $(filter-out engine/main.c,$(LIB_SRC))
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# One archive per layer so a module's tests link only what that module may use.
+MODULES   := lib queue throttle templates engine
+src_of     = $(filter-out engine/main.c,$(wildcard $(1)/*.c))
+obj_of     = $(patsubst %.c,$(BUILD)/%.o,$(call src_of,$(1)))
+ARCHIVES  := $(foreach m,$(MODULES),$(BUILD)/lib$(m).a)
+# link order: engine depends on everything, everything depends on lib
+ALL_LIBS  := $(BUILD)/libengine.a $(BUILD)/libqueue.a $(BUILD)/libthrottle.a $(BUILD)/libtemplates.a $(BUILD)/liblib.a
 MAIN_OBJ  := $(BUILD)/engine/main.o
 SINK_SRC  := $(wildcard bench/sink/*.c)
 SINK_OBJ  := $(SINK_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC  := $(wildcard tests/*/test_*.c)
 TEST_BIN  := $(TEST_SRC:%.c=$(BUILD)/%)
-TOOL_SRC  := $(wildcard bench/tools/*.c)
-TOOL_BIN  := $(TOOL_SRC:bench/tools/%.c=$(BUILD)/%)
+TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
+TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
 .PHONY: all deps test unit integration asan demo bench clean format
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
@@ -40,21 +44,45 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/libvolley.a: $(LIB_OBJ)
-	@rm -f $@
-	ar rcs $@ $^
+define archive_rule
+$(BUILD)/lib$(1).a: $(call obj_of,$(1))
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@
+	ar rcs $$@ $$^
+endef
+$(foreach m,$(MODULES),$(eval $(call archive_rule,$(m))))
 
-$(BUILD)/volley: $(MAIN_OBJ) $(BUILD)/libvolley.a
+$(BUILD)/volley: $(MAIN_OBJ) $(ALL_LIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
 
-$(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/libvolley.a
+$(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/liblib.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
 
-$(BUILD)/%: bench/tools/%.c $(BUILD)/libvolley.a
+# helper programs for tests and benchmarks: bench/tools/x.c and tests/tools/x.c -> build/tools/x
+$(BUILD)/tools/%: bench/tools/%.c $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
+$(BUILD)/tools/%: tests/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libvolley.a
+# tests/<module>/test_x.c links that module and the common layer (engine tests link everything)
+$(BUILD)/tests/lib/%: tests/lib/%.c $(BUILD)/liblib.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+$(BUILD)/tests/queue/%: tests/queue/%.c $(BUILD)/libqueue.a $(BUILD)/liblib.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+$(BUILD)/tests/throttle/%: tests/throttle/%.c $(BUILD)/libthrottle.a $(BUILD)/liblib.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+$(BUILD)/tests/templates/%: tests/templates/%.c $(BUILD)/libtemplates.a $(BUILD)/liblib.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+$(BUILD)/tests/engine/%: tests/engine/%.c $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+$(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
 

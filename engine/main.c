@@ -1,0 +1,41 @@
+/*
+ * NAME
+ *   main - the volley command: dispatch to a subcommand
+ * SYNOPSIS
+ *   volley worker|push|status [options]   (volley COMMAND --help)
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/cmd.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: volley COMMAND [options]\n"
+               "commands:\n"
+               "  push     create a campaign and queue one job per recipient\n"
+               "  worker   deliver queued jobs\n"
+               "  status   queue depth, pending and per-campaign counters\n"
+               "run 'volley COMMAND --help' for a command's options\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *c = argv[1];
+    if (strcmp(c, "--help") == 0 || strcmp(c, "-h") == 0 || strcmp(c, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(c, "worker") == 0)
+        return cmd_worker_main(argc - 1, argv + 1);
+    if (strcmp(c, "push") == 0)
+        return cmd_push_main(argc - 1, argv + 1);
+    if (strcmp(c, "status") == 0)
+        return cmd_status_main(argc - 1, argv + 1);
+    fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
+    return 2;
+}
