@@ -3,7 +3,7 @@
 # Runs apt-get update first (a fresh machine's package lists may be empty).
 set -e
 PKGS="build-essential pkg-config liburing-dev libssl-dev openssl libhiredis-dev libjemalloc-dev libc-ares-dev
-libcmocka-dev redis-server redis-tools python3 python3-aiosmtpd python3-dkim python3-nacl python3-pytest
+libcmocka-dev redis-server redis-tools python3 python3-aiosmtpd python3-dkim python3-nacl python3-pytest python3-redis
 dnsmasq-base postfix"
 missing=""
 for p in $PKGS; do
