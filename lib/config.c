@@ -42,6 +42,8 @@ void config_defaults(struct vconfig *cfg)
     cfg->idle_ms = 5000;
     cfg->timeout_ms = 300000;
     cfg->reclaim_idle_ms = 60000;
+    cfg->retry_delay_ms = 600000;
+    cfg->shutdown_ms = 30000;
     cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
     cfg->log_level = LOG_INFO;
 }
@@ -219,6 +221,10 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 100, 86400000, &cfg->timeout_ms);
         if (strcmp(key, "reclaim_idle_ms") == 0)
             return parse_int(v, 1000, 86400000, &cfg->reclaim_idle_ms);
+        if (strcmp(key, "retry_delay_ms") == 0)
+            return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
+        if (strcmp(key, "shutdown_ms") == 0)
+            return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
     } else if (strcmp(sec, "route") == 0) {
         char host[256];
         int port;

@@ -61,6 +61,8 @@ struct vconfig {
     int idle_ms;       /* QUIT an unused connection after this */
     int timeout_ms;    /* per SMTP stage, for this first cut one value */
     int reclaim_idle_ms;
+    int retry_delay_ms; /* first retry of a deferred message */
+    int shutdown_ms;    /* SIGTERM: how long in-flight transactions may take */
     /* [route] */
     struct config_route routes[CONFIG_MAX_ROUTES];
     int nroutes;

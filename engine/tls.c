@@ -1,0 +1,194 @@
+/*
+ * NAME
+ *   tls - TLS that only transforms bytes: OpenSSL over a custom BIO
+ * DESCRIPTION
+ *   The BIO method is created once per process (it is immutable) and every
+ *   BIO carries its session as data. Reads return "retry" when no
+ *   ciphertext is buffered; writes always succeed (the outgoing vbuf grows),
+ *   so OpenSSL never reports WANT_WRITE.
+ */
+#include "engine/tls.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+static BIO_METHOD *tls_bio_method;
+static pthread_once_t tls_bio_once = PTHREAD_ONCE_INIT;
+
+/* bio_read - hand OpenSSL buffered ciphertext, or ask it to retry */
+static int bio_read(BIO *b, char *out, int outl)
+{
+    struct tls_session *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    size_t avail = vbuf_len(s->cin);
+    if (avail == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t n = avail < (size_t)outl ? avail : (size_t)outl;
+    memcpy(out, vbuf_data(s->cin), n);
+    vbuf_consume(s->cin, n);
+    return (int)n;
+}
+
+/* bio_write - append ciphertext for the ring to send */
+static int bio_write(BIO *b, const char *in, int inl)
+{
+    struct tls_session *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    vbuf_append(s->cout, in, (size_t)inl);
+    return inl;
+}
+
+/* bio_ctrl - only flush and the push/pop bookkeeping matter for a memory transport */
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+    case BIO_CTRL_PUSH:
+    case BIO_CTRL_POP:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+/* bio_method_init - the process-wide BIO method */
+static void bio_method_init(void)
+{
+    tls_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "volley ring");
+    BIO_meth_set_read(tls_bio_method, bio_read);
+    BIO_meth_set_write(tls_bio_method, bio_write);
+    BIO_meth_set_ctrl(tls_bio_method, bio_ctrl);
+    BIO_meth_set_create(tls_bio_method, bio_create);
+}
+
+/* ssl_error_text - the first queued OpenSSL error, or a fallback */
+static void ssl_error_text(const char *what, char *err, size_t errlen)
+{
+    unsigned long e = ERR_get_error();
+    char buf[200];
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    else
+        snprintf(buf, sizeof(buf), "connection closed");
+    snprintf(err, errlen, "TLS %s failed: %s", what, buf);
+    ERR_clear_error();
+}
+
+SSL_CTX *tls_client_ctx_new(char *err, size_t errlen)
+{
+    pthread_once(&tls_bio_once, bio_method_init);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        ssl_error_text("context", err, errlen);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    /* no client session cache yet: resumption per MX is future work */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    return ctx;
+}
+
+void tls_ctx_free(SSL_CTX *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni)
+{
+    s->cin = cin;
+    s->cout = cout;
+    s->ssl = SSL_new(ctx);
+    if (s->ssl == NULL)
+        return -ENOMEM;
+    BIO *b = BIO_new(tls_bio_method);
+    if (b == NULL) {
+        SSL_free(s->ssl);
+        s->ssl = NULL;
+        return -ENOMEM;
+    }
+    BIO_set_data(b, s);
+    SSL_set_bio(s->ssl, b, b);
+    if (sni != NULL && sni[0] != '\0' && sni[strspn(sni, "0123456789.")] != '\0' && strchr(sni, ':') == NULL)
+        SSL_set_tlsext_host_name(s->ssl, sni);
+    SSL_set_connect_state(s->ssl);
+    return 0;
+}
+
+void tls_session_free(struct tls_session *s)
+{
+    if (s->ssl)
+        SSL_free(s->ssl); /* frees the BIO too */
+    s->ssl = NULL;
+}
+
+int tls_handshake(struct tls_session *s, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(s->ssl);
+    if (rc == 1)
+        return 0;
+    int e = SSL_get_error(s->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return -EAGAIN;
+    ssl_error_text("handshake", err, errlen);
+    return -EPROTO;
+}
+
+int tls_write(struct tls_session *s, const char *p, size_t n, char *err, size_t errlen)
+{
+    while (n > 0) {
+        ERR_clear_error();
+        int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
+        int rc = SSL_write(s->ssl, p, chunk);
+        if (rc <= 0) {
+            ssl_error_text("write", err, errlen);
+            return -EPROTO;
+        }
+        p += rc;
+        n -= (size_t)rc;
+    }
+    return 0;
+}
+
+int tls_read(struct tls_session *s, vbuf *plain, char *err, size_t errlen)
+{
+    for (;;) {
+        char *w = vbuf_reserve(plain, 16384);
+        ERR_clear_error();
+        int rc = SSL_read(s->ssl, w, 16384);
+        if (rc > 0) {
+            vbuf_commit(plain, (size_t)rc);
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, rc);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            return 0;
+        if (e == SSL_ERROR_ZERO_RETURN)
+            return -EPIPE;
+        ssl_error_text("read", err, errlen);
+        return -EPROTO;
+    }
+}
+
+void tls_describe(const struct tls_session *s, char *out, size_t outlen)
+{
+    if (s->ssl == NULL) {
+        out[0] = '\0';
+        return;
+    }
+    snprintf(out, outlen, "%s %s", SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl));
+}
