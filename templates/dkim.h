@@ -10,7 +10,9 @@
  *   rsa|ed25519 PATH"); they are loaded once. A message is signed with every
  *   key whose domain equals the From domain (dual signing when both an RSA
  *   and an Ed25519 key exist); a message whose From domain has no key is
- *   left unsigned (dkim_sign appends nothing and returns 0).
+ *   left unsigned (dkim_sign appends nothing and returns 0). A message
+ *   with no From, several From headers or several mailboxes in From is
+ *   refused (-EINVAL): there is no single domain to sign for.
  *   Canonicalisation relaxed/relaxed; signed headers: From (over-signed),
  *   To, Subject, Date, Message-ID, MIME-Version, Content-Type, Reply-To,
  *   List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID (those present).
@@ -25,6 +27,7 @@
 #define VOLLEY_TEMPLATES_DKIM_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "lib/config.h"
@@ -36,5 +39,18 @@ struct dkim_signer *dkim_signer_new(const struct vconfig *cfg, char *err, size_t
 void dkim_signer_free(struct dkim_signer *s);
 /* dkim_sign - msg is a complete CRLF message (not dot-stuffed); 0 or -errno with err */
 int dkim_sign(struct dkim_signer *s, const char *msg, size_t len, vbuf *out, char *err, size_t errlen);
+/* dkim_sign_at - dkim_sign with the signing time (t=) given: tools and tests */
+int dkim_sign_at(struct dkim_signer *s, const char *msg, size_t len, time_t now, vbuf *out, char *err, size_t errlen);
+
+/* Building blocks, exported for tests and tools. Any thread; no signer needed. */
+/* dkim_canon_header - append the relaxed form (RFC 6376 3.4.2) of one header field
+ * ("Name: value", CRLF optional) plus CRLF to out; -EINVAL when it has no colon */
+int dkim_canon_header(const char *field, size_t len, vbuf *out);
+/* dkim_canon_body - append the relaxed form (RFC 6376 3.4.4) of a message body to out */
+void dkim_canon_body(const char *body, size_t len, vbuf *out);
+/* dkim_from_domain - the domain of the single mailbox in a From field value (the text
+ * after the colon, folding allowed); *dom points into value; -EINVAL when there is
+ * not exactly one mailbox with a domain */
+int dkim_from_domain(const char *value, size_t len, const char **dom, size_t *domlen);
 
 #endif
