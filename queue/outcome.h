@@ -29,6 +29,9 @@
 
 enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED };
 
+/* <p>:events is trimmed with XADD MAXLEN ~ this many entries (about 300 MB of events at most) */
+#define Q_EVENTS_MAXLEN 1000000
+
 struct q_outcome {
     const struct q_job *job;
     enum q_status status;

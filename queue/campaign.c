@@ -1,0 +1,71 @@
+/*
+ * NAME
+ *   campaign - fetch a campaign hash and keep it as name/value pairs
+ * DESCRIPTION
+ *   One allocation per campaign: struct, kv array, then the bytes. Field
+ *   values may be large (an HTML body), names are capped by Redis itself.
+ */
+#include "queue/campaign.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "queue/resp.h"
+#include "queue/validate.h"
+
+void q_campaign_fetch(struct q_redis *q, const struct q_keys *k, const char *id, size_t idlen, q_reply_fn *fn,
+                      void *priv)
+{
+    vbuf *o = q_redis_out(q);
+    /* the key is prefix + id: format it in place instead of building a temporary string */
+    q_resp_array(o, 2);
+    q_resp_bulk(o, "HGETALL", 7);
+    q_resp_bulk_cat(o, k->campaign, strlen(k->campaign), id, idlen);
+    q_redis_expect(q, fn, priv);
+}
+
+int q_campaign_parse(const redisReply *r, const char *id, size_t idlen, struct q_campaign **out)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+        return -EPROTO;
+    if (r->elements == 0)
+        return -ENOENT;
+    if (!q_campaign_id_valid(id, idlen))
+        return -EINVAL;
+    size_t n = r->elements / 2, bytes = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        bytes += r->element[i]->len + 1;
+    }
+    struct q_campaign *c = xmalloc(sizeof(*c) + n * sizeof(struct kv) + bytes);
+    memset(c, 0, sizeof(*c));
+    memcpy(c->id, id, idlen);
+    c->id[idlen] = '\0';
+    c->fields = (struct kv *)(c + 1);
+    c->nfields = n;
+    char *s = (char *)(c->fields + n);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *k = r->element[2 * i], *v = r->element[2 * i + 1];
+        struct kv *kv = &c->fields[i];
+        kv->k = s;
+        kv->klen = k->len;
+        memcpy(s, k->str, k->len);
+        s += k->len;
+        *s++ = '\0';
+        kv->v = s;
+        kv->vlen = v->len;
+        memcpy(s, v->str, v->len);
+        s += v->len;
+        *s++ = '\0';
+    }
+    *out = c;
+    return 0;
+}
+
+void q_campaign_free(struct q_campaign *c)
+{
+    free(c);
+}
