@@ -555,14 +555,22 @@ static long scan_headers(struct dkim_signer *s, const char *msg, size_t len, cha
     return (long)len;
 }
 
-/* put_folded - append text to a header under construction, folding before it when the line would run long */
-static void put_folded(vbuf *out, size_t *linestart, const char *t, size_t n)
+/*
+ * put_folded - append " text" to a header under construction, or "CRLF TAB text"
+ * when the line would pass DKIM_FOLD_AT; *linestart tracks where the line began.
+ * tail is appended right after, counted in the decision but never split off
+ * (";" after a tag, so the separator stays with its tag).
+ */
+static void put_folded(vbuf *out, size_t *linestart, const char *t, size_t n, const char *tail, size_t tn)
 {
-    if (vbuf_len(out) - *linestart + n > DKIM_FOLD_AT) {
+    if (vbuf_len(out) - *linestart + 1 + n + tn > DKIM_FOLD_AT) {
         vbuf_append(out, "\r\n\t", 3);
         *linestart = vbuf_len(out) - 1;
+    } else {
+        vbuf_putc(out, ' ');
     }
     vbuf_append(out, t, n);
+    vbuf_append(out, tail, tn);
 }
 
 /* b64 - base64 of n bytes into dst (room for 4 * ceil(n / 3) + 1); returns the length */
@@ -576,41 +584,38 @@ static int sign_one(struct dkim_signer *s, struct dkim_key *k, const char *bh, c
                     char *err, size_t errlen)
 {
     char why[256];
-    char tmp[64];
+    char tmp[DKIM_MAX_DOMAIN + 8];
     size_t hstart = vbuf_len(out);
     size_t ls = hstart;
 
     vbuf_printf(out, "DKIM-Signature: v=1; a=%s; c=relaxed/relaxed;",
                 k->algo == CONFIG_DKIM_RSA ? "rsa-sha256" : "ed25519-sha256");
-    vbuf_putc(out, ' ');
-    put_folded(out, &ls, "d=", 2);
-    vbuf_append(out, k->domain, k->domainlen);
-    vbuf_putc(out, ';');
-    put_folded(out, &ls, " s=", 3);
-    vbuf_puts(out, k->selector);
-    vbuf_putc(out, ';');
-    int tl = snprintf(tmp, sizeof tmp, " t=%lld;", (long long)now);
-    put_folded(out, &ls, tmp, (size_t)tl);
+    int tl = snprintf(tmp, sizeof tmp, "d=%s;", k->domain);
+    put_folded(out, &ls, tmp, (size_t)tl, "", 0);
+    tl = snprintf(tmp, sizeof tmp, "s=%s;", k->selector);
+    put_folded(out, &ls, tmp, (size_t)tl, "", 0);
+    tl = snprintf(tmp, sizeof tmp, "t=%lld;", (long long)now);
+    put_folded(out, &ls, tmp, (size_t)tl, "", 0);
     /* h=: every present instance, From once more; FWS is allowed after ':' */
-    put_folded(out, &ls, " h=", 3);
-    int first = 1;
-    for (unsigned i = 0; i < DKIM_NHNAMES; i++) {
+    for (unsigned i = 0, first = 1; i < DKIM_NHNAMES; i++) {
         int times = count[i] + (i == 0);
-        for (int j = 0; j < times; j++) {
+        for (int j = 0; j < times; j++, first = 0) {
             if (first) {
-                vbuf_append(out, dkim_hnames[i].name, dkim_hnames[i].len);
-                first = 0;
+                put_folded(out, &ls, "h=", 2, dkim_hnames[i].name, dkim_hnames[i].len);
             } else {
                 vbuf_putc(out, ':');
-                put_folded(out, &ls, dkim_hnames[i].name, dkim_hnames[i].len);
+                if (vbuf_len(out) - ls + dkim_hnames[i].len + 1 > DKIM_FOLD_AT) {
+                    vbuf_append(out, "\r\n\t", 3);
+                    ls = vbuf_len(out) - 1;
+                }
+                vbuf_append(out, dkim_hnames[i].name, dkim_hnames[i].len);
             }
         }
     }
     vbuf_putc(out, ';');
-    put_folded(out, &ls, " bh=", 4);
-    vbuf_puts(out, bh);
+    put_folded(out, &ls, "bh=", 3, bh, strlen(bh));
     vbuf_putc(out, ';');
-    put_folded(out, &ls, " b=", 3);
+    put_folded(out, &ls, "b=", 2, "", 0);
 
     /* hash the signed fields, then this header with its b= still empty */
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -650,8 +655,8 @@ static int sign_one(struct dkim_signer *s, struct dkim_key *k, const char *bh, c
         size_t used = vbuf_len(out) - ls;
         size_t room = used < DKIM_FOLD_AT ? DKIM_FOLD_AT - used : 0;
         if (room < 8) {
-            vbuf_append(out, "\r\n\t ", 4);
-            ls = vbuf_len(out) - 2;
+            vbuf_append(out, "\r\n\t", 3);
+            ls = vbuf_len(out) - 1;
             continue;
         }
         size_t take = blen - off < room ? blen - off : room;
