@@ -418,7 +418,7 @@ void dkim_canon_body(const char *body, size_t len, vbuf *out)
 int dkim_from_domain(const char *v, size_t len, const char **dom, size_t *domlen)
 {
     const char *lt = NULL, *gt = NULL, *at = NULL;
-    int inq = 0, depth = 0;
+    int inq = 0, depth = 0, comma = 0;
 
     for (size_t i = 0; i < len; i++) {
         char c = v[i];
@@ -458,8 +458,10 @@ int dkim_from_domain(const char *v, size_t len, const char **dom, size_t *domlen
         case ',':
             /* an unquoted comma in a display name is common sloppiness; after
              * the address, or with no brackets at all, it separates mailboxes */
-            if (!lt || gt)
+            if (gt)
                 return -EINVAL;
+            if (!lt)
+                comma = 1;
             break;
         case '@':
             /* inside brackets the last '@' wins (obsolete routes use '@' too);
@@ -476,7 +478,7 @@ int dkim_from_domain(const char *v, size_t len, const char **dom, size_t *domlen
             break;
         }
     }
-    if (inq || depth || (lt && !gt))
+    if (inq || depth || (lt && !gt) || (comma && !lt))
         return -EINVAL;
     if (!at || (lt && (at < lt || at > gt)))
         return -EINVAL;
