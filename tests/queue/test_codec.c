@@ -1,0 +1,269 @@
+/*
+ * NAME
+ *   test_codec - the Redis codec against a real redis-server over a plain socket
+ * DESCRIPTION
+ *   Proves what the engine relies on: commands are formatted exactly as
+ *   hiredis would, replies reach their callbacks in send order however the
+ *   bytes are split, fail_all hands NULL to everyone waiting, garbage is
+ *   -EPROTO, and EVALSHA falls back to EVAL on NOSCRIPT without the caller
+ *   noticing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "queue/resp.h"
+#include "queue/script.h"
+#include "queue/sha1.h"
+#include "redis_harness.h"
+
+static struct rh H;
+
+/* a log of replies seen by callbacks */
+struct seen {
+    int n;
+    int tag[64];
+    int type[64];
+    long long integer[64];
+    char str[64][64];
+    int was_null[64];
+};
+
+static struct seen S;
+
+static void on_reply(void *priv, redisReply *r)
+{
+    int i = S.n++;
+    S.tag[i] = (int)(intptr_t)priv;
+    S.was_null[i] = r == NULL;
+    if (r == NULL)
+        return;
+    S.type[i] = r->type;
+    S.integer[i] = r->integer;
+    if (r->str)
+        snprintf(S.str[i], sizeof(S.str[i]), "%.*s", (int)r->len, r->str);
+}
+
+static void cmd(struct q_redis *q, int tag, const char *a0, const char *a1, const char *a2)
+{
+    const char *argv[3] = {a0, a1, a2};
+    int argc = a2 ? 3 : a1 ? 2 : 1;
+    q_redis_cmdargv(q, argc, argv, NULL, on_reply, (void *)(intptr_t)tag);
+}
+
+static void test_format_matches_hiredis(void **st)
+{
+    const char *argv[] = {"XADD", "k", "*", "", "bin\0ary\r\n", "caf\xc3\xa9"};
+    size_t argvlen[] = {4, 1, 1, 0, 10, 5};
+    char *want = NULL;
+    int wl = redisFormatCommandArgv(&want, 6, argv, argvlen);
+    vbuf b;
+    vbuf_init(&b, 8);
+    q_resp_array(&b, 6);
+    for (int i = 0; i < 6; i++)
+        q_resp_bulk(&b, argv[i], argvlen[i]);
+    assert_int_equal(vbuf_len(&b), (size_t)wl);
+    assert_memory_equal(vbuf_data(&b), want, (size_t)wl);
+    redisFreeCommand(want);
+
+    /* numbers and two-part arguments too */
+    vbuf_reset(&b);
+    q_resp_bulk_u64(&b, 18446744073709551615ull);
+    q_resp_bulk_cat(&b, "var.", 4, "name", 4);
+    assert_string_equal(vbuf_data(&b), "$20\r\n18446744073709551615\r\n$8\r\nvar.name\r\n");
+    vbuf_free(&b);
+}
+
+static void test_fifo_order_and_split_bytes(void **st)
+{
+    struct q_redis *q = q_redis_new();
+    int fd = rh_socket(&H);
+    memset(&S, 0, sizeof(S));
+    cmd(q, 1, "SET", "fifo", "10");
+    cmd(q, 2, "INCR", "fifo", NULL);
+    cmd(q, 3, "GET", "fifo", NULL);
+    cmd(q, 4, "LPUSH", "fifo", "x"); /* WRONGTYPE: errors are replies too, in their place */
+    cmd(q, 5, "GET", "nope", NULL);
+    cmd(q, 6, "PING", NULL, NULL);
+    assert_int_equal(q_redis_pending(q), 6);
+
+    /* send everything, collect the raw reply bytes, then feed them one byte at a time */
+    vbuf *o = q_redis_out(q);
+    assert_int_equal(write(fd, vbuf_data(o), vbuf_len(o)), (ssize_t)vbuf_len(o));
+    vbuf_consume(o, vbuf_len(o));
+    char raw[4096];
+    size_t got = 0;
+    const char *want_tail = "+PONG\r\n";
+    while (got < 7 || memcmp(raw + got - 7, want_tail, 7) != 0) {
+        ssize_t n = read(fd, raw + got, sizeof(raw) - got);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < got; i++)
+        assert_int_equal(q_redis_feed(q, raw + i, 1), 0);
+
+    assert_int_equal(S.n, 6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(S.tag[i], i + 1);
+    assert_int_equal(S.type[0], REDIS_REPLY_STATUS);
+    assert_int_equal(S.integer[1], 11);
+    assert_string_equal(S.str[2], "11");
+    assert_int_equal(S.type[3], REDIS_REPLY_ERROR);
+    assert_non_null(strstr(S.str[3], "WRONGTYPE"));
+    assert_int_equal(S.type[4], REDIS_REPLY_NIL);
+    assert_string_equal(S.str[5], "PONG");
+    assert_int_equal(q_redis_pending(q), 0);
+
+    /* many commands in one go: the ring grows past its first size without losing order */
+    memset(&S, 0, sizeof(S));
+    for (int i = 0; i < 60; i++)
+        cmd(q, i, "INCR", "fifo", NULL);
+    assert_int_equal(rh_pump(q, fd), 0);
+    assert_int_equal(S.n, 60);
+    for (int i = 0; i < 60; i++) {
+        assert_int_equal(S.tag[i], i);
+        assert_int_equal(S.integer[i], 12 + i);
+    }
+    close(fd);
+    q_redis_free(q);
+}
+
+static struct q_redis *requeue_q;
+static void on_fail_requeue(void *priv, redisReply *r)
+{
+    on_reply(priv, r);
+    if ((intptr_t)priv == 2)
+        cmd(requeue_q, 99, "PING", NULL, NULL);
+}
+
+static void test_fail_all(void **st)
+{
+    struct q_redis *q = q_redis_new();
+    memset(&S, 0, sizeof(S));
+    requeue_q = q;
+    const char *argv[] = {"PING"};
+    for (int i = 1; i <= 3; i++)
+        q_redis_cmdargv(q, 1, argv, NULL, on_fail_requeue, (void *)(intptr_t)i);
+    /* half a reply arrived before the connection died: it must not leak into the next connection */
+    assert_int_equal(q_redis_feed(q, "+PO", 3), 0);
+    q_redis_fail_all(q);
+    assert_int_equal(S.n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(S.tag[i], i + 1);
+        assert_true(S.was_null[i]);
+    }
+    /* the command queued from inside a failing callback is kept for the next connection */
+    assert_int_equal(q_redis_pending(q), 1);
+    assert_string_equal(vbuf_data(q_redis_out(q)), "*1\r\n$4\r\nPING\r\n");
+    int fd = rh_socket(&H);
+    assert_int_equal(rh_pump(q, fd), 0);
+    assert_int_equal(S.n, 4);
+    assert_int_equal(S.tag[3], 99);
+    assert_string_equal(S.str[3], "PONG");
+    close(fd);
+    q_redis_free(q);
+}
+
+static void test_malformed_bytes(void **st)
+{
+    struct q_redis *q = q_redis_new();
+    memset(&S, 0, sizeof(S));
+    cmd(q, 1, "PING", NULL, NULL);
+    assert_int_equal(q_redis_feed(q, "!garbage\r\n", 10), -EPROTO);
+    q_redis_fail_all(q);
+    assert_int_equal(S.n, 1);
+    assert_true(S.was_null[0]);
+
+    /* a reply nobody asked for means the stream is out of step */
+    assert_int_equal(q_redis_feed(q, "+OK\r\n", 5), -EPROTO);
+    q_redis_free(q);
+}
+
+static void test_sha1_matches_redis(void **st)
+{
+    char hex[41];
+    q_sha1_hex("abc", 3, hex);
+    assert_string_equal(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    q_sha1_hex("", 0, hex);
+    assert_string_equal(hex, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    /* lengths around the padding boundaries, checked against SCRIPT LOAD */
+    size_t lens[] = {1, 55, 56, 63, 64, 65, 119, 120, 1000};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        char text[1100];
+        memset(text, ' ', lens[i]);
+        memcpy(text, "return 1", 8 < lens[i] ? 8 : lens[i]);
+        text[lens[i]] = '\0';
+        q_sha1_hex(text, lens[i], hex);
+        redisReply *r = rh_cmd(&H, "SCRIPT LOAD %b", text, lens[i]);
+        if (r->type == REDIS_REPLY_STRING)
+            assert_string_equal(hex, r->str);
+        else /* "r" alone does not compile; the digest must still be Redis's */
+            assert_true(lens[i] < 8);
+        freeReplyObject(r);
+    }
+}
+
+static struct q_script echo_script = Q_SCRIPT("return {KEYS[1], ARGV[1], ARGV[2]}");
+
+static void on_echo(void *priv, redisReply *r)
+{
+    int i = S.n++;
+    S.tag[i] = (int)(intptr_t)priv;
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 3);
+    snprintf(S.str[i], sizeof(S.str[i]), "%s|%s|%s", r->element[0]->str, r->element[1]->str, r->element[2]->str);
+}
+
+static void queue_echo(struct q_redis *q, int tag)
+{
+    vbuf *b = q_redis_eval_begin(q, &echo_script, 1, 2);
+    q_resp_bulk_str(b, "key");
+    q_resp_bulk_u64(b, (uint64_t)tag);
+    q_resp_bulk(b, "bin\0x", 5);
+    q_redis_eval_end(q, on_echo, (void *)(intptr_t)tag);
+}
+
+static void test_evalsha_falls_back_to_eval(void **st)
+{
+    freeReplyObject(rh_cmd(&H, "SCRIPT FLUSH"));
+    struct q_redis *q = q_redis_new();
+    int fd = rh_socket(&H);
+    memset(&S, 0, sizeof(S));
+    queue_echo(q, 1);
+    queue_echo(q, 2);
+    assert_int_equal(rh_pump(q, fd), 0);
+    /* both answered with the script's result, never NOSCRIPT */
+    assert_int_equal(S.n, 2);
+    assert_string_equal(S.str[0], "key|1|bin");
+    assert_string_equal(S.str[1], "key|2|bin");
+    /* the EVAL cached the script: the next call is served by EVALSHA directly */
+    redisReply *r = rh_cmd(&H, "SCRIPT EXISTS %s", q_script_sha(&echo_script));
+    assert_int_equal(r->element[0]->integer, 1);
+    freeReplyObject(r);
+    queue_echo(q, 3);
+    assert_int_equal(rh_pump(q, fd), 0);
+    assert_int_equal(S.n, 3);
+    assert_string_equal(S.str[2], "key|3|bin");
+    close(fd);
+    q_redis_free(q);
+}
+
+int main(void)
+{
+    rh_start(&H);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_matches_hiredis),
+        cmocka_unit_test(test_fifo_order_and_split_bytes),
+        cmocka_unit_test(test_fail_all),
+        cmocka_unit_test(test_malformed_bytes),
+        cmocka_unit_test(test_sha1_matches_redis),
+        cmocka_unit_test(test_evalsha_falls_back_to_eval),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    rh_stop(&H);
+    return rc;
+}

@@ -1,0 +1,342 @@
+/*
+ * NAME
+ *   test_outcome - q_record, q_retry_move and q_idle_check against a real redis-server
+ * DESCRIPTION
+ *   What a user of the queue relies on: every outcome leaves an event, a
+ *   counter, an acknowledgement and a deleted entry together; a deferred
+ *   job comes back once (never twice) with its fields and attempt+1; a
+ *   failed job lands in the dead-letter stream with its original fields;
+ *   and the idle check counts what is left.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "queue/intake.h"
+#include "queue/job.h"
+#include "queue/outcome.h"
+#include "redis_harness.h"
+
+static struct rh H;
+static struct q_keys K;
+static struct q_redis *Q;
+static int FD;
+
+#define MAXJ 64
+static struct q_job *J[MAXJ];
+static int NJ;
+
+static void on_read(void *priv, redisReply *r)
+{
+    int n = q_jobs_parse(r, J + NJ, MAXJ - NJ);
+    assert_true(n >= 0);
+    NJ += n;
+}
+
+static void ignore(void *priv, redisReply *r)
+{
+}
+
+static void free_jobs(void)
+{
+    for (int i = 0; i < NJ; i++)
+        q_job_free(J[i]);
+    NJ = 0;
+}
+
+static void read_jobs(const char *consumer)
+{
+    free_jobs();
+    q_intake_read(Q, &K, consumer, 50, -1, 0, on_read, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+/* a reply kept as integers (record, move) or an array of 3 (idle) */
+static long long R[8];
+static int RN;
+static char RERR[256];
+
+static void on_ints(void *priv, redisReply *r)
+{
+    RERR[0] = '\0';
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(RERR, sizeof(RERR), "%s", r->str);
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER) {
+        R[RN++] = r->integer;
+        return;
+    }
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(r->element[i]->type, REDIS_REPLY_INTEGER);
+        R[RN++] = r->element[i]->integer;
+    }
+}
+
+static void idle(long long undelivered, long long pending, long long retry)
+{
+    RN = 0;
+    q_idle_check(Q, &K, on_ints, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(RN, 3);
+    if (R[0] != undelivered || R[1] != pending || R[2] != retry)
+        fail_msg("idle check {%lld, %lld, %lld}, want {%lld, %lld, %lld}", R[0], R[1], R[2], undelivered, pending,
+                 retry);
+}
+
+static void xadd(const char *to, const char *name)
+{
+    if (to)
+        freeReplyObject(rh_cmd(&H, "XADD %s * campaign c1 to %s var.name %s var.token tok-%s", K.jobs, to, name, name));
+    else
+        freeReplyObject(rh_cmd(&H, "XADD %s * campaign c1 var.name %s", K.jobs, name));
+}
+
+/* field - value of a field in a flat [k, v, ...] reply array, or NULL */
+static const char *field(const redisReply *a, const char *name)
+{
+    for (size_t i = 0; i + 1 < a->elements; i += 2)
+        if (strcmp(a->element[i]->str, name) == 0)
+            return a->element[i + 1]->str;
+    return NULL;
+}
+
+static void record(struct q_outcome *o, int n)
+{
+    RN = 0;
+    q_record(Q, &K, o, n, on_ints, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+static void test_record_writes_everything_together(void **st)
+{
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    freeReplyObject(rh_cmd(&H, "SCRIPT FLUSH")); /* the first EVALSHA meets NOSCRIPT and is re-sent as EVAL */
+    q_intake_create_group(Q, &K, ignore, NULL);
+    idle(0, 0, 0);
+    xadd("ann@example.test", "ann");
+    xadd("bob@example.test", "bob");
+    xadd("cat@example.test", "cat");
+    xadd("dan@example.test", "dan");
+    xadd(NULL, "nobody");
+    idle(5, 0, 0);
+    read_jobs("w1");
+    assert_int_equal(NJ, 5);
+    assert_string_equal(J[4]->error, "missing 'to' field");
+    idle(0, 5, 0);
+
+    struct q_outcome o[5] = {
+        {.job = J[0],
+         .status = Q_DELIVERED,
+         .code = 250,
+         .dsn = "2.0.0",
+         .reply = "OK queued",
+         .host = "mx:25",
+         .ts_ms = 1000,
+         .source_ip = "127.0.0.2",
+         .tls = "TLSv1.3 TLS_AES_256_GCM_SHA384"},
+        {.job = J[1],
+         .status = Q_DEFERRED,
+         .code = 450,
+         .dsn = "4.2.1",
+         .reply = "slow down\r\nInjected: x",
+         .host = "mx:25",
+         .ts_ms = 1001,
+         .retry_at_ms = 5000,
+         .limit = "provider-rate"},
+        {.job = J[2],
+         .status = Q_BOUNCED,
+         .code = 550,
+         .dsn = "5.1.1",
+         .reply = "no such user",
+         .host = "mx:25",
+         .ts_ms = 1002},
+        {.job = J[3], .status = Q_FAILED, .reply = "template: unknown variable", .ts_ms = 1003},
+        {.job = J[4], .status = Q_FAILED, .reply = J[4]->error, .ts_ms = 1004},
+    };
+    record(o, 5);
+    assert_string_equal(RERR, "");
+    assert_int_equal(R[0], 5);
+
+    /* every job acknowledged and deleted */
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 0);
+    redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
+    assert_int_equal(p->element[0]->integer, 0);
+    freeReplyObject(p);
+    idle(0, 0, 1);
+
+    /* one event per outcome, in order, with the optional fields only where set */
+    redisReply *ev = rh_cmd(&H, "XRANGE %s - +", K.events);
+    assert_int_equal(ev->elements, 5);
+    const redisReply *e0 = ev->element[0]->element[1], *e1 = ev->element[1]->element[1];
+    assert_string_equal(field(e0, "job"), J[0]->id);
+    assert_string_equal(field(e0, "status"), "delivered");
+    assert_string_equal(field(e0, "to"), "ann@example.test");
+    assert_string_equal(field(e0, "campaign"), "c1");
+    assert_string_equal(field(e0, "code"), "250");
+    assert_string_equal(field(e0, "dsn"), "2.0.0");
+    assert_string_equal(field(e0, "attempt"), "1");
+    assert_string_equal(field(e0, "ts_ms"), "1000");
+    assert_string_equal(field(e0, "source_ip"), "127.0.0.2");
+    assert_string_equal(field(e0, "tls"), "TLSv1.3 TLS_AES_256_GCM_SHA384");
+    assert_null(field(e0, "limit"));
+    assert_null(field(e0, "retry_at_ms"));
+    assert_string_equal(field(e1, "status"), "deferred");
+    assert_string_equal(field(e1, "retry_at_ms"), "5000");
+    assert_string_equal(field(e1, "limit"), "provider-rate");
+    assert_string_equal(field(e1, "reply"), "slow down??Injected: x"); /* no CR/LF reaches the stream */
+    assert_null(field(e1, "source_ip"));
+    assert_string_equal(field(ev->element[4]->element[1], "reply"), "missing 'to' field");
+    freeReplyObject(ev);
+
+    /* counters per campaign and status (the malformed job still names its campaign) */
+    redisReply *s = rh_cmd(&H, "HGETALL %sc1", K.stats);
+    assert_string_equal(field(s, "delivered"), "1");
+    assert_string_equal(field(s, "deferred"), "1");
+    assert_string_equal(field(s, "bounced"), "1");
+    assert_string_equal(field(s, "failed"), "2");
+    freeReplyObject(s);
+
+    /* dead letters: the job's original fields, the reason and the job id */
+    redisReply *d = rh_cmd(&H, "XRANGE %s - +", K.dead);
+    assert_int_equal(d->elements, 2);
+    const redisReply *d0 = d->element[0]->element[1], *d1 = d->element[1]->element[1];
+    assert_string_equal(field(d0, "to"), "dan@example.test");
+    assert_string_equal(field(d0, "var.token"), "tok-dan");
+    assert_string_equal(field(d0, "reason"), "template: unknown variable");
+    assert_string_equal(field(d0, "job"), J[3]->id);
+    assert_string_equal(field(d1, "var.name"), "nobody");
+    assert_null(field(d1, "to"));
+    assert_string_equal(field(d1, "reason"), "missing 'to' field");
+    freeReplyObject(d);
+
+    /* the deferred job: not due at 4999, due at 5000, moved once even when two movers run back to back */
+    char deferred_id[Q_ID_MAX];
+    snprintf(deferred_id, sizeof(deferred_id), "%s", J[1]->id);
+    free_jobs();
+    RN = 0;
+    q_retry_move(Q, &K, 4999, 100, on_ints, NULL);
+    q_retry_move(Q, &K, 5000, 100, on_ints, NULL);
+    q_retry_move(Q, &K, 5000, 100, on_ints, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(RN, 3);
+    assert_int_equal(R[0], 0);
+    assert_int_equal(R[1], 1);
+    assert_int_equal(R[2], 0);
+    idle(1, 0, 0);
+    read_jobs("w2");
+    assert_int_equal(NJ, 1);
+    assert_null(J[0]->error);
+    assert_string_equal(J[0]->to, "bob@example.test");
+    assert_string_equal(J[0]->campaign, "c1");
+    assert_int_equal(J[0]->attempt, 2);
+    assert_int_equal(J[0]->nvars, 2);
+    assert_string_equal(J[0]->vars[1].k, "token");
+    assert_string_equal(J[0]->vars[1].v, "tok-bob");
+    assert_string_not_equal(J[0]->id, deferred_id);
+
+    /* deferred again: the attempt keeps counting */
+    struct q_outcome again = {.job = J[0], .status = Q_DEFERRED, .code = 421, .retry_at_ms = 7000};
+    record(&again, 1);
+    free_jobs();
+    RN = 0;
+    q_retry_move(Q, &K, 9000, 100, on_ints, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    read_jobs("w2");
+    assert_int_equal(J[0]->attempt, 3);
+    free_jobs();
+}
+
+static void test_record_robust_to_missing_entry(void **st)
+{
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    q_intake_create_group(Q, &K, ignore, NULL);
+    xadd("eve@example.test", "eve");
+    xadd("fay@example.test", "fay");
+    read_jobs("w1");
+    assert_int_equal(NJ, 2);
+    /* someone deleted the entries while they were in flight */
+    freeReplyObject(rh_cmd(&H, "XDEL %s %s %s", K.jobs, J[0]->id, J[1]->id));
+    struct q_outcome o[2] = {
+        {.job = J[0], .status = Q_FAILED, .reply = "render failed", .ts_ms = 1},
+        {.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 2},
+    };
+    record(o, 2);
+    assert_string_equal(RERR, "");
+    assert_int_equal(R[0], 2);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.events), 2);
+    /* the dead letter is rebuilt from what the worker knew */
+    redisReply *d = rh_cmd(&H, "XRANGE %s - +", K.dead);
+    assert_int_equal(d->elements, 1);
+    const redisReply *d0 = d->element[0]->element[1];
+    assert_string_equal(field(d0, "to"), "eve@example.test");
+    assert_string_equal(field(d0, "var.name"), "eve");
+    assert_string_equal(field(d0, "reason"), "render failed");
+    freeReplyObject(d);
+    idle(0, 0, 0);
+    free_jobs();
+}
+
+static void test_record_rejects_bad_batch_whole(void **st)
+{
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    q_intake_create_group(Q, &K, ignore, NULL);
+    xadd("gus@example.test", "gus");
+    read_jobs("w1");
+    /* a corrupted job id in the second outcome: the script refuses before writing anything */
+    struct q_job bad = *J[0];
+    snprintf(bad.id, sizeof(bad.id), "not-an-id");
+    struct q_outcome o[2] = {
+        {.job = J[0], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
+        {.job = &bad, .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
+    };
+    record(o, 2);
+    assert_non_null(strstr(RERR, "bad id"));
+    assert_int_equal(rh_int(&H, "XLEN %s", K.events), 0);
+    assert_int_equal(rh_int(&H, "EXISTS %sc1", K.stats), 0);
+    idle(0, 1, 0);
+    free_jobs();
+}
+
+static void test_idle_check_with_deleted_entries(void **st)
+{
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    idle(0, 0, 0); /* no stream at all */
+    for (int i = 0; i < 4; i++)
+        xadd("hal@example.test", "hal");
+    idle(4, 0, 0); /* stream without the group */
+    q_intake_create_group(Q, &K, ignore, NULL);
+    free_jobs();
+    q_intake_read(Q, &K, "w1", 2, -1, 0, on_read, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    idle(2, 2, 0);
+    struct q_outcome o = {.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    record(&o, 1); /* the XDEL leaves a hole that makes Redis report lag as nil */
+    idle(2, 1, 0);
+    free_jobs();
+}
+
+int main(void)
+{
+    rh_start(&H);
+    q_keys_init(&K, "vt");
+    Q = q_redis_new();
+    FD = rh_socket(&H);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_record_writes_everything_together),
+        cmocka_unit_test(test_record_robust_to_missing_entry),
+        cmocka_unit_test(test_record_rejects_bad_batch_whole),
+        cmocka_unit_test(test_idle_check_with_deleted_entries),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    close(FD);
+    q_redis_free(Q);
+    rh_stop(&H);
+    return rc;
+}
