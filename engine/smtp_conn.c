@@ -1,0 +1,702 @@
+/*
+ * NAME
+ *   smtp_conn - one SMTP client connection: transport over the ring and the
+ *   protocol state machine (RFC 5321, PIPELINING RFC 2920, STARTTLS RFC 3207)
+ * DESCRIPTION
+ *   Transport: one recv and at most one send are in flight per connection.
+ *   The protocol writes commands into `out` and reads replies from `in`;
+ *   with TLS those are plaintext buffers and tls_write/tls_read move bytes
+ *   between them and the socket buffers, so the protocol code is the same
+ *   with and without TLS.
+ *
+ *   Protocol: every command sent pushes an expectation; every reply pops
+ *   one, so replies are matched to commands whether or not they were
+ *   pipelined. With PIPELINING a transaction is MAIL+RCPT+DATA in one write,
+ *   and the next message's MAIL+RCPT+DATA follow the final dot of the
+ *   previous one in the same write (RFC 2920 3.1: the message content may
+ *   start a command group). Without it, each command waits for its reply.
+ *   STARTTLS is never pipelined, and after the handshake everything learned
+ *   before (capabilities, buffered bytes) is discarded and EHLO sent again.
+ *
+ *   Outcomes: 2xx after the final dot = delivered; 4xx = deferred; 5xx =
+ *   bounced; a connection, TLS or protocol failure defers every message on
+ *   the connection whose outcome was not yet known (the message may have
+ *   been delivered if the connection died after the final dot: that is the
+ *   usual MTA duplicate window).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine/ring.h"
+#include "engine/worker.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "templates/message.h"
+
+static void conn_flush(struct smtp_conn *c);
+static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r);
+static void conn_after_io(struct smtp_conn *c);
+
+/* slot_alloc - a connection slot; generations survive reuse so stale completions are spotted */
+static uint32_t slot_alloc(struct worker *w)
+{
+    if (w->nfree_slots > 0)
+        return w->free_slots[--w->nfree_slots];
+    uint32_t n = w->nconn_slots ? w->nconn_slots * 2 : 64;
+    w->conns = xrealloc(w->conns, n * sizeof(*w->conns));
+    w->free_slots = xrealloc(w->free_slots, n * sizeof(*w->free_slots));
+    for (uint32_t i = w->nconn_slots; i < n; i++)
+        w->conns[i] = NULL;
+    for (uint32_t i = n; i > w->nconn_slots + 1; i--)
+        w->free_slots[w->nfree_slots++] = i - 1;
+    uint32_t s = w->nconn_slots;
+    w->nconn_slots = n;
+    return s;
+}
+
+/* expect_push - remember which reply comes next */
+static void expect_push(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m)
+{
+    /* the protocol never has more than a transaction and a half outstanding */
+    if (c->ex_len >= SMTP_EXPECT_MAX)
+        abort();
+    int i = (c->ex_head + c->ex_len) % SMTP_EXPECT_MAX;
+    c->expect[i].kind = k;
+    c->expect[i].msg = m;
+    c->ex_len++;
+    if (k == EX_DATA)
+        c->data_pending++;
+    if (c->deadline_ms == 0)
+        c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ms;
+}
+
+/* expect_pop - the expectation the reply at hand answers */
+static struct smtp_expect expect_pop(struct smtp_conn *c)
+{
+    struct smtp_expect e = c->expect[c->ex_head];
+    c->ex_head = (c->ex_head + 1) % SMTP_EXPECT_MAX;
+    c->ex_len--;
+    if (e.kind == EX_DATA)
+        c->data_pending--;
+    /* a new stage starts: its own timeout */
+    c->deadline_ms = c->ex_len > 0 ? worker_now_ms() + (uint64_t)c->w->cfg->timeout_ms : 0;
+    return e;
+}
+
+struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
+{
+    int fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(p->last_error, sizeof(p->last_error), "socket: %s", strerror(errno));
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct smtp_conn *c = xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->pool = p;
+    c->fd = fd;
+    c->slot = slot_alloc(w);
+    c->gen = ++w->next_gen;
+    w->conns[c->slot] = c;
+    c->rx = xmalloc(WORKER_RX_SIZE);
+    vbuf_init(&c->rbuf, 1024);
+    vbuf_init(&c->wbuf, 1024);
+    vbuf_init(&c->sbuf, 1024);
+    c->in = &c->rbuf;
+    c->out = &c->wbuf;
+    c->state = CONN_CONNECTING;
+    c->deadline_ms = worker_now_ms() + (uint64_t)w->cfg->timeout_ms;
+    c->next = p->conns;
+    p->conns = c;
+    p->nconns++;
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&p->addr, p->addrlen);
+    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_CONNECT, c->slot, c->gen));
+    c->ops++;
+    expect_push(c, EX_GREETING, NULL);
+    return c;
+}
+
+/* conn_arm_recv - keep one recv in flight while the connection is open */
+static void conn_arm_recv(struct smtp_conn *c)
+{
+    if (c->recv_armed || c->state == CONN_CLOSED || c->state == CONN_CONNECTING)
+        return;
+    struct io_uring_sqe *sqe = ring_sqe(&c->w->ring);
+    io_uring_prep_recv(sqe, c->fd, c->rx, WORKER_RX_SIZE, 0);
+    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_RECV, c->slot, c->gen));
+    c->recv_armed = true;
+    c->ops++;
+}
+
+/* conn_flush - encrypt pending plaintext and hand the socket bytes to the kernel */
+static void conn_flush(struct smtp_conn *c)
+{
+    char err[256];
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->tls_on && vbuf_len(&c->pout) > 0 && !c->tls_handshaking) {
+        if (tls_write(&c->tls, vbuf_data(&c->pout), vbuf_len(&c->pout), err, sizeof(err)) < 0) {
+            smtp_conn_fail(c, err);
+            return;
+        }
+        vbuf_reset(&c->pout);
+    }
+    if (c->send_armed || vbuf_len(&c->wbuf) == 0)
+        return;
+    /* swap: the kernel gets sbuf, the protocol keeps filling wbuf */
+    vbuf t = c->sbuf;
+    c->sbuf = c->wbuf;
+    c->wbuf = t;
+    struct io_uring_sqe *sqe = ring_sqe(&c->w->ring);
+    io_uring_prep_send(sqe, c->fd, vbuf_data(&c->sbuf), vbuf_len(&c->sbuf), MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_SEND, c->slot, c->gen));
+    c->send_armed = true;
+    c->ops++;
+}
+
+/* conn_cmd - write one command line and expect its reply */
+static void conn_cmd(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void conn_cmd(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vbuf_vprintf(c->out, fmt, ap);
+    va_end(ap);
+    vbuf_append(c->out, "\r\n", 2);
+    expect_push(c, k, m);
+}
+
+/* conn_close - close the socket; the struct lives until its ring operations complete */
+static void conn_close(struct smtp_conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    bool was_ready = c->state == CONN_READY || c->state == CONN_QUITTING;
+    c->state = CONN_CLOSED;
+    /* shutdown completes the armed recv (with 0) so the slot can be released */
+    shutdown(c->fd, SHUT_RDWR);
+    pool_conn_closed(c->w, c->pool, c, was_ready);
+}
+
+/* conn_release - free a closed connection once the kernel is done with its buffers */
+static void conn_release(struct smtp_conn *c)
+{
+    if (c->state != CONN_CLOSED || c->ops > 0)
+        return;
+    struct worker *w = c->w;
+    close(c->fd);
+    if (c->tls.ssl)
+        tls_session_free(&c->tls);
+    free(c->rx);
+    vbuf_free(&c->rbuf);
+    vbuf_free(&c->wbuf);
+    vbuf_free(&c->sbuf);
+    vbuf_free(&c->pin);
+    vbuf_free(&c->pout);
+    w->conns[c->slot] = NULL;
+    w->free_slots[w->nfree_slots++] = c->slot;
+    free(c);
+}
+
+void smtp_conn_fail(struct smtp_conn *c, const char *why)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->error[0] == '\0')
+        snprintf(c->error, sizeof(c->error), "%s", why);
+    log_debug("smtp %s: %s", c->pool->peer, c->error);
+    /* every message whose outcome is not known yet is deferred with the reason */
+    while (c->ex_len > 0) {
+        struct smtp_expect e = expect_pop(c);
+        if (e.msg != NULL && !e.msg->done) {
+            snprintf(e.msg->host, sizeof(e.msg->host), "%s", c->pool->peer);
+            snprintf(e.msg->tls, sizeof(e.msg->tls), "%s", c->tlsdesc);
+            worker_finish_msg(c->w, e.msg, Q_DEFERRED, 0, "4.4.2", c->error);
+        }
+    }
+    conn_close(c);
+}
+
+/* msg_fail_reply - a transaction ends with the server's reply */
+static void msg_fail_reply(struct smtp_conn *c, struct msg *m, const struct smtp_reply *r)
+{
+    if (m == NULL || m->done)
+        return;
+    m->txn_failed = true;
+    snprintf(m->host, sizeof(m->host), "%s", c->pool->peer);
+    snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
+    enum q_status st = smtp_reply_class(r) == 5 ? Q_BOUNCED : Q_DEFERRED;
+    worker_finish_msg(c->w, m, st, r->code, r->dsn, r->text);
+}
+
+/* send_body - the message, dot-stuffed, then the terminating dot */
+static void send_body(struct smtp_conn *c, struct msg *m)
+{
+    const char *p = vbuf_data(&m->data), *end = p + vbuf_len(&m->data);
+    vbuf *o = c->out;
+    /* reserve once: stuffing adds at most one byte per line */
+    vbuf_reserve(o, vbuf_len(&m->data) + vbuf_len(&m->data) / 32 + 8);
+    if (p < end && *p == '.')
+        vbuf_putc(o, '.');
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL) {
+            vbuf_append(o, p, (size_t)(end - p));
+            vbuf_append(o, "\r\n", 2);
+            break;
+        }
+        vbuf_append(o, p, (size_t)(nl - p + 1));
+        p = nl + 1;
+        if (p < end && *p == '.')
+            vbuf_putc(o, '.');
+    }
+    vbuf_append(o, ".\r\n", 3);
+    expect_push(c, EX_DOT, m);
+}
+
+/* start_txn - MAIL (+RCPT+DATA when pipelining) for the next queued message */
+static bool start_txn(struct smtp_conn *c)
+{
+    const struct vconfig *cfg = c->w->cfg;
+    if (c->state != CONN_READY || c->data_pending > 0)
+        return false;
+    if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
+        return false;
+    /* with pipelining, at most one message is waiting for its final reply while the next starts */
+    if (c->ex_len > 1)
+        return false;
+    if (c->msgs_started >= cfg->msgs_per_conn) {
+        if (c->ex_len == 0)
+            smtp_conn_quit(c);
+        return false;
+    }
+    struct msg *m = pool_take(c->pool);
+    if (m == NULL)
+        return false;
+    c->msgs_started++;
+    if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
+        char why[160];
+        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data),
+                 c->size_limit);
+        snprintf(m->host, sizeof(m->host), "%s", c->pool->peer);
+        worker_finish_msg(c->w, m, Q_BOUNCED, 552, "5.3.4", why);
+        return true;
+    }
+    if (c->rset_needed) {
+        conn_cmd(c, EX_RSET, NULL, "RSET");
+        c->rset_needed = false;
+        if (!(c->caps & SMTP_CAP_PIPELINING)) {
+            /* put it back: RSET must be answered first */
+            m->next = c->pool->qhead;
+            c->pool->qhead = m;
+            if (c->pool->qtail == NULL)
+                c->pool->qtail = m;
+            c->pool->qlen++;
+            c->msgs_started--;
+            return false;
+        }
+    }
+    const char *from = tpl_message_mail_from(m->camp->tm);
+    if (c->caps & SMTP_CAP_SIZE)
+        conn_cmd(c, EX_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
+                 (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
+    else
+        conn_cmd(c, EX_MAIL, m, "MAIL FROM:<%s>%s", from, (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
+    if (c->caps & SMTP_CAP_PIPELINING) {
+        conn_cmd(c, EX_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
+        conn_cmd(c, EX_DATA, m, "DATA");
+    }
+    return true;
+}
+
+void smtp_conn_kick(struct smtp_conn *c)
+{
+    while (start_txn(c))
+        ;
+    if (c->ex_len == 0 && c->state == CONN_READY && c->idle_since_ms == 0)
+        c->idle_since_ms = worker_now_ms();
+    else if (c->ex_len > 0)
+        c->idle_since_ms = 0;
+    conn_flush(c);
+}
+
+bool smtp_conn_idle(const struct smtp_conn *c)
+{
+    return c->state == CONN_READY && c->ex_len == 0;
+}
+
+void smtp_conn_quit(struct smtp_conn *c)
+{
+    if (c->state != CONN_READY)
+        return;
+    conn_cmd(c, EX_QUIT, NULL, "QUIT");
+    c->state = CONN_QUITTING;
+    conn_flush(c);
+}
+
+/* send_ehlo - EHLO with our configured name */
+static void send_ehlo(struct smtp_conn *c)
+{
+    c->caps = 0;
+    c->size_limit = 0;
+    conn_cmd(c, EX_EHLO, NULL, "EHLO %s", c->w->cfg->hostname);
+}
+
+/* tls_begin - 220 to STARTTLS: from here the socket carries TLS records */
+static void tls_begin(struct smtp_conn *c)
+{
+    /* RFC 3207: anything the server sent before the handshake is discarded */
+    vbuf_reset(&c->rbuf);
+    vbuf_init(&c->pin, 1024);
+    vbuf_init(&c->pout, 1024);
+    if (tls_session_start(&c->tls, c->w->tls_ctx, &c->rbuf, &c->wbuf, c->pool->route->host) < 0) {
+        smtp_conn_fail(c, "TLS session could not be created");
+        return;
+    }
+    c->tls_on = true;
+    c->tls_handshaking = true;
+    c->in = &c->pin;
+    c->out = &c->pout;
+    c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ms;
+}
+
+/* tls_step - advance the handshake with what arrived */
+static void tls_step(struct smtp_conn *c)
+{
+    char err[256];
+    int rc = tls_handshake(&c->tls, err, sizeof(err));
+    if (rc == -EAGAIN)
+        return;
+    if (rc < 0) {
+        smtp_conn_fail(c, err);
+        return;
+    }
+    c->tls_handshaking = false;
+    c->deadline_ms = 0;
+    tls_describe(&c->tls, c->tlsdesc, sizeof(c->tlsdesc));
+    send_ehlo(c);
+}
+
+/* conn_ready - the session is established: carry messages */
+static void conn_ready(struct smtp_conn *c)
+{
+    if (c->w->cfg->tls_mode == CONFIG_TLS_REQUIRED && !c->tls_on) {
+        smtp_conn_fail(c, "TLS required but the server does not offer STARTTLS");
+        return;
+    }
+    c->state = CONN_READY;
+    c->pool->nready++;
+    c->pool->down_until_ms = 0;
+}
+
+/* on_handshake_reply - greeting, EHLO/HELO and STARTTLS replies */
+static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, const struct smtp_reply *r)
+{
+    char why[400];
+    switch (k) {
+    case EX_GREETING:
+        if (r->code != 220) {
+            snprintf(why, sizeof(why), "greeting refused: %s", r->text);
+            smtp_conn_fail(c, why);
+            return;
+        }
+        send_ehlo(c);
+        return;
+    case EX_EHLO:
+        if (smtp_reply_class(r) != 2) {
+            if (!c->helo_tried) {
+                c->helo_tried = true;
+                conn_cmd(c, EX_HELO, NULL, "HELO %s", c->w->cfg->hostname);
+                return;
+            }
+            snprintf(why, sizeof(why), "EHLO refused: %s", r->text);
+            smtp_conn_fail(c, why);
+            return;
+        }
+        c->caps = r->caps;
+        c->size_limit = r->size_limit;
+        if (!c->tls_on && (c->caps & SMTP_CAP_STARTTLS) && c->w->cfg->tls_mode != CONFIG_TLS_OFF) {
+            conn_cmd(c, EX_STARTTLS, NULL, "STARTTLS");
+            return;
+        }
+        conn_ready(c);
+        return;
+    case EX_HELO:
+        if (smtp_reply_class(r) != 2) {
+            snprintf(why, sizeof(why), "HELO refused: %s", r->text);
+            smtp_conn_fail(c, why);
+            return;
+        }
+        c->caps = 0;
+        conn_ready(c);
+        return;
+    case EX_STARTTLS:
+        if (r->code != 220) {
+            if (c->w->cfg->tls_mode == CONFIG_TLS_REQUIRED) {
+                snprintf(why, sizeof(why), "STARTTLS refused: %s", r->text);
+                smtp_conn_fail(c, why);
+                return;
+            }
+            conn_ready(c);
+            return;
+        }
+        tls_begin(c);
+        if (c->state != CONN_CLOSED)
+            tls_step(c);
+        return;
+    default:
+        return;
+    }
+}
+
+/* conn_on_reply - one complete reply, matched to the oldest expectation */
+static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
+{
+    if (c->ex_len == 0) {
+        smtp_conn_fail(c, "unexpected reply from server");
+        return;
+    }
+    struct smtp_expect e = expect_pop(c);
+    struct msg *m = e.msg;
+    if (r->code == 421 && e.kind != EX_QUIT) {
+        /* service closing: this message and all behind it are deferred with the server's words */
+        char why[300];
+        snprintf(why, sizeof(why), "%s", r->text);
+        if (m != NULL && !m->done)
+            msg_fail_reply(c, m, r);
+        smtp_conn_fail(c, why);
+        return;
+    }
+    switch (e.kind) {
+    case EX_GREETING:
+    case EX_EHLO:
+    case EX_HELO:
+    case EX_STARTTLS:
+        on_handshake_reply(c, e.kind, r);
+        return;
+    case EX_MAIL:
+        if (smtp_reply_class(r) != 2) {
+            msg_fail_reply(c, m, r);
+        } else if (!(c->caps & SMTP_CAP_PIPELINING)) {
+            conn_cmd(c, EX_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
+        }
+        break;
+    case EX_RCPT:
+        if (smtp_reply_class(r) != 2) {
+            msg_fail_reply(c, m, r);
+            c->rset_needed = true;
+        } else if (!(c->caps & SMTP_CAP_PIPELINING) && !m->txn_failed) {
+            conn_cmd(c, EX_DATA, m, "DATA");
+        }
+        break;
+    case EX_DATA:
+        if (r->code == 354) {
+            if (m->txn_failed) {
+                /* RFC 2920: DATA accepted though no recipient was: send an empty message and reset */
+                vbuf_append(c->out, ".\r\n", 3);
+                expect_push(c, EX_DOT, NULL);
+                c->rset_needed = true;
+            } else {
+                send_body(c, m);
+            }
+        } else {
+            msg_fail_reply(c, m, r);
+            c->rset_needed = true;
+        }
+        break;
+    case EX_DOT:
+        if (m != NULL && !m->done) {
+            snprintf(m->host, sizeof(m->host), "%s", c->pool->peer);
+            snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
+            if (smtp_reply_class(r) == 2)
+                worker_finish_msg(c->w, m, Q_DELIVERED, r->code, r->dsn, r->text);
+            else
+                msg_fail_reply(c, m, r);
+        }
+        break;
+    case EX_RSET:
+        break;
+    case EX_QUIT:
+        conn_close(c);
+        return;
+    case EX_CONNECT:
+        break;
+    }
+    if (m != NULL && m->txn_failed && e.kind == EX_MAIL && !(c->caps & SMTP_CAP_PIPELINING))
+        c->rset_needed = false; /* MAIL refused: no transaction is open */
+}
+
+/* conn_parse - run every complete reply in the input */
+static void conn_parse(struct smtp_conn *c)
+{
+    while (c->state != CONN_CLOSED && vbuf_len(c->in) > 0) {
+        struct smtp_reply r;
+        int n = smtp_reply_parse(vbuf_data(c->in), vbuf_len(c->in), &r);
+        if (n == 0)
+            return;
+        if (n < 0) {
+            char why[SMTP_REPLY_TEXT_MAX + 64], sample[80];
+            log_sanitize(sample, sizeof(sample), vbuf_data(c->in), vbuf_len(c->in));
+            snprintf(why, sizeof(why), "malformed or oversized reply from server: %s", sample);
+            smtp_conn_fail(c, why);
+            return;
+        }
+        vbuf_consume(c->in, (size_t)n);
+        bool was_tls = c->tls_on;
+        conn_on_reply(c, &r);
+        if (!was_tls && c->tls_on)
+            return; /* the rest of rbuf was ciphertext-or-garbage, already discarded */
+    }
+}
+
+/* conn_after_io - bytes arrived: decrypt, parse, continue */
+static void conn_after_io(struct smtp_conn *c)
+{
+    char err[256];
+    if (c->tls_on) {
+        if (c->tls_handshaking) {
+            tls_step(c);
+            if (c->state == CONN_CLOSED || c->tls_handshaking) {
+                conn_flush(c);
+                return;
+            }
+        }
+        int rc = tls_read(&c->tls, &c->pin, err, sizeof(err));
+        if (rc == -EPIPE) {
+            smtp_conn_fail(c, "server closed the TLS session");
+            return;
+        }
+        if (rc < 0) {
+            smtp_conn_fail(c, err);
+            return;
+        }
+    }
+    conn_parse(c);
+    if (c->state == CONN_CLOSED)
+        return;
+    smtp_conn_kick(c);
+}
+
+/* on_connect - TCP connect finished */
+static void on_connect(struct smtp_conn *c, int res)
+{
+    if (res < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "connect to %s failed: %s", c->pool->peer, strerror(-res));
+        smtp_conn_fail(c, why);
+        return;
+    }
+    c->state = CONN_HANDSHAKE;
+    conn_arm_recv(c);
+}
+
+void smtp_conn_on_cqe(struct worker *w, uint64_t ud, int res)
+{
+    uint32_t slot = ring_slot_of(ud);
+    if (slot >= w->nconn_slots || w->conns[slot] == NULL || w->conns[slot]->gen != ring_gen_of(ud))
+        return; /* stale: the slot was released and maybe reused */
+    struct smtp_conn *c = w->conns[slot];
+    c->ops--;
+    switch (ring_op_of(ud)) {
+    case RING_OP_SMTP_CONNECT:
+        if (c->state != CONN_CLOSED)
+            on_connect(c, res);
+        break;
+    case RING_OP_SMTP_RECV:
+        c->recv_armed = false;
+        if (c->state == CONN_CLOSED)
+            break;
+        if (res <= 0) {
+            if (c->state == CONN_QUITTING && res == 0) {
+                conn_close(c);
+                break;
+            }
+            char why[160];
+            snprintf(why, sizeof(why), "%s", res == 0 ? "connection closed by server" : strerror(-res));
+            smtp_conn_fail(c, why);
+            break;
+        }
+        vbuf_append(&c->rbuf, c->rx, (size_t)res);
+        /* a reply line is capped, so plaintext input this large can only be abuse */
+        if (!c->tls_on && vbuf_len(&c->rbuf) > SMTP_REPLY_LINE_MAX * SMTP_REPLY_LINES_MAX) {
+            smtp_conn_fail(c, "server sent more than a reply's worth of bytes");
+            break;
+        }
+        conn_after_io(c);
+        conn_arm_recv(c);
+        break;
+    case RING_OP_SMTP_SEND:
+        c->send_armed = false;
+        if (c->state == CONN_CLOSED)
+            break;
+        if (res < 0) {
+            char why[160];
+            snprintf(why, sizeof(why), "send failed: %s", strerror(-res));
+            smtp_conn_fail(c, why);
+            break;
+        }
+        vbuf_consume(&c->sbuf, (size_t)res);
+        if (vbuf_len(&c->sbuf) > 0) {
+            /* partial send: the rest goes first, before anything written since */
+            struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+            io_uring_prep_send(sqe, c->fd, vbuf_data(&c->sbuf), vbuf_len(&c->sbuf), MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_SEND, c->slot, c->gen));
+            c->send_armed = true;
+            c->ops++;
+        } else {
+            /* large message bodies should not pin memory on idle connections */
+            vbuf_shrink(&c->sbuf, 4096);
+            conn_flush(c);
+        }
+        break;
+    default:
+        break;
+    }
+    if (c->state == CONN_CLOSED)
+        conn_release(c);
+}
+
+void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->deadline_ms != 0 && now >= c->deadline_ms) {
+        const char *stage = "reply";
+        if (c->state == CONN_CONNECTING)
+            stage = "connect";
+        else if (c->tls_handshaking)
+            stage = "TLS handshake";
+        else if (c->ex_len > 0) {
+            static const char *names[] = {"connect", "greeting", "EHLO", "HELO", "STARTTLS", "MAIL",
+                                          "RCPT",    "DATA",     "end of data", "RSET", "QUIT"};
+            stage = names[c->expect[c->ex_head].kind];
+        }
+        char why[160];
+        snprintf(why, sizeof(why), "timeout waiting for %s from %s", stage, c->pool->peer);
+        if (c->state == CONN_QUITTING)
+            conn_close(c);
+        else
+            smtp_conn_fail(c, why);
+        conn_release(c);
+        return;
+    }
+    if (smtp_conn_idle(c) && c->pool->qlen == 0 && c->idle_since_ms != 0 &&
+        now - c->idle_since_ms >= (uint64_t)c->w->cfg->idle_ms)
+        smtp_conn_quit(c);
+}
+
+void smtp_conn_abort(struct smtp_conn *c, const char *why)
+{
+    smtp_conn_fail(c, why);
+    conn_release(c);
+}

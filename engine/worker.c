@@ -1,0 +1,667 @@
+/*
+ * NAME
+ *   worker - one worker thread's loop: intake, campaigns, render, outcomes
+ * DESCRIPTION
+ *   The loop: submit what was queued and wait (at most 100 ms) for
+ *   completions; run each through its handler (SMTP connection or Redis
+ *   link); then do the periodic work: Redis (re)connect, intake, retry
+ *   mover, connection timeouts, dispatch, and outcome batches.
+ *
+ *   Invariants:
+ *   - a job is acknowledged only by the script that records its outcome
+ *     (queue/outcome.h), so a message whose outcome is not recorded stays
+ *     pending in Redis: a crash loses nothing;
+ *   - an outcome batch whose script failed (Redis down) is kept and sent
+ *     again, and intake stops while max_inflight messages are unrecorded:
+ *     the buffer is bounded;
+ *   - volley's own limits and troubles defer, never bounce.
+ */
+#include "engine/worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/ring.h"
+#include "lib/alloc.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "queue/campaign.h"
+#include "queue/intake.h"
+#include "templates/dkim.h"
+#include "templates/message.h"
+
+#define WORKER_RECORD_BATCH 256
+#define WORKER_CAMP_RETRY_MS 5000
+#define WORKER_RETRY_MOVE_MS 1000
+
+static void msg_prepare(struct worker *w, struct msg *m);
+
+uint64_t worker_now_ms(void)
+{
+    return clock_mono_ms();
+}
+
+int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int *stop, bool exit_when_idle,
+                char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->idx = idx;
+    w->cfg = cfg;
+    w->stop = stop;
+    w->exit_when_idle = exit_when_idle;
+    q_keys_init(&w->keys, cfg->redis_prefix);
+    snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
+    struct io_uring_params params = {0};
+    int rc = io_uring_queue_init_params(4096, &w->ring, &params);
+    if (rc < 0) {
+        snprintf(err, errlen, "io_uring is unavailable (%s): volley needs Linux 5.19+ with io_uring enabled",
+                 strerror(-rc));
+        return rc;
+    }
+    w->tls_ctx = tls_client_ctx_new(err, errlen);
+    if (w->tls_ctx == NULL) {
+        io_uring_queue_exit(&w->ring);
+        return -EPROTO;
+    }
+    if (cfg->ndkim > 0) {
+        w->dkim = dkim_signer_new(cfg, err, errlen);
+        if (w->dkim == NULL) {
+            tls_ctx_free(w->tls_ctx);
+            io_uring_queue_exit(&w->ring);
+            return -EINVAL;
+        }
+    }
+    redis_link_init(w);
+    vbuf_init(&w->scratch, 16384);
+    w->reading_pending = true;
+    return 0;
+}
+
+/* msg_alloc - a message slot; the free list keeps render buffers warm */
+static struct msg *msg_alloc(struct worker *w)
+{
+    struct msg *m = w->free_msgs;
+    if (m != NULL) {
+        w->free_msgs = m->next;
+        vbuf d = m->data;
+        memset(m, 0, sizeof(*m));
+        m->data = d;
+        vbuf_reset(&m->data);
+    } else {
+        m = xcalloc(1, sizeof(*m));
+        vbuf_init(&m->data, 4096);
+    }
+    w->inflight++;
+    return m;
+}
+
+/* msg_release - the message leaves this worker (recorded, or left pending in Redis on shutdown) */
+static void msg_release(struct worker *w, struct msg *m)
+{
+    q_job_free(m->job);
+    m->job = NULL;
+    w->inflight--;
+    /* an unusually large message should not keep its buffer forever */
+    if (m->data.cap > 256 * 1024) {
+        vbuf_free(&m->data);
+        vbuf_init(&m->data, 4096);
+    }
+    m->next = w->free_msgs;
+    w->free_msgs = m;
+}
+
+void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int code, const char *dsn,
+                       const char *reply)
+{
+    if (m->done)
+        return;
+    m->done = true;
+    m->status = st;
+    m->code = code;
+    snprintf(m->dsn, sizeof(m->dsn), "%s", dsn ? dsn : "");
+    log_sanitize(m->reply, sizeof(m->reply), reply ? reply : "", reply ? strlen(reply) : 0);
+    m->next = NULL;
+    if (w->out_tail)
+        w->out_tail->next = m;
+    else
+        w->out_head = m;
+    w->out_tail = m;
+    w->out_len++;
+    switch (st) {
+    case Q_DELIVERED:
+        w->n_delivered++;
+        break;
+    case Q_DEFERRED:
+        w->n_deferred++;
+        break;
+    case Q_BOUNCED:
+        w->n_bounced++;
+        break;
+    case Q_FAILED:
+        w->n_failed++;
+        break;
+    }
+}
+
+/* ---- outcomes ---- */
+
+/* on_recorded - the batch's script answered: release, or keep for another try */
+static void on_recorded(void *priv, redisReply *r)
+{
+    struct outcome_batch *b = priv;
+    struct worker *w = b->w;
+    w->batches_outstanding--;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        if (r != NULL)
+            log_error("recording %d outcomes failed: %.200s; will retry", b->n, r->str);
+        /* put them back in front: they are sent again when Redis answers */
+        for (int i = b->n - 1; i >= 0; i--) {
+            struct msg *m = b->msgs[i];
+            m->next = w->out_head;
+            w->out_head = m;
+            if (w->out_tail == NULL)
+                w->out_tail = m;
+            w->out_len++;
+        }
+    } else {
+        for (int i = 0; i < b->n; i++)
+            msg_release(w, b->msgs[i]);
+    }
+    free(b->msgs);
+    free(b);
+}
+
+/* flush_outcomes - one atomic script call per batch of decided messages */
+static void flush_outcomes(struct worker *w)
+{
+    if (w->redis.state != REDIS_UP)
+        return;
+    uint64_t wall = clock_wall_ms();
+    while (w->out_len > 0) {
+        int n = w->out_len < WORKER_RECORD_BATCH ? w->out_len : WORKER_RECORD_BATCH;
+        struct outcome_batch *b = xmalloc(sizeof(*b));
+        struct q_outcome o[WORKER_RECORD_BATCH];
+        b->w = w;
+        b->n = n;
+        b->msgs = xmalloc((size_t)n * sizeof(*b->msgs));
+        for (int i = 0; i < n; i++) {
+            struct msg *m = w->out_head;
+            w->out_head = m->next;
+            w->out_len--;
+            b->msgs[i] = m;
+            o[i] = (struct q_outcome){
+                .job = m->job,
+                .status = m->status,
+                .code = m->code,
+                .dsn = m->dsn,
+                .reply = m->reply,
+                .host = m->host,
+                .ts_ms = wall,
+                .retry_at_ms = m->status == Q_DEFERRED ? wall + (uint64_t)w->cfg->retry_delay_ms : 0,
+                .tls = m->tls[0] ? m->tls : NULL,
+            };
+        }
+        if (w->out_head == NULL)
+            w->out_tail = NULL;
+        w->batches_outstanding++;
+        q_record(w->redis.q, &w->keys, o, n, on_recorded, b);
+    }
+}
+
+/* ---- campaigns ---- */
+
+/* camp_settle - the campaign's fate is known: release its waiting messages */
+static void camp_settle(struct worker *w, struct camp *c)
+{
+    struct msg *m = c->waiting;
+    c->waiting = NULL;
+    while (m) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        msg_prepare(w, m);
+        m = next;
+    }
+}
+
+/* on_campaign - HGETALL reply: compile once, then serve every job of the campaign */
+static void on_campaign(void *priv, redisReply *r)
+{
+    struct camp *c = priv;
+    struct worker *w = c->w;
+    char err[512];
+    if (r == NULL)
+        return; /* link down: fetched again when it is back (worker_on_redis_up) */
+    struct q_campaign *qc = NULL;
+    int rc = q_campaign_parse(r, c->id, strlen(c->id), &qc);
+    if (rc == -ENOENT) {
+        snprintf(c->error, sizeof(c->error), "unknown campaign '%s'", c->id);
+    } else if (rc < 0) {
+        snprintf(c->error, sizeof(c->error), "campaign '%s' could not be read from Redis", c->id);
+    } else {
+        c->tm = tpl_message_compile(qc->fields, qc->nfields, err, sizeof(err));
+        if (c->tm == NULL)
+            snprintf(c->error, sizeof(c->error), "campaign '%s' template error: %.300s", c->id, err);
+    }
+    c->qc = qc;
+    if (c->tm != NULL) {
+        c->state = CAMP_READY;
+    } else {
+        c->state = CAMP_BAD;
+        c->retry_at_ms = worker_now_ms() + WORKER_CAMP_RETRY_MS;
+        log_warn("%s", c->error);
+    }
+    camp_settle(w, c);
+}
+
+/* camp_fetch - ask Redis for the campaign hash */
+static void camp_fetch(struct worker *w, struct camp *c)
+{
+    c->state = CAMP_FETCHING;
+    q_campaign_fetch(w->redis.q, &w->keys, c->id, strlen(c->id), on_campaign, c);
+}
+
+/* camp_get - the cache entry for a campaign id, fetching it on first sight */
+static struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
+{
+    for (struct camp *c = w->camps; c; c = c->next)
+        if (strlen(c->id) == idlen && memcmp(c->id, id, idlen) == 0) {
+            if (c->state == CAMP_BAD && worker_now_ms() >= c->retry_at_ms && w->redis.state == REDIS_UP) {
+                q_campaign_free(c->qc);
+                c->qc = NULL;
+                camp_fetch(w, c);
+            }
+            return c;
+        }
+    struct camp *c = xcalloc(1, sizeof(*c));
+    c->w = w;
+    memcpy(c->id, id, idlen < Q_CAMPAIGN_ID_MAX ? idlen : Q_CAMPAIGN_ID_MAX);
+    c->next = w->camps;
+    w->camps = c;
+    camp_fetch(w, c);
+    return c;
+}
+
+/* ---- messages ---- */
+
+/* msg_prepare - render, sign, route and queue a message whose campaign is known */
+static void msg_prepare(struct worker *w, struct msg *m)
+{
+    char err[512];
+    struct camp *c = m->camp;
+    if (w->stopping) {
+        msg_release(w, m); /* left pending in Redis: the next run sends it */
+        return;
+    }
+    if (c->state == CAMP_FETCHING) {
+        m->next = c->waiting;
+        c->waiting = m;
+        return;
+    }
+    if (c->state == CAMP_BAD) {
+        worker_finish_msg(w, m, Q_FAILED, 0, "", c->error);
+        return;
+    }
+    const struct q_job *j = m->job;
+    struct tpl_render_ctx rc = {
+        .to = j->to,
+        .tolen = j->to_len,
+        .vars = j->vars,
+        .nvars = j->nvars,
+        .uniq = j->id,
+        .uniqlen = strlen(j->id),
+        .now = time(NULL),
+    };
+    vbuf_reset(&w->scratch);
+    if (tpl_message_render(c->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
+        worker_finish_msg(w, m, Q_FAILED, 0, "", err);
+        return;
+    }
+    vbuf_reset(&m->data);
+    if (w->dkim != NULL && dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err,
+                                     sizeof(err)) < 0) {
+        char why[600];
+        snprintf(why, sizeof(why), "DKIM signing failed: %s", err);
+        worker_finish_msg(w, m, Q_FAILED, 0, "", why);
+        return;
+    }
+    vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
+    const char *at = memrchr(j->to, '@', j->to_len);
+    const char *dom = at ? at + 1 : "";
+    size_t dlen = at ? (size_t)(j->to + j->to_len - dom) : 0;
+    const struct config_route *route = config_route_find(w->cfg, dom, dlen);
+    if (route == NULL) {
+        char why[400];
+        snprintf(why, sizeof(why), "no [route] for domain %.*s (MX delivery is not configured)", (int)dlen, dom);
+        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.0", why);
+        return;
+    }
+    pool_enqueue(pool_get(w, route), m);
+}
+
+/* msg_start - a job arrived from Redis */
+static void msg_start(struct worker *w, struct q_job *job)
+{
+    struct msg *m = msg_alloc(w);
+    m->job = job;
+    if (job->error != NULL) {
+        worker_finish_msg(w, m, Q_FAILED, 0, "", job->error);
+        return;
+    }
+    m->camp = camp_get(w, job->campaign, job->campaign_len);
+    msg_prepare(w, m);
+}
+
+/* ---- intake ---- */
+
+static void on_group(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "BUSYGROUP") == NULL) {
+        log_error("creating consumer group on %s failed: %.200s", w->keys.jobs, r->str);
+        return;
+    }
+    w->group_ready = true;
+}
+
+static void on_idle_check(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    w->idle_check_outstanding = false;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        return;
+    long long undelivered = r->element[0]->integer, pending = r->element[1]->integer;
+    if (undelivered == 0 && pending == 0 && w->inflight == 0) {
+        log_info("queue drained: nothing queued, pending or in flight");
+        w->done = true;
+    } else {
+        w->next_read_ms = worker_now_ms() + 100;
+    }
+}
+
+static void on_read(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    w->read_outstanding = false;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error("reading %s: %.200s", w->keys.jobs, r->str);
+        if (strstr(r->str, "NOGROUP") != NULL) {
+            w->group_ready = false;
+            q_intake_create_group(w->redis.q, &w->keys, on_group, w);
+        }
+        w->next_read_ms = worker_now_ms() + 1000;
+        return;
+    }
+    struct q_job *jobs[1024];
+    int max = w->cfg->batch < 1024 ? w->cfg->batch : 1024;
+    int n = q_jobs_parse(r, jobs, max);
+    if (n < 0) {
+        log_error("unexpected XREADGROUP reply");
+        w->next_read_ms = worker_now_ms() + 1000;
+        return;
+    }
+    if (n == 0) {
+        if (w->reading_pending) {
+            w->reading_pending = false; /* our own backlog is done: new entries from now on */
+            return;
+        }
+        if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
+            w->idle_check_outstanding = true;
+            q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
+        }
+        w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
+        return;
+    }
+    if (w->reading_pending)
+        log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
+    for (int i = 0; i < n; i++)
+        msg_start(w, jobs[i]);
+}
+
+/* intake_maybe_read - ask for more jobs when there is room */
+static void intake_maybe_read(struct worker *w, uint64_t now)
+{
+    if (!w->group_ready || w->read_outstanding || w->idle_check_outstanding || w->redis.state != REDIS_UP ||
+        w->stopping || w->done || now < w->next_read_ms)
+        return;
+    /* our own pending entries are re-read from the start, so only when none is held locally */
+    if (w->reading_pending && w->inflight > 0)
+        return;
+    int room = w->cfg->max_inflight - w->inflight;
+    if (room <= 0)
+        return;
+    int count = room < w->cfg->batch ? room : w->cfg->batch;
+    if (count > 1024)
+        count = 1024;
+    /* block in Redis only when nothing else needs the connection */
+    bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
+    int block = (quiet && !w->exit_when_idle && !w->reading_pending) ? 1000 : -1;
+    w->read_outstanding = true;
+    q_intake_read(w->redis.q, &w->keys, w->consumer, count, block, w->reading_pending, on_read, w);
+}
+
+void worker_on_redis_up(struct worker *w)
+{
+    if (w->cfg->redis_db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", w->cfg->redis_db);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, strlen(db)};
+        q_redis_cmdargv(w->redis.q, 2, argv, lens, NULL, NULL);
+    }
+    q_intake_create_group(w->redis.q, &w->keys, on_group, w);
+    w->read_outstanding = false;
+    w->idle_check_outstanding = false;
+    /* a read lost with the link may have delivered entries to us: look at our pending list again */
+    w->reading_pending = true;
+    for (struct camp *c = w->camps; c; c = c->next)
+        if (c->state == CAMP_FETCHING)
+            camp_fetch(w, c);
+}
+
+/* ---- shutdown ---- */
+
+/* drop_unstarted - on SIGTERM, messages not yet on a connection stay pending in Redis */
+static void drop_unstarted(struct worker *w)
+{
+    for (struct route_pool *p = w->pools; p; p = p->next) {
+        struct msg *m;
+        while ((m = pool_take(p)) != NULL)
+            msg_release(w, m);
+    }
+    for (struct camp *c = w->camps; c; c = c->next) {
+        struct msg *m = c->waiting;
+        c->waiting = NULL;
+        while (m) {
+            struct msg *next = m->next;
+            msg_release(w, m);
+            m = next;
+        }
+    }
+}
+
+/* connections_busy - any transaction still waiting for replies */
+static bool connections_busy(struct worker *w, int *open)
+{
+    bool busy = false;
+    *open = 0;
+    for (struct route_pool *p = w->pools; p; p = p->next)
+        for (struct smtp_conn *c = p->conns; c; c = c->next) {
+            (*open)++;
+            if (c->state != CONN_READY || c->ex_len > 0)
+                busy = true;
+        }
+    return busy;
+}
+
+/* quit_idle - say goodbye to every idle connection */
+static void quit_idle(struct worker *w)
+{
+    for (struct route_pool *p = w->pools; p; p = p->next)
+        for (struct smtp_conn *c = p->conns, *next; c; c = next) {
+            next = c->next;
+            if (smtp_conn_idle(c))
+                smtp_conn_quit(c);
+        }
+}
+
+/* stop_step - SIGTERM or drained: finish what is on the wire, record it, close */
+static void stop_step(struct worker *w, uint64_t now)
+{
+    int open;
+    bool busy = connections_busy(w, &open);
+    if (now >= w->stop_deadline_ms && busy) {
+        log_warn("shutdown deadline reached: deferring transactions still in flight");
+        for (struct route_pool *p = w->pools; p; p = p->next)
+            for (struct smtp_conn *c = p->conns, *next; c; c = next) {
+                next = c->next;
+                smtp_conn_abort(c, "worker shutting down");
+            }
+        busy = false;
+    }
+    if (!busy)
+        quit_idle(w);
+    bool recorded = w->out_len == 0 && w->batches_outstanding == 0;
+    /* outcomes get a little longer than the connections: they are what makes the work count */
+    if ((open == 0 && recorded) || now >= w->stop_deadline_ms + 5000) {
+        if (!recorded)
+            log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",
+                      w->out_len + w->batches_outstanding);
+        w->done = true;
+    }
+}
+
+/* ---- loop ---- */
+
+/* handle_cqes - run every completion of the batch, then advance the CQ once */
+static void handle_cqes(struct worker *w)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&w->ring, head, cqe)
+    {
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        switch (ring_op_of(ud)) {
+        case RING_OP_SMTP_CONNECT:
+        case RING_OP_SMTP_RECV:
+        case RING_OP_SMTP_SEND:
+            smtp_conn_on_cqe(w, ud, cqe->res);
+            break;
+        case RING_OP_REDIS_CONNECT:
+        case RING_OP_REDIS_RECV:
+        case RING_OP_REDIS_SEND:
+            redis_link_on_cqe(w, ud, cqe->res);
+            break;
+        default:
+            break;
+        }
+        n++;
+    }
+    io_uring_cq_advance(&w->ring, n);
+}
+
+void worker_run(struct worker *w)
+{
+    char tag[24];
+    snprintf(tag, sizeof(tag), "w%d", w->idx);
+    log_set_thread_tag(tag);
+    while (!w->done) {
+        uint64_t now = worker_now_ms();
+        if (!w->stopping && atomic_load(w->stop)) {
+            w->stopping = true;
+            w->stop_deadline_ms = now + (uint64_t)w->cfg->shutdown_ms;
+            drop_unstarted(w);
+        }
+        redis_link_tick(w, now);
+        intake_maybe_read(w, now);
+        if (w->redis.state == REDIS_UP && now >= w->next_retry_move_ms && !w->stopping) {
+            q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), 1000, NULL, NULL);
+            w->next_retry_move_ms = now + WORKER_RETRY_MOVE_MS;
+        }
+        pool_tick(w, now);
+        flush_outcomes(w);
+        redis_link_flush(w);
+        if (w->stopping)
+            stop_step(w, now);
+        if (w->done)
+            break;
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+        int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            log_error("io_uring wait failed: %s", strerror(-rc));
+            break;
+        }
+        handle_cqes(w);
+    }
+    /* drained: close connections politely before the thread ends */
+    if (!w->stopping) {
+        w->done = false;
+        w->stopping = true;
+        w->stop_deadline_ms = worker_now_ms() + 2000;
+        while (!w->done) {
+            uint64_t now = worker_now_ms();
+            pool_tick(w, now);
+            redis_link_flush(w);
+            stop_step(w, now);
+            struct io_uring_cqe *cqe;
+            struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+            io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+            handle_cqes(w);
+        }
+    }
+}
+
+void worker_free(struct worker *w)
+{
+    io_uring_queue_exit(&w->ring); /* the kernel lets go of every buffer here */
+    for (uint32_t i = 0; i < w->nconn_slots; i++) {
+        struct smtp_conn *c = w->conns[i];
+        if (c == NULL)
+            continue;
+        close(c->fd);
+        if (c->tls.ssl)
+            tls_session_free(&c->tls);
+        free(c->rx);
+        vbuf_free(&c->rbuf);
+        vbuf_free(&c->wbuf);
+        vbuf_free(&c->sbuf);
+        vbuf_free(&c->pin);
+        vbuf_free(&c->pout);
+        free(c);
+    }
+    free(w->conns);
+    free(w->free_slots);
+    pool_free_all(w);
+    while (w->camps) {
+        struct camp *c = w->camps;
+        w->camps = c->next;
+        q_campaign_free(c->qc);
+        tpl_message_free(c->tm);
+        free(c);
+    }
+    while (w->out_head) {
+        struct msg *m = w->out_head;
+        w->out_head = m->next;
+        q_job_free(m->job);
+        vbuf_free(&m->data);
+        free(m);
+    }
+    while (w->free_msgs) {
+        struct msg *m = w->free_msgs;
+        w->free_msgs = m->next;
+        vbuf_free(&m->data);
+        free(m);
+    }
+    redis_link_free(w);
+    if (w->dkim)
+        dkim_signer_free(w->dkim);
+    tls_ctx_free(w->tls_ctx);
+    vbuf_free(&w->scratch);
+}

@@ -1,0 +1,242 @@
+/*
+ * NAME
+ *   worker - one worker thread: its ring, Redis link, pools and messages
+ * DESCRIPTION
+ *   Internal to engine/. A worker thread is a self-contained mini-worker
+ *   (shared-nothing): everything below belongs to the thread that runs
+ *   worker_run(), so none of it is locked. Threads of one process and
+ *   processes of a fleet coordinate only through Redis.
+ *
+ *   One message's path: intake (XREADGROUP reply -> jobs) -> campaign
+ *   (fetched and compiled once, cached) -> render (+DKIM) -> route (pool
+ *   of the destination) -> SMTP connection -> outcome batch -> one atomic
+ *   Redis script per batch (event, counter, XACK).
+ * THREADS
+ *   Everything here is owned by one worker thread.
+ */
+#ifndef VOLLEY_ENGINE_WORKER_H
+#define VOLLEY_ENGINE_WORKER_H
+
+#include <liburing.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "engine/smtp_reply.h"
+#include "engine/tls.h"
+#include "lib/buf.h"
+#include "lib/config.h"
+#include "queue/job.h"
+#include "queue/keys.h"
+#include "queue/outcome.h"
+#include "queue/redis_codec.h"
+
+struct worker;
+struct route_pool;
+struct camp;
+
+#define WORKER_RX_SIZE 8192
+#define SMTP_EXPECT_MAX 16
+
+/* one message in flight: from intake until its outcome is recorded */
+struct msg {
+    struct msg *next; /* pool queue, campaign wait list, outcome list, free list */
+    struct q_job *job;
+    struct camp *camp;
+    vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
+    bool done; /* outcome decided */
+    bool txn_failed;
+    /* outcome */
+    enum q_status status;
+    int code;
+    char dsn[16];
+    char reply[SMTP_REPLY_TEXT_MAX];
+    char host[80];
+    char tls[64];
+};
+
+enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT,
+                        EX_RSET, EX_QUIT };
+
+struct smtp_expect {
+    enum smtp_expect_kind kind;
+    struct msg *msg; /* NULL for connection-level commands */
+};
+
+enum smtp_state {
+    CONN_CONNECTING, /* TCP connect in flight */
+    CONN_HANDSHAKE,  /* greeting / EHLO / STARTTLS / TLS negotiation */
+    CONN_READY,      /* may carry transactions */
+    CONN_QUITTING,   /* QUIT sent, waiting for 221 or close */
+    CONN_CLOSED,     /* fd closed; freed once no ring operation is left */
+};
+
+struct smtp_conn {
+    struct worker *w;
+    struct route_pool *pool;
+    struct smtp_conn *next; /* pool's connection list */
+    uint32_t slot, gen;
+    int fd;
+    enum smtp_state state;
+    int ops; /* ring operations in flight on this connection */
+    bool recv_armed, send_armed;
+    char *rx;    /* recv target, WORKER_RX_SIZE bytes, kernel's while recv_armed */
+    vbuf rbuf;   /* bytes from the socket (ciphertext once TLS is on) */
+    vbuf wbuf;   /* bytes to send, being filled */
+    vbuf sbuf;   /* bytes handed to the kernel: not touched while send_armed */
+    vbuf pin;    /* plaintext received (TLS only) */
+    vbuf pout;   /* plaintext to encrypt (TLS only) */
+    vbuf *in;    /* what the protocol reads: rbuf or pin */
+    vbuf *out;   /* what the protocol writes: wbuf or pout */
+    bool tls_on, tls_handshaking, tls_failed_once;
+    struct tls_session tls;
+    unsigned caps;
+    unsigned long size_limit;
+    bool helo_tried;
+    struct smtp_expect expect[SMTP_EXPECT_MAX];
+    int ex_head, ex_len;
+    int data_pending; /* DATA commands awaiting their reply */
+    bool rset_needed;
+    int msgs_started;
+    uint64_t deadline_ms; /* 0: no reply awaited */
+    uint64_t idle_since_ms;
+    char tlsdesc[64];
+    char error[256]; /* why the connection is going away */
+};
+
+struct route_pool {
+    struct route_pool *next;
+    const struct config_route *route;
+    char peer[80]; /* "host:port" for events and logs */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int resolve_error; /* -errno when the host did not resolve */
+    struct msg *qhead, *qtail;
+    int qlen;
+    struct smtp_conn *conns;
+    int nconns;
+    int nready; /* connections that reached READY at least once and are still open */
+    uint64_t down_until_ms; /* after every connection failed: don't reconnect before */
+    char last_error[256];
+};
+
+enum camp_state { CAMP_FETCHING, CAMP_READY, CAMP_BAD };
+
+struct camp {
+    struct camp *next;
+    struct worker *w;
+    uint64_t retry_at_ms; /* CAMP_BAD: look again after this (the campaign may be pushed late) */
+    char id[Q_CAMPAIGN_ID_MAX + 1];
+    enum camp_state state;
+    struct q_campaign *qc;
+    struct tpl_message *tm;
+    char error[512];
+    struct msg *waiting; /* jobs that arrived while the campaign was being fetched */
+};
+
+enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
+
+struct redis_link {
+    int fd;
+    enum redis_state state;
+    uint32_t gen;
+    int ops;
+    bool recv_armed, send_armed;
+    struct q_redis *q;
+    vbuf sbuf;
+    char *rx;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint64_t retry_at_ms;
+    int backoff_ms;
+    bool logged_down;
+};
+
+/* a batch of outcomes handed to Redis: kept until the script succeeded */
+struct outcome_batch {
+    struct worker *w;
+    struct msg **msgs;
+    int n;
+};
+
+struct worker {
+    int idx;
+    const struct vconfig *cfg;
+    struct q_keys keys;
+    char consumer[300];
+    bool exit_when_idle;
+    atomic_int *stop; /* process-wide: 1 = stop taking jobs */
+    struct io_uring ring;
+    SSL_CTX *tls_ctx;
+    struct dkim_signer *dkim;
+    struct redis_link redis;
+    /* connections by slot */
+    struct smtp_conn **conns;
+    uint32_t nconn_slots;
+    uint32_t *free_slots;
+    uint32_t nfree_slots;
+    uint32_t next_gen;
+    struct route_pool *pools;
+    struct camp *camps;
+    struct msg *free_msgs;
+    int inflight; /* messages taken from Redis and not yet recorded */
+    /* intake */
+    bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
+    uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
+    /* outcomes waiting to be sent to Redis */
+    struct msg *out_head, *out_tail;
+    int out_len;
+    int batches_outstanding;
+    bool done, stopping;
+    vbuf scratch;
+    /* counters for the end-of-run summary */
+    unsigned long n_delivered, n_deferred, n_bounced, n_failed;
+};
+
+/* worker.c */
+int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int *stop, bool exit_when_idle,
+                char *err, size_t errlen);
+void worker_run(struct worker *w);
+void worker_free(struct worker *w);
+/* worker_finish_msg - decide a message's outcome (once) and queue it for recording */
+void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int code, const char *dsn,
+                       const char *reply);
+uint64_t worker_now_ms(void);
+
+/* smtp_pool.c */
+struct route_pool *pool_get(struct worker *w, const struct config_route *r);
+void pool_enqueue(struct route_pool *p, struct msg *m);
+void pool_dispatch(struct worker *w, struct route_pool *p);
+/* pool_take - the next queued message, or NULL */
+struct msg *pool_take(struct route_pool *p);
+void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);
+void pool_tick(struct worker *w, uint64_t now);
+void pool_free_all(struct worker *w);
+
+/* smtp_conn.c */
+struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p);
+/* smtp_conn_kick - start a transaction if the connection can take one */
+void smtp_conn_kick(struct smtp_conn *c);
+bool smtp_conn_idle(const struct smtp_conn *c);
+void smtp_conn_quit(struct smtp_conn *c);
+void smtp_conn_fail(struct smtp_conn *c, const char *why);
+/* smtp_conn_on_cqe - a completion for a connection slot (stale generations are ignored) */
+void smtp_conn_on_cqe(struct worker *w, uint64_t user_data, int res);
+/* smtp_conn_tick - stage timeouts and idle QUIT; may free c */
+void smtp_conn_tick(struct smtp_conn *c, uint64_t now);
+/* smtp_conn_abort - fail the connection from outside a completion; may free c */
+void smtp_conn_abort(struct smtp_conn *c, const char *why);
+
+/* redis_link.c */
+void redis_link_init(struct worker *w);
+void redis_link_free(struct worker *w);
+/* redis_link_tick - connect or reconnect (with backoff) and push queued command bytes */
+void redis_link_tick(struct worker *w, uint64_t now);
+void redis_link_flush(struct worker *w);
+void redis_link_on_cqe(struct worker *w, uint64_t user_data, int res);
+/* redis_link_on_up - worker.c: the link (re)connected */
+void worker_on_redis_up(struct worker *w);
+
+#endif

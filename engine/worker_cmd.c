@@ -1,0 +1,182 @@
+/*
+ * NAME
+ *   worker_cmd - `volley worker`: run the delivery engine
+ * SYNOPSIS
+ *   volley worker -c volley.conf [--exit-when-idle] [--threads N]
+ * DESCRIPTION
+ *   Loads the configuration, checks that io_uring works, starts one worker
+ *   thread per configured thread (default: cores), and waits. SIGTERM or
+ *   SIGINT: stop taking jobs, finish what is on the wire within [worker]
+ *   shutdown_ms, record outcomes, leave the rest pending, exit 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/cmd.h"
+#include "engine/worker.h"
+#include "lib/alloc.h"
+#include "lib/clock.h"
+#include "lib/config.h"
+#include "lib/log.h"
+
+static atomic_int worker_stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&worker_stop_flag, 1);
+}
+
+static void *worker_thread(void *arg)
+{
+    worker_run(arg);
+    return NULL;
+}
+
+static void worker_usage(FILE *f)
+{
+    fprintf(f, "usage: volley worker [-c volley.conf] [--exit-when-idle] [--threads N]\n"
+               "  -c, --config FILE    configuration file (default: volley.conf)\n"
+               "      --exit-when-idle exit once nothing is queued, pending or in flight\n"
+               "                       (deferred jobs waiting in the retry set do not count)\n"
+               "      --threads N      worker threads (overrides [worker] threads)\n"
+               "  -h, --help           this help\n"
+               "SIGTERM/SIGINT finish the transactions in flight, record them and exit 0.\n");
+}
+
+/* probe_io_uring - fail early and clearly where io_uring is missing or disabled */
+static int probe_io_uring(char *err, size_t errlen)
+{
+    struct io_uring ring;
+    int rc = io_uring_queue_init(4, &ring, 0);
+    if (rc < 0) {
+        snprintf(err, errlen, "io_uring is unavailable (%s): volley needs a Linux kernel with io_uring enabled",
+                 strerror(-rc));
+        return rc;
+    }
+    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
+    int ok = p && io_uring_opcode_supported(p, IORING_OP_SEND) && io_uring_opcode_supported(p, IORING_OP_RECV) &&
+             io_uring_opcode_supported(p, IORING_OP_CONNECT);
+    io_uring_free_probe(p);
+    io_uring_queue_exit(&ring);
+    if (!ok) {
+        snprintf(err, errlen, "io_uring lacks SEND/RECV/CONNECT: kernel too old (need 5.6+)");
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+int cmd_worker_main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                          {"exit-when-idle", no_argument, NULL, 'x'},
+                                          {"threads", required_argument, NULL, 't'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
+    const char *path = "volley.conf";
+    bool exit_idle = false;
+    int threads = -1, c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'x':
+            exit_idle = true;
+            break;
+        case 't': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 256) {
+                fprintf(stderr, "volley worker: bad value '%s' for --threads (1..256)\n", optarg);
+                return 2;
+            }
+            threads = (int)v;
+            break;
+        }
+        case 'h':
+            worker_usage(stdout);
+            return 0;
+        case ':':
+            fprintf(stderr, "volley worker: option '%s' needs a value (try --help)\n", argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, "volley worker: unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "volley worker: unexpected argument '%s' (try --help)\n", argv[optind]);
+        return 2;
+    }
+    struct vconfig cfg;
+    char err[512];
+    if (config_load(&cfg, path, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley worker: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    log_set_level((enum log_level)cfg.log_level);
+    if (threads > 0)
+        cfg.threads = threads;
+    if (cfg.threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.threads = n > 0 ? (int)n : 1;
+    }
+    if (probe_io_uring(err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley worker: %s\n", err);
+        config_free(&cfg);
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
+    pthread_t *tids = xcalloc((size_t)cfg.threads, sizeof(*tids));
+    int started = 0, rc = 0;
+    for (int i = 0; i < cfg.threads; i++) {
+        if (worker_init(&ws[i], i, &cfg, &worker_stop_flag, exit_idle, err, sizeof(err)) < 0) {
+            fprintf(stderr, "volley worker: %s\n", err);
+            rc = 2;
+            break;
+        }
+        started++;
+    }
+    uint64_t t0 = clock_mono_us();
+    if (rc == 0) {
+        log_info("volley worker %s: %d threads, redis %s:%d prefix %s", cfg.name, cfg.threads, cfg.redis_host,
+                 cfg.redis_port, cfg.redis_prefix);
+        for (int i = 0; i < started; i++)
+            pthread_create(&tids[i], NULL, worker_thread, &ws[i]);
+        for (int i = 0; i < started; i++)
+            pthread_join(tids[i], NULL);
+    }
+    double secs = (double)(clock_mono_us() - t0) / 1e6;
+    unsigned long d = 0, df = 0, b = 0, f = 0;
+    for (int i = 0; i < started; i++) {
+        d += ws[i].n_delivered;
+        df += ws[i].n_deferred;
+        b += ws[i].n_bounced;
+        f += ws[i].n_failed;
+        worker_free(&ws[i]);
+    }
+    if (rc == 0)
+        log_info("done: delivered=%lu deferred=%lu bounced=%lu failed=%lu in %.2fs (%.0f msgs/s)", d, df, b, f,
+                 secs, secs > 0 ? (double)(d + df + b + f) / secs : 0.0);
+    free(ws);
+    free(tids);
+    config_free(&cfg);
+    return rc;
+}
