@@ -46,6 +46,8 @@ void config_defaults(struct vconfig *cfg)
     cfg->shutdown_ms = 30000;
     cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
     cfg->log_level = LOG_INFO;
+    cfg->dns_timeout_ms = 2000;
+    cfg->dns_tries = 2;
 }
 
 void config_free(struct vconfig *cfg)
@@ -58,6 +60,13 @@ void config_free(struct vconfig *cfg)
     for (int i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].domain);
         free(cfg->routes[i].host);
+    }
+    for (int i = 0; i < cfg->ndns_servers; i++)
+        free(cfg->dns_servers[i]);
+    for (int i = 0; i < cfg->nraw; i++) {
+        free(cfg->raw[i].section);
+        free(cfg->raw[i].key);
+        free(cfg->raw[i].value);
     }
     for (int i = 0; i < cfg->ndkim; i++) {
         free(cfg->dkim[i].domain);
@@ -186,6 +195,39 @@ static int parse_dkim_key(struct vconfig *cfg, const char *v)
     return 0;
 }
 
+/* parse_dns_servers - blank-separated host:port (or bare IP, port 53) list */
+static int parse_dns_servers(struct vconfig *cfg, const char *v)
+{
+    char copy[1024], *save = NULL;
+    if (strlen(v) >= sizeof(copy))
+        return -EINVAL;
+    snprintf(copy, sizeof(copy), "%s", v);
+    for (int i = 0; i < cfg->ndns_servers; i++)
+        free(cfg->dns_servers[i]);
+    cfg->ndns_servers = 0;
+    for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+        char host[256];
+        int port;
+        if (cfg->ndns_servers >= CONFIG_MAX_DNS)
+            return -EINVAL;
+        if (strchr(t, ':') != NULL && t[0] != '[' && strchr(strchr(t, ':') + 1, ':') == NULL) {
+            if (config_parse_hostport(t, host, sizeof(host), &port) < 0)
+                return -EINVAL;
+        } else if (t[0] == '[') {
+            if (config_parse_hostport(t, host, sizeof(host), &port) < 0)
+                return -EINVAL;
+        }
+        cfg->dns_servers[cfg->ndns_servers++] = xstrdup(t);
+    }
+    return cfg->ndns_servers > 0 ? 0 : -EINVAL;
+}
+
+/* raw_section - sections whose keys another module validates */
+static int raw_section(const char *sec)
+{
+    return strcmp(sec, "throttle") == 0 || strcmp(sec, "warmup") == 0 || strncmp(sec, "provider ", 9) == 0;
+}
+
 /* config_set - apply one key; returns 0, -ENOENT (unknown key) or -EINVAL (bad value) */
 static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
 {
@@ -254,6 +296,13 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
     } else if (strcmp(sec, "dkim") == 0) {
         if (strcmp(key, "key") == 0)
             return parse_dkim_key(cfg, v);
+    } else if (strcmp(sec, "dns") == 0) {
+        if (strcmp(key, "servers") == 0)
+            return parse_dns_servers(cfg, v);
+        if (strcmp(key, "timeout_ms") == 0)
+            return parse_int(v, 50, 60000, &cfg->dns_timeout_ms);
+        if (strcmp(key, "tries") == 0)
+            return parse_int(v, 1, 10, &cfg->dns_tries);
     } else if (strcmp(sec, "log") == 0) {
         if (strcmp(key, "level") == 0) {
             static const char *lv[] = {"debug", "info", "warn", "error"};
@@ -296,7 +345,7 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             *close = '\0';
             snprintf(sec, sizeof(sec), "%s", trim(s + 1));
             if (strcmp(sec, "redis") && strcmp(sec, "worker") && strcmp(sec, "route") && strcmp(sec, "tls") &&
-                strcmp(sec, "log") && strcmp(sec, "dkim")) {
+                strcmp(sec, "log") && strcmp(sec, "dkim") && strcmp(sec, "dns") && !raw_section(sec)) {
                 snprintf(err, errlen, "%s:%d: unknown section [%s]", name, lineno, sec);
                 return -EINVAL;
             }
@@ -312,6 +361,18 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
         if (sec[0] == '\0') {
             snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
             return -EINVAL;
+        }
+        if (raw_section(sec)) {
+            if (cfg->nraw >= CONFIG_MAX_RAW) {
+                snprintf(err, errlen, "%s:%d: too many keys in module sections", name, lineno);
+                return -EINVAL;
+            }
+            struct config_raw *r = &cfg->raw[cfg->nraw++];
+            r->section = xstrdup(sec);
+            r->key = xstrdup(key);
+            r->value = xstrdup(val);
+            r->line = lineno;
+            continue;
         }
         int rc = config_set(cfg, sec, key, val);
         if (rc == -ENOENT) {

@@ -43,6 +43,21 @@ struct config_dkim_key {
     char *path; /* PEM private key file */
 };
 
+#define CONFIG_MAX_RAW 1024
+#define CONFIG_MAX_DNS 8
+
+/*
+ * A key of a section owned by another module ([throttle], [provider NAME],
+ * [warmup]): kept verbatim with its line so that module can validate it
+ * and name the line in its errors.
+ */
+struct config_raw {
+    char *section; /* "provider gmail", "throttle", "warmup" */
+    char *key;
+    char *value;
+    int line;
+};
+
 struct vconfig {
     char *path;
     /* [redis] */
@@ -73,6 +88,14 @@ struct vconfig {
     int ndkim;
     /* [log] */
     int log_level;
+    /* [dns] */
+    char *dns_servers[CONFIG_MAX_DNS]; /* "127.0.0.1:5353"; none: the system's resolv.conf */
+    int ndns_servers;
+    int dns_timeout_ms;
+    int dns_tries;
+    /* sections parsed by other modules */
+    struct config_raw raw[CONFIG_MAX_RAW];
+    int nraw;
 };
 
 /* config_defaults - fill cfg with defaults (allocates; pair with config_free) */
