@@ -850,7 +850,7 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
         w = put_hex(w + 5, thread_salt(), 16);
         w = put_hex(w, ++tl_seq, 11);
         size_t bl = (size_t)(w - b);
-        vbuf_append(out, "Content-Type: multipart/alternative; boundary=\"", 47);
+        vbuf_append(out, "Content-Type: multipart/alternative;\r\n boundary=\"", 49);
         vbuf_append(out, b, bl);
         vbuf_append(out, "\"\r\n\r\n--", 7);
         vbuf_append(out, b, bl);
