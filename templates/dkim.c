@@ -88,9 +88,9 @@ struct dkim_key {
     /* RSA: initialised once for PKCS#1 v1.5 over a SHA-256 digest; EVP_PKEY_sign
      * may be called on it again and again */
     EVP_PKEY_CTX *rsa_ctx;
-    /* Ed25519: OpenSSL 3.0 offers only one-shot EVP_DigestSign, re-initialised
-     * per signature on this reused context */
+    /* Ed25519: OpenSSL offers only one-shot EVP_DigestSign; initialised at load */
     EVP_MD_CTX *ed_ctx;
+    int ed_reinit; /* this OpenSSL wants the context re-initialised per signature */
 };
 
 /* one instance of a signed header field, pointing into the message */
@@ -202,7 +202,7 @@ static int dkim_load_key(struct dkim_signer *s, struct dkim_key *k, const struct
             return -EINVAL;
         }
         k->ed_ctx = EVP_MD_CTX_new();
-        if (!k->ed_ctx) {
+        if (!k->ed_ctx || EVP_DigestSignInit_ex(k->ed_ctx, NULL, NULL, NULL, NULL, pkey, NULL) <= 0) {
             snprintf(err, errlen, "dkim key %s: cannot set up Ed25519 signing", path);
             return -ENOMEM;
         }
@@ -639,9 +639,18 @@ static int sign_one(struct dkim_signer *s, struct dkim_key *k, const char *bh, c
     if (k->algo == CONFIG_DKIM_RSA) {
         ok = EVP_PKEY_sign(k->rsa_ctx, sig, &siglen, md, mdlen) > 0;
     } else {
-        /* RFC 8463: PureEdDSA over the SHA-256 digest bytes, no prehash mode */
-        ok = EVP_DigestSignInit_ex(k->ed_ctx, NULL, NULL, NULL, NULL, k->pkey, NULL) > 0 &&
-             EVP_DigestSign(k->ed_ctx, sig, &siglen, md, mdlen) > 0;
+        /* RFC 8463: PureEdDSA over the SHA-256 digest bytes, no prehash mode.
+         * OpenSSL 3.0 lets a one-shot context sign again (saving a provider
+         * init per message); 3.2 and later refuse that (openssl#23075), so
+         * after the first refusal re-initialise every time. */
+        ok = !k->ed_reinit && EVP_DigestSign(k->ed_ctx, sig, &siglen, md, mdlen) > 0;
+        if (!ok) {
+            ERR_clear_error();
+            k->ed_reinit = 1;
+            siglen = sizeof sig;
+            ok = EVP_DigestSignInit_ex(k->ed_ctx, NULL, NULL, NULL, NULL, k->pkey, NULL) > 0 &&
+                 EVP_DigestSign(k->ed_ctx, sig, &siglen, md, mdlen) > 0;
+        }
     }
     if (!ok) {
         snprintf(err, errlen, "dkim: signing for %s/%s failed (%s)", k->domain, k->selector,
