@@ -1,0 +1,543 @@
+/*
+ * NAME
+ *   cmd_push - `volley push`: create a campaign and queue one job per recipient
+ * SYNOPSIS
+ *   volley push -c volley.conf --campaign CAMPAIGN.ini --recipients LIST.csv|- [--format csv|jsonl]
+ * DESCRIPTION
+ *   Order matters for "nothing written on a usage error": the campaign file
+ *   is read and its templates compiled (templates/message.h), and the
+ *   recipient list's header is checked, all before Redis is contacted. Only
+ *   then is the campaign hash written and the rows streamed through
+ *   queue/push.h. The campaign id is the only thing on stdout, so scripts
+ *   can capture it; progress, bad rows and the summary go to stderr.
+ *
+ *   CAMPAIGN.ini: sections [campaign] (each key becomes the hash field of
+ *   that name; KEY_file = PATH reads the file, relative to the .ini, into
+ *   field KEY; id = names the campaign, generated when absent), [headers]
+ *   (Name = value -> field header.Name) and [defaults] (var = value ->
+ *   field default.var). Comments are lines starting with '#' or ';' (not
+ *   trailing text: a subject may contain ';'). docs/redis-contract.md has
+ *   the details.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/cmd.h"
+#include "lib/alloc.h"
+#include "lib/clock.h"
+#include "lib/config.h"
+#include "lib/kv.h"
+#include "queue/job.h"
+#include "queue/push.h"
+#include "queue/reclist.h"
+#include "queue/validate.h"
+#include "templates/message.h"
+
+#define PUSH_MAX_FIELDS 256
+#define PUSH_INI_MAX    (1u << 20)
+#define PUSH_FILE_MAX   (16u << 20)
+#define PUSH_SHOW_BAD   100 /* bad rows listed one by one; after that only counted */
+
+/* campaign - the fields of a parsed CAMPAIGN.ini (all owned) */
+struct campaign {
+    char id[Q_CAMPAIGN_ID_MAX];
+    struct kv f[PUSH_MAX_FIELDS];
+    size_t n;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: volley push -c volley.conf --campaign CAMPAIGN.ini --recipients LIST [--format csv|jsonl]\n"
+                 "  -c, --config FILE      volley.conf (Redis address and key prefix)\n"
+                 "      --campaign FILE    campaign definition (.ini: [campaign], [headers], [defaults])\n"
+                 "      --recipients FILE  recipient list, '-' for stdin\n"
+                 "      --format FMT       csv (default: header row, column 'email' is the recipient)\n"
+                 "                         or jsonl (one object per line with 'email')\n"
+                 "  -h, --help             this text\n"
+                 "Prints the campaign id on stdout; bad rows are reported on stderr and skipped.\n");
+}
+
+/* read_file - whole file into a NUL-terminated malloc'd buffer, at most max bytes */
+static int read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -errno;
+    }
+    size_t cap = 65536, n = 0;
+    char *b = xmalloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max) {
+                snprintf(err, errlen, "%s: larger than %zu bytes", path, max);
+                free(b);
+                close(fd);
+                return -EFBIG;
+            }
+            cap *= 2;
+            b = xrealloc(b, cap + 1);
+        }
+        ssize_t r = read(fd, b + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            snprintf(err, errlen, "%s: %s", path, strerror(e));
+            free(b);
+            close(fd);
+            return -e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    b[n] = '\0';
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+/* trim - strip blanks at both ends, in place */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* add_field - own a copy of name (prefix + key) and value; a repeated name is an error */
+static int add_field(struct campaign *c, const char *prefix, const char *key, char *val, size_t vlen, int val_owned,
+                     char *err, size_t errlen)
+{
+    size_t pl = strlen(prefix), kl = strlen(key);
+    char *name = xmalloc(pl + kl + 1);
+    memcpy(name, prefix, pl);
+    memcpy(name + pl, key, kl + 1);
+    for (size_t i = 0; i < c->n; i++)
+        if (c->f[i].klen == pl + kl && memcmp(c->f[i].k, name, pl + kl) == 0) {
+            snprintf(err, errlen, "'%s' given twice", name);
+            free(name);
+            if (val_owned)
+                free(val);
+            return -EINVAL;
+        }
+    if (c->n == PUSH_MAX_FIELDS) {
+        snprintf(err, errlen, "more than %d fields", PUSH_MAX_FIELDS);
+        free(name);
+        if (val_owned)
+            free(val);
+        return -EINVAL;
+    }
+    c->f[c->n++] = (struct kv){.k = name, .klen = pl + kl, .v = val_owned ? val : xmemdup(val, vlen + 1), .vlen = vlen};
+    return 0;
+}
+
+static void campaign_free(struct campaign *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free((char *)c->f[i].k);
+        free((char *)c->f[i].v);
+    }
+    c->n = 0;
+}
+
+/* header_name_ok - RFC 5322 field name: printable ASCII except ':' */
+static int header_name_ok(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 32 || (unsigned char)*s >= 127 || *s == ':')
+            return 0;
+    return 1;
+}
+
+/* load_campaign - parse CAMPAIGN.ini into c; a one-line reason naming file and line on error */
+static int load_campaign(const char *path, struct campaign *c, char *err, size_t errlen)
+{
+    char *text;
+    size_t len;
+    char why[512];
+    int rc = read_file(path, PUSH_INI_MAX, &text, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    /* *_file paths are relative to the .ini's own folder */
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[1] = '\0';
+    else
+        dir[0] = '\0';
+
+    enum { S_NONE, S_CAMPAIGN, S_HEADERS, S_DEFAULTS } sec = S_NONE;
+    int lineno = 0;
+    char *save = NULL;
+    rc = 0;
+    for (char *p = text; p != NULL && rc == 0; p = save) {
+        char *nl = strchr(p, '\n');
+        if (nl) {
+            *nl = '\0';
+            save = nl + 1;
+        } else {
+            save = NULL;
+        }
+        lineno++;
+        char *s = trim(p);
+        if (*s == '\0' || *s == '#' || *s == ';')
+            continue;
+        if (*s == '[') {
+            if (strcmp(s, "[campaign]") == 0)
+                sec = S_CAMPAIGN;
+            else if (strcmp(s, "[headers]") == 0)
+                sec = S_HEADERS;
+            else if (strcmp(s, "[defaults]") == 0)
+                sec = S_DEFAULTS;
+            else {
+                snprintf(err, errlen, "%s:%d: unknown section %.60s (expected [campaign], [headers], [defaults])", path,
+                         lineno, s);
+                rc = -EINVAL;
+            }
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (eq == NULL || sec == S_NONE) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno,
+                     eq ? "key outside a section (start with [campaign])" : "expected key = value");
+            rc = -EINVAL;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        if (*key == '\0') {
+            snprintf(err, errlen, "%s:%d: empty key", path, lineno);
+            rc = -EINVAL;
+            break;
+        }
+        why[0] = '\0';
+        if (sec == S_HEADERS) {
+            if (!header_name_ok(key))
+                snprintf(why, sizeof(why), "'%.64s' is not a valid header name", key);
+            else
+                rc = add_field(c, "header.", key, val, strlen(val), 0, why, sizeof(why));
+        } else if (sec == S_DEFAULTS) {
+            if (!q_var_name_valid(key, strlen(key)))
+                snprintf(why, sizeof(why), "'%.64s' is not a valid variable name (A-Z a-z 0-9 _ . -)", key);
+            else
+                rc = add_field(c, "default.", key, val, strlen(val), 0, why, sizeof(why));
+        } else if (strcmp(key, "id") == 0) {
+            if (!q_campaign_id_valid(val, strlen(val)))
+                snprintf(why, sizeof(why), "id '%.64s' is not valid (1-%d of A-Z a-z 0-9 _ . : -)", val,
+                         Q_CAMPAIGN_ID_MAX - 1);
+            else
+                snprintf(c->id, sizeof(c->id), "%s", val);
+        } else {
+            size_t kl = strlen(key);
+            if (kl > 5 && strcmp(key + kl - 5, "_file") == 0) {
+                key[kl - 5] = '\0';
+                char fpath[8192], ferr[400], *body;
+                size_t blen;
+                snprintf(fpath, sizeof(fpath), "%s%s", val[0] == '/' ? "" : dir, val);
+                if (read_file(fpath, PUSH_FILE_MAX, &body, &blen, ferr, sizeof(ferr)) < 0)
+                    snprintf(why, sizeof(why), "%s", ferr);
+                else
+                    rc = add_field(c, "", key, body, blen, 1, why, sizeof(why));
+            } else {
+                rc = add_field(c, "", key, val, strlen(val), 0, why, sizeof(why));
+            }
+        }
+        if (why[0] != '\0') {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+            rc = -EINVAL;
+        }
+    }
+    free(text);
+    if (rc == 0 && c->n == 0) {
+        snprintf(err, errlen, "%s: no [campaign] fields", path);
+        rc = -EINVAL;
+    }
+    return rc;
+}
+
+/* new_campaign_id - c<ms><6 hex>: sortable by time, unique enough across concurrent pushes */
+static void new_campaign_id(char *id, size_t len)
+{
+    unsigned char r[3] = {0};
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+        unsigned long x = (unsigned long)clock_mono_us() ^ (unsigned long)getpid();
+        memcpy(r, &x, sizeof(r));
+    }
+    snprintf(id, len, "c%llu%02x%02x%02x", (unsigned long long)clock_wall_ms(), r[0], r[1], r[2]);
+}
+
+/* rows - the state of the row loop */
+struct rows {
+    const char *path;
+    struct q_reclist *rl;
+    int jsonl;
+    int ncols, email_col;
+    char *names[Q_RECLIST_MAX_FIELDS]; /* CSV header copies */
+    unsigned long long good, bad;
+};
+
+/* bad_row - report one skipped row (the first PUSH_SHOW_BAD of them) */
+static void bad_row(struct rows *r, long line, const char *why)
+{
+    if (r->bad++ < PUSH_SHOW_BAD)
+        fprintf(stderr, "volley push: %s:%ld: skipped: %s\n", r->path, line, why);
+    else if (r->bad == PUSH_SHOW_BAD + 1)
+        fprintf(stderr, "volley push: more bad rows: only counted from here on\n");
+}
+
+/* read_header - the CSV header: find 'email', check every other name; 0 or -EINVAL with err */
+static int read_header(struct rows *r, char *err, size_t errlen)
+{
+    struct q_field f[Q_RECLIST_MAX_FIELDS];
+    int nf;
+    long line;
+    char why[256];
+    int rc = q_reclist_next(r->rl, f, Q_RECLIST_MAX_FIELDS, &nf, &line, why, sizeof(why));
+    if (rc == 0) {
+        snprintf(err, errlen, "%s: empty recipient list (expected a header row naming an 'email' column)", r->path);
+        return -EINVAL;
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "%s:%ld: header row: %s", r->path, line, rc == -EINVAL ? why : strerror(-rc));
+        return -EINVAL;
+    }
+    r->ncols = nf;
+    r->email_col = -1;
+    for (int i = 0; i < nf; i++) {
+        r->names[i] = xstrndup(f[i].p, f[i].n);
+        if (f[i].n == 5 && strncasecmp(f[i].p, "email", 5) == 0) {
+            if (r->email_col >= 0) {
+                snprintf(err, errlen, "%s:%ld: two 'email' columns", r->path, line);
+                return -EINVAL;
+            }
+            r->email_col = i;
+        } else if (!q_var_name_valid(f[i].p, f[i].n)) {
+            snprintf(err, errlen, "%s:%ld: column %d '%.64s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)",
+                     r->path, line, i + 1, r->names[i]);
+            return -EINVAL;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(r->names[j], r->names[i]) == 0) {
+                snprintf(err, errlen, "%s:%ld: column '%.64s' appears twice", r->path, line, r->names[i]);
+                return -EINVAL;
+            }
+    }
+    if (r->email_col < 0) {
+        snprintf(err, errlen, "%s:%ld: no 'email' column in the header row", r->path, line);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* push_rows - stream every row into q_push; 0, or -errno on a Redis or read failure (err set) */
+static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
+{
+    struct q_field f[Q_RECLIST_MAX_FIELDS];
+    struct kv vars[Q_RECLIST_MAX_FIELDS];
+    char why[300];
+    int nf;
+    long line;
+    int tty = isatty(2);
+    uint64_t t0 = clock_mono_ms();
+    for (;;) {
+        int rc = q_reclist_next(r->rl, f, Q_RECLIST_MAX_FIELDS, &nf, &line, why, sizeof(why));
+        if (rc == 0)
+            return 0;
+        if (rc == -EINVAL) {
+            bad_row(r, line, why);
+            continue;
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: read error: %s", r->path, strerror(-rc));
+            return rc;
+        }
+        const char *to = NULL;
+        size_t tolen = 0, nv = 0;
+        if (!r->jsonl) {
+            if (nf != r->ncols) {
+                snprintf(why, sizeof(why), "expected %d columns, got %d", r->ncols, nf);
+                bad_row(r, line, why);
+                continue;
+            }
+            for (int i = 0; i < nf; i++) {
+                if (i == r->email_col) {
+                    to = f[i].p;
+                    tolen = f[i].n;
+                } else {
+                    vars[nv++] = (struct kv){r->names[i], strlen(r->names[i]), f[i].p, f[i].n};
+                }
+            }
+        } else {
+            for (int i = 0; i + 1 < nf; i += 2) {
+                if (f[i].n == 5 && memcmp(f[i].p, "email", 5) == 0) {
+                    to = f[i + 1].p;
+                    tolen = f[i + 1].n;
+                } else {
+                    vars[nv++] = (struct kv){f[i].p, f[i].n, f[i + 1].p, f[i + 1].n};
+                }
+            }
+            if (to == NULL) {
+                bad_row(r, line, "no 'email' field");
+                continue;
+            }
+        }
+        /* an address with surrounding blanks is a common spreadsheet artefact: trim, do not reject */
+        while (tolen > 0 && (*to == ' ' || *to == '\t')) {
+            to++;
+            tolen--;
+        }
+        while (tolen > 0 && (to[tolen - 1] == ' ' || to[tolen - 1] == '\t'))
+            tolen--;
+        rc = q_push_job(p, to, tolen, vars, nv, why, sizeof(why));
+        if (rc == -EINVAL) {
+            bad_row(r, line, why);
+            continue;
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "%s", why);
+            return rc;
+        }
+        if (++r->good % 250000 == 0 && tty)
+            fprintf(stderr, "volley push: %llu rows queued (%.1f s)\n", r->good, (clock_mono_ms() - t0) / 1000.0);
+    }
+}
+
+int cmd_push_main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"campaign", required_argument, NULL, 'C'},
+                                         {"recipients", required_argument, NULL, 'r'},
+                                         {"format", required_argument, NULL, 'f'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *conf = NULL, *camp_path = NULL, *rcpt_path = NULL, *format = "csv";
+    int o;
+    opterr = 0;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c':
+            conf = optarg;
+            break;
+        case 'C':
+            camp_path = optarg;
+            break;
+        case 'r':
+            rcpt_path = optarg;
+            break;
+        case 'f':
+            format = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "volley push: bad or incomplete option '%s' (try volley push --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "volley push: unexpected argument '%s' (try volley push --help)\n", argv[optind]);
+        return 2;
+    }
+    if (conf == NULL || camp_path == NULL || rcpt_path == NULL) {
+        fprintf(stderr, "volley push: %s is required (try volley push --help)\n",
+                conf == NULL        ? "-c/--config"
+                : camp_path == NULL ? "--campaign"
+                                    : "--recipients");
+        return 2;
+    }
+    if (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0) {
+        fprintf(stderr, "volley push: --format must be csv or jsonl, not '%s'\n", format);
+        return 2;
+    }
+
+    char err[1024];
+    int status = 2, fd = -1;
+    struct vconfig cfg;
+    struct campaign camp;
+    struct rows rows;
+    struct q_push *p = NULL;
+    memset(&camp, 0, sizeof(camp));
+    memset(&rows, 0, sizeof(rows));
+    if (config_load(&cfg, conf, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley push: %s\n", err);
+        return 2;
+    }
+
+    /* 1. everything that can be checked without Redis */
+    if (load_campaign(camp_path, &camp, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley push: %s\n", err);
+        goto out;
+    }
+    struct tpl_message *m = tpl_message_compile(camp.f, camp.n, err, sizeof(err));
+    if (m == NULL) {
+        fprintf(stderr, "volley push: %s: %s\n", camp_path, err);
+        goto out;
+    }
+    tpl_message_free(m);
+    if (camp.id[0] == '\0')
+        new_campaign_id(camp.id, sizeof(camp.id));
+
+    rows.path = strcmp(rcpt_path, "-") == 0 ? "<stdin>" : rcpt_path;
+    rows.jsonl = strcmp(format, "jsonl") == 0;
+    fd = strcmp(rcpt_path, "-") == 0 ? 0 : open(rcpt_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "volley push: %s: %s\n", rcpt_path, strerror(errno));
+        goto out;
+    }
+    rows.rl = q_reclist_new(fd, rows.jsonl ? Q_RECLIST_JSONL : Q_RECLIST_CSV);
+    if (!rows.jsonl && read_header(&rows, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley push: %s\n", err);
+        goto out;
+    }
+
+    /* 2. Redis */
+    status = 1;
+    if (q_push_open(&p, cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix, err, sizeof(err)) < 0 ||
+        q_push_campaign(p, camp.id, camp.f, camp.n, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley push: %s\n", err);
+        goto out;
+    }
+    uint64_t t0 = clock_mono_us();
+    if (push_rows(&rows, p, err, sizeof(err)) < 0 || q_push_flush(p, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley push: %s (%llu jobs were queued before the failure)\n", err, q_push_queued(p));
+        goto out;
+    }
+    double secs = (double)(clock_mono_us() - t0) / 1e6;
+    unsigned long long queued = q_push_queued(p);
+    fprintf(stderr, "volley push: campaign %s: %llu jobs queued, %llu bad rows skipped (%.2f s, %.0f rows/s)\n",
+            camp.id, queued, rows.bad, secs, secs > 0 ? (double)(queued + rows.bad) / secs : 0.0);
+    printf("%s\n", camp.id);
+    fflush(stdout);
+    /* every row bad is a failure the caller must notice; an empty list is not */
+    status = queued == 0 && rows.bad > 0 ? 1 : 0;
+out:
+    q_push_free(p);
+    q_reclist_free(rows.rl);
+    for (int i = 0; i < rows.ncols; i++)
+        free(rows.names[i]);
+    if (fd > 0)
+        close(fd);
+    campaign_free(&camp);
+    config_free(&cfg);
+    return status;
+}

@@ -1,0 +1,56 @@
+/*
+ * NAME
+ *   status - a snapshot of the queue for `volley status`
+ * DESCRIPTION
+ *   Read-only: XLEN, XINFO GROUPS/CONSUMERS, XPENDING, ZCARD, and the
+ *   per-campaign counters (one campaign, or every <p>:stats:* found with
+ *   SCAN). "undelivered" is the group's lag; when Redis 7 reports the lag
+ *   as nil (deleted entries make it unknowable) it is XLEN - pending, which
+ *   is exact under the contract (entries are deleted when acknowledged).
+ * OWNERSHIP
+ *   q_status_collect fills a report the caller releases with
+ *   q_status_report_free.
+ * THREADS
+ *   Any thread; opens its own blocking connection.
+ */
+#ifndef VOLLEY_QUEUE_STATUS_H
+#define VOLLEY_QUEUE_STATUS_H
+
+#include <stddef.h>
+
+#include "queue/job.h"
+
+#define Q_STATUS_MAX_CAMPAIGNS 10000
+
+struct q_consumer_info {
+    char name[128];
+    long long pending;
+    long long idle_ms;
+};
+
+struct q_campaign_stats {
+    char id[Q_CAMPAIGN_ID_MAX];
+    long long queued, delivered, deferred, bounced, failed;
+};
+
+struct q_status_report {
+    long long jobs;        /* XLEN <p>:jobs */
+    long long undelivered; /* not yet read by the group */
+    long long pending;     /* read, not yet acknowledged */
+    long long retry;       /* ZCARD <p>:retry */
+    long long dead;        /* XLEN <p>:dead */
+    long long events;      /* XLEN <p>:events */
+    int group_exists;
+    struct q_consumer_info *consumers;
+    size_t nconsumers;
+    struct q_campaign_stats *campaigns; /* sorted by id */
+    size_t ncampaigns;
+    int campaigns_truncated; /* more than Q_STATUS_MAX_CAMPAIGNS exist */
+};
+
+/* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */
+int q_status_collect(const char *host, int port, int db, const char *prefix, const char *campaign,
+                     struct q_status_report *out, char *err, size_t errlen);
+void q_status_report_free(struct q_status_report *r);
+
+#endif
