@@ -1,0 +1,300 @@
+"""`volley push` and `volley status` against a real redis-server.
+
+What a user relies on: push prints only the campaign id, queues exactly the
+good rows with their variables, lists bad rows by line number and carries
+on, refuses a campaign whose template does not compile without writing
+anything, and both commands fail with one line when Redis is unreachable.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("VOLLEY_BUILD", "build"))
+if not BUILD.is_absolute():
+    BUILD = ROOT / BUILD
+PREFIX = "vp"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rds(tmp_path):
+    """A throwaway redis-server on a free loopback port; yields (port, client)."""
+    port = free_port()
+    d = tmp_path / "redis"
+    d.mkdir()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        else:
+            pytest.fail("redis-server did not start")
+        yield port, client
+    finally:
+        p.kill()
+        p.wait()
+
+
+def volley(*args, cwd=None, stdin=None):
+    exe = BUILD / "volley"
+    if not exe.exists():
+        pytest.fail(f"{exe} not found: run `make` first", pytrace=False)
+    return subprocess.run([str(exe)] + [str(a) for a in args], capture_output=True, text=True, timeout=30, cwd=cwd,
+                          input=stdin)
+
+
+def write_conf(tmp_path, port):
+    c = tmp_path / "volley.conf"
+    c.write_text(f"[redis]\nurl = redis://127.0.0.1:{port}\nprefix = {PREFIX}\n")
+    return c
+
+
+def write_campaign(tmp_path, cid="spring", subject="Hello {{first_name}}; welcome", extra=""):
+    (tmp_path / "body.txt").write_text("Dear {{first_name}},\nyour code is {{token}}.\n")
+    (tmp_path / "body.html").write_text("<p>Dear {{first_name}}</p>\n")
+    ini = tmp_path / "campaign.ini"
+    ini.write_text(
+        "# a comment\n[campaign]\n" + (f"id = {cid}\n" if cid else "") +
+        '; another comment\nfrom = "Shop" <news@shop.example>\n'
+        f"subject = {subject}\ntext_file = body.txt\nhtml_file = body.html\n"
+        "mail_from = bounces@shop.example\nlist_unsubscribe = https://shop.example/u/{{token}}\n"
+        "feedback_id = spring:shop\n" + extra +
+        "[headers]\nX-Campaign = spring\n[defaults]\nfirst_name = friend\n")
+    return ini
+
+
+def jobs(r):
+    return [f for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")]
+
+
+def test_push_queues_rows_with_variables(tmp_path, rds):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    # BOM, CRLF, quoted fields with commas, doubled quotes and a line break, empty value
+    csv.write_bytes(b'\xef\xbb\xbfemail,first_name,token\r\n'
+                    b'ann@example.test,"Ann, ""the"" First",t1\r\n'
+                    b'"bob@example.test","Bob\nJr",t2\r\n'
+                    b'cat@example.test,,t3\r\n')
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "spring\n"
+    got = jobs(r)
+    assert got == [
+        {"campaign": "spring", "to": "ann@example.test", "var.first_name": 'Ann, "the" First', "var.token": "t1"},
+        {"campaign": "spring", "to": "bob@example.test", "var.first_name": "Bob\nJr", "var.token": "t2"},
+        {"campaign": "spring", "to": "cat@example.test", "var.first_name": "", "var.token": "t3"},
+    ]
+    assert r.hget(f"{PREFIX}:stats:spring", "queued") == "3"
+    c = r.hgetall(f"{PREFIX}:campaign:spring")
+    assert c["from"] == '"Shop" <news@shop.example>'
+    assert c["subject"] == "Hello {{first_name}}; welcome"  # ';' is not a comment inside a value
+    assert c["text"] == "Dear {{first_name}},\nyour code is {{token}}.\n"
+    assert c["html"] == "<p>Dear {{first_name}}</p>\n"
+    assert c["mail_from"] == "bounces@shop.example"
+    assert c["list_unsubscribe"] == "https://shop.example/u/{{token}}"
+    assert c["feedback_id"] == "spring:shop"
+    assert c["header.X-Campaign"] == "spring"
+    assert c["default.first_name"] == "friend"
+    assert int(c["created_ms"]) > 1_600_000_000_000 and "id" not in c
+    # the consumer group exists, reading from the start of the stream
+    groups = r.xinfo_groups(f"{PREFIX}:jobs")
+    assert [g["name"] for g in groups] == ["volley"] and groups[0]["lag"] == 3
+
+    # pushing again to the same id adds jobs, keeps created_ms, replaces the fields
+    created = c["created_ms"]
+    csv2 = tmp_path / "more.csv"
+    csv2.write_text("email\ndan@example.test\n")
+    ini2 = write_campaign(tmp_path, subject="Second {{first_name}}")
+    p = volley("push", "-c", conf, "--campaign", ini2, "--recipients", csv2)
+    assert p.returncode == 0, p.stderr
+    c = r.hgetall(f"{PREFIX}:campaign:spring")
+    assert c["subject"] == "Second {{first_name}}" and c["created_ms"] == created
+    assert r.hget(f"{PREFIX}:stats:spring", "queued") == "4"
+    assert len(jobs(r)) == 4
+
+
+def test_bad_rows_listed_by_line_and_skipped(tmp_path, rds):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_text("email,first_name,token\n"
+                   "ok1@example.test,A,1\n"          # line 2
+                   "not-an-address,B,2\n"            # line 3: invalid address
+                   "ok2@example.test,C\n"            # line 4: too few columns
+                   "\"multi\nline\"@x.test,D,4\n"    # lines 5-6: address with a line break
+                   "a@b@example.test,E,5\n"          # line 7: two @
+                   "ok3@example.test,\"F\"x,6\n"     # line 8: text after a closing quote
+                   "  ok4@example.test ,G,7\n")      # line 9: blanks around the address are trimmed
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "spring\n"
+    bad = [ln for ln in p.stderr.splitlines() if ": skipped:" in ln]
+    lines = [int(re.search(r"list\.csv:(\d+):", ln).group(1)) for ln in bad]
+    assert lines == [3, 4, 5, 7, 8], p.stderr
+    assert "invalid email address" in bad[0] and "expected 3 columns, got 2" in bad[1]
+    assert "2 jobs queued, 5 bad rows skipped" in p.stderr, p.stderr
+    assert [j["to"] for j in jobs(r)] == ["ok1@example.test", "ok4@example.test"]
+    assert r.hget(f"{PREFIX}:stats:spring", "queued") == "2"
+
+
+def test_every_row_bad_is_a_failure(tmp_path, rds):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_text("email,first_name\nnope,A\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 1 and "0 jobs queued, 1 bad rows skipped" in p.stderr, (p.returncode, p.stderr)
+    assert r.xlen(f"{PREFIX}:jobs") == 0
+
+
+@pytest.mark.parametrize("subject,where", [("Hello {{first_name", "subject"), ("Hi {{#a}}x{{/b}}", "subject")])
+def test_template_error_writes_nothing(tmp_path, rds, subject, where):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path, subject=subject)
+    csv = tmp_path / "list.csv"
+    csv.write_text("email\na@example.test\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stdout == ""
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and where in err and re.search(r"line \d+, column \d+", err), err
+    assert r.dbsize() == 0, "a rejected campaign must write nothing"
+
+
+@pytest.mark.parametrize("csv_text,words", [
+    ("name,token\nA,1\n", "no 'email' column"),
+    ("email,first name\na@example.test,A\n", "not a valid variable name"),
+    ("email,x,x\na@example.test,1,2\n", "appears twice"),
+    ("", "empty recipient list"),
+])
+def test_bad_header_writes_nothing(tmp_path, rds, csv_text, words):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_text(csv_text)
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2 and words in p.stderr and p.stdout == "", (p.returncode, p.stderr)
+    assert r.dbsize() == 0
+
+
+def test_bad_campaign_file_names_the_line(tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    ini = tmp_path / "c.ini"
+    ini.write_text("[campaign]\nfrom = a@b.example\nsubject = x\ntext_file = missing.txt\n")
+    csv = tmp_path / "list.csv"
+    csv.write_text("email\na@example.test\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2 and "c.ini:4:" in p.stderr and "missing.txt" in p.stderr, p.stderr
+    ini.write_text("[campaign]\nid = has space\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2 and "c.ini:2:" in p.stderr, p.stderr
+    assert r.dbsize() == 0
+
+
+def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path, cid=None)
+    lines = [
+        '{"email": "ann@example.test", "first_name": "Ann \\u00e9\\ud83d\\ude00", "token": "t1"}',
+        '{"email": "bob@example.test", "token": 42, "vip": true}',
+        '{"first_name": "no email"}',
+        '{"email": "x@example.test", "token": null}',
+        'not json',
+        '',
+        '{"email":"cat@example.test"}',
+    ]
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
+               stdin="\n".join(lines) + "\n")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert re.fullmatch(r"c\d{13}[0-9a-f]{6}", cid), cid
+    bad = [int(m) for m in re.findall(r"<stdin>:(\d+): skipped", p.stderr)]
+    assert bad == [3, 4, 5], p.stderr
+    got = jobs(r)
+    assert got[0] == {"campaign": cid, "to": "ann@example.test", "var.first_name": "Ann \u00e9\U0001F600",
+                      "var.token": "t1"}
+    assert got[1] == {"campaign": cid, "to": "bob@example.test", "var.token": "42", "var.vip": "true"}
+    assert got[2] == {"campaign": cid, "to": "cat@example.test"}
+    assert r.hget(f"{PREFIX}:stats:{cid}", "queued") == "3"
+
+
+def test_status_table(tmp_path, rds):
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_text("email,token\n" + "".join(f"u{i}@example.test,{i}\n" for i in range(5)))
+    assert volley("push", "-c", conf, "--campaign", ini, "--recipients", csv).returncode == 0
+    # a worker-like consumer takes two jobs; other counters as a worker would leave them
+    r.xreadgroup("volley", "host-7", {f"{PREFIX}:jobs": ">"}, count=2)
+    r.hset(f"{PREFIX}:stats:spring", mapping={"delivered": 7, "bounced": 1})
+    r.hset(f"{PREFIX}:stats:other", mapping={"queued": 12, "failed": 2})
+    r.zadd(f"{PREFIX}:retry", {"m1": 1})
+    r.xadd(f"{PREFIX}:dead", {"reason": "x"})
+
+    p = volley("status", "-c", conf)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+
+    def row(label):
+        m = re.search(rf"^\s*{label}\s+(\d+)\s*$", out, re.M)
+        assert m, f"no '{label}' in:\n{out}"
+        return int(m.group(1))
+
+    assert (row("stream length"), row("undelivered"), row("pending")) == (5, 3, 2)
+    assert (row(r"retry \(deferred\)"), row("dead letters")) == (1, 1)
+    assert re.search(r"^\s*host-7\s+2\s+\S+s\s*$", out, re.M), out
+    cols = re.search(r"^\s*CAMPAIGN\s+QUEUED\s+DELIVERED\s+DEFERRED\s+BOUNCED\s+FAILED\s*$", out, re.M)
+    assert cols, out
+    assert re.search(r"^\s*other\s+12\s+0\s+0\s+0\s+2\s*$", out, re.M), out
+    assert re.search(r"^\s*spring\s+5\s+7\s+0\s+1\s+0\s*$", out, re.M), out
+    # table columns line up: each campaign row is as wide as the header
+    lines = [ln for ln in out.splitlines() if re.match(r"^\s*(CAMPAIGN|other|spring)\s", ln)]
+    assert len({len(ln) for ln in lines}) == 1, lines
+
+    p = volley("status", "-c", conf, "other")
+    assert p.returncode == 0 and "other" in p.stdout and "spring " not in p.stdout, p.stdout
+
+
+@pytest.mark.parametrize("cmd", ["push", "status"])
+def test_unreachable_redis_is_one_line(tmp_path, cmd):
+    port = free_port()  # nothing listens there
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_text("email\na@example.test\n")
+    args = ["push", "-c", conf, "--campaign", ini, "--recipients", csv] if cmd == "push" else ["status", "-c", conf]
+    p = volley(*args)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert p.stdout == ""
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and f"127.0.0.1:{port}" in err[0] and "refused" in err[0].lower(), err
+
+
+def test_usage_errors(tmp_path):
+    p = volley("push", "--help")
+    assert p.returncode == 0 and "--recipients" in p.stdout
+    p = volley("push", "-c", "x.conf", "--campaign", "c.ini")
+    assert p.returncode == 2 and "--recipients" in p.stderr
+    p = volley("push", "--bogus")
+    assert p.returncode == 2 and "--bogus" in p.stderr
+    p = volley("status", "--help")
+    assert p.returncode == 0 and "CAMPAIGN" in p.stdout
