@@ -143,7 +143,7 @@ struct sink_conn {
     enum sink_state state;
     enum sink_dstate dstate;
     unsigned helo : 1, tls : 1, tls_start : 1, handshaking : 1, closing : 1, delayed : 1, discarding : 1, refused : 1,
-        counted : 1, eof : 1;
+        counted : 1, eof : 1, wantout : 1, hup : 1, drained : 1;
     /* the transaction */
     int has_mail;
     vbuf from;  /* reverse path without <> */

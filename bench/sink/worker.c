@@ -6,11 +6,12 @@
  * DESCRIPTION
  *   Each worker owns SO_REUSEPORT listeners (one per --listen address), so
  *   the kernel spreads new connections over threads and nothing is shared
- *   on the hot path. Sockets are non-blocking and registered once,
- *   edge-triggered for both directions: a connection is then simply "run"
- *   on any event, and conn_run makes all the progress it can (write
- *   pending replies, decode buffered input, read more) until the kernel
- *   says EAGAIN. Replies produced from one read go out in one write.
+ *   on the hot path. Sockets are non-blocking and edge-triggered (EPOLLOUT
+ *   only while a write is blocked): a connection is simply "run" on any
+ *   event, and conn_run makes all the progress it can (write pending
+ *   replies, decode buffered input, read more) until the kernel says EAGAIN
+ *   or a read comes back short. Replies produced from one read go out in
+ *   one write.
  *
  *   --delay-ms holds a connection's replies back: the connection sits on
  *   the worker's delay queue and reads nothing until its replies are sent.
@@ -47,7 +48,23 @@
 #define SINK_TAG_STOP 63
 #define SINK_TAG_MAX  64
 
+#define SINK_EV_BASE (EPOLLIN | EPOLLRDHUP | EPOLLET)
+
 static void conn_run(struct sink_conn *c);
+
+/*
+ * want_out - ask for EPOLLOUT only while a write is blocked. Replies are
+ * small and almost always fit in the socket buffer; a standing EPOLLOUT
+ * registration would wake the loop on every ACK for nothing.
+ */
+static void want_out(struct sink_conn *c, int on)
+{
+    if (c->wantout == (unsigned)on)
+        return;
+    struct epoll_event ev = {.events = SINK_EV_BASE | (on ? EPOLLOUT : 0), .data.ptr = c};
+    if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->wantout = (unsigned)on;
+}
 
 /* delay_unlink - take c off the delay queue */
 static void delay_unlink(struct sink_conn *c)
@@ -119,8 +136,10 @@ static int conn_flush(struct sink_conn *c)
             int r = SSL_write(c->ssl, vbuf_data(&c->out), n > INT_MAX ? INT_MAX : (int)n);
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                    want_out(c, e == SSL_ERROR_WANT_WRITE);
                     return -EAGAIN;
+                }
                 return -EIO;
             }
             vbuf_consume(&c->out, (size_t)r);
@@ -129,11 +148,15 @@ static int conn_flush(struct sink_conn *c)
             if (r < 0) {
                 if (errno == EINTR)
                     continue;
-                return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+                if (errno != EWOULDBLOCK)
+                    return -errno;
+                want_out(c, 1);
+                return -EAGAIN;
             }
             vbuf_consume(&c->out, (size_t)r);
         }
     }
+    want_out(c, 0);
     return 0;
 }
 
@@ -149,8 +172,10 @@ static int conn_read(struct sink_conn *c)
             return r;
         }
         int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            want_out(c, e == SSL_ERROR_WANT_WRITE);
             return -EAGAIN;
+        }
         if (e == SSL_ERROR_ZERO_RETURN)
             return 0;
         return -EIO;
@@ -180,8 +205,10 @@ static int tls_handshake(struct sink_conn *c)
         return 1;
     }
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        want_out(c, e == SSL_ERROR_WANT_WRITE);
         return 0;
+    }
     char err[160];
     ERR_error_string_n(ERR_peek_error(), err, sizeof(err));
     log_debug("conn %llu from %s: TLS handshake failed: %s", (unsigned long long)c->id, c->ip, err);
@@ -237,11 +264,19 @@ static void conn_run(struct sink_conn *c)
             goto close;
         if (vbuf_len(&c->out) >= SINK_OUT_HIGH)
             return;
+        if (c->drained) {
+            /* the last plain read came back short: the socket was empty then, and anything
+               arriving since raises a new edge. Saves one EAGAIN recv per round trip. */
+            c->drained = 0;
+            return;
+        }
         int r = conn_read(c);
         if (r == -EAGAIN)
             return;
         if (r <= 0)
             c->eof = 1; /* decode what is buffered first: a client may QUIT and close at once */
+        else if (c->ssl == NULL && r < SINK_READ_CHUNK && !c->hup)
+            c->drained = 1;
     }
 close:
     conn_free(c);
@@ -294,7 +329,7 @@ static void conn_new(struct sink_worker *w, int fd, const struct sockaddr_storag
         w->conns->prev = c;
     w->conns = c;
 
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    struct epoll_event ev = {.events = SINK_EV_BASE, .data.ptr = c};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         log_warn("epoll_ctl: %s", strerror(errno));
         conn_free(c);
@@ -354,8 +389,13 @@ void *sink_worker_run(void *arg)
                 return NULL;
             if (tag64 < SINK_TAG_MAX)
                 accept_all(w, (int)tag64);
-            else
-                conn_run(evs[i].data.ptr); /* epoll reports an fd at most once per batch */
+            else {
+                struct sink_conn *c = evs[i].data.ptr; /* epoll reports an fd at most once per batch */
+                if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                    c->hup = 1; /* read to EOF: no further edge will come */
+                c->drained = 0; /* new bytes may have come while the connection waited */
+                conn_run(c);
+            }
         }
         uint64_t now = clock_mono_ms();
         while (w->dhead != NULL && w->dhead->due_ms <= now) {
