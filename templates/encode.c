@@ -8,6 +8,9 @@
 #include "templates/encode.h"
 
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static const char hexd[] = "0123456789ABCDEF";
 static const char b64d[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -24,6 +27,39 @@ static inline int at_eol(const unsigned char *p, const unsigned char *end)
     return p < end && (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n'));
 }
 
+/* qp_plain - bytes that may stand for themselves in QP (blanks too, except right before a line break) */
+static const unsigned char qp_plain[256] = {
+    ['\t'] = 1,
+    [' '] = 1,
+    [33 ... 60] = 1,
+    [62 ... 126] = 1,
+};
+
+/*
+ * qp_plain_run - end of the run of plain bytes in [p, e). SSE2 (baseline on
+ * x86-64) checks 16 bytes a step: printable ASCII except '='; a tab ends the
+ * vector step and is then taken by the byte loop.
+ */
+static inline const unsigned char *qp_plain_run(const unsigned char *p, const unsigned char *e)
+{
+#ifdef __SSE2__
+    const __m128i lo = _mm_set1_epi8(0x1f), hi = _mm_set1_epi8(0x7f), eq = _mm_set1_epi8('=');
+    while (e - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        /* signed compares: bytes >= 0x80 are negative, so they fail "> 0x1f" */
+        __m128i ok =
+            _mm_andnot_si128(_mm_cmpeq_epi8(v, eq), _mm_and_si128(_mm_cmpgt_epi8(v, lo), _mm_cmplt_epi8(v, hi)));
+        unsigned m = (unsigned)_mm_movemask_epi8(ok);
+        if (m != 0xffff)
+            return p + __builtin_ctz(~m);
+        p += 16;
+    }
+#endif
+    while (p < e && qp_plain[*p])
+        p++;
+    return p;
+}
+
 /* tpl_qp_encode - RFC 2045 quoted-printable with CRLF breaks (rules in encode.h) */
 void tpl_qp_encode(vbuf *out, const char *s, size_t n, int flags)
 {
@@ -35,6 +71,27 @@ void tpl_qp_encode(vbuf *out, const char *s, size_t n, int flags)
     int soft_end = (flags & TPL_QP_SOFT_END) != 0;
 
     while (p < end) {
+        /*
+         * Fast path: copy the longest run of plain bytes that fits before the
+         * soft-break column. Most text is such runs. A line start holding '.'
+         * or 'F' goes the slow way for the dot/"From " rule.
+         */
+        if (col < 75 && (col > 0 || (*p != '.' && *p != 'F'))) {
+            size_t lim = 75 - col;
+            if (lim > (size_t)(end - p))
+                lim = (size_t)(end - p);
+            const unsigned char *q = qp_plain_run(p, p + lim);
+            /* a blank right before a line break (or the end) must be encoded: the slow path does it */
+            if (q > p && (q[-1] == ' ' || q[-1] == '\t') && (q == end || at_eol(q, end)))
+                q--;
+            if (q > p) {
+                memcpy(w, p, (size_t)(q - p));
+                w += q - p;
+                col += (size_t)(q - p);
+                p = q;
+                continue;
+            }
+        }
         unsigned c = *p;
         if (c == '\n' || (c == '\r' && p + 1 < end && p[1] == '\n')) {
             p += c == '\r' ? 2 : 1;
@@ -43,28 +100,14 @@ void tpl_qp_encode(vbuf *out, const char *s, size_t n, int flags)
             col = 0;
             continue;
         }
-        /* fast path: a run of plain characters in the middle of a line */
-        if (col > 0 && c >= 33 && c <= 126 && c != '=' && col < 74) {
-            const unsigned char *q = p;
-            size_t room = 74 - col; /* keep 1 for a last char and 1 for the soft break */
-            while (room > 0 && q < end && *q >= 33 && *q <= 126 && *q != '=') {
-                *w++ = (char)*q++;
-                room--;
-            }
-            col += (size_t)(q - p);
-            p = q;
-            continue;
-        }
         const unsigned char *next = p + 1;
-        /* the next character ends the line: either a break follows or the data ends without a soft "=" */
+        /* the character ends its line: a break follows, or the data ends without a soft "=" */
         int last_on_line = at_eol(next, end) || (next == end && !soft_end);
         int enc;
-        if (c >= 33 && c <= 126 && c != '=')
-            enc = 0;
-        else if (c == ' ' || c == '\t')
+        if (c == ' ' || c == '\t')
             enc = at_eol(next, end) || next == end; /* trailing blanks get stripped in transit */
         else
-            enc = 1;
+            enc = !qp_plain[c];
         size_t len = enc ? 3 : 1;
         if (col + len > 75 && !(last_on_line && col + len <= 76)) {
             *w++ = '=';
