@@ -72,7 +72,8 @@ sp=$(free_port)
 user=()
 [ "$(id -u)" -eq 0 ] && user=(-u nobody)
 "$SMTP_SINK" "${user[@]}" -m 1000 "127.0.0.1:$sp" 1000 >"$work/smtp-sink.out" 2>&1 &
-pids+=($!)
+spid=$!
+pids+=($spid)
 wait_port "$sp"
 
 # start volley-sink on a port it picks itself; it prints "listening 127.0.0.1:PORT"
@@ -91,6 +92,11 @@ vp=$(sed -n 's/^listening 127.0.0.1:\([0-9]*\)$/\1/p' "$work/volley-sink.out" | 
 # vs_messages - volley-sink's accepted-message count from its stats file
 vs_messages() {
     "$PY" -c "import json; print(json.load(open('$work/stats.json'))['messages'])"
+}
+
+# cpu_ticks PID - user+system CPU ticks the process has used so far (all its threads)
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
 # drive PORT P - run P smtp-source processes against PORT; prints msgs/s
@@ -123,12 +129,20 @@ echo "# smtp-source -d, $MSGS messages of $LEN bytes, $SESSIONS sessions in tota
     "$(nproc) cores; volley-sink threads: ${THREADS/#0/one per core}"
 printf '%-10s %-6s %12s %12s %7s\n' procs round smtp-sink volley-sink ratio
 last_p=""
+stk=0 vtk=0 nmsg=0
 for p in $PROCS; do
     ss=() vs=()
     for r in $(seq "$ROUNDS"); do
         before=$(vs_messages)
+        c0=$(cpu_ticks "$spid")
         a=$(drive "$sp" "$p")
+        c1=$(cpu_ticks "$spid")
+        c2=$(cpu_ticks "$vpid")
         b=$(drive "$vp" "$p")
+        c3=$(cpu_ticks "$vpid")
+        stk=$((stk + c1 - c0))
+        vtk=$((vtk + c3 - c2))
+        nmsg=$((nmsg + MSGS / p * p))
         sleep 0.3 # the stats file is rewritten every 200 ms
         got=$(($(vs_messages) - before))
         want=$((MSGS / p * p))
@@ -146,6 +160,13 @@ for p in $PROCS; do
     last_p=$p
 done
 
+# CPU the sink process itself burnt per accepted message, over all rounds: the
+# efficiency view, independent of whether smtp-source or the sink was the bottleneck
+hz=$(getconf CLK_TCK)
+echo "# CPU per message: smtp-sink $((stk * 1000000 / hz / nmsg)) us, volley-sink $((vtk * 1000000 / hz / nmsg)) us" \
+    "(volley-sink over $(nproc) cores with its threads)"
+echo "smtp_sink_cpu_us_per_msg=$((stk * 1000000 / hz / nmsg))"
+echo "volley_sink_cpu_us_per_msg=$((vtk * 1000000 / hz / nmsg))"
 for p in $PROCS; do
     eval "sm=\$res_s_$p vm=\$res_v_$p"
     echo "smtp_sink_msgs_per_sec_p$p=$sm"
