@@ -369,7 +369,8 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
                 snprintf(err, errlen, "header.%s: too many extra headers (limit %d)", shown, MAX_EXTRA_HEADERS);
                 goto fail;
             }
-            extra[nextra++] = f;
+            if (f->vlen > 0) /* an empty extra header is the same as none */
+                extra[nextra++] = f;
         } else if (f->klen > 8 && memcmp(f->k, "default.", 8) == 0) {
             if (f->klen - 8 > TPL_NAME_MAX) {
                 snprintf(err, errlen, "default.*: variable name too long (limit %d)", TPL_NAME_MAX);
