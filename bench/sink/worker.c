@@ -160,13 +160,21 @@ static int conn_flush(struct sink_conn *c)
     return 0;
 }
 
-/* conn_read - read one chunk into c->in; bytes read, 0 at EOF, -EAGAIN, or -errno */
-static int conn_read(struct sink_conn *c)
+/*
+ * conn_read - read one chunk into c->in; bytes read, 0 at EOF, -EAGAIN, or
+ * -errno. *asked says how many bytes were asked for. The chunk shrinks by
+ * what is still buffered, so the buffer stays at SINK_READ_CHUNK instead of
+ * doubling for a partial line.
+ */
+static int conn_read(struct sink_conn *c, size_t *asked)
 {
-    char *p = vbuf_reserve(&c->in, SINK_READ_CHUNK);
+    size_t left = vbuf_len(&c->in);
+    size_t n = SINK_READ_CHUNK - (left < SINK_READ_CHUNK / 2 ? left : SINK_READ_CHUNK / 2);
+    char *p = vbuf_reserve(&c->in, n);
+    *asked = n;
     if (c->ssl != NULL) {
         ERR_clear_error();
-        int r = SSL_read(c->ssl, p, SINK_READ_CHUNK);
+        int r = SSL_read(c->ssl, p, (int)n);
         if (r > 0) {
             vbuf_commit(&c->in, (size_t)r);
             return r;
@@ -181,7 +189,7 @@ static int conn_read(struct sink_conn *c)
         return -EIO;
     }
     for (;;) {
-        ssize_t r = recv(c->fd, p, SINK_READ_CHUNK, 0);
+        ssize_t r = recv(c->fd, p, n, 0);
         if (r > 0) {
             vbuf_commit(&c->in, (size_t)r);
             return (int)r;
@@ -270,12 +278,13 @@ static void conn_run(struct sink_conn *c)
             c->drained = 0;
             return;
         }
-        int r = conn_read(c);
+        size_t asked;
+        int r = conn_read(c, &asked);
         if (r == -EAGAIN)
             return;
         if (r <= 0)
             c->eof = 1; /* decode what is buffered first: a client may QUIT and close at once */
-        else if (c->ssl == NULL && r < SINK_READ_CHUNK && !c->hup)
+        else if (c->ssl == NULL && (size_t)r < asked && !c->hup)
             c->drained = 1;
     }
 close:
