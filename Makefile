@@ -17,7 +17,7 @@ BUILD   ?= build
 CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Wformat=2 -fno-strict-aliasing -I. -MMD -MP
+override CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Wformat=2 -fno-strict-aliasing -I. -MMD -MP
 LDLIBS  += -luring -lssl -lcrypto -lhiredis -lcares -lpthread -lm
 JEMALLOC ?= -ljemalloc
 PYTHON  ?= /usr/bin/python3

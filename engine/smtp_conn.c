@@ -34,7 +34,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "engine/ring.h"
+#include "engine/site_limit.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -43,6 +46,7 @@
 static void conn_flush(struct smtp_conn *c);
 static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r);
 static void conn_after_io(struct smtp_conn *c);
+static void msg_note_conn(struct smtp_conn *c, struct msg *m);
 
 /* slot_alloc - a connection slot; generations survive reuse so stale completions are spotted */
 static uint32_t slot_alloc(struct worker *w)
@@ -61,6 +65,27 @@ static uint32_t slot_alloc(struct worker *w)
     return s;
 }
 
+/* stage_timeout - RFC 5321 4.5.3.2: each stage has its own (configurable) limit */
+static uint64_t stage_timeout(const struct vconfig *cfg, enum smtp_expect_kind k)
+{
+    switch (k) {
+    case EX_CONNECT:
+        return (uint64_t)cfg->timeout_connect_ms;
+    case EX_GREETING:
+        return (uint64_t)cfg->timeout_greeting_ms;
+    case EX_MAIL:
+        return (uint64_t)cfg->timeout_mail_ms;
+    case EX_RCPT:
+        return (uint64_t)cfg->timeout_rcpt_ms;
+    case EX_DATA:
+        return (uint64_t)cfg->timeout_data_ms;
+    case EX_DOT:
+        return (uint64_t)cfg->timeout_dot_ms;
+    default:
+        return (uint64_t)cfg->timeout_ehlo_ms;
+    }
+}
+
 /* expect_push - remember which reply comes next */
 static void expect_push(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m)
 {
@@ -74,7 +99,7 @@ static void expect_push(struct smtp_conn *c, enum smtp_expect_kind k, struct msg
     if (k == EX_DATA)
         c->data_pending++;
     if (c->deadline_ms == 0)
-        c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ms;
+        c->deadline_ms = worker_now_ms() + stage_timeout(c->w->cfg, c->expect[c->ex_head].kind);
 }
 
 /* expect_pop - the expectation the reply at hand answers */
@@ -86,19 +111,63 @@ static struct smtp_expect expect_pop(struct smtp_conn *c)
     if (e.kind == EX_DATA)
         c->data_pending--;
     /* a new stage starts: its own timeout */
-    c->deadline_ms = c->ex_len > 0 ? worker_now_ms() + (uint64_t)c->w->cfg->timeout_ms : 0;
+    c->deadline_ms =
+        c->ex_len > 0 ? worker_now_ms() + stage_timeout(c->w->cfg, c->expect[c->ex_head].kind) : 0;
     return e;
+}
+
+/* bind_egress - the connection leaves from the configured source address */
+static int bind_egress(int fd, const char *ip, int family, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    memset(&ss, 0, sizeof(ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        if (inet_pton(AF_INET, ip, &a->sin_addr) != 1) {
+            snprintf(err, errlen, "source address %s is not IPv4 like the destination", ip);
+            return -EAFNOSUPPORT;
+        }
+        len = sizeof(*a);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        if (inet_pton(AF_INET6, ip, &a->sin6_addr) != 1) {
+            snprintf(err, errlen, "source address %s is not IPv6 like the destination", ip);
+            return -EAFNOSUPPORT;
+        }
+        len = sizeof(*a);
+    }
+    /* the port is chosen at connect time, so many destinations can share one source port range */
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot bind source address %s: %s", ip, strerror(e));
+        return -e;
+    }
+    return 0;
 }
 
 struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
 {
-    int fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int ti = pool_usable_target(p, worker_now_ms());
+    if (ti < 0)
+        return NULL;
+    struct pool_target *t = &p->targets[ti];
+    int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(p->last_error, sizeof(p->last_error), "socket: %s", strerror(errno));
         return NULL;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (p->egress >= 0 &&
+        bind_egress(fd, w->cfg->egress[p->egress].ip, t->addr.ss_family, p->last_error, sizeof(p->last_error)) < 0) {
+        close(fd);
+        return NULL;
+    }
     struct smtp_conn *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->pool = p;
@@ -113,15 +182,19 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     c->in = &c->rbuf;
     c->out = &c->wbuf;
     c->state = CONN_CONNECTING;
-    c->deadline_ms = worker_now_ms() + (uint64_t)w->cfg->timeout_ms;
+    c->target = ti;
+    c->opened_ms = worker_now_ms();
+    snprintf(c->peer, sizeof(c->peer), "%s:%d", t->name, t->port);
+    c->deadline_ms = c->opened_ms + (uint64_t)w->cfg->timeout_connect_ms;
     c->next = p->conns;
     p->conns = c;
     p->nconns++;
     struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&p->addr, p->addrlen);
+    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&t->addr, t->addrlen);
     io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_CONNECT, c->slot, c->gen));
     c->ops++;
     expect_push(c, EX_GREETING, NULL);
+    c->deadline_ms = c->opened_ms + (uint64_t)w->cfg->timeout_connect_ms;
     return c;
 }
 
@@ -214,17 +287,25 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         return;
     if (c->error[0] == '\0')
         snprintf(c->error, sizeof(c->error), "%s", why);
-    log_debug("smtp %s: %s", c->pool->peer, c->error);
+    log_debug("smtp %s: %s", c->peer, c->error);
     /* every message whose outcome is not known yet is deferred with the reason */
     while (c->ex_len > 0) {
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {
-            snprintf(e.msg->host, sizeof(e.msg->host), "%s", c->pool->peer);
-            snprintf(e.msg->tls, sizeof(e.msg->tls), "%s", c->tlsdesc);
+            msg_note_conn(c, e.msg);
             worker_finish_msg(c->w, e.msg, Q_DEFERRED, 0, "4.4.2", c->error);
         }
     }
     conn_close(c);
+}
+
+/* msg_note_conn - the connection facts an event records */
+static void msg_note_conn(struct smtp_conn *c, struct msg *m)
+{
+    snprintf(m->host, sizeof(m->host), "%s", c->peer);
+    snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
+    if (c->pool->egress >= 0)
+        snprintf(m->source_ip, sizeof(m->source_ip), "%s", c->w->cfg->egress[c->pool->egress].ip);
 }
 
 /* msg_fail_reply - a transaction ends with the server's reply */
@@ -233,8 +314,7 @@ static void msg_fail_reply(struct smtp_conn *c, struct msg *m, const struct smtp
     if (m == NULL || m->done)
         return;
     m->txn_failed = true;
-    snprintf(m->host, sizeof(m->host), "%s", c->pool->peer);
-    snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
+    msg_note_conn(c, m);
     enum q_status st = smtp_reply_class(r) == 5 ? Q_BOUNCED : Q_DEFERRED;
     worker_finish_msg(c->w, m, st, r->code, r->dsn, r->text);
 }
@@ -288,7 +368,7 @@ static bool start_txn(struct smtp_conn *c)
         char why[160];
         snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data),
                  c->size_limit);
-        snprintf(m->host, sizeof(m->host), "%s", c->pool->peer);
+        msg_note_conn(c, m);
         worker_finish_msg(c->w, m, Q_BOUNCED, 552, "5.3.4", why);
         return true;
     }
@@ -344,22 +424,32 @@ void smtp_conn_quit(struct smtp_conn *c)
     conn_flush(c);
 }
 
-/* send_ehlo - EHLO with our configured name */
+/* ehlo_name - the name this connection's source address announces */
+static const char *ehlo_name(const struct smtp_conn *c)
+{
+    const struct vconfig *cfg = c->w->cfg;
+    if (c->pool->egress >= 0 && cfg->egress[c->pool->egress].ehlo != NULL)
+        return cfg->egress[c->pool->egress].ehlo;
+    return cfg->hostname;
+}
+
+/* send_ehlo - EHLO; everything learned from an earlier EHLO is forgotten */
 static void send_ehlo(struct smtp_conn *c)
 {
     c->caps = 0;
     c->size_limit = 0;
-    conn_cmd(c, EX_EHLO, NULL, "EHLO %s", c->w->cfg->hostname);
+    conn_cmd(c, EX_EHLO, NULL, "EHLO %s", ehlo_name(c));
 }
 
-/* tls_begin - 220 to STARTTLS: from here the socket carries TLS records */
+/* tls_begin - from here the socket carries TLS records (after 220 to STARTTLS, or at once for port 465) */
 static void tls_begin(struct smtp_conn *c)
 {
     /* RFC 3207: anything the server sent before the handshake is discarded */
     vbuf_reset(&c->rbuf);
     vbuf_init(&c->pin, 1024);
     vbuf_init(&c->pout, 1024);
-    if (tls_session_start(&c->tls, c->w->tls_ctx, &c->rbuf, &c->wbuf, c->pool->route->host) < 0) {
+    SSL_CTX *ctx = c->pool->tls == CONFIG_TLS_VERIFY ? c->w->tls_ctx_verify : c->w->tls_ctx;
+    if (ctx == NULL || tls_session_start(&c->tls, ctx, &c->rbuf, &c->wbuf, c->pool->targets[c->target].name) < 0) {
         smtp_conn_fail(c, "TLS session could not be created");
         return;
     }
@@ -367,7 +457,7 @@ static void tls_begin(struct smtp_conn *c)
     c->tls_handshaking = true;
     c->in = &c->pin;
     c->out = &c->pout;
-    c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ms;
+    c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ehlo_ms;
 }
 
 /* tls_step - advance the handshake with what arrived */
@@ -378,20 +468,68 @@ static void tls_step(struct smtp_conn *c)
     if (rc == -EAGAIN)
         return;
     if (rc < 0) {
+        if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC) {
+            /* opportunistic: remember the host as broken and deliver in plain text instead */
+            struct pool_target *t = &c->pool->targets[c->target];
+            t->tls_broken_until_ms = worker_now_ms() + (uint64_t)c->w->cfg->tls_broken_host_ms;
+            c->retry_plain = true;
+            log_warn("%s: %s; using plain text to this host for %d s", c->peer, err,
+                     c->w->cfg->tls_broken_host_ms / 1000);
+        }
         smtp_conn_fail(c, err);
         return;
     }
     c->tls_handshaking = false;
     c->deadline_ms = 0;
     tls_describe(&c->tls, c->tlsdesc, sizeof(c->tlsdesc));
-    send_ehlo(c);
+    if (c->greeted)
+        send_ehlo(c);
+    else
+        c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_greeting_ms;
+}
+
+/* b64 - base64 of n bytes into out (which holds 4*ceil(n/3)+1) */
+static void b64(const char *in, size_t n, char *out)
+{
+    EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
+}
+
+/* send_auth - AUTH PLAIN (one round trip) when offered, else AUTH LOGIN */
+static void send_auth(struct smtp_conn *c)
+{
+    const struct config_route *r = c->pool->route;
+    char plain[1024], enc[1400];
+    size_t ul = strlen(r->auth_user), pl = strlen(r->auth_pass);
+    if ((c->caps & SMTP_CAP_AUTH_PLAIN) && ul + pl + 2 < sizeof(plain)) {
+        plain[0] = '\0';
+        memcpy(plain + 1, r->auth_user, ul);
+        plain[1 + ul] = '\0';
+        memcpy(plain + 2 + ul, r->auth_pass, pl);
+        b64(plain, ul + pl + 2, enc);
+        conn_cmd(c, EX_AUTH, NULL, "AUTH PLAIN %s", enc);
+        memset(plain, 0, sizeof(plain));
+        memset(enc, 0, sizeof(enc));
+    } else if (c->caps & SMTP_CAP_AUTH_LOGIN) {
+        conn_cmd(c, EX_AUTH_USER, NULL, "AUTH LOGIN");
+    } else {
+        smtp_conn_fail(c, "relay does not offer AUTH PLAIN or AUTH LOGIN");
+    }
 }
 
 /* conn_ready - the session is established: carry messages */
 static void conn_ready(struct smtp_conn *c)
 {
-    if (c->w->cfg->tls_mode == CONFIG_TLS_REQUIRED && !c->tls_on) {
+    enum config_tls_mode m = c->pool->tls;
+    if ((m == CONFIG_TLS_REQUIRED || m == CONFIG_TLS_VERIFY) && !c->tls_on) {
         smtp_conn_fail(c, "TLS required but the server does not offer STARTTLS");
+        return;
+    }
+    if (c->pool->route != NULL && c->pool->route->auth_user != NULL && !c->authed) {
+        if (!c->tls_on && c->pool->route->tls != ROUTE_TLS_NONE) {
+            smtp_conn_fail(c, "refusing to send credentials without TLS");
+            return;
+        }
+        send_auth(c);
         return;
     }
     c->state = CONN_READY;
@@ -399,33 +537,47 @@ static void conn_ready(struct smtp_conn *c)
     c->pool->down_until_ms = 0;
 }
 
-/* on_handshake_reply - greeting, EHLO/HELO and STARTTLS replies */
+/* want_starttls - STARTTLS now? (never twice, never when the policy or a broken host says plain) */
+static bool want_starttls(const struct smtp_conn *c)
+{
+    if (c->tls_on || c->pool->tls == CONFIG_TLS_OFF || !(c->caps & SMTP_CAP_STARTTLS))
+        return false;
+    if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC && c->pool->targets[c->target].tls_broken_until_ms > worker_now_ms())
+        return false;
+    return true;
+}
+
+/* on_handshake_reply - greeting, EHLO/HELO, STARTTLS and AUTH replies */
 static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, const struct smtp_reply *r)
 {
     char why[400];
+    const struct config_route *rt = c->pool->route;
     switch (k) {
     case EX_GREETING:
         if (r->code != 220) {
             snprintf(why, sizeof(why), "greeting refused: %s", r->text);
+            c->target_fault = true;
             smtp_conn_fail(c, why);
             return;
         }
+        c->greeted = true;
         send_ehlo(c);
         return;
     case EX_EHLO:
         if (smtp_reply_class(r) != 2) {
             if (!c->helo_tried) {
                 c->helo_tried = true;
-                conn_cmd(c, EX_HELO, NULL, "HELO %s", c->w->cfg->hostname);
+                conn_cmd(c, EX_HELO, NULL, "HELO %s", ehlo_name(c));
                 return;
             }
             snprintf(why, sizeof(why), "EHLO refused: %s", r->text);
+            c->target_fault = true;
             smtp_conn_fail(c, why);
             return;
         }
         c->caps = r->caps;
         c->size_limit = r->size_limit;
-        if (!c->tls_on && (c->caps & SMTP_CAP_STARTTLS) && c->w->cfg->tls_mode != CONFIG_TLS_OFF) {
+        if (want_starttls(c)) {
             conn_cmd(c, EX_STARTTLS, NULL, "STARTTLS");
             return;
         }
@@ -434,6 +586,7 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
     case EX_HELO:
         if (smtp_reply_class(r) != 2) {
             snprintf(why, sizeof(why), "HELO refused: %s", r->text);
+            c->target_fault = true;
             smtp_conn_fail(c, why);
             return;
         }
@@ -442,7 +595,7 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
         return;
     case EX_STARTTLS:
         if (r->code != 220) {
-            if (c->w->cfg->tls_mode == CONFIG_TLS_REQUIRED) {
+            if (c->pool->tls != CONFIG_TLS_OPPORTUNISTIC) {
                 snprintf(why, sizeof(why), "STARTTLS refused: %s", r->text);
                 smtp_conn_fail(c, why);
                 return;
@@ -453,6 +606,33 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
         tls_begin(c);
         if (c->state != CONN_CLOSED)
             tls_step(c);
+        return;
+    case EX_AUTH_USER:
+    case EX_AUTH_PASS:
+        if (r->code == 334) {
+            char enc[1400];
+            const char *v = k == EX_AUTH_USER ? rt->auth_user : rt->auth_pass;
+            size_t vl = strlen(v);
+            if (vl > 1000) {
+                smtp_conn_fail(c, "relay credentials too long");
+                return;
+            }
+            b64(v, vl, enc);
+            conn_cmd(c, k == EX_AUTH_USER ? EX_AUTH_PASS : EX_AUTH, NULL, "%s", enc);
+            memset(enc, 0, sizeof(enc));
+            return;
+        }
+        /* anything but 334 ends the exchange */
+        __attribute__((fallthrough));
+    case EX_AUTH:
+        if (r->code != 235) {
+            /* the server's words only: our credentials never reach a log or an event */
+            snprintf(why, sizeof(why), "authentication failed: %s", r->text);
+            smtp_conn_fail(c, why);
+            return;
+        }
+        c->authed = true;
+        conn_ready(c);
         return;
     default:
         return;
@@ -468,6 +648,8 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     }
     struct smtp_expect e = expect_pop(c);
     struct msg *m = e.msg;
+    if (r->code == 421 && e.kind == EX_GREETING)
+        c->target_fault = true;
     if (r->code == 421 && e.kind != EX_QUIT) {
         /* service closing: this message and all behind it are deferred with the server's words */
         char why[300];
@@ -482,6 +664,9 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     case EX_EHLO:
     case EX_HELO:
     case EX_STARTTLS:
+    case EX_AUTH:
+    case EX_AUTH_USER:
+    case EX_AUTH_PASS:
         on_handshake_reply(c, e.kind, r);
         return;
     case EX_MAIL:
@@ -516,8 +701,7 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         break;
     case EX_DOT:
         if (m != NULL && !m->done) {
-            snprintf(m->host, sizeof(m->host), "%s", c->pool->peer);
-            snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
+            msg_note_conn(c, m);
             if (smtp_reply_class(r) == 2)
                 worker_finish_msg(c->w, m, Q_DELIVERED, r->code, r->dsn, r->text);
             else
@@ -592,12 +776,21 @@ static void on_connect(struct smtp_conn *c, int res)
 {
     if (res < 0) {
         char why[200];
-        snprintf(why, sizeof(why), "connect to %s failed: %s", c->pool->peer, strerror(-res));
+        snprintf(why, sizeof(why), "connect to %.150s failed: %s", c->peer, strerror(-res));
+        c->target_fault = true;
         smtp_conn_fail(c, why);
         return;
     }
     c->state = CONN_HANDSHAKE;
+    c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_greeting_ms;
     conn_arm_recv(c);
+    if (c->pool->route != NULL && c->pool->route->tls == ROUTE_TLS_IMPLICIT) {
+        /* port 465: TLS from the first byte, the greeting comes inside it */
+        tls_begin(c);
+        if (c->state != CONN_CLOSED)
+            tls_step(c);
+        conn_flush(c);
+    }
 }
 
 void smtp_conn_on_cqe(struct worker *w, uint64_t ud, int res)
@@ -646,6 +839,11 @@ void smtp_conn_on_cqe(struct worker *w, uint64_t ud, int res)
             break;
         }
         vbuf_consume(&c->sbuf, (size_t)res);
+        /* progress while sending a body: each block has its own limit, then the stage's runs again */
+        if (c->ex_len > 0)
+            c->deadline_ms = worker_now_ms() + (vbuf_len(&c->sbuf) > 0 || vbuf_len(&c->wbuf) > 0
+                                                    ? (uint64_t)w->cfg->timeout_block_ms
+                                                    : stage_timeout(w->cfg, c->expect[c->ex_head].kind));
         if (vbuf_len(&c->sbuf) > 0) {
             /* partial send: the rest goes first, before anything written since */
             struct io_uring_sqe *sqe = ring_sqe(&w->ring);
@@ -677,12 +875,12 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
         else if (c->tls_handshaking)
             stage = "TLS handshake";
         else if (c->ex_len > 0) {
-            static const char *names[] = {"connect", "greeting", "EHLO", "HELO", "STARTTLS", "MAIL",
-                                          "RCPT",    "DATA",     "end of data", "RSET", "QUIT"};
+            static const char *names[] = {"connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH",        "AUTH",
+                                          "AUTH",    "MAIL",     "RCPT", "DATA", "end of data", "RSET", "QUIT"};
             stage = names[c->expect[c->ex_head].kind];
         }
         char why[160];
-        snprintf(why, sizeof(why), "timeout waiting for %s from %s", stage, c->pool->peer);
+        snprintf(why, sizeof(why), "timeout waiting for %s from %.120s", stage, c->peer);
         if (c->state == CONN_QUITTING)
             conn_close(c);
         else
@@ -690,8 +888,18 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
         conn_release(c);
         return;
     }
+    if (now - c->opened_ms >= (uint64_t)c->w->cfg->connection_max_ms) {
+        /* a server that trickles replies just fast enough to beat each stage timeout is still cut off */
+        if (smtp_conn_idle(c)) {
+            smtp_conn_quit(c);
+        } else if (c->state != CONN_QUITTING) {
+            smtp_conn_fail(c, "connection exceeded connection_max_ms");
+            conn_release(c);
+        }
+        return;
+    }
     if (smtp_conn_idle(c) && c->pool->qlen == 0 && c->idle_since_ms != 0 &&
-        now - c->idle_since_ms >= (uint64_t)c->w->cfg->idle_ms)
+        (now - c->idle_since_ms >= (uint64_t)c->w->cfg->idle_ms || site_limit_contended(c->pool->limit_key, now)))
         smtp_conn_quit(c);
 }
 

@@ -3,22 +3,29 @@
  *   smtp_pool - per-destination queues and connection pools of one worker
  * DESCRIPTION
  *   A pool holds the messages waiting for one destination and the SMTP
- *   connections open to it, and decides when to open another connection
- *   (up to [worker] connections per pool and thread). In this version a
- *   destination is a [route] entry (host:port); MX sites come later and
- *   slot in here, keyed by everything that must not be shared (site,
- *   source IP, TLS policy, auth identity).
+ *   connections open to it. Its key is everything that must not be shared
+ *   by accident: the site (the MX set, so every domain hosted by the same
+ *   MX hosts shares one pool: "MX rollup"), the source IP, the TLS policy
+ *   and the relay/auth identity. Its targets are the site's addresses in
+ *   MX preference order.
  *
- *   When every connection attempt to a destination fails, its queued
- *   messages are deferred with the error and new connections wait a
- *   growing pause: a dead host is not hammered and nothing piles up.
+ *   Connections: at most [smtp] connections per site and source IP for the
+ *   whole process (site_limit), at most new_connections_per_sec new ones.
+ *   A target that fails (refused, timed out, 421/554 greeting, EHLO
+ *   refused) is skipped for bad_host_ms and the next one is tried at once;
+ *   when every target is bad, the queue is deferred with the last error and
+ *   the pool pauses (1 s doubling to 60 s): a dead site is not hammered
+ *   and nothing piles up in memory.
  */
 #include <errno.h>
+#include <fnmatch.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "engine/site_limit.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -26,35 +33,113 @@
 #define POOL_DOWN_MIN_MS 1000
 #define POOL_DOWN_MAX_MS 60000
 
-/* pool_resolve - the route's address; route hosts are few and resolved once per thread */
-static void pool_resolve(struct route_pool *p)
+/* pool_hash - FNV-1a over the key */
+static unsigned pool_hash(const char *s)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%d", p->route->port);
-    int rc = getaddrinfo(p->route->host, port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        p->resolve_error = -EHOSTUNREACH;
-        snprintf(p->last_error, sizeof(p->last_error), "cannot resolve route host %s: %s", p->route->host,
-                 gai_strerror(rc));
-        return;
-    }
-    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
-    p->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % POOL_BUCKETS;
 }
 
-struct route_pool *pool_get(struct worker *w, const struct config_route *r)
+/* pool_make_key - site, source IP, TLS policy and auth identity */
+static void pool_make_key(char *key, size_t keylen, const char *site, int egress, enum config_tls_mode tls,
+                          const struct config_route *r)
 {
-    for (struct route_pool *p = w->pools; p; p = p->next)
-        if (p->route == r)
+    snprintf(key, keylen, "%s|%d|%d|%p", site, egress, (int)tls, (const void *)r);
+}
+
+struct route_pool *pool_find(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
+                             const struct config_route *r)
+{
+    char key[sizeof(((struct route_pool *)0)->key)];
+    pool_make_key(key, sizeof(key), site, egress, tls, r);
+    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->next)
+        if (strcmp(p->key, key) == 0)
             return p;
+    return NULL;
+}
+
+struct route_pool *pool_create(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
+                               const struct config_route *r)
+{
     struct route_pool *p = xcalloc(1, sizeof(*p));
+    pool_make_key(p->key, sizeof(p->key), site, egress, tls, r);
+    snprintf(p->site, sizeof(p->site), "%s", site);
+    snprintf(p->limit_key, sizeof(p->limit_key), "%s|%s", site, egress >= 0 ? w->cfg->egress[egress].ip : "");
     p->route = r;
-    snprintf(p->peer, sizeof(p->peer), "%s:%d", r->host, r->port);
-    pool_resolve(p);
-    p->next = w->pools;
+    p->egress = egress;
+    p->tls = tls;
+    unsigned h = pool_hash(p->key);
+    p->next = w->pool_table[h];
+    w->pool_table[h] = p;
+    p->all_next = w->pools;
     w->pools = p;
+    return p;
+}
+
+void pool_add_target(struct route_pool *p, const char *name, int port, const struct sockaddr *sa, socklen_t len)
+{
+    if (p->ntargets >= POOL_MAX_TARGETS || len > sizeof(struct sockaddr_storage))
+        return;
+    struct pool_target *t = &p->targets[p->ntargets++];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->port = port;
+    memcpy(&t->addr, sa, len);
+    t->addrlen = len;
+}
+
+enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain, size_t dlen,
+                                   const char *const *hosts, int nhosts)
+{
+    char dom[256];
+    snprintf(dom, sizeof(dom), "%.*s", (int)(dlen < 255 ? dlen : 255), domain);
+    for (int i = 0; i < cfg->ntls_policy; i++) {
+        const char *pat = cfg->tls_policy[i].pattern;
+        if (fnmatch(pat, dom, FNM_CASEFOLD) == 0)
+            return cfg->tls_policy[i].mode;
+        for (int h = 0; h < nhosts; h++)
+            if (fnmatch(pat, hosts[h], FNM_CASEFOLD) == 0)
+                return cfg->tls_policy[i].mode;
+    }
+    return cfg->tls_mode;
+}
+
+struct route_pool *pool_for_route(struct worker *w, const struct config_route *r, int egress, const char *domain,
+                                  size_t dlen)
+{
+    char site[320];
+    snprintf(site, sizeof(site), "route:%s:%d", r->host, r->port);
+    enum config_tls_mode tls;
+    int verify = r->verify >= 0 ? r->verify : r->auth_user != NULL;
+    if (r->tls == ROUTE_TLS_NONE)
+        tls = CONFIG_TLS_OFF;
+    else if (r->tls == ROUTE_TLS_STARTTLS || r->tls == ROUTE_TLS_IMPLICIT || r->auth_user != NULL)
+        tls = verify ? CONFIG_TLS_VERIFY : CONFIG_TLS_REQUIRED;
+    else {
+        const char *h = r->host;
+        tls = pool_tls_mode(w->cfg, domain, dlen, &h, 1);
+        if (verify && tls != CONFIG_TLS_OFF)
+            tls = CONFIG_TLS_VERIFY;
+    }
+    struct route_pool *p = pool_find(w, site, egress, tls, r);
+    if (p != NULL)
+        return p;
+    p = pool_create(w, site, egress, tls, r);
+    /* route hosts are few and resolved once per thread with the system resolver */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%d", r->port);
+    int rc = getaddrinfo(r->host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(p->last_error, sizeof(p->last_error), "cannot resolve route host %s: %s", r->host,
+                 gai_strerror(rc));
+        return p;
+    }
+    for (struct addrinfo *a = res; a; a = a->ai_next)
+        pool_add_target(p, r->host, r->port, a->ai_addr, a->ai_addrlen);
+    freeaddrinfo(res);
     return p;
 }
 
@@ -63,8 +148,9 @@ static void pool_defer_all(struct worker *w, struct route_pool *p)
 {
     struct msg *m;
     while ((m = pool_take(p)) != NULL) {
-        snprintf(m->host, sizeof(m->host), "%s", p->peer);
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1", p->last_error);
+        if (m->host[0] == '\0')
+            snprintf(m->host, sizeof(m->host), "%.290s", p->site);
+        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1", p->last_error[0] ? p->last_error : "destination unusable");
     }
 }
 
@@ -92,11 +178,35 @@ struct msg *pool_take(struct route_pool *p)
     return m;
 }
 
+/* pool_usable_target - the first target in preference order not marked bad, or -1 */
+int pool_usable_target(const struct route_pool *p, uint64_t now)
+{
+    for (int i = 0; i < p->ntargets; i++)
+        if (p->targets[i].bad_until_ms <= now)
+            return i;
+    return -1;
+}
+
+/* pool_mark_down - every target failed: defer the queue and pause */
+static void pool_mark_down(struct worker *w, struct route_pool *p, uint64_t now)
+{
+    uint64_t pause = POOL_DOWN_MIN_MS;
+    if (p->down_until_ms != 0) {
+        pause = (p->down_until_ms > now ? p->down_until_ms - now : POOL_DOWN_MIN_MS) * 2;
+        if (pause > POOL_DOWN_MAX_MS)
+            pause = POOL_DOWN_MAX_MS;
+    }
+    p->down_until_ms = now + pause;
+    log_warn("destination %s unusable (%s); deferring its queue, next try in %llu ms", p->site, p->last_error,
+             (unsigned long long)pause);
+    pool_defer_all(w, p);
+}
+
 void pool_dispatch(struct worker *w, struct route_pool *p)
 {
     if (p->qlen == 0)
         return;
-    if (p->resolve_error != 0) {
+    if (p->ntargets == 0) {
         pool_defer_all(w, p);
         return;
     }
@@ -109,14 +219,25 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
             opening++;
     }
     uint64_t now = worker_now_ms();
-    if (p->nready == 0 && p->down_until_ms > now) {
-        if (opening == 0)
-            pool_defer_all(w, p); /* destination is down: don't hold messages hostage */
+    if (p->nready == 0 && opening == 0 && p->down_until_ms > now) {
+        pool_defer_all(w, p); /* paused after total failure: don't hold messages hostage */
         return;
     }
     /* every connection being opened will take at least one message */
     while (p->qlen > opening && p->nconns < w->cfg->connections) {
+        if (pool_usable_target(p, now) < 0) {
+            if (opening == 0 && p->nready == 0) {
+                /* every host is marked bad: forget the marks after the pause so the site is tried again */
+                for (int i = 0; i < p->ntargets; i++)
+                    p->targets[i].bad_until_ms = 0;
+                pool_mark_down(w, p, now);
+            }
+            return;
+        }
+        if (!site_limit_acquire(p->limit_key, w->cfg->connections, w->cfg->new_conns_per_sec, now))
+            return; /* other threads hold the site's connections: wait for one to free up */
         if (smtp_conn_open(w, p) == NULL) {
+            site_limit_release(p->limit_key);
             pool_defer_all(w, p);
             return;
         }
@@ -132,35 +253,36 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
             break;
         }
     p->nconns--;
+    site_limit_release(p->limit_key);
+    uint64_t now = worker_now_ms();
     if (was_ready) {
         p->nready--;
         return;
     }
-    /* a connection that never became usable: the destination may be down */
+    if (c->retry_plain)
+        return; /* not the host's fault: reconnect at once without STARTTLS */
     snprintf(p->last_error, sizeof(p->last_error), "%s", c->error[0] ? c->error : "connection failed");
-    if (p->nready == 0) {
-        uint64_t pause = POOL_DOWN_MIN_MS;
-        uint64_t now = worker_now_ms();
-        if (p->down_until_ms != 0) {
-            pause = (p->down_until_ms > now ? p->down_until_ms - now : POOL_DOWN_MIN_MS) * 2;
-            if (pause > POOL_DOWN_MAX_MS)
-                pause = POOL_DOWN_MAX_MS;
-        }
-        p->down_until_ms = now + pause;
-        log_warn("destination %s unreachable (%s); deferring its queue, retrying in %llu ms", p->peer,
-                 p->last_error, (unsigned long long)pause);
-        bool others_opening = false;
-        for (struct smtp_conn *o = p->conns; o; o = o->next)
-            if (o->state == CONN_CONNECTING || o->state == CONN_HANDSHAKE)
-                others_opening = true;
-        if (!others_opening)
-            pool_defer_all(w, p);
+    if (c->target_fault && c->target >= 0 && c->target < p->ntargets) {
+        struct pool_target *t = &p->targets[c->target];
+        t->bad_until_ms = now + (uint64_t)w->cfg->bad_host_ms;
+        log_info("%s: %s; trying the next host", c->peer, c->error);
+    }
+    if (p->nready > 0)
+        return;
+    bool others_opening = false;
+    for (struct smtp_conn *o = p->conns; o; o = o->next)
+        if (o->state == CONN_CONNECTING || o->state == CONN_HANDSHAKE)
+            others_opening = true;
+    if (!others_opening && pool_usable_target(p, now) < 0) {
+        for (int i = 0; i < p->ntargets; i++)
+            p->targets[i].bad_until_ms = 0;
+        pool_mark_down(w, p, now);
     }
 }
 
 void pool_tick(struct worker *w, uint64_t now)
 {
-    for (struct route_pool *p = w->pools; p; p = p->next) {
+    for (struct route_pool *p = w->pools; p; p = p->all_next) {
         for (struct smtp_conn *c = p->conns, *next; c; c = next) {
             next = c->next;
             smtp_conn_tick(c, now);
@@ -173,9 +295,10 @@ void pool_free_all(struct worker *w)
 {
     struct route_pool *p = w->pools;
     while (p) {
-        struct route_pool *next = p->next;
+        struct route_pool *next = p->all_next;
         free(p);
         p = next;
     }
     w->pools = NULL;
+    memset(w->pool_table, 0, sizeof(w->pool_table));
 }

@@ -55,6 +55,21 @@ static void parse_cap(const char *t, size_t n, struct smtp_reply *r)
     for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
         if (strlen(caps[i].kw) == kl && strncasecmp(t, caps[i].kw, kl) == 0) {
             r->caps |= caps[i].bit;
+            if (caps[i].bit == SMTP_CAP_AUTH) {
+                /* mechanisms follow, blank-separated (some servers say AUTH=PLAIN LOGIN) */
+                for (size_t j = kl; j < n;) {
+                    while (j < n && (t[j] == ' ' || t[j] == '='))
+                        j++;
+                    size_t e = j;
+                    while (e < n && t[e] != ' ')
+                        e++;
+                    if (e - j == 5 && strncasecmp(t + j, "PLAIN", 5) == 0)
+                        r->caps |= SMTP_CAP_AUTH_PLAIN;
+                    if (e - j == 5 && strncasecmp(t + j, "LOGIN", 5) == 0)
+                        r->caps |= SMTP_CAP_AUTH_LOGIN;
+                    j = e;
+                }
+            }
             if (caps[i].bit == SMTP_CAP_SIZE) {
                 unsigned long v = 0;
                 for (size_t j = kl + 1; j < n && t[j] >= '0' && t[j] <= '9'; j++) {

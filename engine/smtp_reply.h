@@ -31,6 +31,8 @@
 #define SMTP_CAP_8BITMIME 0x08u
 #define SMTP_CAP_ENHANCED 0x10u
 #define SMTP_CAP_AUTH 0x20u
+#define SMTP_CAP_AUTH_PLAIN 0x40u
+#define SMTP_CAP_AUTH_LOGIN 0x80u
 
 struct smtp_reply {
     int code;                       /* 200..599 */

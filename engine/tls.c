@@ -85,7 +85,7 @@ static void ssl_error_text(const char *what, char *err, size_t errlen)
     ERR_clear_error();
 }
 
-SSL_CTX *tls_client_ctx_new(char *err, size_t errlen)
+SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t errlen)
 {
     pthread_once(&tls_bio_once, bio_method_init);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -96,7 +96,17 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t errlen)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    if (verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            ssl_error_text(ca_file ? "loading ca_file" : "loading the system CA store", err, errlen);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
     /* no client session cache yet: resumption per MX is future work */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     return ctx;
@@ -124,6 +134,9 @@ int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout
     SSL_set_bio(s->ssl, b, b);
     if (sni != NULL && sni[0] != '\0' && sni[strspn(sni, "0123456789.")] != '\0' && strchr(sni, ':') == NULL)
         SSL_set_tlsext_host_name(s->ssl, sni);
+    /* with a verifying context the certificate must name the host we meant to reach */
+    if (sni != NULL && sni[0] != '\0' && SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)
+        SSL_set1_host(s->ssl, sni);
     SSL_set_connect_state(s->ssl);
     return 0;
 }
@@ -144,6 +157,12 @@ int tls_handshake(struct tls_session *s, char *err, size_t errlen)
     int e = SSL_get_error(s->ssl, rc);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return -EAGAIN;
+    long vr = SSL_get_verify_result(s->ssl);
+    if (vr != X509_V_OK && (SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)) {
+        snprintf(err, errlen, "TLS certificate verification failed: %s", X509_verify_cert_error_string(vr));
+        ERR_clear_error();
+        return -EPROTO;
+    }
     ssl_error_text("handshake", err, errlen);
     return -EPROTO;
 }

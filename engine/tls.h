@@ -14,9 +14,11 @@
  *   connection's state machine. The error queue is cleared before each call,
  *   so one connection's failure never leaks into another's. Idle sessions
  *   release their buffers (SSL_MODE_RELEASE_BUFFERS).
- *   This version does not verify certificates (opportunistic and required
- *   modes encrypt against passive observers only); verification is a
- *   separate policy to be added with the MX work.
+ *   Two contexts per thread: one that does not verify (opportunistic and
+ *   required modes: encryption against passive observers, as RFC 7435
+ *   allows for MX delivery) and one that verifies the chain against the
+ *   system CA store or [tls] ca_file and the host name (verify mode and
+ *   authenticated relays).
  * OWNERSHIP
  *   The session borrows both vbufs; they must outlive it.
  * THREADS
@@ -36,8 +38,10 @@ struct tls_session {
     vbuf *cout; /* ciphertext produced, to be sent */
 };
 
-SSL_CTX *tls_client_ctx_new(char *err, size_t errlen);
+/* tls_client_ctx_new - verify: check chain and host name; ca_file NULL: the system store */
+SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t errlen);
 void tls_ctx_free(SSL_CTX *ctx);
+/* tls_session_start - sni: server name (also the name checked when the context verifies) */
 int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni);
 void tls_session_free(struct tls_session *s);
 /* tls_handshake - 0 done, -EAGAIN needs more input, -EPROTO failed (reason in err) */

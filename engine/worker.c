@@ -18,12 +18,14 @@
  */
 #include "engine/worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "engine/dns.h"
 #include "engine/ring.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
@@ -44,6 +46,20 @@ uint64_t worker_now_ms(void)
     return clock_mono_ms();
 }
 
+/* worker_needs_verify - does any policy or route ask for certificate verification? */
+static bool worker_needs_verify(const struct vconfig *cfg)
+{
+    if (cfg->tls_mode == CONFIG_TLS_VERIFY)
+        return true;
+    for (int i = 0; i < cfg->ntls_policy; i++)
+        if (cfg->tls_policy[i].mode == CONFIG_TLS_VERIFY)
+            return true;
+    for (int i = 0; i < cfg->nroutes; i++)
+        if (cfg->routes[i].verify == 1 || (cfg->routes[i].verify < 0 && cfg->routes[i].auth_user != NULL))
+            return true;
+    return false;
+}
+
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int *stop, bool exit_when_idle,
                 char *err, size_t errlen)
 {
@@ -61,11 +77,23 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int
                  strerror(-rc));
         return rc;
     }
-    w->tls_ctx = tls_client_ctx_new(err, errlen);
+    w->tls_ctx = tls_client_ctx_new(0, NULL, err, errlen);
     if (w->tls_ctx == NULL) {
         io_uring_queue_exit(&w->ring);
         return -EPROTO;
     }
+    if (worker_needs_verify(cfg)) {
+        w->tls_ctx_verify = tls_client_ctx_new(1, cfg->tls_ca_file, err, errlen);
+        if (w->tls_ctx_verify == NULL) {
+            tls_ctx_free(w->tls_ctx);
+            io_uring_queue_exit(&w->ring);
+            return -EPROTO;
+        }
+    }
+    char dnserr[256];
+    w->dns = dns_resolver_new(cfg, &w->ring, dnserr, sizeof(dnserr));
+    if (w->dns == NULL && idx == 0)
+        log_warn("DNS resolver unavailable (%s): only [route] destinations can be reached", dnserr);
     if (cfg->ndkim > 0) {
         w->dkim = dkim_signer_new(cfg, err, errlen);
         if (w->dkim == NULL) {
@@ -202,6 +230,7 @@ static void flush_outcomes(struct worker *w)
                 .ts_ms = wall,
                 .retry_at_ms = m->status == Q_DEFERRED ? wall + (uint64_t)w->cfg->retry_delay_ms : 0,
                 .tls = m->tls[0] ? m->tls : NULL,
+                .source_ip = m->source_ip[0] ? m->source_ip : NULL,
             };
         }
         if (w->out_head == NULL)
@@ -286,6 +315,56 @@ static struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
 
 /* ---- messages ---- */
 
+/* on_mx - where the message's domain takes mail: a pool per MX site, or an outcome */
+static void on_mx(void *priv, const struct dns_mx_result *r)
+{
+    struct msg *m = priv;
+    struct worker *w = m->camp->w;
+    w->dns_waiting--;
+    if (w->stopping) {
+        msg_release(w, m);
+        return;
+    }
+    snprintf(m->host, sizeof(m->host), "%s", r->domain);
+    switch (r->status) {
+    case DNS_NXDOMAIN:
+        worker_finish_msg(w, m, Q_BOUNCED, 550, "5.1.2", r->error);
+        return;
+    case DNS_NULL_MX:
+        worker_finish_msg(w, m, Q_BOUNCED, 556, "5.1.10", r->error);
+        return;
+    case DNS_TEMPFAIL:
+    case DNS_NO_ADDRESS:
+        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", r->error);
+        return;
+    case DNS_OK:
+        break;
+    }
+    const char *names[DNS_MAX_MX];
+    int nn = 0;
+    for (int i = 0; i < r->nhosts && nn < DNS_MAX_MX; i++)
+        names[nn++] = r->hosts[i].name;
+    enum config_tls_mode tls = pool_tls_mode(w->cfg, r->domain, strlen(r->domain), names, nn);
+    struct route_pool *p = pool_find(w, r->site, m->egress, tls, NULL);
+    if (p == NULL) {
+        p = pool_create(w, r->site, m->egress, tls, NULL);
+        for (int i = 0; i < r->nhosts; i++) {
+            const struct dns_mx_host *h = &r->hosts[i];
+            for (int a = 0; a < h->naddrs; a++) {
+                struct sockaddr_storage sa;
+                memcpy(&sa, &h->addrs[a], h->addrlens[a]);
+                if (sa.ss_family == AF_INET)
+                    ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)w->cfg->mx_port);
+                else
+                    ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)w->cfg->mx_port);
+                pool_add_target(p, h->name, w->cfg->mx_port, (struct sockaddr *)&sa, h->addrlens[a]);
+            }
+        }
+    }
+    m->host[0] = '\0';
+    pool_enqueue(p, m);
+}
+
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */
 static void msg_prepare(struct worker *w, struct msg *m)
 {
@@ -331,14 +410,23 @@ static void msg_prepare(struct worker *w, struct msg *m)
     const char *at = memrchr(j->to, '@', j->to_len);
     const char *dom = at ? at + 1 : "";
     size_t dlen = at ? (size_t)(j->to + j->to_len - dom) : 0;
+    m->egress = w->cfg->negress > 0 ? (int)(w->egress_rr++ % (unsigned)w->cfg->negress) : -1;
     const struct config_route *route = config_route_find(w->cfg, dom, dlen);
-    if (route == NULL) {
-        char why[400];
-        snprintf(why, sizeof(why), "no [route] for domain %.*s (MX delivery is not configured)", (int)dlen, dom);
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.0", why);
+    if (route != NULL) {
+        /* a [route] wins over MX: smarthost, relay, or a test server */
+        pool_enqueue(pool_for_route(w, route, m->egress, dom, dlen), m);
         return;
     }
-    pool_enqueue(pool_get(w, route), m);
+    if (w->dns == NULL) {
+        char why[400];
+        snprintf(why, sizeof(why), "no [route] for domain %.*s and no DNS resolver", (int)dlen, dom);
+        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", why);
+        return;
+    }
+    char domain[256];
+    snprintf(domain, sizeof(domain), "%.*s", (int)(dlen < 255 ? dlen : 255), dom);
+    w->dns_waiting++;
+    dns_resolve_mx(w->dns, domain, on_mx, m);
 }
 
 /* msg_start - a job arrived from Redis */
@@ -558,6 +646,10 @@ static void handle_cqes(struct worker *w)
         case RING_OP_REDIS_SEND:
             redis_link_on_cqe(w, ud, cqe->res);
             break;
+        case RING_OP_DNS_POLL:
+            if (w->dns != NULL)
+                dns_on_cqe(w->dns, ud, cqe->res);
+            break;
         default:
             break;
         }
@@ -579,6 +671,8 @@ void worker_run(struct worker *w)
             drop_unstarted(w);
         }
         redis_link_tick(w, now);
+        if (w->dns != NULL)
+            dns_tick(w->dns, now);
         intake_maybe_read(w, now);
         if (w->redis.state == REDIS_UP && now >= w->next_retry_move_ms && !w->stopping) {
             q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), 1000, NULL, NULL);
@@ -621,6 +715,8 @@ void worker_run(struct worker *w)
 void worker_free(struct worker *w)
 {
     io_uring_queue_exit(&w->ring); /* the kernel lets go of every buffer here */
+    if (w->dns != NULL)
+        dns_resolver_free(w->dns); /* after the ring: no completion can reach it any more */
     for (uint32_t i = 0; i < w->nconn_slots; i++) {
         struct smtp_conn *c = w->conns[i];
         if (c == NULL)
@@ -663,5 +759,7 @@ void worker_free(struct worker *w)
     if (w->dkim)
         dkim_signer_free(w->dkim);
     tls_ctx_free(w->tls_ctx);
+    if (w->tls_ctx_verify)
+        tls_ctx_free(w->tls_ctx_verify);
     vbuf_free(&w->scratch);
 }

@@ -35,6 +35,7 @@
 
 struct worker;
 struct route_pool;
+struct dns_resolver;
 struct camp;
 
 #define WORKER_RX_SIZE 8192
@@ -53,12 +54,14 @@ struct msg {
     int code;
     char dsn[16];
     char reply[SMTP_REPLY_TEXT_MAX];
-    char host[80];
+    char host[300];
     char tls[64];
+    char source_ip[48];
+    int egress; /* index into cfg->egress, -1 when none is configured */
 };
 
-enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT,
-                        EX_RSET, EX_QUIT };
+enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_AUTH, EX_AUTH_USER,
+                        EX_AUTH_PASS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_RSET, EX_QUIT };
 
 struct smtp_expect {
     enum smtp_expect_kind kind;
@@ -90,7 +93,12 @@ struct smtp_conn {
     vbuf pout;   /* plaintext to encrypt (TLS only) */
     vbuf *in;    /* what the protocol reads: rbuf or pin */
     vbuf *out;   /* what the protocol writes: wbuf or pout */
-    bool tls_on, tls_handshaking, tls_failed_once;
+    bool tls_on, tls_handshaking, greeted, authed;
+    bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
+    bool target_fault; /* the failure says the host is unusable (connect, greeting, EHLO) */
+    int target;        /* index into pool->targets */
+    char peer[300];    /* "name:port" for events and logs */
+    uint64_t opened_ms;
     struct tls_session tls;
     unsigned caps;
     unsigned long size_limit;
@@ -106,13 +114,34 @@ struct smtp_conn {
     char error[256]; /* why the connection is going away */
 };
 
-struct route_pool {
-    struct route_pool *next;
-    const struct config_route *route;
-    char peer[80]; /* "host:port" for events and logs */
+#define POOL_MAX_TARGETS 24
+#define POOL_BUCKETS 4096
+
+/* one address of one destination host */
+struct pool_target {
+    char name[256];
+    int port;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    int resolve_error; /* -errno when the host did not resolve */
+    uint64_t bad_until_ms;        /* failed: skipped until then */
+    uint64_t tls_broken_until_ms; /* opportunistic TLS failed: plain text until then */
+};
+
+/*
+ * A destination as one worker thread sees it: keyed by everything that must
+ * not be shared by accident (site, source IP, TLS policy, auth identity).
+ */
+struct route_pool {
+    struct route_pool *next;     /* hash chain */
+    struct route_pool *all_next; /* every pool of the worker */
+    char key[700];
+    char site[320]; /* MX set ("mx1.a.test,mx2.a.test") or "route:host:port" */
+    const struct config_route *route; /* relay/route entry, NULL for MX delivery */
+    int egress;
+    enum config_tls_mode tls;
+    struct pool_target targets[POOL_MAX_TARGETS];
+    int ntargets;
+    char limit_key[400]; /* site|source ip: the process-wide connection count */
     struct msg *qhead, *qtail;
     int qlen;
     struct smtp_conn *conns;
@@ -178,10 +207,15 @@ struct worker {
     uint32_t *free_slots;
     uint32_t nfree_slots;
     uint32_t next_gen;
-    struct route_pool *pools;
+    struct route_pool *pools; /* all pools */
+    struct route_pool *pool_table[POOL_BUCKETS];
+    unsigned egress_rr;
+    SSL_CTX *tls_ctx_verify;
+    struct dns_resolver *dns;
     struct camp *camps;
     struct msg *free_msgs;
     int inflight; /* messages taken from Redis and not yet recorded */
+    int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
     uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
@@ -206,9 +240,23 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
 uint64_t worker_now_ms(void);
 
 /* smtp_pool.c */
-struct route_pool *pool_get(struct worker *w, const struct config_route *r);
+/* pool_for_route - the pool of a [route] entry (resolved with the system resolver once) */
+struct route_pool *pool_for_route(struct worker *w, const struct config_route *r, int egress, const char *domain,
+                                  size_t dlen);
+/* pool_find - an existing pool by site, egress and TLS mode (MX delivery), or NULL */
+struct route_pool *pool_find(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
+                             const struct config_route *r);
+/* pool_create - a new pool; the caller adds targets with pool_add_target */
+struct route_pool *pool_create(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
+                               const struct config_route *r);
+void pool_add_target(struct route_pool *p, const char *name, int port, const struct sockaddr *sa, socklen_t len);
+/* pool_tls_mode - [tls] policy.PATTERN for the domain or an MX host, else [tls] mode */
+enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain, size_t dlen,
+                                   const char *const *hosts, int nhosts);
 void pool_enqueue(struct route_pool *p, struct msg *m);
 void pool_dispatch(struct worker *w, struct route_pool *p);
+/* pool_usable_target - first target not marked bad, or -1 */
+int pool_usable_target(const struct route_pool *p, uint64_t now);
 /* pool_take - the next queued message, or NULL */
 struct msg *pool_take(struct route_pool *p);
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);

@@ -8,7 +8,9 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -37,10 +39,23 @@ void config_defaults(struct vconfig *cfg)
     cfg->name = xstrdup(host);
     cfg->batch = 256;
     cfg->max_inflight = 2048;
-    cfg->connections = 8;
-    cfg->msgs_per_conn = 1000;
+    cfg->connections = 10;
+    cfg->msgs_per_conn = 100;
+    cfg->new_conns_per_sec = 0;
     cfg->idle_ms = 5000;
-    cfg->timeout_ms = 300000;
+    /* RFC 5321 4.5.3.2 minimums; a hostile server can stall each step, hence connection_max_ms too */
+    cfg->timeout_connect_ms = 30000;
+    cfg->timeout_greeting_ms = 300000;
+    cfg->timeout_ehlo_ms = 300000;
+    cfg->timeout_mail_ms = 300000;
+    cfg->timeout_rcpt_ms = 300000;
+    cfg->timeout_data_ms = 120000;
+    cfg->timeout_block_ms = 180000;
+    cfg->timeout_dot_ms = 600000;
+    cfg->connection_max_ms = 3600000;
+    cfg->bad_host_ms = 300000;
+    cfg->mx_port = 25;
+    cfg->tls_broken_host_ms = 3600000;
     cfg->reclaim_idle_ms = 60000;
     cfg->retry_delay_ms = 600000;
     cfg->shutdown_ms = 30000;
@@ -60,7 +75,18 @@ void config_free(struct vconfig *cfg)
     for (int i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].domain);
         free(cfg->routes[i].host);
+        free(cfg->routes[i].auth_user);
+        if (cfg->routes[i].auth_pass)
+            memset(cfg->routes[i].auth_pass, 0, strlen(cfg->routes[i].auth_pass));
+        free(cfg->routes[i].auth_pass);
     }
+    for (int i = 0; i < cfg->negress; i++) {
+        free(cfg->egress[i].ip);
+        free(cfg->egress[i].ehlo);
+    }
+    for (int i = 0; i < cfg->ntls_policy; i++)
+        free(cfg->tls_policy[i].pattern);
+    free(cfg->tls_ca_file);
     for (int i = 0; i < cfg->ndns_servers; i++)
         free(cfg->dns_servers[i]);
     for (int i = 0; i < cfg->nraw; i++) {
@@ -222,6 +248,108 @@ static int parse_dns_servers(struct vconfig *cfg, const char *v)
     return cfg->ndns_servers > 0 ? 0 : -EINVAL;
 }
 
+static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v);
+
+/* parse_tls_mode - off | opportunistic | required | verify */
+static int parse_tls_mode(const char *v, enum config_tls_mode *m)
+{
+    static const char *names[] = {"off", "opportunistic", "required", "verify"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0) {
+            *m = (enum config_tls_mode)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+/* parse_egress - blank-separated IPv4/IPv6 literals, each must be an address of this machine to bind */
+static int parse_egress(struct vconfig *cfg, const char *v)
+{
+    char copy[2048], *save = NULL;
+    if (strlen(v) >= sizeof(copy))
+        return -EINVAL;
+    snprintf(copy, sizeof(copy), "%s", v);
+    for (int i = 0; i < cfg->negress; i++) {
+        free(cfg->egress[i].ip);
+        free(cfg->egress[i].ehlo);
+    }
+    cfg->negress = 0;
+    for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+        struct in6_addr a6;
+        struct in_addr a4;
+        if (cfg->negress >= CONFIG_MAX_EGRESS)
+            return -EINVAL;
+        if (inet_pton(AF_INET, t, &a4) != 1 && inet_pton(AF_INET6, t, &a6) != 1)
+            return -EINVAL;
+        cfg->egress[cfg->negress].ip = xstrdup(t);
+        cfg->egress[cfg->negress++].ehlo = NULL;
+    }
+    return cfg->negress > 0 ? 0 : -EINVAL;
+}
+
+/* read_secret_file - "USER:PASS" from a file (first line), for relay credentials kept out of the config */
+static int read_secret_file(const char *path, char *out, size_t outlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -errno;
+    if (fgets(out, (int)outlen, f) == NULL) {
+        fclose(f);
+        return -EINVAL;
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+/* parse_route - "host:port [tls=starttls|implicit|none] [verify=yes|no] [auth=USER:PASS|auth_file=PATH]" */
+static int parse_route(struct vconfig *cfg, const char *key, const char *v)
+{
+    char copy[2048], *save = NULL, host[256], cred[1024] = "";
+    int port;
+    if (cfg->nroutes >= CONFIG_MAX_ROUTES || strlen(v) >= sizeof(copy))
+        return -EINVAL;
+    snprintf(copy, sizeof(copy), "%s", v);
+    char *hp = strtok_r(copy, " \t", &save);
+    if (hp == NULL || config_parse_hostport(hp, host, sizeof(host), &port) < 0)
+        return -EINVAL;
+    struct config_route r = {.port = port, .verify = -1};
+    for (char *t = strtok_r(NULL, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (strcmp(t, "tls=starttls") == 0)
+            r.tls = ROUTE_TLS_STARTTLS;
+        else if (strcmp(t, "tls=implicit") == 0)
+            r.tls = ROUTE_TLS_IMPLICIT;
+        else if (strcmp(t, "tls=none") == 0)
+            r.tls = ROUTE_TLS_NONE;
+        else if (strcmp(t, "verify=yes") == 0)
+            r.verify = 1;
+        else if (strcmp(t, "verify=no") == 0)
+            r.verify = 0;
+        else if (strncmp(t, "auth=", 5) == 0)
+            snprintf(cred, sizeof(cred), "%s", t + 5);
+        else if (strncmp(t, "auth_file=", 10) == 0) {
+            if (read_secret_file(t + 10, cred, sizeof(cred)) < 0)
+                return -EINVAL;
+        } else
+            return -EINVAL;
+    }
+    if (cred[0] != '\0') {
+        char *colon = strchr(cred, ':');
+        if (colon == NULL || colon == cred)
+            return -EINVAL;
+        *colon = '\0';
+        r.auth_user = xstrdup(cred);
+        r.auth_pass = xstrdup(colon + 1);
+        memset(cred, 0, sizeof(cred));
+    }
+    r.domain = xstrdup(key);
+    for (char *p = r.domain; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    r.host = xstrdup(host);
+    cfg->routes[cfg->nroutes++] = r;
+    return 0;
+}
+
 /* raw_section - sections whose keys another module validates */
 static int raw_section(const char *sec)
 {
@@ -253,44 +381,83 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 1, 10000, &cfg->batch);
         if (strcmp(key, "max_inflight") == 0)
             return parse_int(v, 1, 1000000, &cfg->max_inflight);
-        if (strcmp(key, "connections") == 0)
-            return parse_int(v, 1, 10000, &cfg->connections);
-        if (strcmp(key, "messages_per_connection") == 0)
-            return parse_int(v, 1, 1000000, &cfg->msgs_per_conn);
-        if (strcmp(key, "idle_timeout_ms") == 0)
-            return parse_int(v, 1, 86400000, &cfg->idle_ms);
-        if (strcmp(key, "smtp_timeout_ms") == 0)
-            return parse_int(v, 100, 86400000, &cfg->timeout_ms);
+        if (strcmp(key, "connections") == 0 || strcmp(key, "messages_per_connection") == 0 ||
+            strcmp(key, "idle_timeout_ms") == 0 || strcmp(key, "smtp_timeout_ms") == 0)
+            return config_set(cfg, "smtp", strcmp(key, "smtp_timeout_ms") == 0 ? "timeout_ms" : key, v);
         if (strcmp(key, "reclaim_idle_ms") == 0)
             return parse_int(v, 1000, 86400000, &cfg->reclaim_idle_ms);
         if (strcmp(key, "retry_delay_ms") == 0)
             return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
         if (strcmp(key, "shutdown_ms") == 0)
             return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
-    } else if (strcmp(sec, "route") == 0) {
-        char host[256];
-        int port;
-        if (cfg->nroutes >= CONFIG_MAX_ROUTES)
-            return -EINVAL;
-        if (config_parse_hostport(v, host, sizeof(host), &port) < 0)
-            return -EINVAL;
-        struct config_route *r = &cfg->routes[cfg->nroutes++];
-        r->domain = xstrdup(key);
-        for (char *p = r->domain; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        r->host = xstrdup(host);
-        r->port = port;
-        return 0;
-    } else if (strcmp(sec, "tls") == 0) {
-        if (strcmp(key, "mode") == 0) {
-            if (strcmp(v, "off") == 0)
-                cfg->tls_mode = CONFIG_TLS_OFF;
-            else if (strcmp(v, "opportunistic") == 0)
-                cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
-            else if (strcmp(v, "required") == 0)
-                cfg->tls_mode = CONFIG_TLS_REQUIRED;
-            else
+    } else if (strcmp(sec, "smtp") == 0) {
+        static const struct {
+            const char *key;
+            size_t off;
+            long lo, hi;
+        } ints[] = {
+            {"connections", offsetof(struct vconfig, connections), 1, 100000},
+            {"messages_per_connection", offsetof(struct vconfig, msgs_per_conn), 1, 1000000},
+            {"new_connections_per_sec", offsetof(struct vconfig, new_conns_per_sec), 0, 100000},
+            {"idle_timeout_ms", offsetof(struct vconfig, idle_ms), 1, 86400000},
+            {"connect_timeout_ms", offsetof(struct vconfig, timeout_connect_ms), 100, 86400000},
+            {"greeting_timeout_ms", offsetof(struct vconfig, timeout_greeting_ms), 100, 86400000},
+            {"ehlo_timeout_ms", offsetof(struct vconfig, timeout_ehlo_ms), 100, 86400000},
+            {"mail_timeout_ms", offsetof(struct vconfig, timeout_mail_ms), 100, 86400000},
+            {"rcpt_timeout_ms", offsetof(struct vconfig, timeout_rcpt_ms), 100, 86400000},
+            {"data_timeout_ms", offsetof(struct vconfig, timeout_data_ms), 100, 86400000},
+            {"block_timeout_ms", offsetof(struct vconfig, timeout_block_ms), 100, 86400000},
+            {"dot_timeout_ms", offsetof(struct vconfig, timeout_dot_ms), 100, 86400000},
+            {"connection_max_ms", offsetof(struct vconfig, connection_max_ms), 1000, 86400000},
+            {"bad_host_ms", offsetof(struct vconfig, bad_host_ms), 0, 86400000},
+            {"mx_port", offsetof(struct vconfig, mx_port), 1, 65535},
+        };
+        if (strcmp(key, "timeout_ms") == 0) {
+            /* one value for every stage: convenient for tests and private relays */
+            int t;
+            if (parse_int(v, 100, 86400000, &t) < 0)
                 return -EINVAL;
+            cfg->timeout_connect_ms = cfg->timeout_greeting_ms = cfg->timeout_ehlo_ms = cfg->timeout_mail_ms =
+                cfg->timeout_rcpt_ms = cfg->timeout_data_ms = cfg->timeout_block_ms = cfg->timeout_dot_ms = t;
+            return 0;
+        }
+        for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
+            if (strcmp(key, ints[i].key) == 0)
+                return parse_int(v, ints[i].lo, ints[i].hi, (int *)((char *)cfg + ints[i].off));
+    } else if (strcmp(sec, "egress") == 0) {
+        if (strcmp(key, "ips") == 0)
+            return parse_egress(cfg, v);
+        if (strncmp(key, "ehlo.", 5) == 0) {
+            for (int i = 0; i < cfg->negress; i++)
+                if (strcmp(cfg->egress[i].ip, key + 5) == 0) {
+                    if (*v == '\0' || strlen(v) > 253 || strpbrk(v, " \t\r\n") != NULL)
+                        return -EINVAL;
+                    set_str(&cfg->egress[i].ehlo, v);
+                    return 0;
+                }
+            return -EINVAL; /* ehlo for an address not listed in ips (list ips first) */
+        }
+    } else if (strcmp(sec, "route") == 0) {
+        return parse_route(cfg, key, v);
+    } else if (strcmp(sec, "tls") == 0) {
+        if (strcmp(key, "mode") == 0)
+            return parse_tls_mode(v, &cfg->tls_mode);
+        if (strcmp(key, "ca_file") == 0) {
+            if (access(v, R_OK) != 0)
+                return -EINVAL;
+            set_str(&cfg->tls_ca_file, v);
+            return 0;
+        }
+        if (strcmp(key, "broken_host_ms") == 0)
+            return parse_int(v, 0, 86400000 * 7, &cfg->tls_broken_host_ms);
+        if (strncmp(key, "policy.", 7) == 0 && key[7] != '\0') {
+            enum config_tls_mode m;
+            if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY || parse_tls_mode(v, &m) < 0)
+                return -EINVAL;
+            cfg->tls_policy[cfg->ntls_policy].pattern = xstrdup(key + 7);
+            for (char *p = cfg->tls_policy[cfg->ntls_policy].pattern; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            cfg->tls_policy[cfg->ntls_policy++].mode = m;
             return 0;
         }
     } else if (strcmp(sec, "dkim") == 0) {
@@ -345,7 +512,8 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             *close = '\0';
             snprintf(sec, sizeof(sec), "%s", trim(s + 1));
             if (strcmp(sec, "redis") && strcmp(sec, "worker") && strcmp(sec, "route") && strcmp(sec, "tls") &&
-                strcmp(sec, "log") && strcmp(sec, "dkim") && strcmp(sec, "dns") && !raw_section(sec)) {
+                strcmp(sec, "log") && strcmp(sec, "dkim") && strcmp(sec, "dns") && strcmp(sec, "smtp") && strcmp(sec, "egress") &&
+                !raw_section(sec)) {
                 snprintf(err, errlen, "%s:%d: unknown section [%s]", name, lineno, sec);
                 return -EINVAL;
             }

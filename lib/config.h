@@ -23,12 +23,34 @@
 
 #define CONFIG_MAX_ROUTES 256
 
-enum config_tls_mode { CONFIG_TLS_OFF = 0, CONFIG_TLS_OPPORTUNISTIC, CONFIG_TLS_REQUIRED };
+#define CONFIG_MAX_EGRESS 64
+#define CONFIG_MAX_TLS_POLICY 64
+
+enum config_tls_mode { CONFIG_TLS_OFF = 0, CONFIG_TLS_OPPORTUNISTIC, CONFIG_TLS_REQUIRED, CONFIG_TLS_VERIFY };
+
+/* how a route's connection starts TLS */
+enum config_route_tls { ROUTE_TLS_DEFAULT = 0, ROUTE_TLS_STARTTLS, ROUTE_TLS_IMPLICIT, ROUTE_TLS_NONE };
 
 struct config_route {
     char *domain; /* lower-case recipient domain, or "*" for every other domain */
     char *host;   /* host name or IP literal to connect to */
     int port;
+    enum config_route_tls tls; /* tls=starttls|implicit|none; default: [tls] mode */
+    int verify;                /* verify=yes|no; -1: default (yes for authenticated relays) */
+    char *auth_user;           /* auth=USER:PASS or auth_file=PATH; never logged */
+    char *auth_pass;
+};
+
+/* [tls] policy.PATTERN = MODE: per destination override (recipient domain or MX host glob) */
+struct config_tls_policy {
+    char *pattern;
+    enum config_tls_mode mode;
+};
+
+/* one [egress] source address */
+struct config_egress {
+    char *ip;
+    char *ehlo; /* EHLO name for connections from this address; NULL: [worker] hostname */
 };
 
 #define CONFIG_MAX_DKIM 64
@@ -71,11 +93,20 @@ struct vconfig {
     char *name;        /* consumer name stem, stable across restarts */
     int batch;         /* jobs fetched per XREADGROUP */
     int max_inflight;  /* messages a thread holds at once */
-    int connections;   /* SMTP connections per route per thread */
-    int msgs_per_conn; /* messages before a connection is closed and reopened */
-    int idle_ms;       /* QUIT an unused connection after this */
-    int timeout_ms;    /* per SMTP stage, for this first cut one value */
     int reclaim_idle_ms;
+    /* [smtp] ([worker] keeps the older names as aliases) */
+    int connections;     /* concurrent connections per destination site, whole process */
+    int msgs_per_conn;   /* messages before a connection is closed and reopened */
+    int new_conns_per_sec; /* per site; 0 = unlimited */
+    int idle_ms;         /* QUIT an unused connection after this */
+    int timeout_connect_ms, timeout_greeting_ms, timeout_ehlo_ms, timeout_mail_ms, timeout_rcpt_ms,
+        timeout_data_ms, timeout_block_ms, timeout_dot_ms;
+    int connection_max_ms; /* cap on a connection's whole life */
+    int bad_host_ms;       /* a host that failed to connect is skipped this long */
+    int mx_port;           /* port of MX hosts: 25 (other values are for test setups) */
+    /* [egress] */
+    struct config_egress egress[CONFIG_MAX_EGRESS];
+    int negress;
     int retry_delay_ms; /* first retry of a deferred message */
     int shutdown_ms;    /* SIGTERM: how long in-flight transactions may take */
     /* [route] */
@@ -83,6 +114,10 @@ struct vconfig {
     int nroutes;
     /* [tls] */
     enum config_tls_mode tls_mode;
+    char *tls_ca_file;      /* NULL: the system CA store */
+    int tls_broken_host_ms; /* opportunistic: a host whose handshake failed gets plain text this long */
+    struct config_tls_policy tls_policy[CONFIG_MAX_TLS_POLICY];
+    int ntls_policy;
     /* [dkim] */
     struct config_dkim_key dkim[CONFIG_MAX_DKIM];
     int ndkim;
@@ -102,7 +137,10 @@ struct vconfig {
 void config_defaults(struct vconfig *cfg);
 /* config_load - defaults, then the file; 0 or -errno with a one-line reason in err */
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen);
-/* config_parse_string - like config_load on text (used by tests); name appears in errors */
+/*
+ * config_parse_string - apply text on top of what cfg holds (tests); name appears in errors.
+ * Unlike config_load it does not fill defaults: call config_defaults(cfg) first.
+ */
 int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen);
 void config_free(struct vconfig *cfg);
 /* config_route_find - the route for a recipient domain (exact, then "*"), or NULL */
