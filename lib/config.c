@@ -353,7 +353,8 @@ static int parse_route(struct vconfig *cfg, const char *key, const char *v)
 /* raw_section - sections whose keys another module validates */
 static int raw_section(const char *sec)
 {
-    return strcmp(sec, "throttle") == 0 || strcmp(sec, "warmup") == 0 || strncmp(sec, "provider ", 9) == 0;
+    return strcmp(sec, "throttle") == 0 || strcmp(sec, "warmup") == 0 || strncmp(sec, "provider ", 9) == 0 ||
+           strcmp(sec, "retry") == 0 || strcmp(sec, "queue") == 0;
 }
 
 /* config_set - apply one key; returns 0, -ENOENT (unknown key) or -EINVAL (bad value) */

@@ -70,7 +70,7 @@ struct config_dkim_key {
 
 /*
  * A key of a section owned by another module ([throttle], [provider NAME],
- * [warmup]): kept verbatim with its line so that module can validate it
+ * [warmup]: throttle/; [retry], [queue]: queue/): kept verbatim with its line so that module can validate it
  * and name the line in its errors.
  */
 struct config_raw {
