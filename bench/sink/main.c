@@ -49,6 +49,8 @@ static const char usage_text[] =
     "  --hostname NAME        name in the greeting and EHLO reply (default volley-sink.test)\n"
     "  --max-size N           advertised SIZE; bigger messages get 552 (default 52428800)\n"
     "  --max-conns N          answer 421 to connections beyond N concurrent ones (default unlimited)\n"
+    "  --idle-timeout-ms N    '421 4.4.2' and close when a client sends nothing for N ms (default 300000,\n"
+    "                         0 = never; checked every N/10 ms, at least 50, at most 1000)\n"
     "  --maildir DIR          store accepted messages in DIR/new (Return-Path and X-Volley-Sink-Rcpt\n"
     "                         lines prepended, body dot-unstuffed, CRLF kept)\n"
     "  --stats-file FILE      JSON counters, rewritten atomically every 200 ms and at exit\n"
@@ -249,6 +251,7 @@ static void parse_args(int argc, char **argv)
         O_MAXCONNS,
         O_STATS,
         O_LOG,
+        O_IDLE,
         O_HELP
     };
     static const struct option opts[] = {
@@ -270,6 +273,7 @@ static void parse_args(int argc, char **argv)
         {"max-conns", required_argument, NULL, O_MAXCONNS},
         {"stats-file", required_argument, NULL, O_STATS},
         {"log-file", required_argument, NULL, O_LOG},
+        {"idle-timeout-ms", required_argument, NULL, O_IDLE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -278,6 +282,7 @@ static void parse_args(int argc, char **argv)
 
     sink_cfg.threads = ncpu > 0 ? (int)ncpu : 1;
     sink_cfg.max_size = SINK_DEFAULT_SIZE;
+    sink_cfg.idle_ms = 300000; /* RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes */
     sink_cfg.hostname = "volley-sink.test";
     opterr = 0;
     for (;;) {
@@ -340,6 +345,9 @@ static void parse_args(int argc, char **argv)
             break;
         case O_MAXCONNS:
             sink_cfg.max_conns = (unsigned)num_opt("--max-conns", optarg, 1, UINT32_MAX);
+            break;
+        case O_IDLE:
+            sink_cfg.idle_ms = (unsigned)num_opt("--idle-timeout-ms", optarg, 0, 86400000);
             break;
         case O_STATS:
             sink_cfg.stats_file = optarg;

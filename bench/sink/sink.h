@@ -77,6 +77,7 @@ struct sink_config {
     int defer_percent; /* 0..100 */
     unsigned after421; /* 0 = off */
     unsigned delay_ms; /* 0 = off */
+    unsigned idle_ms;  /* close connections silent this long; 0 = never */
     int greeting_code; /* 220 unless --greeting */
     char greeting[SINK_REPLY_MAX + 8];
     unsigned max_conns; /* 0 = unlimited */
@@ -134,6 +135,7 @@ struct sink_conn {
     struct sink_conn *next, *prev;   /* worker's list of live connections */
     struct sink_conn *dnext, *dprev; /* worker's delay queue */
     uint64_t due_ms;                 /* when delayed replies may go out */
+    uint64_t last_ms;                /* last time the client sent something */
     vbuf in, out;
     char ip[INET6_ADDRSTRLEN];
     struct sink_ipstat *ipst;
@@ -165,6 +167,7 @@ struct sink_worker {
     struct sink_conn *conns;
     struct sink_conn *dhead, *dtail; /* delay queue: the delay is one constant, so FIFO order is deadline order */
     uint64_t maildir_seq;
+    uint64_t next_sweep_ms; /* next idle-connection sweep */
 };
 
 /* proto.c */

@@ -177,6 +177,7 @@ static int conn_read(struct sink_conn *c, size_t *asked)
         int r = SSL_read(c->ssl, p, (int)n);
         if (r > 0) {
             vbuf_commit(&c->in, (size_t)r);
+            c->last_ms = clock_mono_ms();
             return r;
         }
         int e = SSL_get_error(c->ssl, r);
@@ -192,6 +193,7 @@ static int conn_read(struct sink_conn *c, size_t *asked)
         ssize_t r = recv(c->fd, p, n, 0);
         if (r > 0) {
             vbuf_commit(&c->in, (size_t)r);
+            c->last_ms = clock_mono_ms();
             return (int)r;
         }
         if (r == 0)
@@ -313,6 +315,7 @@ static void conn_new(struct sink_worker *w, int fd, const struct sockaddr_storag
     c->fd = fd;
     c->w = w;
     c->id = __atomic_add_fetch(&sink_glob.next_conn_id, 1, __ATOMIC_RELAXED);
+    c->last_ms = clock_mono_ms();
     peer_ip(sa, c->ip, sizeof(c->ip));
     /* replies are already batched per read; Nagle would only add latency to lock-step clients */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -372,6 +375,37 @@ static void accept_all(struct sink_worker *w, int i)
     }
 }
 
+/* sweep_period - how often idle connections are looked for: often enough to keep the timeout within ~10% */
+static uint64_t sweep_period(void)
+{
+    uint64_t p = sink_cfg.idle_ms / 10;
+    return p < 50 ? 50 : p > 1000 ? 1000 : p;
+}
+
+/*
+ * sweep_idle - close connections whose client has been silent for --idle-timeout-ms.
+ * A linear walk once per period is cheaper than a timer per connection
+ * that every read would have to move. A client that also stopped reading
+ * our replies is dropped without a goodbye: it would never read one.
+ */
+static void sweep_idle(struct sink_worker *w, uint64_t now)
+{
+    struct sink_conn *c = w->conns, *next;
+    for (; c != NULL; c = next) {
+        next = c->next;
+        if (c->closing || c->delayed || now - c->last_ms < sink_cfg.idle_ms)
+            continue;
+        if (vbuf_len(&c->out) > 0 || c->handshaking) {
+            /* blocked on our replies, or mid-handshake: a 421 could not be delivered */
+            conn_free(c);
+            continue;
+        }
+        vbuf_printf(&c->out, "421 4.4.2 %s Error: timeout exceeded\r\n", sink_cfg.hostname);
+        c->closing = 1;
+        conn_run(c);
+    }
+}
+
 /* sink_worker_run - thread body: the worker's event loop until stopped */
 void *sink_worker_run(void *arg)
 {
@@ -383,9 +417,13 @@ void *sink_worker_run(void *arg)
 
     for (;;) {
         int timeout = -1;
-        if (w->dhead != NULL) {
-            uint64_t now = clock_mono_ms();
+        uint64_t now = clock_mono_ms();
+        if (w->dhead != NULL)
             timeout = w->dhead->due_ms > now ? (int)(w->dhead->due_ms - now) : 0;
+        if (sink_cfg.idle_ms > 0 && w->conns != NULL) {
+            int t = w->next_sweep_ms > now ? (int)(w->next_sweep_ms - now) : 0;
+            if (timeout < 0 || t < timeout)
+                timeout = t;
         }
         int n = epoll_wait(w->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
         if (n < 0 && errno != EINTR) {
@@ -406,11 +444,15 @@ void *sink_worker_run(void *arg)
                 conn_run(c);
             }
         }
-        uint64_t now = clock_mono_ms();
+        now = clock_mono_ms();
         while (w->dhead != NULL && w->dhead->due_ms <= now) {
             struct sink_conn *c = w->dhead;
             delay_unlink(c);
             conn_run(c);
+        }
+        if (sink_cfg.idle_ms > 0 && now >= w->next_sweep_ms) {
+            sweep_idle(w, now);
+            w->next_sweep_ms = now + sweep_period();
         }
     }
 }

@@ -323,6 +323,20 @@ def test_delay_holds_replies_without_blocking_the_thread(sink):
     assert time.time() - t0 < 2.0  # serial would take 8 * 0.9 s
 
 
+def test_idle_connections_are_closed(sink):
+    s = sink("--idle-timeout-ms", "300")
+    sock = s.raw()
+    f = sock.makefile("rb")
+    read_reply(f)
+    t0 = time.time()
+    sock.sendall(b"EHLO c\r\n")
+    read_reply(f)
+    assert read_reply(f) == (421, ["421 4.4.2 volley-sink.test Error: timeout exceeded"])
+    assert f.read() == b""
+    assert 0.28 <= time.time() - t0 < 1.5
+    assert s.wait_stats(lambda st: st["concurrent"] == 0)["connections"] == 1
+
+
 def test_greeting_554_refuses_service(sink):
     s = sink("--greeting", "554 5.7.1 no service for you")
     with pytest.raises(smtplib.SMTPConnectError) as e:
@@ -449,7 +463,7 @@ def test_bad_flags_exit_2_naming_the_flag():
         assert len(p.stderr.strip().splitlines()) == 1 and flag in p.stderr, p.stderr
     p = subprocess.run([SINK, "--help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0
-    for opt in ("--listen", "--tls-cert", "--maildir", "--threads", "--reject-rcpt", "--defer-rcpt",
+    for opt in ("--listen", "--tls-cert", "--idle-timeout-ms", "--maildir", "--threads", "--reject-rcpt", "--defer-rcpt",
                 "--defer-percent", "--rcpt-reply", "--data-reply", "--421-after", "--delay-ms", "--greeting",
                 "--max-conns", "--stats-file", "--log-file", "--max-size"):
         assert opt in p.stdout
