@@ -585,6 +585,8 @@ static void entry_finish(struct dns_entry *e, enum dns_status st, uint32_t ttl_m
     vsnprintf(e->error, sizeof(e->error), fmt, ap);
     va_end(ap);
     e->status = st;
+    if (st != DNS_OK)
+        result_clear(e); /* an earlier answer's hosts must not outlive it */
     e->has_result = true;
     e->expires_ms = clock_mono_ms() + ttl_ms;
     fetch_free(e->fetch);
@@ -945,6 +947,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, v
         age_push(r, e);
     }
     add_waiter(e, fn, priv);
+    e->implicit = false;
     e->fetch = xcalloc(1, sizeof(*e->fetch));
     r->inflight++;
     r->ares_pending++;

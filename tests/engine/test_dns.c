@@ -112,6 +112,22 @@ static int dnsmasq_start(void)
         "--host-record=m07.many.test,127.0.1.7", "--host-record=m08.many.test,127.0.1.8",
         "--host-record=m09.many.test,127.0.1.9", "--host-record=m10.many.test,127.0.1.10",
         "--host-record=m11.many.test,127.0.1.11", "--host-record=m12.many.test,127.0.1.12",
+        /* answers over 512 octets are truncated (--edns-packet-max): c-ares asks again over TCP */
+        "--edns-packet-max=512",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-01.big.test,1",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-02.big.test,2",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-03.big.test,3",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-04.big.test,4",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-05.big.test,5",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-06.big.test,6",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-07.big.test,7",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-08.big.test,8",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-09.big.test,9",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-10.big.test,10",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-11.big.test,11",
+        "--mx-host=big.test,a-rather-long-mail-exchanger-host-name-12.big.test,12",
+        "--host-record=a-rather-long-mail-exchanger-host-name-02.big.test,127.0.2.2",
+        "--host-record=a-rather-long-mail-exchanger-host-name-12.big.test,127.0.2.12",
         NULL};
     /* clang-format on */
     pid_t pid = fork();
@@ -468,6 +484,22 @@ static void test_mx_count_capped(void **state)
     fixture_free(f);
 }
 
+/* an answer too big for UDP comes over TCP (the poll is re-armed for writing while c-ares connects) */
+static void test_truncated_answer_over_tcp(void **state)
+{
+    struct fixture *f = fixture_new();
+    struct got g;
+    resolve(f, "big.test", &g);
+    assert_int_equal(g.status, DNS_OK);
+    /* twelve MX hosts, the best ten looked at, one of those with an address; host 12 was cut */
+    assert_int_equal(g.nhosts, 1);
+    assert_string_equal(g.hosts[0].name, "a-rather-long-mail-exchanger-host-name-02.big.test");
+    assert_addr4(&g.hosts[0], 0, "127.0.2.2");
+    assert_null(strstr(g.site, "-11.big.test"));
+    assert_non_null(strstr(g.site, "-10.big.test"));
+    fixture_free(f);
+}
+
 /* concurrent lookups of one domain share one query */
 static void test_concurrent_lookups_share_query(void **state)
 {
@@ -562,6 +594,54 @@ static void test_cache_eviction(void **state)
     fixture_free(f);
 }
 
+struct nested {
+    struct fixture *f;
+    struct got outer, again, other;
+};
+
+/* on_outer - a callback that starts lookups itself, as the worker's may */
+static void on_outer(void *priv, const struct dns_mx_result *r)
+{
+    struct nested *n = priv;
+    on_mx(&n->outer, r);
+    dns_resolve_mx(n->f->r, "two.test", on_mx, &n->again);   /* cached: answered inside this call */
+    dns_resolve_mx(n->f->r, "plain.test", on_mx, &n->other); /* a new lookup */
+    /* the result stays intact while nested answers run */
+    assert_string_equal(r->site, "mx1.two.test,mx2.two.test");
+    assert_string_equal(r->hosts[0].name, "mx1.two.test");
+}
+
+static void test_lookup_from_callback(void **state)
+{
+    struct nested n;
+    memset(&n, 0, sizeof(n));
+    n.f = fixture_new();
+    dns_resolve_mx(n.f->r, "two.test", on_outer, &n);
+    wait_for(n.f, &n.other.n, 1);
+    assert_int_equal(n.outer.n, 1);
+    assert_int_equal(n.again.n, 1);
+    assert_true(n.again.cached);
+    assert_int_equal(n.again.status, DNS_OK);
+    assert_int_equal(n.other.status, DNS_OK);
+    assert_true(n.other.implicit);
+    fixture_free(n.f);
+}
+
+/* freeing the resolver with lookups in flight: no callback, nothing leaked (make asan) */
+static void test_free_with_lookups_in_flight(void **state)
+{
+    struct fixture *f = fixture_new();
+    struct got g, h;
+    memset(&g, 0, sizeof(g));
+    memset(&h, 0, sizeof(h));
+    dns_resolve_mx(f->r, "timeout.test", on_mx, &g);
+    dns_resolve_mx(f->r, "two.test", on_mx, &h);
+    pump(f);
+    assert_true(dns_busy(f->r));
+    fixture_free(f);
+    assert_int_equal(g.n, 0);
+}
+
 /* once c-ares closes its socket, the poll on it is removed: nothing is left watched */
 static void test_polls_removed_when_idle(void **state)
 {
@@ -594,9 +674,12 @@ int main(void)
         cmocka_unit_test(test_site_shared_by_domains),
         cmocka_unit_test(test_mx_hosts_without_address),
         cmocka_unit_test(test_mx_count_capped),
+        cmocka_unit_test(test_truncated_answer_over_tcp),
         cmocka_unit_test(test_concurrent_lookups_share_query),
         cmocka_unit_test(test_cache_hit_without_server),
         cmocka_unit_test(test_cache_eviction),
+        cmocka_unit_test(test_lookup_from_callback),
+        cmocka_unit_test(test_free_with_lookups_in_flight),
         cmocka_unit_test(test_polls_removed_when_idle),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
