@@ -617,7 +617,8 @@ static const char *ares_short(int status)
     case ARES_EREFUSED:
         return "REFUSED";
     case ARES_ECONNREFUSED:
-        return "connection refused";
+        /* c-ares 1.18 tries the next server on SERVFAIL, NOTIMP and REFUSED, and reports this once all did */
+        return "servers failed (SERVFAIL, REFUSED or unreachable)";
     case ARES_EFORMERR:
         return "FORMERR";
     case ARES_ENOTIMP:

@@ -428,6 +428,19 @@ static void test_timeout_is_tempfail(void **state)
     fixture_free(f);
 }
 
+/* a server that refuses (dnsmasq has no upstream for names outside .test): TEMPFAIL without waiting */
+static void test_refused_is_tempfail(void **state)
+{
+    struct fixture *f = fixture_new();
+    struct got g;
+    uint64_t t0 = clock_mono_ms();
+    resolve(f, "elsewhere.invalid", &g);
+    assert_int_equal(g.status, DNS_TEMPFAIL);
+    assert_string_equal(g.error, "MX lookup for elsewhere.invalid: servers failed (SERVFAIL, REFUSED or unreachable)");
+    assert_true(g.at_ms - t0 < 250); /* an answer, not a timeout */
+    fixture_free(f);
+}
+
 /* MX rollup: domains with one MX set share one site, whatever the preferences or case */
 static void test_site_shared_by_domains(void **state)
 {
@@ -671,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_null_mx),
         cmocka_unit_test(test_nxdomain_and_invalid_name),
         cmocka_unit_test(test_timeout_is_tempfail),
+        cmocka_unit_test(test_refused_is_tempfail),
         cmocka_unit_test(test_site_shared_by_domains),
         cmocka_unit_test(test_mx_hosts_without_address),
         cmocka_unit_test(test_mx_count_capped),
