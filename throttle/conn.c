@@ -1,0 +1,197 @@
+/*
+ * NAME
+ *   conn - fleet-wide connection limits by expiring leases
+ * DESCRIPTION
+ *   Each open SMTP connection holds one lease: a member of the sorted set
+ *   p:thr:conn:<pair> whose score is its expiry. A worker renews its leases
+ *   every lease_ms / 3 with one RENEW call per pair; a worker that dies
+ *   stops renewing and its leases fall out of the set within lease_ms, so
+ *   the survivors get its share back without anybody cleaning up. The CONN
+ *   script also applies the new-connection rate (GCRA, a burst of one
+ *   pool's worth of connections).
+ *
+ *   thr_conn_acquire never waits: the first call sends CONN and answers
+ *   WAIT; once the grant arrived, the next call takes it. A grant nobody
+ *   took within lease_ms / 2 (the pool's queue emptied) is released.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "throttle/thr_int.h"
+
+/* conn_limit - concurrent connections allowed now */
+static int conn_limit(const struct throttle *t, const struct thr_pair *pr)
+{
+    const struct thr_provider *pv = &t->tc->prov[pr->prov];
+    return pr->mode == THR_BACKOFF ? pv->backoff_connections : pv->connections;
+}
+
+static void lease_id(const struct throttle *t, uint32_t seq, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:%" PRIu32, t->worker_id, seq);
+}
+
+/* conn_zrem - drop one lease from Redis */
+static void conn_zrem(struct throttle *t, struct thr_pair *pr, uint32_t seq)
+{
+    char id[128];
+    lease_id(t, seq, id, sizeof(id));
+    const char *argv[] = {"ZREM", pr->k_conn, id};
+    thr_command(t, 3, argv, NULL, -1, 0);
+}
+
+static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
+{
+    struct thr_pair *pr = &t->pairs[pair];
+    const struct thr_provider *pv = &t->tc->prov[pr->prov];
+    pr->conn_pending = false;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 6) {
+        pr->conn_at_ms = t->now_ms + THR_RETRY_MS;
+        snprintf(pr->conn_why, sizeof(pr->conn_why), "connection lease: Redis unavailable");
+        return;
+    }
+    char why[16], mode[16], reply[THR_REPLY_MAX];
+    thr_reply_str(r, 1, why, sizeof(why));
+    thr_reply_str(r, 3, mode, sizeof(mode));
+    thr_reply_str(r, 5, reply, sizeof(reply));
+    uint64_t retry = (uint64_t)thr_reply_num(r, 2), until = (uint64_t)thr_reply_num(r, 4);
+    if ((uint32_t)(arg >> 32) == pr->epoch)
+        thr_pair_adopt_mode(t, pr, mode, until, reply);
+    uint32_t seq = (uint32_t)arg;
+    if (thr_reply_num(r, 0) == 1) {
+        if (pr->grant != 0) /* cannot happen: one request at a time */
+            conn_zrem(t, pr, pr->grant);
+        pr->grant = seq;
+        pr->grant_ms = t->now_ms;
+        return;
+    }
+    if (strcmp(why, "conn") == 0) {
+        /* another worker may release any moment: look again soon, not only at the earliest expiry */
+        pr->conn_at_ms = retry < t->now_ms + 500 ? retry : t->now_ms + 500;
+        snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[pr->ip],
+                 pv->name, conn_limit(t, pr));
+    } else if (strcmp(why, "newconn") == 0) {
+        pr->conn_at_ms = retry;
+        snprintf(pr->conn_why, sizeof(pr->conn_why), "new connections of IP %s for provider %s (%s)", t->ips[pr->ip],
+                 pv->name, pv->new_conns.text);
+    } else {
+        pr->conn_at_ms = t->now_ms + THR_RETRY_MS;
+    }
+}
+
+int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_verdict *v)
+{
+    struct thr_pair *pr = thr_pair(t, p, ip);
+    const struct thr_provider *pv = &t->tc->prov[p];
+    t->now_ms = now_ms;
+    thr_pair_touch(t, pr, now_ms);
+    if (pr->mode == THR_SUSPEND) {
+        v->kind = THR_DEFER;
+        v->until_ms = pr->mode_until_ms;
+        snprintf(v->limit, sizeof(v->limit), "suspension of IP %s for provider %s (%.60s)", t->ips[ip], pv->name,
+                 pr->reply);
+        return -EAGAIN;
+    }
+    int limit = conn_limit(t, pr);
+    if (pr->grant != 0 && pr->nheld < limit) {
+        if (pr->nheld == pr->held_cap) {
+            pr->held_cap = pr->held_cap ? pr->held_cap * 2 : 8;
+            pr->held = xrealloc(pr->held, (size_t)pr->held_cap * sizeof(uint32_t));
+        }
+        pr->held[pr->nheld++] = pr->grant;
+        pr->grant = 0;
+        if (pr->renew_at_ms == 0 || pr->nheld == 1)
+            pr->renew_at_ms = now_ms + (uint64_t)t->tc->lease_ms / 3;
+        v->kind = THR_SEND;
+        return 0;
+    }
+    v->kind = THR_WAIT;
+    if (pr->nheld >= limit) {
+        v->until_ms = now_ms + 1000;
+        snprintf(v->limit, sizeof(v->limit), "connections of IP %s for provider %s (%d)", t->ips[ip], pv->name, limit);
+        return -EAGAIN;
+    }
+    if (!pr->conn_pending && pr->grant == 0 && now_ms >= pr->conn_at_ms) {
+        uint32_t seq = ++t->conn_seq;
+        if (seq == 0)
+            seq = ++t->conn_seq;
+        char id[128], a_now[24], a_lim[16], a_blim[16], a_ms[16], a_T[32], a_tau[32];
+        lease_id(t, seq, id, sizeof(id));
+        snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms);
+        snprintf(a_lim, sizeof(a_lim), "%d", pv->connections);
+        snprintf(a_blim, sizeof(a_blim), "%d", pv->backoff_connections);
+        snprintf(a_ms, sizeof(a_ms), "%d", t->tc->lease_ms);
+        snprintf(a_T, sizeof(a_T), "%.3f", pv->new_conns.interval_us);
+        /* a pool may open all its connections at once, then one per interval */
+        snprintf(a_tau, sizeof(a_tau), "%.3f", pv->new_conns.interval_us * pv->connections);
+        const char *args[] = {pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now, a_lim, a_blim,
+                              id,         a_ms,          a_T,           a_tau};
+        pr->conn_pending = true;
+        thr_eval(t, THR_S_CONN, 4, 7, args, on_conn, (int)(pr - t->pairs), ((uint64_t)pr->epoch << 32) | seq);
+    }
+    if (pr->conn_pending) {
+        v->until_ms = now_ms + 5;
+        snprintf(v->limit, sizeof(v->limit), "connection lease of IP %s for provider %s pending", t->ips[ip], pv->name);
+    } else {
+        v->until_ms = pr->conn_at_ms > now_ms ? pr->conn_at_ms : now_ms + 5;
+        snprintf(v->limit, sizeof(v->limit), "%s", pr->conn_why[0] ? pr->conn_why : "connection lease");
+    }
+    return -EAGAIN;
+}
+
+void thr_conn_release(struct throttle *t, int p, int ip)
+{
+    struct thr_pair *pr = thr_pair(t, p, ip);
+    if (pr->nheld == 0)
+        return;
+    conn_zrem(t, pr, pr->held[--pr->nheld]);
+    pr->conn_at_ms = 0; /* a slot is free: the next acquire may ask at once */
+}
+
+int thr_conn_excess(const struct throttle *t, int p, int ip)
+{
+    const struct thr_pair *pr = &t->pairs[p * t->nips + ip];
+    int over = pr->nheld - conn_limit(t, pr);
+    return over > 0 ? over : 0;
+}
+
+static void on_renew(struct throttle *t, int pair, uint64_t arg, redisReply *r)
+{
+    struct thr_pair *pr = &t->pairs[pair];
+    pr->renew_pending = false;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        pr->renew_at_ms = t->now_ms + THR_RETRY_MS; /* the lease is good for lease_ms: plenty of tries left */
+}
+
+void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
+{
+    if (pr->grant != 0 && now_ms - pr->grant_ms > (uint64_t)t->tc->lease_ms / 2) {
+        conn_zrem(t, pr, pr->grant);
+        pr->grant = 0;
+    }
+    if (pr->nheld == 0 || pr->renew_pending || now_ms < pr->renew_at_ms)
+        return;
+    int n = pr->nheld;
+    const char **args = xcalloc((size_t)(3 + n), sizeof(char *));
+    char(*ids)[128] = xcalloc((size_t)n, sizeof(*ids));
+    char a_exp[24], a_ttl[24];
+    snprintf(a_exp, sizeof(a_exp), "%" PRIu64, now_ms + (uint64_t)t->tc->lease_ms);
+    snprintf(a_ttl, sizeof(a_ttl), "%d", 2 * t->tc->lease_ms);
+    args[0] = pr->k_conn;
+    args[1] = a_exp;
+    args[2] = a_ttl;
+    for (int i = 0; i < n; i++) {
+        lease_id(t, pr->held[i], ids[i], sizeof(ids[i]));
+        args[3 + i] = ids[i];
+    }
+    pr->renew_pending = true;
+    pr->renew_at_ms = now_ms + (uint64_t)t->tc->lease_ms / 3;
+    thr_eval(t, THR_S_RENEW, 1, 2 + n, args, on_renew, (int)(pr - t->pairs), 0);
+    free(ids);
+    free(args);
+}

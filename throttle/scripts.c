@@ -1,0 +1,326 @@
+/*
+ * NAME
+ *   scripts - the throttle's Redis contract: Lua scripts and how they are sent
+ * DESCRIPTION
+ *   Keys (p = prefix, pair = "PROVIDER:IP", IP "*" for scope = provider):
+ *     p:thr:rate:<pair>          GCRA theoretical arrival time (us), PX to its end
+ *     p:thr:day:<day>:<pair>     messages leased on that day (INCRBY with cap check), PX 2 days
+ *     p:thr:conn:<pair>          zset of connection leases: member = lease id, score = expiry (ms)
+ *     p:thr:newconn:<pair>       GCRA time of the new-connection rate
+ *     p:thr:backoff:<pair>       hash mode (backoff|suspend), until, since, reply, clean; PEXPIREAT until
+ *     p:thr:status:<pair>        hash shown by `volley status`
+ *     p:thr:pairs                set of pairs that have a status
+ *     p:thr:warmup               hash IP -> warm-up start date (volley warmup start)
+ *   Every key a script touches is passed in KEYS. Scripts take the caller's
+ *   clock (wall-clock, NTP-synchronised across the fleet) rather than TIME,
+ *   so tests can drive them with an injected clock.
+ *
+ *   Commands go out as EVALSHA; a NOSCRIPT answer (Redis restarted or was
+ *   flushed) re-sends the same arguments once as EVAL, which caches the
+ *   script again. The arguments are kept until the reply for that reason.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "throttle/thr_int.h"
+
+/*
+ * LEASE: reserve up to n rate slots and count them against the day's caps.
+ * KEYS rate, day_ip, day_scope (may equal day_ip), backoff, status, pairs
+ * ARGV now_us, n, interval_us, backoff_interval_us, tau_us, horizon_us,
+ *      ip_cap (warm-up; 0 none), scope_cap (daily_cap; 0 none), giveback,
+ *      day_ttl_ms, pair, day_end_ms, warm_day, rate_text, backoff_rate_text
+ * Returns {granted, start_us, interval_us, why, retry_us, mode, until_ms, reply}
+ * why: ok | flush | suspend | cap_ip | cap_scope | rate.
+ * Slots start at max(tat, now - tau) and are never reserved beyond now +
+ * horizon, so the slots of the whole fleet are spaced interval_us apart:
+ * in any window W at most W/interval + burst + 2 messages (see throttle.c).
+ */
+static const char thr_lua_lease[] =
+    "local now = tonumber(ARGV[1])\n"
+    "local n = tonumber(ARGV[2])\n"
+    "local now_ms = math.floor(now / 1000)\n"
+    "local b = redis.call('HMGET', KEYS[4], 'mode', 'until', 'reply')\n"
+    "local mode, untl, reply = b[1], tonumber(b[2] or '0') or 0, b[3] or ''\n"
+    "if not mode or untl <= now_ms then mode = ''; untl = 0; reply = '' end\n"
+    "local function out(k, start, T, why, retry)\n"
+    "  return {k, string.format('%.0f', start), string.format('%.3f', T), why, string.format('%.0f', retry),\n"
+    "          mode, untl, reply}\n"
+    "end\n"
+    "local ttl = tonumber(ARGV[10])\n"
+    "local gb = tonumber(ARGV[9])\n"
+    "local function give(key)\n"
+    "  local c = tonumber(redis.call('GET', key) or '0')\n"
+    "  if c > 0 then redis.call('DECRBY', key, math.min(gb, c)) end\n"
+    "end\n"
+    "if gb > 0 then give(KEYS[2]); if KEYS[3] ~= KEYS[2] then give(KEYS[3]) end end\n"
+    "if n <= 0 then return out(0, 0, 0, 'flush', 0) end\n"
+    "if mode == 'suspend' then return out(0, 0, 0, 'suspend', untl * 1000) end\n"
+    "local k = n\n"
+    "local why = 'ok'\n"
+    "local cip = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "local csc = cip\n"
+    "if KEYS[3] ~= KEYS[2] then csc = tonumber(redis.call('GET', KEYS[3]) or '0') end\n"
+    "local ipcap, scap = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+    "if ipcap > 0 and ipcap - cip < k then k = ipcap - cip; why = 'cap_ip' end\n"
+    "if scap > 0 and scap - csc < k then k = scap - csc; why = 'cap_scope' end\n"
+    "if k <= 0 then return out(0, 0, 0, why, 0) end\n"
+    "local T, tau = tonumber(ARGV[3]), tonumber(ARGV[5])\n"
+    "if mode == 'backoff' then T = tonumber(ARGV[4]); tau = 0 end\n"
+    "local start = now\n"
+    "if T > 0 then\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "  start = math.max(tat, now - tau)\n"
+    "  local horizon = tonumber(ARGV[6])\n"
+    "  if start > now + horizon then return out(0, 0, T, 'rate', start - horizon) end\n"
+    "  local room = math.floor((now + horizon - start) / T) + 1\n"
+    "  if room < k then k = room end\n"
+    "  local tat2 = start + k * T\n"
+    "  redis.call('SET', KEYS[1], string.format('%.0f', tat2), 'PX', math.floor((tat2 - now) / 1000) + 1)\n"
+    "end\n"
+    "redis.call('INCRBY', KEYS[2], k)\n"
+    "redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "if KEYS[3] ~= KEYS[2] then redis.call('INCRBY', KEYS[3], k); redis.call('PEXPIRE', KEYS[3], ttl) end\n"
+    "local rl = ARGV[14]\n"
+    "if mode == 'backoff' then rl = ARGV[15] end\n"
+    "redis.call('HSET', KEYS[5], 'sent', csc + k, 'sent_ip', cip + k, 'day_end', ARGV[12], 'warm_day', ARGV[13],\n"
+    "           'warm_cap', ARGV[7], 'daily_cap', ARGV[8], 'rate_limit', rl, 'updated', now_ms)\n"
+    "local w = redis.call('HMGET', KEYS[5], 'win_start', 'win_n')\n"
+    "local ws, wn = tonumber(w[1] or '0') or 0, tonumber(w[2] or '0') or 0\n"
+    "if now_ms - ws >= 10000 then\n"
+    "  local r = 0\n"
+    "  if ws > 0 and now_ms - ws < 60000 then r = wn * 1000 / (now_ms - ws) end\n"
+    "  redis.call('HSET', KEYS[5], 'rate_now', string.format('%.1f', r), 'win_start', now_ms, 'win_n', k)\n"
+    "else\n"
+    "  redis.call('HINCRBY', KEYS[5], 'win_n', k)\n"
+    "end\n"
+    "redis.call('SADD', KEYS[6], ARGV[11])\n"
+    "return out(k, start, T, why, 0)\n";
+
+/*
+ * CONN: take one connection lease if the limit and the new-connection rate allow.
+ * KEYS conn, newconn, backoff, status   ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us
+ * Returns {ok, why, retry_ms, mode, until_ms, reply}; why: ok | suspend | conn | newconn.
+ */
+static const char thr_lua_conn[] =
+    "local now = tonumber(ARGV[1])\n"
+    "local b = redis.call('HMGET', KEYS[3], 'mode', 'until', 'reply')\n"
+    "local mode, untl, reply = b[1], tonumber(b[2] or '0') or 0, b[3] or ''\n"
+    "if not mode or untl <= now then mode = ''; untl = 0; reply = '' end\n"
+    "if mode == 'suspend' then return {0, 'suspend', untl, mode, untl, reply} end\n"
+    "local limit = tonumber(ARGV[2])\n"
+    "if mode == 'backoff' then limit = tonumber(ARGV[3]) end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+    "local held = redis.call('ZCARD', KEYS[1])\n"
+    "if held >= limit then\n"
+    "  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "  return {0, 'conn', tonumber(first[2]), mode, untl, reply}\n"
+    "end\n"
+    "local T = tonumber(ARGV[6])\n"
+    "if T > 0 then\n"
+    "  local now_us = now * 1000\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "  local tau = tonumber(ARGV[7])\n"
+    "  if tat - tau > now_us then return {0, 'newconn', math.floor((tat - tau) / 1000) + 1, mode, untl, reply} end\n"
+    "  local tat2 = math.max(tat, now_us) + T\n"
+    "  redis.call('SET', KEYS[2], string.format('%.0f', tat2), 'PX', math.floor((tat2 - now_us) / 1000) + 1)\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[4])\n"
+    "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[5]))\n"
+    "redis.call('HSET', KEYS[4], 'conns', held + 1)\n"
+    "return {1, 'ok', 0, mode, untl, reply}\n";
+
+/*
+ * RENEW: push the expiry of this worker's connection leases. Re-adds a
+ * lease lost in a Redis restart: the connection is really open.
+ * KEYS conn   ARGV expiry_ms, key_ttl_ms, id...
+ */
+static const char thr_lua_renew[] = "for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end\n"
+                                    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                    "return #ARGV - 2\n";
+
+/*
+ * BACKOFF: enter (or extend) backoff or suspension for a pair, fleet-wide.
+ * A running suspension is not downgraded to a backoff.
+ * KEYS backoff, status, pairs   ARGV mode, now_ms, until_ms, reply, pair
+ * Returns {mode, until_ms}.
+ */
+static const char thr_lua_backoff[] =
+    "local now, untl, mode = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[1]\n"
+    "local cur = redis.call('HMGET', KEYS[1], 'mode', 'until')\n"
+    "local cm, cu = cur[1], tonumber(cur[2] or '0') or 0\n"
+    "if cm and cu > now then\n"
+    "  if cm == 'suspend' and mode == 'backoff' then return {cm, cu} end\n"
+    "  if cm == mode and cu > untl then untl = cu end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'mode', mode, 'until', untl, 'since', now, 'reply', ARGV[4], 'clean', 0)\n"
+    "redis.call('PEXPIREAT', KEYS[1], untl)\n"
+    "redis.call('HSET', KEYS[2], 'last_mode', mode, 'last_until', untl, 'last_reply', ARGV[4], 'last_since', now)\n"
+    "redis.call('SADD', KEYS[3], ARGV[5])\n"
+    "return {mode, untl}\n";
+
+/*
+ * CLEAN: count clean deliveries made in backoff; enough of them end it early.
+ * KEYS backoff, status   ARGV n, recover_after, now_ms   Returns 1 when the backoff ended.
+ */
+static const char thr_lua_clean[] = "local m = redis.call('HMGET', KEYS[1], 'mode', 'until')\n"
+                                    "if m[1] ~= 'backoff' or (tonumber(m[2]) or 0) <= tonumber(ARGV[3]) then\n"
+                                    "  return 0\n"
+                                    "end\n"
+                                    "local c = redis.call('HINCRBY', KEYS[1], 'clean', ARGV[1])\n"
+                                    "local need = tonumber(ARGV[2])\n"
+                                    "if need > 0 and c >= need then\n"
+                                    "  redis.call('DEL', KEYS[1])\n"
+                                    "  redis.call('HSET', KEYS[2], 'recovered', ARGV[3])\n"
+                                    "  return 1\n"
+                                    "end\n"
+                                    "return 0\n";
+
+static const char *const thr_lua[THR_NSCRIPTS] = {thr_lua_lease, thr_lua_conn, thr_lua_renew, thr_lua_backoff,
+                                                  thr_lua_clean};
+
+/* one command in flight: its arguments are kept for a NOSCRIPT re-send */
+struct thr_req {
+    struct throttle *t;
+    thr_done_fn *done;
+    int pair;
+    uint64_t arg;
+    int sid; /* -1: a plain command */
+    bool evaled;
+    int argc;
+    char **argv;
+    size_t *lens;
+};
+
+void thr_scripts_init(struct throttle *t)
+{
+    for (int i = 0; i < THR_NSCRIPTS; i++) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        EVP_Digest(thr_lua[i], strlen(thr_lua[i]), md, &mdlen, EVP_sha1(), NULL);
+        for (unsigned j = 0; j < 20 && j < mdlen; j++)
+            snprintf(t->sha[i] + 2 * j, 3, "%02x", md[j]);
+    }
+}
+
+/* thr_free_now - release everything (thr_free or the last pending callback) */
+void thr_free_now(struct throttle *t);
+
+static void thr_req_free(struct thr_req *rq)
+{
+    for (int i = 0; i < rq->argc; i++)
+        free(rq->argv[i]);
+    free(rq->argv);
+    free(rq->lens);
+    free(rq);
+}
+
+static void thr_send(struct thr_req *rq);
+
+/* thr_on_redis - every reply of the throttle comes through here */
+static void thr_on_redis(void *priv, redisReply *r)
+{
+    struct thr_req *rq = priv;
+    struct throttle *t = rq->t;
+    t->pending--;
+    if (t->dying) {
+        thr_req_free(rq);
+        if (t->pending == 0)
+            thr_free_now(t);
+        return;
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && rq->sid >= 0 && !rq->evaled &&
+        strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        rq->evaled = true;
+        free(rq->argv[0]);
+        free(rq->argv[1]);
+        rq->argv[0] = xstrdup("EVAL");
+        rq->lens[0] = 4;
+        rq->argv[1] = xstrdup(thr_lua[rq->sid]);
+        rq->lens[1] = strlen(thr_lua[rq->sid]);
+        thr_send(rq);
+        return;
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        char clean[160];
+        log_sanitize(clean, sizeof(clean), r->str, r->len);
+        log_warn("throttle: redis error: %s", clean);
+    }
+    if (rq->done)
+        rq->done(t, rq->pair, rq->arg, r);
+    thr_req_free(rq);
+}
+
+static void thr_send(struct thr_req *rq)
+{
+    rq->t->pending++;
+    rq->t->ncmds++;
+    rq->t->io.cmd(rq->t->io.ctx, rq->argc, (const char **)rq->argv, rq->lens, thr_on_redis, rq);
+}
+
+/* thr_req_new - a request with argc argument slots */
+static struct thr_req *thr_req_new(struct throttle *t, int argc, thr_done_fn *done, int pair, uint64_t arg)
+{
+    struct thr_req *rq = xcalloc(1, sizeof(*rq));
+    rq->t = t;
+    rq->done = done;
+    rq->pair = pair;
+    rq->arg = arg;
+    rq->sid = -1;
+    rq->argc = argc;
+    rq->argv = xcalloc((size_t)argc, sizeof(char *));
+    rq->lens = xcalloc((size_t)argc, sizeof(size_t));
+    return rq;
+}
+
+void thr_eval(struct throttle *t, enum thr_script_id s, int nkeys, int nargs, const char **args, thr_done_fn *done,
+              int pair, uint64_t arg)
+{
+    struct thr_req *rq = thr_req_new(t, 3 + nkeys + nargs, done, pair, arg);
+    char nk[16];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    rq->sid = (int)s;
+    rq->argv[0] = xstrdup("EVALSHA");
+    rq->argv[1] = xstrdup(t->sha[s]);
+    rq->argv[2] = xstrdup(nk);
+    for (int i = 0; i < nkeys + nargs; i++)
+        rq->argv[3 + i] = xstrdup(args[i]);
+    for (int i = 0; i < rq->argc; i++)
+        rq->lens[i] = strlen(rq->argv[i]);
+    thr_send(rq);
+}
+
+void thr_command(struct throttle *t, int argc, const char **argv, thr_done_fn *done, int pair, uint64_t arg)
+{
+    struct thr_req *rq = thr_req_new(t, argc, done, pair, arg);
+    for (int i = 0; i < argc; i++) {
+        rq->argv[i] = xstrdup(argv[i]);
+        rq->lens[i] = strlen(argv[i]);
+    }
+    thr_send(rq);
+}
+
+const char *thr_reply_str(const redisReply *r, size_t i, char *buf, size_t buflen)
+{
+    buf[0] = '\0';
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || i >= r->elements)
+        return buf;
+    const redisReply *e = r->element[i];
+    if (e->type == REDIS_REPLY_INTEGER)
+        snprintf(buf, buflen, "%lld", e->integer);
+    else if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS)
+        log_sanitize(buf, buflen, e->str, e->len);
+    return buf;
+}
+
+double thr_reply_num(const redisReply *r, size_t i)
+{
+    char b[64];
+    thr_reply_str(r, i, b, sizeof(b));
+    return b[0] ? strtod(b, NULL) : 0;
+}

@@ -1,0 +1,155 @@
+/*
+ * NAME
+ *   status - what `volley status` shows about the throttle, and warm-up dates
+ * SYNOPSIS
+ *   thr_status_print(c, "volley", stdout);
+ *   thr_warmup_set(c, "volley", "10.0.0.2", "2026-11-23", err, sizeof err);
+ * DESCRIPTION
+ *   Workers keep p:thr:status:<pair> current as a side effect of their
+ *   LEASE, CONN and BACKOFF calls (no extra commands); the backoff state
+ *   itself is read from p:thr:backoff:<pair>, which expires with the state,
+ *   so a finished backoff never shows as current. These functions use a
+ *   blocking hiredis context: they are for the command-line tools, never
+ *   for a worker thread.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "throttle/thr_int.h"
+
+/* hfield - a field of an HGETALL reply ("" when absent), sanitised */
+static const char *hfield(const redisReply *r, const char *name, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return buf;
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, name) == 0 &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING) {
+            log_sanitize(buf, len, r->element[i + 1]->str, r->element[i + 1]->len);
+            break;
+        }
+    return buf;
+}
+
+/* fmt_time - UTC "YYYY-MM-DD HH:MM:SS" of a wall-clock ms */
+static void fmt_time(uint64_t ms, char *buf, size_t len)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int thr_status_print(redisContext *c, const char *prefix, FILE *out)
+{
+    redisReply *set = redisCommand(c, "SMEMBERS %s:thr:pairs", prefix);
+    if (set == NULL || set->type != REDIS_REPLY_ARRAY) {
+        if (set)
+            freeReplyObject(set);
+        return -EIO;
+    }
+    uint64_t now = clock_wall_ms();
+    fprintf(out, "throttle (per provider and source IP):\n");
+    if (set->elements == 0)
+        fprintf(out, "  nothing sent through the throttle yet\n");
+    const char **names = calloc(set->elements ? set->elements : 1, sizeof(char *));
+    if (names == NULL) {
+        freeReplyObject(set);
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < set->elements; i++)
+        if (set->element[i]->type == REDIS_REPLY_STRING)
+            names[n++] = set->element[i]->str;
+    qsort(names, n, sizeof(char *), cmp_str);
+    if (n > 0)
+        fprintf(out, "  %-28s %-18s %-22s %-22s %s\n", "PROVIDER:IP", "RATE (LIMIT)", "SENT TODAY / CAP", "WARM-UP",
+                "STATE");
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *st = redisCommand(c, "HGETALL %s:thr:status:%s", prefix, names[i]);
+        redisReply *bo = redisCommand(c, "HGETALL %s:thr:backoff:%s", prefix, names[i]);
+        if (st == NULL || bo == NULL) {
+            rc = -EIO;
+            if (st)
+                freeReplyObject(st);
+            if (bo)
+                freeReplyObject(bo);
+            break;
+        }
+        char name[96], rate_now[32], rate_limit[32], sent[32], day_end[32], daily[32], wday[32], wcap[32];
+        char mode[16], until[32], reply[THR_REPLY_MAX], conns[16];
+        log_sanitize(name, sizeof(name), names[i], strlen(names[i]));
+        hfield(st, "rate_now", rate_now, sizeof(rate_now));
+        hfield(st, "rate_limit", rate_limit, sizeof(rate_limit));
+        hfield(st, "sent", sent, sizeof(sent));
+        hfield(st, "day_end", day_end, sizeof(day_end));
+        hfield(st, "daily_cap", daily, sizeof(daily));
+        hfield(st, "warm_day", wday, sizeof(wday));
+        hfield(st, "warm_cap", wcap, sizeof(wcap));
+        hfield(st, "conns", conns, sizeof(conns));
+        hfield(bo, "mode", mode, sizeof(mode));
+        hfield(bo, "until", until, sizeof(until));
+        hfield(bo, "reply", reply, sizeof(reply));
+        /* the counters belong to the day that was current at the last lease */
+        bool today = day_end[0] && strtoull(day_end, NULL, 10) > now;
+        char rate_col[48], sent_col[48], warm_col[48], state[THR_REPLY_MAX + 64];
+        snprintf(rate_col, sizeof(rate_col), "%s/s (%s)", rate_now[0] ? rate_now : "0.0",
+                 rate_limit[0] ? rate_limit : "-");
+        snprintf(sent_col, sizeof(sent_col), "%s / %s", today && sent[0] ? sent : "0",
+                 daily[0] && strcmp(daily, "0") != 0 ? daily : "no cap");
+        if (wday[0] && strcmp(wday, "-1") != 0)
+            snprintf(warm_col, sizeof(warm_col), "day %s, cap %s", wday, wcap);
+        else
+            snprintf(warm_col, sizeof(warm_col), "warm");
+        uint64_t u = until[0] ? strtoull(until, NULL, 10) : 0;
+        if (mode[0] && u > now) {
+            char ut[32];
+            fmt_time(u, ut, sizeof(ut));
+            snprintf(state, sizeof(state), "%s until %s after \"%s\"", mode, ut, reply);
+        } else {
+            snprintf(state, sizeof(state), "normal");
+        }
+        fprintf(out, "  %-28s %-18s %-22s %-22s %s\n", name, rate_col, sent_col, warm_col, state);
+        freeReplyObject(st);
+        freeReplyObject(bo);
+    }
+    free(names);
+    freeReplyObject(set);
+    return rc;
+}
+
+int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen)
+{
+    int64_t day;
+    if (thr_parse_date(NULL, date, &day) < 0) {
+        snprintf(err, errlen, "bad date '%s' (expected YYYY-MM-DD)", date);
+        return -EINVAL;
+    }
+    size_t n = strlen(ip);
+    if (n == 0 || n >= THR_IP_MAX || strspn(ip, "0123456789abcdefABCDEF.:") != n) {
+        snprintf(err, errlen, "bad IP address '%s'", ip);
+        return -EINVAL;
+    }
+    redisReply *r = redisCommand(c, "HSET %s:thr:warmup %s %s", prefix, ip, date);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "redis: %s", r ? r->str : c->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -EIO;
+    }
+    freeReplyObject(r);
+    return 0;
+}

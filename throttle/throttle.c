@@ -1,0 +1,570 @@
+/*
+ * NAME
+ *   throttle - one worker's throttle: rate slots leased from Redis and
+ *   spent locally, daily and warm-up caps, source IP choice
+ * DESCRIPTION
+ *   The fleet-wide rate is a GCRA in Redis (scripts.c, LEASE). Unlike a
+ *   plain token bucket, a lease hands out send TIMES ("slots"), spaced one
+ *   interval apart across the whole fleet; a worker sends at or after a
+ *   slot and gives the slot back once it is more than burst + 1 intervals
+ *   old. Hence for every window of length W, fleet-wide:
+ *       sent <= W / interval + burst + 2
+ *   whatever the number of workers, their lease sizes or reply latencies.
+ *   Leases are asked for before the local slots run out (fewer than half
+ *   of lease_tokens left and less than half the horizon covered), so a
+ *   steadily sending worker never waits for Redis; one LEASE call covers
+ *   up to lease_tokens messages and also counts them against the day's
+ *   caps, so Redis sees about 1/lease_tokens commands per message.
+ *
+ *   Slots given back (a worker without demand, a new backoff) are returned
+ *   to the day's counters with the next LEASE call, so a cap is not eaten
+ *   by slots nobody used. A Redis restart loses the counters of at most
+ *   the slots in flight (one horizon) and the GCRA time: the rate restarts
+ *   from "idle", as after a quiet minute.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "throttle/thr_int.h"
+
+void thr_free_now(struct throttle *t);
+static void thr_warm_load(struct throttle *t, uint64_t now_ms);
+
+/* pair_init - names and keys of one (provider, source IP) */
+static void pair_init(struct throttle *t, struct thr_pair *pr, int p, int ip)
+{
+    const struct thr_provider *pv = &t->tc->prov[p];
+    pr->prov = p;
+    pr->ip = ip;
+    pr->capped_day = -1;
+    pr->day = -1;
+    snprintf(pr->iname, sizeof(pr->iname), "%s:%s", pv->name, t->ips[ip]);
+    snprintf(pr->name, sizeof(pr->name), "%s:%s", pv->name, pv->scope_provider ? "*" : t->ips[ip]);
+    snprintf(pr->k_rate, sizeof(pr->k_rate), "%s:thr:rate:%s", t->prefix, pr->name);
+    snprintf(pr->k_conn, sizeof(pr->k_conn), "%s:thr:conn:%s", t->prefix, pr->name);
+    snprintf(pr->k_newconn, sizeof(pr->k_newconn), "%s:thr:newconn:%s", t->prefix, pr->name);
+    snprintf(pr->k_backoff, sizeof(pr->k_backoff), "%s:thr:backoff:%s", t->prefix, pr->name);
+    snprintf(pr->k_status, sizeof(pr->k_status), "%s:thr:status:%s", t->prefix, pr->name);
+}
+
+struct throttle *thr_new(const struct thr_config *tc, const char *redis_prefix, const struct thr_io *io,
+                         const char *worker_id, const char *const *ips, int nips)
+{
+    struct throttle *t = xcalloc(1, sizeof(*t));
+    t->tc = tc;
+    t->io = *io;
+    snprintf(t->prefix, sizeof(t->prefix), "%s", redis_prefix);
+    snprintf(t->worker_id, sizeof(t->worker_id), "%s", worker_id);
+    if (nips > THR_MAX_IPS)
+        nips = THR_MAX_IPS;
+    t->nips = nips > 0 ? nips : 1;
+    t->ips = xcalloc((size_t)t->nips, sizeof(*t->ips));
+    t->ip_warming = xcalloc((size_t)t->nips, sizeof(bool));
+    t->ip_start = xcalloc((size_t)t->nips, sizeof(int64_t));
+    for (int i = 0; i < t->nips; i++) {
+        snprintf(t->ips[i], THR_IP_MAX, "%s", nips > 0 ? ips[i] : "-");
+        for (int w = 0; w < tc->nwarm; w++)
+            if (strcmp(tc->warm[w].ip, t->ips[i]) == 0) {
+                t->ip_warming[i] = true;
+                t->ip_start[i] = tc->warm[w].start_day;
+            }
+    }
+    t->pairs = xcalloc((size_t)(tc->nprov * t->nips), sizeof(struct thr_pair));
+    t->active = xcalloc((size_t)(tc->nprov * t->nips), sizeof(int));
+    for (int p = 0; p < tc->nprov; p++)
+        for (int i = 0; i < t->nips; i++)
+            pair_init(t, thr_pair(t, p, i), p, i);
+    thr_scripts_init(t);
+    thr_warm_load(t, 0);
+    return t;
+}
+
+void thr_free_now(struct throttle *t)
+{
+    for (int i = 0; i < t->tc->nprov * t->nips; i++)
+        free(t->pairs[i].held);
+    free(t->pairs);
+    free(t->active);
+    free(t->ips);
+    free(t->ip_warming);
+    free(t->ip_start);
+    free(t);
+}
+
+void thr_free(struct throttle *t)
+{
+    if (t == NULL)
+        return;
+    if (t->pending > 0) {
+        t->dying = true; /* the last callback frees */
+        return;
+    }
+    thr_free_now(t);
+}
+
+unsigned long thr_commands(const struct throttle *t)
+{
+    return t->ncmds;
+}
+
+int thr_classify(const struct throttle *t, const char *domain, size_t dlen, const char *const *mx_hosts, int nmx)
+{
+    return thr_classify_config(t->tc, domain, dlen, mx_hosts, nmx);
+}
+
+int thr_msgs_per_conn(const struct throttle *t, int p)
+{
+    return t->tc->prov[p].msgs_per_conn;
+}
+
+/* ---- warm-up start dates (config, overridden by Redis) ---- */
+
+static void on_warm(struct throttle *t, int pair, uint64_t arg, redisReply *r)
+{
+    t->warm_pending = false;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        t->warm_at_ms = t->now_ms + THR_RETRY_MS;
+        return;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        char ip[THR_IP_MAX + 8], date[32];
+        thr_reply_str(r, i, ip, sizeof(ip));
+        thr_reply_str(r, i + 1, date, sizeof(date));
+        int64_t day;
+        if (thr_parse_date(t->tc, date, &day) < 0) {
+            log_warn("throttle: ignoring warm-up date '%s' of %s in Redis", date, ip);
+            continue;
+        }
+        for (int k = 0; k < t->nips; k++)
+            if (strcmp(t->ips[k], ip) == 0) {
+                t->ip_warming[k] = true;
+                t->ip_start[k] = day;
+            }
+    }
+    t->warm_loaded = true;
+}
+
+/* thr_warm_load - HGETALL p:thr:warmup (at start, then every THR_WARM_RELOAD_MS) */
+static void thr_warm_load(struct throttle *t, uint64_t now_ms)
+{
+    char key[THR_KEY_MAX];
+    snprintf(key, sizeof(key), "%s:thr:warmup", t->prefix);
+    const char *argv[] = {"HGETALL", key};
+    t->warm_pending = true;
+    t->warm_at_ms = now_ms + THR_WARM_RELOAD_MS;
+    thr_command(t, 2, argv, on_warm, -1, 0);
+}
+
+/* warm_cap - the warm-up cap of (p, ip) on day; 0 when the IP is warm. *wday gets the warm-up day or -1 */
+static long long warm_cap(const struct throttle *t, int ip, int64_t day, int64_t *wday)
+{
+    *wday = -1;
+    if (!t->ip_warming[ip])
+        return 0;
+    int64_t d = day - t->ip_start[ip];
+    long long cap = thr_warmup_cap(t->tc, d);
+    if (cap > 0)
+        *wday = d < 0 ? 0 : d;
+    return cap;
+}
+
+/* ---- pair state ---- */
+
+void thr_pair_drop_slots(struct throttle *t, struct thr_pair *pr)
+{
+    pr->giveback += pr->tokens;
+    pr->tokens = 0;
+    pr->ln = 0;
+    pr->lhead = 0;
+}
+
+void thr_pair_touch(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
+{
+    if (!pr->active) {
+        pr->active = true;
+        t->active[t->nactive++] = (int)(pr - t->pairs);
+    }
+    if (pr->day < 0 || now_ms >= pr->day_end_ms) {
+        int64_t day = thr_config_day(t->tc, now_ms, &pr->day_end_ms);
+        if (day != pr->day) {
+            /* slots of yesterday were counted yesterday: drop them, nothing to give back to today */
+            pr->tokens = 0;
+            pr->ln = 0;
+            pr->lhead = 0;
+            pr->giveback = 0;
+            pr->day = day;
+        }
+    }
+    if (pr->mode != THR_NORMAL && now_ms >= pr->mode_until_ms) {
+        log_info("throttle: %s %s ended", pr->name, pr->mode == THR_SUSPEND ? "suspension" : "backoff");
+        pr->mode = THR_NORMAL;
+        pr->reply[0] = '\0';
+        pr->clean = 0;
+    }
+}
+
+void thr_pair_adopt_mode(struct throttle *t, struct thr_pair *pr, const char *mode, uint64_t until_ms,
+                         const char *reply)
+{
+    enum thr_mode m = strcmp(mode, "suspend") == 0   ? THR_SUSPEND
+                      : strcmp(mode, "backoff") == 0 ? THR_BACKOFF
+                                                     : THR_NORMAL;
+    if (m == THR_NORMAL && until_ms == 0 && pr->mode != THR_NORMAL) {
+        log_info("throttle: %s back to normal (fleet)", pr->name);
+        pr->mode = THR_NORMAL;
+        pr->reply[0] = '\0';
+        return;
+    }
+    if (m == THR_NORMAL)
+        return;
+    if (m != pr->mode) {
+        /* slots leased at the normal spacing would break the lower rate */
+        thr_pair_drop_slots(t, pr);
+        log_warn("throttle: %s in %s until %" PRIu64 " (fleet): %s", pr->name, mode, until_ms, reply);
+    }
+    pr->mode = m;
+    pr->mode_until_ms = until_ms;
+    snprintf(pr->reply, sizeof(pr->reply), "%s", reply);
+}
+
+/* pair_limits - the caps that apply today */
+static void pair_caps(const struct throttle *t, const struct thr_pair *pr, long long *ipcap, long long *scap,
+                      int64_t *wday)
+{
+    *ipcap = warm_cap(t, pr->ip, pr->day, wday);
+    *scap = t->tc->prov[pr->prov].daily_cap;
+}
+
+/* pair_unlimited - nothing to count or pace: no Redis at all for this pair */
+static bool pair_unlimited(const struct throttle *t, const struct thr_pair *pr)
+{
+    long long ipcap, scap;
+    int64_t wday;
+    pair_caps(t, pr, &ipcap, &scap, &wday);
+    return pr->mode == THR_NORMAL && t->tc->prov[pr->prov].rate.interval_us == 0 && ipcap == 0 && scap == 0;
+}
+
+/* pair_expire - give back slots too old to be spent without breaking the fleet-wide bound */
+static void pair_expire(struct thr_pair *pr, double now_us)
+{
+    while (pr->ln > 0) {
+        struct thr_lease *l = &pr->lease[pr->lhead];
+        if (l->interval_us > 0) {
+            double late = now_us - l->grace_us - l->next_us;
+            if (late > 0) {
+                long drop = (long)floor(late / l->interval_us) + 1;
+                if (drop > l->left)
+                    drop = l->left;
+                l->left -= drop;
+                l->next_us += (double)drop * l->interval_us;
+                pr->tokens -= drop;
+                pr->giveback += drop;
+            }
+        } else if (now_us > l->expires_us) {
+            pr->tokens -= l->left;
+            pr->giveback += l->left;
+            l->left = 0;
+        }
+        if (l->left > 0)
+            return;
+        pr->lhead = (pr->lhead + 1) % THR_LEASES;
+        pr->ln--;
+    }
+}
+
+/* pair_last_slot_us - the last slot this worker holds (0 when none) */
+static double pair_last_slot_us(const struct thr_pair *pr)
+{
+    if (pr->ln == 0)
+        return 0;
+    const struct thr_lease *l = &pr->lease[(pr->lhead + pr->ln - 1) % THR_LEASES];
+    return l->next_us + (double)(l->left - 1) * l->interval_us;
+}
+
+static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r);
+
+/* lease_send - one LEASE call for n slots (n 0: only return given-back slots) */
+static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t now_ms)
+{
+    const struct thr_config *tc = t->tc;
+    const struct thr_provider *pv = &tc->prov[pr->prov];
+    long long ipcap, scap;
+    int64_t wday;
+    pair_caps(t, pr, &ipcap, &scap, &wday);
+    char day_ip[THR_KEY_MAX], day_scope[THR_KEY_MAX];
+    snprintf(day_ip, sizeof(day_ip), "%s:thr:day:%" PRId64 ":%s", t->prefix, pr->day, pr->iname);
+    snprintf(day_scope, sizeof(day_scope), "%s:thr:day:%" PRId64 ":%s", t->prefix, pr->day, pr->name);
+    char status[THR_KEY_MAX], pairs[THR_KEY_MAX];
+    snprintf(status, sizeof(status), "%s", pr->k_status);
+    snprintf(pairs, sizeof(pairs), "%s:thr:pairs", t->prefix);
+    char a_now[32], a_n[24], a_T[32], a_bT[32], a_tau[32], a_hor[32], a_ipcap[24], a_scap[24], a_gb[24], a_ttl[24],
+        a_end[24], a_wday[24];
+    snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms * 1000);
+    snprintf(a_n, sizeof(a_n), "%ld", n);
+    snprintf(a_T, sizeof(a_T), "%.3f", pv->rate.interval_us);
+    snprintf(a_bT, sizeof(a_bT), "%.3f", pv->backoff_rate.interval_us);
+    snprintf(a_tau, sizeof(a_tau), "%.3f", pv->rate.interval_us * pv->burst);
+    snprintf(a_hor, sizeof(a_hor), "%" PRIu64, (uint64_t)tc->lease_horizon_ms * 1000);
+    snprintf(a_ipcap, sizeof(a_ipcap), "%lld", ipcap);
+    snprintf(a_scap, sizeof(a_scap), "%lld", scap);
+    snprintf(a_gb, sizeof(a_gb), "%ld", pr->giveback);
+    snprintf(a_ttl, sizeof(a_ttl), "%" PRIu64, (uint64_t)tc->day_seconds * 2000 + 3600000);
+    snprintf(a_end, sizeof(a_end), "%" PRIu64, pr->day_end_ms);
+    snprintf(a_wday, sizeof(a_wday), "%" PRId64, wday);
+    const char *args[] = {pr->k_rate,    day_ip,        pv->scope_provider ? day_scope : day_ip,
+                          pr->k_backoff, status,        pairs,
+                          a_now,         a_n,           a_T,
+                          a_bT,          a_tau,         a_hor,
+                          a_ipcap,       a_scap,        a_gb,
+                          a_ttl,         pr->name,      a_end,
+                          a_wday,        pv->rate.text, pv->backoff_rate.text};
+    pr->giveback = 0;
+    pr->lease_pending = true;
+    /* arg: the day and the epoch the request was made in */
+    thr_eval(t, THR_S_LEASE, 6, 15, args, on_lease, (int)(pr - t->pairs),
+             ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
+}
+
+/* pair_refill - ask for slots before the local ones run out */
+static void pair_refill(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
+{
+    if (pr->lease_pending || now_ms < pr->lease_at_ms)
+        return;
+    long want = t->tc->lease_tokens;
+    if (pr->tokens >= (want + 1) / 2)
+        return;
+    if (pr->ln > 0 && pair_last_slot_us(pr) > (double)now_ms * 1000 + t->tc->lease_horizon_ms * 500.0)
+        return; /* still covered for half the horizon: asking now would only get a slot or two */
+    lease_send(t, pr, want, now_ms);
+}
+
+static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
+{
+    struct thr_pair *pr = &t->pairs[pair];
+    const struct thr_provider *pv = &t->tc->prov[pr->prov];
+    pr->lease_pending = false;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 8) {
+        pr->lease_at_ms = t->now_ms + THR_RETRY_MS;
+        return;
+    }
+    long k = (long)thr_reply_num(r, 0);
+    double start = thr_reply_num(r, 1), interval = thr_reply_num(r, 2), retry = thr_reply_num(r, 4);
+    char why[16], mode[16], reply[THR_REPLY_MAX];
+    thr_reply_str(r, 3, why, sizeof(why));
+    thr_reply_str(r, 5, mode, sizeof(mode));
+    thr_reply_str(r, 7, reply, sizeof(reply));
+    uint64_t until = (uint64_t)thr_reply_num(r, 6);
+    if ((uint32_t)arg == pr->epoch)
+        thr_pair_adopt_mode(t, pr, mode, until, reply);
+    if ((int64_t)(uint32_t)(arg >> 32) != (int64_t)(uint32_t)pr->day)
+        return; /* the day turned while we asked: those slots count for the old day */
+    if (strcmp(why, "cap_ip") == 0 || strcmp(why, "cap_scope") == 0) {
+        pr->capped_day = pr->day;
+        pr->capped_warm = why[4] == 'i';
+        long long ipcap, scap;
+        int64_t wday;
+        pair_caps(t, pr, &ipcap, &scap, &wday);
+        pr->cap_value = pr->capped_warm ? ipcap : scap;
+    } else if (strcmp(why, "rate") == 0) {
+        pr->lease_at_ms = (uint64_t)(retry / 1000) + 1;
+    } else if (strcmp(why, "suspend") == 0 && pr->mode != THR_SUSPEND) {
+        thr_pair_adopt_mode(t, pr, "suspend", until, reply);
+    }
+    if (k <= 0)
+        return;
+    if (pr->ln == THR_LEASES) { /* cannot happen with one request in flight; be safe */
+        pr->giveback += k;
+        return;
+    }
+    struct thr_lease *l = &pr->lease[(pr->lhead + pr->ln) % THR_LEASES];
+    l->next_us = start;
+    l->interval_us = interval;
+    l->grace_us = interval + (pr->mode == THR_BACKOFF ? 0 : interval * pv->burst);
+    l->expires_us = start + t->tc->lease_horizon_ms * 1000.0;
+    l->left = k;
+    pr->ln++;
+    pr->tokens += k;
+}
+
+/* ---- per message ---- */
+
+static void verdict(struct thr_verdict *v, enum thr_kind kind, uint64_t until_ms, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void verdict(struct thr_verdict *v, enum thr_kind kind, uint64_t until_ms, const char *fmt, ...)
+{
+    v->kind = kind;
+    v->until_ms = until_ms;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->limit, sizeof(v->limit), fmt, ap);
+    va_end(ap);
+}
+
+/* pair_blocked - suspended or capped for today: fill v with the deferral */
+static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, struct thr_verdict *v)
+{
+    const char *pn = t->tc->prov[pr->prov].name, *ip = t->ips[pr->ip];
+    if (pr->mode == THR_SUSPEND) {
+        verdict(v, THR_DEFER, pr->mode_until_ms, "suspension of IP %s for provider %s (%.60s)", ip, pn, pr->reply);
+        return true;
+    }
+    if (pr->capped_day == pr->day) {
+        if (pr->capped_warm) {
+            int64_t wday;
+            warm_cap(t, pr->ip, pr->day, &wday);
+            verdict(v, THR_DEFER, pr->day_end_ms, "warm-up cap of IP %s for provider %s (day %" PRId64 ": %lld)", ip,
+                    pn, wday, pr->cap_value);
+        } else {
+            verdict(v, THR_DEFER, pr->day_end_ms, "daily cap of IP %s for provider %s (%lld)", ip, pn, pr->cap_value);
+        }
+        return true;
+    }
+    return false;
+}
+
+int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_verdict *v)
+{
+    struct thr_pair *pr = thr_pair(t, p, ip);
+    t->now_ms = now_ms;
+    if (!t->warm_loaded) {
+        /* an IP must not pass for warm because its start date has not arrived yet */
+        if (!t->warm_pending && now_ms >= t->warm_at_ms)
+            thr_warm_load(t, now_ms);
+        verdict(v, THR_WAIT, now_ms + 20, "warm-up dates loading");
+        return -EAGAIN;
+    }
+    thr_pair_touch(t, pr, now_ms);
+    pr->last_demand_ms = now_ms;
+    if (pair_blocked(t, pr, v))
+        return -EAGAIN;
+    if (pair_unlimited(t, pr)) {
+        v->kind = THR_SEND;
+        return 0;
+    }
+    double now_us = (double)now_ms * 1000;
+    pair_expire(pr, now_us);
+    pair_refill(t, pr, now_ms);
+    const struct thr_provider *pv = &t->tc->prov[p];
+    const char *what = pr->mode == THR_BACKOFF ? "backoff rate" : "rate";
+    const char *rtext = pr->mode == THR_BACKOFF ? pv->backoff_rate.text : pv->rate.text;
+    if (pr->tokens > 0) {
+        struct thr_lease *l = &pr->lease[pr->lhead];
+        if (l->next_us <= now_us) {
+            l->next_us += l->interval_us;
+            l->left--;
+            pr->tokens--;
+            if (l->left == 0) {
+                pr->lhead = (pr->lhead + 1) % THR_LEASES;
+                pr->ln--;
+            }
+            v->kind = THR_SEND;
+            return 0;
+        }
+        uint64_t at = (uint64_t)ceil(l->next_us / 1000);
+        verdict(v, at - now_ms > THR_WAIT_MAX_MS ? THR_DEFER : THR_WAIT, at, "%s of IP %s for provider %s (%s)", what,
+                t->ips[ip], pv->name, rtext);
+        return -EAGAIN;
+    }
+    if (pr->lease_pending || pr->lease_at_ms <= now_ms) {
+        verdict(v, THR_WAIT, now_ms + 5, "%s of IP %s for provider %s (%s): lease pending", what, t->ips[ip], pv->name,
+                rtext);
+        return -EAGAIN;
+    }
+    uint64_t at = pr->lease_at_ms;
+    verdict(v, at - now_ms > THR_WAIT_MAX_MS ? THR_DEFER : THR_WAIT, at, "%s of IP %s for provider %s (%s)", what,
+            t->ips[ip], pv->name, rtext);
+    return -EAGAIN;
+}
+
+/* pair_ready - could send this instant without asking Redis */
+static bool pair_ready(const struct throttle *t, const struct thr_pair *pr, uint64_t now_ms)
+{
+    if (pair_unlimited(t, pr))
+        return true;
+    return pr->tokens > 0 && pr->lease[pr->lhead].next_us <= (double)now_ms * 1000;
+}
+
+int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t now_ms, struct thr_verdict *v)
+{
+    int n = cand ? ncand : t->nips;
+    int first_ok = -1, first_pos = 0;
+    struct thr_verdict blocked = {.kind = THR_DEFER, .until_ms = UINT64_MAX};
+    t->now_ms = now_ms;
+    for (int j = 0; j < n; j++) {
+        int pos = (t->rr[p] + j) % n;
+        int ip = cand ? cand[pos] : pos;
+        if (ip < 0 || ip >= t->nips)
+            continue;
+        struct thr_pair *pr = thr_pair(t, p, ip);
+        thr_pair_touch(t, pr, now_ms);
+        struct thr_verdict bv;
+        if (pair_blocked(t, pr, &bv)) {
+            if (bv.until_ms < blocked.until_ms)
+                blocked = bv;
+            continue;
+        }
+        if (pair_ready(t, pr, now_ms)) {
+            t->rr[p] = (pos + 1) % n;
+            return ip;
+        }
+        if (first_ok < 0) {
+            first_ok = ip;
+            first_pos = pos;
+        }
+    }
+    if (first_ok >= 0) {
+        t->rr[p] = (first_pos + 1) % (n > 0 ? n : 1);
+        return first_ok;
+    }
+    if (blocked.until_ms == UINT64_MAX)
+        verdict(&blocked, THR_DEFER, now_ms + 60000, "no source IP for provider %s", t->tc->prov[p].name);
+    *v = blocked;
+    return -EAGAIN;
+}
+
+int thr_admit_any(struct throttle *t, int p, const int *cand, int ncand, uint64_t now_ms, int *ip,
+                  struct thr_verdict *v)
+{
+    int rc = -EAGAIN;
+    for (int tries = 0; tries < 2; tries++) {
+        int i = thr_pick_ip(t, p, cand, ncand, now_ms, v);
+        if (i < 0)
+            return i;
+        *ip = i;
+        rc = thr_admit(t, p, i, now_ms, v);
+        if (rc == 0 || v->kind == THR_WAIT)
+            return rc;
+        /* capped or suspended: thr_pick_ip now knows and may move the message to another IP */
+    }
+    return rc;
+}
+
+/* ---- background ---- */
+
+void thr_tick(struct throttle *t, uint64_t now_ms)
+{
+    t->now_ms = now_ms;
+    if (!t->warm_pending && now_ms >= t->warm_at_ms)
+        thr_warm_load(t, now_ms);
+    for (int i = 0; i < t->nactive; i++) {
+        struct thr_pair *pr = &t->pairs[t->active[i]];
+        thr_pair_touch(t, pr, now_ms);
+        if (t->warm_loaded && !pair_unlimited(t, pr)) {
+            pair_expire(pr, (double)now_ms * 1000);
+            /* keep slots coming for pairs with recent demand; return unused ones */
+            if (now_ms - pr->last_demand_ms < 1000 && pr->capped_day != pr->day && pr->mode != THR_SUSPEND)
+                pair_refill(t, pr, now_ms);
+            if (pr->giveback > 0 && !pr->lease_pending)
+                lease_send(t, pr, 0, now_ms);
+        }
+        thr_conn_tick(t, pr, now_ms);
+        thr_backoff_tick(t, pr, now_ms);
+    }
+}
