@@ -99,6 +99,8 @@ class RedisServer:
             ]
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+            # for values that are not text (the retry set holds binary-encoded jobs)
+            self.raw = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=False)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
@@ -114,10 +116,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}"
 
     def stop(self):
-        try:
-            self.client.close()
-        except Exception:
-            pass
+        for c in (self.client, self.raw):
+            try:
+                c.close()
+            except Exception:
+                pass
         stop_process(self.proc)
 
 
@@ -455,7 +458,8 @@ class Volley:
         return [dict(f) for _id, f in self.r.xrange(self.key("dead"), "-", "+")]
 
     def retry_members(self):
-        return self.r.zrange(self.key("retry"), 0, -1)
+        """[(member bytes, due ms)] of <p>:retry; members are opaque (binary) encodings of jobs."""
+        return self.redis.raw.zrange(self.key("retry"), 0, -1, withscores=True)
 
     def queue_state(self):
         try:
