@@ -386,7 +386,7 @@ static bool start_txn(struct smtp_conn *c)
             return false;
         }
     }
-    const char *from = tpl_message_mail_from(m->camp->tm);
+    const char *from = tpl_message_mail_from(m->ver->tm);
     if (c->caps & SMTP_CAP_SIZE)
         conn_cmd(c, EX_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
                  (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");

@@ -38,6 +38,7 @@
 #define WORKER_RECORD_BATCH 256
 #define WORKER_CAMP_RETRY_MS 5000
 #define WORKER_RETRY_MOVE_MS 1000
+#define WORKER_CAMP_REFRESH_MS 5000 /* how soon an edited campaign is picked up */
 
 static void msg_prepare(struct worker *w, struct msg *m);
 
@@ -108,6 +109,16 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int
     return 0;
 }
 
+/* camp_ver_unref - drop a reference; the last one frees the compiled campaign */
+static void camp_ver_unref(struct camp_ver *v)
+{
+    if (v == NULL || --v->refs > 0)
+        return;
+    tpl_message_free(v->tm);
+    q_campaign_free(v->qc);
+    free(v);
+}
+
 /* msg_alloc - a message slot; the free list keeps render buffers warm */
 static struct msg *msg_alloc(struct worker *w)
 {
@@ -131,6 +142,8 @@ static void msg_release(struct worker *w, struct msg *m)
 {
     q_job_free(m->job);
     m->job = NULL;
+    camp_ver_unref(m->ver);
+    m->ver = NULL;
     w->inflight--;
     /* an unusually large message should not keep its buffer forever */
     if (m->data.cap > 256 * 1024) {
@@ -255,29 +268,52 @@ static void camp_settle(struct worker *w, struct camp *c)
     }
 }
 
+/* camp_updated - the hash's updated_ms field ("" when absent): the version stamp `volley push` writes */
+static void camp_updated(const struct q_campaign *qc, char *out, size_t outlen)
+{
+    const struct kv *f = kv_find(qc->fields, qc->nfields, "updated_ms", 10);
+    snprintf(out, outlen, "%.*s", f ? (int)(f->vlen < outlen - 1 ? f->vlen : outlen - 1) : 0, f ? f->v : "");
+}
+
 /* on_campaign - HGETALL reply: compile once, then serve every job of the campaign */
 static void on_campaign(void *priv, redisReply *r)
 {
     struct camp *c = priv;
     struct worker *w = c->w;
-    char err[512];
+    char err[512], updated[32];
+    c->refreshing = false;
     if (r == NULL)
         return; /* link down: fetched again when it is back (worker_on_redis_up) */
+    c->refresh_at_ms = worker_now_ms() + WORKER_CAMP_REFRESH_MS;
     struct q_campaign *qc = NULL;
+    struct tpl_message *tm = NULL;
     int rc = q_campaign_parse(r, c->id, strlen(c->id), &qc);
-    if (rc == -ENOENT) {
-        snprintf(c->error, sizeof(c->error), "unknown campaign '%s'", c->id);
-    } else if (rc < 0) {
-        snprintf(c->error, sizeof(c->error), "campaign '%s' could not be read from Redis", c->id);
-    } else {
-        c->tm = tpl_message_compile(qc->fields, qc->nfields, err, sizeof(err));
-        if (c->tm == NULL)
+    if (rc == 0) {
+        camp_updated(qc, updated, sizeof(updated));
+        if (c->ver != NULL && strcmp(updated, c->ver->updated) == 0) {
+            q_campaign_free(qc); /* unchanged: keep the compiled version */
+            return;
+        }
+        tm = tpl_message_compile(qc->fields, qc->nfields, err, sizeof(err));
+        if (tm == NULL)
             snprintf(c->error, sizeof(c->error), "campaign '%s' template error: %.300s", c->id, err);
+    } else if (rc == -ENOENT) {
+        snprintf(c->error, sizeof(c->error), "unknown campaign '%s'", c->id);
+    } else {
+        snprintf(c->error, sizeof(c->error), "campaign '%s' could not be read from Redis", c->id);
     }
-    c->qc = qc;
-    if (c->tm != NULL) {
+    camp_ver_unref(c->ver);
+    c->ver = NULL;
+    if (tm != NULL) {
+        struct camp_ver *v = xcalloc(1, sizeof(*v));
+        v->tm = tm;
+        v->qc = qc;
+        v->refs = 1;
+        snprintf(v->updated, sizeof(v->updated), "%s", updated);
+        c->ver = v;
         c->state = CAMP_READY;
     } else {
+        q_campaign_free(qc);
         c->state = CAMP_BAD;
         c->retry_at_ms = worker_now_ms() + WORKER_CAMP_RETRY_MS;
         log_warn("%s", c->error);
@@ -288,20 +324,23 @@ static void on_campaign(void *priv, redisReply *r)
 /* camp_fetch - ask Redis for the campaign hash */
 static void camp_fetch(struct worker *w, struct camp *c)
 {
-    c->state = CAMP_FETCHING;
+    if (c->state != CAMP_READY)
+        c->state = CAMP_FETCHING;
+    else
+        c->refreshing = true;
     q_campaign_fetch(w->redis.q, &w->keys, c->id, strlen(c->id), on_campaign, c);
 }
 
-/* camp_get - the cache entry for a campaign id, fetching it on first sight */
+/* camp_get - the cache entry for a campaign id, fetching it on first sight and re-reading it now and then */
 static struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
 {
+    uint64_t now = worker_now_ms();
     for (struct camp *c = w->camps; c; c = c->next)
         if (strlen(c->id) == idlen && memcmp(c->id, id, idlen) == 0) {
-            if (c->state == CAMP_BAD && worker_now_ms() >= c->retry_at_ms && w->redis.state == REDIS_UP) {
-                q_campaign_free(c->qc);
-                c->qc = NULL;
+            if (w->redis.state == REDIS_UP &&
+                ((c->state == CAMP_BAD && now >= c->retry_at_ms) ||
+                 (c->state == CAMP_READY && !c->refreshing && now >= c->refresh_at_ms)))
                 camp_fetch(w, c);
-            }
             return c;
         }
     struct camp *c = xcalloc(1, sizeof(*c));
@@ -394,7 +433,9 @@ static void msg_prepare(struct worker *w, struct msg *m)
         .now = time(NULL),
     };
     vbuf_reset(&w->scratch);
-    if (tpl_message_render(c->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
+    m->ver = c->ver;
+    m->ver->refs++;
+    if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
         worker_finish_msg(w, m, Q_FAILED, 0, "", err);
         return;
     }
@@ -548,9 +589,11 @@ void worker_on_redis_up(struct worker *w)
     w->idle_check_outstanding = false;
     /* a read lost with the link may have delivered entries to us: look at our pending list again */
     w->reading_pending = true;
-    for (struct camp *c = w->camps; c; c = c->next)
+    for (struct camp *c = w->camps; c; c = c->next) {
+        c->refreshing = false;
         if (c->state == CAMP_FETCHING)
             camp_fetch(w, c);
+    }
 }
 
 /* ---- shutdown ---- */
@@ -735,19 +778,19 @@ void worker_free(struct worker *w)
     free(w->conns);
     free(w->free_slots);
     pool_free_all(w);
-    while (w->camps) {
-        struct camp *c = w->camps;
-        w->camps = c->next;
-        q_campaign_free(c->qc);
-        tpl_message_free(c->tm);
-        free(c);
-    }
     while (w->out_head) {
         struct msg *m = w->out_head;
         w->out_head = m->next;
         q_job_free(m->job);
+        camp_ver_unref(m->ver);
         vbuf_free(&m->data);
         free(m);
+    }
+    while (w->camps) {
+        struct camp *c = w->camps;
+        w->camps = c->next;
+        camp_ver_unref(c->ver);
+        free(c);
     }
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;

@@ -41,11 +41,25 @@ struct camp;
 #define WORKER_RX_SIZE 8192
 #define SMTP_EXPECT_MAX 16
 
+/*
+ * One compiled version of a campaign. Messages hold a reference to the
+ * version they were rendered with, so a campaign edited while its
+ * messages are on the wire is recompiled without pulling the template
+ * out from under them.
+ */
+struct camp_ver {
+    struct tpl_message *tm;
+    struct q_campaign *qc;
+    char updated[32]; /* the hash's updated_ms when compiled ("" when absent) */
+    int refs;
+};
+
 /* one message in flight: from intake until its outcome is recorded */
 struct msg {
     struct msg *next; /* pool queue, campaign wait list, outcome list, free list */
     struct q_job *job;
     struct camp *camp;
+    struct camp_ver *ver; /* the campaign version rendered (a reference), NULL before rendering */
     vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
     bool done; /* outcome decided */
     bool txn_failed;
@@ -159,8 +173,9 @@ struct camp {
     uint64_t retry_at_ms; /* CAMP_BAD: look again after this (the campaign may be pushed late) */
     char id[Q_CAMPAIGN_ID_MAX + 1];
     enum camp_state state;
-    struct q_campaign *qc;
-    struct tpl_message *tm;
+    struct camp_ver *ver; /* current compiled version (holds a reference), NULL unless READY */
+    bool refreshing;      /* a re-read is in flight; the current version keeps serving */
+    uint64_t refresh_at_ms;
     char error[512];
     struct msg *waiting; /* jobs that arrived while the campaign was being fetched */
 };
