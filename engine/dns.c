@@ -139,6 +139,7 @@ static uint64_t rng_next(struct dns_resolver *r)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+/* min_u32 - the smaller of two */
 static uint32_t min_u32(uint32_t a, uint32_t b)
 {
     return a < b ? a : b;
@@ -152,6 +153,7 @@ static uint32_t ttl_ms_of(uint32_t ttl_s)
     return ttl_s >= DNS_MAX_TTL_MS / 1000u ? DNS_MAX_TTL_MS : ttl_s * 1000u;
 }
 
+/* clamp_ttl - a cache lifetime within [DNS_MIN_TTL_MS, DNS_MAX_TTL_MS] */
 static uint32_t clamp_ttl(uint32_t ms)
 {
     return ms < DNS_MIN_TTL_MS ? DNS_MIN_TTL_MS : ms > DNS_MAX_TTL_MS ? DNS_MAX_TTL_MS : ms;
@@ -193,11 +195,13 @@ static int dns_name_norm(const char *in, char *out)
 
 /* ---- DNS message walking (for the TTLs c-ares' parsers do not return) ---- */
 
+/* be16 - big-endian 16-bit field */
 static unsigned be16(const unsigned char *p)
 {
     return (unsigned)p[0] << 8 | p[1];
 }
 
+/* be32 - big-endian 32-bit field */
 static uint32_t be32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -265,6 +269,7 @@ static int answer_ttls(const unsigned char *p, int len, unsigned type, uint32_t 
 
 /* ---- socket watching ---- */
 
+/* sock_find - the live slot watching fd, or NULL (dying slots are not found: the fd may be reused) */
 static struct dns_sock *sock_find(struct dns_resolver *r, int fd)
 {
     for (uint32_t i = 0; i < r->nsocks; i++)
@@ -305,6 +310,7 @@ static void sock_release(struct dns_resolver *r, struct dns_sock *s)
     r->st.polls--;
 }
 
+/* sock_arm - one one-shot poll for what c-ares wants of the socket */
 static void sock_arm(struct dns_resolver *r, struct dns_sock *s)
 {
     struct io_uring_sqe *sqe = ring_sqe(r->ring);
@@ -360,6 +366,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
     /* fewer events than armed: one spurious wake-up at most, cheaper than a remove */
 }
 
+/* dns_on_cqe - a poll came back: let c-ares read or write, re-arm while it still wants the socket */
 void dns_on_cqe(struct dns_resolver *r, uint64_t user_data, int res)
 {
     uint32_t slot = ring_slot_of(user_data), gen = ring_gen_of(user_data);
@@ -392,6 +399,7 @@ void dns_on_cqe(struct dns_resolver *r, uint64_t user_data, int res)
         sock_arm(r, s);
 }
 
+/* dns_tick - retransmissions and timeouts of queries in flight */
 void dns_tick(struct dns_resolver *r, uint64_t now_ms)
 {
     (void)now_ms; /* c-ares keeps its own clock for query deadlines */
@@ -401,6 +409,7 @@ void dns_tick(struct dns_resolver *r, uint64_t now_ms)
 
 /* ---- cache ---- */
 
+/* hash_name - FNV-1a of a normalised domain */
 static uint32_t hash_name(const char *s)
 {
     uint32_t h = 2166136261u;
@@ -409,6 +418,7 @@ static uint32_t hash_name(const char *s)
     return h;
 }
 
+/* cache_find - the entry of a normalised domain, or NULL */
 static struct dns_entry *cache_find(struct dns_resolver *r, const char *name, uint32_t h)
 {
     for (struct dns_entry *e = r->buckets[h & (r->nbuckets - 1)]; e; e = e->hnext)
@@ -417,6 +427,7 @@ static struct dns_entry *cache_find(struct dns_resolver *r, const char *name, ui
     return NULL;
 }
 
+/* age_unlink - take e out of the age list */
 static void age_unlink(struct dns_resolver *r, struct dns_entry *e)
 {
     if (e->older)
@@ -430,6 +441,7 @@ static void age_unlink(struct dns_resolver *r, struct dns_entry *e)
     e->older = e->newer = NULL;
 }
 
+/* age_push - e becomes the youngest entry */
 static void age_push(struct dns_resolver *r, struct dns_entry *e)
 {
     e->older = r->newest;
@@ -457,6 +469,7 @@ static void cache_grow(struct dns_resolver *r)
     r->nbuckets = n;
 }
 
+/* result_clear - forget the hosts and site of the last answer */
 static void result_clear(struct dns_entry *e)
 {
     free(e->hosts);
@@ -466,6 +479,7 @@ static void result_clear(struct dns_entry *e)
     e->nhosts = 0;
 }
 
+/* fetch_free - release the work state of a lookup */
 static void fetch_free(struct dns_fetch *f)
 {
     if (f == NULL)
@@ -505,6 +519,7 @@ static void cache_evict(struct dns_resolver *r, int keep)
     }
 }
 
+/* entry_new - an empty entry for name, room made by evicting the oldest idle one */
 static struct dns_entry *entry_new(struct dns_resolver *r, const char *name, uint32_t h)
 {
     cache_evict(r, r->limit - 1);
@@ -607,6 +622,7 @@ static void entry_finish(struct dns_entry *e, enum dns_status st, uint32_t ttl_m
     cache_evict(r, r->limit); /* what was skipped while the callbacks ran */
 }
 
+/* ares_short - a c-ares status in the words an operator reads in a deferral */
 static const char *ares_short(int status)
 {
     switch (status) {
@@ -698,6 +714,7 @@ static void take_addrs(struct dns_hostq *q, const struct ares_addrinfo *ai)
     q->ttl_ms = ttl;
 }
 
+/* on_addr - getaddrinfo answered for one host of a fetch */
 static void on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 {
     struct dns_hostq *q = arg;
@@ -742,6 +759,7 @@ struct mx_cand {
     int pref;
 };
 
+/* cand_by_pref - qsort order: preference, then name */
 static int cand_by_pref(const void *a, const void *b)
 {
     const struct mx_cand *x = a, *y = b;
@@ -750,6 +768,7 @@ static int cand_by_pref(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* str_by_name - qsort order of name pointers */
 static int str_by_name(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -866,6 +885,7 @@ static void use_implicit_mx(struct dns_resolver *r, struct dns_entry *e, const u
     start_addr_lookups(r, e);
 }
 
+/* on_mx - the MX query answered: MX hosts, implicit MX, or a final status */
 static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     struct dns_entry *e = arg;
@@ -895,6 +915,7 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
 
 /* ---- API ---- */
 
+/* add_waiter - queue a callback on the entry's lookup in flight */
 static void add_waiter(struct dns_entry *e, dns_mx_fn *fn, void *priv)
 {
     struct dns_waiter *w = xmalloc(sizeof(*w));
@@ -921,6 +942,7 @@ static void invalid_name(const char *domain, dns_mx_fn *fn, void *priv)
     fn(priv, &res);
 }
 
+/* dns_resolve_mx - cache hit, join a lookup in flight, or start one */
 void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, void *priv)
 {
     char name[DNS_NAME_MAX + 1];
@@ -957,6 +979,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, v
     ares_query(r->ch, e->domain, ns_c_in, ns_t_mx, on_mx, e);
 }
 
+/* dns_resolver_new - c-ares channel with our socket callback, [dns] servers, timeout and tries */
 struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring *ring, char *err, size_t errlen)
 {
     pthread_once(&ares_once, ares_lib_init);
@@ -1014,6 +1037,7 @@ fail:
     return NULL;
 }
 
+/* dns_resolver_free - destroy the channel (callbacks ignored), then the cache */
 void dns_resolver_free(struct dns_resolver *r)
 {
     if (r == NULL)
@@ -1028,18 +1052,21 @@ void dns_resolver_free(struct dns_resolver *r)
     free(r);
 }
 
+/* dns_resolver_set_cache_limit - change the cache bound, evicting at once if over it */
 void dns_resolver_set_cache_limit(struct dns_resolver *r, int max)
 {
     r->limit = max < 1 ? 1 : max;
     cache_evict(r, r->limit);
 }
 
+/* dns_resolver_stats - copy of the counters */
 void dns_resolver_stats(const struct dns_resolver *r, struct dns_stats *st)
 {
     *st = r->st;
     st->cached = r->count;
 }
 
+/* dns_busy - lookups in flight */
 bool dns_busy(const struct dns_resolver *r)
 {
     return r->inflight > 0;
