@@ -53,38 +53,38 @@ endef
 $(foreach m,$(MODULES),$(eval $(call archive_rule,$(m))))
 
 $(BUILD)/volley: $(MAIN_OBJ) $(ALL_LIBS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 
 $(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/liblib.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 
 # helper programs for tests and benchmarks: bench/tools/x.c and tests/tools/x.c -> build/tools/x
 $(BUILD)/tools/%: bench/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 $(BUILD)/tools/%: tests/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 
 # tests/<module>/test_x.c links that module and the common layer (engine tests link everything)
 $(BUILD)/tests/lib/%: tests/lib/%.c $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 $(BUILD)/tests/queue/%: tests/queue/%.c $(BUILD)/libqueue.a $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 $(BUILD)/tests/throttle/%: tests/throttle/%.c $(BUILD)/libthrottle.a $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 $(BUILD)/tests/templates/%: tests/templates/%.c $(BUILD)/libtemplates.a $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 $(BUILD)/tests/engine/%: tests/engine/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 $(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 
 deps:
 	@scripts/deps.sh

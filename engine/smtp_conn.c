@@ -164,7 +164,7 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (p->egress >= 0 &&
-        bind_egress(fd, w->cfg->egress[p->egress].ip, t->addr.ss_family, p->last_error, sizeof(p->last_error)) < 0) {
+        bind_egress(fd, p->source_ip, t->addr.ss_family, p->last_error, sizeof(p->last_error)) < 0) {
         close(fd);
         return NULL;
     }
@@ -305,7 +305,7 @@ static void msg_note_conn(struct smtp_conn *c, struct msg *m)
     snprintf(m->host, sizeof(m->host), "%s", c->peer);
     snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
     if (c->pool->egress >= 0)
-        snprintf(m->source_ip, sizeof(m->source_ip), "%s", c->w->cfg->egress[c->pool->egress].ip);
+        snprintf(m->source_ip, sizeof(m->source_ip), "%s", c->pool->source_ip);
 }
 
 /* msg_fail_reply - a transaction ends with the server's reply */
@@ -424,21 +424,12 @@ void smtp_conn_quit(struct smtp_conn *c)
     conn_flush(c);
 }
 
-/* ehlo_name - the name this connection's source address announces */
-static const char *ehlo_name(const struct smtp_conn *c)
-{
-    const struct vconfig *cfg = c->w->cfg;
-    if (c->pool->egress >= 0 && cfg->egress[c->pool->egress].ehlo != NULL)
-        return cfg->egress[c->pool->egress].ehlo;
-    return cfg->hostname;
-}
-
 /* send_ehlo - EHLO; everything learned from an earlier EHLO is forgotten */
 static void send_ehlo(struct smtp_conn *c)
 {
     c->caps = 0;
     c->size_limit = 0;
-    conn_cmd(c, EX_EHLO, NULL, "EHLO %s", ehlo_name(c));
+    conn_cmd(c, EX_EHLO, NULL, "EHLO %s", c->pool->ehlo);
 }
 
 /* tls_begin - from here the socket carries TLS records (after 220 to STARTTLS, or at once for port 465) */
@@ -567,7 +558,7 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
         if (smtp_reply_class(r) != 2) {
             if (!c->helo_tried) {
                 c->helo_tried = true;
-                conn_cmd(c, EX_HELO, NULL, "HELO %s", ehlo_name(c));
+                conn_cmd(c, EX_HELO, NULL, "HELO %s", c->pool->ehlo);
                 return;
             }
             snprintf(why, sizeof(why), "EHLO refused: %s", r->text);

@@ -66,7 +66,14 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     struct route_pool *p = xcalloc(1, sizeof(*p));
     pool_make_key(p->key, sizeof(p->key), site, egress, tls, r);
     snprintf(p->site, sizeof(p->site), "%s", site);
-    snprintf(p->limit_key, sizeof(p->limit_key), "%s|%s", site, egress >= 0 ? w->cfg->egress[egress].ip : "");
+    if (egress >= 0) {
+        const struct config_egress *e = &w->cfg->egress[egress];
+        snprintf(p->source_ip, sizeof(p->source_ip), "%s", e->ip);
+        snprintf(p->ehlo, sizeof(p->ehlo), "%s", e->ehlo ? e->ehlo : w->cfg->hostname);
+    } else {
+        snprintf(p->ehlo, sizeof(p->ehlo), "%s", w->cfg->hostname);
+    }
+    snprintf(p->limit_key, sizeof(p->limit_key), "%s|%s", site, p->source_ip);
     p->route = r;
     p->egress = egress;
     p->tls = tls;

@@ -372,8 +372,15 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     case DNS_NULL_MX:
         worker_finish_msg(w, m, Q_BOUNCED, 556, "5.1.10", r->error);
         return;
-    case DNS_TEMPFAIL:
     case DNS_NO_ADDRESS:
+        if (r->implicit_mx) {
+            /* no MX and the domain itself has no address: nowhere to deliver, as Postfix decides too */
+            worker_finish_msg(w, m, Q_BOUNCED, 550, "5.1.2", r->error);
+            return;
+        }
+        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", r->error);
+        return;
+    case DNS_TEMPFAIL:
         worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", r->error);
         return;
     case DNS_OK:
@@ -660,12 +667,53 @@ static void stop_step(struct worker *w, uint64_t now)
         quit_idle(w);
     bool recorded = w->out_len == 0 && w->batches_outstanding == 0;
     /* outcomes get a little longer than the connections: they are what makes the work count */
-    if ((open == 0 && recorded) || now >= w->stop_deadline_ms + 5000) {
+    /* messages waiting for DNS are released by on_mx when the answer comes (bounded by the DNS timeout) */
+    if ((open == 0 && recorded && w->dns_waiting == 0) || now >= w->stop_deadline_ms + 5000) {
         if (!recorded)
             log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",
                       w->out_len + w->batches_outstanding);
         w->done = true;
     }
+}
+
+/* ---- reload ---- */
+
+/*
+ * worker_apply_config - SIGHUP: limits, routes, TLS policy, egress and DKIM
+ * keys take effect for new work; open connections stay open and finish on
+ * the pools they belong to. The old config is not freed (pools keep
+ * pointers into it); the main thread keeps every version until exit.
+ */
+static void worker_apply_config(struct worker *w, struct vconfig *nc)
+{
+    char err[512];
+    if (nc->ndkim > 0) {
+        struct dkim_signer *d = dkim_signer_new(nc, err, sizeof(err));
+        if (d == NULL) {
+            log_error("reload: keeping the previous DKIM keys: %s", err);
+        } else {
+            if (w->dkim)
+                dkim_signer_free(w->dkim);
+            w->dkim = d;
+        }
+    } else if (w->dkim != NULL) {
+        dkim_signer_free(w->dkim);
+        w->dkim = NULL;
+    }
+    if (worker_needs_verify(nc)) {
+        SSL_CTX *v = tls_client_ctx_new(1, nc->tls_ca_file, err, sizeof(err));
+        if (v == NULL) {
+            log_error("reload: keeping the previous CA store: %s", err);
+        } else {
+            /* open sessions hold their own reference to the old context */
+            if (w->tls_ctx_verify)
+                tls_ctx_free(w->tls_ctx_verify);
+            w->tls_ctx_verify = v;
+        }
+    }
+    w->cfg = nc;
+    if (w->idx == 0)
+        log_info("configuration reloaded from %s", nc->path);
 }
 
 /* ---- loop ---- */
@@ -708,6 +756,9 @@ void worker_run(struct worker *w)
     log_set_thread_tag(tag);
     while (!w->done) {
         uint64_t now = worker_now_ms();
+        struct vconfig *nc = atomic_exchange(&w->new_cfg, NULL);
+        if (nc != NULL)
+            worker_apply_config(w, nc);
         if (!w->stopping && atomic_load(w->stop)) {
             w->stopping = true;
             w->stop_deadline_ms = now + (uint64_t)w->cfg->shutdown_ms;
@@ -744,6 +795,8 @@ void worker_run(struct worker *w)
         w->stop_deadline_ms = worker_now_ms() + 2000;
         while (!w->done) {
             uint64_t now = worker_now_ms();
+            if (w->dns != NULL)
+                dns_tick(w->dns, now);
             pool_tick(w, now);
             redis_link_flush(w);
             stop_step(w, now);

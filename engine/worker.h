@@ -156,6 +156,8 @@ struct route_pool {
     struct pool_target targets[POOL_MAX_TARGETS];
     int ntargets;
     char limit_key[400]; /* site|source ip: the process-wide connection count */
+    char source_ip[48];  /* copied at creation: a reloaded config may renumber [egress] */
+    char ehlo[256];      /* EHLO name for this pool's connections */
     struct msg *qhead, *qtail;
     int qlen;
     struct smtp_conn *conns;
@@ -208,6 +210,7 @@ struct outcome_batch {
 struct worker {
     int idx;
     const struct vconfig *cfg;
+    _Atomic(struct vconfig *) new_cfg; /* SIGHUP: the main thread hands over a reloaded config */
     struct q_keys keys;
     char consumer[300];
     bool exit_when_idle;

@@ -27,17 +27,56 @@
 #include "lib/log.h"
 
 static atomic_int worker_stop_flag;
+static atomic_int worker_reload_flag;
+static atomic_int worker_running;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    atomic_store(&worker_stop_flag, 1);
+    if (sig == SIGHUP)
+        atomic_store(&worker_reload_flag, 1);
+    else
+        atomic_store(&worker_stop_flag, 1);
 }
 
 static void *worker_thread(void *arg)
 {
     worker_run(arg);
+    atomic_fetch_sub(&worker_running, 1);
     return NULL;
+}
+
+/*
+ * reload - SIGHUP: read the file again; on success every thread switches to
+ * it at its next loop turn. Settings that shape the process itself (threads,
+ * Redis address and prefix, DNS servers) need a restart; a reload keeps them.
+ */
+static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, struct worker *ws, int n)
+{
+    char err[512];
+    struct vconfig *nc = xcalloc(1, sizeof(*nc));
+    if (config_load(nc, cur->path, err, sizeof(err)) < 0) {
+        log_error("reload failed, keeping the running configuration: %s", err);
+        config_free(nc);
+        free(nc);
+        return;
+    }
+    nc->threads = cur->threads;
+    if (strcmp(nc->redis_host, cur->redis_host) != 0 || nc->redis_port != cur->redis_port ||
+        strcmp(nc->redis_prefix, cur->redis_prefix) != 0 || nc->redis_db != cur->redis_db)
+        log_warn("reload: [redis] changes need a restart; still using %s:%d prefix %s", cur->redis_host,
+                 cur->redis_port, cur->redis_prefix);
+    /* keep what the running threads were built with */
+    free(nc->redis_host);
+    nc->redis_host = xstrdup(cur->redis_host);
+    nc->redis_port = cur->redis_port;
+    nc->redis_db = cur->redis_db;
+    free(nc->redis_prefix);
+    nc->redis_prefix = xstrdup(cur->redis_prefix);
+    log_set_level((enum log_level)nc->log_level);
+    *all = xrealloc(*all, (size_t)(*nall + 1) * sizeof(**all));
+    (*all)[(*nall)++] = nc;
+    for (int i = 0; i < n; i++)
+        atomic_store(&ws[i].new_cfg, nc);
 }
 
 static void worker_usage(FILE *f)
@@ -48,7 +87,9 @@ static void worker_usage(FILE *f)
                "                       (deferred jobs waiting in the retry set do not count)\n"
                "      --threads N      worker threads (overrides [worker] threads)\n"
                "  -h, --help           this help\n"
-               "SIGTERM/SIGINT finish the transactions in flight, record them and exit 0.\n");
+               "SIGTERM/SIGINT finish the transactions in flight, record them and exit 0.\n"
+               "SIGHUP reloads the configuration (limits, routes, TLS, egress, DKIM) without\n"
+               "dropping open connections; threads, [redis] and [dns] need a restart.\n");
 }
 
 /* probe_io_uring - fail early and clearly where io_uring is missing or disabled */
@@ -141,6 +182,7 @@ int cmd_worker_main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
@@ -158,10 +200,27 @@ int cmd_worker_main(int argc, char **argv)
     if (rc == 0) {
         log_info("volley worker %s: %d threads, redis %s:%d prefix %s", cfg.name, cfg.threads, cfg.redis_host,
                  cfg.redis_port, cfg.redis_prefix);
+        atomic_store(&worker_running, started);
         for (int i = 0; i < started; i++)
             pthread_create(&tids[i], NULL, worker_thread, &ws[i]);
+        struct vconfig **olds = NULL;
+        int nolds = 0;
+        const struct vconfig *cur = &cfg;
+        while (atomic_load(&worker_running) > 0) {
+            if (atomic_exchange(&worker_reload_flag, 0)) {
+                reload(cur, &olds, &nolds, ws, started);
+                if (nolds > 0)
+                    cur = olds[nolds - 1];
+            }
+            usleep(50 * 1000);
+        }
         for (int i = 0; i < started; i++)
             pthread_join(tids[i], NULL);
+        for (int i = 0; i < nolds; i++) {
+            config_free(olds[i]);
+            free(olds[i]);
+        }
+        free(olds);
     }
     double secs = (double)(clock_mono_us() - t0) / 1e6;
     unsigned long d = 0, df = 0, b = 0, f = 0;
