@@ -415,7 +415,7 @@ static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, st
         verdict(v, THR_DEFER, pr->mode_until_ms, "suspension of IP %s for provider %s (%.60s)", ip, pn, pr->reply);
         return true;
     }
-    if (pr->capped_day == pr->day) {
+    if (pr->capped_day == pr->day && pr->tokens == 0) { /* slots already counted are still spent */
         if (pr->capped_warm) {
             int64_t wday;
             warm_cap(t, pr->ip, pr->day, &wday);

@@ -1,0 +1,262 @@
+/*
+ * NAME
+ *   test_gcra - fleet-wide limits against a real redis-server: message rate,
+ *   connection leases (and a worker that dies), daily cap
+ * DESCRIPTION
+ *   Several throttle instances on one Redis are several workers of a fleet.
+ *   Time is injected (now_ms of every call), so 10 simulated seconds take a
+ *   fraction of a real one and the assertions do not depend on the machine.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tests/throttle/thr_harness.h"
+
+#define T0 1795000000000ULL /* a wall-clock ms (2026-11-18), a multiple of 10 s */
+
+static struct th_redis redis;
+
+static int setup(void **state)
+{
+    (void)state;
+    th_redis_start(&redis);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    th_redis_stop(&redis);
+    return 0;
+}
+
+/*
+ * Three workers with unbounded demand share "rate = 50/s" for 10 s: in every
+ * 1-second window (sliding, 1 ms steps) at most 55 go out, and on average
+ * at least 45/s: the limit is respected and used.
+ */
+static void test_rate_three_workers(void **state)
+{
+    (void)state;
+    th_flush(&redis);
+    struct thr_config *tc = th_config("[throttle]\nlease_tokens = 10\nlease_horizon_ms = 1000\n"
+                                      "[provider gmail]\nrate = 50/s\n");
+    int gmail = th_provider(tc, "gmail");
+    const char *ips[] = {"10.0.0.1"};
+    struct th_worker w[3];
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "w%d", i);
+        th_worker_init(&w[i], &redis, tc, id, ips, 1);
+    }
+    enum { MS = 10000 };
+    static int sent[MS];
+    memset(sent, 0, sizeof(sent));
+    long per_worker[3] = {0};
+    unsigned long msgs = 0;
+    for (int ms = 0; ms < MS; ms++) {
+        uint64_t now = T0 + (uint64_t)ms;
+        for (int i = 0; i < 3; i++) {
+            struct thr_verdict v;
+            int rc;
+            while ((rc = thr_admit(w[i].t, gmail, 0, now, &v)) == 0) {
+                sent[ms]++;
+                per_worker[i]++;
+                msgs++;
+            }
+            assert_int_equal(rc, -EAGAIN);
+            assert_int_equal(v.kind, THR_WAIT); /* a rate limit only delays, briefly */
+            assert_true(v.until_ms >= now);
+            assert_non_null(strstr(v.limit, "gmail"));
+            thr_tick(w[i].t, now);
+            if (ms % 3 == i) /* replies arrive a few ms later, not in step */
+                th_pump(&w[i]);
+        }
+    }
+    long total = 0, maxwin = 0, win = 0;
+    for (int ms = 0; ms < MS; ms++) {
+        total += sent[ms];
+        win += sent[ms];
+        if (ms >= 1000)
+            win -= sent[ms - 1000];
+        if (win > maxwin)
+            maxwin = win;
+    }
+    printf("    rate 50/s, 3 workers, 10 s: %ld sent (%ld/%ld/%ld), max in any 1 s window %ld\n", total, per_worker[0],
+           per_worker[1], per_worker[2], maxwin);
+    assert_true(maxwin <= 55);
+    assert_true(total >= 450);
+    for (int i = 0; i < 3; i++)
+        assert_true(per_worker[i] > 0); /* every worker gets a share */
+    unsigned long cmds = 0;
+    for (int i = 0; i < 3; i++) {
+        cmds += thr_commands(w[i].t);
+        th_worker_free(&w[i]);
+    }
+    printf("    redis commands per message: %.3f\n", (double)cmds / (double)msgs);
+    thr_config_free(tc);
+}
+
+/* held_total - connections acquired and not released, over all workers */
+static int held_total(const int *held, int n)
+{
+    int s = 0;
+    for (int i = 0; i < n; i++)
+        s += held[i];
+    return s;
+}
+
+/*
+ * Connection limit 5 across 3 workers: never more than 5 held at once (our
+ * count and the Redis set agree). A worker that dies stops renewing; within
+ * lease_ms its leases expire and the others take its share.
+ */
+static void test_connections_and_death(void **state)
+{
+    (void)state;
+    th_flush(&redis);
+    struct thr_config *tc = th_config("[throttle]\nlease_ms = 3000\n"
+                                      "[provider gmail]\nconnections = 5\nnew_connections = 0\n");
+    int gmail = th_provider(tc, "gmail");
+    const char *ips[] = {"10.0.0.1"};
+    struct th_worker w[3];
+    int held[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "w%d", i);
+        th_worker_init(&w[i], &redis, tc, id, ips, 1);
+    }
+    uint64_t now = T0;
+    /* everybody wants 4 connections; each releases one now and then */
+    for (int step = 0; step < 2000; step++, now += 5) {
+        for (int i = 0; i < 3; i++) {
+            struct thr_verdict v;
+            if (held[i] < 4 && thr_conn_acquire(w[i].t, gmail, 0, now, &v) == 0)
+                held[i]++;
+            if (step % 97 == i * 13 && held[i] > 0) {
+                thr_conn_release(w[i].t, gmail, 0);
+                held[i]--;
+            }
+            thr_tick(w[i].t, now);
+            th_pump(&w[i]);
+            assert_true(held_total(held, 3) <= 5);
+            assert_true(th_int(&redis, "ZCOUNT vt:thr:conn:gmail:10.0.0.1 (%llu +inf", (unsigned long long)now) <= 5);
+        }
+    }
+    assert_int_equal(held_total(held, 3), 5); /* the limit is used */
+    /* worker 0 grabs what it can, then dies holding it */
+    int dead_held = held[0];
+    for (int i = 1; i < 3; i++)
+        while (held[i] > 0) {
+            thr_conn_release(w[i].t, gmail, 0);
+            held[i]--;
+        }
+    th_pump(&w[1]);
+    th_pump(&w[2]);
+    for (int k = 0; k < 400 && held[0] < 5; k++, now += 5) {
+        struct thr_verdict v;
+        if (thr_conn_acquire(w[0].t, gmail, 0, now, &v) == 0)
+            held[0]++;
+        thr_tick(w[0].t, now);
+        th_pump(&w[0]);
+    }
+    dead_held = held[0];
+    assert_true(dead_held >= 3);
+    th_worker_kill(&w[0]);
+    held[0] = 0;
+    uint64_t died = now;
+    /* the others cannot exceed the 5 - dead_held left while the leases live */
+    uint64_t got_all = 0;
+    for (; now < died + 6000; now += 10) {
+        for (int i = 1; i < 3; i++) {
+            struct thr_verdict v;
+            if (held[i] < 5 && thr_conn_acquire(w[i].t, gmail, 0, now, &v) == 0)
+                held[i]++;
+            thr_tick(w[i].t, now);
+            th_pump(&w[i]);
+        }
+        /* its leases were renewed at most lease_ms / 3 before it died: they live 2/3 of lease_ms at least */
+        if (now < died + 1900)
+            assert_true(held[1] + held[2] <= 5 - dead_held);
+        if (got_all == 0 && held[1] + held[2] == 5)
+            got_all = now;
+        assert_true(held[1] + held[2] <= 5);
+    }
+    printf("    dead worker held %d; survivors had all 5 after %llu ms (lease_ms 3000)\n", dead_held,
+           (unsigned long long)(got_all - died));
+    assert_true(got_all != 0 && got_all - died <= 3000 + 600);
+    for (int i = 0; i < 3; i++) {
+        w[i].dead = 0;
+        th_worker_free(&w[i]);
+    }
+    thr_config_free(tc);
+}
+
+/*
+ * Daily cap 300 with a 10-second day: exactly 300 go out that day across
+ * three workers; the rest are deferred to the next day with the cap named;
+ * after the boundary mail flows again.
+ */
+static void test_daily_cap(void **state)
+{
+    (void)state;
+    th_flush(&redis);
+    struct thr_config *tc = th_config("[throttle]\nday_seconds = 10\nlease_tokens = 40\n"
+                                      "[provider gmail]\nrate = 0\ndaily_cap = 300\n");
+    int gmail = th_provider(tc, "gmail");
+    const char *ips[] = {"10.0.0.1"};
+    struct th_worker w[3];
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "w%d", i);
+        th_worker_init(&w[i], &redis, tc, id, ips, 1);
+    }
+    long sent_day1 = 0, sent_day2 = 0, deferred = 0;
+    uint64_t day_end = T0 + 10000;
+    for (uint64_t now = T0; now < T0 + 12000; now += 10) {
+        for (int i = 0; i < 3; i++) {
+            for (int m = 0; m < 5; m++) { /* 5 messages per worker per 10 ms: 1500/s wanted */
+                struct thr_verdict v;
+                int rc = thr_admit(w[i].t, gmail, 0, now, &v);
+                if (rc == 0) {
+                    if (now < day_end)
+                        sent_day1++;
+                    else
+                        sent_day2++;
+                    continue;
+                }
+                if (v.kind == THR_DEFER) {
+                    /* deferred to the end of the current day, both days */
+                    assert_int_equal(v.until_ms, now < day_end ? day_end : day_end + 10000);
+                    if (now < day_end)
+                        deferred++;
+                    assert_string_equal(v.limit, "daily cap of IP 10.0.0.1 for provider gmail (300)");
+                }
+            }
+            thr_tick(w[i].t, now);
+            th_pump(&w[i]);
+        }
+    }
+    printf("    day 1: %ld sent, %ld deferred to the next day; day 2 (first 2 s): %ld sent\n", sent_day1, deferred,
+           sent_day2);
+    assert_int_equal(sent_day1, 300);
+    assert_true(deferred > 0);
+    assert_true(sent_day2 > 0);
+    assert_int_equal(th_int(&redis, "GET vt:thr:day:%llu:gmail:10.0.0.1", (unsigned long long)(T0 / 10000)), 300);
+    for (int i = 0; i < 3; i++)
+        th_worker_free(&w[i]);
+    thr_config_free(tc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rate_three_workers),
+        cmocka_unit_test(test_connections_and_death),
+        cmocka_unit_test(test_daily_cap),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

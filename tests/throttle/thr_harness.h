@@ -1,0 +1,295 @@
+/*
+ * NAME
+ *   thr_harness - a throwaway redis-server and simulated workers for the throttle tests
+ * SYNOPSIS
+ *   struct th_redis r; th_redis_start(&r);
+ *   struct th_worker w; th_worker_init(&w, &r, tc, "w1", ips, nips);   // a throttle with its own command queue
+ *   thr_admit(w.t, ...); th_pump(&w);       // run the queued commands on Redis, deliver the replies
+ *   th_worker_kill(&w);                      // a worker that dies: its commands are never run
+ *   th_redis_stop(&r);
+ * DESCRIPTION
+ *   Header-only (each test binary links throttle + lib only). The io given
+ *   to the throttle queues commands; th_pump executes them in order on a
+ *   blocking hiredis connection and calls the callbacks afterwards, as the
+ *   engine's ring would in a later loop pass. Several th_workers on one
+ *   server are several workers of a fleet. Harness failures abort the run.
+ */
+#ifndef VOLLEY_TESTS_THROTTLE_THR_HARNESS_H
+#define VOLLEY_TESTS_THROTTLE_THR_HARNESS_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lib/alloc.h"
+#include "lib/config.h"
+#include "throttle/throttle.h"
+
+struct th_redis {
+    pid_t pid;
+    int port;
+    char dir[64];
+    redisContext *c;
+};
+
+static __attribute__((unused)) void th_die(const char *what)
+{
+    fprintf(stderr, "throttle harness: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static __attribute__((unused)) int th_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(s, (struct sockaddr *)&a, &l) < 0)
+        th_die("free port");
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static __attribute__((unused)) void th_redis_start(struct th_redis *h)
+{
+    snprintf(h->dir, sizeof(h->dir), "/tmp/volley-thrtest-XXXXXX");
+    if (mkdtemp(h->dir) == NULL)
+        th_die("mkdtemp");
+    h->port = th_free_port();
+    char port[16];
+    snprintf(port, sizeof(port), "%d", h->port);
+    h->pid = fork();
+    if (h->pid < 0)
+        th_die("fork");
+    if (h->pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+               "no", "--dir", h->dir, (char *)NULL);
+        _exit(127);
+    }
+    struct timeval tv = {1, 0};
+    for (int i = 0; i < 200; i++) {
+        h->c = redisConnectWithTimeout("127.0.0.1", h->port, tv);
+        if (h->c != NULL && h->c->err == 0) {
+            redisReply *r = redisCommand(h->c, "PING");
+            if (r != NULL && r->type == REDIS_REPLY_STATUS) {
+                freeReplyObject(r);
+                return;
+            }
+            if (r)
+                freeReplyObject(r);
+        }
+        if (h->c)
+            redisFree(h->c);
+        h->c = NULL;
+        usleep(25000);
+    }
+    errno = ETIMEDOUT;
+    th_die("redis-server did not start");
+}
+
+static __attribute__((unused)) void th_redis_stop(struct th_redis *h)
+{
+    if (h->c)
+        redisFree(h->c);
+    h->c = NULL;
+    if (h->pid > 0) {
+        kill(h->pid, SIGKILL);
+        waitpid(h->pid, NULL, 0);
+        h->pid = 0;
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", h->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "throttle harness: could not remove %s\n", h->dir);
+}
+
+static __attribute__((unused)) void th_flush(struct th_redis *h)
+{
+    redisReply *r = redisCommand(h->c, "FLUSHALL");
+    if (r == NULL)
+        th_die("FLUSHALL");
+    freeReplyObject(r);
+}
+
+/* th_int - a command whose reply is an integer (or a number in a string; nil is 0) */
+static __attribute__((unused)) long long th_int(struct th_redis *h, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(h->c, fmt, ap);
+    va_end(ap);
+    if (r == NULL)
+        th_die("command");
+    long long v = 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    freeReplyObject(r);
+    return v;
+}
+
+struct th_cmd {
+    struct th_cmd *next;
+    int argc;
+    char **argv;
+    size_t *lens;
+    thr_reply_fn *fn;
+    void *priv;
+};
+
+struct th_worker {
+    struct th_redis *r;
+    struct throttle *t;
+    struct th_cmd *head, *tail;
+    unsigned long ncmds;
+    int dead;
+};
+
+static __attribute__((unused)) void th_io_cmd(void *ctx, int argc, const char **argv, const size_t *lens,
+                                              thr_reply_fn *fn, void *priv)
+{
+    struct th_worker *w = ctx;
+    struct th_cmd *c = xcalloc(1, sizeof(*c));
+    c->argc = argc;
+    c->argv = xcalloc((size_t)argc, sizeof(char *));
+    c->lens = xcalloc((size_t)argc, sizeof(size_t));
+    for (int i = 0; i < argc; i++) {
+        c->argv[i] = xmemdup(argv[i], lens[i] + 1);
+        c->lens[i] = lens[i];
+    }
+    c->fn = fn;
+    c->priv = priv;
+    if (w->tail)
+        w->tail->next = c;
+    else
+        w->head = c;
+    w->tail = c;
+    w->ncmds++;
+}
+
+static __attribute__((unused)) void th_cmd_free(struct th_cmd *c)
+{
+    for (int i = 0; i < c->argc; i++)
+        free(c->argv[i]);
+    free(c->argv);
+    free(c->lens);
+    free(c);
+}
+
+/* th_pump - run every queued command (and those queued by the callbacks) */
+static __attribute__((unused)) void th_pump(struct th_worker *w)
+{
+    while (w->head && !w->dead) {
+        struct th_cmd *c = w->head;
+        w->head = c->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        redisReply *rep = redisCommandArgv(w->r->c, c->argc, (const char **)c->argv, c->lens);
+        if (rep == NULL)
+            th_die("redisCommandArgv");
+        if (c->fn)
+            c->fn(c->priv, rep);
+        freeReplyObject(rep);
+        th_cmd_free(c);
+    }
+}
+
+/* th_fail_all - the link dropped: every pending callback gets NULL */
+static __attribute__((unused)) void th_fail_all(struct th_worker *w)
+{
+    while (w->head) {
+        struct th_cmd *c = w->head;
+        w->head = c->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        if (c->fn)
+            c->fn(c->priv, NULL);
+        th_cmd_free(c);
+    }
+}
+
+static __attribute__((unused)) void th_worker_init(struct th_worker *w, struct th_redis *r, const struct thr_config *tc,
+                                                   const char *id, const char *const *ips, int nips)
+{
+    memset(w, 0, sizeof(*w));
+    w->r = r;
+    struct thr_io io = {.cmd = th_io_cmd, .ctx = w};
+    w->t = thr_new(tc, "vt", &io, id, ips, nips);
+    th_pump(w); /* warm-up dates */
+}
+
+/* th_worker_kill - the process died: nothing it queued reaches Redis, it never calls again */
+static __attribute__((unused)) void th_worker_kill(struct th_worker *w)
+{
+    w->dead = 1;
+}
+
+static __attribute__((unused)) void th_worker_free(struct th_worker *w)
+{
+    thr_free(w->t);
+    w->dead = 0;
+    th_fail_all(w); /* frees the throttle when its last callback ran */
+}
+
+/* th_config - a throttle config from volley.conf text; aborts on error (use th_config_err to test errors) */
+static __attribute__((unused)) struct thr_config *th_config(const char *text)
+{
+    struct vconfig cfg;
+    char err[512];
+    config_defaults(&cfg);
+    cfg.path = xstrdup("test.conf");
+    if (config_parse_string(&cfg, "test.conf", text, err, sizeof(err)) < 0) {
+        fprintf(stderr, "config: %s\n", err);
+        exit(1);
+    }
+    struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
+    if (tc == NULL) {
+        fprintf(stderr, "thr_config_load: %s\n", err);
+        exit(1);
+    }
+    config_free(&cfg);
+    return tc;
+}
+
+/* th_config_err - NULL when the text is accepted, else the error text (static buffer) */
+static __attribute__((unused)) const char *th_config_err(const char *text)
+{
+    static char err[512];
+    struct vconfig cfg;
+    config_defaults(&cfg);
+    cfg.path = xstrdup("test.conf");
+    if (config_parse_string(&cfg, "test.conf", text, err, sizeof(err)) < 0) {
+        config_free(&cfg);
+        return err;
+    }
+    struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
+    config_free(&cfg);
+    if (tc == NULL)
+        return err;
+    thr_config_free(tc);
+    return NULL;
+}
+
+/* th_provider - index of a provider by name, or abort */
+static __attribute__((unused)) int th_provider(const struct thr_config *tc, const char *name)
+{
+    for (int i = 0; i < thr_config_nproviders(tc); i++)
+        if (strcmp(thr_config_provider_name(tc, i), name) == 0)
+            return i;
+    fprintf(stderr, "no provider %s\n", name);
+    exit(1);
+}
+
+#endif
