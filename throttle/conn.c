@@ -62,6 +62,7 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     uint64_t retry = (uint64_t)thr_reply_num(r, 2), until = (uint64_t)thr_reply_num(r, 4);
     if ((uint32_t)(arg >> 32) == pr->epoch)
         thr_pair_adopt_mode(t, pr, mode, until, reply);
+    pr->known = true;
     uint32_t seq = (uint32_t)arg;
     if (thr_reply_num(r, 0) == 1) {
         if (pr->grant != 0) /* cannot happen: one request at a time */

@@ -7,11 +7,13 @@
  *     p:thr:day:<day>:<pair>     messages leased on that day (INCRBY with cap check), PX 2 days
  *     p:thr:conn:<pair>          zset of connection leases: member = lease id, score = expiry (ms)
  *     p:thr:newconn:<pair>       GCRA time of the new-connection rate
- *     p:thr:backoff:<pair>       hash mode (backoff|suspend), until, since, reply, clean; PEXPIREAT until
+ *     p:thr:backoff:<pair>       hash mode (backoff|suspend), until, since, reply, clean; expires with the state
  *     p:thr:status:<pair>        hash shown by `volley status`
  *     p:thr:pairs                set of pairs that have a status
  *     p:thr:warmup               hash IP -> warm-up start date (volley warmup start)
- *   Every key a script touches is passed in KEYS. Scripts take the caller's
+ *   Every key a script touches is passed in KEYS. Expiries are relative
+ *   (PX, PEXPIRE), never absolute: the values inside carry the caller's
+ *   times and are compared with the caller's clock. Scripts take the caller's
  *   clock (wall-clock, NTP-synchronised across the fleet) rather than TIME,
  *   so tests can drive them with an injected clock.
  *
@@ -159,7 +161,7 @@ static const char thr_lua_backoff[] =
     "  if cm == mode and cu > untl then untl = cu end\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'mode', mode, 'until', untl, 'since', now, 'reply', ARGV[4], 'clean', 0)\n"
-    "redis.call('PEXPIREAT', KEYS[1], untl)\n"
+    "redis.call('PEXPIRE', KEYS[1], math.max(1, untl - now))\n"
     "redis.call('HSET', KEYS[2], 'last_mode', mode, 'last_until', untl, 'last_reply', ARGV[4], 'last_since', now)\n"
     "redis.call('SADD', KEYS[3], ARGV[5])\n"
     "return {mode, untl}\n";

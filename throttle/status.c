@@ -54,13 +54,17 @@ static int cmp_str(const void *a, const void *b)
 
 int thr_status_print(redisContext *c, const char *prefix, FILE *out)
 {
+    return thr_status_fprint(c, prefix, clock_wall_ms(), out);
+}
+
+int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *out)
+{
     redisReply *set = redisCommand(c, "SMEMBERS %s:thr:pairs", prefix);
     if (set == NULL || set->type != REDIS_REPLY_ARRAY) {
         if (set)
             freeReplyObject(set);
         return -EIO;
     }
-    uint64_t now = clock_wall_ms();
     fprintf(out, "throttle (per provider and source IP):\n");
     if (set->elements == 0)
         fprintf(out, "  nothing sent through the throttle yet\n");

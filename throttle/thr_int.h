@@ -28,6 +28,7 @@
 #define THR_RETRY_MS       250  /* after a failed Redis call */
 #define THR_WARM_RELOAD_MS 60000
 #define THR_NSCRIPTS_MAX   8
+#define THR_POLL_MS        1000
 
 /* a rate: one token every interval_us; 0 = unlimited */
 struct thr_rate {
@@ -105,6 +106,9 @@ struct thr_pair {
     char k_rate[THR_KEY_MAX], k_conn[THR_KEY_MAX], k_newconn[THR_KEY_MAX], k_backoff[THR_KEY_MAX],
         k_status[THR_KEY_MAX];
     uint64_t last_demand_ms;
+    bool known;        /* a reply told us the fleet's backoff state for this pair */
+    bool poll_pending; /* pairs that never lease (no rate, no cap) poll that state */
+    uint64_t poll_at_ms;
     /* rate slots */
     struct thr_lease lease[THR_LEASES];
     int lhead, ln;

@@ -363,6 +363,7 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     uint64_t until = (uint64_t)thr_reply_num(r, 6);
     if ((uint32_t)arg == pr->epoch)
         thr_pair_adopt_mode(t, pr, mode, until, reply);
+    pr->known = true;
     if ((int64_t)(uint32_t)(arg >> 32) != (int64_t)(uint32_t)pr->day)
         return; /* the day turned while we asked: those slots count for the old day */
     if (strcmp(why, "cap_ip") == 0 || strcmp(why, "cap_scope") == 0) {
@@ -391,6 +392,39 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     l->left = k;
     pr->ln++;
     pr->tokens += k;
+}
+
+static void on_poll(struct throttle *t, int pair, uint64_t arg, redisReply *r)
+{
+    struct thr_pair *pr = &t->pairs[pair];
+    pr->poll_pending = false;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        pr->poll_at_ms = t->now_ms + THR_RETRY_MS;
+        return;
+    }
+    char mode[16], until[24], reply[THR_REPLY_MAX];
+    thr_reply_str(r, 0, mode, sizeof(mode));
+    thr_reply_str(r, 1, until, sizeof(until));
+    thr_reply_str(r, 2, reply, sizeof(reply));
+    uint64_t u = strtoull(until, NULL, 10);
+    if (u <= t->now_ms) { /* the key outlives the state in simulated time; the time inside decides */
+        mode[0] = '\0';
+        u = 0;
+    }
+    if ((uint32_t)arg == pr->epoch)
+        thr_pair_adopt_mode(t, pr, mode, u, reply);
+    pr->known = true;
+}
+
+/* pair_poll - read the fleet's backoff state of a pair that has no LEASE calls to carry it */
+static void pair_poll(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
+{
+    if (pr->poll_pending)
+        return;
+    const char *argv[] = {"HMGET", pr->k_backoff, "mode", "until", "reply"};
+    pr->poll_pending = true;
+    pr->poll_at_ms = now_ms + THR_POLL_MS;
+    thr_command(t, 5, argv, on_poll, (int)(pr - t->pairs), pr->epoch);
 }
 
 /* ---- per message ---- */
@@ -445,6 +479,15 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
     if (pair_blocked(t, pr, v))
         return -EAGAIN;
     if (pair_unlimited(t, pr)) {
+        if (!pr->known) {
+            /* do not send into a suspension another worker already saw */
+            pair_poll(t, pr, now_ms);
+            verdict(v, THR_WAIT, now_ms + 5, "fleet state of IP %s for provider %s loading", t->ips[ip],
+                    t->tc->prov[p].name);
+            return -EAGAIN;
+        }
+        if (now_ms >= pr->poll_at_ms)
+            pair_poll(t, pr, now_ms);
         v->kind = THR_SEND;
         return 0;
     }
@@ -487,7 +530,7 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
 static bool pair_ready(const struct throttle *t, const struct thr_pair *pr, uint64_t now_ms)
 {
     if (pair_unlimited(t, pr))
-        return true;
+        return pr->known;
     return pr->tokens > 0 && pr->lease[pr->lhead].next_us <= (double)now_ms * 1000;
 }
 
@@ -513,6 +556,14 @@ int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t 
         if (pair_ready(t, pr, now_ms)) {
             t->rr[p] = (pos + 1) % n;
             return ip;
+        }
+        /* not ready: start its lease now, or a ready IP would take every message and starve it */
+        if (t->warm_loaded && pair_unlimited(t, pr)) {
+            if (!pr->known)
+                pair_poll(t, pr, now_ms);
+        } else if (t->warm_loaded) {
+            pair_expire(pr, (double)now_ms * 1000);
+            pair_refill(t, pr, now_ms);
         }
         if (first_ok < 0) {
             first_ok = ip;

@@ -164,5 +164,7 @@ unsigned long thr_commands(const struct throttle *t);
 int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen);
 /* thr_status_print - (blocking) what `volley status` shows per provider and source IP; 0 or -errno */
 int thr_status_print(redisContext *c, const char *prefix, FILE *out);
+/* thr_status_fprint - the same as seen at now_ms (tests with an injected clock) */
+int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now_ms, FILE *out);
 
 #endif
