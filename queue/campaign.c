@@ -13,6 +13,7 @@
 
 #include "lib/alloc.h"
 #include "queue/resp.h"
+#include "queue/script.h"
 #include "queue/validate.h"
 
 void q_campaign_fetch(struct q_redis *q, const struct q_keys *k, const char *id, size_t idlen, q_reply_fn *fn,
@@ -68,4 +69,69 @@ int q_campaign_parse(const redisReply *r, const char *id, size_t idlen, struct q
 void q_campaign_free(struct q_campaign *c)
 {
     free(c);
+}
+
+/* ARGV: campaign key prefix, ids... A campaign without a state field is active; one without a hash is "" */
+static struct q_script state_script = Q_SCRIPT("local out = {}\n"
+                                               "for i = 2, #ARGV do\n"
+                                               "  local k = ARGV[1] .. ARGV[i]\n"
+                                               "  local ok, s = pcall(redis.call, 'HGET', k, 'state')\n"
+                                               "  if ok and s then out[#out + 1] = s\n"
+                                               "  elseif redis.call('EXISTS', k) == 1 then out[#out + 1] = 'active'\n"
+                                               "  else out[#out + 1] = '' end\n"
+                                               "end\n"
+                                               "return out\n");
+
+void q_campaign_state_fetch(struct q_redis *q, const struct q_keys *k, const char *const *ids, int n, q_reply_fn *fn,
+                            void *priv)
+{
+    if (n > Q_STATE_FETCH_MAX)
+        n = Q_STATE_FETCH_MAX;
+    if (n < 0)
+        n = 0;
+    vbuf *o = q_redis_eval_begin(q, &state_script, 0, 1 + n);
+    q_resp_bulk_str(o, k->campaign);
+    for (int i = 0; i < n; i++)
+        q_resp_bulk(o, ids[i], strnlen(ids[i], Q_CAMPAIGN_ID_MAX - 1));
+    q_redis_eval_end(q, fn, priv);
+}
+
+/* q_camp_state_from - the enum for a state text */
+enum q_camp_state q_camp_state_from(const char *s, size_t n)
+{
+    if (n == 6 && memcmp(s, "active", 6) == 0)
+        return Q_CAMP_ACTIVE;
+    if (n == 6 && memcmp(s, "paused", 6) == 0)
+        return Q_CAMP_PAUSED;
+    if (n == 9 && memcmp(s, "cancelled", 9) == 0)
+        return Q_CAMP_CANCELLED;
+    return Q_CAMP_UNKNOWN;
+}
+
+int q_campaign_state_parse(const redisReply *r, enum q_camp_state *out, int n)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || (int)r->elements != n)
+        return -EPROTO;
+    for (int i = 0; i < n; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        out[i] = q_camp_state_from(e->str, e->len);
+    }
+    return 0;
+}
+
+const char *q_camp_state_name(enum q_camp_state s)
+{
+    switch (s) {
+    case Q_CAMP_ACTIVE:
+        return "active";
+    case Q_CAMP_PAUSED:
+        return "paused";
+    case Q_CAMP_CANCELLED:
+        return "cancelled";
+    case Q_CAMP_UNKNOWN:
+        break;
+    }
+    return "unknown";
 }

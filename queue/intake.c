@@ -13,18 +13,23 @@
  */
 #include "queue/intake.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "queue/resp.h"
 #include "queue/script.h"
 
-/* KEYS: retry, jobs, dead. ARGV: now_ms, limit. */
+/* KEYS: retry, jobs, dead, jobs:high. ARGV: now_ms, limit. A member with "priority" "high" goes back to jobs:high. */
 static struct q_script retry_move_script =
     Q_SCRIPT("local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
              "for _, m in ipairs(due) do\n"
              "  local ok, t = pcall(cmsgpack.unpack, m)\n"
              "  if ok and type(t) == 'table' and #t >= 3 and #t % 2 == 1 then\n"
-             "    redis.call('XADD', KEYS[2], '*', unpack(t, 2))\n"
+             "    local dest = KEYS[2]\n"
+             "    for i = 2, #t - 1, 2 do\n"
+             "      if t[i] == 'priority' and t[i + 1] == 'high' then dest = KEYS[4] end\n"
+             "    end\n"
+             "    redis.call('XADD', dest, '*', unpack(t, 2))\n"
              "  else\n"
              /* a member we cannot decode is kept, not dropped: it goes to the dead-letter stream */
              "    redis.call('XADD', KEYS[3], '*', 'reason', 'malformed retry entry', 'raw', m)\n"
@@ -34,36 +39,157 @@ static struct q_script retry_move_script =
              "return #due\n");
 
 /*
- * KEYS: jobs, retry. ARGV: group.
+ * Marks for the entries an intake script hands out (queue/job.h): the
+ * campaign's state when it is not active, and "suppressed" when the
+ * lower-cased recipient is in the suppression set. One HGET per distinct
+ * campaign and one SMISMEMBER per batch: the worker learns everything it
+ * needs to decide in the same round trip that brought the jobs. Expects
+ * locals supp (key), campp (campaign key prefix), supp_on (boolean).
+ */
+#define Q_LUA_ANNOTATE                                                                                                 \
+    "local states = {}\n"                                                                                              \
+    "local function annotate(entries)\n"                                                                               \
+    "  local tos, idx = {}, {}\n"                                                                                      \
+    "  for i, e in ipairs(entries) do\n"                                                                               \
+    "    local f, marks = e[2], {}\n"                                                                                  \
+    "    if type(f) == 'table' then\n"                                                                                 \
+    "      local to, camp\n"                                                                                           \
+    "      for j = 1, #f - 1, 2 do\n"                                                                                  \
+    "        if f[j] == 'to' then to = f[j + 1] elseif f[j] == 'campaign' then camp = f[j + 1] end\n"                  \
+    "      end\n"                                                                                                      \
+    "      if camp and #camp > 0 and #camp < 128 then\n"                                                               \
+    "        if states[camp] == nil then\n"                                                                            \
+    "          local ok, s = pcall(redis.call, 'HGET', campp .. camp, 'state')\n"                                      \
+    "          states[camp] = (ok and s) or 'active'\n"                                                                \
+    "        end\n"                                                                                                    \
+    "        local s = states[camp]\n"                                                                                 \
+    "        if s == 'paused' or s == 'cancelled' then marks[#marks + 1] = s end\n"                                    \
+    "      end\n"                                                                                                      \
+    "      if supp_on and to and #to > 0 and #to <= 320 then\n"                                                        \
+    "        tos[#tos + 1] = string.lower(to); idx[#idx + 1] = i\n"                                                    \
+    "      end\n"                                                                                                      \
+    "    end\n"                                                                                                        \
+    "    e[3] = marks\n"                                                                                               \
+    "  end\n"                                                                                                          \
+    "  if #tos > 0 then\n"                                                                                             \
+    "    local r = redis.call('SMISMEMBER', supp, unpack(tos))\n"                                                      \
+    "    for j = 1, #r do\n"                                                                                           \
+    "      if r[j] == 1 then local m = entries[idx[j]][3]; m[#m + 1] = 'suppressed' end\n"                             \
+    "    end\n"                                                                                                        \
+    "  end\n"                                                                                                          \
+    "end\n"
+
+/*
+ * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, count, from_pending (1/0), suppress (1/0),
+ * campaign key prefix. The high stream is read first and the bulk stream gets what is left of count, so
+ * transactional mail never waits behind a bulk backlog. A missing group is created (MKSTREAM) on the spot:
+ * the high stream usually appears long after the workers started.
+ */
+static struct q_script read2_script =
+    Q_SCRIPT("local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE
+             "local out, left = {}, tonumber(ARGV[3])\n"
+             "local from = '>'\n"
+             "if ARGV[4] == '1' then from = '0' end\n"
+             "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
+             "  if left > 0 then\n"
+             "    local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, from)\n"
+             "    if type(r) == 'table' and r.err then\n"
+             "      if not string.find(r.err, 'NOGROUP') then return r end\n"
+             "      redis.call('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n"
+             "      r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, from)\n"
+             "    end\n"
+             "    if type(r) == 'table' and r[1] and #r[1][2] > 0 then\n"
+             "      annotate(r[1][2])\n"
+             "      left = left - #r[1][2]\n"
+             "      out[#out + 1] = {s, r[1][2]}\n"
+             "    end\n"
+             "  end\n"
+             "end\n"
+             "return out\n");
+
+/*
+ * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, min_idle_ms, count, suppress (1/0),
+ * campaign prefix, done prefix, stats prefix, claim cursor prefix.
+ * XAUTOCLAIM scans the pending list from a cursor kept in <p>:claim:<stream>, so a long list of busy
+ * entries at its head cannot hide dead ones behind it. A claimed entry whose outcome marker exists was
+ * recorded already (its acknowledgement was lost or it was recorded from elsewhere): it is acknowledged
+ * and deleted here, never handed out. The others are counted per campaign as `reclaimed` (the duplicate
+ * window: a worker may have sent them and died before recording) and handed out.
+ */
+static struct q_script autoclaim_script =
+    Q_SCRIPT("local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE
+             "local out, left = {}, tonumber(ARGV[4])\n"
+             "local donep, stats, curp = ARGV[7], ARGV[8], ARGV[9]\n"
+             "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
+             "  if left > 0 and redis.call('EXISTS', s) == 1 then\n"
+             "    local cur = redis.call('GET', curp .. s) or '0-0'\n"
+             "    local r = redis.pcall('XAUTOCLAIM', s, ARGV[1], ARGV[2], ARGV[3], cur, 'COUNT', left)\n"
+             "    if type(r) == 'table' and r.err then\n"
+             "      if not string.find(r.err, 'NOGROUP') then return r end\n"
+             "    else\n"
+             "      redis.call('SET', curp .. s, r[1])\n"
+             "      local keep = {}\n"
+             "      for _, e in ipairs(r[2]) do\n"
+             "        if redis.call('EXISTS', donep .. e[1]) == 1 then\n"
+             "          redis.call('XACK', s, ARGV[1], e[1]); redis.call('XDEL', s, e[1])\n"
+             "        else\n"
+             "          keep[#keep + 1] = e\n"
+             "          if type(e[2]) == 'table' then\n"
+             "            for j = 1, #e[2] - 1, 2 do\n"
+             "              if e[2][j] == 'campaign' and #e[2][j + 1] > 0 and #e[2][j + 1] < 128 then\n"
+             "                redis.call('HINCRBY', stats .. e[2][j + 1], 'reclaimed', 1)\n"
+             "              end\n"
+             "            end\n"
+             "          end\n"
+             "        end\n"
+             "      end\n"
+             "      if #keep > 0 then\n"
+             "        annotate(keep)\n"
+             "        left = left - #keep\n"
+             "        out[#out + 1] = {s, keep}\n"
+             "      end\n"
+             "    end\n"
+             "  end\n"
+             "end\n"
+             "return out\n");
+
+/*
+ * KEYS: jobs, retry, jobs:high. ARGV: group. Both streams are summed.
  * XINFO GROUPS gives lag and pending. Redis 7 reports lag as nil when
  * deleted entries make it unknowable, which is normal here (every recorded
  * job is XDELed). Then undelivered = XLEN - pending: exact as long as the
  * stream holds only pending and undelivered entries, which is the contract
  * (entries are deleted in the same step that acknowledges them).
  */
-static struct q_script idle_check_script = Q_SCRIPT("local undelivered, pending = 0, 0\n"
-                                                    "local len = redis.call('XLEN', KEYS[1])\n"
-                                                    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-                                                    "  local found = false\n"
-                                                    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
-                                                    "    local h = {}\n"
-                                                    "    for j = 1, #g, 2 do h[g[j]] = g[j + 1] end\n"
-                                                    "    if h['name'] == ARGV[1] then\n"
-                                                    "      found = true\n"
-                                                    "      pending = tonumber(h['pending']) or 0\n"
-                                                    "      local lag = h['lag']\n"
-                                                    "      if type(lag) == 'number' then undelivered = lag\n"
-                                                    "      else undelivered = math.max(len - pending, 0) end\n"
-                                                    "    end\n"
-                                                    "  end\n"
-                                                    "  if not found then undelivered = len end\n"
-                                                    "end\n"
-                                                    "return {undelivered, pending, redis.call('ZCARD', KEYS[2])}\n");
+static struct q_script idle_check_script =
+    Q_SCRIPT("local undelivered, pending = 0, 0\n"
+             "for _, key in ipairs({KEYS[1], KEYS[3]}) do\n"
+             "  local len = redis.call('XLEN', key)\n"
+             "  if redis.call('EXISTS', key) == 1 then\n"
+             "    local found = false\n"
+             "    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do\n"
+             "      local h = {}\n"
+             "      for j = 1, #g, 2 do h[g[j]] = g[j + 1] end\n"
+             "      if h['name'] == ARGV[1] then\n"
+             "        found = true\n"
+             "        local p = tonumber(h['pending']) or 0\n"
+             "        pending = pending + p\n"
+             "        local lag = h['lag']\n"
+             "        if type(lag) == 'number' then undelivered = undelivered + lag\n"
+             "        else undelivered = undelivered + math.max(len - p, 0) end\n"
+             "      end\n"
+             "    end\n"
+             "    if not found then undelivered = undelivered + len end\n"
+             "  end\n"
+             "end\n"
+             "return {undelivered, pending, redis.call('ZCARD', KEYS[2])}\n");
 
 void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn *fn, void *priv)
 {
     const char *argv[] = {"XGROUP", "CREATE", k->jobs, Q_GROUP, "0", "MKSTREAM"};
     q_redis_cmdargv(q, 6, argv, NULL, fn, priv);
+    const char *argvh[] = {"XGROUP", "CREATE", k->jobs_high, Q_GROUP, "0", "MKSTREAM"};
+    q_redis_cmdargv(q, 6, argvh, NULL, fn, priv);
 }
 
 void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int block_ms,
@@ -90,10 +216,11 @@ void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consum
 void q_retry_move(struct q_redis *q, const struct q_keys *k, unsigned long long now_ms, int limit, q_reply_fn *fn,
                   void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &retry_move_script, 3, 2);
+    vbuf *o = q_redis_eval_begin(q, &retry_move_script, 4, 2);
     q_resp_bulk_str(o, k->retry);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->dead);
+    q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_u64(o, now_ms);
     q_resp_bulk_u64(o, limit > 0 ? (uint64_t)limit : 1);
     q_redis_eval_end(q, fn, priv);
@@ -101,9 +228,68 @@ void q_retry_move(struct q_redis *q, const struct q_keys *k, unsigned long long 
 
 void q_idle_check(struct q_redis *q, const struct q_keys *k, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &idle_check_script, 2, 1);
+    vbuf *o = q_redis_eval_begin(q, &idle_check_script, 3, 1);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->retry);
+    q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, Q_GROUP);
+    q_redis_eval_end(q, fn, priv);
+}
+
+/* clamp_count - COUNT for one script call: at least 1, at most Q_INTAKE_MAX_COUNT */
+static uint64_t clamp_count(int count)
+{
+    return count < 1 ? 1 : count > Q_INTAKE_MAX_COUNT ? Q_INTAKE_MAX_COUNT : (uint64_t)count;
+}
+
+void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int from_pending,
+                    int suppress, q_reply_fn *fn, void *priv)
+{
+    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 6);
+    q_resp_bulk_str(o, k->jobs_high);
+    q_resp_bulk_str(o, k->jobs);
+    q_resp_bulk_str(o, k->suppressed);
+    q_resp_bulk_str(o, Q_GROUP);
+    q_resp_bulk_str(o, consumer);
+    q_resp_bulk_u64(o, clamp_count(count));
+    q_resp_bulk_str(o, from_pending ? "1" : "0");
+    q_resp_bulk_str(o, suppress ? "1" : "0");
+    q_resp_bulk_str(o, k->campaign);
+    q_redis_eval_end(q, fn, priv);
+}
+
+void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_reply_fn *fn, void *priv)
+{
+    vbuf *o = q_redis_out(q);
+    q_resp_array(o, 10);
+    q_resp_bulk_str(o, "XREAD");
+    q_resp_bulk_str(o, "COUNT");
+    q_resp_bulk_str(o, "1");
+    q_resp_bulk_str(o, "BLOCK");
+    q_resp_bulk_u64(o, block_ms > 0 ? (uint64_t)block_ms : 1);
+    q_resp_bulk_str(o, "STREAMS");
+    q_resp_bulk_str(o, k->jobs_high);
+    q_resp_bulk_str(o, k->jobs);
+    q_resp_bulk_str(o, "$");
+    q_resp_bulk_str(o, "$");
+    q_redis_expect(q, fn, priv);
+}
+
+void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *consumer, uint64_t min_idle_ms,
+                        int count, int suppress, q_reply_fn *fn, void *priv)
+{
+    vbuf *o = q_redis_eval_begin(q, &autoclaim_script, 3, 9);
+    q_resp_bulk_str(o, k->jobs_high);
+    q_resp_bulk_str(o, k->jobs);
+    q_resp_bulk_str(o, k->suppressed);
+    q_resp_bulk_str(o, Q_GROUP);
+    q_resp_bulk_str(o, consumer);
+    q_resp_bulk_u64(o, min_idle_ms);
+    q_resp_bulk_u64(o, clamp_count(count));
+    q_resp_bulk_str(o, suppress ? "1" : "0");
+    q_resp_bulk_str(o, k->campaign);
+    q_resp_bulk_str(o, k->done);
+    q_resp_bulk_str(o, k->stats);
+    q_resp_bulk_str(o, k->claim);
     q_redis_eval_end(q, fn, priv);
 }

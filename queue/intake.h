@@ -15,7 +15,16 @@
 #include "queue/keys.h"
 #include "queue/redis_codec.h"
 
-/* q_intake_create_group - XGROUP CREATE <jobs> volley 0 MKSTREAM (a BUSYGROUP error reply is fine) */
+#include <stdint.h>
+
+/* jobs handed out by one q_intake_read2 / q_intake_autoclaim call at most */
+#define Q_INTAKE_MAX_COUNT 1000
+
+/*
+ * q_intake_create_group - XGROUP CREATE <jobs> volley 0 MKSTREAM, then the
+ * same for <jobs:high>: fn is called twice, once per reply (a BUSYGROUP
+ * error reply is fine).
+ */
 void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn *fn, void *priv);
 /*
  * q_intake_read - XREADGROUP GROUP volley <consumer> COUNT <count> [BLOCK <block_ms>]
@@ -24,14 +33,49 @@ void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn
 void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int block_ms,
                    int from_pending, q_reply_fn *fn, void *priv);
 /*
+ * q_intake_read2 - the worker's intake: one Lua script that reads up to
+ * count new entries (or, from_pending, this consumer's own pending ones)
+ * from <p>:jobs:high first and from <p>:jobs with what is left of count,
+ * and marks each entry (see q_jobs_parse): "suppressed" when suppress is
+ * set and the recipient is in <p>:suppressed, "paused"/"cancelled" from
+ * the campaign's state. Reply: XREADGROUP shape (high stream first, an
+ * empty array when nothing was read); parse with q_jobs_parse(r, jobs,
+ * max >= count). Scripts cannot block: see q_intake_wait.
+ */
+void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int from_pending,
+                    int suppress, q_reply_fn *fn, void *priv);
+/*
+ * q_intake_wait - XREAD COUNT 1 BLOCK block_ms STREAMS <jobs:high> <jobs> $ $:
+ * returns (any reply, ignore it) as soon as a new entry is added to either
+ * stream, or after block_ms. It consumes nothing; call q_intake_read2 next.
+ * Use it when q_intake_read2 returned nothing and nothing else needs the
+ * connection. An entry added between the empty read and the wait is
+ * noticed only when the wait times out (block_ms later, 1 s in practice).
+ */
+void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_reply_fn *fn, void *priv);
+/*
+ * q_intake_autoclaim - take over jobs idle for at least min_idle_ms in any
+ * consumer's pending list (a dead worker's), both streams, high first, at
+ * most count. Jobs with an outcome marker <p>:done:<id> are acknowledged
+ * and deleted by the script instead of being returned; the others are
+ * counted in <p>:stats:<campaign> `reclaimed` and returned marked like
+ * q_intake_read2 (reply: XREADGROUP shape; parse with q_jobs_parse).
+ * Call it every few seconds (e.g. every claim_idle / 10) per process.
+ */
+void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *consumer, uint64_t min_idle_ms,
+                        int count, int suppress, q_reply_fn *fn, void *priv);
+/*
  * q_retry_move - atomically move up to `limit` deferred jobs due at or
- * before now_ms from <p>:retry back onto <p>:jobs (a Lua script: no two
+ * before now_ms from <p>:retry back onto <p>:jobs (<p>:jobs:high for
+ * jobs that came from it) (a Lua script: no two
  * workers move the same job). Reply: integer, how many moved.
  */
 void q_retry_move(struct q_redis *q, const struct q_keys *k, unsigned long long now_ms, int limit, q_reply_fn *fn,
                   void *priv);
 /*
- * q_idle_check - reply: array of 3 integers {undelivered, pending, retry}:
+ * q_idle_check - reply: array of 3 integers {undelivered, pending, retry}
+ * (the two streams <p>:jobs and <p>:jobs:high summed; held jobs of paused
+ * campaigns are not counted: a paused campaign does not keep a worker busy):
  * entries not yet delivered to the group, entries delivered but not
  * acknowledged (any consumer), and jobs waiting in <p>:retry.
  */

@@ -89,15 +89,54 @@ static int parse_attempt(const redisReply *v, int *out)
     return 0;
 }
 
-/* entry_shape_ok - [id, fields-or-nil] with a sane id: anything else means the reply is not from XREADGROUP */
+/* parse_first_ms - decimal wall-clock ms, at most 15 digits (year 33658) */
+static int parse_first_ms(const char *p, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 15)
+        return -EINVAL;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -EINVAL;
+        x = x * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+/*
+ * entry_shape_ok - [id, fields-or-nil] or [id, fields-or-nil, marks] with a
+ * sane id: anything else means the reply is not from XREADGROUP or our scripts
+ */
 static int entry_shape_ok(const redisReply *e)
 {
-    if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !is_str(e->element[0]))
+    if (e == NULL || e->type != REDIS_REPLY_ARRAY || (e->elements != 2 && e->elements != 3) || !is_str(e->element[0]))
         return 0;
     if (e->element[0]->len == 0 || e->element[0]->len >= Q_ID_MAX)
         return 0;
+    if (e->elements == 3 && e->element[2]->type != REDIS_REPLY_ARRAY)
+        return 0;
     const redisReply *f = e->element[1];
     return f->type == REDIS_REPLY_NIL || f->type == REDIS_REPLY_ARRAY;
+}
+
+/* apply_marks - the third element our intake scripts add */
+static void apply_marks(struct q_job *j, const redisReply *e)
+{
+    if (e->elements != 3)
+        return;
+    const redisReply *m = e->element[2];
+    for (size_t i = 0; i < m->elements; i++) {
+        const redisReply *x = m->element[i];
+        if (!is_str(x))
+            continue;
+        if (field_is(x, "suppressed", 10))
+            j->suppressed = 1;
+        else if (field_is(x, "paused", 6))
+            j->camp_state = Q_CAMP_PAUSED;
+        else if (field_is(x, "cancelled", 9))
+            j->camp_state = Q_CAMP_CANCELLED;
+    }
 }
 
 /* parse_entry - one stream entry as one allocation; never fails, sets error instead */
@@ -108,6 +147,9 @@ static struct q_job *parse_entry(const redisReply *e)
     const char *error = NULL;
     size_t nvars = 0, strbytes = 0;
     int attempt = 1;
+    uint64_t first_ms = 0;
+    /* a stream id starts with the ms it was added: the first attempt of a new job is measured from it */
+    parse_first_ms(id->str, strcspn(id->str, "-"), &first_ms);
 
     if (fl->type == REDIS_REPLY_NIL) {
         error = "entry deleted";
@@ -126,6 +168,9 @@ static struct q_job *parse_entry(const redisReply *e)
             } else if (field_is(k, "attempt", 7)) {
                 if (parse_attempt(v, &attempt) < 0)
                     error = "invalid attempt";
+            } else if (field_is(k, "first_ms", 8)) {
+                if (parse_first_ms(v->str, v->len, &first_ms) < 0)
+                    error = "invalid first_ms";
             } else if (k->len > 4 && memcmp(k->str, "var.", 4) == 0) {
                 if (!q_var_name_valid(k->str + 4, k->len - 4))
                     error = "invalid variable name";
@@ -168,6 +213,7 @@ static struct q_job *parse_entry(const redisReply *e)
     char *s = (char *)(j->vars + nvars);
     j->attempt = attempt;
     j->error = error;
+    j->first_ms = first_ms;
 
     j->campaign = s;
     j->campaign_len = camp ? camp->len : 0;
@@ -209,23 +255,33 @@ int q_jobs_parse(const redisReply *r, struct q_job **out, int max)
         return -EPROTO;
     if (r->type == REDIS_REPLY_NIL)
         return 0;
-    /* [[stream-name, [entry, ...]]]: exactly one stream is read */
     if (r->type != REDIS_REPLY_ARRAY)
         return -EPROTO;
-    if (r->elements == 0)
-        return 0;
-    const redisReply *s = r->element[0];
-    if (r->elements != 1 || s->type != REDIS_REPLY_ARRAY || s->elements != 2 || !is_str(s->element[0]) ||
-        s->element[1]->type != REDIS_REPLY_ARRAY)
-        return -EPROTO;
-    const redisReply *es = s->element[1];
-    /* check the whole shape before allocating so an error leaves nothing half-built */
-    for (size_t i = 0; i < es->elements; i++)
-        if (!entry_shape_ok(es->element[i]))
+    /* [[stream-name, [entry, ...]], ...]: check the whole shape before allocating so an error leaves nothing half-built
+     */
+    for (size_t k = 0; k < r->elements; k++) {
+        const redisReply *s = r->element[k];
+        if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 || !is_str(s->element[0]) ||
+            s->element[1]->type != REDIS_REPLY_ARRAY)
             return -EPROTO;
+        const redisReply *es = s->element[1];
+        for (size_t i = 0; i < es->elements; i++)
+            if (!entry_shape_ok(es->element[i]))
+                return -EPROTO;
+    }
     int n = 0;
-    for (size_t i = 0; i < es->elements && n < max; i++)
-        out[n++] = parse_entry(es->element[i]);
+    for (size_t k = 0; k < r->elements; k++) {
+        const redisReply *s = r->element[k], *es = s->element[1];
+        static const char high_sfx[] = ":jobs:high";
+        size_t hl = sizeof(high_sfx) - 1;
+        int high = s->element[0]->len >= hl && memcmp(s->element[0]->str + s->element[0]->len - hl, high_sfx, hl) == 0;
+        for (size_t i = 0; i < es->elements && n < max; i++) {
+            struct q_job *j = parse_entry(es->element[i]);
+            j->high = high;
+            apply_marks(j, es->element[i]);
+            out[n++] = j;
+        }
+    }
     return n;
 }
 

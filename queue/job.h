@@ -4,7 +4,9 @@
  * DESCRIPTION
  *   Entry fields: "campaign" <id>, "to" <address>, "var.<name>" <value> for
  *   each variable, and "attempt" <n> on jobs re-queued by the retry mover
- *   (absent means 1). A job that cannot be sent (no "to", no "campaign",
+ *   (absent means 1), "first_ms" <wall ms of the first attempt> on re-queued
+ *   jobs (absent: the ms part of the entry id, i.e. when it was queued) and
+ *   "priority" "high" on re-queued jobs of <p>:jobs:high. A job that cannot be sent (no "to", no "campaign",
  *   over-long or malformed fields, an entry deleted while pending) is still
  *   returned, with `error` set to a one-line reason: the engine records it
  *   as failed and the queue writes it to the dead-letter stream.
@@ -19,14 +21,18 @@
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lib/kv.h"
 
-#define Q_ID_MAX 48           /* "<ms>-<seq>" stream ids */
-#define Q_ADDR_MAX 320        /* local part 64 + '@' + domain 255 */
+#define Q_ID_MAX          48  /* "<ms>-<seq>" stream ids */
+#define Q_ADDR_MAX        320 /* local part 64 + '@' + domain 255 */
 #define Q_CAMPAIGN_ID_MAX 128
-#define Q_VAR_MAX 64          /* variables per job */
-#define Q_VALUE_MAX 65536     /* bytes per variable value */
+#define Q_VAR_MAX         64    /* variables per job */
+#define Q_VALUE_MAX       65536 /* bytes per variable value */
+
+/* a campaign's `state` field: set by `volley campaign`, seen by intake */
+enum q_camp_state { Q_CAMP_ACTIVE = 0, Q_CAMP_PAUSED, Q_CAMP_CANCELLED, Q_CAMP_UNKNOWN };
 
 struct q_job {
     char id[Q_ID_MAX];
@@ -38,13 +44,26 @@ struct q_job {
     size_t nvars;
     int attempt;       /* 1 on the first try */
     const char *error; /* NULL, or why the job cannot be sent (static string) */
+    /* fleet fields (appended: older code that ignores them keeps working) */
+    int high;                     /* read from <p>:jobs:high: q_record acknowledges it there */
+    uint64_t first_ms;            /* wall ms of the first attempt (expiry is measured from it) */
+    int suppressed;               /* recipient is in <p>:suppressed: record Q_SUPPRESSED, do not send */
+    enum q_camp_state camp_state; /* at read time: paused -> record Q_HELD, cancelled -> Q_CANCELLED */
 };
 
 /*
- * q_jobs_parse - the entries of an XREADGROUP reply (one stream) as jobs.
- * Appends at most max jobs to out and returns how many; -EPROTO when the
- * reply is not an XREADGROUP reply at all. A nil reply (nothing to read)
- * yields 0.
+ * q_jobs_parse - the entries of an XREADGROUP reply as jobs: one stream
+ * (q_intake_read) or several (q_intake_read2, q_intake_autoclaim: the high
+ * stream first). Appends at most max jobs to out and returns how many;
+ * -EPROTO when the reply is not an XREADGROUP reply at all. A nil reply
+ * (nothing to read) yields 0. Entries beyond max are not returned but stay
+ * pending: pass max >= the COUNT asked for.
+ *
+ * The scripts of q_intake_read2 and q_intake_autoclaim add a third element
+ * to an entry, an array of marks ("suppressed", "paused", "cancelled"),
+ * which set `suppressed` and `camp_state`. A mark cannot come from the
+ * entry's fields, so a producer cannot forge one. `high` is set for
+ * entries of a stream whose name ends in ":jobs:high".
  */
 int q_jobs_parse(const redisReply *r, struct q_job **out, int max);
 void q_job_free(struct q_job *j);

@@ -9,13 +9,19 @@
  *     <p>:retry             sorted set of deferred jobs by due time (ms)
  *     <p>:campaign:<id>     campaign hash
  *     <p>:stats:<id>        per-campaign counters hash
+ *     <p>:jobs:high         high-priority stream, same group, served first
+ *     <p>:hold:<id>         jobs of a paused campaign, waiting for resume
+ *     <p>:done:<job id>     outcome marker (string with TTL) set by the record script
+ *     <p>:worker:<name>     heartbeat of a worker process (string with TTL)
+ *     <p>:suppressed        set of lower-case addresses never to send to
+ *     <p>:claim:<stream>    XAUTOCLAIM cursor of that stream
  * THREADS
  *   Immutable after q_keys_init; share freely.
  */
 #ifndef VOLLEY_QUEUE_KEYS_H
 #define VOLLEY_QUEUE_KEYS_H
 
-#define Q_GROUP "volley"
+#define Q_GROUP   "volley"
 #define Q_KEY_MAX 96
 
 struct q_keys {
@@ -26,6 +32,13 @@ struct q_keys {
     char retry[Q_KEY_MAX];
     char campaign[Q_KEY_MAX]; /* "<p>:campaign:" - append the id */
     char stats[Q_KEY_MAX];    /* "<p>:stats:" - append the id */
+    /* added with the fleet features; appended so older users of the struct keep their offsets */
+    char jobs_high[Q_KEY_MAX];
+    char hold[Q_KEY_MAX];   /* "<p>:hold:" - append the campaign id */
+    char done[Q_KEY_MAX];   /* "<p>:done:" - append the job id */
+    char worker[Q_KEY_MAX]; /* "<p>:worker:" - append the worker name */
+    char suppressed[Q_KEY_MAX];
+    char claim[Q_KEY_MAX]; /* "<p>:claim:" - append the stream key */
 };
 
 void q_keys_init(struct q_keys *k, const char *prefix);

@@ -27,7 +27,7 @@
 #include "queue/keys.h"
 #include "queue/redis_codec.h"
 
-enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED };
+enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED, Q_HELD, Q_CANCELLED, Q_SUPPRESSED };
 
 /* <p>:events is trimmed with XADD MAXLEN ~ this many entries (about 300 MB of events at most) */
 #define Q_EVENTS_MAXLEN 1000000
@@ -35,21 +35,34 @@ enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED };
 struct q_outcome {
     const struct q_job *job;
     enum q_status status;
-    int code;           /* SMTP reply code, 0 when there was none */
-    const char *dsn;    /* enhanced status "5.1.1", or "" */
-    const char *reply;  /* sanitised server text or our reason, <= 512 bytes */
-    const char *host;   /* "host:port" tried, or "" */
-    uint64_t ts_ms;     /* wall clock */
+    int code;             /* SMTP reply code, 0 when there was none */
+    const char *dsn;      /* enhanced status "5.1.1", or "" */
+    const char *reply;    /* sanitised server text or our reason, <= 512 bytes */
+    const char *host;     /* "host:port" tried, or "" */
+    uint64_t ts_ms;       /* wall clock */
     uint64_t retry_at_ms; /* deferred only: when it is due again */
     /* optional, NULL to leave out of the event */
     const char *source_ip;
-    const char *tls; /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+    const char *tls;   /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
     const char *limit; /* which volley limit deferred it */
 };
 
-/* q_status_name - "delivered", "deferred", "bounced", "failed" */
+/* what the record script needs from [retry] / [queue] (queue/retry.h fills them from the config) */
+struct q_record_opts {
+    uint64_t max_age_ms;       /* 0: never expire */
+    uint64_t done_ttl_ms;      /* outcome marker lifetime; 0: 7 days */
+    int suppress_hard_bounces; /* add 5xx 5.1.x bounces to <p>:suppressed */
+};
+
+/* q_status_name - "delivered", "deferred", "bounced", "failed", "held", "cancelled", "suppressed" */
 const char *q_status_name(enum q_status s);
-/* q_record - queue the atomic recording of n outcomes; reply: integer n, or an error */
+/*
+ * q_record - queue the atomic recording of n outcomes; reply: integer n, or an error.
+ * Same as q_record2 with max_age 4 days, markers for 7 days and hard-bounce suppression on.
+ */
 void q_record(struct q_redis *q, const struct q_keys *k, const struct q_outcome *o, int n, q_reply_fn *fn, void *priv);
+/* q_record2 - q_record with explicit options (opts NULL: the defaults above) */
+void q_record2(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
+               int n, q_reply_fn *fn, void *priv);
 
 #endif
