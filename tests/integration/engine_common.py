@@ -189,23 +189,50 @@ def one_event(evs, to):
     return got[0]
 
 
-def redis_dump_text(r):
-    """Every key and value in the Redis db as one string (to search for secrets)."""
+def retry_raw(v):
+    """Members of <p>:retry as bytes (the encoding of a job is opaque and may be binary)."""
+    import redis
+
+    raw = redis.Redis(host="127.0.0.1", port=v.redis.port, decode_responses=False)
+    try:
+        return raw.zrange(f"{PREFIX}:retry".encode(), 0, -1)
+    finally:
+        raw.close()
+
+
+def redis_dump_bytes(v):
+    """Every key and value in the Redis db as one bytes string (to search for secrets)."""
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=v.redis.port, decode_responses=False)
     parts = []
-    for k in r.scan_iter(count=1000):
-        t = r.type(k)
-        parts.append(k)
-        if t == "string":
-            parts.append(r.get(k) or "")
-        elif t == "hash":
-            parts += [f"{a}={b}" for a, b in r.hgetall(k).items()]
-        elif t == "list":
-            parts += r.lrange(k, 0, -1)
-        elif t == "set":
-            parts += list(r.smembers(k))
-        elif t == "zset":
-            parts += r.zrange(k, 0, -1)
-        elif t == "stream":
-            for _id, fields in r.xrange(k, "-", "+"):
-                parts += [f"{a}={b}" for a, b in fields.items()]
-    return "\n".join(parts)
+    try:
+        for k in r.scan_iter(count=1000):
+            t = r.type(k)
+            parts.append(k)
+            if t == b"string":
+                parts.append(r.get(k) or b"")
+            elif t == b"hash":
+                parts += [a + b"=" + b for a, b in r.hgetall(k).items()]
+            elif t == b"list":
+                parts += r.lrange(k, 0, -1)
+            elif t == b"set":
+                parts += list(r.smembers(k))
+            elif t == b"zset":
+                parts += r.zrange(k, 0, -1)
+            elif t == b"stream":
+                for _id, fields in r.xrange(k, "-", "+"):
+                    parts += [a + b"=" + b for a, b in fields.items()]
+    finally:
+        r.close()
+    return b"\n".join(parts)
+
+
+def sink_log(sink):
+    """volley-sink log lines as dicts (the sink flushes its log on exit: stop it first)."""
+    out = []
+    for line in sink.log_file.read_text().splitlines():
+        ms, src, conn, no, tls, frm, rcpts = line.split(" ", 6)
+        out.append({"src": src, "conn": int(conn), "no": int(no), "tls": tls == "1", "from": frm,
+                    "rcpts": rcpts.split(",")})
+    return out

@@ -1,0 +1,123 @@
+"""Hostile servers (engine_hostile.py): garbage, a 10 MB reply line, an endless multi-line reply,
+a stall at every stage, a connection dropped mid-DATA.
+
+One worker run serves every mode at once (one [route] domain per mode, two messages each, every
+stage timeout 1 s). The worker must neither crash nor hang: it exits by itself with
+--exit-when-idle well within a bound, and every message ends `deferred` with a reason that names
+the problem.
+"""
+
+import re
+
+import pytest
+
+from engine_common import events_by_to, push_rows, rows_for, run_worker, write_engine_conf
+from engine_hostile import HostileServer
+from volley_itest import RedisServer, Volley
+
+STAGE_TIMEOUT_MS = 1000
+
+# Session-setup failures (before any message is on the connection) and transaction failures are run
+# by separate workers, so that a hang in one group does not hide how the other behaves.
+GROUPS = {
+    "session": ("garbage", "huge", "endless", "stall_greeting", "stall_ehlo"),
+    "transaction": ("garbage_mail", "stall_mail", "stall_rcpt", "stall_data", "stall_dot", "drop_data"),
+}
+BOUND = {"session": 12, "transaction": 30}  # seconds; a healthy run takes 2-4
+
+EXPECT = {
+    "garbage": r"malformed or oversized reply",
+    "garbage_mail": r"malformed or oversized reply",
+    "huge": r"malformed or oversized reply|more than a reply's worth",
+    "endless": r"malformed or oversized reply|more than a reply's worth",
+    "stall_greeting": r"timeout waiting for greeting",
+    "stall_ehlo": r"timeout waiting for EHLO",
+    "stall_mail": r"timeout waiting for MAIL",
+    "stall_rcpt": r"timeout waiting for RCPT",
+    "stall_data": r"timeout waiting for DATA",
+    "stall_dot": r"timeout waiting for end of data",
+    "drop_data": r"connection closed by server|reset by peer|Broken pipe|send failed",
+}
+
+# Product bug (reported to the lead): a connection that fails before it is READY (garbage, oversized
+# or endless greeting/EHLO reply, greeting or EHLO timeout) does not mark the host bad and does not
+# defer the pool's queue, so the pool redials at once, forever: thousands of connections in seconds,
+# the queued messages never get an outcome, and --exit-when-idle never exits.
+SESSION_BUG = pytest.mark.xfail(strict=True, reason="engine redials forever when the session fails before READY: "
+                                "no outcome, no exit (smtp_pool.c pool_conn_closed)")
+
+
+def group_of(mode):
+    return next(g for g, modes in GROUPS.items() if mode in modes)
+
+
+def modes_param():
+    return [pytest.param(m, marks=SESSION_BUG) if group_of(m) == "session" else m for g in GROUPS for m in GROUPS[g]]
+
+
+def domain_of(mode):
+    return mode.replace("_", "-") + ".hostile.test"
+
+
+def run_group(tmp, modes, bound):
+    servers, redis, v = {}, None, None
+    try:
+        for mode in modes:
+            servers[mode] = HostileServer(mode)
+        redis = RedisServer(tmp / "redis")
+        v = Volley(tmp / "volley", redis)
+        write_engine_conf(v, threads=2, routes={domain_of(m): f"{s.hostport} tls=none" for m, s in servers.items()},
+                          smtp={"timeout_ms": STAGE_TIMEOUT_MS, "connection_max_ms": 20000, "connections": 2})
+        push_rows(v, rows_for([f"{who}@{domain_of(m)}" for m in modes for who in ("first", "second")]))
+        run = run_worker(v, bound)
+        return {"run": run, "events": events_by_to(v), "connections": {m: s.connections for m, s in servers.items()}}
+    finally:
+        if v is not None:
+            v.stop()
+        if redis is not None:
+            redis.stop()
+        for s in servers.values():
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """hostile(group) -> the result of that group's worker run (run once per module)."""
+    done = {}
+
+    def get(group):
+        if group not in done:
+            done[group] = run_group(tmp_path_factory.mktemp(f"hostile-{group}"), GROUPS[group], BOUND[group])
+        return done[group]
+
+    return get
+
+
+@pytest.mark.parametrize("group", [pytest.param("session", marks=SESSION_BUG), "transaction"])
+def test_worker_exits_by_itself(hostile, group):
+    res = hostile(group)
+    run = res["run"]
+    assert not run.timed_out, (f"worker still running after {BOUND[group]}s against {GROUPS[group]} (killed); "
+                               f"connections per server {res['connections']}; log tail:\n{run.tail(8)}")
+    assert run.rc == 0, f"{run}\n{run.tail()}"
+    assert not re.search(r"Assertion|AddressSanitizer|runtime error|Segmentation", run.log), run.tail()
+
+
+@pytest.mark.parametrize("mode", modes_param())
+def test_message_deferred_with_reason(hostile, mode):
+    res = hostile(group_of(mode))
+    for who in ("first", "second"):
+        to = f"{who}@{domain_of(mode)}"
+        got = res["events"].get(to, [])
+        assert len(got) == 1, (f"{mode}: expected one event for {to}, got {got}; the server saw "
+                               f"{res['connections'][mode]} connections; worker {res['run']}")
+        e = got[0]
+        assert e["status"] == "deferred", f"{mode}: {e}"
+        assert re.search(EXPECT[mode], e["reply"]), f"{mode}: reply should say /{EXPECT[mode]}/: {e}"
+
+
+@pytest.mark.parametrize("mode", modes_param())
+def test_no_reconnect_storm(hostile, mode):
+    """A broken server is not hammered: a handful of connections, not one per event-loop turn."""
+    n = hostile(group_of(mode))["connections"][mode]
+    assert 1 <= n <= 6, f"{mode}: the server saw {n} connections"
