@@ -17,6 +17,7 @@
 
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "queue/campaign.h"
 #include "queue/keys.h"
 
 /* st_err - one-line reason */
@@ -89,57 +90,175 @@ static long long num(const redisReply *r, long long dflt)
     return dflt;
 }
 
-/* group_info - lag/pending/consumers of the volley group */
-static int group_info(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
+/* add_consumer - one XINFO CONSUMERS row, merged by name with what the other stream reported */
+static void add_consumer(struct q_status_report *s, size_t *cap, const redisReply *row)
 {
-    if (s->jobs == 0) {
+    const redisReply *name = map_get(row, "name");
+    char clean[128];
+    log_sanitize(clean, sizeof(clean), name && name->str ? name->str : "?", name && name->str ? name->len : 1);
+    long long pending = num(map_get(row, "pending"), 0), idle = num(map_get(row, "idle"), 0);
+    for (size_t i = 0; i < s->nconsumers; i++)
+        if (strcmp(s->consumers[i].name, clean) == 0) {
+            s->consumers[i].pending += pending;
+            if (idle < s->consumers[i].idle_ms)
+                s->consumers[i].idle_ms = idle;
+            return;
+        }
+    if (s->nconsumers == *cap) {
+        *cap = *cap ? 2 * *cap : 16;
+        s->consumers = xrealloc(s->consumers, *cap * sizeof(*s->consumers));
+    }
+    struct q_consumer_info *ci = &s->consumers[s->nconsumers++];
+    memset(ci, 0, sizeof(*ci));
+    snprintf(ci->name, sizeof(ci->name), "%s", clean);
+    ci->pending = pending;
+    ci->idle_ms = idle;
+}
+
+/* group_info - lag/pending/consumers of the volley group on one stream (len already known) */
+static int group_info(redisContext *c, const char *key, long long len, long long *undelivered, long long *pending,
+                      struct q_status_report *s, size_t *ccap, char *err, size_t errlen)
+{
+    *undelivered = len;
+    if (len == 0) {
         long long ex = 0;
-        int rc = cmd_int(c, &ex, err, errlen, "EXISTS %s", k->jobs);
+        int rc = cmd_int(c, &ex, err, errlen, "EXISTS %s", key);
         if (rc < 0 || ex == 0)
             return rc;
     }
     redisReply *g;
-    int rc = cmd(c, &g, err, errlen, "XINFO GROUPS %s", k->jobs);
+    int rc = cmd(c, &g, err, errlen, "XINFO GROUPS %s", key);
     if (rc < 0)
         return rc;
-    s->undelivered = s->jobs;
+    int found = 0;
     for (size_t i = 0; g->type == REDIS_REPLY_ARRAY && i < g->elements; i++) {
         const redisReply *name = map_get(g->element[i], "name");
         if (name == NULL || name->type != REDIS_REPLY_STRING || strcmp(name->str, Q_GROUP) != 0)
             continue;
-        s->group_exists = 1;
-        s->pending = num(map_get(g->element[i], "pending"), 0);
+        found = 1;
+        *pending = num(map_get(g->element[i], "pending"), 0);
         long long lag = num(map_get(g->element[i], "lag"), -1);
-        s->undelivered = lag >= 0 ? lag : (s->jobs > s->pending ? s->jobs - s->pending : 0);
+        *undelivered = lag >= 0 ? lag : (len > *pending ? len - *pending : 0);
     }
     freeReplyObject(g);
-    if (!s->group_exists)
+    if (!found)
         return 0;
+    s->group_exists = 1;
 
     /* XPENDING's summary is the authoritative pending count */
     redisReply *p;
-    if ((rc = cmd(c, &p, err, errlen, "XPENDING %s %s", k->jobs, Q_GROUP)) < 0)
+    if ((rc = cmd(c, &p, err, errlen, "XPENDING %s %s", key, Q_GROUP)) < 0)
         return rc;
     if (p->type == REDIS_REPLY_ARRAY && p->elements >= 1)
-        s->pending = num(p->element[0], s->pending);
+        *pending = num(p->element[0], *pending);
     freeReplyObject(p);
 
     redisReply *cs;
-    if ((rc = cmd(c, &cs, err, errlen, "XINFO CONSUMERS %s %s", k->jobs, Q_GROUP)) < 0)
+    if ((rc = cmd(c, &cs, err, errlen, "XINFO CONSUMERS %s %s", key, Q_GROUP)) < 0)
         return rc;
-    if (cs->type == REDIS_REPLY_ARRAY && cs->elements > 0) {
-        s->consumers = xcalloc(cs->elements, sizeof(*s->consumers));
-        for (size_t i = 0; i < cs->elements; i++) {
-            const redisReply *name = map_get(cs->element[i], "name");
-            struct q_consumer_info *ci = &s->consumers[s->nconsumers++];
-            log_sanitize(ci->name, sizeof(ci->name), name && name->str ? name->str : "?",
-                         name && name->str ? name->len : 1);
-            ci->pending = num(map_get(cs->element[i], "pending"), 0);
-            ci->idle_ms = num(map_get(cs->element[i], "idle"), 0);
-        }
-    }
+    for (size_t i = 0; cs->type == REDIS_REPLY_ARRAY && i < cs->elements; i++)
+        add_consumer(s, ccap, cs->element[i]);
     freeReplyObject(cs);
     return 0;
+}
+
+/* scan_keys - every key matching pattern (at most max) to fn; stops early when fn returns < 0 */
+static int scan_keys(redisContext *c, const char *pattern, size_t max,
+                     int (*fn)(redisContext *, const redisReply *, void *, char *, size_t), void *priv, char *err,
+                     size_t errlen)
+{
+    char cursor[32] = "0";
+    size_t seen = 0;
+    do {
+        redisReply *r;
+        int rc = cmd(c, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (rc < 0)
+            return rc;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return st_err(err, errlen, -EPROTO, "unexpected SCAN reply");
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements && seen < max; i++, seen++) {
+            const redisReply *key = r->element[1]->element[i];
+            if (key->type != REDIS_REPLY_STRING)
+                continue;
+            if ((rc = fn(c, key, priv, err, errlen)) < 0) {
+                freeReplyObject(r);
+                return rc;
+            }
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0 && seen < max);
+    return 0;
+}
+
+/* add_held - one <p>:hold:<id> stream's length into the total */
+static int add_held(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
+{
+    struct q_status_report *s = priv;
+    long long n = 0;
+    int rc = cmd_int(c, &n, err, errlen, "XLEN %s", key->str);
+    if (rc == 0)
+        s->held += n;
+    return rc;
+}
+
+struct worker_scan {
+    struct q_status_report *s;
+    size_t plen, cap;
+};
+
+/* add_worker - one heartbeat key (it may expire between SCAN and GET: then it is simply not listed) */
+static int add_worker(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
+{
+    struct worker_scan *ws = priv;
+    struct q_status_report *s = ws->s;
+    if (key->len <= ws->plen)
+        return 0;
+    redisReply *v, *t;
+    int rc = cmd(c, &v, err, errlen, "GET %s", key->str);
+    if (rc < 0)
+        return rc;
+    if ((rc = cmd(c, &t, err, errlen, "PTTL %s", key->str)) < 0) {
+        freeReplyObject(v);
+        return rc;
+    }
+    if (v->type == REDIS_REPLY_STRING && t->type == REDIS_REPLY_INTEGER && t->integer >= 0) {
+        if (s->nworkers == ws->cap) {
+            ws->cap = ws->cap ? 2 * ws->cap : 16;
+            s->workers = xrealloc(s->workers, ws->cap * sizeof(*s->workers));
+        }
+        struct q_worker_info *w = &s->workers[s->nworkers++];
+        log_sanitize(w->name, sizeof(w->name), key->str + ws->plen, key->len - ws->plen);
+        log_sanitize(w->info, sizeof(w->info), v->str, v->len);
+        w->ttl_ms = t->integer;
+    }
+    freeReplyObject(v);
+    freeReplyObject(t);
+    return 0;
+}
+
+static int worker_by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct q_worker_info *)a)->name, ((const struct q_worker_info *)b)->name);
+}
+
+/* fleet_info - live workers, held jobs, suppression list size */
+static int fleet_info(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
+{
+    char pattern[Q_KEY_MAX + 2];
+    snprintf(pattern, sizeof(pattern), "%s*", k->hold);
+    int rc = scan_keys(c, pattern, Q_STATUS_MAX_CAMPAIGNS, add_held, s, err, errlen);
+    if (rc < 0)
+        return rc;
+    struct worker_scan ws = {.s = s, .plen = strlen(k->worker)};
+    snprintf(pattern, sizeof(pattern), "%s*", k->worker);
+    if ((rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_worker, &ws, err, errlen)) < 0)
+        return rc;
+    qsort(s->workers, s->nworkers, sizeof(*s->workers), worker_by_name);
+    return cmd_int(c, &s->suppressed, err, errlen, "SCARD %s", k->suppressed);
 }
 
 /* campaign_stats - HGETALL <p>:stats:<id> into one row */
@@ -157,7 +276,20 @@ static int campaign_stats(redisContext *c, const struct q_keys *k, const char *i
     cs->deferred = num(map_get(h, "deferred"), 0);
     cs->bounced = num(map_get(h, "bounced"), 0);
     cs->failed = num(map_get(h, "failed"), 0);
+    cs->cancelled = num(map_get(h, "cancelled"), 0);
+    cs->suppressed = num(map_get(h, "suppressed"), 0);
+    cs->expired = num(map_get(h, "expired"), 0);
+    cs->reclaimed = num(map_get(h, "reclaimed"), 0);
     freeReplyObject(h);
+    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+    snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
+    if ((rc = cmd_int(c, &cs->held, err, errlen, "XLEN %s", hk)) < 0)
+        return rc;
+    redisReply *st;
+    if ((rc = cmd(c, &st, err, errlen, "HGET %s%s state", k->campaign, id)) < 0)
+        return rc;
+    cs->state = st->type == REDIS_REPLY_STRING ? q_camp_state_from(st->str, st->len) : Q_CAMP_ACTIVE;
+    freeReplyObject(st);
     return 0;
 }
 
@@ -238,8 +370,15 @@ int q_status_collect(const char *host, int port, int db, const char *prefix, con
         rc = cmd_int(c, &s->dead, err, errlen, "XLEN %s", k.dead);
     if (rc == 0)
         rc = cmd_int(c, &s->events, err, errlen, "XLEN %s", k.events);
+    size_t ccap = 0;
     if (rc == 0)
-        rc = group_info(c, &k, s, err, errlen);
+        rc = cmd_int(c, &s->jobs_high, err, errlen, "XLEN %s", k.jobs_high);
+    if (rc == 0)
+        rc = group_info(c, k.jobs, s->jobs, &s->undelivered, &s->pending, s, &ccap, err, errlen);
+    if (rc == 0)
+        rc = group_info(c, k.jobs_high, s->jobs_high, &s->undelivered_high, &s->pending_high, s, &ccap, err, errlen);
+    if (rc == 0)
+        rc = fleet_info(c, &k, s, err, errlen);
     if (rc == 0 && campaign != NULL) {
         s->campaigns = xcalloc(1, sizeof(*s->campaigns));
         rc = campaign_stats(c, &k, campaign, &s->campaigns[0], err, errlen);
@@ -258,5 +397,6 @@ void q_status_report_free(struct q_status_report *r)
 {
     free(r->consumers);
     free(r->campaigns);
+    free(r->workers);
     memset(r, 0, sizeof(*r));
 }

@@ -2,8 +2,9 @@
  * NAME
  *   status - a snapshot of the queue for `volley status`
  * DESCRIPTION
- *   Read-only: XLEN, XINFO GROUPS/CONSUMERS, XPENDING, ZCARD, and the
- *   per-campaign counters (one campaign, or every <p>:stats:* found with
+ *   Read-only: XLEN, XINFO GROUPS/CONSUMERS, XPENDING, ZCARD of both job
+ *   streams, live workers (SCAN <p>:worker:*), held jobs (SCAN <p>:hold:*),
+ *   the suppression list size, and the per-campaign counters and state (one campaign, or every <p>:stats:* found with
  *   SCAN). "undelivered" is the group's lag; when Redis 7 reports the lag
  *   as nil (deleted entries make it unknowable) it is XLEN - pending, which
  *   is exact under the contract (entries are deleted when acknowledged).
@@ -31,7 +32,20 @@ struct q_consumer_info {
 struct q_campaign_stats {
     char id[Q_CAMPAIGN_ID_MAX];
     long long queued, delivered, deferred, bounced, failed;
+    /* fleet counters (appended) */
+    long long cancelled, suppressed, expired, reclaimed;
+    long long held; /* XLEN <p>:hold:<id> */
+    enum q_camp_state state;
 };
+
+/* a live worker: its heartbeat key <p>:worker:<name> (queue/fleet.h) */
+struct q_worker_info {
+    char name[128];
+    char info[256];   /* made printable, cut */
+    long long ttl_ms; /* until it is considered gone */
+};
+
+#define Q_STATUS_MAX_WORKERS 1000
 
 struct q_status_report {
     long long jobs;        /* XLEN <p>:jobs */
@@ -46,6 +60,12 @@ struct q_status_report {
     struct q_campaign_stats *campaigns; /* sorted by id */
     size_t ncampaigns;
     int campaigns_truncated; /* more than Q_STATUS_MAX_CAMPAIGNS exist */
+    /* fleet (appended); jobs/undelivered/pending above are the bulk stream <p>:jobs */
+    long long jobs_high, undelivered_high, pending_high; /* <p>:jobs:high */
+    long long held;                                      /* all <p>:hold:* streams */
+    long long suppressed;                                /* SCARD <p>:suppressed */
+    struct q_worker_info *workers;                       /* sorted by name */
+    size_t nworkers;
 };
 
 /* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */

@@ -1,0 +1,455 @@
+/*
+ * NAME
+ *   control - campaign state changes and the suppression list over a blocking connection
+ * DESCRIPTION
+ *   Each state change is a Lua script so the check ("is it cancelled?") and
+ *   the write happen in one atomic step. Bulk moves are batched: one script
+ *   call moves or ends at most Q_CTL_BATCH jobs, so a campaign with a
+ *   million held jobs never blocks Redis for long, and the C loop repeats
+ *   until a call reports nothing left.
+ */
+#include "queue/control.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "queue/campaign.h"
+#include "queue/keys.h"
+#include "queue/outcome.h"
+#include "queue/validate.h"
+
+struct q_ctl {
+    redisContext *c;
+    struct q_keys k;
+};
+
+/* KEYS: campaign. ARGV: new state. -1: no campaign, -2: cancelled (final), 1: set */
+static const char set_state_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
+                                    "if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return -2 end\n"
+                                    "redis.call('HSET', KEYS[1], 'state', ARGV[1])\n"
+                                    "return 1\n";
+
+/*
+ * KEYS: campaign, hold, jobs, jobs:high. ARGV: limit. Moves one batch of held jobs back; stops (0) when the
+ * campaign is no longer active (paused again, or cancelled: cancel ends them instead).
+ */
+static const char resume_lua[] = "local st = redis.call('HGET', KEYS[1], 'state')\n"
+                                 "if st == 'paused' or st == 'cancelled' then return 0 end\n"
+                                 "local es = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', tonumber(ARGV[1]))\n"
+                                 "for _, e in ipairs(es) do\n"
+                                 "  local dest = KEYS[3]\n"
+                                 "  for i = 1, #e[2] - 1, 2 do\n"
+                                 "    if e[2][i] == 'priority' and e[2][i + 1] == 'high' then dest = KEYS[4] end\n"
+                                 "  end\n"
+                                 "  redis.call('XADD', dest, '*', unpack(e[2]))\n"
+                                 "  redis.call('XDEL', KEYS[2], e[1])\n"
+                                 "end\n"
+                                 "if #es > 0 and redis.call('XLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[2]) end\n"
+                                 "return #es\n";
+
+/* the event of a job ended by cancel: same fields as a worker's event (queue/outcome.h) */
+#define Q_LUA_CANCEL_EVENT                                                                                             \
+    "local function cancel_event(job, f, camp)\n"                                                                      \
+    "  local to, att = '', '1'\n"                                                                                      \
+    "  for i = 1, #f - 1, 2 do\n"                                                                                      \
+    "    if f[i] == 'to' then to = f[i + 1] elseif f[i] == 'attempt' then att = f[i + 1] end\n"                        \
+    "  end\n"                                                                                                          \
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'job', job, 'campaign', camp, 'to', to,\n"             \
+    "             'status', 'cancelled', 'code', '0', 'dsn', '', 'reply', 'campaign cancelled', 'host', '',\n"         \
+    "             'attempt', att, 'ts_ms', ARGV[3])\n"                                                                 \
+    "  redis.call('HINCRBY', KEYS[3], 'cancelled', 1)\n"                                                               \
+    "end\n"
+
+/* KEYS: hold, events, stats. ARGV: limit, campaign, ts_ms, maxlen. Ends one batch of held jobs. */
+static const char cancel_hold_lua[] =
+    Q_LUA_CANCEL_EVENT "local es = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))\n"
+                       "for _, e in ipairs(es) do\n"
+                       "  cancel_event(e[1], e[2], ARGV[2])\n"
+                       "  redis.call('XDEL', KEYS[1], e[1])\n"
+                       "end\n"
+                       "if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end\n"
+                       "return #es\n";
+
+/*
+ * KEYS: retry, events, stats. ARGV: limit, campaign, ts_ms, maxlen, offset. Looks at one window of the
+ * retry set and ends the campaign's members in it; returns {looked at, ended} so the caller can move the
+ * window (members removed shift the ones after them down).
+ */
+static const char cancel_retry_lua[] =
+    Q_LUA_CANCEL_EVENT "local off = tonumber(ARGV[5])\n"
+                       "local ms = redis.call('ZRANGE', KEYS[1], off, off + tonumber(ARGV[1]) - 1)\n"
+                       "local ended = 0\n"
+                       "for _, m in ipairs(ms) do\n"
+                       "  local ok, t = pcall(cmsgpack.unpack, m)\n"
+                       "  if ok and type(t) == 'table' and #t >= 3 then\n"
+                       "    local f = {}\n"
+                       "    for i = 2, #t do f[#f + 1] = t[i] end\n"
+                       "    local camp\n"
+                       "    for i = 1, #f - 1, 2 do if f[i] == 'campaign' then camp = f[i + 1] end end\n"
+                       "    if camp == ARGV[2] then\n"
+                       "      cancel_event(tostring(t[1]), f, camp)\n"
+                       "      redis.call('ZREM', KEYS[1], m)\n"
+                       "      ended = ended + 1\n"
+                       "    end\n"
+                       "  end\n"
+                       "end\n"
+                       "return {#ms, ended}\n";
+
+/* seterr - one-line reason */
+static int seterr(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* run - one command (argv form); NULL or error replies become -EIO with the reason */
+static int run(struct q_ctl *c, redisReply **out, char *err, size_t errlen, int argc, const char **argv,
+               const size_t *lens)
+{
+    redisReply *r = redisCommandArgv(c->c, argc, argv, lens);
+    if (r == NULL)
+        return seterr(err, errlen, -EIO, "redis: %s", c->c->errstr[0] ? c->c->errstr : "connection lost");
+    if (r->type == REDIS_REPLY_ERROR) {
+        char clean[200];
+        log_sanitize(clean, sizeof(clean), r->str, r->len);
+        freeReplyObject(r);
+        return seterr(err, errlen, -EIO, "redis %s: %s", argv[0], clean);
+    }
+    if (out)
+        *out = r;
+    else
+        freeReplyObject(r);
+    return 0;
+}
+
+/* eval - EVAL a script with nkeys keys then args (both NULL-free arrays) */
+static int eval(struct q_ctl *c, redisReply **out, char *err, size_t errlen, const char *lua, int nkeys,
+                const char **keys, int nargs, const char **args)
+{
+    const char *argv[16];
+    char nk[8];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int a = 0;
+    argv[a++] = "EVAL";
+    argv[a++] = lua;
+    argv[a++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[a++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[a++] = args[i];
+    return run(c, out, err, errlen, a, argv, NULL);
+}
+
+/* eval_int - a script with an integer reply */
+static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, const char *lua, int nkeys,
+                    const char **keys, int nargs, const char **args)
+{
+    redisReply *r;
+    int rc = eval(c, &r, err, errlen, lua, nkeys, keys, nargs, args);
+    if (rc < 0)
+        return rc;
+    if (r->type != REDIS_REPLY_INTEGER)
+        rc = seterr(err, errlen, -EPROTO, "unexpected script reply");
+    else
+        *v = r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
+int q_ctl_open(struct q_ctl **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
+{
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout(host, port, tv);
+    if (rc == NULL)
+        return seterr(err, errlen, -ENOMEM, "cannot allocate a redis context");
+    if (rc->err) {
+        seterr(err, errlen, -ECONNREFUSED, "cannot connect to redis at %s:%d: %s", host, port, rc->errstr);
+        redisFree(rc);
+        return -ECONNREFUSED;
+    }
+    redisSetTimeout(rc, tv);
+    struct q_ctl *c = xcalloc(1, sizeof(*c));
+    c->c = rc;
+    q_keys_init(&c->k, prefix);
+    if (db != 0) {
+        char dbs[16];
+        snprintf(dbs, sizeof(dbs), "%d", db);
+        const char *argv[] = {"SELECT", dbs};
+        int e = run(c, NULL, err, errlen, 2, argv, NULL);
+        if (e < 0) {
+            q_ctl_free(c);
+            return e;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void q_ctl_free(struct q_ctl *c)
+{
+    if (c == NULL)
+        return;
+    redisFree(c->c);
+    free(c);
+}
+
+/* key_of - prefix + id into buf; -EINVAL for an id that is not a campaign id */
+static int key_of(char *buf, size_t n, const char *prefix, const char *id, char *err, size_t errlen)
+{
+    if (!q_campaign_id_valid(id, strlen(id)))
+        return seterr(err, errlen, -EINVAL, "'%.64s' is not a valid campaign id", id);
+    snprintf(buf, n, "%s%s", prefix, id);
+    return 0;
+}
+
+/* set_state - the state change with its two refusals */
+static int set_state(struct q_ctl *c, const char *id, const char *state, char *err, size_t errlen)
+{
+    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+    int rc = key_of(ck, sizeof(ck), c->k.campaign, id, err, errlen);
+    if (rc < 0)
+        return rc;
+    const char *keys[] = {ck}, *args[] = {state};
+    long long v;
+    if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 1, keys, 1, args)) < 0)
+        return rc;
+    if (v == -1)
+        return seterr(err, errlen, -ENOENT, "no campaign '%s'", id);
+    if (v == -2)
+        return seterr(err, errlen, -EPERM, "campaign '%s' is cancelled (final)", id);
+    return 0;
+}
+
+int q_ctl_campaign_pause(struct q_ctl *c, const char *id, char *err, size_t errlen)
+{
+    return set_state(c, id, "paused", err, errlen);
+}
+
+int q_ctl_campaign_resume(struct q_ctl *c, const char *id, unsigned long long *moved, char *err, size_t errlen)
+{
+    *moved = 0;
+    int rc = set_state(c, id, "active", err, errlen);
+    if (rc < 0)
+        return rc;
+    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16];
+    snprintf(ck, sizeof(ck), "%s%s", c->k.campaign, id);
+    snprintf(hk, sizeof(hk), "%s%s", c->k.hold, id);
+    snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
+    const char *keys[] = {ck, hk, c->k.jobs, c->k.jobs_high}, *args[] = {lim};
+    for (;;) {
+        long long v;
+        if ((rc = eval_int(c, &v, err, errlen, resume_lua, 4, keys, 1, args)) < 0)
+            return rc;
+        if (v <= 0)
+            return 0;
+        *moved += (unsigned long long)v;
+    }
+}
+
+int q_ctl_campaign_cancel(struct q_ctl *c, const char *id, unsigned long long *held, unsigned long long *retry,
+                          char *err, size_t errlen)
+{
+    *held = *retry = 0;
+    int rc = set_state(c, id, "cancelled", err, errlen);
+    if (rc == -EPERM)
+        rc = 0; /* cancelling twice finishes what an interrupted first cancel left */
+    if (rc < 0)
+        return rc;
+    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16], ts[24], maxlen[24];
+    snprintf(hk, sizeof(hk), "%s%s", c->k.hold, id);
+    snprintf(sk, sizeof(sk), "%s%s", c->k.stats, id);
+    snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
+    snprintf(ts, sizeof(ts), "%llu", (unsigned long long)clock_wall_ms());
+    snprintf(maxlen, sizeof(maxlen), "%d", Q_EVENTS_MAXLEN);
+    const char *hkeys[] = {hk, c->k.events, sk}, *hargs[] = {lim, id, ts, maxlen};
+    for (;;) {
+        long long v;
+        if ((rc = eval_int(c, &v, err, errlen, cancel_hold_lua, 3, hkeys, 4, hargs)) < 0)
+            return rc;
+        if (v <= 0)
+            break;
+        *held += (unsigned long long)v;
+    }
+    const char *rkeys[] = {c->k.retry, c->k.events, sk};
+    for (long long off = 0;;) {
+        char offs[24];
+        snprintf(offs, sizeof(offs), "%lld", off);
+        const char *rargs[] = {lim, id, ts, maxlen, offs};
+        redisReply *r;
+        if ((rc = eval(c, &r, err, errlen, cancel_retry_lua, 3, rkeys, 5, rargs)) < 0)
+            return rc;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+            r->element[1]->type != REDIS_REPLY_INTEGER) {
+            freeReplyObject(r);
+            return seterr(err, errlen, -EPROTO, "unexpected script reply");
+        }
+        long long looked = r->element[0]->integer, ended = r->element[1]->integer;
+        freeReplyObject(r);
+        *retry += (unsigned long long)ended;
+        if (looked < Q_CTL_BATCH)
+            return 0;
+        off += looked - ended;
+    }
+}
+
+/* hnum - a field of a flat HGETALL reply as a number (0 when absent or not a number) */
+static long long hnum(const redisReply *h, const char *name)
+{
+    for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
+        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, name) == 0 &&
+            h->element[i + 1]->type == REDIS_REPLY_STRING)
+            return strtoll(h->element[i + 1]->str, NULL, 10);
+    return 0;
+}
+
+int q_ctl_campaign_show(struct q_ctl *c, const char *id, struct q_campaign_info *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+    int rc = key_of(ck, sizeof(ck), c->k.campaign, id, err, errlen);
+    if (rc < 0)
+        return rc;
+    snprintf(hk, sizeof(hk), "%s%s", c->k.hold, id);
+    snprintf(sk, sizeof(sk), "%s%s", c->k.stats, id);
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    redisReply *f, *s, *h;
+    const char *hm[] = {"HMGET", ck, "state", "from", "subject"};
+    if ((rc = run(c, &f, err, errlen, 5, hm, NULL)) < 0)
+        return rc;
+    const char *ha[] = {"HGETALL", sk};
+    if ((rc = run(c, &s, err, errlen, 2, ha, NULL)) < 0) {
+        freeReplyObject(f);
+        return rc;
+    }
+    const char *xl[] = {"XLEN", hk};
+    if ((rc = run(c, &h, err, errlen, 2, xl, NULL)) < 0) {
+        freeReplyObject(f);
+        freeReplyObject(s);
+        return rc;
+    }
+    int exists = 0;
+    if (f->type == REDIS_REPLY_ARRAY && f->elements == 3) {
+        const redisReply *st = f->element[0], *fr = f->element[1], *su = f->element[2];
+        out->state = st->type == REDIS_REPLY_STRING ? q_camp_state_from(st->str, st->len) : Q_CAMP_ACTIVE;
+        if (fr->type == REDIS_REPLY_STRING)
+            log_sanitize(out->from, sizeof(out->from), fr->str, fr->len);
+        if (su->type == REDIS_REPLY_STRING)
+            log_sanitize(out->subject, sizeof(out->subject), su->str, su->len);
+        exists = st->type == REDIS_REPLY_STRING || fr->type == REDIS_REPLY_STRING || su->type == REDIS_REPLY_STRING;
+    }
+    out->queued = hnum(s, "queued");
+    out->delivered = hnum(s, "delivered");
+    out->deferred = hnum(s, "deferred");
+    out->bounced = hnum(s, "bounced");
+    out->failed = hnum(s, "failed");
+    out->cancelled = hnum(s, "cancelled");
+    out->suppressed = hnum(s, "suppressed");
+    out->expired = hnum(s, "expired");
+    out->reclaimed = hnum(s, "reclaimed");
+    out->held = h->type == REDIS_REPLY_INTEGER ? h->integer : 0;
+    if (s->type == REDIS_REPLY_ARRAY && s->elements > 0)
+        exists = 1;
+    freeReplyObject(f);
+    freeReplyObject(s);
+    freeReplyObject(h);
+    if (!exists)
+        return seterr(err, errlen, -ENOENT, "no campaign '%s'", id);
+    return 0;
+}
+
+int q_ctl_suppress(struct q_ctl *c, enum q_suppress_op op, const char *const *addrs, int n, int *result, char *err,
+                   size_t errlen)
+{
+    if (n <= 0)
+        return 0;
+    const char **argv = xmalloc(((size_t)n + 2) * sizeof(*argv));
+    size_t *lens = xmalloc(((size_t)n + 2) * sizeof(*lens));
+    char *low = xmalloc((size_t)n * (Q_ADDR_MAX + 1));
+    int rc = 0;
+    argv[0] = op == Q_SUPPRESS_ADD ? "SADD" : op == Q_SUPPRESS_REMOVE ? "SREM" : "SMISMEMBER";
+    argv[1] = c->k.suppressed;
+    lens[0] = strlen(argv[0]);
+    lens[1] = strlen(argv[1]);
+    for (int i = 0; i < n && rc == 0; i++) {
+        size_t l = strlen(addrs[i]);
+        if (!q_addr_valid(addrs[i], l)) {
+            rc = seterr(err, errlen, -EINVAL, "'%.64s' is not a valid address", addrs[i]);
+            break;
+        }
+        char *d = low + (size_t)i * (Q_ADDR_MAX + 1);
+        for (size_t j = 0; j < l; j++)
+            d[j] = (char)tolower((unsigned char)addrs[i][j]);
+        argv[i + 2] = d;
+        lens[i + 2] = l;
+    }
+    if (rc == 0 && op != Q_SUPPRESS_CHECK) {
+        /* one SADD/SREM reports only a total: ask per address with SMISMEMBER first, then change */
+        const char *m0 = argv[0];
+        argv[0] = "SMISMEMBER";
+        lens[0] = 10;
+        redisReply *before;
+        rc = run(c, &before, err, errlen, n + 2, argv, lens);
+        if (rc == 0) {
+            for (int i = 0; result && i < n; i++) {
+                int was = before->type == REDIS_REPLY_ARRAY && (size_t)i < before->elements &&
+                          before->element[i]->integer == 1;
+                result[i] = op == Q_SUPPRESS_ADD ? !was : was;
+            }
+            freeReplyObject(before);
+            argv[0] = m0;
+            lens[0] = strlen(m0);
+            rc = run(c, NULL, err, errlen, n + 2, argv, lens);
+        }
+    } else if (rc == 0) {
+        redisReply *r;
+        rc = run(c, &r, err, errlen, n + 2, argv, lens);
+        if (rc == 0) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n)
+                rc = seterr(err, errlen, -EPROTO, "unexpected SMISMEMBER reply");
+            for (int i = 0; rc == 0 && result && i < n; i++)
+                result[i] = r->element[i]->integer == 1;
+            freeReplyObject(r);
+        }
+    }
+    free(argv);
+    free(lens);
+    free(low);
+    return rc;
+}
+
+int q_ctl_suppress_list(struct q_ctl *c, void (*fn)(void *priv, const char *addr, size_t len), void *priv, char *err,
+                        size_t errlen)
+{
+    char cursor[32] = "0";
+    do {
+        const char *argv[] = {"SSCAN", c->k.suppressed, cursor, "COUNT", "1000"};
+        redisReply *r;
+        int rc = run(c, &r, err, errlen, 5, argv, NULL);
+        if (rc < 0)
+            return rc;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return seterr(err, errlen, -EPROTO, "unexpected SSCAN reply");
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *a = r->element[1]->element[i];
+            if (a->type == REDIS_REPLY_STRING)
+                fn(priv, a->str, a->len);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
