@@ -2,28 +2,41 @@
  * NAME
  *   cmd_status - `volley status`: queue depth, pending work and per-campaign counters
  * SYNOPSIS
- *   volley status -c volley.conf [CAMPAIGN]
+ *   volley status -c volley.conf [--watch] [CAMPAIGN]
  * DESCRIPTION
  *   Collects a snapshot with queue/status.h and prints it as aligned,
  *   human-readable tables on stdout. An unreachable Redis is one line on
  *   stderr and exit status 1.
+ *
+ *   --watch redraws the view every second (ANSI home + clear, then the
+ *   same tables plus each campaign's progress and delivery rate over the
+ *   last interval) until Ctrl-C or SIGTERM, then exits 0. A Redis that
+ *   goes away while watching is shown as a line in the view and retried:
+ *   a watch screen should survive a Redis restart.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "engine/cmd.h"
 #include "lib/config.h"
+#include "queue/campaign.h"
 #include "queue/status.h"
 #include "queue/validate.h"
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: volley status -c volley.conf [CAMPAIGN]\n"
+    fprintf(out, "usage: volley status -c volley.conf [--watch] [CAMPAIGN]\n"
                  "  -c, --config FILE  volley.conf (Redis address and key prefix)\n"
+                 "  -w, --watch        redraw every second until Ctrl-C (progress and rates)\n"
                  "  -h, --help         this text\n"
-                 "Shows the job stream, undelivered and pending jobs, the retry set, dead letters,\n"
-                 "the consumers of the group, and counters for CAMPAIGN (default: every campaign).\n");
+                 "Shows the job streams (bulk and high priority), undelivered and pending jobs, the\n"
+                 "retry set, held jobs of paused campaigns, dead letters, live workers, the consumers\n"
+                 "of the group, and counters and state for CAMPAIGN (default: every campaign).\n");
 }
 
 /* fmt_idle - a consumer's idle time, readable */
@@ -37,65 +50,172 @@ static void fmt_idle(char *b, size_t n, long long ms)
         snprintf(b, n, "%lldh%02lldm", ms / 3600000, ms / 60000 % 60);
 }
 
-static void print_report(const struct vconfig *cfg, const struct q_status_report *s)
+/* prev_delivered - a campaign's delivered count in the previous watch frame, -1 when unknown */
+static long long prev_delivered(const struct q_status_report *prev, const char *id)
 {
-    printf("queue %s:jobs on %s:%d db %d\n", cfg->redis_prefix, cfg->redis_host, cfg->redis_port, cfg->redis_db);
-    printf("  %-22s %12lld\n", "stream length", s->jobs);
-    printf("  %-22s %12lld\n", "undelivered", s->undelivered);
-    printf("  %-22s %12lld\n", "pending", s->pending);
-    printf("  %-22s %12lld\n", "retry (deferred)", s->retry);
-    printf("  %-22s %12lld\n", "dead letters", s->dead);
-    printf("  %-22s %12lld\n", "events", s->events);
+    for (size_t i = 0; prev != NULL && i < prev->ncampaigns; i++)
+        if (strcmp(prev->campaigns[i].id, id) == 0)
+            return prev->campaigns[i].delivered;
+    return -1;
+}
 
-    printf("\nconsumers of group %s\n", "volley");
+/*
+ * print_report - the tables. prev/dt_s: the previous watch frame and the
+ * seconds since it (NULL/0 outside --watch), for progress and rate columns.
+ */
+static void print_report(FILE *f, const struct vconfig *cfg, const struct q_status_report *s,
+                         const struct q_status_report *prev, double dt_s, int watch)
+{
+    fprintf(f, "queue %s:jobs on %s:%d db %d\n", cfg->redis_prefix, cfg->redis_host, cfg->redis_port, cfg->redis_db);
+    fprintf(f, "  %-22s %12lld\n", "stream length", s->jobs);
+    fprintf(f, "  %-22s %12lld\n", "undelivered", s->undelivered);
+    fprintf(f, "  %-22s %12lld\n", "pending", s->pending);
+    fprintf(f, "  %-22s %12lld\n", "high stream length", s->jobs_high);
+    fprintf(f, "  %-22s %12lld\n", "high undelivered", s->undelivered_high);
+    fprintf(f, "  %-22s %12lld\n", "high pending", s->pending_high);
+    fprintf(f, "  %-22s %12lld\n", "retry (deferred)", s->retry);
+    fprintf(f, "  %-22s %12lld\n", "held (paused)", s->held);
+    fprintf(f, "  %-22s %12lld\n", "dead letters", s->dead);
+    fprintf(f, "  %-22s %12lld\n", "events", s->events);
+    fprintf(f, "  %-22s %12lld\n", "suppressed addresses", s->suppressed);
+
+    fprintf(f, "\nworkers alive: %zu\n", s->nworkers);
+    if (s->nworkers > 0) {
+        int w = 8;
+        for (size_t i = 0; i < s->nworkers; i++)
+            if ((int)strlen(s->workers[i].name) > w)
+                w = (int)strlen(s->workers[i].name);
+        fprintf(f, "  %-*s %8s  %s\n", w, "WORKER", "TTL", "INFO");
+        for (size_t i = 0; i < s->nworkers; i++)
+            fprintf(f, "  %-*s %7.1fs  %s\n", w, s->workers[i].name, s->workers[i].ttl_ms / 1000.0, s->workers[i].info);
+    }
+
+    fprintf(f, "\nconsumers of group %s\n", "volley");
     if (!s->group_exists) {
-        printf("  (no group yet: nothing pushed and no worker started)\n");
+        fprintf(f, "  (no group yet: nothing pushed and no worker started)\n");
     } else if (s->nconsumers == 0) {
-        printf("  (none)\n");
+        fprintf(f, "  (none)\n");
     } else {
         int w = 8;
         for (size_t i = 0; i < s->nconsumers; i++)
             if ((int)strlen(s->consumers[i].name) > w)
                 w = (int)strlen(s->consumers[i].name);
-        printf("  %-*s %10s %10s\n", w, "CONSUMER", "PENDING", "IDLE");
+        fprintf(f, "  %-*s %10s %10s\n", w, "CONSUMER", "PENDING", "IDLE");
         for (size_t i = 0; i < s->nconsumers; i++) {
             char idle[32];
             fmt_idle(idle, sizeof(idle), s->consumers[i].idle_ms);
-            printf("  %-*s %10lld %10s\n", w, s->consumers[i].name, s->consumers[i].pending, idle);
+            fprintf(f, "  %-*s %10lld %10s\n", w, s->consumers[i].name, s->consumers[i].pending, idle);
         }
     }
 
-    printf("\ncampaigns\n");
+    fprintf(f, "\ncampaigns\n");
     if (s->ncampaigns == 0) {
-        printf("  (none)\n");
+        fprintf(f, "  (none)\n");
         return;
     }
     int w = 8;
     for (size_t i = 0; i < s->ncampaigns; i++)
         if ((int)strlen(s->campaigns[i].id) > w)
             w = (int)strlen(s->campaigns[i].id);
-    printf("  %-*s %10s %10s %10s %10s %10s\n", w, "CAMPAIGN", "QUEUED", "DELIVERED", "DEFERRED", "BOUNCED", "FAILED");
+    fprintf(f, "  %-*s %10s %10s %10s %10s %10s %10s %10s %10s %10s", w, "CAMPAIGN", "QUEUED", "DELIVERED", "DEFERRED",
+            "BOUNCED", "FAILED", "CANCELLED", "SUPPRESSED", "HELD", "STATE");
+    if (watch)
+        fprintf(f, " %7s %9s", "DONE", "RATE/s");
+    fputc('\n', f);
     for (size_t i = 0; i < s->ncampaigns; i++) {
         const struct q_campaign_stats *c = &s->campaigns[i];
-        printf("  %-*s %10lld %10lld %10lld %10lld %10lld\n", w, c->id, c->queued, c->delivered, c->deferred,
-               c->bounced, c->failed);
+        fprintf(f, "  %-*s %10lld %10lld %10lld %10lld %10lld %10lld %10lld %10lld %10s", w, c->id, c->queued,
+                c->delivered, c->deferred, c->bounced, c->failed, c->cancelled, c->suppressed, c->held,
+                q_camp_state_name(c->state));
+        if (watch) {
+            /* done = every job with a final outcome, as a share of what was queued */
+            long long done = c->delivered + c->bounced + c->failed + c->cancelled + c->suppressed;
+            double pct = c->queued > 0 ? 100.0 * (double)done / (double)c->queued : 0.0;
+            long long before = prev_delivered(prev, c->id);
+            char rate[24] = "-";
+            if (before >= 0 && dt_s > 0)
+                snprintf(rate, sizeof(rate), "%.0f", (double)(c->delivered - before) / dt_s);
+            fprintf(f, " %6.1f%% %9s", pct, rate);
+        }
+        fputc('\n', f);
     }
     if (s->campaigns_truncated)
-        printf("  (only the first %d campaigns are shown: name one to see it)\n", Q_STATUS_MAX_CAMPAIGNS);
+        fprintf(f, "  (only the first %d campaigns are shown: name one to see it)\n", Q_STATUS_MAX_CAMPAIGNS);
+}
+
+static volatile sig_atomic_t stop_watch;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_watch = 1;
+}
+
+/* watch - redraw every second until Ctrl-C; each frame is built in memory and written at once (no flicker) */
+static int watch(const struct vconfig *cfg, const char *campaign)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    struct q_status_report prev = {0}, cur;
+    int have_prev = 0;
+    struct timespec t_prev = {0};
+    while (!stop_watch) {
+        char err[512], *frame = NULL;
+        size_t flen = 0;
+        FILE *f = open_memstream(&frame, &flen);
+        if (f == NULL)
+            return 1;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        fputs("\033[H\033[2J", f);
+        char ts[32];
+        time_t wall = time(NULL);
+        strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&wall));
+        fprintf(f, "volley status --watch  %s  (Ctrl-C to quit)\n\n", ts);
+        if (q_status_collect(cfg->redis_host, cfg->redis_port, cfg->redis_db, cfg->redis_prefix, campaign, &cur, err,
+                             sizeof(err)) < 0) {
+            fprintf(f, "%s (retrying)\n", err);
+        } else {
+            double dt = have_prev ? (double)(now.tv_sec - t_prev.tv_sec) + (now.tv_nsec - t_prev.tv_nsec) / 1e9 : 0;
+            print_report(f, cfg, &cur, have_prev ? &prev : NULL, dt, 1);
+            if (have_prev)
+                q_status_report_free(&prev);
+            prev = cur;
+            have_prev = 1;
+            t_prev = now;
+        }
+        fclose(f);
+        fwrite(frame, 1, flen, stdout);
+        fflush(stdout);
+        free(frame);
+        /* sleep in small steps so Ctrl-C is answered at once */
+        for (int i = 0; i < 10 && !stop_watch; i++)
+            usleep(100000);
+    }
+    if (have_prev)
+        q_status_report_free(&prev);
+    return 0;
 }
 
 int cmd_status_main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"watch", no_argument, NULL, 'w'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *conf = NULL, *campaign = NULL;
-    int o;
+    int o, watching = 0;
     opterr = 0;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:wh", opts, NULL)) != -1) {
         switch (o) {
         case 'c':
             conf = optarg;
+            break;
+        case 'w':
+            watching = 1;
             break;
         case 'h':
             usage(stdout);
@@ -126,6 +246,11 @@ int cmd_status_main(int argc, char **argv)
         fprintf(stderr, "volley status: %s\n", err);
         return 2;
     }
+    if (watching) {
+        int rc = watch(&cfg, campaign);
+        config_free(&cfg);
+        return rc;
+    }
     struct q_status_report s;
     if (q_status_collect(cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix, campaign, &s, err,
                          sizeof(err)) < 0) {
@@ -133,7 +258,7 @@ int cmd_status_main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-    print_report(&cfg, &s);
+    print_report(stdout, &cfg, &s, NULL, 0, 0);
     q_status_report_free(&s);
     config_free(&cfg);
     return 0;

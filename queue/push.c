@@ -36,6 +36,7 @@ struct q_push {
     unsigned batch_jobs;       /* jobs in batch */
     unsigned inflight_jobs;    /* jobs sent whose replies are unread (previous batch) */
     unsigned long long queued; /* acknowledged by Redis */
+    int high;                  /* jobs go to <p>:jobs:high */
 };
 
 /* seterr - one-line reason */
@@ -176,17 +177,20 @@ int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, s
         return rc;
 
     /* the group reads from the start of the stream, so jobs pushed before any worker ran are seen */
-    const char *grp[] = {"XGROUP", "CREATE", p->k.jobs, Q_GROUP, "0", "MKSTREAM"};
-    r = redisCommandArgv(p->c, 6, grp, NULL);
-    if (r == NULL)
-        return conn_err(p, err, errlen);
-    int busy = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) == 0;
-    if (r->type == REDIS_REPLY_ERROR && !busy) {
-        seterr(err, errlen, -EIO, "redis XGROUP CREATE: %.150s", r->str);
+    const char *streams[] = {p->k.jobs, p->k.jobs_high};
+    for (int i = 0; i < 2; i++) {
+        const char *grp[] = {"XGROUP", "CREATE", streams[i], Q_GROUP, "0", "MKSTREAM"};
+        r = redisCommandArgv(p->c, 6, grp, NULL);
+        if (r == NULL)
+            return conn_err(p, err, errlen);
+        int busy = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) == 0;
+        if (r->type == REDIS_REPLY_ERROR && !busy) {
+            seterr(err, errlen, -EIO, "redis XGROUP CREATE: %.150s", r->str);
+            freeReplyObject(r);
+            return -EIO;
+        }
         freeReplyObject(r);
-        return -EIO;
     }
-    freeReplyObject(r);
     return 0;
 }
 
@@ -257,7 +261,7 @@ int q_push_job(struct q_push *p, const char *to, size_t tolen, const struct kv *
     vbuf *b = &p->batch;
     q_resp_array(b, 7 + 2 * nvars);
     q_resp_bulk(b, "XADD", 4);
-    q_resp_bulk_str(b, p->k.jobs);
+    q_resp_bulk_str(b, p->high ? p->k.jobs_high : p->k.jobs);
     q_resp_bulk(b, "*", 1);
     q_resp_bulk(b, "campaign", 8);
     q_resp_bulk(b, p->id, p->idlen);
@@ -282,6 +286,11 @@ int q_push_flush(struct q_push *p, char *err, size_t errlen)
     if (prev > 0)
         return read_replies(p, prev + 1, prev, err, errlen);
     return 0;
+}
+
+void q_push_set_high(struct q_push *p, int high)
+{
+    p->high = high;
 }
 
 unsigned long long q_push_queued(const struct q_push *p)

@@ -44,6 +44,11 @@ int q_push_open(struct q_push **out, const char *host, int port, int db, const c
 void q_push_free(struct q_push *p);
 /* q_push_campaign - write <p>:campaign:<id> from fields; jobs queued afterwards belong to it */
 int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, size_t n, char *err, size_t errlen);
+/*
+ * q_push_set_high - jobs queued from now on go to <p>:jobs:high (transactional mail,
+ * always served before the bulk stream); call before the first q_push_job
+ */
+void q_push_set_high(struct q_push *p, int high);
 /* q_push_job - check and queue one job (vars: names without "var."); -EINVAL: invalid row, nothing queued */
 int q_push_job(struct q_push *p, const char *to, size_t tolen, const struct kv *vars, size_t nvars, char *err,
                size_t errlen);

@@ -263,10 +263,11 @@ def test_status_table(tmp_path, rds):
     assert (row("stream length"), row("undelivered"), row("pending")) == (5, 3, 2)
     assert (row(r"retry \(deferred\)"), row("dead letters")) == (1, 1)
     assert re.search(r"^\s*host-7\s+2\s+\S+s\s*$", out, re.M), out
-    cols = re.search(r"^\s*CAMPAIGN\s+QUEUED\s+DELIVERED\s+DEFERRED\s+BOUNCED\s+FAILED\s*$", out, re.M)
+    cols = re.search(r"^\s*CAMPAIGN\s+QUEUED\s+DELIVERED\s+DEFERRED\s+BOUNCED\s+FAILED\s+CANCELLED\s+SUPPRESSED"
+                     r"\s+HELD\s+STATE\s*$", out, re.M)
     assert cols, out
-    assert re.search(r"^\s*other\s+12\s+0\s+0\s+0\s+2\s*$", out, re.M), out
-    assert re.search(r"^\s*spring\s+5\s+7\s+0\s+1\s+0\s*$", out, re.M), out
+    assert re.search(r"^\s*other\s+12\s+0\s+0\s+0\s+2\s+0\s+0\s+0\s+active\s*$", out, re.M), out
+    assert re.search(r"^\s*spring\s+5\s+7\s+0\s+1\s+0\s+0\s+0\s+0\s+active\s*$", out, re.M), out
     # table columns line up: each campaign row is as wide as the header
     lines = [ln for ln in out.splitlines() if re.match(r"^\s*(CAMPAIGN|other|spring)\s", ln)]
     assert len({len(ln) for ln in lines}) == 1, lines
