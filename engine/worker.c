@@ -184,6 +184,9 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
     case Q_FAILED:
         w->n_failed++;
         break;
+    default: /* held, cancelled, suppressed: campaign control, not delivery */
+        w->n_other++;
+        break;
     }
 }
 
@@ -282,8 +285,12 @@ static void on_campaign(void *priv, redisReply *r)
     struct worker *w = c->w;
     char err[512], updated[32];
     c->refreshing = false;
-    if (r == NULL)
-        return; /* link down: fetched again when it is back (worker_on_redis_up) */
+    if (r == NULL) {
+        /* link down: a first fetch is retried when it is back (worker_on_redis_up); a re-read keeps the cached version */
+        if (c->state == CAMP_READY)
+            camp_settle(w, c);
+        return;
+    }
     c->refresh_at_ms = worker_now_ms() + WORKER_CAMP_REFRESH_MS;
     struct q_campaign *qc = NULL;
     struct tpl_message *tm = NULL;
@@ -292,6 +299,7 @@ static void on_campaign(void *priv, redisReply *r)
         camp_updated(qc, updated, sizeof(updated));
         if (c->ver != NULL && strcmp(updated, c->ver->updated) == 0) {
             q_campaign_free(qc); /* unchanged: keep the compiled version */
+            camp_settle(w, c);
             return;
         }
         tm = tpl_message_compile(qc->fields, qc->nfields, err, sizeof(err));
@@ -420,7 +428,8 @@ static void msg_prepare(struct worker *w, struct msg *m)
         msg_release(w, m); /* left pending in Redis: the next run sends it */
         return;
     }
-    if (c->state == CAMP_FETCHING) {
+    if (c->state == CAMP_FETCHING || c->refreshing) {
+        /* a re-read is in flight: wait for it, so an edit is never rendered from the stale version */
         m->next = c->waiting;
         c->waiting = m;
         return;

@@ -244,7 +244,7 @@ struct worker {
     bool done, stopping;
     vbuf scratch;
     /* counters for the end-of-run summary */
-    unsigned long n_delivered, n_deferred, n_bounced, n_failed;
+    unsigned long n_delivered, n_deferred, n_bounced, n_failed, n_other;
 };
 
 /* worker.c */
