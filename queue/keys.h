@@ -11,7 +11,8 @@
  *     <p>:stats:<id>        per-campaign counters hash
  *     <p>:jobs:high         high-priority stream, same group, served first
  *     <p>:hold:<id>         jobs of a paused campaign, waiting for resume
- *     <p>:done:<job id>     outcome marker (string with TTL) set by the record script
+ *     <p>:done:<job id>     outcome marker (string with TTL) set by the record script;
+ *                           <p>:done:high:<job id> for jobs of <p>:jobs:high
  *     <p>:worker:<name>     heartbeat of a worker process (string with TTL)
  *     <p>:suppressed        set of lower-case addresses never to send to
  *     <p>:claim:<stream>    XAUTOCLAIM cursor of that stream

@@ -34,8 +34,7 @@ struct q_redis;
 struct q_redis *q_redis_new(void);
 void q_redis_free(struct q_redis *q);
 /* q_redis_cmdargv - queue one command; fn may be NULL to ignore the reply */
-void q_redis_cmdargv(struct q_redis *q, int argc, const char **argv, const size_t *argvlen, q_reply_fn *fn,
-                     void *priv);
+void q_redis_cmdargv(struct q_redis *q, int argc, const char **argv, const size_t *argvlen, q_reply_fn *fn, void *priv);
 /* q_redis_out - bytes waiting to be sent; the caller consumes what it sent */
 vbuf *q_redis_out(struct q_redis *q);
 /* q_redis_feed - bytes received; runs callbacks; 0 or -EPROTO on a protocol error */

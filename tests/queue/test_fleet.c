@@ -1,0 +1,432 @@
+/*
+ * NAME
+ *   test_fleet - at-least-once delivery across workers, against a real redis-server
+ * DESCRIPTION
+ *   What an operator relies on: a job deferred past max_age bounces as
+ *   expired; a dead worker's jobs are reclaimed but a recorded job is never
+ *   handed out again; high-priority jobs go first and are acknowledged in
+ *   their own stream; suppressed recipients are marked and hard bounces
+ *   suppress; pause/resume/cancel keep every job accounted for; heartbeats
+ *   expire; campaign states come back in one call.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "lib/clock.h"
+#include "queue/campaign.h"
+#include "queue/control.h"
+#include "queue/fleet.h"
+#include "queue/intake.h"
+#include "queue/job.h"
+#include "queue/outcome.h"
+#include "redis_harness.h"
+
+static struct rh H;
+static struct q_keys K;
+static struct q_redis *Q;
+static int FD;
+
+#define MAXJ 64
+static struct q_job *J[MAXJ];
+static int NJ;
+static char RERR[256];
+static long long RINT;
+
+static void on_jobs(void *priv, redisReply *r)
+{
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("script error: %s", r->str);
+    int n = q_jobs_parse(r, J + NJ, MAXJ - NJ);
+    assert_true(n >= 0);
+    NJ += n;
+}
+
+static void on_any(void *priv, redisReply *r)
+{
+    assert_non_null(r);
+    RERR[0] = '\0';
+    if (r->type == REDIS_REPLY_ERROR)
+        snprintf(RERR, sizeof(RERR), "%s", r->str);
+    else if (r->type == REDIS_REPLY_INTEGER)
+        RINT = r->integer;
+}
+
+static void free_jobs(void)
+{
+    for (int i = 0; i < NJ; i++)
+        q_job_free(J[i]);
+    NJ = 0;
+}
+
+static void read2(const char *consumer, int count, int suppress)
+{
+    free_jobs();
+    q_intake_read2(Q, &K, consumer, count, 0, suppress, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+static void record(const struct q_record_opts *opts, struct q_outcome *o, int n)
+{
+    q_record2(Q, &K, opts, o, n, on_any, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_string_equal(RERR, "");
+}
+
+static void fresh(void)
+{
+    free_jobs();
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    q_intake_create_group(Q, &K, NULL, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+static void xadd(const char *stream, const char *camp, const char *to)
+{
+    freeReplyObject(rh_cmd(&H, "XADD %s * campaign %s to %s var.name x", stream, camp, to));
+}
+
+/* hget_int - a counter of <p>:stats:<camp>, 0 when absent */
+static long long stat(const char *camp, const char *name)
+{
+    redisReply *r = rh_cmd(&H, "HGET %s%s %s", K.stats, camp, name);
+    long long v = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+/* last_event_field - a field of the newest event */
+static char *last_event_field(const char *name, char *buf, size_t n)
+{
+    redisReply *r = rh_cmd(&H, "XREVRANGE %s + - COUNT 1", K.events);
+    buf[0] = '\0';
+    assert_int_equal(r->elements, 1);
+    const redisReply *f = r->element[0]->element[1];
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (strcmp(f->element[i]->str, name) == 0)
+            snprintf(buf, n, "%s", f->element[i + 1]->str);
+    freeReplyObject(r);
+    return buf;
+}
+
+static void test_expiry_after_max_age(void **st)
+{
+    fresh();
+    uint64_t now = clock_wall_ms();
+    /* attempt 3 of a job first tried 10 s ago; max_age 5 s: this deferral expires it */
+    freeReplyObject(rh_cmd(&H, "XADD %s * campaign c1 to old@example.test attempt 3 first_ms %llu", K.jobs,
+                           (unsigned long long)(now - 10000)));
+    xadd(K.jobs, "c1", "new@example.test");
+    read2("w1", 10, 0);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(J[0]->first_ms, now - 10000);
+    assert_true(J[1]->first_ms + 5000 > now); /* a new job: its entry id's time */
+    struct q_record_opts opts = {.max_age_ms = 5000, .done_ttl_ms = 60000, .suppress_hard_bounces = 1};
+    struct q_outcome o[2] = {
+        {.job = J[0], .status = Q_DEFERRED, .code = 451, .reply = "try later", .ts_ms = now, .retry_at_ms = now + 1},
+        {.job = J[1], .status = Q_DEFERRED, .code = 451, .reply = "try later", .ts_ms = now, .retry_at_ms = now + 1},
+    };
+    record(&opts, o, 2);
+    assert_int_equal(stat("c1", "bounced"), 1);
+    assert_int_equal(stat("c1", "expired"), 1);
+    assert_int_equal(stat("c1", "deferred"), 1);
+    assert_int_equal(rh_int(&H, "ZCARD %s", K.retry), 1);
+    redisReply *ev = rh_cmd(&H, "XRANGE %s - +", K.events);
+    assert_int_equal(ev->elements, 2);
+    const redisReply *e0 = ev->element[0]->element[1];
+    int found = 0;
+    for (size_t i = 0; i + 1 < e0->elements; i += 2)
+        if (strcmp(e0->element[i]->str, "reply") == 0) {
+            assert_string_equal(e0->element[i + 1]->str, "expired after 3 attempts: try later");
+            found = 1;
+        }
+    assert_true(found);
+    freeReplyObject(ev);
+    /* the other job keeps its first-attempt time through the retry set */
+    uint64_t first = J[1]->first_ms;
+    q_retry_move(Q, &K, now + 10, 10, NULL, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    read2("w1", 10, 0);
+    assert_int_equal(NJ, 1);
+    assert_int_equal(J[0]->attempt, 2);
+    assert_int_equal(J[0]->first_ms, first);
+    free_jobs();
+}
+
+static void test_autoclaim_skips_recorded(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++)
+        xadd(K.jobs, "c1", "a@example.test");
+    xadd(K.jobs_high, "c1", "h@example.test");
+    read2("dead-worker", 10, 0);
+    assert_int_equal(NJ, 4);
+    /* the first bulk job was recorded but its acknowledgement never landed (or it was recorded elsewhere) */
+    char recorded[Q_ID_MAX];
+    snprintf(recorded, sizeof(recorded), "%s", J[1]->id);
+    freeReplyObject(rh_cmd(&H, "SET %s%s delivered", K.done, recorded));
+    free_jobs();
+    /* nothing is idle enough yet */
+    q_intake_autoclaim(Q, &K, "w2", 60000, 10, 0, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(NJ, 0);
+    usleep(30000);
+    q_intake_autoclaim(Q, &K, "w2", 20, 10, 0, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(NJ, 3);
+    assert_true(J[0]->high); /* high first, parsed like a read */
+    for (int i = 0; i < NJ; i++) {
+        if (!J[i]->high) /* ids are per stream: the high job may share the id */
+            assert_string_not_equal(J[i]->id, recorded);
+        assert_null(J[i]->error);
+    }
+    assert_int_equal(stat("c1", "reclaimed"), 3);
+    /* the recorded one is gone from the stream and from every pending list */
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 2);
+    redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
+    assert_int_equal(p->element[0]->integer, 2);
+    freeReplyObject(p);
+    /* recording a reclaimed job works in its stream; a second record of the same job is not counted twice */
+    struct q_outcome o = {.job = J[0], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    record(NULL, &o, 1);
+    record(NULL, &o, 1);
+    assert_int_equal(stat("c1", "delivered"), 1);
+    char buf[16];
+    assert_string_equal(last_event_field("duplicate", buf, sizeof(buf)), "1");
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
+    free_jobs();
+}
+
+static void test_high_first(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++)
+        xadd(K.jobs, "c1", "bulk@example.test");
+    xadd(K.jobs_high, "c1", "tx1@example.test");
+    xadd(K.jobs_high, "c1", "tx2@example.test");
+    read2("w1", 3, 0);
+    assert_int_equal(NJ, 3);
+    assert_true(J[0]->high && J[1]->high && !J[2]->high);
+    assert_string_equal(J[0]->to, "tx1@example.test");
+    assert_string_equal(J[2]->to, "bulk@example.test");
+    /* each is acknowledged in the stream it came from; a deferred high job comes back high */
+    struct q_outcome o[3] = {
+        {.job = J[0], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
+        {.job = J[1], .status = Q_DEFERRED, .code = 451, .ts_ms = 1, .retry_at_ms = 5},
+        {.job = J[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
+    };
+    record(NULL, o, 3);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 2);
+    q_retry_move(Q, &K, 10, 10, NULL, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 1);
+    read2("w1", 1, 0);
+    assert_int_equal(NJ, 1);
+    assert_true(J[0]->high);
+    assert_string_equal(J[0]->to, "tx2@example.test");
+    assert_int_equal(J[0]->attempt, 2);
+    /* the idle check counts both streams */
+    free_jobs();
+    q_idle_check(Q, &K, NULL, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+static void test_suppression(void **st)
+{
+    fresh();
+    freeReplyObject(rh_cmd(&H, "SADD %s ann@example.test", K.suppressed));
+    xadd(K.jobs, "c1", "Ann@Example.TEST");
+    xadd(K.jobs, "c1", "bob@example.test");
+    xadd(K.jobs, "c1", "cat@example.test");
+    xadd(K.jobs, "c1", "dan@example.test");
+    read2("w1", 10, 1);
+    assert_int_equal(NJ, 4);
+    assert_true(J[0]->suppressed);
+    assert_false(J[1]->suppressed);
+    struct q_outcome o[4] = {
+        {.job = J[0], .status = Q_SUPPRESSED, .reply = "suppressed", .ts_ms = 1},
+        {.job = J[1], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 1},
+        {.job = J[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.7.1", .reply = "policy", .ts_ms = 1},
+        {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 1},
+    };
+    struct q_record_opts on = {.max_age_ms = 0, .done_ttl_ms = 60000, .suppress_hard_bounces = 1};
+    struct q_record_opts off = {.max_age_ms = 0, .done_ttl_ms = 60000, .suppress_hard_bounces = 0};
+    record(&on, o, 3);
+    record(&off, o + 3, 1);
+    assert_int_equal(stat("c1", "suppressed"), 1);
+    assert_int_equal(stat("c1", "bounced"), 3);
+    assert_int_equal(rh_int(&H, "SISMEMBER %s bob@example.test", K.suppressed), 1); /* 5.1.1: the address is bad */
+    assert_int_equal(rh_int(&H, "SISMEMBER %s cat@example.test", K.suppressed), 0); /* 5.7.1: policy, not address */
+    assert_int_equal(rh_int(&H, "SISMEMBER %s dan@example.test", K.suppressed), 0); /* switched off */
+    /* intake without the check marks nothing */
+    xadd(K.jobs, "c1", "ann@example.test");
+    read2("w1", 10, 0);
+    assert_false(J[0]->suppressed);
+    free_jobs();
+}
+
+/* ctl - a blocking control connection to the test server */
+static struct q_ctl *ctl(void)
+{
+    struct q_ctl *c;
+    char err[256];
+    assert_int_equal(q_ctl_open(&c, "127.0.0.1", H.port, 0, "vf", err, sizeof(err)), 0);
+    return c;
+}
+
+/*
+ * accounted - queued == final outcomes + everything still somewhere in the queue
+ * (jobs in flight are still entries of their stream, pending, until recorded)
+ */
+static void assert_accounted(const char *camp)
+{
+    long long final = stat(camp, "delivered") + stat(camp, "bounced") + stat(camp, "failed") + stat(camp, "cancelled") +
+                      stat(camp, "suppressed");
+    char hk[128];
+    snprintf(hk, sizeof(hk), "%s%s", K.hold, camp);
+    long long left = rh_int(&H, "XLEN %s", K.jobs) + rh_int(&H, "XLEN %s", K.jobs_high) +
+                     rh_int(&H, "ZCARD %s", K.retry) + rh_int(&H, "XLEN %s", hk);
+    if (stat(camp, "queued") != final + left)
+        fail_msg("queued %lld != final %lld + left %lld", stat(camp, "queued"), final, left);
+}
+
+static void test_hold_resume_cancel(void **st)
+{
+    fresh();
+    char err[256];
+    struct q_ctl *c = ctl();
+    freeReplyObject(rh_cmd(&H, "HSET %sc1 from a@b.test subject hi", K.campaign));
+    for (int i = 0; i < 8; i++)
+        xadd(i < 6 ? K.jobs : K.jobs_high, "c1", "r@example.test");
+    freeReplyObject(rh_cmd(&H, "HSET %sc1 queued 8", K.stats));
+    assert_int_equal(q_ctl_campaign_pause(c, "c1", err, sizeof(err)), 0);
+    assert_int_equal(q_ctl_campaign_pause(c, "nope", err, sizeof(err)), -ENOENT);
+
+    /* every job read while paused is marked and held */
+    read2("w1", 20, 1);
+    assert_int_equal(NJ, 8);
+    struct q_outcome o[8];
+    for (int i = 0; i < NJ; i++) {
+        assert_int_equal(J[i]->camp_state, Q_CAMP_PAUSED);
+        o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD, .ts_ms = 1};
+    }
+    record(NULL, o, NJ);
+    assert_int_equal(rh_int(&H, "XLEN %shold:c1", "vf:"), 8);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 0);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.events), 0); /* holding is not an attempt */
+    assert_accounted("c1");
+
+    /* resume: all back, high ones to the high stream */
+    unsigned long long moved;
+    assert_int_equal(q_ctl_campaign_resume(c, "c1", &moved, err, sizeof(err)), 0);
+    assert_int_equal(moved, 8);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 6);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 2);
+    assert_int_equal(rh_int(&H, "EXISTS %shold:c1", "vf:"), 0);
+    assert_accounted("c1");
+
+    /* a worker that still held a job after the resume: it goes straight back, not to the hold */
+    read2("w1", 20, 1);
+    assert_int_equal(NJ, 8);
+    assert_int_equal(J[0]->camp_state, Q_CAMP_ACTIVE);
+    struct q_outcome late = {.job = J[7], .status = Q_HELD, .ts_ms = 1};
+    record(NULL, &late, 1);
+    assert_int_equal(rh_int(&H, "XLEN %shold:c1", "vf:"), 0);
+    assert_accounted("c1");
+
+    /* 2 delivered, 2 deferred, then pause and hold 3 */
+    for (int i = 0; i < 4; i++)
+        o[i] = (struct q_outcome){.job = J[i],
+                                  .status = i < 2 ? Q_DELIVERED : Q_DEFERRED,
+                                  .ts_ms = 1,
+                                  .retry_at_ms = clock_wall_ms() + 600000};
+    record(NULL, o, 4);
+    assert_int_equal(q_ctl_campaign_pause(c, "c1", err, sizeof(err)), 0);
+    for (int i = 4; i < 7; i++)
+        o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD, .ts_ms = 1};
+    record(NULL, o + 4, 3);
+    assert_accounted("c1");
+
+    /* cancel: 3 held + 2 deferred end as cancelled; the job left in the stream is cancelled when read */
+    unsigned long long held, retry;
+    assert_int_equal(q_ctl_campaign_cancel(c, "c1", &held, &retry, err, sizeof(err)), 0);
+    assert_int_equal(held, 3);
+    assert_int_equal(retry, 2);
+    assert_int_equal(stat("c1", "cancelled"), 5);
+    assert_int_equal(rh_int(&H, "ZCARD %s", K.retry), 0);
+    assert_accounted("c1");
+    assert_int_equal(q_ctl_campaign_resume(c, "c1", &moved, err, sizeof(err)), -EPERM);
+    read2("w2", 20, 1);
+    assert_int_equal(NJ, 1);
+    assert_int_equal(J[0]->camp_state, Q_CAMP_CANCELLED);
+    /* a worker that defers it anyway (it was in flight): recorded as cancelled, not re-queued */
+    struct q_outcome d = {.job = J[0], .status = Q_DEFERRED, .ts_ms = 1, .retry_at_ms = 5};
+    record(NULL, &d, 1);
+    assert_int_equal(stat("c1", "cancelled"), 6);
+    assert_int_equal(stat("c1", "delivered") + stat("c1", "cancelled"), 8);
+    assert_accounted("c1");
+
+    struct q_campaign_info info;
+    assert_int_equal(q_ctl_campaign_show(c, "c1", &info, err, sizeof(err)), 0);
+    assert_int_equal(info.state, Q_CAMP_CANCELLED);
+    assert_int_equal(info.cancelled, 6);
+    assert_string_equal(info.subject, "hi");
+    q_ctl_free(c);
+    free_jobs();
+}
+
+static char STATES[4][16];
+static void on_states(void *priv, redisReply *r)
+{
+    enum q_camp_state s[3];
+    assert_int_equal(q_campaign_state_parse(r, s, 3), 0);
+    for (int i = 0; i < 3; i++)
+        snprintf(STATES[i], sizeof(STATES[i]), "%s", q_camp_state_name(s[i]));
+}
+
+static void test_states_and_heartbeat(void **st)
+{
+    fresh();
+    freeReplyObject(rh_cmd(&H, "HSET %sa from x", K.campaign));
+    freeReplyObject(rh_cmd(&H, "HSET %sb from x state paused", K.campaign));
+    const char *ids[] = {"a", "b", "missing"};
+    q_campaign_state_fetch(Q, &K, ids, 3, on_states, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_string_equal(STATES[0], "active");
+    assert_string_equal(STATES[1], "paused");
+    assert_string_equal(STATES[2], "unknown");
+
+    q_heartbeat(Q, &K, "mta1", "pid=1 threads=4\r\ninjected", 150, on_any, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    redisReply *r = rh_cmd(&H, "GET %smta1", K.worker);
+    assert_string_equal(r->str, "pid=1 threads=4??injected"); /* one printable line */
+    freeReplyObject(r);
+    long long ttl = rh_int(&H, "PTTL %smta1", K.worker);
+    assert_true(ttl > 0 && ttl <= 150);
+    usleep(250000);
+    assert_int_equal(rh_int(&H, "EXISTS %smta1", K.worker), 0);
+}
+
+int main(void)
+{
+    rh_start(&H);
+    q_keys_init(&K, "vf");
+    Q = q_redis_new();
+    FD = rh_socket(&H);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expiry_after_max_age), cmocka_unit_test(test_autoclaim_skips_recorded),
+        cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
+        cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    free_jobs();
+    close(FD);
+    q_redis_free(Q);
+    rh_stop(&H);
+    return rc;
+}
