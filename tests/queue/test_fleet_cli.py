@@ -1,0 +1,211 @@
+"""`volley campaign`, `volley suppress`, `volley status [--watch]` and `volley push --priority`
+against a real redis-server.
+
+engine/main.c does not dispatch `campaign` and `suppress` yet, so the fixture links a small
+dispatcher against the layer archives `make` built (build/libengine.a holds cmd_campaign.o and
+cmd_suppress.o) and runs that; once main.c knows the commands, the real binary behaves the same.
+"""
+
+import os
+import pty
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from test_push import BUILD, PREFIX, rds, write_campaign, write_conf  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DISPATCH = r"""
+#include <stdio.h>
+#include <string.h>
+int cmd_push_main(int, char **);
+int cmd_status_main(int, char **);
+int cmd_campaign_main(int, char **);
+int cmd_suppress_main(int, char **);
+int main(int argc, char **argv)
+{
+    if (argc < 2) return 2;
+    if (!strcmp(argv[1], "push")) return cmd_push_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "status")) return cmd_status_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "campaign")) return cmd_campaign_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "suppress")) return cmd_suppress_main(argc - 1, argv + 1);
+    return 2;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory):
+    libs = [BUILD / f"lib{m}.a" for m in ("engine", "queue", "templates", "lib")]
+    for lib in libs:
+        if not lib.exists():
+            pytest.fail(f"{lib} not found: run `make` first", pytrace=False)
+    d = tmp_path_factory.mktemp("cli")
+    src = d / "dispatch.c"
+    src.write_text(DISPATCH)
+    out = d / "volley-q"
+    cmd = ["gcc", "-o", str(out), str(src)] + [str(x) for x in libs] + \
+        ["-luring", "-lssl", "-lcrypto", "-lhiredis", "-lcares", "-lpthread", "-lm"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def run(exe, *args, **kw):
+    return subprocess.run([str(exe)] + [str(a) for a in args], capture_output=True, text=True, timeout=30, **kw)
+
+
+def push(exe, tmp_path, conf, n, *extra, cid="spring"):
+    ini = write_campaign(tmp_path, cid=cid)
+    csv = tmp_path / f"list-{cid}.csv"
+    csv.write_text("email,token\n" + "".join(f"u{i}@example.test,{i}\n" for i in range(n)))
+    return run(exe, "push", "-c", conf, "--campaign", ini, "--recipients", csv, *extra)
+
+
+def test_push_priority_high(exe, tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    p = push(exe, tmp_path, conf, 3, "--priority", "high")
+    assert p.returncode == 0, p.stderr
+    assert r.xlen(f"{PREFIX}:jobs:high") == 3 and r.xlen(f"{PREFIX}:jobs") == 0
+    assert not any(g["name"] != "volley" for g in r.xinfo_groups(f"{PREFIX}:jobs:high"))
+    # not a terminal: no progress bar, only the summary
+    assert "\r" not in p.stderr and "#" not in p.stderr, p.stderr
+    p = push(exe, tmp_path, conf, 1, "--priority", "urgent")
+    assert p.returncode == 2 and "--priority" in p.stderr
+
+
+def test_push_progress_bar_on_a_terminal(exe, tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    ini = write_campaign(tmp_path)
+    csv = tmp_path / "big.csv"
+    csv.write_text("email\n" + "".join(f"u{i}@example.test\n" for i in range(5000)))
+    master, slave = pty.openpty()
+    p = subprocess.run([str(exe), "push", "-c", conf, "--campaign", ini, "--recipients", csv],
+                       stdout=subprocess.PIPE, stderr=slave, timeout=30)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    assert p.returncode == 0
+    text = err.decode()
+    assert re.search(r"\[#*\.*\]\s+\d+%\s+\d+ rows queued", text), text
+    assert "5000 jobs queued" in text
+
+
+def test_campaign_pause_resume_cancel_show(exe, tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    assert push(exe, tmp_path, conf, 4).returncode == 0
+    p = run(exe, "campaign", "-c", conf, "pause", "spring")
+    assert p.returncode == 0 and "paused" in p.stdout, p.stderr
+    assert r.hget(f"{PREFIX}:campaign:spring", "state") == "paused"
+    # what a worker does with jobs of a paused campaign: move them to the hold stream
+    for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")[:3]:
+        r.xadd(f"{PREFIX}:hold:spring", f)
+        r.xdel(f"{PREFIX}:jobs", _id)
+    p = run(exe, "campaign", "-c", conf, "show", "spring")
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^\s*state\s+paused\s*$", p.stdout, re.M), p.stdout
+    assert re.search(r"^\s*held\s+3\s*$", p.stdout, re.M), p.stdout
+    assert re.search(r"^\s*queued\s+4\s*$", p.stdout, re.M), p.stdout
+
+    p = run(exe, "status", "-c", conf)
+    assert re.search(r"^\s*held \(paused\)\s+3\s*$", p.stdout, re.M), p.stdout
+    assert re.search(r"^\s*spring\s+4\s+0\s+0\s+0\s+0\s+0\s+0\s+3\s+paused\s*$", p.stdout, re.M), p.stdout
+
+    p = run(exe, "campaign", "-c", conf, "resume", "spring")
+    assert p.returncode == 0 and "3 held jobs back" in p.stdout, (p.stdout, p.stderr)
+    assert r.xlen(f"{PREFIX}:jobs") == 4 and not r.exists(f"{PREFIX}:hold:spring")
+
+    # pause again, hold two, cancel: the held ones end as cancelled with an event each
+    assert run(exe, "campaign", "-c", conf, "pause", "spring").returncode == 0
+    for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")[:2]:
+        r.xadd(f"{PREFIX}:hold:spring", f)
+        r.xdel(f"{PREFIX}:jobs", _id)
+    p = run(exe, "campaign", "-c", conf, "cancel", "spring")
+    assert p.returncode == 0 and "2 held and 0 deferred" in p.stdout, (p.stdout, p.stderr)
+    assert r.hget(f"{PREFIX}:stats:spring", "cancelled") == "2"
+    ev = [f for _id, f in r.xrange(f"{PREFIX}:events", "-", "+")]
+    assert len(ev) == 2 and all(e["status"] == "cancelled" and e["campaign"] == "spring" for e in ev), ev
+    # queued = cancelled + still in the stream (the worker cancels those when it reads them)
+    assert int(r.hget(f"{PREFIX}:stats:spring", "queued")) == 2 + r.xlen(f"{PREFIX}:jobs")
+
+    p = run(exe, "campaign", "-c", conf, "resume", "spring")
+    assert p.returncode == 2 and "cancelled" in p.stderr
+    p = run(exe, "campaign", "-c", conf, "pause", "nosuch")
+    assert p.returncode == 2 and "no campaign" in p.stderr
+    p = run(exe, "campaign", "-c", conf, "explode", "spring")
+    assert p.returncode == 2 and "unknown action" in p.stderr
+
+
+def test_suppress_commands(exe, tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    p = run(exe, "suppress", "-c", conf, "add", "Ann@Example.test", "bob@example.test")
+    assert p.returncode == 0 and p.stdout.splitlines() == ["Ann@Example.test added", "bob@example.test added"]
+    assert r.smembers(f"{PREFIX}:suppressed") == {"ann@example.test", "bob@example.test"}
+    p = run(exe, "suppress", "-c", conf, "add", "ann@example.test")
+    assert p.stdout.strip() == "ann@example.test already suppressed"
+    p = run(exe, "suppress", "-c", conf, "check", "ANN@example.test", "cat@example.test")
+    assert p.stdout.splitlines() == ["ANN@example.test suppressed", "cat@example.test not suppressed"]
+    p = run(exe, "suppress", "-c", conf, "remove", "bob@example.test")
+    assert p.stdout.strip() == "bob@example.test removed"
+    p = run(exe, "suppress", "-c", conf, "list")
+    assert p.returncode == 0 and p.stdout.splitlines() == ["ann@example.test"]
+    p = run(exe, "suppress", "-c", conf, "add", "not an address")
+    assert p.returncode == 2 and "not a valid address" in p.stderr
+    assert r.scard(f"{PREFIX}:suppressed") == 1
+
+
+def test_status_workers_and_high(exe, tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    assert push(exe, tmp_path, conf, 2, "--priority", "high").returncode == 0
+    r.set(f"{PREFIX}:worker:mta1", "pid=42 threads=4", px=10000)
+    r.set(f"{PREFIX}:worker:gone", "pid=1", px=1)
+    time.sleep(0.05)
+    r.sadd(f"{PREFIX}:suppressed", "x@example.test")
+    p = run(exe, "status", "-c", conf)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^\s*high stream length\s+2\s*$", p.stdout, re.M), p.stdout
+    assert re.search(r"^\s*suppressed addresses\s+1\s*$", p.stdout, re.M), p.stdout
+    assert re.search(r"^workers alive: 1$", p.stdout, re.M), p.stdout
+    assert re.search(r"^\s*mta1\s+\d+\.\ds\s+pid=42 threads=4\s*$", p.stdout, re.M), p.stdout
+    assert "gone" not in p.stdout
+
+
+def test_status_watch_redraws(exe, tmp_path, rds):
+    port, r = rds
+    conf = write_conf(tmp_path, port)
+    assert push(exe, tmp_path, conf, 10).returncode == 0
+    p = subprocess.Popen([str(exe), "status", "-c", str(conf), "--watch"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.2)
+    r.hincrby(f"{PREFIX}:stats:spring", "delivered", 5)  # as a worker would, between two frames
+    time.sleep(1.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=5)
+    assert p.returncode == 0, err
+    frames = out.split("\x1b[H\x1b[2J")[1:]
+    assert len(frames) >= 2, out
+    for f in frames:
+        assert "RATE/s" in f and "DONE" in f, f
+    # the last frame shows the progress and a positive rate for the interval in which 5 were delivered
+    rows = [re.search(r"^\s*spring\s+10\s+5\s.*\s(\d+\.\d)%\s+(\S+)\s*$", f, re.M) for f in frames]
+    got = [m for m in rows if m]
+    assert got and got[-1].group(1) == "50.0", frames[-1]
+    assert any(m.group(2) not in ("-", "0") for m in got), [m.group(0) for m in got]
