@@ -58,8 +58,14 @@ static void link_down(struct worker *w, const char *why)
                  w->cfg->redis_port, why);
     l->logged_down = true;
     l->state = REDIS_DOWN;
-    if (l->fd >= 0)
+    if (l->fd >= 0) {
         shutdown(l->fd, SHUT_RDWR);
+        if (l->ops > 0) {
+            struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+            io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_NONE, 0, 0));
+        }
+    }
     l->retry_at_ms = worker_now_ms() + (uint64_t)l->backoff_ms;
     l->backoff_ms = l->backoff_ms * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS : l->backoff_ms * 2;
     vbuf_reset(&l->sbuf);

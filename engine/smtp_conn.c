@@ -256,8 +256,13 @@ static void conn_close(struct smtp_conn *c)
         return;
     bool was_ready = c->state == CONN_READY || c->state == CONN_QUITTING;
     c->state = CONN_CLOSED;
-    /* shutdown completes the armed recv (with 0) so the slot can be released */
+    /* shutdown completes an armed recv (with 0); a connect still in flight needs a cancel */
     shutdown(c->fd, SHUT_RDWR);
+    if (c->ops > 0) {
+        struct io_uring_sqe *sqe = ring_sqe(&c->w->ring);
+        io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_NONE, 0, 0));
+    }
     pool_conn_closed(c->w, c->pool, c, was_ready);
 }
 
@@ -547,7 +552,6 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
     case EX_GREETING:
         if (r->code != 220) {
             snprintf(why, sizeof(why), "greeting refused: %s", r->text);
-            c->target_fault = true;
             smtp_conn_fail(c, why);
             return;
         }
@@ -562,7 +566,6 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
                 return;
             }
             snprintf(why, sizeof(why), "EHLO refused: %s", r->text);
-            c->target_fault = true;
             smtp_conn_fail(c, why);
             return;
         }
@@ -577,7 +580,6 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
     case EX_HELO:
         if (smtp_reply_class(r) != 2) {
             snprintf(why, sizeof(why), "HELO refused: %s", r->text);
-            c->target_fault = true;
             smtp_conn_fail(c, why);
             return;
         }
@@ -639,8 +641,6 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     }
     struct smtp_expect e = expect_pop(c);
     struct msg *m = e.msg;
-    if (r->code == 421 && e.kind == EX_GREETING)
-        c->target_fault = true;
     if (r->code == 421 && e.kind != EX_QUIT) {
         /* service closing: this message and all behind it are deferred with the server's words */
         char why[300];
@@ -768,7 +768,6 @@ static void on_connect(struct smtp_conn *c, int res)
     if (res < 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect to %.150s failed: %s", c->peer, strerror(-res));
-        c->target_fault = true;
         smtp_conn_fail(c, why);
         return;
     }

@@ -268,10 +268,15 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
     }
     if (c->retry_plain)
         return; /* not the host's fault: reconnect at once without STARTTLS */
+    /*
+     * No usable session with this host (refused, timed out, 421/554 greeting,
+     * garbage or oversized replies, TLS or AUTH refused): skip it for
+     * bad_host_ms and let the next host take over. Without this a host that
+     * fails during the handshake would be redialled at once, forever.
+     */
     snprintf(p->last_error, sizeof(p->last_error), "%s", c->error[0] ? c->error : "connection failed");
-    if (c->target_fault && c->target >= 0 && c->target < p->ntargets) {
-        struct pool_target *t = &p->targets[c->target];
-        t->bad_until_ms = now + (uint64_t)w->cfg->bad_host_ms;
+    if (c->target >= 0 && c->target < p->ntargets) {
+        p->targets[c->target].bad_until_ms = now + (uint64_t)(w->cfg->bad_host_ms > 0 ? w->cfg->bad_host_ms : 1000);
         log_info("%s: %s; trying the next host", c->peer, c->error);
     }
     if (p->nready > 0)

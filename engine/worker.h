@@ -109,7 +109,6 @@ struct smtp_conn {
     vbuf *out;   /* what the protocol writes: wbuf or pout */
     bool tls_on, tls_handshaking, greeted, authed;
     bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
-    bool target_fault; /* the failure says the host is unusable (connect, greeting, EHLO) */
     int target;        /* index into pool->targets */
     char peer[300];    /* "name:port" for events and logs */
     uint64_t opened_ms;
