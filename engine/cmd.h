@@ -15,5 +15,7 @@
 int cmd_worker_main(int argc, char **argv); /* engine/worker_cmd.c */
 int cmd_push_main(int argc, char **argv);   /* engine/cmd_push.c */
 int cmd_status_main(int argc, char **argv); /* engine/cmd_status.c */
+int cmd_campaign_main(int argc, char **argv); /* engine/cmd_campaign.c */
+int cmd_suppress_main(int argc, char **argv); /* engine/cmd_suppress.c */
 
 #endif

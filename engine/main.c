@@ -15,7 +15,9 @@ static void usage(FILE *f)
                "commands:\n"
                "  push     create a campaign and queue one job per recipient\n"
                "  worker   deliver queued jobs\n"
-               "  status   queue depth, pending and per-campaign counters\n"
+               "  status   queue depth, pending and per-campaign counters (--watch: live view)\n"
+               "  campaign pause|resume|cancel|show ID: control a campaign\n"
+               "  suppress add|remove|check|list: addresses never to mail\n"
                "run 'volley COMMAND --help' for a command's options\n");
 }
 
@@ -36,6 +38,10 @@ int main(int argc, char **argv)
         return cmd_push_main(argc - 1, argv + 1);
     if (strcmp(c, "status") == 0)
         return cmd_status_main(argc - 1, argv + 1);
+    if (strcmp(c, "campaign") == 0)
+        return cmd_campaign_main(argc - 1, argv + 1);
+    if (strcmp(c, "suppress") == 0)
+        return cmd_suppress_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }

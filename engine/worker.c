@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/dns.h"
 #include "engine/ring.h"
@@ -31,6 +32,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "queue/campaign.h"
+#include "queue/fleet.h"
 #include "queue/intake.h"
 #include "templates/dkim.h"
 #include "templates/message.h"
@@ -61,12 +63,14 @@ static bool worker_needs_verify(const struct vconfig *cfg)
     return false;
 }
 
-int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int *stop, bool exit_when_idle,
-                char *err, size_t errlen)
+int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
+                atomic_int *stop, bool exit_when_idle, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->idx = idx;
     w->cfg = cfg;
+    w->retry = retry;
+    w->rand_state = clock_mono_us() * 2654435761u + (uint64_t)idx + 1;
     w->stop = stop;
     w->exit_when_idle = exit_when_idle;
     q_keys_init(&w->keys, cfg->redis_prefix);
@@ -190,6 +194,17 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
     }
 }
 
+/* worker_rand - xorshift64*: jitter for retry times, no locks, no syscalls */
+static uint64_t worker_rand(struct worker *w)
+{
+    uint64_t x = w->rand_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rand_state = x;
+    return x * 2685821657736338717ull;
+}
+
 /* ---- outcomes ---- */
 
 /* on_recorded - the batch's script answered: release, or keep for another try */
@@ -244,15 +259,23 @@ static void flush_outcomes(struct worker *w)
                 .reply = m->reply,
                 .host = m->host,
                 .ts_ms = wall,
-                .retry_at_ms = m->status == Q_DEFERRED ? wall + (uint64_t)w->cfg->retry_delay_ms : 0,
+                .retry_at_ms = m->status == Q_DEFERRED
+                                   ? (m->retry_at_ms ? m->retry_at_ms
+                                                     : q_retry_due(w->retry, m->job->attempt, wall, m->reply,
+                                                                   worker_rand(w)))
+                                   : 0,
                 .tls = m->tls[0] ? m->tls : NULL,
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,
+                .limit = m->limit[0] ? m->limit : NULL,
             };
         }
         if (w->out_head == NULL)
             w->out_tail = NULL;
         w->batches_outstanding++;
-        q_record(w->redis.q, &w->keys, o, n, on_recorded, b);
+        struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
+                                     .done_ttl_ms = w->retry->done_ttl_ms,
+                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces};
+        q_record2(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }
 }
 
@@ -495,6 +518,19 @@ static void msg_start(struct worker *w, struct q_job *job)
         worker_finish_msg(w, m, Q_FAILED, 0, "", job->error);
         return;
     }
+    /* campaign control and suppression are decided at intake, never sent */
+    if (job->camp_state == Q_CAMP_CANCELLED) {
+        worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
+        return;
+    }
+    if (job->camp_state == Q_CAMP_PAUSED) {
+        worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
+        return;
+    }
+    if (job->suppressed) {
+        worker_finish_msg(w, m, Q_SUPPRESSED, 0, "", "recipient is on the suppression list");
+        return;
+    }
     m->camp = camp_get(w, job->campaign, job->campaign_len);
     msg_prepare(w, m);
 }
@@ -528,6 +564,32 @@ static void on_idle_check(void *priv, redisReply *r)
     }
 }
 
+static void on_wait(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    (void)r;
+    w->wait_outstanding = false;
+}
+
+/* on_claim - jobs taken over from a consumer that stopped (a dead worker) */
+static void on_claim(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    w->claim_outstanding = false;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        if (r != NULL)
+            log_error("reclaiming idle jobs: %.200s", r->str);
+        return;
+    }
+    struct q_job *jobs[Q_INTAKE_MAX_COUNT];
+    int n = q_jobs_parse(r, jobs, Q_INTAKE_MAX_COUNT);
+    if (n > 0)
+        log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died mid-send)",
+                 n);
+    for (int i = 0; i < n; i++)
+        msg_start(w, jobs[i]);
+}
+
 static void on_read(void *priv, redisReply *r)
 {
     struct worker *w = priv;
@@ -543,9 +605,8 @@ static void on_read(void *priv, redisReply *r)
         w->next_read_ms = worker_now_ms() + 1000;
         return;
     }
-    struct q_job *jobs[1024];
-    int max = w->cfg->batch < 1024 ? w->cfg->batch : 1024;
-    int n = q_jobs_parse(r, jobs, max);
+    struct q_job *jobs[Q_INTAKE_MAX_COUNT];
+    int n = q_jobs_parse(r, jobs, Q_INTAKE_MAX_COUNT);
     if (n < 0) {
         log_error("unexpected XREADGROUP reply");
         w->next_read_ms = worker_now_ms() + 1000;
@@ -560,6 +621,12 @@ static void on_read(void *priv, redisReply *r)
             w->idle_check_outstanding = true;
             q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
         }
+        bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
+        if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
+            /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
+            w->wait_outstanding = true;
+            q_intake_wait(w->redis.q, &w->keys, 1000, on_wait, w);
+        }
         w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
         return;
     }
@@ -572,8 +639,8 @@ static void on_read(void *priv, redisReply *r)
 /* intake_maybe_read - ask for more jobs when there is room */
 static void intake_maybe_read(struct worker *w, uint64_t now)
 {
-    if (!w->group_ready || w->read_outstanding || w->idle_check_outstanding || w->redis.state != REDIS_UP ||
-        w->stopping || w->done || now < w->next_read_ms)
+    if (!w->group_ready || w->read_outstanding || w->idle_check_outstanding || w->wait_outstanding ||
+        w->redis.state != REDIS_UP || w->stopping || w->done || now < w->next_read_ms)
         return;
     /* our own pending entries are re-read from the start, so only when none is held locally */
     if (w->reading_pending && w->inflight > 0)
@@ -582,13 +649,11 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     if (room <= 0)
         return;
     int count = room < w->cfg->batch ? room : w->cfg->batch;
-    if (count > 1024)
-        count = 1024;
-    /* block in Redis only when nothing else needs the connection */
-    bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
-    int block = (quiet && !w->exit_when_idle && !w->reading_pending) ? 1000 : -1;
+    if (count > Q_INTAKE_MAX_COUNT)
+        count = Q_INTAKE_MAX_COUNT;
     w->read_outstanding = true;
-    q_intake_read(w->redis.q, &w->keys, w->consumer, count, block, w->reading_pending, on_read, w);
+    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, w->reading_pending, w->retry->suppress_hard_bounces,
+                   on_read, w);
 }
 
 void worker_on_redis_up(struct worker *w)
@@ -603,12 +668,45 @@ void worker_on_redis_up(struct worker *w)
     q_intake_create_group(w->redis.q, &w->keys, on_group, w);
     w->read_outstanding = false;
     w->idle_check_outstanding = false;
+    w->wait_outstanding = false;
+    w->claim_outstanding = false;
     /* a read lost with the link may have delivered entries to us: look at our pending list again */
     w->reading_pending = true;
     for (struct camp *c = w->camps; c; c = c->next) {
         c->refreshing = false;
         if (c->state == CAMP_FETCHING)
             camp_fetch(w, c);
+    }
+}
+
+/*
+ * fleet_duties - the periodic shared work: move due retries back (any
+ * worker may, the script is atomic), and on thread 0 once per process, beat
+ * the heartbeat and take over jobs a stopped worker left pending.
+ */
+static void fleet_duties(struct worker *w, uint64_t now)
+{
+    if (now >= w->next_retry_move_ms) {
+        q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), 1000, NULL, NULL);
+        w->next_retry_move_ms = now + WORKER_RETRY_MOVE_MS;
+    }
+    if (w->idx != 0)
+        return;
+    if (now >= w->next_beat_ms) {
+        char info[200];
+        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", (int)getpid(), w->cfg->threads,
+                 w->inflight, w->n_delivered);
+        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, 10000, NULL, NULL);
+        w->next_beat_ms = now + 2000;
+    }
+    /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
+    if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
+        w->inflight < w->cfg->max_inflight / 2) {
+        w->claim_outstanding = true;
+        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, w->cfg->batch,
+                           w->retry->suppress_hard_bounces, on_claim, w);
+        uint64_t every = w->retry->claim_idle_ms / 10;
+        w->next_claim_ms = now + (every < 500 ? 500 : every);
     }
 }
 
@@ -777,10 +875,8 @@ void worker_run(struct worker *w)
         if (w->dns != NULL)
             dns_tick(w->dns, now);
         intake_maybe_read(w, now);
-        if (w->redis.state == REDIS_UP && now >= w->next_retry_move_ms && !w->stopping) {
-            q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), 1000, NULL, NULL);
-            w->next_retry_move_ms = now + WORKER_RETRY_MOVE_MS;
-        }
+        if (w->redis.state == REDIS_UP && !w->stopping)
+            fleet_duties(w, now);
         pool_tick(w, now);
         flush_outcomes(w);
         redis_link_flush(w);

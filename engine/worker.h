@@ -32,6 +32,7 @@
 #include "queue/keys.h"
 #include "queue/outcome.h"
 #include "queue/redis_codec.h"
+#include "queue/retry.h"
 
 struct worker;
 struct route_pool;
@@ -72,6 +73,8 @@ struct msg {
     char tls[64];
     char source_ip[48];
     int egress; /* index into cfg->egress, -1 when none is configured */
+    uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
+    char limit[96];       /* which volley limit deferred it ("" when none) */
 };
 
 enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_AUTH, EX_AUTH_USER,
@@ -213,6 +216,10 @@ struct worker {
     struct q_keys keys;
     char consumer[300];
     bool exit_when_idle;
+    const struct q_retry_cfg *retry; /* [retry]/[queue], loaded once per process */
+    uint64_t next_claim_ms, next_beat_ms;
+    bool claim_outstanding, wait_outstanding;
+    uint64_t rand_state;
     atomic_int *stop; /* process-wide: 1 = stop taking jobs */
     struct io_uring ring;
     SSL_CTX *tls_ctx;
@@ -247,8 +254,8 @@ struct worker {
 };
 
 /* worker.c */
-int worker_init(struct worker *w, int idx, const struct vconfig *cfg, atomic_int *stop, bool exit_when_idle,
-                char *err, size_t errlen);
+int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
+                atomic_int *stop, bool exit_when_idle, char *err, size_t errlen);
 void worker_run(struct worker *w);
 void worker_free(struct worker *w);
 /* worker_finish_msg - decide a message's outcome (once) and queue it for recording */

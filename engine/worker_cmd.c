@@ -185,11 +185,24 @@ int cmd_worker_main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    struct q_retry_cfg retry;
+    if (q_retry_config_load(&cfg, &retry, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley worker: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    /* the older single-value keys, when given, still work */
+    if (cfg.retry_delay_ms > 0) {
+        retry.schedule_ms[0] = (uint64_t)cfg.retry_delay_ms;
+        retry.nschedule = 1;
+    }
+    if (cfg.reclaim_idle_ms > 0)
+        retry.claim_idle_ms = (uint64_t)cfg.reclaim_idle_ms;
     struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
     pthread_t *tids = xcalloc((size_t)cfg.threads, sizeof(*tids));
     int started = 0, rc = 0;
     for (int i = 0; i < cfg.threads; i++) {
-        if (worker_init(&ws[i], i, &cfg, &worker_stop_flag, exit_idle, err, sizeof(err)) < 0) {
+        if (worker_init(&ws[i], i, &cfg, &retry, &worker_stop_flag, exit_idle, err, sizeof(err)) < 0) {
             fprintf(stderr, "volley worker: %s\n", err);
             rc = 2;
             break;

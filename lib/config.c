@@ -56,8 +56,8 @@ void config_defaults(struct vconfig *cfg)
     cfg->bad_host_ms = 300000;
     cfg->mx_port = 25;
     cfg->tls_broken_host_ms = 3600000;
-    cfg->reclaim_idle_ms = 60000;
-    cfg->retry_delay_ms = 600000;
+    cfg->reclaim_idle_ms = 0; /* unset: [queue] claim_idle decides */
+    cfg->retry_delay_ms = 0;  /* unset: [retry] schedule decides */
     cfg->shutdown_ms = 30000;
     cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
     cfg->log_level = LOG_INFO;

@@ -93,7 +93,7 @@ struct vconfig {
     char *name;        /* consumer name stem, stable across restarts */
     int batch;         /* jobs fetched per XREADGROUP */
     int max_inflight;  /* messages a thread holds at once */
-    int reclaim_idle_ms;
+    int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */
     /* [smtp] ([worker] keeps the older names as aliases) */
     int connections;     /* concurrent connections per destination site, whole process */
     int msgs_per_conn;   /* messages before a connection is closed and reopened */
@@ -107,7 +107,7 @@ struct vconfig {
     /* [egress] */
     struct config_egress egress[CONFIG_MAX_EGRESS];
     int negress;
-    int retry_delay_ms; /* first retry of a deferred message */
+    int retry_delay_ms; /* older single-delay form of [retry] schedule; 0 = unset */
     int shutdown_ms;    /* SIGTERM: how long in-flight transactions may take */
     /* [route] */
     struct config_route routes[CONFIG_MAX_ROUTES];
