@@ -298,6 +298,7 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {
             msg_note_conn(c, e.msg);
+            e.msg->scope = "connection";
             worker_finish_msg(c->w, e.msg, Q_DEFERRED, 0, "4.4.2", c->error);
         }
     }
@@ -320,6 +321,8 @@ static void msg_fail_reply(struct smtp_conn *c, struct msg *m, const struct smtp
         return;
     m->txn_failed = true;
     msg_note_conn(c, m);
+    if (m->scope == NULL)
+        m->scope = "message";
     enum q_status st = smtp_reply_class(r) == 5 ? Q_BOUNCED : Q_DEFERRED;
     worker_finish_msg(c->w, m, st, r->code, r->dsn, r->text);
 }
@@ -374,6 +377,7 @@ static bool start_txn(struct smtp_conn *c)
         snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data),
                  c->size_limit);
         msg_note_conn(c, m);
+        m->scope = "message";
         worker_finish_msg(c->w, m, Q_BOUNCED, 552, "5.3.4", why);
         return true;
     }
@@ -645,8 +649,10 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         /* service closing: this message and all behind it are deferred with the server's words */
         char why[300];
         snprintf(why, sizeof(why), "%s", r->text);
-        if (m != NULL && !m->done)
+        if (m != NULL && !m->done) {
+            m->scope = "connection";
             msg_fail_reply(c, m, r);
+        }
         smtp_conn_fail(c, why);
         return;
     }
@@ -669,6 +675,7 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         break;
     case EX_RCPT:
         if (smtp_reply_class(r) != 2) {
+            m->scope = "recipient";
             msg_fail_reply(c, m, r);
             c->rset_needed = true;
         } else if (!(c->caps & SMTP_CAP_PIPELINING) && !m->txn_failed) {

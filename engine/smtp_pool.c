@@ -157,6 +157,7 @@ static void pool_defer_all(struct worker *w, struct route_pool *p)
     while ((m = pool_take(p)) != NULL) {
         if (m->host[0] == '\0')
             snprintf(m->host, sizeof(m->host), "%.290s", p->site);
+        m->scope = "site";
         worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1", p->last_error[0] ? p->last_error : "destination unusable");
     }
 }

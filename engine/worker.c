@@ -267,6 +267,7 @@ static void flush_outcomes(struct worker *w)
                 .tls = m->tls[0] ? m->tls : NULL,
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,
                 .limit = m->limit[0] ? m->limit : NULL,
+                .scope = m->scope,
             };
         }
         if (w->out_head == NULL)
@@ -396,6 +397,7 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
         return;
     }
     snprintf(m->host, sizeof(m->host), "%s", r->domain);
+    m->scope = "site";
     switch (r->status) {
     case DNS_NXDOMAIN:
         worker_finish_msg(w, m, Q_BOUNCED, 550, "5.1.2", r->error);
@@ -439,6 +441,7 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
         }
     }
     m->host[0] = '\0';
+    m->scope = NULL;
     pool_enqueue(p, m);
 }
 

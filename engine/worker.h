@@ -75,6 +75,7 @@ struct msg {
     int egress; /* index into cfg->egress, -1 when none is configured */
     uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
     char limit[96];       /* which volley limit deferred it ("" when none) */
+    const char *scope;    /* what a failure concerns: "recipient", "message", "connection", "site" */
 };
 
 enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_AUTH, EX_AUTH_USER,

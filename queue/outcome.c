@@ -8,7 +8,7 @@
  *     8 done key prefix   9 hold key prefix   10 campaign key prefix
  *     then per outcome Q_OUTCOME_ARGS fixed arguments
  *       id campaign to status code dsn reply host attempt ts_ms
- *       source_ip tls limit retry_at_ms first_ms high nvars
+ *       source_ip tls limit retry_at_ms first_ms high nvars scope
  *     followed by nvars name/value pairs (only for deferred, failed and
  *     held outcomes: those are the ones whose fields must survive).
  *   KEYS: jobs, events, dead, retry, jobs:high, suppressed.
@@ -28,7 +28,7 @@
 #include "queue/resp.h"
 #include "queue/script.h"
 
-#define Q_OUTCOME_ARGS   17
+#define Q_OUTCOME_ARGS   18
 #define Q_RECORD_GLOBALS 10
 #define Q_REPLY_MAX      512
 
@@ -43,7 +43,7 @@ static struct q_script record_script = Q_SCRIPT(
     "local starts, a = {}, 11\n"
     "for k = 1, n do\n"
     "  local nv = tonumber(ARGV[a + 16])\n"
-    "  if not nv or nv < 0 or a + 16 + 2 * nv > #ARGV then\n"
+    "  if not nv or nv < 0 or a + 17 + 2 * nv > #ARGV then\n"
     "    return redis.error_reply('ERR volley record: malformed arguments') end\n"
     "  if not ok_status[ARGV[a + 3]] then return redis.error_reply('ERR volley record: bad status') end\n"
     "  if not string.match(ARGV[a], '^%d+%-%d+$') then return redis.error_reply('ERR volley record: bad id') end\n"
@@ -53,7 +53,7 @@ static struct q_script record_script = Q_SCRIPT(
     "  if ARGV[a + 14] ~= '' and not tonumber(ARGV[a + 14]) then\n"
     "    return redis.error_reply('ERR volley record: bad first_ms') end\n"
     "  starts[k] = a\n"
-    "  a = a + 17 + 2 * nv\n"
+    "  a = a + 18 + 2 * nv\n"
     "end\n"
     "if a ~= #ARGV + 1 then return redis.error_reply('ERR volley record: malformed arguments') end\n"
     /* campaign states are read once per batch: a batch is one atomic step anyway */
@@ -72,7 +72,7 @@ static struct q_script record_script = Q_SCRIPT(
     "  if ARGV[a + 15] == '1' then stream = high end\n"
     "  local fields = {'campaign', camp, 'to', to}\n"
     "  for v = 1, nv do\n"
-    "    fields[#fields + 1] = 'var.' .. ARGV[a + 15 + 2 * v]; fields[#fields + 1] = ARGV[a + 16 + 2 * v]\n"
+    "    fields[#fields + 1] = 'var.' .. ARGV[a + 16 + 2 * v]; fields[#fields + 1] = ARGV[a + 17 + 2 * v]\n"
     "  end\n"
     /* the fields a job carries back onto a stream: attempt, first attempt time, priority */
     "  local function carry(att, keep_first)\n"
@@ -111,6 +111,7 @@ static struct q_script record_script = Q_SCRIPT(
     "      if ARGV[a + 9 + o] ~= '' then ev[#ev + 1] = opt[o]; ev[#ev + 1] = ARGV[a + 9 + o] end\n"
     "    end\n"
     "    if st == 'deferred' then ev[#ev + 1] = 'retry_at_ms'; ev[#ev + 1] = ARGV[a + 13] end\n"
+    "    if ARGV[a + 17] ~= '' then ev[#ev + 1] = 'scope'; ev[#ev + 1] = ARGV[a + 17] end\n"
     "    if stream == high then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
     "    if expired then ev[#ev + 1] = 'expired'; ev[#ev + 1] = '1' end\n"
     "    if dup then ev[#ev + 1] = 'duplicate'; ev[#ev + 1] = '1' end\n"
@@ -252,6 +253,7 @@ void q_record2(struct q_redis *q, const struct q_keys *k, const struct q_record_
             q_resp_bulk(b, "", 0); /* the script takes it from the entry id */
         q_resp_bulk_str(b, j->high ? "1" : "0");
         q_resp_bulk_u64(b, keep ? j->nvars : 0);
+        put_capped(b, x->scope, 32);
         for (size_t v = 0; keep && v < j->nvars; v++) {
             q_resp_bulk(b, j->vars[v].k, j->vars[v].klen);
             q_resp_bulk(b, j->vars[v].v, j->vars[v].vlen);

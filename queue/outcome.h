@@ -45,6 +45,7 @@ struct q_outcome {
     const char *source_ip;
     const char *tls;   /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
     const char *limit; /* which volley limit deferred it */
+    const char *scope; /* what the failure concerns: recipient, message, connection or site */
 };
 
 /* what the record script needs from [retry] / [queue] (queue/retry.h fills them from the config) */
