@@ -71,3 +71,24 @@ def test_domains_sharing_an_mx_set_share_one_pool(volley, volley_sink, dnsmasq):
     assert len(conns) == 1 and st["connections"] == 1, (
         f"one.test and other.test have one MX set: one pool, one connection expected; sink saw connections "
         f"{sorted(conns)}, stats {st}")
+
+
+def test_route_wins_over_mx(volley, volley_sink, dnsmasq):
+    """A [route] for a domain is used even though DNS knows its MX; other domains still go by MX."""
+    mx_port = port_free_on([ADDR["mx2.two.test"], ADDR["plain.test"]])
+    routed = volley_sink()  # 127.0.0.1:<own port>
+    by_mx = volley_sink("--listen", f"{ADDR['plain.test']}:{mx_port}")
+    write_engine_conf(volley, dns_port=dnsmasq.port, smtp={"mx_port": mx_port},
+                      routes={"two.test": f"{routed.hostport} tls=none"})
+    addrs = ["r1@two.test", "r2@two.test", "m1@plain.test"]
+    push_rows(volley, rows_for(addrs))
+    run = run_worker(volley, WORKER_BOUND)
+    assert not run.timed_out and run.rc == 0, f"{run}\n{run.tail()}"
+    evs = events_by_to(volley)
+    assert all(one_event(evs, a)["status"] == "delivered" for a in addrs), evs
+    assert one_event(evs, "r1@two.test")["host"] == routed.hostport
+    assert one_event(evs, "m1@plain.test")["host"] == f"plain.test:{mx_port}"
+    routed.stop()
+    by_mx.stop()
+    assert sorted(r for line in sink_log(routed) for r in line["rcpts"]) == ["r1@two.test", "r2@two.test"]
+    assert [r for line in sink_log(by_mx) for r in line["rcpts"]] == ["m1@plain.test"]

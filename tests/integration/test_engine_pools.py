@@ -64,3 +64,26 @@ def test_connection_limit_is_per_egress_ip(volley, volley_sink, dnsmasq):
         e = one_event(evs, a)
         assert e.get("source_ip") in ("127.0.0.2", "127.0.0.3"), e
         assert e["source_ip"] == src_of[a], f"event says {e['source_ip']}, sink saw {src_of[a]} for {a}"
+
+
+def test_egress_ehlo_name_per_source_ip(volley):
+    """[egress] ehlo.IP: each connection introduces itself with the name of the address it leaves from."""
+    from engine_hostile import HostileServer
+
+    srv = HostileServer("ok")
+    try:
+        write_engine_conf(volley, threads=1, routes={"*": f"{srv.hostport} tls=none"},
+                          egress={"ips": "127.0.0.2 127.0.0.3", "ehlo.127.0.0.2": "out2.volley.test"},
+                          smtp={"connections": 1, "messages_per_connection": 2})
+        addrs = [f"e{i}@ehlo.example" for i in range(8)]
+        push_rows(volley, rows_for(addrs))
+        run = run_worker(volley, WORKER_BOUND)
+        assert not run.timed_out and run.rc == 0, f"{run}\n{run.tail()}"
+        evs = events_by_to(volley)
+        assert all(one_event(evs, a)["status"] == "delivered" for a in addrs), evs
+        assert srv.messages == len(addrs)
+        seen = set(srv.ehlo)
+        # 127.0.0.3 has no ehlo.* key: it uses [worker] hostname
+        assert seen == {("127.0.0.2", "out2.volley.test"), ("127.0.0.3", "volley.test")}, seen
+    finally:
+        srv.stop()

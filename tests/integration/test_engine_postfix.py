@@ -112,8 +112,6 @@ def test_verify_mode_sends_nothing_to_a_wrong_host_name(wrong_name_run):
     assert "wrongname.test" not in r["log"], "no recipient for wrongname.test may reach Postfix"
 
 
-@pytest.mark.xfail(strict=True, reason="engine redials forever when the TLS handshake fails in verify mode "
-                   "(session fails before READY): no outcome, no exit (smtp_pool.c pool_conn_closed)")
 def test_verify_mode_defers_a_wrong_host_name(wrong_name_run):
     r = wrong_name_run
     run = r["run"]
