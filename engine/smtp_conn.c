@@ -709,7 +709,12 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     case EX_RSET:
         break;
     case EX_QUIT:
-        conn_close(c);
+        /*
+         * Wait for the server to close after 221: the site's connection slot
+         * is freed only once the server has let go too, so "never more than N
+         * connections" holds as the server counts them. Bounded by the tick.
+         */
+        c->deadline_ms = worker_now_ms() + 2000;
         return;
     case EX_CONNECT:
         break;
