@@ -44,7 +44,8 @@ def test_sigkill_mid_run_then_restart(volley, volley_sink):
     assert 0 < at_kill < N, f"{at_kill} messages at the kill: the test did not interrupt a run"
     pending_at_kill = volley.r.xpending(volley.key("jobs"), "volley")["pending"]
     time.sleep(0.3)  # let the sink finish writing anything it accepted before the connections dropped
-    delivered_events_at_kill = sum(1 for e in volley.events() if e["status"] == "delivered")
+    recorded_at_kill = {e["to"] for e in volley.events() if e["status"] == "delivered"}
+    delivered_events_at_kill = len(recorded_at_kill)
     # accepted by the receiver but never recorded: the only messages a restart may send again
     unrecorded = sink.count() - delivered_events_at_kill
 
@@ -57,10 +58,13 @@ def test_sigkill_mid_run_then_restart(volley, volley_sink):
     assert not missing, f"{len(missing)} recipients never received a message, e.g. {sorted(missing)[:5]}"
     assert set(counts) == {r["email"] for r in rows}
     dups = len(got) - len(counts)
+    twice = sorted(r for r, c in counts.items() if c > 1)
+    twice_recorded = [r for r in twice if r in recorded_at_kill]
     assert dups <= min(pending_at_kill, unrecorded), (
         f"{dups} duplicate messages but only {unrecorded} messages were received-but-unrecorded "
         f"({pending_at_kill} jobs pending) at the kill ({at_kill} received then, "
-        f"{delivered_events_at_kill} recorded)")
+        f"{delivered_events_at_kill} recorded); {len(twice_recorded)} of the {len(twice)} recipients "
+        f"received more than once had their delivery recorded before the kill, e.g. {twice_recorded[:3]}")
 
     # Redis: every job recorded exactly once (outcome and acknowledgement are one atomic step)
     ev = [e for e in volley.events() if e["status"] == "delivered"]
