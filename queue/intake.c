@@ -109,9 +109,11 @@ static struct q_script read2_script =
 
 /*
  * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, min_idle_ms, count, suppress (1/0),
- * campaign prefix, done prefix, stats prefix, claim cursor prefix.
- * XAUTOCLAIM scans the pending list from a cursor kept in <p>:claim:<stream>, so a long list of busy
- * entries at its head cannot hide dead ones behind it. A claimed entry whose outcome marker exists was
+ * campaign prefix, done prefix, stats prefix, worker heartbeat prefix.
+ * Only consumers of a worker process whose heartbeat (<p>:worker:<name>) has expired are taken over:
+ * an entry idle in a live worker may simply be slow (a stalled server holds it for minutes), and
+ * claiming it would send it twice. A consumer "<name>-<thread>" belongs to process <name>.
+ * A claimed entry whose outcome marker exists was
  * recorded already (its acknowledgement was lost or it was recorded from elsewhere): it is acknowledged
  * and deleted here, never handed out. The others are counted per campaign as `reclaimed` (the duplicate
  * window: a worker may have sent them and died before recording) and handed out.
@@ -119,35 +121,44 @@ static struct q_script read2_script =
 static struct q_script autoclaim_script =
     Q_SCRIPT("local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE
              "local out, left = {}, tonumber(ARGV[4])\n"
-             "local donep, stats, curp = ARGV[7], ARGV[8], ARGV[9]\n"
+             "local donep, stats, workerp = ARGV[7], ARGV[8], ARGV[9]\n"
              "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
-             "  if left > 0 and redis.call('EXISTS', s) == 1 then\n"
-             "    local cur = redis.call('GET', curp .. s) or '0-0'\n"
-             "    local r = redis.pcall('XAUTOCLAIM', s, ARGV[1], ARGV[2], ARGV[3], cur, 'COUNT', left)\n"
-             "    if type(r) == 'table' and r.err then\n"
-             "      if not string.find(r.err, 'NOGROUP') then return r end\n"
-             "    else\n"
-             "      redis.call('SET', curp .. s, r[1])\n"
-             "      local keep, mp = {}, donep\n"
-             "      if s == KEYS[1] then mp = donep .. 'high:' end\n"
-             "      for _, e in ipairs(r[2]) do\n"
-             "        if redis.call('EXISTS', mp .. e[1]) == 1 then\n"
-             "          redis.call('XACK', s, ARGV[1], e[1]); redis.call('XDEL', s, e[1])\n"
-             "        else\n"
-             "          keep[#keep + 1] = e\n"
-             "          if type(e[2]) == 'table' then\n"
-             "            for j = 1, #e[2] - 1, 2 do\n"
-             "              if e[2][j] == 'campaign' and #e[2][j + 1] > 0 and #e[2][j + 1] < 128 then\n"
-             "                redis.call('HINCRBY', stats .. e[2][j + 1], 'reclaimed', 1)\n"
+             "  local sum = left > 0 and redis.call('EXISTS', s) == 1 and redis.pcall('XPENDING', s, ARGV[1])\n"
+             "  if type(sum) == 'table' and not sum.err and type(sum[4]) == 'table' then\n"
+             "    for _, cc in ipairs(sum[4]) do\n"
+             "      local cname = cc[1]\n"
+             "      local stem = string.match(cname, '^(.*)%-%d+$') or cname\n"
+             /* only a consumer whose worker process stopped beating is taken over */
+             "      if left > 0 and cname ~= ARGV[2] and redis.call('EXISTS', workerp .. stem) == 0 then\n"
+             "        local ids = {}\n"
+             "        for _, p in ipairs(redis.call('XPENDING', s, ARGV[1], 'IDLE', ARGV[3], '-', '+', left, cname)) do\n"
+             "          ids[#ids + 1] = p[1]\n"
+             "        end\n"
+             "        if #ids > 0 then\n"
+             "          local r = redis.call('XCLAIM', s, ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
+             "          local keep, mp = {}, donep\n"
+             "          if s == KEYS[1] then mp = donep .. 'high:' end\n"
+             "          for _, e in ipairs(r) do\n"
+             "            if type(e) ~= 'table' then\n"
+             "            elseif redis.call('EXISTS', mp .. e[1]) == 1 then\n"
+             "              redis.call('XACK', s, ARGV[1], e[1]); redis.call('XDEL', s, e[1])\n"
+             "            else\n"
+             "              keep[#keep + 1] = e\n"
+             "              if type(e[2]) == 'table' then\n"
+             "                for j = 1, #e[2] - 1, 2 do\n"
+             "                  if e[2][j] == 'campaign' and #e[2][j + 1] > 0 and #e[2][j + 1] < 128 then\n"
+             "                    redis.call('HINCRBY', stats .. e[2][j + 1], 'reclaimed', 1)\n"
+             "                  end\n"
+             "                end\n"
              "              end\n"
              "            end\n"
              "          end\n"
+             "          if #keep > 0 then\n"
+             "            annotate(keep)\n"
+             "            left = left - #keep\n"
+             "            out[#out + 1] = {s, keep}\n"
+             "          end\n"
              "        end\n"
-             "      end\n"
-             "      if #keep > 0 then\n"
-             "        annotate(keep)\n"
-             "        left = left - #keep\n"
-             "        out[#out + 1] = {s, keep}\n"
              "      end\n"
              "    end\n"
              "  end\n"
@@ -291,6 +302,6 @@ void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *c
     q_resp_bulk_str(o, k->campaign);
     q_resp_bulk_str(o, k->done);
     q_resp_bulk_str(o, k->stats);
-    q_resp_bulk_str(o, k->claim);
+    q_resp_bulk_str(o, k->worker);
     q_redis_eval_end(q, fn, priv);
 }

@@ -54,8 +54,9 @@ void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consu
  */
 void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_reply_fn *fn, void *priv);
 /*
- * q_intake_autoclaim - take over jobs idle for at least min_idle_ms in any
- * consumer's pending list (a dead worker's), both streams, high first, at
+ * q_intake_autoclaim - take over jobs idle for at least min_idle_ms in the
+ * pending list of any consumer whose worker process no longer beats its
+ * heartbeat (<p>:worker:<name>: a dead worker's), both streams, high first, at
  * most count. Jobs with an outcome marker <p>:done:<id> are acknowledged
  * and deleted by the script instead of being returned; the others are
  * counted in <p>:stats:<campaign> `reclaimed` and returned marked like
