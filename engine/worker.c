@@ -41,6 +41,7 @@
 #define WORKER_CAMP_RETRY_MS 5000
 #define WORKER_RETRY_MOVE_MS 1000
 #define WORKER_CAMP_REFRESH_MS 5000 /* how soon an edited campaign is picked up */
+#define WORKER_HEARTBEAT_TTL_MS 5000
 
 static void msg_prepare(struct worker *w, struct msg *m);
 
@@ -699,8 +700,9 @@ static void fleet_duties(struct worker *w, uint64_t now)
         char info[200];
         snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", (int)getpid(), w->cfg->threads,
                  w->inflight, w->n_delivered);
-        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, 10000, NULL, NULL);
-        w->next_beat_ms = now + 2000;
+        /* a stopped worker's jobs are taken over once this expires (plus [queue] claim_idle) */
+        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
+        w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
     }
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
     if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
