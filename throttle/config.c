@@ -176,8 +176,8 @@ static void prov_init(struct thr_provider *p, const char *name)
     p->connections = 10;
     p->msgs_per_conn = 100;
     thr_rate_parse("100/s", &p->rate);
-    p->burst = -1; /* derived: 50 ms worth of the rate */
-    thr_rate_parse("100/min", &p->new_conns);
+    p->burst = -1;                 /* derived: 50 ms worth of the rate */
+    p->new_conns.interval_us = -1; /* derived once rate and messages_per_connection are known */
     p->daily_cap = 0;
     p->tls = THR_TLS_OPPORTUNISTIC;
     thr_rate_parse("10/s", &p->backoff_rate);
@@ -236,9 +236,9 @@ static void thr_defaults(struct thr_config *tc)
     snprintf(tc->timezone, sizeof(tc->timezone), "UTC");
     tc->utc = true;
     tc->day_seconds = 86400;
-    tc->lease_tokens = 50;
+    tc->lease_tokens = 100;
     tc->lease_ms = 30000;
-    tc->lease_horizon_ms = 2000;
+    tc->lease_horizon_ms = 5000;
     tc->nschedule = (int)(sizeof(thr_default_schedule) / sizeof(thr_default_schedule[0]));
     memcpy(tc->schedule, thr_default_schedule, sizeof(thr_default_schedule));
 }
@@ -488,6 +488,21 @@ struct thr_config *thr_config_load(const struct vconfig *cfg, char *err, size_t 
         if (p->burst < 0) {
             double per50ms = p->rate.interval_us > 0 ? 50000.0 / p->rate.interval_us : 0;
             p->burst = per50ms < 1 ? 1 : (int)per50ms;
+        }
+        if (p->new_conns.interval_us < 0) {
+            /*
+             * Not configured: 100/min (KumoMTA's default), or twice what the rate needs when
+             * every connection carries messages_per_connection messages, whichever is more:
+             * the shaping table's values would otherwise cap gmail below its own rate.
+             */
+            double per_min = 100;
+            if (p->rate.interval_us > 0) {
+                double need = 2 * 60e6 / p->rate.interval_us / p->msgs_per_conn;
+                if (need > per_min)
+                    per_min = need;
+            }
+            p->new_conns.interval_us = 60e6 / per_min;
+            snprintf(p->new_conns.text, sizeof(p->new_conns.text), "%.0f/min", per_min);
         }
         if (p->backoff_connections > p->connections)
             p->backoff_connections = p->connections;

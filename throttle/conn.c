@@ -69,11 +69,19 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
             conn_zrem(t, pr, pr->grant);
         pr->grant = seq;
         pr->grant_ms = t->now_ms;
+        pr->grant_at_ms = (uint64_t)thr_reply_num(r, 2);
+        pr->conn_refusals = 0;
         return;
     }
     if (strcmp(why, "conn") == 0) {
-        /* another worker may release any moment: look again soon, not only at the earliest expiry */
-        pr->conn_at_ms = retry < t->now_ms + 500 ? retry : t->now_ms + 500;
+        /*
+         * Another worker may release any moment: look again before the earliest expiry, after a
+         * pause that doubles while the fleet stays full (250 ms .. 4 s) so that many workers
+         * wanting more connections than the fleet may hold do not poll Redis hard.
+         */
+        pr->conn_refusals = pr->conn_refusals < 4 ? pr->conn_refusals + 1 : 5;
+        uint64_t pause = 125u << pr->conn_refusals;
+        pr->conn_at_ms = retry < t->now_ms + pause ? retry : t->now_ms + pause;
         snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[pr->ip],
                  pv->name, conn_limit(t, pr));
     } else if (strcmp(why, "newconn") == 0) {
@@ -99,6 +107,13 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         return -EAGAIN;
     }
     int limit = conn_limit(t, pr);
+    if (pr->grant != 0 && pr->nheld < limit && now_ms < pr->grant_at_ms) {
+        v->kind = THR_WAIT;
+        v->until_ms = pr->grant_at_ms;
+        snprintf(v->limit, sizeof(v->limit), "new connections of IP %s for provider %s (%s)", t->ips[ip], pv->name,
+                 pv->new_conns.text);
+        return -EAGAIN;
+    }
     if (pr->grant != 0 && pr->nheld < limit) {
         if (pr->nheld == pr->held_cap) {
             pr->held_cap = pr->held_cap ? pr->held_cap * 2 : 8;
@@ -121,7 +136,8 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         uint32_t seq = ++t->conn_seq;
         if (seq == 0)
             seq = ++t->conn_seq;
-        char id[128], a_now[24], a_lim[16], a_blim[16], a_ms[16], a_T[32], a_tau[32];
+        char id[128], a_now[24], a_lim[16], a_blim[16], a_ms[16], a_T[32], a_tau[32], a_hor[16];
+        char rel[THR_REL_MAX][128];
         lease_id(t, seq, id, sizeof(id));
         snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms);
         snprintf(a_lim, sizeof(a_lim), "%d", pv->connections);
@@ -130,10 +146,17 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         snprintf(a_T, sizeof(a_T), "%.3f", pv->new_conns.interval_us);
         /* a pool may open all its connections at once, then one per interval */
         snprintf(a_tau, sizeof(a_tau), "%.3f", pv->new_conns.interval_us * pv->connections);
-        const char *args[] = {pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now, a_lim, a_blim,
-                              id,         a_ms,          a_T,           a_tau};
+        snprintf(a_hor, sizeof(a_hor), "%d", t->tc->lease_horizon_ms);
+        const char *args[12 + THR_REL_MAX] = {
+            pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now, a_lim, a_blim, id, a_ms, a_T, a_tau, a_hor};
+        for (int i = 0; i < pr->nrel; i++) {
+            lease_id(t, pr->rel[i], rel[i], sizeof(rel[i]));
+            args[12 + i] = rel[i];
+        }
+        int nargs = 8 + pr->nrel;
+        pr->nrel = 0;
         pr->conn_pending = true;
-        thr_eval(t, THR_S_CONN, 4, 7, args, on_conn, (int)(pr - t->pairs), ((uint64_t)pr->epoch << 32) | seq);
+        thr_eval(t, THR_S_CONN, 4, nargs, args, on_conn, (int)(pr - t->pairs), ((uint64_t)pr->epoch << 32) | seq);
     }
     if (pr->conn_pending) {
         v->until_ms = now_ms + 5;
@@ -150,7 +173,14 @@ void thr_conn_release(struct throttle *t, int p, int ip)
     struct thr_pair *pr = thr_pair(t, p, ip);
     if (pr->nheld == 0)
         return;
-    conn_zrem(t, pr, pr->held[--pr->nheld]);
+    /* the ZREM waits for the next CONN call (a pool replaces a closed connection) or the next tick */
+    if (pr->nrel == THR_REL_MAX) {
+        conn_zrem(t, pr, pr->held[--pr->nheld]);
+    } else {
+        if (pr->nrel == 0)
+            pr->rel_since_ms = t->now_ms;
+        pr->rel[pr->nrel++] = pr->held[--pr->nheld];
+    }
     pr->conn_at_ms = 0; /* a slot is free: the next acquire may ask at once */
 }
 
@@ -171,6 +201,17 @@ static void on_renew(struct throttle *t, int pair, uint64_t arg, redisReply *r)
 
 void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
 {
+    if (pr->nrel > 0 && now_ms - pr->rel_since_ms >= THR_REL_FLUSH_MS && !pr->conn_pending) {
+        /* nobody reopened: give the slots back to the fleet in one ZREM */
+        char ids[THR_REL_MAX][128];
+        const char *argv[2 + THR_REL_MAX] = {"ZREM", pr->k_conn};
+        for (int i = 0; i < pr->nrel; i++) {
+            lease_id(t, pr->rel[i], ids[i], sizeof(ids[i]));
+            argv[2 + i] = ids[i];
+        }
+        thr_command(t, 2 + pr->nrel, argv, NULL, -1, 0);
+        pr->nrel = 0;
+    }
     if (pr->grant != 0 && now_ms - pr->grant_ms > (uint64_t)t->tc->lease_ms / 2) {
         conn_zrem(t, pr, pr->grant);
         pr->grant = 0;

@@ -83,7 +83,8 @@ static const char thr_lua_lease[] =
     "  local room = math.floor((now + horizon - start) / T) + 1\n"
     "  if room < k then k = room end\n"
     "  local tat2 = start + k * T\n"
-    "  redis.call('SET', KEYS[1], string.format('%.0f', tat2), 'PX', math.floor((tat2 - now) / 1000) + 1)\n"
+    /* the time matters while it is later than now - tau: a burst after idle is already allowed */
+    "  redis.call('SET', KEYS[1], string.format('%.0f', tat2), 'PX', math.floor((tat2 + tau - now) / 1000) + 1)\n"
     "end\n"
     "redis.call('INCRBY', KEYS[2], k)\n"
     "redis.call('PEXPIRE', KEYS[2], ttl)\n"
@@ -105,12 +106,19 @@ static const char thr_lua_lease[] =
     "return out(k, start, T, why, 0)\n";
 
 /*
- * CONN: take one connection lease if the limit and the new-connection rate allow.
- * KEYS conn, newconn, backoff, status   ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us
- * Returns {ok, why, retry_ms, mode, until_ms, reply}; why: ok | suspend | conn | newconn.
+ * CONN: take one connection lease if the limit and the new-connection rate
+ * allow; first drop the leases this worker released since its last call
+ * (they ride along instead of costing a ZREM each). The new-connection
+ * GCRA reserves a start time up to horizon_ms ahead rather than refusing,
+ * so a pool opening connections steadily pays one call per connection.
+ * KEYS conn, newconn, backoff, status
+ * ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us, horizon_ms, released id...
+ * Returns {ok, why, at_ms, mode, until_ms, reply}; why: ok | suspend | conn | newconn.
+ * ok: the lease is good from at_ms; otherwise retry at at_ms.
  */
 static const char thr_lua_conn[] =
     "local now = tonumber(ARGV[1])\n"
+    "for i = 9, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end\n"
     "local b = redis.call('HMGET', KEYS[3], 'mode', 'until', 'reply')\n"
     "local mode, untl, reply = b[1], tonumber(b[2] or '0') or 0, b[3] or ''\n"
     "if not mode or untl <= now then mode = ''; untl = 0; reply = '' end\n"
@@ -124,18 +132,23 @@ static const char thr_lua_conn[] =
     "  return {0, 'conn', tonumber(first[2]), mode, untl, reply}\n"
     "end\n"
     "local T = tonumber(ARGV[6])\n"
+    "local at = now\n"
     "if T > 0 then\n"
     "  local now_us = now * 1000\n"
     "  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
     "  local tau = tonumber(ARGV[7])\n"
-    "  if tat - tau > now_us then return {0, 'newconn', math.floor((tat - tau) / 1000) + 1, mode, untl, reply} end\n"
+    "  local start = math.max(tat - tau, now_us)\n"
+    "  if start > now_us + tonumber(ARGV[8]) * 1000 then\n"
+    "    return {0, 'newconn', math.floor((start - tonumber(ARGV[8]) * 1000) / 1000) + 1, mode, untl, reply}\n"
+    "  end\n"
     "  local tat2 = math.max(tat, now_us) + T\n"
     "  redis.call('SET', KEYS[2], string.format('%.0f', tat2), 'PX', math.floor((tat2 - now_us) / 1000) + 1)\n"
+    "  at = math.ceil(start / 1000)\n"
     "end\n"
-    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[4])\n"
-    "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[5]))\n"
+    "redis.call('ZADD', KEYS[1], at + tonumber(ARGV[5]), ARGV[4])\n"
+    "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[5]) + at - now)\n"
     "redis.call('HSET', KEYS[4], 'conns', held + 1)\n"
-    "return {1, 'ok', 0, mode, untl, reply}\n";
+    "return {1, 'ok', at, mode, untl, reply}\n";
 
 /*
  * RENEW: push the expiry of this worker's connection leases. Re-adds a

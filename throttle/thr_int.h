@@ -29,6 +29,8 @@
 #define THR_WARM_RELOAD_MS 60000
 #define THR_NSCRIPTS_MAX   8
 #define THR_POLL_MS        1000
+#define THR_REL_MAX        16
+#define THR_REL_FLUSH_MS   200
 
 /* a rate: one token every interval_us; 0 = unlimited */
 struct thr_rate {
@@ -132,11 +134,16 @@ struct thr_pair {
     /* connection leases */
     uint32_t *held;
     int nheld, held_cap;
-    uint32_t grant; /* granted, not yet taken by thr_conn_acquire; 0: none */
+    uint32_t grant;            /* granted, not yet taken by thr_conn_acquire; 0: none */
+    uint64_t grant_at_ms;      /* the new-connection rate reserved it for this time */
+    uint32_t rel[THR_REL_MAX]; /* released, not yet removed in Redis (rides on the next CONN) */
+    int nrel;
+    uint64_t rel_since_ms;
     uint64_t grant_ms;
     bool conn_pending, renew_pending;
     uint64_t conn_at_ms, renew_at_ms;
     char conn_why[THR_LIMIT_MAX];
+    int conn_refusals; /* in a row: the pause before asking again doubles */
 };
 
 struct throttle {

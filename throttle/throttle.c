@@ -612,7 +612,8 @@ void thr_tick(struct throttle *t, uint64_t now_ms)
             /* keep slots coming for pairs with recent demand; return unused ones */
             if (now_ms - pr->last_demand_ms < 1000 && pr->capped_day != pr->day && pr->mode != THR_SUSPEND)
                 pair_refill(t, pr, now_ms);
-            if (pr->giveback > 0 && !pr->lease_pending)
+            /* given-back slots ride on the next lease; an idle pair returns them on its own */
+            if (pr->giveback > 0 && !pr->lease_pending && now_ms - pr->last_demand_ms >= 1000)
                 lease_send(t, pr, 0, now_ms);
         }
         thr_conn_tick(t, pr, now_ms);
