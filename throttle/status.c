@@ -109,7 +109,7 @@ int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *o
         hfield(bo, "reply", reply, sizeof(reply));
         /* the counters belong to the day that was current at the last lease */
         bool today = day_end[0] && strtoull(day_end, NULL, 10) > now;
-        char rate_col[48], sent_col[48], warm_col[48], state[THR_REPLY_MAX + 64];
+        char rate_col[96], sent_col[96], warm_col[96], state[THR_REPLY_MAX + 64];
         snprintf(rate_col, sizeof(rate_col), "%s/s (%s)", rate_now[0] ? rate_now : "0.0",
                  rate_limit[0] ? rate_limit : "-");
         snprintf(sent_col, sizeof(sent_col), "%s / %s", today && sent[0] ? sent : "0",
