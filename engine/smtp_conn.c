@@ -38,6 +38,8 @@
 
 #include "engine/ring.h"
 #include "engine/site_limit.h"
+#include "lib/clock.h"
+#include "throttle/throttle.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -363,7 +365,13 @@ static bool start_txn(struct smtp_conn *c)
     /* with pipelining, at most one message is waiting for its final reply while the next starts */
     if (c->ex_len > 1)
         return false;
-    if (c->msgs_started >= cfg->msgs_per_conn) {
+    int per_conn = cfg->msgs_per_conn;
+    if (c->pool->thr_prov >= 0 && c->w->thr != NULL) {
+        int tp = thr_msgs_per_conn(c->w->thr, c->pool->thr_prov);
+        if (tp > 0 && tp < per_conn)
+            per_conn = tp; /* the provider's own limit, e.g. 50 for Gmail */
+    }
+    if (c->msgs_started >= per_conn) {
         if (c->ex_len == 0)
             smtp_conn_quit(c);
         return false;
@@ -645,6 +653,10 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     }
     struct smtp_expect e = expect_pop(c);
     struct msg *m = e.msg;
+    /* the provider's reaction patterns (4.7.28, TSS04, RP-001...) and clean deliveries steer its backoff */
+    if (c->pool->thr_prov >= 0 && c->w->thr != NULL &&
+        (e.kind == EX_MAIL || e.kind == EX_RCPT || e.kind == EX_DATA || e.kind == EX_DOT || r->code == 421))
+        thr_on_reply(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, r->code, r->dsn, r->text, clock_wall_ms());
     if (r->code == 421 && e.kind != EX_QUIT) {
         /* service closing: this message and all behind it are deferred with the server's words */
         char why[300];

@@ -26,6 +26,8 @@
 #include <strings.h>
 
 #include "engine/site_limit.h"
+#include "lib/clock.h"
+#include "throttle/throttle.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -77,6 +79,7 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     p->route = r;
     p->egress = egress;
     p->tls = tls;
+    p->thr_prov = -1;
     unsigned h = pool_hash(p->key);
     p->next = w->pool_table[h];
     w->pool_table[h] = p;
@@ -242,13 +245,33 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
             }
             return;
         }
-        if (!site_limit_acquire(p->limit_key, w->cfg->connections, w->cfg->new_conns_per_sec, now))
+        /* the provider's fleet-wide connection lease first (it may say: not yet) */
+        bool leased = false;
+        if (p->thr_prov >= 0 && w->thr != NULL) {
+            uint64_t wall = clock_wall_ms();
+            struct thr_verdict v;
+            if (wall < p->thr_conn_retry_ms)
+                return;
+            if (thr_conn_acquire(w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
+                p->thr_conn_retry_ms = v.until_ms;
+                return;
+            }
+            leased = true;
+        }
+        if (!site_limit_acquire(p->limit_key, w->cfg->connections, w->cfg->new_conns_per_sec, now)) {
+            if (leased)
+                thr_conn_release(w->thr, p->thr_prov, p->thr_ip);
             return; /* other threads hold the site's connections: wait for one to free up */
-        if (smtp_conn_open(w, p) == NULL) {
+        }
+        struct smtp_conn *c = smtp_conn_open(w, p);
+        if (c == NULL) {
             site_limit_release(p->limit_key);
+            if (leased)
+                thr_conn_release(w->thr, p->thr_prov, p->thr_ip);
             pool_defer_all(w, p);
             return;
         }
+        c->thr_held = leased;
         opening++;
     }
 }
@@ -262,6 +285,9 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
         }
     p->nconns--;
     site_limit_release(p->limit_key);
+    if (c->thr_held && w->thr != NULL)
+        thr_conn_release(w->thr, p->thr_prov, p->thr_ip);
+    c->thr_held = false;
     uint64_t now = worker_now_ms();
     if (was_ready) {
         p->nready--;
@@ -296,8 +322,15 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
 void pool_tick(struct worker *w, uint64_t now)
 {
     for (struct route_pool *p = w->pools; p; p = p->all_next) {
+        /* a backoff lowered the provider's connection limit: close that many idle connections */
+        int excess = p->thr_prov >= 0 && w->thr != NULL ? thr_conn_excess(w->thr, p->thr_prov, p->thr_ip) : 0;
         for (struct smtp_conn *c = p->conns, *next; c; c = next) {
             next = c->next;
+            if (excess > 0 && smtp_conn_idle(c)) {
+                smtp_conn_quit(c);
+                excess--;
+                continue;
+            }
             smtp_conn_tick(c, now);
         }
         pool_dispatch(w, p);

@@ -36,6 +36,7 @@
 #include "queue/intake.h"
 #include "templates/dkim.h"
 #include "templates/message.h"
+#include "throttle/throttle.h"
 
 #define WORKER_RECORD_BATCH 256
 #define WORKER_CAMP_RETRY_MS 5000
@@ -64,13 +65,21 @@ static bool worker_needs_verify(const struct vconfig *cfg)
     return false;
 }
 
+/* thr_send - the throttle's Redis commands ride this thread's Redis link */
+static void thr_send(void *ctx, int argc, const char **argv, const size_t *lens, thr_reply_fn *fn, void *priv)
+{
+    struct worker *w = ctx;
+    q_redis_cmdargv(w->redis.q, argc, argv, lens, fn, priv);
+}
+
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
-                atomic_int *stop, bool exit_when_idle, char *err, size_t errlen)
+                const struct thr_config *tc, atomic_int *stop, bool exit_when_idle, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->idx = idx;
     w->cfg = cfg;
     w->retry = retry;
+    w->thr_cfg = tc;
     w->rand_state = clock_mono_us() * 2654435761u + (uint64_t)idx + 1;
     w->stop = stop;
     w->exit_when_idle = exit_when_idle;
@@ -109,6 +118,21 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
         }
     }
     redis_link_init(w);
+    if (tc != NULL) {
+        const char *ips[CONFIG_MAX_EGRESS];
+        for (int i = 0; i < cfg->negress; i++)
+            ips[i] = cfg->egress[i].ip;
+        struct thr_io io = {.cmd = thr_send, .ctx = w};
+        w->thr = thr_new(tc, cfg->redis_prefix, &io, w->consumer, ips, cfg->negress);
+        w->thr_default = -1;
+        for (int p = 0; p < thr_config_nproviders(tc); p++)
+            if (strcmp(thr_config_provider_name(tc, p), "default") == 0)
+                w->thr_default = p;
+        w->thr_default_free = true;
+        for (int i = 0; i < cfg->nraw; i++)
+            if (strcmp(cfg->raw[i].section, "provider default") == 0)
+                w->thr_default_free = false;
+    }
     vbuf_init(&w->scratch, 16384);
     w->reading_pending = true;
     return 0;
@@ -387,6 +411,64 @@ static struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
 
 /* ---- messages ---- */
 
+/* msg_domain - the recipient's domain */
+static const char *msg_domain(const struct msg *m, size_t *dlen)
+{
+    const struct q_job *j = m->job;
+    const char *at = memrchr(j->to, '@', j->to_len);
+    const char *dom = at ? at + 1 : "";
+    *dlen = at ? (size_t)(j->to + j->to_len - dom) : 0;
+    return dom;
+}
+
+/*
+ * msg_admit - the throttle's word on a message for provider prov: 0 with
+ * m->egress set (send), or the message is parked (wait a little in memory)
+ * or deferred (retry set until the limit lifts, the limit named). The
+ * `default` provider is not throttled unless [provider default] is
+ * configured: unclassified domains are shaped per site by [smtp] instead.
+ */
+static int msg_admit(struct worker *w, struct msg *m, int prov)
+{
+    const int negress = w->cfg->negress;
+    if (w->thr == NULL || (prov == w->thr_default && w->thr_default_free)) {
+        m->egress = negress > 0 ? (int)(w->egress_rr++ % (unsigned)negress) : -1;
+        m->thr_prov = -1;
+        return 0;
+    }
+    struct thr_verdict v;
+    int ip = 0;
+    uint64_t wall = clock_wall_ms();
+    if (thr_admit_any(w->thr, prov, NULL, 0, wall, &ip, &v) == 0) {
+        m->egress = negress > 0 ? ip : -1;
+        m->thr_prov = prov;
+        m->thr_ip = ip;
+        return 0;
+    }
+    if (v.kind == THR_WAIT) {
+        m->wait_until_ms = v.until_ms;
+        m->next = w->thr_wait;
+        w->thr_wait = m;
+        if (w->thr_wait_min_ms == 0 || v.until_ms < w->thr_wait_min_ms)
+            w->thr_wait_min_ms = v.until_ms;
+        return -EAGAIN;
+    }
+    snprintf(m->limit, sizeof(m->limit), "%s", v.limit);
+    m->retry_at_ms = v.until_ms;
+    m->scope = "site";
+    char why[THR_LIMIT_MAX + 32];
+    snprintf(why, sizeof(why), "deferred by volley: %s", v.limit);
+    worker_finish_msg(w, m, Q_DEFERRED, 0, "4.7.0", why);
+    return -EAGAIN;
+}
+
+/* pool_note_throttle - the pool carries the (provider, IP) its connections count against */
+static void pool_note_throttle(struct route_pool *p, const struct msg *m)
+{
+    p->thr_prov = m->thr_prov;
+    p->thr_ip = m->thr_ip;
+}
+
 /* on_mx - where the message's domain takes mail: a pool per MX site, or an outcome */
 static void on_mx(void *priv, const struct dns_mx_result *r)
 {
@@ -420,11 +502,20 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     case DNS_OK:
         break;
     }
+    m->host[0] = '\0';
+    m->scope = NULL;
     const char *names[DNS_MAX_MX];
     int nn = 0;
     for (int i = 0; i < r->nhosts && nn < DNS_MAX_MX; i++)
         names[nn++] = r->hosts[i].name;
-    enum config_tls_mode tls = pool_tls_mode(w->cfg, r->domain, strlen(r->domain), names, nn);
+    size_t dlen = strlen(r->domain);
+    /* the provider from the domain, else from its MX hosts: Workspace and Office 365 domains roll up */
+    int prov = w->thr ? thr_classify(w->thr, r->domain, dlen, names, nn) : -1;
+    if (msg_admit(w, m, prov) < 0)
+        return;
+    enum config_tls_mode tls = pool_tls_mode(w->cfg, r->domain, dlen, names, nn);
+    if (prov >= 0 && thr_config_tls(w->thr_cfg, prov) == THR_TLS_REQUIRED && tls < CONFIG_TLS_REQUIRED)
+        tls = CONFIG_TLS_REQUIRED; /* the provider demands TLS (gmail) */
     struct route_pool *p = pool_find(w, r->site, m->egress, tls, NULL);
     if (p == NULL) {
         p = pool_create(w, r->site, m->egress, tls, NULL);
@@ -441,9 +532,65 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
             }
         }
     }
-    m->host[0] = '\0';
-    m->scope = NULL;
+    pool_note_throttle(p, m);
     pool_enqueue(p, m);
+}
+
+/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list) */
+static void msg_route(struct worker *w, struct msg *m)
+{
+    size_t dlen;
+    const char *dom = msg_domain(m, &dlen);
+    const struct config_route *route = config_route_find(w->cfg, dom, dlen);
+    if (route != NULL) {
+        /* a [route] wins over MX: smarthost, relay, or a test server */
+        int prov = w->thr ? thr_classify(w->thr, dom, dlen, NULL, 0) : -1;
+        if (msg_admit(w, m, prov) < 0)
+            return;
+        struct route_pool *p = pool_for_route(w, route, m->egress, dom, dlen);
+        pool_note_throttle(p, m);
+        pool_enqueue(p, m);
+        return;
+    }
+    if (w->dns == NULL) {
+        char why[400];
+        snprintf(why, sizeof(why), "no [route] for domain %.*s and no DNS resolver", (int)dlen, dom);
+        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", why);
+        return;
+    }
+    char domain[256];
+    snprintf(domain, sizeof(domain), "%.*s", (int)(dlen < 255 ? dlen : 255), dom);
+    w->dns_waiting++;
+    dns_resolve_mx(w->dns, domain, on_mx, m);
+}
+
+/* thr_wait_run - messages the throttle asked to wait: try again once their time came */
+static void thr_wait_run(struct worker *w, uint64_t wall)
+{
+    if (w->thr_wait == NULL || wall < w->thr_wait_min_ms)
+        return;
+    struct msg *m = w->thr_wait, *due = NULL;
+    w->thr_wait = NULL;
+    w->thr_wait_min_ms = 0;
+    while (m) {
+        struct msg *next = m->next;
+        if (m->wait_until_ms <= wall) {
+            m->next = due;
+            due = m;
+        } else {
+            m->next = w->thr_wait;
+            w->thr_wait = m;
+            if (w->thr_wait_min_ms == 0 || m->wait_until_ms < w->thr_wait_min_ms)
+                w->thr_wait_min_ms = m->wait_until_ms;
+        }
+        m = next;
+    }
+    while (due) {
+        struct msg *next = due->next;
+        due->next = NULL;
+        msg_route(w, due);
+        due = next;
+    }
 }
 
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */
@@ -491,26 +638,7 @@ static void msg_prepare(struct worker *w, struct msg *m)
         return;
     }
     vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
-    const char *at = memrchr(j->to, '@', j->to_len);
-    const char *dom = at ? at + 1 : "";
-    size_t dlen = at ? (size_t)(j->to + j->to_len - dom) : 0;
-    m->egress = w->cfg->negress > 0 ? (int)(w->egress_rr++ % (unsigned)w->cfg->negress) : -1;
-    const struct config_route *route = config_route_find(w->cfg, dom, dlen);
-    if (route != NULL) {
-        /* a [route] wins over MX: smarthost, relay, or a test server */
-        pool_enqueue(pool_for_route(w, route, m->egress, dom, dlen), m);
-        return;
-    }
-    if (w->dns == NULL) {
-        char why[400];
-        snprintf(why, sizeof(why), "no [route] for domain %.*s and no DNS resolver", (int)dlen, dom);
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", why);
-        return;
-    }
-    char domain[256];
-    snprintf(domain, sizeof(domain), "%.*s", (int)(dlen < 255 ? dlen : 255), dom);
-    w->dns_waiting++;
-    dns_resolve_mx(w->dns, domain, on_mx, m);
+    msg_route(w, m);
 }
 
 /* msg_start - a job arrived from Redis */
@@ -734,6 +862,11 @@ static void drop_unstarted(struct worker *w)
             m = next;
         }
     }
+    while (w->thr_wait) {
+        struct msg *m = w->thr_wait;
+        w->thr_wait = m->next;
+        msg_release(w, m);
+    }
 }
 
 /* connections_busy - any transaction still waiting for replies */
@@ -879,6 +1012,11 @@ void worker_run(struct worker *w)
         redis_link_tick(w, now);
         if (w->dns != NULL)
             dns_tick(w->dns, now);
+        if (w->thr != NULL) {
+            uint64_t wall = clock_wall_ms();
+            thr_tick(w->thr, wall);
+            thr_wait_run(w, wall);
+        }
         intake_maybe_read(w, now);
         if (w->redis.state == REDIS_UP && !w->stopping)
             fleet_duties(w, now);
@@ -961,6 +1099,8 @@ void worker_free(struct worker *w)
         vbuf_free(&m->data);
         free(m);
     }
+    if (w->thr != NULL)
+        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
     redis_link_free(w);
     if (w->dkim)
         dkim_signer_free(w->dkim);

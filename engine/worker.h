@@ -37,6 +37,8 @@
 struct worker;
 struct route_pool;
 struct dns_resolver;
+struct throttle;
+struct thr_config;
 struct camp;
 
 #define WORKER_RX_SIZE 8192
@@ -74,7 +76,9 @@ struct msg {
     char source_ip[48];
     int egress; /* index into cfg->egress, -1 when none is configured */
     uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
-    char limit[96];       /* which volley limit deferred it ("" when none) */
+    uint64_t wait_until_ms; /* parked by the throttle (THR_WAIT) until then, wall clock */
+    int thr_prov, thr_ip;   /* throttle provider and source IP index; thr_prov -1: not throttled */
+    char limit[160];      /* which volley limit deferred it ("" when none) */
     const char *scope;    /* what a failure concerns: "recipient", "message", "connection", "site" */
 };
 
@@ -113,6 +117,7 @@ struct smtp_conn {
     vbuf *out;   /* what the protocol writes: wbuf or pout */
     bool tls_on, tls_handshaking, greeted, authed;
     bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
+    bool thr_held;    /* holds a throttle connection lease (released on close) */
     int target;        /* index into pool->targets */
     char peer[300];    /* "name:port" for events and logs */
     uint64_t opened_ms;
@@ -160,6 +165,8 @@ struct route_pool {
     int ntargets;
     char limit_key[400]; /* site|source ip: the process-wide connection count */
     char source_ip[48];  /* copied at creation: a reloaded config may renumber [egress] */
+    int thr_prov, thr_ip; /* the throttle's (provider, IP) for connection leases; thr_prov -1: none */
+    uint64_t thr_conn_retry_ms; /* a connection lease was refused: ask again then (wall clock) */
     char ehlo[256];      /* EHLO name for this pool's connections */
     struct msg *qhead, *qtail;
     int qlen;
@@ -218,6 +225,12 @@ struct worker {
     char consumer[300];
     bool exit_when_idle;
     const struct q_retry_cfg *retry; /* [retry]/[queue], loaded once per process */
+    const struct thr_config *thr_cfg; /* providers, loaded once per process */
+    struct throttle *thr;
+    int thr_default;        /* index of the `default` provider */
+    bool thr_default_free;  /* `default` is shaped per site by [smtp] only (no [provider default]) */
+    struct msg *thr_wait;   /* messages the throttle asked to wait a little */
+    uint64_t thr_wait_min_ms;
     uint64_t next_claim_ms, next_beat_ms;
     bool claim_outstanding, wait_outstanding;
     uint64_t rand_state;
@@ -256,7 +269,7 @@ struct worker {
 
 /* worker.c */
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
-                atomic_int *stop, bool exit_when_idle, char *err, size_t errlen);
+                const struct thr_config *tc, atomic_int *stop, bool exit_when_idle, char *err, size_t errlen);
 void worker_run(struct worker *w);
 void worker_free(struct worker *w);
 /* worker_finish_msg - decide a message's outcome (once) and queue it for recording */

@@ -25,6 +25,7 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "throttle/throttle.h"
 
 static atomic_int worker_stop_flag;
 static atomic_int worker_reload_flag;
@@ -198,11 +199,18 @@ int cmd_worker_main(int argc, char **argv)
     }
     if (cfg.reclaim_idle_ms > 0)
         retry.claim_idle_ms = (uint64_t)cfg.reclaim_idle_ms;
+    /* before any thread starts: loading the throttle config briefly changes TZ */
+    struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
+    if (tc == NULL) {
+        fprintf(stderr, "volley worker: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
     struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
     pthread_t *tids = xcalloc((size_t)cfg.threads, sizeof(*tids));
     int started = 0, rc = 0;
     for (int i = 0; i < cfg.threads; i++) {
-        if (worker_init(&ws[i], i, &cfg, &retry, &worker_stop_flag, exit_idle, err, sizeof(err)) < 0) {
+        if (worker_init(&ws[i], i, &cfg, &retry, tc, &worker_stop_flag, exit_idle, err, sizeof(err)) < 0) {
             fprintf(stderr, "volley worker: %s\n", err);
             rc = 2;
             break;
@@ -249,6 +257,7 @@ int cmd_worker_main(int argc, char **argv)
                  secs, secs > 0 ? (double)(d + df + b + f) / secs : 0.0);
     free(ws);
     free(tids);
+    thr_config_free(tc);
     config_free(&cfg);
     return rc;
 }

@@ -398,6 +398,10 @@ struct thr_config *thr_config_load(const struct vconfig *cfg, char *err, size_t 
         const struct config_raw *r = &cfg->raw[i];
         const char *expect = "a valid value";
         int rc = -ENOENT;
+        /* [retry] and [queue] are raw sections too, but the queue module's */
+        if (strcmp(r->section, "throttle") != 0 && strcmp(r->section, "warmup") != 0 &&
+            strncmp(r->section, "provider ", 9) != 0)
+            continue;
         if (strcmp(r->section, "throttle") == 0) {
             if (strcmp(r->key, "timezone") == 0) {
                 expect = "UTC or a zone name such as Europe/Warsaw";
