@@ -147,8 +147,8 @@ int q_retry_config_load(const struct vconfig *cfg, struct q_retry_cfg *rc, char 
                 if (parse_jitter(r->value, &rc->jitter) < 0)
                     snprintf(why, sizeof(why), "jitter must be a fraction between 0 and 0.9, not '%.40s'", r->value);
             } else if (strcmp(r->key, "max_age") == 0) {
-                if (q_parse_duration_ms(r->value, &ms) < 0 || ms < 60000)
-                    snprintf(why, sizeof(why), "max_age must be a duration of 1m to 365d (e.g. 4d), not '%.40s'",
+                if (q_parse_duration_ms(r->value, &ms) < 0 || ms < 1000)
+                    snprintf(why, sizeof(why), "max_age must be a duration of 1s to 365d (e.g. 4d), not '%.40s'",
                              r->value);
                 else
                     rc->max_age_ms = ms;
