@@ -17,5 +17,6 @@ int cmd_push_main(int argc, char **argv);   /* engine/cmd_push.c */
 int cmd_status_main(int argc, char **argv); /* engine/cmd_status.c */
 int cmd_campaign_main(int argc, char **argv); /* engine/cmd_campaign.c */
 int cmd_suppress_main(int argc, char **argv); /* engine/cmd_suppress.c */
+int cmd_warmup_main(int argc, char **argv);   /* engine/cmd_warmup.c */
 
 #endif

@@ -22,7 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
 #include "engine/cmd.h"
+#include "throttle/throttle.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
 #include "queue/status.h"
@@ -57,6 +61,25 @@ static long long prev_delivered(const struct q_status_report *prev, const char *
         if (strcmp(prev->campaigns[i].id, id) == 0)
             return prev->campaigns[i].delivered;
     return -1;
+}
+
+/* print_throttle - per provider and source IP: rate, sent today against the cap, warm-up, backoff */
+static void print_throttle(FILE *f, const struct vconfig *cfg)
+{
+    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+    redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+    if (c == NULL || c->err) {
+        if (c)
+            redisFree(c);
+        return;
+    }
+    if (cfg->redis_db != 0) {
+        redisReply *r = redisCommand(c, "SELECT %d", cfg->redis_db);
+        if (r)
+            freeReplyObject(r);
+    }
+    thr_status_print(c, cfg->redis_prefix, f);
+    redisFree(c);
 }
 
 /*
@@ -180,6 +203,7 @@ static int watch(const struct vconfig *cfg, const char *campaign)
         } else {
             double dt = have_prev ? (double)(now.tv_sec - t_prev.tv_sec) + (now.tv_nsec - t_prev.tv_nsec) / 1e9 : 0;
             print_report(f, cfg, &cur, have_prev ? &prev : NULL, dt, 1);
+            print_throttle(f, cfg);
             if (have_prev)
                 q_status_report_free(&prev);
             prev = cur;
@@ -259,6 +283,7 @@ int cmd_status_main(int argc, char **argv)
         return 1;
     }
     print_report(stdout, &cfg, &s, NULL, 0, 0);
+    print_throttle(stdout, &cfg);
     q_status_report_free(&s);
     config_free(&cfg);
     return 0;

@@ -26,6 +26,7 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "engine/cmd.h"
 #include "throttle/throttle.h"
 
 static void warmup_usage(FILE *f)
@@ -108,7 +109,6 @@ static int warmup_show(redisContext *c, const struct vconfig *cfg, const struct 
     return 0;
 }
 
-int cmd_warmup_main(int argc, char **argv); /* declared in engine/cmd.h once the lead wires it */
 
 int cmd_warmup_main(int argc, char **argv)
 {

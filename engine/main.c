@@ -18,6 +18,7 @@ static void usage(FILE *f)
                "  status   queue depth, pending and per-campaign counters (--watch: live view)\n"
                "  campaign pause|resume|cancel|show ID: control a campaign\n"
                "  suppress add|remove|check|list: addresses never to mail\n"
+               "  warmup   start IP [YYYY-MM-DD] | show: IP warm-up schedules\n"
                "run 'volley COMMAND --help' for a command's options\n");
 }
 
@@ -42,6 +43,8 @@ int main(int argc, char **argv)
         return cmd_campaign_main(argc - 1, argv + 1);
     if (strcmp(c, "suppress") == 0)
         return cmd_suppress_main(argc - 1, argv + 1);
+    if (strcmp(c, "warmup") == 0)
+        return cmd_warmup_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }

@@ -1,9 +1,7 @@
 """`volley campaign`, `volley suppress`, `volley status [--watch]` and `volley push --priority`
 against a real redis-server.
 
-engine/main.c does not dispatch `campaign` and `suppress` yet, so the fixture links a small
-dispatcher against the layer archives `make` built (build/libengine.a holds cmd_campaign.o and
-cmd_suppress.o) and runs that; once main.c knows the commands, the real binary behaves the same.
+The commands run through the real `volley` binary.
 """
 
 import os
@@ -20,39 +18,11 @@ from test_push import BUILD, PREFIX, rds, write_campaign, write_conf  # noqa: F4
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DISPATCH = r"""
-#include <stdio.h>
-#include <string.h>
-int cmd_push_main(int, char **);
-int cmd_status_main(int, char **);
-int cmd_campaign_main(int, char **);
-int cmd_suppress_main(int, char **);
-int main(int argc, char **argv)
-{
-    if (argc < 2) return 2;
-    if (!strcmp(argv[1], "push")) return cmd_push_main(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "status")) return cmd_status_main(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "campaign")) return cmd_campaign_main(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "suppress")) return cmd_suppress_main(argc - 1, argv + 1);
-    return 2;
-}
-"""
-
-
 @pytest.fixture(scope="module")
-def exe(tmp_path_factory):
-    libs = [BUILD / f"lib{m}.a" for m in ("engine", "queue", "templates", "lib")]
-    for lib in libs:
-        if not lib.exists():
-            pytest.fail(f"{lib} not found: run `make` first", pytrace=False)
-    d = tmp_path_factory.mktemp("cli")
-    src = d / "dispatch.c"
-    src.write_text(DISPATCH)
-    out = d / "volley-q"
-    cmd = ["gcc", "-o", str(out), str(src)] + [str(x) for x in libs] + \
-        ["-luring", "-lssl", "-lcrypto", "-lhiredis", "-lcares", "-lpthread", "-lm"]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert p.returncode == 0, p.stderr
+def exe():
+    out = BUILD / "volley"
+    if not out.exists():
+        pytest.fail(f"{out} not found: run `make` first", pytrace=False)
     return out
 
 
