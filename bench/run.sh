@@ -1,0 +1,637 @@
+#!/bin/bash
+# NAME
+#   run.sh - `make bench`: volley measured against its targets, side by side
+# SYNOPSIS
+#   make bench                                  (BUILD and PYTHON come from the Makefile)
+#   BENCH_QUICK=1 make bench                    (smaller counts, about 2 minutes)
+#   BENCH_SECTIONS="spine tls" bench/run.sh     (only some sections)
+# DESCRIPTION
+#   Every figure that has a target is measured next to its yardstick in the
+#   same run, because the machine is small, shared and noisy: only ratios
+#   measured side by side mean anything. Sections (docs/bench.md says why):
+#     spine     volley push of N personalised ~2 KB messages (text + html,
+#               5 variables) into a throwaway redis-server, then
+#               `volley worker --exit-when-idle` (plaintext) into volley-sink;
+#               Postfix smtp-source -d -s 50 -m N -l 2048 into the same sink.
+#               Target: volley msgs/s >= smtp-source msgs/s.
+#     sinks     bench/sink-vs-smtp-sink.sh (volley-sink vs smtp-sink, 1.5x).
+#     tls       the spine again with [tls] mode = required (STARTTLS on every
+#               connection). Target: >= 0.7x the plaintext msgs/s.
+#     conns     the worker holding C (5000) concurrent STARTTLS connections
+#               open to a volley-sink that delays every reply; worker VmRSS
+#               sampled at the peak of open connections. Target: < 60 KB per
+#               connection over the idle worker's RSS.
+#     render    bench-render (target >= 300,000 msgs/s on one thread) and
+#               bench-dkim rsa-2048 beside `openssl speed rsa2048` (>= 85%).
+#     throttle  build/tools/bench-throttle's lines, when it is built.
+#   Output: progress per section, a markdown table, then key=value lines.
+#   Exit status 0 when every section ran (targets missed or not), 1 when a
+#   section could not run or lost messages.
+# ENVIRONMENT
+#   BUILD (build), PYTHON (/usr/bin/python3), BENCH_QUICK=1, BENCH_SECTIONS,
+#   BENCH_MSGS (spine messages, 100000; quick 20000), BENCH_CONNS (5000;
+#   quick 1000), BENCH_CONNS_DELAY_MS (sink reply delay in the conns section,
+#   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
+#   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_KEEP=1 keeps the work
+#   directory. docs/bench.md has the details and the measured results.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+VOLLEY=$BUILD/volley
+SINK=$BUILD/volley-sink
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+TIME=/usr/bin/time
+QUICK=${BENCH_QUICK:-0}
+SECTIONS=${BENCH_SECTIONS:-"spine sinks tls conns render throttle"}
+if [ "$QUICK" = 1 ]; then
+    MSGS=${BENCH_MSGS:-20000}
+    CONNS=${BENCH_CONNS:-1000}
+    SINK_ENV=(MSGS=20000 ROUNDS=1 PROCS="1 4")
+    RENDER_N=100000 DKIM_N=1000 OSSL_SECS=1
+else
+    MSGS=${BENCH_MSGS:-100000}
+    CONNS=${BENCH_CONNS:-5000}
+    SINK_ENV=(MSGS=100000 ROUNDS=3 PROCS="1 4")
+    RENDER_N=300000 DKIM_N=6000 OSSL_SECS=3
+fi
+CONNS_DELAY_MS=${BENCH_CONNS_DELAY_MS:-3000}
+THROTTLE_TIMEOUT=${BENCH_THROTTLE_TIMEOUT:-120}
+# the worker's throughput settings (reported in the output and docs/bench.md)
+SPINE_THREADS=2 SPINE_BATCH=${BENCH_BATCH:-1000} SPINE_INFLIGHT=${BENCH_INFLIGHT:-8192}
+SPINE_CONNS=${BENCH_SPINE_CONNS:-50} SPINE_MPC=100000
+
+has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+for b in "$VOLLEY" "$SINK"; do
+    [ -x "$b" ] || { echo "bench: $b not built (run make)" >&2; exit 1; }
+done
+for b in redis-server redis-cli openssl "$SMTP_SOURCE" "$TIME"; do
+    command -v "$b" >/dev/null || { echo "bench: $b not installed (make deps)" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/volley-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    # stop only what this script started, by pid
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+RESULTS=()  # key=value lines, printed at the end
+ROWS=()     # markdown table rows
+FAILED=0
+res() { RESULTS+=("$1=$2"); }
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); }
+say() { echo "== $*"; }
+py() { "$PYTHON" -c "$@"; }
+# calc EXPR - a Python arithmetic expression, printed
+calc() { "$PYTHON" -c "print($1)"; }
+# verdict OK_EXPR - "ok" or "MISS" by a Python boolean expression
+verdict() { if [ "$(calc "bool($1)")" = True ]; then echo ok; else echo MISS; fi; }
+
+free_port() {
+    py 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_for CMD... - retry a check for up to 10 s
+wait_for() {
+    for _ in $(seq 100); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_sink NAME ARGS... - start a volley-sink on a free port; sets SINK_PORT, SINK_PID, SINK_STATS
+start_sink() {
+    local name=$1
+    shift
+    SINK_STATS=$TMP/$name.stats.json
+    "$SINK" --listen 127.0.0.1:0 --stats-file "$SINK_STATS" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    SINK_PID=$!
+    PIDS+=("$SINK_PID")
+    wait_for grep -q '^listening ' "$TMP/$name.out" || {
+        echo "bench: volley-sink ($name) did not start: $(tail -n 3 "$TMP/$name.err")" >&2
+        exit 1
+    }
+    SINK_PORT=$(sed -n 's/^listening 127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/$name.out" | head -1)
+    wait_for test -s "$SINK_STATS"
+}
+
+# stop_sink - SIGTERM the current sink and wait for its final stats
+stop_sink() {
+    kill "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+}
+
+# sstat FILE KEY - one counter from a volley-sink stats file
+sstat() { py "import json; print(json.load(open('$1'))['$2'])"; }
+
+# settle_stat FILE KEY WANT - wait (up to 5 s) until the stats file shows WANT (it is rewritten every 200 ms)
+settle_stat() {
+    for _ in $(seq 50); do
+        [ "$(sstat "$1" "$2")" -ge "$3" ] && return 0
+        sleep 0.1
+    done
+    return 0
+}
+
+# time_field FILE LABEL - a value from `/usr/bin/time -v` output
+time_field() { sed -n "s/^[[:space:]]*$2: //p" "$1" | head -1; }
+# cpu_ticks PID - user + system clock ticks a running process has used so far (all threads)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+# cpu_s FILE - user + system seconds from `/usr/bin/time -v` output
+cpu_s() { calc "$(time_field "$1" 'User time (seconds)') + $(time_field "$1" 'System time (seconds)')"; }
+
+# ---------------------------------------------------------------- fixtures
+REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$TMP" \
+    --logfile "$TMP/redis.log" --daemonize no --protected-mode no &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_for redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping || { echo "bench: redis-server did not start" >&2; exit 1; }
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# a self-signed certificate for the sinks' STARTTLS (RSA 2048, as most receiving MTAs use)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/sink.key" -out "$TMP/sink.crt" -days 2 \
+    -subj /CN=volley-sink.test >/dev/null 2>&1
+
+# campaign: text + html, 5 variables per recipient, about 2 KB rendered
+mkdir -p "$TMP/campaign"
+cat >"$TMP/campaign/bench.ini" <<'EOF'
+[campaign]
+id = bench
+from = Shop News <news@shop.example>
+reply_to = Shop Support <support@shop.example>
+mail_from = bounces@shop.example
+subject = {{first_name}}, your {{plan}} spring code {{code}} is inside
+text_file = bench.txt
+html_file = bench.html
+list_unsubscribe = https://shop.example/u/{{unsub_token}}
+feedback_id = spring:bench:shop
+
+[headers]
+X-Campaign = bench
+
+[defaults]
+city = your town
+EOF
+cat >"$TMP/campaign/bench.txt" <<'EOF'
+Hello {{first_name}},
+
+Spring is here and so is our biggest sale of the season. As a {{plan}}
+member you get early access to every deal, before anyone else. Use the
+code {{code}} at checkout for an extra 15% off everything in the garden,
+kitchen and outdoor departments.
+
+We have also opened a new store near you in {{city}}.
+
+Top picks: cedar garden bed 89.00 EUR, cast iron skillet 34.50 EUR.
+
+Happy shopping,
+The Shop team
+
+Unsubscribe: https://shop.example/u/{{unsub_token}}
+EOF
+cat >"$TMP/campaign/bench.html" <<'EOF'
+<!DOCTYPE html><html><head><meta charset="utf-8"><title>Spring sale</title></head>
+<body style="font-family: Arial, sans-serif; color: #222; max-width: 600px">
+<h1 style="color: #2a7">Hello {{first_name}},</h1>
+<p>Spring is here and so is our biggest sale of the season. As a <b>{{plan}}</b>
+member you get early access to every deal. Use the code <code>{{code}}</code>
+at checkout for an extra 15% off in the garden, kitchen and outdoor departments.</p>
+<p>We have opened a new store in <b>{{city}}</b>: the coffee is on us.</p>
+<p>Top picks: cedar garden bed 89.00 EUR, cast iron skillet 34.50 EUR.</p>
+<p><a href="https://shop.example/spring?u={{unsub_token}}">See all offers</a></p>
+<p style="font-size: 11px; color: #888"><a href="https://shop.example/u/{{unsub_token}}">Unsubscribe</a></p>
+</body></html>
+EOF
+
+# make_csv FILE N - N recipients with 5 variables each, mixed ASCII and UTF-8
+make_csv() {
+    "$PYTHON" - "$1" "$2" <<'EOF'
+import sys
+path, n = sys.argv[1], int(sys.argv[2])
+names = ["Ann", "Łucja", "Bob", "Zoë", "Christopher", "Agnieszka", "Olu", "Björn"]
+plans = ["standard", "pro", "team"]
+cities = ["Kraków", "Lyon", "Osaka", "Porto", "Leeds"]
+with open(path, "w", encoding="utf-8") as f:
+    f.write("email,first_name,plan,code,city,unsub_token\n")
+    for i in range(n):
+        f.write("user%07d@example.test,%s,%s,SPR%06d,%s,%016x\n"
+                % (i, names[i % 8], plans[i % 3], i, cities[i % 5], (i * 2654435761) & 0xFFFFFFFFFFFFFFFF))
+EOF
+}
+
+# write_conf FILE SINK_PORT TLS_MODE CONNECTIONS MPC INFLIGHT [extra lines]
+write_conf() {
+    cat >"$1" <<EOF
+[redis]
+url = redis://127.0.0.1:$REDIS_PORT
+prefix = bench
+
+[worker]
+threads = $SPINE_THREADS
+hostname = volley.bench.test
+name = bench
+batch = $SPINE_BATCH
+max_inflight = $6
+reclaim_idle_ms = 600000
+
+[smtp]
+connections = $4
+messages_per_connection = $5
+new_connections_per_sec = 0
+timeout_ms = 60000
+idle_timeout_ms = 5000
+
+[route]
+* = 127.0.0.1:$2
+
+[tls]
+mode = $3
+
+[log]
+level = warn
+EOF
+    [ $# -ge 7 ] && printf '%s\n' "$7" >>"$1"
+    return 0
+}
+
+# push CONF CSV - queue the bench campaign; prints seconds taken
+push() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$VOLLEY" push -c "$1" --campaign "$TMP/campaign/bench.ini" --recipients "$2" >"$TMP/push.out" 2>"$TMP/push.err" || {
+        echo "bench: volley push failed: $(tail -n 3 "$TMP/push.err")" >&2
+        exit 1
+    }
+    t1=$(date +%s%N)
+    calc "round(($t1 - $t0) / 1e9, 3)"
+}
+
+# run_worker NAME CONF N - worker --exit-when-idle under /usr/bin/time -v after a push of N;
+# sets W_SECS W_RATE W_CPU_US W_RSS_KB W_SENT; the sink (SINK_STATS) must count N new messages
+run_worker() {
+    local name=$1 conf=$2 n=$3 t0 t1 before rc=0
+    before=$(sstat "$SINK_STATS" messages)
+    local r0 s0
+    W_C0=$(sstat "$SINK_STATS" connections)
+    r0=$(cpu_ticks "$REDIS_PID")
+    s0=$(cpu_ticks "$SINK_PID")
+    t0=$(date +%s%N)
+    "$TIME" -v -o "$TMP/$name.time" timeout 600 "$VOLLEY" worker -c "$conf" --exit-when-idle \
+        2>"$TMP/$name.log" || rc=$?
+    t1=$(date +%s%N)
+    if [ "$rc" -ne 0 ]; then
+        echo "bench: $name: volley worker exited with status $rc; last log lines:" >&2
+        tail -n 20 "$TMP/$name.log" >&2
+        FAILED=1
+    fi
+    W_REDIS_US=$(calc "round(($(cpu_ticks "$REDIS_PID") - $r0) * 1e6 / $HZ / $n, 1)")
+    W_SINK_US=$(calc "round(($(cpu_ticks "$SINK_PID") - $s0) * 1e6 / $HZ / $n, 1)")
+    settle_stat "$SINK_STATS" messages $((before + n))
+    W_SENT=$(($(sstat "$SINK_STATS" messages) - before))
+    W_CONNS=$(($(sstat "$SINK_STATS" connections) - W_C0))
+    # steady rate: the sink's first to last accepted message of this run (its log has one line per message)
+    sleep 0.3
+    # and the time from the worker's start to the first message, from the last message to the worker's exit
+    read -r W_STEADY W_HEAD_MS W_TAIL_MS < <(tail -n +$((before + 1)) "$TMP/spine.msglog" |
+        awk -v t0="$t0" -v t1="$t1" 'NR == 1 {lo = hi = $1} {if ($1 < lo) lo = $1; if ($1 > hi) hi = $1}
+            END {r = (hi > lo) ? (NR - 1) * 1000 / (hi - lo) : 0; printf "%.0f %d %d\n", r, lo - t0 / 1e6, t1 / 1e6 - hi}')
+    W_SECS=$(calc "($t1 - $t0) / 1e9")
+    W_RATE=$(calc "round($W_SENT / $W_SECS)")
+    W_CPU_US=$(calc "round($(cpu_s "$TMP/$name.time") * 1e6 / max($W_SENT, 1), 1)")
+    W_RSS_KB=$(time_field "$TMP/$name.time" 'Maximum resident set size (kbytes)')
+    if [ "$W_SENT" -ne "$n" ]; then
+        echo "bench: $name: the sink counted $W_SENT of $n messages" >&2
+        FAILED=1
+    fi
+}
+
+PLAIN_RATE=""
+CSV=$TMP/rcpt.csv
+if has_section spine || has_section tls; then
+    make_csv "$CSV" "$MSGS"
+    start_sink spine --threads 2 --log-file "$TMP/spine.msglog" --tls-cert "$TMP/sink.crt" --tls-key "$TMP/sink.key"
+    SPINE_SINK_STATS=$SINK_STATS
+fi
+
+# ---------------------------------------------------------------- 1. spine
+if has_section spine; then
+    say "spine: $MSGS messages, volley worker vs smtp-source into volley-sink 127.0.0.1:$SINK_PORT"
+    # smtp-source first: the same count and size into the same sink
+    before=$(sstat "$SINK_STATS" messages)
+    s0=$(cpu_ticks "$SINK_PID")
+    t0=$(date +%s%N)
+    "$TIME" -v -o "$TMP/smtp-source.time" "$SMTP_SOURCE" -d -s 50 -m "$MSGS" -l 2048 \
+        -f bench@shop.example -t user@example.test "127.0.0.1:$SINK_PORT" >"$TMP/smtp-source.out" 2>&1 || {
+        echo "bench: smtp-source failed: $(tail -n 3 "$TMP/smtp-source.out")" >&2
+        FAILED=1
+    }
+    t1=$(date +%s%N)
+    SS_SINK_US=$(calc "round(($(cpu_ticks "$SINK_PID") - $s0) * 1e6 / $HZ / $MSGS, 1)")
+    settle_stat "$SINK_STATS" messages $((before + MSGS))
+    SS_SENT=$(($(sstat "$SINK_STATS" messages) - before))
+    SS_RATE=$(calc "round($SS_SENT / (($t1 - $t0) / 1e9))")
+    SS_CPU_US=$(calc "round($(cpu_s "$TMP/smtp-source.time") * 1e6 / max($SS_SENT, 1), 1)")
+    SS_BYTES=$(calc "round(($(sstat "$SINK_STATS" bytes)) / max($(sstat "$SINK_STATS" messages), 1))")
+    echo "smtp-source: $SS_SENT messages, $SS_RATE msgs/s, ${SS_CPU_US} us CPU/msg, $SS_BYTES bytes/msg at the sink;" \
+        "volley-sink ${SS_SINK_US} us CPU/msg"
+
+    conf=$TMP/plain.conf
+    write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+    rcli flushall >/dev/null
+    PUSH_SECS=$(push "$conf" "$CSV")
+    PUSH_RATE=$(calc "round($MSGS / $PUSH_SECS)")
+    b0=$(sstat "$SINK_STATS" bytes)
+    m0=$(sstat "$SINK_STATS" messages)
+    run_worker plain "$conf" "$MSGS"
+    V_BYTES=$(calc "round(($(sstat "$SINK_STATS" bytes) - $b0) / max($(sstat "$SINK_STATS" messages) - $m0, 1))")
+    PLAIN_RATE=$W_RATE
+    echo "volley push: $MSGS jobs in ${PUSH_SECS} s ($PUSH_RATE jobs/s)"
+    echo "volley worker: $W_SENT messages in $(calc "round($W_SECS, 2)") s, $W_RATE msgs/s," \
+        "${W_CPU_US} us CPU/msg, peak RSS $W_RSS_KB KB, $V_BYTES bytes/msg at the sink"
+    echo "  sink-side rate first to last message $W_STEADY msgs/s (start to first message $W_HEAD_MS ms," \
+        "last message to exit $W_TAIL_MS ms); $W_CONNS connections opened;" \
+        "CPU per message: redis-server ${W_REDIS_US} us, volley-sink ${W_SINK_US} us"
+    echo "worker config: threads=$SPINE_THREADS batch=$SPINE_BATCH max_inflight=$SPINE_INFLIGHT" \
+        "[smtp] connections=$SPINE_CONNS messages_per_connection=$SPINE_MPC"
+    res spine_msgs "$MSGS"
+    res spine_msg_bytes "$V_BYTES"
+    res push_jobs_per_sec "$PUSH_RATE"
+    res volley_msgs_per_sec "$W_RATE"
+    res volley_cpu_us_per_msg "$W_CPU_US"
+    res volley_peak_rss_kb "$W_RSS_KB"
+    res volley_steady_msgs_per_sec "$W_STEADY"
+    res volley_redis_cpu_us_per_msg "$W_REDIS_US"
+    res volley_sink_cpu_us_per_msg "$W_SINK_US"
+    res volley_connections "$W_CONNS"
+    res smtp_source_msgs_per_sec "$SS_RATE"
+    res smtp_source_cpu_us_per_msg "$SS_CPU_US"
+    r=$(calc "round($W_RATE / $SS_RATE, 2)")
+    res spine_ratio "$r"
+    row "spine" "volley worker msgs/s (plaintext, $MSGS x ${V_BYTES} B)" "$W_RATE" \
+        ">= smtp-source ($SS_RATE); ratio $r" "$(verdict "$W_RATE >= $SS_RATE")"
+    row "spine" "volley CPU per message" "${W_CPU_US} us" "(smtp-source: ${SS_CPU_US} us)" "-"
+    row "spine" "volley worker peak RSS" "$W_RSS_KB KB" "-" "-"
+    row "spine" "volley push" "$PUSH_RATE jobs/s" "-" "-"
+fi
+
+# ---------------------------------------------------------------- 3. STARTTLS (run next to the spine, same sink)
+if has_section tls; then
+    say "tls: $MSGS messages, [tls] mode = required"
+    conf=$TMP/tls.conf
+    write_conf "$conf" "$SINK_PORT" required "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+    rcli flushall >/dev/null
+    t0=$(sstat "$SINK_STATS" tls_connections)
+    push "$conf" "$CSV" >/dev/null
+    run_worker tls "$conf" "$MSGS"
+    settle_stat "$SINK_STATS" messages 0
+    TLS_CONNS=$(($(sstat "$SINK_STATS" tls_connections) - t0))
+    echo "volley worker (STARTTLS): $W_SENT messages in $(calc "round($W_SECS, 2)") s, $W_RATE msgs/s," \
+        "${W_CPU_US} us CPU/msg, peak RSS $W_RSS_KB KB, $TLS_CONNS TLS connections at the sink"
+    echo "  sink-side rate first to last message $W_STEADY msgs/s (start to first message $W_HEAD_MS ms," \
+        "last message to exit $W_TAIL_MS ms); $W_CONNS connections opened;" \
+        "CPU per message: redis-server ${W_REDIS_US} us, volley-sink ${W_SINK_US} us"
+    res tls_msgs_per_sec "$W_RATE"
+    res tls_cpu_us_per_msg "$W_CPU_US"
+    res tls_peak_rss_kb "$W_RSS_KB"
+    res tls_steady_msgs_per_sec "$W_STEADY"
+    res tls_redis_cpu_us_per_msg "$W_REDIS_US"
+    res tls_sink_cpu_us_per_msg "$W_SINK_US"
+    res tls_connections "$TLS_CONNS"
+    if [ "$TLS_CONNS" -eq 0 ]; then
+        echo "bench: tls: the sink saw no STARTTLS" >&2
+        FAILED=1
+    fi
+    if [ -n "$PLAIN_RATE" ]; then
+        r=$(calc "round($W_RATE / $PLAIN_RATE, 2)")
+        res tls_ratio "$r"
+        row "tls" "volley worker msgs/s, STARTTLS required" "$W_RATE" \
+            ">= 0.7 x plaintext ($PLAIN_RATE); ratio $r" "$(verdict "$r >= 0.7")"
+    else
+        row "tls" "volley worker msgs/s, STARTTLS required" "$W_RATE" "(spine not run: no ratio)" "-"
+    fi
+    row "tls" "volley CPU per message, STARTTLS" "${W_CPU_US} us" "-" "-"
+fi
+if has_section spine || has_section tls; then
+    stop_sink
+fi
+
+# ---------------------------------------------------------------- 2. sinks
+if has_section sinks; then
+    say "sinks: bench/sink-vs-smtp-sink.sh ${SINK_ENV[*]}"
+    if env VOLLEY_BUILD="$BUILD" "${SINK_ENV[@]}" bench/sink-vs-smtp-sink.sh >"$TMP/sinks.out" 2>&1; then
+        cat "$TMP/sinks.out"
+        sk() { sed -n "s/^$1=//p" "$TMP/sinks.out" | tail -1; }
+        for k in smtp_sink_msgs_per_sec volley_sink_msgs_per_sec ratio smtp_sink_msgs_per_sec_p1 \
+            volley_sink_msgs_per_sec_p1 ratio_p1 smtp_sink_cpu_us_per_msg volley_sink_cpu_us_per_msg; do
+            res "sinks_$k" "$(sk "$k")"
+        done
+        row "sinks" "volley-sink / smtp-sink, 4 smtp-source procs" \
+            "$(sk volley_sink_msgs_per_sec) / $(sk smtp_sink_msgs_per_sec) msgs/s" \
+            ">= 1.5x; ratio $(sk ratio)" "$(verdict "$(sk ratio) >= 1.5")"
+        row "sinks" "volley-sink / smtp-sink, 1 smtp-source proc" \
+            "$(sk volley_sink_msgs_per_sec_p1) / $(sk smtp_sink_msgs_per_sec_p1) msgs/s" \
+            "(ratio $(sk ratio_p1))" "-"
+        row "sinks" "sink CPU per message" "volley-sink $(sk volley_sink_cpu_us_per_msg) us" \
+            "(smtp-sink $(sk smtp_sink_cpu_us_per_msg) us)" "-"
+    else
+        cat "$TMP/sinks.out"
+        echo "bench: sink-vs-smtp-sink.sh failed" >&2
+        row "sinks" "volley-sink vs smtp-sink" "failed" ">= 1.5x" "FAIL"
+        FAILED=1
+    fi
+fi
+
+# ---------------------------------------------------------------- 4. connection scale
+# conns_run TAG TLS_MODE - the worker holds CONNS connections open to a sink that delays every reply;
+# writes TAG_* key=value lines to $TMP/TAG.res. Runs in a subshell (ulimit, its own trap).
+conns_run() {
+    local tag=$1 mode=$2
+    (
+        # the EXIT trap is not inherited by a subshell: stop what this one starts
+        SUB_PIDS=()
+        trap 'for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done' EXIT
+        # each side needs a descriptor per connection, plus its rings and files
+        ulimit -n "$(ulimit -Hn)"
+        need=$((CONNS + 500))
+        [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need" ] || {
+            echo "bench: $tag: ulimit -n $(ulimit -n) < $need; raise the hard limit" >&2
+            exit 1
+        }
+        start_sink "$tag" --threads 2 --tls-cert "$TMP/sink.crt" --tls-key "$TMP/sink.key" \
+            --delay-ms "$CONNS_DELAY_MS" --idle-timeout-ms 0
+        SUB_PIDS+=("$SINK_PID")
+        conf=$TMP/$tag.conf
+        # one message per connection, every message in flight at once: CONNS connections open together
+        write_conf "$conf" "$SINK_PORT" "$mode" "$CONNS" 1 "$CONNS"
+        rcli flushall >/dev/null
+        [ -s "$TMP/conns.csv" ] || make_csv "$TMP/conns.csv" "$CONNS"
+        "$VOLLEY" worker -c "$conf" 2>"$TMP/$tag.log" &
+        wpid=$!
+        SUB_PIDS+=("$wpid")
+        sleep 2 # started, connected to Redis, idle
+        kill -0 "$wpid" 2>/dev/null || { echo "bench: $tag: worker died: $(tail -n 5 "$TMP/$tag.log")" >&2; exit 1; }
+        rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$wpid/status"; }
+        base=$(rss)
+        push "$conf" "$TMP/conns.csv" >/dev/null
+        # sample every 100 ms: keep the RSS seen when the sink's concurrent count was highest
+        peak=0 peak_rss=$base max_rss=$base t0=$(date +%s)
+        while :; do
+            cur=$(sstat "$SINK_STATS" concurrent)
+            r=$(rss)
+            [ "$r" -gt "$max_rss" ] && max_rss=$r
+            if [ "$cur" -gt "$peak" ] || { [ "$cur" -eq "$peak" ] && [ "$r" -gt "$peak_rss" ]; }; then
+                peak=$cur peak_rss=$r
+            fi
+            [ "$(sstat "$SINK_STATS" messages)" -ge "$CONNS" ] && break
+            [ $(($(date +%s) - t0)) -ge 180 ] && { echo "bench: $tag: not done after 180 s" >&2; break; }
+            sleep 0.1
+        done
+        done_s=$(($(date +%s) - t0))
+        kill -TERM "$wpid"
+        wait "$wpid" || true
+        sent=$(sstat "$SINK_STATS" messages)
+        tlsc=$(sstat "$SINK_STATS" tls_connections)
+        speak=$(sstat "$SINK_STATS" peak_concurrent)
+        stop_sink
+        per=$(calc "round(($peak_rss - $base) / max($peak, 1), 1)")
+        echo "$tag ([tls] mode = $mode): worker RSS idle $base KB, at $peak open connections $peak_rss KB" \
+            "(max seen $max_rss KB): $per KB per connection; sink peak_concurrent $speak," \
+            "$tlsc TLS connections, $sent messages in ${done_s} s"
+        {
+            echo "${tag}_peak=$peak"
+            echo "${tag}_sink_peak_concurrent=$speak"
+            echo "${tag}_tls_connections=$tlsc"
+            echo "${tag}_rss_base_kb=$base"
+            echo "${tag}_rss_peak_kb=$peak_rss"
+            echo "${tag}_kb_per_conn=$per"
+            echo "${tag}_messages=$sent"
+        } >"$TMP/$tag.res"
+    ) || FAILED=1
+    if [ -s "$TMP/$tag.res" ]; then
+        while IFS= read -r l; do RESULTS+=("$l"); done <"$TMP/$tag.res"
+        [ "$(sed -n "s/^${tag}_messages=//p" "$TMP/$tag.res")" -ge "$CONNS" ] || {
+            echo "bench: $tag: messages lost" >&2
+            FAILED=1
+        }
+    fi
+}
+
+if has_section conns; then
+    say "conns: $CONNS concurrent connections (STARTTLS, then plaintext for comparison), sink reply delay ${CONNS_DELAY_MS} ms"
+    res conns_target "$CONNS"
+    conns_run conns required
+    conns_run conns_plain off
+    if [ -s "$TMP/conns.res" ]; then
+        per=$(sed -n 's/^conns_kb_per_conn=//p' "$TMP/conns.res")
+        pk=$(sed -n 's/^conns_peak=//p' "$TMP/conns.res")
+        row "conns" "worker RSS per open STARTTLS connection" "$per KB" \
+            "< 60 KB; $pk of $CONNS open at the peak" "$(verdict "$per < 60 and $pk >= 0.9 * $CONNS")"
+    else
+        row "conns" "worker RSS per open STARTTLS connection" "failed" "< 60 KB" "FAIL"
+    fi
+    if [ -s "$TMP/conns_plain.res" ]; then
+        per=$(sed -n 's/^conns_plain_kb_per_conn=//p' "$TMP/conns_plain.res")
+        pk=$(sed -n 's/^conns_plain_peak=//p' "$TMP/conns_plain.res")
+        row "conns" "worker RSS per open plaintext connection" "$per KB" "(comparison; $pk open at the peak)" "-"
+    fi
+fi
+
+# ---------------------------------------------------------------- 5. render and sign
+if has_section render; then
+    say "render: bench-render -n $RENDER_N (median of 3), bench-dkim -n $DKIM_N vs openssl speed rsa2048"
+    rates=()
+    for _ in 1 2 3; do
+        "$BUILD/tools/bench-render" -n "$RENDER_N" >"$TMP/render.out"
+        rates+=("$(sed -n 's/^render_msgs_per_sec=//p' "$TMP/render.out")")
+    done
+    head -n 2 "$TMP/render.out"
+    RENDER=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n 2p)
+    echo "render_msgs_per_sec runs: ${rates[*]}; median $RENDER"
+    res render_msgs_per_sec "$RENDER"
+    row "render" "render + MIME msgs/s, one thread" "$RENDER" ">= 300000" "$(verdict "$RENDER >= 300000")"
+
+    # dkim and openssl speed alternate: dkim, openssl, dkim; the two dkim runs' mean is compared
+    "$BUILD/tools/bench-dkim" -n "$DKIM_N" -e $((DKIM_N * 5)) >"$TMP/dkim1.out"
+    openssl speed -seconds "$OSSL_SECS" rsa2048 >"$TMP/ossl.out" 2>/dev/null
+    "$BUILD/tools/bench-dkim" -n "$DKIM_N" -e $((DKIM_N * 5)) >"$TMP/dkim2.out"
+    cat "$TMP/dkim1.out" "$TMP/dkim2.out" | grep -E '^(rsa2048|ed25519):'
+    d1=$(sed -n 's/^dkim_rsa2048_per_sec=//p' "$TMP/dkim1.out")
+    d2=$(sed -n 's/^dkim_rsa2048_per_sec=//p' "$TMP/dkim2.out")
+    e1=$(sed -n 's/^dkim_ed25519_per_sec=//p' "$TMP/dkim1.out")
+    e2=$(sed -n 's/^dkim_ed25519_per_sec=//p' "$TMP/dkim2.out")
+    DKIM=$(calc "round(($d1 + $d2) / 2)")
+    ED=$(calc "round(($e1 + $e2) / 2)")
+    # "rsa 2048 bits 0.000284s 0.000009s   3522.4 111111.0": sign/s is the 6th field
+    OSSL=$(awk '$1 == "rsa" && $2 == "2048" {print $6}' "$TMP/ossl.out" | tail -1)
+    grep -E '^(rsa 2048| *sign)' "$TMP/ossl.out" || true
+    r=$(calc "round($DKIM / $OSSL, 3)")
+    echo "dkim rsa2048 $DKIM/s (runs $d1, $d2), openssl speed rsa2048 sign $OSSL/s: $(calc "round($r * 100, 1)")%"
+    res dkim_rsa2048_per_sec "$DKIM"
+    res dkim_ed25519_per_sec "$ED"
+    res openssl_rsa2048_sign_per_sec "$OSSL"
+    res dkim_vs_openssl "$r"
+    row "render" "DKIM rsa-2048 signatures/s" "$DKIM" \
+        ">= 85% of openssl speed ($OSSL/s); $(calc "round($r * 100, 1)")%" "$(verdict "$r >= 0.85")"
+    row "render" "DKIM ed25519 signatures/s" "$ED" "-" "-"
+fi
+
+# ---------------------------------------------------------------- 6. throttle
+if has_section throttle; then
+    if [ -x "$BUILD/tools/bench-throttle" ]; then
+        say "throttle: bench-throttle"
+        targs=()
+        [ "$QUICK" = 1 ] && targs=(--messages 2000000)
+        # stdout carries the results; of its log (stderr) only the first lines and a count are kept
+        if timeout "$THROTTLE_TIMEOUT" "$BUILD/tools/bench-throttle" "${targs[@]}" >"$TMP/throttle.out" \
+            2> >(awk 'NR <= 5; END {if (NR > 5) print "... " NR " log lines in all"}' >"$TMP/throttle.err"); then
+            cat "$TMP/throttle.out"
+            sleep 0.2
+            [ -s "$TMP/throttle.err" ] && sed 's/^/  stderr: /' "$TMP/throttle.err"
+            # key=value lines are kept as results; other lines go into the table as they are
+            n=0
+            while IFS= read -r l; do
+                [ -n "$l" ] || continue
+                if [[ "$l" =~ ^[A-Za-z0-9_]+=[^\ ]+$ ]]; then
+                    RESULTS+=("throttle_${l#throttle_}")
+                else
+                    n=$((n + 1))
+                    row "throttle" "bench-throttle line $n" "${l//|//}" "-" "-"
+                fi
+            done <"$TMP/throttle.out"
+        else
+            rc=$?
+            sleep 0.2
+            head -n 20 "$TMP/throttle.out"
+            sed 's/^/  stderr: /' "$TMP/throttle.err"
+            echo "bench: bench-throttle failed (status $rc; 124 = killed after ${THROTTLE_TIMEOUT} s)" >&2
+            row "throttle" "bench-throttle" "failed" "-" "FAIL"
+            FAILED=1
+        fi
+    else
+        echo "throttle bench: not built yet"
+        row "throttle" "bench-throttle" "not built yet" "-" "-"
+    fi
+fi
+
+# ---------------------------------------------------------------- report
+echo
+echo "## volley bench ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $( [ "$QUICK" = 1 ] && echo quick || echo full) mode)"
+echo
+echo "| section | measure | measured | target | verdict |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+printf '%s\n' "${RESULTS[@]}"
+exit "$FAILED"
