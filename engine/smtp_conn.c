@@ -40,6 +40,13 @@
 #include "engine/site_limit.h"
 #include "lib/clock.h"
 #include "throttle/throttle.h"
+
+/*
+ * An idle connection yields its site slot to another thread only after this
+ * long: between two intake batches a busy pool is briefly empty, and closing
+ * then would make threads trade connections (and TLS handshakes) constantly.
+ */
+#define CONN_YIELD_IDLE_MS 250
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -178,9 +185,9 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     c->gen = ++w->next_gen;
     w->conns[c->slot] = c;
     c->rx = xmalloc(WORKER_RX_SIZE);
-    vbuf_init(&c->rbuf, 1024);
-    vbuf_init(&c->wbuf, 1024);
-    vbuf_init(&c->sbuf, 1024);
+    vbuf_init(&c->rbuf, 512);
+    vbuf_init(&c->wbuf, 512);
+    vbuf_init(&c->sbuf, 512);
     c->in = &c->rbuf;
     c->out = &c->wbuf;
     c->state = CONN_CONNECTING;
@@ -198,6 +205,13 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     expect_push(c, EX_GREETING, NULL);
     c->deadline_ms = c->opened_ms + (uint64_t)w->cfg->timeout_connect_ms;
     return c;
+}
+
+/* conn_trim - an emptied buffer that grew for a message or a handshake goes back to a small one */
+static void conn_trim(vbuf *b)
+{
+    if (vbuf_len(b) == 0 && b->cap > 4096)
+        vbuf_shrink(b, CONN_BUF_KEEP);
 }
 
 /* conn_arm_recv - keep one recv in flight while the connection is open */
@@ -224,6 +238,7 @@ static void conn_flush(struct smtp_conn *c)
             return;
         }
         vbuf_reset(&c->pout);
+        conn_trim(&c->pout);
     }
     if (c->send_armed || vbuf_len(&c->wbuf) == 0)
         return;
@@ -454,8 +469,8 @@ static void tls_begin(struct smtp_conn *c)
 {
     /* RFC 3207: anything the server sent before the handshake is discarded */
     vbuf_reset(&c->rbuf);
-    vbuf_init(&c->pin, 1024);
-    vbuf_init(&c->pout, 1024);
+    vbuf_init(&c->pin, 512);
+    vbuf_init(&c->pout, 512);
     SSL_CTX *ctx = c->pool->tls == CONFIG_TLS_VERIFY ? c->w->tls_ctx_verify : c->w->tls_ctx;
     if (ctx == NULL || tls_session_start(&c->tls, ctx, &c->rbuf, &c->wbuf, c->pool->targets[c->target].name) < 0) {
         smtp_conn_fail(c, "TLS session could not be created");
@@ -783,6 +798,9 @@ static void conn_after_io(struct smtp_conn *c)
     conn_parse(c);
     if (c->state == CONN_CLOSED)
         return;
+    conn_trim(c->in);
+    if (c->tls_on)
+        conn_trim(&c->rbuf);
     smtp_conn_kick(c);
 }
 
@@ -867,7 +885,7 @@ void smtp_conn_on_cqe(struct worker *w, uint64_t ud, int res)
             c->ops++;
         } else {
             /* large message bodies should not pin memory on idle connections */
-            vbuf_shrink(&c->sbuf, 4096);
+            conn_trim(&c->sbuf);
             conn_flush(c);
         }
         break;
@@ -913,7 +931,8 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
         return;
     }
     if (smtp_conn_idle(c) && c->pool->qlen == 0 && c->idle_since_ms != 0 &&
-        (now - c->idle_since_ms >= (uint64_t)c->w->cfg->idle_ms || site_limit_contended(c->pool->limit_key, now)))
+        (now - c->idle_since_ms >= (uint64_t)c->w->cfg->idle_ms ||
+         (now - c->idle_since_ms >= CONN_YIELD_IDLE_MS && site_limit_contended(c->pool->limit_key, now))))
         smtp_conn_quit(c);
 }
 

@@ -185,12 +185,16 @@ int tls_write(struct tls_session *s, const char *p, size_t n, char *err, size_t 
 
 int tls_read(struct tls_session *s, vbuf *plain, char *err, size_t errlen)
 {
+    /*
+     * Decrypt into a stack buffer and append only what came: reserving a
+     * full record's room in `plain` would keep 16 KB per idle connection.
+     */
+    char buf[16384];
     for (;;) {
-        char *w = vbuf_reserve(plain, 16384);
         ERR_clear_error();
-        int rc = SSL_read(s->ssl, w, 16384);
+        int rc = SSL_read(s->ssl, buf, (int)sizeof(buf));
         if (rc > 0) {
-            vbuf_commit(plain, (size_t)rc);
+            vbuf_append(plain, buf, (size_t)rc);
             continue;
         }
         int e = SSL_get_error(s->ssl, rc);

@@ -41,7 +41,8 @@ struct throttle;
 struct thr_config;
 struct camp;
 
-#define WORKER_RX_SIZE 8192
+#define WORKER_RX_SIZE 4096 /* per connection, always posted: replies are small, TLS records arrive in parts */
+#define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
 
 /*
