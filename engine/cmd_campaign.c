@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/cli.h"
 #include "engine/cmd.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
@@ -59,26 +60,10 @@ static void show(const struct q_campaign_info *c)
 
 int cmd_campaign_main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    const char *conf = NULL;
-    int o;
-    opterr = 0;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c':
-            conf = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            fprintf(stderr, "volley campaign: bad or incomplete option '%s' (try volley campaign --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-    }
+    const char *conf;
+    int rc0 = cli_config_opts(argc, argv, "campaign", usage, &conf);
+    if (rc0 >= 0)
+        return rc0;
     if (argc - optind != 2) {
         fprintf(stderr, "volley campaign: expected an action and a campaign id (try volley campaign --help)\n");
         return 2;
@@ -90,10 +75,6 @@ int cmd_campaign_main(int argc, char **argv)
     }
     if (!q_campaign_id_valid(id, strlen(id))) {
         fprintf(stderr, "volley campaign: '%.64s' is not a valid campaign id\n", id);
-        return 2;
-    }
-    if (conf == NULL) {
-        fprintf(stderr, "volley campaign: -c/--config is required (try volley campaign --help)\n");
         return 2;
     }
     char err[512];

@@ -475,7 +475,7 @@ int cmd_push_main(int argc, char **argv)
                                          {"priority", required_argument, NULL, 'p'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *conf = NULL, *camp_path = NULL, *rcpt_path = NULL, *format = "csv", *priority = "bulk";
+    const char *conf = "volley.conf", *camp_path = NULL, *rcpt_path = NULL, *format = "csv", *priority = "bulk";
     int o;
     opterr = 0;
     optind = 1;
@@ -508,11 +508,9 @@ int cmd_push_main(int argc, char **argv)
         fprintf(stderr, "volley push: unexpected argument '%s' (try volley push --help)\n", argv[optind]);
         return 2;
     }
-    if (conf == NULL || camp_path == NULL || rcpt_path == NULL) {
+    if (camp_path == NULL || rcpt_path == NULL) {
         fprintf(stderr, "volley push: %s is required (try volley push --help)\n",
-                conf == NULL        ? "-c/--config"
-                : camp_path == NULL ? "--campaign"
-                                    : "--recipients");
+                camp_path == NULL ? "--campaign" : "--recipients");
         return 2;
     }
     if (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0) {

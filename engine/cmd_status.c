@@ -229,7 +229,7 @@ int cmd_status_main(int argc, char **argv)
                                          {"watch", no_argument, NULL, 'w'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *conf = NULL, *campaign = NULL;
+    const char *conf = "volley.conf", *campaign = NULL;
     int o, watching = 0;
     opterr = 0;
     optind = 1;
@@ -254,10 +254,6 @@ int cmd_status_main(int argc, char **argv)
         campaign = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "volley status: unexpected argument '%s' (try volley status --help)\n", argv[optind]);
-        return 2;
-    }
-    if (conf == NULL) {
-        fprintf(stderr, "volley status: -c/--config is required (try volley status --help)\n");
         return 2;
     }
     if (campaign != NULL && !q_campaign_id_valid(campaign, strlen(campaign))) {

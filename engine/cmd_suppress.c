@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/cli.h"
 #include "engine/cmd.h"
 #include "lib/alloc.h"
 #include "lib/config.h"
@@ -50,26 +51,10 @@ static void print_addr(void *priv, const char *a, size_t n)
 
 int cmd_suppress_main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    const char *conf = NULL;
-    int o;
-    opterr = 0;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c':
-            conf = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            fprintf(stderr, "volley suppress: bad or incomplete option '%s' (try volley suppress --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-    }
+    const char *conf;
+    int rc0 = cli_config_opts(argc, argv, "suppress", usage, &conf);
+    if (rc0 >= 0)
+        return rc0;
     if (optind >= argc) {
         fprintf(stderr, "volley suppress: expected add, remove, check or list (try volley suppress --help)\n");
         return 2;
@@ -93,10 +78,6 @@ int cmd_suppress_main(int argc, char **argv)
     int n = argc - optind;
     if (list ? n != 0 : n == 0) {
         fprintf(stderr, "volley suppress: %s\n", list ? "list takes no addresses" : "no addresses given");
-        return 2;
-    }
-    if (conf == NULL) {
-        fprintf(stderr, "volley suppress: -c/--config is required (try volley suppress --help)\n");
         return 2;
     }
     char err[512];

@@ -289,6 +289,13 @@ static void conn_release(struct smtp_conn *c)
     if (c->state != CONN_CLOSED || c->ops > 0)
         return;
     struct worker *w = c->w;
+    w->conns[c->slot] = NULL;
+    w->free_slots[w->nfree_slots++] = c->slot;
+    smtp_conn_free(c);
+}
+
+void smtp_conn_free(struct smtp_conn *c)
+{
     close(c->fd);
     if (c->tls.ssl)
         tls_session_free(&c->tls);
@@ -298,8 +305,6 @@ static void conn_release(struct smtp_conn *c)
     vbuf_free(&c->sbuf);
     vbuf_free(&c->pin);
     vbuf_free(&c->pout);
-    w->conns[c->slot] = NULL;
-    w->free_slots[w->nfree_slots++] = c->slot;
     free(c);
 }
 

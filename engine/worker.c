@@ -1063,18 +1063,8 @@ void worker_free(struct worker *w)
         dns_resolver_free(w->dns); /* after the ring: no completion can reach it any more */
     for (uint32_t i = 0; i < w->nconn_slots; i++) {
         struct smtp_conn *c = w->conns[i];
-        if (c == NULL)
-            continue;
-        close(c->fd);
-        if (c->tls.ssl)
-            tls_session_free(&c->tls);
-        free(c->rx);
-        vbuf_free(&c->rbuf);
-        vbuf_free(&c->wbuf);
-        vbuf_free(&c->sbuf);
-        vbuf_free(&c->pin);
-        vbuf_free(&c->pout);
-        free(c);
+        if (c != NULL)
+            smtp_conn_free(c);
     }
     free(w->conns);
     free(w->free_slots);

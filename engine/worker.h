@@ -313,6 +313,8 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why);
 void smtp_conn_on_cqe(struct worker *w, uint64_t user_data, int res);
 /* smtp_conn_tick - stage timeouts and idle QUIT; may free c */
 void smtp_conn_tick(struct smtp_conn *c, uint64_t now);
+/* smtp_conn_free - release a connection's memory and socket (the ring must be done with it) */
+void smtp_conn_free(struct smtp_conn *c);
 /* smtp_conn_abort - fail the connection from outside a completion; may free c */
 void smtp_conn_abort(struct smtp_conn *c, const char *why);
 
