@@ -1,0 +1,89 @@
+"""
+NAME
+    test_fleet_priority - high-priority jobs go before bulk jobs queued earlier
+
+DESCRIPTION
+    2,000 bulk jobs are queued first, then 40 jobs with `volley push --priority high`, all before
+    any worker runs. A worker (two threads, batch 32) sending to a volley-sink that holds each reply
+    batch 3 ms reads the high stream first: in the sink's log every high message comes before all but
+    the bulk messages the threads took alongside (at most threads x max_inflight of them). High jobs'
+    events carry priority = high.
+
+    Then, while the bulk backlog is still being sent, 20 more high jobs are pushed: each arrives within
+    the next few batches (before bulk jobs queued earlier and still undelivered), far sooner than the
+    backlog drains.
+"""
+
+import signal
+
+from fleet_util import fleet_conf, pending_by_consumer, sink_log, start_named, wait_for
+from volley_itest import stop_process, tail
+
+THREADS, BATCH, MAX_INFLIGHT = 2, 32, 32
+
+
+def rows(tag, n):
+    return [{"email": f"{tag}{i:05d}@example.test", "name": f"{tag}{i}", "token": f"{tag}-{i}"} for i in range(n)]
+
+
+def push(volley, cid, rs, priority=None):
+    args = ["push", "-c", volley.conf, "--campaign", volley.write_campaign(f"{cid}.ini", cid=cid),
+            "--recipients", volley.write_recipients(rs, f"{cid}.csv")]
+    if priority:
+        args += ["--priority", priority]
+    p = volley.run(*args)
+    assert p.returncode == 0 and p.stdout.strip() == cid, (p.returncode, p.stdout, p.stderr)
+
+
+def order(sink):
+    return [r for _ms, rcpts in sink_log(sink) for r in rcpts]
+
+
+def test_high_priority_before_earlier_bulk(volley, volley_sink):
+    sink = volley_sink("--delay-ms", "3")
+    conf = fleet_conf(volley, "pw", sink.hostport, threads=THREADS, connections=4, batch=BATCH,
+                      max_inflight=MAX_INFLIGHT)
+    bulk, high, late = rows("bulk", 2000), rows("urgent", 40), rows("late", 20)
+    push(volley, "bulk", bulk)
+    push(volley, "urgent", high, "high")
+    assert volley.r.xlen(volley.key("jobs", "high")) == len(high)
+    assert volley.r.xlen(volley.key("jobs")) == len(bulk)
+
+    w = start_named(volley, conf, "prio")
+    assert wait_for(lambda: len(order(sink)) >= 600, 30), f"run did not start:\n{tail(w.logpath)}"
+    seq = order(sink)
+    pos = {r: i for i, r in enumerate(seq)}
+    missing = [r["email"] for r in high if r["email"] not in pos]
+    assert not missing, (f"{len(missing)} high jobs not delivered among the first {len(seq)} messages; "
+                         f"high-stream pending per consumer: {pending_by_consumer(volley, 'jobs:high')}; "
+                         f"bulk delivered so far {volley.stats('bulk').get('delivered', 0)}")
+    last_high = max(pos[r["email"]] for r in high)
+    bulk_before = sum(1 for r in seq[:last_high] if r.startswith("bulk"))
+    assert bulk_before <= THREADS * MAX_INFLIGHT, (
+        f"{bulk_before} bulk messages (queued earlier) went out before the last high one "
+        f"(position {last_high}); at most {THREADS * MAX_INFLIGHT} (what the threads hold) may")
+
+    # high jobs pushed while the bulk backlog is being sent overtake it
+    undelivered_bulk = len(bulk) - sum(1 for r in order(sink) if r.startswith("bulk"))
+    assert undelivered_bulk > 600, f"bulk nearly done ({undelivered_bulk} left): the overtaking is not shown"
+    mark = len(order(sink))
+    push(volley, "late", late, "high")
+    assert wait_for(lambda: {r["email"] for r in late} <= set(order(sink)), 20), "late high jobs not delivered"
+    seq = order(sink)
+    last_late = max(seq.index(r["email"]) for r in late)
+    bulk_between = sum(1 for r in seq[mark:last_late] if r.startswith("bulk"))
+    assert bulk_between < undelivered_bulk // 3, (
+        f"{bulk_between} bulk messages went out between the push of the high jobs and their delivery "
+        f"({undelivered_bulk} bulk were waiting)")
+    assert wait_for(lambda: volley.stats("bulk").get("delivered", 0) == len(bulk), 30), volley.stats("bulk")
+    assert stop_process(w, signal.SIGTERM) == 0
+
+    ev = {e["to"]: e for e in volley.events() if e["status"] == "delivered"}
+    for r in high + late:
+        assert ev[r["email"]].get("priority") == "high", ev[r["email"]]
+    for r in bulk[:50]:
+        assert "priority" not in ev[r["email"]], ev[r["email"]]
+    assert volley.stats("urgent") == {"queued": 40, "delivered": 40}
+    assert volley.stats("late") == {"queued": 20, "delivered": 20}
+    print(f"bulk before the last initial high job: {bulk_before}; bulk between late push and delivery: "
+          f"{bulk_between} of {undelivered_bulk} waiting")
