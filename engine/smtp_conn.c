@@ -385,6 +385,19 @@ static bool start_txn(struct smtp_conn *c)
     /* with pipelining, at most one message is waiting for its final reply while the next starts */
     if (c->ex_len > 1)
         return false;
+    /*
+     * Fair share between threads: when another thread waits for one of the
+     * site's slots and this thread holds more than its share, this
+     * connection ends after its transaction instead of taking the next
+     * message, so no thread's jobs (high priority ones included) starve
+     * behind another thread's backlog.
+     */
+    int share = (cfg->connections + cfg->threads - 1) / (cfg->threads > 0 ? cfg->threads : 1);
+    if (c->pool->nconns > share && site_limit_contended(c->pool->limit_key, worker_now_ms())) {
+        if (c->ex_len == 0)
+            smtp_conn_quit(c);
+        return false;
+    }
     int per_conn = cfg->msgs_per_conn;
     if (c->pool->thr_prov >= 0 && c->w->thr != NULL) {
         int tp = thr_msgs_per_conn(c->w->thr, c->pool->thr_prov);

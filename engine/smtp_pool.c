@@ -234,8 +234,11 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
         pool_defer_all(w, p); /* paused after total failure: don't hold messages hostage */
         return;
     }
-    /* every connection being opened will take at least one message */
-    while (p->qlen > opening && p->nconns < w->cfg->connections) {
+    /* every connection being opened will take at least one message; beyond a fair share only while no other
+     * thread is waiting for the site (see start_txn) */
+    int share = (w->cfg->connections + w->cfg->threads - 1) / (w->cfg->threads > 0 ? w->cfg->threads : 1);
+    while (p->qlen > opening && p->nconns < w->cfg->connections &&
+           (p->nconns < share || !site_limit_contended(p->limit_key, now))) {
         if (pool_usable_target(p, now) < 0) {
             if (opening == 0 && p->nready == 0) {
                 /* every host is marked bad: forget the marks after the pause so the site is tried again */
