@@ -10,6 +10,7 @@
  *   ms to 5 s). One log line says the link is down, one that it is back.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -22,6 +23,9 @@
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+
+/* one line per outage for the whole process, not one per thread */
+static atomic_int redis_outage_logged;
 
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 5000
@@ -53,7 +57,7 @@ static void link_down(struct worker *w, const char *why)
     struct redis_link *l = &w->redis;
     if (l->state == REDIS_DOWN)
         return;
-    if (!l->logged_down)
+    if (!l->logged_down && atomic_exchange(&redis_outage_logged, 1) == 0)
         log_warn("redis %s:%d: %s; deliveries continue, outcomes are kept until it is back", w->cfg->redis_host,
                  w->cfg->redis_port, why);
     l->logged_down = true;
@@ -169,7 +173,7 @@ void redis_link_on_cqe(struct worker *w, uint64_t ud, int res)
         }
         l->state = REDIS_UP;
         l->backoff_ms = REDIS_BACKOFF_MIN_MS;
-        if (l->logged_down)
+        if (l->logged_down && atomic_exchange(&redis_outage_logged, 0) == 1)
             log_info("redis %s:%d: connected again", w->cfg->redis_host, w->cfg->redis_port);
         l->logged_down = false;
         link_arm_recv(w);
