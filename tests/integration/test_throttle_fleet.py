@@ -1,0 +1,68 @@
+"""The provider limits hold for the whole fleet: rate and concurrent connections over 3 worker processes.
+
+Three `volley worker` processes (distinct [worker] names, two threads each, small batches so the jobs
+spread over all three) share one redis-server and send to gmail.com recipients that a [route] sends to
+one volley-sink; the provider is found from the recipient domain, so the mail is shaped as gmail. The
+sink's log (a timestamp per accepted message) and stats (peak concurrent connections) are the evidence:
+they count what the fleet really did.
+"""
+
+from throttle_util import (SPREAD, delivered_by, gmail_rows, log_tails, max_in_window, push, sink_lines,
+                           start_workers, stop_workers, throttle_conf, wait_for)
+
+NAMES = ("fa", "fb", "fc")
+
+
+def test_rate_50_per_second_over_three_workers(volley, volley_sink):
+    """rate = 50/s: at most 55 in any sliding second (W*rate + burst + 2), and the limit is used (>= 45/s)."""
+    sink = volley_sink()
+    n = 500  # about 10 s at 50/s
+    for name in NAMES:
+        # a message the rate defers to the retry set comes back when the limit said (retry_at), not in 10 min
+        throttle_conf(volley, name, {"gmail.com": sink.hostport}, worker_extra=SPREAD,
+                      retry={"schedule": "1s", "max_age": "1h"},
+                      providers={"gmail": {"rate": "50/s", "connections": 10}})
+    push(volley, gmail_rows(n))
+    procs = start_workers(volley, NAMES)
+    done = wait_for(lambda: sink.count() >= n, 25)
+    stop_workers(procs)
+    sink.stop()
+    lines = sink_lines(sink)
+    times = [t for t, _src, _c, _r in lines]
+    per_worker = delivered_by(procs)
+    rate_defers = sum(1 for e in volley.events() if e["status"] == "deferred" and "rate" in e.get("limit", ""))
+    peak, at = max_in_window(times, 1000)
+    span = (times[-1] - times[0]) / 1000.0 if len(times) > 1 else 0.0
+    avg = (len(times) - 1) / span if span else 0.0
+    print(f"rate: {len(times)} messages in {span:.2f} s = {avg:.1f}/s; busiest sliding second {peak}; "
+          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}")
+    assert peak <= 55, f"{peak} messages in one second (from {at} ms) with rate = 50/s across 3 workers"
+    assert done, (f"only {sink.count()} of {n} arrived in 25 s (should take ~10 s at 50/s): {avg:.1f}/s, "
+                  f"{rate_defers} deferrals by the rate limit, per worker {per_worker}\n{log_tails(procs)}")
+    assert all(d and d[0] > 0 for d in per_worker.values()), f"every worker should send: {per_worker}"
+    assert avg >= 45, (f"only {avg:.1f} msgs/s on average over {span:.2f} s: the 50/s limit is not used "
+                       f"({rate_defers} deferrals by the rate limit, per worker {per_worker})")
+
+
+def test_connections_5_over_three_workers(volley, volley_sink):
+    """connections = 5: the sink never sees more than 5 at once from the fleet, and does see 5."""
+    sink = volley_sink("--delay-ms", "40")
+    n = 300
+    for name in NAMES:
+        throttle_conf(volley, name, {"gmail.com": sink.hostport}, smtp={"connections": 50}, worker_extra=SPREAD,
+                      providers={"gmail": {"rate": "1000/s", "connections": 5, "messages_per_connection": 10}})
+    push(volley, gmail_rows(n))
+    procs = start_workers(volley, NAMES, exit_when_idle=True)
+    done = wait_for(lambda: sink.count() >= n, 40)
+    rcs = [p.wait(timeout=15) for p in procs]
+    sink.stop()
+    st = sink.stats()
+    per_worker = delivered_by(procs)
+    print(f"connections: stats {st}; (delivered, deferred) per worker {per_worker}")
+    assert done, f"only {sink.count()} of {n} arrived in 40 s; stats {st}\n{log_tails(procs)}"
+    assert rcs == [0, 0, 0], log_tails(procs)
+    assert st["messages"] == n
+    assert all(d and d[0] > 0 for d in per_worker.values()), f"every worker should send: {per_worker}"
+    assert st["connections"] >= n // 10, f"messages_per_connection = 10 should reconnect: {st}"
+    assert st["peak_concurrent"] <= 5, f"peak {st['peak_concurrent']} concurrent connections with connections = 5"
+    assert st["peak_concurrent"] >= 4, f"the connection limit is not used: peak {st['peak_concurrent']}"
