@@ -47,6 +47,7 @@
  * then would make threads trade connections (and TLS handshakes) constantly.
  */
 #define CONN_YIELD_IDLE_MS 250
+#define CONN_THROTTLED_IDLE_MS 500
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -409,9 +410,29 @@ static bool start_txn(struct smtp_conn *c)
             smtp_conn_quit(c);
         return false;
     }
-    struct msg *m = pool_take(c->pool);
-    if (m == NULL)
+    struct route_pool *p = c->pool;
+    if (p->qhead == NULL)
         return false;
+    if (p->thr_prov >= 0 && c->w->thr != NULL) {
+        /* the provider's send slot is taken now, as the message goes on the wire */
+        uint64_t wall = clock_wall_ms();
+        struct thr_verdict v;
+        if (p->thr_send_at_ms > wall)
+            return false; /* already told to wait: the loop wakes for it */
+        if (thr_admit(c->w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
+            if (v.kind == THR_WAIT || v.until_ms <= wall + 60000) {
+                /* ask again at the slot, and at least every second (the local state may change sooner) */
+                p->thr_send_at_ms = v.until_ms < wall + 1000 ? v.until_ms : wall + 1000;
+                return false;
+            }
+            /* capped or suspended over this IP: the queue goes through routing again (another IP, or deferred) */
+            p->thr_send_at_ms = 0;
+            worker_reroute_pool(c->w, p);
+            return false;
+        }
+        p->thr_send_at_ms = 0;
+    }
+    struct msg *m = pool_take(p);
     c->msgs_started++;
     if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
         char why[160];
@@ -688,8 +709,14 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     struct msg *m = e.msg;
     /* the provider's reaction patterns (4.7.28, TSS04, RP-001...) and clean deliveries steer its backoff */
     if (c->pool->thr_prov >= 0 && c->w->thr != NULL &&
-        (e.kind == EX_MAIL || e.kind == EX_RCPT || e.kind == EX_DATA || e.kind == EX_DOT || r->code == 421))
-        thr_on_reply(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, r->code, r->dsn, r->text, clock_wall_ms());
+        (e.kind == EX_MAIL || e.kind == EX_RCPT || e.kind == EX_DATA || e.kind == EX_DOT || r->code == 421)) {
+        uint64_t wall = clock_wall_ms();
+        thr_on_reply(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, r->code, r->dsn, r->text, wall);
+        uint64_t hold = smtp_reply_class(r) == 4 ? thr_hold_until(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, wall)
+                                                   : 0;
+        if (m != NULL && !m->done && hold > 0)
+            m->retry_at_ms = hold; /* retried after the backoff it caused, not into it */
+    }
     if (r->code == 421 && e.kind != EX_QUIT) {
         /* service closing: this message and all behind it are deferred with the server's words */
         char why[300];
@@ -948,8 +975,12 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
         }
         return;
     }
+    /* a provider's connections are a fleet-wide lease: an idle one is given back soon for other workers */
+    uint64_t idle_limit = (uint64_t)c->w->cfg->idle_ms;
+    if (c->pool->thr_prov >= 0 && idle_limit > CONN_THROTTLED_IDLE_MS)
+        idle_limit = CONN_THROTTLED_IDLE_MS;
     if (smtp_conn_idle(c) && c->pool->qlen == 0 && c->idle_since_ms != 0 &&
-        (now - c->idle_since_ms >= (uint64_t)c->w->cfg->idle_ms ||
+        (now - c->idle_since_ms >= idle_limit ||
          (now - c->idle_since_ms >= CONN_YIELD_IDLE_MS && site_limit_contended(c->pool->limit_key, now))))
         smtp_conn_quit(c);
 }

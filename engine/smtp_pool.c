@@ -44,18 +44,18 @@ static unsigned pool_hash(const char *s)
     return h % POOL_BUCKETS;
 }
 
-/* pool_make_key - site, source IP, TLS policy and auth identity */
+/* pool_make_key - site, source IP, TLS policy, auth identity and the throttle's provider */
 static void pool_make_key(char *key, size_t keylen, const char *site, int egress, enum config_tls_mode tls,
-                          const struct config_route *r)
+                          const struct config_route *r, int prov)
 {
-    snprintf(key, keylen, "%s|%d|%d|%p", site, egress, (int)tls, (const void *)r);
+    snprintf(key, keylen, "%s|%d|%d|%p|%d", site, egress, (int)tls, (const void *)r, prov);
 }
 
 struct route_pool *pool_find(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
-                             const struct config_route *r)
+                             const struct config_route *r, int prov)
 {
     char key[sizeof(((struct route_pool *)0)->key)];
-    pool_make_key(key, sizeof(key), site, egress, tls, r);
+    pool_make_key(key, sizeof(key), site, egress, tls, r, prov);
     for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->next)
         if (strcmp(p->key, key) == 0)
             return p;
@@ -63,10 +63,10 @@ struct route_pool *pool_find(struct worker *w, const char *site, int egress, enu
 }
 
 struct route_pool *pool_create(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
-                               const struct config_route *r)
+                               const struct config_route *r, int prov)
 {
     struct route_pool *p = xcalloc(1, sizeof(*p));
-    pool_make_key(p->key, sizeof(p->key), site, egress, tls, r);
+    pool_make_key(p->key, sizeof(p->key), site, egress, tls, r, prov);
     snprintf(p->site, sizeof(p->site), "%s", site);
     if (egress >= 0) {
         const struct config_egress *e = &w->cfg->egress[egress];
@@ -79,7 +79,8 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     p->route = r;
     p->egress = egress;
     p->tls = tls;
-    p->thr_prov = -1;
+    p->thr_prov = prov;
+    p->thr_ip = egress >= 0 ? egress : 0;
     unsigned h = pool_hash(p->key);
     p->next = w->pool_table[h];
     w->pool_table[h] = p;
@@ -117,7 +118,7 @@ enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain
 }
 
 struct route_pool *pool_for_route(struct worker *w, const struct config_route *r, int egress, const char *domain,
-                                  size_t dlen)
+                                  size_t dlen, int prov)
 {
     char site[320];
     snprintf(site, sizeof(site), "route:%s:%d", r->host, r->port);
@@ -133,10 +134,10 @@ struct route_pool *pool_for_route(struct worker *w, const struct config_route *r
         if (verify && tls != CONFIG_TLS_OFF)
             tls = CONFIG_TLS_VERIFY;
     }
-    struct route_pool *p = pool_find(w, site, egress, tls, r);
+    struct route_pool *p = pool_find(w, site, egress, tls, r, prov);
     if (p != NULL)
         return p;
-    p = pool_create(w, site, egress, tls, r);
+    p = pool_create(w, site, egress, tls, r, prov);
     /* route hosts are few and resolved once per thread with the system resolver */
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
     char port[8];
@@ -256,7 +257,8 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
             if (wall < p->thr_conn_retry_ms)
                 return;
             if (thr_conn_acquire(w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
-                p->thr_conn_retry_ms = v.until_ms;
+                /* the earliest expiry is pessimistic: a lease released sooner is noticed within 250 ms */
+                p->thr_conn_retry_ms = v.until_ms < wall + 250 ? v.until_ms : wall + 250;
                 return;
             }
             leased = true;
@@ -324,6 +326,7 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
 
 void pool_tick(struct worker *w, uint64_t now)
 {
+    w->thr_wake_ms = 0;
     for (struct route_pool *p = w->pools; p; p = p->all_next) {
         /* a backoff lowered the provider's connection limit: close that many idle connections */
         int excess = p->thr_prov >= 0 && w->thr != NULL ? thr_conn_excess(w->thr, p->thr_prov, p->thr_ip) : 0;
@@ -337,6 +340,9 @@ void pool_tick(struct worker *w, uint64_t now)
             smtp_conn_tick(c, now);
         }
         pool_dispatch(w, p);
+        /* the loop wakes for the earliest send slot a pool waits for */
+        if (p->qlen > 0 && p->thr_send_at_ms != 0 && (w->thr_wake_ms == 0 || p->thr_send_at_ms < w->thr_wake_ms))
+            w->thr_wake_ms = p->thr_send_at_ms;
     }
 }
 

@@ -422,36 +422,28 @@ static const char *msg_domain(const struct msg *m, size_t *dlen)
 }
 
 /*
- * msg_admit - the throttle's word on a message for provider prov: 0 with
- * m->egress set (send), or the message is parked (wait a little in memory)
- * or deferred (retry set until the limit lifts, the limit named). The
+ * msg_pick - the source IP for a message of provider prov: 0 with m->egress
+ * and m->thr_prov set, or the message is deferred (every IP capped or
+ * suspended for this provider: retry set until the limit lifts, the limit
+ * named). The send slot itself is taken when a connection is about to carry
+ * the message (start_txn), so the rate holds as the receiver sees it. The
  * `default` provider is not throttled unless [provider default] is
  * configured: unclassified domains are shaped per site by [smtp] instead.
  */
-static int msg_admit(struct worker *w, struct msg *m, int prov)
+static int msg_pick(struct worker *w, struct msg *m, int prov)
 {
     const int negress = w->cfg->negress;
-    if (w->thr == NULL || (prov == w->thr_default && w->thr_default_free)) {
+    if (w->thr == NULL || prov < 0 || (prov == w->thr_default && w->thr_default_free)) {
         m->egress = negress > 0 ? (int)(w->egress_rr++ % (unsigned)negress) : -1;
         m->thr_prov = -1;
         return 0;
     }
     struct thr_verdict v;
-    int ip = 0;
-    uint64_t wall = clock_wall_ms();
-    if (thr_admit_any(w->thr, prov, NULL, 0, wall, &ip, &v) == 0) {
+    int ip = thr_pick_ip(w->thr, prov, NULL, 0, clock_wall_ms(), &v);
+    if (ip >= 0) {
         m->egress = negress > 0 ? ip : -1;
         m->thr_prov = prov;
-        m->thr_ip = ip;
         return 0;
-    }
-    if (v.kind == THR_WAIT) {
-        m->wait_until_ms = v.until_ms;
-        m->next = w->thr_wait;
-        w->thr_wait = m;
-        if (w->thr_wait_min_ms == 0 || v.until_ms < w->thr_wait_min_ms)
-            w->thr_wait_min_ms = v.until_ms;
-        return -EAGAIN;
     }
     snprintf(m->limit, sizeof(m->limit), "%s", v.limit);
     m->retry_at_ms = v.until_ms;
@@ -460,13 +452,6 @@ static int msg_admit(struct worker *w, struct msg *m, int prov)
     snprintf(why, sizeof(why), "deferred by volley: %s", v.limit);
     worker_finish_msg(w, m, Q_DEFERRED, 0, "4.7.0", why);
     return -EAGAIN;
-}
-
-/* pool_note_throttle - the pool carries the (provider, IP) its connections count against */
-static void pool_note_throttle(struct route_pool *p, const struct msg *m)
-{
-    p->thr_prov = m->thr_prov;
-    p->thr_ip = m->thr_ip;
 }
 
 /* on_mx - where the message's domain takes mail: a pool per MX site, or an outcome */
@@ -511,14 +496,14 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     size_t dlen = strlen(r->domain);
     /* the provider from the domain, else from its MX hosts: Workspace and Office 365 domains roll up */
     int prov = w->thr ? thr_classify(w->thr, r->domain, dlen, names, nn) : -1;
-    if (msg_admit(w, m, prov) < 0)
+    if (msg_pick(w, m, prov) < 0)
         return;
     enum config_tls_mode tls = pool_tls_mode(w->cfg, r->domain, dlen, names, nn);
     if (prov >= 0 && thr_config_tls(w->thr_cfg, prov) == THR_TLS_REQUIRED && tls < CONFIG_TLS_REQUIRED)
         tls = CONFIG_TLS_REQUIRED; /* the provider demands TLS (gmail) */
-    struct route_pool *p = pool_find(w, r->site, m->egress, tls, NULL);
+    struct route_pool *p = pool_find(w, r->site, m->egress, tls, NULL, m->thr_prov);
     if (p == NULL) {
-        p = pool_create(w, r->site, m->egress, tls, NULL);
+        p = pool_create(w, r->site, m->egress, tls, NULL, m->thr_prov);
         for (int i = 0; i < r->nhosts; i++) {
             const struct dns_mx_host *h = &r->hosts[i];
             for (int a = 0; a < h->naddrs; a++) {
@@ -532,7 +517,6 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
             }
         }
     }
-    pool_note_throttle(p, m);
     pool_enqueue(p, m);
 }
 
@@ -545,11 +529,9 @@ static void msg_route(struct worker *w, struct msg *m)
     if (route != NULL) {
         /* a [route] wins over MX: smarthost, relay, or a test server */
         int prov = w->thr ? thr_classify(w->thr, dom, dlen, NULL, 0) : -1;
-        if (msg_admit(w, m, prov) < 0)
+        if (msg_pick(w, m, prov) < 0)
             return;
-        struct route_pool *p = pool_for_route(w, route, m->egress, dom, dlen);
-        pool_note_throttle(p, m);
-        pool_enqueue(p, m);
+        pool_enqueue(pool_for_route(w, route, m->egress, dom, dlen, m->thr_prov), m);
         return;
     }
     if (w->dns == NULL) {
@@ -564,33 +546,11 @@ static void msg_route(struct worker *w, struct msg *m)
     dns_resolve_mx(w->dns, domain, on_mx, m);
 }
 
-/* thr_wait_run - messages the throttle asked to wait: try again once their time came */
-static void thr_wait_run(struct worker *w, uint64_t wall)
+void worker_reroute_pool(struct worker *w, struct route_pool *p)
 {
-    if (w->thr_wait == NULL || wall < w->thr_wait_min_ms)
-        return;
-    struct msg *m = w->thr_wait, *due = NULL;
-    w->thr_wait = NULL;
-    w->thr_wait_min_ms = 0;
-    while (m) {
-        struct msg *next = m->next;
-        if (m->wait_until_ms <= wall) {
-            m->next = due;
-            due = m;
-        } else {
-            m->next = w->thr_wait;
-            w->thr_wait = m;
-            if (w->thr_wait_min_ms == 0 || m->wait_until_ms < w->thr_wait_min_ms)
-                w->thr_wait_min_ms = m->wait_until_ms;
-        }
-        m = next;
-    }
-    while (due) {
-        struct msg *next = due->next;
-        due->next = NULL;
-        msg_route(w, due);
-        due = next;
-    }
+    struct msg *m;
+    while ((m = pool_take(p)) != NULL)
+        msg_route(w, m);
 }
 
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */
@@ -862,11 +822,6 @@ static void drop_unstarted(struct worker *w)
             m = next;
         }
     }
-    while (w->thr_wait) {
-        struct msg *m = w->thr_wait;
-        w->thr_wait = m->next;
-        msg_release(w, m);
-    }
 }
 
 /* connections_busy - any transaction still waiting for replies */
@@ -963,6 +918,21 @@ static void worker_apply_config(struct worker *w, struct vconfig *nc)
 
 /* ---- loop ---- */
 
+/*
+ * worker_wait - submit what is queued and sleep until a completion or ms.
+ * The timer is an IORING_OP_TIMEOUT with a completion count of 1: it ends as
+ * soon as any other completion arrives, so timers never pile up, and the
+ * wait does not depend on the kernel's extended-argument support.
+ */
+static int worker_wait(struct worker *w, uint64_t ms)
+{
+    struct __kernel_timespec ts = {.tv_sec = (long long)(ms / 1000), .tv_nsec = (long long)(ms % 1000) * 1000000};
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    io_uring_prep_timeout(sqe, &ts, 1, 0);
+    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_NONE, 0, 0));
+    return io_uring_submit_and_wait(&w->ring, 1);
+}
+
 /* handle_cqes - run every completion of the batch, then advance the CQ once */
 static void handle_cqes(struct worker *w)
 {
@@ -1012,11 +982,8 @@ void worker_run(struct worker *w)
         redis_link_tick(w, now);
         if (w->dns != NULL)
             dns_tick(w->dns, now);
-        if (w->thr != NULL) {
-            uint64_t wall = clock_wall_ms();
-            thr_tick(w->thr, wall);
-            thr_wait_run(w, wall);
-        }
+        if (w->thr != NULL)
+            thr_tick(w->thr, clock_wall_ms());
         intake_maybe_read(w, now);
         if (w->redis.state == REDIS_UP && !w->stopping)
             fleet_duties(w, now);
@@ -1027,9 +994,15 @@ void worker_run(struct worker *w)
             stop_step(w, now);
         if (w->done)
             break;
-        struct io_uring_cqe *cqe;
-        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-        int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+        /* wake for the throttle's next send slot: a leased slot not spent in time is given back */
+        uint64_t wait_ms = 100;
+        if (w->thr_wake_ms != 0) {
+            uint64_t wall = clock_wall_ms();
+            wait_ms = w->thr_wake_ms > wall ? w->thr_wake_ms - wall : 0;
+            if (wait_ms > 100)
+                wait_ms = 100;
+        }
+        int rc = worker_wait(w, wait_ms ? wait_ms : 1);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             log_error("io_uring wait failed: %s", strerror(-rc));
             break;
@@ -1048,9 +1021,7 @@ void worker_run(struct worker *w)
             pool_tick(w, now);
             redis_link_flush(w);
             stop_step(w, now);
-            struct io_uring_cqe *cqe;
-            struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
-            io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+            worker_wait(w, 50);
             handle_cqes(w);
         }
     }

@@ -77,8 +77,7 @@ struct msg {
     char source_ip[48];
     int egress; /* index into cfg->egress, -1 when none is configured */
     uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
-    uint64_t wait_until_ms; /* parked by the throttle (THR_WAIT) until then, wall clock */
-    int thr_prov, thr_ip;   /* throttle provider and source IP index; thr_prov -1: not throttled */
+    int thr_prov;         /* throttle provider of the recipient; -1: not throttled */
     char limit[160];      /* which volley limit deferred it ("" when none) */
     const char *scope;    /* what a failure concerns: "recipient", "message", "connection", "site" */
 };
@@ -166,8 +165,9 @@ struct route_pool {
     int ntargets;
     char limit_key[400]; /* site|source ip: the process-wide connection count */
     char source_ip[48];  /* copied at creation: a reloaded config may renumber [egress] */
-    int thr_prov, thr_ip; /* the throttle's (provider, IP) for connection leases; thr_prov -1: none */
+    int thr_prov, thr_ip; /* the throttle's (provider, IP): part of the key; thr_prov -1: not throttled */
     uint64_t thr_conn_retry_ms; /* a connection lease was refused: ask again then (wall clock) */
+    uint64_t thr_send_at_ms;    /* the throttle's next send slot for this pool (wall clock); 0: none awaited */
     char ehlo[256];      /* EHLO name for this pool's connections */
     struct msg *qhead, *qtail;
     int qlen;
@@ -230,8 +230,7 @@ struct worker {
     struct throttle *thr;
     int thr_default;        /* index of the `default` provider */
     bool thr_default_free;  /* `default` is shaped per site by [smtp] only (no [provider default]) */
-    struct msg *thr_wait;   /* messages the throttle asked to wait a little */
-    uint64_t thr_wait_min_ms;
+    uint64_t thr_wake_ms;   /* earliest send slot a pool waits for (wall clock); 0: none */
     uint64_t next_claim_ms, next_beat_ms;
     bool claim_outstanding, wait_outstanding;
     uint64_t rand_state;
@@ -281,13 +280,13 @@ uint64_t worker_now_ms(void);
 /* smtp_pool.c */
 /* pool_for_route - the pool of a [route] entry (resolved with the system resolver once) */
 struct route_pool *pool_for_route(struct worker *w, const struct config_route *r, int egress, const char *domain,
-                                  size_t dlen);
+                                  size_t dlen, int prov);
 /* pool_find - an existing pool by site, egress and TLS mode (MX delivery), or NULL */
 struct route_pool *pool_find(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
-                             const struct config_route *r);
+                             const struct config_route *r, int prov);
 /* pool_create - a new pool; the caller adds targets with pool_add_target */
 struct route_pool *pool_create(struct worker *w, const char *site, int egress, enum config_tls_mode tls,
-                               const struct config_route *r);
+                               const struct config_route *r, int prov);
 void pool_add_target(struct route_pool *p, const char *name, int port, const struct sockaddr *sa, socklen_t len);
 /* pool_tls_mode - [tls] policy.PATTERN for the domain or an MX host, else [tls] mode */
 enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain, size_t dlen,
@@ -296,6 +295,8 @@ void pool_enqueue(struct route_pool *p, struct msg *m);
 void pool_dispatch(struct worker *w, struct route_pool *p);
 /* pool_usable_target - first target not marked bad, or -1 */
 int pool_usable_target(const struct route_pool *p, uint64_t now);
+/* pool_requeue - put queued messages through routing again (their source IP became unusable) */
+void worker_reroute_pool(struct worker *w, struct route_pool *p);
 /* pool_take - the next queued message, or NULL */
 struct msg *pool_take(struct route_pool *p);
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);

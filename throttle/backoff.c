@@ -140,3 +140,9 @@ void thr_backoff_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
     thr_eval(t, THR_S_CLEAN, 2, 3, args, on_clean, (int)(pr - t->pairs), (uint64_t)pr->clean);
     pr->clean = 0;
 }
+
+uint64_t thr_hold_until(struct throttle *t, int p, int ip, uint64_t now_ms)
+{
+    const struct thr_pair *pr = thr_pair(t, p, ip);
+    return pr->mode != THR_NORMAL && pr->mode_until_ms > now_ms ? pr->mode_until_ms : 0;
+}

@@ -24,13 +24,14 @@
 #define THR_KEY_MAX        192
 #define THR_REPLY_MAX      160  /* triggering reply kept for status */
 #define THR_LEASES         4    /* rate leases a pair may hold at once */
-#define THR_WAIT_MAX_MS    2000 /* a wait longer than this becomes a deferral to the retry set */
+#define THR_WAIT_MAX_MS    30000 /* a rate wait longer than this becomes a deferral to the retry set */
 #define THR_RETRY_MS       250  /* after a failed Redis call */
 #define THR_WARM_RELOAD_MS 60000
 #define THR_NSCRIPTS_MAX   8
 #define THR_POLL_MS        1000
 #define THR_REL_MAX        16
 #define THR_REL_FLUSH_MS   200
+#define THR_LEASE_LOST_MS  3000 /* a lease request unanswered this long is asked again */
 
 /* a rate: one token every interval_us; 0 = unlimited */
 struct thr_rate {
@@ -108,6 +109,9 @@ struct thr_pair {
     char k_rate[THR_KEY_MAX], k_conn[THR_KEY_MAX], k_newconn[THR_KEY_MAX], k_backoff[THR_KEY_MAX],
         k_status[THR_KEY_MAX];
     uint64_t last_demand_ms;
+    /* local spend, to size leases: a worker leases about a second of what it really sends */
+    uint64_t spend_win_ms;
+    long spend_win, spend_rate;
     bool known;        /* a reply told us the fleet's backoff state for this pair */
     bool poll_pending; /* pairs that never lease (no rate, no cap) poll that state */
     uint64_t poll_at_ms;
@@ -117,6 +121,7 @@ struct thr_pair {
     long tokens;
     long giveback; /* slots given up, returned to today's counters with the next lease call */
     bool lease_pending;
+    uint64_t lease_sent_ms; /* when the pending lease was asked for */
     uint64_t lease_at_ms; /* do not ask Redis again before this */
     int64_t day;          /* the day the tokens were counted in */
     uint64_t day_end_ms;

@@ -327,6 +327,7 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
                           a_wday,        pv->rate.text, pv->backoff_rate.text};
     pr->giveback = 0;
     pr->lease_pending = true;
+    pr->lease_sent_ms = now_ms;
     /* arg: the day and the epoch the request was made in */
     thr_eval(t, THR_S_LEASE, 6, 15, args, on_lease, (int)(pr - t->pairs),
              ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
@@ -335,9 +336,30 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
 /* pair_refill - ask for slots before the local ones run out */
 static void pair_refill(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
 {
+    if (pr->lease_pending && now_ms - pr->lease_sent_ms > THR_LEASE_LOST_MS) {
+        /* a reply that never came must not stop this pair for good: ask again */
+        log_warn("throttle: %s: no answer to a lease request for %llu ms; asking again", pr->name,
+                 (unsigned long long)(now_ms - pr->lease_sent_ms));
+        pr->lease_pending = false;
+    }
     if (pr->lease_pending || now_ms < pr->lease_at_ms)
         return;
+    /*
+     * Lease about a quarter second of this worker's own spend (at least 2,
+     * at most lease_tokens): rate slots leased but not spent in time are
+     * lost to the whole fleet (given-back slots return to the day's count,
+     * not to the rate), so a worker must not reserve much beyond its own
+     * near demand. Fast senders still lease lease_tokens at a time.
+     */
     long want = t->tc->lease_tokens;
+    long est = pr->spend_rate;
+    if (now_ms > pr->spend_win_ms && now_ms - pr->spend_win_ms >= 100) {
+        long cur = (long)((uint64_t)pr->spend_win * 1000 / (now_ms - pr->spend_win_ms));
+        if (cur > est)
+            est = cur;
+    }
+    if (est / 4 + 2 < want)
+        want = est / 4 + 2;
     if (pr->tokens >= (want + 1) / 2)
         return;
     if (pr->ln > 0 && pair_last_slot_us(pr) > (double)now_ms * 1000 + t->tc->lease_horizon_ms * 500.0)
@@ -366,6 +388,8 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     pr->known = true;
     if ((int64_t)(uint32_t)(arg >> 32) != (int64_t)(uint32_t)pr->day)
         return; /* the day turned while we asked: those slots count for the old day */
+    if (strcmp(why, "cap_ip") != 0 && strcmp(why, "cap_scope") != 0 && pr->capped_day == pr->day && k > 0)
+        pr->capped_day = -1; /* slots given back by the fleet made room under the cap again */
     if (strcmp(why, "cap_ip") == 0 || strcmp(why, "cap_scope") == 0) {
         pr->capped_day = pr->day;
         pr->capped_warm = why[4] == 'i';
@@ -503,6 +527,12 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
             l->next_us += l->interval_us;
             l->left--;
             pr->tokens--;
+            if (now_ms - pr->spend_win_ms >= 1000) {
+                pr->spend_rate = now_ms - pr->spend_win_ms < 2000 ? pr->spend_win : 0;
+                pr->spend_win = 0;
+                pr->spend_win_ms = now_ms;
+            }
+            pr->spend_win++;
             if (l->left == 0) {
                 pr->lhead = (pr->lhead + 1) % THR_LEASES;
                 pr->ln--;
@@ -612,9 +642,13 @@ void thr_tick(struct throttle *t, uint64_t now_ms)
             /* keep slots coming for pairs with recent demand; return unused ones */
             if (now_ms - pr->last_demand_ms < 1000 && pr->capped_day != pr->day && pr->mode != THR_SUSPEND)
                 pair_refill(t, pr, now_ms);
-            /* given-back slots ride on the next lease; an idle pair returns them on its own */
-            if (pr->giveback > 0 && !pr->lease_pending && now_ms - pr->last_demand_ms >= 1000)
-                lease_send(t, pr, 0, now_ms);
+            /*
+             * given-back slots ride on the next lease; an idle pair returns them on its own. A capped pair
+             * returns them at once and asks again: its own unspent slots may be all that fills the cap.
+             */
+            bool capped = pr->capped_day == pr->day;
+            if (pr->giveback > 0 && !pr->lease_pending && (capped || now_ms - pr->last_demand_ms >= 1000))
+                lease_send(t, pr, capped && now_ms - pr->last_demand_ms < 1000 ? t->tc->lease_tokens : 0, now_ms);
         }
         thr_conn_tick(t, pr, now_ms);
         thr_backoff_tick(t, pr, now_ms);

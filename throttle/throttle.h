@@ -155,6 +155,12 @@ int thr_msgs_per_conn(const struct throttle *t, int p);
  * against the provider's suspend and backoff patterns.
  */
 void thr_on_reply(struct throttle *t, int p, int ip, int code, const char *dsn, const char *text, uint64_t now_ms);
+/*
+ * thr_hold_until - when (p, ip) is in backoff or suspended: its end (wall
+ * ms), else 0. A message deferred by the reply that started it is retried
+ * no earlier, so it does not start the backoff over again.
+ */
+uint64_t thr_hold_until(struct throttle *t, int p, int ip, uint64_t now_ms);
 /* thr_tick - refill leases, renew connection leases, flush counters, reload warm-up dates */
 void thr_tick(struct throttle *t, uint64_t now_ms);
 /* thr_commands - Redis commands sent so far (for benchmarks and stats) */
