@@ -104,4 +104,5 @@ def test_policy_required_for_a_domain_defers_instead(volley, broken_tls_server):
     st = volley.stats(cid)
     assert st.get("deferred") == 3 and not st.get("delivered"), st
     for e in volley.events():
-        assert e["status"] == "deferred" and "TLS" in e["reply"], e
+        # the handshake fails on the garbage, or the server's close is seen first: either way no plain text
+        assert e["status"] == "deferred" and ("TLS" in e["reply"] or "closed" in e["reply"]), e
