@@ -257,7 +257,8 @@ static int fleet_info(redisContext *c, const struct q_keys *k, struct q_status_r
     snprintf(pattern, sizeof(pattern), "%s*", k->worker);
     if ((rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_worker, &ws, err, errlen)) < 0)
         return rc;
-    qsort(s->workers, s->nworkers, sizeof(*s->workers), worker_by_name);
+    if (s->nworkers > 1)
+        qsort(s->workers, s->nworkers, sizeof(*s->workers), worker_by_name);
     return cmd_int(c, &s->suppressed, err, errlen, "SCARD %s", k->suppressed);
 }
 
@@ -336,7 +337,8 @@ static int all_campaigns(redisContext *c, const struct q_keys *k, struct q_statu
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0 && !s->campaigns_truncated);
-    qsort(s->campaigns, s->ncampaigns, sizeof(*s->campaigns), by_id);
+    if (s->ncampaigns > 1)
+        qsort(s->campaigns, s->ncampaigns, sizeof(*s->campaigns), by_id);
     return 0;
 }
 
