@@ -109,9 +109,6 @@ struct thr_pair {
     char k_rate[THR_KEY_MAX], k_conn[THR_KEY_MAX], k_newconn[THR_KEY_MAX], k_backoff[THR_KEY_MAX],
         k_status[THR_KEY_MAX];
     uint64_t last_demand_ms;
-    /* local spend, to size leases: a worker leases about a second of what it really sends */
-    uint64_t spend_win_ms;
-    long spend_win, spend_rate;
     bool known;        /* a reply told us the fleet's backoff state for this pair */
     bool poll_pending; /* pairs that never lease (no rate, no cap) poll that state */
     uint64_t poll_at_ms;

@@ -344,22 +344,7 @@ static void pair_refill(struct throttle *t, struct thr_pair *pr, uint64_t now_ms
     }
     if (pr->lease_pending || now_ms < pr->lease_at_ms)
         return;
-    /*
-     * Lease about a quarter second of this worker's own spend (at least 2,
-     * at most lease_tokens): rate slots leased but not spent in time are
-     * lost to the whole fleet (given-back slots return to the day's count,
-     * not to the rate), so a worker must not reserve much beyond its own
-     * near demand. Fast senders still lease lease_tokens at a time.
-     */
     long want = t->tc->lease_tokens;
-    long est = pr->spend_rate;
-    if (now_ms > pr->spend_win_ms && now_ms - pr->spend_win_ms >= 100) {
-        long cur = (long)((uint64_t)pr->spend_win * 1000 / (now_ms - pr->spend_win_ms));
-        if (cur > est)
-            est = cur;
-    }
-    if (est / 4 + 2 < want)
-        want = est / 4 + 2;
     if (pr->tokens >= (want + 1) / 2)
         return;
     if (pr->ln > 0 && pair_last_slot_us(pr) > (double)now_ms * 1000 + t->tc->lease_horizon_ms * 500.0)
@@ -527,12 +512,6 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
             l->next_us += l->interval_us;
             l->left--;
             pr->tokens--;
-            if (now_ms - pr->spend_win_ms >= 1000) {
-                pr->spend_rate = now_ms - pr->spend_win_ms < 2000 ? pr->spend_win : 0;
-                pr->spend_win = 0;
-                pr->spend_win_ms = now_ms;
-            }
-            pr->spend_win++;
             if (l->left == 0) {
                 pr->lhead = (pr->lhead + 1) % THR_LEASES;
                 pr->ln--;
