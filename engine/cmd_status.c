@@ -29,6 +29,7 @@
 #include "throttle/throttle.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
+#include "queue/connect.h"
 #include "queue/status.h"
 #include "queue/validate.h"
 
@@ -66,18 +67,10 @@ static long long prev_delivered(const struct q_status_report *prev, const char *
 /* print_throttle - per provider and source IP: rate, sent today against the cap, warm-up, backoff */
 static void print_throttle(FILE *f, const struct vconfig *cfg)
 {
-    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
-    redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
-    if (c == NULL || c->err) {
-        if (c)
-            redisFree(c);
-        return;
-    }
-    if (cfg->redis_db != 0) {
-        redisReply *r = redisCommand(c, "SELECT %d", cfg->redis_db);
-        if (r)
-            freeReplyObject(r);
-    }
+    char err[256];
+    redisContext *c;
+    if (q_connect(&c, cfg->redis_host, cfg->redis_port, cfg->redis_db, 2000, err, sizeof(err)) < 0)
+        return; /* the queue tables above already said Redis is unreachable */
     thr_status_print(c, cfg->redis_prefix, f);
     redisFree(c);
 }

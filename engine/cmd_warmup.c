@@ -27,6 +27,7 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "engine/cmd.h"
+#include "queue/connect.h"
 #include "throttle/throttle.h"
 
 static void warmup_usage(FILE *f)
@@ -149,22 +150,12 @@ int cmd_warmup_main(int argc, char **argv)
         return 2;
     }
     int rc = 1;
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout(cfg.redis_host, cfg.redis_port, tv);
-    if (c == NULL || c->err) {
-        fprintf(stderr, "volley warmup: cannot connect to Redis at %s:%d: %s\n", cfg.redis_host, cfg.redis_port,
-                c ? c->errstr : "out of memory");
+    char cerr[300];
+    redisContext *c = NULL;
+    if (q_connect(&c, cfg.redis_host, cfg.redis_port, cfg.redis_db, 5000, cerr, sizeof(cerr)) < 0) {
+        fprintf(stderr, "volley warmup: %s\n", cerr);
+        c = NULL;
         goto out;
-    }
-    if (cfg.redis_db != 0) {
-        redisReply *r = redisCommand(c, "SELECT %d", cfg.redis_db);
-        bool ok = r && r->type != REDIS_REPLY_ERROR;
-        if (r)
-            freeReplyObject(r);
-        if (!ok) {
-            fprintf(stderr, "volley warmup: SELECT %d failed\n", cfg.redis_db);
-            goto out;
-        }
     }
     if (show) {
         rc = warmup_show(c, &cfg, tc);

@@ -9,6 +9,7 @@
  *   until a call reports nothing left.
  */
 #include "queue/control.h"
+#include "queue/connect.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -169,29 +170,13 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
 
 int q_ctl_open(struct q_ctl **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
 {
-    struct timeval tv = {5, 0};
-    redisContext *rc = redisConnectWithTimeout(host, port, tv);
-    if (rc == NULL)
-        return seterr(err, errlen, -ENOMEM, "cannot allocate a redis context");
-    if (rc->err) {
-        seterr(err, errlen, -ECONNREFUSED, "cannot connect to redis at %s:%d: %s", host, port, rc->errstr);
-        redisFree(rc);
-        return -ECONNREFUSED;
-    }
-    redisSetTimeout(rc, tv);
+    redisContext *rc;
+    int e = q_connect(&rc, host, port, db, 5000, err, errlen);
+    if (e < 0)
+        return e;
     struct q_ctl *c = xcalloc(1, sizeof(*c));
     c->c = rc;
     q_keys_init(&c->k, prefix);
-    if (db != 0) {
-        char dbs[16];
-        snprintf(dbs, sizeof(dbs), "%d", db);
-        const char *argv[] = {"SELECT", dbs};
-        int e = run(c, NULL, err, errlen, 2, argv, NULL);
-        if (e < 0) {
-            q_ctl_free(c);
-            return e;
-        }
-    }
     *out = c;
     return 0;
 }

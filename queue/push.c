@@ -9,6 +9,7 @@
  *   batch k+1 has been handed over, so Redis works while we format.
  */
 #include "queue/push.h"
+#include "queue/connect.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -78,31 +79,14 @@ static int command(struct q_push *p, redisReply **out, char *err, size_t errlen,
 
 int q_push_open(struct q_push **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
 {
-    struct timeval tv = {Q_PUSH_TIMEOUT_MS / 1000, (Q_PUSH_TIMEOUT_MS % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (c == NULL)
-        return seterr(err, errlen, -ENOMEM, "cannot allocate a redis context");
-    if (c->err) {
-        seterr(err, errlen, -ECONNREFUSED, "cannot connect to redis at %s:%d: %s", host, port, c->errstr);
-        redisFree(c);
-        return -ECONNREFUSED;
-    }
-    /* the same timeout for every reply: a wedged server must not hang the command forever */
-    redisSetTimeout(c, tv);
+    redisContext *c;
+    int rc = q_connect(&c, host, port, db, Q_PUSH_TIMEOUT_MS, err, errlen);
+    if (rc < 0)
+        return rc;
     struct q_push *p = xcalloc(1, sizeof(*p));
     p->c = c;
     q_keys_init(&p->k, prefix);
     vbuf_init(&p->batch, 1 << 20);
-    if (db != 0) {
-        char dbs[16];
-        snprintf(dbs, sizeof(dbs), "%d", db);
-        const char *argv[] = {"SELECT", dbs};
-        int rc = command(p, NULL, err, errlen, 2, argv, NULL);
-        if (rc < 0) {
-            q_push_free(p);
-            return rc;
-        }
-    }
     *out = p;
     return 0;
 }

@@ -7,6 +7,7 @@
  *   the wrong type or an unexpected reply is reported, not trusted.
  */
 #include "queue/status.h"
+#include "queue/connect.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -348,24 +349,11 @@ int q_status_collect(const char *host, int port, int db, const char *prefix, con
     memset(s, 0, sizeof(*s));
     struct q_keys k;
     q_keys_init(&k, prefix);
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (c == NULL)
-        return st_err(err, errlen, -ENOMEM, "cannot allocate a redis context");
-    if (c->err) {
-        st_err(err, errlen, -ECONNREFUSED, "cannot connect to redis at %s:%d: %s", host, port, c->errstr);
-        redisFree(c);
-        return -ECONNREFUSED;
-    }
-    redisSetTimeout(c, tv);
-    int rc = 0;
-    char dbs[16];
-    snprintf(dbs, sizeof(dbs), "%d", db);
-    redisReply *r;
-    if (db != 0 && (rc = cmd(c, &r, err, errlen, "SELECT %s", dbs)) == 0)
-        freeReplyObject(r);
-    if (rc == 0)
-        rc = cmd_int(c, &s->jobs, err, errlen, "XLEN %s", k.jobs);
+    redisContext *c;
+    int rc = q_connect(&c, host, port, db, 5000, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = cmd_int(c, &s->jobs, err, errlen, "XLEN %s", k.jobs);
     if (rc == 0)
         rc = cmd_int(c, &s->retry, err, errlen, "ZCARD %s", k.retry);
     if (rc == 0)
