@@ -16,7 +16,7 @@ from throttle_util import (SPREAD, delivered_by, gmail_rows, log_tails, push, si
 DAY_S = 8
 
 
-@pytest.mark.xfail(strict=False, reason="known shortfall: 292-299 of the 300 are delivered in the test day; slots leased and unspent when the short test day ends still count against that day's cap")
+@pytest.mark.xfail(strict=False, reason="known shortfall: 229-299 of the 300 (240 in the last run) are delivered in the test day; slots leased and unspent when the short test day ends still count against that day's cap")
 def test_daily_cap_300_then_next_day(volley, volley_sink):
     sink = volley_sink()
     n, cap = 400, 300
