@@ -38,6 +38,7 @@
 #include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/log.h"
+#include "lib/rand.h"
 
 #define DNS_NAME_MAX      253       /* presentation form without the trailing dot */
 #define DNS_MX_PARSE_MAX  64        /* MX records looked at in one answer: a DoS fence */
@@ -128,15 +129,10 @@ static void ares_lib_init(void)
     ares_init_rc = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
-/* rng_next - xorshift64*: shuffling equal preferences needs spread, not secrecy */
+/* rng_next - shuffling equal preferences needs spread, not secrecy */
 static uint64_t rng_next(struct dns_resolver *r)
 {
-    uint64_t x = r->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    r->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return rand_next(&r->rng);
 }
 
 /* min_u32 - the smaller of two */
@@ -993,7 +989,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
     r->nbuckets = DNS_BUCKETS_START;
     r->buckets = xcalloc(r->nbuckets, sizeof(*r->buckets));
     if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != (ssize_t)sizeof(r->rng))
-        r->rng = clock_mono_us() ^ (uint64_t)(uintptr_t)r;
+        r->rng = (clock_mono_us() ^ (uint64_t)(uintptr_t)r) | 1;
     r->rng |= 1; /* xorshift must not start at 0 */
 
     struct ares_options o;

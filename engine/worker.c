@@ -31,6 +31,7 @@
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/log.h"
+#include "lib/rand.h"
 #include "queue/campaign.h"
 #include "queue/fleet.h"
 #include "queue/intake.h"
@@ -80,7 +81,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->cfg = cfg;
     w->retry = retry;
     w->thr_cfg = tc;
-    w->rand_state = clock_mono_us() * 2654435761u + (uint64_t)idx + 1;
+    w->rand_state = (clock_mono_us() * 2654435761u + (uint64_t)idx) | 1; /* xorshift needs a non-zero state */
     w->stop = stop;
     w->exit_when_idle = exit_when_idle;
     q_keys_init(&w->keys, cfg->redis_prefix);
@@ -219,17 +220,6 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
     }
 }
 
-/* worker_rand - xorshift64*: jitter for retry times, no locks, no syscalls */
-static uint64_t worker_rand(struct worker *w)
-{
-    uint64_t x = w->rand_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rand_state = x;
-    return x * 2685821657736338717ull;
-}
-
 /* ---- outcomes ---- */
 
 /* on_recorded - the batch's script answered: release, or keep for another try */
@@ -287,7 +277,7 @@ static void flush_outcomes(struct worker *w)
                 .retry_at_ms = m->status == Q_DEFERRED
                                    ? (m->retry_at_ms ? m->retry_at_ms
                                                      : q_retry_due(w->retry, m->job->attempt, wall, m->reply,
-                                                                   worker_rand(w)))
+                                                                   rand_next(&w->rand_state)))
                                    : 0,
                 .tls = m->tls[0] ? m->tls : NULL,
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "lib/alloc.h"
@@ -300,44 +301,43 @@ static int by_id(const void *a, const void *b)
     return strcmp(((const struct q_campaign_stats *)a)->id, ((const struct q_campaign_stats *)b)->id);
 }
 
+struct campaign_scan {
+    const struct q_keys *k;
+    struct q_status_report *s;
+    size_t plen, cap;
+};
+
+/* add_campaign - one <p>:stats:<id> key's counters as a row; -ECANCELED once the table is full */
+static int add_campaign(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
+{
+    struct campaign_scan *cs = priv;
+    struct q_status_report *s = cs->s;
+    if (key->len <= cs->plen || key->len - cs->plen >= Q_CAMPAIGN_ID_MAX)
+        return 0;
+    if (s->ncampaigns == Q_STATUS_MAX_CAMPAIGNS) {
+        s->campaigns_truncated = 1;
+        return -ECANCELED;
+    }
+    if (s->ncampaigns == cs->cap) {
+        cs->cap = cs->cap ? 2 * cs->cap : 64;
+        s->campaigns = xrealloc(s->campaigns, cs->cap * sizeof(*s->campaigns));
+    }
+    int rc = campaign_stats(c, cs->k, key->str + cs->plen, &s->campaigns[s->ncampaigns], err, errlen);
+    if (rc < 0)
+        return rc;
+    s->ncampaigns++;
+    return 0;
+}
+
 /* all_campaigns - SCAN <p>:stats:* (at most Q_STATUS_MAX_CAMPAIGNS) */
 static int all_campaigns(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
 {
-    char cursor[32] = "0", pattern[Q_KEY_MAX + 2];
+    char pattern[Q_KEY_MAX + 2];
     snprintf(pattern, sizeof(pattern), "%s*", k->stats);
-    size_t plen = strlen(k->stats), cap = 0;
-    do {
-        redisReply *r;
-        int rc = cmd(c, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
-        if (rc < 0)
-            return rc;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            freeReplyObject(r);
-            return st_err(err, errlen, -EPROTO, "unexpected SCAN reply");
-        }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements; i++) {
-            const redisReply *key = r->element[1]->element[i];
-            if (key->type != REDIS_REPLY_STRING || key->len <= plen || key->len - plen >= Q_CAMPAIGN_ID_MAX)
-                continue;
-            if (s->ncampaigns == Q_STATUS_MAX_CAMPAIGNS) {
-                s->campaigns_truncated = 1;
-                break;
-            }
-            if (s->ncampaigns == cap) {
-                cap = cap ? 2 * cap : 64;
-                s->campaigns = xrealloc(s->campaigns, cap * sizeof(*s->campaigns));
-            }
-            rc = campaign_stats(c, k, key->str + plen, &s->campaigns[s->ncampaigns], err, errlen);
-            if (rc < 0) {
-                freeReplyObject(r);
-                return rc;
-            }
-            s->ncampaigns++;
-        }
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0 && !s->campaigns_truncated);
+    struct campaign_scan cs = {.k = k, .s = s, .plen = strlen(k->stats)};
+    int rc = scan_keys(c, pattern, SIZE_MAX, add_campaign, &cs, err, errlen);
+    if (rc < 0 && rc != -ECANCELED)
+        return rc;
     if (s->ncampaigns > 1)
         qsort(s->campaigns, s->ncampaigns, sizeof(*s->campaigns), by_id);
     return 0;
