@@ -419,15 +419,18 @@ static bool start_txn(struct smtp_conn *c)
         struct thr_verdict v;
         if (p->thr_send_at_ms > wall)
             return false; /* already told to wait: the loop wakes for it */
+        thr_demand(c->w->thr, p->thr_prov, p->thr_ip, p->qlen);
         if (thr_admit(c->w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
-            if (v.kind == THR_WAIT || v.until_ms <= wall + 60000) {
+            if (v.kind == THR_WAIT) {
                 /* ask again at the slot, and at least every second (the local state may change sooner) */
                 p->thr_send_at_ms = v.until_ms < wall + 1000 ? v.until_ms : wall + 1000;
                 return false;
             }
-            /* capped or suspended over this IP: the queue goes through routing again (another IP, or deferred) */
             p->thr_send_at_ms = 0;
-            worker_reroute_pool(c->w, p);
+            if (v.other_ip)
+                worker_reroute_pool(c->w, p); /* capped or suspended over this IP: another IP, or deferred */
+            else
+                worker_defer_pool(c->w, p, &v); /* a wait too long to hold the messages in memory */
             return false;
         }
         p->thr_send_at_ms = 0;

@@ -254,9 +254,15 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
         if (p->thr_prov >= 0 && w->thr != NULL) {
             uint64_t wall = clock_wall_ms();
             struct thr_verdict v;
+            if (p->nready > 0 && p->thr_send_at_ms > wall)
+                return; /* the queue waits for the provider's rate, not for connections: no lease to take */
             if (wall < p->thr_conn_retry_ms)
                 return;
             if (thr_conn_acquire(w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
+                if (v.kind == THR_DEFER) {
+                    worker_reroute_pool(w, p); /* suspended over this IP: another IP, or deferred */
+                    return;
+                }
                 /* the earliest expiry is pessimistic: a lease released sooner is noticed within 250 ms */
                 p->thr_conn_retry_ms = v.until_ms < wall + 250 ? v.until_ms : wall + 250;
                 return;

@@ -125,6 +125,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
             ips[i] = cfg->egress[i].ip;
         struct thr_io io = {.cmd = thr_send, .ctx = w};
         w->thr = thr_new(tc, cfg->redis_prefix, &io, w->consumer, ips, cfg->negress);
+        thr_lease_by_demand(w->thr); /* slots go to the messages each pool holds */
         w->thr_default = -1;
         for (int p = 0; p < thr_config_nproviders(tc); p++)
             if (strcmp(thr_config_provider_name(tc, p), "default") == 0)
@@ -411,6 +412,17 @@ static const char *msg_domain(const struct msg *m, size_t *dlen)
     return dom;
 }
 
+/* msg_defer_limit - to the retry set until the throttle's limit lifts, the limit named in the event */
+static void msg_defer_limit(struct worker *w, struct msg *m, const struct thr_verdict *v)
+{
+    snprintf(m->limit, sizeof(m->limit), "%s", v->limit);
+    m->retry_at_ms = v->until_ms;
+    m->scope = "site";
+    char why[THR_LIMIT_MAX + 32];
+    snprintf(why, sizeof(why), "deferred by volley: %s", v->limit);
+    worker_finish_msg(w, m, Q_DEFERRED, 0, "4.7.0", why);
+}
+
 /*
  * msg_pick - the source IP for a message of provider prov: 0 with m->egress
  * and m->thr_prov set, or the message is deferred (every IP capped or
@@ -435,12 +447,7 @@ static int msg_pick(struct worker *w, struct msg *m, int prov)
         m->thr_prov = prov;
         return 0;
     }
-    snprintf(m->limit, sizeof(m->limit), "%s", v.limit);
-    m->retry_at_ms = v.until_ms;
-    m->scope = "site";
-    char why[THR_LIMIT_MAX + 32];
-    snprintf(why, sizeof(why), "deferred by volley: %s", v.limit);
-    worker_finish_msg(w, m, Q_DEFERRED, 0, "4.7.0", why);
+    msg_defer_limit(w, m, &v);
     return -EAGAIN;
 }
 
@@ -538,9 +545,23 @@ static void msg_route(struct worker *w, struct msg *m)
 
 void worker_reroute_pool(struct worker *w, struct route_pool *p)
 {
+    /* detached first: a message routed back to this pool waits for the next pass instead of looping here */
+    struct msg *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        msg_route(w, m);
+        m = next;
+    }
+}
+
+void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v)
+{
     struct msg *m;
     while ((m = pool_take(p)) != NULL)
-        msg_route(w, m);
+        msg_defer_limit(w, m, v);
 }
 
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */

@@ -39,6 +39,7 @@ struct route_pool;
 struct dns_resolver;
 struct throttle;
 struct thr_config;
+struct thr_verdict;
 struct camp;
 
 #define WORKER_RX_SIZE 4096 /* per connection, always posted: replies are small, TLS records arrive in parts */
@@ -295,8 +296,10 @@ void pool_enqueue(struct route_pool *p, struct msg *m);
 void pool_dispatch(struct worker *w, struct route_pool *p);
 /* pool_usable_target - first target not marked bad, or -1 */
 int pool_usable_target(const struct route_pool *p, uint64_t now);
-/* pool_requeue - put queued messages through routing again (their source IP became unusable) */
+/* worker_reroute_pool - put queued messages through routing again (their source IP is capped or suspended) */
 void worker_reroute_pool(struct worker *w, struct route_pool *p);
+/* worker_defer_pool - defer every queued message to the retry set as the throttle's verdict says */
+void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v);
 /* pool_take - the next queued message, or NULL */
 struct msg *pool_take(struct route_pool *p);
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);

@@ -115,11 +115,8 @@ static void on_clean(struct throttle *t, int pair, uint64_t arg, redisReply *r)
                  t->tc->prov[pr->prov].recover_after);
         for (int i = 0; i < t->nactive; i++) {
             struct thr_pair *q = &t->pairs[t->active[i]];
-            if (shares_state(t, pr, q) && q->mode == THR_BACKOFF) {
-                q->mode = THR_NORMAL;
-                q->reply[0] = '\0';
-                q->clean = 0;
-            }
+            if (shares_state(t, pr, q) && q->mode == THR_BACKOFF)
+                thr_pair_normal(t, q);
         }
     }
 }

@@ -70,16 +70,31 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
         pr->grant = seq;
         pr->grant_ms = t->now_ms;
         pr->grant_at_ms = (uint64_t)thr_reply_num(r, 2);
-        pr->conn_refusals = 0;
+        if (r->elements >= 9 && thr_reply_num(r, 6) >= thr_reply_num(r, 7)) {
+            /*
+             * That was the fleet's last free connection: asking for another now would be refused.
+             * Ask after the pause of the refusals so far, or when the first lease expires if sooner
+             * (a dead worker's lease does expire then).
+             */
+            uint64_t pause = 125u << (pr->conn_refusals > 0 ? pr->conn_refusals : 1);
+            uint64_t first = (uint64_t)thr_reply_num(r, 8);
+            pr->conn_at_ms = first > t->now_ms && first < t->now_ms + pause ? first : t->now_ms + pause;
+            snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)",
+                     t->ips[pr->ip], pv->name, conn_limit(t, pr));
+        } else {
+            pr->conn_refusals = 0;
+        }
         return;
     }
     if (strcmp(why, "conn") == 0) {
         /*
          * Another worker may release any moment: look again before the earliest expiry, after a
-         * pause that doubles while the fleet stays full (250 ms .. 4 s) so that many workers
-         * wanting more connections than the fleet may hold do not poll Redis hard.
+         * pause that doubles while the fleet stays full (250 ms .. 2 s; up to 8 s for a worker
+         * that already holds connections here, it is not starved) so that many workers wanting
+         * more connections than the fleet may hold do not poll Redis hard.
          */
-        pr->conn_refusals = pr->conn_refusals < 4 ? pr->conn_refusals + 1 : 5;
+        int most = pr->nheld > 0 ? 6 : 4;
+        pr->conn_refusals = pr->conn_refusals + 1 < most ? pr->conn_refusals + 1 : most;
         uint64_t pause = 125u << pr->conn_refusals;
         pr->conn_at_ms = retry < t->now_ms + pause ? retry : t->now_ms + pause;
         snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[pr->ip],
@@ -99,8 +114,10 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
     const struct thr_provider *pv = &t->tc->prov[p];
     t->now_ms = now_ms;
     thr_pair_touch(t, pr, now_ms);
+    v->other_ip = false;
     if (pr->mode == THR_SUSPEND) {
         v->kind = THR_DEFER;
+        v->other_ip = true;
         v->until_ms = pr->mode_until_ms;
         snprintf(v->limit, sizeof(v->limit), "suspension of IP %s for provider %s (%.60s)", t->ips[ip], pv->name,
                  pr->reply);

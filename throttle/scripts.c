@@ -4,6 +4,8 @@
  * DESCRIPTION
  *   Keys (p = prefix, pair = "PROVIDER:IP", IP "*" for scope = provider):
  *     p:thr:rate:<pair>          GCRA theoretical arrival time (us), PX to its end
+ *     p:thr:brate:<pair>         the same at backoff_rate, while a backoff lasts (its own time, so the
+ *                                normal rate resumes at once when the backoff ends)
  *     p:thr:day:<day>:<pair>     messages leased on that day (INCRBY with cap check), PX 2 days
  *     p:thr:conn:<pair>          zset of connection leases: member = lease id, score = expiry (ms)
  *     p:thr:newconn:<pair>       GCRA time of the new-connection rate
@@ -33,7 +35,7 @@
 
 /*
  * LEASE: reserve up to n rate slots and count them against the day's caps.
- * KEYS rate, day_ip, day_scope (may equal day_ip), backoff, status, pairs
+ * KEYS rate, day_ip, day_scope (may equal day_ip), backoff, status, pairs, backoff_rate
  * ARGV now_us, n, interval_us, backoff_interval_us, tau_us, horizon_us,
  *      ip_cap (warm-up; 0 none), scope_cap (daily_cap; 0 none), giveback,
  *      day_ttl_ms, pair, day_end_ms, warm_day, rate_text, backoff_rate_text
@@ -73,10 +75,11 @@ static const char thr_lua_lease[] =
     "if scap > 0 and scap - csc < k then k = scap - csc; why = 'cap_scope' end\n"
     "if k <= 0 then return out(0, 0, 0, why, 0) end\n"
     "local T, tau = tonumber(ARGV[3]), tonumber(ARGV[5])\n"
-    "if mode == 'backoff' then T = tonumber(ARGV[4]); tau = 0 end\n"
+    "local rk = KEYS[1]\n"
+    "if mode == 'backoff' then T = tonumber(ARGV[4]); tau = 0; rk = KEYS[7] end\n"
     "local start = now\n"
     "if T > 0 then\n"
-    "  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "  local tat = tonumber(redis.call('GET', rk) or '0')\n"
     "  start = math.max(tat, now - tau)\n"
     "  local horizon = tonumber(ARGV[6])\n"
     "  if start > now + horizon then return out(0, 0, T, 'rate', start - horizon) end\n"
@@ -84,7 +87,7 @@ static const char thr_lua_lease[] =
     "  if room < k then k = room end\n"
     "  local tat2 = start + k * T\n"
     /* the time matters while it is later than now - tau: a burst after idle is already allowed */
-    "  redis.call('SET', KEYS[1], string.format('%.0f', tat2), 'PX', math.floor((tat2 + tau - now) / 1000) + 1)\n"
+    "  redis.call('SET', rk, string.format('%.0f', tat2), 'PX', math.floor((tat2 + tau - now) / 1000) + 1)\n"
     "end\n"
     "redis.call('INCRBY', KEYS[2], k)\n"
     "redis.call('PEXPIRE', KEYS[2], ttl)\n"
@@ -113,8 +116,10 @@ static const char thr_lua_lease[] =
  * so a pool opening connections steadily pays one call per connection.
  * KEYS conn, newconn, backoff, status
  * ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us, horizon_ms, released id...
- * Returns {ok, why, at_ms, mode, until_ms, reply}; why: ok | suspend | conn | newconn.
- * ok: the lease is good from at_ms; otherwise retry at at_ms.
+ * Returns {ok, why, at_ms, mode, until_ms, reply[, held, limit, first_expiry]};
+ * why: ok | suspend | conn | newconn. ok: the lease is good from at_ms (held: the fleet's
+ * leases now, this one included; first_expiry: when the fleet is full, the earliest lease
+ * expiry); otherwise retry at at_ms.
  */
 static const char thr_lua_conn[] =
     "local now = tonumber(ARGV[1])\n"
@@ -148,7 +153,9 @@ static const char thr_lua_conn[] =
     "redis.call('ZADD', KEYS[1], at + tonumber(ARGV[5]), ARGV[4])\n"
     "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[5]) + at - now)\n"
     "redis.call('HSET', KEYS[4], 'conns', held + 1)\n"
-    "return {1, 'ok', at, mode, untl, reply}\n";
+    "local first = 0\n"
+    "if held + 1 >= limit then first = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) end\n"
+    "return {1, 'ok', at, mode, untl, reply, held + 1, limit, first}\n";
 
 /*
  * RENEW: push the expiry of this worker's connection leases. Re-adds a

@@ -106,9 +106,10 @@ struct thr_pair {
     bool active;                               /* on t->active[] */
     char name[THR_NAME_MAX + THR_IP_MAX + 2];  /* "gmail:10.0.0.2", or "gmail:*" with scope = provider */
     char iname[THR_NAME_MAX + THR_IP_MAX + 2]; /* always per IP: the warm-up day counter */
-    char k_rate[THR_KEY_MAX], k_conn[THR_KEY_MAX], k_newconn[THR_KEY_MAX], k_backoff[THR_KEY_MAX],
+    char k_rate[THR_KEY_MAX], k_brate[THR_KEY_MAX], k_conn[THR_KEY_MAX], k_newconn[THR_KEY_MAX], k_backoff[THR_KEY_MAX],
         k_status[THR_KEY_MAX];
     uint64_t last_demand_ms;
+    long demand; /* messages waiting for slots here (thr_demand), less the ones admitted since */
     bool known;        /* a reply told us the fleet's backoff state for this pair */
     bool poll_pending; /* pairs that never lease (no rate, no cap) poll that state */
     uint64_t poll_at_ms;
@@ -168,6 +169,7 @@ struct throttle {
     uint64_t now_ms; /* of the latest call: reply callbacks have no clock of their own */
     int pending;     /* commands whose callback has not run */
     bool dying;
+    bool by_demand; /* thr_lease_by_demand: leases follow thr_demand */
     unsigned long ncmds;
 };
 
@@ -201,6 +203,8 @@ double thr_reply_num(const redisReply *r, size_t i);
 /* throttle.c */
 void thr_pair_touch(struct throttle *t, struct thr_pair *pr, uint64_t now_ms);
 void thr_pair_drop_slots(struct throttle *t, struct thr_pair *pr);
+/* thr_pair_normal - a backoff or suspension ended: back to the normal rate at once */
+void thr_pair_normal(struct throttle *t, struct thr_pair *pr);
 /* thr_pair_adopt_mode - Redis told us the pair's backoff state */
 void thr_pair_adopt_mode(struct throttle *t, struct thr_pair *pr, const char *mode, uint64_t until_ms,
                          const char *reply);

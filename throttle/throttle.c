@@ -48,6 +48,7 @@ static void pair_init(struct throttle *t, struct thr_pair *pr, int p, int ip)
     snprintf(pr->iname, sizeof(pr->iname), "%s:%s", pv->name, t->ips[ip]);
     snprintf(pr->name, sizeof(pr->name), "%s:%s", pv->name, pv->scope_provider ? "*" : t->ips[ip]);
     snprintf(pr->k_rate, sizeof(pr->k_rate), "%s:thr:rate:%s", t->prefix, pr->name);
+    snprintf(pr->k_brate, sizeof(pr->k_brate), "%s:thr:brate:%s", t->prefix, pr->name);
     snprintf(pr->k_conn, sizeof(pr->k_conn), "%s:thr:conn:%s", t->prefix, pr->name);
     snprintf(pr->k_newconn, sizeof(pr->k_newconn), "%s:thr:newconn:%s", t->prefix, pr->name);
     snprintf(pr->k_backoff, sizeof(pr->k_backoff), "%s:thr:backoff:%s", t->prefix, pr->name);
@@ -204,10 +205,17 @@ void thr_pair_touch(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
     }
     if (pr->mode != THR_NORMAL && now_ms >= pr->mode_until_ms) {
         log_info("throttle: %s %s ended", pr->name, pr->mode == THR_SUSPEND ? "suspension" : "backoff");
-        pr->mode = THR_NORMAL;
-        pr->reply[0] = '\0';
-        pr->clean = 0;
+        thr_pair_normal(t, pr);
     }
+}
+
+void thr_pair_normal(struct throttle *t, struct thr_pair *pr)
+{
+    if (pr->mode == THR_BACKOFF)
+        thr_pair_drop_slots(t, pr); /* spaced at backoff_rate: the normal rate resumes now, not after them */
+    pr->mode = THR_NORMAL;
+    pr->reply[0] = '\0';
+    pr->clean = 0;
 }
 
 void thr_pair_adopt_mode(struct throttle *t, struct thr_pair *pr, const char *mode, uint64_t until_ms,
@@ -218,8 +226,7 @@ void thr_pair_adopt_mode(struct throttle *t, struct thr_pair *pr, const char *mo
                                                      : THR_NORMAL;
     if (m == THR_NORMAL && until_ms == 0 && pr->mode != THR_NORMAL) {
         log_info("throttle: %s back to normal (fleet)", pr->name);
-        pr->mode = THR_NORMAL;
-        pr->reply[0] = '\0';
+        thr_pair_normal(t, pr);
         return;
     }
     if (m == THR_NORMAL)
@@ -310,7 +317,12 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     snprintf(a_n, sizeof(a_n), "%ld", n);
     snprintf(a_T, sizeof(a_T), "%.3f", pv->rate.interval_us);
     snprintf(a_bT, sizeof(a_bT), "%.3f", pv->backoff_rate.interval_us);
-    snprintf(a_tau, sizeof(a_tau), "%.3f", pv->rate.interval_us * pv->burst);
+    /*
+     * After an idle spell the first slot may lie burst intervals in the past, and a slot expires
+     * burst + 1 intervals after its time: it would be stale on arrival. Half the burst is taken at
+     * once; the other half is the margin the reply and the next admission have to use it.
+     */
+    snprintf(a_tau, sizeof(a_tau), "%.3f", pv->rate.interval_us * pv->burst / 2);
     snprintf(a_hor, sizeof(a_hor), "%" PRIu64, (uint64_t)tc->lease_horizon_ms * 1000);
     snprintf(a_ipcap, sizeof(a_ipcap), "%lld", ipcap);
     snprintf(a_scap, sizeof(a_scap), "%lld", scap);
@@ -318,19 +330,35 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     snprintf(a_ttl, sizeof(a_ttl), "%" PRIu64, (uint64_t)tc->day_seconds * 2000 + 3600000);
     snprintf(a_end, sizeof(a_end), "%" PRIu64, pr->day_end_ms);
     snprintf(a_wday, sizeof(a_wday), "%" PRId64, wday);
-    const char *args[] = {pr->k_rate,    day_ip,        pv->scope_provider ? day_scope : day_ip,
-                          pr->k_backoff, status,        pairs,
-                          a_now,         a_n,           a_T,
-                          a_bT,          a_tau,         a_hor,
-                          a_ipcap,       a_scap,        a_gb,
-                          a_ttl,         pr->name,      a_end,
-                          a_wday,        pv->rate.text, pv->backoff_rate.text};
+    const char *args[] = {pr->k_rate, day_ip, pv->scope_provider ? day_scope : day_ip, pr->k_backoff, status, pairs,
+                          pr->k_brate,
+                          /* ARGV */
+                          a_now, a_n, a_T, a_bT, a_tau, a_hor, a_ipcap, a_scap, a_gb, a_ttl, pr->name, a_end, a_wday,
+                          pv->rate.text, pv->backoff_rate.text};
     pr->giveback = 0;
     pr->lease_pending = true;
     pr->lease_sent_ms = now_ms;
     /* arg: the day and the epoch the request was made in */
-    thr_eval(t, THR_S_LEASE, 6, 15, args, on_lease, (int)(pr - t->pairs),
+    thr_eval(t, THR_S_LEASE, 7, 15, args, on_lease, (int)(pr - t->pairs),
              ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
+}
+
+/*
+ * pair_want - slots to ask for now, 0 when the ones held will do. Sized
+ * to the messages waiting (thr_demand) when the engine says it, so slots
+ * go to the worker that has the messages and are not leased only to go
+ * stale; else lease_tokens. Asks once fewer than half of it are left.
+ */
+static long pair_want(const struct throttle *t, const struct thr_pair *pr)
+{
+    long full = t->tc->lease_tokens;
+    if (!t->by_demand)
+        return pr->tokens < (full + 1) / 2 ? full : 0;
+    long target = pr->demand < full ? pr->demand : full;
+    if (pr->tokens >= (target + 1) / 2)
+        return 0;
+    long ask = pr->demand - pr->tokens;
+    return ask < full ? ask : full;
 }
 
 /* pair_refill - ask for slots before the local ones run out */
@@ -344,8 +372,8 @@ static void pair_refill(struct throttle *t, struct thr_pair *pr, uint64_t now_ms
     }
     if (pr->lease_pending || now_ms < pr->lease_at_ms)
         return;
-    long want = t->tc->lease_tokens;
-    if (pr->tokens >= (want + 1) / 2)
+    long want = pair_want(t, pr);
+    if (want <= 0)
         return;
     if (pr->ln > 0 && pair_last_slot_us(pr) > (double)now_ms * 1000 + t->tc->lease_horizon_ms * 500.0)
         return; /* still covered for half the horizon: asking now would only get a slot or two */
@@ -444,6 +472,7 @@ static void verdict(struct thr_verdict *v, enum thr_kind kind, uint64_t until_ms
 {
     v->kind = kind;
     v->until_ms = until_ms;
+    v->other_ip = false;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(v->limit, sizeof(v->limit), fmt, ap);
@@ -456,6 +485,7 @@ static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, st
     const char *pn = t->tc->prov[pr->prov].name, *ip = t->ips[pr->ip];
     if (pr->mode == THR_SUSPEND) {
         verdict(v, THR_DEFER, pr->mode_until_ms, "suspension of IP %s for provider %s (%.60s)", ip, pn, pr->reply);
+        v->other_ip = true;
         return true;
     }
     if (pr->capped_day == pr->day && pr->tokens == 0) { /* slots already counted are still spent */
@@ -467,9 +497,21 @@ static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, st
         } else {
             verdict(v, THR_DEFER, pr->day_end_ms, "daily cap of IP %s for provider %s (%lld)", ip, pn, pr->cap_value);
         }
+        v->other_ip = true;
         return true;
     }
     return false;
+}
+
+void thr_lease_by_demand(struct throttle *t)
+{
+    t->by_demand = true;
+}
+
+void thr_demand(struct throttle *t, int p, int ip, long queued)
+{
+    if (p >= 0 && p < t->tc->nprov && ip >= 0 && ip < t->nips)
+        thr_pair(t, p, ip)->demand = queued > 0 ? queued : 0;
 }
 
 int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_verdict *v)
@@ -512,6 +554,8 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
             l->next_us += l->interval_us;
             l->left--;
             pr->tokens--;
+            if (pr->demand > 0)
+                pr->demand--;
             if (l->left == 0) {
                 pr->lhead = (pr->lhead + 1) % THR_LEASES;
                 pr->ln--;
@@ -571,6 +615,8 @@ int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t 
             if (!pr->known)
                 pair_poll(t, pr, now_ms);
         } else if (t->warm_loaded) {
+            if (t->by_demand && pr->tokens == 0 && pr->demand == 0)
+                pr->demand = 1; /* one slot, so the IP can win the next message (its pool then tells the rest) */
             pair_expire(pr, (double)now_ms * 1000);
             pair_refill(t, pr, now_ms);
         }
@@ -626,8 +672,10 @@ void thr_tick(struct throttle *t, uint64_t now_ms)
              * returns them at once and asks again: its own unspent slots may be all that fills the cap.
              */
             bool capped = pr->capped_day == pr->day;
-            if (pr->giveback > 0 && !pr->lease_pending && (capped || now_ms - pr->last_demand_ms >= 1000))
-                lease_send(t, pr, capped && now_ms - pr->last_demand_ms < 1000 ? t->tc->lease_tokens : 0, now_ms);
+            if (pr->giveback > 0 && !pr->lease_pending && (capped || now_ms - pr->last_demand_ms >= 1000)) {
+                long want = capped && now_ms - pr->last_demand_ms < 1000 ? pair_want(t, pr) : 0;
+                lease_send(t, pr, want > 0 ? want : 0, now_ms);
+            }
         }
         thr_conn_tick(t, pr, now_ms);
         thr_backoff_tick(t, pr, now_ms);

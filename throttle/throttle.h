@@ -51,6 +51,7 @@
 #define VOLLEY_THROTTLE_THROTTLE_H
 
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -87,6 +88,7 @@ struct thr_verdict {
     enum thr_kind kind;
     uint64_t until_ms;
     char limit[THR_LIMIT_MAX]; /* e.g. "daily cap of IP 10.0.0.2 for provider gmail (300)" */
+    bool other_ip;             /* DEFER: this IP is capped or suspended, another source IP may take it now */
 };
 
 enum thr_tls { THR_TLS_OPPORTUNISTIC = 0, THR_TLS_REQUIRED, THR_TLS_OFF };
@@ -133,6 +135,19 @@ int thr_classify(const struct throttle *t, const char *domain, size_t dlen, cons
  * candidate is blocked (until the earliest unblock).
  */
 int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t now_ms, struct thr_verdict *v);
+/*
+ * thr_lease_by_demand - from now on size every lease to the messages
+ * waiting (thr_demand) instead of lease_tokens, so slots go to the workers
+ * that hold the messages and none are leased only to go stale. Without it
+ * a pair leases lease_tokens at a time (benchmarks, a single sender).
+ */
+void thr_lease_by_demand(struct throttle *t);
+/*
+ * thr_demand - messages of this worker waiting for (p, ip), the one about
+ * to be admitted included: the engine passes its pool's queue length right
+ * before thr_admit. Each admitted message counts one off until the next call.
+ */
+void thr_demand(struct throttle *t, int p, int ip, long queued);
 /* thr_admit - per message: 0 = send now (one leased slot spent), or -EAGAIN with v */
 int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_verdict *v);
 /*

@@ -159,6 +159,7 @@ int main(int argc, char **argv)
     bench_local(&r, n);
     bench_classify(&r, n / 10);
     bench_fleet(&r, 1);
+    bench_fleet(&r, 3);
     bench_fleet(&r, 4);
     bench_fleet(&r, 16);
     th_redis_stop(&r);

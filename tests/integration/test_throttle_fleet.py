@@ -7,14 +7,12 @@ sink's log (a timestamp per accepted message) and stats (peak concurrent connect
 they count what the fleet really did.
 """
 
-import pytest
 from throttle_util import (SPREAD, delivered_by, gmail_rows, log_tails, max_in_window, push, sink_lines,
                            start_workers, stop_workers, throttle_conf, wait_for)
 
 NAMES = ("fa", "fb", "fc")
 
 
-@pytest.mark.xfail(strict=False, reason='known shortfall: the fleet holds 50/s (busiest second <= 55) and reaches it in steady state, but the average over the whole run is 37-42/s: once the stream drains, demand is split over 6 throttle instances and leased GCRA slots they cannot spend in time are lost (given-back slots return to the day count, not to the rate)')
 def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     """rate = 50/s: at most 55 in any sliding second (W*rate + burst + 2), and the limit is used (>= 45/s)."""
     sink = volley_sink()
