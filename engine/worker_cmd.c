@@ -244,8 +244,10 @@ int cmd_worker_main(int argc, char **argv)
         free(olds);
     }
     double secs = (double)(clock_mono_us() - t0) / 1e6;
-    unsigned long d = 0, df = 0, b = 0, f = 0;
+    unsigned long d = 0, df = 0, b = 0, f = 0, tcmds = 0;
     for (int i = 0; i < started; i++) {
+        if (ws[i].thr != NULL)
+            tcmds += thr_commands(ws[i].thr);
         d += ws[i].n_delivered;
         df += ws[i].n_deferred;
         b += ws[i].n_bounced;
@@ -253,8 +255,9 @@ int cmd_worker_main(int argc, char **argv)
         worker_free(&ws[i]);
     }
     if (rc == 0)
-        log_info("done: delivered=%lu deferred=%lu bounced=%lu failed=%lu in %.2fs (%.0f msgs/s)", d, df, b, f,
-                 secs, secs > 0 ? (double)(d + df + b + f) / secs : 0.0);
+        log_info("done: delivered=%lu deferred=%lu bounced=%lu failed=%lu in %.2fs (%.0f msgs/s), "
+                 "throttle_redis_cmds=%lu",
+                 d, df, b, f, secs, secs > 0 ? (double)(d + df + b + f) / secs : 0.0, tcmds);
     free(ws);
     free(tids);
     thr_config_free(tc);

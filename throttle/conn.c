@@ -89,12 +89,11 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     if (strcmp(why, "conn") == 0) {
         /*
          * Another worker may release any moment: look again before the earliest expiry, after a
-         * pause that doubles while the fleet stays full (250 ms .. 2 s; up to 8 s for a worker
-         * that already holds connections here, it is not starved) so that many workers wanting
-         * more connections than the fleet may hold do not poll Redis hard.
+         * pause that doubles while the fleet stays full (250 ms .. 2 s) so that many workers
+         * wanting more connections than the fleet may hold do not poll Redis hard, and a worker
+         * still notices within 2 s that the others left.
          */
-        int most = pr->nheld > 0 ? 6 : 4;
-        pr->conn_refusals = pr->conn_refusals + 1 < most ? pr->conn_refusals + 1 : most;
+        pr->conn_refusals = pr->conn_refusals < 4 ? pr->conn_refusals + 1 : 4;
         uint64_t pause = 125u << pr->conn_refusals;
         pr->conn_at_ms = retry < t->now_ms + pause ? retry : t->now_ms + pause;
         snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[pr->ip],
@@ -131,15 +130,28 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
                  pv->new_conns.text);
         return -EAGAIN;
     }
-    if (pr->grant != 0 && pr->nheld < limit) {
+    bool handover = pr->grant == 0 && pr->nrel > 0 && pr->nheld < limit;
+    if ((pr->grant != 0 || handover) && pr->nheld < limit) {
         if (pr->nheld == pr->held_cap) {
             pr->held_cap = pr->held_cap ? pr->held_cap * 2 : 8;
             pr->held = xrealloc(pr->held, (size_t)pr->held_cap * sizeof(uint32_t));
         }
-        pr->held[pr->nheld++] = pr->grant;
-        pr->grant = 0;
-        if (pr->renew_at_ms == 0 || pr->nheld == 1)
-            pr->renew_at_ms = now_ms + (uint64_t)t->tc->lease_ms / 3;
+        if (handover) {
+            /*
+             * One of our connections closed moments ago (messages_per_connection): its lease is still
+             * ours in Redis and goes on with the new connection, without a round trip. The new
+             * connection is charged to new_connections with the next CONN or RENEW call.
+             */
+            pr->held[pr->nheld++] = pr->rel[--pr->nrel];
+            pr->handovers++;
+            if (pr->renew_at_ms == 0)
+                pr->renew_at_ms = now_ms; /* an old lease: keep its renewal on time */
+        } else {
+            pr->held[pr->nheld++] = pr->grant;
+            pr->grant = 0;
+            if (pr->renew_at_ms == 0 || pr->nheld == 1)
+                pr->renew_at_ms = now_ms + (uint64_t)t->tc->lease_ms / 3;
+        }
         v->kind = THR_SEND;
         return 0;
     }
@@ -164,13 +176,17 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         /* a pool may open all its connections at once, then one per interval */
         snprintf(a_tau, sizeof(a_tau), "%.3f", pv->new_conns.interval_us * pv->connections);
         snprintf(a_hor, sizeof(a_hor), "%d", t->tc->lease_horizon_ms);
-        const char *args[12 + THR_REL_MAX] = {
-            pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now, a_lim, a_blim, id, a_ms, a_T, a_tau, a_hor};
+        char a_nh[16];
+        snprintf(a_nh, sizeof(a_nh), "%d", pr->handovers);
+        pr->handovers = 0;
+        const char *args[13 + THR_REL_MAX] = {pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now,
+                                              a_lim,      a_blim,        id,           a_ms,         a_T,
+                                              a_tau,      a_hor,         a_nh};
         for (int i = 0; i < pr->nrel; i++) {
             lease_id(t, pr->rel[i], rel[i], sizeof(rel[i]));
-            args[12 + i] = rel[i];
+            args[13 + i] = rel[i];
         }
-        int nargs = 8 + pr->nrel;
+        int nargs = 9 + pr->nrel;
         pr->nrel = 0;
         pr->conn_pending = true;
         thr_eval(t, THR_S_CONN, 4, nargs, args, on_conn, (int)(pr - t->pairs), ((uint64_t)pr->epoch << 32) | seq);
@@ -235,22 +251,33 @@ void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
     }
     if (pr->nheld == 0 || pr->renew_pending || now_ms < pr->renew_at_ms)
         return;
+    const struct thr_provider *pv = &t->tc->prov[pr->prov];
     int n = pr->nheld;
-    const char **args = xcalloc((size_t)(3 + n), sizeof(char *));
+    const char **args = xcalloc((size_t)(8 + n), sizeof(char *));
     char(*ids)[128] = xcalloc((size_t)n, sizeof(*ids));
-    char a_exp[24], a_ttl[24];
+    char a_exp[24], a_ttl[24], a_nh[16], a_T[32], a_tau[32], a_now[24];
     snprintf(a_exp, sizeof(a_exp), "%" PRIu64, now_ms + (uint64_t)t->tc->lease_ms);
     snprintf(a_ttl, sizeof(a_ttl), "%d", 2 * t->tc->lease_ms);
+    snprintf(a_nh, sizeof(a_nh), "%d", pr->handovers);
+    snprintf(a_T, sizeof(a_T), "%.3f", pv->new_conns.interval_us);
+    snprintf(a_tau, sizeof(a_tau), "%.3f", pv->new_conns.interval_us * pv->connections);
+    snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms);
+    pr->handovers = 0;
     args[0] = pr->k_conn;
-    args[1] = a_exp;
-    args[2] = a_ttl;
+    args[1] = pr->k_newconn;
+    args[2] = a_exp;
+    args[3] = a_ttl;
+    args[4] = a_nh;
+    args[5] = a_T;
+    args[6] = a_tau;
+    args[7] = a_now;
     for (int i = 0; i < n; i++) {
         lease_id(t, pr->held[i], ids[i], sizeof(ids[i]));
-        args[3 + i] = ids[i];
+        args[8 + i] = ids[i];
     }
     pr->renew_pending = true;
     pr->renew_at_ms = now_ms + (uint64_t)t->tc->lease_ms / 3;
-    thr_eval(t, THR_S_RENEW, 1, 2 + n, args, on_renew, (int)(pr - t->pairs), 0);
+    thr_eval(t, THR_S_RENEW, 2, 6 + n, args, on_renew, (int)(pr - t->pairs), 0);
     free(ids);
     free(args);
 }

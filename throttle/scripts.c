@@ -109,13 +109,30 @@ static const char thr_lua_lease[] =
     "return out(k, start, T, why, 0)\n";
 
 /*
+ * THR_LUA_CHARGE(key, n, T, tau, now_ms): advance the new-connection GCRA
+ * time by n connections already opened (n may be 0).
+ */
+#define THR_LUA_CHARGE(key, n, T, tau, now)                                                                        \
+    "do\n"                                                                                                         \
+    "  local nh, cT = tonumber(" #n "), tonumber(" #T ")\n"                                                        \
+    "  if nh > 0 and cT > 0 then\n"                                                                               \
+    "    local n_us = " #now " * 1000\n"                                                                          \
+    "    local ct = math.max(tonumber(redis.call('GET', " #key ") or '0'), n_us - tonumber(" #tau ")) + nh * cT\n" \
+    "    redis.call('SET', " #key ", string.format('%.0f', ct), 'PX', math.max(1, math.floor((ct - n_us) / 1000) + 1))\n" \
+    "  end\n"                                                                                                     \
+    "end\n"
+
+/*
  * CONN: take one connection lease if the limit and the new-connection rate
  * allow; first drop the leases this worker released since its last call
  * (they ride along instead of costing a ZREM each). The new-connection
  * GCRA reserves a start time up to horizon_ms ahead rather than refusing,
  * so a pool opening connections steadily pays one call per connection.
  * KEYS conn, newconn, backoff, status
- * ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us, horizon_ms, released id...
+ * ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us, horizon_ms, handovers,
+ *      released id...
+ * handovers: connections the worker opened on a lease of its own it had just released (charged
+ * to the new-connection rate here, after the fact).
  * Returns {ok, why, at_ms, mode, until_ms, reply[, held, limit, first_expiry]};
  * why: ok | suspend | conn | newconn. ok: the lease is good from at_ms (held: the fleet's
  * leases now, this one included; first_expiry: when the fleet is full, the earliest lease
@@ -123,7 +140,8 @@ static const char thr_lua_lease[] =
  */
 static const char thr_lua_conn[] =
     "local now = tonumber(ARGV[1])\n"
-    "for i = 9, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end\n"
+    "for i = 10, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end\n"
+    THR_LUA_CHARGE(KEYS[2], ARGV[9], ARGV[6], ARGV[7], now)
     "local b = redis.call('HMGET', KEYS[3], 'mode', 'until', 'reply')\n"
     "local mode, untl, reply = b[1], tonumber(b[2] or '0') or 0, b[3] or ''\n"
     "if not mode or untl <= now then mode = ''; untl = 0; reply = '' end\n"
@@ -159,12 +177,14 @@ static const char thr_lua_conn[] =
 
 /*
  * RENEW: push the expiry of this worker's connection leases. Re-adds a
- * lease lost in a Redis restart: the connection is really open.
- * KEYS conn   ARGV expiry_ms, key_ttl_ms, id...
+ * lease lost in a Redis restart: the connection is really open. Also
+ * charges connections opened on reused leases (see CONN).
+ * KEYS conn, newconn   ARGV expiry_ms, key_ttl_ms, handovers, nc_interval_us, nc_tau_us, now_ms, id...
  */
-static const char thr_lua_renew[] = "for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end\n"
+static const char thr_lua_renew[] = "for i = 7, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end\n"
                                     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-                                    "return #ARGV - 2\n";
+                                    "local now = tonumber(ARGV[6])\n" THR_LUA_CHARGE(KEYS[2], ARGV[3], ARGV[4],
+                                                                                    ARGV[5], now) "return #ARGV - 6\n";
 
 /*
  * BACKOFF: enter (or extend) backoff or suspension for a pair, fleet-wide.

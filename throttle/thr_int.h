@@ -141,6 +141,7 @@ struct thr_pair {
     uint64_t grant_at_ms;      /* the new-connection rate reserved it for this time */
     uint32_t rel[THR_REL_MAX]; /* released, not yet removed in Redis (rides on the next CONN) */
     int nrel;
+    int handovers; /* connections opened on a just-released lease of ours, not yet charged to new_connections */
     uint64_t rel_since_ms;
     uint64_t grant_ms;
     bool conn_pending, renew_pending;

@@ -149,6 +149,8 @@ static void on_warm(struct throttle *t, int pair, uint64_t arg, redisReply *r)
                 t->ip_start[k] = day;
             }
     }
+    if (!t->warm_loaded) /* asked from thr_new, which has no clock: the next reload is a full period away */
+        t->warm_at_ms = t->now_ms + THR_WARM_RELOAD_MS;
     t->warm_loaded = true;
 }
 
