@@ -283,6 +283,52 @@ static void test_script_flush(void **state)
     thr_config_free(tc);
 }
 
+/*
+ * Leases follow the messages a worker holds (thr_lease_by_demand): a worker
+ * with 3 messages leases 3 slots, not lease_tokens, so no cap count (and no
+ * rate slot) is taken for mail it does not have; with no demand it leases
+ * nothing more. The day counter in Redis counts exactly what was asked for.
+ */
+static void test_lease_by_demand(void **state)
+{
+    (void)state;
+    th_flush(&redis);
+    struct thr_config *tc = th_config("[throttle]\nday_seconds = 100\n"
+                                      "[provider gmail]\nrate = 1000/s\ndaily_cap = 100000\n");
+    int gmail = th_provider(tc, "gmail");
+    const char *ips[] = {"10.0.0.1"};
+    struct th_worker w;
+    th_worker_init(&w, &redis, tc, "d0", ips, 1);
+    thr_lease_by_demand(w.t);
+    uint64_t now = T0;
+    const unsigned long long day = T0 / 100000;
+    long want[] = {3, 40}, counted = 0;
+    for (int round = 0; round < 2; round++) {
+        long sent = 0;
+        for (int k = 0; k < 1000 && sent < want[round]; k++, now++) {
+            struct thr_verdict v;
+            thr_demand(w.t, gmail, 0, want[round] - sent);
+            if (thr_admit(w.t, gmail, 0, now, &v) == 0)
+                sent++;
+            else
+                assert_int_equal(v.kind, THR_WAIT);
+            thr_tick(w.t, now);
+            th_pump(&w);
+        }
+        assert_int_equal(sent, want[round]);
+        counted += want[round];
+        assert_int_equal(th_int(&redis, "GET vt:thr:day:%llu:gmail:10.0.0.1", day), counted);
+    }
+    /* nothing waiting: two quiet seconds lease nothing more */
+    for (int k = 0; k < 2000; k++, now++) {
+        thr_tick(w.t, now);
+        th_pump(&w);
+    }
+    assert_int_equal(th_int(&redis, "GET vt:thr:day:%llu:gmail:10.0.0.1", day), counted);
+    th_worker_free(&w);
+    thr_config_free(tc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_connections_and_death),
         cmocka_unit_test(test_daily_cap),
         cmocka_unit_test(test_script_flush),
+        cmocka_unit_test(test_lease_by_demand),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
