@@ -529,6 +529,8 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
     }
     thr_pair_touch(t, pr, now_ms);
     pr->last_demand_ms = now_ms;
+    if (pr->demand < 1)
+        pr->demand = 1; /* this call is for one message at least */
     if (pair_blocked(t, pr, v))
         return -EAGAIN;
     if (pair_unlimited(t, pr)) {
