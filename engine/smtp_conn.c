@@ -525,6 +525,19 @@ static void tls_begin(struct smtp_conn *c)
     c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ehlo_ms;
 }
 
+/* tls_failed - the handshake failed (or the server hung up during it) */
+static void tls_failed(struct smtp_conn *c, const char *err)
+{
+    if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC) {
+        /* opportunistic: remember the host as broken and deliver in plain text instead */
+        struct pool_target *t = &c->pool->targets[c->target];
+        t->tls_broken_until_ms = worker_now_ms() + (uint64_t)c->w->cfg->tls_broken_host_ms;
+        c->retry_plain = true;
+        log_warn("%s: %s; using plain text to this host for %d s", c->peer, err, c->w->cfg->tls_broken_host_ms / 1000);
+    }
+    smtp_conn_fail(c, err);
+}
+
 /* tls_step - advance the handshake with what arrived */
 static void tls_step(struct smtp_conn *c)
 {
@@ -533,15 +546,7 @@ static void tls_step(struct smtp_conn *c)
     if (rc == -EAGAIN)
         return;
     if (rc < 0) {
-        if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC) {
-            /* opportunistic: remember the host as broken and deliver in plain text instead */
-            struct pool_target *t = &c->pool->targets[c->target];
-            t->tls_broken_until_ms = worker_now_ms() + (uint64_t)c->w->cfg->tls_broken_host_ms;
-            c->retry_plain = true;
-            log_warn("%s: %s; using plain text to this host for %d s", c->peer, err,
-                     c->w->cfg->tls_broken_host_ms / 1000);
-        }
-        smtp_conn_fail(c, err);
+        tls_failed(c, err);
         return;
     }
     c->tls_handshaking = false;
@@ -895,8 +900,12 @@ void smtp_conn_on_cqe(struct worker *w, uint64_t ud, int res)
                 break;
             }
             char why[160];
-            snprintf(why, sizeof(why), "%s", res == 0 ? "connection closed by server" : strerror(-res));
-            smtp_conn_fail(c, why);
+            snprintf(why, sizeof(why), "%s%s", res == 0 ? "connection closed by server" : strerror(-res),
+                     c->tls_handshaking ? " during the TLS handshake" : "");
+            if (c->tls_handshaking)
+                tls_failed(c, why); /* bytes it sent before the close may not have been read yet */
+            else
+                smtp_conn_fail(c, why);
             break;
         }
         vbuf_append(&c->rbuf, c->rx, (size_t)res);
