@@ -11,10 +11,13 @@
  *       sent <= W / interval + burst + 2
  *   whatever the number of workers, their lease sizes or reply latencies.
  *   Leases are asked for before the local slots run out (fewer than half
- *   of lease_tokens left and less than half the horizon covered), so a
+ *   of the lease size left and less than half the horizon covered), so a
  *   steadily sending worker never waits for Redis; one LEASE call covers
  *   up to lease_tokens messages and also counts them against the day's
- *   caps, so Redis sees about 1/lease_tokens commands per message.
+ *   caps, so Redis sees about 1/lease_tokens commands per message. With
+ *   thr_lease_by_demand (the engine) a lease is sized to the messages the
+ *   worker holds for the pair, so slots and cap counts are not taken by a
+ *   worker that has no mail to spend them on.
  *
  *   Slots given back (a worker without demand, a new backoff) are returned
  *   to the day's counters with the next LEASE call, so a cap is not eaten
