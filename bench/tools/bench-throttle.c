@@ -29,7 +29,7 @@ static double now_ns(void)
 }
 
 /* bench_local - ns per thr_admit that spends a local slot */
-static void bench_local(struct th_redis *r, long n)
+static void bench_local(struct test_redis *r, long n)
 {
     struct thr_config *tc = th_config("[throttle]\nlease_tokens = 5000\nlease_horizon_ms = 60000\n"
                                       "[provider gmail]\nrate = 1000000/s\ndaily_cap = 1000000000\n");
@@ -62,7 +62,7 @@ static void bench_local(struct th_redis *r, long n)
     thr_config_free(tc);
 }
 
-static void bench_classify(struct th_redis *r, long n)
+static void bench_classify(struct test_redis *r, long n)
 {
     struct thr_config *tc = th_config("");
     struct th_worker w;
@@ -90,7 +90,7 @@ static void bench_classify(struct th_redis *r, long n)
  * provider's connections open, each carrying messages_per_connection
  * messages round-robin, then closed and replaced.
  */
-static void bench_fleet(struct th_redis *r, int nw)
+static void bench_fleet(struct test_redis *r, int nw)
 {
     th_flush(r);
     struct thr_config *tc = th_config("");
@@ -154,14 +154,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    struct th_redis r;
-    th_redis_start(&r);
+    struct test_redis r;
+    test_redis_start(&r);
     bench_local(&r, n);
     bench_classify(&r, n / 10);
     bench_fleet(&r, 1);
     bench_fleet(&r, 3);
     bench_fleet(&r, 4);
     bench_fleet(&r, 16);
-    th_redis_stop(&r);
+    test_redis_stop(&r);
     return 0;
 }

@@ -20,7 +20,7 @@
 #include "queue/sha1.h"
 #include "redis_harness.h"
 
-static struct rh H;
+static struct test_redis H;
 
 /* a log of replies seen by callbacks */
 struct seen {
@@ -254,7 +254,7 @@ static void test_evalsha_falls_back_to_eval(void **st)
 
 int main(void)
 {
-    rh_start(&H);
+    test_redis_start(&H);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_matches_hiredis),
         cmocka_unit_test(test_fifo_order_and_split_bytes),
@@ -264,6 +264,6 @@ int main(void)
         cmocka_unit_test(test_evalsha_falls_back_to_eval),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    rh_stop(&H);
+    test_redis_stop(&H);
     return rc;
 }

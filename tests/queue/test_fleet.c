@@ -25,7 +25,7 @@
 #include "queue/outcome.h"
 #include "redis_harness.h"
 
-static struct rh H;
+static struct test_redis H;
 static struct q_keys K;
 static struct q_redis *Q;
 static int FD;
@@ -414,7 +414,7 @@ static void test_states_and_heartbeat(void **st)
 
 int main(void)
 {
-    rh_start(&H);
+    test_redis_start(&H);
     q_keys_init(&K, "vf");
     Q = q_redis_new();
     FD = rh_socket(&H);
@@ -427,6 +427,6 @@ int main(void)
     free_jobs();
     close(FD);
     q_redis_free(Q);
-    rh_stop(&H);
+    test_redis_stop(&H);
     return rc;
 }

@@ -18,7 +18,7 @@
 #include "queue/job.h"
 #include "redis_harness.h"
 
-static struct rh H;
+static struct test_redis H;
 static struct q_keys K;
 
 #define MAXJ 128
@@ -270,7 +270,7 @@ static void test_campaign(void **st)
 
 int main(void)
 {
-    rh_start(&H);
+    test_redis_start(&H);
     q_keys_init(&K, "vt");
     assert_string_equal(K.jobs, "vt:jobs");
     const struct CMUnitTest tests[] = {
@@ -281,6 +281,6 @@ int main(void)
         cmocka_unit_test(test_campaign),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    rh_stop(&H);
+    test_redis_stop(&H);
     return rc;
 }

@@ -20,7 +20,7 @@
 #include "queue/outcome.h"
 #include "redis_harness.h"
 
-static struct rh H;
+static struct test_redis H;
 static struct q_keys K;
 static struct q_redis *Q;
 static int FD;
@@ -324,7 +324,7 @@ static void test_idle_check_with_deleted_entries(void **st)
 
 int main(void)
 {
-    rh_start(&H);
+    test_redis_start(&H);
     q_keys_init(&K, "vt");
     Q = q_redis_new();
     FD = rh_socket(&H);
@@ -337,6 +337,6 @@ int main(void)
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     close(FD);
     q_redis_free(Q);
-    rh_stop(&H);
+    test_redis_stop(&H);
     return rc;
 }

@@ -17,19 +17,19 @@
 
 #define T0 1795000000000ULL /* a wall-clock ms (2026-11-18), a multiple of 10 s */
 
-static struct th_redis redis;
+static struct test_redis redis;
 
 static int setup(void **state)
 {
     (void)state;
-    th_redis_start(&redis);
+    test_redis_start(&redis);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    th_redis_stop(&redis);
+    test_redis_stop(&redis);
     return 0;
 }
 

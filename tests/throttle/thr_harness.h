@@ -2,11 +2,11 @@
  * NAME
  *   thr_harness - a throwaway redis-server and simulated workers for the throttle tests
  * SYNOPSIS
- *   struct th_redis r; th_redis_start(&r);
+ *   struct test_redis r; test_redis_start(&r);
  *   struct th_worker w; th_worker_init(&w, &r, tc, "w1", ips, nips);   // a throttle with its own command queue
  *   thr_admit(w.t, ...); th_pump(&w);       // run the queued commands on Redis, deliver the replies
  *   th_worker_kill(&w);                      // a worker that dies: its commands are never run
- *   th_redis_stop(&r);
+ *   test_redis_stop(&r);
  * DESCRIPTION
  *   Header-only (each test binary links throttle + lib only). The io given
  *   to the throttle queues commands; th_pump executes them in order on a
@@ -17,104 +17,25 @@
 #ifndef VOLLEY_TESTS_THROTTLE_THR_HARNESS_H
 #define VOLLEY_TESTS_THROTTLE_THR_HARNESS_H
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lib/alloc.h"
 #include "lib/config.h"
+#include "tests/redis_server.h"
 #include "throttle/throttle.h"
-
-struct th_redis {
-    pid_t pid;
-    int port;
-    char dir[64];
-    redisContext *c;
-};
 
 static __attribute__((unused)) void th_die(const char *what)
 {
-    fprintf(stderr, "throttle harness: %s: %s\n", what, strerror(errno));
-    exit(1);
+    test_die("throttle harness", what);
 }
 
-static __attribute__((unused)) int th_free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(s, (struct sockaddr *)&a, &l) < 0)
-        th_die("free port");
-    close(s);
-    return ntohs(a.sin_port);
-}
-
-static __attribute__((unused)) void th_redis_start(struct th_redis *h)
-{
-    snprintf(h->dir, sizeof(h->dir), "/tmp/volley-thrtest-XXXXXX");
-    if (mkdtemp(h->dir) == NULL)
-        th_die("mkdtemp");
-    h->port = th_free_port();
-    char port[16];
-    snprintf(port, sizeof(port), "%d", h->port);
-    h->pid = fork();
-    if (h->pid < 0)
-        th_die("fork");
-    if (h->pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-               "no", "--dir", h->dir, (char *)NULL);
-        _exit(127);
-    }
-    struct timeval tv = {1, 0};
-    for (int i = 0; i < 200; i++) {
-        h->c = redisConnectWithTimeout("127.0.0.1", h->port, tv);
-        if (h->c != NULL && h->c->err == 0) {
-            redisReply *r = redisCommand(h->c, "PING");
-            if (r != NULL && r->type == REDIS_REPLY_STATUS) {
-                freeReplyObject(r);
-                return;
-            }
-            if (r)
-                freeReplyObject(r);
-        }
-        if (h->c)
-            redisFree(h->c);
-        h->c = NULL;
-        usleep(25000);
-    }
-    errno = ETIMEDOUT;
-    th_die("redis-server did not start");
-}
-
-static __attribute__((unused)) void th_redis_stop(struct th_redis *h)
-{
-    if (h->c)
-        redisFree(h->c);
-    h->c = NULL;
-    if (h->pid > 0) {
-        kill(h->pid, SIGKILL);
-        waitpid(h->pid, NULL, 0);
-        h->pid = 0;
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", h->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "throttle harness: could not remove %s\n", h->dir);
-}
-
-static __attribute__((unused)) void th_flush(struct th_redis *h)
+static __attribute__((unused)) void th_flush(struct test_redis *h)
 {
     redisReply *r = redisCommand(h->c, "FLUSHALL");
     if (r == NULL)
@@ -123,7 +44,7 @@ static __attribute__((unused)) void th_flush(struct th_redis *h)
 }
 
 /* th_int - a command whose reply is an integer (or a number in a string; nil is 0) */
-static __attribute__((unused)) long long th_int(struct th_redis *h, const char *fmt, ...)
+static __attribute__((unused)) long long th_int(struct test_redis *h, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -150,7 +71,7 @@ struct th_cmd {
 };
 
 struct th_worker {
-    struct th_redis *r;
+    struct test_redis *r;
     struct throttle *t;
     struct th_cmd *head, *tail;
     unsigned long ncmds;
@@ -220,7 +141,7 @@ static __attribute__((unused)) void th_fail_all(struct th_worker *w)
     }
 }
 
-static __attribute__((unused)) void th_worker_init(struct th_worker *w, struct th_redis *r, const struct thr_config *tc,
+static __attribute__((unused)) void th_worker_init(struct th_worker *w, struct test_redis *r, const struct thr_config *tc,
                                                    const char *id, const char *const *ips, int nips)
 {
     memset(w, 0, sizeof(*w));
