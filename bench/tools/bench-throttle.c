@@ -94,16 +94,11 @@ static void bench_fleet(struct test_redis *r, int nw)
 {
     th_flush(r);
     struct thr_config *tc = th_config("");
-    const char *ips[] = {"10.0.0.1"};
     enum { MAXC = 16 };
     struct th_worker *w = calloc((size_t)nw, sizeof(*w));
     int(*on_conn)[MAXC] = calloc((size_t)nw, sizeof(*on_conn));
     int *nconn = calloc((size_t)nw, sizeof(int)), *next = calloc((size_t)nw, sizeof(int));
-    for (int i = 0; i < nw; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "w%d", i);
-        th_worker_init(&w[i], r, tc, id, ips, 1);
-    }
+    th_fleet_init(w, nw, r, tc, "10.0.0.1");
     int gmail = 0, mpc = thr_msgs_per_conn(w[0].t, gmail);
     uint64_t t0 = clock_wall_ms(), now = t0;
     long msgs = 0;

@@ -45,13 +45,8 @@ static void test_rate_three_workers(void **state)
     struct thr_config *tc = th_config("[throttle]\nlease_tokens = 10\nlease_horizon_ms = 1000\n"
                                       "[provider gmail]\nrate = 50/s\n");
     int gmail = th_provider(tc, "gmail");
-    const char *ips[] = {"10.0.0.1"};
     struct th_worker w[3];
-    for (int i = 0; i < 3; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "w%d", i);
-        th_worker_init(&w[i], &redis, tc, id, ips, 1);
-    }
+    th_fleet_init(w, 3, &redis, tc, "10.0.0.1");
     enum { MS = 10000 };
     static int sent[MS];
     memset(sent, 0, sizeof(sent));
@@ -121,14 +116,9 @@ static void test_connections_and_death(void **state)
     struct thr_config *tc = th_config("[throttle]\nlease_ms = 3000\n"
                                       "[provider gmail]\nconnections = 5\nnew_connections = 0\n");
     int gmail = th_provider(tc, "gmail");
-    const char *ips[] = {"10.0.0.1"};
     struct th_worker w[3];
     int held[3] = {0};
-    for (int i = 0; i < 3; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "w%d", i);
-        th_worker_init(&w[i], &redis, tc, id, ips, 1);
-    }
+    th_fleet_init(w, 3, &redis, tc, "10.0.0.1");
     uint64_t now = T0;
     /* everybody wants 4 connections; each releases one now and then */
     for (int step = 0; step < 2000; step++, now += 5) {
@@ -209,13 +199,8 @@ static void test_daily_cap(void **state)
     struct thr_config *tc = th_config("[throttle]\nday_seconds = 10\nlease_tokens = 40\n"
                                       "[provider gmail]\nrate = 0\ndaily_cap = 300\n");
     int gmail = th_provider(tc, "gmail");
-    const char *ips[] = {"10.0.0.1"};
     struct th_worker w[3];
-    for (int i = 0; i < 3; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "w%d", i);
-        th_worker_init(&w[i], &redis, tc, id, ips, 1);
-    }
+    th_fleet_init(w, 3, &redis, tc, "10.0.0.1");
     long sent_day1 = 0, sent_day2 = 0, deferred = 0;
     uint64_t day_end = T0 + 10000;
     for (uint64_t now = T0; now < T0 + 12000; now += 10) {

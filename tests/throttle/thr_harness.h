@@ -4,6 +4,7 @@
  * SYNOPSIS
  *   struct test_redis r; test_redis_start(&r);
  *   struct th_worker w; th_worker_init(&w, &r, tc, "w1", ips, nips);   // a throttle with its own command queue
+ *   struct th_worker f[3]; th_fleet_init(f, 3, &r, tc, "10.0.0.1");    // workers w0, w1, w2 of one fleet
  *   thr_admit(w.t, ...); th_pump(&w);       // run the queued commands on Redis, deliver the replies
  *   th_worker_kill(&w);                      // a worker that dies: its commands are never run
  *   test_redis_stop(&r);
@@ -149,6 +150,18 @@ static __attribute__((unused)) void th_worker_init(struct th_worker *w, struct t
     struct thr_io io = {.cmd = th_io_cmd, .ctx = w};
     w->t = thr_new(tc, "vt", &io, id, ips, nips);
     th_pump(w); /* warm-up dates */
+}
+
+/* th_fleet_init - n workers named w0, w1, ... on one server, each sending from the one source IP ip */
+static __attribute__((unused)) void th_fleet_init(struct th_worker *w, int n, struct test_redis *r,
+                                                  const struct thr_config *tc, const char *ip)
+{
+    const char *ips[] = {ip};
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "w%d", i);
+        th_worker_init(&w[i], r, tc, id, ips, 1);
+    }
 }
 
 /* th_worker_kill - the process died: nothing it queued reaches Redis, it never calls again */
