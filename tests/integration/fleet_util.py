@@ -90,22 +90,10 @@ def pending_by_consumer(volley, stream="jobs"):
 def sink_log(sink):
     """volley-sink's log: [(unix_ms, [rcpt, ...])], one per accepted message, sorted by time.
 
-    The sink writes its log from per-thread buffers every 200 ms (and at exit), so a running
-    sink's log lags a little and its lines are ordered by thread: we sort by the ms stamp.
-    For final counts use final_rcpts(), which stops the sink first.
+    A running sink's log lags a little (VolleySink.log_lines); for final counts use final_rcpts(),
+    which stops the sink first.
     """
-    out = []
-    try:
-        text = Path(sink.log_file).read_text(errors="replace")
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split(" ")
-        if len(parts) < 7:
-            continue  # a line being written
-        out.append((int(parts[0]), parts[6].split(",")))
-    out.sort(key=lambda x: x[0])
-    return out
+    return [(t, rcpts) for t, _src, _conn, rcpts in sink.log_lines()]
 
 
 def sink_rcpts(sink):

@@ -107,18 +107,7 @@ def log_tails(procs, n=15):
 
 def sink_lines(sink):
     """volley-sink's log: [(unix_ms, source_ip, conn_id, [rcpt, ...])] sorted by time."""
-    out = []
-    try:
-        text = Path(sink.log_file).read_text(errors="replace")
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split(" ")
-        if len(parts) < 7:
-            continue  # a line being written
-        out.append((int(parts[0]), parts[1], int(parts[2]), parts[6].split(",")))
-    out.sort(key=lambda x: x[0])
-    return out
+    return sink.log_lines()
 
 
 def max_in_window(times, window_ms=1000):

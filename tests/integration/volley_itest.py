@@ -299,6 +299,25 @@ class VolleySink:
             time.sleep(0.05)
         return False
 
+    def log_lines(self):
+        """The --log-file: [(unix_ms, source_ip, conn_id, [rcpt, ...])], one per accepted message, by time.
+
+        The sink writes its log from per-thread buffers every 200 ms (and at exit), so a running
+        sink's log lags a little and its lines are ordered by thread: they are sorted by the ms stamp.
+        """
+        out = []
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            parts = line.split(" ")
+            if len(parts) < 7:
+                continue  # a line being written
+            out.append((int(parts[0]), parts[1], int(parts[2]), parts[6].split(",")))
+        out.sort(key=lambda x: x[0])
+        return out
+
     def stats(self):
         import json
 
