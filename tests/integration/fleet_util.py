@@ -22,20 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from volley_itest import Volley, binary, free_port, stop_process, tail
+from volley_itest import Volley, binary, free_port, stop_process, tail, wait_for  # noqa: F401 (wait_for: for the tests)
 
 # a worker process beats <p>:worker:<name> every second with this TTL (engine/worker.c)
 HEARTBEAT_TTL_S = 5.0
-
-
-def wait_for(pred, timeout, step=0.05):
-    """Poll pred() until it is truthy or timeout seconds passed; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def fleet_conf(volley, name, route, retry=None, queue=None, **worker):

@@ -10,16 +10,7 @@ with an error is refused while the running config stays in force."""
 import signal
 import time
 
-from volley_itest import make_recipients, tail
-
-
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+from volley_itest import make_recipients, tail, wait_for
 
 
 def test_sighup_switches_routes_without_dropping_connections(volley, volley_sink):

@@ -22,17 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from volley_itest import PREFIX, binary, stop_process
-
-
-def wait_for(pred, timeout, step=0.05):
-    """Poll pred() until it is truthy or timeout seconds passed; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        val = pred()
-        if val or time.monotonic() >= deadline:
-            return val
-        time.sleep(step)
+from volley_itest import PREFIX, binary, stop_process, wait_for  # noqa: F401 (wait_for: for the tests)
 
 
 def _section(name, keys):

@@ -79,6 +79,16 @@ def tail(path, n=30):
     return "\n".join(lines[-n:])
 
 
+def wait_for(pred, timeout, step=0.05):
+    """Poll pred() until it is truthy or timeout seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        val = pred()
+        if val or time.monotonic() >= deadline:
+            return val
+        time.sleep(step)
+
+
 # ---------------------------------------------------------------- redis
 
 
