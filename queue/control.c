@@ -14,13 +14,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/alloc.h"
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "lib/log.h"
 #include "queue/campaign.h"
 #include "queue/keys.h"
@@ -104,28 +104,18 @@ static const char cancel_retry_lua[] =
                        "end\n"
                        "return {#ms, ended}\n";
 
-/* seterr - one-line reason */
-static int seterr(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* run - one command (argv form); NULL or error replies become -EIO with the reason */
 static int run(struct q_ctl *c, redisReply **out, char *err, size_t errlen, int argc, const char **argv,
                const size_t *lens)
 {
     redisReply *r = redisCommandArgv(c->c, argc, argv, lens);
     if (r == NULL)
-        return seterr(err, errlen, -EIO, "redis: %s", c->c->errstr[0] ? c->c->errstr : "connection lost");
+        return err_set(err, errlen, -EIO, "redis: %s", c->c->errstr[0] ? c->c->errstr : "connection lost");
     if (r->type == REDIS_REPLY_ERROR) {
         char clean[200];
         log_sanitize(clean, sizeof(clean), r->str, r->len);
         freeReplyObject(r);
-        return seterr(err, errlen, -EIO, "redis %s: %s", argv[0], clean);
+        return err_set(err, errlen, -EIO, "redis %s: %s", argv[0], clean);
     }
     if (out)
         *out = r;
@@ -161,7 +151,7 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
     if (rc < 0)
         return rc;
     if (r->type != REDIS_REPLY_INTEGER)
-        rc = seterr(err, errlen, -EPROTO, "unexpected script reply");
+        rc = err_set(err, errlen, -EPROTO, "unexpected script reply");
     else
         *v = r->integer;
     freeReplyObject(r);
@@ -193,7 +183,7 @@ void q_ctl_free(struct q_ctl *c)
 static int key_of(char *buf, size_t n, const char *prefix, const char *id, char *err, size_t errlen)
 {
     if (!q_campaign_id_valid(id, strlen(id)))
-        return seterr(err, errlen, -EINVAL, "'%.64s' is not a valid campaign id", id);
+        return err_set(err, errlen, -EINVAL, "'%.64s' is not a valid campaign id", id);
     snprintf(buf, n, "%s%s", prefix, id);
     return 0;
 }
@@ -210,9 +200,9 @@ static int set_state(struct q_ctl *c, const char *id, const char *state, char *e
     if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 1, keys, 1, args)) < 0)
         return rc;
     if (v == -1)
-        return seterr(err, errlen, -ENOENT, "no campaign '%s'", id);
+        return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);
     if (v == -2)
-        return seterr(err, errlen, -EPERM, "campaign '%s' is cancelled (final)", id);
+        return err_set(err, errlen, -EPERM, "campaign '%s' is cancelled (final)", id);
     return 0;
 }
 
@@ -277,7 +267,7 @@ int q_ctl_campaign_cancel(struct q_ctl *c, const char *id, unsigned long long *h
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
             r->element[1]->type != REDIS_REPLY_INTEGER) {
             freeReplyObject(r);
-            return seterr(err, errlen, -EPROTO, "unexpected script reply");
+            return err_set(err, errlen, -EPROTO, "unexpected script reply");
         }
         long long looked = r->element[0]->integer, ended = r->element[1]->integer;
         freeReplyObject(r);
@@ -349,7 +339,7 @@ int q_ctl_campaign_show(struct q_ctl *c, const char *id, struct q_campaign_info 
     freeReplyObject(s);
     freeReplyObject(h);
     if (!exists)
-        return seterr(err, errlen, -ENOENT, "no campaign '%s'", id);
+        return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);
     return 0;
 }
 
@@ -369,7 +359,7 @@ int q_ctl_suppress(struct q_ctl *c, enum q_suppress_op op, const char *const *ad
     for (int i = 0; i < n && rc == 0; i++) {
         size_t l = strlen(addrs[i]);
         if (!q_addr_valid(addrs[i], l)) {
-            rc = seterr(err, errlen, -EINVAL, "'%.64s' is not a valid address", addrs[i]);
+            rc = err_set(err, errlen, -EINVAL, "'%.64s' is not a valid address", addrs[i]);
             break;
         }
         char *d = low + (size_t)i * (Q_ADDR_MAX + 1);
@@ -401,7 +391,7 @@ int q_ctl_suppress(struct q_ctl *c, enum q_suppress_op op, const char *const *ad
         rc = run(c, &r, err, errlen, n + 2, argv, lens);
         if (rc == 0) {
             if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n)
-                rc = seterr(err, errlen, -EPROTO, "unexpected SMISMEMBER reply");
+                rc = err_set(err, errlen, -EPROTO, "unexpected SMISMEMBER reply");
             for (int i = 0; rc == 0 && result && i < n; i++)
                 result[i] = r->element[i]->integer == 1;
             freeReplyObject(r);
@@ -426,7 +416,7 @@ int q_ctl_suppress_list(struct q_ctl *c, void (*fn)(void *priv, const char *addr
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_ARRAY) {
             freeReplyObject(r);
-            return seterr(err, errlen, -EPROTO, "unexpected SSCAN reply");
+            return err_set(err, errlen, -EPROTO, "unexpected SSCAN reply");
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         for (size_t i = 0; i < r->element[1]->elements; i++) {

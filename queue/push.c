@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "lib/log.h"
 #include "queue/job.h"
 #include "queue/keys.h"
@@ -40,20 +40,10 @@ struct q_push {
     int high;                  /* jobs go to <p>:jobs:high */
 };
 
-/* seterr - one-line reason */
-static int seterr(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* conn_err - describe a hiredis context error */
 static int conn_err(struct q_push *p, char *err, size_t errlen)
 {
-    return seterr(err, errlen, -EIO, "redis: %s", p->c->errstr[0] ? p->c->errstr : "connection lost");
+    return err_set(err, errlen, -EIO, "redis: %s", p->c->errstr[0] ? p->c->errstr : "connection lost");
 }
 
 /* command - one blocking command; replies with an error become -EIO. The caller frees *out if asked for */
@@ -66,7 +56,7 @@ static int command(struct q_push *p, redisReply **out, char *err, size_t errlen,
     if (r->type == REDIS_REPLY_ERROR) {
         char clean[200];
         log_sanitize(clean, sizeof(clean), r->str, r->len);
-        seterr(err, errlen, -EIO, "redis %s: %s", argv[0], clean);
+        err_set(err, errlen, -EIO, "redis %s: %s", argv[0], clean);
         freeReplyObject(r);
         return -EIO;
     }
@@ -104,7 +94,7 @@ int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, s
 {
     size_t idlen = strlen(id);
     if (!q_campaign_id_valid(id, idlen))
-        return seterr(err, errlen, -EINVAL, "invalid campaign id '%.*s' (1-%d of A-Z a-z 0-9 _ . : -)",
+        return err_set(err, errlen, -EINVAL, "invalid campaign id '%.*s' (1-%d of A-Z a-z 0-9 _ . : -)",
                       (int)(idlen > 140 ? 140 : idlen), id, Q_CAMPAIGN_ID_MAX - 1);
     memcpy(p->id, id, idlen + 1);
     p->idlen = idlen;
@@ -169,7 +159,7 @@ int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, s
             return conn_err(p, err, errlen);
         int busy = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) == 0;
         if (r->type == REDIS_REPLY_ERROR && !busy) {
-            seterr(err, errlen, -EIO, "redis XGROUP CREATE: %.150s", r->str);
+            err_set(err, errlen, -EIO, "redis XGROUP CREATE: %.150s", r->str);
             freeReplyObject(r);
             return -EIO;
         }
@@ -190,7 +180,7 @@ static int read_replies(struct q_push *p, unsigned n, unsigned jobs, char *err, 
         if (r->type == REDIS_REPLY_ERROR && rc == 0) {
             char clean[200];
             log_sanitize(clean, sizeof(clean), r->str, r->len);
-            rc = seterr(err, errlen, -EIO, "redis refused a job: %s", clean);
+            rc = err_set(err, errlen, -EIO, "redis refused a job: %s", clean);
         }
         freeReplyObject(r);
     }
@@ -229,17 +219,17 @@ int q_push_job(struct q_push *p, const char *to, size_t tolen, const struct kv *
                size_t errlen)
 {
     if (p->idlen == 0)
-        return seterr(err, errlen, -EINVAL, "no campaign");
+        return err_set(err, errlen, -EINVAL, "no campaign");
     if (!q_addr_valid(to, tolen))
-        return seterr(err, errlen, -EINVAL, "invalid email address");
+        return err_set(err, errlen, -EINVAL, "invalid email address");
     if (nvars > Q_VAR_MAX)
-        return seterr(err, errlen, -EINVAL, "more than %d variables", Q_VAR_MAX);
+        return err_set(err, errlen, -EINVAL, "more than %d variables", Q_VAR_MAX);
     for (size_t i = 0; i < nvars; i++) {
         if (!q_var_name_valid(vars[i].k, vars[i].klen))
-            return seterr(err, errlen, -EINVAL, "invalid variable name '%.*s'",
+            return err_set(err, errlen, -EINVAL, "invalid variable name '%.*s'",
                           (int)(vars[i].klen > 64 ? 64 : vars[i].klen), vars[i].k);
         if (vars[i].vlen > Q_VALUE_MAX)
-            return seterr(err, errlen, -EINVAL, "value of '%.*s' longer than %d bytes", (int)vars[i].klen, vars[i].k,
+            return err_set(err, errlen, -EINVAL, "value of '%.*s' longer than %d bytes", (int)vars[i].klen, vars[i].k,
                           Q_VALUE_MAX);
     }
     vbuf *b = &p->batch;

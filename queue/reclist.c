@@ -13,13 +13,13 @@
 #include "queue/reclist.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "lib/alloc.h"
+#include "lib/err.h"
 
 #define RL_READ_CHUNK (1u << 20)
 
@@ -102,16 +102,6 @@ static long find_end(struct q_reclist *l)
     return -1;
 }
 
-/* errf - format the reason for a bad record */
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
-
 /* parse_csv - split rec[0, n) into fields in place */
 static int parse_csv(char *rec, size_t n, struct q_field *f, int maxf, int *nf, char *err, size_t errlen)
 {
@@ -119,14 +109,14 @@ static int parse_csv(char *rec, size_t n, struct q_field *f, int maxf, int *nf, 
     int k = 0;
     for (;;) {
         if (k == maxf)
-            return errf(err, errlen, "more than %d columns", maxf);
+            return err_set(err, errlen, -EINVAL, "more than %d columns", maxf);
         char *w = rec + i;
         f[k].p = w;
         if (i < n && rec[i] == '"') {
             i++;
             for (;;) {
                 if (i >= n)
-                    return errf(err, errlen, "unterminated quoted field in column %d", k + 1);
+                    return err_set(err, errlen, -EINVAL, "unterminated quoted field in column %d", k + 1);
                 if (rec[i] == '"') {
                     if (i + 1 < n && rec[i + 1] == '"') {
                         *w++ = '"';
@@ -139,7 +129,7 @@ static int parse_csv(char *rec, size_t n, struct q_field *f, int maxf, int *nf, 
                 *w++ = rec[i++];
             }
             if (i < n && rec[i] != ',')
-                return errf(err, errlen, "text after the closing quote in column %d", k + 1);
+                return err_set(err, errlen, -EINVAL, "text after the closing quote in column %d", k + 1);
         } else {
             while (i < n && rec[i] != ',')
                 *w++ = rec[i++];
@@ -295,7 +285,7 @@ static int parse_jsonl(char *rec, size_t n, struct q_field *f, int maxf, int *nf
     int k = 0;
     skip_ws(rec, n, &i);
     if (i >= n || rec[i] != '{')
-        return errf(err, errlen, "not a JSON object");
+        return err_set(err, errlen, -EINVAL, "not a JSON object");
     i++;
     skip_ws(rec, n, &i);
     if (i < n && rec[i] == '}') {
@@ -304,18 +294,18 @@ static int parse_jsonl(char *rec, size_t n, struct q_field *f, int maxf, int *nf
     }
     for (;;) {
         if (k + 2 > maxf)
-            return errf(err, errlen, "more than %d fields", maxf / 2);
+            return err_set(err, errlen, -EINVAL, "more than %d fields", maxf / 2);
         skip_ws(rec, n, &i);
         if (i >= n || rec[i] != '"' || json_string(rec, n, &i, &f[k]) < 0)
-            return errf(err, errlen, "malformed JSON: expected a field name");
+            return err_set(err, errlen, -EINVAL, "malformed JSON: expected a field name");
         skip_ws(rec, n, &i);
         if (i >= n || rec[i] != ':')
-            return errf(err, errlen, "malformed JSON: expected ':'");
+            return err_set(err, errlen, -EINVAL, "malformed JSON: expected ':'");
         i++;
         skip_ws(rec, n, &i);
         if (i < n && rec[i] == '"') {
             if (json_string(rec, n, &i, &f[k + 1]) < 0)
-                return errf(err, errlen, "malformed JSON string for '%.*s'", (int)f[k].n, f[k].p);
+                return err_set(err, errlen, -EINVAL, "malformed JSON string for '%.*s'", (int)f[k].n, f[k].p);
         } else {
             /* a number or boolean is taken as its text */
             size_t s = i;
@@ -324,7 +314,7 @@ static int parse_jsonl(char *rec, size_t n, struct q_field *f, int maxf, int *nf
             f[k + 1].p = rec + s;
             f[k + 1].n = i - s;
             if (!json_scalar_ok(rec + s, i - s))
-                return errf(err, errlen, "value of '%.*s' is not a string, number or boolean", (int)f[k].n, f[k].p);
+                return err_set(err, errlen, -EINVAL, "value of '%.*s' is not a string, number or boolean", (int)f[k].n, f[k].p);
         }
         k += 2;
         skip_ws(rec, n, &i);
@@ -336,12 +326,12 @@ static int parse_jsonl(char *rec, size_t n, struct q_field *f, int maxf, int *nf
             i++;
             break;
         }
-        return errf(err, errlen, "malformed JSON: expected ',' or '}'");
+        return err_set(err, errlen, -EINVAL, "malformed JSON: expected ',' or '}'");
     }
 done:
     skip_ws(rec, n, &i);
     if (i != n)
-        return errf(err, errlen, "text after the JSON object");
+        return err_set(err, errlen, -EINVAL, "text after the JSON object");
     *nf = k;
     return 1;
 }
@@ -363,7 +353,7 @@ int q_reclist_next(struct q_reclist *l, struct q_field *f, int maxf, int *nf, lo
                 l->start = l->end;
                 l->scan = 0;
                 l->in_quotes = 0;
-                return errf(err, errlen, "record longer than %u bytes (unterminated quote?)", Q_RECLIST_MAX_RECORD);
+                return err_set(err, errlen, -EINVAL, "record longer than %u bytes (unterminated quote?)", Q_RECLIST_MAX_RECORD);
             }
             int rc = fill(l);
             if (rc < 0)

@@ -18,19 +18,10 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "lib/log.h"
 #include "queue/campaign.h"
 #include "queue/keys.h"
-
-/* st_err - one-line reason */
-static int st_err(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
 
 /* cmd - run a command; a NULL or error reply becomes -EIO with the reason */
 static int cmd(redisContext *c, redisReply **out, char *err, size_t errlen, const char *fmt, ...)
@@ -40,12 +31,12 @@ static int cmd(redisContext *c, redisReply **out, char *err, size_t errlen, cons
     redisReply *r = redisvCommand(c, fmt, ap);
     va_end(ap);
     if (r == NULL)
-        return st_err(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
+        return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
     if (r->type == REDIS_REPLY_ERROR) {
         char clean[200];
         log_sanitize(clean, sizeof(clean), r->str, r->len);
         freeReplyObject(r);
-        return st_err(err, errlen, -EIO, "redis: %s", clean);
+        return err_set(err, errlen, -EIO, "redis: %s", clean);
     }
     *out = r;
     return 0;
@@ -59,7 +50,7 @@ static int cmd_int(redisContext *c, long long *v, char *err, size_t errlen, cons
     if (rc < 0)
         return rc;
     if (r->type != REDIS_REPLY_INTEGER)
-        rc = st_err(err, errlen, -EPROTO, "unexpected reply to %s", fmt);
+        rc = err_set(err, errlen, -EPROTO, "unexpected reply to %s", fmt);
     else
         *v = r->integer;
     freeReplyObject(r);
@@ -179,7 +170,7 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_ARRAY) {
             freeReplyObject(r);
-            return st_err(err, errlen, -EPROTO, "unexpected SCAN reply");
+            return err_set(err, errlen, -EPROTO, "unexpected SCAN reply");
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         for (size_t i = 0; i < r->element[1]->elements && seen < max; i++, seen++) {
