@@ -314,7 +314,8 @@ static int parse_jsonl(char *rec, size_t n, struct q_field *f, int maxf, int *nf
             f[k + 1].p = rec + s;
             f[k + 1].n = i - s;
             if (!json_scalar_ok(rec + s, i - s))
-                return err_set(err, errlen, -EINVAL, "value of '%.*s' is not a string, number or boolean", (int)f[k].n, f[k].p);
+                return err_set(err, errlen, -EINVAL, "value of '%.*s' is not a string, number or boolean", (int)f[k].n,
+                               f[k].p);
         }
         k += 2;
         skip_ws(rec, n, &i);
@@ -353,7 +354,8 @@ int q_reclist_next(struct q_reclist *l, struct q_field *f, int maxf, int *nf, lo
                 l->start = l->end;
                 l->scan = 0;
                 l->in_quotes = 0;
-                return err_set(err, errlen, -EINVAL, "record longer than %u bytes (unterminated quote?)", Q_RECLIST_MAX_RECORD);
+                return err_set(err, errlen, -EINVAL, "record longer than %u bytes (unterminated quote?)",
+                               Q_RECLIST_MAX_RECORD);
             }
             int rc = fill(l);
             if (rc < 0)

@@ -45,6 +45,15 @@ static void conn_zrem(struct throttle *t, struct thr_pair *pr, uint32_t seq)
     thr_command(t, 3, argv, NULL, -1, 0);
 }
 
+/* conn_full - the fleet holds all its connections: ask again after pause, or at the first lease expiry if sooner */
+static void conn_full(struct throttle *t, struct thr_pair *pr, uint64_t pause, uint64_t first_expiry)
+{
+    uint64_t at = t->now_ms + pause;
+    pr->conn_at_ms = first_expiry > t->now_ms && first_expiry < at ? first_expiry : at;
+    snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[pr->ip],
+             t->tc->prov[pr->prov].name, conn_limit(t, pr));
+}
+
 static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
 {
     struct thr_pair *pr = &t->pairs[pair];
@@ -76,11 +85,7 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
              * Ask after the pause of the refusals so far, or when the first lease expires if sooner
              * (a dead worker's lease does expire then).
              */
-            uint64_t pause = 125u << (pr->conn_refusals > 0 ? pr->conn_refusals : 1);
-            uint64_t first = (uint64_t)thr_reply_num(r, 8);
-            pr->conn_at_ms = first > t->now_ms && first < t->now_ms + pause ? first : t->now_ms + pause;
-            snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)",
-                     t->ips[pr->ip], pv->name, conn_limit(t, pr));
+            conn_full(t, pr, 125u << (pr->conn_refusals > 0 ? pr->conn_refusals : 1), (uint64_t)thr_reply_num(r, 8));
         } else {
             pr->conn_refusals = 0;
         }
@@ -94,10 +99,7 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
          * still notices within 2 s that the others left.
          */
         pr->conn_refusals = pr->conn_refusals < 4 ? pr->conn_refusals + 1 : 4;
-        uint64_t pause = 125u << pr->conn_refusals;
-        pr->conn_at_ms = retry < t->now_ms + pause ? retry : t->now_ms + pause;
-        snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[pr->ip],
-                 pv->name, conn_limit(t, pr));
+        conn_full(t, pr, 125u << pr->conn_refusals, retry);
     } else if (strcmp(why, "newconn") == 0) {
         pr->conn_at_ms = retry;
         snprintf(pr->conn_why, sizeof(pr->conn_why), "new connections of IP %s for provider %s (%s)", t->ips[pr->ip],
@@ -179,9 +181,9 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         char a_nh[16];
         snprintf(a_nh, sizeof(a_nh), "%d", pr->handovers);
         pr->handovers = 0;
-        const char *args[13 + THR_REL_MAX] = {pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now,
-                                              a_lim,      a_blim,        id,           a_ms,         a_T,
-                                              a_tau,      a_hor,         a_nh};
+        const char *args[13 + THR_REL_MAX] = {
+            pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now, a_lim, a_blim,
+            id,         a_ms,          a_T,           a_tau,        a_hor, a_nh};
         for (int i = 0; i < pr->nrel; i++) {
             lease_id(t, pr->rel[i], rel[i], sizeof(rel[i]));
             args[13 + i] = rel[i];

@@ -142,8 +142,9 @@ static __attribute__((unused)) void th_fail_all(struct th_worker *w)
     }
 }
 
-static __attribute__((unused)) void th_worker_init(struct th_worker *w, struct test_redis *r, const struct thr_config *tc,
-                                                   const char *id, const char *const *ips, int nips)
+static __attribute__((unused)) void th_worker_init(struct th_worker *w, struct test_redis *r,
+                                                   const struct thr_config *tc, const char *id, const char *const *ips,
+                                                   int nips)
 {
     memset(w, 0, sizeof(*w));
     w->r = r;
