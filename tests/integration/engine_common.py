@@ -230,9 +230,4 @@ def redis_dump_bytes(v):
 
 def sink_log(sink):
     """volley-sink log lines as dicts (the sink flushes its log on exit: stop it first)."""
-    out = []
-    for line in sink.log_file.read_text().splitlines():
-        ms, src, conn, no, tls, frm, rcpts = line.split(" ", 6)
-        out.append({"src": src, "conn": int(conn), "no": int(no), "tls": tls == "1", "from": frm,
-                    "rcpts": rcpts.split(",")})
-    return out
+    return sink.log_records()

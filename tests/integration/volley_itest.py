@@ -309,11 +309,12 @@ class VolleySink:
             time.sleep(0.05)
         return False
 
-    def log_lines(self):
-        """The --log-file: [(unix_ms, source_ip, conn_id, [rcpt, ...])], one per accepted message, by time.
+    def log_records(self):
+        """The --log-file as dicts in file order, one per accepted message: ms, src (source IP), conn,
+        no (message number on the connection), tls, from, rcpts. Lines still being written are skipped.
 
         The sink writes its log from per-thread buffers every 200 ms (and at exit), so a running
-        sink's log lags a little and its lines are ordered by thread: they are sorted by the ms stamp.
+        sink's log lags a little and its lines are grouped by thread.
         """
         out = []
         try:
@@ -321,10 +322,17 @@ class VolleySink:
         except OSError:
             return out
         for line in text.splitlines():
-            parts = line.split(" ")
+            parts = line.split(" ", 6)
             if len(parts) < 7:
                 continue  # a line being written
-            out.append((int(parts[0]), parts[1], int(parts[2]), parts[6].split(",")))
+            ms, src, conn, no, tls, frm, rcpts = parts
+            out.append({"ms": int(ms), "src": src, "conn": int(conn), "no": int(no), "tls": tls == "1",
+                        "from": frm, "rcpts": rcpts.split(",")})
+        return out
+
+    def log_lines(self):
+        """The --log-file as [(unix_ms, source_ip, conn_id, [rcpt, ...])], sorted by the ms stamp."""
+        out = [(r["ms"], r["src"], r["conn"], r["rcpts"]) for r in self.log_records()]
         out.sort(key=lambda x: x[0])
         return out
 
