@@ -156,6 +156,24 @@ def test_bad_rows_listed_by_line_and_skipped(tmp_path, rds):
     assert r.hget(f"{PREFIX}:stats:spring", "queued") == "2"
 
 
+
+def test_over_long_record_from_a_pipe_is_one_bad_row(tmp_path, rds):
+    """A 9 MB quoted field read from a pipe: skipped whole, nothing inside it queued, the next row kept."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    # the row-like line sits past the 8 MiB record bound, where a reader that gave up would resume
+    text = ("email,first_name,token\n"
+            "victim@example.test,\"" + "x" * (8_700_000) + "\n"   # line 2: the field opens
+            "smuggled@example.test,evil,1\n"                       # line 3: inside the field
+            + "y" * 300_000 + "\",2\n"                             # line 4: the field closes
+            "legit@example.test,ok,3\n")                            # line 5
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", stdin=text)
+    assert p.returncode == 0, p.stderr
+    bad = [ln for ln in p.stderr.splitlines() if ": skipped:" in ln]
+    assert bad == ["volley push: <stdin>:2: skipped: record longer than 8388608 bytes (unterminated quote?)"], p.stderr
+    assert "1 jobs queued, 1 bad rows skipped" in p.stderr, p.stderr
+    assert jobs(r) == [{"campaign": "spring", "to": "legit@example.test", "var.first_name": "ok", "var.token": "3"}]
+
 def test_every_row_bad_is_a_failure(tmp_path, rds):
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
