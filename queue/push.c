@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
@@ -220,8 +221,10 @@ int q_push_job(struct q_push *p, const char *to, size_t tolen, const struct kv *
 {
     if (p->idlen == 0)
         return err_set(err, errlen, -EINVAL, "no campaign");
-    if (!q_addr_valid(to, tolen))
-        return err_set(err, errlen, -EINVAL, "invalid email address");
+    /* the worker's two checks: the contract's (at intake) and the sendable-address rule (at render) */
+    const char *why = addr_check(to, tolen);
+    if (why != NULL || !q_addr_valid(to, tolen))
+        return err_set(err, errlen, -EINVAL, "invalid email address: %s", why ? why : "refused by the Redis contract");
     if (nvars > Q_VAR_MAX)
         return err_set(err, errlen, -EINVAL, "more than %d variables", Q_VAR_MAX);
     for (size_t i = 0; i < nvars; i++) {

@@ -20,8 +20,10 @@
  *   HSET), keeps created_ms from an earlier push of the same id, sets
  *   updated_ms, and creates the consumer group (MKSTREAM) if missing.
  *
- *   Jobs are checked with queue/validate.h before they are queued, so push
- *   never writes a job the worker would dead-letter as malformed.
+ *   Jobs are checked with queue/validate.h and the recipient with
+ *   lib/addr.h (the rule the worker renders with) before they are queued,
+ *   so push never writes a job the worker would dead-letter as malformed
+ *   or fail for its address.
  * OWNERSHIP
  *   Everything passed in is copied before the call returns.
  * THREADS

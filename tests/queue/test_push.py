@@ -174,6 +174,34 @@ def test_over_long_record_from_a_pipe_is_one_bad_row(tmp_path, rds):
     assert "1 jobs queued, 1 bad rows skipped" in p.stderr, p.stderr
     assert jobs(r) == [{"campaign": "spring", "to": "legit@example.test", "var.first_name": "ok", "var.token": "3"}]
 
+
+def test_addresses_the_worker_refuses_are_bad_rows(tmp_path, rds):
+    """Non-ASCII (UTF-8 or not) and unsendable addresses are refused by push with the worker's reason."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_bytes(b"email,first_name,token\n"
+                    b"ok1@example.test,A,1\n"                 # line 2
+                    b"z\xc4\x85b@example.org,B,2\n"            # line 3: UTF-8, needs SMTPUTF8
+                    b"ann@ex\xe4mple.test,C,3\n"              # line 4: Latin-1, not even UTF-8
+                    b"a..b@example.test,D,4\n"                # line 5: not a dot-atom
+                    b"a@example..test,E,5\n"                  # line 6: empty domain label
+                    b"ok2@example.test,F,6\n")                # line 7
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 0, p.stderr
+    bad = [ln.split(": skipped: ", 1)[1] for ln in p.stderr.splitlines() if ": skipped: " in ln]
+    assert bad == ["invalid email address: non-ASCII address (SMTPUTF8) not supported"] * 2 + [
+        "invalid email address: invalid character in local part",
+        "invalid email address: empty or over-long domain label"], p.stderr
+    assert "2 jobs queued, 4 bad rows skipped" in p.stderr, p.stderr
+    assert [j["to"] for j in jobs(r)] == ["ok1@example.test", "ok2@example.test"]
+    # JSON lines: an escaped non-ASCII address is refused the same way
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
+               stdin='{"email": "j\\u00f6rg@example.test"}\n{"email": "ok3@example.test"}\n')
+    assert p.returncode == 0, p.stderr
+    assert "<stdin>:1: skipped: invalid email address: non-ASCII address (SMTPUTF8) not supported" in p.stderr
+    assert [j["to"] for j in jobs(r)][2:] == ["ok3@example.test"]
+
 def test_every_row_bad_is_a_failure(tmp_path, rds):
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
