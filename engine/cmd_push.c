@@ -183,6 +183,11 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
     int rc = read_file(path, PUSH_INI_MAX, &text, &len, err, errlen);
     if (rc < 0)
         return rc;
+    rc = config_text_check(path, text, len, err, errlen); /* the line loop below stops at a NUL */
+    if (rc < 0) {
+        free(text);
+        return rc;
+    }
     /* *_file paths are relative to the .ini's own folder */
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);

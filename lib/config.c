@@ -202,7 +202,7 @@ static int parse_dkim_key(struct vconfig *cfg, const char *v)
 {
     char dom[256], sel[64], alg[16], path[1024];
     if (cfg->ndkim >= CONFIG_MAX_DKIM)
-        return -EINVAL;
+        return -E2BIG;
     if (sscanf(v, "%255s %63s %15s %1023s", dom, sel, alg, path) != 4)
         return -EINVAL;
     struct config_dkim_key *k = &cfg->dkim[cfg->ndkim];
@@ -235,7 +235,7 @@ static int parse_dns_servers(struct vconfig *cfg, const char *v)
         char host[256];
         int port;
         if (cfg->ndns_servers >= CONFIG_MAX_DNS)
-            return -EINVAL;
+            return -E2BIG;
         if (strchr(t, ':') != NULL && t[0] != '[' && strchr(strchr(t, ':') + 1, ':') == NULL) {
             if (config_parse_hostport(t, host, sizeof(host), &port) < 0)
                 return -EINVAL;
@@ -278,7 +278,7 @@ static int parse_egress(struct vconfig *cfg, const char *v)
         struct in6_addr a6;
         struct in_addr a4;
         if (cfg->negress >= CONFIG_MAX_EGRESS)
-            return -EINVAL;
+            return -E2BIG;
         if (inet_pton(AF_INET, t, &a4) != 1 && inet_pton(AF_INET6, t, &a6) != 1)
             return -EINVAL;
         cfg->egress[cfg->negress].ip = xstrdup(t);
@@ -307,7 +307,9 @@ static int parse_route(struct vconfig *cfg, const char *key, const char *v)
 {
     char copy[2048], *save = NULL, host[256], cred[1024] = "";
     int port;
-    if (cfg->nroutes >= CONFIG_MAX_ROUTES || strlen(v) >= sizeof(copy))
+    if (cfg->nroutes >= CONFIG_MAX_ROUTES)
+        return -E2BIG;
+    if (strlen(v) >= sizeof(copy))
         return -EINVAL;
     snprintf(copy, sizeof(copy), "%s", v);
     char *hp = strtok_r(copy, " \t", &save);
@@ -357,7 +359,7 @@ static int raw_section(const char *sec)
            strcmp(sec, "retry") == 0 || strcmp(sec, "queue") == 0;
 }
 
-/* config_set - apply one key; returns 0, -ENOENT (unknown key) or -EINVAL (bad value) */
+/* config_set - apply one key; returns 0, -ENOENT (unknown key), -E2BIG (a table is full) or -EINVAL (bad value) */
 static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
 {
     if (strcmp(sec, "redis") == 0) {
@@ -453,7 +455,9 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 0, 86400000 * 7, &cfg->tls_broken_host_ms);
         if (strncmp(key, "policy.", 7) == 0 && key[7] != '\0') {
             enum config_tls_mode m;
-            if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY || parse_tls_mode(v, &m) < 0)
+            if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY)
+                return -E2BIG;
+            if (parse_tls_mode(v, &m) < 0)
                 return -EINVAL;
             cfg->tls_policy[cfg->ntls_policy].pattern = xstrdup(key + 7);
             for (char *p = cfg->tls_policy[cfg->ntls_policy].pattern; *p; p++)
@@ -483,6 +487,30 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
         }
     }
     return -ENOENT;
+}
+
+/* the tables a repeated key fills, named for the error when one is full (config_set returned -E2BIG) */
+static const struct {
+    const char *sec, *what;
+    int max;
+} limits[] = {
+    {"route", "too many [route] entries", CONFIG_MAX_ROUTES},
+    {"tls", "too many [tls] policy entries", CONFIG_MAX_TLS_POLICY},
+    {"dkim", "too many [dkim] keys", CONFIG_MAX_DKIM},
+    {"egress", "too many addresses in [egress] ips", CONFIG_MAX_EGRESS},
+    {"dns", "too many [dns] servers", CONFIG_MAX_DNS},
+};
+
+int config_text_check(const char *name, const char *text, size_t len, char *err, size_t errlen)
+{
+    const char *nul = memchr(text, '\0', len);
+    if (nul == NULL)
+        return 0;
+    int lineno = 1;
+    for (const char *p = text; p < nul; p++)
+        lineno += *p == '\n';
+    snprintf(err, errlen, "%s:%d: NUL byte in line", name, lineno);
+    return -EINVAL;
 }
 
 int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
@@ -548,6 +576,11 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
             return -EINVAL;
         }
+        for (size_t i = 0; rc == -E2BIG && i < sizeof(limits) / sizeof(limits[0]); i++)
+            if (strcmp(sec, limits[i].sec) == 0) {
+                snprintf(err, errlen, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
+                return -EINVAL;
+            }
         if (rc < 0) {
             snprintf(err, errlen, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
             return -EINVAL;
@@ -578,11 +611,20 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
         memcpy(text + len, chunk, n);
         len += n;
     }
+    /* a directory opens fine and then fails to read: that is not an empty file */
+    int e = ferror(f) ? errno : 0;
     fclose(f);
+    if (e != 0) {
+        free(text);
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
     if (text == NULL)
         return 0;
     text[len] = '\0';
-    int rc = config_parse_string(cfg, path, text, err, errlen);
+    int rc = config_text_check(path, text, len, err, errlen);
+    if (rc == 0)
+        rc = config_parse_string(cfg, path, text, err, errlen);
     free(text);
     return rc;
 }

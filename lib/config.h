@@ -8,7 +8,8 @@
  *   config_free(&cfg);
  * DESCRIPTION
  *   Every key has a default (config_defaults) so an empty file is valid.
- *   Unknown sections or keys and malformed values are errors naming the
+ *   Unknown sections or keys, malformed values, a full table (too many
+ *   routes, policies, DKIM keys...) and NUL bytes are errors naming the
  *   file, line and key. The README lists every key; keep them in step.
  * OWNERSHIP
  *   The struct owns all its strings; config_free releases them.
@@ -142,6 +143,12 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
  * Unlike config_load it does not fill defaults: call config_defaults(cfg) first.
  */
 int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen);
+/*
+ * config_text_check - refuse text[len] holding a NUL byte, which a parser of C strings would
+ * silently end the line (or at byte 0 the whole file) at; -EINVAL with "name:LINE: NUL byte in line".
+ * config_load applies it; other INI readers (volley push's CAMPAIGN.ini) call it on what they read.
+ */
+int config_text_check(const char *name, const char *text, size_t len, char *err, size_t errlen);
 void config_free(struct vconfig *cfg);
 /* config_route_find - the route for a recipient domain (exact, then "*"), or NULL */
 const struct config_route *config_route_find(const struct vconfig *cfg, const char *domain, size_t dlen);

@@ -257,6 +257,19 @@ def test_bad_campaign_file_names_the_line(tmp_path, rds):
     assert r.dbsize() == 0
 
 
+
+def test_nul_byte_in_campaign_file_writes_nothing(tmp_path, rds):
+    """CAMPAIGN.ini is read line by line as C strings: a NUL used to end the subject there, silently."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    ini.write_bytes(ini.read_bytes().replace(b"subject = Hello", b"subject = Hel\0lo"))
+    csv = tmp_path / "list.csv"
+    csv.write_text("email\na@example.test\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"volley push: {ini}:6: NUL byte in line"], p.stderr
+    assert r.dbsize() == 0
+
 def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path, cid=None)
