@@ -42,6 +42,7 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/kv.h"
+#include "lib/log.h"
 #include "queue/job.h"
 #include "queue/push.h"
 #include "queue/reclist.h"
@@ -342,8 +343,12 @@ static void bad_row(struct rows *r, long line, const char *why)
 {
     if (r->bad < PUSH_SHOW_BAD && isatty(2))
         fputs("\r\033[K", stderr); /* not in the middle of the progress bar */
-    if (r->bad++ < PUSH_SHOW_BAD)
-        fprintf(stderr, "volley push: %s:%ld: skipped: %s\n", r->path, line, why);
+    if (r->bad++ < PUSH_SHOW_BAD) {
+        /* reasons quote the row's own names and values: no control byte of theirs reaches the terminal */
+        char clean[400];
+        log_sanitize(clean, sizeof(clean), why, strlen(why));
+        fprintf(stderr, "volley push: %s:%ld: skipped: %s\n", r->path, line, clean);
+    }
     else if (r->bad == PUSH_SHOW_BAD + 1)
         fprintf(stderr, "volley push: more bad rows: only counted from here on\n");
 }
@@ -375,8 +380,10 @@ static int read_header(struct rows *r, char *err, size_t errlen)
             }
             r->email_col = i;
         } else if (!q_var_name_valid(f[i].p, f[i].n)) {
-            snprintf(err, errlen, "%s:%ld: column %d '%.64s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)",
-                     r->path, line, i + 1, r->names[i]);
+            char name[65];
+            log_sanitize(name, sizeof(name), f[i].p, f[i].n);
+            snprintf(err, errlen, "%s:%ld: column %d '%s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)",
+                     r->path, line, i + 1, name);
             return -EINVAL;
         }
         for (int j = 0; j < i; j++)
@@ -387,6 +394,11 @@ static int read_header(struct rows *r, char *err, size_t errlen)
     }
     if (r->email_col < 0) {
         snprintf(err, errlen, "%s:%ld: no 'email' column in the header row", r->path, line);
+        return -EINVAL;
+    }
+    /* caught here, before anything is written, instead of as every row refused */
+    if (nf - 1 > Q_VAR_MAX) {
+        snprintf(err, errlen, "%s:%ld: %d variable columns (at most %d)", r->path, line, nf - 1, Q_VAR_MAX);
         return -EINVAL;
     }
     return 0;
@@ -434,6 +446,17 @@ static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
                 }
             }
         } else {
+            /* JSON leaves a repeated name's meaning open (RFC 8259 4): refuse the row rather than pick one */
+            int dup = -1;
+            for (int i = 2; i + 1 < nf && dup < 0; i += 2)
+                for (int k = 0; k < i && dup < 0; k += 2)
+                    if (f[k].n == f[i].n && memcmp(f[k].p, f[i].p, f[i].n) == 0)
+                        dup = i;
+            if (dup >= 0) {
+                snprintf(why, sizeof(why), "field '%.*s' given twice", (int)(f[dup].n > 64 ? 64 : f[dup].n), f[dup].p);
+                bad_row(r, line, why);
+                continue;
+            }
             for (int i = 0; i + 1 < nf; i += 2) {
                 if (f[i].n == 5 && memcmp(f[i].p, "email", 5) == 0) {
                     to = f[i + 1].p;

@@ -297,6 +297,43 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
     assert r.hget(f"{PREFIX}:stats:{cid}", "queued") == "3"
 
 
+
+def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
+    """A name given twice is refused (which one would count?); a reason never echoes a control byte."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    lines = [
+        '{"email": "a@example.test", "token": "1", "token": "2"}',
+        '{"email": "b@example.test", "email": "victim@example.test"}',
+        '{"email": "c@example.test", "\\u001b]0;pwned\\u0007\\u001b[2J": "x"}',
+        '{"email": "d@example.test", "token": "4"}',
+    ]
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
+               stdin="\n".join(lines) + "\n")
+    assert p.returncode == 0, p.stderr
+    bad = [ln for ln in p.stderr.splitlines() if ": skipped: " in ln]
+    assert bad[0] == "volley push: <stdin>:1: skipped: field 'token' given twice", p.stderr
+    assert bad[1] == "volley push: <stdin>:2: skipped: field 'email' given twice", p.stderr
+    assert bad[2].startswith("volley push: <stdin>:3: skipped: invalid variable name '?]0;pwned??[2J'"), p.stderr
+    assert not any(ord(c) < 32 and c != "\n" for c in p.stderr), repr(p.stderr)
+    assert [(j["to"], j.get("var.token")) for j in jobs(r)] == [("d@example.test", "4")]
+
+
+def test_more_variable_columns_than_a_job_holds_writes_nothing(tmp_path, rds):
+    """65 variable columns: every row would be refused, so the header is, before anything is written."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    names = [f"v{i}" for i in range(65)]
+    csv.write_text("email," + ",".join(names) + "\na@example.test," + ",".join("x" * 65) + "\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"volley push: {csv}:1: 65 variable columns (at most 64)"], p.stderr
+    assert r.dbsize() == 0
+    csv.write_text("email," + ",".join(names[:64]) + "\na@example.test," + ",".join("x" * 64) + "\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 0 and len(jobs(r)) == 1, p.stderr
+
 def test_status_table(tmp_path, rds):
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
