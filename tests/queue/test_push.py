@@ -81,6 +81,12 @@ def write_campaign(tmp_path, cid="spring", subject="Hello {{first_name}}; welcom
     return ini
 
 
+def push_jsonl(conf, ini, lines):
+    """`volley push --format jsonl` with the lines on stdin (a pipe)."""
+    return volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
+                  stdin="\n".join(lines) + "\n")
+
+
 def jobs(r):
     return [f for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")]
 
@@ -196,8 +202,7 @@ def test_addresses_the_worker_refuses_are_bad_rows(tmp_path, rds):
     assert "2 jobs queued, 4 bad rows skipped" in p.stderr, p.stderr
     assert [j["to"] for j in jobs(r)] == ["ok1@example.test", "ok2@example.test"]
     # JSON lines: an escaped non-ASCII address is refused the same way
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
-               stdin='{"email": "j\\u00f6rg@example.test"}\n{"email": "ok3@example.test"}\n')
+    p = push_jsonl(conf, ini, ['{"email": "j\\u00f6rg@example.test"}', '{"email": "ok3@example.test"}'])
     assert p.returncode == 0, p.stderr
     assert "<stdin>:1: skipped: invalid email address: non-ASCII address (SMTPUTF8) not supported" in p.stderr
     assert [j["to"] for j in jobs(r)][2:] == ["ok3@example.test"]
@@ -282,8 +287,7 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
         '',
         '{"email":"cat@example.test"}',
     ]
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
-               stdin="\n".join(lines) + "\n")
+    p = push_jsonl(conf, ini, lines)
     assert p.returncode == 0, p.stderr
     cid = p.stdout.strip()
     assert re.fullmatch(r"c\d{13}[0-9a-f]{6}", cid), cid
@@ -297,7 +301,6 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
     assert r.hget(f"{PREFIX}:stats:{cid}", "queued") == "3"
 
 
-
 def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
     """A name given twice is refused (which one would count?); a reason never echoes a control byte."""
     port, r = rds
@@ -308,8 +311,7 @@ def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
         '{"email": "c@example.test", "\\u001b]0;pwned\\u0007\\u001b[2J": "x"}',
         '{"email": "d@example.test", "token": "4"}',
     ]
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
-               stdin="\n".join(lines) + "\n")
+    p = push_jsonl(conf, ini, lines)
     assert p.returncode == 0, p.stderr
     bad = [ln for ln in p.stderr.splitlines() if ": skipped: " in ln]
     assert bad[0] == "volley push: <stdin>:1: skipped: field 'token' given twice", p.stderr
