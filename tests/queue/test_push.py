@@ -305,13 +305,10 @@ def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
     """A name given twice is refused (which one would count?); a reason never echoes a control byte."""
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
-    lines = [
-        '{"email": "a@example.test", "token": "1", "token": "2"}',
-        '{"email": "b@example.test", "email": "victim@example.test"}',
-        '{"email": "c@example.test", "\\u001b]0;pwned\\u0007\\u001b[2J": "x"}',
-        '{"email": "d@example.test", "token": "4"}',
-    ]
-    p = push_jsonl(conf, ini, lines)
+    p = push_jsonl(conf, ini, ['{"email": "a@example.test", "token": "1", "token": "2"}',
+                               '{"email": "b@example.test", "email": "victim@example.test"}',
+                               '{"email": "c@example.test", "\\u001b]0;pwned\\u0007\\u001b[2J": "x"}',
+                               '{"email": "d@example.test", "token": "4"}'])
     assert p.returncode == 0, p.stderr
     bad = [ln for ln in p.stderr.splitlines() if ": skipped: " in ln]
     assert bad[0] == "volley push: <stdin>:1: skipped: field 'token' given twice", p.stderr
