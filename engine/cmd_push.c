@@ -16,9 +16,9 @@
  *   that name; KEY_file = PATH reads the file, relative to the .ini, into
  *   field KEY; id = names the campaign, generated when absent), [headers]
  *   (Name = value -> field header.Name) and [defaults] (var = value ->
- *   field default.var). Comments are lines starting with '#' or ';' (not
- *   trailing text: a subject may contain ';'). docs/redis-contract.md has
- *   the details.
+ *   field default.var), read with lib/ini.h like volley.conf. Comments are
+ *   lines starting with '#' or ';' (not trailing text: a subject may
+ *   contain ';'). docs/redis-contract.md has the details.
  *
  *   When stderr is a terminal a progress bar (percent of the file read,
  *   rows queued, rate) is redrawn there at most 10 times a second and
@@ -41,6 +41,7 @@
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/config.h"
+#include "lib/ini.h"
 #include "lib/kv.h"
 #include "lib/log.h"
 #include "queue/job.h"
@@ -117,17 +118,6 @@ static int read_file(const char *path, size_t max, char **out, size_t *len, char
     return 0;
 }
 
-/* trim - strip blanks at both ends, in place */
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
-}
-
 /* add_field - own a copy of name (prefix + key) and value; a repeated name is an error */
 static int add_field(struct campaign *c, const char *prefix, const char *key, char *val, size_t vlen, int val_owned,
                      char *err, size_t errlen)
@@ -184,11 +174,6 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
     int rc = read_file(path, PUSH_INI_MAX, &text, &len, err, errlen);
     if (rc < 0)
         return rc;
-    rc = config_text_check(path, text, len, err, errlen); /* the line loop below stops at a NUL */
-    if (rc < 0) {
-        free(text);
-        return rc;
-    }
     /* *_file paths are relative to the .ini's own folder */
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -199,50 +184,34 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
         dir[0] = '\0';
 
     enum { S_NONE, S_CAMPAIGN, S_HEADERS, S_DEFAULTS } sec = S_NONE;
-    int lineno = 0;
-    char *save = NULL;
-    rc = 0;
-    for (char *p = text; p != NULL && rc == 0; p = save) {
-        char *nl = strchr(p, '\n');
-        if (nl) {
-            *nl = '\0';
-            save = nl + 1;
-        } else {
-            save = NULL;
-        }
-        lineno++;
-        char *s = trim(p);
-        if (*s == '\0' || *s == '#' || *s == ';')
-            continue;
-        if (*s == '[') {
-            if (strcmp(s, "[campaign]") == 0)
+    struct ini it;
+    struct ini_line ln;
+    ini_init(&it, path, text, len, 0); /* no line limit: a value (an html = ... line) may be long */
+    while ((rc = ini_next(&it, &ln, err, errlen)) > 0) {
+        int lineno = ln.lineno;
+        if (ln.section != NULL) {
+            if (strcmp(ln.section, "campaign") == 0)
                 sec = S_CAMPAIGN;
-            else if (strcmp(s, "[headers]") == 0)
+            else if (strcmp(ln.section, "headers") == 0)
                 sec = S_HEADERS;
-            else if (strcmp(s, "[defaults]") == 0)
+            else if (strcmp(ln.section, "defaults") == 0)
                 sec = S_DEFAULTS;
             else {
-                snprintf(err, errlen, "%s:%d: unknown section %.60s (expected [campaign], [headers], [defaults])", path,
-                         lineno, s);
+                snprintf(err, errlen, "%s:%d: unknown section [%.60s] (expected [campaign], [headers], [defaults])",
+                         path, lineno, ln.section);
                 rc = -EINVAL;
+                break;
             }
             continue;
         }
-        char *eq = strchr(s, '=');
-        if (eq == NULL || sec == S_NONE) {
-            snprintf(err, errlen, "%s:%d: %s", path, lineno,
-                     eq ? "key outside a section (start with [campaign])" : "expected key = value");
+        if (sec == S_NONE) {
+            snprintf(err, errlen, "%s:%d: key outside a section (start with [campaign])", path, lineno);
             rc = -EINVAL;
             break;
         }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
-        if (*key == '\0') {
-            snprintf(err, errlen, "%s:%d: empty key", path, lineno);
-            rc = -EINVAL;
-            break;
-        }
+        char *key = ln.key, *val = ln.value;
         why[0] = '\0';
+        rc = 0;
         if (sec == S_HEADERS) {
             if (!header_name_ok(key))
                 snprintf(why, sizeof(why), "'%.64s' is not a valid header name", key);
@@ -278,6 +247,8 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
             snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
             rc = -EINVAL;
         }
+        if (rc < 0)
+            break;
     }
     free(text);
     if (rc == 0 && c->n == 0) {

@@ -2,9 +2,10 @@
  * NAME
  *   config - volley.conf (INI) parsing and validation
  * DESCRIPTION
- *   A deliberately small INI dialect: [section], key = value, '#' or ';'
- *   comments on their own line, surrounding blanks trimmed. Values are
- *   validated as they are read so the error can name the line.
+ *   A deliberately small INI dialect (lib/ini.h: [section], key = value,
+ *   '#' or ';' comments on their own line, surrounding blanks trimmed, NUL
+ *   bytes refused). Values are validated as they are read so the error can
+ *   name the line.
  */
 #include "config.h"
 
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "ini.h"
 #include "log.h"
 
 #define CONFIG_LINE_MAX 4096
@@ -100,17 +102,6 @@ void config_free(struct vconfig *cfg)
         free(cfg->dkim[i].path);
     }
     memset(cfg, 0, sizeof(*cfg));
-}
-
-/* trim - strip leading and trailing blanks in place */
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
 }
 
 /* parse_int - whole decimal number within [lo, hi] */
@@ -501,45 +492,22 @@ static const struct {
     {"dns", "too many [dns] servers", CONFIG_MAX_DNS},
 };
 
-int config_text_check(const char *name, const char *text, size_t len, char *err, size_t errlen)
+/* parse - apply text[len] (text[len] writable, see lib/ini.h) on top of cfg */
+static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, char *err, size_t errlen)
 {
-    const char *nul = memchr(text, '\0', len);
-    if (nul == NULL)
-        return 0;
-    int lineno = 1;
-    for (const char *p = text; p < nul; p++)
-        lineno += *p == '\n';
-    snprintf(err, errlen, "%s:%d: NUL byte in line", name, lineno);
-    return -EINVAL;
-}
-
-int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
-{
-    char line[CONFIG_LINE_MAX], sec[64] = "";
-    int lineno = 0;
-    const char *p = text;
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        lineno++;
-        if (n >= sizeof(line)) {
-            snprintf(err, errlen, "%s:%d: line too long", name, lineno);
-            return -EINVAL;
-        }
-        memcpy(line, p, n);
-        line[n] = '\0';
-        p += n + (nl ? 1 : 0);
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#' || *s == ';')
-            continue;
-        if (*s == '[') {
-            char *close = strchr(s, ']');
-            if (close == NULL || close[1] != '\0' || close - s - 1 >= (long)sizeof(sec)) {
+    char sec[64] = "";
+    struct ini it;
+    struct ini_line ln;
+    int rc;
+    ini_init(&it, name, text, len, CONFIG_LINE_MAX);
+    while ((rc = ini_next(&it, &ln, err, errlen)) > 0) {
+        int lineno = ln.lineno;
+        if (ln.section != NULL) {
+            if (strlen(ln.section) >= sizeof(sec)) {
                 snprintf(err, errlen, "%s:%d: malformed section header", name, lineno);
                 return -EINVAL;
             }
-            *close = '\0';
-            snprintf(sec, sizeof(sec), "%s", trim(s + 1));
+            snprintf(sec, sizeof(sec), "%s", ln.section);
             if (strcmp(sec, "redis") && strcmp(sec, "worker") && strcmp(sec, "route") && strcmp(sec, "tls") &&
                 strcmp(sec, "log") && strcmp(sec, "dkim") && strcmp(sec, "dns") && strcmp(sec, "smtp") && strcmp(sec, "egress") &&
                 !raw_section(sec)) {
@@ -548,13 +516,7 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             }
             continue;
         }
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            snprintf(err, errlen, "%s:%d: expected key = value", name, lineno);
-            return -EINVAL;
-        }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
+        const char *key = ln.key, *val = ln.value;
         if (sec[0] == '\0') {
             snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
             return -EINVAL;
@@ -571,7 +533,7 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             r->line = lineno;
             continue;
         }
-        int rc = config_set(cfg, sec, key, val);
+        rc = config_set(cfg, sec, key, val);
         if (rc == -ENOENT) {
             snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
             return -EINVAL;
@@ -586,7 +548,16 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             return -EINVAL;
         }
     }
-    return 0;
+    return rc;
+}
+
+int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
+{
+    size_t len = strlen(text);
+    char *copy = xmemdup(text, len + 1);
+    int rc = parse(cfg, name, copy, len, err, errlen);
+    free(copy);
+    return rc;
 }
 
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
@@ -622,9 +593,7 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
     if (text == NULL)
         return 0;
     text[len] = '\0';
-    int rc = config_text_check(path, text, len, err, errlen);
-    if (rc == 0)
-        rc = config_parse_string(cfg, path, text, err, errlen);
+    int rc = parse(cfg, path, text, len, err, errlen);
     free(text);
     return rc;
 }

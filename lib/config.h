@@ -143,12 +143,6 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
  * Unlike config_load it does not fill defaults: call config_defaults(cfg) first.
  */
 int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen);
-/*
- * config_text_check - refuse text[len] holding a NUL byte, which a parser of C strings would
- * silently end the line (or at byte 0 the whole file) at; -EINVAL with "name:LINE: NUL byte in line".
- * config_load applies it; other INI readers (volley push's CAMPAIGN.ini) call it on what they read.
- */
-int config_text_check(const char *name, const char *text, size_t len, char *err, size_t errlen);
 void config_free(struct vconfig *cfg);
 /* config_route_find - the route for a recipient domain (exact, then "*"), or NULL */
 const struct config_route *config_route_find(const struct vconfig *cfg, const char *domain, size_t dlen);
