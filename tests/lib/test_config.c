@@ -55,11 +55,13 @@ static void test_nul_bytes_are_an_error_naming_the_line(void **st)
         size_t n;
         const char *want;
     } cases[] = {
-        /* a NUL in a value used to cut it to "10.0.0" and go on */
-        {"[redis]\nprefix = app\n[dns]\nservers = 10.0.0.1\0:5353 10.0.0.2\n", 63, "F:4: NUL byte in line"},
+#define TEXT(s) s, sizeof(s) - 1 /* the bytes of a literal, NULs included */
+        /* a NUL in a value used to cut it to "10.0.0.1" and go on */
+        {TEXT("[redis]\nprefix = app\n[dns]\nservers = 10.0.0.1\0:5353 10.0.0.2\n"), "F:4: NUL byte in line"},
         /* a NUL first used to make the file empty: defaults (redis at 127.0.0.1, direct MX) were used */
-        {"\0[redis]\nurl = redis://10.1.2.3:7000\n", 36, "F:1: NUL byte in line"},
-        {"[redis]\nurl = redis://10.1.2.3:7000\n\0", 37, "F:3: NUL byte in line"},
+        {TEXT("\0[redis]\nurl = redis://10.1.2.3:7000\n"), "F:1: NUL byte in line"},
+        {TEXT("[redis]\nurl = redis://10.1.2.3:7000\n\0"), "F:3: NUL byte in line"},
+#undef TEXT
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct vconfig cfg;
@@ -72,7 +74,8 @@ static void test_nul_bytes_are_an_error_naming_the_line(void **st)
     /* the same file without the NUL loads: the check is about the byte, not the content */
     struct vconfig cfg;
     char err[256];
-    assert_int_equal(load("[redis]\nurl = redis://10.1.2.3:7000\n", 35, &cfg, err, sizeof(err)), 0);
+    static const char clean[] = "[redis]\nurl = redis://10.1.2.3:7000\n";
+    assert_int_equal(load(clean, sizeof(clean) - 1, &cfg, err, sizeof(err)), 0);
     assert_string_equal(cfg.redis_host, "10.1.2.3");
     assert_int_equal(cfg.redis_port, 7000);
     config_free(&cfg);

@@ -52,7 +52,7 @@ static const struct {
     {"# c\n[redis]\n  url = redis://x  \n\n; c\n[ worker ]\nname=a=b\n", 0, 0,
      "2:[redis]\n3:url=redis://x\n6:[worker]\n7:name=a=b\n"},
     {"[a]\r\nk = v ; not a comment # nor this\r\nlast=1", 0, 0, "1:[a]\n2:k=v ; not a comment # nor this\n3:last=1\n"},
-    {"[a]\nk = v\0alue\nx = 1\n", 19, 0, "1:[a]\nERR f.ini:2: NUL byte in line\n"},
+    {"[a]\nk = v\0alue\nx = 1\n", 21, 0, "1:[a]\nERR f.ini:2: NUL byte in line\n"},
     {"\0[a]\n", 5, 0, "ERR f.ini:1: NUL byte in line\n"},
     {"[a]\n\0", 5, 0, "1:[a]\nERR f.ini:2: NUL byte in line\n"},
     {"[a\n", 0, 0, "ERR f.ini:1: malformed section header\n"},
