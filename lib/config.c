@@ -560,41 +560,54 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
     return rc;
 }
 
-int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
+/* read_text - the whole file, NUL-terminated (*text NULL when empty); 0 or -errno with the reason in err */
+static int read_text(const char *path, char **text, size_t *len, char *err, size_t errlen)
 {
-    config_defaults(cfg);
-    cfg->path = xstrdup(path);
+    *text = NULL;
+    *len = 0;
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         int e = errno;
         snprintf(err, errlen, "%s: %s", path, strerror(e));
         return -e;
     }
-    char *text = NULL;
-    size_t len = 0, cap = 0;
+    size_t cap = 0;
     char chunk[4096];
     size_t n;
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            text = xrealloc(text, cap);
+        if (*len + n + 1 > cap) {
+            cap = (*len + n + 1) * 2;
+            *text = xrealloc(*text, cap);
         }
-        memcpy(text + len, chunk, n);
-        len += n;
+        memcpy(*text + *len, chunk, n);
+        *len += n;
     }
     /* a directory opens fine and then fails to read: that is not an empty file */
     int e = ferror(f) ? errno : 0;
     fclose(f);
     if (e != 0) {
-        free(text);
+        free(*text);
+        *text = NULL;
         snprintf(err, errlen, "%s: %s", path, strerror(e));
         return -e;
     }
-    if (text == NULL)
-        return 0;
-    text[len] = '\0';
-    int rc = parse(cfg, path, text, len, err, errlen);
+    if (*text != NULL)
+        (*text)[*len] = '\0';
+    return 0;
+}
+
+int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    cfg->path = xstrdup(path);
+    char *text;
+    size_t len;
+    int rc = read_text(path, &text, &len, err, errlen);
+    if (rc == 0 && text != NULL)
+        rc = parse(cfg, path, text, len, err, errlen);
     free(text);
+    if (rc < 0)
+        config_free(cfg); /* nothing for the caller to release on the error path (config_free again is harmless) */
     return rc;
 }
 

@@ -136,7 +136,7 @@ struct vconfig {
 
 /* config_defaults - fill cfg with defaults (allocates; pair with config_free) */
 void config_defaults(struct vconfig *cfg);
-/* config_load - defaults, then the file; 0 or -errno with a one-line reason in err */
+/* config_load - defaults, then the file; 0, or -errno with a one-line reason in err and cfg released */
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen);
 /*
  * config_parse_string - apply text on top of what cfg holds (tests); name appears in errors.
