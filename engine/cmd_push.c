@@ -319,9 +319,9 @@ static void bad_row(struct rows *r, long line, const char *why)
         char clean[400];
         log_sanitize(clean, sizeof(clean), why, strlen(why));
         fprintf(stderr, "volley push: %s:%ld: skipped: %s\n", r->path, line, clean);
-    }
-    else if (r->bad == PUSH_SHOW_BAD + 1)
+    } else if (r->bad == PUSH_SHOW_BAD + 1) {
         fprintf(stderr, "volley push: more bad rows: only counted from here on\n");
+    }
 }
 
 /* read_header - the CSV header: find 'email', check every other name; 0 or -EINVAL with err */

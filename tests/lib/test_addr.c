@@ -25,7 +25,9 @@ static const struct {
     {"ann@example.test", 0, NULL},
     {"a.b+tag@sub.example-shop.test", 0, NULL},
     {"x@[192.0.2.1]", 0, NULL},
-    {"z\xc4\x85" "b@example.org", 0, "non-ASCII address (SMTPUTF8) not supported"},
+    {"z\xc4\x85"
+     "b@example.org",
+     0, "non-ASCII address (SMTPUTF8) not supported"},
     {"ann@ex\xe4mple.test", 0, "non-ASCII address (SMTPUTF8) not supported"}, /* Latin-1: invalid UTF-8 */
     {"\xff\xfe@example.test", 0, "non-ASCII address (SMTPUTF8) not supported"},
     {"a@b\r\nRCPT TO:<x@y.test>", 0, "CR, LF or NUL in address"},
@@ -53,7 +55,8 @@ static void test_addr_table(void **st)
         size_t n = CASES[i].n ? CASES[i].n : strlen(CASES[i].addr);
         const char *got = addr_check(CASES[i].addr, n);
         if ((got == NULL) != (CASES[i].why == NULL) || (got && strcmp(got, CASES[i].why) != 0))
-            fail_msg("case %zu: got %s, want %s", i, got ? got : "(accepted)", CASES[i].why ? CASES[i].why : "(accepted)");
+            fail_msg("case %zu: got %s, want %s", i, got ? got : "(accepted)",
+                     CASES[i].why ? CASES[i].why : "(accepted)");
     }
 }
 

@@ -157,8 +157,9 @@ static void test_full_tables_name_the_limit(void **st)
     assert_string_equal(err, "t.conf:2: too many addresses in [egress] ips (max 64)");
     config_free(&cfg);
     config_defaults(&cfg);
-    assert_int_equal(config_parse_string(&cfg, "t.conf", "[dns]\nservers = 1.1.1.1 2.2.2.2 3.3.3.3 4.4.4.4 "
-                                                         "5.5.5.5 6.6.6.6 7.7.7.7 8.8.8.8 9.9.9.9\n",
+    assert_int_equal(config_parse_string(&cfg, "t.conf",
+                                         "[dns]\nservers = 1.1.1.1 2.2.2.2 3.3.3.3 4.4.4.4 "
+                                         "5.5.5.5 6.6.6.6 7.7.7.7 8.8.8.8 9.9.9.9\n",
                                          err, sizeof(err)),
                      -EINVAL);
     assert_string_equal(err, "t.conf:2: too many [dns] servers (max 8)");

@@ -230,7 +230,8 @@ static void read_all(int fd, enum q_reclist_format fmt, char *out, size_t outlen
         }
         o += (size_t)snprintf(out + o, outlen - o, "%ld:", line);
         for (int i = 0; i < nf; i++)
-            o += (size_t)snprintf(out + o, outlen - o, "%s%.*s", i ? "|" : "", (int)(f[i].n > 40 ? 40 : f[i].n), f[i].p);
+            o +=
+                (size_t)snprintf(out + o, outlen - o, "%s%.*s", i ? "|" : "", (int)(f[i].n > 40 ? 40 : f[i].n), f[i].p);
         snprintf(out + o, outlen - o, "\n");
     }
     q_reclist_free(l);
