@@ -14,6 +14,14 @@
 #               `volley worker --exit-when-idle` (plaintext) into volley-sink;
 #               Postfix smtp-source -d -s 50 -m N -l 2048 into the same sink.
 #               Target: volley msgs/s >= smtp-source msgs/s.
+#     redis     the plaintext spine again, measuring Redis: its CPU per
+#               delivered message over the worker phase beside the floor (a
+#               pipelined XADD of the same job fields, same run; target <= 8 us
+#               and <= 4x), and the memory it keeps per delivered message once
+#               the campaign is done (used_memory after - before; target
+#               <= 16 B outside <p>:events, events <= 100 B per entry).
+#               BENCH_BASELINE_VOLLEY=path/to/old/volley runs the same
+#               measures with that binary first, in the same run.
 #     sinks     bench/sink-vs-smtp-sink.sh (volley-sink vs smtp-sink, 1.5x).
 #     tls       the spine again with [tls] mode = required (STARTTLS on every
 #               connection). Target: >= 0.7x the plaintext msgs/s.
@@ -50,7 +58,7 @@ SINK=$BUILD/volley-sink
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 TIME=/usr/bin/time
 QUICK=${BENCH_QUICK:-0}
-SECTIONS=${BENCH_SECTIONS:-"spine sinks tls conns render throttle"}
+SECTIONS=${BENCH_SECTIONS:-"spine sinks tls redis conns render throttle"}
 if [ "$QUICK" = 1 ]; then
     MSGS=${BENCH_MSGS:-20000}
     CONNS=${BENCH_CONNS:-1000}
@@ -327,7 +335,7 @@ run_worker() {
 
 PLAIN_RATE=""
 CSV=$TMP/rcpt.csv
-if has_section spine || has_section tls; then
+if has_section spine || has_section tls || has_section redis; then
     make_csv "$CSV" "$MSGS"
     start_sink spine --threads 2 --log-file "$TMP/spine.msglog" --tls-cert "$TMP/sink.crt" --tls-key "$TMP/sink.key"
     SPINE_SINK_STATS=$SINK_STATS
@@ -431,7 +439,94 @@ if has_section tls; then
     fi
     row "tls" "volley CPU per message, STARTTLS" "${W_CPU_US} us" "-" "-"
 fi
-if has_section spine || has_section tls; then
+# ---------------------------------------------------------------- redis: Redis cost per delivered message
+# redis_used - used_memory in bytes
+redis_used() { rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+# redis_cpu_us - redis-server's user + system CPU so far in us (INFO cpu: getrusage of the process, the
+# same figure as utime + stime in /proc/<pid>/stat, at microsecond rather than clock-tick resolution)
+redis_cpu_us() { rcli info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.0f\n", s * 1e6}'; }
+
+# redis_run TAG VOLLEY_BIN - the plaintext spine with VOLLEY_BIN; sets R_CPU_US R_KEEP_B R_EV_B R_EV_N R_DBSIZE
+redis_run() {
+    local tag=$1 bin=$2 conf=$TMP/redis-$1.conf m0 m1 c0 c1 evmem
+    write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+    rcli flushall >/dev/null
+    rcli script flush >/dev/null
+    m0=$(redis_used)
+    VOLLEY=$bin push "$conf" "$CSV" >/dev/null
+    rcli config resetstat >/dev/null
+    c0=$(redis_cpu_us)
+    VOLLEY=$bin run_worker "redis-$tag" "$conf" "$MSGS"
+    c1=$(redis_cpu_us)
+    # where the time went: us per delivered message by command (scripts include the commands they call)
+    rcli info commandstats | awk -F'[:=,]' -v n="$MSGS" '/^cmdstat_/ {sub("cmdstat_", "", $1);
+        printf "%s %d calls %.2f us/msg\n", $1, $3, $5 / n}' | sort -k4 -rn | head -12 | sed "s/^/  $tag: /"
+    sleep 0.5 # let the worker's connections close before the memory is read
+    m1=$(redis_used)
+    evmem=$(rcli memory usage bench:events samples 0)
+    R_EV_N=$(rcli xlen bench:events)
+    R_DBSIZE=$(rcli dbsize)
+    R_CPU_US=$(calc "round(($c1 - $c0) / $MSGS, 2)")
+    R_EV_B=$(calc "round(${evmem:-0} / max($R_EV_N, 1), 1)")
+    R_KEEP_B=$(calc "round(($m1 - $m0 - ${evmem:-0}) / $MSGS, 1)")
+    echo "$tag: redis-server ${R_CPU_US} us CPU per delivered message (/proc ticks: ${W_REDIS_US} us);" \
+        "retained $(calc "$m1 - $m0") B after the campaign: events stream ${evmem:-0} B for $R_EV_N entries" \
+        "(${R_EV_B} B/entry), ${R_KEEP_B} B per message outside it; $R_DBSIZE keys:" \
+        "$(rcli --scan --pattern 'bench:*' | sed 's/:[0-9][0-9-]*$/:<id>/' | sort | uniq -c | tr -s ' \n' ' ')"
+}
+
+# floor_resp CSV - RESP text of one XADD per recipient with the fields volley push writes
+floor_resp() {
+    "$PYTHON" - "$1" <<'EOF'
+import csv, sys
+out = sys.stdout.buffer
+with open(sys.argv[1], encoding="utf-8") as f:
+    for row in csv.DictReader(f):
+        args = ["XADD", "bench:floor", "*", "campaign", "bench", "to", row.pop("email")]
+        for k, v in row.items():
+            args += ["var." + k, v]
+        enc = [a.encode() for a in args]
+        out.write(b"*%d\r\n" % len(enc) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in enc))
+EOF
+}
+
+if has_section redis; then
+    say "redis: $MSGS messages, Redis CPU and memory per delivered message (plaintext spine)"
+    if [ -n "${BENCH_BASELINE_VOLLEY:-}" ]; then
+        redis_run before "$BENCH_BASELINE_VOLLEY"
+        B_CPU_US=$R_CPU_US B_KEEP_B=$R_KEEP_B B_EV_B=$R_EV_B
+    fi
+    redis_run after "$VOLLEY"
+    # the floor: Redis storing the same jobs once, a pipelined XADD per job
+    floor_resp "$CSV" >"$TMP/floor.resp"
+    c0=$(redis_cpu_us)
+    rcli --pipe <"$TMP/floor.resp" >"$TMP/floor.out"
+    c1=$(redis_cpu_us)
+    FLOOR_US=$(calc "round(($c1 - $c0) / $MSGS, 2)")
+    rcli del bench:floor >/dev/null
+    r=$(calc "round($R_CPU_US / $FLOOR_US, 1)")
+    echo "floor: pipelined XADD of the same job fields ${FLOOR_US} us per entry; ratio $r"
+    res redis_cpu_us_per_msg "$R_CPU_US"
+    res redis_xadd_floor_us "$FLOOR_US"
+    res redis_cpu_floor_ratio "$r"
+    res redis_retained_b_per_msg "$R_KEEP_B"
+    res redis_events_b_per_entry "$R_EV_B"
+    if [ -n "${BENCH_BASELINE_VOLLEY:-}" ]; then
+        rb=$(calc "round($B_CPU_US / $FLOOR_US, 1)")
+        res redis_before_cpu_us_per_msg "$B_CPU_US"
+        res redis_before_retained_b_per_msg "$B_KEEP_B"
+        res redis_before_events_b_per_entry "$B_EV_B"
+        row "redis" "Redis CPU per delivered message, before ($BENCH_BASELINE_VOLLEY)" "${B_CPU_US} us" \
+            "(${rb}x the XADD floor)" "-"
+        row "redis" "Redis memory retained per message, before" "${B_KEEP_B} B + events ${B_EV_B} B/entry" "-" "-"
+    fi
+    row "redis" "Redis CPU per delivered message (plaintext, $MSGS)" "${R_CPU_US} us" \
+        "<= 8 us and <= 4x XADD floor (${FLOOR_US} us); ratio $r" "$(verdict "$R_CPU_US <= 8 and $r <= 4")"
+    row "redis" "Redis memory retained per delivered message, outside events" "${R_KEEP_B} B" "<= 16 B" \
+        "$(verdict "$R_KEEP_B <= 16")"
+    row "redis" "events stream per entry" "${R_EV_B} B" "<= 100 B" "$(verdict "$R_EV_B <= 100")"
+fi
+if has_section spine || has_section tls || has_section redis; then
     stop_sink
 fi
 

@@ -290,7 +290,6 @@ static void flush_outcomes(struct worker *w)
             w->out_tail = NULL;
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
-                                     .done_ttl_ms = w->retry->done_ttl_ms,
                                      .suppress_hard_bounces = w->retry->suppress_hard_bounces};
         q_record2(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }

@@ -45,36 +45,46 @@ static struct q_script retry_move_script =
  * campaign and one SMISMEMBER per batch: the worker learns everything it
  * needs to decide in the same round trip that brought the jobs. Expects
  * locals supp (key), campp (campaign key prefix), supp_on (boolean).
+ * An entry without marks is left as XREADGROUP gave it ([id, fields]: no
+ * empty table per entry to build and send), and the fields are found where
+ * volley push writes them (campaign, to first) before any search.
  */
 #define Q_LUA_ANNOTATE                                                                                                 \
     "local states = {}\n"                                                                                              \
     "local function annotate(entries)\n"                                                                               \
     "  local tos, idx = {}, {}\n"                                                                                      \
     "  for i, e in ipairs(entries) do\n"                                                                               \
-    "    local f, marks = e[2], {}\n"                                                                                  \
+    "    local f = e[2]\n"                                                                                             \
     "    if type(f) == 'table' then\n"                                                                                 \
     "      local to, camp\n"                                                                                           \
-    "      for j = 1, #f - 1, 2 do\n"                                                                                  \
-    "        if f[j] == 'to' then to = f[j + 1] elseif f[j] == 'campaign' then camp = f[j + 1] end\n"                  \
+    "      if f[1] == 'campaign' and f[3] == 'to' then camp, to = f[2], f[4]\n"                                        \
+    "      else\n"                                                                                                     \
+    "        for j = 1, #f - 1, 2 do\n"                                                                                \
+    "          if f[j] == 'to' then to = f[j + 1] elseif f[j] == 'campaign' then camp = f[j + 1] end\n"                \
+    "        end\n"                                                                                                    \
     "      end\n"                                                                                                      \
     "      if camp and #camp > 0 and #camp < 128 then\n"                                                               \
-    "        if states[camp] == nil then\n"                                                                            \
-    "          local ok, s = pcall(redis.call, 'HGET', campp .. camp, 'state')\n"                                      \
-    "          states[camp] = (ok and s) or 'active'\n"                                                                \
-    "        end\n"                                                                                                    \
     "        local s = states[camp]\n"                                                                                 \
-    "        if s == 'paused' or s == 'cancelled' then marks[#marks + 1] = s end\n"                                    \
+    "        if s == nil then\n"                                                                                       \
+    "          local ok, v = pcall(redis.call, 'HGET', campp .. camp, 'state')\n"                                      \
+    "          s = (ok and v) or 'active'\n"                                                                           \
+    "          states[camp] = s\n"                                                                                     \
+    "        end\n"                                                                                                    \
+    "        if s == 'paused' or s == 'cancelled' then e[3] = {s} end\n"                                               \
     "      end\n"                                                                                                      \
     "      if supp_on and to and #to > 0 and #to <= 320 then\n"                                                        \
     "        tos[#tos + 1] = string.lower(to); idx[#idx + 1] = i\n"                                                    \
     "      end\n"                                                                                                      \
     "    end\n"                                                                                                        \
-    "    e[3] = marks\n"                                                                                               \
     "  end\n"                                                                                                          \
     "  if #tos > 0 then\n"                                                                                             \
     "    local r = redis.call('SMISMEMBER', supp, unpack(tos))\n"                                                      \
     "    for j = 1, #r do\n"                                                                                           \
-    "      if r[j] == 1 then local m = entries[idx[j]][3]; m[#m + 1] = 'suppressed' end\n"                             \
+    "      if r[j] == 1 then\n"                                                                                        \
+    "        local e = entries[idx[j]]\n"                                                                              \
+    "        if e[3] == nil then e[3] = {} end\n"                                                                      \
+    "        e[3][#e[3] + 1] = 'suppressed'\n"                                                                         \
+    "      end\n"                                                                                                      \
     "    end\n"                                                                                                        \
     "  end\n"                                                                                                          \
     "end\n"
@@ -109,19 +119,19 @@ static struct q_script read2_script =
 
 /*
  * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, min_idle_ms, count, suppress (1/0),
- * campaign prefix, done prefix, stats prefix, worker heartbeat prefix.
+ * campaign prefix, stats prefix, worker heartbeat prefix.
  * Only consumers of a worker process whose heartbeat (<p>:worker:<name>) has expired are taken over:
  * an entry idle in a live worker may simply be slow (a stalled server holds it for minutes), and
  * claiming it would send it twice. A consumer "<name>-<thread>" belongs to process <name>.
- * A claimed entry whose outcome marker exists was
- * recorded already (its acknowledgement was lost or it was recorded from elsewhere): it is acknowledged
- * and deleted here, never handed out. The others are counted per campaign as `reclaimed` (the duplicate
- * window: a worker may have sent them and died before recording) and handed out.
+ * A pending entry was never recorded (the record script acknowledges in the same step), so every claimed
+ * entry is counted per campaign as `reclaimed` (the duplicate window: a worker may have sent it and died
+ * before recording) and handed out. If its first owner records it after all, the later of the two
+ * records finds nothing to acknowledge and is kept as a duplicate (queue/outcome.c).
  */
 static struct q_script autoclaim_script =
     Q_SCRIPT("local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE
              "local out, left = {}, tonumber(ARGV[4])\n"
-             "local donep, stats, workerp = ARGV[7], ARGV[8], ARGV[9]\n"
+             "local stats, workerp = ARGV[7], ARGV[8]\n"
              "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
              "  local sum = left > 0 and redis.call('EXISTS', s) == 1 and redis.pcall('XPENDING', s, ARGV[1])\n"
              "  if type(sum) == 'table' and not sum.err and type(sum[4]) == 'table' then\n"
@@ -136,13 +146,9 @@ static struct q_script autoclaim_script =
              "        end\n"
              "        if #ids > 0 then\n"
              "          local r = redis.call('XCLAIM', s, ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
-             "          local keep, mp = {}, donep\n"
-             "          if s == KEYS[1] then mp = donep .. 'high:' end\n"
+             "          local keep = {}\n"
              "          for _, e in ipairs(r) do\n"
-             "            if type(e) ~= 'table' then\n"
-             "            elseif redis.call('EXISTS', mp .. e[1]) == 1 then\n"
-             "              redis.call('XACK', s, ARGV[1], e[1]); redis.call('XDEL', s, e[1])\n"
-             "            else\n"
+             "            if type(e) == 'table' then\n"
              "              keep[#keep + 1] = e\n"
              "              if type(e[2]) == 'table' then\n"
              "                for j = 1, #e[2] - 1, 2 do\n"
@@ -167,11 +173,12 @@ static struct q_script autoclaim_script =
 
 /*
  * KEYS: jobs, retry, jobs:high. ARGV: group. Both streams are summed.
- * XINFO GROUPS gives lag and pending. Redis 7 reports lag as nil when
- * deleted entries make it unknowable, which is normal here (every recorded
- * job is XDELed). Then undelivered = XLEN - pending: exact as long as the
- * stream holds only pending and undelivered entries, which is the contract
- * (entries are deleted in the same step that acknowledges them).
+ * XINFO GROUPS gives lag and pending. Volley never XDELs job entries (the
+ * record script trims them from the front), so the lag is known; Redis 7
+ * reports it as nil only when someone deleted entries the group has not
+ * read yet. Then undelivered = XLEN - pending, which may count acknowledged
+ * entries the next record has not trimmed yet: an overestimate, never an
+ * underestimate, so --exit-when-idle never leaves work behind.
  */
 static struct q_script idle_check_script =
     Q_SCRIPT("local undelivered, pending = 0, 0\n"
@@ -290,7 +297,7 @@ void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_re
 void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *consumer, uint64_t min_idle_ms,
                         int count, int suppress, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &autoclaim_script, 3, 9);
+    vbuf *o = q_redis_eval_begin(q, &autoclaim_script, 3, 8);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->suppressed);
@@ -300,7 +307,6 @@ void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *c
     q_resp_bulk_u64(o, clamp_count(count));
     q_resp_bulk_str(o, suppress ? "1" : "0");
     q_resp_bulk_str(o, k->campaign);
-    q_resp_bulk_str(o, k->done);
     q_resp_bulk_str(o, k->stats);
     q_resp_bulk_str(o, k->worker);
     q_redis_eval_end(q, fn, priv);

@@ -57,9 +57,8 @@ void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_re
  * q_intake_autoclaim - take over jobs idle for at least min_idle_ms in the
  * pending list of any consumer whose worker process no longer beats its
  * heartbeat (<p>:worker:<name>: a dead worker's), both streams, high first, at
- * most count. Jobs with an outcome marker <p>:done:<id> are acknowledged
- * and deleted by the script instead of being returned; the others are
- * counted in <p>:stats:<campaign> `reclaimed` and returned marked like
+ * most count. They are counted in <p>:stats:<campaign> `reclaimed` and
+ * returned marked like
  * q_intake_read2 (reply: XREADGROUP shape; parse with q_jobs_parse).
  * Call it every few seconds (e.g. every claim_idle / 10) per process.
  */

@@ -23,7 +23,6 @@ void q_keys_init(struct q_keys *k, const char *prefix)
     snprintf(k->stats, sizeof(k->stats), "%s:stats:", prefix);
     snprintf(k->jobs_high, sizeof(k->jobs_high), "%s:jobs:high", prefix);
     snprintf(k->hold, sizeof(k->hold), "%s:hold:", prefix);
-    snprintf(k->done, sizeof(k->done), "%s:done:", prefix);
     snprintf(k->worker, sizeof(k->worker), "%s:worker:", prefix);
     snprintf(k->suppressed, sizeof(k->suppressed), "%s:suppressed", prefix);
     snprintf(k->claim, sizeof(k->claim), "%s:claim:", prefix);

@@ -11,8 +11,6 @@
  *     <p>:stats:<id>        per-campaign counters hash
  *     <p>:jobs:high         high-priority stream, same group, served first
  *     <p>:hold:<id>         jobs of a paused campaign, waiting for resume
- *     <p>:done:<job id>     outcome marker (string with TTL) set by the record script;
- *                           <p>:done:high:<job id> for jobs of <p>:jobs:high
  *     <p>:worker:<name>     heartbeat of a worker process (string with TTL)
  *     <p>:suppressed        set of lower-case addresses never to send to
  *     <p>:claim:<stream>    XAUTOCLAIM cursor of that stream
@@ -36,7 +34,6 @@ struct q_keys {
     /* added with the fleet features; appended so older users of the struct keep their offsets */
     char jobs_high[Q_KEY_MAX];
     char hold[Q_KEY_MAX];   /* "<p>:hold:" - append the campaign id */
-    char done[Q_KEY_MAX];   /* "<p>:done:" - append the job id */
     char worker[Q_KEY_MAX]; /* "<p>:worker:" - append the worker name */
     char suppressed[Q_KEY_MAX];
     char claim[Q_KEY_MAX]; /* "<p>:claim:" - append the stream key */

@@ -4,15 +4,21 @@
  * DESCRIPTION
  *   q_record queues one EVALSHA (EVAL on NOSCRIPT) of a Lua script that,
  *   for every outcome of the batch and atomically:
- *     - XADDs an event to <p>:events (job, campaign, to, status, code, dsn,
- *       reply, host, attempt, ts_ms, and the optional fields when set);
- *     - HINCRBYs the status counter in <p>:stats:<campaign>;
+ *     - XACKs the job entry; when that acknowledges nothing (the job was
+ *       recorded already: reclaimed and recorded by another worker, or a
+ *       batch re-sent after an outage) the outcome is a duplicate: an event
+ *       with duplicate = 1 and nothing else;
+ *     - XADDs an event to <p>:events (job, campaign, to, status, code,
+ *       attempt, ts_ms, then the optional fields that are set);
+ *     - adds the status to <p>:stats:<campaign> (one HINCRBY per campaign
+ *       and status for the whole batch);
  *     - for deferred: re-queues the job in <p>:retry due at retry_at_ms with
  *       its fields and attempt+1 (the job is never lost);
  *     - for failed: XADDs the job's fields and the reason to <p>:dead;
- *     - XACKs (and XDELs) the job entry.
- *   A worker killed at any instant therefore either recorded an outcome
- *   together with its acknowledgement, or left the job pending.
+ *   and then trims the streams it acknowledged in (XTRIM MINID: what the
+ *   group no longer needs). A worker killed at any instant therefore either
+ *   recorded an outcome together with its acknowledgement, or left the job
+ *   pending. Nothing is kept per job once it is recorded.
  * OWNERSHIP
  *   Everything is copied into the command when q_record returns.
  * THREADS
@@ -51,7 +57,6 @@ struct q_outcome {
 /* what the record script needs from [retry] / [queue] (queue/retry.h fills them from the config) */
 struct q_record_opts {
     uint64_t max_age_ms;       /* 0: never expire */
-    uint64_t done_ttl_ms;      /* outcome marker lifetime; 0: 7 days */
     int suppress_hard_bounces; /* add 5xx 5.1.x bounces to <p>:suppressed */
 };
 
@@ -59,7 +64,7 @@ struct q_record_opts {
 const char *q_status_name(enum q_status s);
 /*
  * q_record - queue the atomic recording of n outcomes; reply: integer n, or an error.
- * Same as q_record2 with max_age 4 days, markers for 7 days and hard-bounce suppression on.
+ * Same as q_record2 with max_age 4 days and hard-bounce suppression on.
  */
 void q_record(struct q_redis *q, const struct q_keys *k, const struct q_outcome *o, int n, q_reply_fn *fn, void *priv);
 /* q_record2 - q_record with explicit options (opts NULL: the defaults above) */

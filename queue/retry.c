@@ -27,7 +27,6 @@ void q_retry_config_defaults(struct q_retry_cfg *rc)
     rc->jitter = 0.2;
     rc->max_age_ms = 4ull * 86400000ull;
     rc->suppress_hard_bounces = 1;
-    rc->done_ttl_ms = 7ull * 86400000ull;
     rc->claim_idle_ms = 300000;
 }
 
@@ -158,11 +157,6 @@ int q_retry_config_load(const struct vconfig *cfg, struct q_retry_cfg *rc, char 
             if (strcmp(r->key, "suppress_hard_bounces") == 0) {
                 if (parse_yesno(r->value, &rc->suppress_hard_bounces) < 0)
                     snprintf(why, sizeof(why), "suppress_hard_bounces must be yes or no, not '%.40s'", r->value);
-            } else if (strcmp(r->key, "done_ttl") == 0) {
-                if (q_parse_duration_ms(r->value, &ms) < 0 || ms < 3600000)
-                    snprintf(why, sizeof(why), "done_ttl must be a duration of 1h to 365d, not '%.40s'", r->value);
-                else
-                    rc->done_ttl_ms = ms;
             } else if (strcmp(r->key, "claim_idle") == 0) {
                 if (q_parse_duration_ms(r->value, &ms) < 0 || ms < 10000 || ms > 86400000)
                     snprintf(why, sizeof(why), "claim_idle must be a duration of 10s to 1d, not '%.40s'", r->value);
@@ -180,9 +174,6 @@ int q_retry_config_load(const struct vconfig *cfg, struct q_retry_cfg *rc, char 
             return -EINVAL;
         }
     }
-    /* a marker that dies before the job could still be pending would let a reclaim send it again */
-    if (rc->done_ttl_ms < rc->max_age_ms)
-        rc->done_ttl_ms = rc->max_age_ms;
     return 0;
 }
 

@@ -14,8 +14,6 @@
  *   [queue]
  *     suppress_hard_bounces = yes       a 5xx bounce with DSN 5.1.x adds the recipient to
  *                                       <p>:suppressed (done by the record script)
- *     done_ttl = 7d                     how long the outcome marker <p>:done:<job> lives
- *                                       (at least max_age: see docs/fleet.md)
  *     claim_idle = 5m                   a pending job idle this long belongs to a dead worker
  *   Durations are a whole number with a unit s, m, h or d ("90s", "4d"); a bare
  *   number is seconds. The defaults follow the MTAs and RFC 5321 (DOMAIN.md):
@@ -47,7 +45,6 @@ struct q_retry_cfg {
     uint64_t max_age_ms;
     /* [queue] */
     int suppress_hard_bounces;
-    uint64_t done_ttl_ms;   /* outcome marker lifetime */
     uint64_t claim_idle_ms; /* q_intake_autoclaim min_idle_ms */
 };
 

@@ -125,7 +125,7 @@ static void test_expiry_after_max_age(void **st)
     assert_int_equal(NJ, 2);
     assert_int_equal(J[0]->first_ms, now - 10000);
     assert_true(J[1]->first_ms + 5000 > now); /* a new job: its entry id's time */
-    struct q_record_opts opts = {.max_age_ms = 5000, .done_ttl_ms = 60000, .suppress_hard_bounces = 1};
+    struct q_record_opts opts = {.max_age_ms = 5000, .suppress_hard_bounces = 1};
     struct q_outcome o[2] = {
         {.job = J[0], .status = Q_DEFERRED, .code = 451, .reply = "try later", .ts_ms = now, .retry_at_ms = now + 1},
         {.job = J[1], .status = Q_DEFERRED, .code = 451, .reply = "try later", .ts_ms = now, .retry_at_ms = now + 1},
@@ -157,6 +157,33 @@ static void test_expiry_after_max_age(void **st)
     free_jobs();
 }
 
+/* nothing left per job: both job streams hold no entry and no pending one */
+static void assert_streams_empty(void)
+{
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 0);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
+    for (int i = 0; i < 2; i++) {
+        redisReply *p = rh_cmd(&H, "XPENDING %s volley", i ? K.jobs_high : K.jobs);
+        assert_int_equal(p->element[0]->integer, 0);
+        freeReplyObject(p);
+    }
+}
+
+/* count_events - events with field = value */
+static long long count_events(const char *name, const char *value)
+{
+    redisReply *r = rh_cmd(&H, "XRANGE %s - +", K.events);
+    long long n = 0;
+    for (size_t e = 0; e < r->elements; e++) {
+        const redisReply *f = r->element[e]->element[1];
+        for (size_t i = 0; i + 1 < f->elements; i += 2)
+            if (strcmp(f->element[i]->str, name) == 0 && strcmp(f->element[i + 1]->str, value) == 0)
+                n++;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
 static void test_autoclaim_skips_recorded(void **st)
 {
     fresh();
@@ -165,10 +192,11 @@ static void test_autoclaim_skips_recorded(void **st)
     xadd(K.jobs_high, "c1", "h@example.test");
     read2("dead-worker", 10, 0);
     assert_int_equal(NJ, 4);
-    /* the first bulk job was recorded but its acknowledgement never landed (or it was recorded elsewhere) */
+    /* the "dead" worker recorded one bulk job before it stopped: recorded means acknowledged, never reclaimed */
     char recorded[Q_ID_MAX];
     snprintf(recorded, sizeof(recorded), "%s", J[1]->id);
-    freeReplyObject(rh_cmd(&H, "SET %s%s delivered", K.done, recorded));
+    struct q_outcome first = {.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    record(NULL, &first, 1);
     free_jobs();
     /* nothing is idle enough yet */
     q_intake_autoclaim(Q, &K, "w2", 60000, 10, 0, on_jobs, NULL);
@@ -185,19 +213,83 @@ static void test_autoclaim_skips_recorded(void **st)
         assert_null(J[i]->error);
     }
     assert_int_equal(stat("c1", "reclaimed"), 3);
-    /* the recorded one is gone from the stream and from every pending list */
-    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 2);
+    /* the recorded one is no longer pending (the stream may keep it until nothing older is pending) */
     redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
     assert_int_equal(p->element[0]->integer, 2);
     freeReplyObject(p);
-    /* recording a reclaimed job works in its stream; a second record of the same job is not counted twice */
+    /* recording a reclaimed job works in its stream; a second record of the same job (a batch re-sent
+       after an outage swallowed the reply) is not counted twice */
     struct q_outcome o = {.job = J[0], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
     record(NULL, &o, 1);
     record(NULL, &o, 1);
-    assert_int_equal(stat("c1", "delivered"), 1);
+    assert_int_equal(stat("c1", "delivered"), 2);
     char buf[16];
     assert_string_equal(last_event_field("duplicate", buf, sizeof(buf)), "1");
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
+    /* once the other two are recorded nothing is pending: the trim is exact and the stream empty */
+    struct q_outcome rest[2] = {{.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
+                                {.job = J[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1}};
+    record(NULL, rest, 2);
+    assert_streams_empty();
+    free_jobs();
+}
+
+/*
+ * A worker presumed dead (stopped past claim_idle) comes back after another worker reclaimed and
+ * recorded its jobs: its late outcomes are duplicates and count nothing, whatever they say; and when the
+ * first owner records before the reclaiming worker does, it is the reclaiming worker's outcome that is
+ * the duplicate. Nothing is kept per job to decide this: once everything is recorded both streams are
+ * empty and no key but the counters, events and retry set exists.
+ */
+static void test_late_record_after_reclaim_is_duplicate(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++)
+        xadd(K.jobs, "c1", "a@example.test");
+    xadd(K.jobs_high, "c1", "h@example.test");
+    read2("stopped", 10, 0);
+    assert_int_equal(NJ, 4);
+    struct q_job *old[4];
+    for (int i = 0; i < 4; i++)
+        old[i] = J[i];
+    NJ = 0;
+    usleep(30000);
+    q_intake_autoclaim(Q, &K, "w2", 20, 10, 0, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(NJ, 4);
+    assert_int_equal(stat("c1", "reclaimed"), 4);
+    /* the first owner wakes up before w2 recorded the last bulk job: its outcome for that one counts */
+    struct q_outcome early = {.job = old[3], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    record(NULL, &early, 1);
+    assert_int_equal(stat("c1", "delivered"), 1);
+    /* w2 records all four (the same ids, read back by its claim) */
+    struct q_outcome mine[4];
+    for (int i = 0; i < 4; i++)
+        mine[i] = (struct q_outcome){.job = J[i], .status = Q_DELIVERED, .code = 250, .ts_ms = 2};
+    record(NULL, mine, 4);
+    assert_int_equal(stat("c1", "delivered"), 4);
+    assert_int_equal(count_events("duplicate", "1"), 1);
+    /* the stopped worker's late outcomes for the other three: a deferral, a failure and a bounce */
+    struct q_outcome late[3] = {
+        {.job = old[0], .status = Q_DEFERRED, .code = 451, .reply = "later", .ts_ms = 3, .retry_at_ms = 5},
+        {.job = old[1], .status = Q_FAILED, .reply = "render failed", .ts_ms = 3},
+        {.job = old[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 3},
+    };
+    record(NULL, late, 3);
+    assert_int_equal(count_events("duplicate", "1"), 4);
+    assert_int_equal(stat("c1", "delivered"), 4);
+    assert_int_equal(stat("c1", "deferred"), 0);
+    assert_int_equal(stat("c1", "failed"), 0);
+    assert_int_equal(stat("c1", "bounced"), 0);
+    assert_int_equal(rh_int(&H, "ZCARD %s", K.retry), 0);
+    assert_int_equal(rh_int(&H, "EXISTS %s", K.dead), 0);
+    assert_int_equal(rh_int(&H, "SISMEMBER %s a@example.test", K.suppressed), 0);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.events), 8);
+    assert_streams_empty();
+    /* what Redis holds now: the two (empty) job streams with their group, the events and the counters */
+    assert_int_equal(rh_int(&H, "DBSIZE"), 4);
+    for (int i = 0; i < 4; i++)
+        q_job_free(old[i]);
     free_jobs();
 }
 
@@ -254,8 +346,8 @@ static void test_suppression(void **st)
         {.job = J[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.7.1", .reply = "policy", .ts_ms = 1},
         {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 1},
     };
-    struct q_record_opts on = {.max_age_ms = 0, .done_ttl_ms = 60000, .suppress_hard_bounces = 1};
-    struct q_record_opts off = {.max_age_ms = 0, .done_ttl_ms = 60000, .suppress_hard_bounces = 0};
+    struct q_record_opts on = {.max_age_ms = 0, .suppress_hard_bounces = 1};
+    struct q_record_opts off = {.max_age_ms = 0, .suppress_hard_bounces = 0};
     record(&on, o, 3);
     record(&off, o + 3, 1);
     assert_int_equal(stat("c1", "suppressed"), 1);
@@ -279,9 +371,20 @@ static struct q_ctl *ctl(void)
     return c;
 }
 
+static long long IDLE[3];
+
+static void on_idle(void *priv, redisReply *r)
+{
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    for (int i = 0; i < 3; i++)
+        IDLE[i] = r->element[i]->integer;
+}
+
 /*
  * accounted - queued == final outcomes + everything still somewhere in the queue
- * (jobs in flight are still entries of their stream, pending, until recorded)
+ * (jobs in flight are pending until recorded; the streams may also hold acknowledged
+ * entries the next record trims, so they are counted from the group: undelivered + pending)
  */
 static void assert_accounted(const char *camp)
 {
@@ -289,8 +392,9 @@ static void assert_accounted(const char *camp)
                       stat(camp, "suppressed");
     char hk[128];
     snprintf(hk, sizeof(hk), "%s%s", K.hold, camp);
-    long long left = rh_int(&H, "XLEN %s", K.jobs) + rh_int(&H, "XLEN %s", K.jobs_high) +
-                     rh_int(&H, "ZCARD %s", K.retry) + rh_int(&H, "XLEN %s", hk);
+    q_idle_check(Q, &K, on_idle, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    long long left = IDLE[0] + IDLE[1] + IDLE[2] + rh_int(&H, "XLEN %s", hk);
     if (stat(camp, "queued") != final + left)
         fail_msg("queued %lld != final %lld + left %lld", stat(camp, "queued"), final, left);
 }
@@ -420,6 +524,7 @@ int main(void)
     FD = rh_socket(&H);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expiry_after_max_age), cmocka_unit_test(test_autoclaim_skips_recorded),
+        cmocka_unit_test(test_late_record_after_reclaim_is_duplicate),
         cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
         cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
     };

@@ -3,7 +3,8 @@
  *   test_outcome - q_record, q_retry_move and q_idle_check against a real redis-server
  * DESCRIPTION
  *   What a user of the queue relies on: every outcome leaves an event, a
- *   counter, an acknowledgement and a deleted entry together; a deferred
+ *   counter and an acknowledgement together, and the recorded entries are
+ *   trimmed from the stream; a deferred
  *   job comes back once (never twice) with its fields and attempt+1; a
  *   failed job lands in the dead-letter stream with its original fields;
  *   and the idle check counts what is left.
@@ -164,7 +165,7 @@ static void test_record_writes_everything_together(void **st)
     assert_string_equal(RERR, "");
     assert_int_equal(R[0], 5);
 
-    /* every job acknowledged and deleted */
+    /* every job acknowledged and, nothing being pending any more, trimmed */
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 0);
     redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
     assert_int_equal(p->element[0]->integer, 0);
@@ -317,8 +318,18 @@ static void test_idle_check_with_deleted_entries(void **st)
     assert_int_equal(rh_pump(Q, FD), 0);
     idle(2, 2, 0);
     struct q_outcome o = {.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
-    record(&o, 1); /* the XDEL leaves a hole that makes Redis report lag as nil */
+    record(&o, 1); /* acknowledged, kept until J[0] is: the oldest pending entry bounds the trim */
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 4);
     idle(2, 1, 0);
+    o.job = J[0];
+    record(&o, 1); /* nothing pending: trimmed up to the last delivered entry */
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 2);
+    idle(2, 0, 0);
+    /* someone deletes an undelivered entry: the hole makes Redis report lag as nil, XLEN - pending is used */
+    redisReply *r = rh_cmd(&H, "XREVRANGE %s + - COUNT 1", K.jobs);
+    freeReplyObject(rh_cmd(&H, "XDEL %s %s", K.jobs, r->element[0]->element[0]->str));
+    freeReplyObject(r);
+    idle(1, 0, 0);
     free_jobs();
 }
 

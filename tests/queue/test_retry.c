@@ -122,7 +122,6 @@ static void test_config(void **st)
     assert_int_equal(rc.max_age_ms, 36 * HOUR);
     assert_false(rc.suppress_hard_bounces);
     assert_int_equal(rc.claim_idle_ms, 2 * MIN);
-    assert_int_equal(rc.done_ttl_ms, 7 * 24 * HOUR);
 
     static const struct {
         const char *text, *want;
