@@ -151,7 +151,7 @@ def test_sigterm_finishes_in_flight_then_restart(volley, volley_sink):
     # every job is recorded or still queued: in the stream (pending or not) or, if the deadline cut a
     # transaction, deferred in the retry set
     st = volley.stats(cid)
-    left = volley.r.xlen(volley.key("jobs")) + volley.r.zcard(volley.key("retry"))
+    left = volley.in_stream("jobs") + volley.r.zcard(volley.key("retry"))
     assert left > 0 and left == n - st.get("delivered", 0), (left, st)
 
     # restarted (same name: it resumes its own pending entries first); deferred ones come due after 1 s

@@ -498,6 +498,17 @@ class Volley:
         """[(member bytes, due ms)] of <p>:retry; members are opaque (binary) encodings of jobs."""
         return self.redis.raw.zrange(self.key("retry"), 0, -1, withscores=True)
 
+    def in_stream(self, *parts):
+        """Jobs of a stream not yet recorded: undelivered (the group's lag) + pending. XLEN is not that:
+        the stream keeps recorded entries until the record script can trim them (docs/redis-contract.md)."""
+        key = self.key(*(parts or ("jobs",)))
+        for g in self.r.xinfo_groups(key) if self.r.exists(key) else []:
+            if g["name"] in ("volley", b"volley"):
+                lag = g.get("lag")
+                assert lag is not None, f"lag of {key} unknown: {g}"
+                return lag + g["pending"]
+        return self.r.xlen(key)
+
     def queue_state(self):
         try:
             jobs = self.r.xlen(self.key("jobs"))
