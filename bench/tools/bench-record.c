@@ -85,9 +85,9 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
         snprintf(to, sizeof(to), "user%07d@example.test", i);
         snprintf(code, sizeof(code), "SPR%06d", i);
         snprintf(tok, sizeof(tok), "%016llx", (unsigned long long)i * 2654435761ull);
-        const char *a[] = {"XADD",         k->jobs, "*",        "campaign", "bench",          "to",
-                           to,             "var.first_name",    "Ann",      "var.plan",       "pro",
-                           "var.code",     code,    "var.city", "Lyon",     "var.unsub_token", tok};
+        const char *a[] = {"XADD", k->jobs,          "*",    "campaign",        "bench", "to",
+                           to,     "var.first_name", "Ann",  "var.plan",        "pro",   "var.code",
+                           code,   "var.city",       "Lyon", "var.unsub_token", tok};
         q_redis_cmdargv(q, 17, a, NULL, NULL, NULL);
         if (i % 1000 == 999)
             rh_pump(q, fd);

@@ -523,10 +523,13 @@ int main(void)
     Q = q_redis_new();
     FD = rh_socket(&H);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expiry_after_max_age), cmocka_unit_test(test_autoclaim_skips_recorded),
+        cmocka_unit_test(test_expiry_after_max_age),
+        cmocka_unit_test(test_autoclaim_skips_recorded),
         cmocka_unit_test(test_late_record_after_reclaim_is_duplicate),
-        cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
-        cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
+        cmocka_unit_test(test_high_first),
+        cmocka_unit_test(test_suppression),
+        cmocka_unit_test(test_hold_resume_cancel),
+        cmocka_unit_test(test_states_and_heartbeat),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free_jobs();
