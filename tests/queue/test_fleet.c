@@ -184,14 +184,27 @@ static long long count_events(const char *name, const char *value)
     return n;
 }
 
-static void test_autoclaim_skips_recorded(void **st)
+/* four_jobs_read_by - a fresh queue with 3 bulk jobs and 1 high one, all read by consumer */
+static void four_jobs_read_by(const char *consumer)
 {
     fresh();
     for (int i = 0; i < 3; i++)
         xadd(K.jobs, "c1", "a@example.test");
     xadd(K.jobs_high, "c1", "h@example.test");
-    read2("dead-worker", 10, 0);
+    read2(consumer, 10, 0);
     assert_int_equal(NJ, 4);
+}
+
+/* claim - w2's reclaim of what is idle for min_idle_ms, appended to J */
+static void claim(uint64_t min_idle_ms)
+{
+    q_intake_autoclaim(Q, &K, "w2", min_idle_ms, 10, 0, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+static void test_autoclaim_skips_recorded(void **st)
+{
+    four_jobs_read_by("dead-worker");
     /* the "dead" worker recorded one bulk job before it stopped: recorded means acknowledged, never reclaimed */
     char recorded[Q_ID_MAX];
     snprintf(recorded, sizeof(recorded), "%s", J[1]->id);
@@ -199,12 +212,10 @@ static void test_autoclaim_skips_recorded(void **st)
     record(NULL, &first, 1);
     free_jobs();
     /* nothing is idle enough yet */
-    q_intake_autoclaim(Q, &K, "w2", 60000, 10, 0, on_jobs, NULL);
-    assert_int_equal(rh_pump(Q, FD), 0);
+    claim(60000);
     assert_int_equal(NJ, 0);
     usleep(30000);
-    q_intake_autoclaim(Q, &K, "w2", 20, 10, 0, on_jobs, NULL);
-    assert_int_equal(rh_pump(Q, FD), 0);
+    claim(20);
     assert_int_equal(NJ, 3);
     assert_true(J[0]->high); /* high first, parsed like a read */
     for (int i = 0; i < NJ; i++) {
@@ -243,19 +254,13 @@ static void test_autoclaim_skips_recorded(void **st)
  */
 static void test_late_record_after_reclaim_is_duplicate(void **st)
 {
-    fresh();
-    for (int i = 0; i < 3; i++)
-        xadd(K.jobs, "c1", "a@example.test");
-    xadd(K.jobs_high, "c1", "h@example.test");
-    read2("stopped", 10, 0);
-    assert_int_equal(NJ, 4);
+    four_jobs_read_by("stopped");
     struct q_job *old[4];
     for (int i = 0; i < 4; i++)
         old[i] = J[i];
     NJ = 0;
     usleep(30000);
-    q_intake_autoclaim(Q, &K, "w2", 20, 10, 0, on_jobs, NULL);
-    assert_int_equal(rh_pump(Q, FD), 0);
+    claim(20);
     assert_int_equal(NJ, 4);
     assert_int_equal(stat("c1", "reclaimed"), 4);
     /* the first owner wakes up before w2 recorded the last bulk job: its outcome for that one counts */
