@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "engine/dns.h"
+#include "engine/lease.h"
 #include "engine/ring.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
@@ -137,6 +138,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     }
     vbuf_init(&w->scratch, 16384);
     w->reading_pending = true;
+    w->ctl_version = -1;
     return 0;
 }
 
@@ -168,8 +170,7 @@ static struct msg *msg_alloc(struct worker *w)
     return m;
 }
 
-/* msg_release - the message leaves this worker (recorded, or left pending in Redis on shutdown) */
-static void msg_release(struct worker *w, struct msg *m)
+void msg_release(struct worker *w, struct msg *m)
 {
     q_job_free(m->job);
     m->job = NULL;
@@ -461,6 +462,8 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
         msg_release(w, m);
         return;
     }
+    if (camp_ctl_stop(w, m))
+        return; /* paused or cancelled while the lookup ran */
     snprintf(m->host, sizeof(m->host), "%s", r->domain);
     m->scope = "site";
     switch (r->status) {
@@ -583,6 +586,8 @@ static void msg_prepare(struct worker *w, struct msg *m)
         worker_finish_msg(w, m, Q_FAILED, 0, "", c->error);
         return;
     }
+    if (camp_ctl_stop(w, m))
+        return;
     const struct q_job *j = m->job;
     struct tpl_render_ctx rc = {
         .to = j->to,
@@ -612,22 +617,24 @@ static void msg_prepare(struct worker *w, struct msg *m)
     msg_route(w, m);
 }
 
-/* msg_start - a job arrived from Redis */
-static void msg_start(struct worker *w, struct q_job *job)
+/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */
+static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
 {
     struct msg *m = msg_alloc(w);
     m->job = job;
+    m->owned_ms = owned_ms;
     if (job->error != NULL) {
         worker_finish_msg(w, m, Q_FAILED, 0, "", job->error);
         return;
     }
     /* campaign control and suppression are decided at intake, never sent */
-    if (job->camp_state == Q_CAMP_CANCELLED) {
-        worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
-        return;
-    }
-    if (job->camp_state == Q_CAMP_PAUSED) {
-        worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
+    if (job->camp_state == Q_CAMP_CANCELLED || job->camp_state == Q_CAMP_PAUSED) {
+        /* the mark is newer than any state this thread saw: stop what it holds of the campaign too */
+        camp_ctl_note(w, job->campaign, job->campaign_len, job->camp_state);
+        if (job->camp_state == Q_CAMP_CANCELLED)
+            worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
+        else
+            worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
         return;
     }
     if (job->suppressed) {
@@ -635,6 +642,7 @@ static void msg_start(struct worker *w, struct q_job *job)
         return;
     }
     m->camp = camp_get(w, job->campaign, job->campaign_len);
+    m->camp->ctl = Q_CAMP_ACTIVE; /* the intake's mark is the newest word on the campaign's state */
     msg_prepare(w, m);
 }
 
@@ -690,7 +698,7 @@ static void on_claim(void *priv, redisReply *r)
         log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died mid-send)",
                  n);
     for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i]);
+        msg_start(w, jobs[i], w->claim_sent_ms);
 }
 
 static void on_read(void *priv, redisReply *r)
@@ -736,7 +744,7 @@ static void on_read(void *priv, redisReply *r)
     if (w->reading_pending)
         log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
     for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i]);
+        msg_start(w, jobs[i], w->read_sent_ms);
 }
 
 /* intake_maybe_read - ask for more jobs when there is room */
@@ -755,6 +763,7 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
     w->read_outstanding = true;
+    w->read_sent_ms = worker_now_ms();
     q_intake_read2(w->redis.q, &w->keys, w->consumer, count, w->reading_pending, w->retry->suppress_hard_bounces,
                    on_read, w);
 }
@@ -773,6 +782,9 @@ void worker_on_redis_up(struct worker *w)
     w->idle_check_outstanding = false;
     w->wait_outstanding = false;
     w->claim_outstanding = false;
+    w->beat_outstanding = false;
+    fence_on_redis_up(w);
+    camp_ctl_on_redis_up(w);
     /* a read lost with the link may have delivered entries to us: look at our pending list again */
     w->reading_pending = true;
     for (struct camp *c = w->camps; c; c = c->next) {
@@ -780,6 +792,25 @@ void worker_on_redis_up(struct worker *w)
         if (c->state == CAMP_FETCHING)
             camp_fetch(w, c);
     }
+}
+
+/*
+ * on_beat - Redis confirmed the heartbeat: the process's lease runs on
+ * (engine/lease.h). Any reply but OK (or 1 from a conditional renewal)
+ * confirms nothing, and the lease runs out.
+ */
+static void on_beat(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    w->beat_outstanding = false;
+    if (r == NULL)
+        return;
+    bool ok = (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0) ||
+              (r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    if (ok)
+        lease_confirmed(w->beat_sent_ms, worker_now_ms(), WORKER_HEARTBEAT_TTL_MS);
+    else
+        log_error("heartbeat not confirmed: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 }
 
 /*
@@ -795,18 +826,21 @@ static void fleet_duties(struct worker *w, uint64_t now)
     }
     if (w->idx != 0)
         return;
-    if (now >= w->next_beat_ms) {
+    if (now >= w->next_beat_ms && !w->beat_outstanding) {
         char info[200];
         snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", (int)getpid(), w->cfg->threads,
                  w->inflight, w->n_delivered);
         /* a stopped worker's jobs are taken over once this expires (plus [queue] claim_idle) */
-        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
+        w->beat_outstanding = true;
+        w->beat_sent_ms = worker_now_ms(); /* the lease counts from here, not from the loop's `now` */
+        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
         w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
     }
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
     if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
         w->inflight < w->cfg->max_inflight / 2) {
         w->claim_outstanding = true;
+        w->claim_sent_ms = worker_now_ms();
         q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, w->cfg->batch,
                            w->retry->suppress_hard_bounces, on_claim, w);
         uint64_t every = w->retry->claim_idle_ms / 10;
@@ -996,8 +1030,11 @@ void worker_run(struct worker *w)
         if (w->thr != NULL)
             thr_tick(w->thr, clock_wall_ms());
         intake_maybe_read(w, now);
-        if (w->redis.state == REDIS_UP && !w->stopping)
+        if (w->redis.state == REDIS_UP && !w->stopping) {
             fleet_duties(w, now);
+            camp_ctl_tick(w, now);
+            fence_tick(w, now);
+        }
         pool_tick(w, now);
         flush_outcomes(w);
         redis_link_flush(w);
@@ -1065,15 +1102,15 @@ void worker_free(struct worker *w)
         camp_ver_unref(c->ver);
         free(c);
     }
+    if (w->thr != NULL)
+        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
+    redis_link_free(w);   /* a failed fence round releases its messages to the free list */
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;
         w->free_msgs = m->next;
         vbuf_free(&m->data);
         free(m);
     }
-    if (w->thr != NULL)
-        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
-    redis_link_free(w);
     if (w->dkim)
         dkim_signer_free(w->dkim);
     tls_ctx_free(w->tls_ctx);

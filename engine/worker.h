@@ -81,6 +81,8 @@ struct msg {
     int thr_prov;         /* throttle provider of the recipient; -1: not throttled */
     char limit[160];      /* which volley limit deferred it ("" when none) */
     const char *scope;    /* what a failure concerns: "recipient", "message", "connection", "site" */
+    uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */
+    struct route_pool *pool; /* where a message being re-confirmed goes back to (engine/fence.c) */
 };
 
 enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_AUTH, EX_AUTH_USER,
@@ -192,6 +194,7 @@ struct camp {
     uint64_t refresh_at_ms;
     char error[512];
     struct msg *waiting; /* jobs that arrived while the campaign was being fetched */
+    enum q_camp_state ctl; /* state last seen in Redis: paused or cancelled messages are not sent */
 };
 
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
@@ -264,6 +267,15 @@ struct worker {
     int batches_outstanding;
     bool done, stopping;
     vbuf scratch;
+    /* heartbeat (thread 0) and fencing (engine/fence.c) */
+    bool beat_outstanding, fence_needed, fence_outstanding;
+    uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
+    /* campaign control (engine/camp_ctl.c) */
+    long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
+    bool ctl_outstanding, ctl_failed;
+    int ctl_states_outstanding;
+    uint64_t next_ctl_ms, ctl_sent_ms;
+    uint64_t ctl_ok_ms; /* send time of the last control check fully applied */
     /* counters for the end-of-run summary */
     unsigned long n_delivered, n_deferred, n_bounced, n_failed, n_other;
 };
@@ -277,6 +289,34 @@ void worker_free(struct worker *w);
 void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int code, const char *dsn,
                        const char *reply);
 uint64_t worker_now_ms(void);
+/* msg_release - the message leaves this worker (recorded, left pending in Redis, or owned by another worker now) */
+void msg_release(struct worker *w, struct msg *m);
+
+/* fence.c */
+/*
+ * fence_gate - may the message at the head of p go on the wire now? Only
+ * within the lease, once its ownership and its campaign's state were
+ * confirmed since the lease began; a head whose campaign is paused or
+ * cancelled is recorded so and the next one looked at. smtp_conn.c calls
+ * it before each transaction.
+ */
+bool fence_gate(struct worker *w, struct route_pool *p);
+/* fence_owns - is m's ownership confirmed within the current lease? */
+bool fence_owns(const struct msg *m, uint64_t now);
+/* fence_tick - after a lapse of the lease, re-confirm the held messages that need it */
+void fence_tick(struct worker *w, uint64_t now);
+/* fence_on_redis_up - the link (re)connected: a confirmation lost with it is asked again */
+void fence_on_redis_up(struct worker *w);
+
+/* camp_ctl.c */
+/* camp_ctl_tick - poll <p>:ctl:version while messages are held; re-read campaign states when it moved */
+void camp_ctl_tick(struct worker *w, uint64_t now);
+/* camp_ctl_on_redis_up - the link (re)connected: every state is read again */
+void camp_ctl_on_redis_up(struct worker *w);
+/* camp_ctl_stop - m's campaign is paused or cancelled: record it held or cancelled (true), else false */
+bool camp_ctl_stop(struct worker *w, struct msg *m);
+/* camp_ctl_note - intake saw campaign id marked paused or cancelled */
+void camp_ctl_note(struct worker *w, const char *id, size_t idlen, enum q_camp_state st);
 
 /* smtp_pool.c */
 /* pool_for_route - the pool of a [route] entry (resolved with the system resolver once) */

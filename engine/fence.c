@@ -1,0 +1,153 @@
+/*
+ * NAME
+ *   fence - a worker thread sends only the jobs that are still its own
+ * DESCRIPTION
+ *   The process's lease (engine/lease.h) says when this worker may start
+ *   transactions at all. After a lapse (a stall, a partition, a Redis
+ *   outage longer than the lease) other workers may have taken over jobs
+ *   this thread still holds in its pool queues. Before any of them goes on
+ *   the wire the thread asks Redis which are still pending for its own
+ *   consumer (queue/fence.h), in rounds of at most Q_FENCE_MAX messages:
+ *   the ones still ours are marked confirmed and queued again; the others
+ *   are dropped without an outcome (the worker that took them records it).
+ *
+ *   Messages outside the pool queues (waiting for their campaign or for
+ *   DNS) are checked when they reach a pool: fence_gate holds back every
+ *   message whose confirmation predates the current lease and asks for a
+ *   round.
+ *
+ *   A transaction already on the wire when the lease lapses finishes: it
+ *   cannot be called back, and its outcome is recorded (as a duplicate if
+ *   the job was taken over and recorded meanwhile).
+ * THREADS
+ *   Everything here runs on the thread that owns the worker.
+ */
+#include <stdlib.h>
+
+#include "engine/lease.h"
+#include "engine/worker.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "queue/fence.h"
+
+/* a round of confirmations in flight */
+struct fence_round {
+    struct worker *w;
+    uint64_t sent_ms;
+    int n;
+    struct msg *msgs[Q_FENCE_MAX];
+};
+
+bool fence_owns(const struct msg *m, uint64_t now)
+{
+    return lease_fresh(now) && m->owned_ms >= lease_start();
+}
+
+bool fence_gate(struct worker *w, struct route_pool *p)
+{
+    for (;;) {
+        struct msg *m = p->qhead;
+        if (m == NULL)
+            return false;
+        uint64_t now = worker_now_ms(), start = lease_start();
+        if (!lease_fresh(now))
+            return false; /* no confirmed heartbeat lately: others may be taking our jobs */
+        if (m->owned_ms < start) {
+            w->fence_needed = true;
+            return false;
+        }
+        /* after a lapse, campaign states are read again before anything is sent */
+        if (w->ctl_ok_ms < start)
+            return false;
+        if (m->camp == NULL || (m->camp->ctl != Q_CAMP_PAUSED && m->camp->ctl != Q_CAMP_CANCELLED))
+            return true;
+        camp_ctl_stop(w, pool_take(p)); /* recorded held or cancelled; look at the next one */
+    }
+}
+
+/* on_confirmed - the round's answer: ours go back to their pools, the others are let go */
+static void on_confirmed(void *priv, redisReply *r)
+{
+    struct fence_round *fr = priv;
+    struct worker *w = fr->w;
+    int owned[Q_FENCE_MAX];
+    w->fence_outstanding = false;
+    bool ok = q_fence_parse(r, owned, fr->n) == 0;
+    if (!ok) {
+        if (r != NULL)
+            log_error("confirming %d held jobs failed: %.200s; will retry", fr->n,
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        w->fence_needed = true;
+    }
+    int dropped = 0;
+    for (int i = 0; i < fr->n; i++) {
+        struct msg *m = fr->msgs[i];
+        if (w->stopping) {
+            msg_release(w, m); /* left pending in Redis, as on any shutdown */
+        } else if (!ok) {
+            pool_enqueue(m->pool, m); /* still unconfirmed: the gate asks again */
+        } else if (owned[i]) {
+            m->owned_ms = fr->sent_ms;
+            pool_enqueue(m->pool, m);
+        } else {
+            dropped++;
+            msg_release(w, m); /* another worker owns it: its outcome is theirs to record */
+        }
+    }
+    if (dropped > 0)
+        log_warn("fencing: %d of %d held jobs were taken over by another worker while this one was stalled or "
+                 "cut off from Redis; dropped without sending",
+                 dropped, fr->n);
+    free(fr);
+}
+
+void fence_tick(struct worker *w, uint64_t now)
+{
+    if (!w->fence_needed || w->fence_outstanding || w->redis.state != REDIS_UP || !lease_fresh(now))
+        return;
+    uint64_t start = lease_start();
+    struct fence_round *fr = xmalloc(sizeof(*fr));
+    fr->w = w;
+    fr->n = 0;
+    fr->sent_ms = now;
+    /* take every unconfirmed message out of the pool queues (up to a round's worth), keep the order of the rest */
+    for (struct route_pool *p = w->pools; p && fr->n < Q_FENCE_MAX; p = p->all_next) {
+        struct msg *keep = NULL, **tail = &keep, *m = p->qhead;
+        p->qhead = p->qtail = NULL;
+        p->qlen = 0;
+        while (m != NULL) {
+            struct msg *next = m->next;
+            m->next = NULL;
+            if (m->owned_ms < start && fr->n < Q_FENCE_MAX) {
+                m->pool = p;
+                fr->msgs[fr->n++] = m;
+            } else {
+                *tail = m;
+                tail = &m->next;
+            }
+            m = next;
+        }
+        for (m = keep; m != NULL;) {
+            struct msg *next = m->next;
+            pool_enqueue(p, m);
+            m = next;
+        }
+    }
+    if (fr->n == 0) {
+        w->fence_needed = false;
+        free(fr);
+        return;
+    }
+    const struct q_job *jobs[Q_FENCE_MAX];
+    for (int i = 0; i < fr->n; i++)
+        jobs[i] = fr->msgs[i]->job;
+    /* another round follows if this one could not take them all (or a message reaches a pool late) */
+    w->fence_needed = fr->n == Q_FENCE_MAX;
+    w->fence_outstanding = true;
+    q_fence_confirm(w->redis.q, &w->keys, w->consumer, jobs, fr->n, on_confirmed, fr);
+}
+
+void fence_on_redis_up(struct worker *w)
+{
+    w->fence_outstanding = false; /* its callback got a NULL reply: the messages are back in their pools */
+}
