@@ -98,6 +98,8 @@ static void on_confirmed(void *priv, redisReply *r)
         log_warn("fencing: %d of %d held jobs were taken over by another worker while this one was stalled or "
                  "cut off from Redis; dropped without sending",
                  dropped, fr->n);
+    else if (ok)
+        log_info("fencing: the %d held jobs are still ours after the heartbeat lapsed; sending resumes", fr->n);
     free(fr);
 }
 
@@ -109,7 +111,7 @@ void fence_tick(struct worker *w, uint64_t now)
     struct fence_round *fr = xmalloc(sizeof(*fr));
     fr->w = w;
     fr->n = 0;
-    fr->sent_ms = now;
+    fr->sent_ms = worker_now_ms(); /* not the loop's `now`: a stall may lie between the two */
     /* take every unconfirmed message out of the pool queues (up to a round's worth), keep the order of the rest */
     for (struct route_pool *p = w->pools; p && fr->n < Q_FENCE_MAX; p = p->all_next) {
         struct msg *keep = NULL, **tail = &keep, *m = p->qhead;

@@ -19,6 +19,7 @@
 #include "lib/clock.h"
 #include "queue/campaign.h"
 #include "queue/control.h"
+#include "queue/fence.h"
 #include "queue/fleet.h"
 #include "queue/intake.h"
 #include "queue/job.h"
@@ -306,6 +307,10 @@ static void test_hold_resume_cancel(void **st)
     freeReplyObject(rh_cmd(&H, "HSET %sc1 queued 8", K.stats));
     assert_int_equal(q_ctl_campaign_pause(c, "c1", err, sizeof(err)), 0);
     assert_int_equal(q_ctl_campaign_pause(c, "nope", err, sizeof(err)), -ENOENT);
+    /* every state change moves the counter running workers poll; a refused one does not */
+    redisReply *v = rh_cmd(&H, "GET %s", K.ctl_version);
+    assert_string_equal(v->str, "1");
+    freeReplyObject(v);
 
     /* every job read while paused is marked and held */
     read2("w1", 20, 1);
@@ -412,6 +417,44 @@ static void test_states_and_heartbeat(void **st)
     assert_int_equal(rh_int(&H, "EXISTS %smta1", K.worker), 0);
 }
 
+static int OWNED[8];
+static void on_owned(void *priv, redisReply *r)
+{
+    assert_int_equal(q_fence_parse(r, OWNED, *(int *)priv), 0);
+}
+
+/* a stalled worker asks which of its held jobs are still its own: not those taken over or recorded */
+static void test_fence_confirm(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++)
+        xadd(K.jobs, "c1", "f@example.test");
+    xadd(K.jobs_high, "c1", "h@example.test");
+    read2("stalled-0", 10, 0); /* high first: J[0] is the high job */
+    assert_int_equal(NJ, 4);
+    /* the oldest bulk job is taken over by another worker (no heartbeat for "stalled"), one is recorded */
+    usleep(30000);
+    struct q_job *mine[4] = {J[0], J[1], J[2], J[3]};
+    int nmine = NJ;
+    NJ = 0;
+    freeReplyObject(rh_cmd(&H, "XCLAIM %s volley other-0 0 %s JUSTID", K.jobs, mine[1]->id));
+    struct q_outcome o = {.job = mine[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    record(NULL, &o, 1);
+    int n = 4;
+    q_fence_confirm(Q, &K, "stalled-0", (const struct q_job *const *)mine, n, on_owned, &n);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(OWNED[0], 1); /* looked up in the high stream */
+    assert_int_equal(OWNED[1], 0); /* another consumer's now */
+    assert_int_equal(OWNED[2], 0); /* no longer pending */
+    assert_int_equal(OWNED[3], 1);
+    /* the check writes nothing: the claimed job stays the other worker's */
+    redisReply *p = rh_cmd(&H, "XPENDING %s volley - + 10 other-0", K.jobs);
+    assert_int_equal(p->elements, 1);
+    freeReplyObject(p);
+    for (int i = 0; i < nmine; i++)
+        q_job_free(mine[i]);
+}
+
 int main(void)
 {
     test_redis_start(&H);
@@ -422,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_expiry_after_max_age), cmocka_unit_test(test_autoclaim_skips_recorded),
         cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
         cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
+        cmocka_unit_test(test_fence_confirm),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free_jobs();
