@@ -14,7 +14,11 @@
  *   Messages outside the pool queues (waiting for their campaign or for
  *   DNS) are checked when they reach a pool: fence_gate holds back every
  *   message whose confirmation predates the current lease and asks for a
- *   round.
+ *   round. A message about to be decided without being sent (routing
+ *   deferred or bounced it, its destination is down) is decided only when
+ *   surely ours: otherwise it is parked (fence_park) and routed again once
+ *   confirmed, so this worker never records an outcome, or moves a job to
+ *   the hold stream, for a job another worker took over.
  *
  *   A transaction already on the wire when the lease lapses finishes: it
  *   cannot be called back, and its outcome is recorded (as a duplicate if
@@ -85,10 +89,16 @@ static void on_confirmed(void *priv, redisReply *r)
         if (w->stopping) {
             msg_release(w, m); /* left pending in Redis, as on any shutdown */
         } else if (!ok) {
-            pool_enqueue(m->pool, m); /* still unconfirmed: the gate asks again */
+            if (m->pool != NULL)
+                pool_enqueue(m->pool, m); /* still unconfirmed: the gate asks again */
+            else
+                fence_park(w, m);
         } else if (owned[i]) {
             m->owned_ms = fr->sent_ms;
-            pool_enqueue(m->pool, m);
+            if (m->pool != NULL)
+                pool_enqueue(m->pool, m);
+            else
+                msg_route(w, m);
         } else {
             dropped++;
             msg_release(w, m); /* another worker owns it: its outcome is theirs to record */
@@ -108,13 +118,31 @@ void fence_tick(struct worker *w, uint64_t now)
     if (!w->fence_needed || w->fence_outstanding || w->redis.state != REDIS_UP || !lease_fresh(now))
         return;
     uint64_t start = lease_start();
+    w->fence_needed = false; /* set again below (or by fence_park) if something is left */
     struct fence_round *fr = xmalloc(sizeof(*fr));
     fr->w = w;
     fr->n = 0;
     fr->sent_ms = worker_now_ms(); /* not the loop's `now`: a stall may lie between the two */
+    /* parked messages: routed again when confirmed already (a lapse without one), else asked about */
+    struct msg *m = w->fence_parked;
+    w->fence_parked = NULL;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        if (m->owned_ms >= start) {
+            msg_route(w, m);
+        } else if (fr->n < Q_FENCE_MAX) {
+            m->pool = NULL;
+            fr->msgs[fr->n++] = m;
+        } else {
+            fence_park(w, m);
+        }
+        m = next;
+    }
     /* take every unconfirmed message out of the pool queues (up to a round's worth), keep the order of the rest */
     for (struct route_pool *p = w->pools; p && fr->n < Q_FENCE_MAX; p = p->all_next) {
-        struct msg *keep = NULL, **tail = &keep, *m = p->qhead;
+        struct msg *keep = NULL, **tail = &keep;
+        m = p->qhead;
         p->qhead = p->qtail = NULL;
         p->qlen = 0;
         while (m != NULL) {
@@ -136,7 +164,6 @@ void fence_tick(struct worker *w, uint64_t now)
         }
     }
     if (fr->n == 0) {
-        w->fence_needed = false;
         free(fr);
         return;
     }
@@ -144,9 +171,28 @@ void fence_tick(struct worker *w, uint64_t now)
     for (int i = 0; i < fr->n; i++)
         jobs[i] = fr->msgs[i]->job;
     /* another round follows if this one could not take them all (or a message reaches a pool late) */
-    w->fence_needed = fr->n == Q_FENCE_MAX;
+    if (fr->n == Q_FENCE_MAX)
+        w->fence_needed = true;
     w->fence_outstanding = true;
     q_fence_confirm(w->redis.q, &w->keys, w->consumer, jobs, fr->n, on_confirmed, fr);
+}
+
+void fence_park(struct worker *w, struct msg *m)
+{
+    m->next = w->fence_parked;
+    w->fence_parked = m;
+    w->fence_needed = true;
+}
+
+void fence_drop_parked(struct worker *w)
+{
+    struct msg *m = w->fence_parked;
+    w->fence_parked = NULL;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        msg_release(w, m);
+        m = next;
+    }
 }
 
 void fence_on_redis_up(struct worker *w)

@@ -154,15 +154,27 @@ struct route_pool *pool_for_route(struct worker *w, const struct config_route *r
     return p;
 }
 
-/* pool_defer_all - every queued message is deferred with the pool's last error */
+/* pool_defer_all - every queued message is deferred with the pool's last error (those surely ours: fence_owns) */
 static void pool_defer_all(struct worker *w, struct route_pool *p)
 {
-    struct msg *m;
-    while ((m = pool_take(p)) != NULL) {
-        if (m->host[0] == '\0')
-            snprintf(m->host, sizeof(m->host), "%.290s", p->site);
-        m->scope = "site";
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1", p->last_error[0] ? p->last_error : "destination unusable");
+    uint64_t now = worker_now_ms();
+    struct msg *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        if (!fence_owns(m, now)) {
+            pool_enqueue(p, m); /* deferred (or dropped) once the fence has asked Redis */
+            w->fence_needed = true;
+        } else {
+            if (m->host[0] == '\0')
+                snprintf(m->host, sizeof(m->host), "%.290s", p->site);
+            m->scope = "site";
+            worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1",
+                              p->last_error[0] ? p->last_error : "destination unusable");
+        }
+        m = next;
     }
 }
 

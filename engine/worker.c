@@ -462,6 +462,10 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
         msg_release(w, m);
         return;
     }
+    if (!fence_owns(m, worker_now_ms())) {
+        fence_park(w, m); /* the answer may bounce or defer it: only a job surely ours may be recorded */
+        return;
+    }
     if (camp_ctl_stop(w, m))
         return; /* paused or cancelled while the lookup ran */
     snprintf(m->host, sizeof(m->host), "%s", r->domain);
@@ -520,9 +524,12 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     pool_enqueue(p, m);
 }
 
-/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list) */
-static void msg_route(struct worker *w, struct msg *m)
+void msg_route(struct worker *w, struct msg *m)
 {
+    if (!fence_owns(m, worker_now_ms())) {
+        fence_park(w, m); /* routing may defer it: only a job surely ours may be recorded */
+        return;
+    }
     size_t dlen;
     const char *dom = msg_domain(m, &dlen);
     const struct config_route *route = config_route_find(w->cfg, dom, dlen);
@@ -548,7 +555,8 @@ static void msg_route(struct worker *w, struct msg *m)
 
 void worker_reroute_pool(struct worker *w, struct route_pool *p)
 {
-    /* detached first: a message routed back to this pool waits for the next pass instead of looping here */
+    /* detached first: a message routed back to this pool waits for the next pass instead of looping here;
+     * one not surely ours is parked by msg_route until the fence confirms it */
     struct msg *m = p->qhead;
     p->qhead = p->qtail = NULL;
     p->qlen = 0;
@@ -562,9 +570,21 @@ void worker_reroute_pool(struct worker *w, struct route_pool *p)
 
 void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v)
 {
-    struct msg *m;
-    while ((m = pool_take(p)) != NULL)
-        msg_defer_limit(w, m, v);
+    uint64_t now = worker_now_ms();
+    struct msg *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        if (fence_owns(m, now))
+            msg_defer_limit(w, m, v);
+        else {
+            pool_enqueue(p, m); /* recorded only once the fence confirmed it is ours */
+            w->fence_needed = true;
+        }
+        m = next;
+    }
 }
 
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */
@@ -1023,6 +1043,7 @@ void worker_run(struct worker *w)
             w->stopping = true;
             w->stop_deadline_ms = now + (uint64_t)w->cfg->shutdown_ms;
             drop_unstarted(w);
+            fence_drop_parked(w);
         }
         redis_link_tick(w, now);
         if (w->dns != NULL)

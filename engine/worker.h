@@ -269,6 +269,7 @@ struct worker {
     vbuf scratch;
     /* heartbeat (thread 0) and fencing (engine/fence.c) */
     bool beat_outstanding, fence_needed, fence_outstanding;
+    struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
     uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
     /* campaign control (engine/camp_ctl.c) */
     long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
@@ -291,6 +292,8 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
 uint64_t worker_now_ms(void);
 /* msg_release - the message leaves this worker (recorded, left pending in Redis, or owned by another worker now) */
 void msg_release(struct worker *w, struct msg *m);
+/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list and the fence) */
+void msg_route(struct worker *w, struct msg *m);
 
 /* fence.c */
 /*
@@ -303,6 +306,13 @@ void msg_release(struct worker *w, struct msg *m);
 bool fence_gate(struct worker *w, struct route_pool *p);
 /* fence_owns - is m's ownership confirmed within the current lease? */
 bool fence_owns(const struct msg *m, uint64_t now);
+/*
+ * fence_park - m is about to be decided without being sent (deferred, bounced) but its ownership is not
+ * confirmed within the lease: keep it until it is, then route it again (or let it go if it is not ours)
+ */
+void fence_park(struct worker *w, struct msg *m);
+/* fence_drop_parked - shutdown: parked messages stay pending in Redis */
+void fence_drop_parked(struct worker *w);
 /* fence_tick - after a lapse of the lease, re-confirm the held messages that need it */
 void fence_tick(struct worker *w, uint64_t now);
 /* fence_on_redis_up - the link (re)connected: a confirmation lost with it is asked again */
