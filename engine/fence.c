@@ -54,8 +54,16 @@ bool fence_gate(struct worker *w, struct route_pool *p)
         if (m == NULL)
             return false;
         uint64_t now = worker_now_ms(), start = lease_start();
-        if (!lease_fresh(now))
-            return false; /* no confirmed heartbeat lately: others may be taking our jobs */
+        if (!lease_fresh(now)) {
+            /* no confirmed heartbeat lately: others may be taking our jobs */
+            if (!w->fence_lapsed && lease_until() != 0)
+                log_warn("fencing: the heartbeat lease ran out %llu ms ago (Redis confirmed no heartbeat); "
+                         "holding %d messages until it does",
+                         (unsigned long long)(now - lease_until()), w->inflight);
+            w->fence_lapsed = true;
+            return false;
+        }
+        w->fence_lapsed = false;
         if (m->owned_ms < start) {
             w->fence_needed = true;
             return false;

@@ -268,7 +268,7 @@ struct worker {
     bool done, stopping;
     vbuf scratch;
     /* heartbeat (thread 0) and fencing (engine/fence.c) */
-    bool beat_outstanding, fence_needed, fence_outstanding;
+    bool beat_outstanding, fence_needed, fence_outstanding, fence_lapsed;
     struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
     uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
     /* campaign control (engine/camp_ctl.c) */
