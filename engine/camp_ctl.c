@@ -71,27 +71,32 @@ bool camp_ctl_stop(struct worker *w, struct msg *m)
     return true;
 }
 
+struct sweep {
+    struct worker *w;
+    struct camp *c;
+    uint64_t now;
+    int n;
+};
+
+/* sweep_one - ctl_sweep's pool_take_fn */
+static bool sweep_one(struct msg *m, void *priv)
+{
+    struct sweep *s = priv;
+    if (m->camp != s->c || !fence_owns(m, s->now))
+        return false;
+    ctl_finish(s->w, m);
+    s->n++;
+    return true;
+}
+
 /* ctl_sweep - every message of c not yet on the wire and surely ours: recorded held or cancelled */
 static void ctl_sweep(struct worker *w, struct camp *c)
 {
     uint64_t now = worker_now_ms();
-    int n = 0;
-    for (struct route_pool *p = w->pools; p; p = p->all_next) {
-        struct msg *m = p->qhead;
-        p->qhead = p->qtail = NULL;
-        p->qlen = 0;
-        while (m != NULL) {
-            struct msg *next = m->next;
-            m->next = NULL;
-            if (m->camp == c && fence_owns(m, now)) {
-                ctl_finish(w, m);
-                n++;
-            } else {
-                pool_enqueue(p, m);
-            }
-            m = next;
-        }
-    }
+    struct sweep sw = {.w = w, .c = c, .now = now};
+    for (struct route_pool *p = w->pools; p; p = p->all_next)
+        pool_filter(p, sweep_one, &sw);
+    int n = sw.n;
     struct msg *m = c->waiting, **keep = &c->waiting;
     c->waiting = NULL;
     while (m != NULL) {

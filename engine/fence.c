@@ -121,6 +121,23 @@ static void on_confirmed(void *priv, redisReply *r)
     free(fr);
 }
 
+struct gather {
+    struct fence_round *fr;
+    struct route_pool *p;
+    uint64_t start;
+};
+
+/* gather_one - fence_tick's pool_take_fn: a message confirmed before the lease began joins the round */
+static bool gather_one(struct msg *m, void *priv)
+{
+    struct gather *g = priv;
+    if (m->owned_ms >= g->start || g->fr->n == Q_FENCE_MAX)
+        return false;
+    m->pool = g->p;
+    g->fr->msgs[g->fr->n++] = m;
+    return true;
+}
+
 void fence_tick(struct worker *w, uint64_t now)
 {
     if (!w->fence_needed || w->fence_outstanding || w->redis.state != REDIS_UP || !lease_fresh(now))
@@ -148,29 +165,9 @@ void fence_tick(struct worker *w, uint64_t now)
         m = next;
     }
     /* take every unconfirmed message out of the pool queues (up to a round's worth), keep the order of the rest */
-    for (struct route_pool *p = w->pools; p && fr->n < Q_FENCE_MAX; p = p->all_next) {
-        struct msg *keep = NULL, **tail = &keep;
-        m = p->qhead;
-        p->qhead = p->qtail = NULL;
-        p->qlen = 0;
-        while (m != NULL) {
-            struct msg *next = m->next;
-            m->next = NULL;
-            if (m->owned_ms < start && fr->n < Q_FENCE_MAX) {
-                m->pool = p;
-                fr->msgs[fr->n++] = m;
-            } else {
-                *tail = m;
-                tail = &m->next;
-            }
-            m = next;
-        }
-        for (m = keep; m != NULL;) {
-            struct msg *next = m->next;
-            pool_enqueue(p, m);
-            m = next;
-        }
-    }
+    struct gather g = {.fr = fr, .start = start};
+    for (g.p = w->pools; g.p && fr->n < Q_FENCE_MAX; g.p = g.p->all_next)
+        pool_filter(g.p, gather_one, &g);
     if (fr->n == 0) {
         free(fr);
         return;

@@ -154,28 +154,32 @@ struct route_pool *pool_for_route(struct worker *w, const struct config_route *r
     return p;
 }
 
-/* pool_defer_all - every queued message is deferred with the pool's last error (those surely ours: fence_owns) */
+struct defer_all {
+    struct worker *w;
+    struct route_pool *p;
+    uint64_t now;
+};
+
+/* defer_one - pool_defer_all's pool_take_fn: only a message surely ours is recorded (engine/fence.c) */
+static bool defer_one(struct msg *m, void *priv)
+{
+    struct defer_all *d = priv;
+    if (!fence_owns(m, d->now)) {
+        d->w->fence_needed = true; /* deferred (or dropped) once the fence has asked Redis */
+        return false;
+    }
+    if (m->host[0] == '\0')
+        snprintf(m->host, sizeof(m->host), "%.290s", d->p->site);
+    m->scope = "site";
+    worker_finish_msg(d->w, m, Q_DEFERRED, 0, "4.4.1", d->p->last_error[0] ? d->p->last_error : "destination unusable");
+    return true;
+}
+
+/* pool_defer_all - every queued message is deferred with the pool's last error */
 static void pool_defer_all(struct worker *w, struct route_pool *p)
 {
-    uint64_t now = worker_now_ms();
-    struct msg *m = p->qhead;
-    p->qhead = p->qtail = NULL;
-    p->qlen = 0;
-    while (m != NULL) {
-        struct msg *next = m->next;
-        m->next = NULL;
-        if (!fence_owns(m, now)) {
-            pool_enqueue(p, m); /* deferred (or dropped) once the fence has asked Redis */
-            w->fence_needed = true;
-        } else {
-            if (m->host[0] == '\0')
-                snprintf(m->host, sizeof(m->host), "%.290s", p->site);
-            m->scope = "site";
-            worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1",
-                              p->last_error[0] ? p->last_error : "destination unusable");
-        }
-        m = next;
-    }
+    struct defer_all d = {.w = w, .p = p, .now = worker_now_ms()};
+    pool_filter(p, defer_one, &d);
 }
 
 void pool_enqueue(struct route_pool *p, struct msg *m)
@@ -200,6 +204,20 @@ struct msg *pool_take(struct route_pool *p)
     p->qlen--;
     m->next = NULL;
     return m;
+}
+
+void pool_filter(struct route_pool *p, pool_take_fn *take, void *priv)
+{
+    struct msg *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        if (!take(m, priv))
+            pool_enqueue(p, m);
+        m = next;
+    }
 }
 
 /* pool_usable_target - the first target in preference order not marked bad, or -1 */

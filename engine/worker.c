@@ -553,38 +553,42 @@ void msg_route(struct worker *w, struct msg *m)
     dns_resolve_mx(w->dns, domain, on_mx, m);
 }
 
+/* reroute_one - worker_reroute_pool's pool_take_fn */
+static bool reroute_one(struct msg *m, void *priv)
+{
+    msg_route(priv, m);
+    return true;
+}
+
 void worker_reroute_pool(struct worker *w, struct route_pool *p)
 {
-    /* detached first: a message routed back to this pool waits for the next pass instead of looping here;
-     * one not surely ours is parked by msg_route until the fence confirms it */
-    struct msg *m = p->qhead;
-    p->qhead = p->qtail = NULL;
-    p->qlen = 0;
-    while (m != NULL) {
-        struct msg *next = m->next;
-        m->next = NULL;
-        msg_route(w, m);
-        m = next;
+    /* pool_filter detaches the queue first: a message routed back to this pool waits for the next pass instead
+     * of looping here; one not surely ours is parked by msg_route until the fence confirms it */
+    pool_filter(p, reroute_one, w);
+}
+
+struct defer_limit {
+    struct worker *w;
+    const struct thr_verdict *v;
+    uint64_t now;
+};
+
+/* defer_limit_one - worker_defer_pool's pool_take_fn: recorded only once the fence confirmed it is ours */
+static bool defer_limit_one(struct msg *m, void *priv)
+{
+    struct defer_limit *d = priv;
+    if (!fence_owns(m, d->now)) {
+        d->w->fence_needed = true;
+        return false;
     }
+    msg_defer_limit(d->w, m, d->v);
+    return true;
 }
 
 void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v)
 {
-    uint64_t now = worker_now_ms();
-    struct msg *m = p->qhead;
-    p->qhead = p->qtail = NULL;
-    p->qlen = 0;
-    while (m != NULL) {
-        struct msg *next = m->next;
-        m->next = NULL;
-        if (fence_owns(m, now))
-            msg_defer_limit(w, m, v);
-        else {
-            pool_enqueue(p, m); /* recorded only once the fence confirmed it is ours */
-            w->fence_needed = true;
-        }
-        m = next;
-    }
+    struct defer_limit d = {.w = w, .v = v, .now = worker_now_ms()};
+    pool_filter(p, defer_limit_one, &d);
 }
 
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */

@@ -352,6 +352,9 @@ void worker_reroute_pool(struct worker *w, struct route_pool *p);
 void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v);
 /* pool_take - the next queued message, or NULL */
 struct msg *pool_take(struct route_pool *p);
+/* pool_filter - offer each queued message to take(); what it does not take (returns false) stays queued, in order */
+typedef bool pool_take_fn(struct msg *m, void *priv);
+void pool_filter(struct route_pool *p, pool_take_fn *take, void *priv);
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);
 void pool_tick(struct worker *w, uint64_t now);
 void pool_free_all(struct worker *w);

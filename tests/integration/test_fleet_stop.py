@@ -33,13 +33,21 @@ RATE = 33  # messages/s the sink takes on one connection (30 ms per reply batch)
 ON_WIRE = 2 * CONNS  # with pipelining a connection carries at most two transactions at once
 
 
-def start(volley, volley_sink, tag):
+def send_then(volley, volley_sink, action):
+    """Start sending campaign `action`, run `volley campaign ACTION` after 30 arrived, check it stopped.
+
+    Returns (sink, campaign id, worker, messages seen before, wall time the command returned, sent after it).
+    """
     sink = volley_sink("--delay-ms", "30")
-    conf = fleet_conf(volley, tag, sink.hostport, threads=1, connections=CONNS, batch=256)
-    cid = volley.push(volley.write_campaign(cid=tag), volley.write_recipients(make_recipients(N, prefix=tag)))
-    w = start_named(volley, conf, tag)
+    conf = fleet_conf(volley, action, sink.hostport, threads=1, connections=CONNS, batch=256)
+    rows = make_recipients(N, prefix=action)
+    cid = volley.push(volley.write_campaign(cid=action), volley.write_recipients(rows))
+    w = start_named(volley, conf, action)
     assert wait_for(lambda: len(sink_log(sink)) >= 30, 30), f"sending did not start:\n{tail(w.logpath)}"
-    return sink, cid, w
+    before = len(sink_log(sink))
+    t_cmd = command(volley, action, cid)
+    went = assert_stopped(sink, t_cmd, action)
+    return sink, cid, w, before, t_cmd, went
 
 
 def command(volley, action, cid):
@@ -64,15 +72,9 @@ def assert_stopped(sink, t_cmd, what):
 
 
 def test_cancel_stops_within_a_second(volley, volley_sink):
-    sink, cid, w = start(volley, volley_sink, "cxl")
-    before = len(sink_log(sink))
-    t_cmd = command(volley, "cancel", cid)
-    went = assert_stopped(sink, t_cmd, "cancel")
-
-    def settled():
-        return outcome_sum(volley.stats(cid)) == N
-
-    assert wait_for(settled, 5), f"counters did not add up after the cancel: {volley.stats(cid)}\n{tail(w.logpath)}"
+    sink, cid, w, before, t_cmd, went = send_then(volley, volley_sink, "cancel")
+    assert wait_for(lambda: outcome_sum(volley.stats(cid)) == N, 5), (
+        f"counters did not add up after the cancel: {volley.stats(cid)}\n{tail(w.logpath)}")
     time.sleep(1.0)
     assert not after(sink, t_cmd + 1.0), "messages went out after the campaign settled"
     assert stop_process(w, signal.SIGTERM) == 0, tail(w.logpath)
@@ -86,10 +88,7 @@ def test_cancel_stops_within_a_second(volley, volley_sink):
 
 
 def test_pause_stops_within_a_second_and_resume_sends_the_rest_once(volley, volley_sink):
-    sink, cid, w = start(volley, volley_sink, "pau")
-    before = len(sink_log(sink))
-    t_cmd = command(volley, "pause", cid)
-    went = assert_stopped(sink, t_cmd, "pause")
+    sink, cid, w, before, t_cmd, went = send_then(volley, volley_sink, "pause")
 
     def adds_up():
         st, in_streams, retry, held = campaign_snapshot(volley, cid)
