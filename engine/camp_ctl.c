@@ -172,7 +172,8 @@ static void on_version(void *priv, redisReply *r)
     if (r->type == REDIS_REPLY_STRING)
         v = strtoll(r->str, NULL, 10);
     else if (r->type != REDIS_REPLY_NIL) {
-        log_error("reading %s: %.200s", w->keys.ctl_version, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        log_error("reading %s: %.200s", w->keys.ctl_version,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         return;
     }
     if (v == w->ctl_version) {

@@ -84,8 +84,8 @@ static void test_reply_after_lapse_ends_lease(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_lease_covers_startup), cmocka_unit_test(test_beats_in_time_keep_one_lease),
-        cmocka_unit_test(test_stall_starts_a_new_lease),   cmocka_unit_test(test_late_reply_never_shortens),
+        cmocka_unit_test(test_first_lease_covers_startup),   cmocka_unit_test(test_beats_in_time_keep_one_lease),
+        cmocka_unit_test(test_stall_starts_a_new_lease),     cmocka_unit_test(test_late_reply_never_shortens),
         cmocka_unit_test(test_reply_after_lapse_ends_lease),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
