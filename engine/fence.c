@@ -148,9 +148,15 @@ void fence_tick(struct worker *w, uint64_t now)
     fr->w = w;
     fr->n = 0;
     fr->sent_ms = worker_now_ms(); /* not the loop's `now`: a stall may lie between the two */
-    /* parked messages: routed again when confirmed already (a lapse without one), else asked about */
-    struct msg *m = w->fence_parked;
-    w->fence_parked = NULL;
+    /* parked messages (newest first: reversed, so they go on in the order they came), routed again when
+     * confirmed already (e.g. read before the first heartbeat), else asked about */
+    struct msg *m = NULL;
+    while (w->fence_parked != NULL) {
+        struct msg *p = w->fence_parked;
+        w->fence_parked = p->next;
+        p->next = m;
+        m = p;
+    }
     while (m != NULL) {
         struct msg *next = m->next;
         m->next = NULL;
