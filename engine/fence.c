@@ -53,7 +53,7 @@ bool fence_gate(struct worker *w, struct route_pool *p)
         struct msg *m = p->qhead;
         if (m == NULL)
             return false;
-        uint64_t now = worker_now_ms(), start = lease_start();
+        uint64_t now = worker_now_ms();
         if (!lease_fresh(now)) {
             /* no confirmed heartbeat lately: others may be taking our jobs */
             if (!w->fence_lapsed && lease_until() != 0)
@@ -64,6 +64,7 @@ bool fence_gate(struct worker *w, struct route_pool *p)
             return false;
         }
         w->fence_lapsed = false;
+        uint64_t start = lease_start(); /* after lease_fresh: see engine/lease.c on the order */
         if (m->owned_ms < start) {
             w->fence_needed = true;
             return false;
