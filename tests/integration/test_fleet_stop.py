@@ -97,8 +97,8 @@ def test_pause_stops_within_a_second_and_resume_sends_the_rest_once(volley, voll
     assert wait_for(adds_up, 5), f"counters did not add up while paused: {campaign_snapshot(volley, cid)}"
     time.sleep(3.0)
     assert not after(sink, t_cmd + 1.0), "messages went out while the campaign was paused"
-    st, in_streams, _retry, held = campaign_snapshot(volley, cid)
-    assert st["queued"] == st["delivered"] + in_streams + held, (st, in_streams, held)
+    st, in_streams, _retry, paused_held = campaign_snapshot(volley, cid)
+    assert st["queued"] == st["delivered"] + in_streams + paused_held, (st, in_streams, paused_held)
 
     command(volley, "resume", cid)
     assert wait_for(lambda: volley.stats(cid).get("delivered", 0) == N, 60), (
@@ -111,4 +111,4 @@ def test_pause_stops_within_a_second_and_resume_sends_the_rest_once(volley, voll
     assert len(counts) == N, f"{N - len(counts)} recipients never received their message"
     st, in_streams, retry, held = campaign_snapshot(volley, cid)
     assert st["queued"] == st["delivered"] == N and (in_streams, retry, held) == (0, 0, 0), (st, in_streams, held)
-    print(f"pause after {before} received: {went} more went out, {held} held; resumed and delivered once each")
+    print(f"pause after {before} received: {went} more went out, {paused_held} held; resumed and delivered once each")
