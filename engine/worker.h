@@ -155,8 +155,8 @@ struct pool_target {
  * not be shared by accident (site, source IP, TLS policy, auth identity).
  */
 struct route_pool {
-    struct route_pool *next;     /* hash chain */
-    struct route_pool *all_next; /* every pool of the worker */
+    struct route_pool *next;        /* every pool of the worker (w->pools) */
+    struct route_pool *bucket_next; /* hash chain of one pool_table bucket */
     char key[700];
     char site[320]; /* MX set ("mx1.a.test,mx2.a.test") or "route:host:port" */
     const struct config_route *route; /* relay/route entry, NULL for MX delivery */
