@@ -43,7 +43,6 @@
 #define WORKER_CAMP_RETRY_MS 5000
 #define WORKER_RETRY_MOVE_MS 1000
 #define WORKER_CAMP_REFRESH_MS 5000 /* how soon an edited campaign is picked up */
-#define WORKER_HEARTBEAT_TTL_MS 5000
 
 static void msg_prepare(struct worker *w, struct msg *m);
 
@@ -783,6 +782,28 @@ void worker_on_redis_up(struct worker *w)
 }
 
 /*
+ * on_beat - the heartbeat's answer. After a lapse (Redis unreachable, the
+ * process stalled) the name may have been claimed by another process,
+ * which now reads our consumers' pending entries: stop taking jobs under
+ * it and exit (worker_cmd exits 1).
+ */
+static void on_beat(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    struct q_worker_holder h;
+    int rc = r == NULL ? -EPROTO : q_worker_reply_parse(r, &h);
+    if (rc == Q_WORKER_CLAIMED)
+        log_warn("heartbeat of worker name '%s' had lapsed; the name was free and is ours again", w->id->name);
+    if (rc != Q_WORKER_HELD || w->name_lost)
+        return;
+    log_error("worker name '%s' was lost: pid %s on host %s holds it now (our heartbeat lapsed); "
+              "stopping, jobs this process holds are left to the name's new owner",
+              w->id->name, h.pid, h.host);
+    w->name_lost = true;
+    atomic_store(w->stop, 1);
+}
+
+/*
  * fleet_duties - the periodic shared work: move due retries back (any
  * worker may, the script is atomic), and on thread 0 once per process, beat
  * the heartbeat and take over jobs a stopped worker left pending.
@@ -797,10 +818,10 @@ static void fleet_duties(struct worker *w, uint64_t now)
         return;
     if (now >= w->next_beat_ms) {
         char info[200];
-        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", (int)getpid(), w->cfg->threads,
+        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", w->id->pid, w->cfg->threads,
                  w->inflight, w->n_delivered);
-        /* a stopped worker's jobs are taken over once this expires (plus [queue] claim_idle) */
-        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
+        /* renews our name only while it is ours (a stopped worker's jobs are reclaimed by idle time) */
+        q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
         w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
     }
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */

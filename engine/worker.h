@@ -29,6 +29,7 @@
 #include "lib/buf.h"
 #include "lib/config.h"
 #include "queue/job.h"
+#include "queue/fleet.h"
 #include "queue/keys.h"
 #include "queue/outcome.h"
 #include "queue/redis_codec.h"
@@ -45,6 +46,8 @@ struct camp;
 #define WORKER_RX_SIZE 4096 /* per connection, always posted: replies are small, TLS records arrive in parts */
 #define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
+/* a worker's name lives this long after its last heartbeat (one beat per TTL / 5) */
+#define WORKER_HEARTBEAT_TTL_MS 5000
 
 /*
  * One compiled version of a campaign. Messages hold a reference to the
@@ -236,6 +239,8 @@ struct worker {
     bool claim_outstanding, wait_outstanding;
     uint64_t rand_state;
     atomic_int *stop; /* process-wide: 1 = stop taking jobs */
+    const struct q_worker_id *id; /* the process's claimed name (queue/fleet.h): thread 0 renews it */
+    bool name_lost;               /* thread 0: another process holds our name now; we stopped */
     struct io_uring ring;
     SSL_CTX *tls_ctx;
     struct dkim_signer *dkim;

@@ -36,7 +36,7 @@ void config_defaults(struct vconfig *cfg)
         snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     cfg->hostname = xstrdup(host);
-    cfg->name = xstrdup(host);
+    cfg->name = NULL; /* unset: `volley worker` claims the first free <host>-<n> */
     cfg->batch = 256;
     cfg->max_inflight = 2048;
     cfg->connections = 10;

@@ -90,7 +90,7 @@ struct vconfig {
     /* [worker] */
     int threads;       /* worker threads; 0 in the file means "number of cores" */
     char *hostname;    /* EHLO name */
-    char *name;        /* consumer name stem, stable across restarts */
+    char *name;        /* worker name (consumer name stem); NULL: the worker picks <host>-<n> */
     int batch;         /* jobs fetched per XREADGROUP */
     int max_inflight;  /* messages a thread holds at once */
     int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */

@@ -38,10 +38,10 @@ struct q_campaign_stats {
     enum q_camp_state state;
 };
 
-/* a live worker: its heartbeat key <p>:worker:<name> (queue/fleet.h) */
+/* a live worker: its claimed name <p>:worker:<name> (queue/fleet.h) */
 struct q_worker_info {
     char name[128];
-    char info[256];   /* made printable, cut */
+    char info[256];   /* "pid=P threads=... host=H" made printable, cut */
     long long ttl_ms; /* until it is considered gone */
 };
 
