@@ -90,33 +90,54 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         atomic_store(&ws[i].new_cfg, nc);
 }
 
+/* holder_gone - the name's holder ran on this host and that pid is gone: a crashed worker, its claim not yet expired */
+static bool holder_gone(const struct q_worker_holder *h, const struct q_worker_id *id)
+{
+    char *end;
+    long pid = strtol(h->pid, &end, 10);
+    if (strcmp(h->host, id->host) != 0 || end == h->pid || *end != '\0' || pid <= 0)
+        return false;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
 /*
  * claim_name - take this process's worker name before any thread starts
  * (consumer names derive from it): want, or the first free <host>-<n>.
  * While Redis is unreachable it waits (a fleet and its Redis may come up in
- * any order); SIGTERM ends the wait. 0 claimed, 1 stopped while waiting,
- * or -errno with the reason in err (-EADDRINUSE: held by a live process).
+ * any order); SIGTERM ends the wait. A name held by a pid that no longer
+ * runs on this host (a worker restarted right after a crash) is waited for
+ * until its claim expires, never taken early: in another pid namespace the
+ * pid says nothing. 0 claimed, 1 stopped while waiting, or -errno with the
+ * reason in err (-EADDRINUSE: held by a live process).
  */
 static int claim_name(const struct vconfig *cfg, const char *want, struct q_worker_id *id, char *err, size_t errlen)
 {
     struct q_keys k;
     q_keys_init(&k, cfg->redis_prefix);
-    bool warned = false;
+    bool warned = false, told = false;
+    uint64_t give_up_ms = clock_mono_us() / 1000 + WORKER_HEARTBEAT_TTL_MS + 1000;
     for (;;) {
         redisContext *c;
+        struct q_worker_holder h;
         int rc = q_connect(&c, cfg->redis_host, cfg->redis_port, cfg->redis_db, 5000, err, errlen);
         if (rc == 0) {
-            struct q_worker_holder h;
             rc = want != NULL ? q_worker_claim(c, &k, id, want, WORKER_HEARTBEAT_TTL_MS, &h, err, errlen)
                               : q_worker_claim_first_free(c, &k, id, id->host, WORKER_HEARTBEAT_TTL_MS, err, errlen);
             redisFree(c);
         }
-        if (rc != -ECONNREFUSED && rc != -EIO && rc != -EAGAIN)
+        if (rc == -EADDRINUSE && want != NULL && holder_gone(&h, id) && clock_mono_us() / 1000 < give_up_ms) {
+            if (!told)
+                log_info("worker name '%s' is held by pid %s, which no longer runs here: waiting for its claim to "
+                         "expire", id->name, h.pid);
+            told = true;
+        } else if (rc == -ECONNREFUSED || rc == -EIO || rc == -EAGAIN) {
+            if (!warned)
+                log_warn("waiting for redis to claim a worker name: %s", err);
+            warned = true;
+        } else {
             return rc;
-        if (!warned)
-            log_warn("waiting for redis to claim a worker name: %s", err);
-        warned = true;
-        for (int i = 0; i < 20; i++) {
+        }
+        for (int i = 0; i < 5; i++) {
             if (atomic_load(&worker_stop_flag))
                 return 1;
             usleep(50 * 1000);
