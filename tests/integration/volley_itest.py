@@ -246,9 +246,9 @@ class SmtpReceiver:
 
 
 class VolleySink:
-    """build/volley-sink as a subprocess with a maildir and a stats file in tmp."""
+    """build/volley-sink as a subprocess with a maildir (maildir=False: none, for long runs) and a stats file in tmp."""
 
-    def __init__(self, tmp, args=(), cert=None):
+    def __init__(self, tmp, args=(), cert=None, maildir=True):
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.maildir = self.dir / "maildir"
@@ -256,8 +256,10 @@ class VolleySink:
         self.log_file = self.dir / "sink.log"
         self.stderr_path = self.dir / "sink.stderr"
         self.port = free_port()
-        cmd = [str(binary("volley-sink")), "--listen", f"127.0.0.1:{self.port}", "--maildir", str(self.maildir),
+        cmd = [str(binary("volley-sink")), "--listen", f"127.0.0.1:{self.port}",
                "--stats-file", str(self.stats_file), "--log-file", str(self.log_file)]
+        if maildir:
+            cmd += ["--maildir", str(self.maildir)]
         if cert is not None:
             cmd += ["--tls-cert", str(cert[0]), "--tls-key", str(cert[1])]
         cmd += [str(a) for a in args]
