@@ -804,9 +804,26 @@ static void on_beat(void *priv, redisReply *r)
 }
 
 /*
+ * fleet_beat - thread 0 renews the process's name every TTL / 5, also while
+ * draining after SIGTERM: a name that expired mid-drain would let another
+ * process take it (and the jobs still on our wire) before we are done.
+ */
+static void fleet_beat(struct worker *w, uint64_t now)
+{
+    if (w->idx == 0 && now >= w->next_beat_ms) {
+        char info[200];
+        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", w->id->pid, w->cfg->threads,
+                 w->inflight, w->n_delivered);
+        /* renews our name only while it is ours (a stopped worker's jobs are reclaimed by idle time) */
+        q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
+        w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
+    }
+}
+
+/*
  * fleet_duties - the periodic shared work: move due retries back (any
- * worker may, the script is atomic), and on thread 0 once per process, beat
- * the heartbeat and take over jobs a stopped worker left pending.
+ * worker may, the script is atomic), and on thread 0 once per process, take
+ * over jobs a stopped worker left pending.
  */
 static void fleet_duties(struct worker *w, uint64_t now)
 {
@@ -816,14 +833,6 @@ static void fleet_duties(struct worker *w, uint64_t now)
     }
     if (w->idx != 0)
         return;
-    if (now >= w->next_beat_ms) {
-        char info[200];
-        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", w->id->pid, w->cfg->threads,
-                 w->inflight, w->n_delivered);
-        /* renews our name only while it is ours (a stopped worker's jobs are reclaimed by idle time) */
-        q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
-        w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
-    }
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
     if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
         w->inflight < w->cfg->max_inflight / 2) {
@@ -1017,6 +1026,8 @@ void worker_run(struct worker *w)
         if (w->thr != NULL)
             thr_tick(w->thr, clock_wall_ms());
         intake_maybe_read(w, now);
+        if (w->redis.state == REDIS_UP)
+            fleet_beat(w, now);
         if (w->redis.state == REDIS_UP && !w->stopping)
             fleet_duties(w, now);
         pool_tick(w, now);

@@ -109,3 +109,25 @@ def test_sigterm_drains_every_destination(volley):
     finally:
         for r in rx.values():
             r.stop()
+
+
+def test_name_kept_while_draining(volley):
+    """A drain longer than the heartbeat TTL keeps the name: nobody may take it (and the jobs on our wire)."""
+    rx = SlowReceiver(7.0)
+    try:
+        conf = fleet_conf(volley, "longdrain", f"127.0.0.1:{rx.port}", threads=1, connections=1,
+                          shutdown_ms=20000)
+        cid = volley.push(volley.write_campaign(), volley.write_recipients(make_recipients(2, prefix="ld")))
+        w = start_named(volley, conf, "ld1")
+        assert wait_for(rx.in_data, 30), tail(w.logpath)
+        w.send_signal(signal.SIGTERM)
+        key = volley.key("worker", "longdrain")
+        t = time.monotonic()
+        while time.monotonic() - t < 6.5:  # past the 5 s TTL, the DATA still held by the receiver
+            assert volley.r.hget(key, "pid") == str(w.pid), f"name lost {time.monotonic() - t:.1f}s into the drain"
+            time.sleep(0.25)
+        assert wait_exit(volley, w, 30) == 0, tail(w.logpath)
+        assert not volley.r.exists(key), "a clean exit releases the name"
+        assert volley.stats(cid).get("delivered") == 1
+    finally:
+        rx.stop()
