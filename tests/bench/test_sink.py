@@ -285,6 +285,7 @@ def test_defer_percent_is_exact(sink):
 def test_drop_percent_closes_without_reply(sink):
     s = sink("--drop-percent", "25")
     dropped = 0
+    t0 = time.monotonic()
     for _ in range(8):
         with s.smtp() as c:
             try:
@@ -292,6 +293,7 @@ def test_drop_percent_closes_without_reply(sink):
             except smtplib.SMTPServerDisconnected:
                 dropped += 1  # no reply at all to the final dot: the connection is gone
     assert dropped == 2  # deterministic: exactly 25 of every 100
+    assert time.monotonic() - t0 < 5, "a dropped connection must close at once, not when the client gives up"
     st = s.wait_stats(lambda st: st["messages"] == 6)
     assert st["dropped"] == 2 and st["deferred"] == 0
 
