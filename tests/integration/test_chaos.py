@@ -15,7 +15,8 @@ from chaos_ledger import run_chaos, summary
 
 
 def test_chaos_ledger_small(tmp_path):
-    f = run_chaos(tmp_path, 3000, delay_ms=20, kill_every=(5.0, 10.0), redis_restart_at=0.4, timeout_s=400)
+    # the sink holds each reply batch 50 ms so the run lasts ~40 s; kills every 3-6 s to fit several in
+    f = run_chaos(tmp_path, 3000, delay_ms=50, kill_every=(3.0, 6.0), redis_restart_at=0.4, timeout_s=400)
     print(summary(f))
     assert not f["problems"], summary(f)
     assert f["kills"] >= 2 and f["redis_restarts"] == 1, summary(f)  # the faults really happened
