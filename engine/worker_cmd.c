@@ -70,6 +70,8 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
     }
     nc->threads = cur->threads;
     /* the claimed name is the process's identity in Redis: it never changes while running */
+    if (nc->name != NULL && strcmp(nc->name, cur->name) != 0)
+        log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);
     free(nc->name);
     nc->name = xstrdup(cur->name);
     if (strcmp(nc->redis_host, cur->redis_host) != 0 || nc->redis_port != cur->redis_port ||
