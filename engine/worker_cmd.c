@@ -130,7 +130,8 @@ static int claim_name(const struct vconfig *cfg, const char *want, struct q_work
         if (rc == -EADDRINUSE && want != NULL && holder_gone(&h, id) && clock_mono_us() / 1000 < give_up_ms) {
             if (!told)
                 log_info("worker name '%s' is held by pid %s, which no longer runs here: waiting for its claim to "
-                         "expire", id->name, h.pid);
+                         "expire",
+                         id->name, h.pid);
             told = true;
         } else if (rc == -ECONNREFUSED || rc == -EIO || rc == -EAGAIN) {
             if (!warned)
@@ -204,12 +205,10 @@ static int probe_io_uring(char *err, size_t errlen)
 
 int cmd_worker_main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                          {"exit-when-idle", no_argument, NULL, 'x'},
-                                          {"threads", required_argument, NULL, 't'},
-                                          {"name", required_argument, NULL, 'n'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"exit-when-idle", no_argument, NULL, 'x'},
+        {"threads", required_argument, NULL, 't'}, {"name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *path = "volley.conf", *name = NULL;
     bool exit_idle = false;
     int threads = -1, c;

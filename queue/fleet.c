@@ -35,7 +35,8 @@
     "elseif ty ~= 'none' then\n"                                                                                       \
     "  return {0, '', '', -1}\n"                                                                                       \
     "end\n"                                                                                                            \
-    "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'pid', ARGV[2], 'host', ARGV[3], 'beat_ms', now, 'info', ARGV[4])\n" \
+    "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'pid', ARGV[2], 'host', ARGV[3], 'beat_ms', now, 'info', "          \
+    "ARGV[4])\n"                                                                                                       \
     "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"                                                                        \
     "return res\n"
 
@@ -114,8 +115,10 @@ int q_worker_claim(redisContext *c, const struct q_keys *k, struct q_worker_id *
     if (rc != Q_WORKER_HELD)
         return 0;
     if (holder->beat_age_ms < 0)
-        return err_set(err, errlen, -EADDRINUSE, "worker name '%s' is in use (key %s%s was not written by this "
-                       "version of volley)", id->name, k->worker, id->name);
+        return err_set(err, errlen, -EADDRINUSE,
+                       "worker name '%s' is in use (key %s%s was not written by this "
+                       "version of volley)",
+                       id->name, k->worker, id->name);
     return err_set(err, errlen, -EADDRINUSE, "worker name '%s' is in use by pid %s on host %s (heartbeat %.1f s ago)",
                    id->name, holder->pid, holder->host, (double)holder->beat_age_ms / 1000.0);
 }

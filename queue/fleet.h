@@ -43,13 +43,13 @@
 
 #define Q_WORKER_NAME_MAX  128
 #define Q_WORKER_INFO_MAX  1024
-#define Q_WORKER_TOKEN_LEN 32 /* hex digits */
+#define Q_WORKER_TOKEN_LEN 32   /* hex digits */
 #define Q_WORKER_AUTO_MAX  1000 /* <stem>-0 .. <stem>-999 */
 
 struct q_worker_id {
-    char name[Q_WORKER_NAME_MAX];        /* claimed name (printable, no spaces) */
-    char token[Q_WORKER_TOKEN_LEN + 1];  /* this process's claim */
-    char host[256];                      /* machine host name, shown to whoever finds the name taken */
+    char name[Q_WORKER_NAME_MAX];       /* claimed name (printable, no spaces) */
+    char token[Q_WORKER_TOKEN_LEN + 1]; /* this process's claim */
+    char host[256];                     /* machine host name, shown to whoever finds the name taken */
     int pid;
 };
 

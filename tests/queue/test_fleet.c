@@ -401,7 +401,6 @@ static void test_states_and_heartbeat(void **st)
     assert_string_equal(STATES[0], "active");
     assert_string_equal(STATES[1], "paused");
     assert_string_equal(STATES[2], "unknown");
-
 }
 
 static int BEAT;
