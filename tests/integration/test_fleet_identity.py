@@ -12,7 +12,8 @@ DESCRIPTION
     - a clean exit (SIGTERM, --exit-when-idle) gives the name back at once: `volley status` no
       longer lists it and a new worker can take it immediately;
     - a worker whose name was taken over (its heartbeat lapsed, another process claimed it) stops
-      taking jobs under that name and exits 1.
+      taking jobs under that name and exits 1;
+    - with Redis down at start a worker waits for it to claim its name (SIGTERM ends the wait, exit 0).
 """
 
 import re
@@ -21,7 +22,7 @@ import socket
 import time
 from collections import Counter
 
-from fleet_util import final_rcpts, fleet_conf, sink_rcpts, start_named, wait_exit, wait_for
+from fleet_util import AofRedis, final_rcpts, fleet_conf, make_volley, sink_rcpts, start_named, wait_exit, wait_for
 from volley_itest import make_recipients, stop_process, tail
 
 HOST = socket.gethostname()
@@ -148,3 +149,31 @@ def test_name_taken_over_stops_worker(volley, volley_sink, recipients):
     cid = volley.push(volley.write_campaign(), volley.write_recipients(recipients(5)))
     time.sleep(1.0)
     assert volley.stats(cid).get("delivered", 0) == 0
+
+
+def test_waits_for_redis_to_claim(tmp_path, volley_sink, recipients):
+    """Redis down at start: the worker waits (one warning), claims its name once Redis is back, delivers;
+    SIGTERM during the wait exits 0."""
+    r = AofRedis(tmp_path / "redis")
+    volley = make_volley(tmp_path / "v", r)
+    try:
+        sink = volley_sink()
+        conf = fleet_conf(volley, "patient", sink.hostport, threads=1)
+        cid = volley.push(volley.write_campaign(), volley.write_recipients(recipients(10)))
+        r.kill()
+        w = start_named(volley, conf, "w", exit_when_idle=True)
+        quitter = start_named(volley, conf, "q", args=["--name", "quitter"])
+        assert wait_for(lambda: "waiting for redis to claim a worker name" in w.logpath.read_text(), 10), \
+            tail(w.logpath)
+        assert w.poll() is None
+        assert wait_for(lambda: "waiting for redis" in quitter.logpath.read_text(), 10), tail(quitter.logpath)
+        quitter.send_signal(signal.SIGTERM)
+        assert wait_exit(volley, quitter, 10) == 0, tail(quitter.logpath)
+        r.start()
+        assert wait_exit(volley, w, 60) == 0, tail(w.logpath)
+        assert volley.stats(cid).get("delivered") == 10
+        assert not volley.r.exists(volley.key("worker", "patient"))
+        assert w.logpath.read_text().count("waiting for redis") == 1
+    finally:
+        volley.stop()
+        r.stop()
