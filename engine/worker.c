@@ -910,6 +910,9 @@ static void stop_step(struct worker *w, uint64_t now)
     /* outcomes get a little longer than the connections: they are what makes the work count */
     /* messages waiting for DNS are released by on_mx when the answer comes (bounded by the DNS timeout) */
     if ((open == 0 && recorded && w->dns_waiting == 0) || now >= w->stop_deadline_ms + 5000) {
+        /* thread 0 renews the process's name (fleet_beat): it ends last, so the name outlives every drain */
+        if (w->idx == 0 && w->running != NULL && atomic_load(w->running) > 1 && now < w->stop_deadline_ms + 10000)
+            return;
         if (!recorded)
             log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",
                       w->out_len + w->batches_outstanding);
@@ -1062,6 +1065,8 @@ void worker_run(struct worker *w)
             if (w->dns != NULL)
                 dns_tick(w->dns, now);
             pool_tick(w, now);
+            if (w->redis.state == REDIS_UP)
+                fleet_beat(w, now);
             redis_link_flush(w);
             stop_step(w, now);
             worker_wait(w, 50);

@@ -241,6 +241,7 @@ struct worker {
     atomic_int *stop; /* process-wide: 1 = stop taking jobs */
     const struct q_worker_id *id; /* the process's claimed name (queue/fleet.h): thread 0 renews it */
     bool name_lost;               /* thread 0: another process holds our name now; we stopped */
+    atomic_int *running;          /* process-wide: threads still running (thread 0 stops last) */
     struct io_uring ring;
     SSL_CTX *tls_ctx;
     struct dkim_signer *dkim;

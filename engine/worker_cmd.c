@@ -327,6 +327,7 @@ int cmd_worker_main(int argc, char **argv)
             break;
         }
         ws[i].id = &id;
+        ws[i].running = &worker_running;
         started++;
     }
     uint64_t t0 = clock_mono_us();

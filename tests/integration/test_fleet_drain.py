@@ -33,7 +33,8 @@ DOMAINS = tuple(HOLD_S)
 
 
 class SlowReceiver:
-    """aiosmtpd that logs when each DATA starts and holds it HOLD_S before accepting it."""
+    """aiosmtpd that logs when each DATA starts and holds it before accepting it: hold_s seconds, or
+    hold_s(first recipient) when it is a function."""
 
     def __init__(self, hold_s):
         from aiosmtpd.controller import Controller
@@ -47,7 +48,7 @@ class SlowReceiver:
             async def handle_DATA(self, server, session, envelope):
                 with owner.lock:
                     owner.started.append((time.monotonic(), list(envelope.rcpt_tos)))
-                await asyncio.sleep(hold_s)
+                await asyncio.sleep(hold_s(envelope.rcpt_tos[0].lower()) if callable(hold_s) else hold_s)
                 with owner.lock:
                     owner.accepted.extend(r.lower() for r in envelope.rcpt_tos)
                 return "250 2.0.0 OK queued"
@@ -112,22 +113,27 @@ def test_sigterm_drains_every_destination(volley):
 
 
 def test_name_kept_while_draining(volley):
-    """A drain longer than the heartbeat TTL keeps the name: nobody may take it (and the jobs on our wire)."""
-    rx = SlowReceiver(7.0)
+    """A drain longer than the heartbeat TTL keeps the name: nobody may take it (and the jobs on our wire).
+
+    Four threads with one job and one connection each, all in DATA at SIGTERM; the receiver holds the
+    last recipient's DATA 7 s and the others 1 s. Thread 0 (the first to read: it gets an early
+    recipient) finishes its drain at once, yet it renews the process's name, so it must stay until
+    the thread draining the 7 s transaction is done too."""
+    rx = SlowReceiver(lambda rcpt: 7.0 if rcpt.startswith("ld00003") else 1.0)
     try:
-        conf = fleet_conf(volley, "longdrain", f"127.0.0.1:{rx.port}", threads=1, connections=1,
-                          shutdown_ms=20000)
-        cid = volley.push(volley.write_campaign(), volley.write_recipients(make_recipients(2, prefix="ld")))
+        conf = fleet_conf(volley, "longdrain", f"127.0.0.1:{rx.port}", threads=4, connections=4, batch=1,
+                          max_inflight=1, shutdown_ms=20000)
+        cid = volley.push(volley.write_campaign(), volley.write_recipients(make_recipients(4, prefix="ld")))
         w = start_named(volley, conf, "ld1")
-        assert wait_for(rx.in_data, 30), tail(w.logpath)
+        assert wait_for(lambda: len(rx.started) == 4, 30), tail(w.logpath)
         w.send_signal(signal.SIGTERM)
         key = volley.key("worker", "longdrain")
         t = time.monotonic()
-        while time.monotonic() - t < 6.5:  # past the 5 s TTL, the DATA still held by the receiver
+        while time.monotonic() - t < 6.5:  # past the 5 s TTL, the last DATA still held by the receiver
             assert volley.r.hget(key, "pid") == str(w.pid), f"name lost {time.monotonic() - t:.1f}s into the drain"
             time.sleep(0.25)
         assert wait_exit(volley, w, 30) == 0, tail(w.logpath)
         assert not volley.r.exists(key), "a clean exit releases the name"
-        assert volley.stats(cid).get("delivered") == 1
+        assert volley.stats(cid).get("delivered") == 4
     finally:
         rx.stop()
