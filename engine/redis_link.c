@@ -44,8 +44,8 @@
 #include "lib/tlsctx.h"
 #include "queue/connect.h"
 
-/* one line per outage for the whole process, not one per thread */
-static atomic_int redis_outage_logged;
+/* one line per outage for the whole process, not one per thread; one more if the server then refuses us */
+static atomic_int redis_outage_logged, redis_refusal_logged;
 
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 5000
@@ -88,7 +88,11 @@ static void link_down(struct worker *w, const char *why)
     struct redis_link *l = &w->redis;
     if (l->state == REDIS_DOWN)
         return;
-    if (!l->logged_down && atomic_exchange(&redis_outage_logged, 1) == 0) {
+    /* a refusal of our credentials matters more than the outage that may have come first: say it once */
+    bool refused = l->state == REDIS_HELLO && l->hello_err[0] != '\0';
+    if ((!l->logged_down && atomic_exchange(&redis_outage_logged, 1) == 0) ||
+        (refused && atomic_exchange(&redis_refusal_logged, 1) == 0)) {
+        atomic_store(&redis_outage_logged, 1);
         char shown[REDIS_URL_SHOWN_MAX];
         redis_url_display(&w->cfg->redis, shown, sizeof(shown));
         log_warn("redis %s: %s; deliveries continue, outcomes are kept until it is back", shown, why);
@@ -217,6 +221,7 @@ static void link_up(struct worker *w)
     struct redis_link *l = &w->redis;
     l->state = REDIS_UP;
     l->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    atomic_store(&redis_refusal_logged, 0);
     if (l->logged_down && atomic_exchange(&redis_outage_logged, 0) == 1) {
         char shown[REDIS_URL_SHOWN_MAX];
         redis_url_display(&w->cfg->redis, shown, sizeof(shown));
