@@ -10,14 +10,13 @@
                          Volley driver's Redis views work unchanged; .url is the volley URL.
   redis_lines(...)       the [redis] section volley.conf needs for it
 
-Everything binds 127.0.0.1; stop() ends the server.
+Everything binds loopback; stop() (RedisServer's) ends the server.
 """
 
 import subprocess
-import time
 from pathlib import Path
 
-from volley_itest import free_port, stop_process, tail
+from volley_itest import RedisServer
 
 VOLLEY_USER, VOLLEY_PASS = "volley", "s3cr:et@/pw%"  # URL-special characters on purpose
 ADMIN_PASS = "admin-pw"
@@ -62,42 +61,25 @@ def make_pki(d):
     return d
 
 
-class SecureRedis:
+class SecureRedis(RedisServer):
     def __init__(self, tmp, tls=False, pki=None, client_auth="optional", acl=VOLLEY_ACL, db=0):
-        import redis
-
-        self.dir = Path(tmp)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = self.dir / "redis.log"
         self.tls, self.pki, self.db = tls, pki, db
-        for _attempt in range(5):
-            self.port = free_port()
+
+        def args(port):
             # 127.0.0.2 too: a test reaches it by an address the server certificate does not name
-            args = ["redis-server", "--bind", "127.0.0.1", "127.0.0.2", "--save", "", "--appendonly", "no",
-                    "--dir", str(self.dir), "--logfile", str(self.log), "--daemonize", "no",
-                    "--user", "default", "off", "--user", "admin", "on", f">{ADMIN_PASS}", "~*", "&*", "+@all",
-                    "--user", *acl.split()]
-            kw = {"host": "127.0.0.1", "port": self.port, "username": "admin", "password": ADMIN_PASS, "db": db}
+            a = ["--bind", "127.0.0.1", "127.0.0.2", "--user", "default", "off",
+                 "--user", "admin", "on", f">{ADMIN_PASS}", "~*", "&*", "+@all", "--user", *acl.split()]
             if tls:
-                args += ["--port", "0", "--tls-port", str(self.port),
-                         "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
-                         "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", client_auth]
-                kw.update(ssl=True, ssl_ca_certs=str(pki / "ca.pem"), ssl_certfile=str(pki / "client.pem"),
-                          ssl_keyfile=str(pki / "client.key"))
-            else:
-                args += ["--port", str(self.port)]
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.client = redis.Redis(decode_responses=True, **kw)
-            self.raw = redis.Redis(decode_responses=False, **kw)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    if self.client.ping():
-                        return
-                except (redis.exceptions.ConnectionError, OSError):
-                    time.sleep(0.05)
-            stop_process(self.proc)
-        raise RuntimeError("redis-server did not start: " + tail(self.log))
+                a += ["--port", "0", "--tls-port", str(port),
+                      "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
+                      "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", client_auth]
+            return a
+
+        kw = {"username": "admin", "password": ADMIN_PASS, "db": db}
+        if tls:
+            kw.update(ssl=True, ssl_ca_certs=str(pki / "ca.pem"), ssl_certfile=str(pki / "client.pem"),
+                      ssl_keyfile=str(pki / "client.key"))
+        super().__init__(tmp, extra_args=args, client_kw=kw)
 
     def volley_url(self, password=True):
         from urllib.parse import quote
@@ -109,14 +91,6 @@ class SecureRedis:
     @property
     def url(self):
         return self.volley_url()
-
-    def stop(self):
-        for c in (self.client, self.raw):
-            try:
-                c.close()
-            except Exception:
-                pass
-        stop_process(self.proc)
 
 
 def redis_lines(url, password_file=None, ca=None, client_cert=None, verify=None):

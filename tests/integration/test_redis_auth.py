@@ -37,33 +37,20 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture
-def servers():
-    made = []
-
-    def make(tmp, **kw):
-        s = SecureRedis(tmp, **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
-
-
-@pytest.fixture
-def secured(tmp_path, servers):
-    """factory: (SecureRedis, Volley bound to it)."""
+def secured(tmp_path):
+    """factory: (SecureRedis, Volley bound to it); both stopped at teardown."""
     made = []
 
     def make(**kw):
-        r = servers(tmp_path / f"redis{len(made)}", **kw)
+        r = SecureRedis(tmp_path / f"redis{len(made)}", **kw)
         v = Volley(tmp_path / f"volley{len(made)}", r)
-        made.append(v)
+        made.append((r, v))
         return r, v
 
     yield make
-    for v in made:
+    for r, v in made:
         v.stop()
+        r.stop()
 
 
 def secret_free(*texts):
