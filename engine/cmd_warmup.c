@@ -181,7 +181,7 @@ int cmd_warmup_main(int argc, char **argv)
     }
 out:
     if (c)
-        redisFree(c);
+        q_disconnect(c);
     thr_config_free(tc);
     config_free(&cfg);
     return rc;

@@ -408,7 +408,7 @@ int redis_link_check(const struct vconfig *cfg, char *err, size_t errlen)
     redisContext *c;
     int rc = q_connect(&c, &cfg->redis, 5000, err, errlen);
     if (rc == 0) {
-        redisFree(c);
+        q_disconnect(c);
         return 0;
     }
     if (rc == -EACCES || rc == -EPROTO)

@@ -69,7 +69,7 @@ int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, cha
         return err_set(err, errlen, -ENOMEM, "cannot allocate a redis context");
     if (c->err) {
         err_set(err, errlen, -ECONNREFUSED, "cannot connect to redis at %s: %s", shown, c->errstr);
-        redisFree(c);
+        q_disconnect(c);
         return -ECONNREFUSED;
     }
     /* the same timeout for every reply: a wedged server must not hang the command forever */
@@ -87,9 +87,18 @@ int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, cha
     if (rc == 0 && u->db != 0)
         rc = step(c, shown, 2, select, err, errlen);
     if (rc < 0) {
-        redisFree(c);
+        q_disconnect(c);
         return rc;
     }
     *out = c;
     return 0;
+}
+
+void q_disconnect(redisContext *c)
+{
+    if (c == NULL)
+        return;
+    int fd = c->fd;
+    redisFree(c);
+    q_tls_pipe_join(fd);
 }

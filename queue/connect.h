@@ -16,7 +16,8 @@
  *   command. Errors name the server with redis_url_display: never the
  *   password.
  * OWNERSHIP
- *   The caller frees the context with redisFree.
+ *   The caller frees the context with q_disconnect (never bare redisFree:
+ *   a TLS pump must be waited for).
  * THREADS
  *   One context per thread.
  */
@@ -35,5 +36,7 @@
  * a one-line reason in err
  */
 int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, char *err, size_t errlen);
+/* q_disconnect - free a context from q_connect (NULL is fine) */
+void q_disconnect(redisContext *c);
 
 #endif

@@ -175,7 +175,7 @@ void q_ctl_free(struct q_ctl *c)
 {
     if (c == NULL)
         return;
-    redisFree(c->c);
+    q_disconnect(c->c);
     free(c);
 }
 

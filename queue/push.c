@@ -85,7 +85,7 @@ void q_push_free(struct q_push *p)
 {
     if (p == NULL)
         return;
-    redisFree(p->c);
+    q_disconnect(p->c);
     vbuf_free(&p->batch);
     free(p);
 }

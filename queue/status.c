@@ -368,7 +368,7 @@ int q_status_collect(const struct redis_url *u, const char *prefix, const char *
     } else if (rc == 0) {
         rc = all_campaigns(c, &k, s, err, errlen);
     }
-    redisFree(c);
+    q_disconnect(c);
     if (rc < 0)
         q_status_report_free(s);
     return rc;

@@ -35,9 +35,16 @@
 
 struct pipe {
     SSL *ssl;
-    int tcp;   /* to Redis, TLS */
-    int local; /* our end of the socketpair */
+    int tcp;       /* to Redis, TLS */
+    int local;     /* our end of the socketpair */
+    int caller_fd; /* hiredis's end: the key q_tls_pipe_join looks for */
+    pthread_t thread;
+    struct pipe *next;
 };
+
+/* pumps not joined yet; a command-line tool has one or two */
+static pthread_mutex_t pipes_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pipe *pipes;
 
 static long long now_ms(void)
 {
@@ -112,7 +119,7 @@ static int ssl_wants(SSL *ssl, int rc, short *events)
     return 1;
 }
 
-/* pump - move bytes both ways until either side closes; frees the pipe */
+/* pump - move bytes both ways until either side closes; frees all but the registry entry */
 static void *pump(void *arg)
 {
     struct pipe *p = arg;
@@ -185,8 +192,23 @@ static void *pump(void *arg)
     close(p->local);
     vbuf_free(&up);
     vbuf_free(&down);
-    free(p);
     return NULL;
+}
+
+void q_tls_pipe_join(int fd)
+{
+    pthread_mutex_lock(&pipes_lock);
+    struct pipe **pp = &pipes;
+    while (*pp != NULL && (*pp)->caller_fd != fd)
+        pp = &(*pp)->next;
+    struct pipe *p = *pp;
+    if (p != NULL)
+        *pp = p->next;
+    pthread_mutex_unlock(&pipes_lock);
+    if (p == NULL)
+        return;
+    pthread_join(p->thread, NULL);
+    free(p);
 }
 
 int q_tls_pipe_open(const struct redis_url *u, int timeout_ms, int *fd, char *err, size_t errlen)
@@ -240,19 +262,21 @@ int q_tls_pipe_open(const struct redis_url *u, int timeout_ms, int *fd, char *er
     p->ssl = ssl;
     p->tcp = tcp;
     p->local = sp[1];
+    p->caller_fd = sp[0];
     fcntl(sp[1], F_SETFL, fcntl(sp[1], F_GETFL) | O_NONBLOCK);
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     /* the pump inherits a mask without SIGPIPE: a peer gone mid-write is an error return, not the tool's death */
     sigset_t pipe_sig, old;
     sigemptyset(&pipe_sig);
     sigaddset(&pipe_sig, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_sig, &old);
-    int e = pthread_create(&t, &attr, pump, p);
+    pthread_mutex_lock(&pipes_lock);
+    int e = pthread_create(&p->thread, NULL, pump, p);
+    if (e == 0) {
+        p->next = pipes;
+        pipes = p;
+    }
+    pthread_mutex_unlock(&pipes_lock);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
     if (e != 0) {
         SSL_free(ssl);
         close(tcp);

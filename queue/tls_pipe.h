@@ -4,7 +4,8 @@
  * SYNOPSIS
  *   int fd;
  *   if (q_tls_pipe_open(&url, 5000, &fd, err, sizeof err) < 0) -> one-line reason
- *   redisContext *c = redisConnectFd(fd);   // redisFree(c) closes fd; the pump then ends
+ *   redisContext *c = redisConnectFd(fd);
+ *   redisFree(c); q_tls_pipe_join(fd);      // closing fd ends the pump; join waits for it (q_disconnect)
  * DESCRIPTION
  *   hiredis 0.14 has no TLS, and the command-line tools use its blocking
  *   API throughout (pipelined push, scripts, status scans). Rather than a
@@ -15,7 +16,8 @@
  *   plain stream. The pump buffers both directions and never blocks on
  *   either side, so pipelining (push writes batch k+1 before reading the
  *   replies of batch k) cannot deadlock it. Closing the hiredis end ends
- *   the pump, which closes TLS and frees everything.
+ *   the pump, which closes TLS and frees everything; q_tls_pipe_join waits
+ *   for that, so a tool that exits right after leaves nothing behind.
  * OWNERSHIP
  *   *fd belongs to the caller (normally handed to redisConnectFd).
  * THREADS
@@ -34,5 +36,7 @@
  * reached in time; the reason in err (the caller names the server)
  */
 int q_tls_pipe_open(const struct redis_url *u, int timeout_ms, int *fd, char *err, size_t errlen);
+/* q_tls_pipe_join - fd (already closed) was a pipe's: wait for its pump to end and free it; else nothing */
+void q_tls_pipe_join(int fd);
 
 #endif
