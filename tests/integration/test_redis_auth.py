@@ -20,11 +20,12 @@ DESCRIPTION
 
 import email.utils
 import os
+import time
 
 import pytest
 
 from redis_secure import VOLLEY_PASS, SecureRedis, make_pki, redis_lines, secure_conf
-from volley_itest import Volley, tail
+from volley_itest import Volley, tail, wait_for
 
 N = 200
 # a fleet-wide throttle, so its scripts and keys run under the volley ACL too
@@ -245,14 +246,14 @@ def test_wrong_password(secured):
     assert p.returncode != 0 and "NOAUTH" in p.stderr or "WRONGPASS" in p.stderr, p.stderr
 
 
-def test_auth_lost_after_start_is_an_outage(secured, volley_sink):
-    """The password changed on the server while the worker runs: one log line, retries, no exit;
-    back to the right password: it carries on and delivers."""
-    r, volley = secured()
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_auth_lost_after_start_is_an_outage(secured, volley_sink, pki, tls):
+    """The password changed on the server while the worker runs: one log line, retries (a new
+    connection, and TLS handshake, each time), no exit; back to the right password: it carries on."""
+    r, volley = secured(tls=tls, pki=pki)
     sink = volley_sink()
-    secure_conf(volley, sink.hostport, redis_lines(r.volley_url()))
+    secure_conf(volley, sink.hostport, redis_lines(r.volley_url(), ca=pki / "ca.pem" if tls else None))
     w = volley.start_worker()
-    import time
     time.sleep(1.5)
     assert w.poll() is None, tail(w.logpath)
     r.client.execute_command("ACL", "SETUSER", "volley", "resetpass", ">other-pass")
@@ -267,7 +268,6 @@ def test_auth_lost_after_start_is_an_outage(secured, volley_sink):
     camp = volley.write_campaign(cid="late")
     p = run(volley, "push", "-c", volley.conf, "--campaign", camp, "--recipients", volley.write_recipients(people))
     assert p.returncode == 0, p.stderr
-    from volley_itest import wait_for
     assert wait_for(lambda: volley.stats("late").get("delivered", 0) == 20, 30), (volley.stats("late"),
                                                                                     tail(w.logpath))
     assert "connected again" in w.logpath.read_text()
