@@ -240,10 +240,10 @@ static void on_hello(void *priv, redisReply *r)
     if (l->hello_err[0] != '\0' || (r != NULL && r->type != REDIS_REPLY_ERROR))
         return;
     const char *s = r ? r->str : "connection lost";
-    const char *what = r == NULL ? "hello" : strncmp(s, "NOPERM", 6) == 0 ? "permission denied"
-                                           : strncmp(s, "WRONGPASS", 9) == 0 || strncmp(s, "NOAUTH", 6) == 0
-                                               ? "authentication failed"
-                                               : "AUTH/SELECT refused";
+    const char *what = r == NULL                                                         ? "hello"
+                       : strncmp(s, "NOPERM", 6) == 0                                    ? "permission denied"
+                       : strncmp(s, "WRONGPASS", 9) == 0 || strncmp(s, "NOAUTH", 6) == 0 ? "authentication failed"
+                                                                                         : "AUTH/SELECT refused";
     size_t n = (size_t)snprintf(l->hello_err, sizeof(l->hello_err), "%s: ", what);
     for (size_t i = 0; s[i] && n + 1 < sizeof(l->hello_err) && i < 200; i++)
         l->hello_err[n++] = isprint((unsigned char)s[i]) ? s[i] : '?';

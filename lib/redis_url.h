@@ -27,20 +27,20 @@
 
 #include <stddef.h>
 
-#define REDIS_URL_SHOWN_MAX 600
+#define REDIS_URL_SHOWN_MAX  600
 #define REDIS_URL_SECRET_MAX 1024
 
 struct redis_url {
     char *host; /* name or IP literal (no brackets) */
     int port;
     int db;
-    char *user;      /* NULL: AUTH with the password alone (the default user) */
-    char *pass;      /* NULL: no AUTH */
+    char *user;         /* NULL: AUTH with the password alone (the default user) */
+    char *pass;         /* NULL: no AUTH */
     int pass_from_file; /* pass came from [redis] password_file */
-    int tls;         /* rediss:// */
-    int verify;      /* TLS: check the chain and that the certificate names host (default 1) */
-    char *ca_file;   /* NULL: the system CA store */
-    char *cert_file; /* client certificate (PEM), with key_file */
+    int tls;            /* rediss:// */
+    int verify;         /* TLS: check the chain and that the certificate names host (default 1) */
+    char *ca_file;      /* NULL: the system CA store */
+    char *cert_file;    /* client certificate (PEM), with key_file */
     char *key_file;
 };
 

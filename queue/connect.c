@@ -40,8 +40,9 @@ static int step(redisContext *c, const char *shown, int argc, const char **argv,
         char why[208];
         reply_text(r, c, why, sizeof(why));
         rc = r != NULL && auth_refused(why) ? -EACCES : -EIO;
-        const char *what = rc == -EIO ? argv[0] : strncmp(why, "NOPERM", 6) == 0 ? "permission denied"
-                                                                                : "authentication failed";
+        const char *what = rc == -EIO                       ? argv[0]
+                           : strncmp(why, "NOPERM", 6) == 0 ? "permission denied"
+                                                            : "authentication failed";
         err_set(err, errlen, rc, "%s: %s%s %s", shown, what, rc == -EIO ? " failed:" : ":", why);
     }
     if (r)

@@ -179,8 +179,8 @@ static void *pump(void *arg)
         if (done)
             break;
         struct pollfd pf[2] = {
-            {.fd = p->local, .events = (short)((vbuf_len(&up) < PIPE_UP_MAX ? POLLIN : 0) |
-                                                 (vbuf_len(&down) > 0 ? POLLOUT : 0))},
+            {.fd = p->local,
+             .events = (short)((vbuf_len(&up) < PIPE_UP_MAX ? POLLIN : 0) | (vbuf_len(&down) > 0 ? POLLOUT : 0))},
             {.fd = p->tcp, .events = (short)(POLLIN | tcp_want)},
         };
         if (poll(pf, 2, -1) < 0 && errno != EINTR)

@@ -143,8 +143,8 @@ static void test_config_keys(void **state)
 
     /* password_file: first line, newline stripped; the user comes from the URL */
     snprintf(text, sizeof(text),
-             "[redis]\nurl = rediss://volley@127.0.0.1:6390/1\npassword_file = %s\nca_file = %s\nverify = no\n",
-             pwfile, pwfile);
+             "[redis]\nurl = rediss://volley@127.0.0.1:6390/1\npassword_file = %s\nca_file = %s\nverify = no\n", pwfile,
+             pwfile);
     if (conf(&cfg, text, err, sizeof(err)) != 0)
         fail_msg("%s", err);
     assert_string_equal(cfg.redis.user, "volley");
