@@ -26,7 +26,6 @@
  *   5 s). One log line says the link is down, one that it is back. Every
  *   line names the server with redis_url_display: never the password.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <netdb.h>
@@ -239,15 +238,7 @@ static void on_hello(void *priv, redisReply *r)
     l->hello_left--;
     if (l->hello_err[0] != '\0' || (r != NULL && r->type != REDIS_REPLY_ERROR))
         return;
-    const char *s = r ? r->str : "connection lost";
-    const char *what = r == NULL                                                         ? "hello"
-                       : strncmp(s, "NOPERM", 6) == 0                                    ? "permission denied"
-                       : strncmp(s, "WRONGPASS", 9) == 0 || strncmp(s, "NOAUTH", 6) == 0 ? "authentication failed"
-                                                                                         : "AUTH/SELECT refused";
-    size_t n = (size_t)snprintf(l->hello_err, sizeof(l->hello_err), "%s: ", what);
-    for (size_t i = 0; s[i] && n + 1 < sizeof(l->hello_err) && i < 200; i++)
-        l->hello_err[n++] = isprint((unsigned char)s[i]) ? s[i] : '?';
-    l->hello_err[n] = '\0';
+    q_refusal(r ? r->str : "connection lost", "AUTH/SELECT", l->hello_err, sizeof(l->hello_err));
 }
 
 /* link_hello - the connection (and TLS) is ready: AUTH and SELECT first, if configured */

@@ -21,14 +21,19 @@ static int auth_refused(const char *s)
            strncmp(s, "ERR Client sent AUTH", 20) == 0;
 }
 
-/* reply_text - a server's error line, capped and made printable for a message */
-static void reply_text(const redisReply *r, const redisContext *c, char *out, size_t outlen)
+int q_refusal(const char *reply, const char *cmd, char *out, size_t outlen)
 {
-    const char *s = r ? r->str : (c->errstr[0] ? c->errstr : "no reply");
-    size_t n = 0;
-    for (; s && s[n] && n + 1 < outlen && n < 200; n++)
-        out[n] = isprint((unsigned char)s[n]) ? s[n] : '?';
-    out[n] = '\0';
+    int refused = auth_refused(reply);
+    const char *what = !refused                           ? cmd
+                       : strncmp(reply, "NOPERM", 6) == 0 ? "permission denied"
+                                                          : "authentication failed";
+    int n = snprintf(out, outlen, "%s%s ", what, refused ? ":" : " failed:");
+    /* the server's words, capped and printable */
+    for (size_t i = 0; reply[i] && n > 0 && (size_t)n + 1 < outlen && i < 200; i++)
+        out[n++] = isprint((unsigned char)reply[i]) ? reply[i] : '?';
+    if (n > 0 && (size_t)n < outlen)
+        out[n] = '\0';
+    return refused ? -EACCES : -EIO;
 }
 
 /* step - one handshake command; 0, or -EACCES / -EIO with "<url>: <what>: <reply>" in err */
@@ -37,13 +42,11 @@ static int step(redisContext *c, const char *shown, int argc, const char **argv,
     redisReply *r = redisCommandArgv(c, argc, argv, NULL);
     int rc = 0;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        char why[208];
-        reply_text(r, c, why, sizeof(why));
-        rc = r != NULL && auth_refused(why) ? -EACCES : -EIO;
-        const char *what = rc == -EIO                       ? argv[0]
-                           : strncmp(why, "NOPERM", 6) == 0 ? "permission denied"
-                                                            : "authentication failed";
-        err_set(err, errlen, rc, "%s: %s%s %s", shown, what, rc == -EIO ? " failed:" : ":", why);
+        char why[256];
+        rc = q_refusal(r ? r->str : (c->errstr[0] ? c->errstr : "no reply"), argv[0], why, sizeof(why));
+        if (r == NULL)
+            rc = -EIO; /* the connection failed, whatever its error text says */
+        err_set(err, errlen, rc, "%s: %s", shown, why);
     }
     if (r)
         freeReplyObject(r);

@@ -36,6 +36,12 @@
  * a one-line reason in err
  */
 int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, char *err, size_t errlen);
+/*
+ * q_refusal - a server's error reply to cmd as "authentication failed: WRONGPASS ...", "permission
+ * denied: NOPERM ..." or "<cmd> failed: ..." (capped, printable) in out; -EACCES when it refused our
+ * credentials or rights, else -EIO. The worker's ring link words its refusals the same way.
+ */
+int q_refusal(const char *reply, const char *cmd, char *out, size_t outlen);
 /* q_disconnect - free a context from q_connect (NULL is fine) */
 void q_disconnect(redisContext *c);
 
