@@ -369,7 +369,7 @@ static int raw_section(const char *sec)
 static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
 {
     if (strcmp(sec, "redis") == 0) {
-        /* url and password_file are applied in config_set_redis_secret: their errors must not echo the value */
+        /* url and password_file are applied by redis_secret_key: their errors must not echo the value */
         static const struct {
             const char *key;
             size_t off;
