@@ -761,13 +761,7 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
 
 void worker_on_redis_up(struct worker *w)
 {
-    if (w->cfg->redis_db != 0) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", w->cfg->redis_db);
-        const char *argv[] = {"SELECT", db};
-        size_t lens[] = {6, strlen(db)};
-        q_redis_cmdargv(w->redis.q, 2, argv, lens, NULL, NULL);
-    }
+    /* AUTH and SELECT were done by the link (redis_link.c) before it called this */
     q_intake_create_group(w->redis.q, &w->keys, on_group, w);
     w->read_outstanding = false;
     w->idle_check_outstanding = false;

@@ -62,15 +62,14 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         return;
     }
     nc->threads = cur->threads;
-    if (strcmp(nc->redis_host, cur->redis_host) != 0 || nc->redis_port != cur->redis_port ||
-        strcmp(nc->redis_prefix, cur->redis_prefix) != 0 || nc->redis_db != cur->redis_db)
-        log_warn("reload: [redis] changes need a restart; still using %s:%d prefix %s", cur->redis_host,
-                 cur->redis_port, cur->redis_prefix);
+    if (!redis_url_same(&nc->redis, &cur->redis) || strcmp(nc->redis_prefix, cur->redis_prefix) != 0) {
+        char shown[REDIS_URL_SHOWN_MAX];
+        redis_url_display(&cur->redis, shown, sizeof(shown));
+        log_warn("reload: [redis] changes need a restart; still using %s prefix %s", shown, cur->redis_prefix);
+    }
     /* keep what the running threads were built with */
-    free(nc->redis_host);
-    nc->redis_host = xstrdup(cur->redis_host);
-    nc->redis_port = cur->redis_port;
-    nc->redis_db = cur->redis_db;
+    redis_url_free(&nc->redis);
+    redis_url_copy(&nc->redis, &cur->redis);
     free(nc->redis_prefix);
     nc->redis_prefix = xstrdup(cur->redis_prefix);
     log_set_level((enum log_level)nc->log_level);
@@ -174,7 +173,7 @@ int cmd_worker_main(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.threads = n > 0 ? (int)n : 1;
     }
-    if (probe_io_uring(err, sizeof(err)) < 0) {
+    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
         config_free(&cfg);
         return 1;
@@ -219,8 +218,9 @@ int cmd_worker_main(int argc, char **argv)
     }
     uint64_t t0 = clock_mono_us();
     if (rc == 0) {
-        log_info("volley worker %s: %d threads, redis %s:%d prefix %s", cfg.name, cfg.threads, cfg.redis_host,
-                 cfg.redis_port, cfg.redis_prefix);
+        char shown[REDIS_URL_SHOWN_MAX];
+        redis_url_display(&cfg.redis, shown, sizeof(shown));
+        log_info("volley worker %s: %d threads, redis %s prefix %s", cfg.name, cfg.threads, shown, cfg.redis_prefix);
         atomic_store(&worker_running, started);
         for (int i = 0; i < started; i++)
             pthread_create(&tids[i], NULL, worker_thread, &ws[i]);

@@ -22,6 +22,8 @@
 
 #include <stddef.h>
 
+#include "lib/redis_url.h"
+
 #define CONFIG_MAX_ROUTES 256
 
 #define CONFIG_MAX_EGRESS 64
@@ -83,10 +85,8 @@ struct config_raw {
 
 struct vconfig {
     char *path;
-    /* [redis] */
-    char *redis_host;
-    int redis_port;
-    int redis_db;
+    /* [redis]: url, password_file, ca_file, cert_file, key_file, verify */
+    struct redis_url redis;
     char *redis_prefix;
     /* [worker] */
     int threads;       /* worker threads; 0 in the file means "number of cores" */

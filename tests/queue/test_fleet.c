@@ -275,7 +275,11 @@ static struct q_ctl *ctl(void)
 {
     struct q_ctl *c;
     char err[256];
-    assert_int_equal(q_ctl_open(&c, "127.0.0.1", H.port, 0, "vf", err, sizeof(err)), 0);
+    struct redis_url u;
+    redis_url_init(&u);
+    u.port = H.port;
+    assert_int_equal(q_ctl_open(&c, &u, "vf", err, sizeof(err)), 0);
+    redis_url_free(&u);
     return c;
 }
 
