@@ -68,10 +68,12 @@ struct tpl_message {
     size_t nitems;
     vbuf konst; /* constant header bytes */
     struct tpl_mustache *text, *html;
-    struct tpl_mustache *owned[64 + 16]; /* every template, for freeing */
-    size_t nowned;
-    char *strings[64 + 16]; /* every owned string (names, defaults) */
-    size_t nstrings;
+    /* every template and every owned string (names, defaults), for freeing: grown as needed, because
+     * their number follows the campaign (headers, defaults), which a producer controls */
+    struct tpl_mustache **owned;
+    size_t nowned, owned_cap;
+    char **strings;
+    size_t nstrings, strings_cap;
 };
 
 #define MAX_EXTRA_HEADERS 64
@@ -79,8 +81,22 @@ struct tpl_message {
 /* keep_str - remember a string m owns */
 static char *keep_str(struct tpl_message *m, char *s)
 {
+    if (m->nstrings == m->strings_cap) {
+        m->strings_cap = m->strings_cap ? 2 * m->strings_cap : 16;
+        m->strings = xrealloc(m->strings, m->strings_cap * sizeof *m->strings);
+    }
     m->strings[m->nstrings++] = s;
     return s;
+}
+
+/* keep_tpl - remember a template m owns */
+static void keep_tpl(struct tpl_message *m, struct tpl_mustache *t)
+{
+    if (m->nowned == m->owned_cap) {
+        m->owned_cap = m->owned_cap ? 2 * m->owned_cap : 16;
+        m->owned = xrealloc(m->owned, m->owned_cap * sizeof *m->owned);
+    }
+    m->owned[m->nowned++] = t;
 }
 
 /* split_mailbox - "Name <addr>", "\"Name\" <addr>" or "addr" into name (maybe quoted) and addr slices */
@@ -192,7 +208,7 @@ static struct tpl_mustache *compile_tpl(struct tpl_message *m, const char *field
     }
     struct tpl_mustache *t = tpl_mustache_compile(m->names, field, src, len, err, errlen);
     if (t)
-        m->owned[m->nowned++] = t;
+        keep_tpl(m, t);
     return t;
 }
 
@@ -245,8 +261,8 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
     vbuf_init(&m->konst, 512);
     const struct kv *f_from = NULL, *f_subject = NULL, *f_text = NULL, *f_html = NULL, *f_reply = NULL,
                     *f_mailfrom = NULL, *f_lu = NULL, *f_lumail = NULL, *f_fbid = NULL;
-    const struct kv *extra[MAX_EXTRA_HEADERS], *defs[TPL_MAX_NAMES];
-    size_t nextra = 0, ndefs = 0;
+    const struct kv *extra[MAX_EXTRA_HEADERS];
+    size_t nextra = 0;
 
     for (size_t i = 0; i < n; i++) {
         const struct kv *f = &fields[i];
@@ -303,8 +319,7 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
                 snprintf(err, errlen, "default.*: variable name too long (limit %d)", TPL_NAME_MAX);
                 goto fail;
             }
-            if (ndefs < TPL_MAX_NAMES)
-                defs[ndefs++] = f;
+            /* applied below, once every template is compiled and the names in use are known */
         }
         /* anything else (created_ms, updated_ms, ...) is not ours: ignored for forward compatibility */
 #undef IS
@@ -383,13 +398,16 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
             goto fail;
     }
 
-    /* defaults apply only to names some template uses */
-    for (size_t d = 0; d < ndefs; d++) {
-        int idx = tpl_names_find(m->names, defs[d]->k + 8, defs[d]->klen - 8);
-        if (idx >= 0) {
-            char *v = keep_str(m, xmemdup(defs[d]->v ? defs[d]->v : "", defs[d]->vlen + 1));
-            v[defs[d]->vlen] = '\0';
-            m->defaults[idx] = (struct tpl_value){v, defs[d]->vlen};
+    /* defaults apply only to names some template uses (at most TPL_MAX_NAMES, whatever the number of fields) */
+    for (size_t i = 0; i < n; i++) {
+        const struct kv *d = &fields[i];
+        if (d->klen <= 8 || memcmp(d->k, "default.", 8) != 0)
+            continue;
+        int idx = tpl_names_find(m->names, d->k + 8, d->klen - 8);
+        if (idx >= 0 && m->defaults[idx].p == NULL) {
+            /* kv values need not be NUL-terminated: copy vlen bytes, the NUL is added */
+            char *v = keep_str(m, xstrndup(d->v ? d->v : "", d->v ? d->vlen : 0));
+            m->defaults[idx] = (struct tpl_value){v, d->v ? d->vlen : 0};
         }
     }
 
@@ -436,6 +454,8 @@ void tpl_message_free(struct tpl_message *m)
         tpl_mustache_free(m->owned[i]);
     for (size_t i = 0; i < m->nstrings; i++)
         free(m->strings[i]);
+    free(m->owned);
+    free(m->strings);
     tpl_names_free(m->names);
     vbuf_free(&m->konst);
     free(m->items);

@@ -169,8 +169,7 @@ struct tpl_mustache *tpl_mustache_compile(struct tpl_names *nm, const char *fiel
         return NULL;
     }
     struct tpl_mustache *t = xcalloc(1, sizeof *t);
-    t->src = xmemdup(src, len + 1);
-    t->src[len] = '\0';
+    t->src = xstrndup(src, len); /* len bytes and a NUL: src need not be NUL-terminated (lib/kv.h) */
     t->is_const = 1;
     src = t->src;
 
