@@ -270,6 +270,45 @@ static void test_beyond_limits(void **state)
     vbuf_free(&plain);
 }
 
+/* longest_line - the longest line of a CRLF text, CRLF excluded */
+static size_t longest_line(const char *s, size_t n)
+{
+    size_t best = 0, col = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') {
+            best = col > best ? col : best;
+            col = 0;
+            i++;
+        } else {
+            col++;
+        }
+    }
+    return col > best ? col : best;
+}
+
+/* test_blank_runs - a subject with 1,000 spaces and a header a{{pad}}b with 2,000 tabs: no line over 998 */
+static void test_blank_runs(void **state)
+{
+    static char subject[1010], pad[2000];
+    memcpy(subject, "Hello", 5);
+    memset(subject + 5, ' ', 1000);
+    memcpy(subject + 1005, "world", 5);
+    memset(pad, '\t', sizeof pad);
+    struct kv f[] = {KV("from", "news@shop.example"), {"subject", 7, subject, sizeof subject},
+                     KV("header.X-Pad", "a{{pad}}b"), KV("text", "body")};
+    char err[256];
+    struct tpl_message *m = tpl_message_compile(f, sizeof f / sizeof *f, err, sizeof err);
+    assert_non_null(m);
+    struct kv v[] = {{"pad", 3, pad, sizeof pad}};
+    struct tpl_render_ctx rc = {.to = "a@b.example", .tolen = 11, .vars = v, .nvars = 1, .now = 1700000000};
+    vbuf out;
+    vbuf_init(&out, 1024);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    assert_true(longest_line(vbuf_data(&out), vbuf_len(&out)) <= 998);
+    tpl_message_free(m);
+    vbuf_free(&out);
+}
+
 struct thr_arg {
     const struct tpl_message *m;
     int ok;
@@ -320,7 +359,7 @@ int main(void)
         cmocka_unit_test(test_envelope),    cmocka_unit_test(test_failure_leaves_out_untouched),
         cmocka_unit_test(test_date_header), cmocka_unit_test(test_bad_uniq),
         cmocka_unit_test(test_threads),     cmocka_unit_test(test_poison_campaign),
-        cmocka_unit_test(test_beyond_limits),
+        cmocka_unit_test(test_beyond_limits), cmocka_unit_test(test_blank_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
