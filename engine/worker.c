@@ -592,6 +592,7 @@ static void msg_prepare(struct worker *w, struct msg *m)
         .uniq = j->id,
         .uniqlen = strlen(j->id),
         .now = time(NULL),
+        .max_bytes = w->cfg->max_message_bytes,
     };
     vbuf_reset(&w->scratch);
     m->ver = c->ver;

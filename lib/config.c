@@ -41,6 +41,8 @@ void config_defaults(struct vconfig *cfg)
     cfg->name = xstrdup(host);
     cfg->batch = 256;
     cfg->max_inflight = 2048;
+    cfg->max_message_bytes = 25u << 20;
+    cfg->max_inflight_bytes = 256u << 20;
     cfg->connections = 10;
     cfg->msgs_per_conn = 100;
     cfg->new_conns_per_sec = 0;
@@ -113,6 +115,20 @@ static int parse_int(const char *v, long lo, long hi, int *out)
     if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
         return -EINVAL;
     *out = (int)x;
+    return 0;
+}
+
+/* parse_bytes - a byte count (whole decimal number) within [lo, hi] */
+static int parse_bytes(const char *v, unsigned long long lo, unsigned long long hi, size_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*v == '-' || *v == '+')
+        return -EINVAL;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
+        return -EINVAL;
+    *out = (size_t)x;
     return 0;
 }
 
@@ -408,6 +424,10 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
         if (strcmp(key, "shutdown_ms") == 0)
             return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
+        if (strcmp(key, "max_message_bytes") == 0)
+            return parse_bytes(v, 4096, 1ULL << 30, &cfg->max_message_bytes);
+        if (strcmp(key, "max_inflight_bytes") == 0)
+            return parse_bytes(v, 1ULL << 20, 1ULL << 40, &cfg->max_inflight_bytes);
     } else if (strcmp(sec, "smtp") == 0) {
         static const struct {
             const char *key;

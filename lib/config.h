@@ -94,6 +94,8 @@ struct vconfig {
     char *name;        /* consumer name stem, stable across restarts */
     int batch;         /* jobs fetched per XREADGROUP */
     int max_inflight;  /* messages a thread holds at once */
+    size_t max_message_bytes;  /* a rendered message larger than this fails its job */
+    size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
     int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */
     /* [smtp] ([worker] keeps the older names as aliases) */
     int connections;     /* concurrent connections per destination site, whole process */
