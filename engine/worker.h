@@ -66,6 +66,7 @@ struct msg {
     struct camp *camp;
     struct camp_ver *ver; /* the campaign version rendered (a reference), NULL before rendering */
     vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
+    size_t held; /* bytes this message counts in worker.held_bytes (itself, its job, data) */
     bool done; /* outcome decided */
     bool txn_failed;
     /* outcome */
@@ -264,6 +265,8 @@ struct worker {
     struct camp *camps;
     struct msg *free_msgs;
     int inflight; /* messages taken from Redis and not yet recorded */
+    size_t held_bytes; /* what those messages hold: [worker] max_inflight_bytes / threads bounds it */
+    size_t free_bytes; /* render buffers kept on the free list */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;

@@ -81,28 +81,49 @@ static struct q_script retry_move_script =
 
 /*
  * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, count, from_pending (1/0), suppress (1/0),
- * campaign key prefix. The high stream is read first and the bulk stream gets what is left of count, so
- * transactional mail never waits behind a bulk backlog. A missing group is created (MKSTREAM) on the spot:
- * the high stream usually appears long after the workers started.
+ * campaign key prefix, max_bytes, entry_max. The high stream is read first and the bulk stream gets what is
+ * left of count, so transactional mail never waits behind a bulk backlog. A missing group is created
+ * (MKSTREAM) on the spot: the high stream usually appears long after the workers started.
+ *
+ * Bytes: entries are read in steps of as many as fit in what is left of max_bytes were each entry_max
+ * bytes (the largest entry within the job limits), and the step's real size is taken off; the first step
+ * takes one entry even when none fits, so a reader holding nothing always makes progress. A step of
+ * pending entries continues after the last id it got.
  */
 static struct q_script read2_script =
     Q_SCRIPT("local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE
              "local out, left = {}, tonumber(ARGV[3])\n"
+             "local budget, emax, got_any = tonumber(ARGV[7]), tonumber(ARGV[8]), false\n"
              "local from = '>'\n"
              "if ARGV[4] == '1' then from = '0' end\n"
+             "local function esize(e)\n"
+             "  local n = 64\n"
+             "  if type(e[2]) == 'table' then for j = 1, #e[2] do n = n + #e[2][j] + 16 end end\n"
+             "  return n\n"
+             "end\n"
              "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
-             "  if left > 0 then\n"
-             "    local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, from)\n"
+             "  local got, pos = {}, from\n"
+             "  while left > 0 do\n"
+             "    local c = math.floor(budget / emax)\n"
+             "    if c < 1 then if got_any then break end c = 1 end\n"
+             "    if c > left then c = left end\n"
+             "    local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
              "    if type(r) == 'table' and r.err then\n"
              "      if not string.find(r.err, 'NOGROUP') then return r end\n"
              "      redis.call('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n"
-             "      r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, from)\n"
+             "      r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
              "    end\n"
-             "    if type(r) == 'table' and r[1] and #r[1][2] > 0 then\n"
-             "      annotate(r[1][2])\n"
-             "      left = left - #r[1][2]\n"
-             "      out[#out + 1] = {s, r[1][2]}\n"
-             "    end\n"
+             "    if type(r) ~= 'table' or not r[1] or #r[1][2] == 0 then break end\n"
+             "    local es = r[1][2]\n"
+             "    for _, e in ipairs(es) do got[#got + 1] = e; budget = budget - esize(e) end\n"
+             "    got_any = true\n"
+             "    left = left - #es\n"
+             "    if pos ~= '>' then pos = es[#es][1] end\n"
+             "    if #es < c then break end\n"
+             "  end\n"
+             "  if #got > 0 then\n"
+             "    annotate(got)\n"
+             "    out[#out + 1] = {s, got}\n"
              "  end\n"
              "end\n"
              "return out\n");
@@ -254,10 +275,10 @@ static uint64_t clamp_count(int count)
     return count < 1 ? 1 : count > Q_INTAKE_MAX_COUNT ? Q_INTAKE_MAX_COUNT : (uint64_t)count;
 }
 
-void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int from_pending,
-                    int suppress, q_reply_fn *fn, void *priv)
+void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+                    int from_pending, int suppress, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 6);
+    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 8);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->suppressed);
@@ -267,6 +288,8 @@ void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consu
     q_resp_bulk_str(o, from_pending ? "1" : "0");
     q_resp_bulk_str(o, suppress ? "1" : "0");
     q_resp_bulk_str(o, k->campaign);
+    q_resp_bulk_u64(o, max_bytes);
+    q_resp_bulk_u64(o, Q_INTAKE_ENTRY_MAX);
     q_redis_eval_end(q, fn, priv);
 }
 

@@ -12,13 +12,22 @@
 #ifndef VOLLEY_QUEUE_INTAKE_H
 #define VOLLEY_QUEUE_INTAKE_H
 
+#include "queue/job.h"
 #include "queue/keys.h"
 #include "queue/redis_codec.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* jobs handed out by one q_intake_read2 / q_intake_autoclaim call at most */
 #define Q_INTAKE_MAX_COUNT 1000
+/*
+ * the largest stream entry of a job within the limits of queue/job.h, as the
+ * intake script counts bytes (each field and value + 16, + 64 an entry):
+ * Q_VAR_MAX "var.<name>" fields of Q_VALUE_MAX bytes, the address, the
+ * campaign id and the few fixed fields
+ */
+#define Q_INTAKE_ENTRY_MAX (Q_VAR_MAX * (4 + 64 + Q_VALUE_MAX + 32) + Q_ADDR_MAX + Q_CAMPAIGN_ID_MAX + 1024)
 
 /*
  * q_intake_create_group - XGROUP CREATE <jobs> volley 0 MKSTREAM, then the
@@ -35,6 +44,9 @@ void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consum
 /*
  * q_intake_read2 - the worker's intake: one Lua script that reads up to
  * count new entries (or, from_pending, this consumer's own pending ones)
+ * and about max_bytes of them (never more than max_bytes plus one entry of
+ * Q_INTAKE_ENTRY_MAX when entries are within the job limits; at least one
+ * entry, so a reader holding nothing always makes progress)
  * from <p>:jobs:high first and from <p>:jobs with what is left of count,
  * and marks each entry (see q_jobs_parse): "suppressed" when suppress is
  * set and the recipient is in <p>:suppressed, "paused"/"cancelled" from
@@ -42,8 +54,8 @@ void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consum
  * empty array when nothing was read); parse with q_jobs_parse(r, jobs,
  * max >= count). Scripts cannot block: see q_intake_wait.
  */
-void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int from_pending,
-                    int suppress, q_reply_fn *fn, void *priv);
+void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+                    int from_pending, int suppress, q_reply_fn *fn, void *priv);
 /*
  * q_intake_wait - XREAD COUNT 1 BLOCK block_ms STREAMS <jobs:high> <jobs> $ $:
  * returns (any reply, ignore it) as soon as a new entry is added to either

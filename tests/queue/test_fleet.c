@@ -66,7 +66,15 @@ static void free_jobs(void)
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, 0, suppress, on_jobs, NULL);
+    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 0, suppress, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+/* read_bytes - q_intake_read2 with a byte budget, new entries or (pending) this consumer's own */
+static void read_bytes(const char *consumer, int count, size_t max_bytes, int pending)
+{
+    free_jobs();
+    q_intake_read2(Q, &K, consumer, count, max_bytes, pending, 0, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -416,6 +424,59 @@ static void test_states_and_heartbeat(void **st)
     assert_int_equal(rh_int(&H, "EXISTS %smta1", K.worker), 0);
 }
 
+/* add_big - n entries of 60 variables of 64 KiB each (~3.9 MB, within the job limits) */
+static void add_big(int n)
+{
+    freeReplyObject(rh_cmd(&H,
+                           "EVAL %s 1 %s %d",
+                           "for i = 1, tonumber(ARGV[1]) do local a = {} for j = 1, 60 do a[#a + 1] = 'var.v' .. j; "
+                           "a[#a + 1] = string.rep('x', 65536) end "
+                           "redis.call('XADD', KEYS[1], '*', 'campaign', 'c', 'to', 'big' .. i .. '@x.test', unpack(a)) "
+                           "end",
+                           K.jobs, n));
+}
+
+/*
+ * test_read_by_bytes - intake reads about max_bytes of entries: big jobs two
+ * at a time for a budget of two of the largest possible, one when the budget
+ * is smaller than one (never none: a reader holding nothing must progress);
+ * small jobs by count; pending entries step by step without repeats.
+ */
+static void test_read_by_bytes(void **st)
+{
+    fresh();
+    add_big(5);
+    read_bytes("w1", 100, 2 * (size_t)Q_INTAKE_ENTRY_MAX, 0);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(J[0]->nvars, 60);
+    assert_int_equal(J[0]->vars[0].vlen, 65536);
+    read_bytes("w1", 100, 1, 0);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big3@x.test");
+    /* the three pending big ones again, from the start, within budget */
+    read_bytes("w1", 100, 2 * (size_t)Q_INTAKE_ENTRY_MAX, 1);
+    assert_int_equal(NJ, 2);
+    assert_string_equal(J[0]->to, "big1@x.test");
+    assert_string_equal(J[1]->to, "big2@x.test");
+
+    fresh();
+    char to[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        xadd(K.jobs, "c", to);
+    }
+    read_bytes("w1", 40, 3 * (size_t)Q_INTAKE_ENTRY_MAX, 0);
+    assert_int_equal(NJ, 40);
+    /* pending in steps of 3 entries: each step continues after the last id, so 40 distinct jobs in order */
+    read_bytes("w1", 50, 3 * (size_t)Q_INTAKE_ENTRY_MAX, 1);
+    assert_int_equal(NJ, 40);
+    for (int i = 0; i < NJ; i++) {
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        assert_string_equal(J[i]->to, to);
+    }
+    free_jobs();
+}
+
 int main(void)
 {
     test_redis_start(&H);
@@ -426,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_expiry_after_max_age), cmocka_unit_test(test_autoclaim_skips_recorded),
         cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
         cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
+        cmocka_unit_test(test_read_by_bytes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free_jobs();
