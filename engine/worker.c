@@ -14,6 +14,9 @@
  *   - an outcome batch whose script failed (Redis down) is kept and sent
  *     again, and intake stops while max_inflight messages are unrecorded:
  *     the buffer is bounded;
+ *   - intake reads by bytes too: a thread's messages (job, rendered data,
+ *     outcome) and render buffer stay within its share of
+ *     max_inflight_bytes (docs/architecture.md, invariants);
  *   - volley's own limits and troubles defer, never bounce.
  */
 #include "engine/worker.h"
