@@ -171,7 +171,9 @@ static size_t job_bytes(const struct q_job *j)
 /* msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes */
 static void msg_hold(struct worker *w, struct msg *m)
 {
-    size_t now = sizeof(*m) + (m->job ? job_bytes(m->job) : 0) + m->data.cap;
+    size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->data.cap;
+    if (jb > w->big_job)
+        w->big_job = jb;
     w->held_bytes = w->held_bytes - m->held + now;
     m->held = now;
 }
@@ -781,11 +783,12 @@ static void on_read(void *priv, redisReply *r)
 /*
  * intake_budget - bytes the next read may bring: a third of what is left of
  * this thread's share of max_inflight_bytes after the messages held and the
- * render buffer (the reply, the jobs parsed from
- * it and the messages rendered from them are held at once), and nothing
- * while that is less than the largest job (intake resumes as messages are
- * recorded). A thread holding nothing always reads: one job larger than the
- * share is then processed alone.
+ * render buffer (the reply, the jobs parsed from it and the messages
+ * rendered from them are held at once), and nothing while that is less
+ * than a job like the largest read lately (intake resumes as messages are
+ * recorded; a read that fits nothing would only cost a round trip). A
+ * thread holding nothing always reads, at least one job (q_intake_read2
+ * at_least_one): a job larger than the share is then processed alone.
  */
 static size_t intake_budget(const struct worker *w)
 {
@@ -794,7 +797,7 @@ static size_t intake_budget(const struct worker *w)
     size_t budget = (held < share ? share - held : 0) / 3;
     if (w->inflight == 0)
         return budget > 0 ? budget : 1;
-    return budget >= Q_INTAKE_ENTRY_MAX ? budget : 0;
+    return budget >= w->big_job && budget >= 65536 ? budget : 0;
 }
 
 /* intake_maybe_read - ask for more jobs when there is room */
@@ -814,7 +817,8 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
     w->read_outstanding = true;
-    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, budget, w->reading_pending,
+    w->big_job -= w->big_job / 16;
+    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, w->reading_pending,
                    w->retry->suppress_hard_bounces, on_read, w);
 }
 

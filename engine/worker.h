@@ -267,6 +267,7 @@ struct worker {
     int inflight; /* messages taken from Redis and not yet recorded */
     size_t held_bytes; /* what those messages hold: [worker] max_inflight_bytes / threads bounds it */
     size_t free_bytes; /* render buffers kept on the free list */
+    size_t big_job;    /* the largest job read lately (decays): a read needs room for one like it */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
