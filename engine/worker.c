@@ -809,6 +809,11 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     /* our own pending entries are re-read from the start, so only when none is held locally */
     if (w->reading_pending && w->inflight > 0)
         return;
+    if (w->inflight == 0 && w->scratch.cap > 256 * 1024) {
+        /* idle: a big message rendered once should not keep its render buffer (and its share of the bytes) */
+        vbuf_reset(&w->scratch);
+        vbuf_shrink(&w->scratch, 256 * 1024);
+    }
     int room = w->cfg->max_inflight - w->inflight;
     size_t budget = intake_budget(w);
     if (room <= 0 || budget == 0)

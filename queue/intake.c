@@ -112,7 +112,7 @@ static struct q_script read2_script =
              "local function xread(s, c, pos)\n"
              "  local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
              "  if type(r) == 'table' and r.err then\n"
-             "    if not string.find(r.err, 'NOGROUP') then error(r.err) end\n"
+             "    if not string.find(r.err, 'NOGROUP') then error(r) end\n"
              "    redis.call('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n"
              "    r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
              "  end\n"

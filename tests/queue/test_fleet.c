@@ -427,13 +427,13 @@ static void test_states_and_heartbeat(void **st)
 /* add_big - n entries of 60 variables of 64 KiB each (~3.9 MB, within the job limits) */
 static void add_big(int n)
 {
-    freeReplyObject(rh_cmd(&H,
-                           "EVAL %s 1 %s %d",
-                           "for i = 1, tonumber(ARGV[1]) do local a = {} for j = 1, 60 do a[#a + 1] = 'var.v' .. j; "
-                           "a[#a + 1] = string.rep('x', 65536) end "
-                           "redis.call('XADD', KEYS[1], '*', 'campaign', 'c', 'to', 'big' .. i .. '@x.test', unpack(a)) "
-                           "end",
-                           K.jobs, n));
+    freeReplyObject(
+        rh_cmd(&H, "EVAL %s 1 %s %d",
+               "for i = 1, tonumber(ARGV[1]) do local a = {} for j = 1, 60 do a[#a + 1] = 'var.v' .. j; "
+               "a[#a + 1] = string.rep('x', 65536) end "
+               "redis.call('XADD', KEYS[1], '*', 'campaign', 'c', 'to', 'big' .. i .. '@x.test', unpack(a)) "
+               "end",
+               K.jobs, n));
 }
 
 /*

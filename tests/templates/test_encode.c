@@ -369,13 +369,13 @@ static void test_header_long_runs(void **state)
         size_t run;
         const char *post;
     } runs[] = {
-        {"a", '\t', 2000, "b"},             /* a{{pad}}b with 2,000 tabs: too long for one fold */
-        {"Hello", ' ', 2000, ""},           /* trailing blanks past the limit */
-        {"Hello", ' ', 900, ""},            /* trailing blanks within it */
-        {"x", ' ', 1900, "y"},              /* one fold still does */
-        {"", 'w', 1200, ""},                /* one word over 998 */
-        {"", 'w', 990, " tail"},            /* a word that fits a line */
-        {"lead", ' ', 3, "word"},           /* ordinary */
+        {"a", '\t', 2000, "b"},   /* a{{pad}}b with 2,000 tabs: too long for one fold */
+        {"Hello", ' ', 2000, ""}, /* trailing blanks past the limit */
+        {"Hello", ' ', 900, ""},  /* trailing blanks within it */
+        {"x", ' ', 1900, "y"},    /* one fold still does */
+        {"", 'w', 1200, ""},      /* one word over 998 */
+        {"", 'w', 990, " tail"},  /* a word that fits a line */
+        {"lead", ' ', 3, "word"}, /* ordinary */
     };
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
         size_t pl = strlen(runs[i].pre), ql = strlen(runs[i].post);

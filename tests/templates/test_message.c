@@ -295,8 +295,10 @@ static void test_blank_runs(void **state)
     memset(subject + 5, ' ', 1000);
     memcpy(subject + 1005, "world", 5);
     memset(pad, '\t', sizeof pad);
-    struct kv f[] = {KV("from", "news@shop.example"), {"subject", 7, subject, sizeof subject},
-                     KV("header.X-Pad", "a{{pad}}b"), KV("text", "body")};
+    struct kv f[] = {KV("from", "news@shop.example"),
+                     {"subject", 7, subject, sizeof subject},
+                     KV("header.X-Pad", "a{{pad}}b"),
+                     KV("text", "body")};
     char err[256];
     struct tpl_message *m = tpl_message_compile(f, sizeof f / sizeof *f, err, sizeof err);
     assert_non_null(m);
@@ -440,9 +442,9 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_envelope),    cmocka_unit_test(test_failure_leaves_out_untouched),
-        cmocka_unit_test(test_date_header), cmocka_unit_test(test_bad_uniq),
-        cmocka_unit_test(test_threads),     cmocka_unit_test(test_poison_campaign),
+        cmocka_unit_test(test_envelope),      cmocka_unit_test(test_failure_leaves_out_untouched),
+        cmocka_unit_test(test_date_header),   cmocka_unit_test(test_bad_uniq),
+        cmocka_unit_test(test_threads),       cmocka_unit_test(test_poison_campaign),
         cmocka_unit_test(test_beyond_limits), cmocka_unit_test(test_blank_runs),
         cmocka_unit_test(test_max_bytes),
     };

@@ -202,11 +202,8 @@ static void test_render_max(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_render_rules),
-        cmocka_unit_test(test_noctl),
-        cmocka_unit_test(test_names_shared),
-        cmocka_unit_test(test_render_max),
+        cmocka_unit_test(test_compile_errors), cmocka_unit_test(test_render_rules), cmocka_unit_test(test_noctl),
+        cmocka_unit_test(test_names_shared),   cmocka_unit_test(test_render_max),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
