@@ -217,3 +217,18 @@ def test_memory_bounded_by_bytes(volley, volley_sink):
     assert len(files) == n
     sample = files[0].read_bytes()
     assert len(sample) > 60 * 65536 and b"token tok" in sample
+
+
+def test_job_larger_than_the_limit_goes_alone(volley, volley_sink):
+    """A job bigger than a thread's whole share of max_inflight_bytes is still taken (alone), never stuck."""
+    sink = volley_sink("--threads", "1")
+    volley.write_conf(sink.hostport, threads=2, max_inflight_bytes=1 << 20)  # 512 KiB a thread
+    hset_campaign(volley, "big", {"from": "news@sender.test", "subject": "big", "text": "{{v}} {{token}}\n"})
+    n = 6
+    for i in range(n):
+        volley.r.xadd(volley.key("jobs"), {"campaign": "big", "to": f"big{i}@example.test", "var.token": f"t{i}",
+                                          "var.v": "y" * 65536, **{f"var.w{j}": "z" * 65536 for j in range(20)}})
+    rc, log, _ = run_worker_measured(volley)
+    assert rc == 0, f"worker exit {rc}:\n{log[-3000:]}"
+    assert volley.stats("big").get("delivered") == n
+    assert sink.wait_count(n)
