@@ -69,6 +69,7 @@ struct msg {
     struct camp *camp;
     struct camp_ver *ver; /* the campaign version rendered (a reference), NULL before rendering */
     vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
+    size_t held; /* bytes this message counts in worker.held_bytes (itself, its job, data) */
     bool done; /* outcome decided */
     bool txn_failed;
     /* outcome */
@@ -197,7 +198,8 @@ struct camp {
     struct msg *waiting; /* jobs that arrived while the campaign was being fetched */
 };
 
-enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
+/* CONNECTING -> [HANDSHAKE: rediss] -> HELLO (AUTH, SELECT) -> UP: nothing of q goes out before UP */
+enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_HANDSHAKE, REDIS_HELLO, REDIS_UP };
 
 struct redis_link {
     int fd;
@@ -206,8 +208,17 @@ struct redis_link {
     int ops;
     bool recv_armed, send_armed;
     struct q_redis *q;
-    vbuf sbuf;
+    vbuf sbuf; /* the kernel's while send_armed */
+    vbuf wout; /* wire bytes (ciphertext under TLS) waiting for the next send */
     char *rx;
+    /* rediss://: engine/tls over the ring; the context is made on first connect */
+    SSL_CTX *tls_ctx;
+    struct tls_session tls;
+    vbuf tls_in, plain;
+    /* the AUTH/SELECT exchange that opens every connection */
+    struct q_redis *hello;
+    int hello_left;      /* replies still expected */
+    char hello_err[256]; /* the first refusal, already made printable */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t retry_at_ms;
@@ -260,6 +271,9 @@ struct worker {
     struct camp *camps;
     struct msg *free_msgs;
     int inflight; /* messages taken from Redis and not yet recorded */
+    size_t held_bytes; /* what those messages hold: [worker] max_inflight_bytes / threads bounds it */
+    size_t free_bytes; /* render buffers kept on the free list */
+    size_t big_job;    /* the largest job read lately (decays): a read needs room for one like it */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
@@ -335,7 +349,12 @@ void redis_link_free(struct worker *w);
 void redis_link_tick(struct worker *w, uint64_t now);
 void redis_link_flush(struct worker *w);
 void redis_link_on_cqe(struct worker *w, uint64_t user_data, int res);
-/* redis_link_on_up - worker.c: the link (re)connected */
+/*
+ * redis_link_check - before threads start: connect once with the blocking client; -EACCES (credentials
+ * refused) or -EPROTO (TLS setup or certificate) with the reason in err; an unreachable server is logged, 0
+ */
+int redis_link_check(const struct vconfig *cfg, char *err, size_t errlen);
+/* redis_link_on_up - worker.c: the link (re)connected, authenticated and selected its database */
 void worker_on_redis_up(struct worker *w);
 
 #endif

@@ -74,15 +74,14 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);
     free(nc->name);
     nc->name = xstrdup(cur->name);
-    if (strcmp(nc->redis_host, cur->redis_host) != 0 || nc->redis_port != cur->redis_port ||
-        strcmp(nc->redis_prefix, cur->redis_prefix) != 0 || nc->redis_db != cur->redis_db)
-        log_warn("reload: [redis] changes need a restart; still using %s:%d prefix %s", cur->redis_host,
-                 cur->redis_port, cur->redis_prefix);
+    if (!redis_url_same(&nc->redis, &cur->redis) || strcmp(nc->redis_prefix, cur->redis_prefix) != 0) {
+        char shown[REDIS_URL_SHOWN_MAX];
+        redis_url_display(&cur->redis, shown, sizeof(shown));
+        log_warn("reload: [redis] changes need a restart; still using %s prefix %s", shown, cur->redis_prefix);
+    }
     /* keep what the running threads were built with */
-    free(nc->redis_host);
-    nc->redis_host = xstrdup(cur->redis_host);
-    nc->redis_port = cur->redis_port;
-    nc->redis_db = cur->redis_db;
+    redis_url_free(&nc->redis);
+    redis_url_copy(&nc->redis, &cur->redis);
     free(nc->redis_prefix);
     nc->redis_prefix = xstrdup(cur->redis_prefix);
     log_set_level((enum log_level)nc->log_level);
@@ -110,7 +109,8 @@ static bool holder_gone(const struct q_worker_holder *h, const struct q_worker_i
  * runs on this host (a worker restarted right after a crash) is waited for
  * until its claim expires, never taken early: in another pid namespace the
  * pid says nothing. 0 claimed, 1 stopped while waiting, or -errno with the
- * reason in err (-EADDRINUSE: held by a live process).
+ * reason in err (-EADDRINUSE: held by a live process; -EACCES, -EPROTO:
+ * Redis refused us, TLS failed, or a script was refused).
  */
 static int claim_name(const struct vconfig *cfg, const char *want, struct q_worker_id *id, char *err, size_t errlen)
 {
@@ -121,11 +121,11 @@ static int claim_name(const struct vconfig *cfg, const char *want, struct q_work
     for (;;) {
         redisContext *c;
         struct q_worker_holder h;
-        int rc = q_connect(&c, cfg->redis_host, cfg->redis_port, cfg->redis_db, 5000, err, errlen);
+        int rc = q_connect(&c, &cfg->redis, 5000, err, errlen);
         if (rc == 0) {
             rc = want != NULL ? q_worker_claim(c, &k, id, want, WORKER_HEARTBEAT_TTL_MS, &h, err, errlen)
                               : q_worker_claim_first_free(c, &k, id, id->host, WORKER_HEARTBEAT_TTL_MS, err, errlen);
-            redisFree(c);
+            q_disconnect(c);
         }
         if (rc == -EADDRINUSE && want != NULL && holder_gone(&h, id) && clock_mono_us() / 1000 < give_up_ms) {
             if (!told)
@@ -155,10 +155,10 @@ static void release_name(const struct vconfig *cfg, const struct q_worker_id *id
     q_keys_init(&k, cfg->redis_prefix);
     redisContext *c;
     char err[512];
-    int rc = q_connect(&c, cfg->redis_host, cfg->redis_port, cfg->redis_db, 2000, err, sizeof(err));
+    int rc = q_connect(&c, &cfg->redis, 2000, err, sizeof(err));
     if (rc == 0) {
         rc = q_worker_release(c, &k, id, err, sizeof(err));
-        redisFree(c);
+        q_disconnect(c);
     }
     if (rc < 0)
         log_warn("could not release worker name '%s' (it expires in %d s): %s", id->name,
@@ -269,7 +269,7 @@ int cmd_worker_main(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.threads = n > 0 ? (int)n : 1;
     }
-    if (probe_io_uring(err, sizeof(err)) < 0) {
+    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
         config_free(&cfg);
         return 1;
@@ -313,7 +313,8 @@ int cmd_worker_main(int argc, char **argv)
             fprintf(stderr, "volley worker: %s\n", err);
         thr_config_free(tc);
         config_free(&cfg);
-        return claimed < 0 ? 2 : 0;
+        /* a name in use is a usage error (2); Redis refusing us is like any refused connection (1) */
+        return claimed == -EADDRINUSE ? 2 : claimed < 0 ? 1 : 0;
     }
     free(cfg.name);
     cfg.name = xstrdup(id.name);
@@ -332,8 +333,9 @@ int cmd_worker_main(int argc, char **argv)
     }
     uint64_t t0 = clock_mono_us();
     if (rc == 0) {
-        log_info("volley worker %s: %d threads, redis %s:%d prefix %s", cfg.name, cfg.threads, cfg.redis_host,
-                 cfg.redis_port, cfg.redis_prefix);
+        char shown[REDIS_URL_SHOWN_MAX];
+        redis_url_display(&cfg.redis, shown, sizeof(shown));
+        log_info("volley worker %s: %d threads, redis %s prefix %s", cfg.name, cfg.threads, shown, cfg.redis_prefix);
         atomic_store(&worker_running, started);
         for (int i = 0; i < started; i++)
             pthread_create(&tids[i], NULL, worker_thread, &ws[i]);

@@ -158,10 +158,10 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
     return rc;
 }
 
-int q_ctl_open(struct q_ctl **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
+int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
 {
     redisContext *rc;
-    int e = q_connect(&rc, host, port, db, 5000, err, errlen);
+    int e = q_connect(&rc, u, 5000, err, errlen);
     if (e < 0)
         return e;
     struct q_ctl *c = xcalloc(1, sizeof(*c));
@@ -175,7 +175,7 @@ void q_ctl_free(struct q_ctl *c)
 {
     if (c == NULL)
         return;
-    redisFree(c->c);
+    q_disconnect(c->c);
     free(c);
 }
 

@@ -346,14 +346,14 @@ static int all_campaigns(redisContext *c, const struct q_keys *k, struct q_statu
     return 0;
 }
 
-int q_status_collect(const char *host, int port, int db, const char *prefix, const char *campaign,
+int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
                      struct q_status_report *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
     struct q_keys k;
     q_keys_init(&k, prefix);
     redisContext *c;
-    int rc = q_connect(&c, host, port, db, 5000, err, errlen);
+    int rc = q_connect(&c, u, 5000, err, errlen);
     if (rc < 0)
         return rc;
     rc = cmd_int(c, &s->jobs, err, errlen, "XLEN %s", k.jobs);
@@ -380,7 +380,7 @@ int q_status_collect(const char *host, int port, int db, const char *prefix, con
     } else if (rc == 0) {
         rc = all_campaigns(c, &k, s, err, errlen);
     }
-    redisFree(c);
+    q_disconnect(c);
     if (rc < 0)
         q_status_report_free(s);
     return rc;

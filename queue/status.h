@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 
+#include "lib/redis_url.h"
 #include "queue/job.h"
 
 #define Q_STATUS_MAX_CAMPAIGNS 10000
@@ -69,7 +70,7 @@ struct q_status_report {
 };
 
 /* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */
-int q_status_collect(const char *host, int port, int db, const char *prefix, const char *campaign,
+int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
                      struct q_status_report *out, char *err, size_t errlen);
 void q_status_report_free(struct q_status_report *r);
 

@@ -93,7 +93,9 @@ def wait_for(pred, timeout, step=0.05):
 
 
 class RedisServer:
-    def __init__(self, tmp, appendonly=False):
+    """extra_args(port): more redis-server arguments (later ones win); client_kw: for the redis-py clients."""
+
+    def __init__(self, tmp, appendonly=False, extra_args=lambda port: [], client_kw=None):
         import redis  # python3-redis (scripts/deps.sh)
 
         self.dir = Path(tmp)
@@ -106,11 +108,11 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if appendonly else "no",
                 "--dir", str(self.dir), "--logfile", str(self.log),
                 "--daemonize", "no", "--protected-mode", "no",
-            ]
+            ] + extra_args(self.port)
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+            self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **(client_kw or {}))
             # for values that are not text (the retry set holds binary-encoded jobs)
-            self.raw = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=False)
+            self.raw = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=False, **(client_kw or {}))
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:

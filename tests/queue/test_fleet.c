@@ -67,7 +67,15 @@ static void free_jobs(void)
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, 0, suppress, on_jobs, NULL);
+    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 1, 0, suppress, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+/* read_bytes - q_intake_read2 with a byte budget, new entries or (pending) this consumer's own */
+static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, int pending)
+{
+    free_jobs();
+    q_intake_read2(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -276,7 +284,11 @@ static struct q_ctl *ctl(void)
 {
     struct q_ctl *c;
     char err[256];
-    assert_int_equal(q_ctl_open(&c, "127.0.0.1", H.port, 0, "vf", err, sizeof(err)), 0);
+    struct redis_url u;
+    redis_url_init(&u);
+    u.port = H.port;
+    assert_int_equal(q_ctl_open(&c, &u, "vf", err, sizeof(err)), 0);
+    redis_url_free(&u);
     return c;
 }
 
@@ -487,6 +499,71 @@ static void test_worker_names(void **st)
     assert_string_equal(f.name, "box-1");
 }
 
+/* add_big - n entries of 60 variables of 64 KiB each (~3.9 MB, within the job limits) */
+static void add_big(int n)
+{
+    freeReplyObject(
+        rh_cmd(&H, "EVAL %s 1 %s %d",
+               "for i = 1, tonumber(ARGV[1]) do local a = {} for j = 1, 60 do a[#a + 1] = 'var.v' .. j; "
+               "a[#a + 1] = string.rep('x', 65536) end "
+               "redis.call('XADD', KEYS[1], '*', 'campaign', 'c', 'to', 'big' .. i .. '@x.test', unpack(a)) "
+               "end",
+               K.jobs, n));
+}
+
+/*
+ * test_read_by_bytes - intake reads at most max_bytes of entries: ~3.9 MB
+ * jobs two at a time for a budget of 8 MB, none for a budget smaller than
+ * one, or exactly one when the reader holds nothing (at_least_one: it must
+ * progress); small jobs by count; pending entries step by step, in order,
+ * without repeats.
+ */
+static void test_read_by_bytes(void **st)
+{
+    fresh();
+    add_big(5);
+    read_bytes("w1", 100, 8000000, 0, 0);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(J[0]->nvars, 60);
+    assert_int_equal(J[0]->vars[0].vlen, 65536);
+    read_bytes("w1", 100, 3000000, 0, 0);
+    assert_int_equal(NJ, 0);
+    read_bytes("w1", 100, 1, 1, 0);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big3@x.test");
+    /* the three pending big ones again, from the start: steps sized for the largest job the limits allow */
+    read_bytes("w1", 100, 2 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 1);
+    assert_int_equal(NJ, 2);
+    assert_string_equal(J[0]->to, "big1@x.test");
+    assert_string_equal(J[1]->to, "big2@x.test");
+    read_bytes("w1", 100, 1, 0, 1);
+    assert_int_equal(NJ, 0);
+    read_bytes("w1", 100, 1, 1, 1);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big1@x.test");
+
+    fresh();
+    char to[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        xadd(K.jobs, "c", to);
+    }
+    read_bytes("w1", 40, 1000000, 0, 0);
+    assert_int_equal(NJ, 40);
+    /* pending in steps of 3 entries: each step continues after the last id, so 40 distinct jobs in order */
+    read_bytes("w1", 50, 3 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 1);
+    assert_int_equal(NJ, 40);
+    for (int i = 0; i < NJ; i++) {
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        assert_string_equal(J[i]->to, to);
+    }
+    /* 10 small ones left: 1000 bytes take some of them (about 150-200 bytes each as the script counts) */
+    read_bytes("w1", 50, 1000, 0, 0);
+    assert_true(NJ >= 4 && NJ <= 7);
+    assert_string_equal(J[0]->to, "s40@x.test");
+    free_jobs();
+}
+
 int main(void)
 {
     test_redis_start(&H);
@@ -498,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
         cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
         cmocka_unit_test(test_worker_names),
+        cmocka_unit_test(test_read_by_bytes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free_jobs();
