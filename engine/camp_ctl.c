@@ -94,7 +94,7 @@ static void ctl_sweep(struct worker *w, struct camp *c)
 {
     uint64_t now = worker_now_ms();
     struct sweep sw = {.w = w, .c = c, .now = now};
-    for (struct route_pool *p = w->pools; p; p = p->all_next)
+    for (struct route_pool *p = w->pools; p; p = p->next)
         pool_filter(p, sweep_one, &sw);
     int n = sw.n;
     struct msg *m = c->waiting, **keep = &c->waiting;

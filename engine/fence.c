@@ -173,7 +173,7 @@ void fence_tick(struct worker *w, uint64_t now)
     }
     /* take every unconfirmed message out of the pool queues (up to a round's worth), keep the order of the rest */
     struct gather g = {.fr = fr, .start = start};
-    for (g.p = w->pools; g.p && fr->n < Q_FENCE_MAX; g.p = g.p->all_next)
+    for (g.p = w->pools; g.p && fr->n < Q_FENCE_MAX; g.p = g.p->next)
         pool_filter(g.p, gather_one, &g);
     if (fr->n == 0) {
         free(fr);

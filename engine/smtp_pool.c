@@ -56,7 +56,7 @@ struct route_pool *pool_find(struct worker *w, const char *site, int egress, enu
 {
     char key[sizeof(((struct route_pool *)0)->key)];
     pool_make_key(key, sizeof(key), site, egress, tls, r, prov);
-    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->next)
+    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->bucket_next)
         if (strcmp(p->key, key) == 0)
             return p;
     return NULL;
@@ -82,9 +82,9 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     p->thr_prov = prov;
     p->thr_ip = egress >= 0 ? egress : 0;
     unsigned h = pool_hash(p->key);
-    p->next = w->pool_table[h];
+    p->bucket_next = w->pool_table[h];
     w->pool_table[h] = p;
-    p->all_next = w->pools;
+    p->next = w->pools;
     w->pools = p;
     return p;
 }
@@ -363,7 +363,7 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
 void pool_tick(struct worker *w, uint64_t now)
 {
     w->thr_wake_ms = 0;
-    for (struct route_pool *p = w->pools; p; p = p->all_next) {
+    for (struct route_pool *p = w->pools; p; p = p->next) {
         /* a backoff lowered the provider's connection limit: close that many idle connections */
         int excess = p->thr_prov >= 0 && w->thr != NULL ? thr_conn_excess(w->thr, p->thr_prov, p->thr_ip) : 0;
         for (struct smtp_conn *c = p->conns, *next; c; c = next) {
@@ -386,7 +386,7 @@ void pool_free_all(struct worker *w)
 {
     struct route_pool *p = w->pools;
     while (p) {
-        struct route_pool *next = p->all_next;
+        struct route_pool *next = p->next;
         free(p);
         p = next;
     }

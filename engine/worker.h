@@ -29,6 +29,7 @@
 #include "lib/buf.h"
 #include "lib/config.h"
 #include "queue/job.h"
+#include "queue/fleet.h"
 #include "queue/keys.h"
 #include "queue/outcome.h"
 #include "queue/redis_codec.h"
@@ -45,6 +46,8 @@ struct camp;
 #define WORKER_RX_SIZE 4096 /* per connection, always posted: replies are small, TLS records arrive in parts */
 #define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
+/* a worker's name lives this long after its last heartbeat (one beat per TTL / 5) */
+#define WORKER_HEARTBEAT_TTL_MS 5000
 
 /*
  * One compiled version of a campaign. Messages hold a reference to the
@@ -66,6 +69,7 @@ struct msg {
     struct camp *camp;
     struct camp_ver *ver; /* the campaign version rendered (a reference), NULL before rendering */
     vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
+    size_t held; /* bytes this message counts in worker.held_bytes (itself, its job, data) */
     bool done; /* outcome decided */
     bool txn_failed;
     /* outcome */
@@ -157,8 +161,8 @@ struct pool_target {
  * not be shared by accident (site, source IP, TLS policy, auth identity).
  */
 struct route_pool {
-    struct route_pool *next;     /* hash chain */
-    struct route_pool *all_next; /* every pool of the worker */
+    struct route_pool *next;        /* every pool of the worker (w->pools) */
+    struct route_pool *bucket_next; /* hash chain of one pool_table bucket */
     char key[700];
     char site[320]; /* MX set ("mx1.a.test,mx2.a.test") or "route:host:port" */
     const struct config_route *route; /* relay/route entry, NULL for MX delivery */
@@ -197,7 +201,8 @@ struct camp {
     enum q_camp_state ctl; /* state last seen in Redis: paused or cancelled messages are not sent */
 };
 
-enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
+/* CONNECTING -> [HANDSHAKE: rediss] -> HELLO (AUTH, SELECT) -> UP: nothing of q goes out before UP */
+enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_HANDSHAKE, REDIS_HELLO, REDIS_UP };
 
 struct redis_link {
     int fd;
@@ -206,8 +211,17 @@ struct redis_link {
     int ops;
     bool recv_armed, send_armed;
     struct q_redis *q;
-    vbuf sbuf;
+    vbuf sbuf; /* the kernel's while send_armed */
+    vbuf wout; /* wire bytes (ciphertext under TLS) waiting for the next send */
     char *rx;
+    /* rediss://: engine/tls over the ring; the context is made on first connect */
+    SSL_CTX *tls_ctx;
+    struct tls_session tls;
+    vbuf tls_in, plain;
+    /* the AUTH/SELECT exchange that opens every connection */
+    struct q_redis *hello;
+    int hello_left;      /* replies still expected */
+    char hello_err[256]; /* the first refusal, already made printable */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t retry_at_ms;
@@ -239,6 +253,9 @@ struct worker {
     bool claim_outstanding, wait_outstanding;
     uint64_t rand_state;
     atomic_int *stop; /* process-wide: 1 = stop taking jobs */
+    const struct q_worker_id *id; /* the process's claimed name (queue/fleet.h): thread 0 renews it */
+    bool name_lost;               /* thread 0: another process holds our name now; we stopped */
+    atomic_int *running;          /* process-wide: threads still running (thread 0 stops last) */
     struct io_uring ring;
     SSL_CTX *tls_ctx;
     struct dkim_signer *dkim;
@@ -257,6 +274,9 @@ struct worker {
     struct camp *camps;
     struct msg *free_msgs;
     int inflight; /* messages taken from Redis and not yet recorded */
+    size_t held_bytes; /* what those messages hold: [worker] max_inflight_bytes / threads bounds it */
+    size_t free_bytes; /* render buffers kept on the free list */
+    size_t big_job;    /* the largest job read lately (decays): a read needs room for one like it */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
@@ -382,7 +402,12 @@ void redis_link_free(struct worker *w);
 void redis_link_tick(struct worker *w, uint64_t now);
 void redis_link_flush(struct worker *w);
 void redis_link_on_cqe(struct worker *w, uint64_t user_data, int res);
-/* redis_link_on_up - worker.c: the link (re)connected */
+/*
+ * redis_link_check - before threads start: connect once with the blocking client; -EACCES (credentials
+ * refused) or -EPROTO (TLS setup or certificate) with the reason in err; an unreachable server is logged, 0
+ */
+int redis_link_check(const struct vconfig *cfg, char *err, size_t errlen);
+/* redis_link_on_up - worker.c: the link (re)connected, authenticated and selected its database */
 void worker_on_redis_up(struct worker *w);
 
 #endif

@@ -39,7 +39,7 @@ struct q_ctl {
 static const char set_state_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
                                     "if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return -2 end\n"
                                     "redis.call('HSET', KEYS[1], 'state', ARGV[1])\n"
-                                    "redis.call('INCR', KEYS[2])\n"
+                                    "redis.call('INCRBY', KEYS[2], 1)\n"
                                     "return 1\n";
 
 /*
@@ -162,10 +162,10 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
     return rc;
 }
 
-int q_ctl_open(struct q_ctl **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
+int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
 {
     redisContext *rc;
-    int e = q_connect(&rc, host, port, db, 5000, err, errlen);
+    int e = q_connect(&rc, u, 5000, err, errlen);
     if (e < 0)
         return e;
     struct q_ctl *c = xcalloc(1, sizeof(*c));
@@ -179,7 +179,7 @@ void q_ctl_free(struct q_ctl *c)
 {
     if (c == NULL)
         return;
-    redisFree(c->c);
+    q_disconnect(c->c);
     free(c);
 }
 

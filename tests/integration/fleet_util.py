@@ -2,7 +2,7 @@
 
   fleet_conf(volley, name, route, ...)   a volley.conf of its own for worker process `name`
                                          ([worker] name = name), with [retry] / [queue] keys
-  start_named(volley, conf, tag)         `volley worker -c conf` in the background; killed at the
+  start_named(volley, conf, tag, args=)  `volley worker -c conf [args]` in the background; killed at the
                                          volley fixture's teardown like start_worker()'s workers
   AofRedis                               a redis-server with AOF (appendfsync always) that can be
                                          killed and started again on the same port and directory
@@ -46,10 +46,10 @@ def fleet_conf(volley, name, route, retry=None, queue=None, **worker):
     return dst
 
 
-def start_named(volley, conf, tag, exit_when_idle=False):
-    """Start `volley worker -c conf` in the background; log in <dir>/<tag>.log."""
+def start_named(volley, conf, tag, exit_when_idle=False, args=()):
+    """Start `volley worker -c conf [args]` in the background; log in <dir>/<tag>.log."""
     log = volley.dir / f"{tag}.log"
-    cmd = [str(binary("volley")), "worker", "-c", str(conf)]
+    cmd = [str(binary("volley")), "worker", "-c", str(conf), *map(str, args)]
     if exit_when_idle:
         cmd.append("--exit-when-idle")
     with open(log, "wb") as f:
