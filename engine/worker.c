@@ -763,6 +763,10 @@ static void on_claim(void *priv, redisReply *r)
                  n);
     for (int i = 0; i < n; i++)
         msg_start(w, jobs[i], w->claim_sent_ms);
+    /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
+     * allows, not one small batch per claim interval */
+    if (n > 0 && n >= w->claim_asked)
+        w->next_claim_ms = 0;
 }
 
 static void on_read(void *priv, redisReply *r)
@@ -947,6 +951,7 @@ static void fleet_duties(struct worker *w, uint64_t now)
         int count = fit < 1 ? 1 : fit < (size_t)w->cfg->batch ? (int)fit : w->cfg->batch;
         w->claim_outstanding = true;
         w->claim_sent_ms = worker_now_ms();
+        w->claim_asked = count;
         q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count,
                            w->retry->suppress_hard_bounces, on_claim, w);
         uint64_t every = w->retry->claim_idle_ms / 10;

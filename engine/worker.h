@@ -291,6 +291,7 @@ struct worker {
     bool beat_outstanding, fence_needed, fence_outstanding, fence_lapsed;
     struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
     uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
+    int claim_asked;        /* how many jobs the reclaim in flight asked for (a full answer: ask again at once) */
     /* campaign control (engine/camp_ctl.c) */
     long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
     bool ctl_outstanding, ctl_failed;
