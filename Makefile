@@ -37,7 +37,7 @@ TEST_BIN  := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
-.PHONY: all deps test unit integration asan demo bench clean format
+.PHONY: all deps test unit integration asan demo bench chaos clean format
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -106,6 +106,10 @@ asan: deps
 	    LDFLAGS="-fsanitize=address,undefined" all $(TEST_SRC:%.c=build-asan/%)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    BUILD=build-asan PYTHON=$(PYTHON) scripts/run-tests.sh
+
+# a fleet under faults, then a ledger (tests/integration/chaos_ledger.py); CHAOS_RECIPIENTS=N to change the size
+chaos: all
+	@CHAOS_RECIPIENTS=$${CHAOS_RECIPIENTS:-200000} VOLLEY_BUILD=$(BUILD) $(PYTHON) tests/integration/chaos_ledger.py
 
 demo: deps all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/demo.sh

@@ -568,7 +568,7 @@ int cmd_push_main(int argc, char **argv)
 
     /* 2. Redis */
     status = 1;
-    if (q_push_open(&p, cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix, err, sizeof(err)) < 0 ||
+    if (q_push_open(&p, &cfg.redis, cfg.redis_prefix, err, sizeof(err)) < 0 ||
         q_push_campaign(p, camp.id, camp.f, camp.n, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley push: %s\n", err);
         goto out;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -30,17 +31,18 @@ void config_defaults(struct vconfig *cfg)
 {
     char host[256];
     memset(cfg, 0, sizeof(*cfg));
-    cfg->redis_host = xstrdup("127.0.0.1");
-    cfg->redis_port = 6379;
+    redis_url_init(&cfg->redis);
     cfg->redis_prefix = xstrdup("volley");
     cfg->threads = 0;
     if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
         snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     cfg->hostname = xstrdup(host);
-    cfg->name = xstrdup(host);
+    cfg->name = NULL; /* unset: `volley worker` claims the first free <host>-<n> */
     cfg->batch = 256;
     cfg->max_inflight = 2048;
+    cfg->max_message_bytes = 25u << 20;
+    cfg->max_inflight_bytes = 256u << 20;
     cfg->connections = 10;
     cfg->msgs_per_conn = 100;
     cfg->new_conns_per_sec = 0;
@@ -70,7 +72,7 @@ void config_defaults(struct vconfig *cfg)
 void config_free(struct vconfig *cfg)
 {
     free(cfg->path);
-    free(cfg->redis_host);
+    redis_url_free(&cfg->redis);
     free(cfg->redis_prefix);
     free(cfg->hostname);
     free(cfg->name);
@@ -116,6 +118,20 @@ static int parse_int(const char *v, long lo, long hi, int *out)
     return 0;
 }
 
+/* parse_bytes - a byte count (whole decimal number) within [lo, hi] */
+static int parse_bytes(const char *v, unsigned long long lo, unsigned long long hi, size_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*v == '-' || *v == '+')
+        return -EINVAL;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
+        return -EINVAL;
+    *out = (size_t)x;
+    return 0;
+}
+
 int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon;
@@ -140,34 +156,14 @@ int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     return parse_int(colon + 1, 1, 65535, port);
 }
 
-/* parse_redis_url - redis://host[:port][/db] */
-static int parse_redis_url(struct vconfig *cfg, const char *v)
+/* parse_yesno - yes|no into 1|0 */
+static int parse_yesno(const char *v, int *out)
 {
-    char host[256];
-    int port = 6379, db = 0;
-    if (strncmp(v, "redis://", 8) != 0)
-        return -EINVAL;
-    v += 8;
-    const char *slash = strchr(v, '/');
-    size_t hp = slash ? (size_t)(slash - v) : strlen(v);
-    char hostport[256];
-    if (hp == 0 || hp >= sizeof(hostport))
-        return -EINVAL;
-    memcpy(hostport, v, hp);
-    hostport[hp] = '\0';
-    if (strchr(hostport, ':') != NULL) {
-        if (config_parse_hostport(hostport, host, sizeof(host), &port) < 0)
-            return -EINVAL;
-    } else {
-        snprintf(host, sizeof(host), "%s", hostport);
+    if (strcmp(v, "yes") == 0 || strcmp(v, "no") == 0) {
+        *out = v[0] == 'y';
+        return 0;
     }
-    if (slash && slash[1] != '\0' && parse_int(slash + 1, 0, 1000, &db) < 0)
-        return -EINVAL;
-    free(cfg->redis_host);
-    cfg->redis_host = xstrdup(host);
-    cfg->redis_port = port;
-    cfg->redis_db = db;
-    return 0;
+    return -EINVAL;
 }
 
 /* set_str - replace an owned string */
@@ -343,6 +339,34 @@ static int parse_route(struct vconfig *cfg, const char *key, const char *v)
     return 0;
 }
 
+/*
+ * redis_secret_key - [redis] url and password_file: their values carry or
+ * point at the password, so their errors give a reason, never the value.
+ * Returns 1 when key is one of them (err filled on failure through *rc).
+ */
+static int redis_secret_key(struct vconfig *cfg, const char *key, const char *v, int *rc, char *why, size_t whylen)
+{
+    if (strcmp(key, "url") == 0) {
+        *rc = redis_url_parse(&cfg->redis, v, why, whylen);
+        return 1;
+    }
+    if (strcmp(key, "password_file") != 0)
+        return 0;
+    char pass[REDIS_URL_SECRET_MAX];
+    struct stat st;
+    *rc = read_secret_file(v, pass, sizeof(pass));
+    if (*rc < 0) {
+        snprintf(why, whylen, "%s: %s", v, *rc == -EINVAL ? "empty" : strerror(-*rc));
+        return 1;
+    }
+    /* a warning, not a refusal: mounted secrets (Kubernetes, systemd credentials) are often 0644 */
+    if (stat(v, &st) == 0 && (st.st_mode & 077) != 0)
+        log_warn("[redis] password_file %s is readable by group or others (chmod 600 it)", v);
+    *rc = redis_url_set_password(&cfg->redis, pass, why, whylen);
+    memset(pass, 0, sizeof(pass));
+    return 1;
+}
+
 /* raw_section - sections whose keys another module validates */
 static int raw_section(const char *sec)
 {
@@ -354,8 +378,24 @@ static int raw_section(const char *sec)
 static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
 {
     if (strcmp(sec, "redis") == 0) {
-        if (strcmp(key, "url") == 0)
-            return parse_redis_url(cfg, v);
+        /* url and password_file are applied by redis_secret_key: their errors must not echo the value */
+        static const struct {
+            const char *key;
+            size_t off;
+        } files[] = {
+            {"ca_file", offsetof(struct vconfig, redis.ca_file)},
+            {"cert_file", offsetof(struct vconfig, redis.cert_file)},
+            {"key_file", offsetof(struct vconfig, redis.key_file)},
+        };
+        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+            if (strcmp(key, files[i].key) == 0) {
+                if (access(v, R_OK) != 0)
+                    return -EINVAL;
+                set_str((char **)((char *)cfg + files[i].off), v);
+                return 0;
+            }
+        if (strcmp(key, "verify") == 0)
+            return parse_yesno(v, &cfg->redis.verify);
         if (strcmp(key, "prefix") == 0) {
             if (!valid_prefix(v))
                 return -EINVAL;
@@ -384,6 +424,10 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
         if (strcmp(key, "shutdown_ms") == 0)
             return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
+        if (strcmp(key, "max_message_bytes") == 0)
+            return parse_bytes(v, 4096, 1ULL << 30, &cfg->max_message_bytes);
+        if (strcmp(key, "max_inflight_bytes") == 0)
+            return parse_bytes(v, 1ULL << 20, 1ULL << 40, &cfg->max_inflight_bytes);
     } else if (strcmp(sec, "smtp") == 0) {
         static const struct {
             const char *key;
@@ -533,6 +577,15 @@ static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, 
             r->line = lineno;
             continue;
         }
+        char why[256];
+        int src;
+        if (strcmp(sec, "redis") == 0 && redis_secret_key(cfg, key, val, &src, why, sizeof(why))) {
+            if (src < 0) {
+                snprintf(err, errlen, "%s:%d: [redis] %s: %s", name, lineno, key, why);
+                return -EINVAL;
+            }
+            continue;
+        }
         rc = config_set(cfg, sec, key, val);
         if (rc == -ENOENT) {
             snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
@@ -606,6 +659,12 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
     if (rc == 0 && text != NULL)
         rc = parse(cfg, path, text, len, err, errlen);
     free(text);
+    if (rc == 0 && redis_url_check(&cfg->redis, err, errlen) < 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "%s: %s", path, why);
+        rc = -EINVAL;
+    }
     if (rc < 0)
         config_free(cfg); /* nothing for the caller to release on the error path (config_free again is harmless) */
     return rc;

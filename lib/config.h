@@ -22,6 +22,8 @@
 
 #include <stddef.h>
 
+#include "lib/redis_url.h"
+
 #define CONFIG_MAX_ROUTES 256
 
 #define CONFIG_MAX_EGRESS 64
@@ -83,17 +85,17 @@ struct config_raw {
 
 struct vconfig {
     char *path;
-    /* [redis] */
-    char *redis_host;
-    int redis_port;
-    int redis_db;
+    /* [redis]: url, password_file, ca_file, cert_file, key_file, verify */
+    struct redis_url redis;
     char *redis_prefix;
     /* [worker] */
     int threads;       /* worker threads; 0 in the file means "number of cores" */
     char *hostname;    /* EHLO name */
-    char *name;        /* consumer name stem, stable across restarts */
+    char *name;        /* worker name (consumer name stem); NULL: the worker picks <host>-<n> */
     int batch;         /* jobs fetched per XREADGROUP */
     int max_inflight;  /* messages a thread holds at once */
+    size_t max_message_bytes;  /* a rendered message larger than this fails its job */
+    size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
     int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */
     /* [smtp] ([worker] keeps the older names as aliases) */
     int connections;     /* concurrent connections per destination site, whole process */

@@ -68,10 +68,10 @@ static int command(struct q_push *p, redisReply **out, char *err, size_t errlen,
     return 0;
 }
 
-int q_push_open(struct q_push **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
+int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
 {
     redisContext *c;
-    int rc = q_connect(&c, host, port, db, Q_PUSH_TIMEOUT_MS, err, errlen);
+    int rc = q_connect(&c, u, Q_PUSH_TIMEOUT_MS, err, errlen);
     if (rc < 0)
         return rc;
     struct q_push *p = xcalloc(1, sizeof(*p));
@@ -86,7 +86,7 @@ void q_push_free(struct q_push *p)
 {
     if (p == NULL)
         return;
-    redisFree(p->c);
+    q_disconnect(p->c);
     vbuf_free(&p->batch);
     free(p);
 }

@@ -15,6 +15,7 @@
  *   that the bench's `redis` section runs with.
  */
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -100,7 +101,7 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
     double c2 = cpu_us();
     while (NJOBS < n) {
         int before = NJOBS;
-        q_intake_read2(q, k, "bench-0", batch, 0, 1, on_jobs, &n);
+        q_intake_read2(q, k, "bench-0", batch, SIZE_MAX, 1, 0, 1, on_jobs, &n);
         rh_pump(q, fd);
         if (NJOBS == before)
             break;

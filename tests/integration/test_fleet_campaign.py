@@ -20,7 +20,7 @@ DESCRIPTION
 import signal
 import time
 
-from fleet_util import fleet_conf, outcome_sum, sink_log, start_named, wait_for
+from fleet_util import campaign_snapshot, fleet_conf, outcome_sum, sink_log, start_named, wait_for
 from volley_itest import stop_process, tail
 
 A, B = "hold-me", "keep-going"
@@ -36,39 +36,8 @@ def received(sink, tag):
     return [(ms, r) for ms, rcpts in sink_log(sink) for r in rcpts if r.startswith(tag)]
 
 
-def id_key(i):
-    ms, seq = i.split("-")
-    return int(ms), int(seq)
-
-
-def snapshot(volley, cid):
-    """Counters and what is still queued for cid, read in one MULTI/EXEC (atomic). A stream entry is
-    still queued when it is pending or after the group's last-delivered id: the streams also keep
-    recorded entries until the record script trims them."""
-    p = volley.r.pipeline(transaction=True)
-    p.hgetall(volley.key("stats", cid))
-    streams = (volley.key("jobs"), volley.key("jobs", "high"))
-    for s in streams:
-        p.xrange(s, "-", "+")
-        p.xinfo_groups(s)
-        p.xpending_range(s, "volley", "-", "+", 100000)
-    p.zcard(volley.key("retry"))
-    p.xlen(volley.key("hold", cid))
-    out = p.execute()
-    stats = {k: int(v) for k, v in out[0].items()}
-    in_streams = 0
-    for k in range(len(streams)):
-        entries, groups, pending = out[1 + 3 * k:4 + 3 * k]
-        last = next((g["last-delivered-id"] for g in groups if g["name"] == "volley"), "0-0")
-        pend = {x["message_id"] for x in pending}
-        in_streams += sum(1 for i, f in entries
-                          if f.get("campaign") == cid and (i in pend or id_key(i) > id_key(last)))
-    retry, held = out[-2], out[-1]
-    return stats, in_streams, retry, held
-
-
 def assert_adds_up(volley, cid, when):
-    st, in_streams, retry, held = snapshot(volley, cid)
+    st, in_streams, retry, held = campaign_snapshot(volley, cid)
     assert retry == 0, f"{when}: unexpected deferrals {st}"
     assert st["queued"] == outcome_sum(st) + in_streams + held, (
         f"{when}: counters do not add up: {st}, {in_streams} in the streams, {held} held")

@@ -76,8 +76,8 @@ static void test_nul_bytes_are_an_error_naming_the_line(void **st)
     char err[256];
     static const char clean[] = "[redis]\nurl = redis://10.1.2.3:7000\n";
     assert_int_equal(load(clean, sizeof(clean) - 1, &cfg, err, sizeof(err)), 0);
-    assert_string_equal(cfg.redis_host, "10.1.2.3");
-    assert_int_equal(cfg.redis_port, 7000);
+    assert_string_equal(cfg.redis.host, "10.1.2.3");
+    assert_int_equal(cfg.redis.port, 7000);
     config_free(&cfg);
 }
 
