@@ -26,7 +26,7 @@ ADMIN_PASS = "admin-pw"
 # over the whole spine: push, worker, status, campaign, suppress, warmup, throttle).
 VOLLEY_COMMANDS = (
     "auth select ping "
-    "xadd xreadgroup xack xclaim xgroup|create xpending xlen xrange xdel xinfo|groups xinfo|consumers "
+    "xadd xreadgroup xack xclaim xgroup|create xpending xlen xrange xdel xtrim xinfo|groups xinfo|consumers "
     "hset hget hgetall hmget hincrby "
     "sadd srem smembers smismember scard sscan "
     "zadd zrem zcard zrange zrangebyscore zremrangebyscore "

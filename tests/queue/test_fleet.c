@@ -308,6 +308,23 @@ static void test_late_record_after_reclaim_is_duplicate(void **st)
     free_jobs();
 }
 
+/* a held job recorded twice (a batch sent again, or two owners after a reclaim) is held once */
+static void test_held_twice_is_held_once(void **st)
+{
+    fresh();
+    freeReplyObject(rh_cmd(&H, "HSET %sc1 state paused", K.campaign));
+    xadd(K.jobs, "c1", "a@example.test");
+    read2("w1", 10, 0);
+    assert_int_equal(NJ, 1);
+    struct q_outcome o = {.job = J[0], .status = Q_HELD, .ts_ms = 1};
+    record(NULL, &o, 1);
+    record(NULL, &o, 1);
+    assert_int_equal(rh_int(&H, "XLEN %sc1", K.hold), 1);
+    assert_int_equal(rh_int(&H, "EXISTS %s", K.events), 0);
+    assert_streams_empty();
+    free_jobs();
+}
+
 static void test_high_first(void **st)
 {
     fresh();
@@ -726,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_expiry_after_max_age),
         cmocka_unit_test(test_autoclaim_skips_recorded),
         cmocka_unit_test(test_late_record_after_reclaim_is_duplicate),
+        cmocka_unit_test(test_held_twice_is_held_once),
         cmocka_unit_test(test_high_first),
         cmocka_unit_test(test_suppression),
         cmocka_unit_test(test_hold_resume_cancel),
