@@ -17,7 +17,15 @@
 
 #include "tests/fuzz/fuzz.h"
 
-static char dir[256], ini[300];
+static char dir[256], ini[300], body[300];
+
+/* cleanup - the private folder goes when the process exits */
+static void cleanup(void)
+{
+    unlink(ini);
+    unlink(body);
+    rmdir(dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -26,8 +34,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (mkdtemp(dir) == NULL)
         abort();
     snprintf(ini, sizeof(ini), "%s/CAMPAIGN.ini", dir);
-    char body[300];
     snprintf(body, sizeof(body), "%s/body.txt", dir);
+    atexit(cleanup);
     FILE *f = fopen(body, "w");
     if (f == NULL)
         abort();
