@@ -527,6 +527,11 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
         }
         *eq = '\0';
         char *key = trim(s), *val = trim(eq + 1);
+        if (*key == '\0') {
+            /* "= value": under [route] it would add a route for the domain "" (found by fuzz_config) */
+            snprintf(err, errlen, "%s:%d: empty key before '='", name, lineno);
+            return -EINVAL;
+        }
         if (sec[0] == '\0') {
             snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
             return -EINVAL;
