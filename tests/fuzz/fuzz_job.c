@@ -4,8 +4,9 @@
  * DESCRIPTION
  *   Anyone who can XADD to <p>:jobs writes these fields, and the reply
  *   around them is what Redis (or a box in the middle) sends. The input is
- *   RESP bytes: each complete reply the hiredis reader makes of them is
- *   handed to q_jobs_parse as an XREADGROUP / XAUTOCLAIM reply would be.
+ *   RESP bytes arriving on the worker's link (q_redis_feed: the
+ *   hiredis reader with volley's caps): each complete reply is handed to
+ *   q_jobs_parse as an XREADGROUP / XAUTOCLAIM reply would be.
  *   Checked for every job returned (queue/job.h, queue/validate.h): the id
  *   fits Q_ID_MAX and is terminated, strings are NUL-terminated at their
  *   lengths, the attempt is 1..1,000,000; a job without `error` has a valid
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "queue/job.h"
+#include "queue/redis_codec.h"
 #include "queue/validate.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -45,24 +47,30 @@ static void check_job(const struct q_job *j)
     }
 }
 
+/* on_reply - what the worker's on_read does with an XREADGROUP reply; asks for the next one */
+static void on_reply(void *priv, redisReply *r)
+{
+    struct q_redis *q = priv;
+    if (r == NULL)
+        return; /* the link failed */
+    struct q_job *jobs[JOBS_MAX];
+    int n = q_jobs_parse(r, jobs, JOBS_MAX);
+    FUZZ_CHECK(n == -EPROTO || (n >= 0 && n <= JOBS_MAX), "q_jobs_parse returned %d", n);
+    for (int i = 0; i < n; i++) {
+        check_job(jobs[i]);
+        q_job_free(jobs[i]);
+    }
+    const char *argv[] = {"XREADGROUP"};
+    q_redis_cmdargv(q, 1, argv, NULL, on_reply, q);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    redisReader *rd = redisReaderCreate();
-    if (rd == NULL || redisReaderFeed(rd, (const char *)data, size) != REDIS_OK)
-        abort();
-    for (;;) {
-        void *r = NULL;
-        if (redisReaderGetReply(rd, &r) != REDIS_OK || r == NULL)
-            break;
-        struct q_job *jobs[JOBS_MAX];
-        int n = q_jobs_parse(r, jobs, JOBS_MAX);
-        FUZZ_CHECK(n == -EPROTO || (n >= 0 && n <= JOBS_MAX), "q_jobs_parse returned %d", n);
-        for (int i = 0; i < n; i++) {
-            check_job(jobs[i]);
-            q_job_free(jobs[i]);
-        }
-        freeReplyObject(r);
-    }
-    redisReaderFree(rd);
+    struct q_redis *q = q_redis_new();
+    const char *argv[] = {"XREADGROUP"};
+    q_redis_cmdargv(q, 1, argv, NULL, on_reply, q);
+    int rc = q_redis_feed(q, (const char *)data, size);
+    FUZZ_CHECK(rc == 0 || rc == -EPROTO, "q_redis_feed %d", rc);
+    q_redis_free(q);
     return 0;
 }
