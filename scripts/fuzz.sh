@@ -18,10 +18,11 @@ for name in "$@"; do
     crashes=$build/fuzz-crashes/$name
     log=$build/fuzz-logs/$name.log
     mkdir -p "$scratch" "$crashes" "$(dirname "$log")"
-    # -timeout: an input taking over 25 s is a hang; the rss limit catches unbounded growth
+    # -timeout: an input taking over 25 s is a hang; the rss limit catches unbounded growth;
+    # stdin is /dev/null so an input naming /dev/stdin (campaign_ini's KEY_file) cannot wait on a terminal
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "$bin" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$crashes/" "$scratch" "$seeds" >"$log" 2>&1
+        -artifact_prefix="$crashes/" "$scratch" "$seeds" </dev/null >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1)
