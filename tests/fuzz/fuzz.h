@@ -37,6 +37,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                                              \
     } while (0)
 
+/*
+ * fuzz_take_chunk - the read size the bytes arrive in (1..256), taken from
+ * the input's first byte, which is then skipped; 0 when the input is empty.
+ * Peers' bytes come in pieces of any size: parsers must not care.
+ */
+static inline size_t fuzz_take_chunk(const uint8_t **data, size_t *size)
+{
+    if (*size < 1)
+        return 0;
+    size_t chunk = (size_t)(*data)[0] + 1;
+    (*data)++;
+    (*size)--;
+    return chunk;
+}
+
 #include <sys/mman.h>
 #include <unistd.h>
 

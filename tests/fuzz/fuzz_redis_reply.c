@@ -167,11 +167,9 @@ static struct q_job *sample_job(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    size_t chunk = fuzz_take_chunk(&data, &size);
+    if (chunk == 0)
         return 0;
-    size_t chunk = (size_t)data[0] + 1;
-    data++;
-    size--;
     struct link l = {.q = q_redis_new()};
     q_keys_init(&l.keys, "v");
     l.job = sample_job();

@@ -62,11 +62,9 @@ static void check_verdict(int rc, const struct thr_verdict *v, uint64_t now)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    size_t chunk = fuzz_take_chunk(&data, &size);
+    if (chunk == 0)
         return 0;
-    size_t chunk = (size_t)data[0] + 1;
-    data++;
-    size--;
     static const char *const ips[2] = {"10.0.0.1", "10.0.0.2"};
     static const char *const domains[3] = {"gmail.com", "yahoo.com", "example.test"};
     struct q_redis *q = q_redis_new();
