@@ -48,7 +48,7 @@ SINK_LIB  := $(BUILD)/libsink.a
 TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
-.PHONY: all deps test unit integration asan demo bench clean format fuzz fuzz-bins fuzz-replay
+.PHONY: all deps test unit integration asan demo bench chaos clean format fuzz fuzz-bins fuzz-replay
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -147,6 +147,10 @@ fuzz:
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) JEMALLOC= \
 	    CFLAGS="-O1 -g -fsanitize=fuzzer-no-link $(FUZZ_SAN)" LDFLAGS="$(FUZZ_SAN)" fuzz-bins
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh build-fuzz $(FUZZ_NAMES)
+
+# a fleet under faults, then a ledger (tests/integration/chaos_ledger.py); CHAOS_RECIPIENTS=N to change the size
+chaos: all
+	@CHAOS_RECIPIENTS=$${CHAOS_RECIPIENTS:-200000} VOLLEY_BUILD=$(BUILD) $(PYTHON) tests/integration/chaos_ledger.py
 
 demo: deps all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/demo.sh

@@ -17,9 +17,9 @@
  *   field KEY; id = names the campaign, generated when absent; header.* and
  *   default.* keys are refused: they belong in the next two), [headers]
  *   (Name = value -> field header.Name) and [defaults] (var = value ->
- *   field default.var). Comments are lines starting with '#' or ';' (not
- *   trailing text: a subject may contain ';'). docs/redis-contract.md has
- *   the details.
+ *   field default.var), read with lib/ini.h like volley.conf. Comments are
+ *   lines starting with '#' or ';' (not trailing text: a subject may
+ *   contain ';'). docs/redis-contract.md has the details.
  *
  *   When stderr is a terminal a progress bar (percent of the file read,
  *   rows queued, rate) is redrawn there at most 10 times a second and
@@ -42,7 +42,9 @@
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/config.h"
+#include "lib/ini.h"
 #include "lib/kv.h"
+#include "lib/log.h"
 #include "queue/job.h"
 #include "queue/push.h"
 #include "queue/reclist.h"
@@ -117,17 +119,6 @@ static int read_file(const char *path, size_t max, char **out, size_t *len, char
     return 0;
 }
 
-/* trim - strip blanks at both ends, in place */
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
-}
-
 /* add_field - own a copy of name (prefix + key) and value; a repeated name is an error */
 static int add_field(struct campaign *c, const char *prefix, const char *key, char *val, size_t vlen, int val_owned,
                      char *err, size_t errlen)
@@ -194,50 +185,34 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
         dir[0] = '\0';
 
     enum { S_NONE, S_CAMPAIGN, S_HEADERS, S_DEFAULTS } sec = S_NONE;
-    int lineno = 0;
-    char *save = NULL;
-    rc = 0;
-    for (char *p = text; p != NULL && rc == 0; p = save) {
-        char *nl = strchr(p, '\n');
-        if (nl) {
-            *nl = '\0';
-            save = nl + 1;
-        } else {
-            save = NULL;
-        }
-        lineno++;
-        char *s = trim(p);
-        if (*s == '\0' || *s == '#' || *s == ';')
-            continue;
-        if (*s == '[') {
-            if (strcmp(s, "[campaign]") == 0)
+    struct ini it;
+    struct ini_line ln;
+    ini_init(&it, path, text, len, 0); /* no line limit: a value (an html = ... line) may be long */
+    while ((rc = ini_next(&it, &ln, err, errlen)) > 0) {
+        int lineno = ln.lineno;
+        if (ln.section != NULL) {
+            if (strcmp(ln.section, "campaign") == 0)
                 sec = S_CAMPAIGN;
-            else if (strcmp(s, "[headers]") == 0)
+            else if (strcmp(ln.section, "headers") == 0)
                 sec = S_HEADERS;
-            else if (strcmp(s, "[defaults]") == 0)
+            else if (strcmp(ln.section, "defaults") == 0)
                 sec = S_DEFAULTS;
             else {
-                snprintf(err, errlen, "%s:%d: unknown section %.60s (expected [campaign], [headers], [defaults])", path,
-                         lineno, s);
+                snprintf(err, errlen, "%s:%d: unknown section [%.60s] (expected [campaign], [headers], [defaults])",
+                         path, lineno, ln.section);
                 rc = -EINVAL;
+                break;
             }
             continue;
         }
-        char *eq = strchr(s, '=');
-        if (eq == NULL || sec == S_NONE) {
-            snprintf(err, errlen, "%s:%d: %s", path, lineno,
-                     eq ? "key outside a section (start with [campaign])" : "expected key = value");
+        if (sec == S_NONE) {
+            snprintf(err, errlen, "%s:%d: key outside a section (start with [campaign])", path, lineno);
             rc = -EINVAL;
             break;
         }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
-        if (*key == '\0') {
-            snprintf(err, errlen, "%s:%d: empty key", path, lineno);
-            rc = -EINVAL;
-            break;
-        }
+        char *key = ln.key, *val = ln.value;
         why[0] = '\0';
+        rc = 0;
         if (sec == S_HEADERS) {
             if (!header_name_ok(key))
                 snprintf(why, sizeof(why), "'%.64s' is not a valid header name", key);
@@ -277,6 +252,8 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
             snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
             rc = -EINVAL;
         }
+        if (rc < 0)
+            break;
     }
     free(text);
     if (rc == 0 && c->n == 0) {
@@ -342,10 +319,14 @@ static void bad_row(struct rows *r, long line, const char *why)
 {
     if (r->bad < PUSH_SHOW_BAD && isatty(2))
         fputs("\r\033[K", stderr); /* not in the middle of the progress bar */
-    if (r->bad++ < PUSH_SHOW_BAD)
-        fprintf(stderr, "volley push: %s:%ld: skipped: %s\n", r->path, line, why);
-    else if (r->bad == PUSH_SHOW_BAD + 1)
+    if (r->bad++ < PUSH_SHOW_BAD) {
+        /* reasons quote the row's own names and values: no control byte of theirs reaches the terminal */
+        char clean[400];
+        log_sanitize(clean, sizeof(clean), why, strlen(why));
+        fprintf(stderr, "volley push: %s:%ld: skipped: %s\n", r->path, line, clean);
+    } else if (r->bad == PUSH_SHOW_BAD + 1) {
         fprintf(stderr, "volley push: more bad rows: only counted from here on\n");
+    }
 }
 
 /* read_header - the CSV header: find 'email', check every other name; 0 or -EINVAL with err */
@@ -375,8 +356,10 @@ static int read_header(struct rows *r, char *err, size_t errlen)
             }
             r->email_col = i;
         } else if (!q_var_name_valid(f[i].p, f[i].n)) {
-            snprintf(err, errlen, "%s:%ld: column %d '%.64s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)",
-                     r->path, line, i + 1, r->names[i]);
+            char name[65];
+            log_sanitize(name, sizeof(name), f[i].p, f[i].n);
+            snprintf(err, errlen, "%s:%ld: column %d '%s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)",
+                     r->path, line, i + 1, name);
             return -EINVAL;
         }
         for (int j = 0; j < i; j++)
@@ -387,6 +370,11 @@ static int read_header(struct rows *r, char *err, size_t errlen)
     }
     if (r->email_col < 0) {
         snprintf(err, errlen, "%s:%ld: no 'email' column in the header row", r->path, line);
+        return -EINVAL;
+    }
+    /* caught here, before anything is written, instead of as every row refused */
+    if (nf - 1 > Q_VAR_MAX) {
+        snprintf(err, errlen, "%s:%ld: %d variable columns (at most %d)", r->path, line, nf - 1, Q_VAR_MAX);
         return -EINVAL;
     }
     return 0;
@@ -434,6 +422,17 @@ static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
                 }
             }
         } else {
+            /* JSON leaves a repeated name's meaning open (RFC 8259 4): refuse the row rather than pick one */
+            int dup = -1;
+            for (int i = 2; i + 1 < nf && dup < 0; i += 2)
+                for (int k = 0; k < i && dup < 0; k += 2)
+                    if (f[k].n == f[i].n && memcmp(f[k].p, f[i].p, f[i].n) == 0)
+                        dup = i;
+            if (dup >= 0) {
+                snprintf(why, sizeof(why), "field '%.*s' given twice", (int)(f[dup].n > 64 ? 64 : f[dup].n), f[dup].p);
+                bad_row(r, line, why);
+                continue;
+            }
             for (int i = 0; i + 1 < nf; i += 2) {
                 if (f[i].n == 5 && memcmp(f[i].p, "email", 5) == 0) {
                     to = f[i + 1].p;
@@ -574,7 +573,7 @@ int cmd_push_main(int argc, char **argv)
 
     /* 2. Redis */
     status = 1;
-    if (q_push_open(&p, cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix, err, sizeof(err)) < 0 ||
+    if (q_push_open(&p, &cfg.redis, cfg.redis_prefix, err, sizeof(err)) < 0 ||
         q_push_campaign(p, camp.id, camp.f, camp.n, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley push: %s\n", err);
         goto out;

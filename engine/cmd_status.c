@@ -69,10 +69,10 @@ static void print_throttle(FILE *f, const struct vconfig *cfg)
 {
     char err[256];
     redisContext *c;
-    if (q_connect(&c, cfg->redis_host, cfg->redis_port, cfg->redis_db, 2000, err, sizeof(err)) < 0)
+    if (q_connect(&c, &cfg->redis, 2000, err, sizeof(err)) < 0)
         return; /* the queue tables above already said Redis is unreachable */
     thr_status_print(c, cfg->redis_prefix, f);
-    redisFree(c);
+    q_disconnect(c);
 }
 
 /*
@@ -82,7 +82,9 @@ static void print_throttle(FILE *f, const struct vconfig *cfg)
 static void print_report(FILE *f, const struct vconfig *cfg, const struct q_status_report *s,
                          const struct q_status_report *prev, double dt_s, int watch)
 {
-    fprintf(f, "queue %s:jobs on %s:%d db %d\n", cfg->redis_prefix, cfg->redis_host, cfg->redis_port, cfg->redis_db);
+    char shown[REDIS_URL_SHOWN_MAX];
+    redis_url_display(&cfg->redis, shown, sizeof(shown));
+    fprintf(f, "queue %s:jobs on %s\n", cfg->redis_prefix, shown);
     fprintf(f, "  %-22s %12lld\n", "stream length", s->jobs);
     fprintf(f, "  %-22s %12lld\n", "undelivered", s->undelivered);
     fprintf(f, "  %-22s %12lld\n", "pending", s->pending);
@@ -190,7 +192,7 @@ static int watch(const struct vconfig *cfg, const char *campaign)
         time_t wall = time(NULL);
         strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&wall));
         fprintf(f, "volley status --watch  %s  (Ctrl-C to quit)\n\n", ts);
-        if (q_status_collect(cfg->redis_host, cfg->redis_port, cfg->redis_db, cfg->redis_prefix, campaign, &cur, err,
+        if (q_status_collect(&cfg->redis, cfg->redis_prefix, campaign, &cur, err,
                              sizeof(err)) < 0) {
             fprintf(f, "%s (retrying)\n", err);
         } else {
@@ -265,7 +267,7 @@ int cmd_status_main(int argc, char **argv)
         return rc;
     }
     struct q_status_report s;
-    if (q_status_collect(cfg.redis_host, cfg.redis_port, cfg.redis_db, cfg.redis_prefix, campaign, &s, err,
+    if (q_status_collect(&cfg.redis, cfg.redis_prefix, campaign, &s, err,
                          sizeof(err)) < 0) {
         fprintf(stderr, "volley status: %s\n", err);
         config_free(&cfg);

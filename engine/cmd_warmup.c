@@ -152,7 +152,7 @@ int cmd_warmup_main(int argc, char **argv)
     int rc = 1;
     char cerr[300];
     redisContext *c = NULL;
-    if (q_connect(&c, cfg.redis_host, cfg.redis_port, cfg.redis_db, 5000, cerr, sizeof(cerr)) < 0) {
+    if (q_connect(&c, &cfg.redis, 5000, cerr, sizeof(cerr)) < 0) {
         fprintf(stderr, "volley warmup: %s\n", cerr);
         c = NULL;
         goto out;
@@ -181,7 +181,7 @@ int cmd_warmup_main(int argc, char **argv)
     }
 out:
     if (c)
-        redisFree(c);
+        q_disconnect(c);
     thr_config_free(tc);
     config_free(&cfg);
     return rc;

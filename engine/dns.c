@@ -158,6 +158,8 @@ static uint32_t clamp_ttl(uint32_t ms)
 /*
  * dns_name_norm - lower-case copy of a host name without its trailing dot,
  * checked: 1..253 octets, labels of 1..63 letters, digits, '-' or '_'.
+ * An empty label anywhere but the root (one trailing dot) is invalid (RFC
+ * 1035), so every spelling of a name maps to one cache entry and site key.
  * Names from DNS answers pass through here too: c-ares escapes odd octets
  * (as \DDD or "\."), which this rejects.
  */
@@ -185,6 +187,8 @@ static int dns_name_norm(const char *in, char *out)
         }
         out[i] = c;
     }
+    if (label == 0)
+        return -EINVAL; /* "x.example.." : the dot stripped above was the root, this one ends an empty label */
     out[n] = '\0';
     return 0;
 }

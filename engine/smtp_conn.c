@@ -411,8 +411,8 @@ static bool start_txn(struct smtp_conn *c)
         return false;
     }
     struct route_pool *p = c->pool;
-    if (p->qhead == NULL)
-        return false;
+    if (!fence_gate(c->w, p))
+        return false; /* empty, not surely ours (engine/fence.c), or the rest was paused or cancelled */
     if (p->thr_prov >= 0 && c->w->thr != NULL) {
         /* the provider's send slot is taken now, as the message goes on the wire */
         uint64_t wall = clock_wall_ms();

@@ -56,7 +56,7 @@ struct route_pool *pool_find(struct worker *w, const char *site, int egress, enu
 {
     char key[sizeof(((struct route_pool *)0)->key)];
     pool_make_key(key, sizeof(key), site, egress, tls, r, prov);
-    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->next)
+    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->bucket_next)
         if (strcmp(p->key, key) == 0)
             return p;
     return NULL;
@@ -82,9 +82,9 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     p->thr_prov = prov;
     p->thr_ip = egress >= 0 ? egress : 0;
     unsigned h = pool_hash(p->key);
-    p->next = w->pool_table[h];
+    p->bucket_next = w->pool_table[h];
     w->pool_table[h] = p;
-    p->all_next = w->pools;
+    p->next = w->pools;
     w->pools = p;
     return p;
 }
@@ -154,16 +154,32 @@ struct route_pool *pool_for_route(struct worker *w, const struct config_route *r
     return p;
 }
 
+struct defer_all {
+    struct worker *w;
+    struct route_pool *p;
+    uint64_t now;
+};
+
+/* defer_one - pool_defer_all's pool_take_fn: only a message surely ours is recorded (engine/fence.c) */
+static bool defer_one(struct msg *m, void *priv)
+{
+    struct defer_all *d = priv;
+    if (!fence_owns(m, d->now)) {
+        d->w->fence_needed = true; /* deferred (or dropped) once the fence has asked Redis */
+        return false;
+    }
+    if (m->host[0] == '\0')
+        snprintf(m->host, sizeof(m->host), "%.290s", d->p->site);
+    m->scope = "site";
+    worker_finish_msg(d->w, m, Q_DEFERRED, 0, "4.4.1", d->p->last_error[0] ? d->p->last_error : "destination unusable");
+    return true;
+}
+
 /* pool_defer_all - every queued message is deferred with the pool's last error */
 static void pool_defer_all(struct worker *w, struct route_pool *p)
 {
-    struct msg *m;
-    while ((m = pool_take(p)) != NULL) {
-        if (m->host[0] == '\0')
-            snprintf(m->host, sizeof(m->host), "%.290s", p->site);
-        m->scope = "site";
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.1", p->last_error[0] ? p->last_error : "destination unusable");
-    }
+    struct defer_all d = {.w = w, .p = p, .now = worker_now_ms()};
+    pool_filter(p, defer_one, &d);
 }
 
 void pool_enqueue(struct route_pool *p, struct msg *m)
@@ -188,6 +204,20 @@ struct msg *pool_take(struct route_pool *p)
     p->qlen--;
     m->next = NULL;
     return m;
+}
+
+void pool_filter(struct route_pool *p, pool_take_fn *take, void *priv)
+{
+    struct msg *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m != NULL) {
+        struct msg *next = m->next;
+        m->next = NULL;
+        if (!take(m, priv))
+            pool_enqueue(p, m);
+        m = next;
+    }
 }
 
 /* pool_usable_target - the first target in preference order not marked bad, or -1 */
@@ -333,7 +363,7 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
 void pool_tick(struct worker *w, uint64_t now)
 {
     w->thr_wake_ms = 0;
-    for (struct route_pool *p = w->pools; p; p = p->all_next) {
+    for (struct route_pool *p = w->pools; p; p = p->next) {
         /* a backoff lowered the provider's connection limit: close that many idle connections */
         int excess = p->thr_prov >= 0 && w->thr != NULL ? thr_conn_excess(w->thr, p->thr_prov, p->thr_ip) : 0;
         for (struct smtp_conn *c = p->conns, *next; c; c = next) {
@@ -356,7 +386,7 @@ void pool_free_all(struct worker *w)
 {
     struct route_pool *p = w->pools;
     while (p) {
-        struct route_pool *next = p->all_next;
+        struct route_pool *next = p->next;
         free(p);
         p = next;
     }

@@ -8,6 +8,7 @@
  *   so OpenSSL never reports WANT_WRITE.
  */
 #include "engine/tls.h"
+#include "lib/tlsctx.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -72,44 +73,9 @@ static void bio_method_init(void)
     BIO_meth_set_create(tls_bio_method, bio_create);
 }
 
-/* ssl_error_text - the first queued OpenSSL error, or a fallback */
-static void ssl_error_text(const char *what, char *err, size_t errlen)
-{
-    unsigned long e = ERR_get_error();
-    char buf[200];
-    if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    else
-        snprintf(buf, sizeof(buf), "connection closed");
-    snprintf(err, errlen, "TLS %s failed: %s", what, buf);
-    ERR_clear_error();
-}
-
 SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t errlen)
 {
-    pthread_once(&tls_bio_once, bio_method_init);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL) {
-        ssl_error_text("context", err, errlen);
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
-    if (verify) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
-        if (ok != 1) {
-            ssl_error_text(ca_file ? "loading ca_file" : "loading the system CA store", err, errlen);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    }
-    /* no client session cache yet: resumption per MX is future work */
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    return ctx;
+    return tlsctx_client_new(verify, ca_file, NULL, NULL, err, errlen);
 }
 
 void tls_ctx_free(SSL_CTX *ctx)
@@ -119,6 +85,7 @@ void tls_ctx_free(SSL_CTX *ctx)
 
 int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni)
 {
+    pthread_once(&tls_bio_once, bio_method_init);
     s->cin = cin;
     s->cout = cout;
     s->ssl = SSL_new(ctx);
@@ -132,11 +99,7 @@ int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout
     }
     BIO_set_data(b, s);
     SSL_set_bio(s->ssl, b, b);
-    if (sni != NULL && sni[0] != '\0' && sni[strspn(sni, "0123456789.")] != '\0' && strchr(sni, ':') == NULL)
-        SSL_set_tlsext_host_name(s->ssl, sni);
-    /* with a verifying context the certificate must name the host we meant to reach */
-    if (sni != NULL && sni[0] != '\0' && SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)
-        SSL_set1_host(s->ssl, sni);
+    tlsctx_set_peer(s->ssl, sni);
     SSL_set_connect_state(s->ssl);
     return 0;
 }
@@ -157,13 +120,7 @@ int tls_handshake(struct tls_session *s, char *err, size_t errlen)
     int e = SSL_get_error(s->ssl, rc);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return -EAGAIN;
-    long vr = SSL_get_verify_result(s->ssl);
-    if (vr != X509_V_OK && (SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)) {
-        snprintf(err, errlen, "TLS certificate verification failed: %s", X509_verify_cert_error_string(vr));
-        ERR_clear_error();
-        return -EPROTO;
-    }
-    ssl_error_text("handshake", err, errlen);
+    tlsctx_error(s->ssl, "handshake", err, errlen);
     return -EPROTO;
 }
 
@@ -174,7 +131,7 @@ int tls_write(struct tls_session *s, const char *p, size_t n, char *err, size_t 
         int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
         int rc = SSL_write(s->ssl, p, chunk);
         if (rc <= 0) {
-            ssl_error_text("write", err, errlen);
+            tlsctx_error(NULL, "write", err, errlen);
             return -EPROTO;
         }
         p += rc;
@@ -202,7 +159,7 @@ int tls_read(struct tls_session *s, vbuf *plain, char *err, size_t errlen)
             return 0;
         if (e == SSL_ERROR_ZERO_RETURN)
             return -EPIPE;
-        ssl_error_text("read", err, errlen);
+        tlsctx_error(NULL, "read", err, errlen);
         return -EPROTO;
     }
 }

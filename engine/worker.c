@@ -14,6 +14,9 @@
  *   - an outcome batch whose script failed (Redis down) is kept and sent
  *     again, and intake stops while max_inflight messages are unrecorded:
  *     the buffer is bounded;
+ *   - intake reads by bytes too: a thread's messages (job, rendered data,
+ *     outcome) and render buffer stay within its share of
+ *     max_inflight_bytes (docs/architecture.md, invariants);
  *   - volley's own limits and troubles defer, never bounce.
  */
 #include "engine/worker.h"
@@ -27,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine/dns.h"
+#include "engine/lease.h"
 #include "engine/ring.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
@@ -43,7 +47,6 @@
 #define WORKER_CAMP_RETRY_MS 5000
 #define WORKER_RETRY_MOVE_MS 1000
 #define WORKER_CAMP_REFRESH_MS 5000 /* how soon an edited campaign is picked up */
-#define WORKER_HEARTBEAT_TTL_MS 5000
 
 static void msg_prepare(struct worker *w, struct msg *m);
 
@@ -137,6 +140,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     }
     vbuf_init(&w->scratch, 16384);
     w->reading_pending = true;
+    w->ctl_version = -1;
     return 0;
 }
 
@@ -150,12 +154,38 @@ static void camp_ver_unref(struct camp_ver *v)
     free(v);
 }
 
+/* bytes_share - this thread's share of [worker] max_inflight_bytes */
+static size_t bytes_share(const struct worker *w)
+{
+    return w->cfg->max_inflight_bytes / (size_t)(w->cfg->threads > 0 ? w->cfg->threads : 1);
+}
+
+/* job_bytes - what a job holds, about as the intake script counts its entry (queue/intake.h) */
+static size_t job_bytes(const struct q_job *j)
+{
+    size_t n = sizeof(*j) + 64 + j->to_len + j->campaign_len + 2 * 16;
+    for (size_t i = 0; i < j->nvars; i++)
+        n += sizeof(struct kv) + j->vars[i].klen + j->vars[i].vlen + 2 * 16;
+    return n;
+}
+
+/* msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes */
+static void msg_hold(struct worker *w, struct msg *m)
+{
+    size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->data.cap;
+    if (jb > w->big_job)
+        w->big_job = jb;
+    w->held_bytes = w->held_bytes - m->held + now;
+    m->held = now;
+}
+
 /* msg_alloc - a message slot; the free list keeps render buffers warm */
 static struct msg *msg_alloc(struct worker *w)
 {
     struct msg *m = w->free_msgs;
     if (m != NULL) {
         w->free_msgs = m->next;
+        w->free_bytes -= m->data.cap;
         vbuf d = m->data;
         memset(m, 0, sizeof(*m));
         m->data = d;
@@ -168,19 +198,21 @@ static struct msg *msg_alloc(struct worker *w)
     return m;
 }
 
-/* msg_release - the message leaves this worker (recorded, or left pending in Redis on shutdown) */
-static void msg_release(struct worker *w, struct msg *m)
+void msg_release(struct worker *w, struct msg *m)
 {
     q_job_free(m->job);
     m->job = NULL;
     camp_ver_unref(m->ver);
     m->ver = NULL;
     w->inflight--;
-    /* an unusually large message should not keep its buffer forever */
-    if (m->data.cap > 256 * 1024) {
+    w->held_bytes -= m->held;
+    m->held = 0;
+    /* an unusually large message should not keep its buffer forever, nor the free list much of the bytes */
+    if (m->data.cap > 256 * 1024 || w->free_bytes + m->data.cap > bytes_share(w) / 8) {
         vbuf_free(&m->data);
         vbuf_init(&m->data, 4096);
     }
+    w->free_bytes += m->data.cap;
     m->next = w->free_msgs;
     w->free_msgs = m;
 }
@@ -461,6 +493,12 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
         msg_release(w, m);
         return;
     }
+    if (!fence_owns(m, worker_now_ms())) {
+        fence_park(w, m); /* the answer may bounce or defer it: only a job surely ours may be recorded */
+        return;
+    }
+    if (camp_ctl_stop(w, m))
+        return; /* paused or cancelled while the lookup ran */
     snprintf(m->host, sizeof(m->host), "%s", r->domain);
     m->scope = "site";
     switch (r->status) {
@@ -517,9 +555,12 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     pool_enqueue(p, m);
 }
 
-/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list) */
-static void msg_route(struct worker *w, struct msg *m)
+void msg_route(struct worker *w, struct msg *m)
 {
+    if (!fence_owns(m, worker_now_ms())) {
+        fence_park(w, m); /* routing may defer it: only a job surely ours may be recorded */
+        return;
+    }
     size_t dlen;
     const char *dom = msg_domain(m, &dlen);
     const struct config_route *route = config_route_find(w->cfg, dom, dlen);
@@ -543,25 +584,42 @@ static void msg_route(struct worker *w, struct msg *m)
     dns_resolve_mx(w->dns, domain, on_mx, m);
 }
 
+/* reroute_one - worker_reroute_pool's pool_take_fn */
+static bool reroute_one(struct msg *m, void *priv)
+{
+    msg_route(priv, m);
+    return true;
+}
+
 void worker_reroute_pool(struct worker *w, struct route_pool *p)
 {
-    /* detached first: a message routed back to this pool waits for the next pass instead of looping here */
-    struct msg *m = p->qhead;
-    p->qhead = p->qtail = NULL;
-    p->qlen = 0;
-    while (m != NULL) {
-        struct msg *next = m->next;
-        m->next = NULL;
-        msg_route(w, m);
-        m = next;
+    /* pool_filter detaches the queue first: a message routed back to this pool waits for the next pass instead
+     * of looping here; one not surely ours is parked by msg_route until the fence confirms it */
+    pool_filter(p, reroute_one, w);
+}
+
+struct defer_limit {
+    struct worker *w;
+    const struct thr_verdict *v;
+    uint64_t now;
+};
+
+/* defer_limit_one - worker_defer_pool's pool_take_fn: recorded only once the fence confirmed it is ours */
+static bool defer_limit_one(struct msg *m, void *priv)
+{
+    struct defer_limit *d = priv;
+    if (!fence_owns(m, d->now)) {
+        d->w->fence_needed = true;
+        return false;
     }
+    msg_defer_limit(d->w, m, d->v);
+    return true;
 }
 
 void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v)
 {
-    struct msg *m;
-    while ((m = pool_take(p)) != NULL)
-        msg_defer_limit(w, m, v);
+    struct defer_limit d = {.w = w, .v = v, .now = worker_now_ms()};
+    pool_filter(p, defer_limit_one, &d);
 }
 
 /* msg_prepare - render, sign, route and queue a message whose campaign is known */
@@ -583,6 +641,8 @@ static void msg_prepare(struct worker *w, struct msg *m)
         worker_finish_msg(w, m, Q_FAILED, 0, "", c->error);
         return;
     }
+    if (camp_ctl_stop(w, m))
+        return;
     const struct q_job *j = m->job;
     struct tpl_render_ctx rc = {
         .to = j->to,
@@ -592,15 +652,22 @@ static void msg_prepare(struct worker *w, struct msg *m)
         .uniq = j->id,
         .uniqlen = strlen(j->id),
         .now = time(NULL),
+        .max_bytes = w->cfg->max_message_bytes,
     };
     vbuf_reset(&w->scratch);
     m->ver = c->ver;
     m->ver->refs++;
     if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
+        vbuf_shrink(&w->scratch, 256 * 1024); /* a refused message may have grown it to twice the limit */
         worker_finish_msg(w, m, Q_FAILED, 0, "", err);
         return;
     }
     vbuf_reset(&m->data);
+    if (m->data.cap < vbuf_len(&w->scratch) + 4096) {
+        /* sized once for the message and its DKIM headers: doubling would hold up to twice what it needs */
+        vbuf_free(&m->data);
+        vbuf_init(&m->data, vbuf_len(&w->scratch) + 4096);
+    }
     if (w->dkim != NULL && dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err,
                                      sizeof(err)) < 0) {
         char why[600];
@@ -609,25 +676,29 @@ static void msg_prepare(struct worker *w, struct msg *m)
         return;
     }
     vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
+    msg_hold(w, m);
     msg_route(w, m);
 }
 
-/* msg_start - a job arrived from Redis */
-static void msg_start(struct worker *w, struct q_job *job)
+/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */
+static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
 {
     struct msg *m = msg_alloc(w);
     m->job = job;
+    m->owned_ms = owned_ms;
+    msg_hold(w, m);
     if (job->error != NULL) {
         worker_finish_msg(w, m, Q_FAILED, 0, "", job->error);
         return;
     }
     /* campaign control and suppression are decided at intake, never sent */
-    if (job->camp_state == Q_CAMP_CANCELLED) {
-        worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
-        return;
-    }
-    if (job->camp_state == Q_CAMP_PAUSED) {
-        worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
+    if (job->camp_state == Q_CAMP_CANCELLED || job->camp_state == Q_CAMP_PAUSED) {
+        /* the mark is newer than any state this thread saw: stop what it holds of the campaign too */
+        camp_ctl_note(w, job->campaign, job->campaign_len, job->camp_state);
+        if (job->camp_state == Q_CAMP_CANCELLED)
+            worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
+        else
+            worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
         return;
     }
     if (job->suppressed) {
@@ -635,6 +706,7 @@ static void msg_start(struct worker *w, struct q_job *job)
         return;
     }
     m->camp = camp_get(w, job->campaign, job->campaign_len);
+    m->camp->ctl = Q_CAMP_ACTIVE; /* the intake's mark is the newest word on the campaign's state */
     msg_prepare(w, m);
 }
 
@@ -690,7 +762,11 @@ static void on_claim(void *priv, redisReply *r)
         log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died mid-send)",
                  n);
     for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i]);
+        msg_start(w, jobs[i], w->claim_sent_ms);
+    /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
+     * allows, not one small batch per claim interval */
+    if (n > 0 && n >= w->claim_asked)
+        w->next_claim_ms = 0;
 }
 
 static void on_read(void *priv, redisReply *r)
@@ -736,7 +812,27 @@ static void on_read(void *priv, redisReply *r)
     if (w->reading_pending)
         log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
     for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i]);
+        msg_start(w, jobs[i], w->read_sent_ms);
+}
+
+/*
+ * intake_budget - bytes the next read may bring: a third of what is left of
+ * this thread's share of max_inflight_bytes after the messages held and the
+ * render buffer (the reply, the jobs parsed from it and the messages
+ * rendered from them are held at once), and nothing while that is less
+ * than a job like the largest read lately (intake resumes as messages are
+ * recorded; a read that fits nothing would only cost a round trip). A
+ * thread holding nothing always reads, at least one job (q_intake_read2
+ * at_least_one): a job larger than the share is then processed alone.
+ */
+static size_t intake_budget(const struct worker *w)
+{
+    /* the render buffer is kept between messages (fresh pages for every big message cost more than the copy) */
+    size_t share = bytes_share(w), held = w->held_bytes + w->scratch.cap;
+    size_t budget = (held < share ? share - held : 0) / 3;
+    if (w->inflight == 0)
+        return budget > 0 ? budget : 1;
+    return budget >= w->big_job && budget >= 65536 ? budget : 0;
 }
 
 /* intake_maybe_read - ask for more jobs when there is room */
@@ -748,31 +844,36 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     /* our own pending entries are re-read from the start, so only when none is held locally */
     if (w->reading_pending && w->inflight > 0)
         return;
+    if (w->inflight == 0 && w->scratch.cap > 256 * 1024) {
+        /* idle: a big message rendered once should not keep its render buffer (and its share of the bytes) */
+        vbuf_reset(&w->scratch);
+        vbuf_shrink(&w->scratch, 256 * 1024);
+    }
     int room = w->cfg->max_inflight - w->inflight;
-    if (room <= 0)
+    size_t budget = intake_budget(w);
+    if (room <= 0 || budget == 0)
         return;
     int count = room < w->cfg->batch ? room : w->cfg->batch;
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
     w->read_outstanding = true;
-    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, w->reading_pending, w->retry->suppress_hard_bounces,
-                   on_read, w);
+    w->read_sent_ms = worker_now_ms();
+    w->big_job -= w->big_job / 16;
+    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, w->reading_pending,
+                   w->retry->suppress_hard_bounces, on_read, w);
 }
 
 void worker_on_redis_up(struct worker *w)
 {
-    if (w->cfg->redis_db != 0) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", w->cfg->redis_db);
-        const char *argv[] = {"SELECT", db};
-        size_t lens[] = {6, strlen(db)};
-        q_redis_cmdargv(w->redis.q, 2, argv, lens, NULL, NULL);
-    }
+    /* AUTH and SELECT were done by the link (redis_link.c) before it called this */
     q_intake_create_group(w->redis.q, &w->keys, on_group, w);
     w->read_outstanding = false;
     w->idle_check_outstanding = false;
     w->wait_outstanding = false;
     w->claim_outstanding = false;
+    w->beat_outstanding = false;
+    fence_on_redis_up(w);
+    camp_ctl_on_redis_up(w);
     /* a read lost with the link may have delivered entries to us: look at our pending list again */
     w->reading_pending = true;
     for (struct camp *c = w->camps; c; c = c->next) {
@@ -783,9 +884,55 @@ void worker_on_redis_up(struct worker *w)
 }
 
 /*
+ * on_beat - the heartbeat's answer. Renewed (or claimed again after a
+ * lapse): the process's ownership lease runs on (engine/lease.h, fencing).
+ * After a lapse the name may have been claimed by another process, which
+ * now reads our consumers' pending entries: stop taking jobs under it and
+ * exit (worker_cmd exits 1).
+ */
+static void on_beat(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    w->beat_outstanding = false;
+    struct q_worker_holder h;
+    int rc = r == NULL ? -EPROTO : q_worker_reply_parse(r, &h);
+    if (rc == Q_WORKER_RENEWED || rc == Q_WORKER_CLAIMED)
+        lease_confirmed(w->beat_sent_ms, worker_now_ms(), WORKER_HEARTBEAT_TTL_MS);
+    if (rc == Q_WORKER_CLAIMED)
+        log_warn("heartbeat of worker name '%s' had lapsed; the name was free and is ours again", w->id->name);
+    if (rc != Q_WORKER_HELD || w->name_lost)
+        return;
+    log_error("worker name '%s' was lost: pid %s on host %s holds it now (our heartbeat lapsed); "
+              "stopping, jobs this process holds are left to the name's new owner",
+              w->id->name, h.pid, h.host);
+    w->name_lost = true;
+    atomic_store(w->stop, 1);
+}
+
+/*
+ * fleet_beat - thread 0 renews the process's name every TTL / 5, also while
+ * draining after SIGTERM: a name that expired mid-drain would let another
+ * process take it (and the jobs still on our wire) before we are done.
+ * One beat at a time, so its reply tells when it was sent (the lease).
+ */
+static void fleet_beat(struct worker *w, uint64_t now)
+{
+    if (w->idx == 0 && now >= w->next_beat_ms && !w->beat_outstanding) {
+        char info[200];
+        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", w->id->pid, w->cfg->threads,
+                 w->inflight, w->n_delivered);
+        /* renews our name only while it is ours (a stopped worker's jobs are reclaimed by idle time) */
+        w->beat_outstanding = true;
+        w->beat_sent_ms = worker_now_ms(); /* the lease counts from here, not from the loop's `now` */
+        q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
+        w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
+    }
+}
+
+/*
  * fleet_duties - the periodic shared work: move due retries back (any
- * worker may, the script is atomic), and on thread 0 once per process, beat
- * the heartbeat and take over jobs a stopped worker left pending.
+ * worker may, the script is atomic), and on thread 0 once per process, take
+ * over jobs a stopped worker left pending.
  */
 static void fleet_duties(struct worker *w, uint64_t now)
 {
@@ -795,19 +942,17 @@ static void fleet_duties(struct worker *w, uint64_t now)
     }
     if (w->idx != 0)
         return;
-    if (now >= w->next_beat_ms) {
-        char info[200];
-        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", (int)getpid(), w->cfg->threads,
-                 w->inflight, w->n_delivered);
-        /* a stopped worker's jobs are taken over once this expires (plus [queue] claim_idle) */
-        q_heartbeat(w->redis.q, &w->keys, w->cfg->name, info, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
-        w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
-    }
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
+    size_t budget = intake_budget(w);
     if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
-        w->inflight < w->cfg->max_inflight / 2) {
+        w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
+        /* the claim script does not measure entries: take as many as fit were each the largest job */
+        size_t fit = budget / Q_INTAKE_ENTRY_MAX;
+        int count = fit < 1 ? 1 : fit < (size_t)w->cfg->batch ? (int)fit : w->cfg->batch;
         w->claim_outstanding = true;
-        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, w->cfg->batch,
+        w->claim_sent_ms = worker_now_ms();
+        w->claim_asked = count;
+        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count,
                            w->retry->suppress_hard_bounces, on_claim, w);
         uint64_t every = w->retry->claim_idle_ms / 10;
         w->next_claim_ms = now + (every < 500 ? 500 : every);
@@ -880,6 +1025,9 @@ static void stop_step(struct worker *w, uint64_t now)
     /* outcomes get a little longer than the connections: they are what makes the work count */
     /* messages waiting for DNS are released by on_mx when the answer comes (bounded by the DNS timeout) */
     if ((open == 0 && recorded && w->dns_waiting == 0) || now >= w->stop_deadline_ms + 5000) {
+        /* thread 0 renews the process's name (fleet_beat): it ends last, so the name outlives every drain */
+        if (w->idx == 0 && w->running != NULL && atomic_load(w->running) > 1 && now < w->stop_deadline_ms + 10000)
+            return;
         if (!recorded)
             log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",
                       w->out_len + w->batches_outstanding);
@@ -989,6 +1137,7 @@ void worker_run(struct worker *w)
             w->stopping = true;
             w->stop_deadline_ms = now + (uint64_t)w->cfg->shutdown_ms;
             drop_unstarted(w);
+            fence_drop_parked(w);
         }
         redis_link_tick(w, now);
         if (w->dns != NULL)
@@ -996,8 +1145,13 @@ void worker_run(struct worker *w)
         if (w->thr != NULL)
             thr_tick(w->thr, clock_wall_ms());
         intake_maybe_read(w, now);
-        if (w->redis.state == REDIS_UP && !w->stopping)
+        if (w->redis.state == REDIS_UP)
+            fleet_beat(w, now);
+        if (w->redis.state == REDIS_UP && !w->stopping) {
             fleet_duties(w, now);
+            camp_ctl_tick(w, now);
+            fence_tick(w, now);
+        }
         pool_tick(w, now);
         flush_outcomes(w);
         redis_link_flush(w);
@@ -1030,6 +1184,8 @@ void worker_run(struct worker *w)
             if (w->dns != NULL)
                 dns_tick(w->dns, now);
             pool_tick(w, now);
+            if (w->redis.state == REDIS_UP)
+                fleet_beat(w, now);
             redis_link_flush(w);
             stop_step(w, now);
             worker_wait(w, 50);
@@ -1065,15 +1221,15 @@ void worker_free(struct worker *w)
         camp_ver_unref(c->ver);
         free(c);
     }
+    if (w->thr != NULL)
+        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
+    redis_link_free(w);   /* a failed fence round releases its messages to the free list */
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;
         w->free_msgs = m->next;
         vbuf_free(&m->data);
         free(m);
     }
-    if (w->thr != NULL)
-        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
-    redis_link_free(w);
     if (w->dkim)
         dkim_signer_free(w->dkim);
     tls_ctx_free(w->tls_ctx);

@@ -29,6 +29,7 @@
 #include "lib/buf.h"
 #include "lib/config.h"
 #include "queue/job.h"
+#include "queue/fleet.h"
 #include "queue/keys.h"
 #include "queue/outcome.h"
 #include "queue/redis_codec.h"
@@ -45,6 +46,8 @@ struct camp;
 #define WORKER_RX_SIZE 4096 /* per connection, always posted: replies are small, TLS records arrive in parts */
 #define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
+/* a worker's name lives this long after its last heartbeat (one beat per TTL / 5) */
+#define WORKER_HEARTBEAT_TTL_MS 5000
 
 /*
  * One compiled version of a campaign. Messages hold a reference to the
@@ -66,6 +69,7 @@ struct msg {
     struct camp *camp;
     struct camp_ver *ver; /* the campaign version rendered (a reference), NULL before rendering */
     vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
+    size_t held; /* bytes this message counts in worker.held_bytes (itself, its job, data) */
     bool done; /* outcome decided */
     bool txn_failed;
     /* outcome */
@@ -81,6 +85,8 @@ struct msg {
     int thr_prov;         /* throttle provider of the recipient; -1: not throttled */
     char limit[160];      /* which volley limit deferred it ("" when none) */
     const char *scope;    /* what a failure concerns: "recipient", "message", "connection", "site" */
+    uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */
+    struct route_pool *pool; /* where a message being re-confirmed goes back to (engine/fence.c) */
 };
 
 enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_AUTH, EX_AUTH_USER,
@@ -155,8 +161,8 @@ struct pool_target {
  * not be shared by accident (site, source IP, TLS policy, auth identity).
  */
 struct route_pool {
-    struct route_pool *next;     /* hash chain */
-    struct route_pool *all_next; /* every pool of the worker */
+    struct route_pool *next;        /* every pool of the worker (w->pools) */
+    struct route_pool *bucket_next; /* hash chain of one pool_table bucket */
     char key[700];
     char site[320]; /* MX set ("mx1.a.test,mx2.a.test") or "route:host:port" */
     const struct config_route *route; /* relay/route entry, NULL for MX delivery */
@@ -192,9 +198,11 @@ struct camp {
     uint64_t refresh_at_ms;
     char error[512];
     struct msg *waiting; /* jobs that arrived while the campaign was being fetched */
+    enum q_camp_state ctl; /* state last seen in Redis: paused or cancelled messages are not sent */
 };
 
-enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
+/* CONNECTING -> [HANDSHAKE: rediss] -> HELLO (AUTH, SELECT) -> UP: nothing of q goes out before UP */
+enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_HANDSHAKE, REDIS_HELLO, REDIS_UP };
 
 struct redis_link {
     int fd;
@@ -203,8 +211,17 @@ struct redis_link {
     int ops;
     bool recv_armed, send_armed;
     struct q_redis *q;
-    vbuf sbuf;
+    vbuf sbuf; /* the kernel's while send_armed */
+    vbuf wout; /* wire bytes (ciphertext under TLS) waiting for the next send */
     char *rx;
+    /* rediss://: engine/tls over the ring; the context is made on first connect */
+    SSL_CTX *tls_ctx;
+    struct tls_session tls;
+    vbuf tls_in, plain;
+    /* the AUTH/SELECT exchange that opens every connection */
+    struct q_redis *hello;
+    int hello_left;      /* replies still expected */
+    char hello_err[256]; /* the first refusal, already made printable */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t retry_at_ms;
@@ -236,6 +253,9 @@ struct worker {
     bool claim_outstanding, wait_outstanding;
     uint64_t rand_state;
     atomic_int *stop; /* process-wide: 1 = stop taking jobs */
+    const struct q_worker_id *id; /* the process's claimed name (queue/fleet.h): thread 0 renews it */
+    bool name_lost;               /* thread 0: another process holds our name now; we stopped */
+    atomic_int *running;          /* process-wide: threads still running (thread 0 stops last) */
     struct io_uring ring;
     SSL_CTX *tls_ctx;
     struct dkim_signer *dkim;
@@ -254,6 +274,9 @@ struct worker {
     struct camp *camps;
     struct msg *free_msgs;
     int inflight; /* messages taken from Redis and not yet recorded */
+    size_t held_bytes; /* what those messages hold: [worker] max_inflight_bytes / threads bounds it */
+    size_t free_bytes; /* render buffers kept on the free list */
+    size_t big_job;    /* the largest job read lately (decays): a read needs room for one like it */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
@@ -264,6 +287,17 @@ struct worker {
     int batches_outstanding;
     bool done, stopping;
     vbuf scratch;
+    /* heartbeat (thread 0) and fencing (engine/fence.c) */
+    bool beat_outstanding, fence_needed, fence_outstanding, fence_lapsed;
+    struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
+    uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
+    int claim_asked;        /* how many jobs the reclaim in flight asked for (a full answer: ask again at once) */
+    /* campaign control (engine/camp_ctl.c) */
+    long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
+    bool ctl_outstanding, ctl_failed;
+    int ctl_states_outstanding;
+    uint64_t next_ctl_ms, ctl_sent_ms;
+    uint64_t ctl_ok_ms; /* send time of the last control check fully applied */
     /* counters for the end-of-run summary */
     unsigned long n_delivered, n_deferred, n_bounced, n_failed, n_other;
 };
@@ -277,6 +311,43 @@ void worker_free(struct worker *w);
 void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int code, const char *dsn,
                        const char *reply);
 uint64_t worker_now_ms(void);
+/* msg_release - the message leaves this worker (recorded, left pending in Redis, or owned by another worker now) */
+void msg_release(struct worker *w, struct msg *m);
+/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list and the fence) */
+void msg_route(struct worker *w, struct msg *m);
+
+/* fence.c */
+/*
+ * fence_gate - may the message at the head of p go on the wire now? Only
+ * within the lease, once its ownership and its campaign's state were
+ * confirmed since the lease began; a head whose campaign is paused or
+ * cancelled is recorded so and the next one looked at. smtp_conn.c calls
+ * it before each transaction.
+ */
+bool fence_gate(struct worker *w, struct route_pool *p);
+/* fence_owns - is m's ownership confirmed within the current lease? */
+bool fence_owns(const struct msg *m, uint64_t now);
+/*
+ * fence_park - m is about to be decided without being sent (deferred, bounced) but its ownership is not
+ * confirmed within the lease: keep it until it is, then route it again (or let it go if it is not ours)
+ */
+void fence_park(struct worker *w, struct msg *m);
+/* fence_drop_parked - shutdown: parked messages stay pending in Redis */
+void fence_drop_parked(struct worker *w);
+/* fence_tick - after a lapse of the lease, re-confirm the held messages that need it */
+void fence_tick(struct worker *w, uint64_t now);
+/* fence_on_redis_up - the link (re)connected: a confirmation lost with it is asked again */
+void fence_on_redis_up(struct worker *w);
+
+/* camp_ctl.c */
+/* camp_ctl_tick - poll <p>:ctl:version while messages are held; re-read campaign states when it moved */
+void camp_ctl_tick(struct worker *w, uint64_t now);
+/* camp_ctl_on_redis_up - the link (re)connected: every state is read again */
+void camp_ctl_on_redis_up(struct worker *w);
+/* camp_ctl_stop - m's campaign is paused or cancelled: record it held or cancelled (true), else false */
+bool camp_ctl_stop(struct worker *w, struct msg *m);
+/* camp_ctl_note - intake saw campaign id marked paused or cancelled */
+void camp_ctl_note(struct worker *w, const char *id, size_t idlen, enum q_camp_state st);
 
 /* smtp_pool.c */
 /* pool_for_route - the pool of a [route] entry (resolved with the system resolver once) */
@@ -302,6 +373,9 @@ void worker_reroute_pool(struct worker *w, struct route_pool *p);
 void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v);
 /* pool_take - the next queued message, or NULL */
 struct msg *pool_take(struct route_pool *p);
+/* pool_filter - offer each queued message to take(); what it does not take (returns false) stays queued, in order */
+typedef bool pool_take_fn(struct msg *m, void *priv);
+void pool_filter(struct route_pool *p, pool_take_fn *take, void *priv);
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);
 void pool_tick(struct worker *w, uint64_t now);
 void pool_free_all(struct worker *w);
@@ -329,7 +403,12 @@ void redis_link_free(struct worker *w);
 void redis_link_tick(struct worker *w, uint64_t now);
 void redis_link_flush(struct worker *w);
 void redis_link_on_cqe(struct worker *w, uint64_t user_data, int res);
-/* redis_link_on_up - worker.c: the link (re)connected */
+/*
+ * redis_link_check - before threads start: connect once with the blocking client; -EACCES (credentials
+ * refused) or -EPROTO (TLS setup or certificate) with the reason in err; an unreachable server is logged, 0
+ */
+int redis_link_check(const struct vconfig *cfg, char *err, size_t errlen);
+/* redis_link_on_up - worker.c: the link (re)connected, authenticated and selected its database */
 void worker_on_redis_up(struct worker *w);
 
 #endif

@@ -2,12 +2,16 @@
  * NAME
  *   worker_cmd - `volley worker`: run the delivery engine
  * SYNOPSIS
- *   volley worker -c volley.conf [--exit-when-idle] [--threads N]
+ *   volley worker -c volley.conf [--exit-when-idle] [--threads N] [--name NAME]
  * DESCRIPTION
- *   Loads the configuration, checks that io_uring works, starts one worker
- *   thread per configured thread (default: cores), and waits. SIGTERM or
- *   SIGINT: stop taking jobs, finish what is on the wire within [worker]
- *   shutdown_ms, record outcomes, leave the rest pending, exit 0.
+ *   Loads the configuration, checks that io_uring works, claims the
+ *   process's worker name in Redis (--name, else [worker] name, else the
+ *   first free <host>-<n>; queue/fleet.h), starts one worker thread per
+ *   configured thread (default: cores), and waits. SIGTERM or SIGINT: stop
+ *   taking jobs, finish what is on the wire within [worker] shutdown_ms,
+ *   record outcomes, leave the rest pending, release the name, exit 0.
+ *   A name held by a live process: exit 2. The name lost while running
+ *   (our heartbeat lapsed and another process took it): drain, exit 1.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -25,6 +29,9 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "queue/connect.h"
+#include "queue/fleet.h"
+#include "queue/keys.h"
 #include "throttle/throttle.h"
 
 static atomic_int worker_stop_flag;
@@ -62,15 +69,19 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         return;
     }
     nc->threads = cur->threads;
-    if (strcmp(nc->redis_host, cur->redis_host) != 0 || nc->redis_port != cur->redis_port ||
-        strcmp(nc->redis_prefix, cur->redis_prefix) != 0 || nc->redis_db != cur->redis_db)
-        log_warn("reload: [redis] changes need a restart; still using %s:%d prefix %s", cur->redis_host,
-                 cur->redis_port, cur->redis_prefix);
+    /* the claimed name is the process's identity in Redis: it never changes while running */
+    if (nc->name != NULL && strcmp(nc->name, cur->name) != 0)
+        log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);
+    free(nc->name);
+    nc->name = xstrdup(cur->name);
+    if (!redis_url_same(&nc->redis, &cur->redis) || strcmp(nc->redis_prefix, cur->redis_prefix) != 0) {
+        char shown[REDIS_URL_SHOWN_MAX];
+        redis_url_display(&cur->redis, shown, sizeof(shown));
+        log_warn("reload: [redis] changes need a restart; still using %s prefix %s", shown, cur->redis_prefix);
+    }
     /* keep what the running threads were built with */
-    free(nc->redis_host);
-    nc->redis_host = xstrdup(cur->redis_host);
-    nc->redis_port = cur->redis_port;
-    nc->redis_db = cur->redis_db;
+    redis_url_free(&nc->redis);
+    redis_url_copy(&nc->redis, &cur->redis);
     free(nc->redis_prefix);
     nc->redis_prefix = xstrdup(cur->redis_prefix);
     log_set_level((enum log_level)nc->log_level);
@@ -80,13 +91,90 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         atomic_store(&ws[i].new_cfg, nc);
 }
 
+/* holder_gone - the name's holder ran on this host and that pid is gone: a crashed worker, its claim not yet expired */
+static bool holder_gone(const struct q_worker_holder *h, const struct q_worker_id *id)
+{
+    char *end;
+    long pid = strtol(h->pid, &end, 10);
+    if (strcmp(h->host, id->host) != 0 || end == h->pid || *end != '\0' || pid <= 0)
+        return false;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/*
+ * claim_name - take this process's worker name before any thread starts
+ * (consumer names derive from it): want, or the first free <host>-<n>.
+ * While Redis is unreachable it waits (a fleet and its Redis may come up in
+ * any order); SIGTERM ends the wait. A name held by a pid that no longer
+ * runs on this host (a worker restarted right after a crash) is waited for
+ * until its claim expires, never taken early: in another pid namespace the
+ * pid says nothing. 0 claimed, 1 stopped while waiting, or -errno with the
+ * reason in err (-EADDRINUSE: held by a live process; -EACCES, -EPROTO:
+ * Redis refused us, TLS failed, or a script was refused).
+ */
+static int claim_name(const struct vconfig *cfg, const char *want, struct q_worker_id *id, char *err, size_t errlen)
+{
+    struct q_keys k;
+    q_keys_init(&k, cfg->redis_prefix);
+    bool warned = false, told = false;
+    uint64_t give_up_ms = clock_mono_us() / 1000 + WORKER_HEARTBEAT_TTL_MS + 1000;
+    for (;;) {
+        redisContext *c;
+        struct q_worker_holder h;
+        int rc = q_connect(&c, &cfg->redis, 5000, err, errlen);
+        if (rc == 0) {
+            rc = want != NULL ? q_worker_claim(c, &k, id, want, WORKER_HEARTBEAT_TTL_MS, &h, err, errlen)
+                              : q_worker_claim_first_free(c, &k, id, id->host, WORKER_HEARTBEAT_TTL_MS, err, errlen);
+            q_disconnect(c);
+        }
+        if (rc == -EADDRINUSE && want != NULL && holder_gone(&h, id) && clock_mono_us() / 1000 < give_up_ms) {
+            if (!told)
+                log_info("worker name '%s' is held by pid %s, which no longer runs here: waiting for its claim to "
+                         "expire",
+                         id->name, h.pid);
+            told = true;
+        } else if (rc == -ECONNREFUSED || rc == -EIO || rc == -EAGAIN) {
+            if (!warned)
+                log_warn("waiting for redis to claim a worker name: %s", err);
+            warned = true;
+        } else {
+            return rc;
+        }
+        for (int i = 0; i < 5; i++) {
+            if (atomic_load(&worker_stop_flag))
+                return 1;
+            usleep(50 * 1000);
+        }
+    }
+}
+
+/* release_name - a clean exit gives the name back at once, so status stops listing us and it is free again */
+static void release_name(const struct vconfig *cfg, const struct q_worker_id *id)
+{
+    struct q_keys k;
+    q_keys_init(&k, cfg->redis_prefix);
+    redisContext *c;
+    char err[512];
+    int rc = q_connect(&c, &cfg->redis, 2000, err, sizeof(err));
+    if (rc == 0) {
+        rc = q_worker_release(c, &k, id, err, sizeof(err));
+        q_disconnect(c);
+    }
+    if (rc < 0)
+        log_warn("could not release worker name '%s' (it expires in %d s): %s", id->name,
+                 WORKER_HEARTBEAT_TTL_MS / 1000, err);
+}
+
 static void worker_usage(FILE *f)
 {
-    fprintf(f, "usage: volley worker [-c volley.conf] [--exit-when-idle] [--threads N]\n"
+    fprintf(f, "usage: volley worker [-c volley.conf] [--exit-when-idle] [--threads N] [--name NAME]\n"
                "  -c, --config FILE    configuration file (default: volley.conf)\n"
                "      --exit-when-idle exit once nothing is queued, pending or in flight\n"
                "                       (deferred jobs waiting in the retry set do not count)\n"
                "      --threads N      worker threads (overrides [worker] threads)\n"
+               "      --name NAME      this process's worker name (overrides [worker] name); without\n"
+               "                       either, the first free <host>-<n>. A name in use by a live\n"
+               "                       process: exit 2\n"
                "  -h, --help           this help\n"
                "SIGTERM/SIGINT finish the transactions in flight, record them and exit 0.\n"
                "SIGHUP reloads the configuration (limits, routes, TLS, egress, DKIM) without\n"
@@ -117,12 +205,11 @@ static int probe_io_uring(char *err, size_t errlen)
 
 int cmd_worker_main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                          {"exit-when-idle", no_argument, NULL, 'x'},
-                                          {"threads", required_argument, NULL, 't'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
-    const char *path = "volley.conf";
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"exit-when-idle", no_argument, NULL, 'x'},
+        {"threads", required_argument, NULL, 't'}, {"name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    const char *path = "volley.conf", *name = NULL;
     bool exit_idle = false;
     int threads = -1, c;
     opterr = 0;
@@ -145,6 +232,14 @@ int cmd_worker_main(int argc, char **argv)
             threads = (int)v;
             break;
         }
+        case 'n':
+            if (*optarg == '\0' || strlen(optarg) >= Q_WORKER_NAME_MAX || strpbrk(optarg, " \t\r\n") != NULL) {
+                fprintf(stderr, "volley worker: bad value for --name (1..%d characters, no spaces)\n",
+                        Q_WORKER_NAME_MAX - 1);
+                return 2;
+            }
+            name = optarg;
+            break;
         case 'h':
             worker_usage(stdout);
             return 0;
@@ -174,7 +269,7 @@ int cmd_worker_main(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.threads = n > 0 ? (int)n : 1;
     }
-    if (probe_io_uring(err, sizeof(err)) < 0) {
+    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
         config_free(&cfg);
         return 1;
@@ -206,6 +301,23 @@ int cmd_worker_main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
+    struct q_worker_id id = {.pid = (int)getpid()};
+    if (gethostname(id.host, sizeof(id.host)) != 0 || id.host[0] == '\0')
+        snprintf(id.host, sizeof(id.host), "localhost");
+    id.host[sizeof(id.host) - 1] = '\0';
+    int claimed = q_worker_token(&id);
+    if (claimed == 0)
+        claimed = claim_name(&cfg, name != NULL ? name : cfg.name, &id, err, sizeof(err));
+    if (claimed != 0) {
+        if (claimed < 0)
+            fprintf(stderr, "volley worker: %s\n", err);
+        thr_config_free(tc);
+        config_free(&cfg);
+        /* a name in use is a usage error (2); Redis refusing us is like any refused connection (1) */
+        return claimed == -EADDRINUSE ? 2 : claimed < 0 ? 1 : 0;
+    }
+    free(cfg.name);
+    cfg.name = xstrdup(id.name);
     struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
     pthread_t *tids = xcalloc((size_t)cfg.threads, sizeof(*tids));
     int started = 0, rc = 0;
@@ -215,12 +327,15 @@ int cmd_worker_main(int argc, char **argv)
             rc = 2;
             break;
         }
+        ws[i].id = &id;
+        ws[i].running = &worker_running;
         started++;
     }
     uint64_t t0 = clock_mono_us();
     if (rc == 0) {
-        log_info("volley worker %s: %d threads, redis %s:%d prefix %s", cfg.name, cfg.threads, cfg.redis_host,
-                 cfg.redis_port, cfg.redis_prefix);
+        char shown[REDIS_URL_SHOWN_MAX];
+        redis_url_display(&cfg.redis, shown, sizeof(shown));
+        log_info("volley worker %s: %d threads, redis %s prefix %s", cfg.name, cfg.threads, shown, cfg.redis_prefix);
         atomic_store(&worker_running, started);
         for (int i = 0; i < started; i++)
             pthread_create(&tids[i], NULL, worker_thread, &ws[i]);
@@ -243,6 +358,10 @@ int cmd_worker_main(int argc, char **argv)
         }
         free(olds);
     }
+    if (started > 0 && ws[0].name_lost)
+        rc = 1; /* the name is another process's now: nothing of ours to release */
+    else
+        release_name(&cfg, &id);
     double secs = (double)(clock_mono_us() - t0) / 1e6;
     unsigned long d = 0, df = 0, b = 0, f = 0, tcmds = 0;
     for (int i = 0; i < started; i++) {

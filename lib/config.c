@@ -2,9 +2,10 @@
  * NAME
  *   config - volley.conf (INI) parsing and validation
  * DESCRIPTION
- *   A deliberately small INI dialect: [section], key = value, '#' or ';'
- *   comments on their own line, surrounding blanks trimmed. Values are
- *   validated as they are read so the error can name the line.
+ *   A deliberately small INI dialect (lib/ini.h: [section], key = value,
+ *   '#' or ';' comments on their own line, surrounding blanks trimmed, NUL
+ *   bytes refused). Values are validated as they are read so the error can
+ *   name the line.
  */
 #include "config.h"
 
@@ -17,9 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h"
+#include "ini.h"
 #include "log.h"
 
 #define CONFIG_LINE_MAX 4096
@@ -28,17 +31,18 @@ void config_defaults(struct vconfig *cfg)
 {
     char host[256];
     memset(cfg, 0, sizeof(*cfg));
-    cfg->redis_host = xstrdup("127.0.0.1");
-    cfg->redis_port = 6379;
+    redis_url_init(&cfg->redis);
     cfg->redis_prefix = xstrdup("volley");
     cfg->threads = 0;
     if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
         snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     cfg->hostname = xstrdup(host);
-    cfg->name = xstrdup(host);
+    cfg->name = NULL; /* unset: `volley worker` claims the first free <host>-<n> */
     cfg->batch = 256;
     cfg->max_inflight = 2048;
+    cfg->max_message_bytes = 25u << 20;
+    cfg->max_inflight_bytes = 256u << 20;
     cfg->connections = 10;
     cfg->msgs_per_conn = 100;
     cfg->new_conns_per_sec = 0;
@@ -68,7 +72,7 @@ void config_defaults(struct vconfig *cfg)
 void config_free(struct vconfig *cfg)
 {
     free(cfg->path);
-    free(cfg->redis_host);
+    redis_url_free(&cfg->redis);
     free(cfg->redis_prefix);
     free(cfg->hostname);
     free(cfg->name);
@@ -102,17 +106,6 @@ void config_free(struct vconfig *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-/* trim - strip leading and trailing blanks in place */
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
 /* parse_int - whole decimal number within [lo, hi] */
 static int parse_int(const char *v, long lo, long hi, int *out)
 {
@@ -122,6 +115,20 @@ static int parse_int(const char *v, long lo, long hi, int *out)
     if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
         return -EINVAL;
     *out = (int)x;
+    return 0;
+}
+
+/* parse_bytes - a byte count (whole decimal number) within [lo, hi] */
+static int parse_bytes(const char *v, unsigned long long lo, unsigned long long hi, size_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*v == '-' || *v == '+')
+        return -EINVAL;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
+        return -EINVAL;
+    *out = (size_t)x;
     return 0;
 }
 
@@ -149,34 +156,14 @@ int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     return parse_int(colon + 1, 1, 65535, port);
 }
 
-/* parse_redis_url - redis://host[:port][/db] */
-static int parse_redis_url(struct vconfig *cfg, const char *v)
+/* parse_yesno - yes|no into 1|0 */
+static int parse_yesno(const char *v, int *out)
 {
-    char host[256];
-    int port = 6379, db = 0;
-    if (strncmp(v, "redis://", 8) != 0)
-        return -EINVAL;
-    v += 8;
-    const char *slash = strchr(v, '/');
-    size_t hp = slash ? (size_t)(slash - v) : strlen(v);
-    char hostport[256];
-    if (hp == 0 || hp >= sizeof(hostport))
-        return -EINVAL;
-    memcpy(hostport, v, hp);
-    hostport[hp] = '\0';
-    if (strchr(hostport, ':') != NULL) {
-        if (config_parse_hostport(hostport, host, sizeof(host), &port) < 0)
-            return -EINVAL;
-    } else {
-        snprintf(host, sizeof(host), "%s", hostport);
+    if (strcmp(v, "yes") == 0 || strcmp(v, "no") == 0) {
+        *out = v[0] == 'y';
+        return 0;
     }
-    if (slash && slash[1] != '\0' && parse_int(slash + 1, 0, 1000, &db) < 0)
-        return -EINVAL;
-    free(cfg->redis_host);
-    cfg->redis_host = xstrdup(host);
-    cfg->redis_port = port;
-    cfg->redis_db = db;
-    return 0;
+    return -EINVAL;
 }
 
 /* set_str - replace an owned string */
@@ -202,7 +189,7 @@ static int parse_dkim_key(struct vconfig *cfg, const char *v)
 {
     char dom[256], sel[64], alg[16], path[1024];
     if (cfg->ndkim >= CONFIG_MAX_DKIM)
-        return -EINVAL;
+        return -E2BIG;
     if (sscanf(v, "%255s %63s %15s %1023s", dom, sel, alg, path) != 4)
         return -EINVAL;
     struct config_dkim_key *k = &cfg->dkim[cfg->ndkim];
@@ -235,7 +222,7 @@ static int parse_dns_servers(struct vconfig *cfg, const char *v)
         char host[256];
         int port;
         if (cfg->ndns_servers >= CONFIG_MAX_DNS)
-            return -EINVAL;
+            return -E2BIG;
         if (strchr(t, ':') != NULL && t[0] != '[' && strchr(strchr(t, ':') + 1, ':') == NULL) {
             if (config_parse_hostport(t, host, sizeof(host), &port) < 0)
                 return -EINVAL;
@@ -278,7 +265,7 @@ static int parse_egress(struct vconfig *cfg, const char *v)
         struct in6_addr a6;
         struct in_addr a4;
         if (cfg->negress >= CONFIG_MAX_EGRESS)
-            return -EINVAL;
+            return -E2BIG;
         if (inet_pton(AF_INET, t, &a4) != 1 && inet_pton(AF_INET6, t, &a6) != 1)
             return -EINVAL;
         cfg->egress[cfg->negress].ip = xstrdup(t);
@@ -307,7 +294,9 @@ static int parse_route(struct vconfig *cfg, const char *key, const char *v)
 {
     char copy[2048], *save = NULL, host[256], cred[1024] = "";
     int port;
-    if (cfg->nroutes >= CONFIG_MAX_ROUTES || strlen(v) >= sizeof(copy))
+    if (cfg->nroutes >= CONFIG_MAX_ROUTES)
+        return -E2BIG;
+    if (strlen(v) >= sizeof(copy))
         return -EINVAL;
     snprintf(copy, sizeof(copy), "%s", v);
     char *hp = strtok_r(copy, " \t", &save);
@@ -350,6 +339,34 @@ static int parse_route(struct vconfig *cfg, const char *key, const char *v)
     return 0;
 }
 
+/*
+ * redis_secret_key - [redis] url and password_file: their values carry or
+ * point at the password, so their errors give a reason, never the value.
+ * Returns 1 when key is one of them (err filled on failure through *rc).
+ */
+static int redis_secret_key(struct vconfig *cfg, const char *key, const char *v, int *rc, char *why, size_t whylen)
+{
+    if (strcmp(key, "url") == 0) {
+        *rc = redis_url_parse(&cfg->redis, v, why, whylen);
+        return 1;
+    }
+    if (strcmp(key, "password_file") != 0)
+        return 0;
+    char pass[REDIS_URL_SECRET_MAX];
+    struct stat st;
+    *rc = read_secret_file(v, pass, sizeof(pass));
+    if (*rc < 0) {
+        snprintf(why, whylen, "%s: %s", v, *rc == -EINVAL ? "empty" : strerror(-*rc));
+        return 1;
+    }
+    /* a warning, not a refusal: mounted secrets (Kubernetes, systemd credentials) are often 0644 */
+    if (stat(v, &st) == 0 && (st.st_mode & 077) != 0)
+        log_warn("[redis] password_file %s is readable by group or others (chmod 600 it)", v);
+    *rc = redis_url_set_password(&cfg->redis, pass, why, whylen);
+    memset(pass, 0, sizeof(pass));
+    return 1;
+}
+
 /* raw_section - sections whose keys another module validates */
 static int raw_section(const char *sec)
 {
@@ -357,12 +374,28 @@ static int raw_section(const char *sec)
            strcmp(sec, "retry") == 0 || strcmp(sec, "queue") == 0;
 }
 
-/* config_set - apply one key; returns 0, -ENOENT (unknown key) or -EINVAL (bad value) */
+/* config_set - apply one key; returns 0, -ENOENT (unknown key), -E2BIG (a table is full) or -EINVAL (bad value) */
 static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
 {
     if (strcmp(sec, "redis") == 0) {
-        if (strcmp(key, "url") == 0)
-            return parse_redis_url(cfg, v);
+        /* url and password_file are applied by redis_secret_key: their errors must not echo the value */
+        static const struct {
+            const char *key;
+            size_t off;
+        } files[] = {
+            {"ca_file", offsetof(struct vconfig, redis.ca_file)},
+            {"cert_file", offsetof(struct vconfig, redis.cert_file)},
+            {"key_file", offsetof(struct vconfig, redis.key_file)},
+        };
+        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+            if (strcmp(key, files[i].key) == 0) {
+                if (access(v, R_OK) != 0)
+                    return -EINVAL;
+                set_str((char **)((char *)cfg + files[i].off), v);
+                return 0;
+            }
+        if (strcmp(key, "verify") == 0)
+            return parse_yesno(v, &cfg->redis.verify);
         if (strcmp(key, "prefix") == 0) {
             if (!valid_prefix(v))
                 return -EINVAL;
@@ -391,6 +424,10 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
         if (strcmp(key, "shutdown_ms") == 0)
             return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
+        if (strcmp(key, "max_message_bytes") == 0)
+            return parse_bytes(v, 4096, 1ULL << 30, &cfg->max_message_bytes);
+        if (strcmp(key, "max_inflight_bytes") == 0)
+            return parse_bytes(v, 1ULL << 20, 1ULL << 40, &cfg->max_inflight_bytes);
     } else if (strcmp(sec, "smtp") == 0) {
         static const struct {
             const char *key;
@@ -453,7 +490,9 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 0, 86400000 * 7, &cfg->tls_broken_host_ms);
         if (strncmp(key, "policy.", 7) == 0 && key[7] != '\0') {
             enum config_tls_mode m;
-            if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY || parse_tls_mode(v, &m) < 0)
+            if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY)
+                return -E2BIG;
+            if (parse_tls_mode(v, &m) < 0)
                 return -EINVAL;
             cfg->tls_policy[cfg->ntls_policy].pattern = xstrdup(key + 7);
             for (char *p = cfg->tls_policy[cfg->ntls_policy].pattern; *p; p++)
@@ -485,33 +524,34 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
     return -ENOENT;
 }
 
-int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
+/* the tables a repeated key fills, named for the error when one is full (config_set returned -E2BIG) */
+static const struct {
+    const char *sec, *what;
+    int max;
+} limits[] = {
+    {"route", "too many [route] entries", CONFIG_MAX_ROUTES},
+    {"tls", "too many [tls] policy entries", CONFIG_MAX_TLS_POLICY},
+    {"dkim", "too many [dkim] keys", CONFIG_MAX_DKIM},
+    {"egress", "too many addresses in [egress] ips", CONFIG_MAX_EGRESS},
+    {"dns", "too many [dns] servers", CONFIG_MAX_DNS},
+};
+
+/* parse - apply text[len] (text[len] writable, see lib/ini.h) on top of cfg */
+static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, char *err, size_t errlen)
 {
-    char line[CONFIG_LINE_MAX], sec[64] = "";
-    int lineno = 0;
-    const char *p = text;
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        lineno++;
-        if (n >= sizeof(line)) {
-            snprintf(err, errlen, "%s:%d: line too long", name, lineno);
-            return -EINVAL;
-        }
-        memcpy(line, p, n);
-        line[n] = '\0';
-        p += n + (nl ? 1 : 0);
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#' || *s == ';')
-            continue;
-        if (*s == '[') {
-            char *close = strchr(s, ']');
-            if (close == NULL || close[1] != '\0' || close - s - 1 >= (long)sizeof(sec)) {
+    char sec[64] = "";
+    struct ini it;
+    struct ini_line ln;
+    int rc;
+    ini_init(&it, name, text, len, CONFIG_LINE_MAX);
+    while ((rc = ini_next(&it, &ln, err, errlen)) > 0) {
+        int lineno = ln.lineno;
+        if (ln.section != NULL) {
+            if (strlen(ln.section) >= sizeof(sec)) {
                 snprintf(err, errlen, "%s:%d: malformed section header", name, lineno);
                 return -EINVAL;
             }
-            *close = '\0';
-            snprintf(sec, sizeof(sec), "%s", trim(s + 1));
+            snprintf(sec, sizeof(sec), "%s", ln.section);
             if (strcmp(sec, "redis") && strcmp(sec, "worker") && strcmp(sec, "route") && strcmp(sec, "tls") &&
                 strcmp(sec, "log") && strcmp(sec, "dkim") && strcmp(sec, "dns") && strcmp(sec, "smtp") && strcmp(sec, "egress") &&
                 !raw_section(sec)) {
@@ -520,18 +560,7 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             }
             continue;
         }
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            snprintf(err, errlen, "%s:%d: expected key = value", name, lineno);
-            return -EINVAL;
-        }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
-        if (*key == '\0') {
-            /* "= value": under [route] it would add a route for the domain "" (found by fuzz_config) */
-            snprintf(err, errlen, "%s:%d: empty key before '='", name, lineno);
-            return -EINVAL;
-        }
+        const char *key = ln.key, *val = ln.value;
         if (sec[0] == '\0') {
             snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
             return -EINVAL;
@@ -548,16 +577,75 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
             r->line = lineno;
             continue;
         }
-        int rc = config_set(cfg, sec, key, val);
+        char why[256];
+        int src;
+        if (strcmp(sec, "redis") == 0 && redis_secret_key(cfg, key, val, &src, why, sizeof(why))) {
+            if (src < 0) {
+                snprintf(err, errlen, "%s:%d: [redis] %s: %s", name, lineno, key, why);
+                return -EINVAL;
+            }
+            continue;
+        }
+        rc = config_set(cfg, sec, key, val);
         if (rc == -ENOENT) {
             snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
             return -EINVAL;
         }
+        for (size_t i = 0; rc == -E2BIG && i < sizeof(limits) / sizeof(limits[0]); i++)
+            if (strcmp(sec, limits[i].sec) == 0) {
+                snprintf(err, errlen, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
+                return -EINVAL;
+            }
         if (rc < 0) {
             snprintf(err, errlen, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
             return -EINVAL;
         }
     }
+    return rc;
+}
+
+int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
+{
+    size_t len = strlen(text);
+    char *copy = xmemdup(text, len + 1);
+    int rc = parse(cfg, name, copy, len, err, errlen);
+    free(copy);
+    return rc;
+}
+
+/* read_text - the whole file, NUL-terminated (*text NULL when empty); 0 or -errno with the reason in err */
+static int read_text(const char *path, char **text, size_t *len, char *err, size_t errlen)
+{
+    *text = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    size_t cap = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (*len + n + 1 > cap) {
+            cap = (*len + n + 1) * 2;
+            *text = xrealloc(*text, cap);
+        }
+        memcpy(*text + *len, chunk, n);
+        *len += n;
+    }
+    /* a directory opens fine and then fails to read: that is not an empty file */
+    int e = ferror(f) ? errno : 0;
+    fclose(f);
+    if (e != 0) {
+        free(*text);
+        *text = NULL;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    if (*text != NULL)
+        (*text)[*len] = '\0';
     return 0;
 }
 
@@ -565,30 +653,20 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
 {
     config_defaults(cfg);
     cfg->path = xstrdup(path);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            text = xrealloc(text, cap);
-        }
-        memcpy(text + len, chunk, n);
-        len += n;
-    }
-    fclose(f);
-    if (text == NULL)
-        return 0;
-    text[len] = '\0';
-    int rc = config_parse_string(cfg, path, text, err, errlen);
+    char *text;
+    size_t len;
+    int rc = read_text(path, &text, &len, err, errlen);
+    if (rc == 0 && text != NULL)
+        rc = parse(cfg, path, text, len, err, errlen);
     free(text);
+    if (rc == 0 && redis_url_check(&cfg->redis, err, errlen) < 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "%s: %s", path, why);
+        rc = -EINVAL;
+    }
+    if (rc < 0)
+        config_free(cfg); /* nothing for the caller to release on the error path (config_free again is harmless) */
     return rc;
 }
 

@@ -8,7 +8,8 @@
  *   config_free(&cfg);
  * DESCRIPTION
  *   Every key has a default (config_defaults) so an empty file is valid.
- *   Unknown sections or keys and malformed values are errors naming the
+ *   Unknown sections or keys, malformed values, a full table (too many
+ *   routes, policies, DKIM keys...) and NUL bytes are errors naming the
  *   file, line and key. The README lists every key; keep them in step.
  * OWNERSHIP
  *   The struct owns all its strings; config_free releases them.
@@ -20,6 +21,8 @@
 #define VOLLEY_CONFIG_H
 
 #include <stddef.h>
+
+#include "lib/redis_url.h"
 
 #define CONFIG_MAX_ROUTES 256
 
@@ -82,17 +85,17 @@ struct config_raw {
 
 struct vconfig {
     char *path;
-    /* [redis] */
-    char *redis_host;
-    int redis_port;
-    int redis_db;
+    /* [redis]: url, password_file, ca_file, cert_file, key_file, verify */
+    struct redis_url redis;
     char *redis_prefix;
     /* [worker] */
     int threads;       /* worker threads; 0 in the file means "number of cores" */
     char *hostname;    /* EHLO name */
-    char *name;        /* consumer name stem, stable across restarts */
+    char *name;        /* worker name (consumer name stem); NULL: the worker picks <host>-<n> */
     int batch;         /* jobs fetched per XREADGROUP */
     int max_inflight;  /* messages a thread holds at once */
+    size_t max_message_bytes;  /* a rendered message larger than this fails its job */
+    size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
     int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */
     /* [smtp] ([worker] keeps the older names as aliases) */
     int connections;     /* concurrent connections per destination site, whole process */
@@ -135,7 +138,7 @@ struct vconfig {
 
 /* config_defaults - fill cfg with defaults (allocates; pair with config_free) */
 void config_defaults(struct vconfig *cfg);
-/* config_load - defaults, then the file; 0 or -errno with a one-line reason in err */
+/* config_load - defaults, then the file; 0, or -errno with a one-line reason in err and cfg released */
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen);
 /*
  * config_parse_string - apply text on top of what cfg holds (tests); name appears in errors.

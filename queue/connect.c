@@ -4,38 +4,105 @@
  */
 #include "queue/connect.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/time.h>
 
-int q_connect(redisContext **out, const char *host, int port, int db, int timeout_ms, char *err, size_t errlen)
+#include "lib/err.h"
+#include "queue/tls_pipe.h"
+
+/* auth_refused - a reply that means "not these credentials" rather than a broken server */
+static int auth_refused(const char *s)
 {
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (c == NULL) {
-        snprintf(err, errlen, "cannot allocate a redis context");
-        return -ENOMEM;
+    return strncmp(s, "WRONGPASS", 9) == 0 || strncmp(s, "NOAUTH", 6) == 0 || strncmp(s, "NOPERM", 6) == 0 ||
+           strncmp(s, "ERR invalid password", 20) == 0 || strncmp(s, "ERR AUTH", 8) == 0 ||
+           strncmp(s, "ERR Client sent AUTH", 20) == 0;
+}
+
+int q_refusal(const char *reply, const char *cmd, char *out, size_t outlen)
+{
+    int refused = auth_refused(reply);
+    const char *what = !refused                           ? cmd
+                       : strncmp(reply, "NOPERM", 6) == 0 ? "permission denied"
+                                                          : "authentication failed";
+    int n = snprintf(out, outlen, "%s%s ", what, refused ? ":" : " failed:");
+    /* the server's words, capped and printable */
+    for (size_t i = 0; reply[i] && n > 0 && (size_t)n + 1 < outlen && i < 200; i++)
+        out[n++] = isprint((unsigned char)reply[i]) ? reply[i] : '?';
+    if (n > 0 && (size_t)n < outlen)
+        out[n] = '\0';
+    return refused ? -EACCES : -EIO;
+}
+
+/* step - one handshake command; 0, or -EACCES / -EIO with "<url>: <what>: <reply>" in err */
+static int step(redisContext *c, const char *shown, int argc, const char **argv, char *err, size_t errlen)
+{
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    int rc = 0;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        char why[256];
+        rc = q_refusal(r ? r->str : (c->errstr[0] ? c->errstr : "no reply"), argv[0], why, sizeof(why));
+        if (r == NULL)
+            rc = -EIO; /* the connection failed, whatever its error text says */
+        err_set(err, errlen, rc, "%s: %s", shown, why);
     }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, char *err, size_t errlen)
+{
+    char shown[REDIS_URL_SHOWN_MAX];
+    redis_url_display(u, shown, sizeof(shown));
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c;
+    if (u->tls) {
+        char why[300];
+        int fd;
+        int rc = q_tls_pipe_open(u, timeout_ms, &fd, why, sizeof(why));
+        if (rc < 0)
+            return err_set(err, errlen, rc, "cannot connect to redis at %s: %s", shown, why);
+        c = redisConnectFd(fd);
+    } else {
+        c = redisConnectWithTimeout(u->host, u->port, tv);
+    }
+    if (c == NULL)
+        return err_set(err, errlen, -ENOMEM, "cannot allocate a redis context");
     if (c->err) {
-        snprintf(err, errlen, "cannot connect to redis at %s:%d: %s", host, port, c->errstr);
-        redisFree(c);
+        err_set(err, errlen, -ECONNREFUSED, "cannot connect to redis at %s: %s", shown, c->errstr);
+        q_disconnect(c);
         return -ECONNREFUSED;
     }
     /* the same timeout for every reply: a wedged server must not hang the command forever */
     redisSetTimeout(c, tv);
-    if (db != 0) {
-        redisReply *r = redisCommand(c, "SELECT %d", db);
-        int bad = r == NULL || r->type == REDIS_REPLY_ERROR;
-        if (bad)
-            snprintf(err, errlen, "redis SELECT %d failed: %s", db,
-                     r ? r->str : (c->errstr[0] ? c->errstr : "no reply"));
-        if (r)
-            freeReplyObject(r);
-        if (bad) {
-            redisFree(c);
-            return -EIO;
-        }
+    char db[16];
+    snprintf(db, sizeof(db), "%d", u->db);
+    const char *auth[] = {"AUTH", u->user ? u->user : u->pass, u->pass};
+    const char *select[] = {"SELECT", db};
+    const char *ping[] = {"PING"};
+    int rc = 0;
+    if (u->pass != NULL)
+        rc = step(c, shown, u->user ? 3 : 2, auth, err, errlen);
+    else
+        rc = step(c, shown, 1, ping, err, errlen);
+    if (rc == 0 && u->db != 0)
+        rc = step(c, shown, 2, select, err, errlen);
+    if (rc < 0) {
+        q_disconnect(c);
+        return rc;
     }
     *out = c;
     return 0;
+}
+
+void q_disconnect(redisContext *c)
+{
+    if (c == NULL)
+        return;
+    int fd = c->fd;
+    redisFree(c);
+    q_tls_pipe_join(fd);
 }

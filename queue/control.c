@@ -32,10 +32,14 @@ struct q_ctl {
     struct q_keys k;
 };
 
-/* KEYS: campaign. ARGV: new state. -1: no campaign, -2: cancelled (final), 1: set */
+/*
+ * KEYS: campaign, ctl version. ARGV: new state. -1: no campaign, -2: cancelled (final), 1: set. The version
+ * bump in the same step is what running workers poll: they re-read campaign states when it moves.
+ */
 static const char set_state_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
                                     "if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return -2 end\n"
                                     "redis.call('HSET', KEYS[1], 'state', ARGV[1])\n"
+                                    "redis.call('INCRBY', KEYS[2], 1)\n"
                                     "return 1\n";
 
 /*
@@ -158,10 +162,10 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
     return rc;
 }
 
-int q_ctl_open(struct q_ctl **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
+int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
 {
     redisContext *rc;
-    int e = q_connect(&rc, host, port, db, 5000, err, errlen);
+    int e = q_connect(&rc, u, 5000, err, errlen);
     if (e < 0)
         return e;
     struct q_ctl *c = xcalloc(1, sizeof(*c));
@@ -175,7 +179,7 @@ void q_ctl_free(struct q_ctl *c)
 {
     if (c == NULL)
         return;
-    redisFree(c->c);
+    q_disconnect(c->c);
     free(c);
 }
 
@@ -195,9 +199,9 @@ static int set_state(struct q_ctl *c, const char *id, const char *state, char *e
     int rc = key_of(ck, sizeof(ck), c->k.campaign, id, err, errlen);
     if (rc < 0)
         return rc;
-    const char *keys[] = {ck}, *args[] = {state};
+    const char *keys[] = {ck, c->k.ctl_version}, *args[] = {state};
     long long v;
-    if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 1, keys, 1, args)) < 0)
+    if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 2, keys, 1, args)) < 0)
         return rc;
     if (v == -1)
         return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);

@@ -4,7 +4,7 @@
  *   (`volley campaign`, `volley suppress`)
  * SYNOPSIS
  *   struct q_ctl *c;
- *   if (q_ctl_open(&c, host, port, db, prefix, err, sizeof err) < 0) -> exit 1
+ *   if (q_ctl_open(&c, &cfg.redis, prefix, err, sizeof err) < 0) -> exit 1
  *   q_ctl_campaign_pause(c, "spring", err, sizeof err);
  *   q_ctl_campaign_resume(c, "spring", &moved, err, sizeof err);
  *   q_ctl_campaign_cancel(c, "spring", &held, &retry, err, sizeof err);
@@ -42,6 +42,7 @@
 
 #include <stddef.h>
 
+#include "lib/redis_url.h"
 #include "queue/job.h"
 
 #define Q_CTL_BATCH 1000
@@ -58,7 +59,7 @@ struct q_campaign_info {
 };
 
 /* q_ctl_open - connect (5 s timeout) and SELECT db; 0 or -errno with a one-line reason */
-int q_ctl_open(struct q_ctl **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen);
+int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen);
 void q_ctl_free(struct q_ctl *c);
 /* q_ctl_campaign_pause - -ENOENT: no such campaign; -EPERM: it is cancelled */
 int q_ctl_campaign_pause(struct q_ctl *c, const char *id, char *err, size_t errlen);

@@ -1,39 +1,89 @@
 /*
  * NAME
- *   fleet - worker heartbeats: which volley processes are alive
+ *   fleet - worker identity: a name claimed in Redis, renewed by the heartbeat
  * SYNOPSIS
- *   every 2 s per process:
- *     q_heartbeat(q, &keys, "mta1", "pid=123 threads=8 inflight=40 delivered=1200", 10000, NULL, NULL);
+ *   at start (blocking):
+ *     struct q_worker_id id = {.pid = getpid()};  host, token (q_worker_token) filled in
+ *     q_worker_claim(c, &keys, &id, "mta1", 5000, &holder, err, sizeof err)      explicit name
+ *     q_worker_claim_first_free(c, &keys, &id, "host", 5000, err, sizeof err)   "host-0", "host-1", ...
+ *   every second, on the worker's ring:
+ *     q_heartbeat(q, &keys, &id, "threads=8 inflight=40 delivered=1200", 5000, fn, priv);
+ *     in fn: q_worker_reply_parse(reply, &holder): renewed, re-claimed after a lapse, or lost
+ *   at a clean exit (blocking):
+ *     q_worker_release(c, &keys, &id, err, sizeof err);
  * DESCRIPTION
- *   A heartbeat is the string key <p>:worker:<name> holding free-form info
- *   (one line, "key=value ..." or JSON) with a TTL: a worker that stops
- *   beating disappears from `volley status` after ttl_ms. Choose ttl_ms a
- *   few beats long (e.g. 5 x the interval) so one slow beat does not make a
- *   live worker vanish.
+ *   A worker's name is the stem of its consumer names in the job group, so
+ *   two live processes must never share one: they would read each other's
+ *   pending entries. The name is the hash <p>:worker:<name> {token, pid,
+ *   host, beat_ms, info} with a TTL. One Lua script claims and renews it:
+ *   it writes only when the key is absent or holds the caller's token (a
+ *   random per-process value), so a claim is atomic and a heartbeat never
+ *   takes over a name another process claimed after ours lapsed. beat_ms is
+ *   the Redis server's clock, so heartbeat ages agree across hosts. Release
+ *   deletes the key only while it still holds the caller's token.
  *
- *   Liveness for delivery purposes is not taken from heartbeats: a dead
- *   worker's jobs are reclaimed by idle time (q_intake_autoclaim), which
- *   also covers a worker that still beats but whose thread is stuck.
+ *   A process that dies keeps its name until the TTL runs out; then any
+ *   process may take it (and with it that name's pending entries, read
+ *   first at start). Liveness for delivery purposes is not taken from the
+ *   name: a dead worker's jobs are reclaimed by idle time
+ *   (q_intake_autoclaim), which also covers a worker whose thread is stuck.
  * THREADS
- *   Whoever owns the q_redis.
+ *   The blocking calls: any thread with its own redisContext. q_heartbeat:
+ *   whoever owns the q_redis. struct q_worker_id is immutable once claimed.
  */
 #ifndef VOLLEY_QUEUE_FLEET_H
 #define VOLLEY_QUEUE_FLEET_H
 
+#include <hiredis/hiredis.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "queue/keys.h"
 #include "queue/redis_codec.h"
 
-#define Q_WORKER_NAME_MAX 128
-#define Q_WORKER_INFO_MAX 1024
+#define Q_WORKER_NAME_MAX  128
+#define Q_WORKER_INFO_MAX  1024
+#define Q_WORKER_TOKEN_LEN 32   /* hex digits */
+#define Q_WORKER_AUTO_MAX  1000 /* <stem>-0 .. <stem>-999 */
 
+struct q_worker_id {
+    char name[Q_WORKER_NAME_MAX];       /* claimed name (printable, no spaces) */
+    char token[Q_WORKER_TOKEN_LEN + 1]; /* this process's claim */
+    char host[256];                     /* machine host name, shown to whoever finds the name taken */
+    int pid;
+};
+
+/* who holds a name: for the "in use by pid P on host H" message */
+struct q_worker_holder {
+    char pid[24];
+    char host[256];
+    long long beat_age_ms; /* since its last heartbeat; -1: unknown (a key volley did not write) */
+};
+
+enum q_worker_claim_result { Q_WORKER_HELD = 0, Q_WORKER_RENEWED = 1, Q_WORKER_CLAIMED = 2 };
+
+/* q_worker_token - a fresh random token into id->token; 0 or -errno */
+int q_worker_token(struct q_worker_id *id);
 /*
- * q_heartbeat - SET <p>:worker:<name> <info> PX <ttl_ms>; reply: status OK.
- * name is cut at Q_WORKER_NAME_MAX - 1 bytes, info at Q_WORKER_INFO_MAX - 1
- * and made printable (it is shown on a terminal by `volley status`).
+ * q_worker_claim - take name for id (copied into id->name, cut and made
+ * printable). 0: ours now; -EADDRINUSE: a live process holds it (holder
+ * filled, err says who); -EIO (connection), -EAGAIN (Redis still loading)
+ * or -EPROTO: Redis failed (reason in err).
  */
-void q_heartbeat(struct q_redis *q, const struct q_keys *k, const char *name, const char *info, uint64_t ttl_ms,
-                 q_reply_fn *fn, void *priv);
+int q_worker_claim(redisContext *c, const struct q_keys *k, struct q_worker_id *id, const char *name, uint64_t ttl_ms,
+                   struct q_worker_holder *holder, char *err, size_t errlen);
+/* q_worker_claim_first_free - the first free <stem>-<n>, n = 0 .. Q_WORKER_AUTO_MAX - 1; 0 or -errno */
+int q_worker_claim_first_free(redisContext *c, const struct q_keys *k, struct q_worker_id *id, const char *stem,
+                              uint64_t ttl_ms, char *err, size_t errlen);
+/* q_worker_release - delete the name if it still holds id's token; 1 released, 0 not ours, or -errno */
+int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_worker_id *id, char *err, size_t errlen);
+/*
+ * q_heartbeat - renew id's claim with info (one line, made printable, cut at
+ * Q_WORKER_INFO_MAX - 1); fn gets the reply for q_worker_reply_parse.
+ */
+void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, const char *info,
+                 uint64_t ttl_ms, q_reply_fn *fn, void *priv);
+/* q_worker_reply_parse - a claim or heartbeat reply: enum q_worker_claim_result (holder filled when HELD) or -EPROTO */
+int q_worker_reply_parse(const redisReply *r, struct q_worker_holder *holder);
 
 #endif

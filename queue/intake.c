@@ -81,27 +81,100 @@ static struct q_script retry_move_script =
 
 /*
  * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, count, from_pending (1/0), suppress (1/0),
- * campaign key prefix. The high stream is read first and the bulk stream gets what is left of count, so
- * transactional mail never waits behind a bulk backlog. A missing group is created (MKSTREAM) on the spot:
- * the high stream usually appears long after the workers started.
+ * campaign key prefix, max_bytes, at_least_one (1/0), entry_max. The high stream is read first and the
+ * bulk stream gets what is left of count, so transactional mail never waits behind a bulk backlog. A
+ * missing group is created (MKSTREAM) on the spot: the high stream usually appears long after the workers
+ * started.
+ *
+ * Bytes (an entry counts its fields and values + 16 each, + 64): new entries are measured before they are
+ * read. XRANGE after the group's last-delivered id shows exactly what XREADGROUP ">" hands out next (the
+ * script is atomic), in peeks sized by the largest entry seen so far (the first peek is one entry), and
+ * only the entries that fit are read. Pending entries (from_pending) cannot be peeked that way: they are
+ * read in steps of as many as fit were each entry_max bytes (the largest job the limits allow), each step
+ * continuing after the last id it got. With at_least_one, the first entry is taken even when it does
+ * not fit, so a reader holding nothing always makes progress.
  */
 static struct q_script read2_script =
     Q_SCRIPT("local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE
              "local out, left = {}, tonumber(ARGV[3])\n"
-             "local from = '>'\n"
-             "if ARGV[4] == '1' then from = '0' end\n"
+             "local budget, take_one, emax = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])\n"
+             "local function esize(e)\n"
+             "  local n = 64\n"
+             "  if type(e[2]) == 'table' then for j = 1, #e[2] do n = n + #e[2][j] + 16 end end\n"
+             "  return n\n"
+             "end\n"
+             /* fits - whether an entry of sz bytes may be taken now; takes it off the budget */
+             "local function fits(sz)\n"
+             "  if sz > budget and not take_one then return false end\n"
+             "  budget, take_one = budget - sz, false\n"
+             "  return true\n"
+             "end\n"
+             "local function xread(s, c, pos)\n"
+             "  local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
+             "  if type(r) == 'table' and r.err then\n"
+             "    if not string.find(r.err, 'NOGROUP') then error(r) end\n"
+             "    redis.call('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n"
+             "    r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
+             "  end\n"
+             "  if type(r) ~= 'table' or not r[1] then return {} end\n"
+             "  return r[1][2]\n"
+             "end\n"
+             /* last_delivered - the group's last-delivered id on s (the group is created when missing) */
+             "local function last_delivered(s)\n"
+             "  local gs = redis.pcall('XINFO', 'GROUPS', s)\n"
+             "  if type(gs) == 'table' and not gs.err then\n"
+             "    for _, g in ipairs(gs) do\n"
+             "      local name, last\n"
+             "      for k = 1, #g - 1, 2 do\n"
+             "        if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end\n"
+             "      end\n"
+             "      if name == ARGV[1] and last then return last end\n"
+             "    end\n"
+             "  end\n"
+             "  redis.call('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n"
+             "  return '0-0'\n"
+             "end\n"
+             /* read_new - up to left new entries of s that fit */
+             "local function read_new(s)\n"
+             "  local n, pos, big = 0, '(' .. last_delivered(s), nil\n"
+             "  while n < left do\n"
+             "    local k = big and math.floor(budget / big) or 1\n"
+             "    if k < 1 then k = 1 end\n"
+             "    if k > left - n then k = left - n end\n"
+             "    local es = redis.call('XRANGE', s, pos, '+', 'COUNT', k)\n"
+             "    for _, e in ipairs(es) do\n"
+             "      local sz = esize(e)\n"
+             "      if not big or sz > big then big = sz end\n"
+             "      if not fits(sz) then k = -1; break end\n"
+             "      n, pos = n + 1, '(' .. e[1]\n"
+             "    end\n"
+             "    if k < 0 or #es < k then break end\n"
+             "  end\n"
+             "  if n == 0 then return {} end\n"
+             "  return xread(s, n, '>')\n"
+             "end\n"
+             /* read_pending - up to left of this consumer's pending entries of s, in steps */
+             "local function read_pending(s)\n"
+             "  local got, pos = {}, '0'\n"
+             "  while #got < left do\n"
+             "    local c = math.floor(budget / emax)\n"
+             "    if c < 1 then if take_one then c = 1 else break end end\n"
+             "    if c > left - #got then c = left - #got end\n"
+             "    local es = xread(s, c, pos)\n"
+             "    for _, e in ipairs(es) do got[#got + 1] = e; fits(esize(e)); take_one = false end\n"
+             "    if #es < c then break end\n"
+             "    pos = es[#es][1]\n"
+             "  end\n"
+             "  return got\n"
+             "end\n"
              "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
              "  if left > 0 then\n"
-             "    local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, from)\n"
-             "    if type(r) == 'table' and r.err then\n"
-             "      if not string.find(r.err, 'NOGROUP') then return r end\n"
-             "      redis.call('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n"
-             "      r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, from)\n"
-             "    end\n"
-             "    if type(r) == 'table' and r[1] and #r[1][2] > 0 then\n"
-             "      annotate(r[1][2])\n"
-             "      left = left - #r[1][2]\n"
-             "      out[#out + 1] = {s, r[1][2]}\n"
+             "    local got\n"
+             "    if ARGV[4] == '1' then got = read_pending(s) else got = read_new(s) end\n"
+             "    if #got > 0 then\n"
+             "      annotate(got)\n"
+             "      left = left - #got\n"
+             "      out[#out + 1] = {s, got}\n"
              "    end\n"
              "  end\n"
              "end\n"
@@ -254,10 +327,10 @@ static uint64_t clamp_count(int count)
     return count < 1 ? 1 : count > Q_INTAKE_MAX_COUNT ? Q_INTAKE_MAX_COUNT : (uint64_t)count;
 }
 
-void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int from_pending,
-                    int suppress, q_reply_fn *fn, void *priv)
+void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+                    int at_least_one, int from_pending, int suppress, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 6);
+    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 9);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->suppressed);
@@ -267,6 +340,9 @@ void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consu
     q_resp_bulk_str(o, from_pending ? "1" : "0");
     q_resp_bulk_str(o, suppress ? "1" : "0");
     q_resp_bulk_str(o, k->campaign);
+    q_resp_bulk_u64(o, max_bytes);
+    q_resp_bulk_str(o, at_least_one ? "1" : "0");
+    q_resp_bulk_u64(o, Q_INTAKE_ENTRY_MAX);
     q_redis_eval_end(q, fn, priv);
 }
 

@@ -12,13 +12,23 @@
 #ifndef VOLLEY_QUEUE_INTAKE_H
 #define VOLLEY_QUEUE_INTAKE_H
 
+#include "queue/job.h"
 #include "queue/keys.h"
 #include "queue/redis_codec.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* jobs handed out by one q_intake_read2 / q_intake_autoclaim call at most */
 #define Q_INTAKE_MAX_COUNT 1000
+/*
+ * the largest stream entry of a job within the limits of queue/job.h
+ * (Q_VAR_MAX "var.<name>" fields of Q_VALUE_MAX bytes, the address, the
+ * campaign id and the few fixed fields) as the intake script counts bytes;
+ * pending entries, which cannot be measured before they are read, are read
+ * in steps sized by it
+ */
+#define Q_INTAKE_ENTRY_MAX (Q_VAR_MAX * (4 + 64 + Q_VALUE_MAX + 32) + Q_ADDR_MAX + Q_CAMPAIGN_ID_MAX + 1024)
 
 /*
  * q_intake_create_group - XGROUP CREATE <jobs> volley 0 MKSTREAM, then the
@@ -36,14 +46,19 @@ void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consum
  * q_intake_read2 - the worker's intake: one Lua script that reads up to
  * count new entries (or, from_pending, this consumer's own pending ones)
  * from <p>:jobs:high first and from <p>:jobs with what is left of count,
- * and marks each entry (see q_jobs_parse): "suppressed" when suppress is
+ * and at most max_bytes of them (as the script counts an entry: fields and
+ * values + 16 each, + 64): new entries are measured before they are read;
+ * pending ones are read in steps that could not pass max_bytes were every
+ * entry Q_INTAKE_ENTRY_MAX. With at_least_one the first entry is read even
+ * when it does not fit, so a reader holding nothing always makes progress.
+ * Each entry is marked (see q_jobs_parse): "suppressed" when suppress is
  * set and the recipient is in <p>:suppressed, "paused"/"cancelled" from
  * the campaign's state. Reply: XREADGROUP shape (high stream first, an
  * empty array when nothing was read); parse with q_jobs_parse(r, jobs,
  * max >= count). Scripts cannot block: see q_intake_wait.
  */
-void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int from_pending,
-                    int suppress, q_reply_fn *fn, void *priv);
+void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+                    int at_least_one, int from_pending, int suppress, q_reply_fn *fn, void *priv);
 /*
  * q_intake_wait - XREAD COUNT 1 BLOCK block_ms STREAMS <jobs:high> <jobs> $ $:
  * returns (any reply, ignore it) as soon as a new entry is added to either

@@ -16,6 +16,7 @@
  *     <p>:worker:<name>     heartbeat of a worker process (string with TTL)
  *     <p>:suppressed        set of lower-case addresses never to send to
  *     <p>:claim:<stream>    XAUTOCLAIM cursor of that stream
+ *     <p>:ctl:version       counter bumped by every campaign state change (workers poll it)
  * THREADS
  *   Immutable after q_keys_init; share freely.
  */
@@ -40,6 +41,7 @@ struct q_keys {
     char worker[Q_KEY_MAX]; /* "<p>:worker:" - append the worker name */
     char suppressed[Q_KEY_MAX];
     char claim[Q_KEY_MAX]; /* "<p>:claim:" - append the stream key */
+    char ctl_version[Q_KEY_MAX];
 };
 
 void q_keys_init(struct q_keys *k, const char *prefix);

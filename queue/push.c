@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
@@ -67,10 +68,10 @@ static int command(struct q_push *p, redisReply **out, char *err, size_t errlen,
     return 0;
 }
 
-int q_push_open(struct q_push **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen)
+int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
 {
     redisContext *c;
-    int rc = q_connect(&c, host, port, db, Q_PUSH_TIMEOUT_MS, err, errlen);
+    int rc = q_connect(&c, u, Q_PUSH_TIMEOUT_MS, err, errlen);
     if (rc < 0)
         return rc;
     struct q_push *p = xcalloc(1, sizeof(*p));
@@ -85,7 +86,7 @@ void q_push_free(struct q_push *p)
 {
     if (p == NULL)
         return;
-    redisFree(p->c);
+    q_disconnect(p->c);
     vbuf_free(&p->batch);
     free(p);
 }
@@ -220,8 +221,10 @@ int q_push_job(struct q_push *p, const char *to, size_t tolen, const struct kv *
 {
     if (p->idlen == 0)
         return err_set(err, errlen, -EINVAL, "no campaign");
-    if (!q_addr_valid(to, tolen))
-        return err_set(err, errlen, -EINVAL, "invalid email address");
+    /* the worker's two checks: the contract's (at intake) and the sendable-address rule (at render) */
+    const char *why = addr_check(to, tolen);
+    if (why != NULL || !q_addr_valid(to, tolen))
+        return err_set(err, errlen, -EINVAL, "invalid email address: %s", why ? why : "refused by the Redis contract");
     if (nvars > Q_VAR_MAX)
         return err_set(err, errlen, -EINVAL, "more than %d variables", Q_VAR_MAX);
     for (size_t i = 0; i < nvars; i++) {

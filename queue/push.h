@@ -4,7 +4,7 @@
  *   the contract, used by `volley push`)
  * SYNOPSIS
  *   struct q_push *p;
- *   if (q_push_open(&p, host, port, db, prefix, err, sizeof err) < 0) -> exit 1
+ *   if (q_push_open(&p, &cfg.redis, prefix, err, sizeof err) < 0) -> exit 1
  *   q_push_campaign(p, id, fields, n, err, sizeof err);
  *   for each row: rc = q_push_job(p, to, tolen, vars, nvars, err, sizeof err);
  *                 rc == -EINVAL: bad row (reason in err), go on; other rc < 0: Redis failed
@@ -20,8 +20,10 @@
  *   HSET), keeps created_ms from an earlier push of the same id, sets
  *   updated_ms, and creates the consumer group (MKSTREAM) if missing.
  *
- *   Jobs are checked with queue/validate.h before they are queued, so push
- *   never writes a job the worker would dead-letter as malformed.
+ *   Jobs are checked with queue/validate.h and the recipient with
+ *   lib/addr.h (the rule the worker renders with) before they are queued,
+ *   so push never writes a job the worker would dead-letter as malformed
+ *   or fail for its address.
  * OWNERSHIP
  *   Everything passed in is copied before the call returns.
  * THREADS
@@ -33,6 +35,7 @@
 #include <stddef.h>
 
 #include "lib/kv.h"
+#include "lib/redis_url.h"
 
 #define Q_PUSH_BATCH      1000
 #define Q_PUSH_TIMEOUT_MS 5000
@@ -40,7 +43,7 @@
 struct q_push;
 
 /* q_push_open - connect (with a timeout) and SELECT db; 0, or -errno with a one-line reason */
-int q_push_open(struct q_push **out, const char *host, int port, int db, const char *prefix, char *err, size_t errlen);
+int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen);
 void q_push_free(struct q_push *p);
 /* q_push_campaign - write <p>:campaign:<id> from fields; jobs queued afterwards belong to it */
 int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, size_t n, char *err, size_t errlen);

@@ -8,7 +8,8 @@
  *   parse it in place: un-quoting and un-escaping only ever shrink the
  *   text, so the write position never overtakes the read position. Finding
  *   the end first means a refill never has to restart a half-modified
- *   record.
+ *   record. An over-long record is dropped as it is scanned, with its
+ *   quote state kept, so the skip ends where the record ends.
  */
 #include "queue/reclist.h"
 
@@ -30,6 +31,8 @@ struct q_reclist {
     size_t cap, start, end; /* unparsed bytes are buf[start, end) */
     size_t scan;            /* bytes of the current record already scanned for its end */
     int in_quotes;          /* quote state at buf[start + scan] */
+    int skipping;           /* the current record is over-long: its bytes are dropped as they are scanned */
+    long skip_line;         /* line where the over-long record started */
     int eof;
     int first; /* nothing returned yet: skip a BOM */
     long line; /* line number of buf[start] */
@@ -337,26 +340,37 @@ done:
     return 1;
 }
 
+/*
+ * drop - discard the scanned bytes buf[start, start + scan) of an over-long
+ * record. The quote state stays: the skip must end where the record ends,
+ * not at a line break inside one of its quoted fields.
+ */
+static void drop(struct q_reclist *l)
+{
+    for (size_t i = 0; i < l->scan; i++)
+        if (l->buf[l->start + i] == '\n')
+            l->line++;
+    l->start += l->scan;
+    l->scan = 0;
+}
+
 int q_reclist_next(struct q_reclist *l, struct q_field *f, int maxf, int *nf, long *line, char *err, size_t errlen)
 {
     for (;;) {
         long len;
         while ((len = find_end(l)) < 0) {
             if (l->eof) {
-                if (l->end == l->start)
-                    return 0;
                 len = (long)(l->end - l->start); /* last record without a final newline */
+                if (len == 0 && !l->skipping)
+                    return 0;
                 break;
             }
-            if (l->end - l->start > Q_RECLIST_MAX_RECORD) {
-                /* give up on this record: drop what we have and resynchronise at the next line break */
-                *line = l->line;
-                l->start = l->end;
-                l->scan = 0;
-                l->in_quotes = 0;
-                return err_set(err, errlen, -EINVAL, "record longer than %u bytes (unterminated quote?)",
-                               Q_RECLIST_MAX_RECORD);
+            if (!l->skipping && l->end - l->start > Q_RECLIST_MAX_RECORD) {
+                l->skipping = 1;
+                l->skip_line = l->line;
             }
+            if (l->skipping)
+                drop(l);
             int rc = fill(l);
             if (rc < 0)
                 return rc;
@@ -375,6 +389,14 @@ int q_reclist_next(struct q_reclist *l, struct q_field *f, int maxf, int *nf, lo
         l->start += consumed;
         l->scan = 0;
         l->in_quotes = 0;
+        /* the same bound whether the record came in one read (a file) or in many (a pipe) */
+        if (l->skipping || n > Q_RECLIST_MAX_RECORD) {
+            if (l->skipping)
+                *line = l->skip_line;
+            l->skipping = 0;
+            return err_set(err, errlen, -EINVAL, "record longer than %u bytes (unterminated quote?)",
+                           Q_RECLIST_MAX_RECORD);
+        }
         if (n > 0 && rec[n - 1] == '\r')
             n--;
         if (n == 0)

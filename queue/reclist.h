@@ -22,8 +22,14 @@
  *   (numbers and booleans as their text); null, arrays and nested objects
  *   are refused. Escapes including \uXXXX surrogate pairs become UTF-8.
  *
- *   A record may be at most Q_RECLIST_MAX_RECORD bytes (a DoS bound, and a
- *   runaway unterminated quote stops there instead of eating the file).
+ *   A record may be at most Q_RECLIST_MAX_RECORD bytes (a DoS bound on
+ *   memory), whether it arrives in one read (a file) or many (a pipe). A
+ *   longer record is one bad record: it is skipped to its real end (for
+ *   CSV the first line break outside quotes, so a line inside a long quoted
+ *   field is never read as a row of its own; for JSON lines its line
+ *   break) in bounded memory, and reading goes on after it. An unterminated
+ *   quote therefore makes the rest of the input one bad record, as RFC 4180
+ *   reads it.
  * OWNERSHIP
  *   The reader owns one growing buffer; returned fields point into it and
  *   are valid until the next q_reclist_next. Unquoting is done in place, so

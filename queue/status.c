@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -211,21 +212,32 @@ static int add_worker(redisContext *c, const redisReply *key, void *priv, char *
     if (key->len <= ws->plen)
         return 0;
     redisReply *v, *t;
-    int rc = cmd(c, &v, err, errlen, "GET %s", key->str);
+    /* the name's claim (queue/fleet.h): a hash; a key of another type is not a volley worker of this version */
+    int rc = cmd(c, &v, err, errlen, "TYPE %s", key->str);
     if (rc < 0)
+        return rc;
+    bool hash = v->type == REDIS_REPLY_STATUS && strcmp(v->str, "hash") == 0;
+    freeReplyObject(v);
+    if (!hash)
+        return 0;
+    if ((rc = cmd(c, &v, err, errlen, "HMGET %s host info", key->str)) < 0)
         return rc;
     if ((rc = cmd(c, &t, err, errlen, "PTTL %s", key->str)) < 0) {
         freeReplyObject(v);
         return rc;
     }
-    if (v->type == REDIS_REPLY_STRING && t->type == REDIS_REPLY_INTEGER && t->integer >= 0) {
+    if (v->type == REDIS_REPLY_ARRAY && v->elements == 2 && v->element[0]->type == REDIS_REPLY_STRING &&
+        v->element[1]->type == REDIS_REPLY_STRING && t->type == REDIS_REPLY_INTEGER && t->integer >= 0) {
         if (s->nworkers == ws->cap) {
             ws->cap = ws->cap ? 2 * ws->cap : 16;
             s->workers = xrealloc(s->workers, ws->cap * sizeof(*s->workers));
         }
         struct q_worker_info *w = &s->workers[s->nworkers++];
         log_sanitize(w->name, sizeof(w->name), key->str + ws->plen, key->len - ws->plen);
-        log_sanitize(w->info, sizeof(w->info), v->str, v->len);
+        char host[64], info[180];
+        log_sanitize(host, sizeof(host), v->element[0]->str, v->element[0]->len);
+        log_sanitize(info, sizeof(info), v->element[1]->str, v->element[1]->len);
+        snprintf(w->info, sizeof(w->info), "%s host=%s", info, host);
         w->ttl_ms = t->integer;
     }
     freeReplyObject(v);
@@ -334,14 +346,14 @@ static int all_campaigns(redisContext *c, const struct q_keys *k, struct q_statu
     return 0;
 }
 
-int q_status_collect(const char *host, int port, int db, const char *prefix, const char *campaign,
+int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
                      struct q_status_report *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
     struct q_keys k;
     q_keys_init(&k, prefix);
     redisContext *c;
-    int rc = q_connect(&c, host, port, db, 5000, err, errlen);
+    int rc = q_connect(&c, u, 5000, err, errlen);
     if (rc < 0)
         return rc;
     rc = cmd_int(c, &s->jobs, err, errlen, "XLEN %s", k.jobs);
@@ -368,7 +380,7 @@ int q_status_collect(const char *host, int port, int db, const char *prefix, con
     } else if (rc == 0) {
         rc = all_campaigns(c, &k, s, err, errlen);
     }
-    redisFree(c);
+    q_disconnect(c);
     if (rc < 0)
         q_status_report_free(s);
     return rc;

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 
+#include "lib/redis_url.h"
 #include "queue/job.h"
 
 #define Q_STATUS_MAX_CAMPAIGNS 10000
@@ -38,10 +39,10 @@ struct q_campaign_stats {
     enum q_camp_state state;
 };
 
-/* a live worker: its heartbeat key <p>:worker:<name> (queue/fleet.h) */
+/* a live worker: its claimed name <p>:worker:<name> (queue/fleet.h) */
 struct q_worker_info {
     char name[128];
-    char info[256];   /* made printable, cut */
+    char info[256];   /* "pid=P threads=... host=H" made printable, cut */
     long long ttl_ms; /* until it is considered gone */
 };
 
@@ -69,7 +70,7 @@ struct q_status_report {
 };
 
 /* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */
-int q_status_collect(const char *host, int port, int db, const char *prefix, const char *campaign,
+int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
                      struct q_status_report *out, char *err, size_t errlen);
 void q_status_report_free(struct q_status_report *r);
 

@@ -289,7 +289,20 @@ void tpl_hdr_encoded_words(struct tpl_hdr *h, const char *v, size_t n)
     }
 }
 
-/* tpl_hdr_unstructured - fold ASCII at blanks (keeping every blank), else encoded-words */
+/*
+ * tpl_hdr_unstructured - fold ASCII at blanks (keeping every blank), else encoded-words.
+ *
+ * RFC 5322 unstructured is *([FWS] VCHAR) *WSP and FWS is [*WSP CRLF] 1*WSP:
+ * one fold per run of blanks between words, the CRLF before one of the run's
+ * blanks, none in the blanks that end the value (more folds, or a line of
+ * blanks only, is the obsolete syntax we must not generate). So a run is
+ * folded once: before its first blank when the next line has room (the line
+ * then ends with a word, which careless transports cannot strip), else with
+ * as many blanks left on this line as keep the next one within 998. A value
+ * that cannot be written so (a run or word too long for two lines, trailing
+ * blanks past the limit) is written as encoded-words instead, which carry
+ * any bytes in lines of at most 78.
+ */
 void tpl_hdr_unstructured(struct tpl_hdr *h, const char *v, size_t n)
 {
     /* leading blanks would be eaten by readers: they are not part of the value */
@@ -302,21 +315,11 @@ void tpl_hdr_unstructured(struct tpl_hdr *h, const char *v, size_t n)
         h->col++;
         return;
     }
-    int ascii = tpl_is_ascii_text(v, n) && !has_ew_start(v, n);
-    if (ascii) {
-        /* a word too long for the hard limit can only be carried by encoded-words */
-        size_t run = 0;
-        for (size_t i = 0; i < n && ascii; i++) {
-            run = (v[i] == ' ' || v[i] == '\t') ? 0 : run + 1;
-            if (run > TPL_HDR_HARD_LIMIT - 80)
-                ascii = 0;
-        }
-    }
-    if (!ascii) {
+    if (!tpl_is_ascii_text(v, n) || has_ew_start(v, n)) {
         tpl_hdr_encoded_words(h, v, n);
         return;
     }
-    /* segments: [blanks] word; the first gets the single separating space after the colon */
+    size_t mark = vbuf_len(h->out), col0 = h->col;
     size_t i = 0;
     int first = 1;
     while (i < n) {
@@ -326,17 +329,41 @@ void tpl_hdr_unstructured(struct tpl_hdr *h, const char *v, size_t n)
         size_t wstart = i;
         while (i < n && v[i] != ' ' && v[i] != '\t')
             i++;
-        size_t seg = i - ws, word = i - wstart;
+        size_t run = wstart - ws, word = i - wstart;
         if (first) {
+            /* the single separating space after the colon, then the first word (no blanks before it) */
+            if (h->col + 1 + word > TPL_HDR_HARD_LIMIT)
+                goto encode;
             vbuf_putc(h->out, ' ');
             h->col++;
             first = 0;
-        } else if (word > 0 && h->col + seg > TPL_HDR_SOFT_LIMIT) {
-            fold(h); /* the blanks that follow are the folding white space: unfolding restores them */
+        } else if (word == 0) {
+            if (h->col + run > TPL_HDR_HARD_LIMIT) /* trailing blanks cannot be folded */
+                goto encode;
+        } else if (h->col + run + word > TPL_HDR_SOFT_LIMIT) {
+            /* keep `keep` blanks on this line, fold, the other run - keep (>= 1) start the next line */
+            size_t keep = run + word > TPL_HDR_HARD_LIMIT ? run + word - TPL_HDR_HARD_LIMIT : 0;
+            if (keep > 0) {
+                /* the line ends in blanks anyway: fill it up to the soft limit */
+                size_t room = h->col < TPL_HDR_SOFT_LIMIT ? TPL_HDR_SOFT_LIMIT - h->col : 0;
+                size_t fill = room < run - 1 ? room : run - 1;
+                if (fill > keep)
+                    keep = fill;
+            }
+            if (keep + 1 > run || h->col + keep > TPL_HDR_HARD_LIMIT)
+                goto encode;
+            vbuf_append(h->out, v + ws, keep);
+            fold(h);
+            ws += keep;
         }
-        vbuf_append(h->out, v + ws, seg);
-        h->col += seg;
+        vbuf_append(h->out, v + ws, i - ws);
+        h->col += i - ws;
     }
+    return;
+encode:
+    vbuf_truncate(h->out, mark);
+    h->col = col0;
+    tpl_hdr_encoded_words(h, v, n);
 }
 
 /* is_atext - RFC 5322 atext */

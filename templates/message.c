@@ -29,6 +29,7 @@
 #include <strings.h>
 #include <sys/random.h>
 
+#include "lib/addr.h"
 #include "lib/alloc.h"
 #include "templates/encode.h"
 #include "templates/mustache.h"
@@ -36,6 +37,7 @@
 #define HDR_VALUE_MAX 4096 /* a rendered header value longer than this is refused */
 #define UNIQ_MAX      128
 #define BOUNDARY_LEN  32
+#define QP_SLICE      65536 /* body bytes quoted-printable encoded per step (bounds the encoder's reserve) */
 
 enum item_kind {
     IT_CONST,    /* bytes in m->konst */
@@ -67,10 +69,12 @@ struct tpl_message {
     size_t nitems;
     vbuf konst; /* constant header bytes */
     struct tpl_mustache *text, *html;
-    struct tpl_mustache *owned[64 + 16]; /* every template, for freeing */
-    size_t nowned;
-    char *strings[64 + 16]; /* every owned string (names, defaults) */
-    size_t nstrings;
+    /* every template and every owned string (names, defaults), for freeing: grown as needed, because
+     * their number follows the campaign (headers, defaults), which a producer controls */
+    struct tpl_mustache **owned;
+    size_t nowned, owned_cap;
+    char **strings;
+    size_t nstrings, strings_cap;
 };
 
 #define MAX_EXTRA_HEADERS 64
@@ -78,82 +82,22 @@ struct tpl_message {
 /* keep_str - remember a string m owns */
 static char *keep_str(struct tpl_message *m, char *s)
 {
+    if (m->nstrings == m->strings_cap) {
+        m->strings_cap = m->strings_cap ? 2 * m->strings_cap : 16;
+        m->strings = xrealloc(m->strings, m->strings_cap * sizeof *m->strings);
+    }
     m->strings[m->nstrings++] = s;
     return s;
 }
 
-/* ---- address checks ---- */
-
-/* is_atext - RFC 5322 atext */
-static int is_atext(unsigned char c)
+/* keep_tpl - remember a template m owns */
+static void keep_tpl(struct tpl_message *m, struct tpl_mustache *t)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
-}
-
-/*
- * addr_check - an addr-spec we are willing to put in a header and an SMTP
- * command: dot-atom local part (1-64), one '@', a host name or address
- * literal domain (1-253), 254 in all, ASCII only. NULL when fine, else why.
- */
-static const char *addr_check(const char *a, size_t n)
-{
-    if (n == 0)
-        return "empty address";
-    if (n > 254)
-        return "address longer than 254 characters";
-    const char *at = NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)a[i];
-        if (c == '\r' || c == '\n' || c == '\0')
-            return "CR, LF or NUL in address";
-        if (c >= 0x80)
-            return "non-ASCII address (SMTPUTF8) not supported";
-        if (c == '@') {
-            if (at)
-                return "more than one '@' in address";
-            at = a + i;
-        }
+    if (m->nowned == m->owned_cap) {
+        m->owned_cap = m->owned_cap ? 2 * m->owned_cap : 16;
+        m->owned = xrealloc(m->owned, m->owned_cap * sizeof *m->owned);
     }
-    if (!at)
-        return "no '@' in address";
-    size_t ll = (size_t)(at - a), dl = n - ll - 1;
-    if (ll == 0 || ll > 64)
-        return "local part empty or longer than 64";
-    if (dl == 0 || dl > 253)
-        return "domain empty or longer than 253";
-    if (a[0] == '.' || a[ll - 1] == '.')
-        return "local part starts or ends with '.'";
-    for (size_t i = 0; i < ll; i++) {
-        if (a[i] == '.' ? (a[i + 1] == '.') : !is_atext((unsigned char)a[i]))
-            return "invalid character in local part";
-    }
-    const char *d = at + 1;
-    if (d[0] == '[') {
-        if (d[dl - 1] != ']' || dl < 3)
-            return "bad address literal";
-        for (size_t i = 1; i + 1 < dl; i++)
-            if (d[i] <= ' ' || d[i] == '[' || d[i] == ']' || d[i] == '\\' || d[i] == 0x7f)
-                return "bad address literal";
-        return NULL;
-    }
-    size_t lab = 0;
-    for (size_t i = 0; i <= dl; i++) {
-        char c = i < dl ? d[i] : '.';
-        if (c == '.') {
-            if (lab == 0 || lab > 63)
-                return "empty or over-long domain label";
-            if (d[i - 1] == '-' || d[i - lab] == '-')
-                return "domain label starts or ends with '-'";
-            lab = 0;
-        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-') {
-            lab++;
-        } else {
-            return "invalid character in domain";
-        }
-    }
-    return NULL;
+    m->owned[m->nowned++] = t;
 }
 
 /* split_mailbox - "Name <addr>", "\"Name\" <addr>" or "addr" into name (maybe quoted) and addr slices */
@@ -265,7 +209,7 @@ static struct tpl_mustache *compile_tpl(struct tpl_message *m, const char *field
     }
     struct tpl_mustache *t = tpl_mustache_compile(m->names, field, src, len, err, errlen);
     if (t)
-        m->owned[m->nowned++] = t;
+        keep_tpl(m, t);
     return t;
 }
 
@@ -318,8 +262,8 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
     vbuf_init(&m->konst, 512);
     const struct kv *f_from = NULL, *f_subject = NULL, *f_text = NULL, *f_html = NULL, *f_reply = NULL,
                     *f_mailfrom = NULL, *f_lu = NULL, *f_lumail = NULL, *f_fbid = NULL;
-    const struct kv *extra[MAX_EXTRA_HEADERS], *defs[TPL_MAX_NAMES];
-    size_t nextra = 0, ndefs = 0;
+    const struct kv *extra[MAX_EXTRA_HEADERS];
+    size_t nextra = 0;
 
     for (size_t i = 0; i < n; i++) {
         const struct kv *f = &fields[i];
@@ -376,8 +320,7 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
                 snprintf(err, errlen, "default.*: variable name too long (limit %d)", TPL_NAME_MAX);
                 goto fail;
             }
-            if (ndefs < TPL_MAX_NAMES)
-                defs[ndefs++] = f;
+            /* applied below, once every template is compiled and the names in use are known */
         }
         /* anything else (created_ms, updated_ms, ...) is not ours: ignored for forward compatibility */
 #undef IS
@@ -456,13 +399,16 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
             goto fail;
     }
 
-    /* defaults apply only to names some template uses */
-    for (size_t d = 0; d < ndefs; d++) {
-        int idx = tpl_names_find(m->names, defs[d]->k + 8, defs[d]->klen - 8);
-        if (idx >= 0) {
-            char *v = keep_str(m, xmemdup(defs[d]->v ? defs[d]->v : "", defs[d]->vlen + 1));
-            v[defs[d]->vlen] = '\0';
-            m->defaults[idx] = (struct tpl_value){v, defs[d]->vlen};
+    /* defaults apply only to names some template uses (at most TPL_MAX_NAMES, whatever the number of fields) */
+    for (size_t i = 0; i < n; i++) {
+        const struct kv *d = &fields[i];
+        if (d->klen <= 8 || memcmp(d->k, "default.", 8) != 0)
+            continue;
+        int idx = tpl_names_find(m->names, d->k + 8, d->klen - 8);
+        if (idx >= 0 && m->defaults[idx].p == NULL) {
+            /* kv values need not be NUL-terminated: copy vlen bytes, the NUL is added */
+            char *v = keep_str(m, xstrndup(d->v ? d->v : "", d->v ? d->vlen : 0));
+            m->defaults[idx] = (struct tpl_value){v, d->v ? d->vlen : 0};
         }
     }
 
@@ -509,6 +455,8 @@ void tpl_message_free(struct tpl_message *m)
         tpl_mustache_free(m->owned[i]);
     for (size_t i = 0; i < m->nstrings; i++)
         free(m->strings[i]);
+    free(m->owned);
+    free(m->strings);
     tpl_names_free(m->names);
     vbuf_free(&m->konst);
     free(m->items);
@@ -584,9 +532,9 @@ static int render_value(const struct tpl_message *m, const struct tpl_mustache *
 {
     size_t mark = vbuf_len(out);
     int bad = -1;
-    int rc = tpl_mustache_render(t, vals, TPL_RENDER_NOCTL, out, &bad);
+    int rc = tpl_mustache_render(t, vals, TPL_RENDER_NOCTL, HDR_VALUE_MAX, out, &bad);
     size_t n = vbuf_len(out) - mark;
-    if (rc == 0 && n > HDR_VALUE_MAX) {
+    if (rc == -EMSGSIZE) {
         snprintf(err, errlen, "%s: rendered value longer than %d bytes", hname, HDR_VALUE_MAX);
         rc = -EINVAL;
     } else if (rc < 0) {
@@ -771,7 +719,7 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
             return -EINVAL;
         }
         for (size_t i = 0; i < ul; i++)
-            if (!is_atext((unsigned char)rc->uniq[i]) && rc->uniq[i] != '.') {
+            if (!addr_is_atext((unsigned char)rc->uniq[i]) && rc->uniq[i] != '.') {
                 snprintf(err, errlen, "message id seed has a character not allowed in a Message-ID");
                 return -EINVAL;
             }
@@ -798,8 +746,31 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
     return -EINVAL;
 }
 
-/* emit_part - render a body template and append it quoted-printable (the part headers come first) */
-static void emit_part(const struct tpl_mustache *t, int html, const struct tpl_value *vals, vbuf *out)
+/*
+ * qp_slice - how much of s[n] to quoted-printable encode in one go: up to
+ * QP_SLICE bytes, cut after a line break when there is one (the encoder
+ * starts every slice at column 0), else anywhere but inside a CRLF (a cut
+ * mid-line ends the slice with a soft break, which decoding removes).
+ */
+static size_t qp_slice(const char *s, size_t n)
+{
+    if (n <= QP_SLICE)
+        return n;
+    const char *lf = memrchr(s, '\n', QP_SLICE);
+    if (lf)
+        return (size_t)(lf - s) + 1;
+    return s[QP_SLICE - 1] == '\r' ? QP_SLICE - 1 : QP_SLICE;
+}
+
+/*
+ * emit_part - render a body template and append it quoted-printable (the
+ * part headers come first), out never longer than `end` bytes: -EMSGSIZE
+ * (out then holds a partial part: the caller truncates). The text is
+ * rendered raw at the end of out, encoded in slices after itself, then
+ * moved down, so out never holds more than about twice the limit, whatever
+ * the template and the variables.
+ */
+static int emit_part(const struct tpl_mustache *t, int html, const struct tpl_value *vals, size_t end, vbuf *out)
 {
     static const char th[] = "Content-Type: text/plain; charset=utf-8\r\n"
                              "Content-Transfer-Encoding: quoted-printable\r\n\r\n";
@@ -810,16 +781,27 @@ static void emit_part(const struct tpl_mustache *t, int html, const struct tpl_v
     else
         vbuf_append(out, th, sizeof th - 1);
     size_t mark = vbuf_len(out);
-    tpl_mustache_render(t, vals, html ? TPL_RENDER_HTML : 0, out, NULL);
+    if (mark > end)
+        return -EMSGSIZE;
+    /* quoted-printable is never shorter than its source: a rendering that does not fit raw cannot fit encoded */
+    if (tpl_mustache_render(t, vals, html ? TPL_RENDER_HTML : 0, end - mark, out, NULL) < 0)
+        return -EMSGSIZE;
     size_t n = vbuf_len(out) - mark;
     if (n == 0)
-        return;
-    /* reserve first so the source (rendered text at the end of out) stays put while it is encoded after itself */
-    vbuf_reserve(out, tpl_qp_bound(n));
-    tpl_qp_encode(out, vbuf_data(out) + mark, n, TPL_QP_SOFT_END);
+        return 0;
+    for (size_t done = 0; done < n;) {
+        size_t take = qp_slice(vbuf_data(out) + mark + done, n - done);
+        /* reserve first so the source (rendered text at the end of out) stays put while it is encoded after itself */
+        vbuf_reserve(out, tpl_qp_bound(take));
+        tpl_qp_encode(out, vbuf_data(out) + mark + done, take, TPL_QP_SOFT_END);
+        done += take;
+        if (vbuf_len(out) - mark - n > end - mark)
+            return -EMSGSIZE;
+    }
     size_t enc = vbuf_len(out) - mark - n;
     memmove(vbuf_data(out) + mark, vbuf_data(out) + mark + n, enc);
     vbuf_truncate(out, mark + enc);
+    return 0;
 }
 
 /* tpl_message_render - one complete message appended to out */
@@ -827,6 +809,7 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
                        size_t errlen)
 {
     size_t start = vbuf_len(out);
+    size_t end = rc->max_bytes && rc->max_bytes < SIZE_MAX - start ? start + rc->max_bytes : SIZE_MAX;
     size_t nn = tpl_names_count(m->names);
     struct tpl_value vals[TPL_MAX_NAMES];
     memcpy(vals, m->defaults, nn * sizeof *vals);
@@ -844,6 +827,7 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
             return -EINVAL;
         }
     }
+    int toobig;
     if (m->text && m->html) {
         /* "=_" never occurs in quoted-printable output, so the boundary cannot collide with the parts */
         char b[BOUNDARY_LEN + 8], *w = b;
@@ -856,16 +840,25 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
         vbuf_append(out, "\"\r\n\r\n--", 7);
         vbuf_append(out, b, bl);
         vbuf_append(out, "\r\n", 2);
-        emit_part(m->text, 0, vals, out);
-        vbuf_append(out, "\r\n--", 4);
-        vbuf_append(out, b, bl);
-        vbuf_append(out, "\r\n", 2);
-        emit_part(m->html, 1, vals, out);
-        vbuf_append(out, "\r\n--", 4);
-        vbuf_append(out, b, bl);
-        vbuf_append(out, "--\r\n", 4);
+        toobig = emit_part(m->text, 0, vals, end, out) < 0;
+        if (!toobig) {
+            vbuf_append(out, "\r\n--", 4);
+            vbuf_append(out, b, bl);
+            vbuf_append(out, "\r\n", 2);
+            toobig = emit_part(m->html, 1, vals, end, out) < 0;
+        }
+        if (!toobig) {
+            vbuf_append(out, "\r\n--", 4);
+            vbuf_append(out, b, bl);
+            vbuf_append(out, "--\r\n", 4);
+        }
     } else {
-        emit_part(m->text ? m->text : m->html, m->text == NULL, vals, out);
+        toobig = emit_part(m->text ? m->text : m->html, m->text == NULL, vals, end, out) < 0;
+    }
+    if (toobig || vbuf_len(out) > end) {
+        vbuf_truncate(out, start);
+        snprintf(err, errlen, "rendered message exceeds max_message_bytes (%zu)", rc->max_bytes);
+        return -EMSGSIZE;
     }
     return 0;
 }

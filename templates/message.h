@@ -14,7 +14,11 @@
  *   message: header section, blank line, body; CRLF line endings; no line
  *   over 998 octets; NOT dot-stuffed (the SMTP layer does that as it sends).
  *   A CR or LF reaching a header from a variable is refused (-EINVAL, the
- *   reason in err), and nothing is appended in that case.
+ *   reason in err), and nothing is appended in that case. A message that
+ *   would pass rc->max_bytes is refused (-EMSGSIZE, "rendered message
+ *   exceeds max_message_bytes (N)") as soon as it does, before the output
+ *   grows much past it: the buffer never holds more than about twice the
+ *   limit (the raw body and its encoding side by side).
  * OWNERSHIP
  *   The caller owns `out`. The compiled message copies what it needs from
  *   the fields.
@@ -41,6 +45,7 @@ struct tpl_render_ctx {
     const char *uniq; /* unique per message (e.g. the job id): goes into Message-ID */
     size_t uniqlen;
     time_t now; /* for the Date header */
+    size_t max_bytes; /* the most bytes the message may have; 0: no limit */
 };
 
 struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char *err, size_t errlen);

@@ -169,8 +169,7 @@ struct tpl_mustache *tpl_mustache_compile(struct tpl_names *nm, const char *fiel
         return NULL;
     }
     struct tpl_mustache *t = xcalloc(1, sizeof *t);
-    t->src = xmemdup(src, len + 1);
-    t->src[len] = '\0';
+    t->src = xstrndup(src, len); /* len bytes and a NUL: src need not be NUL-terminated (lib/kv.h) */
     t->is_const = 1;
     src = t->src;
 
@@ -356,11 +355,34 @@ int tpl_mustache_uses(const struct tpl_mustache *t, size_t i)
     return i < TPL_MAX_NAMES && t->used[i];
 }
 
-/* html_escape - append v with & < > " ' replaced by entities */
-static void html_escape(vbuf *out, const char *v, size_t n)
+/* html_escaped_len - the length of v once escaped: measured first, so a huge value never reserves 6x itself */
+static size_t html_escaped_len(const char *v, size_t n)
 {
-    /* worst case "&quot;" is 6 bytes for 1: reserve once */
-    char *w0 = vbuf_reserve(out, n * 6), *w = w0;
+    size_t extra = 0;
+    for (size_t i = 0; i < n; i++) {
+        switch (v[i]) {
+        case '&':
+        case '\'':
+            extra += 4;
+            break;
+        case '<':
+        case '>':
+            extra += 3;
+            break;
+        case '"':
+            extra += 5;
+            break;
+        default:
+            break;
+        }
+    }
+    return n + extra;
+}
+
+/* html_escape - append v with & < > " ' replaced by entities; elen is html_escaped_len(v, n) */
+static void html_escape(vbuf *out, const char *v, size_t n, size_t elen)
+{
+    char *w0 = vbuf_reserve(out, elen), *w = w0;
     for (size_t i = 0; i < n; i++) {
         char c = v[i];
         switch (c) {
@@ -400,16 +422,20 @@ static int has_ctl(const char *v, size_t n)
     return 0;
 }
 
-/* tpl_mustache_render - walk the ops */
-int tpl_mustache_render(const struct tpl_mustache *t, const struct tpl_value *vals, int flags, vbuf *out, int *badvar)
+/* tpl_mustache_render - walk the ops; every append is checked against max before out grows */
+int tpl_mustache_render(const struct tpl_mustache *t, const struct tpl_value *vals, int flags, size_t max, vbuf *out,
+                        int *badvar)
 {
     const struct op *ops = t->ops;
-    size_t i = 0, n = t->nops;
+    size_t i = 0, n = t->nops, left = max;
     while (i < n) {
         const struct op *o = &ops[i];
         switch (o->kind) {
         case OP_TEXT:
+            if (o->b > left)
+                return -EMSGSIZE;
             vbuf_append(out, t->src + o->a, o->b);
+            left -= o->b;
             i++;
             break;
         case OP_VAR_ESC:
@@ -421,10 +447,15 @@ int tpl_mustache_render(const struct tpl_mustache *t, const struct tpl_value *va
                         *badvar = (int)o->a;
                     return -EINVAL;
                 }
-                if (o->kind == OP_VAR_ESC && (flags & TPL_RENDER_HTML))
-                    html_escape(out, v->p, v->n);
+                int esc = o->kind == OP_VAR_ESC && (flags & TPL_RENDER_HTML);
+                size_t len = esc ? html_escaped_len(v->p, v->n) : v->n;
+                if (len > left)
+                    return -EMSGSIZE;
+                if (esc)
+                    html_escape(out, v->p, v->n, len);
                 else
                     vbuf_append(out, v->p, v->n);
+                left -= len;
             }
             i++;
             break;

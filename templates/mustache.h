@@ -5,7 +5,7 @@
  *   struct tpl_names *nm = tpl_names_new();
  *   struct tpl_mustache *t = tpl_mustache_compile(nm, "subject", src, len, err, sizeof err);
  *   struct tpl_value vals[TPL_MAX_NAMES];      // vals[i] = value of name i, .p == NULL when absent
- *   tpl_mustache_render(t, vals, TPL_RENDER_HTML, &out, &bad);
+ *   tpl_mustache_render(t, vals, TPL_RENDER_HTML, SIZE_MAX, &out, &bad);
  * DESCRIPTION
  *   Mustache (spec v1.x semantics) restricted to a flat map of strings:
  *   {{name}} (HTML-escaped when rendering with TPL_RENDER_HTML), {{{name}}}
@@ -74,11 +74,15 @@ int tpl_mustache_is_const(const struct tpl_mustache *t);
 /* tpl_mustache_uses - the template refers to name index i */
 int tpl_mustache_uses(const struct tpl_mustache *t, size_t i);
 /*
- * tpl_mustache_render - append the rendering to out. vals has one entry per
- * name in the table. Returns 0, or -EINVAL under TPL_RENDER_NOCTL when a
- * value holds CR, LF or NUL: *badvar is then that name's index (out may hold
- * a partial rendering: the caller truncates).
+ * tpl_mustache_render - append the rendering to out, at most max bytes.
+ * vals has one entry per name in the table. Returns 0; -EINVAL under
+ * TPL_RENDER_NOCTL when a value holds CR, LF or NUL (*badvar is then that
+ * name's index); -EMSGSIZE when the rendering would pass max bytes: it
+ * stops there, before growing out for the piece that does not fit (an
+ * escaped value is measured before room is made for it). On an error out
+ * may hold a partial rendering: the caller truncates.
  */
-int tpl_mustache_render(const struct tpl_mustache *t, const struct tpl_value *vals, int flags, vbuf *out, int *badvar);
+int tpl_mustache_render(const struct tpl_mustache *t, const struct tpl_value *vals, int flags, size_t max, vbuf *out,
+                        int *badvar);
 
 #endif

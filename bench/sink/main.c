@@ -66,6 +66,9 @@ static const char usage_text[] =
     "                         recipient matches; 2xx accepts, 421 closes (repeatable, first match wins)\n"
     "  --defer-percent P      answer '451 4.3.0 temporary failure' to P%% of final dots; deterministic:\n"
     "                         exactly P of every 100 consecutive transactions (process-wide)\n"
+    "  --drop-percent P       close the connection without a reply at P%% of final dots (the message is\n"
+    "                         not accepted: a connection lost mid-transaction); deterministic like\n"
+    "                         --defer-percent, with its own count\n"
     "  --421-after N          after N accepted messages on a connection, answer the next MAIL with\n"
     "                         '421 4.7.0 too many messages, closing' and close\n"
     "  --delay-ms N           hold every batch of replies (one batch per read) N ms, greeting included\n"
@@ -243,6 +246,7 @@ static void parse_args(int argc, char **argv)
         O_REJECT,
         O_DEFER,
         O_DEFERPCT,
+        O_DROPPCT,
         O_RCPTREPLY,
         O_DATAREPLY,
         O_421,
@@ -265,6 +269,7 @@ static void parse_args(int argc, char **argv)
         {"reject-rcpt", required_argument, NULL, O_REJECT},
         {"defer-rcpt", required_argument, NULL, O_DEFER},
         {"defer-percent", required_argument, NULL, O_DEFERPCT},
+        {"drop-percent", required_argument, NULL, O_DROPPCT},
         {"rcpt-reply", required_argument, NULL, O_RCPTREPLY},
         {"data-reply", required_argument, NULL, O_DATAREPLY},
         {"421-after", required_argument, NULL, O_421},
@@ -327,6 +332,9 @@ static void parse_args(int argc, char **argv)
             break;
         case O_DEFERPCT:
             sink_cfg.defer_percent = (int)num_opt("--defer-percent", optarg, 0, 100);
+            break;
+        case O_DROPPCT:
+            sink_cfg.drop_percent = (int)num_opt("--drop-percent", optarg, 0, 100);
             break;
         case O_RCPTREPLY:
             add_reply_rule("--rcpt-reply", sink_cfg.rcpt_rules, &sink_cfg.nrcpt_rules, optarg);

@@ -298,7 +298,7 @@ static void accept_message(struct sink_conn *c, const struct sink_rule *r)
         reply(c, "250 2.0.0 Ok: queued as %llX.%u", (unsigned long long)c->id, c->msgs);
 }
 
-/* end_of_data - the final dot: size limit, --data-reply, --defer-percent, else accept */
+/* end_of_data - the final dot: size limit, --data-reply, --drop-percent, --defer-percent, else accept */
 static void end_of_data(struct sink_conn *c)
 {
     c->state = SINK_S_CMD;
@@ -314,7 +314,13 @@ static void end_of_data(struct sink_conn *c)
         count_answer(c, r->code);
         goto done;
     }
-    if (r == NULL && sink_cfg.defer_percent > 0 && sink_rule_defer_now()) {
+    if (r == NULL && sink_cfg.drop_percent > 0 && sink_rule_pick(&sink_glob.drop_seq, sink_cfg.drop_percent)) {
+        /* a connection lost before the reply: the client cannot tell, the message is not accepted */
+        c->closing = 1;
+        SINK_ADD(c->w->stats.dropped, 1);
+        goto done;
+    }
+    if (r == NULL && sink_cfg.defer_percent > 0 && sink_rule_pick(&sink_glob.defer_seq, sink_cfg.defer_percent)) {
         reply(c, "451 4.3.0 temporary failure");
         SINK_ADD(c->w->stats.deferred, 1);
         goto done;

@@ -4,7 +4,7 @@
  * SYNOPSIS
  *   sink_rule_parse(&r, "*@gm.test=421 4.7.28 rate limited");
  *   r = sink_rule_match(sink_cfg.rcpt_rules, sink_cfg.nrcpt_rules, addr);
- *   if (sink_rule_defer_now()) ...
+ *   if (sink_rule_pick(&sink_glob.defer_seq, sink_cfg.defer_percent)) ...
  * DESCRIPTION
  *   A sink that accepts everything instantly flatters the sender under test:
  *   these rules make it defer, reject and slow down the way real providers
@@ -12,12 +12,13 @@
  *   whole address (domains are case-insensitive, and so are local parts at
  *   every provider a bulk sender meets).
  *
- *   --defer-percent is deterministic, not random: the sink counts
- *   end-of-DATA decisions process-wide and defers transaction k when
- *   floor(k*P/100) > floor((k-1)*P/100). Over any 100 consecutive
- *   transactions exactly P are deferred, so tests can assert exact counts.
+ *   --defer-percent and --drop-percent are deterministic, not random: the
+ *   sink counts end-of-DATA decisions process-wide (one counter per rule)
+ *   and picks transaction k when floor(k*P/100) > floor((k-1)*P/100). Over
+ *   any 100 consecutive transactions exactly P are picked, so tests can
+ *   assert exact counts.
  * THREADS
- *   Rules are read-only after start; sink_rule_defer_now is safe from any thread.
+ *   Rules are read-only after start; sink_rule_pick is safe from any thread.
  */
 #include "sink.h"
 
@@ -64,10 +65,10 @@ const struct sink_rule *sink_rule_match(const struct sink_rule *rules, int n, co
     return NULL;
 }
 
-/* sink_rule_defer_now - 1 when --defer-percent picks this transaction (deterministic, see above) */
-int sink_rule_defer_now(void)
+/* sink_rule_pick - 1 when a percent rule picks this transaction (deterministic, see above) */
+int sink_rule_pick(uint64_t *seq, int percent)
 {
-    uint64_t p = (uint64_t)sink_cfg.defer_percent;
-    uint64_t k = __atomic_add_fetch(&sink_glob.defer_seq, 1, __ATOMIC_RELAXED);
+    uint64_t p = (uint64_t)percent;
+    uint64_t k = __atomic_add_fetch(seq, 1, __ATOMIC_RELAXED);
     return k * p / 100 != (k - 1) * p / 100;
 }

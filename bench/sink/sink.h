@@ -75,6 +75,7 @@ struct sink_config {
     struct sink_rule data_rules[SINK_MAX_RULES];
     int ndata_rules;
     int defer_percent; /* 0..100 */
+    int drop_percent;  /* 0..100: final dots answered by closing the connection, message not accepted */
     unsigned after421; /* 0 = off */
     unsigned delay_ms; /* 0 = off */
     unsigned idle_ms;  /* close connections silent this long; 0 = never */
@@ -101,7 +102,7 @@ struct sink_ipstat {
  * with relaxed loads. `lock` guards the ip table's chains and the log buffer.
  */
 struct sink_stats {
-    uint64_t connections, messages, recipients, rejected, deferred, bytes, tls_connections, refused;
+    uint64_t connections, messages, recipients, rejected, deferred, bytes, tls_connections, refused, dropped;
     uint64_t max_msgs_per_conn;
     pthread_mutex_t lock;
     struct sink_ipstat *ip_hash[SINK_IP_BUCKETS];
@@ -118,6 +119,7 @@ struct sink_global {
     uint64_t concurrent, peak_concurrent;
     uint64_t next_conn_id;
     uint64_t defer_seq; /* end-of-DATA transactions seen by --defer-percent */
+    uint64_t drop_seq;  /* ... and by --drop-percent */
 };
 extern struct sink_global sink_glob;
 
@@ -185,8 +187,8 @@ void sink_conn_reset_txn(struct sink_conn *c);
 int sink_rule_parse(struct sink_rule *r, const char *arg);
 /* sink_rule_match - first rule of the list matching addr, or NULL */
 const struct sink_rule *sink_rule_match(const struct sink_rule *rules, int n, const char *addr);
-/* sink_rule_defer_now - 1 when --defer-percent picks this transaction (deterministic, see rules.c) */
-int sink_rule_defer_now(void);
+/* sink_rule_pick - 1 when a percent rule picks this transaction: *seq counts them (deterministic, see rules.c) */
+int sink_rule_pick(uint64_t *seq, int percent);
 
 /* stats.c */
 void sink_stats_init(struct sink_stats *s);

@@ -270,6 +270,8 @@ static void conn_run(struct sink_conn *c)
                 delay_push(c);
             continue;
         }
+        if (c->closing && vbuf_len(&c->out) == 0)
+            goto close; /* closing without a last reply (--drop-percent) */
         if (c->eof)
             goto close;
         if (vbuf_len(&c->out) >= SINK_OUT_HIGH)

@@ -282,6 +282,22 @@ def test_defer_percent_is_exact(sink):
     assert st["deferred"] == 6
 
 
+def test_drop_percent_closes_without_reply(sink):
+    s = sink("--drop-percent", "25")
+    dropped = 0
+    t0 = time.monotonic()
+    for _ in range(8):
+        with s.smtp() as c:
+            try:
+                c.sendmail("a@x.test", ["b@y.test"], b"x\r\n")
+            except smtplib.SMTPServerDisconnected:
+                dropped += 1  # no reply at all to the final dot: the connection is gone
+    assert dropped == 2  # deterministic: exactly 25 of every 100
+    assert time.monotonic() - t0 < 5, "a dropped connection must close at once, not when the client gives up"
+    st = s.wait_stats(lambda st: st["messages"] == 6)
+    assert st["dropped"] == 2 and st["deferred"] == 0
+
+
 def test_421_after_n_messages(sink):
     s = sink("--421-after", "3")
     with s.smtp() as c:
@@ -464,6 +480,6 @@ def test_bad_flags_exit_2_naming_the_flag():
     p = subprocess.run([SINK, "--help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0
     for opt in ("--listen", "--tls-cert", "--idle-timeout-ms", "--maildir", "--threads", "--reject-rcpt", "--defer-rcpt",
-                "--defer-percent", "--rcpt-reply", "--data-reply", "--421-after", "--delay-ms", "--greeting",
+                "--defer-percent", "--drop-percent", "--rcpt-reply", "--data-reply", "--421-after", "--delay-ms", "--greeting",
                 "--max-conns", "--stats-file", "--log-file", "--max-size"):
         assert opt in p.stdout

@@ -406,6 +406,30 @@ static void test_nxdomain_and_invalid_name(void **state)
     assert_null(strchr(g.error, '\n'));
     dns_resolver_stats(f->r, &st1);
     assert_int_equal(st1.queries, st0.queries);
+
+    /*
+     * an empty label anywhere is not a host name (RFC 1035: only the root is empty). One trailing dot is
+     * the root and is dropped, so "Two.Test." is "two.test"; "two.test.." used to keep a dot and become
+     * a second cache entry and site key for the same domain
+     */
+    static const char *const empty_label[] = {"two.test..", "..", ".", ".two.test", "two..test", "two.test..."};
+    for (size_t i = 0; i < sizeof(empty_label) / sizeof(empty_label[0]); i++) {
+        char want[128];
+        memset(&g, 0, sizeof(g));
+        dns_resolve_mx(f->r, empty_label[i], on_mx, &g);
+        if (g.n != 1 || g.status != DNS_NXDOMAIN)
+            fail_msg("\"%s\": answered %d times, status %d: want one permanent failure at once", empty_label[i], g.n,
+                     (int)g.status);
+        snprintf(want, sizeof(want), "invalid domain name \"%s\"", empty_label[i]);
+        assert_string_equal(g.error, want);
+    }
+    dns_resolver_stats(f->r, &st0);
+    assert_int_equal(st0.queries, st1.queries);
+    resolve(f, "two.test", &g);
+    assert_int_equal(g.status, DNS_OK);
+    resolve(f, "Two.Test.", &g);
+    assert_true(g.cached);
+    assert_string_equal(g.domain, "two.test");
     fixture_free(f);
 }
 

@@ -125,7 +125,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (m != NULL) {
         FUZZ_CHECK(tpl_message_mail_from(m) != NULL && tpl_message_from_domain(m) != NULL, "no envelope sender");
         struct tpl_render_ctx rctx = {.to = to, .tolen = tolen, .vars = vars, .nvars = nv,
-                                      .uniq = "1700000000000-0", .uniqlen = 15, .now = 1700000000};
+                                      .uniq = "1700000000000-0", .uniqlen = 15, .now = 1700000000,
+                                      .max_bytes = 1 << 20};
         vbuf out;
         vbuf_init(&out, 4096);
         vbuf_append(&out, "X", 1); /* rendering appends: what was there stays */

@@ -10,10 +10,12 @@
  *   (TPL_RENDER_NOCTL) and HTML in header context. Checked: a compile
  *   error names "subject: line L, column C"; rendering without NOCTL never
  *   fails; a NOCTL refusal names a variable that exists and whose value
- *   really holds CR, LF or NUL; a constant template renders its source's
- *   text the same whatever the values.
+ *   really holds CR, LF or NUL; a byte limit below the rendering's size
+ *   gives -EMSGSIZE without passing it; a constant template renders its
+ *   source's text the same whatever the values.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "templates/mustache.h"
@@ -59,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int m = 0; m < 4; m++) {
         int bad = -1;
         vbuf_reset(&out);
-        int rc = tpl_mustache_render(t, vals, modes[m], &out, &bad);
+        int rc = tpl_mustache_render(t, vals, modes[m], SIZE_MAX, &out, &bad);
         if (!(modes[m] & TPL_RENDER_NOCTL)) {
             FUZZ_CHECK(rc == 0, "render without NOCTL returned %d", rc);
         } else if (rc != 0) {
@@ -71,11 +73,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (m == 0)
             vbuf_append(&first, vbuf_data(&out), vbuf_len(&out));
     }
+    /* with a byte limit: the same text when it fits, -EMSGSIZE (and never past the limit) when not */
+    size_t max = vbuf_len(&first) / 2;
+    vbuf_reset(&out);
+    int rc = tpl_mustache_render(t, vals, 0, max, &out, NULL);
+    FUZZ_CHECK(vbuf_len(&out) <= max, "%zu bytes rendered under a limit of %zu", vbuf_len(&out), max);
+    FUZZ_CHECK(rc == (vbuf_len(&first) > max ? -EMSGSIZE : 0), "rc %d for %zu bytes under a limit of %zu", rc,
+               vbuf_len(&first), max);
     if (tpl_mustache_is_const(t)) {
         /* the same template with no value at all renders the same text */
         vbuf_reset(&out);
         struct tpl_value *none = calloc(nnames ? nnames : 1, sizeof(*none));
-        tpl_mustache_render(t, none, 0, &out, NULL);
+        tpl_mustache_render(t, none, 0, SIZE_MAX, &out, NULL);
         FUZZ_CHECK(vbuf_len(&out) == vbuf_len(&first) && memcmp(vbuf_data(&out), vbuf_data(&first), vbuf_len(&out)) == 0,
                    "a constant template renders differently with other values");
         free(none);

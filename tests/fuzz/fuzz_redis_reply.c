@@ -123,7 +123,7 @@ static void queue_cmd(struct link *l, enum kind k)
     l->queued++;
     switch (k) {
     case K_READ:
-        q_intake_read2(q, &l->keys, "fuzz-1", 4, 0, 1, on_reply, h);
+        q_intake_read2(q, &l->keys, "fuzz-1", 4, 1 << 20, 1, 0, 1, on_reply, h);
         break;
     case K_CAMPAIGN:
         q_campaign_fetch(q, &l->keys, "c1", 2, on_reply, h);

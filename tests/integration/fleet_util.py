@@ -2,11 +2,12 @@
 
   fleet_conf(volley, name, route, ...)   a volley.conf of its own for worker process `name`
                                          ([worker] name = name), with [retry] / [queue] keys
-  start_named(volley, conf, tag)         `volley worker -c conf` in the background; killed at the
+  start_named(volley, conf, tag, args=)  `volley worker -c conf [args]` in the background; killed at the
                                          volley fixture's teardown like start_worker()'s workers
   AofRedis                               a redis-server with AOF (appendfsync always) that can be
                                          killed and started again on the same port and directory
   sink_log(sink)                         volley-sink's --log-file as [(unix_ms, [rcpt, ...])]
+  campaign_snapshot(volley, cid)         a campaign's counters and what is still queued, atomically
   final_rcpts(sink)                      stop the sink, then every recipient it accepted
   wait_for(pred, timeout)                poll until pred() is true
 
@@ -45,10 +46,10 @@ def fleet_conf(volley, name, route, retry=None, queue=None, **worker):
     return dst
 
 
-def start_named(volley, conf, tag, exit_when_idle=False):
-    """Start `volley worker -c conf` in the background; log in <dir>/<tag>.log."""
+def start_named(volley, conf, tag, exit_when_idle=False, args=()):
+    """Start `volley worker -c conf [args]` in the background; log in <dir>/<tag>.log."""
     log = volley.dir / f"{tag}.log"
-    cmd = [str(binary("volley")), "worker", "-c", str(conf)]
+    cmd = [str(binary("volley")), "worker", "-c", str(conf), *map(str, args)]
     if exit_when_idle:
         cmd.append("--exit-when-idle")
     with open(log, "wb") as f:
@@ -100,6 +101,20 @@ def final_rcpts(sink):
 def outcome_sum(st):
     """Final outcomes of a campaign's counters (what `queued` must be covered by)."""
     return sum(st.get(k, 0) for k in ("delivered", "bounced", "failed", "cancelled", "suppressed"))
+
+
+def campaign_snapshot(volley, cid):
+    """(stats, jobs of cid in the streams, retry-set size, held) read in one MULTI/EXEC (atomic)."""
+    p = volley.r.pipeline(transaction=True)
+    p.hgetall(volley.key("stats", cid))
+    p.xrange(volley.key("jobs"), "-", "+")
+    p.xrange(volley.key("jobs", "high"), "-", "+")
+    p.zcard(volley.key("retry"))
+    p.xlen(volley.key("hold", cid))
+    stats, jobs, high, retry, held = p.execute()
+    stats = {k: int(v) for k, v in stats.items()}
+    in_streams = sum(1 for _id, f in jobs + high if f.get("campaign") == cid)
+    return stats, in_streams, retry, held
 
 
 class AofRedis:

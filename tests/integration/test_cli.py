@@ -64,6 +64,23 @@ def test_bad_tls_mode_names_the_key(tmp_path):
     assert "mode" in p.stderr, p.stderr
 
 
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+@pytest.mark.parametrize("where,line", [("value", 3), ("start", 1)])
+def test_nul_byte_in_config_is_an_error(tmp_path, cmd, where, line):
+    """A NUL used to cut a value short, or (first byte) make the whole file count as empty: defaults were used."""
+    conf = _conf(tmp_path)
+    text = conf.read_bytes()
+    if where == "value":
+        text = text.replace(b"prefix = volley", b"prefix = vol\0ley")
+    else:
+        text = b"\0" + text
+    conf.write_bytes(text)
+    p = volley(cmd, "-c", conf, *(["--exit-when-idle"] if cmd == "worker" else
+                                 ["--campaign", "x.ini", "--recipients", "x.csv"] if cmd == "push" else []))
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"volley {cmd}: {conf}:{line}: NUL byte in line"], p.stderr
+
 def test_missing_config_file(tmp_path):
     p = volley("worker", "-c", tmp_path / "nope.conf", "--exit-when-idle")
     assert p.returncode == 2, (p.returncode, p.stderr)

@@ -20,7 +20,7 @@ DESCRIPTION
 import signal
 import time
 
-from fleet_util import fleet_conf, outcome_sum, sink_log, start_named, wait_for
+from fleet_util import campaign_snapshot, fleet_conf, outcome_sum, sink_log, start_named, wait_for
 from volley_itest import stop_process, tail
 
 A, B = "hold-me", "keep-going"
@@ -36,22 +36,8 @@ def received(sink, tag):
     return [(ms, r) for ms, rcpts in sink_log(sink) for r in rcpts if r.startswith(tag)]
 
 
-def snapshot(volley, cid):
-    """Counters and what is still queued for cid, read in one MULTI/EXEC (atomic)."""
-    p = volley.r.pipeline(transaction=True)
-    p.hgetall(volley.key("stats", cid))
-    p.xrange(volley.key("jobs"), "-", "+")
-    p.xrange(volley.key("jobs", "high"), "-", "+")
-    p.zcard(volley.key("retry"))
-    p.xlen(volley.key("hold", cid))
-    stats, jobs, high, retry, held = p.execute()
-    stats = {k: int(v) for k, v in stats.items()}
-    in_streams = sum(1 for _id, f in jobs + high if f.get("campaign") == cid)
-    return stats, in_streams, retry, held
-
-
 def assert_adds_up(volley, cid, when):
-    st, in_streams, retry, held = snapshot(volley, cid)
+    st, in_streams, retry, held = campaign_snapshot(volley, cid)
     assert retry == 0, f"{when}: unexpected deferrals {st}"
     assert st["queued"] == outcome_sum(st) + in_streams + held, (
         f"{when}: counters do not add up: {st}, {in_streams} in the streams, {held} held")

@@ -13,6 +13,9 @@ DESCRIPTION
     number of recipients, every recipient has a delivered event (a batch recorded just before the
     crash whose reply was lost may be recorded again as an event marked duplicate, which is allowed,
     but counters are never counted twice), nothing pending, nothing left in the stream.
+
+    An outage longer than the heartbeat lease (test_redis_outage_longer_than_the_lease): the worker
+    stops sending within the lease, re-confirms its held jobs when Redis is back, then sends the rest.
 """
 
 import re
@@ -22,7 +25,7 @@ from collections import Counter
 
 import pytest
 
-from fleet_util import AofRedis, final_rcpts, fleet_conf, make_volley, sink_rcpts, start_named, wait_for
+from fleet_util import AofRedis, final_rcpts, fleet_conf, make_volley, sink_log, sink_rcpts, start_named, wait_for
 from volley_itest import stop_process, tail, make_recipients
 
 N = 6000
@@ -100,3 +103,39 @@ def test_redis_outage_mid_run(aof_volley, volley_sink):
     assert volley.r.xpending(volley.key("jobs"), "volley")["pending"] == 0
     print(f"outage at {at_kill}/{N} received, {during} received during the 5 s outage; "
           f"{len(ev) - len(firsts)} duplicate-marked events; log lines: {down[0]!r}")
+
+
+def test_redis_outage_longer_than_the_lease(aof_volley, volley_sink):
+    """A Redis outage longer than the heartbeat lease (4 s): the worker stops starting transactions
+    within the lease, since it cannot know whether others took its jobs; when Redis is back it
+    re-confirms the jobs it holds (all still its own: nobody else runs), then sends the rest, each
+    exactly once."""
+    volley = aof_volley
+    n, lease_s, outage_s = 400, 4.0, 7.0
+    sink = volley_sink("--delay-ms", "30")  # ~33 messages/s per connection: the held queue outlasts the lease
+    rows = make_recipients(n, prefix="lease")
+    conf = fleet_conf(volley, "lw", sink.hostport, threads=1, connections=2, batch=256)
+    cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
+    w = start_named(volley, conf, "lease")
+    assert wait_for(lambda: len(sink_rcpts(sink)) >= 50, 30), f"run did not start:\n{tail(w.logpath)}"
+    volley.redis.kill()
+    t_kill = time.time()
+    time.sleep(outage_s)
+    assert w.poll() is None, f"worker died during the outage:\n{tail(w.logpath)}"
+    volley.redis.start()
+    t_back = time.time()
+    sent_late = [r for ms, rcpts in sink_log(sink) for r in rcpts if t_kill + lease_s + 0.5 < ms / 1000 < t_back]
+    assert not sent_late, f"{len(sent_late)} messages went out after the lease ran out, Redis still down"
+
+    assert wait_for(lambda: volley.stats(cid).get("delivered", 0) >= n, 60, step=0.2), (
+        f"run did not finish after Redis came back: {volley.stats(cid)}\n{tail(w.logpath)}")
+    assert stop_process(w, signal.SIGTERM, timeout=15) == 0, tail(w.logpath)
+    log = open(w.logpath, errors="replace").read()
+    assert "fencing: the heartbeat lease ran out" in log, tail(w.logpath)
+    assert re.search(r"fencing: the \d+ held jobs are still ours", log), tail(w.logpath)
+    counts = Counter(final_rcpts(sink))
+    assert set(counts) == {r["email"] for r in rows}, f"{n - len(counts)} recipients lost"
+    twice = [r for r, c in counts.items() if c > 1]
+    assert not twice, f"{len(twice)} recipients received twice though no worker died, e.g. {twice[:5]}"
+    st = volley.stats(cid)
+    assert st.get("queued") == n and st.get("delivered") == n, st

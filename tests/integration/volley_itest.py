@@ -93,7 +93,9 @@ def wait_for(pred, timeout, step=0.05):
 
 
 class RedisServer:
-    def __init__(self, tmp, appendonly=False):
+    """extra_args(port): more redis-server arguments (later ones win); client_kw: for the redis-py clients."""
+
+    def __init__(self, tmp, appendonly=False, extra_args=lambda port: [], client_kw=None):
         import redis  # python3-redis (scripts/deps.sh)
 
         self.dir = Path(tmp)
@@ -106,11 +108,11 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if appendonly else "no",
                 "--dir", str(self.dir), "--logfile", str(self.log),
                 "--daemonize", "no", "--protected-mode", "no",
-            ]
+            ] + extra_args(self.port)
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+            self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **(client_kw or {}))
             # for values that are not text (the retry set holds binary-encoded jobs)
-            self.raw = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=False)
+            self.raw = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=False, **(client_kw or {}))
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
@@ -246,9 +248,9 @@ class SmtpReceiver:
 
 
 class VolleySink:
-    """build/volley-sink as a subprocess with a maildir and a stats file in tmp."""
+    """build/volley-sink as a subprocess with a maildir (maildir=False: none, for long runs) and a stats file in tmp."""
 
-    def __init__(self, tmp, args=(), cert=None):
+    def __init__(self, tmp, args=(), cert=None, maildir=True):
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.maildir = self.dir / "maildir"
@@ -256,8 +258,10 @@ class VolleySink:
         self.log_file = self.dir / "sink.log"
         self.stderr_path = self.dir / "sink.stderr"
         self.port = free_port()
-        cmd = [str(binary("volley-sink")), "--listen", f"127.0.0.1:{self.port}", "--maildir", str(self.maildir),
+        cmd = [str(binary("volley-sink")), "--listen", f"127.0.0.1:{self.port}",
                "--stats-file", str(self.stats_file), "--log-file", str(self.log_file)]
+        if maildir:
+            cmd += ["--maildir", str(self.maildir)]
         if cert is not None:
             cmd += ["--tls-cert", str(cert[0]), "--tls-key", str(cert[1])]
         cmd += [str(a) for a in args]

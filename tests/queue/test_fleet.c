@@ -13,12 +13,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
 
 #include <cmocka.h>
 
 #include "lib/clock.h"
 #include "queue/campaign.h"
 #include "queue/control.h"
+#include "queue/fence.h"
 #include "queue/fleet.h"
 #include "queue/intake.h"
 #include "queue/job.h"
@@ -66,7 +68,15 @@ static void free_jobs(void)
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, 0, suppress, on_jobs, NULL);
+    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 1, 0, suppress, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+/* read_bytes - q_intake_read2 with a byte budget, new entries or (pending) this consumer's own */
+static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, int pending)
+{
+    free_jobs();
+    q_intake_read2(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -275,7 +285,11 @@ static struct q_ctl *ctl(void)
 {
     struct q_ctl *c;
     char err[256];
-    assert_int_equal(q_ctl_open(&c, "127.0.0.1", H.port, 0, "vf", err, sizeof(err)), 0);
+    struct redis_url u;
+    redis_url_init(&u);
+    u.port = H.port;
+    assert_int_equal(q_ctl_open(&c, &u, "vf", err, sizeof(err)), 0);
+    redis_url_free(&u);
     return c;
 }
 
@@ -306,6 +320,10 @@ static void test_hold_resume_cancel(void **st)
     freeReplyObject(rh_cmd(&H, "HSET %sc1 queued 8", K.stats));
     assert_int_equal(q_ctl_campaign_pause(c, "c1", err, sizeof(err)), 0);
     assert_int_equal(q_ctl_campaign_pause(c, "nope", err, sizeof(err)), -ENOENT);
+    /* every state change moves the counter running workers poll; a refused one does not */
+    redisReply *v = rh_cmd(&H, "GET %s", K.ctl_version);
+    assert_string_equal(v->str, "1");
+    freeReplyObject(v);
 
     /* every job read while paused is marked and held */
     read2("w1", 20, 1);
@@ -400,16 +418,193 @@ static void test_states_and_heartbeat(void **st)
     assert_string_equal(STATES[0], "active");
     assert_string_equal(STATES[1], "paused");
     assert_string_equal(STATES[2], "unknown");
+}
 
-    q_heartbeat(Q, &K, "mta1", "pid=1 threads=4\r\ninjected", 150, on_any, NULL);
+static int BEAT;
+static struct q_worker_holder BEAT_HOLDER;
+
+static void on_beat(void *priv, redisReply *r)
+{
+    BEAT = q_worker_reply_parse(r, &BEAT_HOLDER);
+}
+
+static struct q_worker_id new_id(int pid, const char *host)
+{
+    struct q_worker_id id = {.pid = pid};
+    snprintf(id.host, sizeof(id.host), "%s", host);
+    assert_int_equal(q_worker_token(&id), 0);
+    assert_int_equal((int)strlen(id.token), Q_WORKER_TOKEN_LEN);
+    return id;
+}
+
+/* names are claimed atomically, renewed only by their holder, released only by their holder */
+static void test_worker_names(void **st)
+{
+    fresh();
+    char err[512];
+    struct q_worker_holder h;
+    struct q_worker_id a = new_id(101, "hosta"), b = new_id(202, "hostb");
+    assert_string_not_equal(a.token, b.token);
+
+    assert_int_equal(q_worker_claim(H.c, &K, &a, "mta1", 5000, &h, err, sizeof(err)), 0);
+    assert_string_equal(a.name, "mta1");
+    /* a second process asking for the same name is told who has it */
+    assert_int_equal(q_worker_claim(H.c, &K, &b, "mta1", 5000, &h, err, sizeof(err)), -EADDRINUSE);
+    assert_string_equal(h.pid, "101");
+    assert_string_equal(h.host, "hosta");
+    assert_true(h.beat_age_ms >= 0 && h.beat_age_ms < 2000);
+    assert_non_null(strstr(err, "worker name 'mta1' is in use by pid 101 on host hosta (heartbeat "));
+
+    /* first free <stem>-<n>: three processes from one config get three names */
+    struct q_worker_id c = new_id(303, "hostc"), d = new_id(404, "hostc");
+    assert_int_equal(q_worker_claim_first_free(H.c, &K, &b, "box", 5000, err, sizeof(err)), 0);
+    assert_int_equal(q_worker_claim_first_free(H.c, &K, &c, "box", 5000, err, sizeof(err)), 0);
+    assert_int_equal(q_worker_claim_first_free(H.c, &K, &d, "box", 5000, err, sizeof(err)), 0);
+    assert_string_equal(b.name, "box-0");
+    assert_string_equal(c.name, "box-1");
+    assert_string_equal(d.name, "box-2");
+
+    /* the heartbeat renews (info made one printable line), TTL reset */
+    q_heartbeat(Q, &K, &a, "threads=4\r\ninjected", 150, on_beat, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
-    redisReply *r = rh_cmd(&H, "GET %smta1", K.worker);
-    assert_string_equal(r->str, "pid=1 threads=4??injected"); /* one printable line */
+    assert_int_equal(BEAT, Q_WORKER_RENEWED);
+    redisReply *r = rh_cmd(&H, "HGET %smta1 info", K.worker);
+    assert_string_equal(r->str, "threads=4??injected");
     freeReplyObject(r);
     long long ttl = rh_int(&H, "PTTL %smta1", K.worker);
     assert_true(ttl > 0 && ttl <= 150);
+    /* lapsed: the key expires; the next beat takes the free name back */
     usleep(250000);
     assert_int_equal(rh_int(&H, "EXISTS %smta1", K.worker), 0);
+    q_heartbeat(Q, &K, &a, "x", 150, on_beat, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(BEAT, Q_WORKER_CLAIMED);
+    /* lapsed and taken by another process: the beat does not take it back, it reports the holder */
+    usleep(250000);
+    struct q_worker_id e = new_id(505, "hoste");
+    assert_int_equal(q_worker_claim(H.c, &K, &e, "mta1", 5000, &h, err, sizeof(err)), 0);
+    q_heartbeat(Q, &K, &a, "x", 5000, on_beat, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(BEAT, Q_WORKER_HELD);
+    assert_string_equal(BEAT_HOLDER.pid, "505");
+    assert_string_equal(BEAT_HOLDER.host, "hoste");
+    r = rh_cmd(&H, "HGET %smta1 token", K.worker);
+    assert_string_equal(r->str, e.token);
+    freeReplyObject(r);
+
+    /* release: only the holder's token deletes the name */
+    assert_int_equal(q_worker_release(H.c, &K, &a, err, sizeof(err)), 0);
+    assert_int_equal(rh_int(&H, "EXISTS %smta1", K.worker), 1);
+    assert_int_equal(q_worker_release(H.c, &K, &e, err, sizeof(err)), 1);
+    assert_int_equal(rh_int(&H, "EXISTS %smta1", K.worker), 0);
+    /* a released auto name is the first free one again */
+    assert_int_equal(q_worker_release(H.c, &K, &c, err, sizeof(err)), 1);
+    struct q_worker_id f = new_id(606, "hostf");
+    assert_int_equal(q_worker_claim_first_free(H.c, &K, &f, "box", 5000, err, sizeof(err)), 0);
+    assert_string_equal(f.name, "box-1");
+}
+
+/* add_big - n entries of 60 variables of 64 KiB each (~3.9 MB, within the job limits) */
+static void add_big(int n)
+{
+    freeReplyObject(
+        rh_cmd(&H, "EVAL %s 1 %s %d",
+               "for i = 1, tonumber(ARGV[1]) do local a = {} for j = 1, 60 do a[#a + 1] = 'var.v' .. j; "
+               "a[#a + 1] = string.rep('x', 65536) end "
+               "redis.call('XADD', KEYS[1], '*', 'campaign', 'c', 'to', 'big' .. i .. '@x.test', unpack(a)) "
+               "end",
+               K.jobs, n));
+}
+
+/*
+ * test_read_by_bytes - intake reads at most max_bytes of entries: ~3.9 MB
+ * jobs two at a time for a budget of 8 MB, none for a budget smaller than
+ * one, or exactly one when the reader holds nothing (at_least_one: it must
+ * progress); small jobs by count; pending entries step by step, in order,
+ * without repeats.
+ */
+static void test_read_by_bytes(void **st)
+{
+    fresh();
+    add_big(5);
+    read_bytes("w1", 100, 8000000, 0, 0);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(J[0]->nvars, 60);
+    assert_int_equal(J[0]->vars[0].vlen, 65536);
+    read_bytes("w1", 100, 3000000, 0, 0);
+    assert_int_equal(NJ, 0);
+    read_bytes("w1", 100, 1, 1, 0);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big3@x.test");
+    /* the three pending big ones again, from the start: steps sized for the largest job the limits allow */
+    read_bytes("w1", 100, 2 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 1);
+    assert_int_equal(NJ, 2);
+    assert_string_equal(J[0]->to, "big1@x.test");
+    assert_string_equal(J[1]->to, "big2@x.test");
+    read_bytes("w1", 100, 1, 0, 1);
+    assert_int_equal(NJ, 0);
+    read_bytes("w1", 100, 1, 1, 1);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big1@x.test");
+
+    fresh();
+    char to[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        xadd(K.jobs, "c", to);
+    }
+    read_bytes("w1", 40, 1000000, 0, 0);
+    assert_int_equal(NJ, 40);
+    /* pending in steps of 3 entries: each step continues after the last id, so 40 distinct jobs in order */
+    read_bytes("w1", 50, 3 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 1);
+    assert_int_equal(NJ, 40);
+    for (int i = 0; i < NJ; i++) {
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        assert_string_equal(J[i]->to, to);
+    }
+    /* 10 small ones left: 1000 bytes take some of them (about 150-200 bytes each as the script counts) */
+    read_bytes("w1", 50, 1000, 0, 0);
+    assert_true(NJ >= 4 && NJ <= 7);
+    assert_string_equal(J[0]->to, "s40@x.test");
+    free_jobs();
+}
+
+static int OWNED[8];
+static void on_owned(void *priv, redisReply *r)
+{
+    assert_int_equal(q_fence_parse(r, OWNED, *(int *)priv), 0);
+}
+
+/* a stalled worker asks which of its held jobs are still its own: not those taken over or recorded */
+static void test_fence_confirm(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++)
+        xadd(K.jobs, "c1", "f@example.test");
+    xadd(K.jobs_high, "c1", "h@example.test");
+    read2("stalled-0", 10, 0); /* high first: J[0] is the high job */
+    assert_int_equal(NJ, 4);
+    /* the oldest bulk job is taken over by another worker (no heartbeat for "stalled"), one is recorded */
+    usleep(30000);
+    struct q_job *mine[4] = {J[0], J[1], J[2], J[3]};
+    int nmine = NJ;
+    NJ = 0;
+    freeReplyObject(rh_cmd(&H, "XCLAIM %s volley other-0 0 %s JUSTID", K.jobs, mine[1]->id));
+    struct q_outcome o = {.job = mine[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    record(NULL, &o, 1);
+    int n = 4;
+    q_fence_confirm(Q, &K, "stalled-0", (const struct q_job *const *)mine, n, on_owned, &n);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(OWNED[0], 1); /* looked up in the high stream */
+    assert_int_equal(OWNED[1], 0); /* another consumer's now */
+    assert_int_equal(OWNED[2], 0); /* no longer pending */
+    assert_int_equal(OWNED[3], 1);
+    /* the check writes nothing: the claimed job stays the other worker's */
+    redisReply *p = rh_cmd(&H, "XPENDING %s volley - + 10 other-0", K.jobs);
+    assert_int_equal(p->elements, 1);
+    freeReplyObject(p);
+    for (int i = 0; i < nmine; i++)
+        q_job_free(mine[i]);
 }
 
 int main(void)
@@ -422,6 +617,9 @@ int main(void)
         cmocka_unit_test(test_expiry_after_max_age), cmocka_unit_test(test_autoclaim_skips_recorded),
         cmocka_unit_test(test_high_first),           cmocka_unit_test(test_suppression),
         cmocka_unit_test(test_hold_resume_cancel),   cmocka_unit_test(test_states_and_heartbeat),
+        cmocka_unit_test(test_worker_names),
+        cmocka_unit_test(test_read_by_bytes),
+        cmocka_unit_test(test_fence_confirm),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free_jobs();

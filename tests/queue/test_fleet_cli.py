@@ -145,8 +145,13 @@ def test_status_workers_and_high(exe, tmp_path, rds):
     port, r = rds
     conf = write_conf(tmp_path, port)
     assert push(exe, tmp_path, conf, 2, "--priority", "high").returncode == 0
-    r.set(f"{PREFIX}:worker:mta1", "pid=42 threads=4", px=10000)
-    r.set(f"{PREFIX}:worker:gone", "pid=1", px=1)
+    # a claimed name as `volley worker` writes it (queue/fleet.h); a key of another type is not listed
+    r.hset(f"{PREFIX}:worker:mta1", mapping={"token": "t1", "pid": "42", "host": "box1", "beat_ms": "1",
+                                              "info": "pid=42 threads=4"})
+    r.pexpire(f"{PREFIX}:worker:mta1", 10000)
+    r.hset(f"{PREFIX}:worker:gone", mapping={"token": "t2", "pid": "1", "host": "box1", "info": "pid=1"})
+    r.pexpire(f"{PREFIX}:worker:gone", 1)
+    r.set(f"{PREFIX}:worker:other", "pid=7", px=10000)
     time.sleep(0.05)
     r.sadd(f"{PREFIX}:suppressed", "x@example.test")
     p = run(exe, "status", "-c", conf)
@@ -154,8 +159,8 @@ def test_status_workers_and_high(exe, tmp_path, rds):
     assert re.search(r"^\s*high stream length\s+2\s*$", p.stdout, re.M), p.stdout
     assert re.search(r"^\s*suppressed addresses\s+1\s*$", p.stdout, re.M), p.stdout
     assert re.search(r"^workers alive: 1$", p.stdout, re.M), p.stdout
-    assert re.search(r"^\s*mta1\s+\d+\.\ds\s+pid=42 threads=4\s*$", p.stdout, re.M), p.stdout
-    assert "gone" not in p.stdout
+    assert re.search(r"^\s*mta1\s+\d+\.\ds\s+pid=42 threads=4 host=box1\s*$", p.stdout, re.M), p.stdout
+    assert "gone" not in p.stdout and "other" not in p.stdout
 
 
 def test_status_watch_redraws(exe, tmp_path, rds):

@@ -81,6 +81,12 @@ def write_campaign(tmp_path, cid="spring", subject="Hello {{first_name}}; welcom
     return ini
 
 
+def push_jsonl(conf, ini, lines):
+    """`volley push --format jsonl` with the lines on stdin (a pipe)."""
+    return volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
+                  stdin="\n".join(lines) + "\n")
+
+
 def jobs(r):
     return [f for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")]
 
@@ -156,6 +162,51 @@ def test_bad_rows_listed_by_line_and_skipped(tmp_path, rds):
     assert r.hget(f"{PREFIX}:stats:spring", "queued") == "2"
 
 
+
+def test_over_long_record_from_a_pipe_is_one_bad_row(tmp_path, rds):
+    """A 9 MB quoted field read from a pipe: skipped whole, nothing inside it queued, the next row kept."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    # the row-like line sits past the 8 MiB record bound, where a reader that gave up would resume
+    text = ("email,first_name,token\n"
+            "victim@example.test,\"" + "x" * (8_700_000) + "\n"   # line 2: the field opens
+            "smuggled@example.test,evil,1\n"                       # line 3: inside the field
+            + "y" * 300_000 + "\",2\n"                             # line 4: the field closes
+            "legit@example.test,ok,3\n")                            # line 5
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", stdin=text)
+    assert p.returncode == 0, p.stderr
+    bad = [ln for ln in p.stderr.splitlines() if ": skipped:" in ln]
+    assert bad == ["volley push: <stdin>:2: skipped: record longer than 8388608 bytes (unterminated quote?)"], p.stderr
+    assert "1 jobs queued, 1 bad rows skipped" in p.stderr, p.stderr
+    assert jobs(r) == [{"campaign": "spring", "to": "legit@example.test", "var.first_name": "ok", "var.token": "3"}]
+
+
+def test_addresses_the_worker_refuses_are_bad_rows(tmp_path, rds):
+    """Non-ASCII (UTF-8 or not) and unsendable addresses are refused by push with the worker's reason."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    csv.write_bytes(b"email,first_name,token\n"
+                    b"ok1@example.test,A,1\n"                 # line 2
+                    b"z\xc4\x85b@example.org,B,2\n"            # line 3: UTF-8, needs SMTPUTF8
+                    b"ann@ex\xe4mple.test,C,3\n"              # line 4: Latin-1, not even UTF-8
+                    b"a..b@example.test,D,4\n"                # line 5: not a dot-atom
+                    b"a@example..test,E,5\n"                  # line 6: empty domain label
+                    b"ok2@example.test,F,6\n")                # line 7
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 0, p.stderr
+    bad = [ln.split(": skipped: ", 1)[1] for ln in p.stderr.splitlines() if ": skipped: " in ln]
+    assert bad == ["invalid email address: non-ASCII address (SMTPUTF8) not supported"] * 2 + [
+        "invalid email address: invalid character in local part",
+        "invalid email address: empty or over-long domain label"], p.stderr
+    assert "2 jobs queued, 4 bad rows skipped" in p.stderr, p.stderr
+    assert [j["to"] for j in jobs(r)] == ["ok1@example.test", "ok2@example.test"]
+    # JSON lines: an escaped non-ASCII address is refused the same way
+    p = push_jsonl(conf, ini, ['{"email": "j\\u00f6rg@example.test"}', '{"email": "ok3@example.test"}'])
+    assert p.returncode == 0, p.stderr
+    assert "<stdin>:1: skipped: invalid email address: non-ASCII address (SMTPUTF8) not supported" in p.stderr
+    assert [j["to"] for j in jobs(r)][2:] == ["ok3@example.test"]
+
 def test_every_row_bad_is_a_failure(tmp_path, rds):
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
@@ -218,6 +269,19 @@ def test_bad_campaign_file_names_the_line(tmp_path, rds):
     assert r.dbsize() == 0
 
 
+
+def test_nul_byte_in_campaign_file_writes_nothing(tmp_path, rds):
+    """CAMPAIGN.ini is read line by line as C strings: a NUL used to end the subject there, silently."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    ini.write_bytes(ini.read_bytes().replace(b"subject = Hello", b"subject = Hel\0lo"))
+    csv = tmp_path / "list.csv"
+    csv.write_text("email\na@example.test\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"volley push: {ini}:6: NUL byte in line"], p.stderr
+    assert r.dbsize() == 0
+
 def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
     port, r = rds
     conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path, cid=None)
@@ -230,8 +294,7 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
         '',
         '{"email":"cat@example.test"}',
     ]
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
-               stdin="\n".join(lines) + "\n")
+    p = push_jsonl(conf, ini, lines)
     assert p.returncode == 0, p.stderr
     cid = p.stdout.strip()
     assert re.fullmatch(r"c\d{13}[0-9a-f]{6}", cid), cid
@@ -244,6 +307,38 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
     assert got[2] == {"campaign": cid, "to": "cat@example.test"}
     assert r.hget(f"{PREFIX}:stats:{cid}", "queued") == "3"
 
+
+def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
+    """A name given twice is refused (which one would count?); a reason never echoes a control byte."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    p = push_jsonl(conf, ini, ['{"email": "a@example.test", "token": "1", "token": "2"}',
+                               '{"email": "b@example.test", "email": "victim@example.test"}',
+                               '{"email": "c@example.test", "\\u001b]0;pwned\\u0007\\u001b[2J": "x"}',
+                               '{"email": "d@example.test", "token": "4"}'])
+    assert p.returncode == 0, p.stderr
+    bad = [ln for ln in p.stderr.splitlines() if ": skipped: " in ln]
+    assert bad[0] == "volley push: <stdin>:1: skipped: field 'token' given twice", p.stderr
+    assert bad[1] == "volley push: <stdin>:2: skipped: field 'email' given twice", p.stderr
+    assert bad[2].startswith("volley push: <stdin>:3: skipped: invalid variable name '?]0;pwned??[2J'"), p.stderr
+    assert not any(ord(c) < 32 and c != "\n" for c in p.stderr), repr(p.stderr)
+    assert [(j["to"], j.get("var.token")) for j in jobs(r)] == [("d@example.test", "4")]
+
+
+def test_more_variable_columns_than_a_job_holds_writes_nothing(tmp_path, rds):
+    """65 variable columns: every row would be refused, so the header is, before anything is written."""
+    port, r = rds
+    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    csv = tmp_path / "list.csv"
+    names = [f"v{i}" for i in range(65)]
+    csv.write_text("email," + ",".join(names) + "\na@example.test," + ",".join("x" * 65) + "\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"volley push: {csv}:1: 65 variable columns (at most 64)"], p.stderr
+    assert r.dbsize() == 0
+    csv.write_text("email," + ",".join(names[:64]) + "\na@example.test," + ",".join("x" * 64) + "\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 0 and len(jobs(r)) == 1, p.stderr
 
 def test_status_table(tmp_path, rds):
     port, r = rds

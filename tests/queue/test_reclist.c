@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "queue/reclist.h"
@@ -162,6 +163,116 @@ static void test_too_many_columns(void **st)
     close(fd);
 }
 
+/* pipe_fd - the read end of a pipe a child process fills with text[n] in 64 KiB writes, as `cat list | volley push` */
+static int pipe_fd(const char *text, size_t n, pid_t *child)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    *child = fork();
+    assert_true(*child >= 0);
+    if (*child == 0) {
+        close(p[0]);
+        for (size_t o = 0; o < n;) {
+            ssize_t w = write(p[1], text + o, n - o < 65536 ? n - o : 65536);
+            if (w <= 0)
+                _exit(1);
+            o += (size_t)w;
+        }
+        _exit(0);
+    }
+    close(p[1]);
+    return p[0];
+}
+
+/*
+ * over_long - a list whose second record is one quoted field of 9 MB that
+ * holds a line looking like a row; then a legitimate row
+ */
+static char *over_long(enum q_reclist_format fmt, size_t *n)
+{
+    size_t big = 9u << 20, cap = big + 4096;
+    char *t = malloc(cap), *w = t;
+    if (fmt == Q_RECLIST_CSV) {
+        /* the row-like line lies past the 8 MiB bound, where a reader that gave up would resume */
+        w += sprintf(w, "email,note\nvictim@example.test,\"");
+        memset(w, 'x', big - (1u << 19));
+        w += big - (1u << 19);
+        w += sprintf(w, "\nsmuggled@example.test,evil\n");
+        memset(w, 'y', 1u << 19);
+        w += 1u << 19;
+        w += sprintf(w, "\"\nlegit@example.test,ok\n");
+    } else {
+        /* JSON lines hold no raw line break inside a record: the record ends at its first LF */
+        w += sprintf(w, "{\"email\":\"victim@example.test\",\"note\":\"");
+        memset(w, 'x', big);
+        w += big;
+        w += sprintf(w, "\"}\n{\"email\":\"legit@example.test\",\"note\":\"ok\"}\n");
+    }
+    *n = (size_t)(w - t);
+    return t;
+}
+
+/* read_all - every record of fd as "line:f1|f2" or "line:ERR reason" (long fields cut at 40 bytes) */
+static void read_all(int fd, enum q_reclist_format fmt, char *out, size_t outlen)
+{
+    struct q_reclist *l = q_reclist_new(fd, fmt);
+    struct q_field f[Q_RECLIST_MAX_FIELDS];
+    int nf, rc;
+    long line;
+    char err[200];
+    out[0] = '\0';
+    while ((rc = q_reclist_next(l, f, Q_RECLIST_MAX_FIELDS, &nf, &line, err, sizeof(err))) != 0) {
+        size_t o = strlen(out);
+        assert_true(rc == 1 || rc == -EINVAL);
+        if (rc < 0) {
+            snprintf(out + o, outlen - o, "%ld:ERR %s\n", line, err);
+            continue;
+        }
+        o += (size_t)snprintf(out + o, outlen - o, "%ld:", line);
+        for (int i = 0; i < nf; i++)
+            o +=
+                (size_t)snprintf(out + o, outlen - o, "%s%.*s", i ? "|" : "", (int)(f[i].n > 40 ? 40 : f[i].n), f[i].p);
+        snprintf(out + o, outlen - o, "\n");
+    }
+    q_reclist_free(l);
+}
+
+/*
+ * An over-long record is one bad record, skipped to its real end, from a
+ * pipe (many short reads) exactly as from a file (one long read): nothing
+ * inside it is parsed as a row, and the row after it is read with its line.
+ */
+static void test_over_long_record_skipped_whole(void **st)
+{
+    static const struct {
+        enum q_reclist_format fmt;
+        const char *want;
+    } cases[] = {
+        {Q_RECLIST_CSV, "1:email|note\n2:ERR record longer than 8388608 bytes (unterminated quote?)\n"
+                        "5:legit@example.test|ok\n"},
+        {Q_RECLIST_JSONL, "1:ERR record longer than 8388608 bytes (unterminated quote?)\n"
+                          "2:email|legit@example.test|note|ok\n"},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        size_t n;
+        char *text = over_long(cases[c].fmt, &n), got[1024];
+        pid_t child;
+        int fd = pipe_fd(text, n, &child);
+        read_all(fd, cases[c].fmt, got, sizeof(got));
+        close(fd);
+        int status;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        if (strcmp(got, cases[c].want) != 0)
+            fail_msg("pipe, case %zu: got\n%s\nwant\n%s", c, got, cases[c].want);
+        fd = tmp_fd(text, n);
+        read_all(fd, cases[c].fmt, got, sizeof(got));
+        close(fd);
+        if (strcmp(got, cases[c].want) != 0)
+            fail_msg("file, case %zu: got\n%s\nwant\n%s", c, got, cases[c].want);
+        free(text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_jsonl_table),
         cmocka_unit_test(test_large_list_across_refills),
         cmocka_unit_test(test_too_many_columns),
+        cmocka_unit_test(test_over_long_record_skipped_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -252,12 +252,179 @@ static void test_encoded_words_split(void **state)
     vbuf_free(&b);
 }
 
+/* b64_val - value of a base64 digit, -1 for anything else */
+static int b64_val(char c)
+{
+    static const char d[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = c ? strchr(d, c) : NULL;
+    return p ? (int)(p - d) : -1;
+}
+
+/*
+ * header_value - what a reader gets from one written header: every line is
+ * checked to be at most 998 octets (fails otherwise), the lines are unfolded
+ * (CRLF removed), the "Name: " dropped, and a value made of encoded-words is
+ * decoded (the blanks between adjacent words are not part of the value,
+ * RFC 2047 6.2). Appends the value to val; returns the longest line.
+ */
+static size_t header_value(const char *wire, size_t n, const char *name, vbuf *val)
+{
+    vbuf unf;
+    vbuf_init(&unf, n);
+    size_t longest = 0;
+    const char *s = wire, *end = wire + n;
+    while (s < end) {
+        const char *eol = memmem(s, (size_t)(end - s), "\r\n", 2);
+        assert_non_null(eol);
+        if ((size_t)(eol - s) > 998)
+            fail_msg("a %zu-octet header line", (size_t)(eol - s));
+        if ((size_t)(eol - s) > longest)
+            longest = (size_t)(eol - s);
+        assert_true(memchr(s, '\r', (size_t)(eol - s)) == NULL && memchr(s, '\n', (size_t)(eol - s)) == NULL);
+        if (s != wire)
+            assert_true(*s == ' ' || *s == '\t'); /* a continuation line starts with the folding blank */
+        vbuf_append(&unf, s, (size_t)(eol - s));
+        s = eol + 2;
+    }
+    size_t nl = strlen(name);
+    const char *u = vbuf_data(&unf);
+    assert_true(vbuf_len(&unf) > nl + 1 && memcmp(u, name, nl) == 0 && u[nl] == ':' && u[nl + 1] == ' ');
+    u += nl + 2;
+    if (strncmp(u, "=?utf-8?B?", 10) != 0) {
+        vbuf_puts(val, u);
+    } else {
+        while (*u) {
+            while (*u == ' ' || *u == '\t')
+                u++;
+            assert_true(strncmp(u, "=?utf-8?B?", 10) == 0);
+            u += 10;
+            unsigned acc = 0;
+            int bits = 0;
+            for (; *u && *u != '?'; u++) {
+                if (*u == '=')
+                    continue;
+                int d = b64_val(*u);
+                assert_true(d >= 0);
+                acc = (acc << 6) | (unsigned)d;
+                bits += 6;
+                if (bits >= 8) {
+                    bits -= 8;
+                    vbuf_putc(val, (char)((acc >> bits) & 0xff));
+                }
+            }
+            assert_true(u[0] == '?' && u[1] == '=');
+            u += 2;
+        }
+    }
+    vbuf_free(&unf);
+    return longest;
+}
+
+/* write_unstructured - "Subject:" + value + CRLF into b */
+static void write_unstructured(vbuf *b, const char *v, size_t n)
+{
+    struct tpl_hdr h;
+    vbuf_reset(b);
+    tpl_hdr_begin(&h, b, "Subject");
+    tpl_hdr_unstructured(&h, v, n);
+    tpl_hdr_end(&h);
+}
+
+/* fill - s[at, at + n) = c; returns at + n */
+static size_t fill(char *s, size_t at, char c, size_t n)
+{
+    memset(s + at, c, n);
+    return at + n;
+}
+
+/*
+ * test_header_long_runs - long runs of blanks, trailing blanks and words
+ * never give a line over 998 (a run of blanks used to be written on one
+ * line: 1,005 and 2,001 octets), and the reader gets the value back.
+ */
+static void test_header_long_runs(void **state)
+{
+    static char in[5000];
+    vbuf b, val;
+    vbuf_init(&b, 64);
+    vbuf_init(&val, 64);
+    size_t n;
+
+    /* "Hello" + 1000 spaces + "world": one fold inside the run, the first line filled to 78 */
+    memcpy(in, "Hello", 5);
+    n = fill(in, 5, ' ', 1000);
+    memcpy(in + n, "world", 5);
+    n += 5;
+    write_unstructured(&b, in, n);
+    assert_true(header_value(vbuf_data(&b), vbuf_len(&b), "Subject", &val) <= 998);
+    assert_memory_equal(vbuf_data(&b), "Subject: Hello     ", 19);
+    assert_int_equal(memmem(vbuf_data(&b), vbuf_len(&b), "\r\n", 2) - (void *)vbuf_data(&b), 78);
+    assert_int_equal(vbuf_len(&val), n);
+    assert_memory_equal(vbuf_data(&val), in, n);
+
+    /* the cases below are checked only for the two rules: lines <= 998, the value comes back exactly */
+    static const struct {
+        const char *pre;
+        char blank;
+        size_t run;
+        const char *post;
+    } runs[] = {
+        {"a", '\t', 2000, "b"},   /* a{{pad}}b with 2,000 tabs: too long for one fold */
+        {"Hello", ' ', 2000, ""}, /* trailing blanks past the limit */
+        {"Hello", ' ', 900, ""},  /* trailing blanks within it */
+        {"x", ' ', 1900, "y"},    /* one fold still does */
+        {"", 'w', 1200, ""},      /* one word over 998 */
+        {"", 'w', 990, " tail"},  /* a word that fits a line */
+        {"lead", ' ', 3, "word"}, /* ordinary */
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        size_t pl = strlen(runs[i].pre), ql = strlen(runs[i].post);
+        memcpy(in, runs[i].pre, pl);
+        n = fill(in, pl, runs[i].blank, runs[i].run);
+        memcpy(in + n, runs[i].post, ql);
+        n += ql;
+        write_unstructured(&b, in, n);
+        vbuf_reset(&val);
+        header_value(vbuf_data(&b), vbuf_len(&b), "Subject", &val);
+        if (vbuf_len(&val) != n || memcmp(vbuf_data(&val), in, n) != 0)
+            fail_msg("case %zu: the value did not come back (%zu of %zu bytes)", i, vbuf_len(&val), n);
+    }
+
+    /* random words and runs of blanks, any length: the same two rules, lines <= 78 when words are short */
+    srand(998);
+    for (int round = 0; round < 3000; round++) {
+        n = 0;
+        int shortish = round % 2;
+        size_t target = (size_t)(rand() % 4000) + 1;
+        while (n < target) {
+            size_t run = (size_t)(rand() % (shortish ? 3 : 1500)), word = (size_t)(rand() % (shortish ? 12 : 1100));
+            if (n + run + word > target)
+                break;
+            for (size_t k = 0; k < run; k++)
+                in[n++] = rand() % 2 ? ' ' : '\t';
+            for (size_t k = 0; k < word; k++)
+                in[n++] = (char)('!' + rand() % 94);
+        }
+        if (n == 0 || (in[0] == ' ' || in[0] == '\t'))
+            continue; /* leading blanks are not part of a value */
+        write_unstructured(&b, in, n);
+        vbuf_reset(&val);
+        size_t longest = header_value(vbuf_data(&b), vbuf_len(&b), "Subject", &val);
+        if (vbuf_len(&val) != n || memcmp(vbuf_data(&val), in, n) != 0)
+            fail_msg("round %d: the value did not come back", round);
+        if (shortish && longest > 78 && (in[n - 1] != ' ' && in[n - 1] != '\t'))
+            fail_msg("round %d: a %zu-octet line for short words and runs", round, longest);
+    }
+    vbuf_free(&b);
+    vbuf_free(&val);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qp_golden),           cmocka_unit_test(test_qp_random_roundtrip),
         cmocka_unit_test(test_b64_golden),          cmocka_unit_test(test_header_golden),
-        cmocka_unit_test(test_encoded_words_split),
+        cmocka_unit_test(test_encoded_words_split), cmocka_unit_test(test_header_long_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

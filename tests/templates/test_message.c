@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -139,6 +141,260 @@ static void test_bad_uniq(void **state)
     vbuf_free(&out);
 }
 
+/* field - a heap copy of printf output as a kv side, exactly the bytes (no NUL after: lib/kv.h allows that) */
+static const char *field(size_t *len, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    char *p = malloc((size_t)n);
+    memcpy(p, tmp, (size_t)n);
+    *len = (size_t)n;
+    return p;
+}
+
+/* free_fields - release what field() made for fields[from, n) */
+static void free_fields(struct kv *f, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        free((void *)f[i].k);
+        free((void *)f[i].v);
+    }
+}
+
+/*
+ * test_poison_campaign - 40 defaults that templates use and 64 extra headers
+ * (both within the documented limits) once overflowed fixed arrays of 80
+ * owned strings (SEGV). They compile, and every header and default shows.
+ */
+static void test_poison_campaign(void **state)
+{
+    struct kv f[2 + 64 + 40];
+    size_t n = 0;
+    f[n++] = (struct kv)KV("from", "news@shop.example");
+    f[n++] = (struct kv)KV("text", "body");
+    for (int i = 0; i < 64; i++, n++) {
+        f[n].k = field(&f[n].klen, "header.X-H%d", i);
+        f[n].v = i < 40 ? field(&f[n].vlen, "{{v%d}}", i) : field(&f[n].vlen, "const %d", i);
+    }
+    for (int i = 0; i < 40; i++, n++) {
+        f[n].k = field(&f[n].klen, "default.v%d", i);
+        f[n].v = field(&f[n].vlen, "dflt%d", i);
+    }
+    char err[256];
+    struct tpl_message *m = tpl_message_compile(f, n, err, sizeof err);
+    if (!m)
+        fail_msg("compile: %s", err);
+    vbuf out;
+    vbuf_init(&out, 1024);
+    struct tpl_render_ctx rc = {.to = "a@b.example", .tolen = 11, .now = 1700000000};
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    for (int i = 0; i < 64; i++) {
+        char want[64];
+        if (i < 40)
+            snprintf(want, sizeof want, "\r\nX-H%d: dflt%d\r\n", i, i);
+        else
+            snprintf(want, sizeof want, "\r\nX-H%d: const %d\r\n", i, i);
+        if (!strstr(vbuf_data(&out), want))
+            fail_msg("no [%s] in the rendered message", want);
+    }
+    tpl_message_free(m);
+    vbuf_free(&out);
+    free_fields(f, 2, n);
+}
+
+/*
+ * test_beyond_limits - 300 extra headers is a compile error naming the
+ * limit; 300 defaults compile (only the 256 names templates may use can
+ * matter) and each used one applies, past the 256th field too.
+ */
+static void test_beyond_limits(void **state)
+{
+    struct kv f[2 + 300];
+    size_t n = 0;
+    char err[256];
+    f[n++] = (struct kv)KV("from", "news@shop.example");
+    f[n++] = (struct kv)KV("text", "body");
+    for (int i = 0; i < 300; i++, n++) {
+        f[n].k = field(&f[n].klen, "header.X-H%d", i);
+        f[n].v = field(&f[n].vlen, "v%d", i);
+    }
+    assert_null(tpl_message_compile(f, n, err, sizeof err));
+    assert_string_equal(err, "header.X-H64: too many extra headers (limit 64)");
+    free_fields(f, 2, n);
+
+    /* 300 defaults, the text uses the last 200 of them (the first 100 are unused) */
+    n = 0;
+    f[n++] = (struct kv)KV("from", "news@shop.example");
+    vbuf text;
+    vbuf_init(&text, 4096);
+    for (int i = 100; i < 300; i++)
+        vbuf_printf(&text, "{{v%d}};", i);
+    f[n++] = (struct kv){"text", 4, vbuf_data(&text), vbuf_len(&text)};
+    for (int i = 0; i < 300; i++, n++) {
+        f[n].k = field(&f[n].klen, "default.v%d", i);
+        f[n].v = field(&f[n].vlen, "d%d", i);
+    }
+    struct tpl_message *m = tpl_message_compile(f, n, err, sizeof err);
+    if (!m)
+        fail_msg("compile: %s", err);
+    vbuf out, want;
+    vbuf_init(&out, 4096);
+    vbuf_init(&want, 4096);
+    struct kv job[] = {KV("v150", "job")};
+    struct tpl_render_ctx rc = {.to = "a@b.example", .tolen = 11, .vars = job, .nvars = 1, .now = 1700000000};
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    for (int i = 100; i < 300; i++)
+        if (i == 150)
+            vbuf_puts(&want, "job;");
+        else
+            vbuf_printf(&want, "d%d;", i);
+    /* the body is quoted-printable: compare after removing the soft breaks */
+    const char *body = strstr(vbuf_data(&out), "\r\n\r\n");
+    assert_non_null(body);
+    vbuf plain;
+    vbuf_init(&plain, 4096);
+    for (const char *p = body + 4; *p; p++) {
+        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n')
+            p += 2;
+        else
+            vbuf_putc(&plain, *p);
+    }
+    assert_string_equal(vbuf_data(&plain), vbuf_data(&want));
+    tpl_message_free(m);
+    free_fields(f, 2, n);
+    vbuf_free(&text);
+    vbuf_free(&out);
+    vbuf_free(&want);
+    vbuf_free(&plain);
+}
+
+/* longest_line - the longest line of a CRLF text, CRLF excluded */
+static size_t longest_line(const char *s, size_t n)
+{
+    size_t best = 0, col = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') {
+            best = col > best ? col : best;
+            col = 0;
+            i++;
+        } else {
+            col++;
+        }
+    }
+    return col > best ? col : best;
+}
+
+/* test_blank_runs - a subject with 1,000 spaces and a header a{{pad}}b with 2,000 tabs: no line over 998 */
+static void test_blank_runs(void **state)
+{
+    static char subject[1010], pad[2000];
+    memcpy(subject, "Hello", 5);
+    memset(subject + 5, ' ', 1000);
+    memcpy(subject + 1005, "world", 5);
+    memset(pad, '\t', sizeof pad);
+    struct kv f[] = {KV("from", "news@shop.example"),
+                     {"subject", 7, subject, sizeof subject},
+                     KV("header.X-Pad", "a{{pad}}b"),
+                     KV("text", "body")};
+    char err[256];
+    struct tpl_message *m = tpl_message_compile(f, sizeof f / sizeof *f, err, sizeof err);
+    assert_non_null(m);
+    struct kv v[] = {{"pad", 3, pad, sizeof pad}};
+    struct tpl_render_ctx rc = {.to = "a@b.example", .tolen = 11, .vars = v, .nvars = 1, .now = 1700000000};
+    vbuf out;
+    vbuf_init(&out, 1024);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    assert_true(longest_line(vbuf_data(&out), vbuf_len(&out)) <= 998);
+    tpl_message_free(m);
+    vbuf_free(&out);
+}
+
+/*
+ * test_max_bytes - the issue's example: an html template of `<{{x}}>` x 2000
+ * with x = `<&>` x 21845 once rendered 591 MB. With a 25 MB limit it is
+ * refused with the reason, nothing is appended, the buffer stays near the
+ * limit, and it returns fast; a message just under a limit renders, one
+ * byte over does not.
+ */
+static void test_max_bytes(void **state)
+{
+    vbuf html;
+    vbuf_init(&html, 16384);
+    for (int i = 0; i < 2000; i++)
+        vbuf_puts(&html, "<{{x}}>");
+    size_t xl = 3 * 21845;
+    char *x = malloc(xl);
+    for (size_t i = 0; i < xl; i += 3)
+        memcpy(x + i, "<&>", 3);
+    struct kv f[] = {KV("from", "news@shop.example"), {"html", 4, vbuf_data(&html), vbuf_len(&html)}};
+    char err[256];
+    struct tpl_message *m = tpl_message_compile(f, 2, err, sizeof err);
+    assert_non_null(m);
+    struct kv v[] = {{"x", 1, x, xl}};
+    struct tpl_render_ctx rc = {
+        .to = "a@b.example", .tolen = 11, .vars = v, .nvars = 1, .now = 1700000000, .max_bytes = 25000000};
+    vbuf out;
+    vbuf_init(&out, 16);
+    vbuf_puts(&out, "BEFORE");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), -EMSGSIZE);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_string_equal(err, "rendered message exceeds max_message_bytes (25000000)");
+    assert_string_equal(vbuf_data(&out), "BEFORE");
+    assert_true(out.cap <= 2 * 25000000 + (1 << 20));
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(secs < 2.0);
+    tpl_message_free(m);
+
+    /* a big text message: the size it renders to is a limit it fits exactly; one byte less refuses it */
+    struct kv f2[] = {KV("from", "news@shop.example"), KV("text", "{{x}}\n{{x}}")};
+    m = tpl_message_compile(f2, 2, err, sizeof err);
+    assert_non_null(m);
+    rc.max_bytes = 0;
+    vbuf_reset(&out);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    size_t size = vbuf_len(&out);
+    assert_true(size > 2 * xl);
+    assert_true(longest_line(vbuf_data(&out), size) <= 76);
+    /* encoded in 64 KiB slices (a cut mid-line ends with a soft break): decoding gives the text back */
+    const char *body = strstr(vbuf_data(&out), "\r\n\r\n") + 4, *end = vbuf_data(&out) + size;
+    vbuf dec;
+    vbuf_init(&dec, size);
+    for (const char *p = body; p < end; p++) {
+        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n') {
+            p += 2;
+        } else if (p[0] == '=') {
+            unsigned c;
+            assert_int_equal(sscanf(p + 1, "%2X", &c), 1);
+            vbuf_putc(&dec, (char)c);
+            p += 2;
+        } else {
+            vbuf_putc(&dec, *p);
+        }
+    }
+    assert_int_equal(vbuf_len(&dec), 2 * xl + 2);
+    assert_memory_equal(vbuf_data(&dec), x, xl);
+    assert_memory_equal(vbuf_data(&dec) + xl, "\r\n", 2);
+    assert_memory_equal(vbuf_data(&dec) + xl + 2, x, xl);
+    vbuf_free(&dec);
+    rc.max_bytes = size;
+    vbuf_reset(&out);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    assert_int_equal(vbuf_len(&out), size);
+    rc.max_bytes = size - 1;
+    vbuf_reset(&out);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), -EMSGSIZE);
+    assert_int_equal(vbuf_len(&out), 0);
+    tpl_message_free(m);
+    vbuf_free(&out);
+    vbuf_free(&html);
+    free(x);
+}
+
 struct thr_arg {
     const struct tpl_message *m;
     int ok;
@@ -186,9 +442,11 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_envelope),    cmocka_unit_test(test_failure_leaves_out_untouched),
-        cmocka_unit_test(test_date_header), cmocka_unit_test(test_bad_uniq),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_envelope),      cmocka_unit_test(test_failure_leaves_out_untouched),
+        cmocka_unit_test(test_date_header),   cmocka_unit_test(test_bad_uniq),
+        cmocka_unit_test(test_threads),       cmocka_unit_test(test_poison_campaign),
+        cmocka_unit_test(test_beyond_limits), cmocka_unit_test(test_blank_runs),
+        cmocka_unit_test(test_max_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

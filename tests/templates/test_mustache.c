@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -67,7 +68,7 @@ static int render(const char *src, int flags, vbuf *out, int *bad, ...)
             vals[idx] = (struct tpl_value){v, strlen(v)};
     }
     va_end(ap);
-    int rc = tpl_mustache_render(t, vals, flags, out, bad);
+    int rc = tpl_mustache_render(t, vals, flags, SIZE_MAX, out, bad);
     tpl_mustache_free(t);
     tpl_names_free(nm);
     return rc;
@@ -121,10 +122,10 @@ static void test_noctl(void **state)
     struct tpl_mustache *t = tpl_mustache_compile(nm, "t", "{{z}}", 5, err, sizeof err);
     struct tpl_value vals[1] = {{"a\0b", 3}};
     int bad = -1;
-    assert_int_equal(tpl_mustache_render(t, vals, TPL_RENDER_NOCTL, &b, &bad), -EINVAL);
+    assert_int_equal(tpl_mustache_render(t, vals, TPL_RENDER_NOCTL, SIZE_MAX, &b, &bad), -EINVAL);
     assert_int_equal(bad, 0);
     vbuf_reset(&b);
-    assert_int_equal(tpl_mustache_render(t, vals, 0, &b, &bad), 0); /* bodies may carry anything */
+    assert_int_equal(tpl_mustache_render(t, vals, 0, SIZE_MAX, &b, &bad), 0); /* bodies may carry anything */
     assert_int_equal(vbuf_len(&b), 3);
     tpl_mustache_free(t);
     tpl_names_free(nm);
@@ -154,13 +155,55 @@ static void test_names_shared(void **state)
     tpl_names_free(nm);
 }
 
+/*
+ * test_render_max - output stops at max bytes: exactly max renders, one byte
+ * less is -EMSGSIZE, and an HTML-escaped value is measured before any room
+ * is made for it (a 6x worst-case reserve of a big value never happens).
+ */
+static void test_render_max(void **state)
+{
+    struct tpl_names *nm = tpl_names_new();
+    char err[256];
+    const char *src = "<{{x}}>";
+    struct tpl_mustache *t = tpl_mustache_compile(nm, "html", src, strlen(src), err, sizeof err);
+    assert_non_null(t);
+    struct tpl_value vals[TPL_MAX_NAMES] = {{0}};
+    vals[0] = (struct tpl_value){"<&>\"'", 5};
+    const size_t full = 1 + 4 + 5 + 4 + 6 + 5 + 1; /* <&lt;&amp;&gt;&quot;&#39;> */
+    vbuf b;
+    vbuf_init(&b, 16);
+    assert_int_equal(tpl_mustache_render(t, vals, TPL_RENDER_HTML, full, &b, NULL), 0);
+    assert_string_equal(vbuf_data(&b), "<&lt;&amp;&gt;&quot;&#39;>");
+    for (size_t max = 0; max < full; max++) {
+        vbuf_reset(&b);
+        assert_int_equal(tpl_mustache_render(t, vals, TPL_RENDER_HTML, max, &b, NULL), -EMSGSIZE);
+        assert_true(vbuf_len(&b) <= max);
+    }
+    /* raw: the value's own length counts */
+    vbuf_reset(&b);
+    assert_int_equal(tpl_mustache_render(t, vals, 0, 7, &b, NULL), 0);
+    assert_string_equal(vbuf_data(&b), "<<&>\"'>");
+    vbuf_free(&b);
+
+    /* a 64 MiB value of '<' against a 1 MiB limit: refused before the buffer grows past the limit */
+    size_t big = 64u << 20;
+    char *v = malloc(big);
+    memset(v, '<', big);
+    vals[0] = (struct tpl_value){v, big};
+    vbuf_init(&b, 16);
+    assert_int_equal(tpl_mustache_render(t, vals, TPL_RENDER_HTML, 1u << 20, &b, NULL), -EMSGSIZE);
+    assert_true(b.cap < 2u << 20);
+    vbuf_free(&b);
+    free(v);
+    tpl_mustache_free(t);
+    tpl_names_free(nm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_render_rules),
-        cmocka_unit_test(test_noctl),
-        cmocka_unit_test(test_names_shared),
+        cmocka_unit_test(test_compile_errors), cmocka_unit_test(test_render_rules), cmocka_unit_test(test_noctl),
+        cmocka_unit_test(test_names_shared),   cmocka_unit_test(test_render_max),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
  *   text on stderr), 64 usage.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +79,7 @@ static int run_mustache(int argc, char **argv)
     }
     vbuf out;
     vbuf_init(&out, 256);
-    int bad = -1, rc = tpl_mustache_render(t, vals, flags, &out, &bad);
+    int bad = -1, rc = tpl_mustache_render(t, vals, flags, SIZE_MAX, &out, &bad);
     int status = 0;
     if (rc < 0) {
         fprintf(stderr, "render: %s (variable %s)\n", strerror(-rc), bad >= 0 ? tpl_names_get(nm, bad, NULL) : "?");
