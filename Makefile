@@ -2,7 +2,10 @@
 #
 #   make            build build/volley and build/volley-sink
 #   make test       install missing Debian packages, build, run unit + integration tests
-#   make asan       the same suite under AddressSanitizer and UBSan (build-asan/)
+#   make asan       the same suite under AddressSanitizer and UBSan (build-asan/);
+#                   ASAN_PYTEST="tests/integration/test_engine_*.py ..." picks the pytest part
+#   make fuzz       every tests/fuzz/fuzz_*.c under clang libFuzzer + ASan + UBSan,
+#                   FUZZ_SECONDS (60) each, new inputs in build-fuzz/ (docs/testing.md)
 #   make demo       install, build, start Redis + sink, send the sample campaign, print the report
 #   make bench      throughput benchmarks (see README "Benchmarks")
 #   make deps       install missing Debian packages only
@@ -34,10 +37,18 @@ SINK_SRC  := $(wildcard bench/sink/*.c)
 SINK_OBJ  := $(SINK_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC  := $(wildcard tests/*/test_*.c)
 TEST_BIN  := $(TEST_SRC:%.c=$(BUILD)/%)
+# tests/fuzz/fuzz_x.c: a libFuzzer harness (make fuzz); make test replays its corpus through
+# build/tests/fuzz/test_fuzz_x (the same harness + tests/fuzz/replay_main.c, any CC). Only $<
+# is compiled: a harness may #include the .c file it reaches into, and its .d file lists it.
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/test_fuzz_%)
+TEST_BIN  += $(FUZZ_REPLAY)
+SINK_LIB  := $(BUILD)/libsink.a
 TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
-.PHONY: all deps test unit integration asan demo bench chaos clean format
+.PHONY: all deps test unit integration asan demo bench chaos clean format fuzz fuzz-bins fuzz-replay
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -86,6 +97,25 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 
+# volley-sink's objects without its main(), for the fuzz harness of its parser
+$(SINK_LIB): $(filter-out $(BUILD)/bench/sink/main.o,$(SINK_OBJ))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/fuzz/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(SINK_LIB) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFUZZ_CORPUS='"$(CURDIR)/tests/fuzz/corpus/$*"' $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c \
+	    $(filter %.a,$^) $(LDLIBS) $(JEMALLOC)
+
+fuzz-replay: $(FUZZ_REPLAY)
+
+# libFuzzer binaries; only built by `make fuzz` (BUILD=build-fuzz, CC=clang, CFLAGS with -fsanitize=fuzzer-no-link)
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SINK_LIB) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(filter %.a,$^) $(LDLIBS)
+
+fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
 deps:
 	@scripts/deps.sh
 
@@ -103,9 +133,20 @@ integration: all $(TEST_BIN)
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 JEMALLOC= \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    LDFLAGS="-fsanitize=address,undefined" all $(TEST_SRC:%.c=build-asan/%)
+	    LDFLAGS="-fsanitize=address,undefined" all $(TEST_SRC:%.c=build-asan/%) fuzz-replay
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    BUILD=build-asan PYTHON=$(PYTHON) scripts/run-tests.sh
+	    BUILD=build-asan PYTHON=$(PYTHON) PYTEST_PATHS="$(ASAN_PYTEST)" scripts/run-tests.sh
+
+# the pytest part of `make asan` (default: all of tests/)
+ASAN_PYTEST ?= tests
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs $(FUZZ_CC) with libFuzzer (Debian: apt-get install clang)"; exit 2; }
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) JEMALLOC= \
+	    CFLAGS="-O1 -g -fsanitize=fuzzer-no-link $(FUZZ_SAN)" LDFLAGS="$(FUZZ_SAN)" fuzz-bins
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh build-fuzz $(FUZZ_NAMES)
 
 # a fleet under faults, then a ledger (tests/integration/chaos_ledger.py); CHAOS_RECIPIENTS=N to change the size
 chaos: all
@@ -121,6 +162,6 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -14,7 +14,8 @@
  *
  *   CAMPAIGN.ini: sections [campaign] (each key becomes the hash field of
  *   that name; KEY_file = PATH reads the file, relative to the .ini, into
- *   field KEY; id = names the campaign, generated when absent), [headers]
+ *   field KEY; id = names the campaign, generated when absent; header.* and
+ *   default.* keys are refused: they belong in the next two), [headers]
  *   (Name = value -> field header.Name) and [defaults] (var = value ->
  *   field default.var), read with lib/ini.h like volley.conf. Comments are
  *   lines starting with '#' or ';' (not trailing text: a subject may
@@ -228,6 +229,10 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
                          Q_CAMPAIGN_ID_MAX - 1);
             else
                 snprintf(c->id, sizeof(c->id), "%s", val);
+        } else if (strncmp(key, "header.", 7) == 0 || strncmp(key, "default.", 8) == 0) {
+            /* the fields [headers] and [defaults] make: written here they would skip those sections' name checks */
+            snprintf(why, sizeof(why), "'%.64s' belongs in [%s] as '%.64s'", key, key[0] == 'h' ? "headers" : "defaults",
+                     strchr(key, '.') + 1);
         } else {
             size_t kl = strlen(key);
             if (kl > 5 && strcmp(key + kl - 5, "_file") == 0) {

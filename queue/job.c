@@ -105,6 +105,25 @@ static int parse_first_ms(const char *p, size_t n, uint64_t *out)
 }
 
 /*
+ * id_ok - "<ms>-<seq>", the only form Redis gives a stream entry id. The id
+ * goes into XACK, key names and the Message-ID header, so a NUL (which
+ * would cut it short) or a CR/LF must never get through.
+ */
+static int id_ok(const redisReply *id)
+{
+    size_t dash = 0;
+    if (id->len == 0 || id->len >= Q_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < id->len; i++) {
+        if (id->str[i] == '-' && dash == 0 && i > 0)
+            dash = i;
+        else if (id->str[i] < '0' || id->str[i] > '9')
+            return 0;
+    }
+    return dash > 0 && dash + 1 < id->len;
+}
+
+/*
  * entry_shape_ok - [id, fields-or-nil] or [id, fields-or-nil, marks] with a
  * sane id: anything else means the reply is not from XREADGROUP or our scripts
  */
@@ -112,7 +131,7 @@ static int entry_shape_ok(const redisReply *e)
 {
     if (e == NULL || e->type != REDIS_REPLY_ARRAY || (e->elements != 2 && e->elements != 3) || !is_str(e->element[0]))
         return 0;
-    if (e->element[0]->len == 0 || e->element[0]->len >= Q_ID_MAX)
+    if (!id_ok(e->element[0]))
         return 0;
     if (e->elements == 3 && e->element[2]->type != REDIS_REPLY_ARRAY)
         return 0;

@@ -51,10 +51,45 @@ struct eval_ctx {
     char tail[]; /* RESP bytes from nkeys to the last argument */
 };
 
+/*
+ * Array replies longer than this are refused. hiredis 0.14 allocates the
+ * element array as soon as it reads "*<count>", before any element has
+ * arrived, so "*1170000008\r\n" from whatever answers on the Redis port
+ * asked for 9 GB and took the worker down (found by fuzz_job). Our largest
+ * replies (XREADGROUP of Q_INTAKE_MAX_COUNT entries, a campaign hash) are
+ * far below it; 2^20 pointers are 8 MB.
+ */
+#define Q_REPLY_MAX_ELEMENTS (1 << 20)
+
+static redisReplyObjectFunctions capped_fn;
+static redisReplyObjectFunctions *hiredis_fn;
+static pthread_once_t capped_once = PTHREAD_ONCE_INIT;
+
+/* capped_array - hiredis' own array, unless the count is absurd (NULL: the reader fails with "out of memory") */
+static void *capped_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > Q_REPLY_MAX_ELEMENTS)
+        return NULL;
+    return hiredis_fn->createArray(task, elements);
+}
+
+/* capped_init - hiredis' default reply functions (static in hiredis) with the array count capped */
+static void capped_init(void)
+{
+    redisReader *r = redisReaderCreate();
+    if (r == NULL)
+        abort();
+    hiredis_fn = r->fn;
+    capped_fn = *r->fn;
+    capped_fn.createArray = capped_array;
+    redisReaderFree(r);
+}
+
 /* new_reader - a reader; each reply is bounded by Redis itself, the reader keeps a small idle buffer */
 static redisReader *new_reader(void)
 {
-    redisReader *r = redisReaderCreate();
+    pthread_once(&capped_once, capped_init);
+    redisReader *r = redisReaderCreateWithFunctions(&capped_fn);
     if (r == NULL)
         abort(); /* hiredis returns NULL only when malloc failed: treat like xmalloc */
     return r;

@@ -37,7 +37,11 @@ void q_redis_free(struct q_redis *q);
 void q_redis_cmdargv(struct q_redis *q, int argc, const char **argv, const size_t *argvlen, q_reply_fn *fn, void *priv);
 /* q_redis_out - bytes waiting to be sent; the caller consumes what it sent */
 vbuf *q_redis_out(struct q_redis *q);
-/* q_redis_feed - bytes received; runs callbacks; 0 or -EPROTO on a protocol error */
+/*
+ * q_redis_feed - bytes received; runs callbacks; 0 or -EPROTO on a protocol
+ * error, which includes an array reply announcing more than 2^20 elements
+ * (hiredis would allocate room for all of them before any arrived)
+ */
 int q_redis_feed(struct q_redis *q, const char *p, size_t n);
 /* q_redis_fail_all - the connection is gone: every pending callback gets NULL; output dropped */
 void q_redis_fail_all(struct q_redis *q);

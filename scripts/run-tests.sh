@@ -2,10 +2,14 @@
 # run-tests.sh [unit|integration] - run the cmocka unit binaries, then the
 # pytest integration suite (real redis-server, aiosmtpd, volley-sink, postfix,
 # dnsmasq on loopback), and print one closing line "N passed, N failed".
+# The unit part includes the fuzz corpus replays (build/tests/fuzz/test_fuzz_*).
+# PYTEST_PATHS (default "tests") narrows the pytest part, e.g. to
+# "tests/integration/test_engine_*.py tests/integration/test_fleet_*.py".
 set -u
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 what=${1:-all}
+PYTEST_PATHS=${PYTEST_PATHS:-tests}
 passed=0
 failed=0
 failures=""
@@ -30,7 +34,8 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
     if [ -d tests/integration ] && ls tests/*/test_*.py >/dev/null 2>&1; then
         echo "== pytest"
         log=$(mktemp)
-        VOLLEY_BUILD=$BUILD "$PYTHON" -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$log"
+        # shellcheck disable=SC2086 # PYTEST_PATHS holds several paths or globs
+        VOLLEY_BUILD=$BUILD "$PYTHON" -m pytest -q -p no:cacheprovider $PYTEST_PATHS 2>&1 | tee "$log"
         p=$(grep -Eo '[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+')
         f=$(grep -Eo '[0-9]+ (failed|error)' "$log" | awk '{s+=$1} END {print s+0}')
         passed=$((passed + ${p:-0}))

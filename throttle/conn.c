@@ -68,7 +68,7 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     thr_reply_str(r, 1, why, sizeof(why));
     thr_reply_str(r, 3, mode, sizeof(mode));
     thr_reply_str(r, 5, reply, sizeof(reply));
-    uint64_t retry = (uint64_t)thr_reply_num(r, 2), until = (uint64_t)thr_reply_num(r, 4);
+    uint64_t retry = thr_reply_u64(r, 2), until = thr_reply_u64(r, 4);
     if ((uint32_t)(arg >> 32) == pr->epoch)
         thr_pair_adopt_mode(t, pr, mode, until, reply);
     pr->known = true;
@@ -78,14 +78,14 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
             conn_zrem(t, pr, pr->grant);
         pr->grant = seq;
         pr->grant_ms = t->now_ms;
-        pr->grant_at_ms = (uint64_t)thr_reply_num(r, 2);
+        pr->grant_at_ms = thr_reply_u64(r, 2);
         if (r->elements >= 9 && thr_reply_num(r, 6) >= thr_reply_num(r, 7)) {
             /*
              * That was the fleet's last free connection: asking for another now would be refused.
              * Ask after the pause of the refusals so far, or when the first lease expires if sooner
              * (a dead worker's lease does expire then).
              */
-            conn_full(t, pr, 125u << (pr->conn_refusals > 0 ? pr->conn_refusals : 1), (uint64_t)thr_reply_num(r, 8));
+            conn_full(t, pr, 125u << (pr->conn_refusals > 0 ? pr->conn_refusals : 1), thr_reply_u64(r, 8));
         } else {
             pr->conn_refusals = 0;
         }

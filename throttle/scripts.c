@@ -360,9 +360,24 @@ const char *thr_reply_str(const redisReply *r, size_t i, char *buf, size_t bufle
     return buf;
 }
 
+/*
+ * thr_reply_num - Redis is the fleet's shared state, not a trusted peer: a
+ * value like "nan" or "1e300" cast to an integer was undefined behaviour in
+ * the handlers (found by fuzz_throttle_reply), so the number is clamped here.
+ */
 double thr_reply_num(const redisReply *r, size_t i)
 {
+    const double lim = 9007199254740992.0; /* 2^53 */
     char b[64];
     thr_reply_str(r, i, b, sizeof(b));
-    return b[0] ? strtod(b, NULL) : 0;
+    double d = b[0] ? strtod(b, NULL) : 0;
+    if (d != d)
+        return 0;
+    return d > lim ? lim : d < -lim ? -lim : d;
+}
+
+uint64_t thr_reply_u64(const redisReply *r, size_t i)
+{
+    double d = thr_reply_num(r, i);
+    return d > 0 ? (uint64_t)d : 0;
 }

@@ -199,7 +199,10 @@ void thr_eval(struct throttle *t, enum thr_script_id s, int nkeys, int nargs, co
 void thr_command(struct throttle *t, int argc, const char **argv, thr_done_fn *done, int pair, uint64_t arg);
 /* thr_reply_str - element i of an array reply as text (integers formatted), "" when missing */
 const char *thr_reply_str(const redisReply *r, size_t i, char *buf, size_t buflen);
+/* thr_reply_num - element i as a number within +/-2^53 (NaN, garbage and "" are 0): safe to cast to a signed type */
 double thr_reply_num(const redisReply *r, size_t i);
+/* thr_reply_u64 - element i as a whole number >= 0 (negative: 0), for times and counts */
+uint64_t thr_reply_u64(const redisReply *r, size_t i);
 
 /* throttle.c */
 void thr_pair_touch(struct throttle *t, struct thr_pair *pr, uint64_t now_ms);

@@ -395,12 +395,13 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
         return;
     }
     long k = (long)thr_reply_num(r, 0);
-    double start = thr_reply_num(r, 1), interval = thr_reply_num(r, 2), retry = thr_reply_num(r, 4);
+    double start = thr_reply_num(r, 1), interval = thr_reply_num(r, 2);
+    uint64_t retry_us = thr_reply_u64(r, 4);
     char why[16], mode[16], reply[THR_REPLY_MAX];
     thr_reply_str(r, 3, why, sizeof(why));
     thr_reply_str(r, 5, mode, sizeof(mode));
     thr_reply_str(r, 7, reply, sizeof(reply));
-    uint64_t until = (uint64_t)thr_reply_num(r, 6);
+    uint64_t until = thr_reply_u64(r, 6);
     if ((uint32_t)arg == pr->epoch)
         thr_pair_adopt_mode(t, pr, mode, until, reply);
     pr->known = true;
@@ -416,7 +417,7 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
         pair_caps(t, pr, &ipcap, &scap, &wday);
         pr->cap_value = pr->capped_warm ? ipcap : scap;
     } else if (strcmp(why, "rate") == 0) {
-        pr->lease_at_ms = (uint64_t)(retry / 1000) + 1;
+        pr->lease_at_ms = retry_us / 1000 + 1;
     } else if (strcmp(why, "suspend") == 0 && pr->mode != THR_SUSPEND) {
         thr_pair_adopt_mode(t, pr, "suspend", until, reply);
     }

@@ -180,6 +180,27 @@ static void test_malformed_bytes(void **st)
     /* a reply nobody asked for means the stream is out of step */
     assert_int_equal(q_redis_feed(q, "+OK\r\n", 5), -EPROTO);
     q_redis_free(q);
+
+    /*
+     * An array count nobody sends (found by fuzz_job): hiredis would allocate
+     * 9 GB for it before any element arrived. Refused at once; a count at
+     * the cap still waits for its elements, and the link works afterwards.
+     */
+    q = q_redis_new();
+    memset(&S, 0, sizeof(S));
+    cmd(q, 1, "PING", NULL, NULL);
+    assert_int_equal(q_redis_feed(q, "*1170000008\r\n", 13), -EPROTO);
+    q_redis_fail_all(q);
+    assert_int_equal(S.n, 1);
+    cmd(q, 1, "PING", NULL, NULL);
+    assert_int_equal(q_redis_feed(q, "*1048576\r\n:1\r\n", 14), 0);
+    assert_int_equal(S.n, 1); /* still waiting for the other elements */
+    q_redis_fail_all(q);
+    cmd(q, 1, "PING", NULL, NULL);
+    assert_int_equal(q_redis_feed(q, "+PONG\r\n", 7), 0);
+    assert_int_equal(S.n, 3);
+    assert_string_equal(S.str[2], "PONG");
+    q_redis_free(q);
 }
 
 static void test_sha1_matches_redis(void **st)

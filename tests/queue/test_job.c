@@ -233,6 +233,33 @@ static void test_not_an_xreadgroup_reply(void **st)
     assert_int_equal(q_jobs_parse(r, j, 4), -EPROTO);
     freeReplyObject(r);
     assert_int_equal(q_jobs_parse(NULL, j, 4), -EPROTO);
+
+    /* an entry id that is not "<ms>-<seq>" (found by fuzz_job: a NUL cut the id to "") */
+    static const struct {
+        const char *resp;
+        size_t len;
+    } bad_ids[] = {
+#define ENTRY(id) {"*1\r\n*2\r\n$6\r\nv:jobs\r\n*1\r\n*2\r\n$4\r\n" id "\r\n*-1\r\n", \
+                   sizeof("*1\r\n*2\r\n$6\r\nv:jobs\r\n*1\r\n*2\r\n$4\r\n" id "\r\n*-1\r\n") - 1}
+        ENTRY("12-3"), /* the one good id: parsed, as a deleted entry */
+        ENTRY("\0000-1"), ENTRY("1-2\r"), ENTRY("12-a"), ENTRY("-123"), ENTRY("123-"), ENTRY("1--2"),
+#undef ENTRY
+    };
+    for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
+        redisReader *rd = redisReaderCreate();
+        void *reply = NULL;
+        redisReaderFeed(rd, bad_ids[i].resp, bad_ids[i].len);
+        assert_int_equal(redisReaderGetReply(rd, &reply), REDIS_OK);
+        assert_non_null(reply);
+        int n = q_jobs_parse(reply, j, 4);
+        assert_int_equal(n, i == 0 ? 1 : -EPROTO);
+        if (n == 1) {
+            assert_string_equal(j[0]->id, "12-3");
+            q_job_free(j[0]);
+        }
+        freeReplyObject(reply);
+        redisReaderFree(rd);
+    }
 }
 
 static struct q_campaign *C;

@@ -259,6 +259,13 @@ def test_bad_campaign_file_names_the_line(tmp_path, rds):
     ini.write_text("[campaign]\nid = has space\n")
     p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2 and "c.ini:2:" in p.stderr, p.stderr
+    # found by fuzz_campaign_ini: a default.* key under [campaign] skipped [defaults]' variable-name check
+    ini.write_text("[campaign]\nfrom = a@b.example\nsubject = x\ntext = y\ndefault.bad name! = z\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2 and "c.ini:5:" in p.stderr and "[defaults]" in p.stderr, p.stderr
+    ini.write_text("[campaign]\nfrom = a@b.example\nsubject = x\ntext = y\nheader.X-Tag = z\n")
+    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    assert p.returncode == 2 and "c.ini:5:" in p.stderr and "[headers]" in p.stderr, p.stderr
     assert r.dbsize() == 0
 
 
