@@ -140,6 +140,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     }
     vbuf_init(&w->scratch, 16384);
     w->reading_pending = true;
+    w->resuming = true;
     w->ctl_version = -1;
     return 0;
 }
@@ -793,6 +794,7 @@ static void on_read(void *priv, redisReply *r)
     if (n == 0) {
         if (w->reading_pending) {
             w->reading_pending = false; /* our own backlog is done: new entries from now on */
+            w->resuming = false;
             return;
         }
         if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
@@ -858,7 +860,8 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     w->read_outstanding = true;
     w->read_sent_ms = worker_now_ms();
     w->big_job -= w->big_job / 16;
-    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, w->reading_pending,
+    enum q_intake_from from = !w->reading_pending ? Q_INTAKE_NEW : w->resuming ? Q_INTAKE_RESUME : Q_INTAKE_PENDING;
+    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, from,
                    w->retry->suppress_hard_bounces, on_read, w);
 }
 

@@ -280,6 +280,7 @@ struct worker {
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
+    bool resuming; /* the first pending pass: what an earlier run of this consumer left (counted `reclaimed`) */
     uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
     /* outcomes waiting to be sent to Redis */
     struct msg *out_head, *out_tail;

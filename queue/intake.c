@@ -90,8 +90,9 @@ static struct q_script retry_move_script =
     "end\n"
 
 /*
- * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, count, from_pending (1/0), suppress (1/0),
- * campaign key prefix, max_bytes, at_least_one (1/0), entry_max. The high stream is read first and the
+ * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, count, from (0 new, 1 pending, 2 resumed:
+ * pending and counted `reclaimed`), suppress (1/0), campaign key prefix, max_bytes, at_least_one (1/0),
+ * entry_max, stats key prefix. The high stream is read first and the
  * bulk stream gets what is left of count, so transactional mail never waits behind a bulk backlog. A
  * missing group is created (MKSTREAM) on the spot: the high stream usually appears long after the workers
  * started.
@@ -180,9 +181,21 @@ static struct q_script read2_script =
              "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
              "  if left > 0 then\n"
              "    local got\n"
-             "    if ARGV[4] == '1' then got = read_pending(s) else got = read_new(s) end\n"
+             "    if ARGV[4] == '0' then got = read_new(s) else got = read_pending(s) end\n"
              "    if #got > 0 then\n"
              "      annotate(got)\n"
+             /* resumed: an earlier run of this consumer may have sent them and died before recording */
+             "      if ARGV[4] == '2' then\n"
+             "        for _, e in ipairs(got) do\n"
+             "          if type(e[2]) == 'table' then\n"
+             "            for j = 1, #e[2] - 1, 2 do\n"
+             "              if e[2][j] == 'campaign' and #e[2][j + 1] > 0 and #e[2][j + 1] < 128 then\n"
+             "                redis.call('HINCRBY', ARGV[10] .. e[2][j + 1], 'reclaimed', 1)\n"
+             "              end\n"
+             "            end\n"
+             "          end\n"
+             "        end\n"
+             "      end\n"
              "      left = left - #got\n"
              "      out[#out + 1] = {s, got}\n"
              "    end\n"
@@ -335,21 +348,22 @@ static uint64_t clamp_count(int count)
 }
 
 void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
-                    int at_least_one, int from_pending, int suppress, q_reply_fn *fn, void *priv)
+                    int at_least_one, enum q_intake_from from, int suppress, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 9);
+    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 10);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->suppressed);
     q_resp_bulk_str(o, Q_GROUP);
     q_resp_bulk_str(o, consumer);
     q_resp_bulk_u64(o, clamp_count(count));
-    q_resp_bulk_str(o, from_pending ? "1" : "0");
+    q_resp_bulk_str(o, from == Q_INTAKE_RESUME ? "2" : from == Q_INTAKE_PENDING ? "1" : "0");
     q_resp_bulk_str(o, suppress ? "1" : "0");
     q_resp_bulk_str(o, k->campaign);
     q_resp_bulk_u64(o, max_bytes);
     q_resp_bulk_str(o, at_least_one ? "1" : "0");
     q_resp_bulk_u64(o, Q_INTAKE_ENTRY_MAX);
+    q_resp_bulk_str(o, k->stats);
     q_redis_eval_end(q, fn, priv);
 }
 

@@ -42,9 +42,17 @@ void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn
  */
 void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int block_ms,
                    int from_pending, q_reply_fn *fn, void *priv);
+/* where q_intake_read2 reads from */
+enum q_intake_from {
+    Q_INTAKE_NEW,     /* entries never handed out */
+    Q_INTAKE_PENDING, /* this consumer's own pending entries (after a lost read) */
+    Q_INTAKE_RESUME,  /* the same, left by an earlier run of the consumer: counted `reclaimed` */
+};
 /*
  * q_intake_read2 - the worker's intake: one Lua script that reads up to
- * count new entries (or, from_pending, this consumer's own pending ones)
+ * count new entries (or, from Q_INTAKE_PENDING / Q_INTAKE_RESUME, this
+ * consumer's own pending ones; RESUME also counts each per campaign as
+ * `reclaimed`: an earlier run of the consumer may have sent it and died)
  * from <p>:jobs:high first and from <p>:jobs with what is left of count,
  * and at most max_bytes of them (as the script counts an entry: fields and
  * values + 16 each, + 64): new entries are measured before they are read;
@@ -58,7 +66,7 @@ void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consum
  * max >= count). Scripts cannot block: see q_intake_wait.
  */
 void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
-                    int at_least_one, int from_pending, int suppress, q_reply_fn *fn, void *priv);
+                    int at_least_one, enum q_intake_from from, int suppress, q_reply_fn *fn, void *priv);
 /*
  * q_intake_wait - XREAD COUNT 1 BLOCK block_ms STREAMS <jobs:high> <jobs> $ $:
  * returns (any reply, ignore it) as soon as a new entry is added to either

@@ -8,7 +8,7 @@ DESCRIPTION
     closing after 40 messages and rejecting some recipients, one worker SIGKILLed and restarted
     every 5-10 s, Redis (AOF, appendfsync always) SIGKILLed and restarted once. The ledger must
     hold: one final outcome per recipient, every delivered recipient at the sink, duplicates at the
-    sink within the jobs counted as reclaimed or resumed, counters equal to the events and adding up.
+    sink within the jobs counted as reclaimed, counters equal to the events and adding up.
 """
 
 from chaos_ledger import run_chaos, summary

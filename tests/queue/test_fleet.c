@@ -68,12 +68,12 @@ static void free_jobs(void)
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 1, 0, suppress, on_jobs, NULL);
+    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 1, Q_INTAKE_NEW, suppress, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
 /* read_bytes - q_intake_read2 with a byte budget, new entries or (pending) this consumer's own */
-static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, int pending)
+static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, enum q_intake_from pending)
 {
     free_jobs();
     q_intake_read2(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
@@ -702,6 +702,25 @@ static void on_owned(void *priv, redisReply *r)
 }
 
 /* a stalled worker asks which of its held jobs are still its own: not those taken over or recorded */
+/* a restarted worker's first pass over its own pending list counts them `reclaimed` (it may have sent them
+ * before it died); a later pass (a read lost with the link) and new entries count nothing */
+static void test_resumed_pending_counted_reclaimed(void **st)
+{
+    fresh();
+    xadd(K.jobs, "c1", "a@x.test");
+    xadd(K.jobs, "c1", "b@x.test");
+    read_bytes("host-0-0", 10, SIZE_MAX, 1, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(stat("c1", "reclaimed"), 0);
+    read_bytes("host-0-0", 10, SIZE_MAX, 1, Q_INTAKE_RESUME);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(stat("c1", "reclaimed"), 2);
+    read_bytes("host-0-0", 10, SIZE_MAX, 1, Q_INTAKE_PENDING);
+    assert_int_equal(NJ, 2);
+    assert_int_equal(stat("c1", "reclaimed"), 2);
+    free_jobs();
+}
+
 static void test_fence_confirm(void **st)
 {
     fresh();
@@ -751,6 +770,7 @@ int main(void)
         cmocka_unit_test(test_worker_names),
         cmocka_unit_test(test_read_by_bytes),
         cmocka_unit_test(test_fence_confirm),
+        cmocka_unit_test(test_resumed_pending_counted_reclaimed),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free_jobs();
