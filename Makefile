@@ -4,6 +4,7 @@
 #   make test       install missing Debian packages, build, run unit + integration tests
 #   make asan       the same suite under AddressSanitizer and UBSan (build-asan/);
 #                   ASAN_PYTEST="tests/integration/test_engine_*.py ..." picks the pytest part
+#   make chaos      a fleet under faults (kills, Redis restart, sink faults), then a ledger check
 #   make fuzz       every tests/fuzz/fuzz_*.c under clang libFuzzer + ASan + UBSan,
 #                   FUZZ_SECONDS (60) each, new inputs in build-fuzz/ (docs/testing.md)
 #   make demo       install, build, start Redis + sink, send the sample campaign, print the report
