@@ -1,13 +1,13 @@
 /*
  * NAME
- *   smtp_conn - one SMTP client connection: transport over the ring and the
- *   protocol state machine (RFC 5321, PIPELINING RFC 2920, STARTTLS RFC 3207)
+ *   smtp_conn - one SMTP client connection: the protocol state machine
+ *   (RFC 5321, PIPELINING RFC 2920, STARTTLS RFC 3207) over a byte stream
  * DESCRIPTION
- *   Transport: one recv and at most one send are in flight per connection.
- *   The protocol writes commands into `out` and reads replies from `in`;
- *   with TLS those are plaintext buffers and tls_write/tls_read move bytes
- *   between them and the socket buffers, so the protocol code is the same
- *   with and without TLS.
+ *   Transport: engine/transport.h moves the bytes (connect, a receive kept
+ *   armed, one send in flight, close). The protocol writes commands into
+ *   `out` and reads replies from `in`; with TLS those are plaintext buffers
+ *   and tls_write/tls_read move bytes between them and the stream's
+ *   buffers, so the protocol code is the same with and without TLS.
  *
  *   Protocol: every command sent pushes an expectation; every reply pops
  *   one, so replies are matched to commands whether or not they were
@@ -36,8 +36,8 @@
 
 #include <openssl/evp.h>
 
-#include "engine/ring.h"
 #include "engine/site_limit.h"
+#include "engine/transport.h"
 #include "lib/clock.h"
 #include "throttle/throttle.h"
 
@@ -57,23 +57,19 @@ static void conn_flush(struct smtp_conn *c);
 static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r);
 static void conn_after_io(struct smtp_conn *c);
 static void msg_note_conn(struct smtp_conn *c, struct msg *m);
+static void conn_on_connect(void *owner, int res);
+static void conn_on_data(void *owner, const char *p, size_t n);
+static void conn_on_eof(void *owner, int res);
+static void conn_on_sent(void *owner, int res);
+static void conn_on_released(void *owner, struct xport *x);
 
-/* slot_alloc - a connection slot; generations survive reuse so stale completions are spotted */
-static uint32_t slot_alloc(struct worker *w)
-{
-    if (w->nfree_slots > 0)
-        return w->free_slots[--w->nfree_slots];
-    uint32_t n = w->nconn_slots ? w->nconn_slots * 2 : 64;
-    w->conns = xrealloc(w->conns, n * sizeof(*w->conns));
-    w->free_slots = xrealloc(w->free_slots, n * sizeof(*w->free_slots));
-    for (uint32_t i = w->nconn_slots; i < n; i++)
-        w->conns[i] = NULL;
-    for (uint32_t i = n; i > w->nconn_slots + 1; i--)
-        w->free_slots[w->nfree_slots++] = i - 1;
-    uint32_t s = w->nconn_slots;
-    w->nconn_slots = n;
-    return s;
-}
+static const struct xport_cbs conn_cbs = {
+    .on_connect = conn_on_connect,
+    .on_data = conn_on_data,
+    .on_eof = conn_on_eof,
+    .on_sent = conn_on_sent,
+    .on_released = conn_on_released,
+};
 
 /* stage_timeout - RFC 5321 4.5.3.2: each stage has its own (configurable) limit */
 static uint64_t stage_timeout(const struct vconfig *cfg, enum smtp_expect_kind k)
@@ -166,31 +162,23 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     if (ti < 0)
         return NULL;
     struct pool_target *t = &p->targets[ti];
-    int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(p->last_error, sizeof(p->last_error), "socket: %s", strerror(errno));
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (p->egress >= 0 &&
-        bind_egress(fd, p->source_ip, t->addr.ss_family, p->last_error, sizeof(p->last_error)) < 0) {
-        close(fd);
-        return NULL;
-    }
     struct smtp_conn *c = xcalloc(1, sizeof(*c));
+    c->x = xport_open(w->xl, t->addr.ss_family, &conn_cbs, c, CONN_BUF_KEEP, p->last_error, sizeof(p->last_error));
+    if (c->x == NULL) {
+        free(c);
+        return NULL;
+    }
+    if (p->egress >= 0 &&
+        bind_egress(xport_fd(c->x), p->source_ip, t->addr.ss_family, p->last_error, sizeof(p->last_error)) < 0) {
+        c->state = CONN_CLOSED;
+        xport_close(c->x); /* conn_on_released frees c */
+        return NULL;
+    }
     c->w = w;
     c->pool = p;
-    c->fd = fd;
-    c->slot = slot_alloc(w);
-    c->gen = ++w->next_gen;
-    w->conns[c->slot] = c;
-    c->rx = xmalloc(WORKER_RX_SIZE);
     vbuf_init(&c->rbuf, 512);
-    vbuf_init(&c->wbuf, 512);
-    vbuf_init(&c->sbuf, 512);
     c->in = &c->rbuf;
-    c->out = &c->wbuf;
+    c->out = xport_wbuf(c->x);
     c->state = CONN_CONNECTING;
     c->target = ti;
     c->opened_ms = worker_now_ms();
@@ -199,10 +187,7 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     c->next = p->conns;
     p->conns = c;
     p->nconns++;
-    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&t->addr, t->addrlen);
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_CONNECT, c->slot, c->gen));
-    c->ops++;
+    xport_connect(c->x, (struct sockaddr *)&t->addr, t->addrlen);
     expect_push(c, EX_GREETING, NULL);
     c->deadline_ms = c->opened_ms + (uint64_t)w->cfg->timeout_connect_ms;
     return c;
@@ -215,19 +200,7 @@ static void conn_trim(vbuf *b)
         vbuf_shrink(b, CONN_BUF_KEEP);
 }
 
-/* conn_arm_recv - keep one recv in flight while the connection is open */
-static void conn_arm_recv(struct smtp_conn *c)
-{
-    if (c->recv_armed || c->state == CONN_CLOSED || c->state == CONN_CONNECTING)
-        return;
-    struct io_uring_sqe *sqe = ring_sqe(&c->w->ring);
-    io_uring_prep_recv(sqe, c->fd, c->rx, WORKER_RX_SIZE, 0);
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_RECV, c->slot, c->gen));
-    c->recv_armed = true;
-    c->ops++;
-}
-
-/* conn_flush - encrypt pending plaintext and hand the socket bytes to the kernel */
+/* conn_flush - encrypt pending plaintext and hand the stream's bytes to the transport */
 static void conn_flush(struct smtp_conn *c)
 {
     char err[256];
@@ -241,17 +214,7 @@ static void conn_flush(struct smtp_conn *c)
         vbuf_reset(&c->pout);
         conn_trim(&c->pout);
     }
-    if (c->send_armed || vbuf_len(&c->wbuf) == 0)
-        return;
-    /* swap: the kernel gets sbuf, the protocol keeps filling wbuf */
-    vbuf t = c->sbuf;
-    c->sbuf = c->wbuf;
-    c->wbuf = t;
-    struct io_uring_sqe *sqe = ring_sqe(&c->w->ring);
-    io_uring_prep_send(sqe, c->fd, vbuf_data(&c->sbuf), vbuf_len(&c->sbuf), MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_SEND, c->slot, c->gen));
-    c->send_armed = true;
-    c->ops++;
+    xport_flush(c->x);
 }
 
 /* conn_cmd - write one command line and expect its reply */
@@ -267,43 +230,26 @@ static void conn_cmd(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m
     expect_push(c, k, m);
 }
 
-/* conn_close - close the socket; the struct lives until its ring operations complete */
+/* conn_close - close the stream; the struct lives until the transport releases it */
 static void conn_close(struct smtp_conn *c)
 {
     if (c->state == CONN_CLOSED)
         return;
     bool was_ready = c->state == CONN_READY || c->state == CONN_QUITTING;
     c->state = CONN_CLOSED;
-    /* shutdown completes an armed recv (with 0); a connect still in flight needs a cancel */
-    shutdown(c->fd, SHUT_RDWR);
-    if (c->ops > 0) {
-        struct io_uring_sqe *sqe = ring_sqe(&c->w->ring);
-        io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-        io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_NONE, 0, 0));
-    }
+    xport_close(c->x);
+    c->x = NULL;
     pool_conn_closed(c->w, c->pool, c, was_ready);
 }
 
-/* conn_release - free a closed connection once the kernel is done with its buffers */
-static void conn_release(struct smtp_conn *c)
+/* conn_on_released - the transport let go of the stream (after close, or at the worker's end): free c */
+static void conn_on_released(void *owner, struct xport *x)
 {
-    if (c->state != CONN_CLOSED || c->ops > 0)
-        return;
-    struct worker *w = c->w;
-    w->conns[c->slot] = NULL;
-    w->free_slots[w->nfree_slots++] = c->slot;
-    smtp_conn_free(c);
-}
-
-void smtp_conn_free(struct smtp_conn *c)
-{
-    close(c->fd);
+    struct smtp_conn *c = owner;
+    (void)x;
     if (c->tls.ssl)
         tls_session_free(&c->tls);
-    free(c->rx);
     vbuf_free(&c->rbuf);
-    vbuf_free(&c->wbuf);
-    vbuf_free(&c->sbuf);
     vbuf_free(&c->pin);
     vbuf_free(&c->pout);
     free(c);
@@ -514,7 +460,8 @@ static void tls_begin(struct smtp_conn *c)
     vbuf_init(&c->pin, 512);
     vbuf_init(&c->pout, 512);
     SSL_CTX *ctx = c->pool->tls == CONFIG_TLS_VERIFY ? c->w->tls_ctx_verify : c->w->tls_ctx;
-    if (ctx == NULL || tls_session_start(&c->tls, ctx, &c->rbuf, &c->wbuf, c->pool->targets[c->target].name) < 0) {
+    if (ctx == NULL ||
+        tls_session_start(&c->tls, ctx, &c->rbuf, xport_wbuf(c->x), c->pool->targets[c->target].name) < 0) {
         smtp_conn_fail(c, "TLS session could not be created");
         return;
     }
@@ -857,9 +804,10 @@ static void conn_after_io(struct smtp_conn *c)
     smtp_conn_kick(c);
 }
 
-/* on_connect - TCP connect finished */
-static void on_connect(struct smtp_conn *c, int res)
+/* conn_on_connect - TCP connect finished (receiving has started with it) */
+static void conn_on_connect(void *owner, int res)
 {
+    struct smtp_conn *c = owner;
     if (res < 0) {
         char why[200];
         snprintf(why, sizeof(why), "connect to %.150s failed: %s", c->peer, strerror(-res));
@@ -868,7 +816,6 @@ static void on_connect(struct smtp_conn *c, int res)
     }
     c->state = CONN_HANDSHAKE;
     c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_greeting_ms;
-    conn_arm_recv(c);
     if (c->pool->route != NULL && c->pool->route->tls == ROUTE_TLS_IMPLICIT) {
         /* port 465: TLS from the first byte, the greeting comes inside it */
         tls_begin(c);
@@ -878,79 +825,52 @@ static void on_connect(struct smtp_conn *c, int res)
     }
 }
 
-void smtp_conn_on_cqe(struct worker *w, uint64_t ud, int res)
+/* conn_on_data - bytes from the server */
+static void conn_on_data(void *owner, const char *p, size_t n)
 {
-    uint32_t slot = ring_slot_of(ud);
-    if (slot >= w->nconn_slots || w->conns[slot] == NULL || w->conns[slot]->gen != ring_gen_of(ud))
-        return; /* stale: the slot was released and maybe reused */
-    struct smtp_conn *c = w->conns[slot];
-    c->ops--;
-    switch (ring_op_of(ud)) {
-    case RING_OP_SMTP_CONNECT:
-        if (c->state != CONN_CLOSED)
-            on_connect(c, res);
-        break;
-    case RING_OP_SMTP_RECV:
-        c->recv_armed = false;
-        if (c->state == CONN_CLOSED)
-            break;
-        if (res <= 0) {
-            if (c->state == CONN_QUITTING && res == 0) {
-                conn_close(c);
-                break;
-            }
-            char why[160];
-            snprintf(why, sizeof(why), "%s%s", res == 0 ? "connection closed by server" : strerror(-res),
-                     c->tls_handshaking ? " during the TLS handshake" : "");
-            if (c->tls_handshaking)
-                tls_failed(c, why); /* bytes it sent before the close may not have been read yet */
-            else
-                smtp_conn_fail(c, why);
-            break;
-        }
-        vbuf_append(&c->rbuf, c->rx, (size_t)res);
-        /* a reply line is capped, so plaintext input this large can only be abuse */
-        if (!c->tls_on && vbuf_len(&c->rbuf) > SMTP_REPLY_LINE_MAX * SMTP_REPLY_LINES_MAX) {
-            smtp_conn_fail(c, "server sent more than a reply's worth of bytes");
-            break;
-        }
-        conn_after_io(c);
-        conn_arm_recv(c);
-        break;
-    case RING_OP_SMTP_SEND:
-        c->send_armed = false;
-        if (c->state == CONN_CLOSED)
-            break;
-        if (res < 0) {
-            char why[160];
-            snprintf(why, sizeof(why), "send failed: %s", strerror(-res));
-            smtp_conn_fail(c, why);
-            break;
-        }
-        vbuf_consume(&c->sbuf, (size_t)res);
-        /* progress while sending a body: each block has its own limit, then the stage's runs again */
-        if (c->ex_len > 0)
-            c->deadline_ms = worker_now_ms() + (vbuf_len(&c->sbuf) > 0 || vbuf_len(&c->wbuf) > 0
-                                                    ? (uint64_t)w->cfg->timeout_block_ms
-                                                    : stage_timeout(w->cfg, c->expect[c->ex_head].kind));
-        if (vbuf_len(&c->sbuf) > 0) {
-            /* partial send: the rest goes first, before anything written since */
-            struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-            io_uring_prep_send(sqe, c->fd, vbuf_data(&c->sbuf), vbuf_len(&c->sbuf), MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_SMTP_SEND, c->slot, c->gen));
-            c->send_armed = true;
-            c->ops++;
-        } else {
-            /* large message bodies should not pin memory on idle connections */
-            conn_trim(&c->sbuf);
-            conn_flush(c);
-        }
-        break;
-    default:
-        break;
+    struct smtp_conn *c = owner;
+    vbuf_append(&c->rbuf, p, n);
+    /* a reply line is capped, so plaintext input this large can only be abuse */
+    if (!c->tls_on && vbuf_len(&c->rbuf) > SMTP_REPLY_LINE_MAX * SMTP_REPLY_LINES_MAX) {
+        smtp_conn_fail(c, "server sent more than a reply's worth of bytes");
+        return;
     }
-    if (c->state == CONN_CLOSED)
-        conn_release(c);
+    conn_after_io(c);
+}
+
+/* conn_on_eof - the server closed the connection (expected after QUIT), or receiving failed */
+static void conn_on_eof(void *owner, int res)
+{
+    struct smtp_conn *c = owner;
+    if (c->state == CONN_QUITTING && res == 0) {
+        conn_close(c);
+        return;
+    }
+    char why[160];
+    snprintf(why, sizeof(why), "%s%s", res == 0 ? "connection closed by server" : strerror(-res),
+             c->tls_handshaking ? " during the TLS handshake" : "");
+    if (c->tls_handshaking)
+        tls_failed(c, why); /* bytes it sent before the close may not have been read yet */
+    else
+        smtp_conn_fail(c, why);
+}
+
+/* conn_on_sent - a send finished: the stage's clock restarts, what was written meanwhile goes */
+static void conn_on_sent(void *owner, int res)
+{
+    struct smtp_conn *c = owner;
+    if (res < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "send failed: %s", strerror(-res));
+        smtp_conn_fail(c, why);
+        return;
+    }
+    /* progress while sending a body: each block has its own limit, then the stage's runs again */
+    if (c->ex_len > 0)
+        c->deadline_ms =
+            worker_now_ms() + (xport_unsent(c->x) > 0 ? (uint64_t)c->w->cfg->timeout_block_ms
+                                                      : stage_timeout(c->w->cfg, c->expect[c->ex_head].kind));
+    conn_flush(c);
 }
 
 void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
@@ -974,7 +894,6 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
             conn_close(c);
         else
             smtp_conn_fail(c, why);
-        conn_release(c);
         return;
     }
     if (now - c->opened_ms >= (uint64_t)c->w->cfg->connection_max_ms) {
@@ -983,7 +902,6 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
             smtp_conn_quit(c);
         } else if (c->state != CONN_QUITTING) {
             smtp_conn_fail(c, "connection exceeded connection_max_ms");
-            conn_release(c);
         }
         return;
     }
@@ -995,10 +913,4 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
         (now - c->idle_since_ms >= idle_limit ||
          (now - c->idle_since_ms >= CONN_YIELD_IDLE_MS && site_limit_contended(c->pool->limit_key, now))))
         smtp_conn_quit(c);
-}
-
-void smtp_conn_abort(struct smtp_conn *c, const char *why)
-{
-    smtp_conn_fail(c, why);
-    conn_release(c);
 }

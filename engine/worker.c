@@ -32,6 +32,7 @@
 #include "engine/dns.h"
 #include "engine/lease.h"
 #include "engine/ring.h"
+#include "engine/transport_uring.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -89,16 +90,21 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->exit_when_idle = exit_when_idle;
     q_keys_init(&w->keys, cfg->redis_prefix);
     snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
-    struct io_uring_params params = {0};
-    int rc = io_uring_queue_init_params(4096, &w->ring, &params);
-    if (rc < 0) {
-        snprintf(err, errlen, "io_uring is unavailable (%s): volley needs Linux 5.19+ with io_uring enabled",
-                 strerror(-rc));
+    char ring_desc[96];
+    int rc = ring_open(&w->ring, 4096, ring_desc, sizeof(ring_desc), err, errlen);
+    if (rc < 0)
         return rc;
+    if (idx == 0)
+        log_debug("io_uring: %s", ring_desc);
+    w->xl = xport_uring_new(&w->ring, err, errlen);
+    if (w->xl == NULL) {
+        io_uring_queue_exit(&w->ring);
+        return -ENOTSUP;
     }
     w->tls_ctx = tls_client_ctx_new(0, NULL, err, errlen);
     if (w->tls_ctx == NULL) {
         io_uring_queue_exit(&w->ring);
+        xport_loop_free(w->xl);
         return -EPROTO;
     }
     if (worker_needs_verify(cfg)) {
@@ -106,6 +112,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
         if (w->tls_ctx_verify == NULL) {
             tls_ctx_free(w->tls_ctx);
             io_uring_queue_exit(&w->ring);
+            xport_loop_free(w->xl);
             return -EPROTO;
         }
     }
@@ -118,10 +125,11 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
         if (w->dkim == NULL) {
             tls_ctx_free(w->tls_ctx);
             io_uring_queue_exit(&w->ring);
+            xport_loop_free(w->xl);
             return -EINVAL;
         }
     }
-    redis_link_init(w);
+    redis_link_init(&w->redis, w, &cfg->redis);
     if (tc != NULL) {
         const char *ips[CONFIG_MAX_EGRESS];
         for (int i = 0; i < cfg->negress; i++)
@@ -1017,7 +1025,7 @@ static void stop_step(struct worker *w, uint64_t now)
         for (struct route_pool *p = w->pools; p; p = p->next)
             for (struct smtp_conn *c = p->conns, *next; c; c = next) {
                 next = c->next;
-                smtp_conn_abort(c, "worker shutting down");
+                smtp_conn_fail(c, "worker shutting down");
             }
         busy = false;
     }
@@ -1079,21 +1087,6 @@ static void worker_apply_config(struct worker *w, struct vconfig *nc)
 
 /* ---- loop ---- */
 
-/*
- * worker_wait - submit what is queued and sleep until a completion or ms.
- * The timer is an IORING_OP_TIMEOUT with a completion count of 1: it ends as
- * soon as any other completion arrives, so timers never pile up, and the
- * wait does not depend on the kernel's extended-argument support.
- */
-static int worker_wait(struct worker *w, uint64_t ms)
-{
-    struct __kernel_timespec ts = {.tv_sec = (long long)(ms / 1000), .tv_nsec = (long long)(ms % 1000) * 1000000};
-    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    io_uring_prep_timeout(sqe, &ts, 1, 0);
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_NONE, 0, 0));
-    return io_uring_submit_and_wait(&w->ring, 1);
-}
-
 /* handle_cqes - run every completion of the batch, then advance the CQ once */
 static void handle_cqes(struct worker *w)
 {
@@ -1103,15 +1096,10 @@ static void handle_cqes(struct worker *w)
     {
         uint64_t ud = io_uring_cqe_get_data64(cqe);
         switch (ring_op_of(ud)) {
-        case RING_OP_SMTP_CONNECT:
-        case RING_OP_SMTP_RECV:
-        case RING_OP_SMTP_SEND:
-            smtp_conn_on_cqe(w, ud, cqe->res);
-            break;
-        case RING_OP_REDIS_CONNECT:
-        case RING_OP_REDIS_RECV:
-        case RING_OP_REDIS_SEND:
-            redis_link_on_cqe(w, ud, cqe->res);
+        case RING_OP_XPORT_CONNECT:
+        case RING_OP_XPORT_RECV:
+        case RING_OP_XPORT_SEND:
+            xport_uring_on_cqe(w->xl, cqe);
             break;
         case RING_OP_DNS_POLL:
             if (w->dns != NULL)
@@ -1123,6 +1111,7 @@ static void handle_cqes(struct worker *w)
         n++;
     }
     io_uring_cq_advance(&w->ring, n);
+    xport_loop_reap(w->xl); /* connections closed during the batch are freed once the kernel let go */
 }
 
 void worker_run(struct worker *w)
@@ -1130,6 +1119,7 @@ void worker_run(struct worker *w)
     char tag[24];
     snprintf(tag, sizeof(tag), "w%d", w->idx);
     log_set_thread_tag(tag);
+    ring_start(&w->ring); /* a single-issuer ring belongs to the thread that starts it */
     while (!w->done) {
         uint64_t now = worker_now_ms();
         struct vconfig *nc = atomic_exchange(&w->new_cfg, NULL);
@@ -1141,7 +1131,7 @@ void worker_run(struct worker *w)
             drop_unstarted(w);
             fence_drop_parked(w);
         }
-        redis_link_tick(w, now);
+        redis_link_tick(&w->redis, now);
         if (w->dns != NULL)
             dns_tick(w->dns, now);
         if (w->thr != NULL)
@@ -1156,7 +1146,7 @@ void worker_run(struct worker *w)
         }
         pool_tick(w, now);
         flush_outcomes(w);
-        redis_link_flush(w);
+        redis_link_flush(&w->redis);
         if (w->stopping)
             stop_step(w, now);
         if (w->done)
@@ -1169,7 +1159,7 @@ void worker_run(struct worker *w)
             if (wait_ms > 100)
                 wait_ms = 100;
         }
-        int rc = worker_wait(w, wait_ms ? wait_ms : 1);
+        int rc = ring_wait(&w->ring, wait_ms ? wait_ms : 1);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             log_error("io_uring wait failed: %s", strerror(-rc));
             break;
@@ -1188,9 +1178,9 @@ void worker_run(struct worker *w)
             pool_tick(w, now);
             if (w->redis.state == REDIS_UP)
                 fleet_beat(w, now);
-            redis_link_flush(w);
+            redis_link_flush(&w->redis);
             stop_step(w, now);
-            worker_wait(w, 50);
+            ring_wait(&w->ring, 50);
             handle_cqes(w);
         }
     }
@@ -1201,13 +1191,7 @@ void worker_free(struct worker *w)
     io_uring_queue_exit(&w->ring); /* the kernel lets go of every buffer here */
     if (w->dns != NULL)
         dns_resolver_free(w->dns); /* after the ring: no completion can reach it any more */
-    for (uint32_t i = 0; i < w->nconn_slots; i++) {
-        struct smtp_conn *c = w->conns[i];
-        if (c != NULL)
-            smtp_conn_free(c);
-    }
-    free(w->conns);
-    free(w->free_slots);
+    xport_loop_free(w->xl);        /* every connection still held is released (and freed) with its stream */
     pool_free_all(w);
     while (w->out_head) {
         struct msg *m = w->out_head;
@@ -1225,7 +1209,7 @@ void worker_free(struct worker *w)
     }
     if (w->thr != NULL)
         thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
-    redis_link_free(w);   /* a failed fence round releases its messages to the free list */
+    redis_link_free(&w->redis); /* a failed fence round releases its messages to the free list */
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;
         w->free_msgs = m->next;

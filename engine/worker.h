@@ -42,8 +42,9 @@ struct throttle;
 struct thr_config;
 struct thr_verdict;
 struct camp;
+struct xport;
+struct xport_loop;
 
-#define WORKER_RX_SIZE 4096 /* per connection, always posted: replies are small, TLS records arrive in parts */
 #define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
 /* a worker's name lives this long after its last heartbeat (one beat per TTL / 5) */
@@ -109,19 +110,13 @@ struct smtp_conn {
     struct worker *w;
     struct route_pool *pool;
     struct smtp_conn *next; /* pool's connection list */
-    uint32_t slot, gen;
-    int fd;
+    struct xport *x; /* the byte stream (engine/transport.h); NULL once closed */
     enum smtp_state state;
-    int ops; /* ring operations in flight on this connection */
-    bool recv_armed, send_armed;
-    char *rx;    /* recv target, WORKER_RX_SIZE bytes, kernel's while recv_armed */
     vbuf rbuf;   /* bytes from the socket (ciphertext once TLS is on) */
-    vbuf wbuf;   /* bytes to send, being filled */
-    vbuf sbuf;   /* bytes handed to the kernel: not touched while send_armed */
     vbuf pin;    /* plaintext received (TLS only) */
     vbuf pout;   /* plaintext to encrypt (TLS only) */
     vbuf *in;    /* what the protocol reads: rbuf or pin */
-    vbuf *out;   /* what the protocol writes: wbuf or pout */
+    vbuf *out;   /* what the protocol writes: the stream's send buffer or pout */
     bool tls_on, tls_handshaking, greeted, authed;
     bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
     bool thr_held;    /* holds a throttle connection lease (released on close) */
@@ -204,16 +199,13 @@ struct camp {
 /* CONNECTING -> [HANDSHAKE: rediss] -> HELLO (AUTH, SELECT) -> UP: nothing of q goes out before UP */
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_HANDSHAKE, REDIS_HELLO, REDIS_UP };
 
+/* one Redis connection of a worker thread (a thread may hold several: each is its own stream on the loop) */
 struct redis_link {
-    int fd;
+    struct worker *w;
+    const struct redis_url *url; /* the server (the worker's [redis] url) */
+    struct xport *x; /* the byte stream while not DOWN (engine/transport.h) */
     enum redis_state state;
-    uint32_t gen;
-    int ops;
-    bool recv_armed, send_armed;
     struct q_redis *q;
-    vbuf sbuf; /* the kernel's while send_armed */
-    vbuf wout; /* wire bytes (ciphertext under TLS) waiting for the next send */
-    char *rx;
     /* rediss://: engine/tls over the ring; the context is made on first connect */
     SSL_CTX *tls_ctx;
     struct tls_session tls;
@@ -257,15 +249,10 @@ struct worker {
     bool name_lost;               /* thread 0: another process holds our name now; we stopped */
     atomic_int *running;          /* process-wide: threads still running (thread 0 stops last) */
     struct io_uring ring;
+    struct xport_loop *xl; /* the SMTP connections' and the Redis link's streams over the ring */
     SSL_CTX *tls_ctx;
     struct dkim_signer *dkim;
     struct redis_link redis;
-    /* connections by slot */
-    struct smtp_conn **conns;
-    uint32_t nconn_slots;
-    uint32_t *free_slots;
-    uint32_t nfree_slots;
-    uint32_t next_gen;
     struct route_pool *pools; /* all pools */
     struct route_pool *pool_table[POOL_BUCKETS];
     unsigned egress_rr;
@@ -387,23 +374,19 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p);
 void smtp_conn_kick(struct smtp_conn *c);
 bool smtp_conn_idle(const struct smtp_conn *c);
 void smtp_conn_quit(struct smtp_conn *c);
+/* smtp_conn_fail - defer what the connection carries and close it (c stays valid until the loop turn ends) */
 void smtp_conn_fail(struct smtp_conn *c, const char *why);
-/* smtp_conn_on_cqe - a completion for a connection slot (stale generations are ignored) */
-void smtp_conn_on_cqe(struct worker *w, uint64_t user_data, int res);
-/* smtp_conn_tick - stage timeouts and idle QUIT; may free c */
+/* smtp_conn_tick - stage timeouts and idle QUIT (a closed connection is freed later, by the transport) */
 void smtp_conn_tick(struct smtp_conn *c, uint64_t now);
-/* smtp_conn_free - release a connection's memory and socket (the ring must be done with it) */
-void smtp_conn_free(struct smtp_conn *c);
-/* smtp_conn_abort - fail the connection from outside a completion; may free c */
-void smtp_conn_abort(struct smtp_conn *c, const char *why);
 
 /* redis_link.c */
-void redis_link_init(struct worker *w);
-void redis_link_free(struct worker *w);
+/* redis_link_init - a link to url for w (not connected: redis_link_tick connects it) */
+void redis_link_init(struct redis_link *l, struct worker *w, const struct redis_url *url);
+/* redis_link_free - after xport_loop_free (the stream is gone then) */
+void redis_link_free(struct redis_link *l);
 /* redis_link_tick - connect or reconnect (with backoff) and push queued command bytes */
-void redis_link_tick(struct worker *w, uint64_t now);
-void redis_link_flush(struct worker *w);
-void redis_link_on_cqe(struct worker *w, uint64_t user_data, int res);
+void redis_link_tick(struct redis_link *l, uint64_t now);
+void redis_link_flush(struct redis_link *l);
 /*
  * redis_link_check - before threads start: connect once with the blocking client; -EACCES (credentials
  * refused) or -EPROTO (TLS setup or certificate) with the reason in err; an unreachable server is logged, 0
