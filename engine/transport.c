@@ -98,6 +98,7 @@ size_t xport_unsent(const struct xport *x)
 /* start_send - hand sbuf to the backend */
 static void start_send(struct xport *x)
 {
+    x->loop->st.sends++;
     x->loop->be->send(x);
     x->send_armed = true;
     x->ops++;
@@ -105,13 +106,33 @@ static void start_send(struct xport *x)
 
 void xport_flush(struct xport *x)
 {
-    if (x->closed || !x->connected || x->send_armed || vbuf_len(&x->wbuf) == 0)
+    if (x->flushing || x->closed || !x->connected || x->send_armed || vbuf_len(&x->wbuf) == 0)
         return;
-    /* sbuf is empty here: swap instead of copying */
-    vbuf t = x->sbuf;
-    x->sbuf = x->wbuf;
-    x->wbuf = t;
-    start_send(x);
+    /* the send starts at the end of the turn: what the turn still writes joins it (one send, not several) */
+    x->flushing = true;
+    x->flush_next = x->loop->flush;
+    x->loop->flush = x;
+}
+
+void xport_loop_flush(struct xport_loop *l)
+{
+    while (l->flush != NULL) {
+        struct xport *x = l->flush;
+        l->flush = x->flush_next;
+        x->flushing = false;
+        if (x->send_armed || vbuf_len(&x->wbuf) == 0)
+            continue;
+        /* sbuf is empty here: swap instead of copying */
+        vbuf t = x->sbuf;
+        x->sbuf = x->wbuf;
+        x->wbuf = t;
+        start_send(x);
+    }
+}
+
+const struct xport_stats *xport_loop_stats(const struct xport_loop *l)
+{
+    return &l->st;
 }
 
 /* arm_recv - one receive armed from connect to end of stream or close */
@@ -140,6 +161,14 @@ void xport_close(struct xport *x)
     if (x->closed)
         return;
     x->closed = true;
+    if (x->flushing) {
+        /* off the flush list: it may be freed before the list is walked */
+        struct xport **pp = &x->loop->flush;
+        while (*pp != x)
+            pp = &(*pp)->flush_next;
+        *pp = x->flush_next;
+        x->flushing = false;
+    }
     /* shutdown ends an armed receive (with 0); a connect or send still in flight needs the cancel */
     shutdown(x->fd, SHUT_RDWR);
     if (x->ops > 0)
@@ -181,6 +210,8 @@ void xport_done_recv(struct xport *x, const char *p, int res, bool last)
         x->cbs->on_eof(x->owner, res);
         return;
     }
+    x->loop->st.recvs++;
+    x->loop->st.recv_bytes += (size_t)res;
     x->cbs->on_data(x->owner, p, (size_t)res);
     if (last)
         arm_recv(x);
@@ -203,6 +234,7 @@ void xport_done_send(struct xport *x, int res)
         x->cbs->on_sent(x->owner, res);
         return;
     }
+    x->loop->st.send_bytes += (size_t)res;
     vbuf_consume(&x->sbuf, (size_t)res);
     if (vbuf_len(&x->sbuf) > 0)
         start_send(x); /* partial: the rest goes first, before anything written since */

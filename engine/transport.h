@@ -5,7 +5,7 @@
  *   struct xport *x = xport_open(loop, AF_INET, &my_cbs, me, 1024, err, sizeof err);
  *   xport_connect(x, sa, salen);        // cbs->on_connect(me, 0 or -errno)
  *   vbuf_append(xport_wbuf(x), p, n);   // queue bytes (TLS's BIO may append here too)
- *   xport_flush(x);                     // hand them to the kernel unless a send is in flight
+ *   xport_flush(x);                     // send them at the end of the loop turn
  *   ...cbs->on_data(me, p, n)           // bytes arrived (p valid during the call only)
  *   xport_close(x);                     // no callback but on_released from here on
  *   ...cbs->on_released(me, x)          // the kernel let go: me may be freed
@@ -81,13 +81,26 @@ int xport_fd(const struct xport *x);
 void xport_connect(struct xport *x, const struct sockaddr *sa, socklen_t len);
 /* xport_wbuf - where the owner (or its TLS BIO) appends bytes to send */
 vbuf *xport_wbuf(struct xport *x);
-/* xport_flush - send what wbuf holds unless a send is in flight (its completion sends the rest) */
+/*
+ * xport_flush - send what wbuf holds: at the loop's next xport_loop_flush,
+ * so everything written during one turn of the loop leaves in one send
+ * (while a send is in flight, its completion sends the rest)
+ */
 void xport_flush(struct xport *x);
 /* xport_unsent - bytes queued or in flight, not yet taken by the kernel */
 size_t xport_unsent(const struct xport *x);
 /* xport_close - shut the socket down and cancel what is in flight; x is the transport's from here */
 void xport_close(struct xport *x);
 
+/* counters of a loop, for the worker's exit line (debug) and the bench */
+struct xport_stats {
+    unsigned long sends, send_bytes, recvs, recv_bytes;
+};
+
+/* xport_loop_flush - start the sends xport_flush asked for (once per loop turn, before waiting) */
+void xport_loop_flush(struct xport_loop *l);
+/* xport_loop_stats - what the loop moved so far */
+const struct xport_stats *xport_loop_stats(const struct xport_loop *l);
 /* xport_loop_reap - run on_released for streams whose last operation finished (once per loop turn) */
 void xport_loop_reap(struct xport_loop *l);
 /*

@@ -19,11 +19,12 @@ struct xport {
     struct xport_loop *loop;
     const struct xport_cbs *cbs;
     void *owner;
-    struct xport *reap_next; /* on the loop's reap list (closed, nothing in flight) */
+    struct xport *reap_next;  /* on the loop's reap list (closed, nothing in flight) */
+    struct xport *flush_next; /* on the loop's flush list (bytes to send at the end of the turn) */
     int fd;
     uint32_t slot, gen;
     int ops; /* backend operations in flight: the socket and sbuf are the kernel's until 0 */
-    bool connected, recv_armed, send_armed, eof, closed, reaping;
+    bool connected, recv_armed, send_armed, eof, closed, reaping, flushing;
     vbuf wbuf; /* being filled by the owner */
     vbuf sbuf; /* the kernel's while send_armed */
     size_t buf_keep;
@@ -47,7 +48,9 @@ struct xport_loop {
     uint32_t *free_slots;
     uint32_t nfree;
     uint32_t next_gen;
-    struct xport *reap; /* closed streams waiting for on_released */
+    struct xport *reap;  /* closed streams waiting for on_released */
+    struct xport *flush; /* streams with bytes to send once the turn's work is done */
+    struct xport_stats st;
 };
 
 /* xport_loop_init - a loop over backend be (the backend allocates the loop and calls this) */
