@@ -37,6 +37,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
+#include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/rand.h"
 
@@ -408,15 +409,6 @@ void dns_tick(struct dns_resolver *r, uint64_t now_ms)
 }
 
 /* ---- cache ---- */
-
-/* hash_name - FNV-1a of a normalised domain */
-static uint32_t hash_name(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
 
 /* cache_find - the entry of a normalised domain, or NULL */
 static struct dns_entry *cache_find(struct dns_resolver *r, const char *name, uint32_t h)
@@ -951,7 +943,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, v
         invalid_name(domain, fn, priv);
         return;
     }
-    uint32_t h = hash_name(name);
+    uint32_t h = hash_fnv1a(name);
     struct dns_entry *e = cache_find(r, name, h);
     if (e && e->fetch) {
         r->st.joined++;

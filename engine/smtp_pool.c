@@ -27,6 +27,7 @@
 
 #include "engine/site_limit.h"
 #include "lib/clock.h"
+#include "lib/hash.h"
 #include "throttle/throttle.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
@@ -34,15 +35,6 @@
 
 #define POOL_DOWN_MIN_MS 1000
 #define POOL_DOWN_MAX_MS 60000
-
-/* pool_hash - FNV-1a over the key */
-static unsigned pool_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % POOL_BUCKETS;
-}
 
 /* pool_make_key - site, source IP, TLS policy, auth identity and the throttle's provider */
 static void pool_make_key(char *key, size_t keylen, const char *site, int egress, enum config_tls_mode tls,
@@ -56,7 +48,7 @@ struct route_pool *pool_find(struct worker *w, const char *site, int egress, enu
 {
     char key[sizeof(((struct route_pool *)0)->key)];
     pool_make_key(key, sizeof(key), site, egress, tls, r, prov);
-    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->bucket_next)
+    for (struct route_pool *p = w->pool_table[hash_fnv1a(key) % POOL_BUCKETS]; p; p = p->bucket_next)
         if (strcmp(p->key, key) == 0)
             return p;
     return NULL;
@@ -81,7 +73,7 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     p->tls = tls;
     p->thr_prov = prov;
     p->thr_ip = egress >= 0 ? egress : 0;
-    unsigned h = pool_hash(p->key);
+    unsigned h = hash_fnv1a(p->key) % POOL_BUCKETS;
     p->bucket_next = w->pool_table[h];
     w->pool_table[h] = p;
     p->next = w->pools;
