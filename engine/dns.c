@@ -35,6 +35,7 @@
 
 #include "engine/ring.h"
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/hash.h"
@@ -976,7 +977,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
 {
     pthread_once(&ares_once, ares_lib_init);
     if (ares_init_rc != ARES_SUCCESS) {
-        snprintf(err, errlen, "c-ares: library init: %s", ares_strerror(ares_init_rc));
+        err_set(err, errlen, -EIO, "c-ares: library init: %s", ares_strerror(ares_init_rc));
         return NULL;
     }
     struct dns_resolver *r = xcalloc(1, sizeof(*r));
@@ -1002,7 +1003,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
     o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_EDNS; /* EDNS: large MX sets without a TCP retry */
     int rc = ares_init_options(&r->ch, &o, mask);
     if (rc != ARES_SUCCESS) {
-        snprintf(err, errlen, "c-ares: init: %s", ares_strerror(rc));
+        err_set(err, errlen, -EIO, "c-ares: init: %s", ares_strerror(rc));
         goto fail;
     }
     if (cfg->ndns_servers > 0) {
@@ -1017,7 +1018,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
         if (rc != ARES_SUCCESS) {
             char safe[120];
             log_sanitize(safe, sizeof(safe), vbuf_data(&csv), vbuf_len(&csv));
-            snprintf(err, errlen, "[dns] servers \"%s\": %s (IP or IP:port expected)", safe, ares_strerror(rc));
+            err_set(err, errlen, -EINVAL, "[dns] servers \"%s\": %s (IP or IP:port expected)", safe, ares_strerror(rc));
             vbuf_free(&csv);
             goto fail;
         }
