@@ -34,6 +34,7 @@
 #include "engine/ring.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/rand.h"
 #include "queue/campaign.h"
@@ -91,23 +92,17 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
     struct io_uring_params params = {0};
     int rc = io_uring_queue_init_params(4096, &w->ring, &params);
-    if (rc < 0) {
-        snprintf(err, errlen, "io_uring is unavailable (%s): volley needs Linux 5.19+ with io_uring enabled",
-                 strerror(-rc));
-        return rc;
-    }
+    if (rc < 0)
+        return err_set(err, errlen, rc, "io_uring is unavailable (%s): volley needs Linux 5.19+ with io_uring enabled",
+                       strerror(-rc));
+    rc = -EPROTO;
     w->tls_ctx = tls_client_ctx_new(0, NULL, err, errlen);
-    if (w->tls_ctx == NULL) {
-        io_uring_queue_exit(&w->ring);
-        return -EPROTO;
-    }
+    if (w->tls_ctx == NULL)
+        goto fail;
     if (worker_needs_verify(cfg)) {
         w->tls_ctx_verify = tls_client_ctx_new(1, cfg->tls_ca_file, err, errlen);
-        if (w->tls_ctx_verify == NULL) {
-            tls_ctx_free(w->tls_ctx);
-            io_uring_queue_exit(&w->ring);
-            return -EPROTO;
-        }
+        if (w->tls_ctx_verify == NULL)
+            goto fail;
     }
     char dnserr[256];
     w->dns = dns_resolver_new(cfg, &w->ring, dnserr, sizeof(dnserr));
@@ -116,9 +111,8 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     if (cfg->ndkim > 0) {
         w->dkim = dkim_signer_new(cfg, err, errlen);
         if (w->dkim == NULL) {
-            tls_ctx_free(w->tls_ctx);
-            io_uring_queue_exit(&w->ring);
-            return -EINVAL;
+            rc = -EINVAL;
+            goto fail;
         }
     }
     redis_link_init(w);
@@ -143,6 +137,13 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->resuming = true;
     w->ctl_version = -1;
     return 0;
+fail:
+    /* what worker_free releases, in its order, for the parts made so far (w was zeroed first) */
+    io_uring_queue_exit(&w->ring);
+    dns_resolver_free(w->dns);
+    tls_ctx_free(w->tls_ctx);
+    tls_ctx_free(w->tls_ctx_verify);
+    return rc;
 }
 
 /* camp_ver_unref - drop a reference; the last one frees the compiled campaign */
