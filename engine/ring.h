@@ -24,7 +24,6 @@ enum ring_op {
     RING_OP_REDIS_RECV,
     RING_OP_REDIS_SEND,
     RING_OP_DNS_POLL, /* engine/dns.c: readiness of a c-ares socket */
-    RING_OP_THR_REDIS, /* reserved for throttle's Redis traffic, should it get its own link */
 };
 
 static inline uint64_t ring_pack(enum ring_op op, uint32_t slot, uint32_t gen)
