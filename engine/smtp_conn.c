@@ -385,17 +385,10 @@ static void send_body(struct smtp_conn *c, struct msg *m)
     expect_push(c, SMTP_STAGE_DOT, m);
 }
 
-/* start_txn - MAIL (+RCPT+DATA when pipelining) for the next queued message */
-static bool start_txn(struct smtp_conn *c)
+/* conn_takes_more - may the connection carry another message? (not beyond its share or its message limit) */
+static bool conn_takes_more(struct smtp_conn *c)
 {
     const struct vconfig *cfg = c->w->cfg;
-    if (c->state != CONN_READY || c->data_pending > 0)
-        return false;
-    if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
-        return false;
-    /* with pipelining, at most one message is waiting for its final reply while the next starts */
-    if (c->ex_len > 1)
-        return false;
     /*
      * Fair share between threads: when another thread waits for one of the
      * site's slots and this thread holds more than its share, this
@@ -420,31 +413,53 @@ static bool start_txn(struct smtp_conn *c)
             smtp_conn_quit(c);
         return false;
     }
-    struct route_pool *p = c->pool;
-    if (!fence_gate(c->w, p))
-        return false; /* empty, not surely ours (engine/fence.c), or the rest was paused or cancelled */
-    if (p->thr_prov >= 0 && c->w->thr != NULL) {
-        /* the provider's send slot is taken now, as the message goes on the wire */
-        uint64_t wall = clock_wall_ms();
-        struct thr_verdict v;
-        if (p->thr_send_at_ms > wall)
-            return false; /* already told to wait: the loop wakes for it */
-        thr_demand(c->w->thr, p->thr_prov, p->thr_ip, p->qlen);
-        if (thr_admit(c->w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
-            if (v.kind == THR_WAIT) {
-                /* ask again at the slot, and at least every second (the local state may change sooner) */
-                p->thr_send_at_ms = v.until_ms < wall + CONN_THR_RECHECK_MS ? v.until_ms : wall + CONN_THR_RECHECK_MS;
-                return false;
-            }
-            p->thr_send_at_ms = 0;
-            if (v.other_ip)
-                worker_reroute_pool(c->w, p); /* capped or suspended over this IP: another IP, or deferred */
-            else
-                worker_defer_pool(c->w, p, &v); /* a wait too long to hold the messages in memory */
+    return true;
+}
+
+/* txn_send_slot - the provider's send slot is taken now, as the message goes on the wire (true: go) */
+static bool txn_send_slot(struct smtp_conn *c, struct route_pool *p)
+{
+    if (p->thr_prov < 0 || c->w->thr == NULL)
+        return true;
+    uint64_t wall = clock_wall_ms();
+    struct thr_verdict v;
+    if (p->thr_send_at_ms > wall)
+        return false; /* already told to wait: the loop wakes for it */
+    thr_demand(c->w->thr, p->thr_prov, p->thr_ip, p->qlen);
+    if (thr_admit(c->w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
+        if (v.kind == THR_WAIT) {
+            /* ask again at the slot, and at least every second (the local state may change sooner) */
+            p->thr_send_at_ms = v.until_ms < wall + CONN_THR_RECHECK_MS ? v.until_ms : wall + CONN_THR_RECHECK_MS;
             return false;
         }
         p->thr_send_at_ms = 0;
+        if (v.other_ip)
+            worker_reroute_pool(c->w, p); /* capped or suspended over this IP: another IP, or deferred */
+        else
+            worker_defer_pool(c->w, p, &v); /* a wait too long to hold the messages in memory */
+        return false;
     }
+    p->thr_send_at_ms = 0;
+    return true;
+}
+
+/* start_txn - MAIL (+RCPT+DATA when pipelining) for the next queued message */
+static bool start_txn(struct smtp_conn *c)
+{
+    if (c->state != CONN_READY || c->data_pending > 0)
+        return false;
+    if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
+        return false;
+    /* with pipelining, at most one message is waiting for its final reply while the next starts */
+    if (c->ex_len > 1)
+        return false;
+    if (!conn_takes_more(c))
+        return false;
+    struct route_pool *p = c->pool;
+    if (!fence_gate(c->w, p))
+        return false; /* empty, not surely ours (engine/fence.c), or the rest was paused or cancelled */
+    if (!txn_send_slot(c, p))
+        return false;
     struct msg *m = pool_take(p);
     c->msgs_started++;
     if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
