@@ -739,7 +739,7 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_stage st, const st
 /* thr_note_reply - the provider's reaction patterns (4.7.28, TSS04, RP-001...) and clean deliveries steer backoff */
 static void thr_note_reply(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const struct smtp_reply *r)
 {
-    if (c->pool->thr_prov < 0 || c->w->thr == NULL || !(smtp_stage_info(st)->txn || r->code == 421))
+    if (c->pool->thr_prov < 0 || c->w->thr == NULL || !(smtp_stage_info(st)->txn || r->code == SMTP_REPLY_CLOSING))
         return;
     uint64_t wall = clock_wall_ms();
     thr_on_reply(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, r->code, r->dsn, r->text, wall);
@@ -759,7 +759,7 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     struct msg *m = e.msg;
     bool ok = smtp_stage_accepts(e.stage, r->code);
     thr_note_reply(c, e.stage, m, r);
-    if (r->code == 421 && e.stage != SMTP_STAGE_QUIT) {
+    if (r->code == SMTP_REPLY_CLOSING && e.stage != SMTP_STAGE_QUIT) {
         /* service closing: this message and all behind it are deferred with the server's words */
         msg_on_reply(c, m, e.stage, r);
         smtp_conn_fail(c, r->text);

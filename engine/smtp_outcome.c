@@ -48,7 +48,7 @@ static struct smtp_outcome refusal(const struct smtp_reply *r, enum smtp_scope s
 
 bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct smtp_outcome *o)
 {
-    if (r->code == 421 && st != SMTP_STAGE_QUIT) {
+    if (r->code == SMTP_REPLY_CLOSING && st != SMTP_STAGE_QUIT) {
         /* the service is closing: whatever the step, it is the connection that failed */
         *o = refusal(r, SMTP_SCOPE_CONNECTION);
         return true;
