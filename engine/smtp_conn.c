@@ -18,11 +18,17 @@
  *   STARTTLS is never pipelined, and after the handshake everything learned
  *   before (capabilities, buffered bytes) is discarded and EHLO sent again.
  *
- *   Outcomes: 2xx after the final dot = delivered; 4xx = deferred; 5xx =
- *   bounced; a connection, TLS or protocol failure defers every message on
- *   the connection whose outcome was not yet known (the message may have
- *   been delivered if the connection died after the final dot: that is the
- *   usual MTA duplicate window).
+ *   Stages: each expectation names its stage, and the connection's own
+ *   `stage` says where its setup is (connect, greeting, TLS, EHLO, AUTH,
+ *   then MAIL once established); names, timeouts and which reply lets the
+ *   session go on come from the table in engine/smtp_stage.c.
+ *
+ *   Outcomes are decided in engine/smtp_outcome.c: 2xx after the final dot
+ *   = delivered; 4xx = deferred; 5xx = bounced; a connection, TLS or
+ *   protocol failure defers every message on the connection whose outcome
+ *   was not yet known (the message may have been delivered if the
+ *   connection died after the final dot: that is the usual MTA duplicate
+ *   window). This file says what happened and records the result.
  */
 #include <arpa/inet.h>
 #include <errno.h>
