@@ -18,7 +18,7 @@
  *   (Postfix keeps the same facts in xfer_states[] and xfer_timeouts[]).
  *
  *   The steps the connection itself is in (struct smtp_conn.stage) are
- *   CONNECT, GREETING, TLS, EHLO, AUTH, then MAIL once the session is
+ *   CONNECT, GREETING, TLS, EHLO, HELO, AUTH, then MAIL once the session is
  *   established; the expectation queue holds the reply steps.
  * THREADS
  *   Read-only data and pure functions: any thread.

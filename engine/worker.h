@@ -123,7 +123,7 @@ struct smtp_conn {
     vbuf *in;    /* what the protocol reads: rbuf or pin */
     vbuf *out;   /* what the protocol writes: wbuf or pout */
     bool tls_on;
-    enum smtp_stage stage; /* the session's step: CONNECT, GREETING, TLS, EHLO, AUTH; MAIL once established */
+    enum smtp_stage stage; /* the session's step: CONNECT, GREETING, TLS, EHLO, HELO, AUTH; MAIL once established */
     bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
     bool thr_held;    /* holds a throttle connection lease (released on close) */
     int target;        /* index into pool->targets */
