@@ -169,6 +169,33 @@ static void test_reply_decisions(void **st)
     }
 }
 
+static void test_4xx_5xx_421_at_each_stage(void **st)
+{
+    struct smtp_reply r4 = reply("451 4.3.0 later\r\n"), r5 = reply("554 5.7.1 no\r\n");
+    struct smtp_reply r421 = reply("421 4.7.0 closing\r\n");
+    for (int s = 0; s < SMTP_STAGE_COUNT; s++) {
+        enum smtp_stage sg = (enum smtp_stage)s;
+        /* MAIL, RCPT, DATA and the dot decide their message; nothing else does */
+        bool txn = sg == SMTP_STAGE_MAIL || sg == SMTP_STAGE_RCPT || sg == SMTP_STAGE_DATA || sg == SMTP_STAGE_DOT;
+        enum smtp_scope scope = sg == SMTP_STAGE_RCPT ? SMTP_SCOPE_RECIPIENT : SMTP_SCOPE_MESSAGE;
+        struct smtp_outcome o;
+        if (smtp_outcome_reply(sg, &r4, &o) != txn)
+            fail_msg("4xx at %s", smtp_stage_name(sg));
+        if (txn && (o.status != Q_DEFERRED || o.scope != scope || strcmp(o.dsn, "4.3.0") != 0 || o.code != 451))
+            fail_msg("4xx at %s: %s", smtp_stage_name(sg), q_status_name(o.status));
+        if (smtp_outcome_reply(sg, &r5, &o) != txn)
+            fail_msg("5xx at %s", smtp_stage_name(sg));
+        if (txn && (o.status != Q_BOUNCED || o.scope != scope || strcmp(o.dsn, "5.7.1") != 0 || o.code != 554))
+            fail_msg("5xx at %s: %s", smtp_stage_name(sg), q_status_name(o.status));
+        /* 421 closes the service at any step but QUIT */
+        bool closing = sg != SMTP_STAGE_QUIT;
+        if (smtp_outcome_reply(sg, &r421, &o) != closing)
+            fail_msg("421 at %s", smtp_stage_name(sg));
+        if (closing && (o.status != Q_DEFERRED || o.scope != SMTP_SCOPE_CONNECTION))
+            fail_msg("421 at %s: %s", smtp_stage_name(sg), q_status_name(o.status));
+    }
+}
+
 static void test_lost_connection_at_each_stage(void **st)
 {
     for (int s = 0; s < SMTP_STAGE_COUNT; s++) {
@@ -273,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_handshake_and_transaction_steps),
         cmocka_unit_test(test_which_reply_goes_on),
         cmocka_unit_test(test_reply_decisions),
+        cmocka_unit_test(test_4xx_5xx_421_at_each_stage),
         cmocka_unit_test(test_lost_connection_at_each_stage),
         cmocka_unit_test(test_own_verdicts),
         cmocka_unit_test(test_dns_answers),
