@@ -162,8 +162,7 @@ static bool defer_one(struct msg *m, void *priv)
     }
     if (m->host[0] == '\0')
         snprintf(m->host, sizeof(m->host), "%.290s", d->p->site);
-    m->scope = "site";
-    worker_finish_msg(d->w, m, Q_DEFERRED, 0, "4.4.1", d->p->last_error[0] ? d->p->last_error : "destination unusable");
+    worker_finish_cause(d->w, m, SMTP_CAUSE_SITE_DOWN, d->p->last_error[0] ? d->p->last_error : "destination unusable");
     return true;
 }
 
@@ -263,7 +262,7 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
     while (p->qlen > opening && p->nconns < w->cfg->connections &&
            (p->nconns < share || !site_limit_contended(p->limit_key, now))) {
         if (pool_usable_target(p, now) < 0) {
-            if (opening == 0 && p->nready == 0) {
+            if (smtp_outcome_site_down(p->nready, opening, false)) {
                 /* every host is marked bad: forget the marks after the pause so the site is tried again */
                 for (int i = 0; i < p->ntargets; i++)
                     p->targets[i].bad_until_ms = 0;
@@ -322,18 +321,18 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
         thr_conn_release(w->thr, p->thr_prov, p->thr_ip);
     c->thr_held = false;
     uint64_t now = worker_now_ms();
-    if (was_ready) {
+    if (was_ready)
         p->nready--;
-        return;
-    }
-    if (c->retry_plain)
-        return; /* not the host's fault: reconnect at once without STARTTLS */
     /*
      * No usable session with this host (refused, timed out, 421/554 greeting,
      * garbage or oversized replies, TLS or AUTH refused): skip it for
      * bad_host_ms and let the next host take over. Without this a host that
-     * fails during the handshake would be redialled at once, forever.
+     * fails during the handshake would be redialled at once, forever. A
+     * failed opportunistic TLS handshake is not the host's fault: the pool
+     * reconnects at once without STARTTLS (engine/smtp_outcome.c decides).
      */
+    if (!smtp_outcome_lost(c->stage, c->retry_plain).host_bad)
+        return;
     snprintf(p->last_error, sizeof(p->last_error), "%s", c->error[0] ? c->error : "connection failed");
     if (c->target >= 0 && c->target < p->ntargets) {
         p->targets[c->target].bad_until_ms = now + (uint64_t)(w->cfg->bad_host_ms > 0 ? w->cfg->bad_host_ms : 1000);
@@ -341,11 +340,11 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
     }
     if (p->nready > 0)
         return;
-    bool others_opening = false;
+    int others_opening = 0;
     for (struct smtp_conn *o = p->conns; o; o = o->next)
         if (o->state == CONN_CONNECTING || o->state == CONN_HANDSHAKE)
-            others_opening = true;
-    if (!others_opening && pool_usable_target(p, now) < 0) {
+            others_opening++;
+    if (smtp_outcome_site_down(p->nready, others_opening, pool_usable_target(p, now) >= 0)) {
         for (int i = 0; i < p->ntargets; i++)
             p->targets[i].bad_until_ms = 0;
         pool_mark_down(w, p, now);
