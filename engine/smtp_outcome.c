@@ -62,6 +62,8 @@ bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct s
         return true;
     }
     *o = refusal(r, st == SMTP_STAGE_RCPT ? SMTP_SCOPE_RECIPIENT : SMTP_SCOPE_MESSAGE);
+    if (st == SMTP_STAGE_RCPT && r->code == SMTP_REPLY_RCPT_TOO_MANY)
+        o->status = Q_DEFERRED; /* RFC 5321 4.5.3.1.10: "too many recipients" after RCPT is temporary */
     return true;
 }
 

@@ -123,6 +123,8 @@ static const struct reply_rule reply_rules[] = {
     {SMTP_STAGE_MAIL, "250 2.1.0 ok\r\n", false, 0, 0},
     {SMTP_STAGE_RCPT, "450 4.2.1 slow down for this user\r\n", true, Q_DEFERRED, SMTP_SCOPE_RECIPIENT},
     {SMTP_STAGE_RCPT, "550 5.1.1 user unknown\r\n", true, Q_BOUNCED, SMTP_SCOPE_RECIPIENT},
+    {SMTP_STAGE_RCPT, "552 5.5.3 too many recipients\r\n", true, Q_DEFERRED, SMTP_SCOPE_RECIPIENT},
+    {SMTP_STAGE_DOT, "552 5.3.4 message too big\r\n", true, Q_BOUNCED, SMTP_SCOPE_MESSAGE},
     {SMTP_STAGE_RCPT, "250 2.1.5 ok\r\n", false, 0, 0},
     {SMTP_STAGE_DATA, "451 4.3.0 not now\r\n", true, Q_DEFERRED, SMTP_SCOPE_MESSAGE},
     {SMTP_STAGE_DATA, "554 5.5.1 no valid recipients\r\n", true, Q_BOUNCED, SMTP_SCOPE_MESSAGE},
