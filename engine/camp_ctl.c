@@ -58,9 +58,9 @@ static bool ctl_stopped(const struct camp *c)
 static void ctl_finish(struct worker *w, struct msg *m)
 {
     if (m->camp->ctl == Q_CAMP_PAUSED)
-        worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
+        worker_finish_cause(w, m, SMTP_CAUSE_PAUSED, "campaign paused");
     else
-        worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
+        worker_finish_cause(w, m, SMTP_CAUSE_CANCELLED, "campaign cancelled");
 }
 
 bool camp_ctl_stop(struct worker *w, struct msg *m)

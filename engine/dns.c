@@ -35,8 +35,10 @@
 
 #include "engine/ring.h"
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
+#include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/rand.h"
 
@@ -408,15 +410,6 @@ void dns_tick(struct dns_resolver *r, uint64_t now_ms)
 }
 
 /* ---- cache ---- */
-
-/* hash_name - FNV-1a of a normalised domain */
-static uint32_t hash_name(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
 
 /* cache_find - the entry of a normalised domain, or NULL */
 static struct dns_entry *cache_find(struct dns_resolver *r, const char *name, uint32_t h)
@@ -951,7 +944,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, v
         invalid_name(domain, fn, priv);
         return;
     }
-    uint32_t h = hash_name(name);
+    uint32_t h = hash_fnv1a(name);
     struct dns_entry *e = cache_find(r, name, h);
     if (e && e->fetch) {
         r->st.joined++;
@@ -984,7 +977,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
 {
     pthread_once(&ares_once, ares_lib_init);
     if (ares_init_rc != ARES_SUCCESS) {
-        snprintf(err, errlen, "c-ares: library init: %s", ares_strerror(ares_init_rc));
+        err_set(err, errlen, -EIO, "c-ares: library init: %s", ares_strerror(ares_init_rc));
         return NULL;
     }
     struct dns_resolver *r = xcalloc(1, sizeof(*r));
@@ -1010,7 +1003,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
     o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_EDNS; /* EDNS: large MX sets without a TCP retry */
     int rc = ares_init_options(&r->ch, &o, mask);
     if (rc != ARES_SUCCESS) {
-        snprintf(err, errlen, "c-ares: init: %s", ares_strerror(rc));
+        err_set(err, errlen, -EIO, "c-ares: init: %s", ares_strerror(rc));
         goto fail;
     }
     if (cfg->ndns_servers > 0) {
@@ -1025,7 +1018,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
         if (rc != ARES_SUCCESS) {
             char safe[120];
             log_sanitize(safe, sizeof(safe), vbuf_data(&csv), vbuf_len(&csv));
-            snprintf(err, errlen, "[dns] servers \"%s\": %s (IP or IP:port expected)", safe, ares_strerror(rc));
+            err_set(err, errlen, -EINVAL, "[dns] servers \"%s\": %s (IP or IP:port expected)", safe, ares_strerror(rc));
             vbuf_free(&csv);
             goto fail;
         }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/hash.h"
 
 #define SITE_BUCKETS 4096
 
@@ -27,19 +28,10 @@ struct site_entry {
 static pthread_mutex_t site_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct site_entry *site_table[SITE_BUCKETS];
 
-/* site_hash - FNV-1a */
-static unsigned site_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % SITE_BUCKETS;
-}
-
 /* site_find - the entry for name, created on first use; caller holds the lock */
 static struct site_entry *site_find(const char *name)
 {
-    unsigned h = site_hash(name);
+    unsigned h = hash_fnv1a(name) % SITE_BUCKETS;
     for (struct site_entry *e = site_table[h]; e; e = e->next)
         if (strcmp(e->name, name) == 0)
             return e;

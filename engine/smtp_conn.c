@@ -18,11 +18,17 @@
  *   STARTTLS is never pipelined, and after the handshake everything learned
  *   before (capabilities, buffered bytes) is discarded and EHLO sent again.
  *
- *   Outcomes: 2xx after the final dot = delivered; 4xx = deferred; 5xx =
- *   bounced; a connection, TLS or protocol failure defers every message on
- *   the connection whose outcome was not yet known (the message may have
- *   been delivered if the connection died after the final dot: that is the
- *   usual MTA duplicate window).
+ *   Stages: each expectation names its stage, and the connection's own
+ *   `stage` says where its setup is (connect, greeting, TLS, EHLO, AUTH,
+ *   then MAIL once established); names, timeouts and which reply lets the
+ *   session go on come from the table in engine/smtp_stage.c.
+ *
+ *   Outcomes are decided in engine/smtp_outcome.c: 2xx after the final dot
+ *   = delivered; 4xx = deferred; 5xx = bounced; a connection, TLS or
+ *   protocol failure defers every message on the connection whose outcome
+ *   was not yet known (the message may have been delivered if the
+ *   connection died after the final dot: that is the usual MTA duplicate
+ *   window). This file says what happened and records the result.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,17 +47,35 @@
 #include "lib/clock.h"
 #include "throttle/throttle.h"
 
+#include "engine/worker.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "templates/message.h"
+
 /*
  * An idle connection yields its site slot to another thread only after this
  * long: between two intake batches a busy pool is briefly empty, and closing
  * then would make threads trade connections (and TLS handshakes) constantly.
  */
 #define CONN_YIELD_IDLE_MS 250
+/* a provider's connections are fleet-wide leases: an idle one goes back this soon */
 #define CONN_THROTTLED_IDLE_MS 500
-#include "engine/worker.h"
-#include "lib/alloc.h"
-#include "lib/log.h"
-#include "templates/message.h"
+#define CONN_BUF_FIRST         512  /* first size of a connection's byte buffers: most replies and commands fit */
+#define CONN_BUF_SHRINK_ABOVE  4096 /* an emptied buffer larger than this goes back to CONN_BUF_KEEP */
+/* after 221 the server closes first; if it does not, the connection is closed this long after */
+#define CONN_QUIT_LINGER_MS 2000
+/* a refused send slot is asked for again at the latest after this (the local state may change sooner) */
+#define CONN_THR_RECHECK_MS   1000
+#define CONN_REPLY_SAMPLE_MAX 80 /* bytes of a malformed reply quoted in the error */
+/* our words around the server's reply text (c->error keeps the first CONN_ERROR_MAX bytes of it) */
+#define CONN_WHY_REPLY_MAX (64 + SMTP_REPLY_TEXT_MAX)
+/* a relay's user name or password longer than this is refused rather than sent */
+#define SMTP_AUTH_SECRET_MAX 1000
+/* AUTH PLAIN's "\0user\0pass" must fit in this; longer credentials go by AUTH LOGIN when offered */
+#define SMTP_AUTH_PLAIN_MAX 1024
+#define SMTP_B64_SIZE(n)    (4 * (((n) + 2) / 3) + 1) /* base64 of n bytes with its NUL */
+/* dot-stuffing adds a byte per line starting with '.': room for one per 32 bytes is reserved up front */
+#define SMTP_STUFF_RESERVE_DIV 32
 
 static void conn_flush(struct smtp_conn *c);
 static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r);
@@ -71,41 +95,32 @@ static const struct xport_cbs conn_cbs = {
     .on_released = conn_on_released,
 };
 
-/* stage_timeout - RFC 5321 4.5.3.2: each stage has its own (configurable) limit */
-static uint64_t stage_timeout(const struct vconfig *cfg, enum smtp_expect_kind k)
+/* stage_deadline - RFC 5321 4.5.3.2: each stage has its own (configurable) limit (engine/smtp_stage.c) */
+static uint64_t stage_deadline(const struct smtp_conn *c, enum smtp_stage st)
 {
-    switch (k) {
-    case EX_CONNECT:
-        return (uint64_t)cfg->timeout_connect_ms;
-    case EX_GREETING:
-        return (uint64_t)cfg->timeout_greeting_ms;
-    case EX_MAIL:
-        return (uint64_t)cfg->timeout_mail_ms;
-    case EX_RCPT:
-        return (uint64_t)cfg->timeout_rcpt_ms;
-    case EX_DATA:
-        return (uint64_t)cfg->timeout_data_ms;
-    case EX_DOT:
-        return (uint64_t)cfg->timeout_dot_ms;
-    default:
-        return (uint64_t)cfg->timeout_ehlo_ms;
-    }
+    return worker_now_ms() + smtp_stage_timeout_ms(c->w->cfg, st);
 }
 
 /* expect_push - remember which reply comes next */
-static void expect_push(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m)
+static void expect_push(struct smtp_conn *c, enum smtp_stage st, struct msg *m)
 {
     /* the protocol never has more than a transaction and a half outstanding */
     if (c->ex_len >= SMTP_EXPECT_MAX)
         abort();
     int i = (c->ex_head + c->ex_len) % SMTP_EXPECT_MAX;
-    c->expect[i].kind = k;
+    c->expect[i].stage = st;
     c->expect[i].msg = m;
     c->ex_len++;
-    if (k == EX_DATA)
+    if (st == SMTP_STAGE_DATA)
         c->data_pending++;
     if (c->deadline_ms == 0)
-        c->deadline_ms = worker_now_ms() + stage_timeout(c->w->cfg, c->expect[c->ex_head].kind);
+        c->deadline_ms = stage_deadline(c, c->expect[c->ex_head].stage);
+}
+
+/* expect_waiting - is the oldest reply awaited the one to stage st? */
+static bool expect_waiting(const struct smtp_conn *c, enum smtp_stage st)
+{
+    return c->ex_len > 0 && c->expect[c->ex_head].stage == st;
 }
 
 /* expect_pop - the expectation the reply at hand answers */
@@ -114,11 +129,10 @@ static struct smtp_expect expect_pop(struct smtp_conn *c)
     struct smtp_expect e = c->expect[c->ex_head];
     c->ex_head = (c->ex_head + 1) % SMTP_EXPECT_MAX;
     c->ex_len--;
-    if (e.kind == EX_DATA)
+    if (e.stage == SMTP_STAGE_DATA)
         c->data_pending--;
     /* a new stage starts: its own timeout */
-    c->deadline_ms =
-        c->ex_len > 0 ? worker_now_ms() + stage_timeout(c->w->cfg, c->expect[c->ex_head].kind) : 0;
+    c->deadline_ms = c->ex_len > 0 ? stage_deadline(c, c->expect[c->ex_head].stage) : 0;
     return e;
 }
 
@@ -176,37 +190,38 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     }
     c->w = w;
     c->pool = p;
-    vbuf_init(&c->rbuf, 512);
+    vbuf_init(&c->rbuf, CONN_BUF_FIRST);
     c->in = &c->rbuf;
     c->out = xport_wbuf(c->x);
     c->state = CONN_CONNECTING;
+    c->stage = SMTP_STAGE_CONNECT;
     c->target = ti;
     c->opened_ms = worker_now_ms();
     snprintf(c->peer, sizeof(c->peer), "%s:%d", t->name, t->port);
-    c->deadline_ms = c->opened_ms + (uint64_t)w->cfg->timeout_connect_ms;
+    c->deadline_ms = c->opened_ms + smtp_stage_timeout_ms(w->cfg, SMTP_STAGE_CONNECT);
     c->next = p->conns;
     p->conns = c;
     p->nconns++;
     xport_connect(c->x, (struct sockaddr *)&t->addr, t->addrlen);
-    expect_push(c, EX_GREETING, NULL);
-    c->deadline_ms = c->opened_ms + (uint64_t)w->cfg->timeout_connect_ms;
+    expect_push(c, SMTP_STAGE_GREETING, NULL);
+    c->deadline_ms = c->opened_ms + smtp_stage_timeout_ms(w->cfg, SMTP_STAGE_CONNECT);
     return c;
 }
 
 /* conn_trim - an emptied buffer that grew for a message or a handshake goes back to a small one */
 static void conn_trim(vbuf *b)
 {
-    if (vbuf_len(b) == 0 && b->cap > 4096)
+    if (vbuf_len(b) == 0 && b->cap > CONN_BUF_SHRINK_ABOVE)
         vbuf_shrink(b, CONN_BUF_KEEP);
 }
 
 /* conn_flush - encrypt pending plaintext and hand the stream's bytes to the transport */
 static void conn_flush(struct smtp_conn *c)
 {
-    char err[256];
+    char err[CONN_ERROR_MAX];
     if (c->state == CONN_CLOSED)
         return;
-    if (c->tls_on && vbuf_len(&c->pout) > 0 && !c->tls_handshaking) {
+    if (c->tls_on && vbuf_len(&c->pout) > 0 && c->stage != SMTP_STAGE_TLS) {
         if (tls_write(&c->tls, vbuf_data(&c->pout), vbuf_len(&c->pout), err, sizeof(err)) < 0) {
             smtp_conn_fail(c, err);
             return;
@@ -218,16 +233,16 @@ static void conn_flush(struct smtp_conn *c)
 }
 
 /* conn_cmd - write one command line and expect its reply */
-static void conn_cmd(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m, const char *fmt, ...)
+static void conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void conn_cmd(struct smtp_conn *c, enum smtp_expect_kind k, struct msg *m, const char *fmt, ...)
+static void conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vbuf_vprintf(c->out, fmt, ap);
     va_end(ap);
     vbuf_append(c->out, "\r\n", 2);
-    expect_push(c, k, m);
+    expect_push(c, st, m);
 }
 
 /* conn_close - close the stream; the struct lives until the transport releases it */
@@ -263,12 +278,12 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         snprintf(c->error, sizeof(c->error), "%s", why);
     log_debug("smtp %s: %s", c->peer, c->error);
     /* every message whose outcome is not known yet is deferred with the reason */
+    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain);
     while (c->ex_len > 0) {
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {
             msg_note_conn(c, e.msg);
-            e.msg->scope = "connection";
-            worker_finish_msg(c->w, e.msg, Q_DEFERRED, 0, "4.4.2", c->error);
+            worker_finish_msg(c->w, e.msg, &o, c->error);
         }
     }
     conn_close(c);
@@ -283,17 +298,17 @@ static void msg_note_conn(struct smtp_conn *c, struct msg *m)
         snprintf(m->source_ip, sizeof(m->source_ip), "%s", c->pool->source_ip);
 }
 
-/* msg_fail_reply - a transaction ends with the server's reply */
-static void msg_fail_reply(struct smtp_conn *c, struct msg *m, const struct smtp_reply *r)
+/* msg_on_reply - the reply to m's command at stage st: true when it decided m (delivered or failed) */
+static bool msg_on_reply(struct smtp_conn *c, struct msg *m, enum smtp_stage st, const struct smtp_reply *r)
 {
-    if (m == NULL || m->done)
-        return;
-    m->txn_failed = true;
+    struct smtp_outcome o;
+    if (m == NULL || m->done || !smtp_outcome_reply(st, r, &o))
+        return false;
+    if (o.status != Q_DELIVERED)
+        m->txn_failed = true;
     msg_note_conn(c, m);
-    if (m->scope == NULL)
-        m->scope = "message";
-    enum q_status st = smtp_reply_class(r) == 5 ? Q_BOUNCED : Q_DEFERRED;
-    worker_finish_msg(c->w, m, st, r->code, r->dsn, r->text);
+    worker_finish_msg(c->w, m, &o, r->text);
+    return true;
 }
 
 /* send_body - the message, dot-stuffed, then the terminating dot */
@@ -302,7 +317,7 @@ static void send_body(struct smtp_conn *c, struct msg *m)
     const char *p = vbuf_data(&m->data), *end = p + vbuf_len(&m->data);
     vbuf *o = c->out;
     /* reserve once: stuffing adds at most one byte per line */
-    vbuf_reserve(o, vbuf_len(&m->data) + vbuf_len(&m->data) / 32 + 8);
+    vbuf_reserve(o, vbuf_len(&m->data) + vbuf_len(&m->data) / SMTP_STUFF_RESERVE_DIV + 8);
     if (p < end && *p == '.')
         vbuf_putc(o, '.');
     while (p < end) {
@@ -318,20 +333,13 @@ static void send_body(struct smtp_conn *c, struct msg *m)
             vbuf_putc(o, '.');
     }
     vbuf_append(o, ".\r\n", 3);
-    expect_push(c, EX_DOT, m);
+    expect_push(c, SMTP_STAGE_DOT, m);
 }
 
-/* start_txn - MAIL (+RCPT+DATA when pipelining) for the next queued message */
-static bool start_txn(struct smtp_conn *c)
+/* conn_takes_more - may the connection carry another message? (not beyond its share or its message limit) */
+static bool conn_takes_more(struct smtp_conn *c)
 {
     const struct vconfig *cfg = c->w->cfg;
-    if (c->state != CONN_READY || c->data_pending > 0)
-        return false;
-    if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
-        return false;
-    /* with pipelining, at most one message is waiting for its final reply while the next starts */
-    if (c->ex_len > 1)
-        return false;
     /*
      * Fair share between threads: when another thread waits for one of the
      * site's slots and this thread holds more than its share, this
@@ -356,44 +364,65 @@ static bool start_txn(struct smtp_conn *c)
             smtp_conn_quit(c);
         return false;
     }
-    struct route_pool *p = c->pool;
-    if (!fence_gate(c->w, p))
-        return false; /* empty, not surely ours (engine/fence.c), or the rest was paused or cancelled */
-    if (p->thr_prov >= 0 && c->w->thr != NULL) {
-        /* the provider's send slot is taken now, as the message goes on the wire */
-        uint64_t wall = clock_wall_ms();
-        struct thr_verdict v;
-        if (p->thr_send_at_ms > wall)
-            return false; /* already told to wait: the loop wakes for it */
-        thr_demand(c->w->thr, p->thr_prov, p->thr_ip, p->qlen);
-        if (thr_admit(c->w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
-            if (v.kind == THR_WAIT) {
-                /* ask again at the slot, and at least every second (the local state may change sooner) */
-                p->thr_send_at_ms = v.until_ms < wall + 1000 ? v.until_ms : wall + 1000;
-                return false;
-            }
-            p->thr_send_at_ms = 0;
-            if (v.other_ip)
-                worker_reroute_pool(c->w, p); /* capped or suspended over this IP: another IP, or deferred */
-            else
-                worker_defer_pool(c->w, p, &v); /* a wait too long to hold the messages in memory */
+    return true;
+}
+
+/* txn_send_slot - the provider's send slot is taken now, as the message goes on the wire (true: go) */
+static bool txn_send_slot(struct smtp_conn *c, struct route_pool *p)
+{
+    if (p->thr_prov < 0 || c->w->thr == NULL)
+        return true;
+    uint64_t wall = clock_wall_ms();
+    struct thr_verdict v;
+    if (p->thr_send_at_ms > wall)
+        return false; /* already told to wait: the loop wakes for it */
+    thr_demand(c->w->thr, p->thr_prov, p->thr_ip, p->qlen);
+    if (thr_admit(c->w->thr, p->thr_prov, p->thr_ip, wall, &v) < 0) {
+        if (v.kind == THR_WAIT) {
+            /* ask again at the slot, and at least every second (the local state may change sooner) */
+            p->thr_send_at_ms = v.until_ms < wall + CONN_THR_RECHECK_MS ? v.until_ms : wall + CONN_THR_RECHECK_MS;
             return false;
         }
         p->thr_send_at_ms = 0;
+        if (v.other_ip)
+            worker_reroute_pool(c->w, p); /* capped or suspended over this IP: another IP, or deferred */
+        else
+            worker_defer_pool(c->w, p, &v); /* a wait too long to hold the messages in memory */
+        return false;
     }
+    p->thr_send_at_ms = 0;
+    return true;
+}
+
+/* start_txn - MAIL (+RCPT+DATA when pipelining) for the next queued message */
+static bool start_txn(struct smtp_conn *c)
+{
+    if (c->state != CONN_READY || c->data_pending > 0)
+        return false;
+    if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
+        return false;
+    /* with pipelining, at most one message is waiting for its final reply while the next starts */
+    if (c->ex_len > 1)
+        return false;
+    if (!conn_takes_more(c))
+        return false;
+    struct route_pool *p = c->pool;
+    if (!fence_gate(c->w, p))
+        return false; /* empty, not surely ours (engine/fence.c), or the rest was paused or cancelled */
+    if (!txn_send_slot(c, p))
+        return false;
     struct msg *m = pool_take(p);
     c->msgs_started++;
     if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
-        char why[160];
+        char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data),
                  c->size_limit);
         msg_note_conn(c, m);
-        m->scope = "message";
-        worker_finish_msg(c->w, m, Q_BOUNCED, 552, "5.3.4", why);
+        worker_finish_cause(c->w, m, SMTP_CAUSE_TOO_BIG, why);
         return true;
     }
     if (c->rset_needed) {
-        conn_cmd(c, EX_RSET, NULL, "RSET");
+        conn_cmd(c, SMTP_STAGE_RSET, NULL, "RSET");
         c->rset_needed = false;
         if (!(c->caps & SMTP_CAP_PIPELINING)) {
             /* put it back: RSET must be answered first */
@@ -408,13 +437,14 @@ static bool start_txn(struct smtp_conn *c)
     }
     const char *from = tpl_message_mail_from(m->ver->tm);
     if (c->caps & SMTP_CAP_SIZE)
-        conn_cmd(c, EX_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
+        conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
                  (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     else
-        conn_cmd(c, EX_MAIL, m, "MAIL FROM:<%s>%s", from, (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
+        conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s>%s", from,
+                 (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     if (c->caps & SMTP_CAP_PIPELINING) {
-        conn_cmd(c, EX_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
-        conn_cmd(c, EX_DATA, m, "DATA");
+        conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
+        conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
     }
     return true;
 }
@@ -439,7 +469,7 @@ void smtp_conn_quit(struct smtp_conn *c)
 {
     if (c->state != CONN_READY)
         return;
-    conn_cmd(c, EX_QUIT, NULL, "QUIT");
+    conn_cmd(c, SMTP_STAGE_QUIT, NULL, "QUIT");
     c->state = CONN_QUITTING;
     conn_flush(c);
 }
@@ -449,7 +479,8 @@ static void send_ehlo(struct smtp_conn *c)
 {
     c->caps = 0;
     c->size_limit = 0;
-    conn_cmd(c, EX_EHLO, NULL, "EHLO %s", c->pool->ehlo);
+    c->stage = SMTP_STAGE_EHLO;
+    conn_cmd(c, SMTP_STAGE_EHLO, NULL, "EHLO %s", c->pool->ehlo);
 }
 
 /* tls_begin - from here the socket carries TLS records (after 220 to STARTTLS, or at once for port 465) */
@@ -457,8 +488,8 @@ static void tls_begin(struct smtp_conn *c)
 {
     /* RFC 3207: anything the server sent before the handshake is discarded */
     vbuf_reset(&c->rbuf);
-    vbuf_init(&c->pin, 512);
-    vbuf_init(&c->pout, 512);
+    vbuf_init(&c->pin, CONN_BUF_FIRST);
+    vbuf_init(&c->pout, CONN_BUF_FIRST);
     SSL_CTX *ctx = c->pool->tls == CONFIG_TLS_VERIFY ? c->w->tls_ctx_verify : c->w->tls_ctx;
     if (ctx == NULL ||
         tls_session_start(&c->tls, ctx, &c->rbuf, xport_wbuf(c->x), c->pool->targets[c->target].name) < 0) {
@@ -466,10 +497,10 @@ static void tls_begin(struct smtp_conn *c)
         return;
     }
     c->tls_on = true;
-    c->tls_handshaking = true;
+    c->stage = SMTP_STAGE_TLS;
     c->in = &c->pin;
     c->out = &c->pout;
-    c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_ehlo_ms;
+    c->deadline_ms = stage_deadline(c, SMTP_STAGE_TLS);
 }
 
 /* tls_failed - the handshake failed (or the server hung up during it) */
@@ -488,7 +519,7 @@ static void tls_failed(struct smtp_conn *c, const char *err)
 /* tls_step - advance the handshake with what arrived */
 static void tls_step(struct smtp_conn *c)
 {
-    char err[256];
+    char err[CONN_ERROR_MAX];
     int rc = tls_handshake(&c->tls, err, sizeof(err));
     if (rc == -EAGAIN)
         return;
@@ -496,16 +527,18 @@ static void tls_step(struct smtp_conn *c)
         tls_failed(c, err);
         return;
     }
-    c->tls_handshaking = false;
     c->deadline_ms = 0;
     tls_describe(&c->tls, c->tlsdesc, sizeof(c->tlsdesc));
-    if (c->greeted)
+    if (expect_waiting(c, SMTP_STAGE_GREETING)) {
+        /* port 465: the greeting comes inside TLS */
+        c->stage = SMTP_STAGE_GREETING;
+        c->deadline_ms = stage_deadline(c, SMTP_STAGE_GREETING);
+    } else {
         send_ehlo(c);
-    else
-        c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_greeting_ms;
+    }
 }
 
-/* b64 - base64 of n bytes into out (which holds 4*ceil(n/3)+1) */
+/* b64 - base64 of n bytes into out (which holds SMTP_B64_SIZE(n)) */
 static void b64(const char *in, size_t n, char *out)
 {
     EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
@@ -515,25 +548,35 @@ static void b64(const char *in, size_t n, char *out)
 static void send_auth(struct smtp_conn *c)
 {
     const struct config_route *r = c->pool->route;
-    char plain[1024], enc[1400];
+    char plain[SMTP_AUTH_PLAIN_MAX], enc[SMTP_B64_SIZE(SMTP_AUTH_PLAIN_MAX)];
     size_t ul = strlen(r->auth_user), pl = strlen(r->auth_pass);
+    c->stage = SMTP_STAGE_AUTH;
     if ((c->caps & SMTP_CAP_AUTH_PLAIN) && ul + pl + 2 < sizeof(plain)) {
         plain[0] = '\0';
         memcpy(plain + 1, r->auth_user, ul);
         plain[1 + ul] = '\0';
         memcpy(plain + 2 + ul, r->auth_pass, pl);
         b64(plain, ul + pl + 2, enc);
-        conn_cmd(c, EX_AUTH, NULL, "AUTH PLAIN %s", enc);
+        conn_cmd(c, SMTP_STAGE_AUTH, NULL, "AUTH PLAIN %s", enc);
         memset(plain, 0, sizeof(plain));
         memset(enc, 0, sizeof(enc));
     } else if (c->caps & SMTP_CAP_AUTH_LOGIN) {
-        conn_cmd(c, EX_AUTH_USER, NULL, "AUTH LOGIN");
+        conn_cmd(c, SMTP_STAGE_AUTH_USER, NULL, "AUTH LOGIN");
     } else {
         smtp_conn_fail(c, "relay does not offer AUTH PLAIN or AUTH LOGIN");
     }
 }
 
-/* conn_ready - the session is established: carry messages */
+/* conn_established - the session may carry messages */
+static void conn_established(struct smtp_conn *c)
+{
+    c->state = CONN_READY;
+    c->stage = SMTP_STAGE_MAIL;
+    c->pool->nready++;
+    c->pool->down_until_ms = 0;
+}
+
+/* conn_ready - EHLO or HELO done: check the TLS policy, authenticate when the route says so, then carry messages */
 static void conn_ready(struct smtp_conn *c)
 {
     enum config_tls_mode m = c->pool->tls;
@@ -541,7 +584,7 @@ static void conn_ready(struct smtp_conn *c)
         smtp_conn_fail(c, "TLS required but the server does not offer STARTTLS");
         return;
     }
-    if (c->pool->route != NULL && c->pool->route->auth_user != NULL && !c->authed) {
+    if (c->pool->route != NULL && c->pool->route->auth_user != NULL) {
         if (!c->tls_on && c->pool->route->tls != ROUTE_TLS_NONE) {
             smtp_conn_fail(c, "refusing to send credentials without TLS");
             return;
@@ -549,9 +592,7 @@ static void conn_ready(struct smtp_conn *c)
         send_auth(c);
         return;
     }
-    c->state = CONN_READY;
-    c->pool->nready++;
-    c->pool->down_until_ms = 0;
+    conn_established(c);
 }
 
 /* want_starttls - STARTTLS now? (never twice, never when the policy or a broken host says plain) */
@@ -564,56 +605,70 @@ static bool want_starttls(const struct smtp_conn *c)
     return true;
 }
 
-/* on_handshake_reply - greeting, EHLO/HELO, STARTTLS and AUTH replies */
-static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, const struct smtp_reply *r)
+/* on_auth_reply - AUTH PLAIN, or a step of AUTH LOGIN: 334 asks for the next secret, 235 ends it */
+static void on_auth_reply(struct smtp_conn *c, enum smtp_stage st, const struct smtp_reply *r)
 {
-    char why[400];
     const struct config_route *rt = c->pool->route;
-    switch (k) {
-    case EX_GREETING:
-        if (r->code != 220) {
-            snprintf(why, sizeof(why), "greeting refused: %s", r->text);
-            smtp_conn_fail(c, why);
+    if (st != SMTP_STAGE_AUTH && smtp_stage_accepts(st, r->code)) {
+        char enc[SMTP_B64_SIZE(SMTP_AUTH_SECRET_MAX)];
+        const char *v = st == SMTP_STAGE_AUTH_USER ? rt->auth_user : rt->auth_pass;
+        size_t vl = strlen(v);
+        if (vl > SMTP_AUTH_SECRET_MAX) {
+            smtp_conn_fail(c, "relay credentials too long");
             return;
         }
-        c->greeted = true;
+        b64(v, vl, enc);
+        conn_cmd(c, st == SMTP_STAGE_AUTH_USER ? SMTP_STAGE_AUTH_PASS : SMTP_STAGE_AUTH, NULL, "%s", enc);
+        memset(enc, 0, sizeof(enc));
+        return;
+    }
+    /* anything else ends the exchange */
+    if (!smtp_stage_accepts(SMTP_STAGE_AUTH, r->code)) {
+        char why[CONN_WHY_REPLY_MAX];
+        /* the server's words only: our credentials never reach a log or an event */
+        snprintf(why, sizeof(why), "authentication failed: %s", r->text);
+        smtp_conn_fail(c, why);
+        return;
+    }
+    conn_established(c);
+}
+
+/* on_handshake_reply - greeting, EHLO/HELO, STARTTLS and AUTH replies */
+static void on_handshake_reply(struct smtp_conn *c, enum smtp_stage st, const struct smtp_reply *r)
+{
+    char why[CONN_WHY_REPLY_MAX];
+    bool ok = smtp_stage_accepts(st, r->code);
+    switch (st) {
+    case SMTP_STAGE_GREETING:
+        if (!ok)
+            break;
         send_ehlo(c);
         return;
-    case EX_EHLO:
-        if (smtp_reply_class(r) != 2) {
-            if (!c->helo_tried) {
-                c->helo_tried = true;
-                conn_cmd(c, EX_HELO, NULL, "HELO %s", c->pool->ehlo);
-                return;
-            }
-            snprintf(why, sizeof(why), "EHLO refused: %s", r->text);
-            smtp_conn_fail(c, why);
+    case SMTP_STAGE_EHLO:
+        if (!ok) {
+            /* a server that does not know EHLO gets HELO, once: a refused HELO ends the session */
+            c->stage = SMTP_STAGE_HELO;
+            conn_cmd(c, SMTP_STAGE_HELO, NULL, "HELO %s", c->pool->ehlo);
             return;
         }
         c->caps = r->caps;
         c->size_limit = r->size_limit;
         if (want_starttls(c)) {
-            conn_cmd(c, EX_STARTTLS, NULL, "STARTTLS");
+            conn_cmd(c, SMTP_STAGE_STARTTLS, NULL, "STARTTLS");
             return;
         }
         conn_ready(c);
         return;
-    case EX_HELO:
-        if (smtp_reply_class(r) != 2) {
-            snprintf(why, sizeof(why), "HELO refused: %s", r->text);
-            smtp_conn_fail(c, why);
-            return;
-        }
+    case SMTP_STAGE_HELO:
+        if (!ok)
+            break;
         c->caps = 0;
         conn_ready(c);
         return;
-    case EX_STARTTLS:
-        if (r->code != 220) {
-            if (c->pool->tls != CONFIG_TLS_OPPORTUNISTIC) {
-                snprintf(why, sizeof(why), "STARTTLS refused: %s", r->text);
-                smtp_conn_fail(c, why);
-                return;
-            }
+    case SMTP_STAGE_STARTTLS:
+        if (!ok) {
+            if (c->pool->tls != CONFIG_TLS_OPPORTUNISTIC)
+                break;
             conn_ready(c);
             return;
         }
@@ -621,36 +676,28 @@ static void on_handshake_reply(struct smtp_conn *c, enum smtp_expect_kind k, con
         if (c->state != CONN_CLOSED)
             tls_step(c);
         return;
-    case EX_AUTH_USER:
-    case EX_AUTH_PASS:
-        if (r->code == 334) {
-            char enc[1400];
-            const char *v = k == EX_AUTH_USER ? rt->auth_user : rt->auth_pass;
-            size_t vl = strlen(v);
-            if (vl > 1000) {
-                smtp_conn_fail(c, "relay credentials too long");
-                return;
-            }
-            b64(v, vl, enc);
-            conn_cmd(c, k == EX_AUTH_USER ? EX_AUTH_PASS : EX_AUTH, NULL, "%s", enc);
-            memset(enc, 0, sizeof(enc));
-            return;
-        }
-        /* anything but 334 ends the exchange */
-        __attribute__((fallthrough));
-    case EX_AUTH:
-        if (r->code != 235) {
-            /* the server's words only: our credentials never reach a log or an event */
-            snprintf(why, sizeof(why), "authentication failed: %s", r->text);
-            smtp_conn_fail(c, why);
-            return;
-        }
-        c->authed = true;
-        conn_ready(c);
+    case SMTP_STAGE_AUTH:
+    case SMTP_STAGE_AUTH_USER:
+    case SMTP_STAGE_AUTH_PASS:
+        on_auth_reply(c, st, r);
         return;
     default:
         return;
     }
+    snprintf(why, sizeof(why), "%s refused: %s", smtp_stage_name(st), r->text);
+    smtp_conn_fail(c, why);
+}
+
+/* thr_note_reply - the provider's reaction patterns (4.7.28, TSS04, RP-001...) and clean deliveries steer backoff */
+static void thr_note_reply(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const struct smtp_reply *r)
+{
+    if (c->pool->thr_prov < 0 || c->w->thr == NULL || !(smtp_stage_info(st)->txn || r->code == SMTP_REPLY_CLOSING))
+        return;
+    uint64_t wall = clock_wall_ms();
+    thr_on_reply(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, r->code, r->dsn, r->text, wall);
+    uint64_t hold = smtp_reply_class(r) == 4 ? thr_hold_until(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, wall) : 0;
+    if (m != NULL && !m->done && hold > 0)
+        m->retry_at_ms = hold; /* retried after the backoff it caused, not into it */
 }
 
 /* conn_on_reply - one complete reply, matched to the oldest expectation */
@@ -662,91 +709,61 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
     }
     struct smtp_expect e = expect_pop(c);
     struct msg *m = e.msg;
-    /* the provider's reaction patterns (4.7.28, TSS04, RP-001...) and clean deliveries steer its backoff */
-    if (c->pool->thr_prov >= 0 && c->w->thr != NULL &&
-        (e.kind == EX_MAIL || e.kind == EX_RCPT || e.kind == EX_DATA || e.kind == EX_DOT || r->code == 421)) {
-        uint64_t wall = clock_wall_ms();
-        thr_on_reply(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, r->code, r->dsn, r->text, wall);
-        uint64_t hold = smtp_reply_class(r) == 4 ? thr_hold_until(c->w->thr, c->pool->thr_prov, c->pool->thr_ip, wall)
-                                                   : 0;
-        if (m != NULL && !m->done && hold > 0)
-            m->retry_at_ms = hold; /* retried after the backoff it caused, not into it */
-    }
-    if (r->code == 421 && e.kind != EX_QUIT) {
+    bool ok = smtp_stage_accepts(e.stage, r->code);
+    thr_note_reply(c, e.stage, m, r);
+    if (r->code == SMTP_REPLY_CLOSING && e.stage != SMTP_STAGE_QUIT) {
         /* service closing: this message and all behind it are deferred with the server's words */
-        char why[300];
-        snprintf(why, sizeof(why), "%s", r->text);
-        if (m != NULL && !m->done) {
-            m->scope = "connection";
-            msg_fail_reply(c, m, r);
-        }
-        smtp_conn_fail(c, why);
+        msg_on_reply(c, m, e.stage, r);
+        smtp_conn_fail(c, r->text);
         return;
     }
-    switch (e.kind) {
-    case EX_GREETING:
-    case EX_EHLO:
-    case EX_HELO:
-    case EX_STARTTLS:
-    case EX_AUTH:
-    case EX_AUTH_USER:
-    case EX_AUTH_PASS:
-        on_handshake_reply(c, e.kind, r);
+    if (smtp_stage_info(e.stage)->handshake) {
+        on_handshake_reply(c, e.stage, r);
         return;
-    case EX_MAIL:
-        if (smtp_reply_class(r) != 2) {
-            msg_fail_reply(c, m, r);
-        } else if (!(c->caps & SMTP_CAP_PIPELINING)) {
-            conn_cmd(c, EX_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
-        }
+    }
+    switch (e.stage) {
+    case SMTP_STAGE_MAIL:
+        if (!ok)
+            msg_on_reply(c, m, e.stage, r);
+        else if (!(c->caps & SMTP_CAP_PIPELINING))
+            conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
         break;
-    case EX_RCPT:
-        if (smtp_reply_class(r) != 2) {
-            m->scope = "recipient";
-            msg_fail_reply(c, m, r);
+    case SMTP_STAGE_RCPT:
+        if (!ok) {
+            msg_on_reply(c, m, e.stage, r);
             c->rset_needed = true;
         } else if (!(c->caps & SMTP_CAP_PIPELINING) && !m->txn_failed) {
-            conn_cmd(c, EX_DATA, m, "DATA");
+            conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
         }
         break;
-    case EX_DATA:
-        if (r->code == 354) {
-            if (m->txn_failed) {
-                /* RFC 2920: DATA accepted though no recipient was: send an empty message and reset */
-                vbuf_append(c->out, ".\r\n", 3);
-                expect_push(c, EX_DOT, NULL);
-                c->rset_needed = true;
-            } else {
-                send_body(c, m);
-            }
-        } else {
-            msg_fail_reply(c, m, r);
+    case SMTP_STAGE_DATA:
+        if (!ok) {
+            msg_on_reply(c, m, e.stage, r);
             c->rset_needed = true;
+        } else if (m->txn_failed) {
+            /* RFC 2920: DATA accepted though no recipient was: send an empty message and reset */
+            vbuf_append(c->out, ".\r\n", 3);
+            expect_push(c, SMTP_STAGE_DOT, NULL);
+            c->rset_needed = true;
+        } else {
+            send_body(c, m);
         }
         break;
-    case EX_DOT:
-        if (m != NULL && !m->done) {
-            msg_note_conn(c, m);
-            if (smtp_reply_class(r) == 2)
-                worker_finish_msg(c->w, m, Q_DELIVERED, r->code, r->dsn, r->text);
-            else
-                msg_fail_reply(c, m, r);
-        }
+    case SMTP_STAGE_DOT:
+        msg_on_reply(c, m, e.stage, r);
         break;
-    case EX_RSET:
-        break;
-    case EX_QUIT:
+    case SMTP_STAGE_QUIT:
         /*
          * Wait for the server to close after 221: the site's connection slot
          * is freed only once the server has let go too, so "never more than N
          * connections" holds as the server counts them. Bounded by the tick.
          */
-        c->deadline_ms = worker_now_ms() + 2000;
+        c->deadline_ms = worker_now_ms() + CONN_QUIT_LINGER_MS;
         return;
-    case EX_CONNECT:
+    default: /* RSET: nothing rides on its reply */
         break;
     }
-    if (m != NULL && m->txn_failed && e.kind == EX_MAIL && !(c->caps & SMTP_CAP_PIPELINING))
+    if (m != NULL && m->txn_failed && e.stage == SMTP_STAGE_MAIL && !(c->caps & SMTP_CAP_PIPELINING))
         c->rset_needed = false; /* MAIL refused: no transaction is open */
 }
 
@@ -759,7 +776,7 @@ static void conn_parse(struct smtp_conn *c)
         if (n == 0)
             return;
         if (n < 0) {
-            char why[SMTP_REPLY_TEXT_MAX + 64], sample[80];
+            char why[CONN_ERROR_MAX], sample[CONN_REPLY_SAMPLE_MAX];
             log_sanitize(sample, sizeof(sample), vbuf_data(c->in), vbuf_len(c->in));
             snprintf(why, sizeof(why), "malformed or oversized reply from server: %s", sample);
             smtp_conn_fail(c, why);
@@ -776,11 +793,11 @@ static void conn_parse(struct smtp_conn *c)
 /* conn_after_io - bytes arrived: decrypt, parse, continue */
 static void conn_after_io(struct smtp_conn *c)
 {
-    char err[256];
+    char err[CONN_ERROR_MAX];
     if (c->tls_on) {
-        if (c->tls_handshaking) {
+        if (c->stage == SMTP_STAGE_TLS) {
             tls_step(c);
-            if (c->state == CONN_CLOSED || c->tls_handshaking) {
+            if (c->state == CONN_CLOSED || c->stage == SMTP_STAGE_TLS) {
                 conn_flush(c);
                 return;
             }
@@ -809,13 +826,14 @@ static void conn_on_connect(void *owner, int res)
 {
     struct smtp_conn *c = owner;
     if (res < 0) {
-        char why[200];
+        char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "connect to %.150s failed: %s", c->peer, strerror(-res));
         smtp_conn_fail(c, why);
         return;
     }
     c->state = CONN_HANDSHAKE;
-    c->deadline_ms = worker_now_ms() + (uint64_t)c->w->cfg->timeout_greeting_ms;
+    c->stage = SMTP_STAGE_GREETING;
+    c->deadline_ms = stage_deadline(c, SMTP_STAGE_GREETING);
     if (c->pool->route != NULL && c->pool->route->tls == ROUTE_TLS_IMPLICIT) {
         /* port 465: TLS from the first byte, the greeting comes inside it */
         tls_begin(c);
@@ -846,10 +864,10 @@ static void conn_on_eof(void *owner, int res)
         conn_close(c);
         return;
     }
-    char why[160];
+    char why[CONN_ERROR_MAX];
     snprintf(why, sizeof(why), "%s%s", res == 0 ? "connection closed by server" : strerror(-res),
-             c->tls_handshaking ? " during the TLS handshake" : "");
-    if (c->tls_handshaking)
+             c->stage == SMTP_STAGE_TLS ? " during the TLS handshake" : "");
+    if (c->stage == SMTP_STAGE_TLS)
         tls_failed(c, why); /* bytes it sent before the close may not have been read yet */
     else
         smtp_conn_fail(c, why);
@@ -860,16 +878,15 @@ static void conn_on_sent(void *owner, int res)
 {
     struct smtp_conn *c = owner;
     if (res < 0) {
-        char why[160];
+        char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "send failed: %s", strerror(-res));
         smtp_conn_fail(c, why);
         return;
     }
     /* progress while sending a body: each block has its own limit, then the stage's runs again */
     if (c->ex_len > 0)
-        c->deadline_ms =
-            worker_now_ms() + (xport_unsent(c->x) > 0 ? (uint64_t)c->w->cfg->timeout_block_ms
-                                                      : stage_timeout(c->w->cfg, c->expect[c->ex_head].kind));
+        c->deadline_ms = xport_unsent(c->x) > 0 ? worker_now_ms() + (uint64_t)c->w->cfg->timeout_block_ms
+                                                : stage_deadline(c, c->expect[c->ex_head].stage);
     conn_flush(c);
 }
 
@@ -878,17 +895,13 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
     if (c->state == CONN_CLOSED)
         return;
     if (c->deadline_ms != 0 && now >= c->deadline_ms) {
+        /* the connect and the TLS handshake await no reply: the connection's own step names them */
         const char *stage = "reply";
-        if (c->state == CONN_CONNECTING)
-            stage = "connect";
-        else if (c->tls_handshaking)
-            stage = "TLS handshake";
-        else if (c->ex_len > 0) {
-            static const char *names[] = {"connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH",        "AUTH",
-                                          "AUTH",    "MAIL",     "RCPT", "DATA", "end of data", "RSET", "QUIT"};
-            stage = names[c->expect[c->ex_head].kind];
-        }
-        char why[160];
+        if (c->stage == SMTP_STAGE_CONNECT || c->stage == SMTP_STAGE_TLS)
+            stage = smtp_stage_name(c->stage);
+        else if (c->ex_len > 0)
+            stage = smtp_stage_name(c->expect[c->ex_head].stage);
+        char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "timeout waiting for %s from %.120s", stage, c->peer);
         if (c->state == CONN_QUITTING)
             conn_close(c);

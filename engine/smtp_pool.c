@@ -27,6 +27,7 @@
 
 #include "engine/site_limit.h"
 #include "lib/clock.h"
+#include "lib/hash.h"
 #include "throttle/throttle.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
@@ -34,15 +35,6 @@
 
 #define POOL_DOWN_MIN_MS 1000
 #define POOL_DOWN_MAX_MS 60000
-
-/* pool_hash - FNV-1a over the key */
-static unsigned pool_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % POOL_BUCKETS;
-}
 
 /* pool_make_key - site, source IP, TLS policy, auth identity and the throttle's provider */
 static void pool_make_key(char *key, size_t keylen, const char *site, int egress, enum config_tls_mode tls,
@@ -56,7 +48,7 @@ struct route_pool *pool_find(struct worker *w, const char *site, int egress, enu
 {
     char key[sizeof(((struct route_pool *)0)->key)];
     pool_make_key(key, sizeof(key), site, egress, tls, r, prov);
-    for (struct route_pool *p = w->pool_table[pool_hash(key)]; p; p = p->bucket_next)
+    for (struct route_pool *p = w->pool_table[hash_fnv1a(key) % POOL_BUCKETS]; p; p = p->bucket_next)
         if (strcmp(p->key, key) == 0)
             return p;
     return NULL;
@@ -81,7 +73,7 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     p->tls = tls;
     p->thr_prov = prov;
     p->thr_ip = egress >= 0 ? egress : 0;
-    unsigned h = pool_hash(p->key);
+    unsigned h = hash_fnv1a(p->key) % POOL_BUCKETS;
     p->bucket_next = w->pool_table[h];
     w->pool_table[h] = p;
     p->next = w->pools;
@@ -170,8 +162,7 @@ static bool defer_one(struct msg *m, void *priv)
     }
     if (m->host[0] == '\0')
         snprintf(m->host, sizeof(m->host), "%.290s", d->p->site);
-    m->scope = "site";
-    worker_finish_msg(d->w, m, Q_DEFERRED, 0, "4.4.1", d->p->last_error[0] ? d->p->last_error : "destination unusable");
+    worker_finish_cause(d->w, m, SMTP_CAUSE_SITE_DOWN, d->p->last_error[0] ? d->p->last_error : "destination unusable");
     return true;
 }
 
@@ -271,7 +262,7 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
     while (p->qlen > opening && p->nconns < w->cfg->connections &&
            (p->nconns < share || !site_limit_contended(p->limit_key, now))) {
         if (pool_usable_target(p, now) < 0) {
-            if (opening == 0 && p->nready == 0) {
+            if (smtp_outcome_site_down(p->nready, opening, false)) {
                 /* every host is marked bad: forget the marks after the pause so the site is tried again */
                 for (int i = 0; i < p->ntargets; i++)
                     p->targets[i].bad_until_ms = 0;
@@ -330,18 +321,18 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
         thr_conn_release(w->thr, p->thr_prov, p->thr_ip);
     c->thr_held = false;
     uint64_t now = worker_now_ms();
-    if (was_ready) {
+    if (was_ready)
         p->nready--;
-        return;
-    }
-    if (c->retry_plain)
-        return; /* not the host's fault: reconnect at once without STARTTLS */
     /*
      * No usable session with this host (refused, timed out, 421/554 greeting,
      * garbage or oversized replies, TLS or AUTH refused): skip it for
      * bad_host_ms and let the next host take over. Without this a host that
-     * fails during the handshake would be redialled at once, forever.
+     * fails during the handshake would be redialled at once, forever. A
+     * failed opportunistic TLS handshake is not the host's fault: the pool
+     * reconnects at once without STARTTLS (engine/smtp_outcome.c decides).
      */
+    if (!smtp_outcome_lost(c->stage, c->retry_plain).host_bad)
+        return;
     snprintf(p->last_error, sizeof(p->last_error), "%s", c->error[0] ? c->error : "connection failed");
     if (c->target >= 0 && c->target < p->ntargets) {
         p->targets[c->target].bad_until_ms = now + (uint64_t)(w->cfg->bad_host_ms > 0 ? w->cfg->bad_host_ms : 1000);
@@ -349,11 +340,11 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
     }
     if (p->nready > 0)
         return;
-    bool others_opening = false;
+    int others_opening = 0;
     for (struct smtp_conn *o = p->conns; o; o = o->next)
         if (o->state == CONN_CONNECTING || o->state == CONN_HANDSHAKE)
-            others_opening = true;
-    if (!others_opening && pool_usable_target(p, now) < 0) {
+            others_opening++;
+    if (smtp_outcome_site_down(p->nready, others_opening, pool_usable_target(p, now) >= 0)) {
         for (int i = 0; i < p->ntargets; i++)
             p->targets[i].bad_until_ms = 0;
         pool_mark_down(w, p, now);

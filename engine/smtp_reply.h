@@ -23,6 +23,9 @@
 #define SMTP_REPLY_LINE_MAX 512
 #define SMTP_REPLY_LINES_MAX 64
 #define SMTP_REPLY_TEXT_MAX 256
+/* 421: the service is closing the channel (RFC 5321 3.8), whatever command it answers */
+#define SMTP_REPLY_CLOSING 421
+#define SMTP_REPLY_RCPT_TOO_MANY 552 /* after RCPT: too many recipients, RFC 5321 4.5.3.1.10 */
 
 /* EHLO capability bits */
 #define SMTP_CAP_PIPELINING 0x01u

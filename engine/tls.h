@@ -2,11 +2,11 @@
  * NAME
  *   tls - TLS that only transforms bytes: OpenSSL over a custom BIO
  * SYNOPSIS
- *   SSL_CTX *ctx = tls_client_ctx_new(err, sizeof err);        // once per thread
+ *   SSL_CTX *ctx = tls_client_ctx_new(verify, ca_file, err, sizeof err); // twice per thread
  *   tls_session_start(&s, ctx, &cipher_in, &cipher_out, "mx.example");
- *   tls_handshake(&s);       // -EAGAIN: send cipher_out, feed cipher_in, call again
- *   tls_write(&s, plain, n); // ciphertext appended to cipher_out
- *   tls_read(&s, &plain_in); // plaintext from what cipher_in holds
+ *   tls_handshake(&s, err, sizeof err);       // -EAGAIN: send cipher_out, feed cipher_in, call again
+ *   tls_write(&s, plain, n, err, sizeof err); // ciphertext appended to cipher_out
+ *   tls_read(&s, &plain_in, err, sizeof err); // plaintext from what cipher_in holds
  * DESCRIPTION
  *   OpenSSL never touches the socket (the h2o/HAProxy pattern): the BIO reads
  *   ciphertext from a buffer the ring filled and appends ciphertext to a

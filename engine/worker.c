@@ -35,6 +35,7 @@
 #include "engine/transport_uring.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/rand.h"
 #include "queue/campaign.h"
@@ -97,25 +98,18 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
         return rc;
     if (idx == 0)
         log_debug("io_uring: %s", ring_desc);
+    rc = -ENOTSUP;
     w->xl = xport_uring_new(&w->ring, err, errlen);
-    if (w->xl == NULL) {
-        io_uring_queue_exit(&w->ring);
-        return -ENOTSUP;
-    }
+    if (w->xl == NULL)
+        goto fail;
+    rc = -EPROTO;
     w->tls_ctx = tls_client_ctx_new(0, NULL, err, errlen);
-    if (w->tls_ctx == NULL) {
-        io_uring_queue_exit(&w->ring);
-        xport_loop_free(w->xl);
-        return -EPROTO;
-    }
+    if (w->tls_ctx == NULL)
+        goto fail;
     if (worker_needs_verify(cfg)) {
         w->tls_ctx_verify = tls_client_ctx_new(1, cfg->tls_ca_file, err, errlen);
-        if (w->tls_ctx_verify == NULL) {
-            tls_ctx_free(w->tls_ctx);
-            io_uring_queue_exit(&w->ring);
-            xport_loop_free(w->xl);
-            return -EPROTO;
-        }
+        if (w->tls_ctx_verify == NULL)
+            goto fail;
     }
     char dnserr[256];
     w->dns = dns_resolver_new(cfg, &w->ring, dnserr, sizeof(dnserr));
@@ -124,10 +118,8 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     if (cfg->ndkim > 0) {
         w->dkim = dkim_signer_new(cfg, err, errlen);
         if (w->dkim == NULL) {
-            tls_ctx_free(w->tls_ctx);
-            io_uring_queue_exit(&w->ring);
-            xport_loop_free(w->xl);
-            return -EINVAL;
+            rc = -EINVAL;
+            goto fail;
         }
     }
     redis_link_init(&w->redis, w, &cfg->redis);
@@ -152,6 +144,14 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->resuming = true;
     w->ctl_version = -1;
     return 0;
+fail:
+    /* what worker_free releases, in its order, for the parts made so far (w was zeroed first) */
+    io_uring_queue_exit(&w->ring);
+    dns_resolver_free(w->dns);
+    xport_loop_free(w->xl);
+    tls_ctx_free(w->tls_ctx);
+    tls_ctx_free(w->tls_ctx_verify);
+    return rc;
 }
 
 /* camp_ver_unref - drop a reference; the last one frees the compiled campaign */
@@ -227,15 +227,15 @@ void msg_release(struct worker *w, struct msg *m)
     w->free_msgs = m;
 }
 
-void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int code, const char *dsn,
-                       const char *reply)
+void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcome *o, const char *reply)
 {
     if (m->done)
         return;
     m->done = true;
-    m->status = st;
-    m->code = code;
-    snprintf(m->dsn, sizeof(m->dsn), "%s", dsn ? dsn : "");
+    m->status = o->status;
+    m->code = o->code;
+    m->scope = o->scope;
+    snprintf(m->dsn, sizeof(m->dsn), "%s", o->dsn ? o->dsn : "");
     log_sanitize(m->reply, sizeof(m->reply), reply ? reply : "", reply ? strlen(reply) : 0);
     m->next = NULL;
     if (w->out_tail)
@@ -244,7 +244,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
         w->out_head = m;
     w->out_tail = m;
     w->out_len++;
-    switch (st) {
+    switch (o->status) {
     case Q_DELIVERED:
         w->n_delivered++;
         break;
@@ -261,6 +261,12 @@ void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int co
         w->n_other++;
         break;
     }
+}
+
+void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, const char *reply)
+{
+    struct smtp_outcome o = smtp_outcome_of(why);
+    worker_finish_msg(w, m, &o, reply);
 }
 
 /* ---- outcomes ---- */
@@ -325,7 +331,7 @@ static void flush_outcomes(struct worker *w)
                 .tls = m->tls[0] ? m->tls : NULL,
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,
                 .limit = m->limit[0] ? m->limit : NULL,
-                .scope = m->scope,
+                .scope = smtp_scope_name(m->scope),
             };
         }
         if (w->out_head == NULL)
@@ -458,10 +464,9 @@ static void msg_defer_limit(struct worker *w, struct msg *m, const struct thr_ve
 {
     snprintf(m->limit, sizeof(m->limit), "%s", v->limit);
     m->retry_at_ms = v->until_ms;
-    m->scope = "site";
     char why[THR_LIMIT_MAX + 32];
     snprintf(why, sizeof(why), "deferred by volley: %s", v->limit);
-    worker_finish_msg(w, m, Q_DEFERRED, 0, "4.7.0", why);
+    worker_finish_cause(w, m, SMTP_CAUSE_THROTTLED, why);
 }
 
 /*
@@ -508,31 +513,12 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     }
     if (camp_ctl_stop(w, m))
         return; /* paused or cancelled while the lookup ran */
-    snprintf(m->host, sizeof(m->host), "%s", r->domain);
-    m->scope = "site";
-    switch (r->status) {
-    case DNS_NXDOMAIN:
-        worker_finish_msg(w, m, Q_BOUNCED, 550, "5.1.2", r->error);
+    struct smtp_outcome o;
+    if (smtp_outcome_dns(r->status, r->implicit_mx, &o)) {
+        snprintf(m->host, sizeof(m->host), "%s", r->domain);
+        worker_finish_msg(w, m, &o, r->error);
         return;
-    case DNS_NULL_MX:
-        worker_finish_msg(w, m, Q_BOUNCED, 556, "5.1.10", r->error);
-        return;
-    case DNS_NO_ADDRESS:
-        if (r->implicit_mx) {
-            /* no MX and the domain itself has no address: nowhere to deliver, as Postfix decides too */
-            worker_finish_msg(w, m, Q_BOUNCED, 550, "5.1.2", r->error);
-            return;
-        }
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", r->error);
-        return;
-    case DNS_TEMPFAIL:
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", r->error);
-        return;
-    case DNS_OK:
-        break;
     }
-    m->host[0] = '\0';
-    m->scope = NULL;
     const char *names[DNS_MAX_MX];
     int nn = 0;
     for (int i = 0; i < r->nhosts && nn < DNS_MAX_MX; i++)
@@ -584,7 +570,7 @@ void msg_route(struct worker *w, struct msg *m)
     if (w->dns == NULL) {
         char why[400];
         snprintf(why, sizeof(why), "no [route] for domain %.*s and no DNS resolver", (int)dlen, dom);
-        worker_finish_msg(w, m, Q_DEFERRED, 0, "4.4.3", why);
+        worker_finish_cause(w, m, SMTP_CAUSE_NO_ROUTE, why);
         return;
     }
     char domain[256];
@@ -647,7 +633,7 @@ static void msg_prepare(struct worker *w, struct msg *m)
         return;
     }
     if (c->state == CAMP_BAD) {
-        worker_finish_msg(w, m, Q_FAILED, 0, "", c->error);
+        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
         return;
     }
     if (camp_ctl_stop(w, m))
@@ -668,7 +654,7 @@ static void msg_prepare(struct worker *w, struct msg *m)
     m->ver->refs++;
     if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
         vbuf_shrink(&w->scratch, 256 * 1024); /* a refused message may have grown it to twice the limit */
-        worker_finish_msg(w, m, Q_FAILED, 0, "", err);
+        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, err);
         return;
     }
     vbuf_reset(&m->data);
@@ -686,7 +672,7 @@ static void msg_prepare(struct worker *w, struct msg *m)
                                      sizeof(err)) < 0) {
         char why[600];
         snprintf(why, sizeof(why), "DKIM signing failed: %s", err);
-        worker_finish_msg(w, m, Q_FAILED, 0, "", why);
+        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, why);
         return;
     }
     vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
@@ -702,7 +688,7 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
     m->owned_ms = owned_ms;
     msg_hold(w, m);
     if (job->error != NULL) {
-        worker_finish_msg(w, m, Q_FAILED, 0, "", job->error);
+        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);
         return;
     }
     /* campaign control and suppression are decided at intake, never sent */
@@ -710,13 +696,13 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
         /* the mark is newer than any state this thread saw: stop what it holds of the campaign too */
         camp_ctl_note(w, job->campaign, job->campaign_len, job->camp_state);
         if (job->camp_state == Q_CAMP_CANCELLED)
-            worker_finish_msg(w, m, Q_CANCELLED, 0, "", "campaign cancelled");
+            worker_finish_cause(w, m, SMTP_CAUSE_CANCELLED, "campaign cancelled");
         else
-            worker_finish_msg(w, m, Q_HELD, 0, "", "campaign paused");
+            worker_finish_cause(w, m, SMTP_CAUSE_PAUSED, "campaign paused");
         return;
     }
     if (job->suppressed) {
-        worker_finish_msg(w, m, Q_SUPPRESSED, 0, "", "recipient is on the suppression list");
+        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
         return;
     }
     m->camp = camp_get(w, job->campaign, job->campaign_len);

@@ -24,7 +24,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "engine/smtp_outcome.h"
 #include "engine/smtp_reply.h"
+#include "engine/smtp_stage.h"
 #include "engine/tls.h"
 #include "lib/buf.h"
 #include "lib/config.h"
@@ -47,6 +49,7 @@ struct xport_loop;
 
 #define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
+#define CONN_ERROR_MAX  256 /* why a connection failed: the text its deferred messages record */
 /* a worker's name lives this long after its last heartbeat (one beat per TTL / 5) */
 #define WORKER_HEARTBEAT_TTL_MS 5000
 
@@ -85,16 +88,13 @@ struct msg {
     uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
     int thr_prov;         /* throttle provider of the recipient; -1: not throttled */
     char limit[160];      /* which volley limit deferred it ("" when none) */
-    const char *scope;    /* what a failure concerns: "recipient", "message", "connection", "site" */
+    enum smtp_scope scope; /* what a failure concerns (engine/smtp_outcome.h) */
     uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */
     struct route_pool *pool; /* where a message being re-confirmed goes back to (engine/fence.c) */
 };
 
-enum smtp_expect_kind { EX_CONNECT, EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_AUTH, EX_AUTH_USER,
-                        EX_AUTH_PASS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_RSET, EX_QUIT };
-
 struct smtp_expect {
-    enum smtp_expect_kind kind;
+    enum smtp_stage stage; /* the command whose reply is awaited */
     struct msg *msg; /* NULL for connection-level commands */
 };
 
@@ -117,7 +117,8 @@ struct smtp_conn {
     vbuf pout;   /* plaintext to encrypt (TLS only) */
     vbuf *in;    /* what the protocol reads: rbuf or pin */
     vbuf *out;   /* what the protocol writes: the stream's send buffer or pout */
-    bool tls_on, tls_handshaking, greeted, authed;
+    bool tls_on;
+    enum smtp_stage stage; /* the session's step: CONNECT, GREETING, TLS, EHLO, HELO, AUTH; MAIL once established */
     bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
     bool thr_held;    /* holds a throttle connection lease (released on close) */
     int target;        /* index into pool->targets */
@@ -126,7 +127,6 @@ struct smtp_conn {
     struct tls_session tls;
     unsigned caps;
     unsigned long size_limit;
-    bool helo_tried;
     struct smtp_expect expect[SMTP_EXPECT_MAX];
     int ex_head, ex_len;
     int data_pending; /* DATA commands awaiting their reply */
@@ -135,7 +135,7 @@ struct smtp_conn {
     uint64_t deadline_ms; /* 0: no reply awaited */
     uint64_t idle_since_ms;
     char tlsdesc[64];
-    char error[256]; /* why the connection is going away */
+    char error[CONN_ERROR_MAX]; /* why the connection is going away */
 };
 
 #define POOL_MAX_TARGETS 24
@@ -295,9 +295,10 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
                 const struct thr_config *tc, atomic_int *stop, bool exit_when_idle, char *err, size_t errlen);
 void worker_run(struct worker *w);
 void worker_free(struct worker *w);
-/* worker_finish_msg - decide a message's outcome (once) and queue it for recording */
-void worker_finish_msg(struct worker *w, struct msg *m, enum q_status st, int code, const char *dsn,
-                       const char *reply);
+/* worker_finish_msg - record a message's outcome (decided by engine/smtp_outcome.c; once) with reply text */
+void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcome *o, const char *reply);
+/* worker_finish_cause - worker_finish_msg with the outcome of a verdict of volley's own */
+void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, const char *reply);
 uint64_t worker_now_ms(void);
 /* msg_release - the message leaves this worker (recorded, left pending in Redis, or owned by another worker now) */
 void msg_release(struct worker *w, struct msg *m);

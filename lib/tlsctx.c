@@ -5,16 +5,19 @@
 #include "lib/tlsctx.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/err.h"
+
 void tlsctx_error(const SSL *ssl, const char *what, char *err, size_t errlen)
 {
     long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
     if (vr != X509_V_OK && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER)) {
-        snprintf(err, errlen, "TLS certificate verification failed: %s", X509_verify_cert_error_string(vr));
+        err_set(err, errlen, -EIO, "TLS certificate verification failed: %s", X509_verify_cert_error_string(vr));
         ERR_clear_error();
         return;
     }
@@ -24,7 +27,7 @@ void tlsctx_error(const SSL *ssl, const char *what, char *err, size_t errlen)
         ERR_error_string_n(e, buf, sizeof(buf));
     else
         snprintf(buf, sizeof(buf), "connection closed");
-    snprintf(err, errlen, "TLS %s failed: %s", what, buf);
+    err_set(err, errlen, -EIO, "TLS %s failed: %s", what, buf);
     ERR_clear_error();
 }
 
@@ -44,8 +47,7 @@ SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_fil
         int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
             tlsctx_error(NULL, ca_file ? "loading ca_file" : "loading the system CA store", err, errlen);
-            SSL_CTX_free(ctx);
-            return NULL;
+            goto fail;
         }
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
@@ -54,13 +56,15 @@ SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_fil
         if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
             SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
             tlsctx_error(NULL, "loading cert_file/key_file", err, errlen);
-            SSL_CTX_free(ctx);
-            return NULL;
+            goto fail;
         }
     }
     /* no client session cache yet: resumption is future work */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
 }
 
 void tlsctx_set_peer(SSL *ssl, const char *host)

@@ -39,6 +39,7 @@
 #include <openssl/rsa.h>
 
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "lib/log.h"
 
 #define DKIM_MIN_RSA_BITS  1024
@@ -155,57 +156,46 @@ static int dkim_load_key(struct dkim_signer *s, struct dkim_key *k, const struct
     char why[256];
     const char *path = ck->path;
 
-    if (!dkim_name_ok(ck->domain) || !dkim_name_ok(ck->selector)) {
-        snprintf(err, errlen, "dkim key %s: domain or selector has characters not allowed in a DNS name", path);
-        return -EINVAL;
-    }
+    if (!dkim_name_ok(ck->domain) || !dkim_name_ok(ck->selector))
+        return err_set(err, errlen, -EINVAL, "dkim key %s: domain or selector has characters not allowed in a DNS name",
+                       path);
     FILE *f = fopen(path, "r");
     if (!f) {
         int e = errno;
-        snprintf(err, errlen, "dkim key %s: %s", path, strerror(e));
-        return -e;
+        return err_set(err, errlen, -e, "dkim key %s: %s", path, strerror(e));
     }
     ERR_clear_error();
     EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
     fclose(f);
-    if (!pkey) {
-        snprintf(err, errlen, "dkim key %s: not a readable unencrypted PEM private key (%s)", path,
-                 ossl_reason(why, sizeof why));
-        return -EINVAL;
-    }
+    if (!pkey)
+        return err_set(err, errlen, -EINVAL, "dkim key %s: not a readable unencrypted PEM private key (%s)", path,
+                       ossl_reason(why, sizeof why));
     int type = EVP_PKEY_get_base_id(pkey);
     k->pkey = pkey; /* freed by dkim_signer_free from here on */
     if (ck->algo == CONFIG_DKIM_RSA) {
-        if (type != EVP_PKEY_RSA) {
-            snprintf(err, errlen, "dkim key %s: configured as rsa but the file holds a %s key", path, OBJ_nid2sn(type));
-            return -EINVAL;
-        }
+        if (type != EVP_PKEY_RSA)
+            return err_set(err, errlen, -EINVAL, "dkim key %s: configured as rsa but the file holds a %s key", path,
+                           OBJ_nid2sn(type));
         int bits = EVP_PKEY_get_bits(pkey);
-        if (bits < DKIM_MIN_RSA_BITS || bits > DKIM_MAX_RSA_BITS) {
-            snprintf(err, errlen, "dkim key %s: RSA key has %d bits; between %d and %d required (%d recommended)", path,
-                     bits, DKIM_MIN_RSA_BITS, DKIM_MAX_RSA_BITS, DKIM_GOOD_RSA_BITS);
-            return -EINVAL;
-        }
+        if (bits < DKIM_MIN_RSA_BITS || bits > DKIM_MAX_RSA_BITS)
+            return err_set(err, errlen, -EINVAL,
+                           "dkim key %s: RSA key has %d bits; between %d and %d required (%d recommended)", path, bits,
+                           DKIM_MIN_RSA_BITS, DKIM_MAX_RSA_BITS, DKIM_GOOD_RSA_BITS);
         if (bits < DKIM_GOOD_RSA_BITS)
             log_warn("dkim key %s: RSA key has %d bits; %d are recommended", path, bits, DKIM_GOOD_RSA_BITS);
         k->rsa_ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
         if (!k->rsa_ctx || EVP_PKEY_sign_init(k->rsa_ctx) <= 0 ||
             EVP_PKEY_CTX_set_rsa_padding(k->rsa_ctx, RSA_PKCS1_PADDING) <= 0 ||
-            EVP_PKEY_CTX_set_signature_md(k->rsa_ctx, s->sha256) <= 0) {
-            snprintf(err, errlen, "dkim key %s: cannot set up RSA signing (%s)", path, ossl_reason(why, sizeof why));
-            return -EINVAL;
-        }
+            EVP_PKEY_CTX_set_signature_md(k->rsa_ctx, s->sha256) <= 0)
+            return err_set(err, errlen, -EINVAL, "dkim key %s: cannot set up RSA signing (%s)", path,
+                           ossl_reason(why, sizeof why));
     } else {
-        if (type != EVP_PKEY_ED25519) {
-            snprintf(err, errlen, "dkim key %s: configured as ed25519 but the file holds a %s key", path,
-                     OBJ_nid2sn(type));
-            return -EINVAL;
-        }
+        if (type != EVP_PKEY_ED25519)
+            return err_set(err, errlen, -EINVAL, "dkim key %s: configured as ed25519 but the file holds a %s key", path,
+                           OBJ_nid2sn(type));
         k->ed_ctx = EVP_MD_CTX_new();
-        if (!k->ed_ctx || EVP_DigestSignInit_ex(k->ed_ctx, NULL, NULL, NULL, NULL, pkey, NULL) <= 0) {
-            snprintf(err, errlen, "dkim key %s: cannot set up Ed25519 signing", path);
-            return -ENOMEM;
-        }
+        if (!k->ed_ctx || EVP_DigestSignInit_ex(k->ed_ctx, NULL, NULL, NULL, NULL, pkey, NULL) <= 0)
+            return err_set(err, errlen, -ENOMEM, "dkim key %s: cannot set up Ed25519 signing", path);
     }
     k->algo = ck->algo;
     k->domain = xstrdup(ck->domain);
@@ -227,7 +217,7 @@ struct dkim_signer *dkim_signer_new(const struct vconfig *cfg, char *err, size_t
     s->body_ctx = EVP_MD_CTX_new();
     s->hdr_ctx = EVP_MD_CTX_new();
     if (!s->sha256 || !s->body_ctx || !s->hdr_ctx) {
-        snprintf(err, errlen, "dkim: OpenSSL has no SHA-256");
+        err_set(err, errlen, -ENOSYS, "dkim: OpenSSL has no SHA-256");
         goto fail;
     }
     for (int i = 0; i < cfg->ndkim; i++) {
@@ -545,10 +535,8 @@ static long scan_headers(struct dkim_signer *s, const char *msg, size_t len, cha
                 nlen--;
             int idx = match_name(p, nlen);
             if (idx >= 0) {
-                if (s->nfields == DKIM_MAX_FIELDS) {
-                    snprintf(err, errlen, "dkim: more than %d signable header fields", DKIM_MAX_FIELDS);
-                    return -E2BIG;
-                }
+                if (s->nfields == DKIM_MAX_FIELDS)
+                    return err_set(err, errlen, -E2BIG, "dkim: more than %d signable header fields", DKIM_MAX_FIELDS);
                 s->fields[s->nfields++] = (struct dkim_field){p, (size_t)(fend - p), (unsigned)idx};
             }
         }
@@ -628,10 +616,8 @@ static int sign_one(struct dkim_signer *s, struct dkim_key *k, const char *bh, c
     if (EVP_DigestInit_ex(s->hdr_ctx, s->sha256, NULL) <= 0 ||
         EVP_DigestUpdate(s->hdr_ctx, vbuf_data(&s->canon), vbuf_len(&s->canon)) <= 0 ||
         EVP_DigestUpdate(s->hdr_ctx, vbuf_data(&s->sigc), vbuf_len(&s->sigc)) <= 0 ||
-        EVP_DigestFinal_ex(s->hdr_ctx, md, &mdlen) <= 0) {
-        snprintf(err, errlen, "dkim: SHA-256 failed (%s)", ossl_reason(why, sizeof why));
-        return -EIO;
-    }
+        EVP_DigestFinal_ex(s->hdr_ctx, md, &mdlen) <= 0)
+        return err_set(err, errlen, -EIO, "dkim: SHA-256 failed (%s)", ossl_reason(why, sizeof why));
 
     unsigned char sig[DKIM_MAX_SIG];
     size_t siglen = sizeof sig;
@@ -652,11 +638,9 @@ static int sign_one(struct dkim_signer *s, struct dkim_key *k, const char *bh, c
                  EVP_DigestSign(k->ed_ctx, sig, &siglen, md, mdlen) > 0;
         }
     }
-    if (!ok) {
-        snprintf(err, errlen, "dkim: signing for %s/%s failed (%s)", k->domain, k->selector,
-                 ossl_reason(why, sizeof why));
-        return -EIO;
-    }
+    if (!ok)
+        return err_set(err, errlen, -EIO, "dkim: signing for %s/%s failed (%s)", k->domain, k->selector,
+                       ossl_reason(why, sizeof why));
 
     /* b= value, folded with FWS (allowed inside the base64, RFC 6376 3.5) */
     char b[DKIM_MAX_SIG * 4 / 3 + 8];
@@ -690,26 +674,21 @@ int dkim_sign_at(struct dkim_signer *s, const char *msg, size_t len, time_t now,
     int count[DKIM_NHNAMES] = {0};
     for (int i = 0; i < s->nfields; i++) {
         if (s->fields[i].name == 0) {
-            if (from) {
-                snprintf(err, errlen, "dkim: message has more than one From header");
-                return -EINVAL;
-            }
+            if (from)
+                return err_set(err, errlen, -EINVAL, "dkim: message has more than one From header");
             from = &s->fields[i];
         }
         count[s->fields[i].name]++;
     }
-    if (!from) {
-        snprintf(err, errlen, "dkim: message has no From header");
-        return -EINVAL;
-    }
+    if (!from)
+        return err_set(err, errlen, -EINVAL, "dkim: message has no From header");
     const char *colon = memchr(from->p, ':', from->len);
     const char *dom;
     size_t domlen;
     if (dkim_from_domain(colon + 1, (size_t)(from->p + from->len - colon - 1), &dom, &domlen) < 0) {
         char shown[128];
         log_sanitize(shown, sizeof shown, colon + 1, (size_t)(from->p + from->len - colon - 1));
-        snprintf(err, errlen, "dkim: no single address in From: %s", shown);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "dkim: no single address in From: %s", shown);
     }
     int any = 0;
     for (int i = 0; i < s->nkeys; i++)
@@ -724,15 +703,11 @@ int dkim_sign_at(struct dkim_signer *s, const char *msg, size_t len, time_t now,
     unsigned int mdlen = 0;
     char bh[64];
     ERR_clear_error();
-    if (EVP_DigestInit_ex(s->body_ctx, s->sha256, NULL) <= 0) {
-        snprintf(err, errlen, "dkim: SHA-256 failed (%s)", ossl_reason(why, sizeof why));
-        return -EIO;
-    }
+    if (EVP_DigestInit_ex(s->body_ctx, s->sha256, NULL) <= 0)
+        return err_set(err, errlen, -EIO, "dkim: SHA-256 failed (%s)", ossl_reason(why, sizeof why));
     canon_body(msg + body, len - (size_t)body, sink_digest, s->body_ctx);
-    if (EVP_DigestFinal_ex(s->body_ctx, md, &mdlen) <= 0) {
-        snprintf(err, errlen, "dkim: SHA-256 failed (%s)", ossl_reason(why, sizeof why));
-        return -EIO;
-    }
+    if (EVP_DigestFinal_ex(s->body_ctx, md, &mdlen) <= 0)
+        return err_set(err, errlen, -EIO, "dkim: SHA-256 failed (%s)", ossl_reason(why, sizeof why));
     b64(bh, md, mdlen);
 
     /* signed fields in h= order, each name's instances bottom-up (RFC 6376 5.4.2) */

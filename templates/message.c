@@ -31,6 +31,7 @@
 
 #include "lib/addr.h"
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "templates/encode.h"
 #include "templates/mustache.h"
 
@@ -201,8 +202,8 @@ static struct tpl_mustache *compile_tpl(struct tpl_message *m, const char *field
                         col++;
                     }
                 }
-                snprintf(err, errlen, "%s: line %u, column %u: line break or NUL in a header template", field, line,
-                         col);
+                err_set(err, errlen, -EINVAL, "%s: line %u, column %u: line break or NUL in a header template", field,
+                        line, col);
                 return NULL;
             }
         }
@@ -295,29 +296,29 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
                 if ((unsigned char)*p < 32 || (unsigned char)*p > 126)
                     *p = '?';
             if (!field_name_ok(hn, hl)) {
-                snprintf(err, errlen, "header.%s: not a valid header field name", shown);
+                err_set(err, errlen, -EINVAL, "header.%s: not a valid header field name", shown);
                 goto fail;
             }
             for (size_t r = 0; r < sizeof reserved_headers / sizeof *reserved_headers; r++)
                 if (strlen(reserved_headers[r]) == hl && strncasecmp(reserved_headers[r], hn, hl) == 0) {
-                    snprintf(err, errlen, "header.%s: %s is written by volley (use the campaign field for it)", shown,
-                             reserved_headers[r]);
+                    err_set(err, errlen, -EINVAL, "header.%s: %s is written by volley (use the campaign field for it)",
+                            shown, reserved_headers[r]);
                     goto fail;
                 }
             for (size_t x = 0; x < nextra; x++)
                 if (extra[x]->klen == f->klen && strncasecmp(extra[x]->k, f->k, f->klen) == 0) {
-                    snprintf(err, errlen, "header.%s: given twice", shown);
+                    err_set(err, errlen, -EINVAL, "header.%s: given twice", shown);
                     goto fail;
                 }
             if (nextra == MAX_EXTRA_HEADERS) {
-                snprintf(err, errlen, "header.%s: too many extra headers (limit %d)", shown, MAX_EXTRA_HEADERS);
+                err_set(err, errlen, -EINVAL, "header.%s: too many extra headers (limit %d)", shown, MAX_EXTRA_HEADERS);
                 goto fail;
             }
             if (f->vlen > 0) /* an empty extra header is the same as none */
                 extra[nextra++] = f;
         } else if (f->klen > 8 && memcmp(f->k, "default.", 8) == 0) {
             if (f->klen - 8 > TPL_NAME_MAX) {
-                snprintf(err, errlen, "default.*: variable name too long (limit %d)", TPL_NAME_MAX);
+                err_set(err, errlen, -EINVAL, "default.*: variable name too long (limit %d)", TPL_NAME_MAX);
                 goto fail;
             }
             /* applied below, once every template is compiled and the names in use are known */
@@ -328,22 +329,23 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
 
     /* From: a literal address, a display name that may be a template */
     if (!f_from || f_from->vlen == 0) {
-        snprintf(err, errlen, "from: missing (required)");
+        err_set(err, errlen, -EINVAL, "from: missing (required)");
         goto fail;
     }
     const char *dn, *ad;
     size_t dnl, adl;
     if (split_mailbox(f_from->v, f_from->vlen, &dn, &dnl, &ad, &adl) < 0) {
-        snprintf(err, errlen, "from: expected \"Name\" <address> or address");
+        err_set(err, errlen, -EINVAL, "from: expected \"Name\" <address> or address");
         goto fail;
     }
     if (memmem(ad, adl, "{{", 2)) {
-        snprintf(err, errlen, "from: the From address must be literal (template tags only in the display name)");
+        err_set(err, errlen, -EINVAL,
+                "from: the From address must be literal (template tags only in the display name)");
         goto fail;
     }
     const char *why = addr_check(ad, adl);
     if (why) {
-        snprintf(err, errlen, "from: invalid From address: %s", why);
+        err_set(err, errlen, -EINVAL, "from: invalid From address: %s", why);
         goto fail;
     }
     m->from_addr = keep_str(m, xstrndup(ad, adl));
@@ -353,7 +355,7 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
     if (f_mailfrom && f_mailfrom->vlen > 0) {
         why = addr_check(f_mailfrom->v, f_mailfrom->vlen);
         if (why) {
-            snprintf(err, errlen, "mail_from: invalid address: %s", why);
+            err_set(err, errlen, -EINVAL, "mail_from: invalid address: %s", why);
             goto fail;
         }
         m->mail_from = keep_str(m, xstrndup(f_mailfrom->v, f_mailfrom->vlen));
@@ -367,7 +369,7 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
         goto fail;
 
     if ((!f_text || f_text->vlen == 0) && (!f_html || f_html->vlen == 0)) {
-        snprintf(err, errlen, "text, html: at least one body part is required");
+        err_set(err, errlen, -EINVAL, "text, html: at least one body part is required");
         goto fail;
     }
     struct tpl_mustache *t_subject = NULL, *t_reply = NULL, *t_lu = NULL, *t_lumail = NULL, *t_fbid = NULL;
@@ -383,7 +385,7 @@ struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char 
         goto fail;
     if (f_lumail && f_lumail->vlen) {
         if (!t_lu) {
-            snprintf(err, errlen, "list_unsubscribe_mailto: needs list_unsubscribe (the https URL, RFC 8058)");
+            err_set(err, errlen, -EINVAL, "list_unsubscribe_mailto: needs list_unsubscribe (the https URL, RFC 8058)");
             goto fail;
         }
         if (!(t_lumail = compile_tpl(m, "list_unsubscribe_mailto", f_lumail->v, f_lumail->vlen, 1, err, errlen)))
@@ -535,8 +537,7 @@ static int render_value(const struct tpl_message *m, const struct tpl_mustache *
     int rc = tpl_mustache_render(t, vals, TPL_RENDER_NOCTL, HDR_VALUE_MAX, out, &bad);
     size_t n = vbuf_len(out) - mark;
     if (rc == -EMSGSIZE) {
-        snprintf(err, errlen, "%s: rendered value longer than %d bytes", hname, HDR_VALUE_MAX);
-        rc = -EINVAL;
+        rc = err_set(err, errlen, -EINVAL, "%s: rendered value longer than %d bytes", hname, HDR_VALUE_MAX);
     } else if (rc < 0) {
         size_t nl;
         const char *name = tpl_names_get(m->names, (size_t)bad, &nl);
@@ -545,7 +546,7 @@ static int render_value(const struct tpl_message *m, const struct tpl_mustache *
         for (size_t i = 0; i < nl && j + 1 < sizeof shown; i++)
             shown[j++] = ((unsigned char)name[i] < 32 || name[i] == 0x7f) ? '?' : name[i];
         shown[j] = '\0';
-        snprintf(err, errlen, "header injection: CR/LF in variable '%s' used in %s", shown, hname);
+        err_set(err, errlen, rc, "header injection: CR/LF in variable '%s' used in %s", shown, hname);
     } else {
         memcpy(buf, vbuf_data(out) + mark, n);
         *len = n;
@@ -621,10 +622,8 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
         size_t dnl, adl;
         const char *why =
             split_mailbox(v, vl, &dn, &dnl, &ad, &adl) < 0 ? "expected \"Name\" <address>" : addr_check(ad, adl);
-        if (why) {
-            snprintf(err, errlen, "reply_to: invalid Reply-To address: %s", why);
-            return -EINVAL;
-        }
+        if (why)
+            return err_set(err, errlen, -EINVAL, "reply_to: invalid Reply-To address: %s", why);
         char name[HDR_VALUE_MAX];
         memcpy(name, dn, dnl);
         dnl = unquote(name, dnl);
@@ -641,10 +640,8 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
             u++;
             vl--;
         }
-        if (vl < 9 || strncasecmp(u, "https://", 8) != 0) {
-            snprintf(err, errlen, "list_unsubscribe: List-Unsubscribe needs an https:// URL (RFC 8058)");
-            return -EINVAL;
-        }
+        if (vl < 9 || strncasecmp(u, "https://", 8) != 0)
+            return err_set(err, errlen, -EINVAL, "list_unsubscribe: List-Unsubscribe needs an https:// URL (RFC 8058)");
         tpl_hdr_begin(&h, out, "List-Unsubscribe");
         /* the URL is one token: build "<url>" or "<url>," then write it where the fold rules say */
         size_t mark = vbuf_len(out);
@@ -652,11 +649,9 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
         url_append(out, u, vl);
         vbuf_append(out, it->t2 ? ">," : ">", it->t2 ? 2 : 1);
         size_t tl = vbuf_len(out) - mark;
-        if (tl > TPL_HDR_HARD_LIMIT - 20) {
-            snprintf(err, errlen, "list_unsubscribe: URL too long for one header line (limit %d)",
-                     TPL_HDR_HARD_LIMIT - 20);
-            return -EINVAL;
-        }
+        if (tl > TPL_HDR_HARD_LIMIT - 20)
+            return err_set(err, errlen, -EINVAL, "list_unsubscribe: URL too long for one header line (limit %d)",
+                           TPL_HDR_HARD_LIMIT - 20);
         char tok[3 * HDR_VALUE_MAX + 16];
         memcpy(tok, vbuf_data(out) + mark, tl);
         vbuf_truncate(out, mark);
@@ -675,19 +670,15 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
                 u += 7;
                 vl -= 7;
             }
-            if (vl == 0 || !memchr(u, '@', vl)) {
-                snprintf(err, errlen, "list_unsubscribe_mailto: not a mail address");
-                return -EINVAL;
-            }
+            if (vl == 0 || !memchr(u, '@', vl))
+                return err_set(err, errlen, -EINVAL, "list_unsubscribe_mailto: not a mail address");
             mark = vbuf_len(out);
             vbuf_append(out, "<mailto:", 8);
             url_append(out, u, vl);
             vbuf_putc(out, '>');
             tl = vbuf_len(out) - mark;
-            if (tl > TPL_HDR_HARD_LIMIT - 20) {
-                snprintf(err, errlen, "list_unsubscribe_mailto: address too long for one header line");
-                return -EINVAL;
-            }
+            if (tl > TPL_HDR_HARD_LIMIT - 20)
+                return err_set(err, errlen, -EINVAL, "list_unsubscribe_mailto: address too long for one header line");
             memcpy(tok, vbuf_data(out) + mark, tl);
             vbuf_truncate(out, mark);
             tpl_hdr_token(&h, tok, tl);
@@ -698,10 +689,8 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
     }
     case IT_TO: {
         const char *why = rc->to ? addr_check(rc->to, rc->tolen) : "no recipient";
-        if (why) {
-            snprintf(err, errlen, "invalid recipient address: %s", why);
-            return -EINVAL;
-        }
+        if (why)
+            return err_set(err, errlen, -EINVAL, "invalid recipient address: %s", why);
         char *w = vbuf_reserve(out, rc->tolen + 6);
         memcpy(w, "To: ", 4);
         memcpy(w + 4, rc->to, rc->tolen);
@@ -714,15 +703,11 @@ static int emit_item(const struct tpl_message *m, const struct item *it, const s
         return 0;
     case IT_MSGID: {
         size_t ul = rc->uniq ? rc->uniqlen : 0;
-        if (ul > UNIQ_MAX) {
-            snprintf(err, errlen, "message id seed longer than %d", UNIQ_MAX);
-            return -EINVAL;
-        }
+        if (ul > UNIQ_MAX)
+            return err_set(err, errlen, -EINVAL, "message id seed longer than %d", UNIQ_MAX);
         for (size_t i = 0; i < ul; i++)
-            if (!addr_is_atext((unsigned char)rc->uniq[i]) && rc->uniq[i] != '.') {
-                snprintf(err, errlen, "message id seed has a character not allowed in a Message-ID");
-                return -EINVAL;
-            }
+            if (!addr_is_atext((unsigned char)rc->uniq[i]) && rc->uniq[i] != '.')
+                return err_set(err, errlen, -EINVAL, "message id seed has a character not allowed in a Message-ID");
         size_t dl = strlen(m->from_domain);
         char *w0 = vbuf_reserve(out, 14 + ul + 1 + 32 + 1 + dl + 3), *w = w0;
         memcpy(w, "Message-ID: <", 13);
@@ -857,8 +842,7 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
     }
     if (toobig || vbuf_len(out) > end) {
         vbuf_truncate(out, start);
-        snprintf(err, errlen, "rendered message exceeds max_message_bytes (%zu)", rc->max_bytes);
-        return -EMSGSIZE;
+        return err_set(err, errlen, -EMSGSIZE, "rendered message exceeds max_message_bytes (%zu)", rc->max_bytes);
     }
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/err.h"
 
 enum op_kind { OP_TEXT, OP_VAR_ESC, OP_VAR_RAW, OP_SECT, OP_INVERT };
 
@@ -112,7 +113,7 @@ static void compile_error(char *err, size_t errlen, const char *field, const cha
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    snprintf(err, errlen, "%s: line %u, column %u: %s", field, line, col, what);
+    err_set(err, errlen, -EINVAL, "%s: line %u, column %u: %s", field, line, col, what);
 }
 
 /* push_op - append an op */
@@ -165,7 +166,7 @@ struct tpl_mustache *tpl_mustache_compile(struct tpl_names *nm, const char *fiel
                                           char *err, size_t errlen)
 {
     if (len > TPL_SRC_MAX) {
-        snprintf(err, errlen, "%s: template too large (%zu bytes, limit %d)", field, len, TPL_SRC_MAX);
+        err_set(err, errlen, -EINVAL, "%s: template too large (%zu bytes, limit %d)", field, len, TPL_SRC_MAX);
         return NULL;
     }
     struct tpl_mustache *t = xcalloc(1, sizeof *t);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "throttle/thr_int.h"
 
 /* SendGrid's per-IP hourly schedule (DOMAIN.md), days between its points filled geometrically (+~40%/day) */
@@ -461,26 +462,27 @@ struct thr_config *thr_config_load(const struct vconfig *cfg, char *err, size_t 
                 name++;
             struct thr_provider *p = valid_name(name) ? prov_find_or_add(tc, name) : NULL;
             if (p == NULL) {
-                snprintf(err, errlen, "%s:%d: [%s]: bad or too many provider names (letters, digits, - _ .)", file,
-                         r->line, r->section);
+                err_set(err, errlen, -EINVAL, "%s:%d: [%s]: bad or too many provider names (letters, digits, - _ .)",
+                        file, r->line, r->section);
                 goto fail;
             }
             rc = set_provider_key(p, r->key, r->value, &expect);
         }
         if (rc == -ENOENT) {
-            snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", file, r->line, r->key, r->section);
+            err_set(err, errlen, -EINVAL, "%s:%d: unknown key '%s' in [%s]", file, r->line, r->key, r->section);
             goto fail;
         }
         if (rc < 0) {
-            snprintf(err, errlen, "%s:%d: bad value '%s' for [%s] %s (expected %s)", file, r->line, r->value,
-                     r->section, r->key, expect);
+            err_set(err, errlen, -EINVAL, "%s:%d: bad value '%s' for [%s] %s (expected %s)", file, r->line, r->value,
+                    r->section, r->key, expect);
             goto fail;
         }
     }
     (void)schedule_set;
     tc->utc = strcmp(tc->timezone, "UTC") == 0 || strcmp(tc->timezone, "Etc/UTC") == 0 || tc->day_seconds != 86400;
     if (!tc->utc && build_tz_table(tc) < 0) {
-        snprintf(err, errlen, "%s: [throttle] timezone '%s' is not a zone of /usr/share/zoneinfo", file, tc->timezone);
+        err_set(err, errlen, -EINVAL, "%s: [throttle] timezone '%s' is not a zone of /usr/share/zoneinfo", file,
+                tc->timezone);
         goto fail;
     }
     /* warm-up dates were read as civil days; map them onto this configuration's day index */

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "lib/log.h"
 #include "throttle/thr_int.h"
 
@@ -138,21 +139,17 @@ int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *o
 int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen)
 {
     int64_t day;
-    if (thr_parse_date(NULL, date, &day) < 0) {
-        snprintf(err, errlen, "bad date '%s' (expected YYYY-MM-DD)", date);
-        return -EINVAL;
-    }
+    if (thr_parse_date(NULL, date, &day) < 0)
+        return err_set(err, errlen, -EINVAL, "bad date '%s' (expected YYYY-MM-DD)", date);
     size_t n = strlen(ip);
-    if (n == 0 || n >= THR_IP_MAX || strspn(ip, "0123456789abcdefABCDEF.:") != n) {
-        snprintf(err, errlen, "bad IP address '%s'", ip);
-        return -EINVAL;
-    }
+    if (n == 0 || n >= THR_IP_MAX || strspn(ip, "0123456789abcdefABCDEF.:") != n)
+        return err_set(err, errlen, -EINVAL, "bad IP address '%s'", ip);
     redisReply *r = redisCommand(c, "HSET %s:thr:warmup %s %s", prefix, ip, date);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "redis: %s", r ? r->str : c->errstr);
+        int rc = err_set(err, errlen, -EIO, "redis: %s", r ? r->str : c->errstr);
         if (r)
             freeReplyObject(r);
-        return -EIO;
+        return rc;
     }
     freeReplyObject(r);
     return 0;

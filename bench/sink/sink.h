@@ -84,7 +84,6 @@ struct sink_config {
     unsigned max_conns; /* 0 = unlimited */
     const char *stats_file;
     const char *log_file;
-    int quiet;
 };
 
 extern struct sink_config sink_cfg;

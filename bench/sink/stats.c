@@ -27,6 +27,7 @@
 
 #include "lib/alloc.h"
 #include "lib/clock.h"
+#include "lib/hash.h"
 
 struct sink_global sink_glob;
 
@@ -53,19 +54,10 @@ void sink_stats_free(struct sink_stats *s)
     pthread_mutex_destroy(&s->lock);
 }
 
-/* ip_hash - FNV-1a of the address text */
-static unsigned ip_hash(const char *ip)
-{
-    uint32_t h = 2166136261u;
-    for (; *ip; ip++)
-        h = (h ^ (unsigned char)*ip) * 16777619u;
-    return h % SINK_IP_BUCKETS;
-}
-
 /* sink_stats_ip - the counters for a source IP (created on first use); called by the owning worker */
 struct sink_ipstat *sink_stats_ip(struct sink_stats *s, const char *ip)
 {
-    unsigned h = ip_hash(ip);
+    unsigned h = hash_fnv1a(ip) % SINK_IP_BUCKETS;
     /* only this thread inserts, so lookups need no lock */
     for (struct sink_ipstat *e = s->ip_hash[h]; e != NULL; e = e->next)
         if (strcmp(e->ip, ip) == 0)

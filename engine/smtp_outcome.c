@@ -1,0 +1,116 @@
+/*
+ * NAME
+ *   smtp_outcome - the outcome decisions of the SMTP client, in one place
+ * DESCRIPTION
+ *   Two tables and the reply rules. The enhanced status codes volley
+ *   records for its own verdicts follow RFC 3463: 4.4.1 no answer from the
+ *   host, 4.4.2 bad connection, 4.4.3 routing (directory) server failure,
+ *   5.1.2 bad destination system, 5.1.10 null MX (RFC 7505), 5.3.4 message
+ *   too big for the system, 4.7.0 a policy (here volley's own limit).
+ */
+#include "engine/smtp_outcome.h"
+
+#include <assert.h>
+#include <stddef.h>
+
+static const char *const scope_names[SMTP_SCOPE_COUNT] = {
+    [SMTP_SCOPE_NONE] = NULL,         [SMTP_SCOPE_RECIPIENT] = "recipient",
+    [SMTP_SCOPE_MESSAGE] = "message", [SMTP_SCOPE_CONNECTION] = "connection",
+    [SMTP_SCOPE_SITE] = "site",
+};
+
+static const struct smtp_outcome causes[SMTP_CAUSE_COUNT] = {
+    [SMTP_CAUSE_SITE_DOWN] = {Q_DEFERRED, 0, "4.4.1", SMTP_SCOPE_SITE, false},
+    [SMTP_CAUSE_NO_ROUTE] = {Q_DEFERRED, 0, "4.4.3", SMTP_SCOPE_NONE, false},
+    [SMTP_CAUSE_DNS_TEMPFAIL] = {Q_DEFERRED, 0, "4.4.3", SMTP_SCOPE_SITE, false},
+    [SMTP_CAUSE_DNS_NXDOMAIN] = {Q_BOUNCED, 550, "5.1.2", SMTP_SCOPE_SITE, false},
+    [SMTP_CAUSE_DNS_NULL_MX] = {Q_BOUNCED, 556, "5.1.10", SMTP_SCOPE_SITE, false},
+    [SMTP_CAUSE_THROTTLED] = {Q_DEFERRED, 0, "4.7.0", SMTP_SCOPE_SITE, false},
+    [SMTP_CAUSE_TOO_BIG] = {Q_BOUNCED, 552, "5.3.4", SMTP_SCOPE_MESSAGE, false},
+    [SMTP_CAUSE_UNSENDABLE] = {Q_FAILED, 0, "", SMTP_SCOPE_NONE, false},
+    [SMTP_CAUSE_PAUSED] = {Q_HELD, 0, "", SMTP_SCOPE_NONE, false},
+    [SMTP_CAUSE_CANCELLED] = {Q_CANCELLED, 0, "", SMTP_SCOPE_NONE, false},
+    [SMTP_CAUSE_SUPPRESSED] = {Q_SUPPRESSED, 0, "", SMTP_SCOPE_NONE, false},
+};
+
+const char *smtp_scope_name(enum smtp_scope s)
+{
+    assert((unsigned)s < SMTP_SCOPE_COUNT);
+    return scope_names[s];
+}
+
+/* refusal - a failing reply: 5xx is permanent, anything else (4xx, a stray 2xx or 3xx) is tried again */
+static struct smtp_outcome refusal(const struct smtp_reply *r, enum smtp_scope scope)
+{
+    return (struct smtp_outcome){
+        .status = smtp_reply_class(r) == 5 ? Q_BOUNCED : Q_DEFERRED, .code = r->code, .dsn = r->dsn, .scope = scope};
+}
+
+bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct smtp_outcome *o)
+{
+    if (r->code == SMTP_REPLY_CLOSING && st != SMTP_STAGE_QUIT) {
+        /* the service is closing: whatever the step, it is the connection that failed */
+        *o = refusal(r, SMTP_SCOPE_CONNECTION);
+        return true;
+    }
+    if (!smtp_stage_info(st)->txn)
+        return false; /* setup replies end the session, not a message; RSET and QUIT concern none */
+    if (smtp_stage_accepts(st, r->code)) {
+        if (st != SMTP_STAGE_DOT)
+            return false; /* the transaction goes on */
+        *o = (struct smtp_outcome){.status = Q_DELIVERED, .code = r->code, .dsn = r->dsn, .scope = SMTP_SCOPE_NONE};
+        return true;
+    }
+    *o = refusal(r, st == SMTP_STAGE_RCPT ? SMTP_SCOPE_RECIPIENT : SMTP_SCOPE_MESSAGE);
+    if (st == SMTP_STAGE_RCPT && r->code == SMTP_REPLY_RCPT_TOO_MANY)
+        o->status = Q_DEFERRED; /* RFC 5321 4.5.3.1.10: "too many recipients" after RCPT is temporary */
+    return true;
+}
+
+struct smtp_outcome smtp_outcome_lost(enum smtp_stage st, bool plain_retry)
+{
+    /*
+     * Deferred whatever the step: a message lost after its final dot may
+     * have been delivered (the usual MTA duplicate window), one lost before
+     * it surely was not. A connection that never got past setup blames its
+     * host, so the next one is tried instead of redialling this one forever.
+     */
+    return (struct smtp_outcome){.status = Q_DEFERRED,
+                                 .code = 0,
+                                 .dsn = "4.4.2",
+                                 .scope = SMTP_SCOPE_CONNECTION,
+                                 .host_bad = smtp_stage_info(st)->handshake && !plain_retry};
+}
+
+struct smtp_outcome smtp_outcome_of(enum smtp_cause why)
+{
+    assert((unsigned)why < SMTP_CAUSE_COUNT && causes[why].dsn != NULL);
+    return causes[why];
+}
+
+bool smtp_outcome_dns(enum dns_status st, bool implicit_mx, struct smtp_outcome *o)
+{
+    switch (st) {
+    case DNS_NXDOMAIN:
+        *o = smtp_outcome_of(SMTP_CAUSE_DNS_NXDOMAIN);
+        return true;
+    case DNS_NULL_MX:
+        *o = smtp_outcome_of(SMTP_CAUSE_DNS_NULL_MX);
+        return true;
+    case DNS_NO_ADDRESS:
+        /* no MX and the domain itself has no address: nowhere to deliver, as Postfix decides too */
+        *o = smtp_outcome_of(implicit_mx ? SMTP_CAUSE_DNS_NXDOMAIN : SMTP_CAUSE_DNS_TEMPFAIL);
+        return true;
+    case DNS_TEMPFAIL:
+        *o = smtp_outcome_of(SMTP_CAUSE_DNS_TEMPFAIL);
+        return true;
+    case DNS_OK:
+        break;
+    }
+    return false;
+}
+
+bool smtp_outcome_site_down(int nready, int opening, bool usable_host)
+{
+    return nready == 0 && opening == 0 && !usable_host;
+}
