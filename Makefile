@@ -13,7 +13,7 @@
 #   make format     clang-format every C file
 #
 # Sources are found by folder: every .c under lib/ queue/ throttle/ templates/
-# engine/ goes into that layer's archive build/lib<layer>.a (engine/main.c is the
+# engine/ cli/ goes into that layer's archive build/lib<layer>.a (cli/main.c is the
 # volley entry point); bench/sink/*.c builds volley-sink; tests/<layer>/test_*.c
 # are cmocka binaries linked against their layer and lib/ only.
 
@@ -27,13 +27,14 @@ JEMALLOC ?= -ljemalloc
 PYTHON  ?= /usr/bin/python3
 
 # One archive per layer so a module's tests link only what that module may use.
-MODULES   := lib queue throttle templates engine
-src_of     = $(filter-out engine/main.c,$(wildcard $(1)/*.c))
+MODULES   := lib queue throttle templates engine cli
+src_of     = $(filter-out cli/main.c,$(wildcard $(1)/*.c))
 obj_of     = $(patsubst %.c,$(BUILD)/%.o,$(call src_of,$(1)))
 ARCHIVES  := $(foreach m,$(MODULES),$(BUILD)/lib$(m).a)
-# link order: engine depends on everything, everything depends on lib
+# link order: engine depends on everything, everything depends on lib; cli (the commands) sits
+# above engine and links only into volley, so the runtime, its tests and tools cannot reach it
 ALL_LIBS  := $(BUILD)/libengine.a $(BUILD)/libqueue.a $(BUILD)/libthrottle.a $(BUILD)/libtemplates.a $(BUILD)/liblib.a
-MAIN_OBJ  := $(BUILD)/engine/main.o
+MAIN_OBJ  := $(BUILD)/cli/main.o
 SINK_SRC  := $(wildcard bench/sink/*.c)
 SINK_OBJ  := $(SINK_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC  := $(wildcard tests/*/test_*.c)
@@ -64,7 +65,7 @@ $(BUILD)/lib$(1).a: $(call obj_of,$(1))
 endef
 $(foreach m,$(MODULES),$(eval $(call archive_rule,$(m))))
 
-$(BUILD)/volley: $(MAIN_OBJ) $(ALL_LIBS)
+$(BUILD)/volley: $(MAIN_OBJ) $(BUILD)/libcli.a $(ALL_LIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 
 $(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/liblib.a

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"

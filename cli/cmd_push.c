@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/config.h"
