@@ -287,13 +287,6 @@ int cmd_worker_main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
-    /* the older single-value keys, when given, still work */
-    if (cfg.retry_delay_ms > 0) {
-        retry.schedule_ms[0] = (uint64_t)cfg.retry_delay_ms;
-        retry.nschedule = 1;
-    }
-    if (cfg.reclaim_idle_ms > 0)
-        retry.claim_idle_ms = (uint64_t)cfg.reclaim_idle_ms;
     /* before any thread starts: loading the throttle config briefly changes TZ */
     struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
     if (tc == NULL) {

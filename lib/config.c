@@ -60,8 +60,6 @@ void config_defaults(struct vconfig *cfg)
     cfg->bad_host_ms = 300000;
     cfg->mx_port = 25;
     cfg->tls_broken_host_ms = 3600000;
-    cfg->reclaim_idle_ms = 0; /* unset: [queue] claim_idle decides */
-    cfg->retry_delay_ms = 0;  /* unset: [retry] schedule decides */
     cfg->shutdown_ms = 30000;
     cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
     cfg->log_level = LOG_INFO;
@@ -415,13 +413,6 @@ static int config_set(struct vconfig *cfg, const char *sec, const char *key, con
             return parse_int(v, 1, 10000, &cfg->batch);
         if (strcmp(key, "max_inflight") == 0)
             return parse_int(v, 1, 1000000, &cfg->max_inflight);
-        if (strcmp(key, "connections") == 0 || strcmp(key, "messages_per_connection") == 0 ||
-            strcmp(key, "idle_timeout_ms") == 0 || strcmp(key, "smtp_timeout_ms") == 0)
-            return config_set(cfg, "smtp", strcmp(key, "smtp_timeout_ms") == 0 ? "timeout_ms" : key, v);
-        if (strcmp(key, "reclaim_idle_ms") == 0)
-            return parse_int(v, 1000, 86400000, &cfg->reclaim_idle_ms);
-        if (strcmp(key, "retry_delay_ms") == 0)
-            return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
         if (strcmp(key, "shutdown_ms") == 0)
             return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
         if (strcmp(key, "max_message_bytes") == 0)

@@ -96,8 +96,7 @@ struct vconfig {
     int max_inflight;  /* messages a thread holds at once */
     size_t max_message_bytes;  /* a rendered message larger than this fails its job */
     size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
-    int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */
-    /* [smtp] ([worker] keeps the older names as aliases) */
+    /* [smtp] */
     int connections;     /* concurrent connections per destination site, whole process */
     int msgs_per_conn;   /* messages before a connection is closed and reopened */
     int new_conns_per_sec; /* per site; 0 = unlimited */
@@ -110,7 +109,6 @@ struct vconfig {
     /* [egress] */
     struct config_egress egress[CONFIG_MAX_EGRESS];
     int negress;
-    int retry_delay_ms; /* older single-delay form of [retry] schedule; 0 = unset */
     int shutdown_ms;    /* SIGTERM: how long in-flight transactions may take */
     /* [route] */
     struct config_route routes[CONFIG_MAX_ROUTES];

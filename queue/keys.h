@@ -32,7 +32,6 @@ struct q_keys {
     char retry[Q_KEY_MAX];
     char campaign[Q_KEY_MAX]; /* "<p>:campaign:" - append the id */
     char stats[Q_KEY_MAX];    /* "<p>:stats:" - append the id */
-    /* added with the fleet features; appended so older users of the struct keep their offsets */
     char jobs_high[Q_KEY_MAX];
     char hold[Q_KEY_MAX];   /* "<p>:hold:" - append the campaign id */
     char worker[Q_KEY_MAX]; /* "<p>:worker:" - append the worker name */

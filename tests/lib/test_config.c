@@ -171,12 +171,40 @@ static void test_full_tables_name_the_limit(void **st)
     config_free(&cfg);
 }
 
+/* the [worker] names of [smtp], [retry] and [queue] settings were removed: one name per setting */
+static void test_former_worker_aliases_are_unknown_keys(void **st)
+{
+    static const char *keys[] = {"connections",    "messages_per_connection", "idle_timeout_ms",
+                                 "smtp_timeout_ms", "retry_delay_ms",          "reclaim_idle_ms"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char text[128], want[128], err[256];
+        struct vconfig cfg;
+        snprintf(text, sizeof(text), "[worker]\n%s = 5000\n", keys[i]);
+        snprintf(want, sizeof(want), "t.conf:2: unknown key '%s' in [worker]", keys[i]);
+        config_defaults(&cfg);
+        int rc = config_parse_string(&cfg, "t.conf", text, err, sizeof(err));
+        if (rc != -EINVAL || strcmp(err, want) != 0)
+            fail_msg("%s: rc %d, err '%s', want '%s'", keys[i], rc, err, want);
+        config_free(&cfg);
+    }
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[smtp]\nconnections = 7\nidle_timeout_ms = 900\n", err,
+                                         sizeof(err)),
+                     0);
+    assert_int_equal(cfg.connections, 7);
+    assert_int_equal(cfg.idle_ms, 900);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nul_bytes_are_an_error_naming_the_line),
         cmocka_unit_test(test_directory_is_not_an_empty_file),
         cmocka_unit_test(test_full_tables_name_the_limit),
+        cmocka_unit_test(test_former_worker_aliases_are_unknown_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
