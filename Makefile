@@ -11,6 +11,8 @@
 #   make bench      throughput benchmarks (see README "Benchmarks")
 #   make deps       install missing Debian packages only
 #   make format     clang-format every C file
+#   make docs       README's configuration reference and config/volley.conf.example from lib/config.c
+#                   (make docs-check, run by make test, fails when they are stale)
 #
 # Sources are found by folder: every .c under lib/ queue/ throttle/ templates/
 # engine/ cli/ goes into that layer's archive build/lib<layer>.a (cli/main.c is the
@@ -51,6 +53,7 @@ TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
 .PHONY: all deps test unit integration asan demo bench chaos clean format fuzz fuzz-bins fuzz-replay
+.PHONY: docs docs-check
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -78,6 +81,17 @@ $(BUILD)/tools/%: bench/tools/%.c $(ALL_LIBS)
 $(BUILD)/tools/%: tests/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+
+# make docs: README.md's configuration reference and config/volley.conf.example from lib/config.c's key
+# table (scripts/config_doc.c links lib/ only); make docs-check (part of make test) fails when either is stale
+CONFIG_DOC := $(BUILD)/tools/config_doc
+$(CONFIG_DOC): scripts/config_doc.c $(BUILD)/liblib.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+docs: $(CONFIG_DOC)
+	@$(CONFIG_DOC) README.md config/volley.conf.example
+docs-check: $(CONFIG_DOC)
+	@$(CONFIG_DOC) --check README.md config/volley.conf.example
 
 # tests/<module>/test_x.c links that module and the common layer (engine tests link everything)
 $(BUILD)/tests/lib/%: tests/lib/%.c $(BUILD)/liblib.a
@@ -122,7 +136,7 @@ deps:
 	@scripts/deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@$(MAKE) --no-print-directory all $(TEST_BIN) docs-check
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests.sh
 
 unit: all $(TEST_BIN)

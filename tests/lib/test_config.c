@@ -198,6 +198,32 @@ static void test_former_worker_aliases_are_unknown_keys(void **st)
     config_free(&cfg);
 }
 
+/* every key is a row of config_keys[]: the row's default is what config_defaults gives, a name pattern matches */
+static void test_key_table(void **st)
+{
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(cfg.max_inflight_bytes, 256u << 20);
+    assert_int_equal(cfg.timeout_dot_ms, 600000);
+    assert_int_equal(cfg.tls_mode, CONFIG_TLS_OPPORTUNISTIC);
+    assert_string_equal(cfg.redis.host, "127.0.0.1");
+    assert_int_equal(config_parse_string(&cfg, "t.conf",
+                                         "[tls]\npolicy.*.Example.org = verify\n[egress]\nips = 127.0.0.9\n"
+                                         "ehlo.127.0.0.9 = mta9.test\n[retry]\nschedule = 1m\n",
+                                         err, sizeof(err)),
+                     0);
+    assert_string_equal(cfg.tls_policy[0].pattern, "*.example.org");
+    assert_string_equal(cfg.egress[0].ehlo, "mta9.test");
+    assert_int_equal(cfg.nraw, 1); /* [retry] is queue/'s to validate */
+    /* a module section's keys are still checked by name here, a pattern needs its variable part */
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[queue]\nclaim_idel = 1m\n", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "t.conf:2: unknown key 'claim_idel' in [queue]");
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[tls]\npolicy. = verify\n", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "t.conf:2: unknown key 'policy.' in [tls]");
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_directory_is_not_an_empty_file),
         cmocka_unit_test(test_full_tables_name_the_limit),
         cmocka_unit_test(test_former_worker_aliases_are_unknown_keys),
+        cmocka_unit_test(test_key_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
