@@ -42,6 +42,7 @@
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/config.h"
+#include "lib/file.h"
 #include "lib/ini.h"
 #include "lib/kv.h"
 #include "lib/log.h"
@@ -75,48 +76,6 @@ static void usage(FILE *out)
                  "                         mail) are always served before bulk ones\n"
                  "  -h, --help             this text\n"
                  "Prints the campaign id on stdout; bad rows are reported on stderr and skipped.\n");
-}
-
-/* read_file - whole file into a NUL-terminated malloc'd buffer, at most max bytes */
-static int read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -errno;
-    }
-    size_t cap = 65536, n = 0;
-    char *b = xmalloc(cap + 1);
-    for (;;) {
-        if (n == cap) {
-            if (cap >= max) {
-                snprintf(err, errlen, "%s: larger than %zu bytes", path, max);
-                free(b);
-                close(fd);
-                return -EFBIG;
-            }
-            cap *= 2;
-            b = xrealloc(b, cap + 1);
-        }
-        ssize_t r = read(fd, b + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            snprintf(err, errlen, "%s: %s", path, strerror(e));
-            free(b);
-            close(fd);
-            return -e;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    b[n] = '\0';
-    *out = b;
-    *len = n;
-    return 0;
 }
 
 /* add_field - own a copy of name (prefix + key) and value; a repeated name is an error */
@@ -172,7 +131,7 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
     char *text;
     size_t len;
     char why[512];
-    int rc = read_file(path, PUSH_INI_MAX, &text, &len, err, errlen);
+    int rc = file_read(path, PUSH_INI_MAX, &text, &len, err, errlen);
     if (rc < 0)
         return rc;
     /* *_file paths are relative to the .ini's own folder */
@@ -240,7 +199,7 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
                 char fpath[8192], ferr[400], *body;
                 size_t blen;
                 snprintf(fpath, sizeof(fpath), "%s%s", val[0] == '/' ? "" : dir, val);
-                if (read_file(fpath, PUSH_FILE_MAX, &body, &blen, ferr, sizeof(ferr)) < 0)
+                if (file_read(fpath, PUSH_FILE_MAX, &body, &blen, ferr, sizeof(ferr)) < 0)
                     snprintf(why, sizeof(why), "%s", ferr);
                 else
                     rc = add_field(c, "", key, body, blen, 1, why, sizeof(why));

@@ -24,6 +24,7 @@
 
 #include "alloc.h"
 #include "err.h"
+#include "file.h"
 #include "ini.h"
 #include "log.h"
 
@@ -734,50 +735,14 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
     return rc;
 }
 
-/* read_text - the whole file, NUL-terminated (*text NULL when empty); 0 or -errno with the reason in err */
-static int read_text(const char *path, char **text, size_t *len, char *err, size_t errlen)
-{
-    *text = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
-    size_t cap = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (*len + n + 1 > cap) {
-            cap = (*len + n + 1) * 2;
-            *text = xrealloc(*text, cap);
-        }
-        memcpy(*text + *len, chunk, n);
-        *len += n;
-    }
-    /* a directory opens fine and then fails to read: that is not an empty file */
-    int e = ferror(f) ? errno : 0;
-    fclose(f);
-    if (e != 0) {
-        free(*text);
-        *text = NULL;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
-    if (*text != NULL)
-        (*text)[*len] = '\0';
-    return 0;
-}
-
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
 {
     config_defaults(cfg);
     cfg->path = xstrdup(path);
     char *text;
     size_t len;
-    int rc = read_text(path, &text, &len, err, errlen);
-    if (rc == 0 && text != NULL)
+    int rc = file_read(path, 0, &text, &len, err, errlen);
+    if (rc == 0)
         rc = parse(cfg, path, text, len, err, errlen);
     free(text);
     if (rc == 0 && redis_url_check(&cfg->redis, err, errlen) < 0) {
