@@ -100,6 +100,7 @@ struct vconfig {
     int max_inflight;  /* messages a thread holds at once */
     size_t max_message_bytes;  /* a rendered message larger than this fails its job */
     size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
+    int shutdown_ms;           /* SIGTERM: how long in-flight transactions may take */
     /* [smtp] */
     int connections;     /* concurrent connections per destination site, whole process */
     int msgs_per_conn;   /* messages before a connection is closed and reopened */
@@ -113,7 +114,6 @@ struct vconfig {
     /* [egress] */
     struct config_egress egress[CONFIG_MAX_EGRESS];
     int negress;
-    int shutdown_ms;    /* SIGTERM: how long in-flight transactions may take */
     /* [route] */
     struct config_route routes[CONFIG_MAX_ROUTES];
     int nroutes;
@@ -154,7 +154,9 @@ enum config_kind {
  * UPPERCASE placeholder for keys the user names ("policy.PATTERN",
  * "ehlo.IP"; "DOMAIN" stands for any key). Text fields are for people
  * (Markdown): values when lo..hi or the kind does not say it, dflt the
- * default as written in the file (NULL: none, unset says what happens), an
+ * default as written in the file (NULL: none, unset says what happens;
+ * config_defaults applies it, except for CONFIG_MODULE rows whose module
+ * has its own, which tests/queue/test_retry.c holds equal to these), an
  * example value shown commented out (for a placeholder name, the whole
  * "key = value"), doc one line.
  */
