@@ -11,9 +11,11 @@
 #   make bench      throughput benchmarks (see README "Benchmarks")
 #   make deps       install missing Debian packages only
 #   make format     clang-format every C file
+#   make docs       README's configuration reference and config/volley.conf.example from lib/config.c
+#                   (make docs-check, run by make test, fails when they are stale)
 #
 # Sources are found by folder: every .c under lib/ queue/ throttle/ templates/
-# engine/ goes into that layer's archive build/lib<layer>.a (engine/main.c is the
+# engine/ cli/ goes into that layer's archive build/lib<layer>.a (cli/main.c is the
 # volley entry point); bench/sink/*.c builds volley-sink; tests/<layer>/test_*.c
 # are cmocka binaries linked against their layer and lib/ only.
 
@@ -27,13 +29,14 @@ JEMALLOC ?= -ljemalloc
 PYTHON  ?= /usr/bin/python3
 
 # One archive per layer so a module's tests link only what that module may use.
-MODULES   := lib queue throttle templates engine
-src_of     = $(filter-out engine/main.c,$(wildcard $(1)/*.c))
+MODULES   := lib queue throttle templates engine cli
+src_of     = $(filter-out cli/main.c,$(wildcard $(1)/*.c))
 obj_of     = $(patsubst %.c,$(BUILD)/%.o,$(call src_of,$(1)))
 ARCHIVES  := $(foreach m,$(MODULES),$(BUILD)/lib$(m).a)
-# link order: engine depends on everything, everything depends on lib
+# link order: engine depends on everything, everything depends on lib; cli (the commands) sits
+# above engine and links only into volley, so the runtime, its tests and tools cannot reach it
 ALL_LIBS  := $(BUILD)/libengine.a $(BUILD)/libqueue.a $(BUILD)/libthrottle.a $(BUILD)/libtemplates.a $(BUILD)/liblib.a
-MAIN_OBJ  := $(BUILD)/engine/main.o
+MAIN_OBJ  := $(BUILD)/cli/main.o
 SINK_SRC  := $(wildcard bench/sink/*.c)
 SINK_OBJ  := $(SINK_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC  := $(wildcard tests/*/test_*.c)
@@ -50,6 +53,7 @@ TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
 .PHONY: all deps test unit integration asan demo bench chaos clean format fuzz fuzz-bins fuzz-replay
+.PHONY: docs docs-check
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
 
 $(BUILD)/%.o: %.c
@@ -64,7 +68,7 @@ $(BUILD)/lib$(1).a: $(call obj_of,$(1))
 endef
 $(foreach m,$(MODULES),$(eval $(call archive_rule,$(m))))
 
-$(BUILD)/volley: $(MAIN_OBJ) $(ALL_LIBS)
+$(BUILD)/volley: $(MAIN_OBJ) $(BUILD)/libcli.a $(ALL_LIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 
 $(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/liblib.a
@@ -77,6 +81,17 @@ $(BUILD)/tools/%: bench/tools/%.c $(ALL_LIBS)
 $(BUILD)/tools/%: tests/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+
+# make docs: README.md's configuration reference and config/volley.conf.example from lib/config.c's key
+# table (scripts/config_doc.c links lib/ only); make docs-check (part of make test) fails when either is stale
+CONFIG_DOC := $(BUILD)/tools/config_doc
+$(CONFIG_DOC): scripts/config_doc.c $(BUILD)/liblib.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+docs: $(CONFIG_DOC)
+	@$(CONFIG_DOC) README.md config/volley.conf.example
+docs-check: $(CONFIG_DOC)
+	@$(CONFIG_DOC) --check README.md config/volley.conf.example
 
 # tests/<module>/test_x.c links that module and the common layer (engine tests link everything)
 $(BUILD)/tests/lib/%: tests/lib/%.c $(BUILD)/liblib.a
@@ -121,7 +136,7 @@ deps:
 	@scripts/deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@$(MAKE) --no-print-directory all $(TEST_BIN) docs-check
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests.sh
 
 unit: all $(TEST_BIN)

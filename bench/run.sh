@@ -260,7 +260,6 @@ hostname = volley.bench.test
 name = bench
 batch = $SPINE_BATCH
 max_inflight = $6
-reclaim_idle_ms = 600000
 
 [smtp]
 connections = $4
@@ -274,6 +273,9 @@ idle_timeout_ms = 5000
 
 [tls]
 mode = $3
+
+[queue]
+claim_idle = 10m
 
 [log]
 level = warn

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <stddef.h>
 #include <errno.h>
@@ -22,52 +23,12 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "err.h"
+#include "file.h"
 #include "ini.h"
 #include "log.h"
 
 #define CONFIG_LINE_MAX 4096
-
-void config_defaults(struct vconfig *cfg)
-{
-    char host[256];
-    memset(cfg, 0, sizeof(*cfg));
-    redis_url_init(&cfg->redis);
-    cfg->redis_prefix = xstrdup("volley");
-    cfg->threads = 0;
-    if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
-        snprintf(host, sizeof(host), "localhost");
-    host[sizeof(host) - 1] = '\0';
-    cfg->hostname = xstrdup(host);
-    cfg->name = NULL; /* unset: `volley worker` claims the first free <host>-<n> */
-    cfg->batch = 256;
-    cfg->max_inflight = 2048;
-    cfg->max_message_bytes = 25u << 20;
-    cfg->max_inflight_bytes = 256u << 20;
-    cfg->connections = 10;
-    cfg->msgs_per_conn = 100;
-    cfg->new_conns_per_sec = 0;
-    cfg->idle_ms = 5000;
-    /* RFC 5321 4.5.3.2 minimums; a hostile server can stall each step, hence connection_max_ms too */
-    cfg->timeout_connect_ms = 30000;
-    cfg->timeout_greeting_ms = 300000;
-    cfg->timeout_ehlo_ms = 300000;
-    cfg->timeout_mail_ms = 300000;
-    cfg->timeout_rcpt_ms = 300000;
-    cfg->timeout_data_ms = 120000;
-    cfg->timeout_block_ms = 180000;
-    cfg->timeout_dot_ms = 600000;
-    cfg->connection_max_ms = 3600000;
-    cfg->bad_host_ms = 300000;
-    cfg->mx_port = 25;
-    cfg->tls_broken_host_ms = 3600000;
-    cfg->reclaim_idle_ms = 0; /* unset: [queue] claim_idle decides */
-    cfg->retry_delay_ms = 0;  /* unset: [retry] schedule decides */
-    cfg->shutdown_ms = 30000;
-    cfg->tls_mode = CONFIG_TLS_OPPORTUNISTIC;
-    cfg->log_level = LOG_INFO;
-    cfg->dns_timeout_ms = 2000;
-    cfg->dns_tries = 2;
-}
 
 void config_free(struct vconfig *cfg)
 {
@@ -173,6 +134,12 @@ static void set_str(char **dst, const char *v)
     *dst = xstrdup(v);
 }
 
+/* valid_host_name - an EHLO or worker name: 1-253 bytes, no blanks */
+static int valid_host_name(const char *v)
+{
+    return *v != '\0' && strlen(v) <= 253 && strpbrk(v, " \t\r\n") == NULL;
+}
+
 /* valid_prefix - key prefixes are kept to a safe charset so keys stay readable */
 static int valid_prefix(const char *v)
 {
@@ -235,7 +202,6 @@ static int parse_dns_servers(struct vconfig *cfg, const char *v)
     return cfg->ndns_servers > 0 ? 0 : -EINVAL;
 }
 
-static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v);
 
 /* parse_tls_mode - off | opportunistic | required | verify */
 static int parse_tls_mode(const char *v, enum config_tls_mode *m)
@@ -339,192 +305,357 @@ static int parse_route(struct vconfig *cfg, const char *key, const char *v)
     return 0;
 }
 
-/*
- * redis_secret_key - [redis] url and password_file: their values carry or
- * point at the password, so their errors give a reason, never the value.
- * Returns 1 when key is one of them (err filled on failure through *rc).
- */
-static int redis_secret_key(struct vconfig *cfg, const char *key, const char *v, int *rc, char *why, size_t whylen)
+/* set_url - [redis] url: its errors give a reason, never the value (it may hold the password) */
+static int set_url(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
-    if (strcmp(key, "url") == 0) {
-        *rc = redis_url_parse(&cfg->redis, v, why, whylen);
-        return 1;
-    }
-    if (strcmp(key, "password_file") != 0)
-        return 0;
+    return redis_url_parse(&cfg->redis, v, why, whylen);
+}
+
+/* set_password_file - [redis] password_file: the secret is read now; errors name the file, not its content */
+static int set_password_file(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
     char pass[REDIS_URL_SECRET_MAX];
     struct stat st;
-    *rc = read_secret_file(v, pass, sizeof(pass));
-    if (*rc < 0) {
-        snprintf(why, whylen, "%s: %s", v, *rc == -EINVAL ? "empty" : strerror(-*rc));
-        return 1;
-    }
+    int rc = read_secret_file(v, pass, sizeof(pass));
+    if (rc < 0)
+        return err_set(why, whylen, rc, "%s: %s", v, rc == -EINVAL ? "empty" : strerror(-rc));
     /* a warning, not a refusal: mounted secrets (Kubernetes, systemd credentials) are often 0644 */
     if (stat(v, &st) == 0 && (st.st_mode & 077) != 0)
         log_warn("[redis] password_file %s is readable by group or others (chmod 600 it)", v);
-    *rc = redis_url_set_password(&cfg->redis, pass, why, whylen);
+    rc = redis_url_set_password(&cfg->redis, pass, why, whylen);
     memset(pass, 0, sizeof(pass));
-    return 1;
+    return rc;
 }
 
-/* raw_section - sections whose keys another module validates */
-static int raw_section(const char *sec)
+static int set_prefix(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
-    return strcmp(sec, "throttle") == 0 || strcmp(sec, "warmup") == 0 || strncmp(sec, "provider ", 9) == 0 ||
-           strcmp(sec, "retry") == 0 || strcmp(sec, "queue") == 0;
+    if (!valid_prefix(v))
+        return -EINVAL;
+    set_str(&cfg->redis_prefix, v);
+    return 0;
 }
 
-/* config_set - apply one key; returns 0, -ENOENT (unknown key), -E2BIG (a table is full) or -EINVAL (bad value) */
-static int config_set(struct vconfig *cfg, const char *sec, const char *key, const char *v)
+/* set_stage_timeouts - [smtp] timeout_ms: one value for every stage, convenient for tests and private relays */
+static int set_stage_timeouts(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
-    if (strcmp(sec, "redis") == 0) {
-        /* url and password_file are applied by redis_secret_key: their errors must not echo the value */
-        static const struct {
-            const char *key;
-            size_t off;
-        } files[] = {
-            {"ca_file", offsetof(struct vconfig, redis.ca_file)},
-            {"cert_file", offsetof(struct vconfig, redis.cert_file)},
-            {"key_file", offsetof(struct vconfig, redis.key_file)},
-        };
-        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-            if (strcmp(key, files[i].key) == 0) {
-                if (access(v, R_OK) != 0)
-                    return -EINVAL;
-                set_str((char **)((char *)cfg + files[i].off), v);
-                return 0;
-            }
-        if (strcmp(key, "verify") == 0)
-            return parse_yesno(v, &cfg->redis.verify);
-        if (strcmp(key, "prefix") == 0) {
-            if (!valid_prefix(v))
+    int t;
+    if (parse_int(v, 100, 86400000, &t) < 0)
+        return -EINVAL;
+    cfg->timeout_connect_ms = cfg->timeout_greeting_ms = cfg->timeout_ehlo_ms = cfg->timeout_mail_ms =
+        cfg->timeout_rcpt_ms = cfg->timeout_data_ms = cfg->timeout_block_ms = cfg->timeout_dot_ms = t;
+    return 0;
+}
+
+static int set_egress_ips(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    return parse_egress(cfg, v);
+}
+
+/* set_egress_ehlo - ehlo.IP for an address already listed in ips */
+static int set_egress_ehlo(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    for (int i = 0; i < cfg->negress; i++)
+        if (strcmp(cfg->egress[i].ip, key + 5) == 0) {
+            if (!valid_host_name(v))
                 return -EINVAL;
-            set_str(&cfg->redis_prefix, v);
+            set_str(&cfg->egress[i].ehlo, v);
             return 0;
         }
-    } else if (strcmp(sec, "worker") == 0) {
-        if (strcmp(key, "threads") == 0)
-            return parse_int(v, 0, 256, &cfg->threads);
-        if (strcmp(key, "hostname") == 0 || strcmp(key, "name") == 0) {
-            if (*v == '\0' || strlen(v) > 253 || strpbrk(v, " \t\r\n") != NULL)
-                return -EINVAL;
-            set_str(key[0] == 'h' ? &cfg->hostname : &cfg->name, v);
+    return -EINVAL;
+}
+
+static int set_route(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    return parse_route(cfg, key, v);
+}
+
+static int set_tls_mode(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    return parse_tls_mode(v, &cfg->tls_mode);
+}
+
+/* set_tls_policy - policy.PATTERN = MODE, the pattern lower-cased */
+static int set_tls_policy(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    enum config_tls_mode m;
+    if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY)
+        return -E2BIG;
+    if (parse_tls_mode(v, &m) < 0)
+        return -EINVAL;
+    cfg->tls_policy[cfg->ntls_policy].pattern = xstrdup(key + 7);
+    for (char *p = cfg->tls_policy[cfg->ntls_policy].pattern; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    cfg->tls_policy[cfg->ntls_policy++].mode = m;
+    return 0;
+}
+
+static int set_dkim_key(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    return parse_dkim_key(cfg, v);
+}
+
+static int set_dns_servers(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    return parse_dns_servers(cfg, v);
+}
+
+static int set_log_level(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    static const char *lv[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, lv[i]) == 0) {
+            cfg->log_level = i;
             return 0;
         }
-        if (strcmp(key, "batch") == 0)
-            return parse_int(v, 1, 10000, &cfg->batch);
-        if (strcmp(key, "max_inflight") == 0)
-            return parse_int(v, 1, 1000000, &cfg->max_inflight);
-        if (strcmp(key, "connections") == 0 || strcmp(key, "messages_per_connection") == 0 ||
-            strcmp(key, "idle_timeout_ms") == 0 || strcmp(key, "smtp_timeout_ms") == 0)
-            return config_set(cfg, "smtp", strcmp(key, "smtp_timeout_ms") == 0 ? "timeout_ms" : key, v);
-        if (strcmp(key, "reclaim_idle_ms") == 0)
-            return parse_int(v, 1000, 86400000, &cfg->reclaim_idle_ms);
-        if (strcmp(key, "retry_delay_ms") == 0)
-            return parse_int(v, 0, 86400000, &cfg->retry_delay_ms);
-        if (strcmp(key, "shutdown_ms") == 0)
-            return parse_int(v, 0, 3600000, &cfg->shutdown_ms);
-        if (strcmp(key, "max_message_bytes") == 0)
-            return parse_bytes(v, 4096, 1ULL << 30, &cfg->max_message_bytes);
-        if (strcmp(key, "max_inflight_bytes") == 0)
-            return parse_bytes(v, 1ULL << 20, 1ULL << 40, &cfg->max_inflight_bytes);
-    } else if (strcmp(sec, "smtp") == 0) {
-        static const struct {
-            const char *key;
-            size_t off;
-            long lo, hi;
-        } ints[] = {
-            {"connections", offsetof(struct vconfig, connections), 1, 100000},
-            {"messages_per_connection", offsetof(struct vconfig, msgs_per_conn), 1, 1000000},
-            {"new_connections_per_sec", offsetof(struct vconfig, new_conns_per_sec), 0, 100000},
-            {"idle_timeout_ms", offsetof(struct vconfig, idle_ms), 1, 86400000},
-            {"connect_timeout_ms", offsetof(struct vconfig, timeout_connect_ms), 100, 86400000},
-            {"greeting_timeout_ms", offsetof(struct vconfig, timeout_greeting_ms), 100, 86400000},
-            {"ehlo_timeout_ms", offsetof(struct vconfig, timeout_ehlo_ms), 100, 86400000},
-            {"mail_timeout_ms", offsetof(struct vconfig, timeout_mail_ms), 100, 86400000},
-            {"rcpt_timeout_ms", offsetof(struct vconfig, timeout_rcpt_ms), 100, 86400000},
-            {"data_timeout_ms", offsetof(struct vconfig, timeout_data_ms), 100, 86400000},
-            {"block_timeout_ms", offsetof(struct vconfig, timeout_block_ms), 100, 86400000},
-            {"dot_timeout_ms", offsetof(struct vconfig, timeout_dot_ms), 100, 86400000},
-            {"connection_max_ms", offsetof(struct vconfig, connection_max_ms), 1000, 86400000},
-            {"bad_host_ms", offsetof(struct vconfig, bad_host_ms), 0, 86400000},
-            {"mx_port", offsetof(struct vconfig, mx_port), 1, 65535},
-        };
-        if (strcmp(key, "timeout_ms") == 0) {
-            /* one value for every stage: convenient for tests and private relays */
-            int t;
-            if (parse_int(v, 100, 86400000, &t) < 0)
-                return -EINVAL;
-            cfg->timeout_connect_ms = cfg->timeout_greeting_ms = cfg->timeout_ehlo_ms = cfg->timeout_mail_ms =
-                cfg->timeout_rcpt_ms = cfg->timeout_data_ms = cfg->timeout_block_ms = cfg->timeout_dot_ms = t;
-            return 0;
-        }
-        for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
-            if (strcmp(key, ints[i].key) == 0)
-                return parse_int(v, ints[i].lo, ints[i].hi, (int *)((char *)cfg + ints[i].off));
-    } else if (strcmp(sec, "egress") == 0) {
-        if (strcmp(key, "ips") == 0)
-            return parse_egress(cfg, v);
-        if (strncmp(key, "ehlo.", 5) == 0) {
-            for (int i = 0; i < cfg->negress; i++)
-                if (strcmp(cfg->egress[i].ip, key + 5) == 0) {
-                    if (*v == '\0' || strlen(v) > 253 || strpbrk(v, " \t\r\n") != NULL)
-                        return -EINVAL;
-                    set_str(&cfg->egress[i].ehlo, v);
-                    return 0;
-                }
-            return -EINVAL; /* ehlo for an address not listed in ips (list ips first) */
-        }
-    } else if (strcmp(sec, "route") == 0) {
-        return parse_route(cfg, key, v);
-    } else if (strcmp(sec, "tls") == 0) {
-        if (strcmp(key, "mode") == 0)
-            return parse_tls_mode(v, &cfg->tls_mode);
-        if (strcmp(key, "ca_file") == 0) {
-            if (access(v, R_OK) != 0)
-                return -EINVAL;
-            set_str(&cfg->tls_ca_file, v);
-            return 0;
-        }
-        if (strcmp(key, "broken_host_ms") == 0)
-            return parse_int(v, 0, 86400000 * 7, &cfg->tls_broken_host_ms);
-        if (strncmp(key, "policy.", 7) == 0 && key[7] != '\0') {
-            enum config_tls_mode m;
-            if (cfg->ntls_policy >= CONFIG_MAX_TLS_POLICY)
-                return -E2BIG;
-            if (parse_tls_mode(v, &m) < 0)
-                return -EINVAL;
-            cfg->tls_policy[cfg->ntls_policy].pattern = xstrdup(key + 7);
-            for (char *p = cfg->tls_policy[cfg->ntls_policy].pattern; *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-            cfg->tls_policy[cfg->ntls_policy++].mode = m;
-            return 0;
-        }
-    } else if (strcmp(sec, "dkim") == 0) {
-        if (strcmp(key, "key") == 0)
-            return parse_dkim_key(cfg, v);
-    } else if (strcmp(sec, "dns") == 0) {
-        if (strcmp(key, "servers") == 0)
-            return parse_dns_servers(cfg, v);
-        if (strcmp(key, "timeout_ms") == 0)
-            return parse_int(v, 50, 60000, &cfg->dns_timeout_ms);
-        if (strcmp(key, "tries") == 0)
-            return parse_int(v, 1, 10, &cfg->dns_tries);
-    } else if (strcmp(sec, "log") == 0) {
-        if (strcmp(key, "level") == 0) {
-            static const char *lv[] = {"debug", "info", "warn", "error"};
-            for (int i = 0; i < 4; i++)
-                if (strcmp(v, lv[i]) == 0) {
-                    cfg->log_level = i;
-                    return 0;
-                }
+    return -EINVAL;
+}
+
+#define OFF(field) offsetof(struct vconfig, field)
+#define INT(sec, key, field, min, max, value, text)                                                                    \
+    {.section = sec, .name = key, .kind = CONFIG_INT, .off = OFF(field), .lo = min, .hi = max, .dflt = value,           \
+     .doc = text}
+#define BYTES(sec, key, field, min, max, value, text)                                                                  \
+    {.section = sec, .name = key, .kind = CONFIG_BYTES, .off = OFF(field), .lo = min, .hi = max, .dflt = value,         \
+     .doc = text}
+#define FILE_(sec, key, field, none, eg, text)                                                                         \
+    {.section = sec, .name = key, .kind = CONFIG_FILE, .off = OFF(field), .unset = none, .example = eg, .doc = text}
+#define NAME(sec, key, field, none, eg, text)                                                                          \
+    {.section = sec, .name = key, .kind = CONFIG_NAME, .off = OFF(field), .unset = none, .example = eg, .doc = text}
+#define FUNC(sec, key, fn, vals, value, none, eg, text)                                                                \
+    {.section = sec, .name = key, .kind = CONFIG_FUNC, .set = fn, .values = vals, .dflt = value, .unset = none,         \
+     .example = eg, .doc = text}
+/* a value that is or points at a secret: its errors give the setter's reason, never the value */
+#define SECRET(sec, key, fn, vals, value, none, eg, text)                                                              \
+    {.section = sec, .name = key, .kind = CONFIG_FUNC, .set = fn, .values = vals, .dflt = value, .unset = none,         \
+     .example = eg, .doc = text, .secret = 1}
+#define MODULE(sec, key, vals, value, text)                                                                            \
+    {.section = sec, .name = key, .kind = CONFIG_MODULE, .values = vals, .dflt = value, .doc = text}
+#define DAY_MS 86400000
+
+/*
+ * The one list of volley.conf keys, in the order of the reference: the parser
+ * applies a key through its row, config_defaults applies every row's default,
+ * and `make docs` (scripts/config_doc.c) writes the README's reference and
+ * config/volley.conf.example from it. doc is Markdown (the example strips it).
+ */
+const struct config_key config_keys[] = {
+    SECRET("redis", "url", set_url, NULL, "redis://127.0.0.1:6379", NULL, NULL,
+         "`redis://[user[:password]@]host[:port][/db]`, or `rediss://...` for TLS. The user name and password are "
+         "percent-decoded (RFC 3986: write `@` `:` `/` `%` as `%40` `%3A` `%2F` `%25`); with a password alone, "
+         "`AUTH password` (the default user). See [Securing Redis](#securing-redis)"),
+    SECRET("redis", "password_file", set_password_file, "readable file", NULL, "unset", "/etc/volley/redis.pw",
+         "file whose first line (newline stripped) is the password, so the secret stays out of the config; the user "
+         "name comes from `url` (`redis://volley@host`). A password in both places is an error. A warning if group or "
+         "others can read the file"),
+    FILE_("redis", "ca_file", redis.ca_file, "system CA store", "/etc/volley/redis-ca.pem",
+          "`rediss`: PEM file of the CA(s) that sign the server certificate"),
+    FILE_("redis", "cert_file", redis.cert_file, "unset", "/etc/volley/client.pem",
+          "`rediss`: client certificate (PEM), for a server with `tls-auth-clients yes`"),
+    FILE_("redis", "key_file", redis.key_file, "unset", "/etc/volley/client.key",
+          "`rediss`: the key of `cert_file` (PEM)"),
+    {.section = "redis", .name = "verify", .kind = CONFIG_YESNO, .off = OFF(redis.verify), .dflt = "yes", .doc =
+     "`rediss`: check the server's chain and that its certificate names the URL's host (DNS name or IP address). "
+     "`no` encrypts without authenticating the server"},
+    FUNC("redis", "prefix", set_prefix, "1-64 of letters, digits, `_ - . :`", "volley", NULL, NULL,
+         "prefix of every key volley uses in Redis"),
+
+    INT("worker", "threads", threads, 0, 256, "0", "worker threads; 0 = one per core"),
+    NAME("worker", "hostname", hostname, "the host name", "mta1.sender.example",
+         "EHLO name (use the sending IP's reverse-DNS name)"),
+    NAME("worker", "name", name, "first free `<host>-<n>`", "mta1",
+         "this process's name (claimed in Redis, see [Worker names](#worker-names)): consumer names `<name>-<thread>` "
+     "and heartbeat; `--name` overrides it; a name held by a live process makes `volley worker` exit 2. Unset, "
+     "several processes from one file get distinct names"),
+    INT("worker", "batch", batch, 1, 10000, "256", "jobs fetched per intake read"),
+    INT("worker", "max_inflight", max_inflight, 1, 1000000, "2048",
+        "messages one thread holds at once (also bounds outcomes kept during a Redis outage)"),
+    BYTES("worker", "max_inflight_bytes", max_inflight_bytes, 1ULL << 20, 1ULL << 40, "268435456",
+          "bytes the whole process holds in jobs read from Redis, rendered messages and outcomes not yet recorded, "
+          "split evenly between the threads; intake stops reading while a thread's share is nearly used and resumes "
+          "as messages are recorded (a thread holding nothing always takes one job, so a job larger than the share "
+          "is still sent, alone). Peak RSS stays under this plus the process itself and, per open SMTP connection, "
+          "up to about twice the message it is sending ([docs/architecture.md](docs/architecture.md#invariants))"),
+    BYTES("worker", "max_message_bytes", max_message_bytes, 4096, 1ULL << 30, "26214400",
+          "a message that renders larger (bytes, before DKIM) fails its job: `rendered message exceeds "
+          "max_message_bytes (N)`, recorded failed and written to the dead-letter stream; rendering stops as soon "
+          "as the limit is passed"),
+    INT("worker", "shutdown_ms", shutdown_ms, 0, 3600000, "30000",
+        "SIGTERM: how long transactions on the wire may take"),
+
+    INT("smtp", "connections", connections, 1, 100000, "10",
+        "concurrent connections per site and source IP (whole process)"),
+    INT("smtp", "messages_per_connection", msgs_per_conn, 1, 1000000, "100", "messages before QUIT and reconnect"),
+    INT("smtp", "new_connections_per_sec", new_conns_per_sec, 0, 100000, "0",
+        "new connections per site and source IP per second; 0 = no cap"),
+    INT("smtp", "idle_timeout_ms", idle_ms, 1, DAY_MS, "5000", "QUIT a connection unused this long"),
+    INT("smtp", "connect_timeout_ms", timeout_connect_ms, 100, DAY_MS, "30000", "TCP connect"),
+    INT("smtp", "greeting_timeout_ms", timeout_greeting_ms, 100, DAY_MS, "300000",
+        "the 220 greeting (this and the stage timeouts below default to the RFC 5321 4.5.3.2 minimums)"),
+    INT("smtp", "ehlo_timeout_ms", timeout_ehlo_ms, 100, DAY_MS, "300000",
+        "EHLO, STARTTLS, AUTH, RSET, QUIT replies and the TLS handshake"),
+    INT("smtp", "mail_timeout_ms", timeout_mail_ms, 100, DAY_MS, "300000", "MAIL reply"),
+    INT("smtp", "rcpt_timeout_ms", timeout_rcpt_ms, 100, DAY_MS, "300000", "RCPT reply"),
+    INT("smtp", "data_timeout_ms", timeout_data_ms, 100, DAY_MS, "120000", "354 to DATA"),
+    INT("smtp", "block_timeout_ms", timeout_block_ms, 100, DAY_MS, "180000", "progress while sending the message"),
+    INT("smtp", "dot_timeout_ms", timeout_dot_ms, 100, DAY_MS, "600000", "reply to the final dot"),
+    FUNC("smtp", "timeout_ms", set_stage_timeouts, "100 to 86400000", NULL, "", "10000",
+         "sets all the stage timeouts above at once"),
+    INT("smtp", "connection_max_ms", connection_max_ms, 1000, DAY_MS, "3600000",
+        "a connection's whole life (a server trickling replies is still cut off)"),
+    INT("smtp", "bad_host_ms", bad_host_ms, 0, DAY_MS, "300000",
+        "a failing host/address is skipped this long; the next MX host is tried"),
+    INT("smtp", "mx_port", mx_port, 1, 65535, "25", "port of MX hosts (other values only for test setups)"),
+
+    {.section = "route",
+     .name = "DOMAIN",
+     .kind = CONFIG_FUNC,
+     .set = set_route,
+     .values = "`host:port [tls=starttls\\|implicit\\|none] [verify=yes\\|no] [auth=USER:PASS\\|auth_file=PATH]`",
+     .unset = "none",
+     .example = "* = 127.0.0.1:2525",
+     .example_set = 1, /* the example file then sends to a sink on loopback, never to the Internet */
+     .doc = "mail for this recipient domain (`*`: every other domain) goes to host:port instead of the domain's MX "
+            "hosts, e.g. `* = smtp.relay.example:587 tls=starttls auth_file=/etc/volley/relay.secret`. The example "
+            "file sends everything to a sink on this machine: remove that line for delivery to MX hosts"},
+
+    FUNC("dns", "servers", set_dns_servers, "`IP[:port]` list, `[v6]:port` for IPv6", NULL, "resolv.conf",
+         "127.0.0.1:53", "resolvers for MX lookups"),
+    INT("dns", "timeout_ms", dns_timeout_ms, 50, 60000, "2000", "first try (c-ares doubles it per round)"),
+    INT("dns", "tries", dns_tries, 1, 10, "2", "tries per server"),
+
+    FUNC("tls", "mode", set_tls_mode, "`off`, `opportunistic`, `required`, `verify`", "opportunistic", NULL, NULL,
+         "STARTTLS to MX hosts: never, when offered, always, always with a verified certificate"),
+    FILE_("tls", "ca_file", tls_ca_file, "system store", "/etc/ssl/certs/ca-certificates.crt",
+          "CA bundle for `verify` and relays"),
+    INT("tls", "broken_host_ms", tls_broken_host_ms, 0, 7LL * DAY_MS, "3600000",
+        "opportunistic: plain text to a host whose handshake failed, this long"),
+    FUNC("tls", "policy.PATTERN", set_tls_policy, "a `mode` value", NULL, "", "policy.*.google.com = required",
+         "mode for recipient domains or MX hosts matching the glob"),
+
+    FUNC("egress", "ips", set_egress_ips, "IPv4/IPv6 addresses of this machine", NULL, "none",
+         "192.0.2.10 192.0.2.11", "source addresses to bind, spread round robin (and by the throttle)"),
+    FUNC("egress", "ehlo.IP", set_egress_ehlo, "host name", NULL, "`[worker] hostname`",
+         "ehlo.192.0.2.10 = mta10.sender.example", "EHLO name for that address (list `ips` first)"),
+
+    FUNC("dkim", "key", set_dkim_key, "`DOMAIN SELECTOR rsa\\|ed25519 PATH`", NULL, "none",
+         "sender.example s2024 rsa /etc/volley/dkim/sender.example.rsa.pem",
+         "a signing key (PEM file), repeatable; with an RSA and an Ed25519 key for one domain, messages are "
+         "dual-signed"),
+
+    MODULE("retry", "schedule", "durations (units s, m, h, d), 1s to 30d", "10m 20m 40m 1h 2h 4h",
+           "delay before attempt 2, 3, ...; the last repeats"),
+    MODULE("retry", "jitter", "0 to 0.9", "0.2", "each delay spread by ± this fraction"),
+    MODULE("retry", "max_age", "duration, 1s to 365d", "4d",
+           "a job still deferred this long after its first attempt bounces as expired"),
+    MODULE("queue", "suppress_hard_bounces", "`yes`, `no`", "yes", "add 5xx 5.1.x bounces to `<p>:suppressed`"),
+    MODULE("queue", "claim_idle", "duration, 10s to 1d", "5m",
+           "a dead worker's pending job is taken over after this idle time"),
+
+    FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
+};
+const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);
+
+/* key_matches - row name "policy.PATTERN": the literal part, then a non-empty rest; "DOMAIN": any key */
+static int key_matches(const char *name, const char *key)
+{
+    size_t lit = 0;
+    while (name[lit] != '\0' && !isupper((unsigned char)name[lit]))
+        lit++;
+    if (name[lit] == '\0')
+        return strcmp(name, key) == 0;
+    return strncmp(name, key, lit) == 0 && key[lit] != '\0';
+}
+
+/* find_key - the row of [sec] key (exact names first), or NULL */
+static const struct config_key *find_key(const char *sec, const char *key)
+{
+    const struct config_key *pattern = NULL;
+    for (size_t i = 0; i < config_nkeys; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (strcmp(k->section, sec) != 0 || !key_matches(k->name, key))
+            continue;
+        if (strcmp(k->name, key) == 0)
+            return k;
+        if (pattern == NULL)
+            pattern = k;
+    }
+    return pattern;
+}
+
+/* known_section - a section of the table, or one the throttle module owns (it checks its own keys) */
+static int known_section(const char *sec, int *throttle)
+{
+    *throttle = strcmp(sec, "throttle") == 0 || strcmp(sec, "warmup") == 0 || strncmp(sec, "provider ", 9) == 0;
+    for (size_t i = 0; !*throttle && i < config_nkeys; i++)
+        if (strcmp(config_keys[i].section, sec) == 0)
+            return 1;
+    return *throttle;
+}
+
+/* keep_raw - a key of a section another module validates, kept verbatim with its line */
+static int keep_raw(struct vconfig *cfg, const char *sec, const char *key, const char *v, int line)
+{
+    if (cfg->nraw >= CONFIG_MAX_RAW)
+        return -E2BIG;
+    struct config_raw *r = &cfg->raw[cfg->nraw++];
+    r->section = xstrdup(sec);
+    r->key = xstrdup(key);
+    r->value = xstrdup(v);
+    r->line = line;
+    return 0;
+}
+
+/* apply - one value through its row; 0, -E2BIG (a table is full) or -EINVAL (why set when there is more to say) */
+static int apply(struct vconfig *cfg, const struct config_key *k, const char *key, const char *v, char *why,
+                 size_t whylen)
+{
+    void *field = (char *)cfg + k->off;
+    switch (k->kind) {
+    case CONFIG_INT:
+        return parse_int(v, (long)k->lo, (long)k->hi, field);
+    case CONFIG_BYTES:
+        return parse_bytes(v, (unsigned long long)k->lo, (unsigned long long)k->hi, field);
+    case CONFIG_YESNO:
+        return parse_yesno(v, field);
+    case CONFIG_FILE:
+        if (access(v, R_OK) != 0)
             return -EINVAL;
+        set_str(field, v);
+        return 0;
+    case CONFIG_NAME:
+        if (!valid_host_name(v))
+            return -EINVAL;
+        set_str(field, v);
+        return 0;
+    case CONFIG_FUNC:
+        return k->set(cfg, key, v, why, whylen);
+    case CONFIG_MODULE:
+        break;
+    }
+    return -EINVAL; /* module keys are kept raw by the caller, never applied here */
+}
+
+void config_defaults(struct vconfig *cfg)
+{
+    char host[256], why[256];
+    memset(cfg, 0, sizeof(*cfg));
+    redis_url_init(&cfg->redis);
+    if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    cfg->hostname = xstrdup(host);
+    cfg->name = NULL; /* unset: `volley worker` claims the first free <host>-<n> */
+    for (size_t i = 0; i < config_nkeys; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (k->dflt != NULL && k->kind != CONFIG_MODULE) {
+            int rc = apply(cfg, k, k->name, k->dflt, why, sizeof(why));
+            assert(rc == 0 && "a default in config_keys[] does not parse");
+            (void)rc;
         }
     }
-    return -ENOENT;
 }
 
-/* the tables a repeated key fills, named for the error when one is full (config_set returned -E2BIG) */
+/* the tables a repeated key fills, named for the error when one is full (apply returned -E2BIG) */
 static const struct {
     const char *sec, *what;
     int max;
@@ -540,6 +671,7 @@ static const struct {
 static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, char *err, size_t errlen)
 {
     char sec[64] = "";
+    int throttle = 0;
     struct ini it;
     struct ini_line ln;
     int rc;
@@ -552,9 +684,7 @@ static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, 
                 return -EINVAL;
             }
             snprintf(sec, sizeof(sec), "%s", ln.section);
-            if (strcmp(sec, "redis") && strcmp(sec, "worker") && strcmp(sec, "route") && strcmp(sec, "tls") &&
-                strcmp(sec, "log") && strcmp(sec, "dkim") && strcmp(sec, "dns") && strcmp(sec, "smtp") && strcmp(sec, "egress") &&
-                !raw_section(sec)) {
+            if (!known_section(sec, &throttle)) {
                 snprintf(err, errlen, "%s:%d: unknown section [%s]", name, lineno, sec);
                 return -EINVAL;
             }
@@ -565,37 +695,29 @@ static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, 
             snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
             return -EINVAL;
         }
-        if (raw_section(sec)) {
-            if (cfg->nraw >= CONFIG_MAX_RAW) {
-                snprintf(err, errlen, "%s:%d: too many keys in module sections", name, lineno);
-                return -EINVAL;
-            }
-            struct config_raw *r = &cfg->raw[cfg->nraw++];
-            r->section = xstrdup(sec);
-            r->key = xstrdup(key);
-            r->value = xstrdup(val);
-            r->line = lineno;
-            continue;
-        }
-        char why[256];
-        int src;
-        if (strcmp(sec, "redis") == 0 && redis_secret_key(cfg, key, val, &src, why, sizeof(why))) {
-            if (src < 0) {
-                snprintf(err, errlen, "%s:%d: [redis] %s: %s", name, lineno, key, why);
-                return -EINVAL;
-            }
-            continue;
-        }
-        rc = config_set(cfg, sec, key, val);
-        if (rc == -ENOENT) {
+        const struct config_key *k = throttle ? NULL : find_key(sec, key);
+        if (!throttle && k == NULL) {
             snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
             return -EINVAL;
         }
+        if (throttle || k->kind == CONFIG_MODULE) {
+            if (keep_raw(cfg, sec, key, val, lineno) < 0) {
+                snprintf(err, errlen, "%s:%d: too many keys in module sections", name, lineno);
+                return -EINVAL;
+            }
+            continue;
+        }
+        char why[256] = "";
+        rc = apply(cfg, k, key, val, why, sizeof(why));
         for (size_t i = 0; rc == -E2BIG && i < sizeof(limits) / sizeof(limits[0]); i++)
             if (strcmp(sec, limits[i].sec) == 0) {
                 snprintf(err, errlen, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
                 return -EINVAL;
             }
+        if (rc < 0 && k->secret) {
+            snprintf(err, errlen, "%s:%d: [%s] %s: %s", name, lineno, sec, key, why[0] ? why : "bad value");
+            return -EINVAL;
+        }
         if (rc < 0) {
             snprintf(err, errlen, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
             return -EINVAL;
@@ -613,50 +735,14 @@ int config_parse_string(struct vconfig *cfg, const char *name, const char *text,
     return rc;
 }
 
-/* read_text - the whole file, NUL-terminated (*text NULL when empty); 0 or -errno with the reason in err */
-static int read_text(const char *path, char **text, size_t *len, char *err, size_t errlen)
-{
-    *text = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
-    size_t cap = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (*len + n + 1 > cap) {
-            cap = (*len + n + 1) * 2;
-            *text = xrealloc(*text, cap);
-        }
-        memcpy(*text + *len, chunk, n);
-        *len += n;
-    }
-    /* a directory opens fine and then fails to read: that is not an empty file */
-    int e = ferror(f) ? errno : 0;
-    fclose(f);
-    if (e != 0) {
-        free(*text);
-        *text = NULL;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
-    if (*text != NULL)
-        (*text)[*len] = '\0';
-    return 0;
-}
-
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
 {
     config_defaults(cfg);
     cfg->path = xstrdup(path);
     char *text;
     size_t len;
-    int rc = read_text(path, &text, &len, err, errlen);
-    if (rc == 0 && text != NULL)
+    int rc = file_read(path, 0, &text, &len, err, errlen);
+    if (rc == 0)
         rc = parse(cfg, path, text, len, err, errlen);
     free(text);
     if (rc == 0 && redis_url_check(&cfg->redis, err, errlen) < 0) {

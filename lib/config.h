@@ -10,7 +10,11 @@
  *   Every key has a default (config_defaults) so an empty file is valid.
  *   Unknown sections or keys, malformed values, a full table (too many
  *   routes, policies, DKIM keys...) and NUL bytes are errors naming the
- *   file, line and key. The README lists every key; keep them in step.
+ *   file, line and key. Every key is a row of config_keys[] (section,
+ *   name, kind, range, default, one-line doc): the parser applies a key
+ *   through its row, config_defaults applies the rows' defaults, and
+ *   `make docs` writes README.md's reference and config/volley.conf.example
+ *   from the same rows (scripts/config_doc.c), so a key is added in one place.
  * OWNERSHIP
  *   The struct owns all its strings; config_free releases them.
  * THREADS
@@ -96,8 +100,8 @@ struct vconfig {
     int max_inflight;  /* messages a thread holds at once */
     size_t max_message_bytes;  /* a rendered message larger than this fails its job */
     size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
-    int reclaim_idle_ms; /* older name of [queue] claim_idle; 0 = unset */
-    /* [smtp] ([worker] keeps the older names as aliases) */
+    int shutdown_ms;           /* SIGTERM: how long in-flight transactions may take */
+    /* [smtp] */
     int connections;     /* concurrent connections per destination site, whole process */
     int msgs_per_conn;   /* messages before a connection is closed and reopened */
     int new_conns_per_sec; /* per site; 0 = unlimited */
@@ -110,8 +114,6 @@ struct vconfig {
     /* [egress] */
     struct config_egress egress[CONFIG_MAX_EGRESS];
     int negress;
-    int retry_delay_ms; /* older single-delay form of [retry] schedule; 0 = unset */
-    int shutdown_ms;    /* SIGTERM: how long in-flight transactions may take */
     /* [route] */
     struct config_route routes[CONFIG_MAX_ROUTES];
     int nroutes;
@@ -135,6 +137,43 @@ struct vconfig {
     struct config_raw raw[CONFIG_MAX_RAW];
     int nraw;
 };
+
+/* how a key's value is read (config_key.kind) */
+enum config_kind {
+    CONFIG_INT,    /* int at off, decimal within lo..hi */
+    CONFIG_BYTES,  /* size_t at off, a byte count within lo..hi */
+    CONFIG_YESNO,  /* int at off: yes = 1, no = 0 */
+    CONFIG_FILE,   /* char * at off: a path readable now */
+    CONFIG_NAME,   /* char * at off: a host name (1-253 bytes, no blanks) */
+    CONFIG_FUNC,   /* set() parses and applies it */
+    CONFIG_MODULE, /* kept in cfg->raw for the module that owns the section (values checked there) */
+};
+
+/*
+ * One key of volley.conf. name is the key, or a literal prefix and an
+ * UPPERCASE placeholder for keys the user names ("policy.PATTERN",
+ * "ehlo.IP"; "DOMAIN" stands for any key). Text fields are for people
+ * (Markdown): values when lo..hi or the kind does not say it, dflt the
+ * default as written in the file (NULL: none, unset says what happens;
+ * config_defaults applies it, except for CONFIG_MODULE rows whose module
+ * has its own, which tests/queue/test_retry.c holds equal to these), an
+ * example value shown commented out (for a placeholder name, the whole
+ * "key = value"), doc one line.
+ */
+struct config_key {
+    const char *section, *name;
+    enum config_kind kind;
+    size_t off;
+    long long lo, hi;
+    int (*set)(struct vconfig *cfg, const char *key, const char *value, char *why, size_t whylen);
+    const char *values, *dflt, *unset, *example, *doc;
+    int secret; /* the value is or points at a secret: errors give set()'s reason, never the value */
+    int example_set; /* config/volley.conf.example sets the example value (so the file works as it is) */
+};
+
+/* the rows, in reference order (lib/config.c) */
+extern const struct config_key config_keys[];
+extern const size_t config_nkeys;
 
 /* config_defaults - fill cfg with defaults (allocates; pair with config_free) */
 void config_defaults(struct vconfig *cfg);

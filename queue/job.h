@@ -44,7 +44,7 @@ struct q_job {
     size_t nvars;
     int attempt;       /* 1 on the first try */
     const char *error; /* NULL, or why the job cannot be sent (static string) */
-    /* fleet fields (appended: older code that ignores them keeps working) */
+    /* fleet fields */
     int high;                     /* read from <p>:jobs:high: q_record acknowledges it there */
     uint64_t first_ms;            /* wall ms of the first attempt (expiry is measured from it) */
     int suppressed;               /* recipient is in <p>:suppressed: record Q_SUPPRESSED, do not send */

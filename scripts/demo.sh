@@ -76,9 +76,11 @@ prefix = volley
 threads = 2
 hostname = volley.test
 name = demo
+
+[smtp]
 connections = 4
 messages_per_connection = 100
-smtp_timeout_ms = 10000
+timeout_ms = 10000
 
 [route]
 * = 127.0.0.1:$SINK_PORT

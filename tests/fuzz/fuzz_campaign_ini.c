@@ -1,6 +1,6 @@
 /*
  * NAME
- *   fuzz_campaign_ini - the CAMPAIGN.ini reader of `volley push` (engine/cmd_push.c)
+ *   fuzz_campaign_ini - the CAMPAIGN.ini reader of `volley push` (cli/cmd_push.c)
  * DESCRIPTION
  *   The .ini is written by whoever prepares a campaign, often generated.
  *   Input: the file's bytes, written to CAMPAIGN.ini in a private folder
@@ -13,7 +13,7 @@
  *   valid; when the fields compile, header.* names are valid header names
  *   and default.* names valid variable names.
  */
-#include "engine/cmd_push.c"
+#include "cli/cmd_push.c"
 
 #include "tests/fuzz/fuzz.h"
 

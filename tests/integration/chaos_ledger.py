@@ -102,8 +102,8 @@ def run_chaos(tmp, n, threads=1, delay_ms=2, kill_every=(5.0, 10.0), redis_resta
     workers = []
     try:
         conf = fleet_conf(volley, "chaos", sink.hostport, threads=threads, connections=4, batch=64,
-                          max_inflight=256, shutdown_ms=2000, reclaim_idle_ms=2000,
-                          retry={"schedule": "1s", "jitter": "0"})
+                          max_inflight=256, shutdown_ms=2000,
+                          retry={"schedule": "1s", "jitter": "0"}, queue={"claim_idle": "10s"})
         conf.write_text("".join(ln for ln in conf.read_text().splitlines(True) if not ln.startswith("name =")))
         rows = recipients(n)
         supp = [r["email"] for r in rows if r["email"].startswith("supp")]

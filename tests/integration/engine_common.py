@@ -113,13 +113,14 @@ def write_engine_conf(v, *, threads=1, name="engine", dns_port=None, dns=None, s
     smtp defaults keep tests quick (short timeouts); retries never fall due inside a test.
     """
     w = {"threads": threads, "hostname": "volley.test", "name": name, "batch": 256,
-         "retry_delay_ms": NO_RETRY_MS, "shutdown_ms": 3000}
+         "shutdown_ms": 3000}
     w.update(worker or {})
     s = {"connections": 4, "messages_per_connection": 100, "timeout_ms": 5000}
     s.update(smtp or {})
     lines = ["[redis]", f"url = {v.redis.url}", f"prefix = {PREFIX}", "", "[worker]"]
     lines += [f"{k} = {val}" for k, val in w.items()]
     lines += ["", "[smtp]"] + [f"{k} = {val}" for k, val in s.items()]
+    lines += ["", "[retry]", f"schedule = {NO_RETRY_MS // 1000}s"]
     if dns_port is not None or dns:
         d = {"timeout_ms": 500, "tries": 1}
         if dns_port is not None:

@@ -44,8 +44,8 @@ def _conf(tmp_path, worker_extra="", tls="off"):
 
 @pytest.mark.parametrize("line,key", [
     ("threads = lots", "threads"),
-    ("smtp_timeout_ms = -5", "smtp_timeout_ms"),
-    ("connections = 99999999999999999999", "connections"),
+    ("shutdown_ms = -5", "shutdown_ms"),
+    ("max_inflight = 99999999999999999999", "max_inflight"),
     ("colour = blue", "colour"),
 ])
 def test_bad_config_value_names_the_key(tmp_path, line, key):

@@ -38,7 +38,7 @@ def test_three_workers_one_sigkilled(volley, volley_sink):
     sink = volley_sink("--delay-ms", "3", "--threads", "4")
     rows = make_recipients(N)
     confs = {name: fleet_conf(volley, name, sink.hostport, threads=THREADS, connections=4, batch=32,
-                              max_inflight=MAX_INFLIGHT, reclaim_idle_ms=1000)
+                              max_inflight=MAX_INFLIGHT, queue={"claim_idle": "10s"})
              for name in ("fa", "fb", "fc")}
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows), timeout=30)
     assert volley.stats(cid)["queued"] == N

@@ -52,7 +52,7 @@ def test_three_workers_one_config_one_killed(volley, volley_sink):
     sink = volley_sink("--delay-ms", "5", "--threads", "2")
     rows = make_recipients(n, prefix="same")
     conf = unnamed_conf(volley, sink.hostport, threads=2, connections=4, batch=32, max_inflight=64,
-                        reclaim_idle_ms=1000)
+                        queue={"claim_idle": "10s"})
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows), timeout=30)
 
     # the first two finish the run (--exit-when-idle waits for the victim's jobs too); the third is killed

@@ -374,14 +374,18 @@ class Volley:
 
     # -- files
 
+    SMTP_KEYS = {"connections", "messages_per_connection", "new_connections_per_sec", "idle_timeout_ms", "timeout_ms"}
+
     def write_conf(self, route, tls="off", threads=2, name="itest", extra=None, log="info", **worker):
-        """route: "host:port" for `* =`, or a dict {domain: host:port}."""
+        """route: "host:port" for `* =`, or a dict {domain: host:port}; keys of SMTP_KEYS go to [smtp]."""
         routes = route if isinstance(route, dict) else {"*": route}
-        w = {"threads": threads, "hostname": "volley.test", "name": name, "batch": 64, "connections": 4,
-             "messages_per_connection": 100, "smtp_timeout_ms": 10000}
-        w.update(worker)
+        w = {"threads": threads, "hostname": "volley.test", "name": name, "batch": 64}
+        s = {"connections": 4, "messages_per_connection": 100, "timeout_ms": 10000}
+        for k, v in worker.items():
+            (s if k in self.SMTP_KEYS else w)[k] = v
         lines = ["[redis]", f"url = {self.redis.url}", f"prefix = {PREFIX}", "", "[worker]"]
         lines += [f"{k} = {v}" for k, v in w.items()]
+        lines += ["", "[smtp]"] + [f"{k} = {v}" for k, v in s.items()]
         lines += ["", "[route]"] + [f"{d} = {hp}" for d, hp in routes.items()]
         lines += ["", "[tls]", f"mode = {tls}", "", "[log]", f"level = {log}", ""]
         if extra:

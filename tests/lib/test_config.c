@@ -171,12 +171,67 @@ static void test_full_tables_name_the_limit(void **st)
     config_free(&cfg);
 }
 
+/* the [worker] names of [smtp], [retry] and [queue] settings were removed: one name per setting */
+static void test_former_worker_aliases_are_unknown_keys(void **st)
+{
+    static const char *keys[] = {"connections",    "messages_per_connection", "idle_timeout_ms",
+                                 "smtp_timeout_ms", "retry_delay_ms",          "reclaim_idle_ms"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char text[128], want[128], err[256];
+        struct vconfig cfg;
+        snprintf(text, sizeof(text), "[worker]\n%s = 5000\n", keys[i]);
+        snprintf(want, sizeof(want), "t.conf:2: unknown key '%s' in [worker]", keys[i]);
+        config_defaults(&cfg);
+        int rc = config_parse_string(&cfg, "t.conf", text, err, sizeof(err));
+        if (rc != -EINVAL || strcmp(err, want) != 0)
+            fail_msg("%s: rc %d, err '%s', want '%s'", keys[i], rc, err, want);
+        config_free(&cfg);
+    }
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[smtp]\nconnections = 7\nidle_timeout_ms = 900\n", err,
+                                         sizeof(err)),
+                     0);
+    assert_int_equal(cfg.connections, 7);
+    assert_int_equal(cfg.idle_ms, 900);
+    config_free(&cfg);
+}
+
+/* every key is a row of config_keys[]: the row's default is what config_defaults gives, a name pattern matches */
+static void test_key_table(void **st)
+{
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(cfg.max_inflight_bytes, 256u << 20);
+    assert_int_equal(cfg.timeout_dot_ms, 600000);
+    assert_int_equal(cfg.tls_mode, CONFIG_TLS_OPPORTUNISTIC);
+    assert_string_equal(cfg.redis.host, "127.0.0.1");
+    assert_int_equal(config_parse_string(&cfg, "t.conf",
+                                         "[tls]\npolicy.*.Example.org = verify\n[egress]\nips = 127.0.0.9\n"
+                                         "ehlo.127.0.0.9 = mta9.test\n[retry]\nschedule = 1m\n",
+                                         err, sizeof(err)),
+                     0);
+    assert_string_equal(cfg.tls_policy[0].pattern, "*.example.org");
+    assert_string_equal(cfg.egress[0].ehlo, "mta9.test");
+    assert_int_equal(cfg.nraw, 1); /* [retry] is queue/'s to validate */
+    /* a module section's keys are still checked by name here, a pattern needs its variable part */
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[queue]\nclaim_idel = 1m\n", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "t.conf:2: unknown key 'claim_idel' in [queue]");
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[tls]\npolicy. = verify\n", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "t.conf:2: unknown key 'policy.' in [tls]");
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nul_bytes_are_an_error_naming_the_line),
         cmocka_unit_test(test_directory_is_not_an_empty_file),
         cmocka_unit_test(test_full_tables_name_the_limit),
+        cmocka_unit_test(test_former_worker_aliases_are_unknown_keys),
+        cmocka_unit_test(test_key_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,6 +143,32 @@ static void test_config(void **st)
     }
 }
 
+/* the defaults lib/config.c's key table documents (README, volley.conf.example) are the ones used */
+static void test_documented_defaults_are_the_defaults(void **st)
+{
+    char text[1024] = "", err[256];
+    const char *sec = "";
+    for (size_t i = 0; i < config_nkeys; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (k->kind != CONFIG_MODULE)
+            continue;
+        assert_non_null(k->dflt);
+        if (strcmp(sec, k->section) != 0)
+            snprintf(text + strlen(text), sizeof(text) - strlen(text), "[%s]\n", k->section);
+        sec = k->section;
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s = %s\n", k->name, k->dflt);
+    }
+    struct q_retry_cfg from_doc, dflt;
+    assert_int_equal(load(text, &from_doc, err, sizeof(err)), 0);
+    q_retry_config_defaults(&dflt);
+    assert_int_equal(from_doc.nschedule, dflt.nschedule);
+    assert_memory_equal(from_doc.schedule_ms, dflt.schedule_ms, sizeof(dflt.schedule_ms[0]) * (size_t)dflt.nschedule);
+    assert_true(from_doc.jitter == dflt.jitter);
+    assert_int_equal(from_doc.max_age_ms, dflt.max_age_ms);
+    assert_int_equal(from_doc.suppress_hard_bounces, dflt.suppress_hard_bounces);
+    assert_int_equal(from_doc.claim_idle_ms, dflt.claim_idle_ms);
+}
+
 static void test_durations(void **st)
 {
     uint64_t v;
@@ -164,6 +191,7 @@ int main(void)
         cmocka_unit_test(test_hint_never_closer_and_capped),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_documented_defaults_are_the_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,7 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/log.h"
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 #include "queue/connect.h"
 #include "throttle/throttle.h"
 

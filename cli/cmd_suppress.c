@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/cli.h"
-#include "engine/cmd.h"
+#include "cli/cli.h"
+#include "cli/cmd.h"
 #include "lib/alloc.h"
 #include "lib/config.h"
 #include "lib/log.h"

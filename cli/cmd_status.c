@@ -25,7 +25,7 @@
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
 
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 #include "throttle/throttle.h"
 #include "lib/config.h"
 #include "queue/campaign.h"

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
@@ -203,24 +203,31 @@ static int probe_io_uring(char *err, size_t errlen)
     return 0;
 }
 
-int cmd_worker_main(int argc, char **argv)
+/* worker_opts - the command line of `volley worker` */
+struct worker_opts {
+    const char *path, *name;
+    bool exit_idle;
+    int threads; /* -1: [worker] threads */
+};
+
+/* parse_opts - -1 to go on with o filled, else the exit status (--help 0, a bad option 2) */
+static int parse_opts(int argc, char **argv, struct worker_opts *o)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},  {"exit-when-idle", no_argument, NULL, 'x'},
         {"threads", required_argument, NULL, 't'}, {"name", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    const char *path = "volley.conf", *name = NULL;
-    bool exit_idle = false;
-    int threads = -1, c;
+    *o = (struct worker_opts){.path = "volley.conf", .threads = -1};
+    int c;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
-            path = optarg;
+            o->path = optarg;
             break;
         case 'x':
-            exit_idle = true;
+            o->exit_idle = true;
             break;
         case 't': {
             char *end;
@@ -229,7 +236,7 @@ int cmd_worker_main(int argc, char **argv)
                 fprintf(stderr, "volley worker: bad value '%s' for --threads (1..256)\n", optarg);
                 return 2;
             }
-            threads = (int)v;
+            o->threads = (int)v;
             break;
         }
         case 'n':
@@ -238,7 +245,7 @@ int cmd_worker_main(int argc, char **argv)
                         Q_WORKER_NAME_MAX - 1);
                 return 2;
             }
-            name = optarg;
+            o->name = optarg;
             break;
         case 'h':
             worker_usage(stdout);
@@ -255,23 +262,32 @@ int cmd_worker_main(int argc, char **argv)
         fprintf(stderr, "volley worker: unexpected argument '%s' (try --help)\n", argv[optind]);
         return 2;
     }
-    struct vconfig cfg;
+    return -1;
+}
+
+/*
+ * load - the config file and the module sections, io_uring and Redis TLS
+ * checked, signal handlers set: 0, or the exit status (2 for the config, 1
+ * for the machine) with the error printed and nothing left to release.
+ */
+static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry_cfg *retry, struct thr_config **tc)
+{
     char err[512];
-    if (config_load(&cfg, path, err, sizeof(err)) < 0) {
+    if (config_load(cfg, o->path, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
-        config_free(&cfg);
+        config_free(cfg);
         return 2;
     }
-    log_set_level((enum log_level)cfg.log_level);
-    if (threads > 0)
-        cfg.threads = threads;
-    if (cfg.threads <= 0) {
+    log_set_level((enum log_level)cfg->log_level);
+    if (o->threads > 0)
+        cfg->threads = o->threads;
+    if (cfg->threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg.threads = n > 0 ? (int)n : 1;
+        cfg->threads = n > 0 ? (int)n : 1;
     }
-    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(&cfg, err, sizeof(err)) < 0) {
+    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
-        config_free(&cfg);
+        config_free(cfg);
         return 1;
     }
     struct sigaction sa = {.sa_handler = on_signal};
@@ -281,87 +297,50 @@ int cmd_worker_main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct q_retry_cfg retry;
-    if (q_retry_config_load(&cfg, &retry, err, sizeof(err)) < 0) {
-        fprintf(stderr, "volley worker: %s\n", err);
-        config_free(&cfg);
-        return 2;
-    }
-    /* the older single-value keys, when given, still work */
-    if (cfg.retry_delay_ms > 0) {
-        retry.schedule_ms[0] = (uint64_t)cfg.retry_delay_ms;
-        retry.nschedule = 1;
-    }
-    if (cfg.reclaim_idle_ms > 0)
-        retry.claim_idle_ms = (uint64_t)cfg.reclaim_idle_ms;
     /* before any thread starts: loading the throttle config briefly changes TZ */
-    struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
-    if (tc == NULL) {
+    if (q_retry_config_load(cfg, retry, err, sizeof(err)) < 0 ||
+        (*tc = thr_config_load(cfg, err, sizeof(err))) == NULL) {
         fprintf(stderr, "volley worker: %s\n", err);
-        config_free(&cfg);
+        config_free(cfg);
         return 2;
     }
-    struct q_worker_id id = {.pid = (int)getpid()};
-    if (gethostname(id.host, sizeof(id.host)) != 0 || id.host[0] == '\0')
-        snprintf(id.host, sizeof(id.host), "localhost");
-    id.host[sizeof(id.host) - 1] = '\0';
-    int claimed = q_worker_token(&id);
-    if (claimed == 0)
-        claimed = claim_name(&cfg, name != NULL ? name : cfg.name, &id, err, sizeof(err));
-    if (claimed != 0) {
-        if (claimed < 0)
-            fprintf(stderr, "volley worker: %s\n", err);
-        thr_config_free(tc);
-        config_free(&cfg);
-        /* a name in use is a usage error (2); Redis refusing us is like any refused connection (1) */
-        return claimed == -EADDRINUSE ? 2 : claimed < 0 ? 1 : 0;
-    }
-    free(cfg.name);
-    cfg.name = xstrdup(id.name);
-    struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
-    pthread_t *tids = xcalloc((size_t)cfg.threads, sizeof(*tids));
-    int started = 0, rc = 0;
-    for (int i = 0; i < cfg.threads; i++) {
-        if (worker_init(&ws[i], i, &cfg, &retry, tc, &worker_stop_flag, exit_idle, err, sizeof(err)) < 0) {
-            fprintf(stderr, "volley worker: %s\n", err);
-            rc = 2;
-            break;
+    return 0;
+}
+
+/* run - the threads until they stop; SIGHUP reloads the config for them (the reloaded copies freed at the end) */
+static void run(const struct vconfig *cfg, struct worker *ws, int started)
+{
+    pthread_t *tids = xcalloc((size_t)started, sizeof(*tids));
+    char shown[REDIS_URL_SHOWN_MAX];
+    redis_url_display(&cfg->redis, shown, sizeof(shown));
+    log_info("volley worker %s: %d threads, redis %s prefix %s", cfg->name, cfg->threads, shown, cfg->redis_prefix);
+    atomic_store(&worker_running, started);
+    for (int i = 0; i < started; i++)
+        pthread_create(&tids[i], NULL, worker_thread, &ws[i]);
+    struct vconfig **olds = NULL;
+    int nolds = 0;
+    const struct vconfig *cur = cfg;
+    while (atomic_load(&worker_running) > 0) {
+        if (atomic_exchange(&worker_reload_flag, 0)) {
+            reload(cur, &olds, &nolds, ws, started);
+            if (nolds > 0)
+                cur = olds[nolds - 1];
         }
-        ws[i].id = &id;
-        ws[i].running = &worker_running;
-        started++;
+        usleep(50 * 1000);
     }
-    uint64_t t0 = clock_mono_us();
-    if (rc == 0) {
-        char shown[REDIS_URL_SHOWN_MAX];
-        redis_url_display(&cfg.redis, shown, sizeof(shown));
-        log_info("volley worker %s: %d threads, redis %s prefix %s", cfg.name, cfg.threads, shown, cfg.redis_prefix);
-        atomic_store(&worker_running, started);
-        for (int i = 0; i < started; i++)
-            pthread_create(&tids[i], NULL, worker_thread, &ws[i]);
-        struct vconfig **olds = NULL;
-        int nolds = 0;
-        const struct vconfig *cur = &cfg;
-        while (atomic_load(&worker_running) > 0) {
-            if (atomic_exchange(&worker_reload_flag, 0)) {
-                reload(cur, &olds, &nolds, ws, started);
-                if (nolds > 0)
-                    cur = olds[nolds - 1];
-            }
-            usleep(50 * 1000);
-        }
-        for (int i = 0; i < started; i++)
-            pthread_join(tids[i], NULL);
-        for (int i = 0; i < nolds; i++) {
-            config_free(olds[i]);
-            free(olds[i]);
-        }
-        free(olds);
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    for (int i = 0; i < nolds; i++) {
+        config_free(olds[i]);
+        free(olds[i]);
     }
-    if (started > 0 && ws[0].name_lost)
-        rc = 1; /* the name is another process's now: nothing of ours to release */
-    else
-        release_name(&cfg, &id);
+    free(olds);
+    free(tids);
+}
+
+/* finish - free the threads' workers; the closing summary when the run went well */
+static void finish(struct worker *ws, int started, uint64_t t0, int rc)
+{
     double secs = (double)(clock_mono_us() - t0) / 1e6;
     unsigned long d = 0, df = 0, b = 0, f = 0, tcmds = 0;
     for (int i = 0; i < started; i++) {
@@ -377,8 +356,59 @@ int cmd_worker_main(int argc, char **argv)
         log_info("done: delivered=%lu deferred=%lu bounced=%lu failed=%lu in %.2fs (%.0f msgs/s), "
                  "throttle_redis_cmds=%lu",
                  d, df, b, f, secs, secs > 0 ? (double)(d + df + b + f) / secs : 0.0, tcmds);
+}
+
+int cmd_worker_main(int argc, char **argv)
+{
+    struct worker_opts o;
+    struct vconfig cfg;
+    struct q_retry_cfg retry;
+    struct thr_config *tc = NULL;
+    char err[512];
+    int rc = parse_opts(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    rc = load(&o, &cfg, &retry, &tc);
+    if (rc != 0)
+        return rc;
+    struct q_worker_id id = {.pid = (int)getpid()};
+    if (gethostname(id.host, sizeof(id.host)) != 0 || id.host[0] == '\0')
+        snprintf(id.host, sizeof(id.host), "localhost");
+    id.host[sizeof(id.host) - 1] = '\0';
+    int claimed = q_worker_token(&id);
+    if (claimed == 0)
+        claimed = claim_name(&cfg, o.name != NULL ? o.name : cfg.name, &id, err, sizeof(err));
+    if (claimed != 0) {
+        if (claimed < 0)
+            fprintf(stderr, "volley worker: %s\n", err);
+        thr_config_free(tc);
+        config_free(&cfg);
+        /* a name in use is a usage error (2); Redis refusing us is like any refused connection (1) */
+        return claimed == -EADDRINUSE ? 2 : claimed < 0 ? 1 : 0;
+    }
+    free(cfg.name);
+    cfg.name = xstrdup(id.name);
+    struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
+    int started = 0;
+    for (int i = 0; i < cfg.threads; i++) {
+        if (worker_init(&ws[i], i, &cfg, &retry, tc, &worker_stop_flag, o.exit_idle, err, sizeof(err)) < 0) {
+            fprintf(stderr, "volley worker: %s\n", err);
+            rc = 2;
+            break;
+        }
+        ws[i].id = &id;
+        ws[i].running = &worker_running;
+        started++;
+    }
+    uint64_t t0 = clock_mono_us();
+    if (rc == 0)
+        run(&cfg, ws, started);
+    if (started > 0 && ws[0].name_lost)
+        rc = 1; /* the name is another process's now: nothing of ours to release */
+    else
+        release_name(&cfg, &id);
+    finish(ws, started, t0, rc);
     free(ws);
-    free(tids);
     thr_config_free(tc);
     config_free(&cfg);
     return rc;

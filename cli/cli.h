@@ -12,8 +12,8 @@
  * THREADS
  *   Main thread only (getopt state is global).
  */
-#ifndef VOLLEY_ENGINE_CLI_H
-#define VOLLEY_ENGINE_CLI_H
+#ifndef VOLLEY_CLI_CLI_H
+#define VOLLEY_CLI_CLI_H
 
 #include <stdio.h>
 

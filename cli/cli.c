@@ -2,7 +2,7 @@
  * NAME
  *   cli - option parsing shared by the subcommands
  */
-#include "engine/cli.h"
+#include "cli/cli.h"
 
 #include <getopt.h>
 

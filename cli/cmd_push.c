@@ -38,10 +38,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/config.h"
+#include "lib/file.h"
 #include "lib/ini.h"
 #include "lib/kv.h"
 #include "lib/log.h"
@@ -75,48 +76,6 @@ static void usage(FILE *out)
                  "                         mail) are always served before bulk ones\n"
                  "  -h, --help             this text\n"
                  "Prints the campaign id on stdout; bad rows are reported on stderr and skipped.\n");
-}
-
-/* read_file - whole file into a NUL-terminated malloc'd buffer, at most max bytes */
-static int read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -errno;
-    }
-    size_t cap = 65536, n = 0;
-    char *b = xmalloc(cap + 1);
-    for (;;) {
-        if (n == cap) {
-            if (cap >= max) {
-                snprintf(err, errlen, "%s: larger than %zu bytes", path, max);
-                free(b);
-                close(fd);
-                return -EFBIG;
-            }
-            cap *= 2;
-            b = xrealloc(b, cap + 1);
-        }
-        ssize_t r = read(fd, b + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            snprintf(err, errlen, "%s: %s", path, strerror(e));
-            free(b);
-            close(fd);
-            return -e;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    b[n] = '\0';
-    *out = b;
-    *len = n;
-    return 0;
 }
 
 /* add_field - own a copy of name (prefix + key) and value; a repeated name is an error */
@@ -166,13 +125,62 @@ static int header_name_ok(const char *s)
     return 1;
 }
 
+/* the sections of CAMPAIGN.ini */
+enum push_section { S_NONE, S_CAMPAIGN, S_HEADERS, S_DEFAULTS };
+
+/*
+ * campaign_field - one key = value of section sec into c (dir: the .ini's folder, for *_file paths);
+ * 0, or -EINVAL with the reason in why (the caller adds file and line)
+ */
+static int campaign_field(struct campaign *c, enum push_section sec, const char *dir, char *key, char *val, char *why,
+                          size_t whylen)
+{
+    int rc = 0;
+    why[0] = '\0';
+    if (sec == S_HEADERS) {
+        if (!header_name_ok(key))
+            snprintf(why, whylen, "'%.64s' is not a valid header name", key);
+        else
+            rc = add_field(c, "header.", key, val, strlen(val), 0, why, whylen);
+    } else if (sec == S_DEFAULTS) {
+        if (!q_var_name_valid(key, strlen(key)))
+            snprintf(why, whylen, "'%.64s' is not a valid variable name (A-Z a-z 0-9 _ . -)", key);
+        else
+            rc = add_field(c, "default.", key, val, strlen(val), 0, why, whylen);
+    } else if (strcmp(key, "id") == 0) {
+        if (!q_campaign_id_valid(val, strlen(val)))
+            snprintf(why, whylen, "id '%.64s' is not valid (1-%d of A-Z a-z 0-9 _ . : -)", val, Q_CAMPAIGN_ID_MAX - 1);
+        else
+            snprintf(c->id, sizeof(c->id), "%s", val);
+    } else if (strncmp(key, "header.", 7) == 0 || strncmp(key, "default.", 8) == 0) {
+        /* the fields [headers] and [defaults] make: written here they would skip those sections' name checks */
+        snprintf(why, whylen, "'%.64s' belongs in [%s] as '%.64s'", key, key[0] == 'h' ? "headers" : "defaults",
+                 strchr(key, '.') + 1);
+    } else {
+        size_t kl = strlen(key);
+        if (kl > 5 && strcmp(key + kl - 5, "_file") == 0) {
+            key[kl - 5] = '\0';
+            char fpath[8192], ferr[400], *body;
+            size_t blen;
+            snprintf(fpath, sizeof(fpath), "%s%s", val[0] == '/' ? "" : dir, val);
+            if (file_read(fpath, PUSH_FILE_MAX, &body, &blen, ferr, sizeof(ferr)) < 0)
+                snprintf(why, whylen, "%s", ferr);
+            else
+                rc = add_field(c, "", key, body, blen, 1, why, whylen);
+        } else {
+            rc = add_field(c, "", key, val, strlen(val), 0, why, whylen);
+        }
+    }
+    return why[0] != '\0' ? -EINVAL : rc;
+}
+
 /* load_campaign - parse CAMPAIGN.ini into c; a one-line reason naming file and line on error */
 static int load_campaign(const char *path, struct campaign *c, char *err, size_t errlen)
 {
     char *text;
     size_t len;
     char why[512];
-    int rc = read_file(path, PUSH_INI_MAX, &text, &len, err, errlen);
+    int rc = file_read(path, PUSH_INI_MAX, &text, &len, err, errlen);
     if (rc < 0)
         return rc;
     /* *_file paths are relative to the .ini's own folder */
@@ -184,7 +192,7 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
     else
         dir[0] = '\0';
 
-    enum { S_NONE, S_CAMPAIGN, S_HEADERS, S_DEFAULTS } sec = S_NONE;
+    enum push_section sec = S_NONE;
     struct ini it;
     struct ini_line ln;
     ini_init(&it, path, text, len, 0); /* no line limit: a value (an html = ... line) may be long */
@@ -210,50 +218,11 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
             rc = -EINVAL;
             break;
         }
-        char *key = ln.key, *val = ln.value;
-        why[0] = '\0';
-        rc = 0;
-        if (sec == S_HEADERS) {
-            if (!header_name_ok(key))
-                snprintf(why, sizeof(why), "'%.64s' is not a valid header name", key);
-            else
-                rc = add_field(c, "header.", key, val, strlen(val), 0, why, sizeof(why));
-        } else if (sec == S_DEFAULTS) {
-            if (!q_var_name_valid(key, strlen(key)))
-                snprintf(why, sizeof(why), "'%.64s' is not a valid variable name (A-Z a-z 0-9 _ . -)", key);
-            else
-                rc = add_field(c, "default.", key, val, strlen(val), 0, why, sizeof(why));
-        } else if (strcmp(key, "id") == 0) {
-            if (!q_campaign_id_valid(val, strlen(val)))
-                snprintf(why, sizeof(why), "id '%.64s' is not valid (1-%d of A-Z a-z 0-9 _ . : -)", val,
-                         Q_CAMPAIGN_ID_MAX - 1);
-            else
-                snprintf(c->id, sizeof(c->id), "%s", val);
-        } else if (strncmp(key, "header.", 7) == 0 || strncmp(key, "default.", 8) == 0) {
-            /* the fields [headers] and [defaults] make: written here they would skip those sections' name checks */
-            snprintf(why, sizeof(why), "'%.64s' belongs in [%s] as '%.64s'", key, key[0] == 'h' ? "headers" : "defaults",
-                     strchr(key, '.') + 1);
-        } else {
-            size_t kl = strlen(key);
-            if (kl > 5 && strcmp(key + kl - 5, "_file") == 0) {
-                key[kl - 5] = '\0';
-                char fpath[8192], ferr[400], *body;
-                size_t blen;
-                snprintf(fpath, sizeof(fpath), "%s%s", val[0] == '/' ? "" : dir, val);
-                if (read_file(fpath, PUSH_FILE_MAX, &body, &blen, ferr, sizeof(ferr)) < 0)
-                    snprintf(why, sizeof(why), "%s", ferr);
-                else
-                    rc = add_field(c, "", key, body, blen, 1, why, sizeof(why));
-            } else {
-                rc = add_field(c, "", key, val, strlen(val), 0, why, sizeof(why));
-            }
-        }
-        if (why[0] != '\0') {
+        rc = campaign_field(c, sec, dir, ln.key, ln.value, why, sizeof(why));
+        if (rc < 0) {
             snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
-            rc = -EINVAL;
-        }
-        if (rc < 0)
             break;
+        }
     }
     free(text);
     if (rc == 0 && c->n == 0) {
@@ -380,6 +349,50 @@ static int read_header(struct rows *r, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * row_fields - a parsed row as the recipient (to, tolen) and its variables (vars[*nv]); 0, or -EINVAL with the
+ * reason in why (a bad row: wrong column count, a JSON name given twice, no email)
+ */
+static int row_fields(const struct rows *r, const struct q_field *f, int nf, struct kv *vars, size_t *nv,
+                      const char **to, size_t *tolen, char *why, size_t whylen)
+{
+    if (!r->jsonl) {
+        if (nf != r->ncols) {
+            snprintf(why, whylen, "expected %d columns, got %d", r->ncols, nf);
+            return -EINVAL;
+        }
+        for (int i = 0; i < nf; i++) {
+            if (i == r->email_col) {
+                *to = f[i].p;
+                *tolen = f[i].n;
+            } else {
+                vars[(*nv)++] = (struct kv){r->names[i], strlen(r->names[i]), f[i].p, f[i].n};
+            }
+        }
+        return 0;
+    }
+    /* JSON leaves a repeated name's meaning open (RFC 8259 4): refuse the row rather than pick one */
+    for (int i = 2; i + 1 < nf; i += 2)
+        for (int k = 0; k < i; k += 2)
+            if (f[k].n == f[i].n && memcmp(f[k].p, f[i].p, f[i].n) == 0) {
+                snprintf(why, whylen, "field '%.*s' given twice", (int)(f[i].n > 64 ? 64 : f[i].n), f[i].p);
+                return -EINVAL;
+            }
+    for (int i = 0; i + 1 < nf; i += 2) {
+        if (f[i].n == 5 && memcmp(f[i].p, "email", 5) == 0) {
+            *to = f[i + 1].p;
+            *tolen = f[i + 1].n;
+        } else {
+            vars[(*nv)++] = (struct kv){f[i].p, f[i].n, f[i + 1].p, f[i + 1].n};
+        }
+    }
+    if (*to == NULL) {
+        snprintf(why, whylen, "no 'email' field");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* push_rows - stream every row into q_push; 0, or -errno on a Redis or read failure (err set) */
 static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
 {
@@ -407,44 +420,9 @@ static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
         }
         const char *to = NULL;
         size_t tolen = 0, nv = 0;
-        if (!r->jsonl) {
-            if (nf != r->ncols) {
-                snprintf(why, sizeof(why), "expected %d columns, got %d", r->ncols, nf);
-                bad_row(r, line, why);
-                continue;
-            }
-            for (int i = 0; i < nf; i++) {
-                if (i == r->email_col) {
-                    to = f[i].p;
-                    tolen = f[i].n;
-                } else {
-                    vars[nv++] = (struct kv){r->names[i], strlen(r->names[i]), f[i].p, f[i].n};
-                }
-            }
-        } else {
-            /* JSON leaves a repeated name's meaning open (RFC 8259 4): refuse the row rather than pick one */
-            int dup = -1;
-            for (int i = 2; i + 1 < nf && dup < 0; i += 2)
-                for (int k = 0; k < i && dup < 0; k += 2)
-                    if (f[k].n == f[i].n && memcmp(f[k].p, f[i].p, f[i].n) == 0)
-                        dup = i;
-            if (dup >= 0) {
-                snprintf(why, sizeof(why), "field '%.*s' given twice", (int)(f[dup].n > 64 ? 64 : f[dup].n), f[dup].p);
-                bad_row(r, line, why);
-                continue;
-            }
-            for (int i = 0; i + 1 < nf; i += 2) {
-                if (f[i].n == 5 && memcmp(f[i].p, "email", 5) == 0) {
-                    to = f[i + 1].p;
-                    tolen = f[i + 1].n;
-                } else {
-                    vars[nv++] = (struct kv){f[i].p, f[i].n, f[i + 1].p, f[i + 1].n};
-                }
-            }
-            if (to == NULL) {
-                bad_row(r, line, "no 'email' field");
-                continue;
-            }
+        if (row_fields(r, f, nf, vars, &nv, &to, &tolen, why, sizeof(why)) < 0) {
+            bad_row(r, line, why);
+            continue;
         }
         /* an address with surrounding blanks is a common spreadsheet artefact: trim, do not reject */
         while (tolen > 0 && (*to == ' ' || *to == '\t')) {
@@ -470,7 +448,13 @@ static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
     }
 }
 
-int cmd_push_main(int argc, char **argv)
+/* push_opts - the command line of `volley push` */
+struct push_opts {
+    const char *conf, *camp_path, *rcpt_path, *format, *priority;
+};
+
+/* parse_opts - -1 to go on with o filled and checked, else the exit status (--help 0, a bad option 2) */
+static int parse_opts(int argc, char **argv, struct push_opts *o)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"campaign", required_argument, NULL, 'C'},
@@ -479,26 +463,26 @@ int cmd_push_main(int argc, char **argv)
                                          {"priority", required_argument, NULL, 'p'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *conf = "volley.conf", *camp_path = NULL, *rcpt_path = NULL, *format = "csv", *priority = "bulk";
-    int o;
+    *o = (struct push_opts){.conf = "volley.conf", .format = "csv", .priority = "bulk"};
+    int c;
     opterr = 0;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (o) {
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
         case 'c':
-            conf = optarg;
+            o->conf = optarg;
             break;
         case 'C':
-            camp_path = optarg;
+            o->camp_path = optarg;
             break;
         case 'r':
-            rcpt_path = optarg;
+            o->rcpt_path = optarg;
             break;
         case 'f':
-            format = optarg;
+            o->format = optarg;
             break;
         case 'p':
-            priority = optarg;
+            o->priority = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -512,64 +496,79 @@ int cmd_push_main(int argc, char **argv)
         fprintf(stderr, "volley push: unexpected argument '%s' (try volley push --help)\n", argv[optind]);
         return 2;
     }
-    if (camp_path == NULL || rcpt_path == NULL) {
+    if (o->camp_path == NULL || o->rcpt_path == NULL) {
         fprintf(stderr, "volley push: %s is required (try volley push --help)\n",
-                camp_path == NULL ? "--campaign" : "--recipients");
+                o->camp_path == NULL ? "--campaign" : "--recipients");
         return 2;
     }
-    if (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0) {
-        fprintf(stderr, "volley push: --format must be csv or jsonl, not '%s'\n", format);
+    if (strcmp(o->format, "csv") != 0 && strcmp(o->format, "jsonl") != 0) {
+        fprintf(stderr, "volley push: --format must be csv or jsonl, not '%s'\n", o->format);
         return 2;
     }
+    if (strcmp(o->priority, "bulk") != 0 && strcmp(o->priority, "high") != 0) {
+        fprintf(stderr, "volley push: --priority must be bulk or high, not '%.40s'\n", o->priority);
+        return 2;
+    }
+    return -1;
+}
 
-    if (strcmp(priority, "bulk") != 0 && strcmp(priority, "high") != 0) {
-        fprintf(stderr, "volley push: --priority must be bulk or high, not '%.40s'\n", priority);
-        return 2;
-    }
-
+/* open_rows - the recipient list opened (path "-": stdin) and, for CSV, its header checked; 0 or -1 (printed) */
+static int open_rows(struct rows *r, const char *path, int jsonl)
+{
     char err[1024];
-    int status = 2, fd = -1;
+    r->path = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    r->jsonl = jsonl;
+    r->fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
+        fprintf(stderr, "volley push: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (fstat(r->fd, &sb) == 0 && S_ISREG(sb.st_mode))
+        r->size = sb.st_size;
+    r->rl = q_reclist_new(r->fd, r->jsonl ? Q_RECLIST_JSONL : Q_RECLIST_CSV);
+    if (!r->jsonl && read_header(r, err, sizeof(err)) < 0) {
+        fprintf(stderr, "volley push: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_push_main(int argc, char **argv)
+{
+    struct push_opts o;
+    int status = parse_opts(argc, argv, &o);
+    if (status >= 0)
+        return status;
+    char err[1024];
     struct vconfig cfg;
     struct campaign camp;
     struct rows rows;
     struct q_push *p = NULL;
     memset(&camp, 0, sizeof(camp));
     memset(&rows, 0, sizeof(rows));
-    if (config_load(&cfg, conf, err, sizeof(err)) < 0) {
+    rows.fd = -1;
+    if (config_load(&cfg, o.conf, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley push: %s\n", err);
         return 2;
     }
 
     /* 1. everything that can be checked without Redis */
-    if (load_campaign(camp_path, &camp, err, sizeof(err)) < 0) {
+    status = 2;
+    if (load_campaign(o.camp_path, &camp, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley push: %s\n", err);
         goto out;
     }
     struct tpl_message *m = tpl_message_compile(camp.f, camp.n, err, sizeof(err));
     if (m == NULL) {
-        fprintf(stderr, "volley push: %s: %s\n", camp_path, err);
+        fprintf(stderr, "volley push: %s: %s\n", o.camp_path, err);
         goto out;
     }
     tpl_message_free(m);
     if (camp.id[0] == '\0')
         new_campaign_id(camp.id, sizeof(camp.id));
-
-    rows.path = strcmp(rcpt_path, "-") == 0 ? "<stdin>" : rcpt_path;
-    rows.jsonl = strcmp(format, "jsonl") == 0;
-    fd = strcmp(rcpt_path, "-") == 0 ? 0 : open(rcpt_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fprintf(stderr, "volley push: %s: %s\n", rcpt_path, strerror(errno));
+    if (open_rows(&rows, o.rcpt_path, strcmp(o.format, "jsonl") == 0) < 0)
         goto out;
-    }
-    rows.fd = fd;
-    struct stat sb;
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
-        rows.size = sb.st_size;
-    rows.rl = q_reclist_new(fd, rows.jsonl ? Q_RECLIST_JSONL : Q_RECLIST_CSV);
-    if (!rows.jsonl && read_header(&rows, err, sizeof(err)) < 0) {
-        fprintf(stderr, "volley push: %s\n", err);
-        goto out;
-    }
 
     /* 2. Redis */
     status = 1;
@@ -578,7 +577,7 @@ int cmd_push_main(int argc, char **argv)
         fprintf(stderr, "volley push: %s\n", err);
         goto out;
     }
-    q_push_set_high(p, strcmp(priority, "high") == 0);
+    q_push_set_high(p, strcmp(o.priority, "high") == 0);
     uint64_t t0 = clock_mono_us();
     if (push_rows(&rows, p, err, sizeof(err)) < 0 || q_push_flush(p, err, sizeof(err)) < 0) {
         if (isatty(2))
@@ -599,8 +598,8 @@ out:
     q_reclist_free(rows.rl);
     for (int i = 0; i < rows.ncols; i++)
         free(rows.names[i]);
-    if (fd > 0)
-        close(fd);
+    if (rows.fd > 0)
+        close(rows.fd);
     campaign_free(&camp);
     config_free(&cfg);
     return status;

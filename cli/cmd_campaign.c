@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "engine/cli.h"
-#include "engine/cmd.h"
+#include "cli/cli.h"
+#include "cli/cmd.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
 #include "queue/control.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "engine/cmd.h"
+#include "cli/cmd.h"
 
 static void usage(FILE *f)
 {
