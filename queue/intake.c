@@ -20,8 +20,8 @@
 #include "queue/script.h"
 
 /* KEYS: retry, jobs, dead, jobs:high. ARGV: now_ms, limit. A member with "priority" "high" goes back to jobs:high. */
-static struct q_script retry_move_script =
-    Q_SCRIPT("local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
+static struct redis_script retry_move_script =
+    REDIS_SCRIPT("local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
              "for _, m in ipairs(due) do\n"
              "  local ok, t = pcall(cmsgpack.unpack, m)\n"
              "  if ok and type(t) == 'table' and #t >= 3 and #t % 2 == 1 then\n"
@@ -116,7 +116,7 @@ static struct q_script retry_move_script =
  * continuing after the last id it got. With at_least_one, the first entry is taken even when it does
  * not fit, so a reader holding nothing always makes progress.
  */
-static struct q_script read2_script = Q_SCRIPT(
+static struct redis_script read_script = REDIS_SCRIPT(
     "local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE Q_LUA_COUNT_RECLAIMED
     "local out, left = {}, tonumber(ARGV[3])\n"
     "local budget, take_one, emax = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])\n"
@@ -215,7 +215,7 @@ static struct q_script read2_script = Q_SCRIPT(
  * before recording) and handed out. If its first owner records it after all, the later of the two
  * records finds nothing to acknowledge and is kept as a duplicate (queue/outcome.c).
  */
-static struct q_script autoclaim_script = Q_SCRIPT(
+static struct redis_script autoclaim_script = REDIS_SCRIPT(
     "local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE Q_LUA_COUNT_RECLAIMED
     "local out, left = {}, tonumber(ARGV[4])\n"
     "local stats, workerp = ARGV[7], ARGV[8]\n"
@@ -261,8 +261,8 @@ static struct q_script autoclaim_script = Q_SCRIPT(
  * entries the next record has not trimmed yet: an overestimate, never an
  * underestimate, so --exit-when-idle never leaves work behind.
  */
-static struct q_script idle_check_script =
-    Q_SCRIPT("local undelivered, pending = 0, 0\n"
+static struct redis_script idle_check_script =
+    REDIS_SCRIPT("local undelivered, pending = 0, 0\n"
              "for _, key in ipairs({KEYS[1], KEYS[3]}) do\n"
              "  local len = redis.call('XLEN', key)\n"
              "  if redis.call('EXISTS', key) == 1 then\n"
@@ -290,27 +290,6 @@ void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn
     q_redis_cmdargv(q, 6, argv, NULL, fn, priv);
     const char *argvh[] = {"XGROUP", "CREATE", k->jobs_high, Q_GROUP, "0", "MKSTREAM"};
     q_redis_cmdargv(q, 6, argvh, NULL, fn, priv);
-}
-
-void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int block_ms,
-                   int from_pending, q_reply_fn *fn, void *priv)
-{
-    vbuf *o = q_redis_out(q);
-    q_resp_array(o, block_ms >= 0 ? 11 : 9);
-    q_resp_bulk_str(o, "XREADGROUP");
-    q_resp_bulk_str(o, "GROUP");
-    q_resp_bulk_str(o, Q_GROUP);
-    q_resp_bulk_str(o, consumer);
-    q_resp_bulk_str(o, "COUNT");
-    q_resp_bulk_u64(o, count > 0 ? (uint64_t)count : 1);
-    if (block_ms >= 0) {
-        q_resp_bulk_str(o, "BLOCK");
-        q_resp_bulk_u64(o, (uint64_t)block_ms);
-    }
-    q_resp_bulk_str(o, "STREAMS");
-    q_resp_bulk_str(o, k->jobs);
-    q_resp_bulk_str(o, from_pending ? "0" : ">");
-    q_redis_expect(q, fn, priv);
 }
 
 void q_retry_move(struct q_redis *q, const struct q_keys *k, unsigned long long now_ms, int limit, q_reply_fn *fn,
@@ -342,10 +321,10 @@ static uint64_t clamp_count(int count)
     return count < 1 ? 1 : count > Q_INTAKE_MAX_COUNT ? Q_INTAKE_MAX_COUNT : (uint64_t)count;
 }
 
-void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
                     int at_least_one, enum q_intake_from from, int suppress, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &read2_script, 3, 10);
+    vbuf *o = q_redis_eval_begin(q, &read_script, 3, 10);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, k->suppressed);

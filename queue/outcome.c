@@ -54,7 +54,7 @@
 #define Q_EVENT_FIXED    14 /* job campaign to status code attempt ts_ms, names and values */
 #define Q_REPLY_MAX      512
 
-static struct q_script record_script = Q_SCRIPT(
+static struct redis_script record_script = REDIS_SCRIPT(
     "local jobs, events, dead, retry, high, supp = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]\n"
     "local stats, maxlen, group = ARGV[1], ARGV[2], ARGV[3]\n"
     "local n, max_age = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
@@ -318,13 +318,8 @@ static void put_event(vbuf *b, const struct q_outcome *x)
     }
 }
 
-void q_record(struct q_redis *q, const struct q_keys *k, const struct q_outcome *o, int n, q_reply_fn *fn, void *priv)
-{
-    q_record2(q, k, NULL, o, n, fn, priv);
-}
-
-void q_record2(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
-               int n, q_reply_fn *fn, void *priv)
+void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
+              int n, q_reply_fn *fn, void *priv)
 {
     static const struct q_record_opts dflt = {.max_age_ms = 4ull * 86400000ull, .suppress_hard_bounces = 1};
     if (opts == NULL)

@@ -63,12 +63,10 @@ struct q_record_opts {
 /* q_status_name - "delivered", "deferred", "bounced", "failed", "held", "cancelled", "suppressed" */
 const char *q_status_name(enum q_status s);
 /*
- * q_record - queue the atomic recording of n outcomes; reply: integer n, or an error.
- * Same as q_record2 with max_age 4 days and hard-bounce suppression on.
+ * q_record - queue the atomic recording of n outcomes; reply: integer n, or
+ * an error. opts NULL: max_age 4 days and hard-bounce suppression on.
  */
-void q_record(struct q_redis *q, const struct q_keys *k, const struct q_outcome *o, int n, q_reply_fn *fn, void *priv);
-/* q_record2 - q_record with explicit options (opts NULL: the defaults above) */
-void q_record2(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
-               int n, q_reply_fn *fn, void *priv);
+void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
+              int n, q_reply_fn *fn, void *priv);
 
 #endif

@@ -68,21 +68,21 @@ static void free_jobs(void)
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 1, Q_INTAKE_NEW, suppress, on_jobs, NULL);
+    q_intake_read(Q, &K, consumer, count, SIZE_MAX, 1, Q_INTAKE_NEW, suppress, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
-/* read_bytes - q_intake_read2 with a byte budget, new entries or (pending) this consumer's own */
+/* read_bytes - q_intake_read with a byte budget, new entries or (pending) this consumer's own */
 static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, enum q_intake_from pending)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
+    q_intake_read(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
 static void record(const struct q_record_opts *opts, struct q_outcome *o, int n)
 {
-    q_record2(Q, &K, opts, o, n, on_any, NULL);
+    q_record(Q, &K, opts, o, n, on_any, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     assert_string_equal(RERR, "");
 }
