@@ -317,7 +317,6 @@ static void flush_outcomes(struct worker *w)
                 .dsn = m->dsn,
                 .reply = m->reply,
                 .host = m->host,
-                .ts_ms = wall,
                 .retry_at_ms = m->status == Q_DEFERRED
                                    ? (m->retry_at_ms ? m->retry_at_ms
                                                      : q_retry_due(w->retry, m->job->attempt, wall, m->reply,

@@ -116,8 +116,7 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
                                       .code = 250,
                                       .dsn = "2.0.0",
                                       .reply = "250 2.0.0 Ok: queued as 7F3A2B1C",
-                                      .host = "127.0.0.1:2525",
-                                      .ts_ms = 1764300000000ull + (uint64_t)i};
+                                      .host = "127.0.0.1:2525"};
         q_record(q, k, NULL, o, m, on_record, NULL);
         rh_pump(q, fd);
     }

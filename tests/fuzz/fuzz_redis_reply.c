@@ -133,7 +133,7 @@ static void queue_cmd(struct link *l, enum kind k)
         break;
     case K_RECORD: {
         struct q_outcome o = {.job = l->job, .status = Q_DEFERRED, .code = 451, .dsn = "4.3.0",
-                              .reply = "451 4.3.0 try again", .host = "127.0.0.1:25", .ts_ms = 1700000000000ull,
+                              .reply = "451 4.3.0 try again", .host = "127.0.0.1:25",
                               .retry_at_ms = 1700000600000ull};
         q_record(q, &l->keys, NULL, &o, 1, on_reply, h);
         break;
