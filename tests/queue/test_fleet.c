@@ -694,6 +694,63 @@ static void test_read_by_bytes(void **st)
     free_jobs();
 }
 
+/* cursor_exists - whether consumer's parking cursor (<p>:intake:<consumer>) exists */
+static long long cursor_exists(const char *consumer)
+{
+    return rh_int(&H, "EXISTS %s%s", K.intake, consumer);
+}
+
+/*
+ * test_parked_entries_come_first - a step of new entries that does not fit
+ * (a big job after small ones) leaves the rest pending to the reader,
+ * parked: the next reads hand them out first, in order, each once, and the
+ * cursor is gone once they are; a pending pass takes them all and drops it.
+ */
+static void test_parked_entries_come_first(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++) {
+        char to[32];
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        xadd(K.jobs, "c", to);
+    }
+    add_big(1);
+    xadd(K.jobs, "c", "t0@x.test");
+    xadd(K.jobs, "c", "t1@x.test");
+    read_bytes("w1", 100, 2000000, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 3);
+    assert_string_equal(J[2]->to, "s2@x.test");
+    assert_int_equal(cursor_exists("w1"), 1);
+    /* parked entries first, even with room for new ones; nothing new is read meanwhile */
+    xadd(K.jobs, "c", "u0@x.test");
+    read_bytes("w1", 100, 1000, 1, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big1@x.test");
+    assert_int_equal(cursor_exists("w1"), 1);
+    read_bytes("w1", 100, 1000000, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 2);
+    assert_string_equal(J[0]->to, "t0@x.test");
+    assert_string_equal(J[1]->to, "t1@x.test");
+    assert_int_equal(cursor_exists("w1"), 0);
+    read_bytes("w1", 100, 1000000, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "u0@x.test");
+    redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
+    assert_int_equal(p->element[0]->integer, 7); /* each handed out once: 3 + 1 + 2 + 1 */
+    freeReplyObject(p);
+
+    /* parked again, then a pending pass (after a lost read) takes everything of ours and drops the cursor */
+    add_big(1);
+    xadd(K.jobs, "c", "v0@x.test");
+    read_bytes("w2", 100, 100, 1, Q_INTAKE_NEW);
+    read_bytes("w2", 100, 100, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 0);
+    assert_int_equal(cursor_exists("w2"), 1);
+    read_bytes("w2", 100, SIZE_MAX, 1, Q_INTAKE_PENDING);
+    assert_int_equal(cursor_exists("w2"), 0);
+    free_jobs();
+}
+
 static int OWNED[8];
 static void on_owned(void *priv, redisReply *r)
 {
@@ -768,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_states_and_heartbeat),
         cmocka_unit_test(test_worker_names),
         cmocka_unit_test(test_read_by_bytes),
+        cmocka_unit_test(test_parked_entries_come_first),
         cmocka_unit_test(test_fence_confirm),
         cmocka_unit_test(test_resumed_pending_counted_reclaimed),
     };
