@@ -117,7 +117,7 @@ static struct redis_script retry_move_script =
  * until they are all returned; the key is then deleted. A pending pass (from 1 or 2) reads all of this
  * consumer's pending entries anyway and deletes the key; so does the reclaim of a dead worker's jobs.
  * Measuring what XREADGROUP returned rather than peeking with XRANGE first saves Redis a second
- * conversion of every entry into Lua (measured: about 3 us of Redis CPU per job).
+ * conversion of every entry into Lua (measured with bench-record: 1-2 us of Redis CPU per job).
  * Pending entries (from_pending) are read in steps of as many as fit were each entry_max bytes (the
  * largest job the limits allow), each step continuing after the last id it got. With at_least_one, the
  * first entry is taken even when it does not fit, so a reader holding nothing always makes progress.
