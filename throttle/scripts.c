@@ -21,16 +21,17 @@
  *
  *   Commands go out as EVALSHA; a NOSCRIPT answer (Redis restarted or was
  *   flushed) re-sends the same arguments once as EVAL, which caches the
- *   script again. The arguments are kept until the reply for that reason.
+ *   script again (lib/redis_script.h: the digest and the test are shared
+ *   with queue/). The arguments are kept until the reply for that reason.
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/redis_script.h"
 #include "throttle/thr_int.h"
 
 /*
@@ -223,8 +224,10 @@ static const char thr_lua_clean[] = "local m = redis.call('HMGET', KEYS[1], 'mod
                                     "end\n"
                                     "return 0\n";
 
-static const char *const thr_lua[THR_NSCRIPTS] = {thr_lua_lease, thr_lua_conn, thr_lua_renew, thr_lua_backoff,
-                                                  thr_lua_clean};
+/* shared by every throttle of the process (lib/redis_script.h computes each SHA-1 once) */
+static struct redis_script thr_lua[THR_NSCRIPTS] = {REDIS_SCRIPT(thr_lua_lease), REDIS_SCRIPT(thr_lua_conn),
+                                                    REDIS_SCRIPT(thr_lua_renew), REDIS_SCRIPT(thr_lua_backoff),
+                                                    REDIS_SCRIPT(thr_lua_clean)};
 
 /* one command in flight: its arguments are kept for a NOSCRIPT re-send */
 struct thr_req {
@@ -238,17 +241,6 @@ struct thr_req {
     char **argv;
     size_t *lens;
 };
-
-void thr_scripts_init(struct throttle *t)
-{
-    for (int i = 0; i < THR_NSCRIPTS; i++) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int mdlen = 0;
-        EVP_Digest(thr_lua[i], strlen(thr_lua[i]), md, &mdlen, EVP_sha1(), NULL);
-        for (unsigned j = 0; j < 20 && j < mdlen; j++)
-            snprintf(t->sha[i] + 2 * j, 3, "%02x", md[j]);
-    }
-}
 
 /* thr_free_now - release everything (thr_free or the last pending callback) */
 void thr_free_now(struct throttle *t);
@@ -277,14 +269,14 @@ static void thr_on_redis(void *priv, redisReply *r)
         return;
     }
     if (r != NULL && r->type == REDIS_REPLY_ERROR && rq->sid >= 0 && !rq->evaled &&
-        strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        redis_script_noscript(r->str, r->len)) {
         rq->evaled = true;
         free(rq->argv[0]);
         free(rq->argv[1]);
         rq->argv[0] = xstrdup("EVAL");
         rq->lens[0] = 4;
-        rq->argv[1] = xstrdup(thr_lua[rq->sid]);
-        rq->lens[1] = strlen(thr_lua[rq->sid]);
+        rq->argv[1] = xstrdup(thr_lua[rq->sid].text);
+        rq->lens[1] = strlen(thr_lua[rq->sid].text);
         thr_send(rq);
         return;
     }
@@ -328,7 +320,7 @@ void thr_eval(struct throttle *t, enum thr_script_id s, int nkeys, int nargs, co
     snprintf(nk, sizeof(nk), "%d", nkeys);
     rq->sid = (int)s;
     rq->argv[0] = xstrdup("EVALSHA");
-    rq->argv[1] = xstrdup(t->sha[s]);
+    rq->argv[1] = xstrdup(redis_script_sha(&thr_lua[s]));
     rq->argv[2] = xstrdup(nk);
     for (int i = 0; i < nkeys + nargs; i++)
         rq->argv[3 + i] = xstrdup(args[i]);

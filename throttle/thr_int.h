@@ -27,7 +27,6 @@
 #define THR_WAIT_MAX_MS    30000 /* a rate wait longer than this becomes a deferral to the retry set */
 #define THR_RETRY_MS       250  /* after a failed Redis call */
 #define THR_WARM_RELOAD_MS 60000
-#define THR_NSCRIPTS_MAX   8
 #define THR_POLL_MS        1000
 #define THR_REL_MAX        16
 #define THR_REL_FLUSH_MS   200
@@ -155,7 +154,6 @@ struct throttle {
     struct thr_io io;
     char prefix[72];
     char worker_id[96];
-    char sha[THR_NSCRIPTS_MAX][41];
     int nips;
     char (*ips)[THR_IP_MAX];
     bool *ip_warming;  /* has a warm-up start date */
@@ -191,7 +189,6 @@ int thr_classify_config(const struct thr_config *tc, const char *domain, size_t 
 /* scripts.c: the Lua scripts in one place, so the key layout reads as one contract */
 enum thr_script_id { THR_S_LEASE = 0, THR_S_CONN, THR_S_RENEW, THR_S_BACKOFF, THR_S_CLEAN, THR_NSCRIPTS };
 typedef void thr_done_fn(struct throttle *t, int pair, uint64_t arg, redisReply *r);
-void thr_scripts_init(struct throttle *t);
 /* thr_eval - queue EVALSHA (EVAL on NOSCRIPT); done gets a reply that is NULL or an error on failure */
 void thr_eval(struct throttle *t, enum thr_script_id s, int nkeys, int nargs, const char **args, thr_done_fn *done,
               int pair, uint64_t arg);

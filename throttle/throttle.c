@@ -85,7 +85,6 @@ struct throttle *thr_new(const struct thr_config *tc, const char *redis_prefix, 
     for (int p = 0; p < tc->nprov; p++)
         for (int i = 0; i < t->nips; i++)
             pair_init(t, thr_pair(t, p, i), p, i);
-    thr_scripts_init(t);
     thr_warm_load(t, 0);
     return t;
 }
