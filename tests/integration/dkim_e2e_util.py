@@ -24,7 +24,8 @@ def _openssl(*args):
 
 
 def make_dkim_keys(d, domain, rsa_sel="e2er", ed_sel="e2ee"):
-    """Generate both keys; returns {"conf": [dkim] section text, "records": {qname bytes: TXT bytes}, ...}."""
+    """Generate both keys; returns {"dkim": the [dkim] section (conf_text(dkim=...)),
+    "records": {qname bytes: TXT bytes}, ...}."""
     d = Path(d)
     d.mkdir(parents=True, exist_ok=True)
     rsa, ed = d / f"{domain}.{rsa_sel}.pem", d / f"{domain}.{ed_sel}.pem"
@@ -39,8 +40,8 @@ def make_dkim_keys(d, domain, rsa_sel="e2er", ed_sel="e2ee"):
         f"{rsa_sel}._domainkey.{domain}.".encode(): b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_der),
         f"{ed_sel}._domainkey.{domain}.".encode(): b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_der[-32:]),
     }
-    conf = (f"[dkim]\nkey = {domain} {rsa_sel} rsa {rsa}\nkey = {domain} {ed_sel} ed25519 {ed}\n")
-    return {"conf": conf, "records": records, "domain": domain, "selectors": [rsa_sel, ed_sel]}
+    dkim = {"key": [f"{domain} {rsa_sel} rsa {rsa}", f"{domain} {ed_sel} ed25519 {ed}"]}
+    return {"dkim": dkim, "records": records, "domain": domain, "selectors": [rsa_sel, ed_sel]}
 
 
 def write_campaign_ini(d, name, fields, headers=None, defaults=None, text=None, html=None):

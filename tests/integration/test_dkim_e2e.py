@@ -26,6 +26,7 @@ import pytest
 
 from dkim_e2e_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each, write_campaign_ini, \
     write_csv
+
 from volley_itest import RedisServer, SmtpReceiver, Volley
 
 DOMAIN = "shop.example"
@@ -144,7 +145,7 @@ def delivered(tmp_path_factory):
         redis = RedisServer(tmp / "redis")
         receiver = SmtpReceiver()
         v = Volley(tmp / "volley", redis)
-        v.write_conf(receiver.hostport, threads=2, extra=keys["conf"])
+        v.write_conf(receiver.hostport, threads=2, dkim=keys["dkim"])
         rows_of = {}
         for c in CASES:
             rows = [dict(email=f"{c['name']}{i}@example.test", **r) for i, r in enumerate(c["rows"])]
@@ -155,8 +156,7 @@ def delivered(tmp_path_factory):
             assert v.push(ini, csvp) == c["cid"]
             rows_of[c["name"]] = rows
         total = sum(len(r) for r in rows_of.values())
-        rc, log, _secs = v.worker()
-        assert rc == 0, f"worker exit {rc}; log:\n{log[-3000:]}"
+        run = v.run_worker()
         assert receiver.wait_count(total, 5), f"{len(receiver.snapshot())} of {total} messages arrived"
         by_rcpt = {}
         for m in receiver.snapshot():
@@ -164,7 +164,7 @@ def delivered(tmp_path_factory):
             assert m.rcpt_tos[0] not in by_rcpt, f"{m.rcpt_tos[0]} received twice"
             by_rcpt[m.rcpt_tos[0]] = m
         out = {name: [(r, by_rcpt.get(r["email"])) for r in rows] for name, rows in rows_of.items()}
-        yield {"cases": out, "keys": keys, "volley": v, "total": total, "worker_log": log}
+        yield {"cases": out, "keys": keys, "volley": v, "total": total, "worker_log": run.log}
     finally:
         if v is not None:
             v.stop()
