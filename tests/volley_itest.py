@@ -560,6 +560,8 @@ def conf_text(redis_url, route=None, *, preset=None, tls=None, log=None, provide
     for name, keys in (preset or {}).items():
         secs.setdefault(name, {}).update(keys)
     for k, v in kw.items():
+        if k in ("worker", "smtp"):
+            raise TypeError(f"conf_text: pass [{k}] keys as keywords of their own, not {k}=...")
         if k in SECTIONS:
             secs.setdefault(k, {}).update(v)
         elif k in WORKER_KEYS or k in SMTP_KEYS:
@@ -649,11 +651,11 @@ class Volley:
 
     # -- commands
 
-    def run(self, *args, timeout=CMD_TIMEOUT):
-        """Run `volley ARGS...`; returns CompletedProcess (text). A hang fails the test."""
+    def run(self, *args, timeout=CMD_TIMEOUT, input=None):
+        """Run `volley ARGS...` (input: text on its stdin); returns CompletedProcess (text). A hang fails the test."""
         try:
             return subprocess.run([str(binary("volley"))] + [str(a) for a in args], capture_output=True,
-                                  text=True, timeout=timeout, cwd=self.dir)
+                                  text=True, timeout=timeout, cwd=self.dir, input=input)
         except subprocess.TimeoutExpired as e:
             pytest.fail(f"volley {' '.join(map(str, args))} did not finish in {timeout}s; stderr: "
                         f"{(e.stderr or b'')[-2000:]!r}", pytrace=False)
