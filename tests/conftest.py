@@ -16,7 +16,8 @@ Every process a fixture starts is stopped in its teardown, also when the test fa
 
 import pytest
 
-from volley_itest import RedisServer, SmtpReceiver, TestCA, Volley, VolleySink, make_recipients, self_signed_cert
+from volley_itest import (RedisServer, SmtpReceiver, TestCA, Volley, VolleySink, make_recipients, self_signed_cert,
+                          stopped_at_teardown)
 
 
 @pytest.fixture
@@ -45,30 +46,18 @@ def test_ca(tmp_path_factory):
 
 @pytest.fixture
 def smtp_receiver(tls_cert):
-    made = []
+    def make(_n, tls=False, require_tls=False, reject=(), defer=()):
+        return SmtpReceiver(cert=tls_cert if tls else None, require_tls=require_tls, reject=reject, defer=defer)
 
-    def make(tls=False, require_tls=False, reject=(), defer=()):
-        r = SmtpReceiver(cert=tls_cert if tls else None, require_tls=require_tls, reject=reject, defer=defer)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
+    yield from stopped_at_teardown(make)
 
 
 @pytest.fixture
 def volley_sink(tmp_path, tls_cert):
-    made = []
+    def make(n, *args, tls=False):
+        return VolleySink(tmp_path / f"sink{n}", args=args, cert=tls_cert if tls else None)
 
-    def make(*args, tls=False):
-        s = VolleySink(tmp_path / f"sink{len(made)}", args=args, cert=tls_cert if tls else None)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
+    yield from stopped_at_teardown(make)
 
 
 @pytest.fixture

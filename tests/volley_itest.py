@@ -59,6 +59,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stopped_at_teardown(build):
+    """The body of a factory fixture (`yield from stopped_at_teardown(build)`): the test gets make(*args, **kw)
+    = build(n, *args, **kw), n counting from 0; everything made is stopped (.stop()) at teardown."""
+    made = []
+
+    def make(*args, **kw):
+        made.append(build(len(made), *args, **kw))
+        return made[-1]
+
+    yield make
+    for x in made:
+        x.stop()
+
+
 def port_free_on(addrs, tries=50):
     """A TCP port that was free on every address in addrs a moment ago (fake MX hosts share [smtp] mx_port)."""
     for _ in range(tries):

@@ -13,7 +13,7 @@ import pytest
 
 from engine_relay import AuthRelay
 
-from volley_itest import ENGINE, RedisServer, Volley, one_event, rows_for
+from volley_itest import ENGINE, RedisServer, Volley, one_event, rows_for, stopped_at_teardown
 
 # aiosmtpd warns "Requiring AUTH while not requiring TLS" for the implicit-TLS relay, where it is not true
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -30,16 +30,7 @@ def relay_cert(test_ca):
 
 @pytest.fixture
 def relay(relay_cert):
-    made = []
-
-    def make(**kw):
-        r = AuthRelay(relay_cert[0], relay_cert[1], **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
+    yield from stopped_at_teardown(lambda _n, **kw: AuthRelay(relay_cert[0], relay_cert[1], **kw))
 
 
 def secret_forms(user, password):
