@@ -208,9 +208,11 @@ class RedisServer:
 
 
 def openssl(*args):
-    p = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=60)
+    """Run `openssl ARGS...`; returns its stdout (bytes); a failure raises with its stderr."""
+    p = subprocess.run(["openssl", *map(str, args)], capture_output=True, timeout=60)
     if p.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(map(str, args))}: {p.stderr.strip()}")
+        raise RuntimeError(f"openssl {' '.join(map(str, args))}: {p.stderr.decode(errors='replace').strip()}")
+    return p.stdout
 
 
 def self_signed_cert(d):
@@ -633,32 +635,29 @@ class Volley:
     def write_campaign(self, name="campaign.ini", cid=None, subject="Hello {{name}} [{{token}}]",
                        text="Dear {{name}},\nyour token is {{token}}.\n", html=None,
                        sender="Volley Test <news@sender.test>", headers=None, defaults=None, extra=None):
-        lines = ["[campaign]"]
-        if cid:
-            lines.append(f"id = {cid}")
-        lines.append(f"from = {sender}")
-        lines.append(f"subject = {subject}")
-        if text is not None:
-            (self.dir / (name + ".txt")).write_text(text)
-            lines.append(f"text_file = {name}.txt")
-        if html is not None:
-            (self.dir / (name + ".html")).write_text(html)
-            lines.append(f"html_file = {name}.html")
-        if extra:
-            lines += [f"{k} = {v}" for k, v in extra.items()]
-        if headers:
-            lines += ["", "[headers]"] + [f"{k} = {v}" for k, v in headers.items()]
-        if defaults:
-            lines += ["", "[defaults]"] + [f"{k} = {v}" for k, v in defaults.items()]
+        """Write <dir>/<name>, a CAMPAIGN.ini; returns its path. cid, sender, subject: the [campaign] id, from
+        and subject (None: left out); text / html: the bodies, written byte-exact (UTF-8) to files the ini
+        names (None: no such part); extra: more [campaign] keys; headers / defaults: those sections."""
+        keys = {"id": cid, "from": sender, "subject": subject}
+        for part, body in (("txt", text), ("html", html)):
+            if body is not None:
+                (self.dir / f"{name}.{part}").write_bytes(body.encode())
+                keys[f"{'text' if part == 'txt' else part}_file"] = f"{name}.{part}"
+        keys.update(extra or {})
+        lines = ["[campaign]"] + [f"{k} = {v}" for k, v in keys.items() if v is not None]
+        for section, kv in (("headers", headers), ("defaults", defaults)):
+            if kv:
+                lines += ["", f"[{section}]"] + [f"{k} = {v}" for k, v in kv.items()]
         p = self.dir / name
-        p.write_text("\n".join(lines) + "\n")
+        p.write_bytes(("\n".join(lines) + "\n").encode())
         return p
 
-    def write_recipients(self, rows, name="recipients.csv"):
-        """rows: list of dicts sharing keys; column `email` is the recipient."""
+    def write_recipients(self, rows, name="recipients.csv", header=None):
+        """Write <dir>/<name>, a CSV of rows (dicts; column `email` is the recipient); header: the columns
+        (default: the keys of the first row; given, rows may be empty). Returns its path."""
         p = self.dir / name
         with open(p, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()), lineterminator="\n")
+            w = csv.DictWriter(f, fieldnames=list(header or rows[0].keys()), lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
         return p

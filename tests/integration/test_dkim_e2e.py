@@ -24,8 +24,7 @@ import re
 
 import pytest
 
-from dkim_e2e_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each, write_campaign_ini, \
-    write_csv
+from dkim_e2e_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each
 
 from volley_itest import RedisServer, SmtpReceiver, Volley
 
@@ -150,9 +149,11 @@ def delivered(tmp_path_factory):
         for c in CASES:
             rows = [dict(email=f"{c['name']}{i}@example.test", **r) for i, r in enumerate(c["rows"])]
             columns = ["email"] + list(c["rows"][0].keys())
-            ini = write_campaign_ini(v.dir, c["name"], c["fields"], headers=c["headers"], defaults=c["defaults"],
-                                     text=c["text"], html=c["html"])
-            csvp = write_csv(v.dir / f"{c['name']}.csv", columns, rows)
+            f = dict(c["fields"])
+            ini = v.write_campaign(f"{c['name']}.ini", cid=f.pop("id"), sender=f.pop("from"),
+                                   subject=f.pop("subject", None), text=c["text"], html=c["html"],
+                                   headers=c["headers"], defaults=c["defaults"], extra=f)
+            csvp = v.write_recipients(rows, f"{c['name']}.csv", header=columns)
             assert v.push(ini, csvp) == c["cid"]
             rows_of[c["name"]] = rows
         total = sum(len(r) for r in rows_of.values())
