@@ -9,8 +9,9 @@
               (start_worker in the background, run_worker to completion), Redis views
   data        make_recipients, message_text, one_event, outcome_sum, max_in_window, rate_between, ...
 
-Separate peers keep their own modules (engine_dns.py: dnsmasq; engine_postfix.py; engine_hostile.py;
-engine_relay.py: an AUTH relay; redis_secure.py: Redis with ACL and TLS; dkim_e2e_util.py; chaos_ledger.py).
+Separate peers keep their own modules: in tests/integration engine_dns.py (dnsmasq), engine_postfix.py,
+engine_hostile.py, engine_relay.py (an AUTH relay), redis_secure.py (Redis with ACL and TLS), chaos_ledger.py;
+tests/dkim_util.py (DKIM keys, signatures, verification) serves tests/templates too.
 
 Everything a test starts binds 127.0.0.0/8 on a port chosen at run time and is stopped in a fixture's
 teardown (tests/conftest.py), also when the test fails. Every volley process runs with a timeout so a hang

@@ -24,7 +24,7 @@ import re
 
 import pytest
 
-from dkim_e2e_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each
+from dkim_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each
 
 from volley_itest import RedisServer, SmtpReceiver, Volley
 

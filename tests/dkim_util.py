@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end template and DKIM tests (test_dkim_e2e.py, test_campaign_reload.py).
+"""DKIM helpers of the tests (tests/templates/test_dkim_verify.py, tests/integration/test_dkim_e2e.py).
 
   make_dkim_keys(dir, domain)   RSA-2048 + Ed25519 keys made with `openssl genpkey`, the [dkim] lines
                                 for volley.conf and the TXT records a user would publish (docs/dkim.md)
