@@ -4,7 +4,7 @@
   aof_redis      the same with AOF (appendfsync always): .kill() and .start() keep port and data
   tls_cert       (cert, key) of a self-signed certificate made with openssl at test time
   test_ca        a throwaway certificate authority: .pem, .issue(names) -> (cert, key)
-  smtp_receiver  factory: aiosmtpd receiver(tls=, require_tls=, reject=[globs], defer=[globs])
+  smtp_receiver  factory: aiosmtpd receiver(tls=, require_tls=, reject=[globs], defer=[globs], rule=fn)
   volley_sink    factory: build/volley-sink(*extra args, tls=) with a maildir and stats file
   volley         a Volley driver bound to redis_server: volley.conf builder, campaign/CSV writers,
                  push, the worker launcher (always with a timeout), status, Redis views
@@ -46,8 +46,9 @@ def test_ca(tmp_path_factory):
 
 @pytest.fixture
 def smtp_receiver(tls_cert):
-    def make(_n, tls=False, require_tls=False, reject=(), defer=()):
-        return SmtpReceiver(cert=tls_cert if tls else None, require_tls=require_tls, reject=reject, defer=defer)
+    def make(_n, tls=False, require_tls=False, reject=(), defer=(), rule=None):
+        return SmtpReceiver(cert=tls_cert if tls else None, require_tls=require_tls, reject=reject, defer=defer,
+                            rule=rule)
 
     yield from stopped_at_teardown(make)
 

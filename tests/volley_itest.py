@@ -2,7 +2,7 @@
 
   processes   binary, free_port, port_free_on, wait_port, stop_process, tail, wait_for
   peers       RedisServer (optionally AOF, kill() / start() on the same port), TestCA, SmtpReceiver
-              (aiosmtpd with reject/defer globs), ScriptedSmtp (aiosmtpd answering RCPT by a rule),
+              (aiosmtpd with reject/defer globs or a rule per RCPT),
               VolleySink (build/volley-sink)
   config      conf_text(): the one volley.conf builder (current keys only); Volley.write_conf writes it
   volley      Volley: campaign and CSV writers, run/push/status, the one worker launcher
@@ -286,15 +286,15 @@ class _Handler:
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        o = self.owner
-        if any(fnmatch.fnmatchcase(address.lower(), g) for g in o.reject):
-            with o.lock:
-                o.rejected.append(address)
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
-        if any(fnmatch.fnmatchcase(address.lower(), g) for g in o.defer):
-            with o.lock:
-                o.deferred.append(address)
-            return "450 4.2.1 <%s>: The user you are trying to contact is receiving mail too quickly" % address
+        o, addr = self.owner, address.lower()
+        with o.lock:
+            o.seen[addr] += 1
+            n = o.seen[addr]
+        reply = o.reply_to(addr, n)
+        with o.lock:
+            o.rcpts.append((time.monotonic(), int(time.time() * 1000), addr, reply or "250"))
+        if reply:
+            return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -309,21 +309,24 @@ class _Handler:
 class SmtpReceiver:
     """aiosmtpd in a thread; stores every message; optional STARTTLS and RCPT rules.
 
-    reject / defer: lists of fnmatch globs on the (lower-cased) recipient,
-    answered 550 5.1.1 and 450 4.2.1.
+    reject / defer: lists of fnmatch globs on the (lower-cased) recipient, answered 550 5.1.1 and 450 4.2.1.
+    rule(address, n): decides the other RCPTs, n counting the RCPTs seen for that address (1 on the first):
+    None accepts, a reply line ("451 4.3.0 ...") refuses. Every RCPT is logged in .rcpts as
+    (monotonic s, wall ms, address, reply or "250"); every message accepted in .messages (Received).
     """
 
-    def __init__(self, cert=None, require_tls=False, reject=(), defer=()):
+    def __init__(self, cert=None, require_tls=False, reject=(), defer=(), rule=None):
         from aiosmtpd.controller import Controller
         import ssl
 
         self.lock = threading.Lock()
         self.messages = []
-        self.rejected = []
-        self.deferred = []
+        self.rcpts = []
+        self.seen = Counter()
         self.ehlos = 0
         self.reject = [g.lower() for g in reject]
         self.defer = [g.lower() for g in defer]
+        self.rule = rule
         kw = {}
         if cert is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -335,6 +338,14 @@ class SmtpReceiver:
                                      server_hostname="mx.receiver.test", ready_timeout=10, **kw)
         self.controller.start()
 
+    def reply_to(self, addr, n):
+        """The refusal for RCPT TO:<addr> (the n-th for it), or None to accept."""
+        if any(fnmatch.fnmatchcase(addr, g) for g in self.reject):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % addr
+        if any(fnmatch.fnmatchcase(addr, g) for g in self.defer):
+            return "450 4.2.1 <%s>: The user you are trying to contact is receiving mail too quickly" % addr
+        return self.rule(addr, n) if self.rule else None
+
     @property
     def hostport(self):
         return f"127.0.0.1:{self.port}"
@@ -343,70 +354,12 @@ class SmtpReceiver:
         with self.lock:
             return list(self.messages)
 
-    def wait_count(self, n, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.messages) >= n:
-                    return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self):
-        try:
-            self.controller.stop()
-        except Exception:
-            pass
-
-
-class ScriptedSmtp:
-    """aiosmtpd on loopback whose RCPT answer is decided per attempt by rule(addr, n).
-
-    rule(address, n) -> None to accept, or a reply line ("451 4.3.0 ...") to refuse; n counts
-    the RCPTs seen for that address (1 on the first). Every RCPT is logged in .rcpts as
-    (monotonic s, wall ms, address, reply or "250"), every accepted message in .messages.
-    """
-
-    def __init__(self, rule):
-        from aiosmtpd.controller import Controller
-
-        self.rule = rule
-        self.lock = threading.Lock()
-        self.seen = Counter()
-        self.rcpts = []
-        self.messages = []
-        owner = self
-
-        class Handler:
-            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-                with owner.lock:
-                    owner.seen[address.lower()] += 1
-                    n = owner.seen[address.lower()]
-                reply = owner.rule(address.lower(), n)
-                with owner.lock:
-                    owner.rcpts.append((time.monotonic(), int(time.time() * 1000), address.lower(), reply or "250"))
-                if reply:
-                    return reply
-                envelope.rcpt_tos.append(address)
-                return "250 2.1.5 OK"
-
-            async def handle_DATA(self, server, session, envelope):
-                with owner.lock:
-                    owner.messages.append((int(time.time() * 1000), list(envelope.rcpt_tos)))
-                return "250 2.0.0 OK queued"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
-                                     server_hostname="mx.scripted.test", ready_timeout=10)
-        self.controller.start()
-
-    @property
-    def hostport(self):
-        return f"127.0.0.1:{self.port}"
-
     def received(self):
-        with self.lock:
-            return [r for _ms, rc in self.messages for r in rc]
+        """Every recipient of every message accepted, in arrival order."""
+        return [r for m in self.snapshot() for r in m.rcpt_tos]
+
+    def wait_count(self, n, timeout=10.0):
+        return bool(wait_for(lambda: len(self.snapshot()) >= n, timeout))
 
     def stop(self):
         try:

@@ -22,24 +22,10 @@ import signal
 
 import pytest
 
-from volley_itest import ScriptedSmtp, stop_process, tail, wait_for
+from volley_itest import stop_process, tail, wait_for
 
 
 DEFER = "451 4.3.0 Temporary local problem, please come back later"
-
-
-@pytest.fixture
-def scripted():
-    made = []
-
-    def make(rule):
-        s = ScriptedSmtp(rule)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
 
 
 def by_recipient(events):
@@ -51,8 +37,8 @@ def by_recipient(events):
     return out
 
 
-def test_deferred_twice_then_delivered(volley, scripted):
-    rx = scripted(lambda addr, n: DEFER if addr.startswith("flaky") and n <= 2 else None)
+def test_deferred_twice_then_delivered(volley, smtp_receiver):
+    rx = smtp_receiver(rule=lambda addr, n: DEFER if addr.startswith("flaky") and n <= 2 else None)
     conf = volley.write_conf(rx.hostport, file="rw.conf", name="rw", threads=1,
                              retry={"schedule": "2s 3s", "jitter": "0"})
     rows = [{"email": f"flaky{i}@example.test", "name": f"F{i}", "token": f"f{i}"} for i in range(3)]
@@ -88,8 +74,8 @@ def test_deferred_twice_then_delivered(volley, scripted):
     assert volley.r.zcard(volley.key("retry")) == 0
 
 
-def test_always_deferred_expires(volley, scripted):
-    rx = scripted(lambda addr, n: DEFER if addr.startswith("never") else None)
+def test_always_deferred_expires(volley, smtp_receiver):
+    rx = smtp_receiver(rule=lambda addr, n: DEFER if addr.startswith("never") else None)
     conf = volley.write_conf(rx.hostport, file="xw.conf", name="xw", threads=1,
                       retry={"schedule": "2s 3s", "jitter": "0", "max_age": "6s"})
     rows = [{"email": f"never{i}@example.test", "name": f"N{i}", "token": f"n{i}"} for i in range(2)]

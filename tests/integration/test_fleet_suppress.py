@@ -13,14 +13,11 @@ DESCRIPTION
     any RCPT, the 5.7.1 one is tried again. `volley suppress remove` takes an address off the list.
 """
 
-
 import pytest
-
-from volley_itest import ScriptedSmtp
 
 
 @pytest.fixture
-def receiver():
+def receiver(smtp_receiver):
     def rule(addr, n):
         if addr.startswith("gone@"):
             return "550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown"
@@ -28,9 +25,7 @@ def receiver():
             return "550 5.7.1 Message refused by local policy"
         return None
 
-    s = ScriptedSmtp(rule)
-    yield s
-    s.stop()
+    return smtp_receiver(rule=rule)
 
 
 def suppress(volley, *args):
