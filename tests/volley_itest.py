@@ -18,6 +18,7 @@ teardown (tests/conftest.py), also when the test fails. Every volley process run
 fails the test instead of hanging the suite.
 """
 
+import contextlib
 import csv
 import email
 import email.policy
@@ -799,6 +800,21 @@ class Volley:
     def stop(self):
         for p in self.workers:
             stop_process(p, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def own_volley(tmp):
+    """A redis-server and a Volley driver on it in tmp, both stopped on leaving: for module-scoped runs, which
+    the function-scoped redis_server / volley fixtures cannot serve."""
+    redis = RedisServer(Path(tmp) / "redis")
+    try:
+        v = Volley(Path(tmp) / "volley", redis)
+        try:
+            yield v
+        finally:
+            v.stop()
+    finally:
+        redis.stop()
 
 
 class WorkerRun:

@@ -17,7 +17,7 @@ import pytest
 from engine_dns import ADDR
 from engine_postfix import Postfix
 
-from volley_itest import ENGINE, RedisServer, Volley, one_event, port_free_on, rows_for
+from volley_itest import ENGINE, one_event, own_volley, port_free_on, rows_for
 
 WORKER_BOUND = 30
 WRONG_NAME_BOUND = 8  # a healthy run takes a second or two
@@ -85,10 +85,7 @@ def test_postfix_receives_over_starttls(volley, postfix, dnsmasq, test_ca, mode)
 @pytest.fixture(scope="module")
 def wrong_name_run(tmp_path_factory, postfix, dnsmasq, test_ca):
     tmp = tmp_path_factory.mktemp("pf-wrongname")
-    redis = v = None
-    try:
-        redis = RedisServer(tmp / "redis")
-        v = Volley(tmp / "volley", redis)
+    with own_volley(tmp) as v:
         v.write_conf(preset=ENGINE, dns=dnsmasq.conf, tls={"mode": "verify", "ca_file": test_ca.pem},
                      mx_port=postfix.port)
         before = len(postfix.files())
@@ -97,11 +94,6 @@ def wrong_name_run(tmp_path_factory, postfix, dnsmasq, test_ca):
         run = v.run_worker(WRONG_NAME_BOUND, expect=None)
         yield {"run": run, "events": v.events_by_to(), "addrs": addrs, "new_files": len(postfix.files()) - before,
                "log": postfix.log_text()}
-    finally:
-        if v is not None:
-            v.stop()
-        if redis is not None:
-            redis.stop()
 
 
 def test_verify_mode_sends_nothing_to_a_wrong_host_name(wrong_name_run):

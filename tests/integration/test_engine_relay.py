@@ -13,7 +13,7 @@ import pytest
 
 from engine_relay import AuthRelay
 
-from volley_itest import ENGINE, RedisServer, Volley, one_event, rows_for, stopped_at_teardown
+from volley_itest import ENGINE, one_event, own_volley, rows_for, stopped_at_teardown
 
 # aiosmtpd warns "Requiring AUTH while not requiring TLS" for the implicit-TLS relay, where it is not true
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -84,23 +84,17 @@ def wrong_password_run(tmp_path_factory, relay_cert, test_ca):
     tmp = tmp_path_factory.mktemp("relay-wrong")
     password, wrong = "pw-" + os.urandom(8).hex(), "wrong-" + os.urandom(8).hex()
     rx = AuthRelay(relay_cert[0], relay_cert[1], user=USER, password=password, implicit=False, mechanisms=("PLAIN",))
-    redis = v = None
     try:
-        redis = RedisServer(tmp / "redis")
-        v = Volley(tmp / "volley", redis)
-        v.write_conf(route_value(rx.port, "starttls", wrong, tmp, use_file=False), preset=ENGINE,
-                     tls={"mode": "opportunistic", "ca_file": test_ca.pem})
-        addrs = ["a@relay.example", "b@relay.example"]
-        v.push_rows(rows_for(addrs))
-        run = v.run_worker(WRONG_PW_BOUND, expect=None)
-        auths, msgs = rx.snapshot()
-        yield {"run": run, "auths": auths, "msgs": msgs, "events": v.events_by_to(), "addrs": addrs, "wrong": wrong,
-               "redis_dump": v.dump_bytes()}
+        with own_volley(tmp) as v:
+            v.write_conf(route_value(rx.port, "starttls", wrong, tmp, use_file=False), preset=ENGINE,
+                         tls={"mode": "opportunistic", "ca_file": test_ca.pem})
+            addrs = ["a@relay.example", "b@relay.example"]
+            v.push_rows(rows_for(addrs))
+            run = v.run_worker(WRONG_PW_BOUND, expect=None)
+            auths, msgs = rx.snapshot()
+            yield {"run": run, "auths": auths, "msgs": msgs, "events": v.events_by_to(), "addrs": addrs,
+                   "wrong": wrong, "redis_dump": v.dump_bytes()}
     finally:
-        if v is not None:
-            v.stop()
-        if redis is not None:
-            redis.stop()
         rx.stop()
 
 
