@@ -24,6 +24,9 @@
 
 #include "lib/log.h"
 
+/* SAN - a case: the literal's bytes (NULs included), the room in dst, what must come out */
+#define SAN(in, cap, out) {in, sizeof(in) - 1, cap, out}
+
 static void test_sanitize_fences_peer_text(void **st)
 {
     static const struct {
@@ -31,15 +34,15 @@ static void test_sanitize_fences_peer_text(void **st)
         size_t len, cap;
         const char *out;
     } cases[] = {
-        {"250 OK\r\n", 8, 64, "250 OK"},
-        {"550 bad\r\nX-Injected: 1\r\n", 24, 64, "550 bad??X-Injected: 1"},
-        {"\x1b[31mred\x1b[0m", 12, 64, "?[31mred?[0m"},
-        {"caf\xc3\xa9 \x7f", 7, 64, "caf?? ?"},
-        {"tab\there", 8, 64, "tab?here"},
-        {"nul\0inside", 10, 64, "nul?inside"},
-        {"trailing blanks   \r\n", 20, 64, "trailing blanks"},
-        {"0123456789", 10, 5, "0123"}, /* the cap counts the NUL */
-        {"\r\n", 2, 64, ""},
+        SAN("250 OK\r\n", 64, "250 OK"),
+        SAN("550 bad\r\nX-Injected: 1\r\n", 64, "550 bad??X-Injected: 1"),
+        SAN("\x1b[31mred\x1b[0m", 64, "?[31mred?[0m"),
+        SAN("caf\xc3\xa9 \x7f", 64, "caf?? ?"),
+        SAN("tab\there", 64, "tab?here"),
+        SAN("nul\0inside", 64, "nul?inside"),
+        SAN("trailing blanks   \r\n", 64, "trailing blanks"),
+        SAN("0123456789", 5, "0123"), /* the cap counts the NUL */
+        SAN("\r\n", 64, ""),
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char out[64];
