@@ -7,7 +7,7 @@
   config      conf_text(): the one volley.conf builder (current keys only); Volley.write_conf writes it
   volley      Volley: campaign and CSV writers, run/push/status, the one worker launcher
               (start_worker in the background, run_worker to completion), Redis views
-  data        make_recipients, message_text, one_event, outcome_sum, max_in_window, rate_between, ...
+  data        make_recipients, rows_for, message_text, one_event, outcome_sum, max_in_window, ...
 
 Separate peers keep their own modules: in tests/integration engine_dns.py (dnsmasq), engine_postfix.py,
 engine_hostile.py, engine_relay.py (an AUTH relay), redis_secure.py (Redis with ACL and TLS), chaos_ledger.py;
@@ -835,7 +835,7 @@ def _id_key(i):
     return int(ms), int(seq)
 
 
-# ---------------------------------------------------------------- recipients
+# ---------------------------------------------------------------- recipients and results
 
 
 # a worker process beats <p>:worker:<name> every second with this TTL (engine/worker.c)
@@ -913,12 +913,6 @@ def max_in_window(times, window_ms=1000):
         if j - i > best:
             best, best_t = j - i, t
     return best, best_t
-
-
-def rate_between(times, t0, t1):
-    """Messages per second among times (ms) in [t0, t1)."""
-    n = sum(1 for t in times if t0 <= t < t1)
-    return n / ((t1 - t0) / 1000.0) if t1 > t0 else 0.0
 
 
 def at_day_start(day_seconds, slack=0.15):
