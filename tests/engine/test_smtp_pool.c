@@ -8,7 +8,8 @@
  *   pool and its TLS mode, the choice of the first usable target, and what
  *   a connection that failed before READY does to its pool (the host is
  *   skipped for bad_host_ms; when every host failed, the pool pauses 1 s,
- *   doubling). pool_dispatch and pool_tick open connections on the ring
+ *   doubling; a failed opportunistic STARTTLS marks nothing). pool_dispatch and
+ *   pool_tick open connections on the ring
  *   (smtp_conn_open) and are covered by the integration tests
  *   (tests/integration/test_engine_*.py) instead.
  */
@@ -304,23 +305,25 @@ static void test_failed_hosts_are_skipped_then_the_pool_pauses(void **st)
     assert_true(p->down_until_ms - clock_mono_ms() >= 59000);
 }
 
-static void test_closing_a_ready_connection_marks_nothing(void **st)
+static void test_plain_text_retry_marks_nothing(void **st)
 {
+    /* opportunistic STARTTLS failed: not the host's fault, the pool reconnects at once without it */
     struct fixture *f = *st;
-    struct route_pool *p = pool_create(f->w, "mx.ready.test", -1, CONFIG_TLS_OFF, NULL, -1);
-    add_target(p, "mx1.ready.test", "127.0.0.11", 25);
+    struct route_pool *p = pool_create(f->w, "mx.plain-retry.test", -1, CONFIG_TLS_OPPORTUNISTIC, NULL, -1);
+    add_target(p, "mx1.plain-retry.test", "127.0.0.11", 25);
     struct smtp_conn *c = calloc(1, sizeof(*c));
-    c->state = CONN_CONNECTING;
-    snprintf(c->error, sizeof(c->error), "idle timeout");
+    c->state = CONN_HANDSHAKE;
+    c->retry_plain = true;
+    snprintf(c->error, sizeof(c->error), "TLS handshake failed");
     assert_true(site_limit_acquire(p->limit_key, 10, 0, clock_mono_ms()));
     p->conns = c;
     p->nconns = 1;
-    p->nready = 1;
-    pool_conn_closed(f->w, p, c, true);
+    pool_conn_closed(f->w, p, c, false);
     free(c);
-    assert_int_equal(p->nready, 0);
     assert_int_equal(p->nconns, 0);
+    assert_null(p->conns);
     assert_int_equal(p->targets[0].bad_until_ms, 0);
+    assert_int_equal(p->down_until_ms, 0);
     assert_string_equal(p->last_error, "");
     assert_int_equal(site_limit_active(p->limit_key), 0);
 }
@@ -335,7 +338,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_pools, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usable_target_in_preference_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_hosts_are_skipped_then_the_pool_pauses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_closing_a_ready_connection_marks_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_text_retry_marks_nothing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
