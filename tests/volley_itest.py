@@ -679,6 +679,15 @@ class Volley:
                         pytrace=False)
         return run
 
+    def deliver(self, addresses, timeout=WORKER_TIMEOUT):
+        """Push a campaign to addresses, run a worker to completion and assert each got exactly one
+        `delivered` event; returns events_by_to()."""
+        self.push_rows(rows_for(addresses))
+        self.run_worker(timeout)
+        evs = self.events_by_to()
+        assert all(one_event(evs, a)["status"] == "delivered" for a in addresses), evs
+        return evs
+
     def wait_exit(self, p, timeout):
         """Wait for a background worker to exit; a hang fails the test with the queue state."""
         try:
