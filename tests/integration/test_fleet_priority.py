@@ -16,8 +16,8 @@ DESCRIPTION
 
 import signal
 
-from fleet_util import fleet_conf, pending_by_consumer, sink_log, start_named, wait_for
-from volley_itest import stop_process, tail
+from volley_itest import stop_process, tail, wait_for
+
 
 THREADS, BATCH, MAX_INFLIGHT = 2, 32, 32
 
@@ -36,12 +36,12 @@ def push(volley, cid, rs, priority=None):
 
 
 def order(sink):
-    return [r for _ms, rcpts in sink_log(sink) for r in rcpts]
+    return [r for _ms, _src, _conn, rcpts in sink.log_lines() for r in rcpts]
 
 
 def test_high_priority_before_earlier_bulk(volley, volley_sink):
     sink = volley_sink("--delay-ms", "3")
-    conf = fleet_conf(volley, "pw", sink.hostport, threads=THREADS, connections=4, batch=BATCH,
+    conf = volley.write_conf(sink.hostport, file="pw.conf", name="pw", threads=THREADS, connections=4, batch=BATCH,
                       max_inflight=MAX_INFLIGHT)
     bulk, high, late = rows("bulk", 2000), rows("urgent", 40), rows("late", 20)
     push(volley, "bulk", bulk)
@@ -49,13 +49,13 @@ def test_high_priority_before_earlier_bulk(volley, volley_sink):
     assert volley.r.xlen(volley.key("jobs", "high")) == len(high)
     assert volley.r.xlen(volley.key("jobs")) == len(bulk)
 
-    w = start_named(volley, conf, "prio")
+    w = volley.start_worker(conf, "prio")
     assert wait_for(lambda: len(order(sink)) >= 600, 30), f"run did not start:\n{tail(w.logpath)}"
     seq = order(sink)
     pos = {r: i for i, r in enumerate(seq)}
     missing = [r["email"] for r in high if r["email"] not in pos]
     assert not missing, (f"{len(missing)} high jobs not delivered among the first {len(seq)} messages; "
-                         f"high-stream pending per consumer: {pending_by_consumer(volley, 'jobs:high')}; "
+                         f"high-stream pending per consumer: {volley.pending_by_consumer('jobs:high')}; "
                          f"bulk delivered so far {volley.stats('bulk').get('delivered', 0)}")
     last_high = max(pos[r["email"]] for r in high)
     bulk_before = sum(1 for r in seq[:last_high] if r.startswith("bulk"))

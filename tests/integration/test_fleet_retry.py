@@ -22,24 +22,10 @@ import signal
 
 import pytest
 
-from fleet_util import ScriptedSmtp, fleet_conf, start_named, wait_for
-from volley_itest import stop_process, tail
+from volley_itest import stop_process, tail, wait_for
+
 
 DEFER = "451 4.3.0 Temporary local problem, please come back later"
-
-
-@pytest.fixture
-def scripted():
-    made = []
-
-    def make(rule):
-        s = ScriptedSmtp(rule)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
 
 
 def ts(e):
@@ -57,13 +43,14 @@ def by_recipient(events):
     return out
 
 
-def test_deferred_twice_then_delivered(volley, scripted):
-    rx = scripted(lambda addr, n: DEFER if addr.startswith("flaky") and n <= 2 else None)
-    conf = fleet_conf(volley, "rw", rx.hostport, threads=1, retry={"schedule": "2s 3s", "jitter": "0"})
+def test_deferred_twice_then_delivered(volley, smtp_receiver):
+    rx = smtp_receiver(rule=lambda addr, n: DEFER if addr.startswith("flaky") and n <= 2 else None)
+    conf = volley.write_conf(rx.hostport, file="rw.conf", name="rw", threads=1,
+                             retry={"schedule": "2s 3s", "jitter": "0"})
     rows = [{"email": f"flaky{i}@example.test", "name": f"F{i}", "token": f"f{i}"} for i in range(3)]
     rows += [{"email": f"steady{i}@example.test", "name": f"S{i}", "token": f"s{i}"} for i in range(3)]
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
-    w = start_named(volley, conf, "retry")
+    w = volley.start_worker(conf, "retry")
     done = wait_for(lambda: volley.stats(cid).get("delivered", 0) >= len(rows), 25, step=0.1)
     assert done, f"stats {volley.stats(cid)}; worker log:\n{tail(w.logpath)}"
     assert stop_process(w, signal.SIGTERM) == 0
@@ -94,14 +81,14 @@ def test_deferred_twice_then_delivered(volley, scripted):
     assert volley.r.zcard(volley.key("retry")) == 0
 
 
-def test_always_deferred_expires(volley, scripted):
-    rx = scripted(lambda addr, n: DEFER if addr.startswith("never") else None)
-    conf = fleet_conf(volley, "xw", rx.hostport, threads=1,
+def test_always_deferred_expires(volley, smtp_receiver):
+    rx = smtp_receiver(rule=lambda addr, n: DEFER if addr.startswith("never") else None)
+    conf = volley.write_conf(rx.hostport, file="xw.conf", name="xw", threads=1,
                       retry={"schedule": "2s 3s", "jitter": "0", "max_age": "6s"})
     rows = [{"email": f"never{i}@example.test", "name": f"N{i}", "token": f"n{i}"} for i in range(2)]
     rows += [{"email": "fine@example.test", "name": "Fine", "token": "ok"}]
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
-    w = start_named(volley, conf, "expire")
+    w = volley.start_worker(conf, "expire")
     done = wait_for(lambda: volley.stats(cid).get("bounced", 0) >= 2 or w.poll() is not None, 25, step=0.1)
     assert w.poll() is None, f"worker exited {w.returncode}:\n{tail(w.logpath)}"
     assert done, f"stats {volley.stats(cid)}; worker log:\n{tail(w.logpath)}"

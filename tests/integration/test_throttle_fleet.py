@@ -7,8 +7,8 @@ sink's log (a timestamp per accepted message) and stats (peak concurrent connect
 they count what the fleet really did.
 """
 
-from throttle_util import (SPREAD, delivered_by, gmail_rows, log_tails, max_in_window, push, sink_lines,
-                           start_workers, stop_workers, throttle_conf, wait_for)
+from volley_itest import (SPREAD, THROTTLE, delivered_by, log_tails, make_recipients, max_in_window, stop_workers,
+                          wait_for)
 
 NAMES = ("fa", "fb", "fc")
 
@@ -19,15 +19,15 @@ def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     n = 500  # about 10 s at 50/s
     for name in NAMES:
         # a message the rate defers to the retry set comes back when the limit said (retry_at), not in 10 min
-        throttle_conf(volley, name, {"gmail.com": sink.hostport}, worker_extra=SPREAD,
-                      retry={"schedule": "1s", "max_age": "1h"},
-                      providers={"gmail": {"rate": "50/s", "connections": 10}})
-    push(volley, gmail_rows(n))
-    procs = start_workers(volley, NAMES)
+        volley.write_conf({"gmail.com": sink.hostport}, file=f"{name}.conf", name=name, preset=THROTTLE, **SPREAD,
+                          retry={"schedule": "1s", "max_age": "1h"},
+                          providers={"gmail": {"rate": "50/s", "connections": 10}})
+    volley.push_rows(make_recipients(n, domains=("gmail.com",)), name="c")
+    procs = [volley.start_worker(f"{n}.conf", n) for n in NAMES]
     done = wait_for(lambda: sink.count() >= n, 25)
     stop_workers(procs)
     sink.stop()
-    lines = sink_lines(sink)
+    lines = sink.log_lines()
     times = [t for t, _src, _c, _r in lines]
     per_worker = delivered_by(procs)
     rate_defers = sum(1 for e in volley.events() if e["status"] == "deferred" and "rate" in e.get("limit", ""))
@@ -49,10 +49,11 @@ def test_connections_5_over_three_workers(volley, volley_sink):
     sink = volley_sink("--delay-ms", "40")
     n = 300
     for name in NAMES:
-        throttle_conf(volley, name, {"gmail.com": sink.hostport}, smtp={"connections": 50}, worker_extra=SPREAD,
-                      providers={"gmail": {"rate": "1000/s", "connections": 5, "messages_per_connection": 10}})
-    push(volley, gmail_rows(n))
-    procs = start_workers(volley, NAMES, exit_when_idle=True)
+        volley.write_conf({"gmail.com": sink.hostport}, file=f"{name}.conf", name=name, preset=THROTTLE, connections=50,
+                          **SPREAD,
+                          providers={"gmail": {"rate": "1000/s", "connections": 5, "messages_per_connection": 10}})
+    volley.push_rows(make_recipients(n, domains=("gmail.com",)), name="c")
+    procs = [volley.start_worker(f"{n}.conf", n, exit_when_idle=True) for n in NAMES]
     done = wait_for(lambda: sink.count() >= n, 40)
     rcs = [p.wait(timeout=15) for p in procs]
     sink.stop()
