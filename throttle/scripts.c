@@ -42,7 +42,7 @@
  * ARGV now_us, n, interval_us, backoff_interval_us, tau_us, horizon_us,
  *      ip_cap (warm-up; 0 none), scope_cap (daily_cap; 0 none), giveback,
  *      day_ttl_ms, pair, day_end_ms, warm_day, rate_text, backoff_rate_text,
- *      burst, return_ms, lease_id
+ *      burst, return_ms, lease_id, stale_late, stale_idle
  * Returns {granted, start_us, interval_us, why, retry_us, mode, until_ms, reply, held_ms}
  * why: ok | flush | suspend | cap_ip | cap_scope | rate.
  * Slots start at max(tat, now - tau) and are never reserved beyond now +
@@ -53,6 +53,8 @@
  * cap verdict, held_ms says until when slots leased in the fleet may still
  * come back to the counter (0: none can), so the caller waits instead of
  * deferring its mail to the next day while the cap may still open.
+ * stale_late / stale_idle: given-back slots that expired while the worker
+ * held mail for them (it ran late) / held none; summed in the status hash.
  */
 static const char thr_lua_lease[] =
     "local now = tonumber(ARGV[1])\n"
@@ -80,6 +82,8 @@ static const char thr_lua_lease[] =
     "  if c > 0 then redis.call('DECRBY', key, math.min(gb, c)) end\n"
     "end\n"
     "if gb > 0 then give(KEYS[2]); if KEYS[3] ~= KEYS[2] then give(KEYS[3]) end end\n"
+    "if tonumber(ARGV[19]) > 0 then redis.call('HINCRBY', KEYS[5], 'stale_late', ARGV[19]) end\n"
+    "if tonumber(ARGV[20]) > 0 then redis.call('HINCRBY', KEYS[5], 'stale_idle', ARGV[20]) end\n"
     "if n <= 0 then return out(0, 0, 0, 'flush', 0) end\n"
     "if mode == 'suspend' then return out(0, 0, 0, 'suspend', untl * 1000) end\n"
     "local k = n\n"

@@ -121,6 +121,7 @@ struct thr_pair {
     int lhead, ln;
     long tokens;
     long giveback; /* slots given up, returned to today's counters with the next lease call */
+    long stale_late, stale_idle; /* of those, expired with mail waiting / without: counted in the status hash */
     bool lease_pending;
     uint64_t lease_sent_ms; /* when the pending lease was asked for */
     uint64_t lease_at_ms; /* do not ask Redis again before this */

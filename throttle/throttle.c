@@ -282,10 +282,12 @@ static void pair_expire(struct thr_pair *pr, double now_us)
                 l->next_us += (double)drop * l->interval_us;
                 pr->tokens -= drop;
                 pr->giveback += drop;
+                *(pr->demand > 0 ? &pr->stale_late : &pr->stale_idle) += drop;
             }
         } else if (now_us > l->expires_us) {
             pr->tokens -= l->left;
             pr->giveback += l->left;
+            *(pr->demand > 0 ? &pr->stale_late : &pr->stale_idle) += l->left;
             l->left = 0;
         }
         if (l->left > 0)
@@ -323,7 +325,7 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     snprintf(status, sizeof(status), "%s", pr->k_status);
     snprintf(pairs, sizeof(pairs), "%s:thr:pairs", t->prefix);
     char a_now[32], a_n[24], a_T[32], a_bT[32], a_tau[32], a_hor[32], a_ipcap[24], a_scap[24], a_gb[24], a_ttl[24],
-        a_end[24], a_wday[24], a_burst[24], a_ret[24], a_id[sizeof(t->worker_id) + 16];
+        a_end[24], a_wday[24], a_burst[24], a_ret[24], a_id[sizeof(t->worker_id) + 16], a_late[24], a_idle[24];
     snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms * 1000);
     snprintf(a_n, sizeof(a_n), "%ld", n);
     snprintf(a_T, sizeof(a_T), "%.3f", pv->rate.interval_us);
@@ -344,16 +346,20 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     snprintf(a_burst, sizeof(a_burst), "%d", pv->burst);
     snprintf(a_ret, sizeof(a_ret), "%d", THR_RETURN_MS);
     snprintf(a_id, sizeof(a_id), "%s:%" PRIu32, t->worker_id, ++t->lease_seq);
+    snprintf(a_late, sizeof(a_late), "%ld", pr->stale_late);
+    snprintf(a_idle, sizeof(a_idle), "%ld", pr->stale_idle);
     const char *args[] = {pr->k_rate, day_ip, pv->scope_provider ? day_scope : day_ip, pr->k_backoff, status, pairs,
                           pr->k_brate, held_ip, pv->scope_provider ? held_scope : held_ip,
                           /* ARGV */
                           a_now, a_n, a_T, a_bT, a_tau, a_hor, a_ipcap, a_scap, a_gb, a_ttl, pr->name, a_end, a_wday,
-                          pv->rate.text, pv->backoff_rate.text, a_burst, a_ret, a_id};
+                          pv->rate.text, pv->backoff_rate.text, a_burst, a_ret, a_id, a_late, a_idle};
     pr->giveback = 0;
+    pr->stale_late = 0;
+    pr->stale_idle = 0;
     pr->lease_pending = true;
     pr->lease_sent_ms = now_ms;
     /* arg: the day and the epoch the request was made in */
-    thr_eval(t, THR_S_LEASE, 9, 18, args, on_lease, (int)(pr - t->pairs),
+    thr_eval(t, THR_S_LEASE, 9, 20, args, on_lease, (int)(pr - t->pairs),
              ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
 }
 

@@ -112,6 +112,18 @@ def max_in_window(times, window_ms=1000):
     return best, best_t
 
 
+def stale_slots(v, provider="gmail"):
+    """(late, idle): rate slots of provider that expired unspent, summed over its source IPs, as the throttle
+    counted them in Redis (p:thr:status:*): late = at a worker that held mail for them but ran late (a loaded
+    machine), idle = at a worker that held none (slots leased for nothing)."""
+    late = idle = 0
+    for k in v.r.scan_iter(match=v.key("thr", "status", provider) + ":*"):
+        h = v.r.hgetall(k)
+        late += int(h.get("stale_late", 0))
+        idle += int(h.get("stale_idle", 0))
+    return late, idle
+
+
 def rate_between(times, t0, t1):
     n = sum(1 for t in times if t0 <= t < t1)
     return n / ((t1 - t0) / 1000.0) if t1 > t0 else 0.0
