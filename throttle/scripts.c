@@ -42,7 +42,7 @@
  * ARGV now_us, n, interval_us, backoff_interval_us, tau_us, horizon_us,
  *      ip_cap (warm-up; 0 none), scope_cap (daily_cap; 0 none), giveback,
  *      day_ttl_ms, pair, day_end_ms, warm_day, rate_text, backoff_rate_text,
- *      burst, return_ms, lease_id, stale_late, stale_idle
+ *      burst, return_ms, lease_id (worker:seq), stale_late, stale_idle, worker
  * Returns {granted, start_us, interval_us, why, retry_us, mode, until_ms, reply, held_ms}
  * why: ok | flush | suspend | cap_ip | cap_scope | rate.
  * Slots start at max(tat, now - tau) and are never reserved beyond now +
@@ -50,8 +50,8 @@
  * in any window W at most W/interval + burst + 2 messages (see throttle.c).
  * Every grant is recorded in the held zsets until its last slot is too old
  * to spend plus return_ms (the owner's time to give the rest back); with a
- * cap verdict, held_ms says until when slots leased in the fleet may still
- * come back to the counter (0: none can), so the caller waits instead of
+ * cap verdict, held_ms says until when slots leased by other workers may
+ * still come back to the counter (0: none can), so the caller waits instead of
  * deferring its mail to the next day while the cap may still open.
  * stale_late / stale_idle: given-back slots that expired while the worker
  * held mail for them (it ran late) / held none; summed in the status hash.
@@ -67,13 +67,20 @@ static const char thr_lua_lease[] =
     "  return {k, string.format('%.0f', start), string.format('%.3f', T), why, string.format('%.0f', retry),\n"
     "          mode, untl, reply, string.format('%.0f', held or 0)}\n"
     "end\n"
-    /* the latest end of a lease still out on the binding cap's counter */
+    /*
+     * the latest end of another worker's lease still out on the binding cap's counter (the caller's own
+     * slots are in its hands: it waits for them while it holds or gives back any, see pair_cap_final)
+     */
     "local function held(why)\n"
     "  local hk = KEYS[9]\n"
     "  if why == 'cap_ip' then hk = KEYS[8] end\n"
     "  redis.call('ZREMRANGEBYSCORE', hk, '-inf', now_ms)\n"
-    "  local last = redis.call('ZRANGE', hk, -1, -1, 'WITHSCORES')\n"
-    "  return tonumber(last[2] or '0') or 0\n"
+    "  local me, last = ARGV[21] .. ':', 0\n"
+    "  local r = redis.call('ZRANGE', hk, 0, -1, 'WITHSCORES')\n"
+    "  for i = 1, #r, 2 do\n"
+    "    if string.sub(r[i], 1, #me) ~= me then last = math.max(last, tonumber(r[i + 1])) end\n"
+    "  end\n"
+    "  return last\n"
     "end\n"
     "local ttl = tonumber(ARGV[10])\n"
     "local gb = tonumber(ARGV[9])\n"

@@ -352,14 +352,14 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
                           pr->k_brate, held_ip, pv->scope_provider ? held_scope : held_ip,
                           /* ARGV */
                           a_now, a_n, a_T, a_bT, a_tau, a_hor, a_ipcap, a_scap, a_gb, a_ttl, pr->name, a_end, a_wday,
-                          pv->rate.text, pv->backoff_rate.text, a_burst, a_ret, a_id, a_late, a_idle};
+                          pv->rate.text, pv->backoff_rate.text, a_burst, a_ret, a_id, a_late, a_idle, t->worker_id};
     pr->giveback = 0;
     pr->stale_late = 0;
     pr->stale_idle = 0;
     pr->lease_pending = true;
     pr->lease_sent_ms = now_ms;
     /* arg: the day and the epoch the request was made in */
-    thr_eval(t, THR_S_LEASE, 9, 20, args, on_lease, (int)(pr - t->pairs),
+    thr_eval(t, THR_S_LEASE, 9, 21, args, on_lease, (int)(pr - t->pairs),
              ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
 }
 
@@ -427,7 +427,7 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     if (strcmp(why, "cap_ip") == 0 || strcmp(why, "cap_scope") == 0) {
         pr->capped_day = pr->day;
         pr->capped_warm = why[4] == 'i';
-        /* slots leased in the fleet (ours included) may still come back: ask again, at most this often */
+        /* slots leased by other workers may still come back: ask again, at most this often */
         pr->cap_wait_ms = r->elements > 8 ? thr_reply_u64(r, 8) : 0;
         pr->lease_at_ms = t->now_ms + THR_CAP_POLL_MS;
         long long ipcap, scap;
