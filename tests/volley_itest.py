@@ -912,6 +912,18 @@ def delivered_by(procs):
     return out
 
 
+def stale_slots(v, provider="gmail"):
+    """(late, idle): rate slots of provider that expired unspent, summed over its source IPs, as the throttle
+    counted them in Redis (p:thr:status:*): late = at a worker that held mail for them but ran late (a loaded
+    machine), idle = at a worker that held none (slots leased for nothing)."""
+    late = idle = 0
+    for k in v.r.scan_iter(match=v.key("thr", "status", provider) + ":*"):
+        h = v.r.hgetall(k)
+        late += int(h.get("stale_late", 0))
+        idle += int(h.get("stale_idle", 0))
+    return late, idle
+
+
 def max_in_window(times, window_ms=1000):
     """(count, start_ms) of the window [t, t + window_ms) holding the most timestamps."""
     ts = sorted(times)
