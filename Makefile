@@ -93,23 +93,16 @@ docs: $(CONFIG_DOC)
 docs-check: $(CONFIG_DOC)
 	@$(CONFIG_DOC) --check README.md config/volley.conf.example
 
-# tests/<module>/test_x.c links that module and the common layer (engine tests link everything)
-$(BUILD)/tests/lib/%: tests/lib/%.c $(BUILD)/liblib.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
-$(BUILD)/tests/queue/%: tests/queue/%.c $(BUILD)/libqueue.a $(BUILD)/liblib.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
-$(BUILD)/tests/throttle/%: tests/throttle/%.c $(BUILD)/libthrottle.a $(BUILD)/liblib.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
-$(BUILD)/tests/templates/%: tests/templates/%.c $(BUILD)/libtemplates.a $(BUILD)/liblib.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
-$(BUILD)/tests/engine/%: tests/engine/%.c $(ALL_LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
-$(BUILD)/tests/bench/%: tests/bench/%.c $(BUILD)/liblib.a
+# tests/<layer>/test_x.c links that layer's archive and the common layer (engine tests link everything,
+# tests/bench the common layer only): one rule, the archives looked up by the folder's name
+TEST_LIBS_lib       := $(BUILD)/liblib.a
+TEST_LIBS_queue     := $(BUILD)/libqueue.a $(BUILD)/liblib.a
+TEST_LIBS_throttle  := $(BUILD)/libthrottle.a $(BUILD)/liblib.a
+TEST_LIBS_templates := $(BUILD)/libtemplates.a $(BUILD)/liblib.a
+TEST_LIBS_engine    := $(ALL_LIBS)
+TEST_LIBS_bench     := $(BUILD)/liblib.a
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/%.c $$(TEST_LIBS_$$(firstword $$(subst /, ,$$*)))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 

@@ -11,9 +11,14 @@
 #   measured side by side mean anything. Sections (docs/bench.md says why):
 #     spine     volley push of N personalised ~2 KB messages (text + html,
 #               5 variables) into a throwaway redis-server, then
-#               `volley worker --exit-when-idle` (plaintext) into volley-sink;
-#               Postfix smtp-source -d -s 50 -m N -l 2048 into the same sink.
-#               Target: volley msgs/s >= smtp-source msgs/s.
+#               `volley worker --exit-when-idle` (plaintext) into volley-sink,
+#               once with the bench's tuning and once with the shipped
+#               defaults plus only [route] and [smtp] connections = 50;
+#               Postfix smtp-source -d -s 50 -m N -l 2048 into the same sink
+#               before and after them (the mean is the yardstick). End to end
+#               = messages / (worker start to last outcome recorded).
+#               Targets: end to end >= 2.0x smtp-source (bench tuning),
+#               >= 1.5x (defaults); worker CPU per message <= 10 us.
 #     redis     the plaintext spine again, measuring Redis: its CPU per
 #               delivered message over the worker phase beside the floor (a
 #               pipelined XADD of the same job fields, same run; target <= 8 us
@@ -24,7 +29,8 @@
 #               measures with that binary first, in the same run.
 #     sinks     bench/sink-vs-smtp-sink.sh (volley-sink vs smtp-sink, 1.5x).
 #     tls       the spine again with [tls] mode = required (STARTTLS on every
-#               connection). Target: >= 0.7x the plaintext msgs/s.
+#               connection). Targets: >= 0.7x the plaintext msgs/s; worker
+#               CPU per message <= 20 us.
 #     conns     the worker holding C (5000) concurrent STARTTLS connections
 #               open to a volley-sink that delays every reply; worker VmRSS
 #               sampled at the peak of open connections. Target: < 60 KB per
@@ -37,12 +43,21 @@
 #               connection) send 3000 gmail.com messages into volley-sink as
 #               fast as those allow: the throttle's Redis commands per
 #               message (from the workers' exit lines). Target: < 0.05.
+#     mta       M (20000) personalised messages, DKIM-signed (rsa-2048), to a
+#               volley-sink: volley (push + worker, bench tuning, a [dkim]
+#               key) vs a private Postfix instance (bulk relay settings,
+#               docs/bench.md) with OpenDKIM as its milter, fed the same
+#               rendered messages over SMTP by bench/smtp-inject.py. Both
+#               sides' msgs/s (ratio) and CPU per message; every message at
+#               the sink must carry a DKIM-Signature, a sample of 50 per side
+#               is verified. Needs root (Postfix) and postfix + opendkim.
 #   Output: progress per section, a markdown table, then key=value lines.
 #   Exit status 0 when every section ran (targets missed or not), 1 when a
 #   section could not run or lost messages.
 # ENVIRONMENT
 #   BUILD (build), PYTHON (/usr/bin/python3), BENCH_QUICK=1, BENCH_SECTIONS,
-#   BENCH_MSGS (spine messages, 100000; quick 20000), BENCH_CONNS (5000;
+#   BENCH_MSGS (spine messages, 100000; quick 20000), BENCH_MTA_MSGS (20000),
+#   BENCH_MTA_SESSIONS (injector sessions into Postfix, 20), BENCH_CONNS (5000;
 #   quick 1000), BENCH_CONNS_DELAY_MS (sink reply delay in the conns section,
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
@@ -58,7 +73,7 @@ SINK=$BUILD/volley-sink
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 TIME=/usr/bin/time
 QUICK=${BENCH_QUICK:-0}
-SECTIONS=${BENCH_SECTIONS:-"spine sinks tls redis conns render throttle"}
+SECTIONS=${BENCH_SECTIONS:-"spine sinks tls redis conns render throttle mta"}
 if [ "$QUICK" = 1 ]; then
     MSGS=${BENCH_MSGS:-20000}
     CONNS=${BENCH_CONNS:-1000}
@@ -92,9 +107,10 @@ PIDS=()
 cleanup() {
     # stop only what this script started, by pid
     local p
+    declare -F mta_postfix_stop >/dev/null && mta_postfix_stop
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $TMP" >&2; else rm -rf "$TMP"; fi
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $TMP ${DK_DIR:-}" >&2; else rm -rf "$TMP" ${DK_DIR:+"$DK_DIR"}; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -296,10 +312,15 @@ push() {
     calc "round(($t1 - $t0) / 1e9, 3)"
 }
 
-# run_worker NAME CONF N - worker --exit-when-idle under /usr/bin/time -v after a push of N;
-# sets W_SECS W_RATE W_CPU_US W_RSS_KB W_SENT; the sink (SINK_STATS) must count N new messages
+# last_outcome_ms PREFIX - unix ms of the last outcome recorded: the id of the events stream's last entry
+# (XADD '*': Redis's clock, the same machine's); empty when the stream is empty
+last_outcome_ms() { rcli xrevrange "$1:events" + - count 1 | head -1 | sed -n 's/^\([0-9]*\)-[0-9]*$/\1/p'; }
+
+# run_worker NAME CONF N [PREFIX] - worker --exit-when-idle under /usr/bin/time -v after a push of N;
+# sets W_SECS W_RATE W_CPU_US W_RSS_KB W_SENT, and W_E2E_SECS W_E2E_RATE (the worker's start to the last
+# outcome recorded in PREFIX:events, default bench); the sink (SINK_STATS) must count N new messages
 run_worker() {
-    local name=$1 conf=$2 n=$3 t0 t1 before rc=0
+    local name=$1 conf=$2 n=$3 prefix=${4:-bench} t0 t1 before rc=0 last
     before=$(sstat "$SINK_STATS" messages)
     local r0 s0
     W_C0=$(sstat "$SINK_STATS" connections)
@@ -322,11 +343,15 @@ run_worker() {
     # steady rate: the sink's first to last accepted message of this run (its log has one line per message)
     sleep 0.3
     # and the time from the worker's start to the first message, from the last message to the worker's exit
-    read -r W_STEADY W_HEAD_MS W_TAIL_MS < <(tail -n +$((before + 1)) "$TMP/spine.msglog" |
+    read -r W_STEADY W_HEAD_MS W_TAIL_MS < <(tail -n +$((before + 1)) "${W_MSGLOG:-$TMP/spine.msglog}" |
         awk -v t0="$t0" -v t1="$t1" 'NR == 1 {lo = hi = $1} {if ($1 < lo) lo = $1; if ($1 > hi) hi = $1}
             END {r = (hi > lo) ? (NR - 1) * 1000 / (hi - lo) : 0; printf "%.0f %d %d\n", r, lo - t0 / 1e6, t1 / 1e6 - hi}')
     W_SECS=$(calc "($t1 - $t0) / 1e9")
     W_RATE=$(calc "round($W_SENT / $W_SECS)")
+    last=$(last_outcome_ms "$prefix")
+    [ -n "$last" ] || last=$((t1 / 1000000)) # no events stream: the worker's exit bounds it
+    W_E2E_SECS=$(calc "max($last - $t0 / 1e6, 1) / 1e3")
+    W_E2E_RATE=$(calc "round($W_SENT / $W_E2E_SECS)")
     W_CPU_US=$(calc "round($(cpu_s "$TMP/$name.time") * 1e6 / max($W_SENT, 1), 1)")
     W_RSS_KB=$(time_field "$TMP/$name.time" 'Maximum resident set size (kbytes)')
     if [ "$W_SENT" -ne "$n" ]; then
@@ -344,15 +369,15 @@ if has_section spine || has_section tls || has_section redis; then
 fi
 
 # ---------------------------------------------------------------- 1. spine
-if has_section spine; then
-    say "spine: $MSGS messages, volley worker vs smtp-source into volley-sink 127.0.0.1:$SINK_PORT"
-    # smtp-source first: the same count and size into the same sink
+# run_smtp_source TAG - smtp-source -d -s 50 of MSGS x 2048 B into the spine sink; sets SS_SENT SS_RATE SS_CPU_US
+run_smtp_source() {
+    local tag=$1 before s0 t0 t1
     before=$(sstat "$SINK_STATS" messages)
     s0=$(cpu_ticks "$SINK_PID")
     t0=$(date +%s%N)
-    "$TIME" -v -o "$TMP/smtp-source.time" "$SMTP_SOURCE" -d -s 50 -m "$MSGS" -l 2048 \
-        -f bench@shop.example -t user@example.test "127.0.0.1:$SINK_PORT" >"$TMP/smtp-source.out" 2>&1 || {
-        echo "bench: smtp-source failed: $(tail -n 3 "$TMP/smtp-source.out")" >&2
+    "$TIME" -v -o "$TMP/$tag.time" "$SMTP_SOURCE" -d -s 50 -m "$MSGS" -l 2048 \
+        -f bench@shop.example -t user@example.test "127.0.0.1:$SINK_PORT" >"$TMP/$tag.out" 2>&1 || {
+        echo "bench: smtp-source failed: $(tail -n 3 "$TMP/$tag.out")" >&2
         FAILED=1
     }
     t1=$(date +%s%N)
@@ -360,11 +385,36 @@ if has_section spine; then
     settle_stat "$SINK_STATS" messages $((before + MSGS))
     SS_SENT=$(($(sstat "$SINK_STATS" messages) - before))
     SS_RATE=$(calc "round($SS_SENT / (($t1 - $t0) / 1e9))")
-    SS_CPU_US=$(calc "round($(cpu_s "$TMP/smtp-source.time") * 1e6 / max($SS_SENT, 1), 1)")
-    SS_BYTES=$(calc "round(($(sstat "$SINK_STATS" bytes)) / max($(sstat "$SINK_STATS" messages), 1))")
-    echo "smtp-source: $SS_SENT messages, $SS_RATE msgs/s, ${SS_CPU_US} us CPU/msg, $SS_BYTES bytes/msg at the sink;" \
-        "volley-sink ${SS_SINK_US} us CPU/msg"
+    SS_CPU_US=$(calc "round($(cpu_s "$TMP/$tag.time") * 1e6 / max($SS_SENT, 1), 1)")
+    echo "smtp-source ($tag): $SS_SENT messages, $SS_RATE msgs/s, ${SS_CPU_US} us CPU/msg; volley-sink ${SS_SINK_US} us CPU/msg"
+}
 
+# write_defaults_conf FILE SINK_PORT - a user's first benchmark: the shipped defaults plus only a route to the
+# sink (plain text, like smtp-source) and [smtp] connections = 50 (and where the bench's Redis listens)
+write_defaults_conf() {
+    cat >"$1" <<EOC
+[redis]
+url = redis://127.0.0.1:$REDIS_PORT
+
+[smtp]
+connections = 50
+
+[route]
+* = 127.0.0.1:$2 tls=none
+EOC
+}
+
+if has_section spine; then
+    say "spine: $MSGS messages, volley worker vs smtp-source into volley-sink 127.0.0.1:$SINK_PORT"
+    # smtp-source before and after the two volley runs, the same count and size into the same sink: the
+    # yardstick is the mean of the two, so a machine that gets busier or quieter during the section moves both
+    run_smtp_source smtp-source-1
+    SS1_RATE=$SS_RATE SS1_CPU_US=$SS_CPU_US
+    m0=$(sstat "$SINK_STATS" messages)
+    b0=$(sstat "$SINK_STATS" bytes)
+    SS_BYTES=$(calc "round($b0 / max($m0, 1))")
+
+    # volley with the bench's tuning
     conf=$TMP/plain.conf
     write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
     rcli flushall >/dev/null
@@ -376,8 +426,9 @@ if has_section spine; then
     V_BYTES=$(calc "round(($(sstat "$SINK_STATS" bytes) - $b0) / max($(sstat "$SINK_STATS" messages) - $m0, 1))")
     PLAIN_RATE=$W_RATE
     echo "volley push: $MSGS jobs in ${PUSH_SECS} s ($PUSH_RATE jobs/s)"
-    echo "volley worker: $W_SENT messages in $(calc "round($W_SECS, 2)") s, $W_RATE msgs/s," \
-        "${W_CPU_US} us CPU/msg, peak RSS $W_RSS_KB KB, $V_BYTES bytes/msg at the sink"
+    echo "volley worker (bench tuning): $W_SENT messages in $(calc "round($W_SECS, 2)") s, $W_RATE msgs/s;" \
+        "start to last outcome recorded $(calc "round($W_E2E_SECS, 2)") s, $W_E2E_RATE msgs/s;" \
+        "worker ${W_CPU_US} us CPU/msg, peak RSS $W_RSS_KB KB, $V_BYTES bytes/msg at the sink ($SS_BYTES from smtp-source)"
     echo "  sink-side rate first to last message $W_STEADY msgs/s (start to first message $W_HEAD_MS ms," \
         "last message to exit $W_TAIL_MS ms); $W_CONNS connections opened;" \
         "CPU per message: redis-server ${W_REDIS_US} us, volley-sink ${W_SINK_US} us"
@@ -387,23 +438,50 @@ if has_section spine; then
     res spine_msg_bytes "$V_BYTES"
     res push_jobs_per_sec "$PUSH_RATE"
     res volley_msgs_per_sec "$W_RATE"
+    res volley_e2e_msgs_per_sec "$W_E2E_RATE"
     res volley_cpu_us_per_msg "$W_CPU_US"
     res volley_peak_rss_kb "$W_RSS_KB"
     res volley_steady_msgs_per_sec "$W_STEADY"
     res volley_redis_cpu_us_per_msg "$W_REDIS_US"
     res volley_sink_cpu_us_per_msg "$W_SINK_US"
     res volley_connections "$W_CONNS"
+    T_E2E_RATE=$W_E2E_RATE T_CPU_US=$W_CPU_US T_REDIS_US=$W_REDIS_US T_RSS_KB=$W_RSS_KB
+
+    # volley as a user first runs it: shipped defaults, a route and 50 connections (prefix volley)
+    conf=$TMP/defaults.conf
+    write_defaults_conf "$conf" "$SINK_PORT"
+    rcli flushall >/dev/null
+    push "$conf" "$CSV" >/dev/null
+    run_worker defaults "$conf" "$MSGS" volley
+    echo "volley worker (shipped defaults + route + connections = 50): $W_SENT messages in" \
+        "$(calc "round($W_SECS, 2)") s, $W_RATE msgs/s; start to last outcome recorded" \
+        "$(calc "round($W_E2E_SECS, 2)") s, $W_E2E_RATE msgs/s; worker ${W_CPU_US} us CPU/msg;" \
+        "$W_CONNS connections opened; redis-server ${W_REDIS_US} us CPU/msg"
+    res defaults_e2e_msgs_per_sec "$W_E2E_RATE"
+    res defaults_cpu_us_per_msg "$W_CPU_US"
+    res defaults_redis_cpu_us_per_msg "$W_REDIS_US"
+    D_E2E_RATE=$W_E2E_RATE D_CPU_US=$W_CPU_US
+
+    run_smtp_source smtp-source-2
+    SS2_RATE=$SS_RATE
+    SS_RATE=$(calc "round(($SS1_RATE + $SS2_RATE) / 2)")
+    SS_CPU_US=$(calc "round(($SS1_CPU_US + $SS_CPU_US) / 2, 1)")
     res smtp_source_msgs_per_sec "$SS_RATE"
     res smtp_source_cpu_us_per_msg "$SS_CPU_US"
-    r=$(calc "round($W_RATE / $SS_RATE, 2)")
+    r=$(calc "round($T_E2E_RATE / $SS_RATE, 2)")
+    rd=$(calc "round($D_E2E_RATE / $SS_RATE, 2)")
     res spine_ratio "$r"
-    row "spine" "volley worker msgs/s (plaintext, $MSGS x ${V_BYTES} B)" "$W_RATE" \
-        ">= smtp-source ($SS_RATE); ratio $r" "$(verdict "$W_RATE >= $SS_RATE")"
-    row "spine" "volley CPU per message" "${W_CPU_US} us" "(smtp-source: ${SS_CPU_US} us)" "-"
-    row "spine" "volley worker peak RSS" "$W_RSS_KB KB" "-" "-"
+    res defaults_ratio "$rd"
+    row "spine" "end to end, bench tuning: volley msgs/s, worker start to last outcome recorded (plaintext, $MSGS x ${V_BYTES} B)" \
+        "$T_E2E_RATE" ">= 2.0 x smtp-source ($SS_RATE: $SS1_RATE before, $SS2_RATE after); ratio $r" "$(verdict "$r >= 2.0")"
+    row "spine" "end to end, shipped defaults + \`[route]\` + \`[smtp] connections = 50\`" "$D_E2E_RATE" \
+        ">= 1.5 x smtp-source ($SS_RATE); ratio $rd" "$(verdict "$rd >= 1.5")"
+    row "spine" "worker CPU per plaintext message (bench tuning)" "${T_CPU_US} us" \
+        "<= 10 us (smtp-source: ${SS_CPU_US} us; redis-server ${T_REDIS_US} us, not included)" "$(verdict "$T_CPU_US <= 10")"
+    row "spine" "worker CPU per plaintext message (shipped defaults)" "${D_CPU_US} us" "-" "-"
+    row "spine" "volley worker peak RSS" "$T_RSS_KB KB" "-" "-"
     row "spine" "volley push" "$PUSH_RATE jobs/s" "-" "-"
 fi
-
 # ---------------------------------------------------------------- 3. STARTTLS (run next to the spine, same sink)
 if has_section tls; then
     say "tls: $MSGS messages, [tls] mode = required"
@@ -439,7 +517,8 @@ if has_section tls; then
     else
         row "tls" "volley worker msgs/s, STARTTLS required" "$W_RATE" "(spine not run: no ratio)" "-"
     fi
-    row "tls" "volley CPU per message, STARTTLS" "${W_CPU_US} us" "-" "-"
+    row "tls" "worker CPU per STARTTLS message (bench tuning)" "${W_CPU_US} us" \
+        "<= 20 us (redis-server ${W_REDIS_US} us, not included)" "$(verdict "$W_CPU_US <= 20")"
 fi
 # ---------------------------------------------------------------- redis: Redis cost per delivered message
 # redis_used - used_memory in bytes
@@ -778,6 +857,256 @@ if has_section throttle; then
         "$fper ($fcmds for $fsent, $(calc "round($fsent / $fsecs)")/s)" "< 0.05" "$(verdict "$fper < 0.05")"
 fi
 
+# ---------------------------------------------------------------- 7. mta: volley vs Postfix + OpenDKIM
+# sess_ticks SID - clock ticks used by every process of session SID, alive (utime + stime) or exited and reaped by
+# one of them (cutime + cstime); the fields are counted after the ") " that ends the command name
+sess_ticks() {
+    # (processes that end between the glob and the read are skipped: cat goes on past them)
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk -v sid="$1" '{sub(/^.*\) /, "")} $4 == sid {s += $12 + $13 + $14 + $15} END {print s + 0}'
+}
+# listening PORT - something accepts on 127.0.0.1:PORT
+listening() { py "import socket; socket.create_connection(('127.0.0.1', $1), 1).close()"; }
+
+# mta_postfix_start DIR SMTPD_PORT RELAY_PORT MILTER_PORT - a private Postfix instance (config, queue and data
+# under DIR) set up for bulk relay to 127.0.0.1:RELAY_PORT with OpenDKIM as its milter; sets PF_CONF PF_SID
+mta_postfix_start() {
+    local d=$1 pid
+    mkdir -p "$d/conf" "$d/queue" "$d/data"
+    chmod 755 "$d"
+    chown postfix:postfix "$d/data"
+    cat >"$d/conf/main.cf" <<EOC
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.bench.test
+# the log (postlogd) to start-fg's standard output: DIR/maillog
+maillog_file = /dev/stdout
+# a relay only: no local delivery, no aliases, no bounces to the postmaster
+mydestination =
+local_recipient_maps =
+local_transport = error:5.1.1 local delivery is disabled
+alias_maps =
+alias_database =
+notify_classes =
+biff = no
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+relayhost = [127.0.0.1]:$3
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+# bulk relay: 50 parallel deliveries to the relay from the start (no slow start), processes for them,
+# and connections kept open and reused across messages
+default_process_limit = 150
+default_destination_concurrency_limit = 50
+smtp_destination_concurrency_limit = 50
+relay_destination_concurrency_limit = 50
+initial_destination_concurrency = 50
+smtp_connection_cache_destinations = [127.0.0.1]:$3
+smtp_connection_cache_time_limit = 10s
+smtp_connection_reuse_time_limit = 300s
+# DKIM signing by OpenDKIM, for mail received over SMTP and mail submitted locally
+smtpd_milters = inet:127.0.0.1:$4
+non_smtpd_milters = \$smtpd_milters
+milter_protocol = 6
+milter_default_action = tempfail
+EOC
+    # master.cf: Postfix's stock one, smtpd listening on the loopback port instead of port 25, and no chroot (the
+    # private queue directory has no chroot environment)
+    awk -v listen="127.0.0.1:$2" '/^smtp[ \t]+inet/ {print listen " inet n - n - - smtpd"; next}
+        /^[a-z]/ && NF >= 8 && $5 == "y" {$5 = "n"} {print}' /usr/share/postfix/master.cf.dist >"$d/conf/master.cf"
+    PF_CONF=$d/conf
+    # its own session, so that every Postfix process (and only those) can be found and counted
+    setsid postfix -c "$PF_CONF" start-fg >"$d/maillog" 2>&1 &
+    PIDS+=("$!")
+    wait_for listening "$2" || { echo "bench: postfix did not start: $(tail -n 5 "$d/maillog")" >&2; return 1; }
+    pid=$(tr -d ' ' <"$d/queue/pid/master.pid")
+    PF_SID=$(awk '{sub(/^.*\) /, ""); print $4}' "/proc/$pid/stat")
+}
+
+# mta_postfix_stop - stop the instance started by mta_postfix_start, then anything left in its session
+mta_postfix_stop() {
+    [ -n "${PF_CONF:-}" ] || return 0
+    postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true
+    sleep 0.5
+    # the process group setsid made (its id is the session's): whatever did not stop
+    [ -n "${PF_SID:-}" ] && kill -KILL -- "-$PF_SID" 2>/dev/null || true
+    PF_CONF=""
+}
+
+# dkim_check DIR PUBKEY_B64 - every message in DIR/new carries a DKIM-Signature by d=shop.example, and a sample of
+# 50 verifies (python3-dkim, with the public key in place of DNS); prints "signed N of M, verified K of 50"
+dkim_check() {
+    "$PYTHON" - "$1" "$2" <<'EOC'
+import os, random, sys
+import dkim
+d, pub = os.path.join(sys.argv[1], "new"), sys.argv[2]
+names = sorted(os.listdir(d))
+signed = 0
+for n in names:
+    with open(os.path.join(d, n), "rb") as f:
+        head = f.read(8192).split(b"\r\n\r\n", 1)[0]
+    signed += b"\r\nDKIM-Signature: v=1; a=rsa-sha256;" in head and b"d=shop.example;" in head
+txt = ("v=DKIM1; k=rsa; p=" + pub).encode()
+ok = 0
+sample = random.Random(1).sample(names, min(50, len(names)))
+for n in sample:
+    with open(os.path.join(d, n), "rb") as f:
+        ok += bool(dkim.verify(f.read(), dnsfunc=lambda name, timeout=5: txt))
+print(f"signed {signed} of {len(names)}, verified {ok} of {len(sample)}")
+sys.exit(0 if signed == len(names) and ok == len(sample) else 1)
+EOC
+}
+
+if has_section mta; then
+    MTA_MSGS=${BENCH_MTA_MSGS:-20000}
+    MTA_SESSIONS=${BENCH_MTA_SESSIONS:-20}
+    say "mta: $MTA_MSGS personalised DKIM-signed (rsa-2048) messages, volley vs Postfix + OpenDKIM, to volley-sink"
+    for b in postfix opendkim /usr/share/postfix/master.cf.dist; do
+        command -v "$b" >/dev/null || [ -f "$b" ] || { echo "bench: $b not installed (make deps)" >&2; exit 1; }
+    done
+    M=$TMP/mta
+    mkdir -p "$M"
+    chmod 711 "$TMP" # the postfix user must reach its queue and data directories below
+    # OpenDKIM refuses a configuration or key file below a directory others may write (such as /tmp): the key
+    # and its configuration go to a directory of their own under /run
+    DK_DIR=$(mktemp -d /run/volley-bench-opendkim.XXXXXX)
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DK_DIR/dkim.pem" 2>/dev/null
+    chmod 600 "$DK_DIR/dkim.pem"
+    DKIM_PUB=$(openssl pkey -in "$DK_DIR/dkim.pem" -pubout -outform DER 2>/dev/null | base64 -w0)
+    make_csv "$M/rcpt.csv" "$MTA_MSGS"
+
+    # the messages Postfix gets: the same campaign rendered by volley, unsigned, kept by a sink (not timed)
+    start_sink mta-src --threads 2 --maildir "$M/src"
+    write_conf "$M/src.conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+    rcli flushall >/dev/null
+    push "$M/src.conf" "$M/rcpt.csv" >/dev/null
+    timeout 600 "$VOLLEY" worker -c "$M/src.conf" --exit-when-idle 2>"$M/src.log" || {
+        echo "bench: mta: rendering the messages failed: $(tail -n 3 "$M/src.log")" >&2
+        exit 1
+    }
+    settle_stat "$SINK_STATS" messages "$MTA_MSGS"
+    stop_sink
+
+    # volley: push, then the worker (bench tuning, [dkim] key) until the last outcome is recorded
+    start_sink mta-volley --threads 2 --maildir "$M/volley" --log-file "$M/volley.msglog"
+    write_conf "$M/volley.conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT" \
+        "$(printf '[dkim]\nkey = shop.example bench rsa %s' "$DK_DIR/dkim.pem")"
+    rcli flushall >/dev/null
+    r0=$(cpu_ticks "$REDIS_PID")
+    "$TIME" -v -o "$M/push.time" "$VOLLEY" push -c "$M/volley.conf" --campaign "$TMP/campaign/bench.ini" \
+        --recipients "$M/rcpt.csv" >"$M/push.out" 2>&1 || { echo "bench: mta: volley push failed" >&2; exit 1; }
+    MV_PUSH_SECS=$(time_field "$M/push.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)' | awk -F: '{print $NF + 60 * $(NF-1)}')
+    MV_PUSH_US=$(calc "round($(cpu_s "$M/push.time") * 1e6 / $MTA_MSGS, 1)")
+    W_MSGLOG=$M/volley.msglog run_worker mta-volley "$M/volley.conf" "$MTA_MSGS"
+    MV_REDIS_US=$(calc "round(($(cpu_ticks "$REDIS_PID") - $r0) * 1e6 / $HZ / $MTA_MSGS, 1)")
+    MV_SECS=$(calc "$MV_PUSH_SECS + $W_E2E_SECS")
+    MV_RATE=$(calc "round($W_SENT / $MV_SECS)")
+    MV_WORKER_US=$W_CPU_US
+    MV_CPU_US=$(calc "round($MV_WORKER_US + $MV_REDIS_US, 1)")
+    stop_sink
+    MV_DKIM=$(dkim_check "$M/volley" "$DKIM_PUB") || { echo "bench: mta: volley's signatures: $MV_DKIM" >&2; FAILED=1; }
+    echo "volley: $W_SENT messages, push $MV_PUSH_SECS s + worker start to last outcome recorded" \
+        "$(calc "round($W_E2E_SECS, 2)") s = $(calc "round($MV_SECS, 2)") s, $MV_RATE msgs/s; CPU per message: worker" \
+        "$MV_WORKER_US us + redis-server $MV_REDIS_US us = $MV_CPU_US us (volley push $MV_PUSH_US us);" \
+        "$W_CONNS connections; at the sink: $MV_DKIM"
+
+    # Postfix + OpenDKIM: the same messages injected over SMTP, relayed to a sink like volley's
+    start_sink mta-postfix --threads 2 --maildir "$M/postfix" --log-file "$M/postfix.msglog"
+    DK_PORT=$(free_port)
+    PF_PORT=$(free_port)
+    cat >"$DK_DIR/opendkim.conf" <<EOC
+Syslog no
+Mode s
+Domain shop.example
+Selector bench
+KeyFile $DK_DIR/dkim.pem
+Canonicalization relaxed/relaxed
+SignatureAlgorithm rsa-sha256
+SignHeaders From,To,Subject,Date,Message-ID,MIME-Version,Content-Type,Reply-To,List-Unsubscribe,List-Unsubscribe-Post,Feedback-ID
+OversignHeaders From
+InternalHosts 127.0.0.1
+Socket inet:$DK_PORT@127.0.0.1
+EOC
+    opendkim -f -x "$DK_DIR/opendkim.conf" >"$M/opendkim.out" 2>&1 &
+    DK_PID=$!
+    PIDS+=("$DK_PID")
+    wait_for listening "$DK_PORT" || { echo "bench: opendkim did not start: $(tail -n 5 "$M/opendkim.out")" >&2; exit 1; }
+    mta_postfix_start "$M/pf" "$PF_PORT" "$SINK_PORT" "$DK_PORT" || exit 1
+    sleep 1 # its start-up work done
+    p0=$(sess_ticks "$PF_SID")
+    d0=$(cpu_ticks "$DK_PID")
+    "$TIME" -v -o "$M/inject.time" "$PYTHON" bench/smtp-inject.py --maildir "$M/src" --to "127.0.0.1:$PF_PORT" \
+        --sessions "$MTA_SESSIONS" >"$M/inject.out" 2>&1 || {
+        echo "bench: mta: injecting into Postfix failed: $(tail -n 3 "$M/inject.out")" >&2
+        FAILED=1
+    }
+    cat "$M/inject.out"
+    # delivered: the sink has all of them (or nothing new for 60 s)
+    last=0 still=0
+    while [ "$(sstat "$SINK_STATS" messages)" -lt "$MTA_MSGS" ] && [ "$still" -lt 600 ]; do
+        n=$(sstat "$SINK_STATS" messages)
+        if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0 last=$n; fi
+        sleep 0.1
+    done
+    p1=$(sess_ticks "$PF_SID")
+    d1=$(cpu_ticks "$DK_PID")
+    # where Postfix's CPU went: seconds by program since its start (live processes, and master's reaped children)
+    echo "postfix CPU seconds by program since its start: $({ cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk -v sid="$PF_SID" -v hz="$HZ" '{c = $2; sub(/^.*\) /, "")}
+            $4 == sid {t[c] += ($12 + $13) / hz; if ($14 + $15 > 0) t[c " children"] += ($14 + $15) / hz}
+            END {for (k in t) if (t[k] >= 0.01) printf "%s %.2f, ", k, t[k]}')"
+    settle_stat "$SINK_STATS" messages "$MTA_MSGS"
+    MP_SENT=$(sstat "$SINK_STATS" messages)
+    stop_sink
+    mta_postfix_stop
+    kill "$DK_PID" 2>/dev/null || true
+    wait "$DK_PID" 2>/dev/null || true
+    start_ms=$(sed -n 's/.* start_ms=\([0-9]*\) .*/\1/p' "$M/inject.out")
+    end_ms=$(awk '$1 > m + 0 {m = $1} END {printf "%.0f\n", m}' "$M/postfix.msglog")
+    MP_SECS=$(calc "max($end_ms - ${start_ms:-0}, 1) / 1e3")
+    MP_RATE=$(calc "round($MP_SENT / $MP_SECS)")
+    MP_PF_US=$(calc "round(($p1 - $p0) * 1e6 / $HZ / max($MP_SENT, 1), 1)")
+    MP_DK_US=$(calc "round(($d1 - $d0) * 1e6 / $HZ / max($MP_SENT, 1), 1)")
+    MP_CPU_US=$(calc "round($MP_PF_US + $MP_DK_US, 1)")
+    MP_INJ_US=$(calc "round($(cpu_s "$M/inject.time") * 1e6 / max($MP_SENT, 1), 1)")
+    if [ "$MP_SENT" -ne "$MTA_MSGS" ]; then
+        echo "bench: mta: the sink counted $MP_SENT of $MTA_MSGS from Postfix; its log:" >&2
+        grep -E 'warning|error|fatal|reject' "$M/pf/maillog" | tail -n 10 >&2
+        FAILED=1
+    fi
+    MP_DKIM=$(dkim_check "$M/postfix" "$DKIM_PUB") || { echo "bench: mta: Postfix's signatures: $MP_DKIM" >&2; FAILED=1; }
+    echo "postfix + opendkim: $MP_SENT messages, first injected to last at the sink $(calc "round($MP_SECS, 2)") s," \
+        "$MP_RATE msgs/s; CPU per message: postfix $MP_PF_US us + opendkim $MP_DK_US us = $MP_CPU_US us" \
+        "(injector $MP_INJ_US us); at the sink: $MP_DKIM"
+    r=$(calc "round($MV_RATE / max($MP_RATE, 1), 2)")
+    rc=$(calc "round($MP_CPU_US / max($MV_CPU_US, 0.1), 2)")
+    res mta_msgs "$MTA_MSGS"
+    res mta_volley_msgs_per_sec "$MV_RATE"
+    res mta_volley_cpu_us_per_msg "$MV_CPU_US"
+    res mta_volley_worker_cpu_us_per_msg "$MV_WORKER_US"
+    res mta_volley_redis_cpu_us_per_msg "$MV_REDIS_US"
+    res mta_volley_push_cpu_us_per_msg "$MV_PUSH_US"
+    res mta_postfix_msgs_per_sec "$MP_RATE"
+    res mta_postfix_cpu_us_per_msg "$MP_CPU_US"
+    res mta_postfix_only_cpu_us_per_msg "$MP_PF_US"
+    res mta_opendkim_cpu_us_per_msg "$MP_DK_US"
+    res mta_injector_cpu_us_per_msg "$MP_INJ_US"
+    res mta_ratio "$r"
+    res mta_cpu_ratio "$rc"
+    row "mta" "DKIM rsa-2048, $MTA_MSGS personalised: volley / Postfix + OpenDKIM msgs/s" "$MV_RATE / $MP_RATE" \
+        "ratio $r" "-"
+    row "mta" "CPU per message, volley: worker + redis-server" "$MV_CPU_US us ($MV_WORKER_US + $MV_REDIS_US)" \
+        "(volley push $MV_PUSH_US us)" "-"
+    row "mta" "CPU per message, Postfix (all its processes) + OpenDKIM" "$MP_CPU_US us ($MP_PF_US + $MP_DK_US)" \
+        "(injector $MP_INJ_US us); $rc x volley's" "-"
+fi
+
 # ---------------------------------------------------------------- report
 echo
 echo "## volley bench ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $( [ "$QUICK" = 1 ] && echo quick || echo full) mode)"
@@ -788,3 +1117,4 @@ printf '%s\n' "${ROWS[@]}"
 echo
 printf '%s\n' "${RESULTS[@]}"
 exit "$FAILED"
+

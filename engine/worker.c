@@ -297,10 +297,20 @@ static void on_recorded(void *priv, redisReply *r)
     free(b);
 }
 
-/* flush_outcomes - one atomic script call per batch of decided messages */
+/*
+ * flush_outcomes - one atomic script call per batch of decided messages.
+ * Group commit: while a batch is being recorded, outcomes wait for its reply
+ * (or for a full batch) and go together in the next one. Each script call
+ * has a fixed cost in Redis (the call itself, one trim of each stream it
+ * acknowledged in, the counters) that a batch per loop turn, often a handful
+ * of outcomes, paid again and again: measured 1,888 record calls for 20,000
+ * messages before, against (20,000 / batch) now.
+ */
 static void flush_outcomes(struct worker *w)
 {
     if (w->redis.state != REDIS_UP)
+        return;
+    if (w->batches_outstanding > 0 && w->out_len < WORKER_RECORD_BATCH)
         return;
     uint64_t wall = clock_wall_ms();
     while (w->out_len > 0) {
@@ -322,7 +332,6 @@ static void flush_outcomes(struct worker *w)
                 .dsn = m->dsn,
                 .reply = m->reply,
                 .host = m->host,
-                .ts_ms = wall,
                 .retry_at_ms = m->status == Q_DEFERRED
                                    ? (m->retry_at_ms ? m->retry_at_ms
                                                      : q_retry_due(w->retry, m->job->attempt, wall, m->reply,
@@ -339,7 +348,7 @@ static void flush_outcomes(struct worker *w)
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
                                      .suppress_hard_bounces = w->retry->suppress_hard_bounces};
-        q_record2(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
+        q_record(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }
 }
 
@@ -823,7 +832,7 @@ static void on_read(void *priv, redisReply *r)
  * rendered from them are held at once), and nothing while that is less
  * than a job like the largest read lately (intake resumes as messages are
  * recorded; a read that fits nothing would only cost a round trip). A
- * thread holding nothing always reads, at least one job (q_intake_read2
+ * thread holding nothing always reads, at least one job (q_intake_read
  * at_least_one): a job larger than the share is then processed alone.
  */
 static size_t intake_budget(const struct worker *w)
@@ -861,7 +870,7 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     w->read_sent_ms = worker_now_ms();
     w->big_job -= w->big_job / 16;
     enum q_intake_from from = !w->reading_pending ? Q_INTAKE_NEW : w->resuming ? Q_INTAKE_RESUME : Q_INTAKE_PENDING;
-    q_intake_read2(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, from,
+    q_intake_read(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, from,
                    w->retry->suppress_hard_bounces, on_read, w);
 }
 

@@ -72,7 +72,7 @@ void q_campaign_free(struct q_campaign *c)
 }
 
 /* ARGV: campaign key prefix, ids... A campaign without a state field is active; one without a hash is "" */
-static struct q_script state_script = Q_SCRIPT("local out = {}\n"
+static struct redis_script state_script = REDIS_SCRIPT("local out = {}\n"
                                                "for i = 2, #ARGV do\n"
                                                "  local k = ARGV[1] .. ARGV[i]\n"
                                                "  local ok, s = pcall(redis.call, 'HGET', k, 'state')\n"

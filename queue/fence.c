@@ -17,8 +17,8 @@
 #include "queue/script.h"
 
 /* KEYS: jobs:high, jobs. ARGV: group, consumer, then per job: "1" (high stream) or "0", entry id. */
-static struct q_script confirm_script =
-    Q_SCRIPT("local out = {}\n"
+static struct redis_script confirm_script =
+    REDIS_SCRIPT("local out = {}\n"
              "for i = 3, #ARGV - 1, 2 do\n"
              "  local s = KEYS[2]\n"
              "  if ARGV[i] == '1' then s = KEYS[1] end\n"

@@ -40,7 +40,7 @@
     "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"                                                                        \
     "return res\n"
 
-static struct q_script claim_script = Q_SCRIPT(FLEET_CLAIM_LUA);
+static struct redis_script claim_script = REDIS_SCRIPT(FLEET_CLAIM_LUA);
 
 static const char release_lua[] = "if redis.call('TYPE', KEYS[1]).ok == 'hash' and "
                                   "redis.call('HGET', KEYS[1], 'token') == ARGV[1] then\n"

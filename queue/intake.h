@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* jobs handed out by one q_intake_read2 / q_intake_autoclaim call at most */
+/* jobs handed out by one q_intake_read / q_intake_autoclaim call at most */
 #define Q_INTAKE_MAX_COUNT 1000
 /*
  * the largest stream entry of a job within the limits of queue/job.h
@@ -36,20 +36,14 @@
  * error reply is fine).
  */
 void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn *fn, void *priv);
-/*
- * q_intake_read - XREADGROUP GROUP volley <consumer> COUNT <count> [BLOCK <block_ms>]
- * STREAMS <jobs> <from_pending ? "0" : ">">. block_ms < 0: no BLOCK.
- */
-void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, int block_ms,
-                   int from_pending, q_reply_fn *fn, void *priv);
-/* where q_intake_read2 reads from */
+/* where q_intake_read reads from */
 enum q_intake_from {
     Q_INTAKE_NEW,     /* entries never handed out */
     Q_INTAKE_PENDING, /* this consumer's own pending entries (after a lost read) */
     Q_INTAKE_RESUME,  /* the same, left by an earlier run of the consumer: counted `reclaimed` */
 };
 /*
- * q_intake_read2 - the worker's intake: one Lua script that reads up to
+ * q_intake_read - the worker's intake: one Lua script that reads up to
  * count new entries (or, from Q_INTAKE_PENDING / Q_INTAKE_RESUME, this
  * consumer's own pending ones; RESUME also counts each per campaign as
  * `reclaimed`: an earlier run of the consumer may have sent it and died)
@@ -65,13 +59,13 @@ enum q_intake_from {
  * empty array when nothing was read); parse with q_jobs_parse(r, jobs,
  * max >= count). Scripts cannot block: see q_intake_wait.
  */
-void q_intake_read2(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
                     int at_least_one, enum q_intake_from from, int suppress, q_reply_fn *fn, void *priv);
 /*
  * q_intake_wait - XREAD COUNT 1 BLOCK block_ms STREAMS <jobs:high> <jobs> $ $:
  * returns (any reply, ignore it) as soon as a new entry is added to either
- * stream, or after block_ms. It consumes nothing; call q_intake_read2 next.
- * Use it when q_intake_read2 returned nothing and nothing else needs the
+ * stream, or after block_ms. It consumes nothing; call q_intake_read next.
+ * Use it when q_intake_read returned nothing and nothing else needs the
  * connection. An entry added between the empty read and the wait is
  * noticed only when the wait times out (block_ms later, 1 s in practice).
  */
@@ -82,7 +76,7 @@ void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_re
  * heartbeat (<p>:worker:<name>: a dead worker's), both streams, high first, at
  * most count. They are counted in <p>:stats:<campaign> `reclaimed` and
  * returned marked like
- * q_intake_read2 (reply: XREADGROUP shape; parse with q_jobs_parse).
+ * q_intake_read (reply: XREADGROUP shape; parse with q_jobs_parse).
  * Call it every few seconds (e.g. every claim_idle / 10) per process.
  */
 void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *consumer, uint64_t min_idle_ms,

@@ -52,14 +52,14 @@ struct q_job {
 };
 
 /*
- * q_jobs_parse - the entries of an XREADGROUP reply as jobs: one stream
- * (q_intake_read) or several (q_intake_read2, q_intake_autoclaim: the high
- * stream first). Appends at most max jobs to out and returns how many;
+ * q_jobs_parse - the entries of an XREADGROUP-shaped reply as jobs: one
+ * or two streams (q_intake_read, q_intake_autoclaim: the high stream
+ * first). Appends at most max jobs to out and returns how many;
  * -EPROTO when the reply is not an XREADGROUP reply at all. A nil reply
  * (nothing to read) yields 0. Entries beyond max are not returned but stay
  * pending: pass max >= the COUNT asked for.
  *
- * The scripts of q_intake_read2 and q_intake_autoclaim add a third element
+ * The scripts of q_intake_read and q_intake_autoclaim add a third element
  * to an entry, an array of marks ("suppressed", "paused", "cancelled"),
  * which set `suppressed` and `camp_state`. A mark cannot come from the
  * entry's fields, so a producer cannot forge one. `high` is set for

@@ -9,7 +9,8 @@
  *       batch re-sent after an outage) the outcome is a duplicate: an event
  *       with duplicate = 1 and nothing else;
  *     - XADDs an event to <p>:events (job, campaign, to, status, code,
- *       attempt, ts_ms, then the optional fields that are set);
+ *       attempt, then the optional fields that are set; the event's own
+ *       stream id says when it was recorded);
  *     - adds the status to <p>:stats:<campaign> (one HINCRBY per campaign
  *       and status for the whole batch);
  *     - for deferred: re-queues the job in <p>:retry due at retry_at_ms with
@@ -45,7 +46,6 @@ struct q_outcome {
     const char *dsn;      /* enhanced status "5.1.1", or "" */
     const char *reply;    /* sanitised server text or our reason, <= 512 bytes */
     const char *host;     /* "host:port" tried, or "" */
-    uint64_t ts_ms;       /* wall clock */
     uint64_t retry_at_ms; /* deferred only: when it is due again */
     /* optional, NULL to leave out of the event */
     const char *source_ip;
@@ -63,12 +63,10 @@ struct q_record_opts {
 /* q_status_name - "delivered", "deferred", "bounced", "failed", "held", "cancelled", "suppressed" */
 const char *q_status_name(enum q_status s);
 /*
- * q_record - queue the atomic recording of n outcomes; reply: integer n, or an error.
- * Same as q_record2 with max_age 4 days and hard-bounce suppression on.
+ * q_record - queue the atomic recording of n outcomes; reply: integer n, or
+ * an error. opts NULL: max_age 4 days and hard-bounce suppression on.
  */
-void q_record(struct q_redis *q, const struct q_keys *k, const struct q_outcome *o, int n, q_reply_fn *fn, void *priv);
-/* q_record2 - q_record with explicit options (opts NULL: the defaults above) */
-void q_record2(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
-               int n, q_reply_fn *fn, void *priv);
+void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
+              int n, q_reply_fn *fn, void *priv);
 
 #endif

@@ -22,7 +22,6 @@
 #include "lib/alloc.h"
 #include "queue/resp.h"
 #include "queue/script.h"
-#include "queue/sha1.h"
 
 struct q_cb {
     q_reply_fn *fn;
@@ -35,7 +34,7 @@ struct q_redis {
     struct q_cb *ring;
     size_t cap, head, count;
     /* the EVALSHA being built between q_redis_eval_begin and _end */
-    struct q_script *ev_script;
+    struct redis_script *ev_script;
     size_t ev_argc;      /* arguments of the whole command */
     size_t ev_tail_from; /* vbuf_len(out) where nkeys starts */
 };
@@ -43,7 +42,7 @@ struct q_redis {
 /* eval_ctx - what is needed to re-send an EVALSHA as EVAL */
 struct eval_ctx {
     struct q_redis *q;
-    struct q_script *s;
+    struct redis_script *s;
     q_reply_fn *fn;
     void *priv;
     size_t argc;
@@ -200,28 +199,13 @@ size_t q_redis_pending(const struct q_redis *q)
     return q->count;
 }
 
-static pthread_mutex_t script_lock = PTHREAD_MUTEX_INITIALIZER;
-
-const char *q_script_sha(struct q_script *s)
-{
-    if (!__atomic_load_n(&s->ready, __ATOMIC_ACQUIRE)) {
-        pthread_mutex_lock(&script_lock);
-        if (!s->ready) {
-            q_sha1_hex(s->text, strlen(s->text), s->sha);
-            __atomic_store_n(&s->ready, 1, __ATOMIC_RELEASE);
-        }
-        pthread_mutex_unlock(&script_lock);
-    }
-    return s->sha;
-}
-
-vbuf *q_redis_eval_begin(struct q_redis *q, struct q_script *s, int nkeys, int nargs)
+vbuf *q_redis_eval_begin(struct q_redis *q, struct redis_script *s, int nkeys, int nargs)
 {
     q->ev_script = s;
     q->ev_argc = 3 + (size_t)nkeys + (size_t)nargs;
     q_resp_array(&q->out, q->ev_argc);
     q_resp_bulk(&q->out, "EVALSHA", 7);
-    q_resp_bulk(&q->out, q_script_sha(s), 40);
+    q_resp_bulk(&q->out, redis_script_sha(s), 40);
     q->ev_tail_from = vbuf_len(&q->out);
     q_resp_bulk_u64(&q->out, (uint64_t)nkeys);
     return &q->out;
@@ -240,7 +224,7 @@ static void eval_done(void *priv, redisReply *r)
 static void eval_reply(void *priv, redisReply *r)
 {
     struct eval_ctx *c = priv;
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0) {
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && redis_script_noscript(r->str, r->len)) {
         vbuf *o = &c->q->out;
         q_resp_array(o, c->argc);
         q_resp_bulk(o, "EVAL", 4);

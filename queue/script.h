@@ -2,7 +2,7 @@
  * NAME
  *   script - run a Lua script on a q_redis codec: EVALSHA, EVAL on NOSCRIPT
  * SYNOPSIS
- *   static struct q_script s = Q_SCRIPT("return 1");
+ *   static struct redis_script s = REDIS_SCRIPT("return 1");   // lib/redis_script.h
  *   vbuf *b = q_redis_eval_begin(q, &s, nkeys, nargs);   // then nkeys + nargs q_resp_bulk* calls
  *   q_redis_eval_end(q, fn, priv);
  * DESCRIPTION
@@ -19,8 +19,8 @@
  *   Arguments are copied once more (one allocation per EVALSHA) so that
  *   they can be re-sent.
  * THREADS
- *   A script may be shared by all threads (its SHA-1 is computed once under
- *   a lock); the codec belongs to one thread.
+ *   A script may be shared by all threads (lib/redis_script.h); the codec
+ *   belongs to one thread.
  */
 #ifndef VOLLEY_QUEUE_SCRIPT_H
 #define VOLLEY_QUEUE_SCRIPT_H
@@ -28,23 +28,11 @@
 #include <stddef.h>
 
 #include "lib/buf.h"
+#include "lib/redis_script.h"
 #include "queue/redis_codec.h"
 
-struct q_script {
-    const char *text;
-    char sha[41];
-    int ready; /* sha computed; read with acquire, written with release */
-};
-
-#define Q_SCRIPT(src)                                                                                                  \
-    {                                                                                                                  \
-        .text = (src), .sha = "", .ready = 0                                                                           \
-    }
-
-/* q_script_sha - the script's SHA-1 hex (computed on first use) */
-const char *q_script_sha(struct q_script *s);
 /* q_redis_eval_begin - start EVALSHA; returns the buffer the nkeys + nargs arguments go into */
-vbuf *q_redis_eval_begin(struct q_redis *q, struct q_script *s, int nkeys, int nargs);
+vbuf *q_redis_eval_begin(struct q_redis *q, struct redis_script *s, int nkeys, int nargs);
 /* q_redis_eval_end - finish the command started by q_redis_eval_begin and queue its callback */
 void q_redis_eval_end(struct q_redis *q, q_reply_fn *fn, void *priv);
 

@@ -7,6 +7,8 @@
  *     p:thr:brate:<pair>         the same at backoff_rate, while a backoff lasts (its own time, so the
  *                                normal rate resumes at once when the backoff ends)
  *     p:thr:day:<day>:<pair>     messages leased on that day (INCRBY with cap check), PX 2 days
+ *     p:thr:held:<day>:<pair>    zset of that day's leases: member = worker:seq, score = when its
+ *                                unspent slots are surely back in the day's counter (ms)
  *     p:thr:conn:<pair>          zset of connection leases: member = lease id, score = expiry (ms)
  *     p:thr:newconn:<pair>       GCRA time of the new-connection rate
  *     p:thr:backoff:<pair>       hash mode (backoff|suspend), until, since, reply, clean; expires with the state
@@ -21,29 +23,39 @@
  *
  *   Commands go out as EVALSHA; a NOSCRIPT answer (Redis restarted or was
  *   flushed) re-sends the same arguments once as EVAL, which caches the
- *   script again. The arguments are kept until the reply for that reason.
+ *   script again (lib/redis_script.h: the digest and the test are shared
+ *   with queue/). The arguments are kept until the reply for that reason.
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/redis_script.h"
 #include "throttle/thr_int.h"
 
 /*
  * LEASE: reserve up to n rate slots and count them against the day's caps.
- * KEYS rate, day_ip, day_scope (may equal day_ip), backoff, status, pairs, backoff_rate
+ * KEYS rate, day_ip, day_scope (may equal day_ip), backoff, status, pairs, backoff_rate,
+ *      held_ip, held_scope (may equal held_ip)
  * ARGV now_us, n, interval_us, backoff_interval_us, tau_us, horizon_us,
  *      ip_cap (warm-up; 0 none), scope_cap (daily_cap; 0 none), giveback,
- *      day_ttl_ms, pair, day_end_ms, warm_day, rate_text, backoff_rate_text
- * Returns {granted, start_us, interval_us, why, retry_us, mode, until_ms, reply}
+ *      day_ttl_ms, pair, day_end_ms, warm_day, rate_text, backoff_rate_text,
+ *      burst, return_ms, lease_id (worker:seq), stale_late, stale_idle, worker
+ * Returns {granted, start_us, interval_us, why, retry_us, mode, until_ms, reply, held_ms}
  * why: ok | flush | suspend | cap_ip | cap_scope | rate.
  * Slots start at max(tat, now - tau) and are never reserved beyond now +
  * horizon, so the slots of the whole fleet are spaced interval_us apart:
  * in any window W at most W/interval + burst + 2 messages (see throttle.c).
+ * Every grant is recorded in the held zsets until its last slot is too old
+ * to spend plus return_ms (the owner's time to give the rest back); with a
+ * cap verdict, held_ms says until when slots leased by other workers may
+ * still come back to the counter (0: none can), so the caller waits instead of
+ * deferring its mail to the next day while the cap may still open.
+ * stale_late / stale_idle: given-back slots that expired while the worker
+ * held mail for them (it ran late) / held none; summed in the status hash.
  */
 static const char thr_lua_lease[] =
     "local now = tonumber(ARGV[1])\n"
@@ -52,9 +64,24 @@ static const char thr_lua_lease[] =
     "local b = redis.call('HMGET', KEYS[4], 'mode', 'until', 'reply')\n"
     "local mode, untl, reply = b[1], tonumber(b[2] or '0') or 0, b[3] or ''\n"
     "if not mode or untl <= now_ms then mode = ''; untl = 0; reply = '' end\n"
-    "local function out(k, start, T, why, retry)\n"
+    "local function out(k, start, T, why, retry, held)\n"
     "  return {k, string.format('%.0f', start), string.format('%.3f', T), why, string.format('%.0f', retry),\n"
-    "          mode, untl, reply}\n"
+    "          mode, untl, reply, string.format('%.0f', held or 0)}\n"
+    "end\n"
+    /*
+     * the latest end of another worker's lease still out on the binding cap's counter (the caller's own
+     * slots are in its hands: it waits for them while it holds or gives back any, see pair_cap_final)
+     */
+    "local function held(why)\n"
+    "  local hk = KEYS[9]\n"
+    "  if why == 'cap_ip' then hk = KEYS[8] end\n"
+    "  redis.call('ZREMRANGEBYSCORE', hk, '-inf', now_ms)\n"
+    "  local me, last = ARGV[21] .. ':', 0\n"
+    "  local r = redis.call('ZRANGE', hk, 0, -1, 'WITHSCORES')\n"
+    "  for i = 1, #r, 2 do\n"
+    "    if string.sub(r[i], 1, #me) ~= me then last = math.max(last, tonumber(r[i + 1])) end\n"
+    "  end\n"
+    "  return last\n"
     "end\n"
     "local ttl = tonumber(ARGV[10])\n"
     "local gb = tonumber(ARGV[9])\n"
@@ -63,6 +90,8 @@ static const char thr_lua_lease[] =
     "  if c > 0 then redis.call('DECRBY', key, math.min(gb, c)) end\n"
     "end\n"
     "if gb > 0 then give(KEYS[2]); if KEYS[3] ~= KEYS[2] then give(KEYS[3]) end end\n"
+    "if tonumber(ARGV[19]) > 0 then redis.call('HINCRBY', KEYS[5], 'stale_late', ARGV[19]) end\n"
+    "if tonumber(ARGV[20]) > 0 then redis.call('HINCRBY', KEYS[5], 'stale_idle', ARGV[20]) end\n"
     "if n <= 0 then return out(0, 0, 0, 'flush', 0) end\n"
     "if mode == 'suspend' then return out(0, 0, 0, 'suspend', untl * 1000) end\n"
     "local k = n\n"
@@ -73,7 +102,7 @@ static const char thr_lua_lease[] =
     "local ipcap, scap = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
     "if ipcap > 0 and ipcap - cip < k then k = ipcap - cip; why = 'cap_ip' end\n"
     "if scap > 0 and scap - csc < k then k = scap - csc; why = 'cap_scope' end\n"
-    "if k <= 0 then return out(0, 0, 0, why, 0) end\n"
+    "if k <= 0 then return out(0, 0, 0, why, 0, held(why)) end\n"
     "local T, tau = tonumber(ARGV[3]), tonumber(ARGV[5])\n"
     "local rk = KEYS[1]\n"
     "if mode == 'backoff' then T = tonumber(ARGV[4]); tau = 0; rk = KEYS[7] end\n"
@@ -92,6 +121,17 @@ static const char thr_lua_lease[] =
     "redis.call('INCRBY', KEYS[2], k)\n"
     "redis.call('PEXPIRE', KEYS[2], ttl)\n"
     "if KEYS[3] ~= KEYS[2] then redis.call('INCRBY', KEYS[3], k); redis.call('PEXPIRE', KEYS[3], ttl) end\n"
+    /* a slot may be spent until burst + 1 intervals after its time (1 in a backoff); unlimited: the horizon */
+    "local life = tonumber(ARGV[6])\n"
+    "if T > 0 then\n"
+    "  local g = tonumber(ARGV[16]) + 1\n"
+    "  if mode == 'backoff' then g = 1 end\n"
+    "  life = (k - 1 + g) * T\n"
+    "end\n"
+    "local hend = math.floor((start + life) / 1000) + tonumber(ARGV[17])\n"
+    "redis.call('ZADD', KEYS[8], hend, ARGV[18])\n"
+    "redis.call('PEXPIRE', KEYS[8], ttl)\n"
+    "if KEYS[9] ~= KEYS[8] then redis.call('ZADD', KEYS[9], hend, ARGV[18]); redis.call('PEXPIRE', KEYS[9], ttl) end\n"
     "local rl = ARGV[14]\n"
     "if mode == 'backoff' then rl = ARGV[15] end\n"
     "redis.call('HSET', KEYS[5], 'sent', csc + k, 'sent_ip', cip + k, 'day_end', ARGV[12], 'warm_day', ARGV[13],\n"
@@ -106,7 +146,9 @@ static const char thr_lua_lease[] =
     "  redis.call('HINCRBY', KEYS[5], 'win_n', k)\n"
     "end\n"
     "redis.call('SADD', KEYS[6], ARGV[11])\n"
-    "return out(k, start, T, why, 0)\n";
+    "local h = 0\n"
+    "if why ~= 'ok' then h = held(why) end\n"
+    "return out(k, start, T, why, 0, h)\n";
 
 /*
  * THR_LUA_CHARGE(key, n, T, tau, now_ms): advance the new-connection GCRA
@@ -223,8 +265,10 @@ static const char thr_lua_clean[] = "local m = redis.call('HMGET', KEYS[1], 'mod
                                     "end\n"
                                     "return 0\n";
 
-static const char *const thr_lua[THR_NSCRIPTS] = {thr_lua_lease, thr_lua_conn, thr_lua_renew, thr_lua_backoff,
-                                                  thr_lua_clean};
+/* shared by every throttle of the process (lib/redis_script.h computes each SHA-1 once) */
+static struct redis_script thr_lua[THR_NSCRIPTS] = {REDIS_SCRIPT(thr_lua_lease), REDIS_SCRIPT(thr_lua_conn),
+                                                    REDIS_SCRIPT(thr_lua_renew), REDIS_SCRIPT(thr_lua_backoff),
+                                                    REDIS_SCRIPT(thr_lua_clean)};
 
 /* one command in flight: its arguments are kept for a NOSCRIPT re-send */
 struct thr_req {
@@ -238,17 +282,6 @@ struct thr_req {
     char **argv;
     size_t *lens;
 };
-
-void thr_scripts_init(struct throttle *t)
-{
-    for (int i = 0; i < THR_NSCRIPTS; i++) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int mdlen = 0;
-        EVP_Digest(thr_lua[i], strlen(thr_lua[i]), md, &mdlen, EVP_sha1(), NULL);
-        for (unsigned j = 0; j < 20 && j < mdlen; j++)
-            snprintf(t->sha[i] + 2 * j, 3, "%02x", md[j]);
-    }
-}
 
 /* thr_free_now - release everything (thr_free or the last pending callback) */
 void thr_free_now(struct throttle *t);
@@ -277,14 +310,14 @@ static void thr_on_redis(void *priv, redisReply *r)
         return;
     }
     if (r != NULL && r->type == REDIS_REPLY_ERROR && rq->sid >= 0 && !rq->evaled &&
-        strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        redis_script_noscript(r->str, r->len)) {
         rq->evaled = true;
         free(rq->argv[0]);
         free(rq->argv[1]);
         rq->argv[0] = xstrdup("EVAL");
         rq->lens[0] = 4;
-        rq->argv[1] = xstrdup(thr_lua[rq->sid]);
-        rq->lens[1] = strlen(thr_lua[rq->sid]);
+        rq->argv[1] = xstrdup(thr_lua[rq->sid].text);
+        rq->lens[1] = strlen(thr_lua[rq->sid].text);
         thr_send(rq);
         return;
     }
@@ -328,7 +361,7 @@ void thr_eval(struct throttle *t, enum thr_script_id s, int nkeys, int nargs, co
     snprintf(nk, sizeof(nk), "%d", nkeys);
     rq->sid = (int)s;
     rq->argv[0] = xstrdup("EVALSHA");
-    rq->argv[1] = xstrdup(t->sha[s]);
+    rq->argv[1] = xstrdup(redis_script_sha(&thr_lua[s]));
     rq->argv[2] = xstrdup(nk);
     for (int i = 0; i < nkeys + nargs; i++)
         rq->argv[3 + i] = xstrdup(args[i]);

@@ -27,11 +27,13 @@
 #define THR_WAIT_MAX_MS    30000 /* a rate wait longer than this becomes a deferral to the retry set */
 #define THR_RETRY_MS       250  /* after a failed Redis call */
 #define THR_WARM_RELOAD_MS 60000
-#define THR_NSCRIPTS_MAX   8
 #define THR_POLL_MS        1000
 #define THR_REL_MAX        16
 #define THR_REL_FLUSH_MS   200
 #define THR_LEASE_LOST_MS  3000 /* a lease request unanswered this long is asked again */
+#define THR_CAP_POLL_MS    250  /* capped while slots leased in the fleet may come back: ask again this often */
+#define THR_RETURN_MS      1000 /* how long after its last slot expires a lease's rest is surely given back */
+#define THR_GIVEBACK_MS    200  /* an idle pair returns given-back slots after this, and at most this often */
 
 /* a rate: one token every interval_us; 0 = unlimited */
 struct thr_rate {
@@ -118,12 +120,14 @@ struct thr_pair {
     int lhead, ln;
     long tokens;
     long giveback; /* slots given up, returned to today's counters with the next lease call */
+    long stale_late, stale_idle; /* of those, expired with mail waiting / without: counted in the status hash */
     bool lease_pending;
     uint64_t lease_sent_ms; /* when the pending lease was asked for */
     uint64_t lease_at_ms; /* do not ask Redis again before this */
     int64_t day;          /* the day the tokens were counted in */
     uint64_t day_end_ms;
     int64_t capped_day; /* a cap of this day is reached */
+    uint64_t cap_wait_ms; /* capped, but slots leased in the fleet may come back until then: wait, ask again */
     bool capped_warm;   /* it was the warm-up cap (else the provider's daily cap) */
     long long cap_value;
     /* backoff / suspension */
@@ -155,7 +159,6 @@ struct throttle {
     struct thr_io io;
     char prefix[72];
     char worker_id[96];
-    char sha[THR_NSCRIPTS_MAX][41];
     int nips;
     char (*ips)[THR_IP_MAX];
     bool *ip_warming;  /* has a warm-up start date */
@@ -167,6 +170,7 @@ struct throttle {
     int nactive;
     int rr[THR_MAX_PROVIDERS]; /* thr_pick_ip rotation */
     uint32_t conn_seq;
+    uint32_t lease_seq; /* names this worker's leases in the held zsets */
     uint64_t now_ms; /* of the latest call: reply callbacks have no clock of their own */
     int pending;     /* commands whose callback has not run */
     bool dying;
@@ -191,7 +195,6 @@ int thr_classify_config(const struct thr_config *tc, const char *domain, size_t 
 /* scripts.c: the Lua scripts in one place, so the key layout reads as one contract */
 enum thr_script_id { THR_S_LEASE = 0, THR_S_CONN, THR_S_RENEW, THR_S_BACKOFF, THR_S_CLEAN, THR_NSCRIPTS };
 typedef void thr_done_fn(struct throttle *t, int pair, uint64_t arg, redisReply *r);
-void thr_scripts_init(struct throttle *t);
 /* thr_eval - queue EVALSHA (EVAL on NOSCRIPT); done gets a reply that is NULL or an error on failure */
 void thr_eval(struct throttle *t, enum thr_script_id s, int nkeys, int nargs, const char **args, thr_done_fn *done,
               int pair, uint64_t arg);

@@ -21,7 +21,11 @@
  *
  *   Slots given back (a worker without demand, a new backoff) are returned
  *   to the day's counters with the next LEASE call, so a cap is not eaten
- *   by slots nobody used. A Redis restart loses the counters of at most
+ *   by slots nobody used. Hence a cap reached is not final while leases
+ *   are out in the fleet: a capped pair waits and asks again until no
+ *   lease can still return slots (LEASE's held_ms, pair_cap_final), else a
+ *   worker slow to spend its slots would send the fleet's mail to the next
+ *   day with the cap unused. A Redis restart loses the counters of at most
  *   the slots in flight (one horizon) and the GCRA time: the rate restarts
  *   from "idle", as after a quiet minute.
  */
@@ -85,7 +89,6 @@ struct throttle *thr_new(const struct thr_config *tc, const char *redis_prefix, 
     for (int p = 0; p < tc->nprov; p++)
         for (int i = 0; i < t->nips; i++)
             pair_init(t, thr_pair(t, p, i), p, i);
-    thr_scripts_init(t);
     thr_warm_load(t, 0);
     return t;
 }
@@ -278,10 +281,12 @@ static void pair_expire(struct thr_pair *pr, double now_us)
                 l->next_us += (double)drop * l->interval_us;
                 pr->tokens -= drop;
                 pr->giveback += drop;
+                *(pr->demand > 0 ? &pr->stale_late : &pr->stale_idle) += drop;
             }
         } else if (now_us > l->expires_us) {
             pr->tokens -= l->left;
             pr->giveback += l->left;
+            *(pr->demand > 0 ? &pr->stale_late : &pr->stale_idle) += l->left;
             l->left = 0;
         }
         if (l->left > 0)
@@ -310,14 +315,16 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     long long ipcap, scap;
     int64_t wday;
     pair_caps(t, pr, &ipcap, &scap, &wday);
-    char day_ip[THR_KEY_MAX], day_scope[THR_KEY_MAX];
+    char day_ip[THR_KEY_MAX], day_scope[THR_KEY_MAX], held_ip[THR_KEY_MAX], held_scope[THR_KEY_MAX];
     snprintf(day_ip, sizeof(day_ip), "%s:thr:day:%" PRId64 ":%s", t->prefix, pr->day, pr->iname);
     snprintf(day_scope, sizeof(day_scope), "%s:thr:day:%" PRId64 ":%s", t->prefix, pr->day, pr->name);
+    snprintf(held_ip, sizeof(held_ip), "%s:thr:held:%" PRId64 ":%s", t->prefix, pr->day, pr->iname);
+    snprintf(held_scope, sizeof(held_scope), "%s:thr:held:%" PRId64 ":%s", t->prefix, pr->day, pr->name);
     char status[THR_KEY_MAX], pairs[THR_KEY_MAX];
     snprintf(status, sizeof(status), "%s", pr->k_status);
     snprintf(pairs, sizeof(pairs), "%s:thr:pairs", t->prefix);
     char a_now[32], a_n[24], a_T[32], a_bT[32], a_tau[32], a_hor[32], a_ipcap[24], a_scap[24], a_gb[24], a_ttl[24],
-        a_end[24], a_wday[24];
+        a_end[24], a_wday[24], a_burst[24], a_ret[24], a_id[sizeof(t->worker_id) + 16], a_late[24], a_idle[24];
     snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms * 1000);
     snprintf(a_n, sizeof(a_n), "%ld", n);
     snprintf(a_T, sizeof(a_T), "%.3f", pv->rate.interval_us);
@@ -335,16 +342,23 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     snprintf(a_ttl, sizeof(a_ttl), "%" PRIu64, (uint64_t)tc->day_seconds * 2000 + 3600000);
     snprintf(a_end, sizeof(a_end), "%" PRIu64, pr->day_end_ms);
     snprintf(a_wday, sizeof(a_wday), "%" PRId64, wday);
+    snprintf(a_burst, sizeof(a_burst), "%d", pv->burst);
+    snprintf(a_ret, sizeof(a_ret), "%d", THR_RETURN_MS);
+    snprintf(a_id, sizeof(a_id), "%s:%" PRIu32, t->worker_id, ++t->lease_seq);
+    snprintf(a_late, sizeof(a_late), "%ld", pr->stale_late);
+    snprintf(a_idle, sizeof(a_idle), "%ld", pr->stale_idle);
     const char *args[] = {pr->k_rate, day_ip, pv->scope_provider ? day_scope : day_ip, pr->k_backoff, status, pairs,
-                          pr->k_brate,
+                          pr->k_brate, held_ip, pv->scope_provider ? held_scope : held_ip,
                           /* ARGV */
                           a_now, a_n, a_T, a_bT, a_tau, a_hor, a_ipcap, a_scap, a_gb, a_ttl, pr->name, a_end, a_wday,
-                          pv->rate.text, pv->backoff_rate.text};
+                          pv->rate.text, pv->backoff_rate.text, a_burst, a_ret, a_id, a_late, a_idle, t->worker_id};
     pr->giveback = 0;
+    pr->stale_late = 0;
+    pr->stale_idle = 0;
     pr->lease_pending = true;
     pr->lease_sent_ms = now_ms;
     /* arg: the day and the epoch the request was made in */
-    thr_eval(t, THR_S_LEASE, 7, 15, args, on_lease, (int)(pr - t->pairs),
+    thr_eval(t, THR_S_LEASE, 9, 21, args, on_lease, (int)(pr - t->pairs),
              ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
 }
 
@@ -412,6 +426,9 @@ static void on_lease(struct throttle *t, int pair, uint64_t arg, redisReply *r)
     if (strcmp(why, "cap_ip") == 0 || strcmp(why, "cap_scope") == 0) {
         pr->capped_day = pr->day;
         pr->capped_warm = why[4] == 'i';
+        /* slots leased by other workers may still come back: ask again, at most this often */
+        pr->cap_wait_ms = r->elements > 8 ? thr_reply_u64(r, 8) : 0;
+        pr->lease_at_ms = t->now_ms + THR_CAP_POLL_MS;
         long long ipcap, scap;
         int64_t wday;
         pair_caps(t, pr, &ipcap, &scap, &wday);
@@ -485,8 +502,19 @@ static void verdict(struct thr_verdict *v, enum thr_kind kind, uint64_t until_ms
     va_end(ap);
 }
 
+/*
+ * pair_cap_final - capped for the rest of the day: no slot of ours is left or on its way back, and no
+ * lease of the fleet can still return slots to the counter (see LEASE in scripts.c). Until then a
+ * capped pair waits and asks again, else its mail would go to the next day while the cap may open.
+ */
+static bool pair_cap_final(const struct thr_pair *pr, uint64_t now_ms)
+{
+    return pr->capped_day == pr->day && pr->tokens == 0 && pr->giveback == 0 && !pr->lease_pending &&
+           now_ms >= pr->cap_wait_ms;
+}
+
 /* pair_blocked - suspended or capped for today: fill v with the deferral */
-static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, struct thr_verdict *v)
+static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, uint64_t now_ms, struct thr_verdict *v)
 {
     const char *pn = t->tc->prov[pr->prov].name, *ip = t->ips[pr->ip];
     if (pr->mode == THR_SUSPEND) {
@@ -494,7 +522,7 @@ static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, st
         v->other_ip = true;
         return true;
     }
-    if (pr->capped_day == pr->day && pr->tokens == 0) { /* slots already counted are still spent */
+    if (pair_cap_final(pr, now_ms)) {
         if (pr->capped_warm) {
             int64_t wday;
             warm_cap(t, pr->ip, pr->day, &wday);
@@ -535,8 +563,10 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
     pr->last_demand_ms = now_ms;
     if (pr->demand < 1)
         pr->demand = 1; /* this call is for one message at least */
-    if (pair_blocked(t, pr, v))
+    if (pair_blocked(t, pr, now_ms, v)) {
+        pr->demand = 0; /* the caller moves every message waiting here away: lease nothing more for them */
         return -EAGAIN;
+    }
     if (pair_unlimited(t, pr)) {
         if (!pr->known) {
             /* do not send into a suspension another worker already saw */
@@ -582,6 +612,11 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
         return -EAGAIN;
     }
     uint64_t at = pr->lease_at_ms;
+    if (pr->capped_day == pr->day) { /* not final yet (pair_cap_final): ask again at lease_at_ms */
+        verdict(v, THR_WAIT, at, "%s cap of IP %s for provider %s: slots leased in the fleet may come back",
+                pr->capped_warm ? "warm-up" : "daily", t->ips[ip], pv->name);
+        return -EAGAIN;
+    }
     verdict(v, at - now_ms > THR_WAIT_MAX_MS ? THR_DEFER : THR_WAIT, at, "%s of IP %s for provider %s (%s)", what,
             t->ips[ip], pv->name, rtext);
     return -EAGAIN;
@@ -609,7 +644,7 @@ int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t 
         struct thr_pair *pr = thr_pair(t, p, ip);
         thr_pair_touch(t, pr, now_ms);
         struct thr_verdict bv;
-        if (pair_blocked(t, pr, &bv)) {
+        if (pair_blocked(t, pr, now_ms, &bv)) {
             if (bv.until_ms < blocked.until_ms)
                 blocked = bv;
             continue;
@@ -676,12 +711,14 @@ void thr_tick(struct throttle *t, uint64_t now_ms)
             if (now_ms - pr->last_demand_ms < 1000 && pr->capped_day != pr->day && pr->mode != THR_SUSPEND)
                 pair_refill(t, pr, now_ms);
             /*
-             * given-back slots ride on the next lease; an idle pair returns them on its own. A capped pair
-             * returns them at once and asks again: its own unspent slots may be all that fills the cap.
+             * given-back slots ride on the next lease; an idle pair returns them on its own, soon (a capped
+             * pair elsewhere waits for them: THR_RETURN_MS). A capped pair returns them at once and asks
+             * again: its own unspent slots may be all that fills the cap.
              */
             bool capped = pr->capped_day == pr->day;
-            if (pr->giveback > 0 && !pr->lease_pending && (capped || now_ms - pr->last_demand_ms >= 1000)) {
-                long want = capped && now_ms - pr->last_demand_ms < 1000 ? pair_want(t, pr) : 0;
+            bool idle = now_ms - pr->last_demand_ms >= THR_GIVEBACK_MS && now_ms - pr->lease_sent_ms >= THR_GIVEBACK_MS;
+            if (pr->giveback > 0 && !pr->lease_pending && (capped || idle)) {
+                long want = capped && (t->by_demand || now_ms - pr->last_demand_ms < 1000) ? pair_want(t, pr) : 0;
                 lease_send(t, pr, want > 0 ? want : 0, now_ms);
             }
         }

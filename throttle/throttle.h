@@ -32,7 +32,9 @@
  *   Verdicts: thr_admit / thr_conn_acquire / thr_pick_ip return 0 (go) or
  *   -EAGAIN with a verdict saying either
  *     THR_WAIT   keep the message in memory and ask again at until_ms
- *                (a lease is on its way, the next slot is a few ms away);
+ *                (a lease is on its way, the next slot is a few ms away, or
+ *                a cap is reached while slots leased in the fleet may still
+ *                be given back);
  *     THR_DEFER  put the message in the retry set until until_ms (daily or
  *                warm-up cap reached, suspension, long backoff wait).
  *   limit names the limit in a short text for the event's `limit` field.
@@ -145,7 +147,9 @@ void thr_lease_by_demand(struct throttle *t);
 /*
  * thr_demand - messages of this worker waiting for (p, ip), the one about
  * to be admitted included: the engine passes its pool's queue length right
- * before thr_admit. Each admitted message counts one off until the next call.
+ * before thr_admit. Each admitted message counts one off until the next call;
+ * a DEFER from thr_admit sets it to 0 (the caller moves the pool's messages
+ * away, so no slot is leased for them any more).
  */
 void thr_demand(struct throttle *t, int p, int ip, long queued);
 /* thr_admit - per message: 0 = send now (one leased slot spent), or -EAGAIN with v */

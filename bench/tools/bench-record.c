@@ -6,7 +6,7 @@
  * DESCRIPTION
  *   Starts a throwaway redis-server on loopback (as the tests do), queues N
  *   jobs with the bench campaign's fields (pipelined XADD: the floor), then
- *   takes them with q_intake_read2 in batches of B and records them
+ *   takes them with q_intake_read in batches of B and records them
  *   delivered with q_record in batches of B, reading redis-server's CPU
  *   (INFO cpu) around each phase. Prints us per message for the floor,
  *   intake and record, and the bytes Redis keeps afterwards (used_memory,
@@ -101,7 +101,7 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
     double c2 = cpu_us();
     while (NJOBS < n) {
         int before = NJOBS;
-        q_intake_read2(q, k, "bench-0", batch, SIZE_MAX, 1, 0, 1, on_jobs, &n);
+        q_intake_read(q, k, "bench-0", batch, SIZE_MAX, 1, 0, 1, on_jobs, &n);
         rh_pump(q, fd);
         if (NJOBS == before)
             break;
@@ -116,9 +116,8 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
                                       .code = 250,
                                       .dsn = "2.0.0",
                                       .reply = "250 2.0.0 Ok: queued as 7F3A2B1C",
-                                      .host = "127.0.0.1:2525",
-                                      .ts_ms = 1764300000000ull + (uint64_t)i};
-        q_record(q, k, o, m, on_record, NULL);
+                                      .host = "127.0.0.1:2525"};
+        q_record(q, k, NULL, o, m, on_record, NULL);
         rh_pump(q, fd);
     }
     double c4 = cpu_us();

@@ -21,9 +21,7 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, os.environ.get("VOLLEY_BUILD", "build"))
-SINK = os.path.join(BUILD, "volley-sink")
+from volley_itest import binary
 
 
 class Sink:
@@ -31,7 +29,7 @@ class Sink:
 
     def __init__(self, tmp_path, *args, stats=True):
         self.stats_path = str(tmp_path / "stats.json") if stats else None
-        cmd = [SINK, "--listen", "127.0.0.1:0"] + list(args)
+        cmd = [str(binary("volley-sink")), "--listen", "127.0.0.1:0"] + list(args)
         if stats:
             cmd += ["--stats-file", self.stats_path]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -474,10 +472,10 @@ def test_bad_flags_exit_2_naming_the_flag():
                        (["--listen", "127.0.0.1:0", "--frobnicate"], "--frobnicate"),
                        (["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"],
                         "--tls-cert")):
-        p = subprocess.run([SINK] + args, capture_output=True, text=True, timeout=10)
+        p = subprocess.run([str(binary("volley-sink"))] + args, capture_output=True, text=True, timeout=10)
         assert p.returncode == 2, args
         assert len(p.stderr.strip().splitlines()) == 1 and flag in p.stderr, p.stderr
-    p = subprocess.run([SINK, "--help"], capture_output=True, text=True, timeout=10)
+    p = subprocess.run([str(binary("volley-sink")), "--help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0
     for opt in ("--listen", "--tls-cert", "--idle-timeout-ms", "--maildir", "--threads", "--reject-rcpt", "--defer-rcpt",
                 "--defer-percent", "--drop-percent", "--rcpt-reply", "--data-reply", "--421-after", "--delay-ms", "--greeting",

@@ -107,7 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* dns_resolve_mx up to ares_query */
     const char *domain = "example.test";
     struct seen s = {0};
-    uint32_t h = hash_name(domain);
+    uint32_t h = hash_fnv1a(domain);
     struct dns_entry *e = entry_new(res, domain, h);
     add_waiter(e, check_result, &s);
     e->fetch = xcalloc(1, sizeof(*e->fetch));

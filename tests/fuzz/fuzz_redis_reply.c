@@ -6,10 +6,10 @@
  *   the hiredis reader makes replies, the codec matches each to the oldest
  *   callback, and EVALSHA replies saying NOSCRIPT are re-sent as EVAL from
  *   inside the callback. This harness keeps the same pipeline the worker
- *   keeps full: XREADGROUP-shaped reads (q_intake_read2 -> q_jobs_parse),
+ *   keeps full: XREADGROUP-shaped reads (q_intake_read -> q_jobs_parse),
  *   HGETALL of a campaign (q_campaign_parse, then tpl_message_compile as
  *   the worker does), the campaign state script (q_campaign_state_parse),
- *   outcome recording (q_record2) and the idle check. Every callback queues
+ *   outcome recording (q_record) and the idle check. Every callback queues
  *   its command again, so any number of replies finds a handler.
  *
  *   Input: byte 0 picks the chunk size the bytes arrive in (1..256), the
@@ -123,7 +123,7 @@ static void queue_cmd(struct link *l, enum kind k)
     l->queued++;
     switch (k) {
     case K_READ:
-        q_intake_read2(q, &l->keys, "fuzz-1", 4, 1 << 20, 1, 0, 1, on_reply, h);
+        q_intake_read(q, &l->keys, "fuzz-1", 4, 1 << 20, 1, 0, 1, on_reply, h);
         break;
     case K_CAMPAIGN:
         q_campaign_fetch(q, &l->keys, "c1", 2, on_reply, h);
@@ -133,9 +133,9 @@ static void queue_cmd(struct link *l, enum kind k)
         break;
     case K_RECORD: {
         struct q_outcome o = {.job = l->job, .status = Q_DEFERRED, .code = 451, .dsn = "4.3.0",
-                              .reply = "451 4.3.0 try again", .host = "127.0.0.1:25", .ts_ms = 1700000000000ull,
+                              .reply = "451 4.3.0 try again", .host = "127.0.0.1:25",
                               .retry_at_ms = 1700000600000ull};
-        q_record2(q, &l->keys, NULL, &o, 1, on_reply, h);
+        q_record(q, &l->keys, NULL, &o, 1, on_reply, h);
         break;
     }
     case K_IDLE:

@@ -39,10 +39,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: volley_itest
 
-from fleet_util import AofRedis, fleet_conf, start_named  # noqa: E402
-from volley_itest import Volley, VolleySink, stop_process, tail  # noqa: E402
+from volley_itest import RedisServer, Volley, VolleySink, stop_process, tail  # noqa: E402
 
 FINAL = ("delivered", "bounced", "failed", "cancelled", "suppressed", "expired")
 DOMAINS = ("chaos.test", "mail.chaos.test", "chaos.example")
@@ -94,16 +93,16 @@ def run_chaos(tmp, n, threads=1, delay_ms=2, kill_every=(5.0, 10.0), redis_resta
     """Run the fleet under faults until every recipient has a final outcome; return the ledger."""
     tmp = Path(tmp)
     rnd = random.Random(seed)
-    redis_srv = AofRedis(tmp / "redis")
+    redis_srv = RedisServer(tmp / "redis", aof=True)
     volley = Volley(tmp / "volley", redis_srv)
     sink = VolleySink(tmp / "sink", maildir=False,
                       args=("--threads", "2", "--delay-ms", str(delay_ms), "--defer-percent", "3",
                             "--drop-percent", "2", "--421-after", "40", "--reject-rcpt", "bounce*@*"))
     workers = []
     try:
-        conf = fleet_conf(volley, "chaos", sink.hostport, threads=threads, connections=4, batch=64,
-                          max_inflight=256, shutdown_ms=2000,
-                          retry={"schedule": "1s", "jitter": "0"}, queue={"claim_idle": "10s"})
+        conf = volley.write_conf(sink.hostport, file="chaos.conf", name="chaos", threads=threads, connections=4,
+                                 batch=64, max_inflight=256, shutdown_ms=2000, queue={"claim_idle": "10s"},
+                                 retry={"schedule": "1s", "jitter": "0"})
         conf.write_text("".join(ln for ln in conf.read_text().splitlines(True) if not ln.startswith("name =")))
         rows = recipients(n)
         supp = [r["email"] for r in rows if r["email"].startswith("supp")]
@@ -118,7 +117,7 @@ def run_chaos(tmp, n, threads=1, delay_ms=2, kill_every=(5.0, 10.0), redis_resta
         def start():
             nonlocal seq
             seq += 1
-            return start_named(volley, conf, f"worker{seq}")
+            return volley.start_worker(conf, f"worker{seq}")
 
         workers = [start() for _ in range(3)]
         t0 = time.monotonic()

@@ -23,8 +23,6 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 from volley_itest import stop_process
 
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -107,15 +105,13 @@ class Dnsmasq:
         self.silent.close()
         raise RuntimeError(f"dnsmasq did not start: {err}")
 
+    @property
+    def conf(self):
+        """The [dns] section (conf_text(dns=...)) that sends a worker's lookups here, one quick try each."""
+        return {"servers": f"127.0.0.1:{self.port}", "timeout_ms": 500, "tries": 1}
+
     def stop(self):
         stop_process(self.proc)
         if self.proc.stderr:
             self.proc.stderr.close()
         self.silent.close()
-
-
-@pytest.fixture(scope="session")
-def dnsmasq(tmp_path_factory):
-    d = Dnsmasq(tmp_path_factory.mktemp("dnsmasq"))
-    yield d
-    d.stop()

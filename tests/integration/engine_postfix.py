@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine_common import wait_listen
+from volley_itest import wait_port
 
 MASTER_CF = """\
 {addr}:{port} inet n - n - - smtpd
@@ -89,7 +89,7 @@ class Postfix:
         self._log = open(self.logfile, "wb")
         self.proc = subprocess.Popen(["postfix", "-c", str(self.conf), "start-fg"], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        if not wait_listen(addr, port, timeout=20):
+        if not wait_port(port, addr, timeout=20):
             self.stop()
             raise RuntimeError(f"postfix did not listen on {addr}:{port}; log:\n{self.log_text()}")
 

@@ -8,7 +8,7 @@
                          tls=True: TLS only (port 0, tls-port), client certificates optional
                          or required. .client / .raw are redis-py clients as admin, so the
                          Volley driver's Redis views work unchanged; .url is the volley URL.
-  redis_lines(...)       the [redis] section volley.conf needs for it
+  redis_keys(...)        the [redis] section volley.conf needs for it
 
 Everything binds loopback; stop() (RedisServer's) ends the server.
 """
@@ -93,24 +93,9 @@ class SecureRedis(RedisServer):
         return self.volley_url()
 
 
-def redis_lines(url, password_file=None, ca=None, client_cert=None, verify=None):
-    """The [redis] keys after `url =` in volley.conf."""
-    lines = [f"url = {url}"]
-    if password_file:
-        lines.append(f"password_file = {password_file}")
-    if ca:
-        lines.append(f"ca_file = {ca}")
+def redis_keys(url, password_file=None, ca=None, client_cert=None, verify=None):
+    """The [redis] section volley.conf needs (conf_text(redis=...))."""
+    keys = {"url": url, "password_file": password_file, "ca_file": ca, "verify": verify}
     if client_cert:
-        lines += [f"cert_file = {client_cert[0]}", f"key_file = {client_cert[1]}"]
-    if verify is not None:
-        lines.append(f"verify = {verify}")
-    return lines
-
-
-def secure_conf(volley, route, lines, **kw):
-    """volley.write_conf, with its [redis] url line replaced by lines (see redis_lines)."""
-    p = volley.write_conf(route, **kw)
-    text = p.read_text().splitlines()
-    i = next(n for n, line in enumerate(text) if line.startswith("url = "))
-    p.write_text("\n".join(text[:i] + lines + text[i + 1:]) + "\n")
-    return p
+        keys.update(cert_file=client_cert[0], key_file=client_cert[1])
+    return keys

@@ -20,7 +20,6 @@ import time
 
 import pytest
 
-from dkim_e2e_util import write_campaign_ini, write_csv
 from volley_itest import stop_process, tail
 
 CID = "reload-spring"
@@ -61,23 +60,22 @@ def wait_received(receiver, n, worker, timeout=15):
 def test_edited_campaign_is_picked_up_by_running_worker(volley, smtp_receiver):
     rx = smtp_receiver()
     volley.write_conf(rx.hostport, threads=2)
-    fields = {"id": CID, "from": FROM}
-    ini1 = write_campaign_ini(volley.dir, "v1", dict(fields, subject="Old subject {{token}}"),
-                              text="version 1 for {{token}}\n")
-    ini2 = write_campaign_ini(volley.dir, "v2", dict(fields, subject="New subject {{token}}"),
-                              text="version 2 for {{token}}\n")
+    ini1 = volley.write_campaign("v1.ini", cid=CID, sender=FROM, subject="Old subject {{token}}",
+                                 text="version 1 for {{token}}\n")
+    ini2 = volley.write_campaign("v2.ini", cid=CID, sender=FROM, subject="New subject {{token}}",
+                                 text="version 2 for {{token}}\n")
     key = volley.key("campaign", CID)
 
     # before the edit: the worker compiles version 1
     a, b, c = rows_for("before", 5), rows_for("atedit", 5), rows_for("after", 5)
-    assert volley.push(ini1, write_csv(volley.dir / "a.csv", ["email", "token"], a)) == CID
+    assert volley.push(ini1, volley.write_recipients(a, "a.csv")) == CID
     w = volley.start_worker()
     wait_received(rx, 5, w)
     v1 = volley.r.hgetall(key)
 
     # the edit, with jobs queued at the same moment
     time.sleep(0.01)  # updated_ms has millisecond resolution
-    assert volley.push(ini2, write_csv(volley.dir / "b.csv", ["email", "token"], b)) == CID
+    assert volley.push(ini2, volley.write_recipients(b, "b.csv")) == CID
     edited_at = time.monotonic()
     v2 = volley.r.hgetall(key)
     assert v2["subject"] == "New subject {{token}}"
@@ -121,23 +119,16 @@ def test_edited_campaign_is_picked_up_by_running_worker(volley, smtp_receiver):
 def test_template_syntax_error_is_refused(volley, field, body, message):
     volley.write_conf("127.0.0.1:9", threads=1)  # never contacted: no worker runs
     rows = rows_for("r", 3)
-    csv = write_csv(volley.dir / "r.csv", ["email", "token"], rows)
-    good = write_campaign_ini(volley.dir, "good", {"id": CID, "from": FROM, "subject": "Fine {{token}}"},
-                              text="fine {{token}}\n")
+    csv = volley.write_recipients(rows, "r.csv")
+    good = volley.write_campaign("good.ini", cid=CID, sender=FROM, subject="Fine {{token}}",
+                                 text="fine {{token}}\n")
     assert volley.push(good, csv) == CID
     before = volley.r.hgetall(volley.key("campaign", CID))
     jobs_before = volley.r.xlen(volley.key("jobs"))
 
-    fields = {"id": CID, "from": FROM, "subject": "Fine {{token}}"}
-    text = "fine {{token}}\n"
-    html = None
-    if field == "subject":
-        fields["subject"] = body
-    elif field == "text":
-        text = body
-    else:
-        html = body
-    bad = write_campaign_ini(volley.dir, "bad", fields, text=text, html=html)
+    parts = {"subject": "Fine {{token}}", "text": "fine {{token}}\n", "html": None}
+    parts[field] = body
+    bad = volley.write_campaign("bad.ini", cid=CID, sender=FROM, **parts)
     p = volley.run("push", "-c", volley.conf, "--campaign", bad, "--recipients", csv)
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert p.stdout == "", "no campaign id may be printed for a refused campaign"

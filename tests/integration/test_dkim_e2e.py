@@ -24,9 +24,9 @@ import re
 
 import pytest
 
-from dkim_e2e_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each, write_campaign_ini, \
-    write_csv
-from volley_itest import RedisServer, SmtpReceiver, Volley
+from dkim_util import check_no_defects, check_wire, make_dkim_keys, signatures, verify_each
+
+from volley_itest import SmtpReceiver, own_volley
 
 DOMAIN = "shop.example"
 BASE_FROM = '"Shop Name" <news@shop.example>'
@@ -139,39 +139,33 @@ def delivered(tmp_path_factory):
     """Push every campaign of CASES, deliver with one worker run; {case name: [(row, Received)]}."""
     tmp = tmp_path_factory.mktemp("dkim_e2e")
     keys = make_dkim_keys(tmp / "keys", DOMAIN)
-    redis = receiver = v = None
+    receiver = SmtpReceiver()
     try:
-        redis = RedisServer(tmp / "redis")
-        receiver = SmtpReceiver()
-        v = Volley(tmp / "volley", redis)
-        v.write_conf(receiver.hostport, threads=2, extra=keys["conf"])
-        rows_of = {}
-        for c in CASES:
-            rows = [dict(email=f"{c['name']}{i}@example.test", **r) for i, r in enumerate(c["rows"])]
-            columns = ["email"] + list(c["rows"][0].keys())
-            ini = write_campaign_ini(v.dir, c["name"], c["fields"], headers=c["headers"], defaults=c["defaults"],
-                                     text=c["text"], html=c["html"])
-            csvp = write_csv(v.dir / f"{c['name']}.csv", columns, rows)
-            assert v.push(ini, csvp) == c["cid"]
-            rows_of[c["name"]] = rows
-        total = sum(len(r) for r in rows_of.values())
-        rc, log, _secs = v.worker()
-        assert rc == 0, f"worker exit {rc}; log:\n{log[-3000:]}"
-        assert receiver.wait_count(total, 5), f"{len(receiver.snapshot())} of {total} messages arrived"
-        by_rcpt = {}
-        for m in receiver.snapshot():
-            assert len(m.rcpt_tos) == 1, m.rcpt_tos
-            assert m.rcpt_tos[0] not in by_rcpt, f"{m.rcpt_tos[0]} received twice"
-            by_rcpt[m.rcpt_tos[0]] = m
-        out = {name: [(r, by_rcpt.get(r["email"])) for r in rows] for name, rows in rows_of.items()}
-        yield {"cases": out, "keys": keys, "volley": v, "total": total, "worker_log": log}
+        with own_volley(tmp) as v:
+            v.write_conf(receiver.hostport, threads=2, dkim=keys["dkim"])
+            rows_of = {}
+            for c in CASES:
+                rows = [dict(email=f"{c['name']}{i}@example.test", **r) for i, r in enumerate(c["rows"])]
+                columns = ["email"] + list(c["rows"][0].keys())
+                f = dict(c["fields"])
+                ini = v.write_campaign(f"{c['name']}.ini", cid=f.pop("id"), sender=f.pop("from"),
+                                       subject=f.pop("subject", None), text=c["text"], html=c["html"],
+                                       headers=c["headers"], defaults=c["defaults"], extra=f)
+                csvp = v.write_recipients(rows, f"{c['name']}.csv", header=columns)
+                assert v.push(ini, csvp) == c["cid"]
+                rows_of[c["name"]] = rows
+            total = sum(len(r) for r in rows_of.values())
+            run = v.run_worker()
+            assert receiver.wait_count(total, 5), f"{len(receiver.snapshot())} of {total} messages arrived"
+            by_rcpt = {}
+            for m in receiver.snapshot():
+                assert len(m.rcpt_tos) == 1, m.rcpt_tos
+                assert m.rcpt_tos[0] not in by_rcpt, f"{m.rcpt_tos[0]} received twice"
+                by_rcpt[m.rcpt_tos[0]] = m
+            out = {name: [(r, by_rcpt.get(r["email"])) for r in rows] for name, rows in rows_of.items()}
+            yield {"cases": out, "keys": keys, "volley": v, "total": total, "worker_log": run.log}
     finally:
-        if v is not None:
-            v.stop()
-        if receiver is not None:
-            receiver.stop()
-        if redis is not None:
-            redis.stop()
+        receiver.stop()
 
 
 @pytest.mark.parametrize("c", CASES, ids=CASE_IDS)

@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from engine_common import events_by_to, push_rows, rows_for, run_worker, write_engine_conf
 from engine_hostile import HostileServer
-from volley_itest import RedisServer, Volley
+
+from volley_itest import ENGINE, own_volley, rows_for
 
 STAGE_TIMEOUT_MS = 1000
 
@@ -55,22 +55,18 @@ def domain_of(mode):
 
 
 def run_group(tmp, modes, bound):
-    servers, redis, v = {}, None, None
+    servers = {}
     try:
         for mode in modes:
             servers[mode] = HostileServer(mode)
-        redis = RedisServer(tmp / "redis")
-        v = Volley(tmp / "volley", redis)
-        write_engine_conf(v, threads=2, routes={domain_of(m): f"{s.hostport} tls=none" for m, s in servers.items()},
-                          smtp={"timeout_ms": STAGE_TIMEOUT_MS, "connection_max_ms": 20000, "connections": 2})
-        push_rows(v, rows_for([f"{who}@{domain_of(m)}" for m in modes for who in ("first", "second")]))
-        run = run_worker(v, bound)
-        return {"run": run, "events": events_by_to(v), "connections": {m: s.connections for m, s in servers.items()}}
+        with own_volley(tmp) as v:
+            v.write_conf({domain_of(m): f"{s.hostport} tls=none" for m, s in servers.items()}, preset=ENGINE,
+                         threads=2, timeout_ms=STAGE_TIMEOUT_MS, connection_max_ms=20000, connections=2)
+            v.push_rows(rows_for([f"{who}@{domain_of(m)}" for m in modes for who in ("first", "second")]))
+            run = v.run_worker(bound, expect=None)
+            return {"run": run, "events": v.events_by_to(),
+                    "connections": {m: s.connections for m, s in servers.items()}}
     finally:
-        if v is not None:
-            v.stop()
-        if redis is not None:
-            redis.stop()
         for s in servers.values():
             s.stop()
 

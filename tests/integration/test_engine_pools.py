@@ -9,9 +9,9 @@ messages_per_connection caps what one connection carries (max_msgs_per_conn).
 
 from collections import Counter
 
-from engine_common import events_by_to, one_event, port_free_on, push_rows, rows_for, run_worker, \
-    sink_log, write_engine_conf
-from engine_dns import ADDR, dnsmasq  # noqa: F401  (fixture)
+from engine_dns import ADDR
+
+from volley_itest import ENGINE, one_event, port_free_on, rows_for
 
 N = 150
 WORKER_BOUND = 45
@@ -23,19 +23,17 @@ def _run(volley, volley_sink, dnsmasq, connections, per_conn, egress=None):
     # with several, a connection closing on one thread (after its 221 to QUIT reached volley) and the
     # next one accepted on another can be counted as overlapping for a moment (seen: peak 4 with limit 3).
     sink = volley_sink("--listen", f"{ADDR['mx.limits.test']}:{mx_port}", "--delay-ms", "5", "--threads", "1")
-    write_engine_conf(volley, threads=2, dns_port=dnsmasq.port, egress=egress,
-                      smtp={"mx_port": mx_port, "connections": connections,
-                            "messages_per_connection": per_conn})
+    volley.write_conf(preset=ENGINE, threads=2, dns=dnsmasq.conf, egress=egress or {}, mx_port=mx_port,
+                      connections=connections, messages_per_connection=per_conn)
     addrs = [f"r{i:03d}@{'lim1.test' if i % 2 else 'lim2.test'}" for i in range(N)]
-    push_rows(volley, rows_for(addrs))
-    run = run_worker(volley, WORKER_BOUND)
-    assert not run.timed_out and run.rc == 0, f"{run}\n{run.tail()}"
-    evs = events_by_to(volley)
+    volley.push_rows(rows_for(addrs))
+    volley.run_worker(WORKER_BOUND)
+    evs = volley.events_by_to()
     bad = [one_event(evs, a) for a in addrs if one_event(evs, a)["status"] != "delivered"]
     assert not bad, f"{len(bad)} not delivered, first: {bad[0]}"
     assert sink.stop() == 0
     st = sink.stats()
-    log = sink_log(sink)
+    log = sink.log_records()
     assert st["messages"] == N and len(log) == N, st
     per_conn = Counter(line["conn"] for line in log)
     return st, log, per_conn, evs, addrs
@@ -72,15 +70,11 @@ def test_egress_ehlo_name_per_source_ip(volley):
 
     srv = HostileServer("ok")
     try:
-        write_engine_conf(volley, threads=1, routes={"*": f"{srv.hostport} tls=none"},
+        volley.write_conf(f"{srv.hostport} tls=none", preset=ENGINE,
                           egress={"ips": "127.0.0.2 127.0.0.3", "ehlo.127.0.0.2": "out2.volley.test"},
-                          smtp={"connections": 1, "messages_per_connection": 2})
+                          connections=1, messages_per_connection=2)
         addrs = [f"e{i}@ehlo.example" for i in range(8)]
-        push_rows(volley, rows_for(addrs))
-        run = run_worker(volley, WORKER_BOUND)
-        assert not run.timed_out and run.rc == 0, f"{run}\n{run.tail()}"
-        evs = events_by_to(volley)
-        assert all(one_event(evs, a)["status"] == "delivered" for a in addrs), evs
+        volley.deliver(addrs, WORKER_BOUND)
         assert srv.messages == len(addrs)
         seen = set(srv.ehlo)
         # 127.0.0.3 has no ehlo.* key: it uses [worker] hostname

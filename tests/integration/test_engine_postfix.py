@@ -14,11 +14,10 @@ import re
 
 import pytest
 
-from engine_common import events_by_to, one_event, port_free_on, push_rows, rows_for, run_worker, \
-    test_ca, write_engine_conf  # noqa: F401  (test_ca: fixture)
-from engine_dns import ADDR, dnsmasq  # noqa: F401  (fixture)
+from engine_dns import ADDR
 from engine_postfix import Postfix
-from volley_itest import RedisServer, Volley
+
+from volley_itest import ENGINE, one_event, own_volley, port_free_on, rows_for
 
 WORKER_BOUND = 30
 WRONG_NAME_BOUND = 8  # a healthy run takes a second or two
@@ -26,7 +25,7 @@ TLS_RE = re.compile(r"^TLSv1\.[23] \S+$")
 
 
 @pytest.fixture(scope="module")
-def postfix(test_ca):  # noqa: F811
+def postfix(test_ca):
     addr = ADDR["mx.pf.test"]
     port = port_free_on([addr])
     cert, key = test_ca.issue(["mx.pf.test"])
@@ -54,18 +53,17 @@ def delivered_to(pf, addrs, timeout=15.0):
 
 
 @pytest.mark.parametrize("mode", ["opportunistic", "verify"])
-def test_postfix_receives_over_starttls(volley, postfix, dnsmasq, test_ca, mode):  # noqa: F811
+def test_postfix_receives_over_starttls(volley, postfix, dnsmasq, test_ca, mode):
     tls = {"mode": mode}
     if mode == "verify":
         tls["ca_file"] = test_ca.pem
-    write_engine_conf(volley, dns_port=dnsmasq.port, tls=tls, smtp={"mx_port": postfix.port})
+    volley.write_conf(preset=ENGINE, dns=dnsmasq.conf, tls=tls, mx_port=postfix.port)
     addrs = [f"{mode}-{i}@pf.test" for i in range(3)]
     rows = rows_for(addrs)
-    push_rows(volley, rows)
-    run = run_worker(volley, WORKER_BOUND)
-    assert not run.timed_out and run.rc == 0, f"{run}\n{run.tail()}"
+    volley.push_rows(rows)
+    volley.run_worker(WORKER_BOUND)
 
-    evs = events_by_to(volley)
+    evs = volley.events_by_to()
     for a in addrs:
         e = one_event(evs, a)
         assert e["status"] == "delivered", f"{e}\npostfix log:\n{postfix.log_text()[-2000:]}"
@@ -85,25 +83,17 @@ def test_postfix_receives_over_starttls(volley, postfix, dnsmasq, test_ca, mode)
 
 
 @pytest.fixture(scope="module")
-def wrong_name_run(tmp_path_factory, postfix, dnsmasq, test_ca):  # noqa: F811
+def wrong_name_run(tmp_path_factory, postfix, dnsmasq, test_ca):
     tmp = tmp_path_factory.mktemp("pf-wrongname")
-    redis = v = None
-    try:
-        redis = RedisServer(tmp / "redis")
-        v = Volley(tmp / "volley", redis)
-        write_engine_conf(v, dns_port=dnsmasq.port, tls={"mode": "verify", "ca_file": test_ca.pem},
-                          smtp={"mx_port": postfix.port})
+    with own_volley(tmp) as v:
+        v.write_conf(preset=ENGINE, dns=dnsmasq.conf, tls={"mode": "verify", "ca_file": test_ca.pem},
+                     mx_port=postfix.port)
         before = len(postfix.files())
         addrs = ["a@wrongname.test", "b@wrongname.test"]
-        push_rows(v, rows_for(addrs))
-        run = run_worker(v, WRONG_NAME_BOUND)
-        yield {"run": run, "events": events_by_to(v), "addrs": addrs, "new_files": len(postfix.files()) - before,
+        v.push_rows(rows_for(addrs))
+        run = v.run_worker(WRONG_NAME_BOUND, expect=None)
+        yield {"run": run, "events": v.events_by_to(), "addrs": addrs, "new_files": len(postfix.files()) - before,
                "log": postfix.log_text()}
-    finally:
-        if v is not None:
-            v.stop()
-        if redis is not None:
-            redis.stop()
 
 
 def test_verify_mode_sends_nothing_to_a_wrong_host_name(wrong_name_run):

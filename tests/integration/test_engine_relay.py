@@ -11,10 +11,9 @@ import os
 
 import pytest
 
-from engine_common import events_by_to, one_event, push_rows, redis_dump_bytes, rows_for, run_worker, \
-    test_ca, write_engine_conf  # noqa: F401  (test_ca: fixture)
 from engine_relay import AuthRelay
-from volley_itest import RedisServer, Volley
+
+from volley_itest import ENGINE, one_event, own_volley, rows_for, stopped_at_teardown
 
 # aiosmtpd warns "Requiring AUTH while not requiring TLS" for the implicit-TLS relay, where it is not true
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -25,22 +24,13 @@ WRONG_PW_BOUND = 8  # a healthy run takes about a second
 
 
 @pytest.fixture(scope="session")
-def relay_cert(test_ca):  # noqa: F811
+def relay_cert(test_ca):
     return test_ca.issue(["localhost"])
 
 
 @pytest.fixture
 def relay(relay_cert):
-    made = []
-
-    def make(**kw):
-        r = AuthRelay(relay_cert[0], relay_cert[1], **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
+    yield from stopped_at_teardown(lambda _n, **kw: AuthRelay(relay_cert[0], relay_cert[1], **kw))
 
 
 def secret_forms(user, password):
@@ -52,7 +42,7 @@ def secret_forms(user, password):
 def assert_no_secret(volley, run, user, password):
     for form in secret_forms(user, password):
         assert form.decode() not in run.log, f"{form!r} appears in the worker's output"
-        assert form not in redis_dump_bytes(volley), f"{form!r} appears in Redis"
+        assert form not in volley.dump_bytes(), f"{form!r} appears in Redis"
 
 
 def route_value(port, tls, password, tmp, use_file):
@@ -66,17 +56,16 @@ def route_value(port, tls, password, tmp, use_file):
 
 @pytest.mark.parametrize("flavour,mech", [("starttls", "PLAIN"), ("starttls", "LOGIN"), ("implicit", "PLAIN"),
                                           ("implicit", "LOGIN")])
-def test_relay_auth_delivers(volley, relay, test_ca, tmp_path, flavour, mech):  # noqa: F811
+def test_relay_auth_delivers(volley, relay, test_ca, tmp_path, flavour, mech):
     password = "pw-" + os.urandom(8).hex()
     rx = relay(user=USER, password=password, implicit=flavour == "implicit", mechanisms=(mech,))
-    write_engine_conf(volley, tls={"mode": "opportunistic", "ca_file": test_ca.pem},
-                      routes={"*": route_value(rx.port, flavour, password, tmp_path, use_file=mech == "LOGIN")})
+    volley.write_conf(route_value(rx.port, flavour, password, tmp_path, use_file=mech == "LOGIN"), preset=ENGINE,
+                      tls={"mode": "opportunistic", "ca_file": test_ca.pem})
     addrs = ["a@relay-one.example", "b@relay-two.example", "c@relay-one.example"]
-    push_rows(volley, rows_for(addrs))
-    run = run_worker(volley, WORKER_BOUND)
-    assert not run.timed_out and run.rc == 0, f"{run}\n{run.tail()}"
+    volley.push_rows(rows_for(addrs))
+    run = volley.run_worker(WORKER_BOUND)
 
-    evs = events_by_to(volley)
+    evs = volley.events_by_to()
     for a in addrs:
         e = one_event(evs, a)
         assert e["status"] == "delivered", e
@@ -90,28 +79,22 @@ def test_relay_auth_delivers(volley, relay, test_ca, tmp_path, flavour, mech):  
 
 
 @pytest.fixture(scope="module")
-def wrong_password_run(tmp_path_factory, relay_cert, test_ca):  # noqa: F811
+def wrong_password_run(tmp_path_factory, relay_cert, test_ca):
     """One worker run against the relay with a wrong password (shared by the tests below)."""
     tmp = tmp_path_factory.mktemp("relay-wrong")
     password, wrong = "pw-" + os.urandom(8).hex(), "wrong-" + os.urandom(8).hex()
     rx = AuthRelay(relay_cert[0], relay_cert[1], user=USER, password=password, implicit=False, mechanisms=("PLAIN",))
-    redis = v = None
     try:
-        redis = RedisServer(tmp / "redis")
-        v = Volley(tmp / "volley", redis)
-        write_engine_conf(v, tls={"mode": "opportunistic", "ca_file": test_ca.pem},
-                          routes={"*": route_value(rx.port, "starttls", wrong, tmp, use_file=False)})
-        addrs = ["a@relay.example", "b@relay.example"]
-        push_rows(v, rows_for(addrs))
-        run = run_worker(v, WRONG_PW_BOUND)
-        auths, msgs = rx.snapshot()
-        yield {"run": run, "auths": auths, "msgs": msgs, "events": events_by_to(v), "addrs": addrs, "wrong": wrong,
-               "redis_dump": redis_dump_bytes(v)}
+        with own_volley(tmp) as v:
+            v.write_conf(route_value(rx.port, "starttls", wrong, tmp, use_file=False), preset=ENGINE,
+                         tls={"mode": "opportunistic", "ca_file": test_ca.pem})
+            addrs = ["a@relay.example", "b@relay.example"]
+            v.push_rows(rows_for(addrs))
+            run = v.run_worker(WRONG_PW_BOUND, expect=None)
+            auths, msgs = rx.snapshot()
+            yield {"run": run, "auths": auths, "msgs": msgs, "events": v.events_by_to(), "addrs": addrs,
+                   "wrong": wrong, "redis_dump": v.dump_bytes()}
     finally:
-        if v is not None:
-            v.stop()
-        if redis is not None:
-            redis.stop()
         rx.stop()
 
 

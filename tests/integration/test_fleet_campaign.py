@@ -20,8 +20,8 @@ DESCRIPTION
 import signal
 import time
 
-from fleet_util import campaign_snapshot, fleet_conf, outcome_sum, sink_log, start_named, wait_for
-from volley_itest import stop_process, tail
+from volley_itest import outcome_sum, stop_process, tail, wait_for
+
 
 A, B = "hold-me", "keep-going"
 NA, NB = 2000, 3000
@@ -33,11 +33,11 @@ def rows(tag, n):
 
 
 def received(sink, tag):
-    return [(ms, r) for ms, rcpts in sink_log(sink) for r in rcpts if r.startswith(tag)]
+    return [(ms, r) for ms, _src, _conn, rcpts in sink.log_lines() for r in rcpts if r.startswith(tag)]
 
 
 def assert_adds_up(volley, cid, when):
-    st, in_streams, retry, held = campaign_snapshot(volley, cid)
+    st, in_streams, retry, held = volley.campaign_snapshot(cid)
     assert retry == 0, f"{when}: unexpected deferrals {st}"
     assert st["queued"] == outcome_sum(st) + in_streams + held, (
         f"{when}: counters do not add up: {st}, {in_streams} in the streams, {held} held")
@@ -50,11 +50,12 @@ def campaign(volley, action, cid):
 
 def test_pause_resume_cancel(volley, volley_sink):
     sink = volley_sink("--delay-ms", "5")
-    conf = fleet_conf(volley, "cw", sink.hostport, threads=2, connections=4, batch=16, max_inflight=32)
+    conf = volley.write_conf(sink.hostport, file="cw.conf", name="cw", threads=2, connections=4, batch=16,
+                             max_inflight=32)
     ra, rb = rows("holdme", NA), rows("keepgoing", NB)
     assert volley.push(volley.write_campaign("a.ini", cid=A), volley.write_recipients(ra, "a.csv")) == A
     assert volley.push(volley.write_campaign("b.ini", cid=B), volley.write_recipients(rb, "b.csv")) == B
-    w = start_named(volley, conf, "campaign")
+    w = volley.start_worker(conf, "campaign")
 
     def delivered(cid):
         return volley.stats(cid).get("delivered", 0)

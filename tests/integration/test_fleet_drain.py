@@ -21,8 +21,8 @@ import threading
 import time
 from collections import Counter
 
-from fleet_util import fleet_conf, start_named, wait_exit, wait_for
-from volley_itest import free_port, make_recipients, tail
+from volley_itest import free_port, make_recipients, tail, wait_for
+
 
 PER_DOMAIN = 4
 # how long each receiver holds a DATA before answering 250: whichever destination a worker drained
@@ -73,15 +73,15 @@ def test_sigterm_drains_every_destination(volley):
     try:
         rows = make_recipients(PER_DOMAIN * len(DOMAINS), domains=DOMAINS, prefix="drain")
         routes = {d: f"127.0.0.1:{r.port}" for d, r in rx.items()}
-        conf = fleet_conf(volley, "drain", routes, threads=1, connections=1, batch=64, max_inflight=64,
-                          shutdown_ms=10000)
+        conf = volley.write_conf(routes, file="drain.conf", name="drain", threads=1, connections=1, batch=64,
+                                 max_inflight=64, shutdown_ms=10000)
         cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
-        w = start_named(volley, conf, "drain1")
+        w = volley.start_worker(conf, "drain1")
         assert wait_for(lambda: all(r.in_data() for r in rx.values()), 30), (
             f"not every destination had a DATA in flight:\n{tail(w.logpath)}")
         t_term = time.monotonic()
         w.send_signal(signal.SIGTERM)
-        rc = wait_exit(volley, w, 30)
+        rc = volley.wait_exit(w, 30)
         assert rc == 0, f"SIGTERM exit {rc}:\n{tail(w.logpath)}"
         time.sleep(0.3)  # a transaction cut by the exit would show up at its receiver now
 
@@ -99,8 +99,8 @@ def test_sigterm_drains_every_destination(volley):
         assert pending == len(rows) - len(accepted), (pending, len(accepted))
 
         # the rest goes out exactly once from a restarted worker
-        w2 = start_named(volley, conf, "drain2", exit_when_idle=True)
-        assert wait_exit(volley, w2, 120) == 0, tail(w2.logpath)
+        w2 = volley.start_worker(conf, "drain2", exit_when_idle=True)
+        assert volley.wait_exit(w2, 120) == 0, tail(w2.logpath)
         got = Counter(a for r in rx.values() for a in r.accepted)
         assert set(got) == {r["email"].lower() for r in rows}
         assert max(got.values()) == 1, f"duplicates: {[a for a, n in got.items() if n > 1]}"
@@ -121,10 +121,10 @@ def test_name_kept_while_draining(volley):
     the thread draining the 7 s transaction is done too."""
     rx = SlowReceiver(lambda rcpt: 7.0 if rcpt.startswith("ld00003") else 1.0)
     try:
-        conf = fleet_conf(volley, "longdrain", f"127.0.0.1:{rx.port}", threads=4, connections=4, batch=1,
-                          max_inflight=1, shutdown_ms=20000)
+        conf = volley.write_conf(f"127.0.0.1:{rx.port}", file="longdrain.conf", name="longdrain", threads=4,
+                                 connections=4, batch=1, max_inflight=1, shutdown_ms=20000)
         cid = volley.push(volley.write_campaign(), volley.write_recipients(make_recipients(4, prefix="ld")))
-        w = start_named(volley, conf, "ld1")
+        w = volley.start_worker(conf, "ld1")
         assert wait_for(lambda: len(rx.started) == 4, 30), tail(w.logpath)
         w.send_signal(signal.SIGTERM)
         key = volley.key("worker", "longdrain")
@@ -132,7 +132,7 @@ def test_name_kept_while_draining(volley):
         while time.monotonic() - t < 6.5:  # past the 5 s TTL, the last DATA still held by the receiver
             assert volley.r.hget(key, "pid") == str(w.pid), f"name lost {time.monotonic() - t:.1f}s into the drain"
             time.sleep(0.25)
-        assert wait_exit(volley, w, 30) == 0, tail(w.logpath)
+        assert volley.wait_exit(w, 30) == 0, tail(w.logpath)
         assert not volley.r.exists(key), "a clean exit releases the name"
         assert volley.stats(cid).get("delivered") == 4
     finally:

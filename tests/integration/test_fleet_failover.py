@@ -25,9 +25,8 @@ import signal
 import time
 from collections import Counter
 
-from fleet_util import (HEARTBEAT_TTL_S, final_rcpts, fleet_conf, pending_by_consumer, sink_rcpts, start_named,
-                        wait_exit, wait_for)
-from volley_itest import make_recipients, stop_process, tail
+from volley_itest import HEARTBEAT_TTL_S, make_recipients, stop_process, tail, wait_for
+
 
 N = 20000
 THREADS = 2
@@ -37,15 +36,15 @@ MAX_INFLIGHT = 64
 def test_three_workers_one_sigkilled(volley, volley_sink):
     sink = volley_sink("--delay-ms", "3", "--threads", "4")
     rows = make_recipients(N)
-    confs = {name: fleet_conf(volley, name, sink.hostport, threads=THREADS, connections=4, batch=32,
-                              max_inflight=MAX_INFLIGHT, queue={"claim_idle": "10s"})
+    confs = {name: volley.write_conf(sink.hostport, file=f"{name}.conf", name=name, threads=THREADS, connections=4,
+                                     batch=32, max_inflight=MAX_INFLIGHT, queue={"claim_idle": "10s"})
              for name in ("fa", "fb", "fc")}
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows), timeout=30)
     assert volley.stats(cid)["queued"] == N
 
     t0 = time.monotonic()
-    survivors = [start_named(volley, confs[n], n, exit_when_idle=True) for n in ("fa", "fb")]
-    victim = start_named(volley, confs["fc"], "fc")
+    survivors = [volley.start_worker(confs[n], n, exit_when_idle=True) for n in ("fa", "fb")]
+    victim = volley.start_worker(confs["fc"], "fc")
     hb = volley.key("worker", "fc")
     assert wait_for(lambda: volley.r.exists(hb), 10), f"fc never beat its heartbeat:\n{tail(victim.logpath)}"
 
@@ -53,17 +52,17 @@ def test_three_workers_one_sigkilled(volley, volley_sink):
     fc_consumers = [f"fc-{i}" for i in range(THREADS)]
 
     def fc_pending():
-        p = pending_by_consumer(volley)
+        p = volley.pending_by_consumer()
         return sum(p.get(c, 0) for c in fc_consumers)
 
-    assert wait_for(lambda: len(sink_rcpts(sink)) >= N // 4 and fc_pending() > 0, 60), (
-        f"run did not get going: {len(sink_rcpts(sink))} received, fc pending {fc_pending()}; "
+    assert wait_for(lambda: len(sink.rcpts()) >= N // 4 and fc_pending() > 0, 60), (
+        f"run did not get going: {len(sink.rcpts())} received, fc pending {fc_pending()}; "
         f"fc log:\n{tail(victim.logpath)}")
     assert victim.poll() is None, f"fc exited early ({victim.returncode}):\n{tail(victim.logpath)}"
     stop_process(victim, signal.SIGKILL)
     t_kill = time.monotonic()
     pending_at_kill = fc_pending()
-    received_at_kill = len(sink_rcpts(sink))
+    received_at_kill = len(sink.rcpts())
     assert 0 < received_at_kill < N, f"{received_at_kill} received at the kill: the run was not interrupted"
     assert 0 < pending_at_kill <= THREADS * MAX_INFLIGHT, pending_at_kill
 
@@ -91,13 +90,13 @@ def test_three_workers_one_sigkilled(volley, volley_sink):
     assert t_hb_gone is not None and t_taken - t_kill >= 1.0, (t_taken - t_kill)
 
     for w in survivors:
-        rc = wait_exit(volley, w, 120)
+        rc = volley.wait_exit(w, 120)
         assert rc == 0, f"survivor exit {rc}:\n{tail(w.logpath)}"
     elapsed = time.monotonic() - t0
     logs = "".join(open(w.logpath, errors="replace").read() for w in survivors)
     assert "took over" in logs, "no survivor logged taking over fc's jobs"
 
-    got = final_rcpts(sink)
+    got = sink.final_rcpts()
     counts = Counter(got)
     want = {r["email"] for r in rows}
     missing = want - set(counts)
@@ -132,21 +131,21 @@ def test_sigterm_finishes_in_flight_then_restart(volley, volley_sink):
     # ~40 ms per reply batch: a transaction takes ~100 ms, so many are in flight at the signal
     sink = volley_sink("--delay-ms", "40")
     rows = make_recipients(n, prefix="term")
-    conf = fleet_conf(volley, "term", sink.hostport, threads=2, connections=8, batch=64, max_inflight=256,
-                      shutdown_ms=SHUTDOWN_MS, retry={"schedule": "1s", "jitter": "0"})
+    conf = volley.write_conf(sink.hostport, file="term.conf", name="term", threads=2, connections=8, batch=64,
+                             max_inflight=256, shutdown_ms=SHUTDOWN_MS, retry={"schedule": "1s", "jitter": "0"})
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
 
-    w = start_named(volley, conf, "term1")
-    assert wait_for(lambda: len(sink_rcpts(sink)) >= 200, 30), f"run did not start:\n{tail(w.logpath)}"
+    w = volley.start_worker(conf, "term1")
+    assert wait_for(lambda: len(sink.rcpts()) >= 200, 30), f"run did not start:\n{tail(w.logpath)}"
     assert w.poll() is None, f"worker exited early:\n{tail(w.logpath)}"
     pending_at_term = volley.r.xpending(volley.key("jobs"), "volley")["pending"]
     t = time.monotonic()
     w.send_signal(signal.SIGTERM)
-    rc = wait_exit(volley, w, SHUTDOWN_MS / 1000 + 10)
+    rc = volley.wait_exit(w, SHUTDOWN_MS / 1000 + 10)
     took = time.monotonic() - t
     assert rc == 0, f"SIGTERM exit {rc}:\n{tail(w.logpath)}"
     assert took <= SHUTDOWN_MS / 1000 + 1.5, f"exit took {took:.2f}s with shutdown_ms = {SHUTDOWN_MS}"
-    received_at_exit = len(sink_rcpts(sink))
+    received_at_exit = len(sink.rcpts())
     assert received_at_exit < n, "the run finished before SIGTERM: nothing was interrupted"
     # every job is recorded or still queued: in the stream (pending or not) or, if the deadline cut a
     # transaction, deferred in the retry set
@@ -156,14 +155,14 @@ def test_sigterm_finishes_in_flight_then_restart(volley, volley_sink):
 
     # restarted (same name: it resumes its own pending entries first); deferred ones come due after 1 s
     for run in range(3):
-        w2 = start_named(volley, conf, f"term{run + 2}", exit_when_idle=True)
-        rc = wait_exit(volley, w2, 90)
+        w2 = volley.start_worker(conf, f"term{run + 2}", exit_when_idle=True)
+        rc = volley.wait_exit(w2, 90)
         assert rc == 0, f"restarted worker exit {rc}:\n{tail(w2.logpath)}"
         if volley.r.zcard(volley.key("retry")) == 0:
             break
         time.sleep(1.2)
 
-    got = final_rcpts(sink)
+    got = sink.final_rcpts()
     counts = Counter(got)
     missing = {r["email"] for r in rows} - set(counts)
     assert not missing, f"{len(missing)} recipients lost after SIGTERM, e.g. {sorted(missing)[:5]}"

@@ -21,9 +21,8 @@ import signal
 import time
 from collections import Counter
 
-from fleet_util import (HEARTBEAT_TTL_S, final_rcpts, fleet_conf, pending_by_consumer, sink_rcpts, start_named,
-                        wait_for)
-from volley_itest import make_recipients, stop_process, tail
+from volley_itest import HEARTBEAT_TTL_S, make_recipients, stop_process, tail, wait_for
+
 
 N = 300
 CONNS = 2
@@ -33,28 +32,28 @@ ON_WIRE = 2 * CONNS
 def test_stalled_worker_sends_nothing_taken_over(volley, volley_sink):
     sink = volley_sink("--delay-ms", "30")
     rows = make_recipients(N, prefix="fence")
-    conf_v = fleet_conf(volley, "fv", sink.hostport, threads=1, connections=CONNS, batch=256)
-    conf_s = fleet_conf(volley, "fs", sink.hostport, threads=1, connections=4, batch=256,
+    conf_v = volley.write_conf(sink.hostport, file="fv.conf", name="fv", threads=1, connections=CONNS, batch=256)
+    conf_s = volley.write_conf(sink.hostport, file="fs.conf", name="fs", threads=1, connections=4, batch=256,
                         queue={"claim_idle": "10s"})
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
 
-    victim = start_named(volley, conf_v, "fv")
-    assert wait_for(lambda: len(sink_rcpts(sink)) >= 50, 30), f"fv did not start sending:\n{tail(victim.logpath)}"
+    victim = volley.start_worker(conf_v, "fv")
+    assert wait_for(lambda: len(sink.rcpts()) >= 50, 30), f"fv did not start sending:\n{tail(victim.logpath)}"
     victim.send_signal(signal.SIGSTOP)
     try:
         time.sleep(0.5)  # what was on the wire arrives; the sink's log is flushed
-        at_stop = len(sink_rcpts(sink))
+        at_stop = len(sink.rcpts())
         # sent by fv but not recorded: the classic duplicate window (a crash would leave them the same way)
         unrecorded = at_stop - volley.stats(cid).get("delivered", 0)
-        held = pending_by_consumer(volley).get("fv-0", 0)
+        held = volley.pending_by_consumer().get("fv-0", 0)
         assert held > N // 2, f"fv holds only {held} pending jobs at the stop"
 
-        survivor = start_named(volley, conf_s, "fs")
+        survivor = volley.start_worker(conf_s, "fs")
         hb = volley.key("worker", "fv")
         assert wait_for(lambda: not volley.r.exists(hb), HEARTBEAT_TTL_S + 5), "fv's heartbeat never expired"
         # the survivor claims what fits its byte budget each claim_idle / 10 (about 20 jobs a second here)
-        assert wait_for(lambda: pending_by_consumer(volley).get("fv-0", 0) == 0, 45), (
-            f"fs did not take over fv's jobs: {pending_by_consumer(volley)}\n{tail(survivor.logpath)}")
+        assert wait_for(lambda: volley.pending_by_consumer().get("fv-0", 0) == 0, 45), (
+            f"fs did not take over fv's jobs: {volley.pending_by_consumer()}\n{tail(survivor.logpath)}")
         assert wait_for(lambda: volley.stats(cid).get("delivered", 0) >= N, 60), (
             f"fs did not deliver the jobs it took over: {volley.stats(cid)}\n{tail(survivor.logpath)}")
     finally:
@@ -65,7 +64,7 @@ def test_stalled_worker_sends_nothing_taken_over(volley, volley_sink):
     assert stop_process(victim, signal.SIGTERM) == 0, tail(victim.logpath)
     assert stop_process(survivor, signal.SIGTERM) == 0, tail(survivor.logpath)
 
-    got = final_rcpts(sink)
+    got = sink.final_rcpts()
     counts = Counter(got)
     assert set(counts) == {r["email"] for r in rows}, f"{N - len(counts)} recipients never got their message"
     dups = len(got) - len(counts)

@@ -25,38 +25,30 @@ from collections import Counter
 
 import pytest
 
-from fleet_util import AofRedis, final_rcpts, fleet_conf, make_volley, sink_log, sink_rcpts, start_named, wait_for
-from volley_itest import stop_process, tail, make_recipients
+from volley_itest import make_recipients, stop_process, tail, wait_for
+
 
 N = 6000
 THREADS = 2
 OUTAGE_S = 5.0
 
 
-@pytest.fixture
-def aof_volley(tmp_path):
-    r = AofRedis(tmp_path / "redis-aof")
-    v = make_volley(tmp_path / "volley", r)
-    yield v
-    v.stop()
-    r.stop()
-
-
 def test_redis_outage_mid_run(aof_volley, volley_sink):
     volley = aof_volley
     sink = volley_sink("--delay-ms", "2")
     rows = make_recipients(N, prefix="outage")
-    conf = fleet_conf(volley, "ow", sink.hostport, threads=THREADS, connections=4, batch=64, max_inflight=256)
+    conf = volley.write_conf(sink.hostport, file="ow.conf", name="ow", threads=THREADS, connections=4, batch=64,
+                             max_inflight=256)
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
 
-    w = start_named(volley, conf, "outage")
-    assert wait_for(lambda: len(sink_rcpts(sink)) >= N // 4, 30), f"run did not start:\n{tail(w.logpath)}"
+    w = volley.start_worker(conf, "outage")
+    assert wait_for(lambda: len(sink.rcpts()) >= N // 4, 30), f"run did not start:\n{tail(w.logpath)}"
     volley.redis.kill()
-    at_kill = len(sink_rcpts(sink))
+    at_kill = len(sink.rcpts())
     assert at_kill < N, "the run finished before the outage"
     time.sleep(OUTAGE_S)
     assert w.poll() is None, f"worker died during the Redis outage ({w.returncode}):\n{tail(w.logpath)}"
-    during = len(sink_rcpts(sink)) - at_kill
+    during = len(sink.rcpts()) - at_kill
     volley.redis.start()
 
     def finished():
@@ -80,7 +72,7 @@ def test_redis_outage_mid_run(aof_volley, volley_sink):
     assert 1 <= len(back) <= THREADS, "no line saying Redis is back:\n" + tail(w.logpath)
     assert len(log.splitlines()) < 200, f"the outage flooded the log ({len(log.splitlines())} lines):\n{tail(w.logpath)}"
 
-    got = final_rcpts(sink)
+    got = sink.final_rcpts()
     counts = Counter(got)
     missing = {r["email"] for r in rows} - set(counts)
     if missing:
@@ -114,17 +106,18 @@ def test_redis_outage_longer_than_the_lease(aof_volley, volley_sink):
     n, lease_s, outage_s = 400, 4.0, 7.0
     sink = volley_sink("--delay-ms", "30")  # ~33 messages/s per connection: the held queue outlasts the lease
     rows = make_recipients(n, prefix="lease")
-    conf = fleet_conf(volley, "lw", sink.hostport, threads=1, connections=2, batch=256)
+    conf = volley.write_conf(sink.hostport, file="lw.conf", name="lw", threads=1, connections=2, batch=256)
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
-    w = start_named(volley, conf, "lease")
-    assert wait_for(lambda: len(sink_rcpts(sink)) >= 50, 30), f"run did not start:\n{tail(w.logpath)}"
+    w = volley.start_worker(conf, "lease")
+    assert wait_for(lambda: len(sink.rcpts()) >= 50, 30), f"run did not start:\n{tail(w.logpath)}"
     volley.redis.kill()
     t_kill = time.time()
     time.sleep(outage_s)
     assert w.poll() is None, f"worker died during the outage:\n{tail(w.logpath)}"
     volley.redis.start()
     t_back = time.time()
-    sent_late = [r for ms, rcpts in sink_log(sink) for r in rcpts if t_kill + lease_s + 0.5 < ms / 1000 < t_back]
+    sent_late = [r for ms, _src, _conn, rcpts in sink.log_lines() for r in rcpts
+                 if t_kill + lease_s + 0.5 < ms / 1000 < t_back]
     assert not sent_late, f"{len(sent_late)} messages went out after the lease ran out, Redis still down"
 
     assert wait_for(lambda: volley.stats(cid).get("delivered", 0) >= n, 60, step=0.2), (
@@ -133,7 +126,7 @@ def test_redis_outage_longer_than_the_lease(aof_volley, volley_sink):
     log = open(w.logpath, errors="replace").read()
     assert "fencing: the heartbeat lease ran out" in log, tail(w.logpath)
     assert re.search(r"fencing: the \d+ held jobs are still ours", log), tail(w.logpath)
-    counts = Counter(final_rcpts(sink))
+    counts = Counter(sink.final_rcpts())
     assert set(counts) == {r["email"] for r in rows}, f"{n - len(counts)} recipients lost"
     twice = [r for r, c in counts.items() if c > 1]
     assert not twice, f"{len(twice)} recipients received twice though no worker died, e.g. {twice[:5]}"

@@ -22,8 +22,8 @@ import signal
 import subprocess
 import time
 
-from fleet_util import fleet_conf, start_named, wait_for
-from volley_itest import binary, make_recipients, stop_process, tail
+from volley_itest import binary, make_recipients, stop_process, tail, wait_for
+
 
 ROWS = 1_000_000
 
@@ -82,10 +82,11 @@ def test_push_million_rows_with_bad_rows(volley, tmp_path):
 
 def test_status_watch_shows_live_workers(volley, volley_sink):
     sink = volley_sink("--delay-ms", "20")
-    confs = [fleet_conf(volley, n, sink.hostport, threads=1, connections=2, batch=16, max_inflight=16)
+    confs = [volley.write_conf(sink.hostport, file=f"{n}.conf", name=n, threads=1, connections=2, batch=16,
+                               max_inflight=16)
              for n in ("watch-a", "watch-b")]
     cid = volley.push(volley.write_campaign(cid="watched"), volley.write_recipients(make_recipients(3000)))
-    ws = [start_named(volley, c, c.stem) for c in confs]
+    ws = [volley.start_worker(c, c.stem) for c in confs]
     assert wait_for(lambda: all(volley.r.exists(volley.key("worker", n)) for n in ("watch-a", "watch-b")), 10), (
         "workers did not beat: " + tail(ws[0].logpath))
     assert wait_for(lambda: volley.stats(cid).get("delivered", 0) > 20, 20), tail(ws[0].logpath)

@@ -24,8 +24,8 @@ import signal
 import time
 from collections import Counter
 
-from fleet_util import campaign_snapshot, fleet_conf, outcome_sum, sink_log, start_named, wait_for
-from volley_itest import make_recipients, stop_process, tail
+from volley_itest import make_recipients, outcome_sum, stop_process, tail, wait_for
+
 
 N = 400
 CONNS = 1
@@ -39,12 +39,12 @@ def send_then(volley, volley_sink, action):
     Returns (sink, campaign id, worker, messages seen before, wall time the command returned, sent after it).
     """
     sink = volley_sink("--delay-ms", "30")
-    conf = fleet_conf(volley, action, sink.hostport, threads=1, connections=CONNS, batch=256)
+    conf = volley.write_conf(sink.hostport, file=f"{action}.conf", name=action, threads=1, connections=CONNS, batch=256)
     rows = make_recipients(N, prefix=action)
     cid = volley.push(volley.write_campaign(cid=action), volley.write_recipients(rows))
-    w = start_named(volley, conf, action)
-    assert wait_for(lambda: len(sink_log(sink)) >= 30, 30), f"sending did not start:\n{tail(w.logpath)}"
-    before = len(sink_log(sink))
+    w = volley.start_worker(conf, action)
+    assert wait_for(lambda: len(sink.log_records()) >= 30, 30), f"sending did not start:\n{tail(w.logpath)}"
+    before = len(sink.log_records())
     t_cmd = command(volley, action, cid)
     went = assert_stopped(sink, t_cmd, action)
     return sink, cid, w, before, t_cmd, went
@@ -59,7 +59,7 @@ def command(volley, action, cid):
 
 def after(sink, t):
     """Messages the sink accepted after wall time t (s)."""
-    return [r for ms, rcpts in sink_log(sink) for r in rcpts if ms > t * 1000]
+    return [r for ms, _src, _conn, rcpts in sink.log_lines() for r in rcpts if ms > t * 1000]
 
 
 def assert_stopped(sink, t_cmd, what):
@@ -79,8 +79,8 @@ def test_cancel_stops_within_a_second(volley, volley_sink):
     assert not after(sink, t_cmd + 1.0), "messages went out after the campaign settled"
     assert stop_process(w, signal.SIGTERM) == 0, tail(w.logpath)
     assert sink.stop() == 0
-    got = [r for _ms, rcpts in sink_log(sink) for r in rcpts]
-    st, in_streams, retry, held = campaign_snapshot(volley, cid)
+    got = [r for _ms, _src, _conn, rcpts in sink.log_lines() for r in rcpts]
+    st, in_streams, retry, held = volley.campaign_snapshot(cid)
     assert (in_streams, retry, held) == (0, 0, 0), (in_streams, retry, held, st)
     assert st["queued"] == N and st["delivered"] + st["cancelled"] == N, st
     assert len(got) == len(set(got)) == st["delivered"], (len(got), len(set(got)), st)
@@ -91,24 +91,24 @@ def test_pause_stops_within_a_second_and_resume_sends_the_rest_once(volley, voll
     sink, cid, w, before, t_cmd, went = send_then(volley, volley_sink, "pause")
 
     def adds_up():
-        st, in_streams, retry, held = campaign_snapshot(volley, cid)
+        st, in_streams, retry, held = volley.campaign_snapshot(cid)
         return retry == 0 and held > 0 and st["queued"] == outcome_sum(st) + in_streams + held
 
-    assert wait_for(adds_up, 5), f"counters did not add up while paused: {campaign_snapshot(volley, cid)}"
+    assert wait_for(adds_up, 5), f"counters did not add up while paused: {volley.campaign_snapshot(cid)}"
     time.sleep(3.0)
     assert not after(sink, t_cmd + 1.0), "messages went out while the campaign was paused"
-    st, in_streams, _retry, paused_held = campaign_snapshot(volley, cid)
+    st, in_streams, _retry, paused_held = volley.campaign_snapshot(cid)
     assert st["queued"] == st["delivered"] + in_streams + paused_held, (st, in_streams, paused_held)
 
     command(volley, "resume", cid)
     assert wait_for(lambda: volley.stats(cid).get("delivered", 0) == N, 60), (
-        f"resume did not send the rest: {campaign_snapshot(volley, cid)}\n{tail(w.logpath)}")
+        f"resume did not send the rest: {volley.campaign_snapshot(cid)}\n{tail(w.logpath)}")
     assert stop_process(w, signal.SIGTERM) == 0, tail(w.logpath)
     assert sink.stop() == 0
-    counts = Counter(r for _ms, rcpts in sink_log(sink) for r in rcpts)
+    counts = Counter(r for _ms, _src, _conn, rcpts in sink.log_lines() for r in rcpts)
     twice = [r for r, c in counts.items() if c > 1]
     assert not twice, f"{len(twice)} recipients received twice after pause and resume, e.g. {twice[:3]}"
     assert len(counts) == N, f"{N - len(counts)} recipients never received their message"
-    st, in_streams, retry, held = campaign_snapshot(volley, cid)
+    st, in_streams, retry, held = volley.campaign_snapshot(cid)
     assert st["queued"] == st["delivered"] == N and (in_streams, retry, held) == (0, 0, 0), (st, in_streams, held)
     print(f"pause after {before} received: {went} more went out, {paused_held} held; resumed and delivered once each")

@@ -13,13 +13,11 @@ DESCRIPTION
     any RCPT, the 5.7.1 one is tried again. `volley suppress remove` takes an address off the list.
 """
 
-from fleet_util import ScriptedSmtp, fleet_conf
-
 import pytest
 
 
 @pytest.fixture
-def receiver():
+def receiver(smtp_receiver):
     def rule(addr, n):
         if addr.startswith("gone@"):
             return "550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown"
@@ -27,22 +25,15 @@ def receiver():
             return "550 5.7.1 Message refused by local policy"
         return None
 
-    s = ScriptedSmtp(rule)
-    yield s
-    s.stop()
+    return smtp_receiver(rule=rule)
 
 
 def suppress(volley, *args):
     return volley.run("suppress", "-c", volley.conf, *args)
 
 
-def run_worker(volley):
-    rc, log, _ = volley.worker(timeout=60)
-    assert rc == 0, f"worker exit {rc}:\n{log[-3000:]}"
-
-
 def test_suppression_list_and_hard_bounces(volley, receiver):
-    fleet_conf(volley, "sw", receiver.hostport, threads=1)
+    volley.write_conf(receiver.hostport, name="sw", threads=1)
     p = suppress(volley, "add", "Blocked@Example.TEST")
     assert p.returncode == 0 and "added" in p.stdout, (p.stdout, p.stderr)
     assert volley.r.smembers(volley.key("suppressed")) == {"blocked@example.test"}
@@ -51,7 +42,7 @@ def test_suppression_list_and_hard_bounces(volley, receiver):
               "ok2@example.test"]
     rows = [{"email": a, "name": a.split("@")[0], "token": f"t{i}"} for i, a in enumerate(people)]
     cid = volley.push(volley.write_campaign("one.ini", cid="first"), volley.write_recipients(rows, "one.csv"))
-    run_worker(volley)
+    volley.run_worker(60)
 
     tried = [a for _m, _ms, a, _r in receiver.rcpts]
     assert "blocked@example.test" not in tried, "a suppressed address got a RCPT"
@@ -73,7 +64,7 @@ def test_suppression_list_and_hard_bounces(volley, receiver):
     # a later campaign: the bounced address is not tried again
     n_rcpt_gone = tried.count("gone@example.test")
     cid2 = volley.push(volley.write_campaign("two.ini", cid="second"), volley.write_recipients(rows, "two.csv"))
-    run_worker(volley)
+    volley.run_worker(60)
     tried = [a for _m, _ms, a, _r in receiver.rcpts]
     assert tried.count("gone@example.test") == n_rcpt_gone, "a hard-bounced address was tried again"
     assert tried.count("policy@example.test") == 2, "the policy bounce should not suppress"

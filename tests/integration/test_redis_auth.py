@@ -24,12 +24,13 @@ import time
 
 import pytest
 
-from redis_secure import VOLLEY_PASS, SecureRedis, make_pki, redis_lines, secure_conf
+from redis_secure import VOLLEY_PASS, SecureRedis, make_pki, redis_keys
+
 from volley_itest import Volley, tail, wait_for
 
 N = 200
 # a fleet-wide throttle, so its scripts and keys run under the volley ACL too
-THROTTLE = "[provider test]\ndomains = example.test\nrate = 2000/s\nconnections = 4\ndaily_cap = 100000\n"
+THROTTLE = {"test": {"domains": "example.test", "rate": "2000/s", "connections": 4, "daily_cap": 100000}}
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +74,8 @@ def run(volley, *args):
 
 
 def worker_ok(volley):
-    rc, log, _ = volley.worker(timeout=90)
+    log = volley.run_worker(timeout=90).log
     secret_free(log)
-    assert rc == 0, f"worker exit {rc}:\n{log[-3000:]}"
     return log
 
 
@@ -136,13 +136,13 @@ def test_acl_user_spine_to_sink(secured, volley_sink, how, tmp_path):
     r, volley = secured()
     sink = volley_sink()
     if how == "url":
-        lines = redis_lines(r.volley_url())
+        keys = redis_keys(r.volley_url())
     else:
         pw = tmp_path / "redis.pw"
         pw.write_text(VOLLEY_PASS + "\n")
         pw.chmod(0o600)
-        lines = redis_lines(r.volley_url(password=False), password_file=pw)
-    secure_conf(volley, sink.hostport, lines, extra=THROTTLE)
+        keys = redis_keys(r.volley_url(password=False), password_file=pw)
+    volley.write_conf(sink.hostport, redis=keys, providers=THROTTLE)
     spine(volley, sink_received(sink))
     # the volley user really is confined: it cannot read outside its prefix
     acl_log = r.client.execute_command("ACL", "LOG")
@@ -155,7 +155,7 @@ def test_acl_user_spine_to_aiosmtpd(secured, smtp_receiver):
 
     r, volley = secured(db=3)
     rx = smtp_receiver()
-    secure_conf(volley, rx.hostport, redis_lines(r.volley_url()), extra=THROTTLE)
+    volley.write_conf(rx.hostport, redis=redis_keys(r.volley_url()), providers=THROTTLE)
     spine(volley, rx_received(rx))
     db0 = redis.Redis(host="127.0.0.1", port=r.port, username="admin", password="admin-pw", db=0)
     assert db0.dbsize() == 0, f"keys written to db 0: {db0.keys('*')[:5]}"
@@ -182,25 +182,23 @@ def test_least_privilege_is_enforced(secured):
 def test_tls_only_spine_with_client_certificate(secured, volley_sink, pki):
     r, volley = secured(tls=True, pki=pki, client_auth="yes")
     sink = volley_sink()
-    secure_conf(volley, sink.hostport,
-                redis_lines(r.volley_url(), ca=pki / "ca.pem", client_cert=(pki / "client.pem", pki / "client.key")),
-                extra=THROTTLE)
+    volley.write_conf(sink.hostport, providers=THROTTLE, redis=redis_keys(
+        r.volley_url(), ca=pki / "ca.pem", client_cert=(pki / "client.pem", pki / "client.key")))
     spine(volley, sink_received(sink))
     assert "rediss://volley:***@127.0.0.1" in volley.run("status", "-c", volley.conf).stdout
 
 
 def test_tls_verify_with_wrong_ca_fails_clearly(secured, pki):
     r, volley = secured(tls=True, pki=pki, client_auth="optional")
-    secure_conf(volley, "127.0.0.1:9", redis_lines(r.volley_url(), ca=pki / "wrong-ca.pem"))
-    rc, log, secs = volley.worker(timeout=30)
+    volley.write_conf("127.0.0.1:9", redis=redis_keys(r.volley_url(), ca=pki / "wrong-ca.pem"))
+    log = volley.run_worker(timeout=30, expect=1).log
     secret_free(log)
-    assert rc == 1, f"worker exit {rc}:\n{log}"
     assert "certificate verification failed" in log and "rediss://volley:***@127.0.0.1" in log, log
     for args in (("status", "-c", volley.conf), ("suppress", "-c", volley.conf, "list")):
         p = run(volley, *args)
         assert p.returncode != 0 and "certificate verification failed" in p.stderr, (args, p.stdout, p.stderr)
     # the same CA file but verify = no: encryption without authentication is the operator's explicit choice
-    secure_conf(volley, "127.0.0.1:9", redis_lines(r.volley_url(), ca=pki / "wrong-ca.pem", verify="no"))
+    volley.write_conf("127.0.0.1:9", redis=redis_keys(r.volley_url(), ca=pki / "wrong-ca.pem", verify="no"))
     p = run(volley, "suppress", "-c", volley.conf, "list")
     assert p.returncode == 0, p.stderr
 
@@ -210,14 +208,15 @@ def test_tls_host_name_is_checked(secured, pki):
     (a trusted chain, the wrong name) is refused, by the tools and the worker."""
     r, volley = secured(tls=True, pki=pki)
     url = r.volley_url().replace("127.0.0.1", "127.0.0.2")
-    secure_conf(volley, "127.0.0.1:9", redis_lines(url, ca=pki / "ca.pem"))
+    volley.write_conf("127.0.0.1:9", redis=redis_keys(url, ca=pki / "ca.pem"))
     p = run(volley, "status", "-c", volley.conf)
     assert p.returncode != 0 and "certificate verification failed" in p.stderr, p.stderr
     assert "mismatch" in p.stderr, p.stderr
-    rc, log, _ = volley.worker(timeout=30)
-    assert rc == 1 and "certificate verification failed" in log, log
+    log = volley.run_worker(timeout=30, expect=1).log
+    assert "certificate verification failed" in log, log
     # by a name it does carry: accepted
-    secure_conf(volley, "127.0.0.1:9", redis_lines(r.volley_url().replace("127.0.0.1", "localhost"), ca=pki / "ca.pem"))
+    volley.write_conf("127.0.0.1:9", redis=redis_keys(r.volley_url().replace("127.0.0.1", "localhost"),
+                                                      ca=pki / "ca.pem"))
     p = run(volley, "suppress", "-c", volley.conf, "list")
     assert p.returncode == 0, p.stderr
 
@@ -225,9 +224,8 @@ def test_tls_host_name_is_checked(secured, pki):
 def test_wrong_password(secured):
     r, volley = secured()
     bad = r.volley_url().replace("s3cr", "n0pe")
-    secure_conf(volley, "127.0.0.1:9", redis_lines(bad))
-    rc, log, secs = volley.worker(timeout=30)
-    assert rc == 1, f"worker exit {rc}:\n{log}"
+    volley.write_conf("127.0.0.1:9", redis=redis_keys(bad))
+    log = volley.run_worker(timeout=30, expect=1).log
     assert "authentication failed" in log and "WRONGPASS" in log, log
     assert f"redis://volley:***@127.0.0.1:{r.port}/0" in log, log
     assert "n0pe" not in log
@@ -241,7 +239,7 @@ def test_wrong_password(secured):
         assert "authentication failed" in p.stderr, (args, p.stderr)
         assert "n0pe" not in p.stdout + p.stderr, (args, p.stderr)
     # no password at all where one is required
-    secure_conf(volley, "127.0.0.1:9", redis_lines(f"redis://127.0.0.1:{r.port}"))
+    volley.write_conf("127.0.0.1:9", redis=redis_keys(f"redis://127.0.0.1:{r.port}"))
     p = volley.run("status", "-c", volley.conf)
     assert p.returncode != 0 and "NOAUTH" in p.stderr or "WRONGPASS" in p.stderr, p.stderr
 
@@ -252,7 +250,7 @@ def test_auth_lost_after_start_is_an_outage(secured, volley_sink, pki, tls):
     connection, and TLS handshake, each time), no exit; back to the right password: it carries on."""
     r, volley = secured(tls=tls, pki=pki)
     sink = volley_sink()
-    secure_conf(volley, sink.hostport, redis_lines(r.volley_url(), ca=pki / "ca.pem" if tls else None))
+    volley.write_conf(sink.hostport, redis=redis_keys(r.volley_url(), ca=pki / "ca.pem" if tls else None))
     w = volley.start_worker()
     time.sleep(1.5)
     assert w.poll() is None, tail(w.logpath)

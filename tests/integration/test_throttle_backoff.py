@@ -10,8 +10,8 @@ gmail is back at its normal rate. recover_after = 0 so only time ends the backof
 import re
 import time
 
-from throttle_util import (gmail_rows, log_tails, push, sink_lines, start_workers, stop_workers, throttle_conf,
-                           utc_date, wait_for)
+from volley_itest import THROTTLE, log_tails, make_recipients, stop_workers, utc_date, wait_for
+
 
 IP = "127.0.0.2"
 
@@ -24,13 +24,13 @@ def _backoff_conf(volley, sink, **extra):
     }
     for k, v in extra.pop("gmail", {}).items():
         providers["gmail"][k] = v
-    return throttle_conf(volley, "bo", {"gmail.com": sink.hostport, "yahoo.com": sink.hostport},
-                         retry={"schedule": "1s", "max_age": "1h"}, providers=providers, **extra)
+    return volley.write_conf({"gmail.com": sink.hostport, "yahoo.com": sink.hostport}, file="bo.conf", name="bo",
+                             preset=THROTTLE, retry={"schedule": "1s", "max_age": "1h"}, providers=providers, **extra)
 
 
 def _trip(volley, sink, procs):
     """Push one trip@gmail.com message; returns (pair, backoff hash) once the 421 was recorded."""
-    push(volley, gmail_rows(1, prefix="trip"), name="trip")
+    volley.push_rows(make_recipients(1, domains=("gmail.com",), prefix="trip"), name="trip")
     pattern = volley.key("thr", "backoff", "gmail:*")
 
     def find():
@@ -53,18 +53,19 @@ def _trip(volley, sink, procs):
 def test_421_backoff_gmail_slows_yahoo_unaffected(volley, volley_sink):
     sink = volley_sink("--rcpt-reply", "trip*@gmail.com=421 4.7.28 rate limited")
     _backoff_conf(volley, sink, egress={"ips": IP})
-    procs = start_workers(volley, ("bo",))
+    procs = [volley.start_worker(f"{n}.conf", n) for n in ("bo",)]
     pair, bo = _trip(volley, sink, procs)
     assert pair == f"gmail:{IP}", pair
     until = int(bo["until"])
     assert bo.get("mode") == "backoff" and "4.7.28" in bo.get("reply", ""), bo
     ng, ny = 120, 200
     t_push = int(time.time() * 1000)
-    push(volley, gmail_rows(ng) + gmail_rows(ny, domain="yahoo.com"), name="main")
+    volley.push_rows(make_recipients(ng, domains=("gmail.com",)) + make_recipients(ny, domains=("yahoo.com",)),
+                     name="main")
     done = wait_for(lambda: sink.count() >= ng + ny, 20)
     stop_workers(procs)
     sink.stop()
-    lines = sink_lines(sink)
+    lines = sink.log_lines()
     g = [t for t, _s, _c, r in lines if r[0].endswith("@gmail.com")]
     y = [t for t, _s, _c, r in lines if r[0].endswith("@yahoo.com")]
     window_s = (until - t_push) / 1000.0
@@ -100,8 +101,9 @@ def test_status_shows_throttle_state(volley, volley_sink):
     _backoff_conf(volley, sink, egress={"ips": f"{IP} 127.0.0.3"},
                   warmup={"schedule": "10 20 30 40 80", f"ip.{IP}": utc_date(3)},
                   gmail={"daily_cap": 1000})
-    procs = start_workers(volley, ("bo",))
-    push(volley, gmail_rows(30) + gmail_rows(30, domain="yahoo.com"), name="warm")
+    procs = [volley.start_worker(f"{n}.conf", n) for n in ("bo",)]
+    volley.push_rows(make_recipients(30, domains=("gmail.com",)) + make_recipients(30, domains=("yahoo.com",)),
+                     name="warm")
     assert wait_for(lambda: sink.count() >= 60, 10), f"{sink.count()} of 60 arrived\n{log_tails(procs)}"
     pair, _bo = _trip(volley, sink, procs)
     st = volley.status()

@@ -11,7 +11,8 @@ all 4 leases and the sink sees 4 concurrent connections again; never more than 4
 import signal
 import time
 
-from throttle_util import SPREAD, gmail_rows, log_tails, push, start_workers, stop_workers, throttle_conf, wait_for
+from volley_itest import SPREAD, THROTTLE, log_tails, make_recipients, stop_workers, wait_for
+
 
 LEASE_MS = 3000
 LIMIT = 4
@@ -20,11 +21,11 @@ LIMIT = 4
 def test_killed_worker_leases_return_within_lease_ms(volley, volley_sink):
     sink = volley_sink("--delay-ms", "100")
     for name in ("ka", "kb"):
-        throttle_conf(volley, name, {"gmail.com": sink.hostport}, threads=1, worker_extra=SPREAD,
-                      egress={"ips": "127.0.0.2"}, throttle={"lease_ms": LEASE_MS},
-                      providers={"gmail": {"rate": "1000/s", "connections": LIMIT}})
-    push(volley, gmail_rows(600))
-    ka, kb = start_workers(volley, ("ka", "kb"))
+        volley.write_conf({"gmail.com": sink.hostport}, file=f"{name}.conf", name=name, preset=THROTTLE, threads=1,
+                          **SPREAD, egress={"ips": "127.0.0.2"}, throttle={"lease_ms": LEASE_MS},
+                          providers={"gmail": {"rate": "1000/s", "connections": LIMIT}})
+    volley.push_rows(make_recipients(600, domains=("gmail.com",)), name="c")
+    ka, kb = [volley.start_worker(f"{n}.conf", n) for n in ("ka", "kb")]
     key = volley.key("thr", "conn", "gmail:127.0.0.2")
 
     def holders():

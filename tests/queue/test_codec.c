@@ -17,7 +17,6 @@
 
 #include "queue/resp.h"
 #include "queue/script.h"
-#include "queue/sha1.h"
 #include "redis_harness.h"
 
 static struct test_redis H;
@@ -203,21 +202,26 @@ static void test_malformed_bytes(void **st)
     q_redis_free(q);
 }
 
+/* sha_of - lib/redis_script's digest of text[n] (a fresh script each time) */
+static const char *sha_of(struct redis_script *s, const char *text)
+{
+    *s = (struct redis_script)REDIS_SCRIPT(text);
+    return redis_script_sha(s);
+}
+
 static void test_sha1_matches_redis(void **st)
 {
-    char hex[41];
-    q_sha1_hex("abc", 3, hex);
-    assert_string_equal(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
-    q_sha1_hex("", 0, hex);
-    assert_string_equal(hex, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-    /* lengths around the padding boundaries, checked against SCRIPT LOAD */
+    struct redis_script s;
+    assert_string_equal(sha_of(&s, "abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    assert_string_equal(sha_of(&s, ""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    /* lengths around SHA-1's padding boundaries, checked against SCRIPT LOAD */
     size_t lens[] = {1, 55, 56, 63, 64, 65, 119, 120, 1000};
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
         char text[1100];
         memset(text, ' ', lens[i]);
         memcpy(text, "return 1", 8 < lens[i] ? 8 : lens[i]);
         text[lens[i]] = '\0';
-        q_sha1_hex(text, lens[i], hex);
+        const char *hex = sha_of(&s, text);
         redisReply *r = rh_cmd(&H, "SCRIPT LOAD %b", text, lens[i]);
         if (r->type == REDIS_REPLY_STRING)
             assert_string_equal(hex, r->str);
@@ -225,9 +229,16 @@ static void test_sha1_matches_redis(void **st)
             assert_true(lens[i] < 8);
         freeReplyObject(r);
     }
+    /* what Redis answers to EVALSHA of a script it does not have */
+    redisReply *r = rh_cmd(&H, "EVALSHA %s 0", sha_of(&s, "return 'never loaded'"));
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_true(redis_script_noscript(r->str, r->len));
+    freeReplyObject(r);
+    assert_false(redis_script_noscript("ERR unknown command", 19));
+    assert_false(redis_script_noscript("NOSCR", 5));
 }
 
-static struct q_script echo_script = Q_SCRIPT("return {KEYS[1], ARGV[1], ARGV[2]}");
+static struct redis_script echo_script = REDIS_SCRIPT("return {KEYS[1], ARGV[1], ARGV[2]}");
 
 static void on_echo(void *priv, redisReply *r)
 {
@@ -262,7 +273,7 @@ static void test_evalsha_falls_back_to_eval(void **st)
     assert_string_equal(S.str[0], "key|1|bin");
     assert_string_equal(S.str[1], "key|2|bin");
     /* the EVAL cached the script: the next call is served by EVALSHA directly */
-    redisReply *r = rh_cmd(&H, "SCRIPT EXISTS %s", q_script_sha(&echo_script));
+    redisReply *r = rh_cmd(&H, "SCRIPT EXISTS %s", redis_script_sha(&echo_script));
     assert_int_equal(r->element[0]->integer, 1);
     freeReplyObject(r);
     queue_echo(q, 3);

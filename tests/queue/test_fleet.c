@@ -68,21 +68,21 @@ static void free_jobs(void)
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, SIZE_MAX, 1, Q_INTAKE_NEW, suppress, on_jobs, NULL);
+    q_intake_read(Q, &K, consumer, count, SIZE_MAX, 1, Q_INTAKE_NEW, suppress, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
-/* read_bytes - q_intake_read2 with a byte budget, new entries or (pending) this consumer's own */
+/* read_bytes - q_intake_read with a byte budget, new entries or (pending) this consumer's own */
 static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, enum q_intake_from pending)
 {
     free_jobs();
-    q_intake_read2(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
+    q_intake_read(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
 static void record(const struct q_record_opts *opts, struct q_outcome *o, int n)
 {
-    q_record2(Q, &K, opts, o, n, on_any, NULL);
+    q_record(Q, &K, opts, o, n, on_any, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     assert_string_equal(RERR, "");
 }
@@ -137,8 +137,8 @@ static void test_expiry_after_max_age(void **st)
     assert_true(J[1]->first_ms + 5000 > now); /* a new job: its entry id's time */
     struct q_record_opts opts = {.max_age_ms = 5000, .suppress_hard_bounces = 1};
     struct q_outcome o[2] = {
-        {.job = J[0], .status = Q_DEFERRED, .code = 451, .reply = "try later", .ts_ms = now, .retry_at_ms = now + 1},
-        {.job = J[1], .status = Q_DEFERRED, .code = 451, .reply = "try later", .ts_ms = now, .retry_at_ms = now + 1},
+        {.job = J[0], .status = Q_DEFERRED, .code = 451, .reply = "try later", .retry_at_ms = now + 1},
+        {.job = J[1], .status = Q_DEFERRED, .code = 451, .reply = "try later", .retry_at_ms = now + 1},
     };
     record(&opts, o, 2);
     assert_int_equal(stat("c1", "bounced"), 1);
@@ -218,7 +218,7 @@ static void test_autoclaim_skips_recorded(void **st)
     /* the "dead" worker recorded one bulk job before it stopped: recorded means acknowledged, never reclaimed */
     char recorded[Q_ID_MAX];
     snprintf(recorded, sizeof(recorded), "%s", J[1]->id);
-    struct q_outcome first = {.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    struct q_outcome first = {.job = J[1], .status = Q_DELIVERED, .code = 250};
     record(NULL, &first, 1);
     free_jobs();
     /* nothing is idle enough yet */
@@ -240,7 +240,7 @@ static void test_autoclaim_skips_recorded(void **st)
     freeReplyObject(p);
     /* recording a reclaimed job works in its stream; a second record of the same job (a batch re-sent
        after an outage swallowed the reply) is not counted twice */
-    struct q_outcome o = {.job = J[0], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    struct q_outcome o = {.job = J[0], .status = Q_DELIVERED, .code = 250};
     record(NULL, &o, 1);
     record(NULL, &o, 1);
     assert_int_equal(stat("c1", "delivered"), 2);
@@ -248,8 +248,8 @@ static void test_autoclaim_skips_recorded(void **st)
     assert_string_equal(last_event_field("duplicate", buf, sizeof(buf)), "1");
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
     /* once the other two are recorded nothing is pending: the trim is exact and the stream empty */
-    struct q_outcome rest[2] = {{.job = J[1], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
-                                {.job = J[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1}};
+    struct q_outcome rest[2] = {{.job = J[1], .status = Q_DELIVERED, .code = 250},
+                                {.job = J[2], .status = Q_DELIVERED, .code = 250}};
     record(NULL, rest, 2);
     assert_streams_empty();
     free_jobs();
@@ -274,21 +274,21 @@ static void test_late_record_after_reclaim_is_duplicate(void **st)
     assert_int_equal(NJ, 4);
     assert_int_equal(stat("c1", "reclaimed"), 4);
     /* the first owner wakes up before w2 recorded the last bulk job: its outcome for that one counts */
-    struct q_outcome early = {.job = old[3], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    struct q_outcome early = {.job = old[3], .status = Q_DELIVERED, .code = 250};
     record(NULL, &early, 1);
     assert_int_equal(stat("c1", "delivered"), 1);
     /* w2 records all four (the same ids, read back by its claim) */
     struct q_outcome mine[4];
     for (int i = 0; i < 4; i++)
-        mine[i] = (struct q_outcome){.job = J[i], .status = Q_DELIVERED, .code = 250, .ts_ms = 2};
+        mine[i] = (struct q_outcome){.job = J[i], .status = Q_DELIVERED, .code = 250};
     record(NULL, mine, 4);
     assert_int_equal(stat("c1", "delivered"), 4);
     assert_int_equal(count_events("duplicate", "1"), 1);
     /* the stopped worker's late outcomes for the other three: a deferral, a failure and a bounce */
     struct q_outcome late[3] = {
-        {.job = old[0], .status = Q_DEFERRED, .code = 451, .reply = "later", .ts_ms = 3, .retry_at_ms = 5},
-        {.job = old[1], .status = Q_FAILED, .reply = "render failed", .ts_ms = 3},
-        {.job = old[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 3},
+        {.job = old[0], .status = Q_DEFERRED, .code = 451, .reply = "later", .retry_at_ms = 5},
+        {.job = old[1], .status = Q_FAILED, .reply = "render failed"},
+        {.job = old[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user"},
     };
     record(NULL, late, 3);
     assert_int_equal(count_events("duplicate", "1"), 4);
@@ -316,7 +316,7 @@ static void test_held_twice_is_held_once(void **st)
     xadd(K.jobs, "c1", "a@example.test");
     read2("w1", 10, 0);
     assert_int_equal(NJ, 1);
-    struct q_outcome o = {.job = J[0], .status = Q_HELD, .ts_ms = 1};
+    struct q_outcome o = {.job = J[0], .status = Q_HELD};
     record(NULL, &o, 1);
     record(NULL, &o, 1);
     assert_int_equal(rh_int(&H, "XLEN %sc1", K.hold), 1);
@@ -339,9 +339,9 @@ static void test_high_first(void **st)
     assert_string_equal(J[2]->to, "bulk@example.test");
     /* each is acknowledged in the stream it came from; a deferred high job comes back high */
     struct q_outcome o[3] = {
-        {.job = J[0], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
-        {.job = J[1], .status = Q_DEFERRED, .code = 451, .ts_ms = 1, .retry_at_ms = 5},
-        {.job = J[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1},
+        {.job = J[0], .status = Q_DELIVERED, .code = 250},
+        {.job = J[1], .status = Q_DEFERRED, .code = 451, .retry_at_ms = 5},
+        {.job = J[2], .status = Q_DELIVERED, .code = 250},
     };
     record(NULL, o, 3);
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
@@ -373,10 +373,10 @@ static void test_suppression(void **st)
     assert_true(J[0]->suppressed);
     assert_false(J[1]->suppressed);
     struct q_outcome o[4] = {
-        {.job = J[0], .status = Q_SUPPRESSED, .reply = "suppressed", .ts_ms = 1},
-        {.job = J[1], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 1},
-        {.job = J[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.7.1", .reply = "policy", .ts_ms = 1},
-        {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .ts_ms = 1},
+        {.job = J[0], .status = Q_SUPPRESSED, .reply = "suppressed"},
+        {.job = J[1], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user"},
+        {.job = J[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.7.1", .reply = "policy"},
+        {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user"},
     };
     struct q_record_opts on = {.max_age_ms = 0, .suppress_hard_bounces = 1};
     struct q_record_opts off = {.max_age_ms = 0, .suppress_hard_bounces = 0};
@@ -457,7 +457,7 @@ static void test_hold_resume_cancel(void **st)
     struct q_outcome o[8];
     for (int i = 0; i < NJ; i++) {
         assert_int_equal(J[i]->camp_state, Q_CAMP_PAUSED);
-        o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD, .ts_ms = 1};
+        o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD};
     }
     record(NULL, o, NJ);
     assert_int_equal(rh_int(&H, "XLEN %shold:c1", "vf:"), 8);
@@ -478,7 +478,7 @@ static void test_hold_resume_cancel(void **st)
     read2("w1", 20, 1);
     assert_int_equal(NJ, 8);
     assert_int_equal(J[0]->camp_state, Q_CAMP_ACTIVE);
-    struct q_outcome late = {.job = J[7], .status = Q_HELD, .ts_ms = 1};
+    struct q_outcome late = {.job = J[7], .status = Q_HELD};
     record(NULL, &late, 1);
     assert_int_equal(rh_int(&H, "XLEN %shold:c1", "vf:"), 0);
     assert_accounted("c1");
@@ -487,12 +487,11 @@ static void test_hold_resume_cancel(void **st)
     for (int i = 0; i < 4; i++)
         o[i] = (struct q_outcome){.job = J[i],
                                   .status = i < 2 ? Q_DELIVERED : Q_DEFERRED,
-                                  .ts_ms = 1,
                                   .retry_at_ms = clock_wall_ms() + 600000};
     record(NULL, o, 4);
     assert_int_equal(q_ctl_campaign_pause(c, "c1", err, sizeof(err)), 0);
     for (int i = 4; i < 7; i++)
-        o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD, .ts_ms = 1};
+        o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD};
     record(NULL, o + 4, 3);
     assert_accounted("c1");
 
@@ -509,7 +508,7 @@ static void test_hold_resume_cancel(void **st)
     assert_int_equal(NJ, 1);
     assert_int_equal(J[0]->camp_state, Q_CAMP_CANCELLED);
     /* a worker that defers it anyway (it was in flight): recorded as cancelled, not re-queued */
-    struct q_outcome d = {.job = J[0], .status = Q_DEFERRED, .ts_ms = 1, .retry_at_ms = 5};
+    struct q_outcome d = {.job = J[0], .status = Q_DEFERRED, .retry_at_ms = 5};
     record(NULL, &d, 1);
     assert_int_equal(stat("c1", "cancelled"), 6);
     assert_int_equal(stat("c1", "delivered") + stat("c1", "cancelled"), 8);
@@ -695,6 +694,63 @@ static void test_read_by_bytes(void **st)
     free_jobs();
 }
 
+/* cursor_exists - whether consumer's parking cursor (<p>:intake:<consumer>) exists */
+static long long cursor_exists(const char *consumer)
+{
+    return rh_int(&H, "EXISTS %s%s", K.intake, consumer);
+}
+
+/*
+ * test_parked_entries_come_first - a step of new entries that does not fit
+ * (a big job after small ones) leaves the rest pending to the reader,
+ * parked: the next reads hand them out first, in order, each once, and the
+ * cursor is gone once they are; a pending pass takes them all and drops it.
+ */
+static void test_parked_entries_come_first(void **st)
+{
+    fresh();
+    for (int i = 0; i < 3; i++) {
+        char to[32];
+        snprintf(to, sizeof to, "s%d@x.test", i);
+        xadd(K.jobs, "c", to);
+    }
+    add_big(1);
+    xadd(K.jobs, "c", "t0@x.test");
+    xadd(K.jobs, "c", "t1@x.test");
+    read_bytes("w1", 100, 2000000, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 3);
+    assert_string_equal(J[2]->to, "s2@x.test");
+    assert_int_equal(cursor_exists("w1"), 1);
+    /* parked entries first, even with room for new ones; nothing new is read meanwhile */
+    xadd(K.jobs, "c", "u0@x.test");
+    read_bytes("w1", 100, 1000, 1, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "big1@x.test");
+    assert_int_equal(cursor_exists("w1"), 1);
+    read_bytes("w1", 100, 1000000, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 2);
+    assert_string_equal(J[0]->to, "t0@x.test");
+    assert_string_equal(J[1]->to, "t1@x.test");
+    assert_int_equal(cursor_exists("w1"), 0);
+    read_bytes("w1", 100, 1000000, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 1);
+    assert_string_equal(J[0]->to, "u0@x.test");
+    redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
+    assert_int_equal(p->element[0]->integer, 7); /* each handed out once: 3 + 1 + 2 + 1 */
+    freeReplyObject(p);
+
+    /* parked again, then a pending pass (after a lost read) takes everything of ours and drops the cursor */
+    add_big(1);
+    xadd(K.jobs, "c", "v0@x.test");
+    read_bytes("w2", 100, 100, 1, Q_INTAKE_NEW);
+    read_bytes("w2", 100, 100, 0, Q_INTAKE_NEW);
+    assert_int_equal(NJ, 0);
+    assert_int_equal(cursor_exists("w2"), 1);
+    read_bytes("w2", 100, SIZE_MAX, 1, Q_INTAKE_PENDING);
+    assert_int_equal(cursor_exists("w2"), 0);
+    free_jobs();
+}
+
 static int OWNED[8];
 static void on_owned(void *priv, redisReply *r)
 {
@@ -735,7 +791,7 @@ static void test_fence_confirm(void **st)
     int nmine = NJ;
     NJ = 0;
     freeReplyObject(rh_cmd(&H, "XCLAIM %s volley other-0 0 %s JUSTID", K.jobs, mine[1]->id));
-    struct q_outcome o = {.job = mine[2], .status = Q_DELIVERED, .code = 250, .ts_ms = 1};
+    struct q_outcome o = {.job = mine[2], .status = Q_DELIVERED, .code = 250};
     record(NULL, &o, 1);
     int n = 4;
     q_fence_confirm(Q, &K, "stalled-0", (const struct q_job *const *)mine, n, on_owned, &n);
@@ -769,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_states_and_heartbeat),
         cmocka_unit_test(test_worker_names),
         cmocka_unit_test(test_read_by_bytes),
+        cmocka_unit_test(test_parked_entries_come_first),
         cmocka_unit_test(test_fence_confirm),
         cmocka_unit_test(test_resumed_pending_counted_reclaimed),
     };

@@ -10,54 +10,38 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
-
-from test_push import BUILD, PREFIX, rds, write_campaign, write_conf  # noqa: F401 (fixture)
-
-ROOT = Path(__file__).resolve().parents[2]
-
-@pytest.fixture(scope="module")
-def exe():
-    out = BUILD / "volley"
-    if not out.exists():
-        pytest.fail(f"{out} not found: run `make` first", pytrace=False)
-    return out
+from volley_itest import PREFIX, binary
 
 
-def run(exe, *args, **kw):
-    return subprocess.run([str(exe)] + [str(a) for a in args], capture_output=True, text=True, timeout=30, **kw)
-
-
-def push(exe, tmp_path, conf, n, *extra, cid="spring"):
-    ini = write_campaign(tmp_path, cid=cid)
-    csv = tmp_path / f"list-{cid}.csv"
+def push(volley, shop_campaign, conf, n, *extra, cid="spring"):
+    ini = shop_campaign(cid=cid)
+    csv = volley.dir / f"list-{cid}.csv"
     csv.write_text("email,token\n" + "".join(f"u{i}@example.test,{i}\n" for i in range(n)))
-    return run(exe, "push", "-c", conf, "--campaign", ini, "--recipients", csv, *extra)
+    return volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv, *extra)
 
 
-def test_push_priority_high(exe, tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
-    p = push(exe, tmp_path, conf, 3, "--priority", "high")
+def test_push_priority_high(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
+    p = push(volley, shop_campaign, conf, 3, "--priority", "high")
     assert p.returncode == 0, p.stderr
     assert r.xlen(f"{PREFIX}:jobs:high") == 3 and r.xlen(f"{PREFIX}:jobs") == 0
     assert not any(g["name"] != "volley" for g in r.xinfo_groups(f"{PREFIX}:jobs:high"))
     # not a terminal: no progress bar, only the summary
     assert "\r" not in p.stderr and "#" not in p.stderr, p.stderr
-    p = push(exe, tmp_path, conf, 1, "--priority", "urgent")
+    p = push(volley, shop_campaign, conf, 1, "--priority", "urgent")
     assert p.returncode == 2 and "--priority" in p.stderr
 
 
-def test_push_progress_bar_on_a_terminal(exe, tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
-    ini = write_campaign(tmp_path)
+def test_push_progress_bar_on_a_terminal(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
+    ini = shop_campaign()
     csv = tmp_path / "big.csv"
     csv.write_text("email\n" + "".join(f"u{i}@example.test\n" for i in range(5000)))
     master, slave = pty.openpty()
-    p = subprocess.run([str(exe), "push", "-c", conf, "--campaign", ini, "--recipients", csv],
+    p = subprocess.run([str(binary("volley")), "push", "-c", conf, "--campaign", ini, "--recipients", csv],
                        stdout=subprocess.PIPE, stderr=slave, timeout=30)
     os.close(slave)
     err = b""
@@ -76,37 +60,37 @@ def test_push_progress_bar_on_a_terminal(exe, tmp_path, rds):
     assert "5000 jobs queued" in text
 
 
-def test_campaign_pause_resume_cancel_show(exe, tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
-    assert push(exe, tmp_path, conf, 4).returncode == 0
-    p = run(exe, "campaign", "-c", conf, "pause", "spring")
+def test_campaign_pause_resume_cancel_show(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
+    assert push(volley, shop_campaign, conf, 4).returncode == 0
+    p = volley.run("campaign", "-c", conf, "pause", "spring")
     assert p.returncode == 0 and "paused" in p.stdout, p.stderr
     assert r.hget(f"{PREFIX}:campaign:spring", "state") == "paused"
     # what a worker does with jobs of a paused campaign: move them to the hold stream
     for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")[:3]:
         r.xadd(f"{PREFIX}:hold:spring", f)
         r.xdel(f"{PREFIX}:jobs", _id)
-    p = run(exe, "campaign", "-c", conf, "show", "spring")
+    p = volley.run("campaign", "-c", conf, "show", "spring")
     assert p.returncode == 0, p.stderr
     assert re.search(r"^\s*state\s+paused\s*$", p.stdout, re.M), p.stdout
     assert re.search(r"^\s*held\s+3\s*$", p.stdout, re.M), p.stdout
     assert re.search(r"^\s*queued\s+4\s*$", p.stdout, re.M), p.stdout
 
-    p = run(exe, "status", "-c", conf)
+    p = volley.run("status", "-c", conf)
     assert re.search(r"^\s*held \(paused\)\s+3\s*$", p.stdout, re.M), p.stdout
     assert re.search(r"^\s*spring\s+4\s+0\s+0\s+0\s+0\s+0\s+0\s+3\s+paused\s*$", p.stdout, re.M), p.stdout
 
-    p = run(exe, "campaign", "-c", conf, "resume", "spring")
+    p = volley.run("campaign", "-c", conf, "resume", "spring")
     assert p.returncode == 0 and "3 held jobs back" in p.stdout, (p.stdout, p.stderr)
     assert r.xlen(f"{PREFIX}:jobs") == 4 and not r.exists(f"{PREFIX}:hold:spring")
 
     # pause again, hold two, cancel: the held ones end as cancelled with an event each
-    assert run(exe, "campaign", "-c", conf, "pause", "spring").returncode == 0
+    assert volley.run("campaign", "-c", conf, "pause", "spring").returncode == 0
     for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")[:2]:
         r.xadd(f"{PREFIX}:hold:spring", f)
         r.xdel(f"{PREFIX}:jobs", _id)
-    p = run(exe, "campaign", "-c", conf, "cancel", "spring")
+    p = volley.run("campaign", "-c", conf, "cancel", "spring")
     assert p.returncode == 0 and "2 held and 0 deferred" in p.stdout, (p.stdout, p.stderr)
     assert r.hget(f"{PREFIX}:stats:spring", "cancelled") == "2"
     ev = [f for _id, f in r.xrange(f"{PREFIX}:events", "-", "+")]
@@ -114,37 +98,37 @@ def test_campaign_pause_resume_cancel_show(exe, tmp_path, rds):
     # queued = cancelled + still in the stream (the worker cancels those when it reads them)
     assert int(r.hget(f"{PREFIX}:stats:spring", "queued")) == 2 + r.xlen(f"{PREFIX}:jobs")
 
-    p = run(exe, "campaign", "-c", conf, "resume", "spring")
+    p = volley.run("campaign", "-c", conf, "resume", "spring")
     assert p.returncode == 2 and "cancelled" in p.stderr
-    p = run(exe, "campaign", "-c", conf, "pause", "nosuch")
+    p = volley.run("campaign", "-c", conf, "pause", "nosuch")
     assert p.returncode == 2 and "no campaign" in p.stderr
-    p = run(exe, "campaign", "-c", conf, "explode", "spring")
+    p = volley.run("campaign", "-c", conf, "explode", "spring")
     assert p.returncode == 2 and "unknown action" in p.stderr
 
 
-def test_suppress_commands(exe, tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
-    p = run(exe, "suppress", "-c", conf, "add", "Ann@Example.test", "bob@example.test")
+def test_suppress_commands(tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
+    p = volley.run("suppress", "-c", conf, "add", "Ann@Example.test", "bob@example.test")
     assert p.returncode == 0 and p.stdout.splitlines() == ["Ann@Example.test added", "bob@example.test added"]
     assert r.smembers(f"{PREFIX}:suppressed") == {"ann@example.test", "bob@example.test"}
-    p = run(exe, "suppress", "-c", conf, "add", "ann@example.test")
+    p = volley.run("suppress", "-c", conf, "add", "ann@example.test")
     assert p.stdout.strip() == "ann@example.test already suppressed"
-    p = run(exe, "suppress", "-c", conf, "check", "ANN@example.test", "cat@example.test")
+    p = volley.run("suppress", "-c", conf, "check", "ANN@example.test", "cat@example.test")
     assert p.stdout.splitlines() == ["ANN@example.test suppressed", "cat@example.test not suppressed"]
-    p = run(exe, "suppress", "-c", conf, "remove", "bob@example.test")
+    p = volley.run("suppress", "-c", conf, "remove", "bob@example.test")
     assert p.stdout.strip() == "bob@example.test removed"
-    p = run(exe, "suppress", "-c", conf, "list")
+    p = volley.run("suppress", "-c", conf, "list")
     assert p.returncode == 0 and p.stdout.splitlines() == ["ann@example.test"]
-    p = run(exe, "suppress", "-c", conf, "add", "not an address")
+    p = volley.run("suppress", "-c", conf, "add", "not an address")
     assert p.returncode == 2 and "not a valid address" in p.stderr
     assert r.scard(f"{PREFIX}:suppressed") == 1
 
 
-def test_status_workers_and_high(exe, tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
-    assert push(exe, tmp_path, conf, 2, "--priority", "high").returncode == 0
+def test_status_workers_and_high(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
+    assert push(volley, shop_campaign, conf, 2, "--priority", "high").returncode == 0
     # a claimed name as `volley worker` writes it (queue/fleet.h); a key of another type is not listed
     r.hset(f"{PREFIX}:worker:mta1", mapping={"token": "t1", "pid": "42", "host": "box1", "beat_ms": "1",
                                               "info": "pid=42 threads=4"})
@@ -154,7 +138,7 @@ def test_status_workers_and_high(exe, tmp_path, rds):
     r.set(f"{PREFIX}:worker:other", "pid=7", px=10000)
     time.sleep(0.05)
     r.sadd(f"{PREFIX}:suppressed", "x@example.test")
-    p = run(exe, "status", "-c", conf)
+    p = volley.run("status", "-c", conf)
     assert p.returncode == 0, p.stderr
     assert re.search(r"^\s*high stream length\s+2\s*$", p.stdout, re.M), p.stdout
     assert re.search(r"^\s*suppressed addresses\s+1\s*$", p.stdout, re.M), p.stdout
@@ -163,11 +147,11 @@ def test_status_workers_and_high(exe, tmp_path, rds):
     assert "gone" not in p.stdout and "other" not in p.stdout
 
 
-def test_status_watch_redraws(exe, tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
-    assert push(exe, tmp_path, conf, 10).returncode == 0
-    p = subprocess.Popen([str(exe), "status", "-c", str(conf), "--watch"], stdout=subprocess.PIPE,
+def test_status_watch_redraws(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
+    assert push(volley, shop_campaign, conf, 10).returncode == 0
+    p = subprocess.Popen([str(binary("volley")), "status", "-c", str(conf), "--watch"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     time.sleep(1.2)
     r.hincrby(f"{PREFIX}:stats:spring", "delivered", 5)  # as a worker would, between two frames

@@ -6,101 +6,33 @@ on, refuses a campaign whose template does not compile without writing
 anything, and both commands fail with one line when Redis is unreachable.
 """
 
-import os
 import re
-import socket
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-import redis
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("VOLLEY_BUILD", "build"))
-if not BUILD.is_absolute():
-    BUILD = ROOT / BUILD
-PREFIX = "vp"
+from volley_itest import PREFIX, free_port
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def rds(tmp_path):
-    """A throwaway redis-server on a free loopback port; yields (port, client)."""
-    port = free_port()
-    d = tmp_path / "redis"
-    d.mkdir()
-    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-    try:
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        else:
-            pytest.fail("redis-server did not start")
-        yield port, client
-    finally:
-        p.kill()
-        p.wait()
-
-
-def volley(*args, cwd=None, stdin=None):
-    exe = BUILD / "volley"
-    if not exe.exists():
-        pytest.fail(f"{exe} not found: run `make` first", pytrace=False)
-    return subprocess.run([str(exe)] + [str(a) for a in args], capture_output=True, text=True, timeout=30, cwd=cwd,
-                          input=stdin)
-
-
-def write_conf(tmp_path, port):
-    c = tmp_path / "volley.conf"
-    c.write_text(f"[redis]\nurl = redis://127.0.0.1:{port}\nprefix = {PREFIX}\n")
-    return c
-
-
-def write_campaign(tmp_path, cid="spring", subject="Hello {{first_name}}; welcome", extra=""):
-    (tmp_path / "body.txt").write_text("Dear {{first_name}},\nyour code is {{token}}.\n")
-    (tmp_path / "body.html").write_text("<p>Dear {{first_name}}</p>\n")
-    ini = tmp_path / "campaign.ini"
-    ini.write_text(
-        "# a comment\n[campaign]\n" + (f"id = {cid}\n" if cid else "") +
-        '; another comment\nfrom = "Shop" <news@shop.example>\n'
-        f"subject = {subject}\ntext_file = body.txt\nhtml_file = body.html\n"
-        "mail_from = bounces@shop.example\nlist_unsubscribe = https://shop.example/u/{{token}}\n"
-        "feedback_id = spring:shop\n" + extra +
-        "[headers]\nX-Campaign = spring\n[defaults]\nfirst_name = friend\n")
-    return ini
-
-
-def push_jsonl(conf, ini, lines):
+def push_jsonl(volley, conf, ini, lines):
     """`volley push --format jsonl` with the lines on stdin (a pipe)."""
-    return volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
-                  stdin="\n".join(lines) + "\n")
+    return volley.run("push", "-c", conf, "--campaign", ini, "--recipients", "-", "--format", "jsonl",
+                      input="\n".join(lines) + "\n")
 
 
 def jobs(r):
     return [f for _id, f in r.xrange(f"{PREFIX}:jobs", "-", "+")]
 
 
-def test_push_queues_rows_with_variables(tmp_path, rds):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+def test_push_queues_rows_with_variables(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     # BOM, CRLF, quoted fields with commas, doubled quotes and a line break, empty value
     csv.write_bytes(b'\xef\xbb\xbfemail,first_name,token\r\n'
                     b'ann@example.test,"Ann, ""the"" First",t1\r\n'
                     b'"bob@example.test","Bob\nJr",t2\r\n'
                     b'cat@example.test,,t3\r\n')
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "spring\n"
     got = jobs(r)
@@ -129,8 +61,8 @@ def test_push_queues_rows_with_variables(tmp_path, rds):
     created = c["created_ms"]
     csv2 = tmp_path / "more.csv"
     csv2.write_text("email\ndan@example.test\n")
-    ini2 = write_campaign(tmp_path, subject="Second {{first_name}}")
-    p = volley("push", "-c", conf, "--campaign", ini2, "--recipients", csv2)
+    ini2 = shop_campaign(subject="Second {{first_name}}")
+    p = volley.run("push", "-c", conf, "--campaign", ini2, "--recipients", csv2)
     assert p.returncode == 0, p.stderr
     c = r.hgetall(f"{PREFIX}:campaign:spring")
     assert c["subject"] == "Second {{first_name}}" and c["created_ms"] == created
@@ -138,9 +70,9 @@ def test_push_queues_rows_with_variables(tmp_path, rds):
     assert len(jobs(r)) == 4
 
 
-def test_bad_rows_listed_by_line_and_skipped(tmp_path, rds):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+def test_bad_rows_listed_by_line_and_skipped(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     csv.write_text("email,first_name,token\n"
                    "ok1@example.test,A,1\n"          # line 2
@@ -150,7 +82,7 @@ def test_bad_rows_listed_by_line_and_skipped(tmp_path, rds):
                    "a@b@example.test,E,5\n"          # line 7: two @
                    "ok3@example.test,\"F\"x,6\n"     # line 8: text after a closing quote
                    "  ok4@example.test ,G,7\n")      # line 9: blanks around the address are trimmed
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "spring\n"
     bad = [ln for ln in p.stderr.splitlines() if ": skipped:" in ln]
@@ -163,17 +95,17 @@ def test_bad_rows_listed_by_line_and_skipped(tmp_path, rds):
 
 
 
-def test_over_long_record_from_a_pipe_is_one_bad_row(tmp_path, rds):
+def test_over_long_record_from_a_pipe_is_one_bad_row(shop_campaign, tmp_path, volley):
     """A 9 MB quoted field read from a pipe: skipped whole, nothing inside it queued, the next row kept."""
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     # the row-like line sits past the 8 MiB record bound, where a reader that gave up would resume
     text = ("email,first_name,token\n"
             "victim@example.test,\"" + "x" * (8_700_000) + "\n"   # line 2: the field opens
             "smuggled@example.test,evil,1\n"                       # line 3: inside the field
             + "y" * 300_000 + "\",2\n"                             # line 4: the field closes
             "legit@example.test,ok,3\n")                            # line 5
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", "-", stdin=text)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", "-", input=text)
     assert p.returncode == 0, p.stderr
     bad = [ln for ln in p.stderr.splitlines() if ": skipped:" in ln]
     assert bad == ["volley push: <stdin>:2: skipped: record longer than 8388608 bytes (unterminated quote?)"], p.stderr
@@ -181,10 +113,10 @@ def test_over_long_record_from_a_pipe_is_one_bad_row(tmp_path, rds):
     assert jobs(r) == [{"campaign": "spring", "to": "legit@example.test", "var.first_name": "ok", "var.token": "3"}]
 
 
-def test_addresses_the_worker_refuses_are_bad_rows(tmp_path, rds):
+def test_addresses_the_worker_refuses_are_bad_rows(shop_campaign, tmp_path, volley):
     """Non-ASCII (UTF-8 or not) and unsendable addresses are refused by push with the worker's reason."""
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     csv.write_bytes(b"email,first_name,token\n"
                     b"ok1@example.test,A,1\n"                 # line 2
@@ -193,7 +125,7 @@ def test_addresses_the_worker_refuses_are_bad_rows(tmp_path, rds):
                     b"a..b@example.test,D,4\n"                # line 5: not a dot-atom
                     b"a@example..test,E,5\n"                  # line 6: empty domain label
                     b"ok2@example.test,F,6\n")                # line 7
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 0, p.stderr
     bad = [ln.split(": skipped: ", 1)[1] for ln in p.stderr.splitlines() if ": skipped: " in ln]
     assert bad == ["invalid email address: non-ASCII address (SMTPUTF8) not supported"] * 2 + [
@@ -202,28 +134,28 @@ def test_addresses_the_worker_refuses_are_bad_rows(tmp_path, rds):
     assert "2 jobs queued, 4 bad rows skipped" in p.stderr, p.stderr
     assert [j["to"] for j in jobs(r)] == ["ok1@example.test", "ok2@example.test"]
     # JSON lines: an escaped non-ASCII address is refused the same way
-    p = push_jsonl(conf, ini, ['{"email": "j\\u00f6rg@example.test"}', '{"email": "ok3@example.test"}'])
+    p = push_jsonl(volley, conf, ini, ['{"email": "j\\u00f6rg@example.test"}', '{"email": "ok3@example.test"}'])
     assert p.returncode == 0, p.stderr
     assert "<stdin>:1: skipped: invalid email address: non-ASCII address (SMTPUTF8) not supported" in p.stderr
     assert [j["to"] for j in jobs(r)][2:] == ["ok3@example.test"]
 
-def test_every_row_bad_is_a_failure(tmp_path, rds):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+def test_every_row_bad_is_a_failure(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     csv.write_text("email,first_name\nnope,A\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 1 and "0 jobs queued, 1 bad rows skipped" in p.stderr, (p.returncode, p.stderr)
     assert r.xlen(f"{PREFIX}:jobs") == 0
 
 
 @pytest.mark.parametrize("subject,where", [("Hello {{first_name", "subject"), ("Hi {{#a}}x{{/b}}", "subject")])
-def test_template_error_writes_nothing(tmp_path, rds, subject, where):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path, subject=subject)
+def test_template_error_writes_nothing(shop_campaign, tmp_path, volley, subject, where):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign(subject=subject)
     csv = tmp_path / "list.csv"
     csv.write_text("email\na@example.test\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert p.stdout == ""
     err = p.stderr.strip()
@@ -237,54 +169,54 @@ def test_template_error_writes_nothing(tmp_path, rds, subject, where):
     ("email,x,x\na@example.test,1,2\n", "appears twice"),
     ("", "empty recipient list"),
 ])
-def test_bad_header_writes_nothing(tmp_path, rds, csv_text, words):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+def test_bad_header_writes_nothing(shop_campaign, tmp_path, volley, csv_text, words):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     csv.write_text(csv_text)
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2 and words in p.stderr and p.stdout == "", (p.returncode, p.stderr)
     assert r.dbsize() == 0
 
 
-def test_bad_campaign_file_names_the_line(tmp_path, rds):
-    port, r = rds
-    conf = write_conf(tmp_path, port)
+def test_bad_campaign_file_names_the_line(tmp_path, volley):
+    r = volley.r
+    conf = volley.write_conf()
     ini = tmp_path / "c.ini"
     ini.write_text("[campaign]\nfrom = a@b.example\nsubject = x\ntext_file = missing.txt\n")
     csv = tmp_path / "list.csv"
     csv.write_text("email\na@example.test\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2 and "c.ini:4:" in p.stderr and "missing.txt" in p.stderr, p.stderr
     ini.write_text("[campaign]\nid = has space\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2 and "c.ini:2:" in p.stderr, p.stderr
     # found by fuzz_campaign_ini: a default.* key under [campaign] skipped [defaults]' variable-name check
     ini.write_text("[campaign]\nfrom = a@b.example\nsubject = x\ntext = y\ndefault.bad name! = z\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2 and "c.ini:5:" in p.stderr and "[defaults]" in p.stderr, p.stderr
     ini.write_text("[campaign]\nfrom = a@b.example\nsubject = x\ntext = y\nheader.X-Tag = z\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2 and "c.ini:5:" in p.stderr and "[headers]" in p.stderr, p.stderr
     assert r.dbsize() == 0
 
 
 
-def test_nul_byte_in_campaign_file_writes_nothing(tmp_path, rds):
+def test_nul_byte_in_campaign_file_writes_nothing(shop_campaign, tmp_path, volley):
     """CAMPAIGN.ini is read line by line as C strings: a NUL used to end the subject there, silently."""
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     ini.write_bytes(ini.read_bytes().replace(b"subject = Hello", b"subject = Hel\0lo"))
     csv = tmp_path / "list.csv"
     csv.write_text("email\na@example.test\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert p.stderr.strip().splitlines() == [f"volley push: {ini}:6: NUL byte in line"], p.stderr
     assert r.dbsize() == 0
 
-def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path, cid=None)
+def test_jsonl_from_stdin_and_generated_id(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign(cid=None)
     lines = [
         '{"email": "ann@example.test", "first_name": "Ann \\u00e9\\ud83d\\ude00", "token": "t1"}',
         '{"email": "bob@example.test", "token": 42, "vip": true}',
@@ -294,7 +226,7 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
         '',
         '{"email":"cat@example.test"}',
     ]
-    p = push_jsonl(conf, ini, lines)
+    p = push_jsonl(volley, conf, ini, lines)
     assert p.returncode == 0, p.stderr
     cid = p.stdout.strip()
     assert re.fullmatch(r"c\d{13}[0-9a-f]{6}", cid), cid
@@ -308,11 +240,11 @@ def test_jsonl_from_stdin_and_generated_id(tmp_path, rds):
     assert r.hget(f"{PREFIX}:stats:{cid}", "queued") == "3"
 
 
-def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
+def test_jsonl_repeated_field_and_control_bytes_in_names(shop_campaign, tmp_path, volley):
     """A name given twice is refused (which one would count?); a reason never echoes a control byte."""
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
-    p = push_jsonl(conf, ini, ['{"email": "a@example.test", "token": "1", "token": "2"}',
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
+    p = push_jsonl(volley, conf, ini, ['{"email": "a@example.test", "token": "1", "token": "2"}',
                                '{"email": "b@example.test", "email": "victim@example.test"}',
                                '{"email": "c@example.test", "\\u001b]0;pwned\\u0007\\u001b[2J": "x"}',
                                '{"email": "d@example.test", "token": "4"}'])
@@ -325,27 +257,27 @@ def test_jsonl_repeated_field_and_control_bytes_in_names(tmp_path, rds):
     assert [(j["to"], j.get("var.token")) for j in jobs(r)] == [("d@example.test", "4")]
 
 
-def test_more_variable_columns_than_a_job_holds_writes_nothing(tmp_path, rds):
+def test_more_variable_columns_than_a_job_holds_writes_nothing(shop_campaign, tmp_path, volley):
     """65 variable columns: every row would be refused, so the header is, before anything is written."""
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     names = [f"v{i}" for i in range(65)]
     csv.write_text("email," + ",".join(names) + "\na@example.test," + ",".join("x" * 65) + "\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert p.stderr.strip().splitlines() == [f"volley push: {csv}:1: 65 variable columns (at most 64)"], p.stderr
     assert r.dbsize() == 0
     csv.write_text("email," + ",".join(names[:64]) + "\na@example.test," + ",".join("x" * 64) + "\n")
-    p = volley("push", "-c", conf, "--campaign", ini, "--recipients", csv)
+    p = volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv)
     assert p.returncode == 0 and len(jobs(r)) == 1, p.stderr
 
-def test_status_table(tmp_path, rds):
-    port, r = rds
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+def test_status_table(shop_campaign, tmp_path, volley):
+    r = volley.r
+    conf, ini = volley.write_conf(), shop_campaign()
     csv = tmp_path / "list.csv"
     csv.write_text("email,token\n" + "".join(f"u{i}@example.test,{i}\n" for i in range(5)))
-    assert volley("push", "-c", conf, "--campaign", ini, "--recipients", csv).returncode == 0
+    assert volley.run("push", "-c", conf, "--campaign", ini, "--recipients", csv).returncode == 0
     # a worker-like consumer takes two jobs; other counters as a worker would leave them
     r.xreadgroup("volley", "host-7", {f"{PREFIX}:jobs": ">"}, count=2)
     r.hset(f"{PREFIX}:stats:spring", mapping={"delivered": 7, "bounced": 1})
@@ -353,7 +285,7 @@ def test_status_table(tmp_path, rds):
     r.zadd(f"{PREFIX}:retry", {"m1": 1})
     r.xadd(f"{PREFIX}:dead", {"reason": "x"})
 
-    p = volley("status", "-c", conf)
+    p = volley.run("status", "-c", conf)
     assert p.returncode == 0, p.stderr
     out = p.stdout
 
@@ -374,30 +306,30 @@ def test_status_table(tmp_path, rds):
     lines = [ln for ln in out.splitlines() if re.match(r"^\s*(CAMPAIGN|other|spring)\s", ln)]
     assert len({len(ln) for ln in lines}) == 1, lines
 
-    p = volley("status", "-c", conf, "other")
+    p = volley.run("status", "-c", conf, "other")
     assert p.returncode == 0 and "other" in p.stdout and "spring " not in p.stdout, p.stdout
 
 
 @pytest.mark.parametrize("cmd", ["push", "status"])
-def test_unreachable_redis_is_one_line(tmp_path, cmd):
+def test_unreachable_redis_is_one_line(shop_campaign, tmp_path, volley, cmd):
     port = free_port()  # nothing listens there
-    conf, ini = write_conf(tmp_path, port), write_campaign(tmp_path)
+    conf, ini = volley.write_conf(redis={"url": f"redis://127.0.0.1:{port}"}), shop_campaign()
     csv = tmp_path / "list.csv"
     csv.write_text("email\na@example.test\n")
     args = ["push", "-c", conf, "--campaign", ini, "--recipients", csv] if cmd == "push" else ["status", "-c", conf]
-    p = volley(*args)
+    p = volley.run(*args)
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert p.stdout == ""
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and f"127.0.0.1:{port}" in err[0] and "refused" in err[0].lower(), err
 
 
-def test_usage_errors(tmp_path):
-    p = volley("push", "--help")
+def test_usage_errors(volley):
+    p = volley.run("push", "--help")
     assert p.returncode == 0 and "--recipients" in p.stdout
-    p = volley("push", "-c", "x.conf", "--campaign", "c.ini")
+    p = volley.run("push", "-c", "x.conf", "--campaign", "c.ini")
     assert p.returncode == 2 and "--recipients" in p.stderr
-    p = volley("push", "--bogus")
+    p = volley.run("push", "--bogus")
     assert p.returncode == 2 and "--bogus" in p.stderr
-    p = volley("status", "--help")
+    p = volley.run("status", "--help")
     assert p.returncode == 0 and "CAMPAIGN" in p.stdout

@@ -1,31 +1,19 @@
 """Fixtures for the templates/ tests.
 
-  tpl_render   path of build/tools/tpl-render (under $VOLLEY_BUILD, default "build", relative to the repo root)
+  tpl_render   path of build/tools/tpl-render (under $VOLLEY_BUILD, default "build")
   render_msg   render_msg(fields, vars, to=, uniq=, now=, count=) -> list of message bytes (CompletedProcess on error)
 """
 
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def tool_path():
-    build = Path(os.environ.get("VOLLEY_BUILD", "build"))
-    if not build.is_absolute():
-        build = ROOT / build
-    return build / "tools" / "tpl-render"
+from volley_itest import binary
 
 
 @pytest.fixture(scope="session")
 def tpl_render():
-    p = tool_path()
-    if not os.access(p, os.X_OK):
-        pytest.fail(f"{p} is missing: build it with `make {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}`")
-    return str(p)
+    return str(binary("tools/tpl-render"))
 
 
 @pytest.fixture

@@ -10,18 +10,14 @@ DESCRIPTION
     the generated public keys. Tampered messages must fail, so a verifier
     that accepted anything would be caught.
 """
-import base64
-import os
-import pathlib
-import re
 import subprocess
 
 import dkim
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = ROOT / os.environ.get("VOLLEY_BUILD", "build")
-SIGNER = BUILD / "tools" / "dkim-sign"
+from dkim_util import make_dkim_keys, signatures, verify_each
+from volley_itest import binary, conf_text
+
 DOMAIN = "example.com"
 
 
@@ -32,71 +28,32 @@ def crlf(text):
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    if not SIGNER.exists():
-        pytest.fail(f"{SIGNER} missing: run `make {SIGNER.relative_to(ROOT)}` first")
+    """The keys, the TXT records a user publishes (docs/dkim.md) and a config per algorithm for dkim-sign."""
     d = tmp_path_factory.mktemp("dkim")
-    rsa = d / "rsa.pem"
-    ed = d / "ed.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa],
-                   check=True, capture_output=True)
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519", "-out", ed], check=True, capture_output=True)
-
-    def der(path):
-        return subprocess.run(["openssl", "pkey", "-in", path, "-pubout", "-outform", "DER"], check=True,
-                              capture_output=True).stdout
-
-    # the TXT values a user publishes (docs/dkim.md): RSA as SubjectPublicKeyInfo,
-    # Ed25519 as the raw 32-byte key (RFC 8463), i.e. the tail of its SPKI
-    records = {
-        f"rsa1._domainkey.{DOMAIN}.".encode(): b"v=DKIM1; k=rsa; p=" + base64.b64encode(der(rsa)),
-        f"ed1._domainkey.{DOMAIN}.".encode(): b"v=DKIM1; k=ed25519; p=" + base64.b64encode(der(ed)[-32:]),
-    }
+    made = make_dkim_keys(d, DOMAIN, rsa_sel="rsa1", ed_sel="ed1")
+    rsa, ed = made["dkim"]["key"]
     confs = {}
-    for name, lines in {
-        "rsa": [f"key = {DOMAIN} rsa1 rsa {rsa}"],
-        "ed25519": [f"key = {DOMAIN} ed1 ed25519 {ed}"],
-        "dual": [f"key = {DOMAIN} rsa1 rsa {rsa}", f"key = {DOMAIN} ed1 ed25519 {ed}"],
-    }.items():
-        c = d / f"{name}.conf"
-        c.write_text("[dkim]\n" + "\n".join(lines) + "\n")
-        confs[name] = c
-    return {"confs": confs, "records": records}
+    for name, lines in {"rsa": [rsa], "ed25519": [ed], "dual": [rsa, ed]}.items():
+        confs[name] = d / f"{name}.conf"
+        confs[name].write_text(conf_text("redis://127.0.0.1:6379", dkim={"key": lines}))
+    return {"confs": confs, "records": made["records"]}
+
+
+def sign_run(keys, conf, msg):
+    """build/tools/dkim-sign -c <conf of keys> with msg on stdin."""
+    return subprocess.run([binary("tools/dkim-sign"), "-c", keys["confs"][conf]], input=msg, capture_output=True,
+                          timeout=20)
 
 
 def sign(keys, conf, msg):
-    r = subprocess.run([SIGNER, "-c", keys["confs"][conf]], input=msg, capture_output=True, timeout=20)
+    r = sign_run(keys, conf, msg)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     return r.stdout
 
 
-def dnsfunc_for(keys):
-    def dnsfunc(name, timeout=5):
-        return keys["records"].get(name)
-
-    return dnsfunc
-
-
-def signatures(signed):
-    """The DKIM-Signature fields of a signed message, unfolded, as tag dicts."""
-    head = signed.split(b"\r\n\r\n", 1)[0].decode()
-    fields = re.findall(r"^DKIM-Signature:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", head, flags=re.M)
-    out = []
-    for f in fields:
-        f = re.sub(r"\s+", "", f)
-        out.append(dict(t.split("=", 1) for t in f.split(";") if t))
-    return out
-
-
 def verify_all(keys, signed):
-    """Verify every DKIM-Signature of signed; returns the list of results (an
-    exception from dkimpy, e.g. a body hash mismatch, counts as a failure)."""
-    results = []
-    for i in range(len(signatures(signed))):
-        try:
-            results.append(bool(dkim.DKIM(signed).verify(idx=i, dnsfunc=dnsfunc_for(keys))))
-        except dkim.DKIMException:
-            results.append(False)
-    return results
+    """python3-dkim's verdict on every DKIM-Signature of signed."""
+    return verify_each(signed, keys["records"])
 
 
 MULTIPART = """From: Shop <news@example.com>
@@ -196,7 +153,7 @@ def test_dual_signed_both_verify(keys, name):
     assert [s["s"] for s in sigs] == ["rsa1", "ed1"]
     assert verify_all(keys, signed) == [True, True]
     # dkimpy's one-call API checks the first signature
-    assert dkim.verify(signed, dnsfunc=dnsfunc_for(keys))
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: keys["records"].get(name))
 
 
 def test_signed_header_list(keys):
@@ -251,8 +208,7 @@ def test_no_key_for_domain_adds_nothing(keys, frm):
 @pytest.mark.parametrize("head", ["Subject: no from\n", "From: a@example.com\nFrom: b@example.com\n",
                                   "From: a@example.com, b@example.com\n"])
 def test_unsignable_from_is_refused(keys, head):
-    r = subprocess.run([SIGNER, "-c", keys["confs"]["dual"]], input=crlf(head + "\nbody\n"), capture_output=True,
-                       timeout=20)
+    r = sign_run(keys, "dual", crlf(head + "\nbody\n"))
     assert r.returncode == 1 and b"From" in r.stderr and r.stdout == b""
 
 

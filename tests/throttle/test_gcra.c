@@ -238,6 +238,145 @@ static void test_daily_cap(void **state)
     thr_config_free(tc);
 }
 
+/*
+ * cap_fleet_run - three workers of one fleet share daily_cap = 300 at 1000/s, 400 messages, each
+ * worker holding up to 32 as the engine does (thr_demand, thr_admit per message; a DEFER moves the
+ * worker's whole queue, and every later message, to the next day). Worker 1 is descheduled (no
+ * replies, ticks or admissions) for stall_ms from stall_at ms, as a loaded machine does to a
+ * process: its leased slots grow stale. With lose, it wakes up without its queue (its connection
+ * timed out meanwhile: the engine retries those messages later), holding slots leased for them.
+ * Returns the messages sent in the day; *deferred gets the ones deferred or lost.
+ */
+static long cap_fleet_run(const struct thr_config *tc, int stall_at, int stall_ms, bool lose, long *deferred)
+{
+    th_flush(&redis);
+    int gmail = th_provider(tc, "gmail");
+    enum { N = 3, HOLD = 32 };
+    struct th_worker w[N];
+    th_fleet_init(w, N, &redis, tc, "10.0.0.1");
+    for (int i = 0; i < N; i++)
+        thr_lease_by_demand(w[i].t);
+    long backlog = 400, q[N] = {0}, sent = 0;
+    uint64_t day_end = T0 + 10000;
+    *deferred = 0;
+    for (uint64_t now = T0; now < day_end; now++) {
+        for (int i = 0; i < N; i++) {
+            if (i == 1 && now >= T0 + (uint64_t)stall_at && now < T0 + (uint64_t)(stall_at + stall_ms))
+                continue;
+            if (i == 1 && lose && now == T0 + (uint64_t)(stall_at + stall_ms)) {
+                *deferred += q[i];
+                q[i] = 0;
+            }
+            th_pump(&w[i]); /* replies to the previous pass, then the loop's tick, then the pools */
+            thr_tick(w[i].t, now);
+            struct thr_verdict v;
+            for (; q[i] < HOLD && backlog > 0; backlog--) {
+                if (thr_pick_ip(w[i].t, gmail, NULL, 0, now, &v) == 0)
+                    q[i]++;
+                else
+                    ++*deferred;
+            }
+            for (int c = 0; c < 2 && q[i] > 0; c++) { /* two connections: up to 2 messages per ms */
+                thr_demand(w[i].t, gmail, 0, q[i]);
+                if (thr_admit(w[i].t, gmail, 0, now, &v) == 0) {
+                    q[i]--;
+                    sent++;
+                    continue;
+                }
+                if (v.kind == THR_DEFER) {
+                    assert_int_equal(v.until_ms, day_end);
+                    assert_string_equal(v.limit, "daily cap of IP 10.0.0.1 for provider gmail (300)");
+                    *deferred += q[i];
+                    q[i] = 0;
+                } else {
+                    assert_true(v.until_ms <= day_end);
+                }
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(q[i], 0); /* nothing left waiting in memory at the day's end */
+        th_worker_free(&w[i]);
+    }
+    assert_int_equal(th_int(&redis, "GET vt:thr:day:%llu:gmail:10.0.0.1", (unsigned long long)(T0 / 10000)), sent);
+    return sent;
+}
+
+/*
+ * A stalled worker must not cost the fleet part of its daily cap. Before the fix, a capped worker
+ * whose own slots went stale while it was descheduled deferred its whole queue at once, then kept
+ * leasing slots for the messages it no longer held (its demand was not reset), so the cap's room
+ * went round between workers that had deferred everything: 292-293 of 300 went out that day.
+ * Now a capped worker waits while slots leased in the fleet may come back (the LEASE reply's
+ * held_ms) and a deferral resets its demand. Exactly the cap, never more, for every stall, and
+ * when a worker loses the messages it leased slots for (the others were capped: before the fix
+ * they deferred at once and the slots it gave back found nobody, 269-297 of 300).
+ */
+static void test_daily_cap_stalled_worker(void **state)
+{
+    (void)state;
+    struct thr_config *tc =
+        th_config("[throttle]\nday_seconds = 10\n[provider gmail]\nrate = 1000/s\ndaily_cap = 300\n");
+    static const int at[] = {0, 200, 220, 240, 260, 280}, len[] = {60, 100, 400, 900};
+    for (int lose = 0; lose < 2; lose++)
+        for (size_t a = 0; a < sizeof(at) / sizeof(at[0]); a++)
+            for (size_t l = 0; l < sizeof(len) / sizeof(len[0]); l++) {
+                long deferred, sent = cap_fleet_run(tc, at[a], len[l], lose, &deferred);
+                if (sent != 300)
+                    printf("    worker 1 stalled %d ms from %d ms%s: %ld sent in the day, %ld deferred\n", len[l],
+                           at[a], lose ? " and lost its queue" : "", sent, deferred);
+                assert_int_equal(sent, 300);
+                assert_int_equal(sent + deferred, 400);
+            }
+    thr_config_free(tc);
+}
+
+/*
+ * A DEFER verdict means the engine moved every message of the pair away, so the pair must not
+ * lease slots for them any more. Before, its demand stayed: when the day turned soon after, it
+ * leased 20 slots of the new day for messages it no longer held (and they went stale).
+ */
+static void test_deferred_pair_leases_nothing(void **state)
+{
+    (void)state;
+    th_flush(&redis);
+    struct thr_config *tc = th_config("[throttle]\nday_seconds = 2\n[provider gmail]\nrate = 1000/s\ndaily_cap = 10\n");
+    int gmail = th_provider(tc, "gmail");
+    const char *ips[] = {"10.0.0.1"};
+    struct th_worker w;
+    th_worker_init(&w, &redis, tc, "d0", ips, 1);
+    thr_lease_by_demand(w.t);
+    const uint64_t day0 = T0 / 2000 * 2000;
+    long queued = 20, sent = 0;
+    uint64_t now = day0 + 1500, deferred_at = 0; /* the day turns 0.5 s after the cap */
+    for (; now < day0 + 2000 && queued > 0; now++) {
+        th_pump(&w);
+        thr_tick(w.t, now);
+        struct thr_verdict v;
+        thr_demand(w.t, gmail, 0, queued);
+        if (thr_admit(w.t, gmail, 0, now, &v) == 0) {
+            queued--;
+            sent++;
+        } else if (v.kind == THR_DEFER) {
+            queued = 0; /* the engine defers the pool's messages to the next day */
+            deferred_at = now;
+        }
+    }
+    assert_int_equal(sent, 10);
+    assert_true(deferred_at > 0 && day0 + 2000 - deferred_at < 1000); /* the day turns less than a second later */
+    long long most = 0; /* slots counted in the next day while nothing is queued */
+    for (; now < day0 + 3000; now++) {
+        th_pump(&w);
+        thr_tick(w.t, now);
+        long long c = th_int(&redis, "GET vt:thr:day:%llu:gmail:10.0.0.1", (unsigned long long)(day0 / 2000 + 1));
+        most = c > most ? c : most;
+    }
+    assert_int_equal(most, 0);
+    th_worker_free(&w);
+    thr_config_free(tc);
+}
+
 /* A restarted or flushed Redis answers NOSCRIPT: the throttle re-sends as EVAL and keeps going */
 static void test_script_flush(void **state)
 {
@@ -320,6 +459,8 @@ int main(void)
         cmocka_unit_test(test_rate_three_workers),
         cmocka_unit_test(test_connections_and_death),
         cmocka_unit_test(test_daily_cap),
+        cmocka_unit_test(test_daily_cap_stalled_worker),
+        cmocka_unit_test(test_deferred_pair_leases_nothing),
         cmocka_unit_test(test_script_flush),
         cmocka_unit_test(test_lease_by_demand),
     };

@@ -1,9 +1,7 @@
-"""Helpers for the end-to-end template and DKIM tests (test_dkim_e2e.py, test_campaign_reload.py).
+"""DKIM helpers of the tests (tests/templates/test_dkim_verify.py, tests/integration/test_dkim_e2e.py).
 
   make_dkim_keys(dir, domain)   RSA-2048 + Ed25519 keys made with `openssl genpkey`, the [dkim] lines
                                 for volley.conf and the TXT records a user would publish (docs/dkim.md)
-  write_campaign_ini(...)       a CAMPAIGN.ini with [campaign]/[headers]/[defaults]; bodies go to files
-  write_csv(path, header, rows) a recipient list with exactly the given columns (also none but email)
   signatures(raw)               the DKIM-Signature fields of a message as tag dicts, in header order
   verify_each(raw, records)     python3-dkim's verdict for every signature (idx=0, 1, ...)
   check_wire(raw)               CRLF only, no NUL, no line over 998 octets
@@ -11,63 +9,33 @@
 """
 
 import base64
-import csv
 import re
-import subprocess
 from pathlib import Path
 
 import dkim
 
-
-def _openssl(*args):
-    return subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60).stdout
+from volley_itest import openssl
 
 
 def make_dkim_keys(d, domain, rsa_sel="e2er", ed_sel="e2ee"):
-    """Generate both keys; returns {"conf": [dkim] section text, "records": {qname bytes: TXT bytes}, ...}."""
+    """Generate both keys; returns {"dkim": the [dkim] section (conf_text(dkim=...)),
+    "records": {qname bytes: TXT bytes}, ...}."""
     d = Path(d)
     d.mkdir(parents=True, exist_ok=True)
     rsa, ed = d / f"{domain}.{rsa_sel}.pem", d / f"{domain}.{ed_sel}.pem"
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa)
-    _openssl("genpkey", "-algorithm", "ED25519", "-out", ed)
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa)
+    openssl("genpkey", "-algorithm", "ED25519", "-out", ed)
     rsa.chmod(0o600)
     ed.chmod(0o600)
-    rsa_der = _openssl("pkey", "-in", rsa, "-pubout", "-outform", "DER")
-    ed_der = _openssl("pkey", "-in", ed, "-pubout", "-outform", "DER")
+    rsa_der = openssl("pkey", "-in", rsa, "-pubout", "-outform", "DER")
+    ed_der = openssl("pkey", "-in", ed, "-pubout", "-outform", "DER")
     # RSA: base64 of the SubjectPublicKeyInfo; Ed25519: the raw 32-byte key (RFC 8463), the SPKI's tail
     records = {
         f"{rsa_sel}._domainkey.{domain}.".encode(): b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_der),
         f"{ed_sel}._domainkey.{domain}.".encode(): b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_der[-32:]),
     }
-    conf = (f"[dkim]\nkey = {domain} {rsa_sel} rsa {rsa}\nkey = {domain} {ed_sel} ed25519 {ed}\n")
-    return {"conf": conf, "records": records, "domain": domain, "selectors": [rsa_sel, ed_sel]}
-
-
-def write_campaign_ini(d, name, fields, headers=None, defaults=None, text=None, html=None):
-    """CAMPAIGN.ini in d. fields: [campaign] keys (single-line values); text/html bodies go to files
-    (exact bytes, UTF-8) referenced with text_file/html_file. Returns the path."""
-    d = Path(d)
-    lines = ["[campaign]"] + [f"{k} = {v}" for k, v in fields.items()]
-    for part, body in (("text", text), ("html", html)):
-        if body is not None:
-            (d / f"{name}.{part}").write_bytes(body.encode())
-            lines.append(f"{part}_file = {name}.{part}")
-    if headers:
-        lines += ["[headers]"] + [f"{k} = {v}" for k, v in headers.items()]
-    if defaults:
-        lines += ["[defaults]"] + [f"{k} = {v}" for k, v in defaults.items()]
-    p = d / f"{name}.ini"
-    p.write_bytes(("\n".join(lines) + "\n").encode())
-    return p
-
-
-def write_csv(path, header, rows):
-    """A CSV with the given header row and rows (dicts keyed by header names); rows may be empty."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(header), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    dkim = {"key": [f"{domain} {rsa_sel} rsa {rsa}", f"{domain} {ed_sel} ed25519 {ed}"]}
+    return {"dkim": dkim, "records": records, "domain": domain, "selectors": [rsa_sel, ed_sel]}
 
 
 def signatures(raw):
