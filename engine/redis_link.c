@@ -278,6 +278,14 @@ static void link_on_data(void *owner, const char *p, size_t n)
         redis_link_flush(l);
 }
 
+/* link_down_errno - link_down with "what: the error's text" */
+static void link_down_errno(struct redis_link *l, const char *what, int res)
+{
+    char why[160];
+    snprintf(why, sizeof(why), "%s: %s", what, strerror(-res));
+    link_down(l, why);
+}
+
 /* link_on_eof - the server closed the connection, or receiving failed */
 static void link_on_eof(void *owner, int res)
 {
@@ -289,9 +297,7 @@ static void link_on_sent(void *owner, int res)
 {
     struct redis_link *l = owner;
     if (res < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "send failed: %s", strerror(-res));
-        link_down(l, why);
+        link_down_errno(l, "send failed", res);
         return;
     }
     redis_link_flush(l);
@@ -302,9 +308,7 @@ static void link_on_connect(void *owner, int res)
 {
     struct redis_link *l = owner;
     if (res < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "connect failed: %s", strerror(-res));
-        link_down(l, why);
+        link_down_errno(l, "connect failed", res);
         return;
     }
     if (l->url->tls) {
