@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/ring.h"
+#include "lib/err.h"
 
 /* the setups tried, cheapest first */
 static const struct {
@@ -37,9 +38,9 @@ int ring_open(struct io_uring *r, unsigned entries, char *desc, size_t desclen, 
                      (p.features & IORING_FEAT_EXT_ARG) ? ", timed waits" : "");
     }
     if (rc < 0)
-        snprintf(err, errlen, "io_uring is unavailable (%s): volley needs Linux 5.19+ with io_uring enabled",
-                 strerror(-rc));
-    return rc;
+        return err_set(err, errlen, rc, "io_uring is unavailable (%s): volley needs Linux 5.19+ with io_uring enabled",
+                       strerror(-rc));
+    return 0;
 }
 
 void ring_start(struct io_uring *r)

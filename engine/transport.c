@@ -23,6 +23,7 @@
 
 #include "engine/transport_int.h"
 #include "lib/alloc.h"
+#include "lib/err.h"
 
 #define XPORT_BUF_SHRINK_ABOVE 4096
 
@@ -55,7 +56,7 @@ struct xport *xport_open(struct xport_loop *l, int family, const struct xport_cb
 {
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+        err_set(err, errlen, -errno, "socket: %s", strerror(errno));
         return NULL;
     }
     int one = 1;

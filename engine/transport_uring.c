@@ -31,6 +31,7 @@
 #include "engine/transport_int.h"
 #include "engine/transport_uring.h"
 #include "lib/alloc.h"
+#include "lib/err.h"
 
 #define XU_BUFS     128   /* provided receive buffers per loop (a power of two) */
 #define XU_BUF_SIZE 16384 /* one TLS record, many SMTP replies, a good part of a Redis reply */
@@ -120,8 +121,8 @@ struct xport_loop *xport_uring_new(struct io_uring *ring, char *err, size_t errl
         .ring_addr = (unsigned long)(uintptr_t)s->br, .ring_entries = XU_BUFS, .bgid = XU_BGID};
     int rc = io_uring_register_buf_ring(ring, &reg, 0);
     if (rc < 0) {
-        snprintf(err, errlen, "io_uring provided buffer rings are unavailable (%s): volley needs Linux 5.19+",
-                 strerror(-rc));
+        err_set(err, errlen, rc, "io_uring provided buffer rings are unavailable (%s): volley needs Linux 5.19+",
+                strerror(-rc));
         free(s->br);
         free(s);
         return NULL;
