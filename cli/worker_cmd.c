@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "cli/cmd.h"
-#include "engine/worker.h"
+#include "engine/engine.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/config.h"
@@ -32,6 +32,7 @@
 #include "queue/connect.h"
 #include "queue/fleet.h"
 #include "queue/keys.h"
+#include "queue/retry.h"
 #include "throttle/throttle.h"
 
 static atomic_int worker_stop_flag;
@@ -58,7 +59,7 @@ static void *worker_thread(void *arg)
  * it at its next loop turn. Settings that shape the process itself (threads,
  * Redis address and prefix, DNS servers) need a restart; a reload keeps them.
  */
-static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, struct worker *ws, int n)
+static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, struct worker **ws, int n)
 {
     char err[512];
     struct vconfig *nc = xcalloc(1, sizeof(*nc));
@@ -88,7 +89,7 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
     *all = xrealloc(*all, (size_t)(*nall + 1) * sizeof(**all));
     (*all)[(*nall)++] = nc;
     for (int i = 0; i < n; i++)
-        atomic_store(&ws[i].new_cfg, nc);
+        worker_reload(ws[i], nc);
 }
 
 /* holder_gone - the name's holder ran on this host and that pid is gone: a crashed worker, its claim not yet expired */
@@ -308,7 +309,7 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
 }
 
 /* run - the threads until they stop; SIGHUP reloads the config for them (the reloaded copies freed at the end) */
-static void run(const struct vconfig *cfg, struct worker *ws, int started)
+static void run(const struct vconfig *cfg, struct worker **ws, int started)
 {
     pthread_t *tids = xcalloc((size_t)started, sizeof(*tids));
     char shown[REDIS_URL_SHOWN_MAX];
@@ -316,7 +317,7 @@ static void run(const struct vconfig *cfg, struct worker *ws, int started)
     log_info("volley worker %s: %d threads, redis %s prefix %s", cfg->name, cfg->threads, shown, cfg->redis_prefix);
     atomic_store(&worker_running, started);
     for (int i = 0; i < started; i++)
-        pthread_create(&tids[i], NULL, worker_thread, &ws[i]);
+        pthread_create(&tids[i], NULL, worker_thread, ws[i]);
     struct vconfig **olds = NULL;
     int nolds = 0;
     const struct vconfig *cur = cfg;
@@ -339,18 +340,19 @@ static void run(const struct vconfig *cfg, struct worker *ws, int started)
 }
 
 /* finish - free the threads' workers; the closing summary when the run went well */
-static void finish(struct worker *ws, int started, uint64_t t0, int rc)
+static void finish(struct worker **ws, int started, uint64_t t0, int rc)
 {
     double secs = (double)(clock_mono_us() - t0) / 1e6;
     unsigned long d = 0, df = 0, b = 0, f = 0, tcmds = 0;
     for (int i = 0; i < started; i++) {
-        if (ws[i].thr != NULL)
-            tcmds += thr_commands(ws[i].thr);
-        d += ws[i].n_delivered;
-        df += ws[i].n_deferred;
-        b += ws[i].n_bounced;
-        f += ws[i].n_failed;
-        worker_free(&ws[i]);
+        struct worker_totals t;
+        worker_totals(ws[i], &t);
+        tcmds += t.throttle_cmds;
+        d += t.delivered;
+        df += t.deferred;
+        b += t.bounced;
+        f += t.failed;
+        worker_free(ws[i]);
     }
     if (rc == 0)
         log_info("done: delivered=%lu deferred=%lu bounced=%lu failed=%lu in %.2fs (%.0f msgs/s), "
@@ -388,22 +390,24 @@ int cmd_worker_main(int argc, char **argv)
     }
     free(cfg.name);
     cfg.name = xstrdup(id.name);
-    struct worker *ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
+    struct worker **ws = xcalloc((size_t)cfg.threads, sizeof(*ws));
     int started = 0;
     for (int i = 0; i < cfg.threads; i++) {
-        if (worker_init(&ws[i], i, &cfg, &retry, tc, &worker_stop_flag, o.exit_idle, err, sizeof(err)) < 0) {
+        if (worker_new(&ws[i], i, &cfg, &retry, tc, &worker_stop_flag, o.exit_idle, err, sizeof(err)) < 0) {
             fprintf(stderr, "volley worker: %s\n", err);
             rc = 2;
             break;
         }
-        ws[i].id = &id;
-        ws[i].running = &worker_running;
+        worker_set_fleet(ws[i], &id, &worker_running);
         started++;
     }
     uint64_t t0 = clock_mono_us();
     if (rc == 0)
         run(&cfg, ws, started);
-    if (started > 0 && ws[0].name_lost)
+    struct worker_totals t0_totals = {0};
+    if (started > 0)
+        worker_totals(ws[0], &t0_totals);
+    if (t0_totals.name_lost)
         rc = 1; /* the name is another process's now: nothing of ours to release */
     else
         release_name(&cfg, &id);

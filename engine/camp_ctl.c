@@ -31,6 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/camp_ctl.h"
+
+#include "engine/fence.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -94,7 +97,7 @@ static void ctl_sweep(struct worker *w, struct camp *c)
 {
     uint64_t now = worker_now_ms();
     struct sweep sw = {.w = w, .c = c, .now = now};
-    for (struct route_pool *p = w->pools; p; p = p->next)
+    POOL_FOREACH(p, w)
         pool_filter(p, sweep_one, &sw);
     int n = sw.n;
     struct msg *m = c->waiting, **keep = &c->waiting;

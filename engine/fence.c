@@ -28,6 +28,9 @@
  */
 #include <stdlib.h>
 
+#include "engine/fence.h"
+
+#include "engine/camp_ctl.h"
 #include "engine/lease.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
@@ -173,8 +176,12 @@ void fence_tick(struct worker *w, uint64_t now)
     }
     /* take every unconfirmed message out of the pool queues (up to a round's worth), keep the order of the rest */
     struct gather g = {.fr = fr, .start = start};
-    for (g.p = w->pools; g.p && fr->n < Q_FENCE_MAX; g.p = g.p->next)
-        pool_filter(g.p, gather_one, &g);
+    POOL_FOREACH(p, w) {
+        if (fr->n >= Q_FENCE_MAX)
+            break;
+        g.p = p;
+        pool_filter(p, gather_one, &g);
+    }
     if (fr->n == 0) {
         free(fr);
         return;

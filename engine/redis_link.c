@@ -35,6 +35,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "engine/redis_link.h"
+
 #include "engine/transport.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"

@@ -42,7 +42,11 @@
 
 #include <openssl/evp.h>
 
+#include "engine/smtp_conn.h"
+
+#include "engine/fence.h"
 #include "engine/site_limit.h"
+#include "engine/smtp_pool.h"
 #include "engine/transport.h"
 #include "lib/clock.h"
 #include "throttle/throttle.h"
@@ -189,6 +193,7 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
         return NULL;
     }
     c->w = w;
+    c->ops = w->conn_ops;
     c->pool = p;
     vbuf_init(&c->rbuf, CONN_BUF_FIRST);
     c->in = &c->rbuf;
@@ -199,9 +204,7 @@ struct smtp_conn *smtp_conn_open(struct worker *w, struct route_pool *p)
     c->opened_ms = worker_now_ms();
     snprintf(c->peer, sizeof(c->peer), "%s:%d", t->name, t->port);
     c->deadline_ms = c->opened_ms + smtp_stage_timeout_ms(w->cfg, SMTP_STAGE_CONNECT);
-    c->next = p->conns;
-    p->conns = c;
-    p->nconns++;
+    pool_conn_opened(p, c);
     xport_connect(c->x, (struct sockaddr *)&t->addr, t->addrlen);
     expect_push(c, SMTP_STAGE_GREETING, NULL);
     c->deadline_ms = c->opened_ms + smtp_stage_timeout_ms(w->cfg, SMTP_STAGE_CONNECT);
@@ -254,7 +257,7 @@ static void conn_close(struct smtp_conn *c)
     c->state = CONN_CLOSED;
     xport_close(c->x);
     c->x = NULL;
-    pool_conn_closed(c->w, c->pool, c, was_ready);
+    c->ops->closed(c->w, c->pool, c, was_ready);
 }
 
 /* conn_on_released - the transport let go of the stream (after close, or at the worker's end): free c */
@@ -283,7 +286,7 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {
             msg_note_conn(c, e.msg);
-            worker_finish_msg(c->w, e.msg, &o, c->error);
+            c->ops->finish(c->w, e.msg, &o, c->error);
         }
     }
     conn_close(c);
@@ -307,7 +310,7 @@ static bool msg_on_reply(struct smtp_conn *c, struct msg *m, enum smtp_stage st,
     if (o.status != Q_DELIVERED)
         m->txn_failed = true;
     msg_note_conn(c, m);
-    worker_finish_msg(c->w, m, &o, r->text);
+    c->ops->finish(c->w, m, &o, r->text);
     return true;
 }
 
@@ -418,7 +421,8 @@ static bool start_txn(struct smtp_conn *c)
         snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data),
                  c->size_limit);
         msg_note_conn(c, m);
-        worker_finish_cause(c->w, m, SMTP_CAUSE_TOO_BIG, why);
+        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
+        c->ops->finish(c->w, m, &o, why);
         return true;
     }
     if (c->rset_needed) {
@@ -426,11 +430,7 @@ static bool start_txn(struct smtp_conn *c)
         c->rset_needed = false;
         if (!(c->caps & SMTP_CAP_PIPELINING)) {
             /* put it back: RSET must be answered first */
-            m->next = c->pool->qhead;
-            c->pool->qhead = m;
-            if (c->pool->qtail == NULL)
-                c->pool->qtail = m;
-            c->pool->qlen++;
+            pool_requeue(c->pool, m);
             c->msgs_started--;
             return false;
         }

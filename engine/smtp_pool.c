@@ -25,7 +25,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "engine/smtp_pool.h"
+
+#include "engine/fence.h"
 #include "engine/site_limit.h"
+#include "engine/smtp_conn.h"
 #include "lib/clock.h"
 #include "lib/hash.h"
 #include "throttle/throttle.h"
@@ -76,7 +80,7 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
     unsigned h = hash_fnv1a(p->key) % POOL_BUCKETS;
     p->bucket_next = w->pool_table[h];
     w->pool_table[h] = p;
-    p->next = w->pools;
+    p->all_next = w->pools;
     w->pools = p;
     return p;
 }
@@ -181,6 +185,15 @@ void pool_enqueue(struct route_pool *p, struct msg *m)
     else
         p->qhead = m;
     p->qtail = m;
+    p->qlen++;
+}
+
+void pool_requeue(struct route_pool *p, struct msg *m)
+{
+    m->next = p->qhead;
+    p->qhead = m;
+    if (p->qtail == NULL)
+        p->qtail = m;
     p->qlen++;
 }
 
@@ -308,6 +321,13 @@ void pool_dispatch(struct worker *w, struct route_pool *p)
     }
 }
 
+void pool_conn_opened(struct route_pool *p, struct smtp_conn *c)
+{
+    c->next = p->conns;
+    p->conns = c;
+    p->nconns++;
+}
+
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready)
 {
     for (struct smtp_conn **pp = &p->conns; *pp; pp = &(*pp)->next)
@@ -354,7 +374,7 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
 void pool_tick(struct worker *w, uint64_t now)
 {
     w->thr_wake_ms = 0;
-    for (struct route_pool *p = w->pools; p; p = p->next) {
+    POOL_FOREACH(p, w) {
         /* a backoff lowered the provider's connection limit: close that many idle connections */
         int excess = p->thr_prov >= 0 && w->thr != NULL ? thr_conn_excess(w->thr, p->thr_prov, p->thr_ip) : 0;
         for (struct smtp_conn *c = p->conns, *next; c; c = next) {
@@ -377,7 +397,7 @@ void pool_free_all(struct worker *w)
 {
     struct route_pool *p = w->pools;
     while (p) {
-        struct route_pool *next = p->next;
+        struct route_pool *next = p->all_next;
         free(p);
         p = next;
     }

@@ -1,7 +1,11 @@
 /*
  * NAME
- *   worker - one worker thread's loop: intake, campaigns, render, outcomes
+ *   worker - one worker thread's loop: intake, outcomes, heartbeat, stop
  * DESCRIPTION
+ *   Other rooms of the worker: setup and reload in worker_life.c, the
+ *   campaign cache and rendering in worker_prepare.c, routing (MX, throttle,
+ *   pool) in worker_route.c.
+ *
  *   The loop: submit what was queued and wait (at most 100 ms) for
  *   completions; run each through its handler (SMTP connection or Redis
  *   link); then do the periodic work: Redis (re)connect, intake, retry
@@ -29,7 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/camp_ctl.h"
 #include "engine/dns.h"
+#include "engine/fence.h"
 #include "engine/lease.h"
 #include "engine/ring.h"
 #include "engine/transport_uring.h"
@@ -46,122 +52,12 @@
 #include "throttle/throttle.h"
 
 #define WORKER_RECORD_BATCH 256
-#define MSG_DKIM_ROOM 4096 /* DKIM-Signature headers: a few hundred bytes each, more with big keys */
-#define WORKER_CAMP_RETRY_MS 5000
 #define WORKER_RETRY_MOVE_MS 1000
-#define WORKER_CAMP_REFRESH_MS 5000 /* how soon an edited campaign is picked up */
 
-static void msg_prepare(struct worker *w, struct msg *m);
 
 uint64_t worker_now_ms(void)
 {
     return clock_mono_ms();
-}
-
-/* worker_needs_verify - does any policy or route ask for certificate verification? */
-static bool worker_needs_verify(const struct vconfig *cfg)
-{
-    if (cfg->tls_mode == CONFIG_TLS_VERIFY)
-        return true;
-    for (int i = 0; i < cfg->ntls_policy; i++)
-        if (cfg->tls_policy[i].mode == CONFIG_TLS_VERIFY)
-            return true;
-    for (int i = 0; i < cfg->nroutes; i++)
-        if (cfg->routes[i].verify == 1 || (cfg->routes[i].verify < 0 && cfg->routes[i].auth_user != NULL))
-            return true;
-    return false;
-}
-
-/* thr_send - the throttle's Redis commands ride this thread's Redis link */
-static void thr_send(void *ctx, int argc, const char **argv, const size_t *lens, thr_reply_fn *fn, void *priv)
-{
-    struct worker *w = ctx;
-    q_redis_cmdargv(w->redis.q, argc, argv, lens, fn, priv);
-}
-
-int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
-                const struct thr_config *tc, atomic_int *stop, bool exit_when_idle, char *err, size_t errlen)
-{
-    memset(w, 0, sizeof(*w));
-    w->idx = idx;
-    w->cfg = cfg;
-    w->retry = retry;
-    w->thr_cfg = tc;
-    w->rand_state = (clock_mono_us() * 2654435761u + (uint64_t)idx) | 1; /* xorshift needs a non-zero state */
-    w->stop = stop;
-    w->exit_when_idle = exit_when_idle;
-    q_keys_init(&w->keys, cfg->redis_prefix);
-    snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
-    char ring_desc[96];
-    int rc = ring_open(&w->ring, 4096, ring_desc, sizeof(ring_desc), err, errlen);
-    if (rc < 0)
-        return rc;
-    if (idx == 0)
-        log_debug("io_uring: %s", ring_desc);
-    rc = -ENOTSUP;
-    w->xl = xport_uring_new(&w->ring, err, errlen);
-    if (w->xl == NULL)
-        goto fail;
-    rc = -EPROTO;
-    w->tls_ctx = tls_client_ctx_new(0, NULL, err, errlen);
-    if (w->tls_ctx == NULL)
-        goto fail;
-    if (worker_needs_verify(cfg)) {
-        w->tls_ctx_verify = tls_client_ctx_new(1, cfg->tls_ca_file, err, errlen);
-        if (w->tls_ctx_verify == NULL)
-            goto fail;
-    }
-    char dnserr[256];
-    w->dns = dns_resolver_new(cfg, &w->ring, dnserr, sizeof(dnserr));
-    if (w->dns == NULL && idx == 0)
-        log_warn("DNS resolver unavailable (%s): only [route] destinations can be reached", dnserr);
-    if (cfg->ndkim > 0) {
-        w->dkim = dkim_signer_new(cfg, err, errlen);
-        if (w->dkim == NULL) {
-            rc = -EINVAL;
-            goto fail;
-        }
-    }
-    redis_link_init(&w->redis, w, &cfg->redis);
-    if (tc != NULL) {
-        const char *ips[CONFIG_MAX_EGRESS];
-        for (int i = 0; i < cfg->negress; i++)
-            ips[i] = cfg->egress[i].ip;
-        struct thr_io io = {.cmd = thr_send, .ctx = w};
-        w->thr = thr_new(tc, cfg->redis_prefix, &io, w->consumer, ips, cfg->negress);
-        thr_lease_by_demand(w->thr); /* slots go to the messages each pool holds */
-        w->thr_default = -1;
-        for (int p = 0; p < thr_config_nproviders(tc); p++)
-            if (strcmp(thr_config_provider_name(tc, p), "default") == 0)
-                w->thr_default = p;
-        w->thr_default_free = true;
-        for (int i = 0; i < cfg->nraw; i++)
-            if (strcmp(cfg->raw[i].section, "provider default") == 0)
-                w->thr_default_free = false;
-    }
-    vbuf_init(&w->scratch, 16384);
-    w->reading_pending = true;
-    w->resuming = true;
-    w->ctl_version = -1;
-    return 0;
-fail:
-    /* what worker_free releases, in its order, for the parts made so far (w was zeroed first) */
-    io_uring_queue_exit(&w->ring);
-    dns_resolver_free(w->dns);
-    xport_loop_free(w->xl);
-    tls_ctx_free(w->tls_ctx);
-    tls_ctx_free(w->tls_ctx_verify);
-    return rc;
-}
-
-/* camp_ver_unref - drop a reference; the last one frees the compiled campaign */
-static void camp_ver_unref(struct camp_ver *v)
-{
-    if (v == NULL || --v->refs > 0)
-        return;
-    tpl_message_free(v->tm);
-    q_campaign_free(v->qc);
-    free(v);
 }
 
 /* bytes_share - this thread's share of [worker] max_inflight_bytes */
@@ -180,7 +76,7 @@ static size_t job_bytes(const struct q_job *j)
 }
 
 /* msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes */
-static void msg_hold(struct worker *w, struct msg *m)
+void msg_hold(struct worker *w, struct msg *m)
 {
     size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->data.cap;
     if (jb > w->big_job)
@@ -354,342 +250,6 @@ static void flush_outcomes(struct worker *w)
 
 /* ---- campaigns ---- */
 
-/* camp_settle - the campaign's fate is known: release its waiting messages */
-static void camp_settle(struct worker *w, struct camp *c)
-{
-    struct msg *m = c->waiting;
-    c->waiting = NULL;
-    while (m) {
-        struct msg *next = m->next;
-        m->next = NULL;
-        msg_prepare(w, m);
-        m = next;
-    }
-}
-
-/* camp_updated - the hash's updated_ms field ("" when absent): the version stamp `volley push` writes */
-static void camp_updated(const struct q_campaign *qc, char *out, size_t outlen)
-{
-    const struct kv *f = kv_find(qc->fields, qc->nfields, "updated_ms", 10);
-    snprintf(out, outlen, "%.*s", f ? (int)(f->vlen < outlen - 1 ? f->vlen : outlen - 1) : 0, f ? f->v : "");
-}
-
-/* on_campaign - HGETALL reply: compile once, then serve every job of the campaign */
-static void on_campaign(void *priv, redisReply *r)
-{
-    struct camp *c = priv;
-    struct worker *w = c->w;
-    char err[512], updated[32];
-    c->refreshing = false;
-    if (r == NULL) {
-        /* link down: a first fetch is retried when it is back (worker_on_redis_up); a re-read keeps the cached version */
-        if (c->state == CAMP_READY)
-            camp_settle(w, c);
-        return;
-    }
-    c->refresh_at_ms = worker_now_ms() + WORKER_CAMP_REFRESH_MS;
-    struct q_campaign *qc = NULL;
-    struct tpl_message *tm = NULL;
-    int rc = q_campaign_parse(r, c->id, strlen(c->id), &qc);
-    if (rc == 0) {
-        camp_updated(qc, updated, sizeof(updated));
-        if (c->ver != NULL && strcmp(updated, c->ver->updated) == 0) {
-            q_campaign_free(qc); /* unchanged: keep the compiled version */
-            camp_settle(w, c);
-            return;
-        }
-        tm = tpl_message_compile(qc->fields, qc->nfields, err, sizeof(err));
-        if (tm == NULL)
-            snprintf(c->error, sizeof(c->error), "campaign '%s' template error: %.300s", c->id, err);
-    } else if (rc == -ENOENT) {
-        snprintf(c->error, sizeof(c->error), "unknown campaign '%s'", c->id);
-    } else {
-        snprintf(c->error, sizeof(c->error), "campaign '%s' could not be read from Redis", c->id);
-    }
-    camp_ver_unref(c->ver);
-    c->ver = NULL;
-    if (tm != NULL) {
-        struct camp_ver *v = xcalloc(1, sizeof(*v));
-        v->tm = tm;
-        v->qc = qc;
-        v->refs = 1;
-        snprintf(v->updated, sizeof(v->updated), "%s", updated);
-        c->ver = v;
-        c->state = CAMP_READY;
-    } else {
-        q_campaign_free(qc);
-        c->state = CAMP_BAD;
-        c->retry_at_ms = worker_now_ms() + WORKER_CAMP_RETRY_MS;
-        log_warn("%s", c->error);
-    }
-    camp_settle(w, c);
-}
-
-/* camp_fetch - ask Redis for the campaign hash */
-static void camp_fetch(struct worker *w, struct camp *c)
-{
-    if (c->state != CAMP_READY)
-        c->state = CAMP_FETCHING;
-    else
-        c->refreshing = true;
-    q_campaign_fetch(w->redis.q, &w->keys, c->id, strlen(c->id), on_campaign, c);
-}
-
-/* camp_get - the cache entry for a campaign id, fetching it on first sight and re-reading it now and then */
-static struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
-{
-    uint64_t now = worker_now_ms();
-    for (struct camp *c = w->camps; c; c = c->next)
-        if (strlen(c->id) == idlen && memcmp(c->id, id, idlen) == 0) {
-            if (w->redis.state == REDIS_UP &&
-                ((c->state == CAMP_BAD && now >= c->retry_at_ms) ||
-                 (c->state == CAMP_READY && !c->refreshing && now >= c->refresh_at_ms)))
-                camp_fetch(w, c);
-            return c;
-        }
-    struct camp *c = xcalloc(1, sizeof(*c));
-    c->w = w;
-    memcpy(c->id, id, idlen < Q_CAMPAIGN_ID_MAX ? idlen : Q_CAMPAIGN_ID_MAX);
-    c->next = w->camps;
-    w->camps = c;
-    camp_fetch(w, c);
-    return c;
-}
-
-/* ---- messages ---- */
-
-/* msg_domain - the recipient's domain */
-static const char *msg_domain(const struct msg *m, size_t *dlen)
-{
-    const struct q_job *j = m->job;
-    const char *at = memrchr(j->to, '@', j->to_len);
-    const char *dom = at ? at + 1 : "";
-    *dlen = at ? (size_t)(j->to + j->to_len - dom) : 0;
-    return dom;
-}
-
-/* msg_defer_limit - to the retry set until the throttle's limit lifts, the limit named in the event */
-static void msg_defer_limit(struct worker *w, struct msg *m, const struct thr_verdict *v)
-{
-    snprintf(m->limit, sizeof(m->limit), "%s", v->limit);
-    m->retry_at_ms = v->until_ms;
-    char why[THR_LIMIT_MAX + 32];
-    snprintf(why, sizeof(why), "deferred by volley: %s", v->limit);
-    worker_finish_cause(w, m, SMTP_CAUSE_THROTTLED, why);
-}
-
-/*
- * msg_pick - the source IP for a message of provider prov: 0 with m->egress
- * and m->thr_prov set, or the message is deferred (every IP capped or
- * suspended for this provider: retry set until the limit lifts, the limit
- * named). The send slot itself is taken when a connection is about to carry
- * the message (start_txn), so the rate holds as the receiver sees it. The
- * `default` provider is not throttled unless [provider default] is
- * configured: unclassified domains are shaped per site by [smtp] instead.
- */
-static int msg_pick(struct worker *w, struct msg *m, int prov)
-{
-    const int negress = w->cfg->negress;
-    if (w->thr == NULL || prov < 0 || (prov == w->thr_default && w->thr_default_free)) {
-        m->egress = negress > 0 ? (int)(w->egress_rr++ % (unsigned)negress) : -1;
-        m->thr_prov = -1;
-        return 0;
-    }
-    struct thr_verdict v;
-    int ip = thr_pick_ip(w->thr, prov, NULL, 0, clock_wall_ms(), &v);
-    if (ip >= 0) {
-        m->egress = negress > 0 ? ip : -1;
-        m->thr_prov = prov;
-        return 0;
-    }
-    msg_defer_limit(w, m, &v);
-    return -EAGAIN;
-}
-
-/* on_mx - where the message's domain takes mail: a pool per MX site, or an outcome */
-static void on_mx(void *priv, const struct dns_mx_result *r)
-{
-    struct msg *m = priv;
-    struct worker *w = m->camp->w;
-    w->dns_waiting--;
-    if (w->stopping) {
-        msg_release(w, m);
-        return;
-    }
-    if (!fence_owns(m, worker_now_ms())) {
-        fence_park(w, m); /* the answer may bounce or defer it: only a job surely ours may be recorded */
-        return;
-    }
-    if (camp_ctl_stop(w, m))
-        return; /* paused or cancelled while the lookup ran */
-    struct smtp_outcome o;
-    if (smtp_outcome_dns(r->status, r->implicit_mx, &o)) {
-        snprintf(m->host, sizeof(m->host), "%s", r->domain);
-        worker_finish_msg(w, m, &o, r->error);
-        return;
-    }
-    const char *names[DNS_MAX_MX];
-    int nn = 0;
-    for (int i = 0; i < r->nhosts && nn < DNS_MAX_MX; i++)
-        names[nn++] = r->hosts[i].name;
-    size_t dlen = strlen(r->domain);
-    /* the provider from the domain, else from its MX hosts: Workspace and Office 365 domains roll up */
-    int prov = w->thr ? thr_classify(w->thr, r->domain, dlen, names, nn) : -1;
-    if (msg_pick(w, m, prov) < 0)
-        return;
-    enum config_tls_mode tls = pool_tls_mode(w->cfg, r->domain, dlen, names, nn);
-    if (prov >= 0 && thr_config_tls(w->thr_cfg, prov) == THR_TLS_REQUIRED && tls < CONFIG_TLS_REQUIRED)
-        tls = CONFIG_TLS_REQUIRED; /* the provider demands TLS (gmail) */
-    struct route_pool *p = pool_find(w, r->site, m->egress, tls, NULL, m->thr_prov);
-    if (p == NULL) {
-        p = pool_create(w, r->site, m->egress, tls, NULL, m->thr_prov);
-        for (int i = 0; i < r->nhosts; i++) {
-            const struct dns_mx_host *h = &r->hosts[i];
-            for (int a = 0; a < h->naddrs; a++) {
-                struct sockaddr_storage sa;
-                memcpy(&sa, &h->addrs[a], h->addrlens[a]);
-                if (sa.ss_family == AF_INET)
-                    ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)w->cfg->mx_port);
-                else
-                    ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)w->cfg->mx_port);
-                pool_add_target(p, h->name, w->cfg->mx_port, (struct sockaddr *)&sa, h->addrlens[a]);
-            }
-        }
-    }
-    pool_enqueue(p, m);
-}
-
-void msg_route(struct worker *w, struct msg *m)
-{
-    if (!fence_owns(m, worker_now_ms())) {
-        fence_park(w, m); /* routing may defer it: only a job surely ours may be recorded */
-        return;
-    }
-    size_t dlen;
-    const char *dom = msg_domain(m, &dlen);
-    const struct config_route *route = config_route_find(w->cfg, dom, dlen);
-    if (route != NULL) {
-        /* a [route] wins over MX: smarthost, relay, or a test server */
-        int prov = w->thr ? thr_classify(w->thr, dom, dlen, NULL, 0) : -1;
-        if (msg_pick(w, m, prov) < 0)
-            return;
-        pool_enqueue(pool_for_route(w, route, m->egress, dom, dlen, m->thr_prov), m);
-        return;
-    }
-    if (w->dns == NULL) {
-        char why[400];
-        snprintf(why, sizeof(why), "no [route] for domain %.*s and no DNS resolver", (int)dlen, dom);
-        worker_finish_cause(w, m, SMTP_CAUSE_NO_ROUTE, why);
-        return;
-    }
-    char domain[256];
-    snprintf(domain, sizeof(domain), "%.*s", (int)(dlen < 255 ? dlen : 255), dom);
-    w->dns_waiting++;
-    dns_resolve_mx(w->dns, domain, on_mx, m);
-}
-
-/* reroute_one - worker_reroute_pool's pool_take_fn */
-static bool reroute_one(struct msg *m, void *priv)
-{
-    msg_route(priv, m);
-    return true;
-}
-
-void worker_reroute_pool(struct worker *w, struct route_pool *p)
-{
-    /* pool_filter detaches the queue first: a message routed back to this pool waits for the next pass instead
-     * of looping here; one not surely ours is parked by msg_route until the fence confirms it */
-    pool_filter(p, reroute_one, w);
-}
-
-struct defer_limit {
-    struct worker *w;
-    const struct thr_verdict *v;
-    uint64_t now;
-};
-
-/* defer_limit_one - worker_defer_pool's pool_take_fn: recorded only once the fence confirmed it is ours */
-static bool defer_limit_one(struct msg *m, void *priv)
-{
-    struct defer_limit *d = priv;
-    if (!fence_owns(m, d->now)) {
-        d->w->fence_needed = true;
-        return false;
-    }
-    msg_defer_limit(d->w, m, d->v);
-    return true;
-}
-
-void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_verdict *v)
-{
-    struct defer_limit d = {.w = w, .v = v, .now = worker_now_ms()};
-    pool_filter(p, defer_limit_one, &d);
-}
-
-/* msg_prepare - render, sign, route and queue a message whose campaign is known */
-static void msg_prepare(struct worker *w, struct msg *m)
-{
-    char err[512];
-    struct camp *c = m->camp;
-    if (w->stopping) {
-        msg_release(w, m); /* left pending in Redis: the next run sends it */
-        return;
-    }
-    if (c->state == CAMP_FETCHING || c->refreshing) {
-        /* a re-read is in flight: wait for it, so an edit is never rendered from the stale version */
-        m->next = c->waiting;
-        c->waiting = m;
-        return;
-    }
-    if (c->state == CAMP_BAD) {
-        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
-        return;
-    }
-    if (camp_ctl_stop(w, m))
-        return;
-    const struct q_job *j = m->job;
-    struct tpl_render_ctx rc = {
-        .to = j->to,
-        .tolen = j->to_len,
-        .vars = j->vars,
-        .nvars = j->nvars,
-        .uniq = j->id,
-        .uniqlen = strlen(j->id),
-        .now = time(NULL),
-        .max_bytes = w->cfg->max_message_bytes,
-    };
-    vbuf_reset(&w->scratch);
-    m->ver = c->ver;
-    m->ver->refs++;
-    if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
-        vbuf_shrink(&w->scratch, 256 * 1024); /* a refused message may have grown it to twice the limit */
-        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, err);
-        return;
-    }
-    vbuf_reset(&m->data);
-    /*
-     * Sized once for the message and its DKIM headers: doubling would hold up
-     * to twice what it needs, and room never written still costs a page
-     * fault per 4 KB when the allocator hands out fresh pages (issue 12).
-     */
-    size_t need = vbuf_len(&w->scratch) + (w->dkim != NULL ? MSG_DKIM_ROOM : 0);
-    if (m->data.cap < need) {
-        vbuf_free(&m->data);
-        vbuf_init(&m->data, need);
-    }
-    if (w->dkim != NULL && dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err,
-                                     sizeof(err)) < 0) {
-        char why[600];
-        snprintf(why, sizeof(why), "DKIM signing failed: %s", err);
-        worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, why);
-        return;
-    }
-    vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
-    msg_hold(w, m);
-    msg_route(w, m);
-}
-
-/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */
 static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
 {
     struct msg *m = msg_alloc(w);
@@ -975,7 +535,7 @@ static void fleet_duties(struct worker *w, uint64_t now)
 /* drop_unstarted - on SIGTERM, messages not yet on a connection stay pending in Redis */
 static void drop_unstarted(struct worker *w)
 {
-    for (struct route_pool *p = w->pools; p; p = p->next) {
+    POOL_FOREACH(p, w) {
         struct msg *m;
         while ((m = pool_take(p)) != NULL)
             msg_release(w, m);
@@ -996,7 +556,7 @@ static bool connections_busy(struct worker *w, int *open)
 {
     bool busy = false;
     *open = 0;
-    for (struct route_pool *p = w->pools; p; p = p->next)
+    POOL_FOREACH(p, w)
         for (struct smtp_conn *c = p->conns; c; c = c->next) {
             (*open)++;
             if (c->state != CONN_READY || c->ex_len > 0)
@@ -1008,7 +568,7 @@ static bool connections_busy(struct worker *w, int *open)
 /* quit_idle - say goodbye to every idle connection */
 static void quit_idle(struct worker *w)
 {
-    for (struct route_pool *p = w->pools; p; p = p->next)
+    POOL_FOREACH(p, w)
         for (struct smtp_conn *c = p->conns, *next; c; c = next) {
             next = c->next;
             if (smtp_conn_idle(c))
@@ -1023,7 +583,7 @@ static void stop_step(struct worker *w, uint64_t now)
     bool busy = connections_busy(w, &open);
     if (now >= w->stop_deadline_ms && busy) {
         log_warn("shutdown deadline reached: deferring transactions still in flight");
-        for (struct route_pool *p = w->pools; p; p = p->next)
+        POOL_FOREACH(p, w)
             for (struct smtp_conn *c = p->conns, *next; c; c = next) {
                 next = c->next;
                 smtp_conn_fail(c, "worker shutting down");
@@ -1047,46 +607,6 @@ static void stop_step(struct worker *w, uint64_t now)
 }
 
 /* ---- reload ---- */
-
-/*
- * worker_apply_config - SIGHUP: limits, routes, TLS policy, egress and DKIM
- * keys take effect for new work; open connections stay open and finish on
- * the pools they belong to. The old config is not freed (pools keep
- * pointers into it); the main thread keeps every version until exit.
- */
-static void worker_apply_config(struct worker *w, struct vconfig *nc)
-{
-    char err[512];
-    if (nc->ndkim > 0) {
-        struct dkim_signer *d = dkim_signer_new(nc, err, sizeof(err));
-        if (d == NULL) {
-            log_error("reload: keeping the previous DKIM keys: %s", err);
-        } else {
-            if (w->dkim)
-                dkim_signer_free(w->dkim);
-            w->dkim = d;
-        }
-    } else if (w->dkim != NULL) {
-        dkim_signer_free(w->dkim);
-        w->dkim = NULL;
-    }
-    if (worker_needs_verify(nc)) {
-        SSL_CTX *v = tls_client_ctx_new(1, nc->tls_ca_file, err, sizeof(err));
-        if (v == NULL) {
-            log_error("reload: keeping the previous CA store: %s", err);
-        } else {
-            /* open sessions hold their own reference to the old context */
-            if (w->tls_ctx_verify)
-                tls_ctx_free(w->tls_ctx_verify);
-            w->tls_ctx_verify = v;
-        }
-    }
-    w->cfg = nc;
-    if (w->idx == 0)
-        log_info("configuration reloaded from %s", nc->path);
-}
-
-/* ---- loop ---- */
 
 /* handle_cqes - run every completion of the batch, then advance the CQ once */
 static void handle_cqes(struct worker *w)
@@ -1192,40 +712,3 @@ void worker_run(struct worker *w)
               st->recv_bytes);
 }
 
-void worker_free(struct worker *w)
-{
-    io_uring_queue_exit(&w->ring); /* the kernel lets go of every buffer here */
-    if (w->dns != NULL)
-        dns_resolver_free(w->dns); /* after the ring: no completion can reach it any more */
-    xport_loop_free(w->xl);        /* every connection still held is released (and freed) with its stream */
-    pool_free_all(w);
-    while (w->out_head) {
-        struct msg *m = w->out_head;
-        w->out_head = m->next;
-        q_job_free(m->job);
-        camp_ver_unref(m->ver);
-        vbuf_free(&m->data);
-        free(m);
-    }
-    while (w->camps) {
-        struct camp *c = w->camps;
-        w->camps = c->next;
-        camp_ver_unref(c->ver);
-        free(c);
-    }
-    if (w->thr != NULL)
-        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
-    redis_link_free(&w->redis); /* a failed fence round releases its messages to the free list */
-    while (w->free_msgs) {
-        struct msg *m = w->free_msgs;
-        w->free_msgs = m->next;
-        vbuf_free(&m->data);
-        free(m);
-    }
-    if (w->dkim)
-        dkim_signer_free(w->dkim);
-    tls_ctx_free(w->tls_ctx);
-    if (w->tls_ctx_verify)
-        tls_ctx_free(w->tls_ctx_verify);
-    vbuf_free(&w->scratch);
-}

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "engine/site_limit.h"
+#include "engine/smtp_pool.h"
 #include "engine/worker.h"
 #include "lib/clock.h"
 #include "lib/config.h"
@@ -134,7 +135,7 @@ static void test_many_pools_are_found(void **st)
         made[i] = pool_create(f->w, site, i % 2 - 1, CONFIG_TLS_OFF, NULL, -1);
     }
     int n = 0;
-    for (struct route_pool *p = f->w->pools; p; p = p->next)
+    POOL_FOREACH(p, f->w)
         n++;
     assert_int_equal(n, 6000);
     for (int i = 0; i < 6000; i++) {

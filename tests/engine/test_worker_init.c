@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "engine/dns.h"
-#include "engine/worker.h"
+#include "engine/engine.h"
 #include "lib/config.h"
 #include "queue/retry.h"
 
@@ -102,15 +102,16 @@ static void load_cfg(struct vconfig *cfg)
         fail_msg("config: %s", err);
 }
 
-/* init_fails - one worker_init that must fail on the DKIM key, naming it */
+/* init_fails - one worker_new that must fail on the DKIM key, naming it */
 static void init_fails(const struct vconfig *cfg)
 {
     struct q_retry_cfg retry;
     q_retry_config_defaults(&retry);
     atomic_int stop = 0;
-    struct worker w;
+    struct worker *w = NULL;
     char err[512] = "";
-    int rc = worker_init(&w, 0, cfg, &retry, NULL, &stop, true, err, sizeof(err));
+    int rc = worker_new(&w, 0, cfg, &retry, NULL, &stop, true, err, sizeof(err));
+    assert_null(w);
     assert_int_equal(rc, -EINVAL);
     assert_non_null(strstr(err, key_path));
     assert_non_null(strstr(err, "not a readable unencrypted PEM private key"));
