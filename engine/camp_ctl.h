@@ -26,5 +26,4 @@ bool camp_ctl_stop(struct worker *w, struct msg *m);
 /* camp_ctl_note - intake saw campaign id marked paused or cancelled */
 void camp_ctl_note(struct worker *w, const char *id, size_t idlen, enum q_camp_state st);
 
-
 #endif

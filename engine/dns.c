@@ -4,7 +4,8 @@
  * SYNOPSIS
  *   See engine/dns.h.
  * DESCRIPTION
- *   Three parts, top to bottom:
+ *   Three parts: socket watching (engine/dns_sock.c), the cache
+ *   (engine/dns_cache.c) and, here, the lookups that drive c-ares:
  *   - socket watching: c-ares' socket-state callback keeps a small slot
  *     table of the sockets it wants watched; each live slot has at most one
  *     one-shot poll on the ring. A slot is reused only after its poll's
@@ -19,7 +20,7 @@
  *   locked. c-ares may call our callbacks from inside any ares_* call, so
  *   each function leaves the state consistent before calling into c-ares.
  */
-#include "engine/dns.h"
+#include "engine/dns_int.h"
 
 #include <ares.h>
 #include <arpa/nameser.h>
@@ -42,84 +43,6 @@
 #include "lib/log.h"
 #include "lib/rand.h"
 
-#define DNS_NAME_MAX      253       /* presentation form without the trailing dot */
-#define DNS_MX_PARSE_MAX  64        /* MX records looked at in one answer: a DoS fence */
-#define DNS_RR_WALK_MAX   512       /* resource records walked for TTLs */
-#define DNS_SLOT_CTL      0xffffffu /* user_data slot of our POLL_REMOVE requests */
-#define DNS_BUCKETS_START 1024u
-
-/* one socket c-ares asked us to watch */
-struct dns_sock {
-    int fd;
-    uint32_t gen;
-    bool live;     /* c-ares still wants it; false: waiting for the poll to come back */
-    bool armed;    /* a poll is in flight (the ring holds the file) */
-    bool removing; /* a POLL_REMOVE for it is in flight */
-    unsigned want; /* POLLIN / POLLOUT c-ares asked for */
-    unsigned mask; /* what the poll in flight waits for */
-};
-
-struct dns_waiter {
-    struct dns_waiter *next;
-    dns_mx_fn *fn;
-    void *priv;
-};
-
-struct dns_entry;
-
-/* one host whose addresses are being looked up */
-struct dns_hostq {
-    struct dns_entry *e;
-    struct dns_mx_host host;
-    int status;      /* c-ares status of its getaddrinfo */
-    uint32_t ttl_ms; /* min TTL of the addresses taken */
-};
-
-/* the work of one lookup in flight */
-struct dns_fetch {
-    struct dns_hostq hq[DNS_MAX_MX];
-    int nhq;
-    int pending; /* getaddrinfo calls outstanding (+1 while they are being started) */
-    bool implicit;
-    uint32_t ttl_ms; /* min TTL seen so far (MX records or the negative TTL of NODATA) */
-    char *site;
-};
-
-struct dns_entry {
-    struct dns_entry *hnext;
-    struct dns_entry *older, *newer;
-    struct dns_resolver *r;
-    uint32_t hash;
-    char domain[DNS_NAME_MAX + 1];
-    int pins; /* callbacks running from this entry: not evicted meanwhile */
-    bool has_result;
-    uint64_t expires_ms;
-    enum dns_status status;
-    char error[DNS_ERROR_MAX];
-    struct dns_mx_host *hosts;
-    int nhosts;
-    bool implicit;
-    char *site;
-    struct dns_fetch *fetch; /* non-NULL while a lookup is in flight */
-    struct dns_waiter *whead, *wtail;
-};
-
-struct dns_resolver {
-    ares_channel ch;
-    struct io_uring *ring;
-    struct dns_sock *socks;
-    uint32_t nsocks, capsocks;
-    struct dns_entry **buckets;
-    uint32_t nbuckets;
-    struct dns_entry *oldest, *newest;
-    int count, limit;
-    int inflight;     /* entries with a fetch */
-    int ares_pending; /* c-ares queries whose callback has not run yet */
-    uint64_t rng;
-    bool destroying;
-    struct dns_stats st;
-};
-
 /* ---- small helpers ---- */
 
 static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
@@ -129,12 +52,6 @@ static int ares_init_rc;
 static void ares_lib_init(void)
 {
     ares_init_rc = ares_library_init(ARES_LIB_INIT_ALL);
-}
-
-/* rng_next - shuffling equal preferences needs spread, not secrecy */
-static uint64_t rng_next(struct dns_resolver *r)
-{
-    return rand_next(&r->rng);
 }
 
 /* min_u32 - the smaller of two */
@@ -269,352 +186,6 @@ static int answer_ttls(const unsigned char *p, int len, unsigned type, uint32_t 
     return 0;
 }
 
-/* ---- socket watching ---- */
-
-/* sock_find - the live slot watching fd, or NULL (dying slots are not found: the fd may be reused) */
-static struct dns_sock *sock_find(struct dns_resolver *r, int fd)
-{
-    for (uint32_t i = 0; i < r->nsocks; i++)
-        if (r->socks[i].live && r->socks[i].fd == fd)
-            return &r->socks[i];
-    return NULL;
-}
-
-/* sock_alloc - a slot for fd: a free one (no poll in flight) or a new one */
-static struct dns_sock *sock_alloc(struct dns_resolver *r, int fd)
-{
-    struct dns_sock *s = NULL;
-    for (uint32_t i = 0; i < r->nsocks && s == NULL; i++)
-        if (r->socks[i].fd < 0 && !r->socks[i].armed)
-            s = &r->socks[i];
-    if (s == NULL) {
-        if (r->nsocks == r->capsocks) {
-            r->capsocks = r->capsocks ? r->capsocks * 2 : 8;
-            r->socks = xrealloc(r->socks, r->capsocks * sizeof(*r->socks));
-        }
-        s = &r->socks[r->nsocks++];
-        memset(s, 0, sizeof(*s));
-    }
-    s->fd = fd;
-    s->live = true;
-    s->armed = s->removing = false;
-    s->want = s->mask = 0;
-    r->st.polls++;
-    return s;
-}
-
-/* sock_release - the slot is free again; the new generation makes any late completion stale */
-static void sock_release(struct dns_resolver *r, struct dns_sock *s)
-{
-    s->fd = -1;
-    s->live = false;
-    s->gen++;
-    r->st.polls--;
-}
-
-/* sock_arm - one one-shot poll for what c-ares wants of the socket */
-static void sock_arm(struct dns_resolver *r, struct dns_sock *s)
-{
-    struct io_uring_sqe *sqe = ring_sqe(r->ring);
-    io_uring_prep_poll_add(sqe, s->fd, s->want);
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_DNS_POLL, (uint32_t)(s - r->socks), s->gen));
-    s->armed = true;
-    s->mask = s->want;
-}
-
-/* sock_disarm - ask the kernel to drop the poll; its completion (-ECANCELED) does the rest */
-static void sock_disarm(struct dns_resolver *r, struct dns_sock *s)
-{
-    if (s->removing)
-        return;
-    struct io_uring_sqe *sqe = ring_sqe(r->ring);
-    io_uring_prep_poll_remove(sqe, ring_pack(RING_OP_DNS_POLL, (uint32_t)(s - r->socks), s->gen));
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_DNS_POLL, DNS_SLOT_CTL, 0));
-    s->removing = true;
-}
-
-/*
- * sock_state_cb - c-ares wants fd watched for reading and/or writing, or
- * (0, 0) no longer: it is about to close the socket. A poll in flight holds
- * a reference on the file, so it is removed rather than left to fire on a
- * socket nobody reads; the fd number may be reused by the next socket at
- * once, which gets a slot of its own.
- */
-static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
-{
-    struct dns_resolver *r = data;
-    if (r->destroying)
-        return; /* dns_resolver_free: the ring is not ours to touch any more */
-    unsigned want = (readable ? POLLIN : 0u) | (writable ? POLLOUT : 0u);
-    struct dns_sock *s = sock_find(r, fd);
-    if (want == 0) {
-        if (s == NULL)
-            return;
-        s->live = false;
-        s->want = 0;
-        if (s->armed)
-            sock_disarm(r, s);
-        else
-            sock_release(r, s);
-        return;
-    }
-    if (s == NULL)
-        s = sock_alloc(r, fd);
-    s->want = want;
-    if (!s->armed)
-        sock_arm(r, s);
-    else if (want & ~s->mask)
-        sock_disarm(r, s); /* a new event to wait for: re-armed with it when the poll returns */
-    /* fewer events than armed: one spurious wake-up at most, cheaper than a remove */
-}
-
-/* dns_on_cqe - a poll came back: let c-ares read or write, re-arm while it still wants the socket */
-void dns_on_cqe(struct dns_resolver *r, uint64_t user_data, int res)
-{
-    uint32_t slot = ring_slot_of(user_data), gen = ring_gen_of(user_data);
-    if (slot == DNS_SLOT_CTL)
-        return; /* a POLL_REMOVE's own completion: the poll's completion carries the news */
-    if (slot >= r->nsocks)
-        return;
-    struct dns_sock *s = &r->socks[slot];
-    if (!s->armed || s->gen != gen)
-        return;
-    s->armed = s->removing = false;
-    if (!s->live) {
-        sock_release(r, s);
-        return;
-    }
-    int fd = s->fd;
-    if (res == -ECANCELED) {
-        sock_arm(r, s); /* removed to change the mask */
-        return;
-    }
-    ares_socket_t rfd = ARES_SOCKET_BAD, wfd = ARES_SOCKET_BAD;
-    if (res < 0 || (res & (POLLIN | POLLERR | POLLHUP)))
-        rfd = fd; /* errors too: c-ares reads, sees the error and closes or retries */
-    if (res > 0 && (res & POLLOUT))
-        wfd = fd;
-    ares_process_fd(r->ch, rfd, wfd);
-    /* callbacks may have grown the table, released this slot or re-armed it */
-    s = &r->socks[slot];
-    if (s->live && s->gen == gen && s->fd == fd && !s->armed)
-        sock_arm(r, s);
-}
-
-/* dns_tick - retransmissions and timeouts of queries in flight */
-void dns_tick(struct dns_resolver *r, uint64_t now_ms)
-{
-    (void)now_ms; /* c-ares keeps its own clock for query deadlines */
-    if (r->ares_pending > 0)
-        ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-}
-
-/* ---- cache ---- */
-
-/* cache_find - the entry of a normalised domain, or NULL */
-static struct dns_entry *cache_find(struct dns_resolver *r, const char *name, uint32_t h)
-{
-    for (struct dns_entry *e = r->buckets[h & (r->nbuckets - 1)]; e; e = e->hnext)
-        if (e->hash == h && strcmp(e->domain, name) == 0)
-            return e;
-    return NULL;
-}
-
-/* age_unlink - take e out of the age list */
-static void age_unlink(struct dns_resolver *r, struct dns_entry *e)
-{
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        r->oldest = e->newer;
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        r->newest = e->older;
-    e->older = e->newer = NULL;
-}
-
-/* age_push - e becomes the youngest entry */
-static void age_push(struct dns_resolver *r, struct dns_entry *e)
-{
-    e->older = r->newest;
-    e->newer = NULL;
-    if (r->newest)
-        r->newest->newer = e;
-    else
-        r->oldest = e;
-    r->newest = e;
-}
-
-/* cache_grow - double the buckets once there are more entries than buckets */
-static void cache_grow(struct dns_resolver *r)
-{
-    uint32_t n = r->nbuckets * 2;
-    struct dns_entry **b = xcalloc(n, sizeof(*b));
-    for (uint32_t i = 0; i < r->nbuckets; i++)
-        for (struct dns_entry *e = r->buckets[i], *next; e; e = next) {
-            next = e->hnext;
-            e->hnext = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-        }
-    free(r->buckets);
-    r->buckets = b;
-    r->nbuckets = n;
-}
-
-/* result_clear - forget the hosts and site of the last answer */
-static void result_clear(struct dns_entry *e)
-{
-    free(e->hosts);
-    free(e->site);
-    e->hosts = NULL;
-    e->site = NULL;
-    e->nhosts = 0;
-}
-
-/* fetch_free - release the work state of a lookup */
-static void fetch_free(struct dns_fetch *f)
-{
-    if (f == NULL)
-        return;
-    free(f->site);
-    free(f);
-}
-
-/* entry_drop - unlink and free an entry that has no lookup in flight and no callback running */
-static void entry_drop(struct dns_resolver *r, struct dns_entry *e)
-{
-    struct dns_entry **pp = &r->buckets[e->hash & (r->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    age_unlink(r, e);
-    r->count--;
-    result_clear(e);
-    fetch_free(e->fetch);
-    while (e->whead) {
-        struct dns_waiter *w = e->whead;
-        e->whead = w->next;
-        free(w);
-    }
-    free(e);
-}
-
-/* cache_evict - drop the oldest idle entries until at most `keep` remain (busy ones are skipped) */
-static void cache_evict(struct dns_resolver *r, int keep)
-{
-    for (struct dns_entry *e = r->oldest, *next; e && r->count > keep; e = next) {
-        next = e->newer;
-        if (e->fetch || e->pins || e->whead)
-            continue;
-        entry_drop(r, e);
-        r->st.evictions++;
-    }
-}
-
-/* entry_new - an empty entry for name, room made by evicting the oldest idle one */
-static struct dns_entry *entry_new(struct dns_resolver *r, const char *name, uint32_t h)
-{
-    cache_evict(r, r->limit - 1);
-    struct dns_entry *e = xcalloc(1, sizeof(*e));
-    e->r = r;
-    e->hash = h;
-    strcpy(e->domain, name); /* checked: at most DNS_NAME_MAX */
-    e->hnext = r->buckets[h & (r->nbuckets - 1)];
-    r->buckets[h & (r->nbuckets - 1)] = e;
-    age_push(r, e);
-    r->count++;
-    if ((uint32_t)r->count > r->nbuckets)
-        cache_grow(r);
-    return e;
-}
-
-/* ---- results ---- */
-
-/* shuffle_equal - RFC 5321 5.1: hosts of equal preference in random order (hosts sorted by pref) */
-static void shuffle_equal(struct dns_resolver *r, struct dns_mx_host *h, int n)
-{
-    for (int lo = 0, hi; lo < n; lo = hi) {
-        for (hi = lo + 1; hi < n && h[hi].pref == h[lo].pref; hi++)
-            ;
-        for (int i = hi - 1; i > lo; i--) {
-            int j = lo + (int)(rng_next(r) % (uint64_t)(i - lo + 1));
-            if (j != i) {
-                struct dns_mx_host t = h[i];
-                h[i] = h[j];
-                h[j] = t;
-            }
-        }
-    }
-}
-
-/*
- * deliver - hand e's result to one callback. The callback gets its own
- * shuffled copy of the hosts and of the site, so it may start lookups (even
- * of this domain) that replace or evict the entry without pulling the
- * result from under it.
- */
-static void deliver(struct dns_resolver *r, struct dns_entry *e, dns_mx_fn *fn, void *priv, bool cached)
-{
-    struct dns_mx_result res;
-    char domain[DNS_NAME_MAX + 1];
-    memset(&res, 0, sizeof(res));
-    strcpy(domain, e->domain);
-    res.domain = domain;
-    res.status = e->status;
-    memcpy(res.error, e->error, sizeof(res.error));
-    res.implicit_mx = e->implicit;
-    res.cached = cached;
-    struct dns_mx_host *hosts = NULL;
-    char *site = NULL;
-    if (e->status == DNS_OK) {
-        hosts = xmemdup(e->hosts, (size_t)e->nhosts * sizeof(*hosts));
-        shuffle_equal(r, hosts, e->nhosts);
-        res.hosts = hosts;
-        res.nhosts = e->nhosts;
-        site = xstrdup(e->site);
-        res.site = site;
-    }
-    e->pins++;
-    fn(priv, &res);
-    e->pins--;
-    free(hosts);
-    free(site);
-}
-
-/* entry_finish - the lookup is over: keep the result for ttl_ms and call every waiter */
-static void entry_finish(struct dns_entry *e, enum dns_status st, uint32_t ttl_ms, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void entry_finish(struct dns_entry *e, enum dns_status st, uint32_t ttl_ms, const char *fmt, ...)
-{
-    struct dns_resolver *r = e->r;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->error, sizeof(e->error), fmt, ap);
-    va_end(ap);
-    e->status = st;
-    if (st != DNS_OK)
-        result_clear(e); /* an earlier answer's hosts must not outlive it */
-    e->has_result = true;
-    e->expires_ms = clock_mono_ms() + ttl_ms;
-    fetch_free(e->fetch);
-    e->fetch = NULL;
-    r->inflight--;
-    if (st != DNS_OK)
-        log_debug("dns: %s: %s (cached %u s)", e->domain, e->error, ttl_ms / 1000u);
-    struct dns_waiter *w = e->whead;
-    e->whead = e->wtail = NULL;
-    e->pins++;
-    while (w) {
-        struct dns_waiter *next = w->next;
-        deliver(r, e, w->fn, w->priv, false);
-        free(w);
-        w = next;
-    }
-    e->pins--;
-    cache_evict(r, r->limit); /* what was skipped while the callbacks ran */
-}
-
 /* ares_short - a c-ares status in the words an operator reads in a deferral */
 static const char *ares_short(int status)
 {
@@ -661,16 +232,16 @@ static void addr_done(struct dns_entry *e)
     if (n == 0) {
         e->implicit = f->implicit;
         if (temp > 0)
-            entry_finish(e, DNS_TEMPFAIL, DNS_TEMP_TTL_MS, "address lookup for %s of %s: %s",
-                         f->implicit ? "implicit MX" : "MX hosts", e->domain, why);
+            dns_entry_finish(e, DNS_TEMPFAIL, DNS_TEMP_TTL_MS, "address lookup for %s of %s: %s",
+                             f->implicit ? "implicit MX" : "MX hosts", e->domain, why);
         else if (f->implicit)
-            entry_finish(e, DNS_NO_ADDRESS, DNS_TEMP_TTL_MS, "no MX and no address records for %s", e->domain);
+            dns_entry_finish(e, DNS_NO_ADDRESS, DNS_TEMP_TTL_MS, "no MX and no address records for %s", e->domain);
         else
-            entry_finish(e, DNS_NO_ADDRESS, DNS_TEMP_TTL_MS, "no MX host of %s has an address (first: %s)", e->domain,
-                         f->hq[0].host.name);
+            dns_entry_finish(e, DNS_NO_ADDRESS, DNS_TEMP_TTL_MS, "no MX host of %s has an address (first: %s)",
+                             e->domain, f->hq[0].host.name);
         return;
     }
-    result_clear(e);
+    dns_result_clear(e);
     e->hosts = xmalloc((size_t)n * sizeof(*e->hosts));
     e->nhosts = 0;
     for (int i = 0; i < f->nhq; i++)
@@ -679,7 +250,7 @@ static void addr_done(struct dns_entry *e)
     e->implicit = f->implicit;
     e->site = f->site;
     f->site = NULL;
-    entry_finish(e, DNS_OK, clamp_ttl(ttl), "%s", "");
+    dns_entry_finish(e, DNS_OK, clamp_ttl(ttl), "%s", "");
 }
 
 /* take_addrs - up to DNS_MAX_ADDRS addresses, IPv4 first (IPv6 reachability of senders is the rarer) */
@@ -803,7 +374,8 @@ static void use_mx_answer(struct dns_resolver *r, struct dns_entry *e, const uns
     if (rc != ARES_SUCCESS) {
         if (mx)
             ares_free_data(mx);
-        entry_finish(e, DNS_TEMPFAIL, DNS_TEMP_TTL_MS, "malformed MX answer for %s: %s", e->domain, ares_strerror(rc));
+        dns_entry_finish(e, DNS_TEMPFAIL, DNS_TEMP_TTL_MS, "malformed MX answer for %s: %s", e->domain,
+                         ares_strerror(rc));
         return;
     }
     struct mx_cand *c = xmalloc(DNS_MX_PARSE_MAX * sizeof(*c));
@@ -841,12 +413,12 @@ static void use_mx_answer(struct dns_resolver *r, struct dns_entry *e, const uns
         ans_ms = DNS_NEG_TTL_MS;
     if (root && nrec == 1) {
         free(c);
-        entry_finish(e, DNS_NULL_MX, clamp_ttl(ans_ms), "%s accepts no mail (null MX)", e->domain);
+        dns_entry_finish(e, DNS_NULL_MX, clamp_ttl(ans_ms), "%s accepts no mail (null MX)", e->domain);
         return;
     }
     if (nc == 0) {
         free(c);
-        entry_finish(e, DNS_NO_ADDRESS, DNS_TEMP_TTL_MS, "no usable MX host for %s", e->domain);
+        dns_entry_finish(e, DNS_NO_ADDRESS, DNS_TEMP_TTL_MS, "no usable MX host for %s", e->domain);
         return;
     }
     qsort(c, (size_t)nc, sizeof(*c), cand_by_pref);
@@ -896,32 +468,17 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
     case ARES_ENOTFOUND: {
         uint32_t ans_ms, neg_ms;
         answer_ttls(abuf, alen, ns_t_mx, &ans_ms, &neg_ms);
-        entry_finish(e, DNS_NXDOMAIN, clamp_ttl(neg_ms != UINT32_MAX ? neg_ms : DNS_NEG_TTL_MS), "NXDOMAIN for %s",
-                     e->domain);
+        dns_entry_finish(e, DNS_NXDOMAIN, clamp_ttl(neg_ms != UINT32_MAX ? neg_ms : DNS_NEG_TTL_MS), "NXDOMAIN for %s",
+                         e->domain);
         break;
     }
     default:
-        entry_finish(e, DNS_TEMPFAIL, DNS_TEMP_TTL_MS, "MX lookup for %s: %s", e->domain, ares_short(status));
+        dns_entry_finish(e, DNS_TEMPFAIL, DNS_TEMP_TTL_MS, "MX lookup for %s: %s", e->domain, ares_short(status));
         break;
     }
 }
 
 /* ---- API ---- */
-
-/* add_waiter - queue a callback on the entry's lookup in flight */
-static void add_waiter(struct dns_entry *e, dns_mx_fn *fn, void *priv)
-{
-    struct dns_waiter *w = xmalloc(sizeof(*w));
-    w->fn = fn;
-    w->priv = priv;
-    w->next = NULL;
-    if (e->wtail)
-        e->wtail->next = w;
-    else
-        e->whead = w;
-    e->wtail = w;
-}
-
 /* invalid_name - not a host name: no query could find it, so it is as permanent as NXDOMAIN */
 static void invalid_name(const char *domain, dns_mx_fn *fn, void *priv)
 {
@@ -945,24 +502,24 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, v
         return;
     }
     uint32_t h = hash_fnv1a(name);
-    struct dns_entry *e = cache_find(r, name, h);
+    struct dns_entry *e = dns_cache_find(r, name, h);
     if (e && e->fetch) {
         r->st.joined++;
-        add_waiter(e, fn, priv);
+        dns_add_waiter(e, fn, priv);
         return;
     }
     if (e && e->has_result && clock_mono_ms() < e->expires_ms) {
         r->st.cache_hits++;
-        deliver(r, e, fn, priv, true);
+        dns_deliver(r, e, fn, priv, true);
         return;
     }
     if (e == NULL) {
-        e = entry_new(r, name, h);
+        e = dns_entry_new(r, name, h);
     } else {
-        age_unlink(r, e); /* refreshed: the youngest again */
-        age_push(r, e);
+        dns_age_unlink(r, e); /* refreshed: the youngest again */
+        dns_age_push(r, e);
     }
-    add_waiter(e, fn, priv);
+    dns_add_waiter(e, fn, priv);
     e->implicit = false;
     e->fetch = xcalloc(1, sizeof(*e->fetch));
     r->inflight++;
@@ -993,7 +550,7 @@ struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring
     memset(&o, 0, sizeof(o));
     int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS |
                ARES_OPT_FLAGS;
-    o.sock_state_cb = sock_state_cb;
+    o.sock_state_cb = dns_sock_state_cb;
     o.sock_state_cb_data = r;
     o.timeout = cfg->dns_timeout_ms > 0 ? cfg->dns_timeout_ms : 2000;
     o.tries = cfg->dns_tries > 0 ? cfg->dns_tries : 2;
@@ -1039,24 +596,10 @@ void dns_resolver_free(struct dns_resolver *r)
     if (r->ch)
         ares_destroy(r->ch); /* calls every pending callback with ARES_EDESTRUCTION: ignored */
     while (r->oldest)
-        entry_drop(r, r->oldest);
+        dns_entry_drop(r, r->oldest);
     free(r->buckets);
     free(r->socks);
     free(r);
-}
-
-/* dns_resolver_set_cache_limit - change the cache bound, evicting at once if over it */
-void dns_resolver_set_cache_limit(struct dns_resolver *r, int max)
-{
-    r->limit = max < 1 ? 1 : max;
-    cache_evict(r, r->limit);
-}
-
-/* dns_resolver_stats - copy of the counters */
-void dns_resolver_stats(const struct dns_resolver *r, struct dns_stats *st)
-{
-    *st = r->st;
-    st->cached = r->count;
 }
 
 /* dns_busy - lookups in flight */

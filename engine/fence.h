@@ -39,5 +39,4 @@ void fence_tick(struct worker *w, uint64_t now);
 /* fence_on_redis_up - the link (re)connected: a confirmation lost with it is asked again */
 void fence_on_redis_up(struct worker *w);
 
-
 #endif

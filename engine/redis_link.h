@@ -31,7 +31,7 @@ enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_HANDSHAKE, REDIS_HELLO, R
 struct redis_link {
     struct worker *w;
     const struct redis_url *url; /* the server (the worker's [redis] url) */
-    struct xport *x; /* the byte stream while not DOWN (engine/transport.h) */
+    struct xport *x;             /* the byte stream while not DOWN (engine/transport.h) */
     enum redis_state state;
     struct q_redis *q;
     /* rediss://: engine/tls over the ring; the context is made on first connect */

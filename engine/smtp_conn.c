@@ -18,6 +18,9 @@
  *   STARTTLS is never pipelined, and after the handshake everything learned
  *   before (capabilities, buffered bytes) is discarded and EHLO sent again.
  *
+ *   The handshake (greeting, EHLO/HELO, STARTTLS and the TLS handshake,
+ *   AUTH) is in engine/smtp_handshake.c.
+ *
  *   Stages: each expectation names its stage, and the connection's own
  *   `stage` says where its setup is (connect, greeting, TLS, EHLO, AUTH,
  *   then MAIL once established); names, timeouts and which reply lets the
@@ -64,20 +67,12 @@
 #define CONN_YIELD_IDLE_MS 250
 /* a provider's connections are fleet-wide leases: an idle one goes back this soon */
 #define CONN_THROTTLED_IDLE_MS 500
-#define CONN_BUF_FIRST         512  /* first size of a connection's byte buffers: most replies and commands fit */
 #define CONN_BUF_SHRINK_ABOVE  4096 /* an emptied buffer larger than this goes back to CONN_BUF_KEEP */
 /* after 221 the server closes first; if it does not, the connection is closed this long after */
 #define CONN_QUIT_LINGER_MS 2000
 /* a refused send slot is asked for again at the latest after this (the local state may change sooner) */
 #define CONN_THR_RECHECK_MS   1000
 #define CONN_REPLY_SAMPLE_MAX 80 /* bytes of a malformed reply quoted in the error */
-/* our words around the server's reply text (c->error keeps the first CONN_ERROR_MAX bytes of it) */
-#define CONN_WHY_REPLY_MAX (64 + SMTP_REPLY_TEXT_MAX)
-/* a relay's user name or password longer than this is refused rather than sent */
-#define SMTP_AUTH_SECRET_MAX 1000
-/* AUTH PLAIN's "\0user\0pass" must fit in this; longer credentials go by AUTH LOGIN when offered */
-#define SMTP_AUTH_PLAIN_MAX 1024
-#define SMTP_B64_SIZE(n)    (4 * (((n) + 2) / 3) + 1) /* base64 of n bytes with its NUL */
 /* dot-stuffing adds a byte per line starting with '.': room for one per 32 bytes is reserved up front */
 #define SMTP_STUFF_RESERVE_DIV 32
 
@@ -99,8 +94,8 @@ static const struct xport_cbs conn_cbs = {
     .on_released = conn_on_released,
 };
 
-/* stage_deadline - RFC 5321 4.5.3.2: each stage has its own (configurable) limit (engine/smtp_stage.c) */
-static uint64_t stage_deadline(const struct smtp_conn *c, enum smtp_stage st)
+/* smtp_conn_stage_deadline - RFC 5321 4.5.3.2: each stage has its own (configurable) limit (engine/smtp_stage.c) */
+uint64_t smtp_conn_stage_deadline(const struct smtp_conn *c, enum smtp_stage st)
 {
     return worker_now_ms() + smtp_stage_timeout_ms(c->w->cfg, st);
 }
@@ -118,11 +113,11 @@ static void expect_push(struct smtp_conn *c, enum smtp_stage st, struct msg *m)
     if (st == SMTP_STAGE_DATA)
         c->data_pending++;
     if (c->deadline_ms == 0)
-        c->deadline_ms = stage_deadline(c, c->expect[c->ex_head].stage);
+        c->deadline_ms = smtp_conn_stage_deadline(c, c->expect[c->ex_head].stage);
 }
 
-/* expect_waiting - is the oldest reply awaited the one to stage st? */
-static bool expect_waiting(const struct smtp_conn *c, enum smtp_stage st)
+/* smtp_conn_expect_waiting - is the oldest reply awaited the one to stage st? */
+bool smtp_conn_expect_waiting(const struct smtp_conn *c, enum smtp_stage st)
 {
     return c->ex_len > 0 && c->expect[c->ex_head].stage == st;
 }
@@ -136,7 +131,7 @@ static struct smtp_expect expect_pop(struct smtp_conn *c)
     if (e.stage == SMTP_STAGE_DATA)
         c->data_pending--;
     /* a new stage starts: its own timeout */
-    c->deadline_ms = c->ex_len > 0 ? stage_deadline(c, c->expect[c->ex_head].stage) : 0;
+    c->deadline_ms = c->ex_len > 0 ? smtp_conn_stage_deadline(c, c->expect[c->ex_head].stage) : 0;
     return e;
 }
 
@@ -235,10 +230,8 @@ static void conn_flush(struct smtp_conn *c)
     xport_flush(c->x);
 }
 
-/* conn_cmd - write one command line and expect its reply */
-static void conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *fmt, ...)
+/* smtp_conn_cmd - write one command line and expect its reply */
+void smtp_conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -418,15 +411,14 @@ static bool start_txn(struct smtp_conn *c)
     c->msgs_started++;
     if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
         char why[CONN_ERROR_MAX];
-        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data),
-                 c->size_limit);
+        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data), c->size_limit);
         msg_note_conn(c, m);
         struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
         c->ops->finish(c->w, m, &o, why);
         return true;
     }
     if (c->rset_needed) {
-        conn_cmd(c, SMTP_STAGE_RSET, NULL, "RSET");
+        smtp_conn_cmd(c, SMTP_STAGE_RSET, NULL, "RSET");
         c->rset_needed = false;
         if (!(c->caps & SMTP_CAP_PIPELINING)) {
             /* put it back: RSET must be answered first */
@@ -437,14 +429,14 @@ static bool start_txn(struct smtp_conn *c)
     }
     const char *from = tpl_message_mail_from(m->ver->tm);
     if (c->caps & SMTP_CAP_SIZE)
-        conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
-                 (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
+        smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
+                      (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     else
-        conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s>%s", from,
-                 (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
+        smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s>%s", from,
+                      (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     if (c->caps & SMTP_CAP_PIPELINING) {
-        conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
-        conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
+        smtp_conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
+        smtp_conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
     }
     return true;
 }
@@ -469,223 +461,9 @@ void smtp_conn_quit(struct smtp_conn *c)
 {
     if (c->state != CONN_READY)
         return;
-    conn_cmd(c, SMTP_STAGE_QUIT, NULL, "QUIT");
+    smtp_conn_cmd(c, SMTP_STAGE_QUIT, NULL, "QUIT");
     c->state = CONN_QUITTING;
     conn_flush(c);
-}
-
-/* send_ehlo - EHLO; everything learned from an earlier EHLO is forgotten */
-static void send_ehlo(struct smtp_conn *c)
-{
-    c->caps = 0;
-    c->size_limit = 0;
-    c->stage = SMTP_STAGE_EHLO;
-    conn_cmd(c, SMTP_STAGE_EHLO, NULL, "EHLO %s", c->pool->ehlo);
-}
-
-/* tls_begin - from here the socket carries TLS records (after 220 to STARTTLS, or at once for port 465) */
-static void tls_begin(struct smtp_conn *c)
-{
-    /* RFC 3207: anything the server sent before the handshake is discarded */
-    vbuf_reset(&c->rbuf);
-    vbuf_init(&c->pin, CONN_BUF_FIRST);
-    vbuf_init(&c->pout, CONN_BUF_FIRST);
-    SSL_CTX *ctx = c->pool->tls == CONFIG_TLS_VERIFY ? c->w->tls_ctx_verify : c->w->tls_ctx;
-    if (ctx == NULL ||
-        tls_session_start(&c->tls, ctx, &c->rbuf, xport_wbuf(c->x), c->pool->targets[c->target].name) < 0) {
-        smtp_conn_fail(c, "TLS session could not be created");
-        return;
-    }
-    c->tls_on = true;
-    c->stage = SMTP_STAGE_TLS;
-    c->in = &c->pin;
-    c->out = &c->pout;
-    c->deadline_ms = stage_deadline(c, SMTP_STAGE_TLS);
-}
-
-/* tls_failed - the handshake failed (or the server hung up during it) */
-static void tls_failed(struct smtp_conn *c, const char *err)
-{
-    if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC) {
-        /* opportunistic: remember the host as broken and deliver in plain text instead */
-        struct pool_target *t = &c->pool->targets[c->target];
-        t->tls_broken_until_ms = worker_now_ms() + (uint64_t)c->w->cfg->tls_broken_host_ms;
-        c->retry_plain = true;
-        log_warn("%s: %s; using plain text to this host for %d s", c->peer, err, c->w->cfg->tls_broken_host_ms / 1000);
-    }
-    smtp_conn_fail(c, err);
-}
-
-/* tls_step - advance the handshake with what arrived */
-static void tls_step(struct smtp_conn *c)
-{
-    char err[CONN_ERROR_MAX];
-    int rc = tls_handshake(&c->tls, err, sizeof(err));
-    if (rc == -EAGAIN)
-        return;
-    if (rc < 0) {
-        tls_failed(c, err);
-        return;
-    }
-    c->deadline_ms = 0;
-    tls_describe(&c->tls, c->tlsdesc, sizeof(c->tlsdesc));
-    if (expect_waiting(c, SMTP_STAGE_GREETING)) {
-        /* port 465: the greeting comes inside TLS */
-        c->stage = SMTP_STAGE_GREETING;
-        c->deadline_ms = stage_deadline(c, SMTP_STAGE_GREETING);
-    } else {
-        send_ehlo(c);
-    }
-}
-
-/* b64 - base64 of n bytes into out (which holds SMTP_B64_SIZE(n)) */
-static void b64(const char *in, size_t n, char *out)
-{
-    EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
-}
-
-/* send_auth - AUTH PLAIN (one round trip) when offered, else AUTH LOGIN */
-static void send_auth(struct smtp_conn *c)
-{
-    const struct config_route *r = c->pool->route;
-    char plain[SMTP_AUTH_PLAIN_MAX], enc[SMTP_B64_SIZE(SMTP_AUTH_PLAIN_MAX)];
-    size_t ul = strlen(r->auth_user), pl = strlen(r->auth_pass);
-    c->stage = SMTP_STAGE_AUTH;
-    if ((c->caps & SMTP_CAP_AUTH_PLAIN) && ul + pl + 2 < sizeof(plain)) {
-        plain[0] = '\0';
-        memcpy(plain + 1, r->auth_user, ul);
-        plain[1 + ul] = '\0';
-        memcpy(plain + 2 + ul, r->auth_pass, pl);
-        b64(plain, ul + pl + 2, enc);
-        conn_cmd(c, SMTP_STAGE_AUTH, NULL, "AUTH PLAIN %s", enc);
-        memset(plain, 0, sizeof(plain));
-        memset(enc, 0, sizeof(enc));
-    } else if (c->caps & SMTP_CAP_AUTH_LOGIN) {
-        conn_cmd(c, SMTP_STAGE_AUTH_USER, NULL, "AUTH LOGIN");
-    } else {
-        smtp_conn_fail(c, "relay does not offer AUTH PLAIN or AUTH LOGIN");
-    }
-}
-
-/* conn_established - the session may carry messages */
-static void conn_established(struct smtp_conn *c)
-{
-    c->state = CONN_READY;
-    c->stage = SMTP_STAGE_MAIL;
-    c->pool->nready++;
-    c->pool->down_until_ms = 0;
-}
-
-/* conn_ready - EHLO or HELO done: check the TLS policy, authenticate when the route says so, then carry messages */
-static void conn_ready(struct smtp_conn *c)
-{
-    enum config_tls_mode m = c->pool->tls;
-    if ((m == CONFIG_TLS_REQUIRED || m == CONFIG_TLS_VERIFY) && !c->tls_on) {
-        smtp_conn_fail(c, "TLS required but the server does not offer STARTTLS");
-        return;
-    }
-    if (c->pool->route != NULL && c->pool->route->auth_user != NULL) {
-        if (!c->tls_on && c->pool->route->tls != ROUTE_TLS_NONE) {
-            smtp_conn_fail(c, "refusing to send credentials without TLS");
-            return;
-        }
-        send_auth(c);
-        return;
-    }
-    conn_established(c);
-}
-
-/* want_starttls - STARTTLS now? (never twice, never when the policy or a broken host says plain) */
-static bool want_starttls(const struct smtp_conn *c)
-{
-    if (c->tls_on || c->pool->tls == CONFIG_TLS_OFF || !(c->caps & SMTP_CAP_STARTTLS))
-        return false;
-    if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC && c->pool->targets[c->target].tls_broken_until_ms > worker_now_ms())
-        return false;
-    return true;
-}
-
-/* on_auth_reply - AUTH PLAIN, or a step of AUTH LOGIN: 334 asks for the next secret, 235 ends it */
-static void on_auth_reply(struct smtp_conn *c, enum smtp_stage st, const struct smtp_reply *r)
-{
-    const struct config_route *rt = c->pool->route;
-    if (st != SMTP_STAGE_AUTH && smtp_stage_accepts(st, r->code)) {
-        char enc[SMTP_B64_SIZE(SMTP_AUTH_SECRET_MAX)];
-        const char *v = st == SMTP_STAGE_AUTH_USER ? rt->auth_user : rt->auth_pass;
-        size_t vl = strlen(v);
-        if (vl > SMTP_AUTH_SECRET_MAX) {
-            smtp_conn_fail(c, "relay credentials too long");
-            return;
-        }
-        b64(v, vl, enc);
-        conn_cmd(c, st == SMTP_STAGE_AUTH_USER ? SMTP_STAGE_AUTH_PASS : SMTP_STAGE_AUTH, NULL, "%s", enc);
-        memset(enc, 0, sizeof(enc));
-        return;
-    }
-    /* anything else ends the exchange */
-    if (!smtp_stage_accepts(SMTP_STAGE_AUTH, r->code)) {
-        char why[CONN_WHY_REPLY_MAX];
-        /* the server's words only: our credentials never reach a log or an event */
-        snprintf(why, sizeof(why), "authentication failed: %s", r->text);
-        smtp_conn_fail(c, why);
-        return;
-    }
-    conn_established(c);
-}
-
-/* on_handshake_reply - greeting, EHLO/HELO, STARTTLS and AUTH replies */
-static void on_handshake_reply(struct smtp_conn *c, enum smtp_stage st, const struct smtp_reply *r)
-{
-    char why[CONN_WHY_REPLY_MAX];
-    bool ok = smtp_stage_accepts(st, r->code);
-    switch (st) {
-    case SMTP_STAGE_GREETING:
-        if (!ok)
-            break;
-        send_ehlo(c);
-        return;
-    case SMTP_STAGE_EHLO:
-        if (!ok) {
-            /* a server that does not know EHLO gets HELO, once: a refused HELO ends the session */
-            c->stage = SMTP_STAGE_HELO;
-            conn_cmd(c, SMTP_STAGE_HELO, NULL, "HELO %s", c->pool->ehlo);
-            return;
-        }
-        c->caps = r->caps;
-        c->size_limit = r->size_limit;
-        if (want_starttls(c)) {
-            conn_cmd(c, SMTP_STAGE_STARTTLS, NULL, "STARTTLS");
-            return;
-        }
-        conn_ready(c);
-        return;
-    case SMTP_STAGE_HELO:
-        if (!ok)
-            break;
-        c->caps = 0;
-        conn_ready(c);
-        return;
-    case SMTP_STAGE_STARTTLS:
-        if (!ok) {
-            if (c->pool->tls != CONFIG_TLS_OPPORTUNISTIC)
-                break;
-            conn_ready(c);
-            return;
-        }
-        tls_begin(c);
-        if (c->state != CONN_CLOSED)
-            tls_step(c);
-        return;
-    case SMTP_STAGE_AUTH:
-    case SMTP_STAGE_AUTH_USER:
-    case SMTP_STAGE_AUTH_PASS:
-        on_auth_reply(c, st, r);
-        return;
-    default:
-        return;
-    }
-    snprintf(why, sizeof(why), "%s refused: %s", smtp_stage_name(st), r->text);
-    smtp_conn_fail(c, why);
 }
 
 /* thr_note_reply - the provider's reaction patterns (4.7.28, TSS04, RP-001...) and clean deliveries steer backoff */
@@ -718,7 +496,7 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         return;
     }
     if (smtp_stage_info(e.stage)->handshake) {
-        on_handshake_reply(c, e.stage, r);
+        smtp_hs_on_reply(c, e.stage, r);
         return;
     }
     switch (e.stage) {
@@ -726,14 +504,14 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         if (!ok)
             msg_on_reply(c, m, e.stage, r);
         else if (!(c->caps & SMTP_CAP_PIPELINING))
-            conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
+            smtp_conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
         break;
     case SMTP_STAGE_RCPT:
         if (!ok) {
             msg_on_reply(c, m, e.stage, r);
             c->rset_needed = true;
         } else if (!(c->caps & SMTP_CAP_PIPELINING) && !m->txn_failed) {
-            conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
+            smtp_conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
         }
         break;
     case SMTP_STAGE_DATA:
@@ -796,7 +574,7 @@ static void conn_after_io(struct smtp_conn *c)
     char err[CONN_ERROR_MAX];
     if (c->tls_on) {
         if (c->stage == SMTP_STAGE_TLS) {
-            tls_step(c);
+            smtp_hs_tls_step(c);
             if (c->state == CONN_CLOSED || c->stage == SMTP_STAGE_TLS) {
                 conn_flush(c);
                 return;
@@ -833,12 +611,12 @@ static void conn_on_connect(void *owner, int res)
     }
     c->state = CONN_HANDSHAKE;
     c->stage = SMTP_STAGE_GREETING;
-    c->deadline_ms = stage_deadline(c, SMTP_STAGE_GREETING);
+    c->deadline_ms = smtp_conn_stage_deadline(c, SMTP_STAGE_GREETING);
     if (c->pool->route != NULL && c->pool->route->tls == ROUTE_TLS_IMPLICIT) {
         /* port 465: TLS from the first byte, the greeting comes inside it */
-        tls_begin(c);
+        smtp_hs_tls_begin(c);
         if (c->state != CONN_CLOSED)
-            tls_step(c);
+            smtp_hs_tls_step(c);
         conn_flush(c);
     }
 }
@@ -868,7 +646,7 @@ static void conn_on_eof(void *owner, int res)
     snprintf(why, sizeof(why), "%s%s", res == 0 ? "connection closed by server" : strerror(-res),
              c->stage == SMTP_STAGE_TLS ? " during the TLS handshake" : "");
     if (c->stage == SMTP_STAGE_TLS)
-        tls_failed(c, why); /* bytes it sent before the close may not have been read yet */
+        smtp_hs_tls_failed(c, why); /* bytes it sent before the close may not have been read yet */
     else
         smtp_conn_fail(c, why);
 }
@@ -886,7 +664,7 @@ static void conn_on_sent(void *owner, int res)
     /* progress while sending a body: each block has its own limit, then the stage's runs again */
     if (c->ex_len > 0)
         c->deadline_ms = xport_unsent(c->x) > 0 ? worker_now_ms() + (uint64_t)c->w->cfg->timeout_block_ms
-                                                : stage_deadline(c, c->expect[c->ex_head].stage);
+                                                : smtp_conn_stage_deadline(c, c->expect[c->ex_head].stage);
     conn_flush(c);
 }
 

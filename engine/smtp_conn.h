@@ -27,7 +27,7 @@ struct msg;
 struct smtp_conn;
 struct xport;
 
-#define CONN_BUF_KEEP 1024  /* an emptied connection buffer above 4 KB shrinks back to this */
+#define CONN_BUF_KEEP   1024 /* an emptied connection buffer above 4 KB shrinks back to this */
 #define SMTP_EXPECT_MAX 16
 #define CONN_ERROR_MAX  256 /* why a connection failed: the text its deferred messages record */
 
@@ -41,7 +41,7 @@ struct smtp_conn_ops {
 
 struct smtp_expect {
     enum smtp_stage stage; /* the command whose reply is awaited */
-    struct msg *msg; /* NULL for connection-level commands */
+    struct msg *msg;       /* NULL for connection-level commands */
 };
 
 enum smtp_state {
@@ -57,19 +57,19 @@ struct smtp_conn {
     const struct smtp_conn_ops *ops; /* the worker's (struct worker.conn_ops) */
     struct route_pool *pool;
     struct smtp_conn *next; /* pool's connection list */
-    struct xport *x; /* the byte stream (engine/transport.h); NULL once closed */
+    struct xport *x;        /* the byte stream (engine/transport.h); NULL once closed */
     enum smtp_state state;
-    vbuf rbuf;   /* bytes from the socket (ciphertext once TLS is on) */
-    vbuf pin;    /* plaintext received (TLS only) */
-    vbuf pout;   /* plaintext to encrypt (TLS only) */
-    vbuf *in;    /* what the protocol reads: rbuf or pin */
-    vbuf *out;   /* what the protocol writes: the stream's send buffer or pout */
+    vbuf rbuf; /* bytes from the socket (ciphertext once TLS is on) */
+    vbuf pin;  /* plaintext received (TLS only) */
+    vbuf pout; /* plaintext to encrypt (TLS only) */
+    vbuf *in;  /* what the protocol reads: rbuf or pin */
+    vbuf *out; /* what the protocol writes: the stream's send buffer or pout */
     bool tls_on;
     enum smtp_stage stage; /* the session's step: CONNECT, GREETING, TLS, EHLO, HELO, AUTH; MAIL once established */
-    bool retry_plain; /* opportunistic TLS failed: the pool reconnects without STARTTLS */
-    bool thr_held;    /* holds a throttle connection lease (released on close) */
-    int target;        /* index into pool->targets */
-    char peer[300];    /* "name:port" for events and logs */
+    bool retry_plain;      /* opportunistic TLS failed: the pool reconnects without STARTTLS */
+    bool thr_held;         /* holds a throttle connection lease (released on close) */
+    int target;            /* index into pool->targets */
+    char peer[300];        /* "name:port" for events and logs */
     uint64_t opened_ms;
     struct tls_session tls;
     unsigned caps;
@@ -96,5 +96,22 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why);
 /* smtp_conn_tick - stage timeouts and idle QUIT (a closed connection is freed later, by the transport) */
 void smtp_conn_tick(struct smtp_conn *c, uint64_t now);
 
+/* ---- between smtp_conn.c (the session) and smtp_handshake.c (its setup); not for other files ---- */
+#define CONN_BUF_FIRST 512 /* first size of a connection's byte buffers: most replies and commands fit */
+/* smtp_conn_cmd - write one command line and expect its reply */
+void smtp_conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* smtp_conn_stage_deadline - RFC 5321 4.5.3.2: each stage has its own (configurable) limit (engine/smtp_stage.c) */
+uint64_t smtp_conn_stage_deadline(const struct smtp_conn *c, enum smtp_stage st);
+/* smtp_conn_expect_waiting - is the oldest reply awaited the one to stage st? */
+bool smtp_conn_expect_waiting(const struct smtp_conn *c, enum smtp_stage st);
+/* smtp_hs_tls_begin - from here the socket carries TLS records (after 220 to STARTTLS, or at once for port 465) */
+void smtp_hs_tls_begin(struct smtp_conn *c);
+/* smtp_hs_tls_step - advance the handshake with what arrived */
+void smtp_hs_tls_step(struct smtp_conn *c);
+/* smtp_hs_tls_failed - the handshake failed (or the server hung up during it) */
+void smtp_hs_tls_failed(struct smtp_conn *c, const char *err);
+/* smtp_hs_on_reply - greeting, EHLO/HELO, STARTTLS and AUTH replies */
+void smtp_hs_on_reply(struct smtp_conn *c, enum smtp_stage st, const struct smtp_reply *r);
 
 #endif

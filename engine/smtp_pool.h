@@ -26,7 +26,7 @@ struct smtp_conn;
 struct thr_verdict;
 
 #define POOL_MAX_TARGETS 24
-#define POOL_BUCKETS 4096
+#define POOL_BUCKETS     4096
 
 /* one address of one destination host */
 struct pool_target {
@@ -46,23 +46,23 @@ struct route_pool {
     struct route_pool *all_next;    /* the list of every pool of the worker (w->pools): POOL_FOREACH */
     struct route_pool *bucket_next; /* hash chain of one w->pool_table bucket: pool_find only */
     char key[700];
-    char site[320]; /* MX set ("mx1.a.test,mx2.a.test") or "route:host:port" */
+    char site[320];                   /* MX set ("mx1.a.test,mx2.a.test") or "route:host:port" */
     const struct config_route *route; /* relay/route entry, NULL for MX delivery */
     int egress;
     enum config_tls_mode tls;
     struct pool_target targets[POOL_MAX_TARGETS];
     int ntargets;
-    char limit_key[400]; /* site|source ip: the process-wide connection count */
-    char source_ip[48];  /* copied at creation: a reloaded config may renumber [egress] */
-    int thr_prov, thr_ip; /* the throttle's (provider, IP): part of the key; thr_prov -1: not throttled */
+    char limit_key[400];        /* site|source ip: the process-wide connection count */
+    char source_ip[48];         /* copied at creation: a reloaded config may renumber [egress] */
+    int thr_prov, thr_ip;       /* the throttle's (provider, IP): part of the key; thr_prov -1: not throttled */
     uint64_t thr_conn_retry_ms; /* a connection lease was refused: ask again then (wall clock) */
     uint64_t thr_send_at_ms;    /* the throttle's next send slot for this pool (wall clock); 0: none awaited */
-    char ehlo[256];      /* EHLO name for this pool's connections */
+    char ehlo[256];             /* EHLO name for this pool's connections */
     struct msg *qhead, *qtail;
     int qlen;
     struct smtp_conn *conns;
     int nconns;
-    int nready; /* connections that reached READY at least once and are still open */
+    int nready;             /* connections that reached READY at least once and are still open */
     uint64_t down_until_ms; /* after every connection failed: don't reconnect before */
     char last_error[256];
 };
@@ -81,8 +81,8 @@ struct route_pool *pool_create(struct worker *w, const char *site, int egress, e
                                const struct config_route *r, int prov);
 void pool_add_target(struct route_pool *p, const char *name, int port, const struct sockaddr *sa, socklen_t len);
 /* pool_tls_mode - [tls] policy.PATTERN for the domain or an MX host, else [tls] mode */
-enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain, size_t dlen,
-                                   const char *const *hosts, int nhosts);
+enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain, size_t dlen, const char *const *hosts,
+                                   int nhosts);
 void pool_enqueue(struct route_pool *p, struct msg *m);
 /* pool_requeue - m goes back to the head of the queue (a transaction not started after all) */
 void pool_requeue(struct route_pool *p, struct msg *m);
@@ -99,6 +99,5 @@ void pool_conn_opened(struct route_pool *p, struct smtp_conn *c);
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready);
 void pool_tick(struct worker *w, uint64_t now);
 void pool_free_all(struct worker *w);
-
 
 #endif

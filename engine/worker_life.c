@@ -189,7 +189,7 @@ void worker_fini(struct worker *w)
         free(c);
     }
     if (w->thr != NULL)
-        thr_free(w->thr); /* before the codec: pending throttle callbacks are failed by q_redis_free */
+        thr_free(w->thr);       /* before the codec: pending throttle callbacks are failed by q_redis_free */
     redis_link_free(&w->redis); /* a failed fence round releases its messages to the free list */
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;

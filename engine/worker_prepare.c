@@ -26,8 +26,8 @@
 #include "templates/dkim.h"
 #include "templates/message.h"
 
-#define MSG_DKIM_ROOM 4096 /* DKIM-Signature headers: a few hundred bytes each, more with big keys */
-#define WORKER_CAMP_RETRY_MS 5000
+#define MSG_DKIM_ROOM          4096 /* DKIM-Signature headers: a few hundred bytes each, more with big keys */
+#define WORKER_CAMP_RETRY_MS   5000
 #define WORKER_CAMP_REFRESH_MS 5000 /* how soon an edited campaign is picked up */
 
 /* camp_ver_unref - drop a reference; the last one frees the compiled campaign */
@@ -68,7 +68,8 @@ static void on_campaign(void *priv, redisReply *r)
     char err[512], updated[32];
     c->refreshing = false;
     if (r == NULL) {
-        /* link down: a first fetch is retried when it is back (worker_on_redis_up); a re-read keeps the cached version */
+        /* link down: a first fetch is retried when it is back (worker_on_redis_up); a re-read keeps the cached version
+         */
         if (c->state == CAMP_READY)
             camp_settle(w, c);
         return;
@@ -127,9 +128,8 @@ struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
     uint64_t now = worker_now_ms();
     for (struct camp *c = w->camps; c; c = c->next)
         if (strlen(c->id) == idlen && memcmp(c->id, id, idlen) == 0) {
-            if (w->redis.state == REDIS_UP &&
-                ((c->state == CAMP_BAD && now >= c->retry_at_ms) ||
-                 (c->state == CAMP_READY && !c->refreshing && now >= c->refresh_at_ms)))
+            if (w->redis.state == REDIS_UP && ((c->state == CAMP_BAD && now >= c->retry_at_ms) ||
+                                               (c->state == CAMP_READY && !c->refreshing && now >= c->refresh_at_ms)))
                 camp_fetch(w, c);
             return c;
         }
@@ -195,8 +195,8 @@ void msg_prepare(struct worker *w, struct msg *m)
         vbuf_free(&m->data);
         vbuf_init(&m->data, need);
     }
-    if (w->dkim != NULL && dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err,
-                                     sizeof(err)) < 0) {
+    if (w->dkim != NULL &&
+        dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err, sizeof(err)) < 0) {
         char why[600];
         snprintf(why, sizeof(why), "DKIM signing failed: %s", err);
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, why);

@@ -77,7 +77,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* the same channel options, but looking names up in /etc/hosts only: never a packet */
     struct ares_options o;
     memset(&o, 0, sizeof(o));
-    o.sock_state_cb = sock_state_cb;
+    o.sock_state_cb = dns_sock_state_cb;
     o.sock_state_cb_data = res;
     o.lookups = (char *)"f";
     o.flags = ARES_FLAG_NOSEARCH;
@@ -108,8 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *domain = "example.test";
     struct seen s = {0};
     uint32_t h = hash_fnv1a(domain);
-    struct dns_entry *e = entry_new(res, domain, h);
-    add_waiter(e, check_result, &s);
+    struct dns_entry *e = dns_entry_new(res, domain, h);
+    dns_add_waiter(e, check_result, &s);
     e->fetch = xcalloc(1, sizeof(*e->fetch));
     res->inflight++;
     res->ares_pending++;
@@ -129,9 +129,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(again.calls == 1 && again.status == s.status, "cached lookup: %d calls, status %d then %d",
                again.calls, (int)s.status, (int)again.status);
 
-    struct dns_entry *c = cache_find(res, domain, h);
+    struct dns_entry *c = dns_cache_find(res, domain, h);
     if (c != NULL)
-        entry_drop(res, c);
+        dns_entry_drop(res, c);
     free(abuf);
     return 0;
 }
