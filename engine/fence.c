@@ -53,7 +53,7 @@ bool fence_owns(const struct msg *m, uint64_t now)
 bool fence_gate(struct worker *w, struct route_pool *p)
 {
     for (;;) {
-        struct msg *m = p->qhead;
+        struct msg *m = pool_head(p);
         if (m == NULL)
             return false;
         uint64_t now = worker_now_ms();

@@ -23,7 +23,6 @@
 struct worker;
 struct msg;
 struct smtp_conn;
-struct thr_verdict;
 
 #define POOL_MAX_TARGETS 24
 #define POOL_BUCKETS     4096
@@ -89,6 +88,11 @@ void pool_requeue(struct route_pool *p, struct msg *m);
 void pool_dispatch(struct worker *w, struct route_pool *p);
 /* pool_usable_target - first target not marked bad, or -1 */
 int pool_usable_target(const struct route_pool *p, uint64_t now);
+/* pool_head - the message pool_take would return next (left queued), or NULL */
+static inline struct msg *pool_head(const struct route_pool *p)
+{
+    return p->qhead;
+}
 /* pool_take - the next queued message, or NULL */
 struct msg *pool_take(struct route_pool *p);
 /* pool_filter - offer each queued message to take(); what it does not take (returns false) stays queued, in order */
