@@ -636,12 +636,18 @@ static void msg_prepare(struct worker *w, struct msg *m)
         c->waiting = m;
         return;
     }
+    /* a paused or cancelled campaign holds or cancels even its suppressed and unsendable jobs */
+    if (camp_ctl_stop(w, m))
+        return;
+    /* suppression was checked at intake (one SMISMEMBER per batch): never sent */
+    if (m->job->suppressed) {
+        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
+        return;
+    }
     if (c->state == CAMP_BAD) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
         return;
     }
-    if (camp_ctl_stop(w, m))
-        return;
     const struct q_job *j = m->job;
     struct tpl_render_ctx rc = {
         .to = j->to,
@@ -688,11 +694,6 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
     msg_hold(w, m);
     if (job->error != NULL) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);
-        return;
-    }
-    /* suppression was checked at intake (one SMISMEMBER per batch), never sent */
-    if (job->suppressed) {
-        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
         return;
     }
     /* the campaign's state is cached (engine/camp_ctl.c, as of this read at the latest): msg_prepare checks it */
@@ -896,6 +897,9 @@ static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **j
             jobs[took++] = j;
             continue;
         }
+        if (!full)
+            log_debug("%d of %d jobs read fit the byte budget; the rest are parked, read again from %s on", took, n,
+                      j->id);
         full = true;
         int s = j->high ? 1 : 0;
         if (!parked[s] && q_id_before(j->id, w->park_after[s], sizeof(w->park_after[s])) == 0)
