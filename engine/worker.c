@@ -918,21 +918,29 @@ static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **j
     return took;
 }
 
+/* batch_reply - the jobs' reply is in: false when it brings none (link lost, or an error, logged) */
+static bool batch_reply(struct intake_batch *b, const redisReply *r, const char *what)
+{
+    b->got_jobs = true;
+    if (r == NULL)
+        b->lost = true;
+    else if (r->type == REDIS_REPLY_ERROR)
+        log_error("%s: %.200s", what, r->str);
+    return r != NULL && r->type != REDIS_REPLY_ERROR;
+}
+
 /* on_read - the jobs of a read of ours (new, parked or pending) */
 static void on_read(void *priv, redisReply *r)
 {
     struct intake_batch *b = priv;
     struct worker *w = b->w;
-    b->got_jobs = true;
-    if (r == NULL) {
-        b->lost = true;
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        log_error("reading %s: %.200s", w->keys.jobs, r->str);
-        if (strstr(r->str, "NOGROUP") != NULL) {
+    if (!batch_reply(b, r, "reading jobs")) {
+        if (r != NULL && strstr(r->str, "NOGROUP") != NULL) {
             w->group_ready = false;
             q_intake_create_group(w->redis.q, &w->keys, on_group, w);
         }
-        w->next_read_ms = worker_now_ms() + 1000;
+        if (r != NULL)
+            w->next_read_ms = worker_now_ms() + 1000;
     } else {
         int max = 2 * Q_INTAKE_MAX_COUNT;
         struct q_job **jobs = xmalloc((size_t)max * sizeof(*jobs));
@@ -975,12 +983,7 @@ static void on_claim(void *priv, redisReply *r)
 {
     struct intake_batch *b = priv;
     struct worker *w = b->w;
-    b->got_jobs = true;
-    if (r == NULL) {
-        b->lost = true;
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        log_error("reclaiming idle jobs: %.200s", r->str);
-    } else {
+    if (batch_reply(b, r, "reclaiming idle jobs")) {
         b->jobs = xmalloc(Q_INTAKE_MAX_COUNT * sizeof(*b->jobs));
         b->n = q_jobs_parse(r, b->jobs, Q_INTAKE_MAX_COUNT);
         if (b->n < 0)

@@ -229,11 +229,11 @@ static uint64_t clamp_count(int count)
     return count < 1 ? 1 : count > Q_INTAKE_MAX_COUNT ? Q_INTAKE_MAX_COUNT : (uint64_t)count;
 }
 
-void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, q_reply_fn *fn,
-                  void *priv)
+/* xreadgroup_head - "XREADGROUP GROUP volley <consumer> COUNT <count> STREAMS" of a command of nargs */
+static vbuf *xreadgroup_head(struct q_redis *q, size_t nargs, const char *consumer, int count)
 {
     vbuf *o = q_redis_out(q);
-    q_resp_array(o, 11);
+    q_resp_array(o, nargs);
     q_resp_bulk_str(o, "XREADGROUP");
     q_resp_bulk_str(o, "GROUP");
     q_resp_bulk_str(o, Q_GROUP);
@@ -241,6 +241,13 @@ void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consume
     q_resp_bulk_str(o, "COUNT");
     q_resp_bulk_u64(o, clamp_count(count));
     q_resp_bulk_str(o, "STREAMS");
+    return o;
+}
+
+void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, q_reply_fn *fn,
+                  void *priv)
+{
+    vbuf *o = xreadgroup_head(q, 11, consumer, count);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, ">");
@@ -251,15 +258,7 @@ void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consume
 void q_intake_after(struct q_redis *q, const struct q_keys *k, const char *consumer, int high, const char *after_id,
                     int count, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_out(q);
-    q_resp_array(o, 9);
-    q_resp_bulk_str(o, "XREADGROUP");
-    q_resp_bulk_str(o, "GROUP");
-    q_resp_bulk_str(o, Q_GROUP);
-    q_resp_bulk_str(o, consumer);
-    q_resp_bulk_str(o, "COUNT");
-    q_resp_bulk_u64(o, clamp_count(count));
-    q_resp_bulk_str(o, "STREAMS");
+    vbuf *o = xreadgroup_head(q, 9, consumer, count);
     q_resp_bulk_str(o, high ? k->jobs_high : k->jobs);
     q_resp_bulk_str(o, after_id);
     q_redis_expect(q, fn, priv);
