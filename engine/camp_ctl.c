@@ -149,37 +149,6 @@ static void on_states(void *priv, redisReply *r)
     free(f);
 }
 
-static bool ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms);
-
-/* on_version - <p>:ctl:version: unchanged, or read every known campaign's state */
-static void on_version(void *priv, redisReply *r)
-{
-    struct worker *w = priv;
-    w->ctl_outstanding = false;
-    if (r == NULL)
-        return;
-    long long v = 0;
-    if (r->type == REDIS_REPLY_STRING)
-        v = strtoll(r->str, NULL, 10);
-    else if (r->type != REDIS_REPLY_NIL) {
-        log_error("reading %s: %.200s", w->keys.ctl_version,
-                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        return;
-    }
-    if (v == w->ctl_version) {
-        w->ctl_ok_ms = w->ctl_sent_ms;
-        return;
-    }
-    ctl_fetch_all(w, v, w->ctl_sent_ms);
-}
-
-bool camp_ctl_seen(struct worker *w, long long v)
-{
-    if (v == w->ctl_version && v >= 0)
-        return false;
-    return ctl_fetch_all(w, v, worker_now_ms());
-}
-
 /* ctl_fetch_all - read the state of every campaign the thread knows; false when it knows none */
 static bool ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
 {
@@ -207,6 +176,36 @@ static bool ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
         return false;
     }
     return true;
+}
+
+/* on_version - <p>:ctl:version: unchanged, or read every known campaign's state */
+static void on_version(void *priv, redisReply *r)
+{
+    struct worker *w = priv;
+    w->ctl_outstanding = false;
+    if (r == NULL)
+        return;
+    long long v = 0;
+    if (r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    else if (r->type != REDIS_REPLY_NIL) {
+        log_error("reading %s: %.200s", w->keys.ctl_version,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        return;
+    }
+    if (v == w->ctl_version) {
+        w->ctl_ok_ms = w->ctl_sent_ms;
+        return;
+    }
+    ctl_fetch_all(w, v, w->ctl_sent_ms);
+}
+
+
+bool camp_ctl_seen(struct worker *w, long long v)
+{
+    if (v == w->ctl_version && v >= 0)
+        return false;
+    return ctl_fetch_all(w, v, worker_now_ms());
 }
 
 void camp_ctl_tick(struct worker *w, uint64_t now)
