@@ -200,7 +200,6 @@ static void on_version(void *priv, redisReply *r)
     ctl_fetch_all(w, v, w->ctl_sent_ms);
 }
 
-
 bool camp_ctl_seen(struct worker *w, long long v)
 {
     if (v == w->ctl_version && v >= 0)
