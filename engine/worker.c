@@ -392,6 +392,9 @@ static void on_campaign(void *priv, redisReply *r)
     struct tpl_message *tm = NULL;
     int rc = q_campaign_parse(r, c->id, strlen(c->id), &qc);
     if (rc == 0) {
+        /* the hash's state is at least as new as the read that brought the job: pause and cancel hold */
+        const struct kv *st = kv_find(qc->fields, qc->nfields, "state", 5);
+        c->ctl = st != NULL ? q_camp_state_from(st->v, st->vlen) : Q_CAMP_ACTIVE;
         camp_updated(qc, updated, sizeof(updated));
         if (c->ver != NULL && strcmp(updated, c->ver->updated) == 0) {
             q_campaign_free(qc); /* unchanged: keep the compiled version */
@@ -641,12 +644,18 @@ static void msg_prepare(struct worker *w, struct msg *m)
         c->waiting = m;
         return;
     }
+    /* a paused or cancelled campaign holds or cancels even its suppressed and unsendable jobs */
+    if (camp_ctl_stop(w, m))
+        return;
+    /* suppression was checked at intake (one SMISMEMBER per batch): never sent */
+    if (m->job->suppressed) {
+        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
+        return;
+    }
     if (c->state == CAMP_BAD) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
         return;
     }
-    if (camp_ctl_stop(w, m))
-        return;
     const struct q_job *j = m->job;
     struct tpl_render_ctx rc = {
         .to = j->to,
@@ -700,22 +709,8 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);
         return;
     }
-    /* campaign control and suppression are decided at intake, never sent */
-    if (job->camp_state == Q_CAMP_CANCELLED || job->camp_state == Q_CAMP_PAUSED) {
-        /* the mark is newer than any state this thread saw: stop what it holds of the campaign too */
-        camp_ctl_note(w, job->campaign, job->campaign_len, job->camp_state);
-        if (job->camp_state == Q_CAMP_CANCELLED)
-            worker_finish_cause(w, m, SMTP_CAUSE_CANCELLED, "campaign cancelled");
-        else
-            worker_finish_cause(w, m, SMTP_CAUSE_PAUSED, "campaign paused");
-        return;
-    }
-    if (job->suppressed) {
-        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
-        return;
-    }
+    /* the campaign's state is cached (engine/camp_ctl.c, as of this read at the latest): msg_prepare checks it */
     m->camp = camp_get(w, job->campaign, job->campaign_len);
-    m->camp->ctl = Q_CAMP_ACTIVE; /* the intake's mark is the newest word on the campaign's state */
     msg_prepare(w, m);
 }
 
@@ -755,74 +750,288 @@ static void on_wait(void *priv, redisReply *r)
     w->wait_outstanding = false;
 }
 
-/* on_claim - jobs taken over from a consumer that stopped (a dead worker) */
-static void on_claim(void *priv, redisReply *r)
+/*
+ * One read from Redis (new jobs, parked ones, our own pending ones, or a
+ * dead worker's reclaimed ones) and what must be known before any of its
+ * jobs is sent. The read is followed on the wire by GET <p>:ctl:version:
+ * when the counter moved since the campaign states this thread caches,
+ * they are read again (camp_ctl_seen) before the batch starts; and when
+ * hard-bounce suppression is on, one SMISMEMBER asks about the batch's
+ * recipients. Replies come in order, so the reply to the command sent last
+ * (the SMISMEMBER, or a PING when only states were read) says that all of
+ * it is in. The two first replies may come in either order (a script sent
+ * again after NOSCRIPT goes to the back of the queue): the batch goes on
+ * when both are in.
+ */
+enum intake_kind { INTAKE_NEW, INTAKE_AFTER, INTAKE_PENDING, INTAKE_CLAIM };
+
+struct intake_batch {
+    struct worker *w;
+    enum intake_kind kind;
+    bool *outstanding; /* w->read_outstanding or w->claim_outstanding: cleared when the batch is done */
+    uint64_t owned_ms; /* when the read was sent (fencing) */
+    int asked;         /* COUNT: a full answer means more are waiting */
+    int high;          /* INTAKE_AFTER: which stream's parked entries */
+    size_t budget;     /* bytes the jobs may hold (INTAKE_NEW, INTAKE_AFTER) */
+    bool take_one;     /* the first job is taken even when it does not fit: the thread holds nothing */
+    bool got_jobs, got_version, lost;
+    long long version; /* <p>:ctl:version at read time; -2 when unknown */
+    int n, nsupp;
+    struct q_job **jobs;
+    int *supp_idx; /* jobs[supp_idx[i]] is recipient i of the SMISMEMBER */
+};
+
+/* batch_free - drop a batch's jobs unsent (they stay pending in Redis) and clear its flag */
+static void batch_free(struct intake_batch *b)
 {
-    struct worker *w = priv;
-    w->claim_outstanding = false;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        if (r != NULL)
-            log_error("reclaiming idle jobs: %.200s", r->str);
-        return;
-    }
-    struct q_job *jobs[Q_INTAKE_MAX_COUNT];
-    int n = q_jobs_parse(r, jobs, Q_INTAKE_MAX_COUNT);
-    if (n > 0)
-        log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died mid-send)",
-                 n);
-    for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i], w->claim_sent_ms);
-    /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
-     * allows, not one small batch per claim interval */
-    if (n > 0 && n >= w->claim_asked)
-        w->next_claim_ms = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->jobs[i] != NULL)
+            q_job_free(b->jobs[i]);
+    *b->outstanding = false;
+    free(b->jobs);
+    free(b->supp_idx);
+    free(b);
 }
 
+/* batch_start - every job of the batch on its way, suppressed ones recorded as such */
+static void batch_start(struct intake_batch *b)
+{
+    struct worker *w = b->w;
+    *b->outstanding = false;
+    for (int i = 0; i < b->n; i++) {
+        msg_start(w, b->jobs[i], b->owned_ms);
+        b->jobs[i] = NULL;
+    }
+    b->n = 0;
+    batch_free(b);
+}
+
+/* on_batch_ready - the SMISMEMBER (or barrier) sent last for a batch: everything it waited for is in */
+static void on_batch_ready(void *priv, redisReply *r)
+{
+    struct intake_batch *b = priv;
+    struct worker *w = b->w;
+    if (r == NULL) {
+        batch_free(b); /* link lost: the jobs are pending to us, the pending pass reads them again */
+        return;
+    }
+    if (b->nsupp > 0) {
+        int *hit = xcalloc((size_t)b->nsupp, sizeof(*hit));
+        if (q_suppress_parse(r, hit, b->nsupp) < 0) {
+            log_error("checking %s: %.200s", w->keys.suppressed,
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            free(hit);
+            /* nothing is sent unchecked: the jobs stay pending and our pending pass reads them again */
+            w->reading_pending = true;
+            w->next_read_ms = worker_now_ms() + 1000;
+            batch_free(b);
+            return;
+        }
+        for (int i = 0; i < b->nsupp; i++)
+            b->jobs[b->supp_idx[i]]->suppressed = hit[i];
+        free(hit);
+    }
+    batch_start(b);
+}
+
+/* batch_check - jobs and version are in: read the states if they moved, check suppression, then start */
+static void batch_check(struct intake_batch *b)
+{
+    struct worker *w = b->w;
+    if (b->lost || w->redis.state != REDIS_UP) {
+        batch_free(b);
+        return;
+    }
+    if (b->n == 0) {
+        batch_free(b);
+        return;
+    }
+    bool wait = camp_ctl_seen(w, b->version);
+    if (w->retry->suppress_hard_bounces) {
+        const char **to = xmalloc((size_t)b->n * sizeof(*to));
+        size_t *len = xmalloc((size_t)b->n * sizeof(*len));
+        b->supp_idx = xmalloc((size_t)b->n * sizeof(*b->supp_idx));
+        for (int i = 0; i < b->n; i++)
+            if (b->jobs[i]->error == NULL && b->jobs[i]->to_len > 0) {
+                to[b->nsupp] = b->jobs[i]->to;
+                len[b->nsupp] = b->jobs[i]->to_len;
+                b->supp_idx[b->nsupp++] = i;
+            }
+        if (b->nsupp > 0)
+            q_suppress_check(w->redis.q, &w->keys, to, len, b->nsupp, on_batch_ready, b);
+        free(to);
+        free(len);
+        if (b->nsupp > 0)
+            return;
+    }
+    if (wait) {
+        const char *ping[] = {"PING"};
+        q_redis_cmdargv(w->redis.q, 1, ping, NULL, on_batch_ready, b);
+        return;
+    }
+    batch_start(b);
+}
+
+/* on_batch_version - GET <p>:ctl:version, sent right after the read */
+static void on_batch_version(void *priv, redisReply *r)
+{
+    struct intake_batch *b = priv;
+    b->got_version = true;
+    if (r == NULL)
+        b->lost = true;
+    else if (r->type == REDIS_REPLY_STRING)
+        b->version = strtoll(r->str, NULL, 10);
+    else if (r->type == REDIS_REPLY_NIL)
+        b->version = 0;
+    else
+        b->version = -2; /* unreadable: every state is read again */
+    if (b->got_jobs)
+        batch_check(b);
+}
+
+/*
+ * batch_take - of the jobs a plain read brought (high stream first), keep
+ * those that fit the count and the byte budget. The first one that does
+ * not fit, and every one after it, is parked: freed here, left pending to
+ * us, and read again with q_intake_after from just before it (per stream)
+ * before anything new is read. Returns how many were kept (in jobs[0..]).
+ */
+static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **jobs, int n, int count)
+{
+    size_t left = b->budget;
+    bool take_one = b->take_one, full = false, parked[2] = {false, false};
+    int took = 0;
+    for (int i = 0; i < n; i++) {
+        struct q_job *j = jobs[i];
+        size_t sz = job_bytes(j);
+        if (!full && took < count && (sz <= left || take_one)) {
+            left -= sz < left ? sz : left;
+            take_one = false;
+            jobs[took++] = j;
+            continue;
+        }
+        if (!full)
+            log_debug("%d of %d jobs read fit the byte budget; the rest are parked, read again from %s on", took, n,
+                      j->id);
+        full = true;
+        int s = j->high ? 1 : 0;
+        if (!parked[s] && q_id_before(j->id, w->park_after[s], sizeof(w->park_after[s])) == 0)
+            parked[s] = true;
+        if (sz > w->big_job)
+            w->big_job = sz; /* the next read is sized for it */
+        q_job_free(j);
+    }
+    if (b->kind == INTAKE_AFTER && !parked[b->high]) {
+        /* all taken: more may follow the last one, unless the answer was short */
+        if (n < b->asked || took == 0)
+            w->park_after[b->high][0] = '\0';
+        else
+            snprintf(w->park_after[b->high], sizeof(w->park_after[b->high]), "%s", jobs[took - 1]->id);
+    }
+    return took;
+}
+
+/* batch_reply - the jobs' reply is in: false when it brings none (link lost, or an error, logged) */
+static bool batch_reply(struct intake_batch *b, const redisReply *r, const char *what)
+{
+    b->got_jobs = true;
+    if (r == NULL)
+        b->lost = true;
+    else if (r->type == REDIS_REPLY_ERROR)
+        log_error("%s: %.200s", what, r->str);
+    return r != NULL && r->type != REDIS_REPLY_ERROR;
+}
+
+/* on_read - the jobs of a read of ours (new, parked or pending) */
 static void on_read(void *priv, redisReply *r)
 {
-    struct worker *w = priv;
-    w->read_outstanding = false;
-    if (r == NULL)
-        return;
-    if (r->type == REDIS_REPLY_ERROR) {
-        log_error("reading %s: %.200s", w->keys.jobs, r->str);
-        if (strstr(r->str, "NOGROUP") != NULL) {
+    struct intake_batch *b = priv;
+    struct worker *w = b->w;
+    if (!batch_reply(b, r, "reading jobs")) {
+        if (r != NULL && strstr(r->str, "NOGROUP") != NULL) {
             w->group_ready = false;
             q_intake_create_group(w->redis.q, &w->keys, on_group, w);
         }
-        w->next_read_ms = worker_now_ms() + 1000;
-        return;
-    }
-    struct q_job *jobs[Q_INTAKE_MAX_COUNT];
-    int n = q_jobs_parse(r, jobs, Q_INTAKE_MAX_COUNT);
-    if (n < 0) {
-        log_error("unexpected XREADGROUP reply");
-        w->next_read_ms = worker_now_ms() + 1000;
-        return;
-    }
-    if (n == 0) {
-        if (w->reading_pending) {
+        if (r != NULL)
+            w->next_read_ms = worker_now_ms() + 1000;
+    } else {
+        int max = 2 * Q_INTAKE_MAX_COUNT;
+        struct q_job **jobs = xmalloc((size_t)max * sizeof(*jobs));
+        int n = q_jobs_parse(r, jobs, max);
+        if (n < 0) {
+            log_error("unexpected XREADGROUP reply");
+            w->next_read_ms = worker_now_ms() + 1000;
+            n = 0;
+        } else if (b->kind == INTAKE_AFTER && n == 0) {
+            w->park_after[b->high][0] = '\0'; /* nothing parked is left */
+        } else if (n == 0 && b->kind == INTAKE_PENDING) {
             w->reading_pending = false; /* our own backlog is done: new entries from now on */
             w->resuming = false;
-            return;
+        } else if (n == 0) {
+            if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
+                w->idle_check_outstanding = true;
+                q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
+            }
+            bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
+            if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
+                /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
+                w->wait_outstanding = true;
+                q_intake_wait(w->redis.q, &w->keys, 1000, on_wait, w);
+            }
+            w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
+        } else if (b->kind == INTAKE_PENDING) {
+            log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
+        } else {
+            n = batch_take(w, b, jobs, n, b->asked);
         }
-        if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
-            w->idle_check_outstanding = true;
-            q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
-        }
-        bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
-        if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
-            /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
-            w->wait_outstanding = true;
-            q_intake_wait(w->redis.q, &w->keys, 1000, on_wait, w);
-        }
-        w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
-        return;
+        b->jobs = jobs;
+        b->n = n;
     }
-    if (w->reading_pending)
-        log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
-    for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i], w->read_sent_ms);
+    if (b->got_version)
+        batch_check(b);
+}
+
+/* on_claim - jobs taken over from a consumer that stopped (a dead worker) */
+static void on_claim(void *priv, redisReply *r)
+{
+    struct intake_batch *b = priv;
+    struct worker *w = b->w;
+    if (batch_reply(b, r, "reclaiming idle jobs")) {
+        b->jobs = xmalloc(Q_INTAKE_MAX_COUNT * sizeof(*b->jobs));
+        b->n = q_jobs_parse(r, b->jobs, Q_INTAKE_MAX_COUNT);
+        if (b->n < 0)
+            b->n = 0;
+        if (b->n > 0)
+            log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died "
+                     "mid-send)",
+                     b->n);
+        /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
+         * allows, not one small batch per claim interval */
+        if (b->n > 0 && b->n >= b->asked)
+            w->next_claim_ms = 0;
+    }
+    if (b->got_version)
+        batch_check(b);
+}
+
+/* batch_new - a batch for a read about to be sent; the caller sends the read, then batch_send_version */
+static struct intake_batch *batch_new(struct worker *w, enum intake_kind kind, bool *outstanding, int asked)
+{
+    struct intake_batch *b = xcalloc(1, sizeof(*b));
+    b->w = w;
+    b->kind = kind;
+    b->outstanding = outstanding;
+    b->asked = asked;
+    *outstanding = true;
+    b->owned_ms = worker_now_ms();
+    return b;
+}
+
+/* batch_send_version - GET <p>:ctl:version right behind the read: a state changed before the read is seen */
+static void batch_send_version(struct worker *w, struct intake_batch *b)
+{
+    const char *argv[] = {"GET", w->keys.ctl_version};
+    q_redis_cmdargv(w->redis.q, 2, argv, NULL, on_batch_version, b);
 }
 
 /*
@@ -845,7 +1054,7 @@ static size_t intake_budget(const struct worker *w)
     return budget >= w->big_job && budget >= 65536 ? budget : 0;
 }
 
-/* intake_maybe_read - ask for more jobs when there is room */
+/* intake_maybe_read - ask for more jobs when there is room: our pending ones, parked ones, or new ones */
 static void intake_maybe_read(struct worker *w, uint64_t now)
 {
     if (!w->group_ready || w->read_outstanding || w->idle_check_outstanding || w->wait_outstanding ||
@@ -866,12 +1075,29 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     int count = room < w->cfg->batch ? room : w->cfg->batch;
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
-    w->read_outstanding = true;
-    w->read_sent_ms = worker_now_ms();
+    bool take_one = w->inflight == 0;
+    if (w->reading_pending) {
+        struct intake_batch *b = batch_new(w, INTAKE_PENDING, &w->read_outstanding, count);
+        w->big_job -= w->big_job / 16;
+        q_intake_pending(w->redis.q, &w->keys, w->consumer, count, budget, take_one, w->resuming, on_read, b);
+        batch_send_version(w, b);
+        return;
+    }
+    /* entries are not measured before they come: as many as fit were each like the largest job seen lately */
+    size_t fit = w->big_job > 0 ? budget / w->big_job : 1;
+    if (fit < (size_t)count)
+        count = fit > 0 ? (int)fit : 1;
+    int high = w->park_after[1][0] != '\0' ? 1 : w->park_after[0][0] != '\0' ? 0 : -1;
+    struct intake_batch *b = batch_new(w, high >= 0 ? INTAKE_AFTER : INTAKE_NEW, &w->read_outstanding, count);
+    b->budget = budget;
+    b->take_one = take_one;
+    b->high = high;
     w->big_job -= w->big_job / 16;
-    enum q_intake_from from = !w->reading_pending ? Q_INTAKE_NEW : w->resuming ? Q_INTAKE_RESUME : Q_INTAKE_PENDING;
-    q_intake_read(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, from,
-                   w->retry->suppress_hard_bounces, on_read, w);
+    if (high >= 0)
+        q_intake_after(w->redis.q, &w->keys, w->consumer, high, w->park_after[high], count, on_read, b);
+    else
+        q_intake_new(w->redis.q, &w->keys, w->consumer, count, on_read, b);
+    batch_send_version(w, b);
 }
 
 void worker_on_redis_up(struct worker *w)
@@ -885,8 +1111,10 @@ void worker_on_redis_up(struct worker *w)
     w->beat_outstanding = false;
     fence_on_redis_up(w);
     camp_ctl_on_redis_up(w);
-    /* a read lost with the link may have delivered entries to us: look at our pending list again */
+    /* a read lost with the link may have delivered entries to us: look at our pending list again (parked
+     * entries among them) */
     w->reading_pending = true;
+    w->park_after[0][0] = w->park_after[1][0] = '\0';
     for (struct camp *c = w->camps; c; c = c->next) {
         c->refreshing = false;
         if (c->state == CAMP_FETCHING)
@@ -955,16 +1183,15 @@ static void fleet_duties(struct worker *w, uint64_t now)
         return;
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
     size_t budget = intake_budget(w);
-    if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
-        w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
+    /* nor while entries are parked: claimed ones could land after a parking cursor and be read twice */
+    if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending && w->park_after[0][0] == '\0' &&
+        w->park_after[1][0] == '\0' && w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
         /* the claim script does not measure entries: take as many as fit were each the largest job */
         size_t fit = budget / Q_INTAKE_ENTRY_MAX;
         int count = fit < 1 ? 1 : fit < (size_t)w->cfg->batch ? (int)fit : w->cfg->batch;
-        w->claim_outstanding = true;
-        w->claim_sent_ms = worker_now_ms();
-        w->claim_asked = count;
-        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count,
-                           w->retry->suppress_hard_bounces, on_claim, w);
+        struct intake_batch *b = batch_new(w, INTAKE_CLAIM, &w->claim_outstanding, count);
+        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count, on_claim, b);
+        batch_send_version(w, b);
         uint64_t every = w->retry->claim_idle_ms / 10;
         w->next_claim_ms = now + (every < 500 ? 500 : every);
     }

@@ -268,6 +268,9 @@ struct worker {
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
     bool resuming; /* the first pending pass: what an earlier run of this consumer left (counted `reclaimed`) */
+    /* parked entries: read past the byte budget, left pending to us, read again after this id ("": none);
+     * [1] the high stream, [0] the bulk one (engine/worker.c, batch_take) */
+    char park_after[2][Q_ID_MAX];
     uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
     /* outcomes waiting to be sent to Redis */
     struct msg *out_head, *out_tail;
@@ -278,8 +281,7 @@ struct worker {
     /* heartbeat (thread 0) and fencing (engine/fence.c) */
     bool beat_outstanding, fence_needed, fence_outstanding, fence_lapsed;
     struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
-    uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
-    int claim_asked;        /* how many jobs the reclaim in flight asked for (a full answer: ask again at once) */
+    uint64_t beat_sent_ms;
     /* campaign control (engine/camp_ctl.c) */
     long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
     bool ctl_outstanding, ctl_failed;
@@ -335,8 +337,12 @@ void camp_ctl_tick(struct worker *w, uint64_t now);
 void camp_ctl_on_redis_up(struct worker *w);
 /* camp_ctl_stop - m's campaign is paused or cancelled: record it held or cancelled (true), else false */
 bool camp_ctl_stop(struct worker *w, struct msg *m);
-/* camp_ctl_note - intake saw campaign id marked paused or cancelled */
-void camp_ctl_note(struct worker *w, const char *id, size_t idlen, enum q_camp_state st);
+/*
+ * camp_ctl_seen - intake read <p>:ctl:version = v (-2: unknown) with a batch: when it differs from the
+ * version the cached states are of, read every known campaign's state again and return true (the batch
+ * must wait for them: a command queued now is answered after them)
+ */
+bool camp_ctl_seen(struct worker *w, long long v);
 
 /* smtp_pool.c */
 /* pool_for_route - the pool of a [route] entry (resolved with the system resolver once) */
