@@ -1041,7 +1041,7 @@ static void batch_send_version(struct worker *w, struct intake_batch *b)
  * rendered from them are held at once), and nothing while that is less
  * than a job like the largest read lately (intake resumes as messages are
  * recorded; a read that fits nothing would only cost a round trip). A
- * thread holding nothing always reads, at least one job (q_intake_read
+ * thread holding nothing always reads, at least one job (q_intake_new
  * at_least_one): a job larger than the share is then processed alone.
  */
 static size_t intake_budget(const struct worker *w)

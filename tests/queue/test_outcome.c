@@ -51,7 +51,7 @@ static void free_jobs(void)
 static void read_jobs(const char *consumer)
 {
     free_jobs();
-    q_intake_read(Q, &K, consumer, 50, SIZE_MAX, 1, Q_INTAKE_NEW, 0, on_read, NULL);
+    q_intake_new(Q, &K, consumer, 50, on_read, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -328,7 +328,7 @@ static void test_idle_check_with_deleted_entries(void **st)
     idle(4, 0, 0); /* stream without the group */
     q_intake_create_group(Q, &K, ignore, NULL);
     free_jobs();
-    q_intake_read(Q, &K, "w1", 2, SIZE_MAX, 1, Q_INTAKE_NEW, 0, on_read, NULL);
+    q_intake_new(Q, &K, "w1", 2, on_read, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     idle(2, 2, 0);
     struct q_outcome o = {.job = J[1], .status = Q_DELIVERED, .code = 250};
