@@ -41,6 +41,7 @@
 #include "cli/cmd.h"
 #include "lib/alloc.h"
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "lib/config.h"
 #include "lib/file.h"
 #include "lib/ini.h"
@@ -88,14 +89,14 @@ static int add_field(struct campaign *c, const char *prefix, const char *key, ch
     memcpy(name + pl, key, kl + 1);
     for (size_t i = 0; i < c->n; i++)
         if (c->f[i].klen == pl + kl && memcmp(c->f[i].k, name, pl + kl) == 0) {
-            snprintf(err, errlen, "'%s' given twice", name);
+            err_set(err, errlen, -EINVAL, "'%s' given twice", name);
             free(name);
             if (val_owned)
                 free(val);
             return -EINVAL;
         }
     if (c->n == PUSH_MAX_FIELDS) {
-        snprintf(err, errlen, "more than %d fields", PUSH_MAX_FIELDS);
+        err_set(err, errlen, -EINVAL, "more than %d fields", PUSH_MAX_FIELDS);
         free(name);
         if (val_owned)
             free(val);
@@ -206,28 +207,26 @@ static int load_campaign(const char *path, struct campaign *c, char *err, size_t
             else if (strcmp(ln.section, "defaults") == 0)
                 sec = S_DEFAULTS;
             else {
-                snprintf(err, errlen, "%s:%d: unknown section [%.60s] (expected [campaign], [headers], [defaults])",
-                         path, lineno, ln.section);
-                rc = -EINVAL;
+                rc = err_set(err, errlen, -EINVAL,
+                             "%s:%d: unknown section [%.60s] (expected [campaign], [headers], [defaults])", path,
+                             lineno, ln.section);
                 break;
             }
             continue;
         }
         if (sec == S_NONE) {
-            snprintf(err, errlen, "%s:%d: key outside a section (start with [campaign])", path, lineno);
-            rc = -EINVAL;
+            rc = err_set(err, errlen, -EINVAL, "%s:%d: key outside a section (start with [campaign])", path, lineno);
             break;
         }
         rc = campaign_field(c, sec, dir, ln.key, ln.value, why, sizeof(why));
         if (rc < 0) {
-            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+            err_set(err, errlen, -EINVAL, "%s:%d: %s", path, lineno, why);
             break;
         }
     }
     free(text);
     if (rc == 0 && c->n == 0) {
-        snprintf(err, errlen, "%s: no [campaign] fields", path);
-        rc = -EINVAL;
+        rc = err_set(err, errlen, -EINVAL, "%s: no [campaign] fields", path);
     }
     return rc;
 }
@@ -307,12 +306,12 @@ static int read_header(struct rows *r, char *err, size_t errlen)
     char why[256];
     int rc = q_reclist_next(r->rl, f, Q_RECLIST_MAX_FIELDS, &nf, &line, why, sizeof(why));
     if (rc == 0) {
-        snprintf(err, errlen, "%s: empty recipient list (expected a header row naming an 'email' column)", r->path);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL,
+                       "%s: empty recipient list (expected a header row naming an 'email' column)", r->path);
     }
     if (rc < 0) {
-        snprintf(err, errlen, "%s:%ld: header row: %s", r->path, line, rc == -EINVAL ? why : strerror(-rc));
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s:%ld: header row: %s", r->path, line,
+                       rc == -EINVAL ? why : strerror(-rc));
     }
     r->ncols = nf;
     r->email_col = -1;
@@ -320,31 +319,29 @@ static int read_header(struct rows *r, char *err, size_t errlen)
         r->names[i] = xstrndup(f[i].p, f[i].n);
         if (f[i].n == 5 && strncasecmp(f[i].p, "email", 5) == 0) {
             if (r->email_col >= 0) {
-                snprintf(err, errlen, "%s:%ld: two 'email' columns", r->path, line);
-                return -EINVAL;
+                return err_set(err, errlen, -EINVAL, "%s:%ld: two 'email' columns", r->path, line);
             }
             r->email_col = i;
         } else if (!q_var_name_valid(f[i].p, f[i].n)) {
             char name[65];
             log_sanitize(name, sizeof(name), f[i].p, f[i].n);
-            snprintf(err, errlen, "%s:%ld: column %d '%s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)",
-                     r->path, line, i + 1, name);
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL,
+                           "%s:%ld: column %d '%s' is not a valid variable name (1-64 of A-Z a-z 0-9 _ . -)", r->path,
+                           line, i + 1, name);
         }
         for (int j = 0; j < i; j++)
             if (strcmp(r->names[j], r->names[i]) == 0) {
-                snprintf(err, errlen, "%s:%ld: column '%.64s' appears twice", r->path, line, r->names[i]);
-                return -EINVAL;
+                return err_set(err, errlen, -EINVAL, "%s:%ld: column '%.64s' appears twice", r->path, line,
+                               r->names[i]);
             }
     }
     if (r->email_col < 0) {
-        snprintf(err, errlen, "%s:%ld: no 'email' column in the header row", r->path, line);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s:%ld: no 'email' column in the header row", r->path, line);
     }
     /* caught here, before anything is written, instead of as every row refused */
     if (nf - 1 > Q_VAR_MAX) {
-        snprintf(err, errlen, "%s:%ld: %d variable columns (at most %d)", r->path, line, nf - 1, Q_VAR_MAX);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s:%ld: %d variable columns (at most %d)", r->path, line, nf - 1,
+                       Q_VAR_MAX);
     }
     return 0;
 }
@@ -415,8 +412,7 @@ static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
             continue;
         }
         if (rc < 0) {
-            snprintf(err, errlen, "%s: read error: %s", r->path, strerror(-rc));
-            return rc;
+            return err_set(err, errlen, rc, "%s: read error: %s", r->path, strerror(-rc));
         }
         const char *to = NULL;
         size_t tolen = 0, nv = 0;
@@ -437,8 +433,7 @@ static int push_rows(struct rows *r, struct q_push *p, char *err, size_t errlen)
             continue;
         }
         if (rc < 0) {
-            snprintf(err, errlen, "%s", why);
-            return rc;
+            return err_set(err, errlen, rc, "%s", why);
         }
         /* the clock is read every 1024 rows only: the loop runs at ~700k rows/s */
         if (++r->good % 1024 == 0 && tty && clock_mono_ms() >= next_draw) {

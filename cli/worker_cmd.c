@@ -26,6 +26,7 @@
 #include "cli/cmd.h"
 #include "engine/engine.h"
 #include "lib/alloc.h"
+#include "lib/err.h"
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/log.h"
@@ -188,9 +189,9 @@ static int probe_io_uring(char *err, size_t errlen)
     struct io_uring ring;
     int rc = io_uring_queue_init(4, &ring, 0);
     if (rc < 0) {
-        snprintf(err, errlen, "io_uring is unavailable (%s): volley needs a Linux kernel with io_uring enabled",
-                 strerror(-rc));
-        return rc;
+        return err_set(err, errlen, rc,
+                       "io_uring is unavailable (%s): volley needs a Linux kernel with io_uring enabled",
+                       strerror(-rc));
     }
     struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
     int ok = p && io_uring_opcode_supported(p, IORING_OP_SEND) && io_uring_opcode_supported(p, IORING_OP_RECV) &&
@@ -198,8 +199,7 @@ static int probe_io_uring(char *err, size_t errlen)
     io_uring_free_probe(p);
     io_uring_queue_exit(&ring);
     if (!ok) {
-        snprintf(err, errlen, "io_uring lacks SEND/RECV/CONNECT: kernel too old (need 5.6+)");
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP, "io_uring lacks SEND/RECV/CONNECT: kernel too old (volley needs Linux 5.19+)");
     }
     return 0;
 }

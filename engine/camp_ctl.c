@@ -5,8 +5,9 @@
  *   `volley campaign pause|resume|cancel` changes the campaign's `state` and
  *   bumps <p>:ctl:version in the same script (queue/control.c). Every worker
  *   thread that holds messages reads that counter every CAMP_CTL_POLL_MS
- *   (one GET; nothing when the thread holds nothing, since intake marks
- *   every job it reads with its campaign's state). When the counter moved,
+ *   (one GET), and intake reads it right behind every read of jobs
+ *   (camp_ctl_seen: the batch waits until the states are in when it moved,
+ *   so a job read after a pause is never sent). When the counter moved,
  *   the state of every campaign the thread knows is read in one script, and
  *   the messages of a paused or cancelled campaign that are not yet on the
  *   wire are taken out of the pool queues and the campaign wait list:
@@ -119,19 +120,6 @@ static void ctl_sweep(struct worker *w, struct camp *c)
                  c->ctl == Q_CAMP_PAUSED ? "held" : "cancelled");
 }
 
-void camp_ctl_note(struct worker *w, const char *id, size_t idlen, enum q_camp_state st)
-{
-    for (struct camp *c = w->camps; c; c = c->next)
-        if (strlen(c->id) == idlen && memcmp(c->id, id, idlen) == 0) {
-            if (c->ctl != st) {
-                c->ctl = st;
-                if (ctl_stopped(c))
-                    ctl_sweep(w, c);
-            }
-            return;
-        }
-}
-
 /* on_states - one chunk of campaign states; the check is complete when the last chunk is in */
 static void on_states(void *priv, redisReply *r)
 {
@@ -164,6 +152,35 @@ static void on_states(void *priv, redisReply *r)
     free(f);
 }
 
+/* ctl_fetch_all - read the state of every campaign the thread knows; false when it knows none */
+static bool ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
+{
+    struct ctl_fetch *f = NULL;
+    for (struct camp *c = w->camps; c; c = c->next) {
+        if (f == NULL) {
+            f = xmalloc(sizeof(*f));
+            *f = (struct ctl_fetch){.w = w, .version = v, .sent_ms = sent_ms};
+        }
+        f->camps[f->n++] = c;
+        if (f->n == Q_STATE_FETCH_MAX || c->next == NULL) {
+            const char *ids[Q_STATE_FETCH_MAX];
+            for (int i = 0; i < f->n; i++)
+                ids[i] = f->camps[i]->id;
+            w->ctl_states_outstanding++;
+            q_campaign_state_fetch(w->redis.q, &w->keys, ids, f->n, on_states, f);
+            f = NULL;
+        }
+    }
+    if (f == NULL && w->camps == NULL) {
+        if (w->ctl_states_outstanding == 0) {
+            w->ctl_version = v; /* no campaign known yet: nothing to look at */
+            w->ctl_ok_ms = sent_ms;
+        }
+        return false;
+    }
+    return true;
+}
+
 /* on_version - <p>:ctl:version: unchanged, or read every known campaign's state */
 static void on_version(void *priv, redisReply *r)
 {
@@ -183,26 +200,14 @@ static void on_version(void *priv, redisReply *r)
         w->ctl_ok_ms = w->ctl_sent_ms;
         return;
     }
-    struct ctl_fetch *f = NULL;
-    for (struct camp *c = w->camps; c; c = c->next) {
-        if (f == NULL) {
-            f = xmalloc(sizeof(*f));
-            *f = (struct ctl_fetch){.w = w, .version = v, .sent_ms = w->ctl_sent_ms};
-        }
-        f->camps[f->n++] = c;
-        if (f->n == Q_STATE_FETCH_MAX || c->next == NULL) {
-            const char *ids[Q_STATE_FETCH_MAX];
-            for (int i = 0; i < f->n; i++)
-                ids[i] = f->camps[i]->id;
-            w->ctl_states_outstanding++;
-            q_campaign_state_fetch(w->redis.q, &w->keys, ids, f->n, on_states, f);
-            f = NULL;
-        }
-    }
-    if (w->ctl_states_outstanding == 0) {
-        w->ctl_version = v; /* no campaign known yet: nothing to look at */
-        w->ctl_ok_ms = w->ctl_sent_ms;
-    }
+    ctl_fetch_all(w, v, w->ctl_sent_ms);
+}
+
+bool camp_ctl_seen(struct worker *w, long long v)
+{
+    if (v == w->ctl_version && v >= 0)
+        return false;
+    return ctl_fetch_all(w, v, worker_now_ms());
 }
 
 void camp_ctl_tick(struct worker *w, uint64_t now)
@@ -210,7 +215,7 @@ void camp_ctl_tick(struct worker *w, uint64_t now)
     if (w->ctl_outstanding || w->ctl_states_outstanding > 0 || now < w->next_ctl_ms || w->redis.state != REDIS_UP)
         return;
     if (w->inflight == 0)
-        return; /* nothing held: what intake reads next carries its campaign's state */
+        return; /* nothing held: intake reads the counter with the jobs it reads next */
     w->ctl_outstanding = true;
     w->ctl_sent_ms = worker_now_ms(); /* not the loop's `now`: a stall may lie between the two */
     w->next_ctl_ms = now + CAMP_CTL_POLL_MS;

@@ -23,7 +23,11 @@ void camp_ctl_tick(struct worker *w, uint64_t now);
 void camp_ctl_on_redis_up(struct worker *w);
 /* camp_ctl_stop - m's campaign is paused or cancelled: record it held or cancelled (true), else false */
 bool camp_ctl_stop(struct worker *w, struct msg *m);
-/* camp_ctl_note - intake saw campaign id marked paused or cancelled */
-void camp_ctl_note(struct worker *w, const char *id, size_t idlen, enum q_camp_state st);
+/*
+ * camp_ctl_seen - intake read <p>:ctl:version = v (-2: unknown) with a batch: when it differs from the
+ * version the cached states are of, read every known campaign's state again and return true (the batch
+ * must wait for them: a command queued now is answered after them)
+ */
+bool camp_ctl_seen(struct worker *w, long long v);
 
 #endif

@@ -1,15 +1,14 @@
 /*
  * NAME
- *   worker - one worker thread's loop: intake, outcomes, heartbeat, stop
+ *   worker - one worker thread's intake and outcome recording
  * DESCRIPTION
- *   Other rooms of the worker: setup and reload in worker_life.c, the
- *   campaign cache and rendering in worker_prepare.c, routing (MX, throttle,
- *   pool) in worker_route.c.
- *
- *   The loop: submit what was queued and wait (at most 100 ms) for
- *   completions; run each through its handler (SMTP connection or Redis
- *   link); then do the periodic work: Redis (re)connect, intake, retry
- *   mover, connection timeouts, dispatch, and outcome batches.
+ *   Intake turns replies to reads of <p>:jobs (new, parked, our own
+ *   pending, or a stopped worker's reclaimed jobs) into messages within the
+ *   thread's count and byte budget; outcomes are batched and recorded with
+ *   one script per batch. Other rooms of the worker: the loop in
+ *   worker_loop.c, setup and reload in worker_life.c, the campaign cache and
+ *   rendering in worker_prepare.c, routing (MX, throttle, pool) in
+ *   worker_route.c, heartbeat and shutdown in worker_stop.c.
  *
  *   Invariants:
  *   - a job is acknowledged only by the script that records its outcome
@@ -202,7 +201,7 @@ static void on_recorded(void *priv, redisReply *r)
  * of outcomes, paid again and again: measured 1,888 record calls for 20,000
  * messages before, against (20,000 / batch) now.
  */
-static void flush_outcomes(struct worker *w)
+void flush_outcomes(struct worker *w)
 {
     if (w->redis.state != REDIS_UP)
         return;
@@ -248,8 +247,7 @@ static void flush_outcomes(struct worker *w)
     }
 }
 
-/* ---- campaigns ---- */
-
+/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */
 static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
 {
     struct msg *m = msg_alloc(w);
@@ -260,22 +258,8 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);
         return;
     }
-    /* campaign control and suppression are decided at intake, never sent */
-    if (job->camp_state == Q_CAMP_CANCELLED || job->camp_state == Q_CAMP_PAUSED) {
-        /* the mark is newer than any state this thread saw: stop what it holds of the campaign too */
-        camp_ctl_note(w, job->campaign, job->campaign_len, job->camp_state);
-        if (job->camp_state == Q_CAMP_CANCELLED)
-            worker_finish_cause(w, m, SMTP_CAUSE_CANCELLED, "campaign cancelled");
-        else
-            worker_finish_cause(w, m, SMTP_CAUSE_PAUSED, "campaign paused");
-        return;
-    }
-    if (job->suppressed) {
-        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
-        return;
-    }
+    /* the campaign's state is cached (engine/camp_ctl.c, as of this read at the latest): msg_prepare checks it */
     m->camp = camp_get(w, job->campaign, job->campaign_len);
-    m->camp->ctl = Q_CAMP_ACTIVE; /* the intake's mark is the newest word on the campaign's state */
     msg_prepare(w, m);
 }
 
@@ -315,74 +299,288 @@ static void on_wait(void *priv, redisReply *r)
     w->wait_outstanding = false;
 }
 
-/* on_claim - jobs taken over from a consumer that stopped (a dead worker) */
-static void on_claim(void *priv, redisReply *r)
+/*
+ * One read from Redis (new jobs, parked ones, our own pending ones, or a
+ * dead worker's reclaimed ones) and what must be known before any of its
+ * jobs is sent. The read is followed on the wire by GET <p>:ctl:version:
+ * when the counter moved since the campaign states this thread caches,
+ * they are read again (camp_ctl_seen) before the batch starts; and when
+ * hard-bounce suppression is on, one SMISMEMBER asks about the batch's
+ * recipients. Replies come in order, so the reply to the command sent last
+ * (the SMISMEMBER, or a PING when only states were read) says that all of
+ * it is in. The two first replies may come in either order (a script sent
+ * again after NOSCRIPT goes to the back of the queue): the batch goes on
+ * when both are in.
+ */
+enum intake_kind { INTAKE_NEW, INTAKE_AFTER, INTAKE_PENDING, INTAKE_CLAIM };
+
+struct intake_batch {
+    struct worker *w;
+    enum intake_kind kind;
+    bool *outstanding; /* w->read_outstanding or w->claim_outstanding: cleared when the batch is done */
+    uint64_t owned_ms; /* when the read was sent (fencing) */
+    int asked;         /* COUNT: a full answer means more are waiting */
+    int high;          /* INTAKE_AFTER: which stream's parked entries */
+    size_t budget;     /* bytes the jobs may hold (INTAKE_NEW, INTAKE_AFTER) */
+    bool take_one;     /* the first job is taken even when it does not fit: the thread holds nothing */
+    bool got_jobs, got_version, lost;
+    long long version; /* <p>:ctl:version at read time; -2 when unknown */
+    int n, nsupp;
+    struct q_job **jobs;
+    int *supp_idx; /* jobs[supp_idx[i]] is recipient i of the SMISMEMBER */
+};
+
+/* batch_free - drop a batch's jobs unsent (they stay pending in Redis) and clear its flag */
+static void batch_free(struct intake_batch *b)
 {
-    struct worker *w = priv;
-    w->claim_outstanding = false;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        if (r != NULL)
-            log_error("reclaiming idle jobs: %.200s", r->str);
-        return;
-    }
-    struct q_job *jobs[Q_INTAKE_MAX_COUNT];
-    int n = q_jobs_parse(r, jobs, Q_INTAKE_MAX_COUNT);
-    if (n > 0)
-        log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died mid-send)",
-                 n);
-    for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i], w->claim_sent_ms);
-    /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
-     * allows, not one small batch per claim interval */
-    if (n > 0 && n >= w->claim_asked)
-        w->next_claim_ms = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->jobs[i] != NULL)
+            q_job_free(b->jobs[i]);
+    *b->outstanding = false;
+    free(b->jobs);
+    free(b->supp_idx);
+    free(b);
 }
 
+/* batch_start - every job of the batch on its way, suppressed ones recorded as such */
+static void batch_start(struct intake_batch *b)
+{
+    struct worker *w = b->w;
+    *b->outstanding = false;
+    for (int i = 0; i < b->n; i++) {
+        msg_start(w, b->jobs[i], b->owned_ms);
+        b->jobs[i] = NULL;
+    }
+    b->n = 0;
+    batch_free(b);
+}
+
+/* on_batch_ready - the SMISMEMBER (or barrier) sent last for a batch: everything it waited for is in */
+static void on_batch_ready(void *priv, redisReply *r)
+{
+    struct intake_batch *b = priv;
+    struct worker *w = b->w;
+    if (r == NULL) {
+        batch_free(b); /* link lost: the jobs are pending to us, the pending pass reads them again */
+        return;
+    }
+    if (b->nsupp > 0) {
+        int *hit = xcalloc((size_t)b->nsupp, sizeof(*hit));
+        if (q_suppress_parse(r, hit, b->nsupp) < 0) {
+            log_error("checking %s: %.200s", w->keys.suppressed,
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            free(hit);
+            /* nothing is sent unchecked: the jobs stay pending and our pending pass reads them again */
+            w->reading_pending = true;
+            w->next_read_ms = worker_now_ms() + 1000;
+            batch_free(b);
+            return;
+        }
+        for (int i = 0; i < b->nsupp; i++)
+            b->jobs[b->supp_idx[i]]->suppressed = hit[i];
+        free(hit);
+    }
+    batch_start(b);
+}
+
+/* batch_check - jobs and version are in: read the states if they moved, check suppression, then start */
+static void batch_check(struct intake_batch *b)
+{
+    struct worker *w = b->w;
+    if (b->lost || w->redis.state != REDIS_UP) {
+        batch_free(b);
+        return;
+    }
+    if (b->n == 0) {
+        batch_free(b);
+        return;
+    }
+    bool wait = camp_ctl_seen(w, b->version);
+    if (w->retry->suppress_hard_bounces) {
+        const char **to = xmalloc((size_t)b->n * sizeof(*to));
+        size_t *len = xmalloc((size_t)b->n * sizeof(*len));
+        b->supp_idx = xmalloc((size_t)b->n * sizeof(*b->supp_idx));
+        for (int i = 0; i < b->n; i++)
+            if (b->jobs[i]->error == NULL && b->jobs[i]->to_len > 0) {
+                to[b->nsupp] = b->jobs[i]->to;
+                len[b->nsupp] = b->jobs[i]->to_len;
+                b->supp_idx[b->nsupp++] = i;
+            }
+        if (b->nsupp > 0)
+            q_suppress_check(w->redis.q, &w->keys, to, len, b->nsupp, on_batch_ready, b);
+        free(to);
+        free(len);
+        if (b->nsupp > 0)
+            return;
+    }
+    if (wait) {
+        const char *ping[] = {"PING"};
+        q_redis_cmdargv(w->redis.q, 1, ping, NULL, on_batch_ready, b);
+        return;
+    }
+    batch_start(b);
+}
+
+/* on_batch_version - GET <p>:ctl:version, sent right after the read */
+static void on_batch_version(void *priv, redisReply *r)
+{
+    struct intake_batch *b = priv;
+    b->got_version = true;
+    if (r == NULL)
+        b->lost = true;
+    else if (r->type == REDIS_REPLY_STRING)
+        b->version = strtoll(r->str, NULL, 10);
+    else if (r->type == REDIS_REPLY_NIL)
+        b->version = 0;
+    else
+        b->version = -2; /* unreadable: every state is read again */
+    if (b->got_jobs)
+        batch_check(b);
+}
+
+/*
+ * batch_take - of the jobs a plain read brought (high stream first), keep
+ * those that fit the count and the byte budget. The first one that does
+ * not fit, and every one after it, is parked: freed here, left pending to
+ * us, and read again with q_intake_after from just before it (per stream)
+ * before anything new is read. Returns how many were kept (in jobs[0..]).
+ */
+static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **jobs, int n, int count)
+{
+    size_t left = b->budget;
+    bool take_one = b->take_one, full = false, parked[2] = {false, false};
+    int took = 0;
+    for (int i = 0; i < n; i++) {
+        struct q_job *j = jobs[i];
+        size_t sz = job_bytes(j);
+        if (!full && took < count && (sz <= left || take_one)) {
+            left -= sz < left ? sz : left;
+            take_one = false;
+            jobs[took++] = j;
+            continue;
+        }
+        if (!full)
+            log_debug("%d of %d jobs read fit the byte budget; the rest are parked, read again from %s on", took, n,
+                      j->id);
+        full = true;
+        int s = j->high ? 1 : 0;
+        if (!parked[s] && q_id_before(j->id, w->park_after[s], sizeof(w->park_after[s])) == 0)
+            parked[s] = true;
+        if (sz > w->big_job)
+            w->big_job = sz; /* the next read is sized for it */
+        q_job_free(j);
+    }
+    if (b->kind == INTAKE_AFTER && !parked[b->high]) {
+        /* all taken: more may follow the last one, unless the answer was short */
+        if (n < b->asked || took == 0)
+            w->park_after[b->high][0] = '\0';
+        else
+            snprintf(w->park_after[b->high], sizeof(w->park_after[b->high]), "%s", jobs[took - 1]->id);
+    }
+    return took;
+}
+
+/* batch_reply - the jobs' reply is in: false when it brings none (link lost, or an error, logged) */
+static bool batch_reply(struct intake_batch *b, const redisReply *r, const char *what)
+{
+    b->got_jobs = true;
+    if (r == NULL)
+        b->lost = true;
+    else if (r->type == REDIS_REPLY_ERROR)
+        log_error("%s: %.200s", what, r->str);
+    return r != NULL && r->type != REDIS_REPLY_ERROR;
+}
+
+/* on_read - the jobs of a read of ours (new, parked or pending) */
 static void on_read(void *priv, redisReply *r)
 {
-    struct worker *w = priv;
-    w->read_outstanding = false;
-    if (r == NULL)
-        return;
-    if (r->type == REDIS_REPLY_ERROR) {
-        log_error("reading %s: %.200s", w->keys.jobs, r->str);
-        if (strstr(r->str, "NOGROUP") != NULL) {
+    struct intake_batch *b = priv;
+    struct worker *w = b->w;
+    if (!batch_reply(b, r, "reading jobs")) {
+        if (r != NULL && strstr(r->str, "NOGROUP") != NULL) {
             w->group_ready = false;
             q_intake_create_group(w->redis.q, &w->keys, on_group, w);
         }
-        w->next_read_ms = worker_now_ms() + 1000;
-        return;
-    }
-    struct q_job *jobs[Q_INTAKE_MAX_COUNT];
-    int n = q_jobs_parse(r, jobs, Q_INTAKE_MAX_COUNT);
-    if (n < 0) {
-        log_error("unexpected XREADGROUP reply");
-        w->next_read_ms = worker_now_ms() + 1000;
-        return;
-    }
-    if (n == 0) {
-        if (w->reading_pending) {
+        if (r != NULL)
+            w->next_read_ms = worker_now_ms() + 1000;
+    } else {
+        int max = 2 * Q_INTAKE_MAX_COUNT;
+        struct q_job **jobs = xmalloc((size_t)max * sizeof(*jobs));
+        int n = q_jobs_parse(r, jobs, max);
+        if (n < 0) {
+            log_error("unexpected XREADGROUP reply");
+            w->next_read_ms = worker_now_ms() + 1000;
+            n = 0;
+        } else if (b->kind == INTAKE_AFTER && n == 0) {
+            w->park_after[b->high][0] = '\0'; /* nothing parked is left */
+        } else if (n == 0 && b->kind == INTAKE_PENDING) {
             w->reading_pending = false; /* our own backlog is done: new entries from now on */
             w->resuming = false;
-            return;
+        } else if (n == 0) {
+            if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
+                w->idle_check_outstanding = true;
+                q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
+            }
+            bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
+            if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
+                /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
+                w->wait_outstanding = true;
+                q_intake_wait(w->redis.q, &w->keys, 1000, on_wait, w);
+            }
+            w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
+        } else if (b->kind == INTAKE_PENDING) {
+            log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
+        } else {
+            n = batch_take(w, b, jobs, n, b->asked);
         }
-        if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
-            w->idle_check_outstanding = true;
-            q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
-        }
-        bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
-        if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
-            /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
-            w->wait_outstanding = true;
-            q_intake_wait(w->redis.q, &w->keys, 1000, on_wait, w);
-        }
-        w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
-        return;
+        b->jobs = jobs;
+        b->n = n;
     }
-    if (w->reading_pending)
-        log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
-    for (int i = 0; i < n; i++)
-        msg_start(w, jobs[i], w->read_sent_ms);
+    if (b->got_version)
+        batch_check(b);
+}
+
+/* on_claim - jobs taken over from a consumer that stopped (a dead worker) */
+static void on_claim(void *priv, redisReply *r)
+{
+    struct intake_batch *b = priv;
+    struct worker *w = b->w;
+    if (batch_reply(b, r, "reclaiming idle jobs")) {
+        b->jobs = xmalloc(Q_INTAKE_MAX_COUNT * sizeof(*b->jobs));
+        b->n = q_jobs_parse(r, b->jobs, Q_INTAKE_MAX_COUNT);
+        if (b->n < 0)
+            b->n = 0;
+        if (b->n > 0)
+            log_warn("took over %d jobs left pending by a stopped worker (they may be duplicates if it died "
+                     "mid-send)",
+                     b->n);
+        /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
+         * allows, not one small batch per claim interval */
+        if (b->n > 0 && b->n >= b->asked)
+            w->next_claim_ms = 0;
+    }
+    if (b->got_version)
+        batch_check(b);
+}
+
+/* batch_new - a batch for a read about to be sent; the caller sends the read, then batch_send_version */
+static struct intake_batch *batch_new(struct worker *w, enum intake_kind kind, bool *outstanding, int asked)
+{
+    struct intake_batch *b = xcalloc(1, sizeof(*b));
+    b->w = w;
+    b->kind = kind;
+    b->outstanding = outstanding;
+    b->asked = asked;
+    *outstanding = true;
+    b->owned_ms = worker_now_ms();
+    return b;
+}
+
+/* batch_send_version - GET <p>:ctl:version right behind the read: a state changed before the read is seen */
+static void batch_send_version(struct worker *w, struct intake_batch *b)
+{
+    const char *argv[] = {"GET", w->keys.ctl_version};
+    q_redis_cmdargv(w->redis.q, 2, argv, NULL, on_batch_version, b);
 }
 
 /*
@@ -392,7 +590,7 @@ static void on_read(void *priv, redisReply *r)
  * rendered from them are held at once), and nothing while that is less
  * than a job like the largest read lately (intake resumes as messages are
  * recorded; a read that fits nothing would only cost a round trip). A
- * thread holding nothing always reads, at least one job (q_intake_read
+ * thread holding nothing always reads, at least one job (q_intake_new
  * at_least_one): a job larger than the share is then processed alone.
  */
 static size_t intake_budget(const struct worker *w)
@@ -405,8 +603,8 @@ static size_t intake_budget(const struct worker *w)
     return budget >= w->big_job && budget >= 65536 ? budget : 0;
 }
 
-/* intake_maybe_read - ask for more jobs when there is room */
-static void intake_maybe_read(struct worker *w, uint64_t now)
+/* intake_maybe_read - ask for more jobs when there is room: our pending ones, parked ones, or new ones */
+void intake_maybe_read(struct worker *w, uint64_t now)
 {
     if (!w->group_ready || w->read_outstanding || w->idle_check_outstanding || w->wait_outstanding ||
         w->redis.state != REDIS_UP || w->stopping || w->done || now < w->next_read_ms)
@@ -426,12 +624,29 @@ static void intake_maybe_read(struct worker *w, uint64_t now)
     int count = room < w->cfg->batch ? room : w->cfg->batch;
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
-    w->read_outstanding = true;
-    w->read_sent_ms = worker_now_ms();
+    bool take_one = w->inflight == 0;
+    if (w->reading_pending) {
+        struct intake_batch *b = batch_new(w, INTAKE_PENDING, &w->read_outstanding, count);
+        w->big_job -= w->big_job / 16;
+        q_intake_pending(w->redis.q, &w->keys, w->consumer, count, budget, take_one, w->resuming, on_read, b);
+        batch_send_version(w, b);
+        return;
+    }
+    /* entries are not measured before they come: as many as fit were each like the largest job seen lately */
+    size_t fit = w->big_job > 0 ? budget / w->big_job : 1;
+    if (fit < (size_t)count)
+        count = fit > 0 ? (int)fit : 1;
+    int high = w->park_after[1][0] != '\0' ? 1 : w->park_after[0][0] != '\0' ? 0 : -1;
+    struct intake_batch *b = batch_new(w, high >= 0 ? INTAKE_AFTER : INTAKE_NEW, &w->read_outstanding, count);
+    b->budget = budget;
+    b->take_one = take_one;
+    b->high = high;
     w->big_job -= w->big_job / 16;
-    enum q_intake_from from = !w->reading_pending ? Q_INTAKE_NEW : w->resuming ? Q_INTAKE_RESUME : Q_INTAKE_PENDING;
-    q_intake_read(w->redis.q, &w->keys, w->consumer, count, budget, w->inflight == 0, from,
-                   w->retry->suppress_hard_bounces, on_read, w);
+    if (high >= 0)
+        q_intake_after(w->redis.q, &w->keys, w->consumer, high, w->park_after[high], count, on_read, b);
+    else
+        q_intake_new(w->redis.q, &w->keys, w->consumer, count, on_read, b);
+    batch_send_version(w, b);
 }
 
 void worker_on_redis_up(struct worker *w)
@@ -445,8 +660,10 @@ void worker_on_redis_up(struct worker *w)
     w->beat_outstanding = false;
     fence_on_redis_up(w);
     camp_ctl_on_redis_up(w);
-    /* a read lost with the link may have delivered entries to us: look at our pending list again */
+    /* a read lost with the link may have delivered entries to us: look at our pending list again (parked
+     * entries among them) */
     w->reading_pending = true;
+    w->park_after[0][0] = w->park_after[1][0] = '\0';
     for (struct camp *c = w->camps; c; c = c->next) {
         c->refreshing = false;
         if (c->state == CAMP_FETCHING)
@@ -455,57 +672,11 @@ void worker_on_redis_up(struct worker *w)
 }
 
 /*
- * on_beat - the heartbeat's answer. Renewed (or claimed again after a
- * lapse): the process's ownership lease runs on (engine/lease.h, fencing).
- * After a lapse the name may have been claimed by another process, which
- * now reads our consumers' pending entries: stop taking jobs under it and
- * exit (worker_cmd exits 1).
- */
-static void on_beat(void *priv, redisReply *r)
-{
-    struct worker *w = priv;
-    w->beat_outstanding = false;
-    struct q_worker_holder h;
-    int rc = r == NULL ? -EPROTO : q_worker_reply_parse(r, &h);
-    if (rc == Q_WORKER_RENEWED || rc == Q_WORKER_CLAIMED)
-        lease_confirmed(w->beat_sent_ms, worker_now_ms(), WORKER_HEARTBEAT_TTL_MS);
-    if (rc == Q_WORKER_CLAIMED)
-        log_warn("heartbeat of worker name '%s' had lapsed; the name was free and is ours again", w->id->name);
-    if (rc != Q_WORKER_HELD || w->name_lost)
-        return;
-    log_error("worker name '%s' was lost: pid %s on host %s holds it now (our heartbeat lapsed); "
-              "stopping, jobs this process holds are left to the name's new owner",
-              w->id->name, h.pid, h.host);
-    w->name_lost = true;
-    atomic_store(w->stop, 1);
-}
-
-/*
- * fleet_beat - thread 0 renews the process's name every TTL / 5, also while
- * draining after SIGTERM: a name that expired mid-drain would let another
- * process take it (and the jobs still on our wire) before we are done.
- * One beat at a time, so its reply tells when it was sent (the lease).
- */
-static void fleet_beat(struct worker *w, uint64_t now)
-{
-    if (w->idx == 0 && now >= w->next_beat_ms && !w->beat_outstanding) {
-        char info[200];
-        snprintf(info, sizeof(info), "pid=%d threads=%d inflight=%d delivered=%lu", w->id->pid, w->cfg->threads,
-                 w->inflight, w->n_delivered);
-        /* renews our name only while it is ours (a stopped worker's jobs are reclaimed by idle time) */
-        w->beat_outstanding = true;
-        w->beat_sent_ms = worker_now_ms(); /* the lease counts from here, not from the loop's `now` */
-        q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
-        w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
-    }
-}
-
-/*
  * fleet_duties - the periodic shared work: move due retries back (any
  * worker may, the script is atomic), and on thread 0 once per process, take
  * over jobs a stopped worker left pending.
  */
-static void fleet_duties(struct worker *w, uint64_t now)
+void fleet_duties(struct worker *w, uint64_t now)
 {
     if (now >= w->next_retry_move_ms) {
         q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), 1000, NULL, NULL);
@@ -515,200 +686,16 @@ static void fleet_duties(struct worker *w, uint64_t now)
         return;
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
     size_t budget = intake_budget(w);
-    if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending &&
-        w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
+    /* nor while entries are parked: claimed ones could land after a parking cursor and be read twice */
+    if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending && w->park_after[0][0] == '\0' &&
+        w->park_after[1][0] == '\0' && w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
         /* the claim script does not measure entries: take as many as fit were each the largest job */
         size_t fit = budget / Q_INTAKE_ENTRY_MAX;
         int count = fit < 1 ? 1 : fit < (size_t)w->cfg->batch ? (int)fit : w->cfg->batch;
-        w->claim_outstanding = true;
-        w->claim_sent_ms = worker_now_ms();
-        w->claim_asked = count;
-        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count,
-                           w->retry->suppress_hard_bounces, on_claim, w);
+        struct intake_batch *b = batch_new(w, INTAKE_CLAIM, &w->claim_outstanding, count);
+        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count, on_claim, b);
+        batch_send_version(w, b);
         uint64_t every = w->retry->claim_idle_ms / 10;
         w->next_claim_ms = now + (every < 500 ? 500 : every);
     }
 }
-
-/* ---- shutdown ---- */
-
-/* drop_unstarted - on SIGTERM, messages not yet on a connection stay pending in Redis */
-static void drop_unstarted(struct worker *w)
-{
-    POOL_FOREACH(p, w) {
-        struct msg *m;
-        while ((m = pool_take(p)) != NULL)
-            msg_release(w, m);
-    }
-    for (struct camp *c = w->camps; c; c = c->next) {
-        struct msg *m = c->waiting;
-        c->waiting = NULL;
-        while (m) {
-            struct msg *next = m->next;
-            msg_release(w, m);
-            m = next;
-        }
-    }
-}
-
-/* connections_busy - any transaction still waiting for replies */
-static bool connections_busy(struct worker *w, int *open)
-{
-    bool busy = false;
-    *open = 0;
-    POOL_FOREACH(p, w)
-        for (struct smtp_conn *c = p->conns; c; c = c->next) {
-            (*open)++;
-            if (c->state != CONN_READY || c->ex_len > 0)
-                busy = true;
-        }
-    return busy;
-}
-
-/* quit_idle - say goodbye to every idle connection */
-static void quit_idle(struct worker *w)
-{
-    POOL_FOREACH(p, w)
-        for (struct smtp_conn *c = p->conns, *next; c; c = next) {
-            next = c->next;
-            if (smtp_conn_idle(c))
-                smtp_conn_quit(c);
-        }
-}
-
-/* stop_step - SIGTERM or drained: finish what is on the wire, record it, close */
-static void stop_step(struct worker *w, uint64_t now)
-{
-    int open;
-    bool busy = connections_busy(w, &open);
-    if (now >= w->stop_deadline_ms && busy) {
-        log_warn("shutdown deadline reached: deferring transactions still in flight");
-        POOL_FOREACH(p, w)
-            for (struct smtp_conn *c = p->conns, *next; c; c = next) {
-                next = c->next;
-                smtp_conn_fail(c, "worker shutting down");
-            }
-        busy = false;
-    }
-    if (!busy)
-        quit_idle(w);
-    bool recorded = w->out_len == 0 && w->batches_outstanding == 0;
-    /* outcomes get a little longer than the connections: they are what makes the work count */
-    /* messages waiting for DNS are released by on_mx when the answer comes (bounded by the DNS timeout) */
-    if ((open == 0 && recorded && w->dns_waiting == 0) || now >= w->stop_deadline_ms + 5000) {
-        /* thread 0 renews the process's name (fleet_beat): it ends last, so the name outlives every drain */
-        if (w->idx == 0 && w->running != NULL && atomic_load(w->running) > 1 && now < w->stop_deadline_ms + 10000)
-            return;
-        if (!recorded)
-            log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",
-                      w->out_len + w->batches_outstanding);
-        w->done = true;
-    }
-}
-
-/* ---- reload ---- */
-
-/* handle_cqes - run every completion of the batch, then advance the CQ once */
-static void handle_cqes(struct worker *w)
-{
-    struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&w->ring, head, cqe)
-    {
-        uint64_t ud = io_uring_cqe_get_data64(cqe);
-        switch (ring_op_of(ud)) {
-        case RING_OP_XPORT_CONNECT:
-        case RING_OP_XPORT_RECV:
-        case RING_OP_XPORT_SEND:
-            xport_uring_on_cqe(w->xl, cqe);
-            break;
-        case RING_OP_DNS_POLL:
-            if (w->dns != NULL)
-                dns_on_cqe(w->dns, ud, cqe->res);
-            break;
-        default:
-            break;
-        }
-        n++;
-    }
-    io_uring_cq_advance(&w->ring, n);
-    xport_loop_reap(w->xl); /* connections closed during the batch are freed once the kernel let go */
-}
-
-void worker_run(struct worker *w)
-{
-    char tag[24];
-    snprintf(tag, sizeof(tag), "w%d", w->idx);
-    log_set_thread_tag(tag);
-    ring_start(&w->ring); /* a single-issuer ring belongs to the thread that starts it */
-    while (!w->done) {
-        uint64_t now = worker_now_ms();
-        struct vconfig *nc = atomic_exchange(&w->new_cfg, NULL);
-        if (nc != NULL)
-            worker_apply_config(w, nc);
-        if (!w->stopping && atomic_load(w->stop)) {
-            w->stopping = true;
-            w->stop_deadline_ms = now + (uint64_t)w->cfg->shutdown_ms;
-            drop_unstarted(w);
-            fence_drop_parked(w);
-        }
-        redis_link_tick(&w->redis, now);
-        if (w->dns != NULL)
-            dns_tick(w->dns, now);
-        if (w->thr != NULL)
-            thr_tick(w->thr, clock_wall_ms());
-        intake_maybe_read(w, now);
-        if (w->redis.state == REDIS_UP)
-            fleet_beat(w, now);
-        if (w->redis.state == REDIS_UP && !w->stopping) {
-            fleet_duties(w, now);
-            camp_ctl_tick(w, now);
-            fence_tick(w, now);
-        }
-        pool_tick(w, now);
-        flush_outcomes(w);
-        redis_link_flush(&w->redis);
-        if (w->stopping)
-            stop_step(w, now);
-        if (w->done)
-            break;
-        /* wake for the throttle's next send slot: a leased slot not spent in time is given back */
-        uint64_t wait_ms = 100;
-        if (w->thr_wake_ms != 0) {
-            uint64_t wall = clock_wall_ms();
-            wait_ms = w->thr_wake_ms > wall ? w->thr_wake_ms - wall : 0;
-            if (wait_ms > 100)
-                wait_ms = 100;
-        }
-        xport_loop_flush(w->xl); /* every stream's bytes of this turn in one send */
-        int rc = ring_wait(&w->ring, wait_ms ? wait_ms : 1);
-        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-            log_error("io_uring wait failed: %s", strerror(-rc));
-            break;
-        }
-        handle_cqes(w);
-    }
-    /* drained: close connections politely before the thread ends */
-    if (!w->stopping) {
-        w->done = false;
-        w->stopping = true;
-        w->stop_deadline_ms = worker_now_ms() + 2000;
-        while (!w->done) {
-            uint64_t now = worker_now_ms();
-            if (w->dns != NULL)
-                dns_tick(w->dns, now);
-            pool_tick(w, now);
-            if (w->redis.state == REDIS_UP)
-                fleet_beat(w, now);
-            redis_link_flush(&w->redis);
-            stop_step(w, now);
-            xport_loop_flush(w->xl);
-            ring_wait(&w->ring, 50);
-            handle_cqes(w);
-        }
-    }
-    const struct xport_stats *st = xport_loop_stats(w->xl);
-    log_debug("transport: %lu sends (%lu bytes), %lu receives (%lu bytes)", st->sends, st->send_bytes, st->recvs,
-              st->recv_bytes);
-}
-

@@ -155,6 +155,9 @@ struct worker {
     /* intake */
     bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
     bool resuming; /* the first pending pass: what an earlier run of this consumer left (counted `reclaimed`) */
+    /* parked entries: read past the byte budget, left pending to us, read again after this id ("": none);
+     * [1] the high stream, [0] the bulk one (engine/worker.c, batch_take) */
+    char park_after[2][Q_ID_MAX];
     uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
     /* outcomes waiting to be sent to Redis */
     struct msg *out_head, *out_tail;
@@ -165,8 +168,7 @@ struct worker {
     /* heartbeat (thread 0) and fencing (engine/fence.c) */
     bool beat_outstanding, fence_needed, fence_outstanding, fence_lapsed;
     struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
-    uint64_t beat_sent_ms, read_sent_ms, claim_sent_ms;
-    int claim_asked;        /* how many jobs the reclaim in flight asked for (a full answer: ask again at once) */
+    uint64_t beat_sent_ms;
     /* campaign control (engine/camp_ctl.c) */
     long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
     bool ctl_outstanding, ctl_failed;
@@ -185,6 +187,12 @@ void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, c
 uint64_t worker_now_ms(void);
 /* worker_on_redis_up - the link (re)connected, authenticated and selected its database */
 void worker_on_redis_up(struct worker *w);
+/* intake_maybe_read - ask Redis for more jobs when there is room (called once per loop turn) */
+void intake_maybe_read(struct worker *w, uint64_t now);
+/* fleet_duties - the periodic shared work: move due retries back; thread 0 reclaims a stopped worker's jobs */
+void fleet_duties(struct worker *w, uint64_t now);
+/* flush_outcomes - send the decided outcomes to Redis, one script per batch */
+void flush_outcomes(struct worker *w);
 
 /* worker_life.c: setup, reload and teardown */
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
@@ -204,6 +212,14 @@ void msg_release(struct worker *w, struct msg *m);
 struct camp *camp_get(struct worker *w, const char *id, size_t idlen);
 /* camp_fetch - ask Redis for the campaign hash */
 void camp_fetch(struct worker *w, struct camp *c);
+
+/* worker_stop.c: heartbeat and shutdown */
+/* worker_beat - thread 0: renew the process's name when due (also while draining) */
+void worker_beat(struct worker *w, uint64_t now);
+/* worker_drop_unstarted - on SIGTERM, messages not yet on a connection stay pending in Redis */
+void worker_drop_unstarted(struct worker *w);
+/* worker_stop_step - SIGTERM or drained: finish what is on the wire, record it, close (w->done at the end) */
+void worker_stop_step(struct worker *w, uint64_t now);
 /* msg_prepare - render m once its campaign is compiled (fetched first, m waiting), then route it */
 void msg_prepare(struct worker *w, struct msg *m);
 /* camp_ver_unref - drop a reference; the last one frees the compiled campaign */

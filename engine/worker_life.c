@@ -118,7 +118,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->ctl_version = -1;
     return 0;
 fail:
-    /* what worker_free releases, in its order, for the parts made so far (w was zeroed first) */
+    /* what worker_fini releases, in its order, for the parts made so far (w was zeroed first) */
     io_uring_queue_exit(&w->ring);
     dns_resolver_free(w->dns);
     xport_loop_free(w->xl);
@@ -165,8 +165,7 @@ void worker_apply_config(struct worker *w, struct vconfig *nc)
         log_info("configuration reloaded from %s", nc->path);
 }
 
-/* ---- loop ---- */
-
+/* worker_fini - release what worker_init built, the kernel and the libraries first */
 void worker_fini(struct worker *w)
 {
     io_uring_queue_exit(&w->ring); /* the kernel lets go of every buffer here */

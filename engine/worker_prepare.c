@@ -22,6 +22,7 @@
 
 #include "engine/camp_ctl.h"
 #include "engine/fence.h"
+#include "lib/kv.h"
 #include "queue/campaign.h"
 #include "templates/dkim.h"
 #include "templates/message.h"
@@ -79,6 +80,9 @@ static void on_campaign(void *priv, redisReply *r)
     struct tpl_message *tm = NULL;
     int rc = q_campaign_parse(r, c->id, strlen(c->id), &qc);
     if (rc == 0) {
+        /* the hash's state is at least as new as the read that brought the job: pause and cancel hold */
+        const struct kv *st = kv_find(qc->fields, qc->nfields, "state", 5);
+        c->ctl = st != NULL ? q_camp_state_from(st->v, st->vlen) : Q_CAMP_ACTIVE;
         camp_updated(qc, updated, sizeof(updated));
         if (c->ver != NULL && strcmp(updated, c->ver->updated) == 0) {
             q_campaign_free(qc); /* unchanged: keep the compiled version */
@@ -142,9 +146,9 @@ struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
     return c;
 }
 
-/* ---- messages ---- */
+/* ---- render ---- */
 
-/* msg_domain - the recipient's domain */
+/* msg_prepare - render, sign, route and queue a message whose campaign is known */
 void msg_prepare(struct worker *w, struct msg *m)
 {
     char err[512];
@@ -159,12 +163,18 @@ void msg_prepare(struct worker *w, struct msg *m)
         c->waiting = m;
         return;
     }
+    /* a paused or cancelled campaign holds or cancels even its suppressed and unsendable jobs */
+    if (camp_ctl_stop(w, m))
+        return;
+    /* suppression was checked at intake (one SMISMEMBER per batch): never sent */
+    if (m->job->suppressed) {
+        worker_finish_cause(w, m, SMTP_CAUSE_SUPPRESSED, "recipient is on the suppression list");
+        return;
+    }
     if (c->state == CAMP_BAD) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
         return;
     }
-    if (camp_ctl_stop(w, m))
-        return;
     const struct q_job *j = m->job;
     struct tpl_render_ctx rc = {
         .to = j->to,

@@ -24,8 +24,7 @@
 #include "engine/fence.h"
 #include "throttle/throttle.h"
 
-/* ---- messages ---- */
-
+/* msg_domain - the recipient's domain */
 static const char *msg_domain(const struct msg *m, size_t *dlen)
 {
     const struct q_job *j = m->job;
@@ -192,5 +191,3 @@ void worker_defer_pool(struct worker *w, struct route_pool *p, const struct thr_
     struct defer_limit d = {.w = w, .v = v, .now = worker_now_ms()};
     pool_filter(p, defer_limit_one, &d);
 }
-
-/* msg_prepare - render, sign, route and queue a message whose campaign is known */

@@ -2,6 +2,15 @@
  * NAME
  *   intake - XGROUP/XREADGROUP builders, the retry mover and the idle check
  * DESCRIPTION
+ *   The hot path has no script: new jobs come from a plain XREADGROUP
+ *   and the suppression check is a plain SMISMEMBER, both sent by the
+ *   worker. A script that reads entries copies every one of them into Lua
+ *   and back (measured with bench-record: ~7.5 us of Redis CPU per job for
+ *   the scripted intake against ~3.2 us for these commands); campaign
+ *   states come from the worker's cache (engine/camp_ctl.c). Scripts stay
+ *   where a step must be atomic and is rare: the pending pass after a
+ *   (re)connect, the reclaim of a dead worker's jobs.
+ *
  *   The retry mover and the idle check are Lua scripts so each runs as one
  *   atomic step on the server: two workers calling the mover at the same
  *   instant cannot both see (and re-queue) the same due job.
@@ -13,7 +22,10 @@
  */
 #include "queue/intake.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "queue/resp.h"
@@ -38,57 +50,6 @@ static struct redis_script retry_move_script =
              "end\n"
              "return #due\n");
 
-/*
- * Marks for the entries an intake script hands out (queue/job.h): the
- * campaign's state when it is not active, and "suppressed" when the
- * lower-cased recipient is in the suppression set. One HGET per distinct
- * campaign and one SMISMEMBER per batch: the worker learns everything it
- * needs to decide in the same round trip that brought the jobs. Expects
- * locals supp (key), campp (campaign key prefix), supp_on (boolean).
- * An entry without marks is left as XREADGROUP gave it ([id, fields]: no
- * empty table per entry to build and send), and the fields are found where
- * volley push writes them (campaign, to first) before any search.
- */
-#define Q_LUA_ANNOTATE                                                                                                 \
-    "local states = {}\n"                                                                                              \
-    "local function annotate(entries)\n"                                                                               \
-    "  local tos, idx = {}, {}\n"                                                                                      \
-    "  for i, e in ipairs(entries) do\n"                                                                               \
-    "    local f = e[2]\n"                                                                                             \
-    "    if type(f) == 'table' then\n"                                                                                 \
-    "      local to, camp\n"                                                                                           \
-    "      if f[1] == 'campaign' and f[3] == 'to' then camp, to = f[2], f[4]\n"                                        \
-    "      else\n"                                                                                                     \
-    "        for j = 1, #f - 1, 2 do\n"                                                                                \
-    "          if f[j] == 'to' then to = f[j + 1] elseif f[j] == 'campaign' then camp = f[j + 1] end\n"                \
-    "        end\n"                                                                                                    \
-    "      end\n"                                                                                                      \
-    "      if camp and #camp > 0 and #camp < 128 then\n"                                                               \
-    "        local s = states[camp]\n"                                                                                 \
-    "        if s == nil then\n"                                                                                       \
-    "          local ok, v = pcall(redis.call, 'HGET', campp .. camp, 'state')\n"                                      \
-    "          s = (ok and v) or 'active'\n"                                                                           \
-    "          states[camp] = s\n"                                                                                     \
-    "        end\n"                                                                                                    \
-    "        if s == 'paused' or s == 'cancelled' then e[3] = {s} end\n"                                               \
-    "      end\n"                                                                                                      \
-    "      if supp_on and to and #to > 0 and #to <= 320 then\n"                                                        \
-    "        tos[#tos + 1] = string.lower(to); idx[#idx + 1] = i\n"                                                    \
-    "      end\n"                                                                                                      \
-    "    end\n"                                                                                                        \
-    "  end\n"                                                                                                          \
-    "  if #tos > 0 then\n"                                                                                             \
-    "    local r = redis.call('SMISMEMBER', supp, unpack(tos))\n"                                                      \
-    "    for j = 1, #r do\n"                                                                                           \
-    "      if r[j] == 1 then\n"                                                                                        \
-    "        local e = entries[idx[j]]\n"                                                                              \
-    "        if e[3] == nil then e[3] = {} end\n"                                                                      \
-    "        e[3][#e[3] + 1] = 'suppressed'\n"                                                                         \
-    "      end\n"                                                                                                      \
-    "    end\n"                                                                                                        \
-    "  end\n"                                                                                                          \
-    "end\n"
-
 /* count_reclaimed(e, stats) - count entry e in its campaign's `reclaimed` (the duplicate window) */
 #define Q_LUA_COUNT_RECLAIMED                                                                                          \
     "local function count_reclaimed(e, stats)\n"                                                                       \
@@ -101,62 +62,19 @@ static struct redis_script retry_move_script =
     "end\n"
 
 /*
- * KEYS: jobs:high, jobs, suppressed, this consumer's parking cursor (<p>:intake:<consumer>). ARGV: group,
- * consumer, count, from (0 new, 1 pending, 2 resumed: pending and counted `reclaimed`), suppress (1/0),
- * campaign key prefix, max_bytes, at_least_one (1/0), entry_max, stats key prefix. The high stream is
- * read first and the bulk stream gets what is left of count, so transactional mail never waits behind a
- * bulk backlog. A missing group is created (MKSTREAM) on the spot: the high stream usually appears long
- * after the workers started.
- *
- * Bytes (an entry counts its fields and values + 16 each, + 64): new entries are read with XREADGROUP
- * in steps sized by the largest entry seen so far (the first step is one entry) and measured as they
- * come; only the entries that fit are returned. Those read but not returned (an entry larger than the
- * ones before it) stay pending to this consumer and are parked: the cursor key holds "<stream index>
- * <id>", the last id returned before them, and every later call serves them first (a pending read after
- * the cursor, which re-reads them without changing anything but their delivery count) and nothing else
- * until they are all returned; the key is then deleted. A pending pass (from 1 or 2) reads all of this
- * consumer's pending entries anyway and deletes the key; so does the reclaim of a dead worker's jobs.
- * Measuring what XREADGROUP returned rather than peeking with XRANGE first saves Redis a second
- * conversion of every entry into Lua (measured with bench-record: 1-2 us of Redis CPU per job).
- * Pending entries (from_pending) are read in steps of as many as fit were each entry_max bytes (the
- * largest job the limits allow), each step continuing after the last id it got. With at_least_one, the
- * first entry is taken even when it does not fit, so a reader holding nothing always makes progress.
+ * KEYS: jobs:high, jobs. ARGV: group, consumer, count, resumed (1: count each entry `reclaimed`),
+ * max_bytes, at_least_one (1/0), entry_max, stats key prefix. This consumer's own pending entries, high
+ * stream first, in steps of as many as fit were each entry_max bytes (the largest job the limits allow;
+ * they cannot be measured before they are read), each step continuing after the last id it got. With
+ * at_least_one the first entry is taken even when it does not fit, so a reader holding nothing always
+ * makes progress. A script because the steps and the counting must not be split by a crash; it runs only
+ * after a (re)connect, so the copy of each entry into Lua costs nothing on the hot path. A missing group
+ * is created (MKSTREAM) on the spot.
  */
-static struct redis_script read_script = REDIS_SCRIPT(
-    "local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE Q_LUA_COUNT_RECLAIMED
-    "local out, left, cursor = {}, tonumber(ARGV[3]), KEYS[4]\n"
-    "local budget, take_one, emax = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])\n"
-    /* esize - an entry's bytes as counted here: its fields and values + 16 each, + 64 */
-    "local function esize(e)\n"
-    "  local f, n = e[2], 64\n"
-    "  if type(f) == 'table' then\n"
-    "    n = n + 16 * #f\n"
-    "    for j = 1, #f do n = n + #f[j] end\n"
-    "  end\n"
-    "  return n\n"
-    "end\n"
-    /* take - how many of es, from the first, fit in what is left of the budget (taken off it) */
-    "local function take(es)\n"
-    "  local took = 0\n"
-    "  for i = 1, #es do\n"
-    "    local sz = esize(es[i])\n"
-    "    if sz > budget and not take_one then break end\n"
-    "    budget, take_one, took = budget - sz, false, i\n"
-    "  end\n"
-    "  return took\n"
-    "end\n"
-    /* biggest - the largest entry of es, or big if none is larger */
-    "local function biggest(es, big)\n"
-    "  for i = 1, #es do local sz = esize(es[i]); if not big or sz > big then big = sz end end\n"
-    "  return big\n"
-    "end\n"
-    /* step - how many to read next: as many as fit were each as large as big (1 before anything is seen) */
-    "local function step(big, have)\n"
-    "  local k = big and math.floor(budget / big) or 1\n"
-    "  if k < 1 then k = 1 end\n"
-    "  if k > left - have then k = left - have end\n"
-    "  return k\n"
-    "end\n"
+static struct redis_script pending_script = REDIS_SCRIPT(
+    Q_LUA_COUNT_RECLAIMED
+    "local out, left = {}, tonumber(ARGV[3])\n"
+    "local budget, take_one, emax = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])\n"
     "local function xread(s, c, pos)\n"
     "  local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', c, 'STREAMS', s, pos)\n"
     "  if type(r) == 'table' and r.err then\n"
@@ -167,63 +85,18 @@ static struct redis_script read_script = REDIS_SCRIPT(
     "  if type(r) ~= 'table' or not r[1] then return {} end\n"
     "  return r[1][2]\n"
     "end\n"
-    /* dec - a positive decimal string minus one (stream id parts may exceed Lua's exact integers) */
-    "local function dec(d)\n"
-    "  local i = #d\n"
-    "  while string.sub(d, i, i) == '0' do i = i - 1 end\n"
-    "  local r = string.sub(d, 1, i - 1) .. tostring(tonumber(string.sub(d, i, i)) - 1) .. string.rep('9', #d - i)\n"
-    "  return (string.gsub(r, '^0+(%d)', '%1'))\n"
-    "end\n"
-    /* before - the id just before id: a pending read after it starts at id */
-    "local function before(id)\n"
-    "  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')\n"
-    "  if seq ~= '0' then return ms .. '-' .. dec(seq) end\n"
-    "  if ms ~= '0' then return dec(ms) .. '-18446744073709551615' end\n"
-    "  return '0-0'\n"
-    "end\n"
-    /* keep - append the first took entries of es to got */
-    "local function keep(got, es, took)\n"
-    "  for i = 1, took do got[#got + 1] = es[i] end\n"
-    "end\n"
-    /* read_new - up to left new entries of stream si that fit; true when some were parked */
-    "local function read_new(si)\n"
-    "  local s, got, big = KEYS[si], {}, nil\n"
-    "  while #got < left do\n"
-    "    local k = step(big, #got)\n"
-    "    local es = xread(s, k, '>')\n"
-    "    big = biggest(es, big)\n"
-    "    local took = take(es)\n"
-    "    if took < #es then\n"
-    "      local last = took > 0 and es[took][1] or (#got > 0 and got[#got][1]) or before(es[1][1])\n"
-    "      redis.call('SET', cursor, si .. ' ' .. last)\n"
-    "      keep(got, es, took)\n"
-    "      return got, true\n"
-    "    end\n"
-    "    keep(got, es, took)\n"
-    "    if #es < k then break end\n"
+    /* esize - an entry's bytes as counted here: its fields and values + 16 each, + 64 (queue/intake.h) */
+    "local function esize(e)\n"
+    "  local f, n = e[2], 64\n"
+    "  if type(f) == 'table' then\n"
+    "    n = n + 16 * #f\n"
+    "    for j = 1, #f do n = n + #f[j] end\n"
     "  end\n"
-    "  return got, false\n"
+    "  return n\n"
     "end\n"
-    /* read_parked - entries of stream si parked after id pos by an earlier call, as many as fit */
-    "local function read_parked(si, pos)\n"
-    "  local s, got, big = KEYS[si], {}, nil\n"
-    "  while #got < left do\n"
-    "    local k = step(big, #got)\n"
-    "    local es = xread(s, k, pos)\n"
-    "    big = biggest(es, big)\n"
-    "    local took = take(es)\n"
-    "    keep(got, es, took)\n"
-    "    if took > 0 then pos = es[took][1] end\n"
-    "    if #es < k then redis.call('DEL', cursor); return got end\n"
-    "    if took < #es then break end\n"
-    "  end\n"
-    "  redis.call('SET', cursor, si .. ' ' .. pos)\n"
-    "  return got\n"
-    "end\n"
-    /* read_pending - up to left of this consumer's pending entries of s, in steps */
-    "local function read_pending(s)\n"
-    "  local got, pos = {}, '0'\n"
-    "  while #got < left do\n"
+    "for si = 1, 2 do\n"
+    "  local s, got, pos = KEYS[si], {}, '0'\n"
+    "  while left - #got > 0 do\n"
     "    local c = math.floor(budget / emax)\n"
     "    if c < 1 then if take_one then c = 1 else break end end\n"
     "    if c > left - #got then c = left - #got end\n"
@@ -232,45 +105,19 @@ static struct redis_script read_script = REDIS_SCRIPT(
     "    if #es < c then break end\n"
     "    pos = es[#es][1]\n"
     "  end\n"
-    "  return got\n"
-    "end\n"
-    "local function hand_out(s, got)\n"
-    "  if #got == 0 then return end\n"
-    "  annotate(got)\n"
+    "  if #got > 0 then\n"
     /* resumed: an earlier run of this consumer may have sent them and died before recording */
-    "  if ARGV[4] == '2' then for _, e in ipairs(got) do count_reclaimed(e, ARGV[10]) end end\n"
-    "  left = left - #got\n"
-    "  out[#out + 1] = {s, got}\n"
-    "end\n"
-    "if ARGV[4] ~= '0' then\n"
-    /* the pending pass reads every entry of ours, parked ones included */
-    "  redis.call('DEL', cursor)\n"
-    "  for si = 1, 2 do if left > 0 then hand_out(KEYS[si], read_pending(KEYS[si])) end end\n"
-    "  return out\n"
-    "end\n"
-    "local parked = redis.call('GET', cursor)\n"
-    "if parked then\n"
-    "  local si, pos = string.match(parked, '^([12]) (%d+%-%d+)$')\n"
-    "  if si then\n"
-    "    hand_out(KEYS[tonumber(si)], read_parked(tonumber(si), pos))\n"
-    "    return out\n"
-    "  end\n"
-    "  redis.call('DEL', cursor)\n"
-    "end\n"
-    "for si = 1, 2 do\n"
-    "  if left > 0 then\n"
-    "    local got, full = read_new(si)\n"
-    "    hand_out(KEYS[si], got)\n"
-    "    if full then break end\n"
+    "    if ARGV[4] == '1' then for _, e in ipairs(got) do count_reclaimed(e, ARGV[8]) end end\n"
+    "    left = left - #got\n"
+    "    out[#out + 1] = {s, got}\n"
     "  end\n"
     "end\n"
     "return out\n");
 
 /*
- * KEYS: jobs:high, jobs, suppressed. ARGV: group, consumer, min_idle_ms, count, suppress (1/0),
- * campaign prefix, stats prefix, worker heartbeat prefix, intake cursor prefix.
- * Only consumers of a worker process whose heartbeat (<p>:worker:<name>) has expired are taken over:
- * an entry idle in a live worker may simply be slow (a stalled server holds it for minutes), and
+ * KEYS: jobs:high, jobs. ARGV: group, consumer, min_idle_ms, count, stats key prefix, worker heartbeat
+ * prefix. Only consumers of a worker process whose heartbeat (<p>:worker:<name>) has expired are taken
+ * over: an entry idle in a live worker may simply be slow (a stalled server holds it for minutes), and
  * claiming it would send it twice. A consumer "<name>-<thread>" belongs to process <name>.
  * A pending entry was never recorded (the record script acknowledges in the same step), so every claimed
  * entry is counted per campaign as `reclaimed` (the duplicate window: a worker may have sent it and died
@@ -278,9 +125,9 @@ static struct redis_script read_script = REDIS_SCRIPT(
  * records finds nothing to acknowledge and is kept as a duplicate (queue/outcome.c).
  */
 static struct redis_script autoclaim_script = REDIS_SCRIPT(
-    "local supp, campp, supp_on = KEYS[3], ARGV[6], ARGV[5] == '1'\n" Q_LUA_ANNOTATE Q_LUA_COUNT_RECLAIMED
+    Q_LUA_COUNT_RECLAIMED
     "local out, left = {}, tonumber(ARGV[4])\n"
-    "local stats, workerp = ARGV[7], ARGV[8]\n"
+    "local stats, workerp = ARGV[5], ARGV[6]\n"
     "for _, s in ipairs({KEYS[1], KEYS[2]}) do\n"
     "  local sum = left > 0 and redis.call('EXISTS', s) == 1 and redis.pcall('XPENDING', s, ARGV[1])\n"
     "  if type(sum) == 'table' and not sum.err and type(sum[4]) == 'table' then\n"
@@ -294,8 +141,6 @@ static struct redis_script autoclaim_script = REDIS_SCRIPT(
     "          ids[#ids + 1] = p[1]\n"
     "        end\n"
     "        if #ids > 0 then\n"
-    /* its parked entries (read_script) are among these: its cursor goes with them */
-    "          redis.call('DEL', ARGV[9] .. cname)\n"
     "          local r = redis.call('XCLAIM', s, ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
     "          local keep = {}\n"
     "          for _, e in ipairs(r) do\n"
@@ -305,7 +150,6 @@ static struct redis_script autoclaim_script = REDIS_SCRIPT(
     "            end\n"
     "          end\n"
     "          if #keep > 0 then\n"
-    "            annotate(keep)\n"
     "            left = left - #keep\n"
     "            out[#out + 1] = {s, keep}\n"
     "          end\n"
@@ -385,25 +229,106 @@ static uint64_t clamp_count(int count)
     return count < 1 ? 1 : count > Q_INTAKE_MAX_COUNT ? Q_INTAKE_MAX_COUNT : (uint64_t)count;
 }
 
-void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
-                   int at_least_one, enum q_intake_from from, int suppress, q_reply_fn *fn, void *priv)
+/* xreadgroup_head - "XREADGROUP GROUP volley <consumer> COUNT <count> STREAMS" of a command of nargs */
+static vbuf *xreadgroup_head(struct q_redis *q, size_t nargs, const char *consumer, int count)
 {
-    vbuf *o = q_redis_eval_begin(q, &read_script, 4, 10);
+    vbuf *o = q_redis_out(q);
+    q_resp_array(o, nargs);
+    q_resp_bulk_str(o, "XREADGROUP");
+    q_resp_bulk_str(o, "GROUP");
+    q_resp_bulk_str(o, Q_GROUP);
+    q_resp_bulk_str(o, consumer);
+    q_resp_bulk_str(o, "COUNT");
+    q_resp_bulk_u64(o, clamp_count(count));
+    q_resp_bulk_str(o, "STREAMS");
+    return o;
+}
+
+void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, q_reply_fn *fn,
+                  void *priv)
+{
+    vbuf *o = xreadgroup_head(q, 11, consumer, count);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
-    q_resp_bulk_str(o, k->suppressed);
-    q_resp_bulk_cat(o, k->intake, strlen(k->intake), consumer, strlen(consumer));
+    q_resp_bulk_str(o, ">");
+    q_resp_bulk_str(o, ">");
+    q_redis_expect(q, fn, priv);
+}
+
+void q_intake_after(struct q_redis *q, const struct q_keys *k, const char *consumer, int high, const char *after_id,
+                    int count, q_reply_fn *fn, void *priv)
+{
+    vbuf *o = xreadgroup_head(q, 9, consumer, count);
+    q_resp_bulk_str(o, high ? k->jobs_high : k->jobs);
+    q_resp_bulk_str(o, after_id);
+    q_redis_expect(q, fn, priv);
+}
+
+void q_intake_pending(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+                      int at_least_one, int resumed, q_reply_fn *fn, void *priv)
+{
+    vbuf *o = q_redis_eval_begin(q, &pending_script, 2, 8);
+    q_resp_bulk_str(o, k->jobs_high);
+    q_resp_bulk_str(o, k->jobs);
     q_resp_bulk_str(o, Q_GROUP);
     q_resp_bulk_str(o, consumer);
     q_resp_bulk_u64(o, clamp_count(count));
-    q_resp_bulk_str(o, from == Q_INTAKE_RESUME ? "2" : from == Q_INTAKE_PENDING ? "1" : "0");
-    q_resp_bulk_str(o, suppress ? "1" : "0");
-    q_resp_bulk_str(o, k->campaign);
+    q_resp_bulk_str(o, resumed ? "1" : "0");
     q_resp_bulk_u64(o, max_bytes);
     q_resp_bulk_str(o, at_least_one ? "1" : "0");
     q_resp_bulk_u64(o, Q_INTAKE_ENTRY_MAX);
     q_resp_bulk_str(o, k->stats);
     q_redis_eval_end(q, fn, priv);
+}
+
+int q_id_before(const char *id, char *out, size_t outlen)
+{
+    char *end;
+    errno = 0;
+    unsigned long long ms = strtoull(id, &end, 10);
+    if (end == id || *end != '-' || errno != 0)
+        return -EINVAL;
+    const char *sp = end + 1;
+    unsigned long long seq = strtoull(sp, &end, 10);
+    if (end == sp || *end != '\0' || errno != 0)
+        return -EINVAL;
+    int n;
+    if (seq > 0)
+        n = snprintf(out, outlen, "%llu-%llu", ms, seq - 1);
+    else if (ms > 0)
+        n = snprintf(out, outlen, "%llu-%llu", ms - 1, (unsigned long long)UINT64_MAX);
+    else
+        n = snprintf(out, outlen, "0-0");
+    return n < 0 || (size_t)n >= outlen ? -ENOSPC : 0;
+}
+
+int q_suppress_parse(const redisReply *r, int *out, int n)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n)
+        return -EPROTO;
+    for (int i = 0; i < n; i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER)
+            return -EPROTO;
+        out[i] = r->element[i]->integer == 1;
+    }
+    return 0;
+}
+
+void q_suppress_check(struct q_redis *q, const struct q_keys *k, const char *const *to, const size_t *len, int n,
+                      q_reply_fn *fn, void *priv)
+{
+    vbuf *o = q_redis_out(q);
+    q_resp_array(o, 2 + (size_t)n);
+    q_resp_bulk_str(o, "SMISMEMBER");
+    q_resp_bulk_str(o, k->suppressed);
+    char low[Q_ADDR_MAX];
+    for (int i = 0; i < n; i++) {
+        size_t l = len[i] < sizeof(low) ? len[i] : sizeof(low);
+        for (size_t c = 0; c < l; c++)
+            low[c] = (char)tolower((unsigned char)to[i][c]);
+        q_resp_bulk(o, low, l);
+    }
+    q_redis_expect(q, fn, priv);
 }
 
 void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_reply_fn *fn, void *priv)
@@ -424,20 +349,16 @@ void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_re
 }
 
 void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *consumer, uint64_t min_idle_ms,
-                        int count, int suppress, q_reply_fn *fn, void *priv)
+                        int count, q_reply_fn *fn, void *priv)
 {
-    vbuf *o = q_redis_eval_begin(q, &autoclaim_script, 3, 9);
+    vbuf *o = q_redis_eval_begin(q, &autoclaim_script, 2, 6);
     q_resp_bulk_str(o, k->jobs_high);
     q_resp_bulk_str(o, k->jobs);
-    q_resp_bulk_str(o, k->suppressed);
     q_resp_bulk_str(o, Q_GROUP);
     q_resp_bulk_str(o, consumer);
     q_resp_bulk_u64(o, min_idle_ms);
     q_resp_bulk_u64(o, clamp_count(count));
-    q_resp_bulk_str(o, suppress ? "1" : "0");
-    q_resp_bulk_str(o, k->campaign);
     q_resp_bulk_str(o, k->stats);
     q_resp_bulk_str(o, k->worker);
-    q_resp_bulk_str(o, k->intake);
     q_redis_eval_end(q, fn, priv);
 }

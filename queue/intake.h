@@ -19,12 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* jobs handed out by one q_intake_read / q_intake_autoclaim call at most */
+/* COUNT of one q_intake_new (per stream) / q_intake_after / q_intake_pending / q_intake_autoclaim at most */
 #define Q_INTAKE_MAX_COUNT 1000
 /*
  * the largest stream entry of a job within the limits of queue/job.h
  * (Q_VAR_MAX "var.<name>" fields of Q_VALUE_MAX bytes, the address, the
- * campaign id and the few fixed fields) as the intake script counts bytes;
+ * campaign id and the few fixed fields) as q_intake_pending counts bytes;
  * pending entries, which cannot be measured before they are read, are read
  * in steps sized by it
  */
@@ -36,36 +36,56 @@
  * error reply is fine).
  */
 void q_intake_create_group(struct q_redis *q, const struct q_keys *k, q_reply_fn *fn, void *priv);
-/* where q_intake_read reads from */
-enum q_intake_from {
-    Q_INTAKE_NEW,     /* entries never handed out */
-    Q_INTAKE_PENDING, /* this consumer's own pending entries (after a lost read) */
-    Q_INTAKE_RESUME,  /* the same, left by an earlier run of the consumer: counted `reclaimed` */
-};
 /*
- * q_intake_read - the worker's intake: one Lua script that reads up to
- * count new entries (or, from Q_INTAKE_PENDING / Q_INTAKE_RESUME, this
- * consumer's own pending ones; RESUME also counts each per campaign as
- * `reclaimed`: an earlier run of the consumer may have sent it and died)
- * from <p>:jobs:high first and from <p>:jobs with what is left of count,
- * and at most max_bytes of them (as the script counts an entry: fields and
- * values + 16 each, + 64): new entries are measured before they are read;
- * pending ones are read in steps that could not pass max_bytes were every
- * entry Q_INTAKE_ENTRY_MAX. With at_least_one the first entry is read even
- * when it does not fit, so a reader holding nothing always makes progress.
- * Each entry is marked (see q_jobs_parse): "suppressed" when suppress is
- * set and the recipient is in <p>:suppressed, "paused"/"cancelled" from
- * the campaign's state. Reply: XREADGROUP shape (high stream first, an
- * empty array when nothing was read); parse with q_jobs_parse(r, jobs,
- * max >= count). Scripts cannot block: see q_intake_wait.
+ * q_intake_new - the worker's intake of new jobs, a plain command:
+ * XREADGROUP GROUP volley <consumer> COUNT count STREAMS <jobs:high> <jobs>
+ * > >. Up to count entries of each stream (the high one first in the
+ * reply; nil when both are empty); the caller takes what fits its count
+ * and byte budget, high first, and leaves the rest pending to itself to
+ * read again with q_intake_after (parked). Parse with q_jobs_parse(r,
+ * jobs, max >= 2 * count). Entries are not measured before they come:
+ * size count from the budget and the largest job seen. A NOGROUP error
+ * reply means a stream or its group was deleted: q_intake_create_group.
  */
-void q_intake_read(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
-                    int at_least_one, enum q_intake_from from, int suppress, q_reply_fn *fn, void *priv);
+void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, q_reply_fn *fn,
+                  void *priv);
+/*
+ * q_intake_after - XREADGROUP ... COUNT count STREAMS <jobs:high or jobs>
+ * <after_id>: up to count of this consumer's own pending entries of one
+ * stream with ids above after_id (parked entries: read, not taken, never
+ * sent). Re-reading changes only their delivery count. Reply as
+ * q_intake_new's.
+ */
+void q_intake_after(struct q_redis *q, const struct q_keys *k, const char *consumer, int high, const char *after_id,
+                    int count, q_reply_fn *fn, void *priv);
+/* q_id_before - the stream id just before id ("<ms>-<seq>"), for q_intake_after; 0 or -EINVAL, -ENOSPC */
+int q_id_before(const char *id, char *out, size_t outlen);
+/*
+ * q_intake_pending - this consumer's own pending entries (after a lost
+ * read or a restart), one Lua script: up to count, high stream first,
+ * at most max_bytes of them, read in steps that could not pass max_bytes
+ * were every entry Q_INTAKE_ENTRY_MAX (with at_least_one the first entry
+ * is read even when it does not fit, so a reader holding nothing always
+ * makes progress). With resumed (an earlier run of the consumer left
+ * them: it may have sent them and died) each is counted per campaign as
+ * `reclaimed`. Reply: XREADGROUP shape (an empty array when none are
+ * left); parse with q_jobs_parse(r, jobs, max >= count).
+ */
+void q_intake_pending(struct q_redis *q, const struct q_keys *k, const char *consumer, int count, size_t max_bytes,
+                      int at_least_one, int resumed, q_reply_fn *fn, void *priv);
+/*
+ * q_suppress_check - SMISMEMBER <p>:suppressed with the n recipients
+ * lower-cased (each cut at Q_ADDR_MAX bytes). Parse with q_suppress_parse.
+ */
+void q_suppress_check(struct q_redis *q, const struct q_keys *k, const char *const *to, const size_t *len, int n,
+                      q_reply_fn *fn, void *priv);
+/* q_suppress_parse - out[i] = 1 when recipient i is suppressed; 0, or -EPROTO when r is not n integers */
+int q_suppress_parse(const redisReply *r, int *out, int n);
 /*
  * q_intake_wait - XREAD COUNT 1 BLOCK block_ms STREAMS <jobs:high> <jobs> $ $:
  * returns (any reply, ignore it) as soon as a new entry is added to either
- * stream, or after block_ms. It consumes nothing; call q_intake_read next.
- * Use it when q_intake_read returned nothing and nothing else needs the
+ * stream, or after block_ms. It consumes nothing; call q_intake_new next.
+ * Use it when q_intake_new returned nothing and nothing else needs the
  * connection. An entry added between the empty read and the wait is
  * noticed only when the wait times out (block_ms later, 1 s in practice).
  */
@@ -75,12 +95,12 @@ void q_intake_wait(struct q_redis *q, const struct q_keys *k, int block_ms, q_re
  * pending list of any consumer whose worker process no longer beats its
  * heartbeat (<p>:worker:<name>: a dead worker's), both streams, high first, at
  * most count. They are counted in <p>:stats:<campaign> `reclaimed` and
- * returned marked like
- * q_intake_read (reply: XREADGROUP shape; parse with q_jobs_parse).
+ * returned in the XREADGROUP shape (parse with q_jobs_parse); suppression
+ * and campaign state are the caller's to check, as for q_intake_new.
  * Call it every few seconds (e.g. every claim_idle / 10) per process.
  */
 void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *consumer, uint64_t min_idle_ms,
-                        int count, int suppress, q_reply_fn *fn, void *priv);
+                        int count, q_reply_fn *fn, void *priv);
 /*
  * q_retry_move - atomically move up to `limit` deferred jobs due at or
  * before now_ms from <p>:retry back onto <p>:jobs (<p>:jobs:high for

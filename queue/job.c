@@ -124,38 +124,17 @@ static int id_ok(const redisReply *id)
 }
 
 /*
- * entry_shape_ok - [id, fields-or-nil] or [id, fields-or-nil, marks] with a
- * sane id: anything else means the reply is not from XREADGROUP or our scripts
+ * entry_shape_ok - [id, fields-or-nil] with a sane id: anything else means
+ * the reply is not from XREADGROUP or our scripts
  */
 static int entry_shape_ok(const redisReply *e)
 {
-    if (e == NULL || e->type != REDIS_REPLY_ARRAY || (e->elements != 2 && e->elements != 3) || !is_str(e->element[0]))
+    if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !is_str(e->element[0]))
         return 0;
     if (!id_ok(e->element[0]))
         return 0;
-    if (e->elements == 3 && e->element[2]->type != REDIS_REPLY_ARRAY)
-        return 0;
     const redisReply *f = e->element[1];
     return f->type == REDIS_REPLY_NIL || f->type == REDIS_REPLY_ARRAY;
-}
-
-/* apply_marks - the third element our intake scripts add */
-static void apply_marks(struct q_job *j, const redisReply *e)
-{
-    if (e->elements != 3)
-        return;
-    const redisReply *m = e->element[2];
-    for (size_t i = 0; i < m->elements; i++) {
-        const redisReply *x = m->element[i];
-        if (!is_str(x))
-            continue;
-        if (field_is(x, "suppressed", 10))
-            j->suppressed = 1;
-        else if (field_is(x, "paused", 6))
-            j->camp_state = Q_CAMP_PAUSED;
-        else if (field_is(x, "cancelled", 9))
-            j->camp_state = Q_CAMP_CANCELLED;
-    }
 }
 
 /* parse_entry - one stream entry as one allocation; never fails, sets error instead */
@@ -297,7 +276,6 @@ int q_jobs_parse(const redisReply *r, struct q_job **out, int max)
         for (size_t i = 0; i < es->elements && n < max; i++) {
             struct q_job *j = parse_entry(es->element[i]);
             j->high = high;
-            apply_marks(j, es->element[i]);
             out[n++] = j;
         }
     }

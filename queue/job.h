@@ -31,7 +31,7 @@
 #define Q_VAR_MAX         64    /* variables per job */
 #define Q_VALUE_MAX       65536 /* bytes per variable value */
 
-/* a campaign's `state` field: set by `volley campaign`, seen by intake */
+/* a campaign's `state` field: set by `volley campaign`, cached by the worker (engine/camp_ctl.c) */
 enum q_camp_state { Q_CAMP_ACTIVE = 0, Q_CAMP_PAUSED, Q_CAMP_CANCELLED, Q_CAMP_UNKNOWN };
 
 struct q_job {
@@ -47,23 +47,17 @@ struct q_job {
     /* fleet fields */
     int high;                     /* read from <p>:jobs:high: q_record acknowledges it there */
     uint64_t first_ms;            /* wall ms of the first attempt (expiry is measured from it) */
-    int suppressed;               /* recipient is in <p>:suppressed: record Q_SUPPRESSED, do not send */
-    enum q_camp_state camp_state; /* at read time: paused -> record Q_HELD, cancelled -> Q_CANCELLED */
+    int suppressed;               /* set by the intake's q_suppress_check: record Q_SUPPRESSED, do not send */
 };
 
 /*
  * q_jobs_parse - the entries of an XREADGROUP-shaped reply as jobs: one
- * or two streams (q_intake_read, q_intake_autoclaim: the high stream
- * first). Appends at most max jobs to out and returns how many;
- * -EPROTO when the reply is not an XREADGROUP reply at all. A nil reply
- * (nothing to read) yields 0. Entries beyond max are not returned but stay
- * pending: pass max >= the COUNT asked for.
- *
- * The scripts of q_intake_read and q_intake_autoclaim add a third element
- * to an entry, an array of marks ("suppressed", "paused", "cancelled"),
- * which set `suppressed` and `camp_state`. A mark cannot come from the
- * entry's fields, so a producer cannot forge one. `high` is set for
- * entries of a stream whose name ends in ":jobs:high".
+ * or two streams (q_intake_new: the high stream first). Appends at most
+ * max jobs to out and returns how many; -EPROTO when the reply is not an
+ * XREADGROUP reply at all. A nil reply (nothing to read) yields 0. Entries
+ * beyond max are not returned but stay pending: pass max >= the number of
+ * entries asked for. `high` is set for entries of a stream whose name ends
+ * in ":jobs:high".
  */
 int q_jobs_parse(const redisReply *r, struct q_job **out, int max);
 void q_job_free(struct q_job *j);

@@ -27,5 +27,4 @@ void q_keys_init(struct q_keys *k, const char *prefix)
     snprintf(k->suppressed, sizeof(k->suppressed), "%s:suppressed", prefix);
     snprintf(k->claim, sizeof(k->claim), "%s:claim:", prefix);
     snprintf(k->ctl_version, sizeof(k->ctl_version), "%s:ctl:version", prefix);
-    snprintf(k->intake, sizeof(k->intake), "%s:intake:", prefix);
 }

@@ -15,7 +15,6 @@
  *     <p>:suppressed        set of lower-case addresses never to send to
  *     <p>:claim:<stream>    XAUTOCLAIM cursor of that stream
  *     <p>:ctl:version       counter bumped by every campaign state change (workers poll it)
- *     <p>:intake:<consumer> where the consumer's parked entries resume (queue/intake.c; rarely exists)
  * THREADS
  *   Immutable after q_keys_init; share freely.
  */
@@ -39,7 +38,6 @@ struct q_keys {
     char suppressed[Q_KEY_MAX];
     char claim[Q_KEY_MAX]; /* "<p>:claim:" - append the stream key */
     char ctl_version[Q_KEY_MAX];
-    char intake[Q_KEY_MAX]; /* "<p>:intake:" - append the consumer name */
 };
 
 void q_keys_init(struct q_keys *k, const char *prefix);

@@ -277,6 +277,33 @@ static int set(const char *s)
     return s != NULL && s[0] != '\0';
 }
 
+/*
+ * reply_rest - the part of x's reply the event keeps: a server reply starts
+ * with its code and, when it has one, the enhanced code, both of which the
+ * event has as `code` and `dsn` already (contract: "the server's text
+ * after the code and enhanced code"). Only an exact "<code> " / "<dsn> "
+ * prefix (or the whole text) is skipped, so volley's own reasons and
+ * replies that do not start so are kept whole.
+ */
+static const char *reply_rest(const struct q_outcome *x)
+{
+    const char *r = x->reply;
+    char code[16];
+    int cl = x->code > 0 ? snprintf(code, sizeof(code), "%d", x->code) : 0;
+    if (r == NULL || cl <= 0 || strncmp(r, code, (size_t)cl) != 0 || (r[cl] != ' ' && r[cl] != '\0'))
+        return r;
+    r += cl;
+    while (*r == ' ')
+        r++;
+    size_t dl = set(x->dsn) ? strlen(x->dsn) : 0;
+    if (dl > 0 && strncmp(r, x->dsn, dl) == 0 && (r[dl] == ' ' || r[dl] == '\0')) {
+        r += dl;
+        while (*r == ' ')
+            r++;
+    }
+    return r;
+}
+
 /* keeps_fields - outcomes whose job fields must survive the acknowledgement (the CARRY block) */
 static int keeps_fields(enum q_status s)
 {
@@ -288,7 +315,7 @@ static unsigned outcome_mask(const struct q_outcome *x)
 {
     unsigned m = 0;
     m |= set(x->dsn) ? Q_OPT_DSN : 0;
-    m |= set(x->reply) ? Q_OPT_REPLY : 0;
+    m |= set(reply_rest(x)) ? Q_OPT_REPLY : 0;
     m |= set(x->host) ? Q_OPT_HOST : 0;
     m |= set(x->source_ip) ? Q_OPT_SOURCE_IP : 0;
     m |= set(x->tls) ? Q_OPT_TLS : 0;
@@ -332,7 +359,8 @@ static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m)
     if (m & Q_OPT_REPLY) {
         /* the engine sanitises already; doing it again here keeps the stream clean whoever calls */
         char reply[Q_REPLY_MAX + 1];
-        size_t rl = log_sanitize(reply, sizeof(reply), x->reply, strlen(x->reply));
+        const char *rest = reply_rest(x);
+        size_t rl = log_sanitize(reply, sizeof(reply), rest, strlen(rest));
         q_resp_bulk(b, reply, rl);
     }
     put_opt(b, m, Q_OPT_HOST, x->host, 300);

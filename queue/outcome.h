@@ -44,7 +44,7 @@ struct q_outcome {
     enum q_status status;
     int code;             /* SMTP reply code, 0 when there was none */
     const char *dsn;      /* enhanced status "5.1.1", or "" */
-    const char *reply;    /* sanitised server text or our reason, <= 512 bytes */
+    const char *reply;    /* sanitised server text or our reason, <= 512 B; the event keeps what follows code, dsn */
     const char *host;     /* "host:port" tried, or "" */
     uint64_t retry_at_ms; /* deferred only: when it is due again */
     /* optional, NULL to leave out of the event */

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/err.h"
+
 #define Q_DURATION_MAX_MS (365ull * 86400000ull)
 #define Q_HINT_SCAN_MAX   512
 
@@ -170,8 +172,7 @@ int q_retry_config_load(const struct vconfig *cfg, struct q_retry_cfg *rc, char 
         if (!known)
             snprintf(why, sizeof(why), "unknown key '%.64s' in [%s]", r->key, r->section);
         if (why[0] != '\0') {
-            snprintf(err, errlen, "%s:%d: %s", file, r->line, why);
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL, "%s:%d: %s", file, r->line, why);
         }
     }
     return 0;

@@ -6,7 +6,9 @@
  * DESCRIPTION
  *   Starts a throwaway redis-server on loopback (as the tests do), queues N
  *   jobs with the bench campaign's fields (pipelined XADD: the floor), then
- *   takes them with q_intake_read in batches of B and records them
+ *   takes them as the worker does in batches of B (q_intake_new pipelined
+ *   with GET <p>:ctl:version, then q_suppress_check on the batch's
+ *   recipients) and records them
  *   delivered with q_record in batches of B, reading redis-server's CPU
  *   (INFO cpu) around each phase. Prints us per message for the floor,
  *   intake and record, and the bytes Redis keeps afterwards (used_memory,
@@ -66,6 +68,16 @@ static void on_jobs(void *priv, redisReply *r)
     NJOBS += n;
 }
 
+/* on_suppress - the batch's SMISMEMBER */
+static void on_suppress(void *priv, redisReply *r)
+{
+    int *hit = priv;
+    if (q_suppress_parse(r, hit, hit[-1]) < 0) {
+        fprintf(stderr, "bench-record: suppression check: unexpected reply\n");
+        exit(1);
+    }
+}
+
 static void on_record(void *priv, redisReply *r)
 {
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
@@ -99,12 +111,24 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
     rh_pump(q, fd);
     NJOBS = 0;
     double c2 = cpu_us();
+    const char *get[] = {"GET", k->ctl_version};
+    const char *tos[256];
+    size_t tolen[256];
+    int hit[257];
     while (NJOBS < n) {
         int before = NJOBS;
-        q_intake_read(q, k, "bench-0", batch, SIZE_MAX, 1, 0, 1, on_jobs, &n);
+        q_intake_new(q, k, "bench-0", batch, on_jobs, &n);
+        q_redis_cmdargv(q, 2, get, NULL, NULL, NULL);
         rh_pump(q, fd);
         if (NJOBS == before)
             break;
+        for (int i = before; i < NJOBS; i++) {
+            tos[i - before] = JOBS[i]->to;
+            tolen[i - before] = JOBS[i]->to_len;
+        }
+        hit[0] = NJOBS - before;
+        q_suppress_check(q, k, tos, tolen, NJOBS - before, on_suppress, hit + 1);
+        rh_pump(q, fd);
     }
     double c3 = cpu_us();
     struct q_outcome o[256];

@@ -6,7 +6,7 @@
  *   the hiredis reader makes replies, the codec matches each to the oldest
  *   callback, and EVALSHA replies saying NOSCRIPT are re-sent as EVAL from
  *   inside the callback. This harness keeps the same pipeline the worker
- *   keeps full: XREADGROUP-shaped reads (q_intake_read -> q_jobs_parse),
+ *   keeps full: XREADGROUP-shaped reads (q_intake_new -> q_jobs_parse),
  *   HGETALL of a campaign (q_campaign_parse, then tpl_message_compile as
  *   the worker does), the campaign state script (q_campaign_state_parse),
  *   outcome recording (q_record) and the idle check. Every callback queues
@@ -123,7 +123,7 @@ static void queue_cmd(struct link *l, enum kind k)
     l->queued++;
     switch (k) {
     case K_READ:
-        q_intake_read(q, &l->keys, "fuzz-1", 4, 1 << 20, 1, 0, 1, on_reply, h);
+        q_intake_new(q, &l->keys, "fuzz-1", 4, on_reply, h);
         break;
     case K_CAMPAIGN:
         q_campaign_fetch(q, &l->keys, "c1", 2, on_reply, h);

@@ -14,7 +14,7 @@ DESCRIPTION
 
     test_always_deferred_expires: a server that always answers 451, with `max_age = 6s`: after
     attempts at ~0 s, ~2 s and ~5 s the next one would fall after first attempt + 6 s, so the job is
-    recorded as bounced with reply "expired after 3 attempts: 451 ...", event field expired = 1;
+    recorded as bounced with reply "expired after 3 attempts: <text after 451 4.3.0>", code 451, expired = 1;
     counters bounced = expired = number of such recipients; nothing stays in the retry set.
 """
 
@@ -66,7 +66,8 @@ def test_deferred_twice_then_delivered(volley, smtp_receiver):
                                                              ("delivered", "3")], evs
         d1, d2, ok = evs
         for e in (d1, d2):
-            assert e["code"] == "451" and e["dsn"] == "4.3.0" and e["reply"].startswith("451 4.3.0"), e
+            # the reply keeps the server's text after the code and enhanced code, which have fields of their own
+            assert e["code"] == "451" and e["dsn"] == "4.3.0" and e["reply"] == DEFER[len("451 4.3.0 "):], e
         t1, t2, t3 = (ts(e) for e in evs)
         # jitter 0: the due time is the step after the worker decided, which Redis recorded a moment later
         assert 1800 <= int(d1["retry_at_ms"]) - t1 <= 2000, d1
@@ -101,7 +102,7 @@ def test_always_deferred_expires(volley, smtp_receiver):
         assert [e["status"] for e in evs] == ["deferred", "deferred", "bounced"], evs
         b = evs[-1]
         assert b["reply"].startswith("expired after"), b
-        assert "3 attempts" in b["reply"] and "451" in b["reply"], b
+        assert "3 attempts" in b["reply"] and b["code"] == "451", b
         assert b.get("expired") == "1", b
         first = ts(evs[0])
         assert 5000 <= ts(b) - first < 6000 + 3000, f"expired {ts(b) - first} ms after attempt 1"

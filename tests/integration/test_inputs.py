@@ -218,6 +218,30 @@ def test_memory_bounded_by_bytes(volley, volley_sink):
     assert len(sample) > 60 * 65536 and b"token tok" in sample
 
 
+def test_parked_jobs_sent_once(volley, volley_sink):
+    """Jobs larger than those read before them come in a read sized for small ones: those past the byte
+    budget are parked (left pending, read again later), and every job is still sent exactly once."""
+    sink = volley_sink("--threads", "1")
+    volley.write_conf(sink.hostport, threads=1, max_inflight_bytes=1 << 20, log="debug")
+    hset_campaign(volley, "mix", {"from": "news@sender.test", "subject": "mix", "text": "{{v}} {{token}}\n"})
+    rows = [("s", 30, 0), ("b", 4, 3), ("t", 30, 0)]  # name, how many, 64 KiB variables each
+    n = 0
+    for name, count, big in rows:
+        for i in range(count):
+            fields = {"campaign": "mix", "to": f"{name}{i}@example.test", "var.token": f"{name}{i}", "var.v": "y"}
+            fields.update({f"var.w{j}": "z" * 65536 for j in range(big)})
+            volley.r.xadd(volley.key("jobs"), fields)
+            n += 1
+    rc, log, _ = run_worker_measured(volley)
+    assert rc == 0, f"worker exit {rc}:\n{log[-3000:]}"
+    assert "parked" in log, f"no read went past the byte budget; log:\n{log[-3000:]}"
+    st = volley.stats("mix")
+    assert st.get("delivered") == n and not st.get("reclaimed"), st
+    assert sink.wait_count(n)
+    sent = sorted(e["to"] for e in volley.events() if e["status"] == "delivered")
+    assert len(sent) == n and len(set(sent)) == n, "each job is sent exactly once"
+
+
 def test_job_larger_than_the_limit_goes_alone(volley, volley_sink):
     """A job bigger than a thread's whole share of max_inflight_bytes is still taken (alone), never stuck."""
     sink = volley_sink("--threads", "1")

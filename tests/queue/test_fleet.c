@@ -65,18 +65,39 @@ static void free_jobs(void)
     NJ = 0;
 }
 
+/* on_supp - the suppression check of read2: marks J as the worker does (engine/worker.c) */
+static void on_supp(void *priv, redisReply *r)
+{
+    int hit[64];
+    assert_true(NJ <= 64);
+    assert_int_equal(q_suppress_parse(r, hit, NJ), 0);
+    for (int i = 0; i < NJ; i++)
+        J[i]->suppressed = hit[i];
+}
+
+/* read2 - new entries of both streams, count of each; with suppress, the batch's SMISMEMBER too */
 static void read2(const char *consumer, int count, int suppress)
 {
     free_jobs();
-    q_intake_read(Q, &K, consumer, count, SIZE_MAX, 1, Q_INTAKE_NEW, suppress, on_jobs, NULL);
+    q_intake_new(Q, &K, consumer, count, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    if (!suppress || NJ == 0)
+        return;
+    const char *to[64];
+    size_t len[64];
+    for (int i = 0; i < NJ && i < 64; i++) {
+        to[i] = J[i]->to;
+        len[i] = J[i]->to_len;
+    }
+    q_suppress_check(Q, &K, to, len, NJ, on_supp, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
-/* read_bytes - q_intake_read with a byte budget, new entries or (pending) this consumer's own */
-static void read_bytes(const char *consumer, int count, size_t max_bytes, int at_least_one, enum q_intake_from pending)
+/* read_pending - q_intake_pending: this consumer's own pending entries, by bytes; resumed counts them */
+static void read_pending(const char *consumer, int count, size_t max_bytes, int at_least_one, int resumed)
 {
     free_jobs();
-    q_intake_read(Q, &K, consumer, count, max_bytes, at_least_one, pending, 0, on_jobs, NULL);
+    q_intake_pending(Q, &K, consumer, count, max_bytes, at_least_one, resumed, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -208,7 +229,7 @@ static void four_jobs_read_by(const char *consumer)
 /* claim - w2's reclaim of what is idle for min_idle_ms, appended to J */
 static void claim(uint64_t min_idle_ms)
 {
-    q_intake_autoclaim(Q, &K, "w2", min_idle_ms, 10, 0, on_jobs, NULL);
+    q_intake_autoclaim(Q, &K, "w2", min_idle_ms, 10, on_jobs, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -333,7 +354,7 @@ static void test_high_first(void **st)
     xadd(K.jobs_high, "c1", "tx1@example.test");
     xadd(K.jobs_high, "c1", "tx2@example.test");
     read2("w1", 3, 0);
-    assert_int_equal(NJ, 3);
+    assert_int_equal(NJ, 5); /* up to count of each stream, the high one first: the worker takes count of them */
     assert_true(J[0]->high && J[1]->high && !J[2]->high);
     assert_string_equal(J[0]->to, "tx1@example.test");
     assert_string_equal(J[2]->to, "bulk@example.test");
@@ -345,7 +366,7 @@ static void test_high_first(void **st)
     };
     record(NULL, o, 3);
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 0);
-    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 2);
+    assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 3); /* two bulk ones still pending: trimmed by whole nodes */
     q_retry_move(Q, &K, 10, 10, NULL, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs_high), 1);
@@ -451,14 +472,12 @@ static void test_hold_resume_cancel(void **st)
     assert_string_equal(v->str, "1");
     freeReplyObject(v);
 
-    /* every job read while paused is marked and held */
+    /* every job read while paused is held (the worker knows the state: engine/camp_ctl.c) */
     read2("w1", 20, 1);
     assert_int_equal(NJ, 8);
     struct q_outcome o[8];
-    for (int i = 0; i < NJ; i++) {
-        assert_int_equal(J[i]->camp_state, Q_CAMP_PAUSED);
+    for (int i = 0; i < NJ; i++)
         o[i] = (struct q_outcome){.job = J[i], .status = Q_HELD};
-    }
     record(NULL, o, NJ);
     assert_int_equal(rh_int(&H, "XLEN %shold:c1", "vf:"), 8);
     assert_int_equal(rh_int(&H, "XLEN %s", K.jobs), 0);
@@ -477,7 +496,6 @@ static void test_hold_resume_cancel(void **st)
     /* a worker that still held a job after the resume: it goes straight back, not to the hold */
     read2("w1", 20, 1);
     assert_int_equal(NJ, 8);
-    assert_int_equal(J[0]->camp_state, Q_CAMP_ACTIVE);
     struct q_outcome late = {.job = J[7], .status = Q_HELD};
     record(NULL, &late, 1);
     assert_int_equal(rh_int(&H, "XLEN %shold:c1", "vf:"), 0);
@@ -495,7 +513,7 @@ static void test_hold_resume_cancel(void **st)
     record(NULL, o + 4, 3);
     assert_accounted("c1");
 
-    /* cancel: 3 held + 2 deferred end as cancelled; the job left in the stream is cancelled when read */
+    /* cancel: 3 held + 2 deferred end as cancelled; the job left in the stream is cancelled once read */
     unsigned long long held, retry;
     assert_int_equal(q_ctl_campaign_cancel(c, "c1", &held, &retry, err, sizeof(err)), 0);
     assert_int_equal(held, 3);
@@ -506,7 +524,6 @@ static void test_hold_resume_cancel(void **st)
     assert_int_equal(q_ctl_campaign_resume(c, "c1", &moved, err, sizeof(err)), -EPERM);
     read2("w2", 20, 1);
     assert_int_equal(NJ, 1);
-    assert_int_equal(J[0]->camp_state, Q_CAMP_CANCELLED);
     /* a worker that defers it anyway (it was in flight): recorded as cancelled, not re-queued */
     struct q_outcome d = {.job = J[0], .status = Q_DEFERRED, .retry_at_ms = 5};
     record(NULL, &d, 1);
@@ -642,33 +659,26 @@ static void add_big(int n)
 }
 
 /*
- * test_read_by_bytes - intake reads at most max_bytes of entries: ~3.9 MB
- * jobs two at a time for a budget of 8 MB, none for a budget smaller than
- * one, or exactly one when the reader holds nothing (at_least_one: it must
- * progress); small jobs by count; pending entries step by step, in order,
- * without repeats.
+ * test_pending_by_bytes - a consumer's own pending entries are read in
+ * steps that could not pass max_bytes were each the largest job the limits
+ * allow: none for a budget smaller than one, exactly one when the reader
+ * holds nothing (at_least_one: it must progress); in order, without repeats.
  */
-static void test_read_by_bytes(void **st)
+static void test_pending_by_bytes(void **st)
 {
     fresh();
     add_big(5);
-    read_bytes("w1", 100, 8000000, 0, 0);
-    assert_int_equal(NJ, 2);
+    read2("w1", 3, 0);
+    assert_int_equal(NJ, 3);
     assert_int_equal(J[0]->nvars, 60);
     assert_int_equal(J[0]->vars[0].vlen, 65536);
-    read_bytes("w1", 100, 3000000, 0, 0);
-    assert_int_equal(NJ, 0);
-    read_bytes("w1", 100, 1, 1, 0);
-    assert_int_equal(NJ, 1);
-    assert_string_equal(J[0]->to, "big3@x.test");
-    /* the three pending big ones again, from the start: steps sized for the largest job the limits allow */
-    read_bytes("w1", 100, 2 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 1);
+    read_pending("w1", 100, 2 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 0);
     assert_int_equal(NJ, 2);
     assert_string_equal(J[0]->to, "big1@x.test");
     assert_string_equal(J[1]->to, "big2@x.test");
-    read_bytes("w1", 100, 1, 0, 1);
+    read_pending("w1", 100, 1, 0, 0);
     assert_int_equal(NJ, 0);
-    read_bytes("w1", 100, 1, 1, 1);
+    read_pending("w1", 100, 1, 1, 0);
     assert_int_equal(NJ, 1);
     assert_string_equal(J[0]->to, "big1@x.test");
 
@@ -678,76 +688,60 @@ static void test_read_by_bytes(void **st)
         snprintf(to, sizeof to, "s%d@x.test", i);
         xadd(K.jobs, "c", to);
     }
-    read_bytes("w1", 40, 1000000, 0, 0);
+    read2("w1", 40, 0);
     assert_int_equal(NJ, 40);
     /* pending in steps of 3 entries: each step continues after the last id, so 40 distinct jobs in order */
-    read_bytes("w1", 50, 3 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 1);
+    read_pending("w1", 50, 3 * (size_t)Q_INTAKE_ENTRY_MAX, 0, 0);
     assert_int_equal(NJ, 40);
     for (int i = 0; i < NJ; i++) {
         snprintf(to, sizeof to, "s%d@x.test", i);
         assert_string_equal(J[i]->to, to);
     }
-    /* 10 small ones left: 1000 bytes take some of them (about 150-200 bytes each as the script counts) */
-    read_bytes("w1", 50, 1000, 0, 0);
-    assert_true(NJ >= 4 && NJ <= 7);
-    assert_string_equal(J[0]->to, "s40@x.test");
     free_jobs();
 }
 
-/* cursor_exists - whether consumer's parking cursor (<p>:intake:<consumer>) exists */
-static long long cursor_exists(const char *consumer)
-{
-    return rh_int(&H, "EXISTS %s%s", K.intake, consumer);
-}
-
 /*
- * test_parked_entries_come_first - a step of new entries that does not fit
- * (a big job after small ones) leaves the rest pending to the reader,
- * parked: the next reads hand them out first, in order, each once, and the
- * cursor is gone once they are; a pending pass takes them all and drops it.
+ * test_parked_read_again - entries a worker read but did not take (parked,
+ * engine/worker.c) are its own pending ones: q_intake_after from the id
+ * before the first of them returns them again, in order, and nothing new.
  */
-static void test_parked_entries_come_first(void **st)
+static void test_parked_read_again(void **st)
 {
+    char id[Q_ID_MAX];
+    assert_int_equal(q_id_before("5-3", id, sizeof id), 0);
+    assert_string_equal(id, "5-2");
+    assert_int_equal(q_id_before("5-0", id, sizeof id), 0);
+    assert_string_equal(id, "4-18446744073709551615");
+    assert_int_equal(q_id_before("0-0", id, sizeof id), 0);
+    assert_string_equal(id, "0-0");
+    assert_int_equal(q_id_before("5", id, sizeof id), -EINVAL);
+    assert_int_equal(q_id_before("5-3", id, 3), -ENOSPC);
+
     fresh();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         char to[32];
         snprintf(to, sizeof to, "s%d@x.test", i);
         xadd(K.jobs, "c", to);
     }
-    add_big(1);
-    xadd(K.jobs, "c", "t0@x.test");
-    xadd(K.jobs, "c", "t1@x.test");
-    read_bytes("w1", 100, 2000000, 0, Q_INTAKE_NEW);
-    assert_int_equal(NJ, 3);
-    assert_string_equal(J[2]->to, "s2@x.test");
-    assert_int_equal(cursor_exists("w1"), 1);
-    /* parked entries first, even with room for new ones; nothing new is read meanwhile */
-    xadd(K.jobs, "c", "u0@x.test");
-    read_bytes("w1", 100, 1000, 1, Q_INTAKE_NEW);
-    assert_int_equal(NJ, 1);
-    assert_string_equal(J[0]->to, "big1@x.test");
-    assert_int_equal(cursor_exists("w1"), 1);
-    read_bytes("w1", 100, 1000000, 0, Q_INTAKE_NEW);
+    read2("w1", 10, 0);
+    assert_int_equal(NJ, 5);
+    assert_int_equal(q_id_before(J[2]->id, id, sizeof id), 0);
+    xadd(K.jobs, "c", "new@x.test");
+    free_jobs();
+    q_intake_after(Q, &K, "w1", 0, id, 2, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
     assert_int_equal(NJ, 2);
-    assert_string_equal(J[0]->to, "t0@x.test");
-    assert_string_equal(J[1]->to, "t1@x.test");
-    assert_int_equal(cursor_exists("w1"), 0);
-    read_bytes("w1", 100, 1000000, 0, Q_INTAKE_NEW);
-    assert_int_equal(NJ, 1);
-    assert_string_equal(J[0]->to, "u0@x.test");
+    assert_string_equal(J[0]->to, "s2@x.test");
+    assert_string_equal(J[1]->to, "s3@x.test");
+    snprintf(id, sizeof id, "%s", J[1]->id);
+    free_jobs();
+    q_intake_after(Q, &K, "w1", 0, id, 2, on_jobs, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_int_equal(NJ, 1); /* short: none parked is left */
+    assert_string_equal(J[0]->to, "s4@x.test");
     redisReply *p = rh_cmd(&H, "XPENDING %s volley", K.jobs);
-    assert_int_equal(p->element[0]->integer, 7); /* each handed out once: 3 + 1 + 2 + 1 */
+    assert_int_equal(p->element[0]->integer, 5); /* the new entry was not read */
     freeReplyObject(p);
-
-    /* parked again, then a pending pass (after a lost read) takes everything of ours and drops the cursor */
-    add_big(1);
-    xadd(K.jobs, "c", "v0@x.test");
-    read_bytes("w2", 100, 100, 1, Q_INTAKE_NEW);
-    read_bytes("w2", 100, 100, 0, Q_INTAKE_NEW);
-    assert_int_equal(NJ, 0);
-    assert_int_equal(cursor_exists("w2"), 1);
-    read_bytes("w2", 100, SIZE_MAX, 1, Q_INTAKE_PENDING);
-    assert_int_equal(cursor_exists("w2"), 0);
     free_jobs();
 }
 
@@ -765,13 +759,13 @@ static void test_resumed_pending_counted_reclaimed(void **st)
     fresh();
     xadd(K.jobs, "c1", "a@x.test");
     xadd(K.jobs, "c1", "b@x.test");
-    read_bytes("host-0-0", 10, SIZE_MAX, 1, Q_INTAKE_NEW);
+    read2("host-0-0", 10, 0);
     assert_int_equal(NJ, 2);
     assert_int_equal(stat("c1", "reclaimed"), 0);
-    read_bytes("host-0-0", 10, SIZE_MAX, 1, Q_INTAKE_RESUME);
+    read_pending("host-0-0", 10, SIZE_MAX, 1, 1);
     assert_int_equal(NJ, 2);
     assert_int_equal(stat("c1", "reclaimed"), 2);
-    read_bytes("host-0-0", 10, SIZE_MAX, 1, Q_INTAKE_PENDING);
+    read_pending("host-0-0", 10, SIZE_MAX, 1, 0);
     assert_int_equal(NJ, 2);
     assert_int_equal(stat("c1", "reclaimed"), 2);
     free_jobs();
@@ -824,8 +818,8 @@ int main(void)
         cmocka_unit_test(test_hold_resume_cancel),
         cmocka_unit_test(test_states_and_heartbeat),
         cmocka_unit_test(test_worker_names),
-        cmocka_unit_test(test_read_by_bytes),
-        cmocka_unit_test(test_parked_entries_come_first),
+        cmocka_unit_test(test_pending_by_bytes),
+        cmocka_unit_test(test_parked_read_again),
         cmocka_unit_test(test_fence_confirm),
         cmocka_unit_test(test_resumed_pending_counted_reclaimed),
     };

@@ -44,15 +44,17 @@ static void ignore(void *priv, redisReply *r)
 {
 }
 
-/* read - the intake script through the codec into J */
+/* read - the intake commands through the codec into J */
 static int read_jobs(const char *consumer, int count, int from_pending)
 {
     struct q_redis *q = q_redis_new();
     int fd = rh_socket(&H);
     free_jobs();
     q_intake_create_group(q, &K, ignore, NULL);
-    q_intake_read(q, &K, consumer, count, SIZE_MAX, 1, from_pending ? Q_INTAKE_PENDING : Q_INTAKE_NEW, 0, on_read,
-                  NULL);
+    if (from_pending)
+        q_intake_pending(q, &K, consumer, count, SIZE_MAX, 1, 0, on_read, NULL);
+    else
+        q_intake_new(q, &K, consumer, count, on_read, NULL);
     assert_int_equal(rh_pump(q, fd), 0);
     close(fd);
     q_redis_free(q);

@@ -51,7 +51,7 @@ static void free_jobs(void)
 static void read_jobs(const char *consumer)
 {
     free_jobs();
-    q_intake_read(Q, &K, consumer, 50, SIZE_MAX, 1, Q_INTAKE_NEW, 0, on_read, NULL);
+    q_intake_new(Q, &K, consumer, 50, on_read, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
@@ -148,7 +148,7 @@ static void test_record_writes_everything_together(void **st)
          .status = Q_DELIVERED,
          .code = 250,
          .dsn = "2.0.0",
-         .reply = "OK queued",
+         .reply = "250 2.0.0 OK queued",
          .host = "mx:25",
          .source_ip = "127.0.0.2",
          .tls = "TLSv1.3 TLS_AES_256_GCM_SHA384"},
@@ -164,7 +164,7 @@ static void test_record_writes_everything_together(void **st)
          .status = Q_BOUNCED,
          .code = 550,
          .dsn = "5.1.1",
-         .reply = "no such user",
+         .reply = "550 5.1.10 no such user",
          .host = "mx:25"},
         {.job = J[3], .status = Q_FAILED, .reply = "template: unknown variable"},
         {.job = J[4], .status = Q_FAILED, .reply = J[4]->error},
@@ -203,6 +203,9 @@ static void test_record_writes_everything_together(void **st)
     assert_string_equal(field(e1, "retry_at_ms"), "5000");
     assert_string_equal(field(e1, "limit"), "provider-rate");
     assert_string_equal(field(e1, "reply"), "slow down??Injected: x"); /* no CR/LF reaches the stream */
+    /* the reply keeps what follows the code and dsn the event has already; only an exact prefix goes */
+    assert_string_equal(field(e0, "reply"), "OK queued");
+    assert_string_equal(field(ev->element[2]->element[1], "reply"), "5.1.10 no such user");
     assert_null(field(e1, "source_ip"));
     assert_string_equal(field(ev->element[4]->element[1], "reply"), "missing 'to' field");
     freeReplyObject(ev);
@@ -325,7 +328,7 @@ static void test_idle_check_with_deleted_entries(void **st)
     idle(4, 0, 0); /* stream without the group */
     q_intake_create_group(Q, &K, ignore, NULL);
     free_jobs();
-    q_intake_read(Q, &K, "w1", 2, SIZE_MAX, 1, Q_INTAKE_NEW, 0, on_read, NULL);
+    q_intake_new(Q, &K, "w1", 2, on_read, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     idle(2, 2, 0);
     struct q_outcome o = {.job = J[1], .status = Q_DELIVERED, .code = 250};

@@ -1,0 +1,132 @@
+/*
+ * NAME
+ *   worker_loop - a worker thread's loop (worker_run)
+ * DESCRIPTION
+ *   The loop: submit what was queued and wait (at most 100 ms, less when
+ *   the throttle's next send slot is nearer) for completions; run each
+ *   through its handler (a stream of the transport, or a DNS poll); then do
+ *   the periodic work: Redis (re)connect, DNS timeouts, intake, fleet
+ *   duties, campaign control, fencing, connection timeouts and dispatch,
+ *   and outcome batches. SIGHUP's config is taken at the top of a turn;
+ *   SIGTERM starts the drain (engine/worker_stop.c).
+ */
+#include "engine/worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/camp_ctl.h"
+#include "engine/dns.h"
+#include "engine/fence.h"
+#include "engine/ring.h"
+#include "engine/transport_uring.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "throttle/throttle.h"
+
+/* ---- loop ---- */
+
+/* handle_cqes - run every completion of the batch, then advance the CQ once */
+static void handle_cqes(struct worker *w)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&w->ring, head, cqe)
+    {
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        switch (ring_op_of(ud)) {
+        case RING_OP_XPORT_CONNECT:
+        case RING_OP_XPORT_RECV:
+        case RING_OP_XPORT_SEND:
+            xport_uring_on_cqe(w->xl, cqe);
+            break;
+        case RING_OP_DNS_POLL:
+            if (w->dns != NULL)
+                dns_on_cqe(w->dns, ud, cqe->res);
+            break;
+        default:
+            break;
+        }
+        n++;
+    }
+    io_uring_cq_advance(&w->ring, n);
+    xport_loop_reap(w->xl); /* connections closed during the batch are freed once the kernel let go */
+}
+
+void worker_run(struct worker *w)
+{
+    char tag[24];
+    snprintf(tag, sizeof(tag), "w%d", w->idx);
+    log_set_thread_tag(tag);
+    ring_start(&w->ring); /* a single-issuer ring belongs to the thread that starts it */
+    while (!w->done) {
+        uint64_t now = worker_now_ms();
+        struct vconfig *nc = atomic_exchange(&w->new_cfg, NULL);
+        if (nc != NULL)
+            worker_apply_config(w, nc);
+        if (!w->stopping && atomic_load(w->stop)) {
+            w->stopping = true;
+            w->stop_deadline_ms = now + (uint64_t)w->cfg->shutdown_ms;
+            worker_drop_unstarted(w);
+            fence_drop_parked(w);
+        }
+        redis_link_tick(&w->redis, now);
+        if (w->dns != NULL)
+            dns_tick(w->dns, now);
+        if (w->thr != NULL)
+            thr_tick(w->thr, clock_wall_ms());
+        intake_maybe_read(w, now);
+        if (w->redis.state == REDIS_UP)
+            worker_beat(w, now);
+        if (w->redis.state == REDIS_UP && !w->stopping) {
+            fleet_duties(w, now);
+            camp_ctl_tick(w, now);
+            fence_tick(w, now);
+        }
+        pool_tick(w, now);
+        flush_outcomes(w);
+        redis_link_flush(&w->redis);
+        if (w->stopping)
+            worker_stop_step(w, now);
+        if (w->done)
+            break;
+        /* wake for the throttle's next send slot: a leased slot not spent in time is given back */
+        uint64_t wait_ms = 100;
+        if (w->thr_wake_ms != 0) {
+            uint64_t wall = clock_wall_ms();
+            wait_ms = w->thr_wake_ms > wall ? w->thr_wake_ms - wall : 0;
+            if (wait_ms > 100)
+                wait_ms = 100;
+        }
+        xport_loop_flush(w->xl); /* every stream's bytes of this turn in one send */
+        int rc = ring_wait(&w->ring, wait_ms ? wait_ms : 1);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            log_error("io_uring wait failed: %s", strerror(-rc));
+            break;
+        }
+        handle_cqes(w);
+    }
+    /* drained: close connections politely before the thread ends */
+    if (!w->stopping) {
+        w->done = false;
+        w->stopping = true;
+        w->stop_deadline_ms = worker_now_ms() + 2000;
+        while (!w->done) {
+            uint64_t now = worker_now_ms();
+            if (w->dns != NULL)
+                dns_tick(w->dns, now);
+            pool_tick(w, now);
+            if (w->redis.state == REDIS_UP)
+                worker_beat(w, now);
+            redis_link_flush(&w->redis);
+            worker_stop_step(w, now);
+            xport_loop_flush(w->xl);
+            ring_wait(&w->ring, 50);
+            handle_cqes(w);
+        }
+    }
+    const struct xport_stats *st = xport_loop_stats(w->xl);
+    log_debug("transport: %lu sends (%lu bytes), %lu receives (%lu bytes)", st->sends, st->send_bytes, st->recvs,
+              st->recv_bytes);
+}
