@@ -312,7 +312,7 @@ static void on_wait(void *priv, redisReply *r)
  * again after NOSCRIPT goes to the back of the queue): the batch goes on
  * when both are in.
  */
-enum intake_kind { INTAKE_NEW, INTAKE_AFTER, INTAKE_PENDING, INTAKE_CLAIM };
+enum intake_kind { INTAKE_NEW, INTAKE_HIGH, INTAKE_AFTER, INTAKE_PENDING, INTAKE_CLAIM };
 
 struct intake_batch {
     struct worker *w;
@@ -321,7 +321,7 @@ struct intake_batch {
     uint64_t owned_ms; /* when the read was sent (fencing) */
     int asked;         /* COUNT: a full answer means more are waiting */
     int high;          /* INTAKE_AFTER: which stream's parked entries */
-    size_t budget;     /* bytes the jobs may hold (INTAKE_NEW, INTAKE_AFTER) */
+    size_t budget;     /* bytes the jobs may hold (INTAKE_NEW, INTAKE_HIGH, INTAKE_AFTER) */
     bool take_one;     /* the first job is taken even when it does not fit: the thread holds nothing */
     bool got_jobs, got_version, lost;
     long long version; /* <p>:ctl:version at read time; -2 when unknown */
@@ -450,6 +450,10 @@ static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **j
     size_t left = b->budget;
     bool take_one = b->take_one, full = false, parked[2] = {false, false};
     int took = 0;
+    if (b->kind == INTAKE_NEW && n > 0 && jobs[0]->high)
+        w->high_only = true; /* a high backlog may follow: read it alone next (high entries come first) */
+    else if (b->kind == INTAKE_HIGH && n < b->asked)
+        w->high_only = false;
     for (int i = 0; i < n; i++) {
         struct q_job *j = jobs[i];
         size_t sz = job_bytes(j);
@@ -513,6 +517,8 @@ static void on_read(void *priv, redisReply *r)
             n = 0;
         } else if (b->kind == INTAKE_AFTER && n == 0) {
             w->park_after[b->high][0] = '\0'; /* nothing parked is left */
+        } else if (b->kind == INTAKE_HIGH && n == 0) {
+            w->high_only = false; /* the high backlog is done: parked bulk entries, then both streams */
         } else if (n == 0 && b->kind == INTAKE_PENDING) {
             w->reading_pending = false; /* our own backlog is done: new entries from now on */
             w->resuming = false;
@@ -636,14 +642,18 @@ void intake_maybe_read(struct worker *w, uint64_t now)
     size_t fit = w->big_job > 0 ? budget / w->big_job : 1;
     if (fit < (size_t)count)
         count = fit > 0 ? (int)fit : 1;
-    int high = w->park_after[1][0] != '\0' ? 1 : w->park_after[0][0] != '\0' ? 0 : -1;
-    struct intake_batch *b = batch_new(w, high >= 0 ? INTAKE_AFTER : INTAKE_NEW, &w->read_outstanding, count);
+    /* order: parked high entries, new high ones while a high backlog lasts, parked bulk ones, then both streams */
+    int high = w->park_after[1][0] != '\0' ? 1 : w->high_only ? -1 : w->park_after[0][0] != '\0' ? 0 : -1;
+    enum intake_kind kind = high >= 0 ? INTAKE_AFTER : w->high_only ? INTAKE_HIGH : INTAKE_NEW;
+    struct intake_batch *b = batch_new(w, kind, &w->read_outstanding, count);
     b->budget = budget;
     b->take_one = take_one;
-    b->high = high;
+    b->high = kind == INTAKE_HIGH ? 1 : high;
     w->big_job -= w->big_job / 16;
-    if (high >= 0)
+    if (kind == INTAKE_AFTER)
         q_intake_after(w->redis.q, &w->keys, w->consumer, high, w->park_after[high], count, on_read, b);
+    else if (kind == INTAKE_HIGH)
+        q_intake_after(w->redis.q, &w->keys, w->consumer, 1, ">", count, on_read, b); /* new entries, high only */
     else
         q_intake_new(w->redis.q, &w->keys, w->consumer, count, on_read, b);
     batch_send_version(w, b);
@@ -664,6 +674,7 @@ void worker_on_redis_up(struct worker *w)
      * entries among them) */
     w->reading_pending = true;
     w->park_after[0][0] = w->park_after[1][0] = '\0';
+    w->high_only = false;
     for (struct camp *c = w->camps; c; c = c->next) {
         c->refreshing = false;
         if (c->state == CAMP_FETCHING)

@@ -158,6 +158,9 @@ struct worker {
     /* parked entries: read past the byte budget, left pending to us, read again after this id ("": none);
      * [1] the high stream, [0] the bulk one (engine/worker.c, batch_take) */
     char park_after[2][Q_ID_MAX];
+    /* the last read brought high-priority jobs: the high stream is read alone until it runs short, so bulk
+     * entries are neither read nor parked ahead of a high backlog (engine/worker.c, intake_maybe_read) */
+    bool high_only;
     uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
     /* outcomes waiting to be sent to Redis */
     struct msg *out_head, *out_tail;

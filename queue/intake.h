@@ -53,8 +53,9 @@ void q_intake_new(struct q_redis *q, const struct q_keys *k, const char *consume
  * q_intake_after - XREADGROUP ... COUNT count STREAMS <jobs:high or jobs>
  * <after_id>: up to count of this consumer's own pending entries of one
  * stream with ids above after_id (parked entries: read, not taken, never
- * sent). Re-reading changes only their delivery count. Reply as
- * q_intake_new's.
+ * sent). Re-reading changes only their delivery count. With after_id
+ * ">" it reads new entries of that one stream instead (the worker reads
+ * a high-priority backlog alone this way). Reply as q_intake_new's.
  */
 void q_intake_after(struct q_redis *q, const struct q_keys *k, const char *consumer, int high, const char *after_id,
                     int count, q_reply_fn *fn, void *priv);
