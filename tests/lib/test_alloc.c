@@ -80,9 +80,18 @@ static void dies(void (*fn)(void))
         _exit(0); /* returned: the wrapper handed back something */
     }
     close(fds[1]);
-    char msg[256] = "";
-    ssize_t n = read(fds[0], msg, sizeof(msg) - 1);
-    msg[n > 0 ? n : 0] = '\0';
+    /* read to the end: a child still writing (a sanitizer's own report) must not die of SIGPIPE instead */
+    char msg[4096] = "";
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(fds[0], msg + len, sizeof(msg) - 1 - len)) > 0 && len + (size_t)n < sizeof(msg) - 1)
+        len += (size_t)n;
+    if (n > 0)
+        len += (size_t)n;
+    msg[len] = '\0';
+    char drain[512];
+    while (read(fds[0], drain, sizeof(drain)) > 0)
+        ; /* the rest, if the buffer filled */
     close(fds[0]);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
