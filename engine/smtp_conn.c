@@ -52,6 +52,7 @@
 #include "engine/smtp_pool.h"
 #include "engine/transport.h"
 #include "lib/clock.h"
+#include "lib/err.h"
 #include "throttle/throttle.h"
 
 #include "engine/worker.h"
@@ -145,16 +146,14 @@ static int bind_egress(int fd, const char *ip, int family, char *err, size_t err
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         a->sin_family = AF_INET;
         if (inet_pton(AF_INET, ip, &a->sin_addr) != 1) {
-            snprintf(err, errlen, "source address %s is not IPv4 like the destination", ip);
-            return -EAFNOSUPPORT;
+            return err_set(err, errlen, -EAFNOSUPPORT, "source address %s is not IPv4 like the destination", ip);
         }
         len = sizeof(*a);
     } else {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
         if (inet_pton(AF_INET6, ip, &a->sin6_addr) != 1) {
-            snprintf(err, errlen, "source address %s is not IPv6 like the destination", ip);
-            return -EAFNOSUPPORT;
+            return err_set(err, errlen, -EAFNOSUPPORT, "source address %s is not IPv6 like the destination", ip);
         }
         len = sizeof(*a);
     }
@@ -163,8 +162,7 @@ static int bind_egress(int fd, const char *ip, int family, char *err, size_t err
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
         int e = errno;
-        snprintf(err, errlen, "cannot bind source address %s: %s", ip, strerror(e));
-        return -e;
+        return err_set(err, errlen, -e, "cannot bind source address %s: %s", ip, strerror(e));
     }
     return 0;
 }

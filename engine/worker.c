@@ -50,8 +50,13 @@
 #include "templates/message.h"
 #include "throttle/throttle.h"
 
-#define WORKER_RECORD_BATCH 256
-#define WORKER_RETRY_MOVE_MS 1000
+#define WORKER_RECORD_BATCH   256
+#define WORKER_RETRY_MOVE_MS  1000
+#define WORKER_RETRY_MOVE_MAX 1000  /* due jobs moved back per call: each call is one atomic step in Redis */
+#define WORKER_READ_PAUSE_MS  1000  /* after a read Redis refused: do not hammer it with the same read */
+#define WORKER_WAIT_BLOCK_MS  1000  /* an idle thread's blocking XREAD (consumes nothing) */
+#define WORKER_READ_MIN_BYTES 65536 /* less room than this would bring a job or two: wait for more */
+#define WORKER_MSG_BUF_FIRST  4096  /* a fresh message buffer; it grows to the first message rendered in it */
 
 
 uint64_t worker_now_ms(void)
@@ -113,9 +118,9 @@ void msg_release(struct worker *w, struct msg *m)
     w->held_bytes -= m->held;
     m->held = 0;
     /* an unusually large message should not keep its buffer forever, nor the free list much of the bytes */
-    if (m->data.cap > 256 * 1024 || w->free_bytes + m->data.cap > bytes_share(w) / 8) {
+    if (m->data.cap > WORKER_BUF_KEEP_MAX || w->free_bytes + m->data.cap > bytes_share(w) / 8) {
         vbuf_free(&m->data);
-        vbuf_init(&m->data, 4096);
+        vbuf_init(&m->data, WORKER_MSG_BUF_FIRST);
     }
     w->free_bytes += m->data.cap;
     m->next = w->free_msgs;
@@ -372,7 +377,7 @@ static void on_batch_ready(void *priv, redisReply *r)
             free(hit);
             /* nothing is sent unchecked: the jobs stay pending and our pending pass reads them again */
             w->reading_pending = true;
-            w->next_read_ms = worker_now_ms() + 1000;
+            w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
             batch_free(b);
             return;
         }
@@ -506,14 +511,14 @@ static void on_read(void *priv, redisReply *r)
             q_intake_create_group(w->redis.q, &w->keys, on_group, w);
         }
         if (r != NULL)
-            w->next_read_ms = worker_now_ms() + 1000;
+            w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
     } else {
         int max = 2 * Q_INTAKE_MAX_COUNT;
         struct q_job **jobs = xmalloc((size_t)max * sizeof(*jobs));
         int n = q_jobs_parse(r, jobs, max);
         if (n < 0) {
             log_error("unexpected XREADGROUP reply");
-            w->next_read_ms = worker_now_ms() + 1000;
+            w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
             n = 0;
         } else if (b->kind == INTAKE_AFTER && n == 0) {
             w->park_after[b->high][0] = '\0'; /* nothing parked is left */
@@ -531,7 +536,7 @@ static void on_read(void *priv, redisReply *r)
             if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
                 /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
                 w->wait_outstanding = true;
-                q_intake_wait(w->redis.q, &w->keys, 1000, on_wait, w);
+                q_intake_wait(w->redis.q, &w->keys, WORKER_WAIT_BLOCK_MS, on_wait, w);
             }
             w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
         } else if (b->kind == INTAKE_PENDING) {
@@ -606,7 +611,7 @@ static size_t intake_budget(const struct worker *w)
     size_t budget = (held < share ? share - held : 0) / 3;
     if (w->inflight == 0)
         return budget > 0 ? budget : 1;
-    return budget >= w->big_job && budget >= 65536 ? budget : 0;
+    return budget >= w->big_job && budget >= WORKER_READ_MIN_BYTES ? budget : 0;
 }
 
 /* intake_maybe_read - ask for more jobs when there is room: our pending ones, parked ones, or new ones */
@@ -618,10 +623,10 @@ void intake_maybe_read(struct worker *w, uint64_t now)
     /* our own pending entries are re-read from the start, so only when none is held locally */
     if (w->reading_pending && w->inflight > 0)
         return;
-    if (w->inflight == 0 && w->scratch.cap > 256 * 1024) {
+    if (w->inflight == 0 && w->scratch.cap > WORKER_BUF_KEEP_MAX) {
         /* idle: a big message rendered once should not keep its render buffer (and its share of the bytes) */
         vbuf_reset(&w->scratch);
-        vbuf_shrink(&w->scratch, 256 * 1024);
+        vbuf_shrink(&w->scratch, WORKER_BUF_KEEP_MAX);
     }
     int room = w->cfg->max_inflight - w->inflight;
     size_t budget = intake_budget(w);
@@ -690,7 +695,7 @@ void worker_on_redis_up(struct worker *w)
 void fleet_duties(struct worker *w, uint64_t now)
 {
     if (now >= w->next_retry_move_ms) {
-        q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), 1000, NULL, NULL);
+        q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), WORKER_RETRY_MOVE_MAX, NULL, NULL);
         w->next_retry_move_ms = now + WORKER_RETRY_MOVE_MS;
     }
     if (w->idx != 0)

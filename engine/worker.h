@@ -42,6 +42,9 @@
 #include "queue/redis_codec.h"
 #include "queue/retry.h"
 
+/* a message or render buffer larger than this is given back after use, not kept for the next message */
+#define WORKER_BUF_KEEP_MAX (256 * 1024)
+
 struct worker;
 struct route_pool;
 struct dns_resolver;

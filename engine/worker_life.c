@@ -27,6 +27,8 @@
 #include "templates/message.h"
 #include "throttle/throttle.h"
 
+#define WORKER_RING_ENTRIES 4096 /* submission queue entries: one loop turn's sends, receives and polls */
+
 /* how a worker's connections report upwards: outcomes to worker.c, closes to their pool */
 static const struct smtp_conn_ops worker_conn_ops = {.finish = worker_finish_msg, .closed = pool_conn_closed};
 
@@ -66,7 +68,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     q_keys_init(&w->keys, cfg->redis_prefix);
     snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
     char ring_desc[96];
-    int rc = ring_open(&w->ring, 4096, ring_desc, sizeof(ring_desc), err, errlen);
+    int rc = ring_open(&w->ring, WORKER_RING_ENTRIES, ring_desc, sizeof(ring_desc), err, errlen);
     if (rc < 0)
         return rc;
     if (idx == 0)

@@ -25,6 +25,9 @@
 #include "lib/log.h"
 #include "throttle/throttle.h"
 
+/* after the loop ends: how long open transactions get to finish before they are deferred */
+#define WORKER_QUIT_MS 2000
+
 /* ---- loop ---- */
 
 /* handle_cqes - run every completion of the batch, then advance the CQ once */
@@ -111,7 +114,7 @@ void worker_run(struct worker *w)
     if (!w->stopping) {
         w->done = false;
         w->stopping = true;
-        w->stop_deadline_ms = worker_now_ms() + 2000;
+        w->stop_deadline_ms = worker_now_ms() + WORKER_QUIT_MS;
         while (!w->done) {
             uint64_t now = worker_now_ms();
             if (w->dns != NULL)

@@ -190,7 +190,7 @@ void msg_prepare(struct worker *w, struct msg *m)
     m->ver = c->ver;
     m->ver->refs++;
     if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
-        vbuf_shrink(&w->scratch, 256 * 1024); /* a refused message may have grown it to twice the limit */
+        vbuf_shrink(&w->scratch, WORKER_BUF_KEEP_MAX); /* a refused message may have grown it to twice the limit */
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, err);
         return;
     }

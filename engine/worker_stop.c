@@ -19,6 +19,11 @@
 #include "lib/log.h"
 #include "queue/fleet.h"
 
+/* past the connections' deadline: outcomes get this much longer to be recorded (they make the work count), and
+ * thread 0 keeps the process's name alive this long for the other threads' drains */
+#define WORKER_RECORD_GRACE_MS 5000
+#define WORKER_NAME_GRACE_MS   10000
+
 /* ---- heartbeat ---- */
 
 /*
@@ -132,9 +137,10 @@ void worker_stop_step(struct worker *w, uint64_t now)
     bool recorded = w->out_len == 0 && w->batches_outstanding == 0;
     /* outcomes get a little longer than the connections: they are what makes the work count */
     /* messages waiting for DNS are released by on_mx when the answer comes (bounded by the DNS timeout) */
-    if ((open == 0 && recorded && w->dns_waiting == 0) || now >= w->stop_deadline_ms + 5000) {
+    if ((open == 0 && recorded && w->dns_waiting == 0) || now >= w->stop_deadline_ms + WORKER_RECORD_GRACE_MS) {
         /* thread 0 renews the process's name (worker_beat): it ends last, so the name outlives every drain */
-        if (w->idx == 0 && w->running != NULL && atomic_load(w->running) > 1 && now < w->stop_deadline_ms + 10000)
+        if (w->idx == 0 && w->running != NULL && atomic_load(w->running) > 1 &&
+            now < w->stop_deadline_ms + WORKER_NAME_GRACE_MS)
             return;
         if (!recorded)
             log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",

@@ -680,30 +680,25 @@ static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, 
         int lineno = ln.lineno;
         if (ln.section != NULL) {
             if (strlen(ln.section) >= sizeof(sec)) {
-                snprintf(err, errlen, "%s:%d: malformed section header", name, lineno);
-                return -EINVAL;
+                return err_set(err, errlen, -EINVAL, "%s:%d: malformed section header", name, lineno);
             }
             snprintf(sec, sizeof(sec), "%s", ln.section);
             if (!known_section(sec, &throttle)) {
-                snprintf(err, errlen, "%s:%d: unknown section [%s]", name, lineno, sec);
-                return -EINVAL;
+                return err_set(err, errlen, -EINVAL, "%s:%d: unknown section [%s]", name, lineno, sec);
             }
             continue;
         }
         const char *key = ln.key, *val = ln.value;
         if (sec[0] == '\0') {
-            snprintf(err, errlen, "%s:%d: key '%s' outside any section", name, lineno, key);
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL, "%s:%d: key '%s' outside any section", name, lineno, key);
         }
         const struct config_key *k = throttle ? NULL : find_key(sec, key);
         if (!throttle && k == NULL) {
-            snprintf(err, errlen, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
         }
         if (throttle || k->kind == CONFIG_MODULE) {
             if (keep_raw(cfg, sec, key, val, lineno) < 0) {
-                snprintf(err, errlen, "%s:%d: too many keys in module sections", name, lineno);
-                return -EINVAL;
+                return err_set(err, errlen, -EINVAL, "%s:%d: too many keys in module sections", name, lineno);
             }
             continue;
         }
@@ -711,16 +706,14 @@ static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, 
         rc = apply(cfg, k, key, val, why, sizeof(why));
         for (size_t i = 0; rc == -E2BIG && i < sizeof(limits) / sizeof(limits[0]); i++)
             if (strcmp(sec, limits[i].sec) == 0) {
-                snprintf(err, errlen, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
-                return -EINVAL;
+                return err_set(err, errlen, -EINVAL, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
             }
         if (rc < 0 && k->secret) {
-            snprintf(err, errlen, "%s:%d: [%s] %s: %s", name, lineno, sec, key, why[0] ? why : "bad value");
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL, "%s:%d: [%s] %s: %s", name, lineno, sec, key,
+                           why[0] ? why : "bad value");
         }
         if (rc < 0) {
-            snprintf(err, errlen, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
         }
     }
     return rc;
@@ -748,8 +741,7 @@ int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
     if (rc == 0 && redis_url_check(&cfg->redis, err, errlen) < 0) {
         char why[256];
         snprintf(why, sizeof(why), "%s", err);
-        snprintf(err, errlen, "%s: %s", path, why);
-        rc = -EINVAL;
+        rc = err_set(err, errlen, -EINVAL, "%s: %s", path, why);
     }
     if (rc < 0)
         config_free(cfg); /* nothing for the caller to release on the error path (config_free again is harmless) */
