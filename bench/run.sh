@@ -651,7 +651,7 @@ conns_run() {
     (
         # the EXIT trap is not inherited by a subshell: stop what this one starts
         SUB_PIDS=()
-        trap 'for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done' EXIT
+        trap 'for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
         # each side needs a descriptor per connection, plus its rings and files
         ulimit -n "$(ulimit -Hn)"
         need=$((CONNS + 500))
