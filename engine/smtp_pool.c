@@ -100,6 +100,8 @@ void pool_add_target(struct route_pool *p, const char *name, int port, const str
 enum config_tls_mode pool_tls_mode(const struct vconfig *cfg, const char *domain, size_t dlen,
                                    const char *const *hosts, int nhosts)
 {
+    if (cfg->ntls_policy == 0)
+        return cfg->tls_mode; /* the common case: no copy of the domain per message */
     char dom[256];
     snprintf(dom, sizeof(dom), "%.*s", (int)(dlen < 255 ? dlen : 255), domain);
     for (int i = 0; i < cfg->ntls_policy; i++) {

@@ -19,6 +19,18 @@
 static BIO_METHOD *tls_bio_method;
 static pthread_once_t tls_bio_once = PTHREAD_ONCE_INIT;
 
+/*
+ * err_clear - empty this thread's OpenSSL error queue before a call whose
+ * SSL_get_error we read. Only when it holds something: ERR_clear_error walks
+ * all its slots and frees two pointers in each, which cost about 2% of the
+ * worker's CPU under STARTTLS when done before every read and write (issue 12).
+ */
+static void err_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* bio_read - hand OpenSSL buffered ciphertext, or ask it to retry */
 static int bio_read(BIO *b, char *out, int outl)
 {
@@ -113,7 +125,7 @@ void tls_session_free(struct tls_session *s)
 
 int tls_handshake(struct tls_session *s, char *err, size_t errlen)
 {
-    ERR_clear_error();
+    err_clear();
     int rc = SSL_do_handshake(s->ssl);
     if (rc == 1)
         return 0;
@@ -127,7 +139,7 @@ int tls_handshake(struct tls_session *s, char *err, size_t errlen)
 int tls_write(struct tls_session *s, const char *p, size_t n, char *err, size_t errlen)
 {
     while (n > 0) {
-        ERR_clear_error();
+        err_clear();
         int chunk = n > (1u << 30) ? (1 << 30) : (int)n;
         int rc = SSL_write(s->ssl, p, chunk);
         if (rc <= 0) {
@@ -148,7 +160,7 @@ int tls_read(struct tls_session *s, vbuf *plain, char *err, size_t errlen)
      */
     char buf[16384];
     for (;;) {
-        ERR_clear_error();
+        err_clear();
         int rc = SSL_read(s->ssl, buf, (int)sizeof(buf));
         if (rc > 0) {
             vbuf_append(plain, buf, (size_t)rc);
