@@ -15,10 +15,10 @@
  *       survive the acknowledgement): retry_at_ms  first_ms  nvars, then
  *       nvars "var.<name>" / value pairs.
  *     or a run of cnt delivered outcomes (mask bit 512, never with bit
- *     256, always with the reply bit 2) that share everything but id, to,
- *     attempt and reply:
- *       mask  cnt  campaign  code  the optional values whose bit is set but
- *       the reply, then cnt times: job  to  attempt  reply
+ *     256, always with the reply bit 2) that share everything but id, to
+ *     and reply:
+ *       mask  cnt  campaign  code  attempt  the optional values whose bit
+ *       is set but the reply, then cnt times: job  to  reply
  *   KEYS: jobs, events, dead, retry, jobs:high, suppressed.
  *
  *   Why this shape: Redis turns every argument into an object and the
@@ -26,10 +26,11 @@
  *   them (measured: the old layout's 25 arguments of a delivered outcome,
  *   field names included, cost ~3.5 us of Redis CPU per message before the
  *   script did anything; these 10 cost ~1.9). A batch's delivered outcomes
- *   mostly share campaign, code, dsn and host, so runs send those once: 4
- *   arguments per message, and the event's argument list is built once per
- *   run with only its four per-message slots rewritten (bench-record: the
- *   record script 4.3 -> 3.4 us per message). Field names are constants of
+ *   mostly share campaign, code, attempt, dsn and host, so runs send those
+ *   once: 3 arguments per message, and the event's argument list is built
+ *   once per run with only its three per-message slots rewritten
+ *   (bench-record, batches of 256: the record script 4.3 -> 3.3 us per
+ *   message; 4 arguments, attempt per message, measured 3.45). Field names are constants of
  *   the script; a delivered outcome with dsn, reply and host, the common
  *   case, costs one XACK and one XADD written out with literal names (no
  *   Lua table); counters are summed per campaign and status and written
@@ -79,8 +80,8 @@ enum {
     Q_OPT_CARRY = 256,
     Q_OPT_RUN = 512,
 };
-#define Q_RUN_FIXED 4 /* mask count campaign code */
-#define Q_RUN_EACH  4 /* id to attempt reply */
+#define Q_RUN_FIXED 5 /* mask count campaign code attempt */
+#define Q_RUN_EACH  3 /* id to reply */
 
 static struct redis_script record_script = REDIS_SCRIPT(
     "local jobs, events, dead, retry, high, supp = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]\n"
@@ -103,19 +104,19 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  if not m or m < 0 or m >= 1024 or m % 1 ~= 0 then return bad('malformed arguments') end\n"
     "  k = k + 1\n"
     "  if band(m, RUN) ~= 0 then\n"
-    /* a run: mask cnt campaign code, the shared optional values but the reply, then job to attempt reply each */
+    /* a run: mask cnt campaign code attempt, the shared optional values but the reply, then job to reply each */
     "    local cnt = tonumber(ARGV[a + 1])\n"
     "    if band(m, CARRY) ~= 0 or band(m, BITS[2]) == 0 or not cnt or cnt < 1 or cnt > left or cnt % 1 ~= 0\n"
     "      then return bad('malformed arguments') end\n"
-    "    local p = a + 4\n"
+    "    local p = a + 5\n"
     "    for i = 1, 7 do if i ~= 2 and band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
-    "    if p + 4 * cnt - 1 > nargs then return bad('malformed arguments') end\n"
-    "    for q = p, p + 4 * cnt - 1, 4 do\n"
+    "    if p + 3 * cnt - 1 > nargs then return bad('malformed arguments') end\n"
+    "    if not tonumber(ARGV[a + 4]) then return bad('bad attempt') end\n"
+    "    for q = p, p + 3 * cnt - 1, 3 do\n"
     "      if not string.match(ARGV[q], '^%d+%-%d+$') then return bad('bad id') end\n"
-    "      if not tonumber(ARGV[q + 2]) then return bad('bad attempt') end\n"
     "    end\n"
     "    starts[k], masks[k], carries[k] = a, m, p\n"
-    "    a, left = p + 4 * cnt, left - cnt\n"
+    "    a, left = p + 3 * cnt, left - cnt\n"
     "  else\n"
     "  local p = a + 7\n"
     "  for i = 1, 7 do if band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
@@ -252,21 +253,22 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "end\n"
     "local touched = {}\n"
     /* run - a run of delivered outcomes whose header is at a and first message at p: the event's argument
-       list is built once and only its four per-message slots (job, to, attempt, reply) change; each job is
+       list is built once and only its three per-message slots (job, to, reply) change; each job is
        still acknowledged alone, since only XACK's answer per id tells a duplicate */
     "local function run(a, m, p)\n"
     "  local cnt, camp, stream = tonumber(ARGV[a + 1]), ARGV[a + 2], jobs\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
-    "  local ev = {'job', '', 'campaign', camp, 'to', '', 'status', 'delivered', 'code', ARGV[a + 3], 'attempt', ''}\n"
-    "  local o, ri = a + 4, 0\n"
+    "  local ev = {'job', '', 'campaign', camp, 'to', '', 'status', 'delivered', 'code', ARGV[a + 3],\n"
+    "              'attempt', ARGV[a + 4]}\n"
+    "  local o, ri = a + 5, 0\n"
     "  for i = 1, 7 do\n"
     "    if i == 2 then ev[#ev + 1] = 'reply'; ev[#ev + 1] = ''; ri = #ev\n"
     "    elseif band(m, BITS[i]) ~= 0 then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = ARGV[o]; o = o + 1 end\n"
     "  end\n"
     "  if band(m, HIGH) ~= 0 then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
     "  local d, acked = #ev + 1, 0\n"
-    "  for q = p, p + 4 * cnt - 1, 4 do\n"
-    "    ev[2], ev[6], ev[12], ev[ri] = ARGV[q], ARGV[q + 1], ARGV[q + 2], ARGV[q + 3]\n"
+    "  for q = p, p + 3 * cnt - 1, 3 do\n"
+    "    ev[2], ev[6], ev[ri] = ARGV[q], ARGV[q + 1], ARGV[q + 2]\n"
     "    if redis.pcall('XACK', stream, group, ARGV[q]) == 1 then\n"
     "      acked = acked + 1\n"
     "      redis.call('XADD', events, '*', unpack(ev))\n"
@@ -466,7 +468,7 @@ static int runs(const struct q_outcome *x, unsigned m)
 /*
  * run_len - how many outcomes from o[i] on make one run (0: o[i] goes
  * alone): consecutive, so the events keep the batch's order, and alike in
- * all that the run's header sends once (mask, campaign, code, and the
+ * all that the run's header sends once (mask, campaign, code, attempt and the
  * optional values but the reply).
  */
 static int run_len(const struct q_outcome *o, int i, int n)
@@ -478,7 +480,7 @@ static int run_len(const struct q_outcome *o, int i, int n)
     int e = i + 1;
     for (; e < n; e++) {
         const struct q_outcome *y = &o[e];
-        if (outcome_mask(y) != m || !runs(y, m) || y->code != x->code ||
+        if (outcome_mask(y) != m || !runs(y, m) || y->code != x->code || y->job->attempt != x->job->attempt ||
             y->job->campaign_len != x->job->campaign_len ||
             memcmp(y->job->campaign, x->job->campaign, x->job->campaign_len) != 0 || !same_opt(y->dsn, x->dsn) ||
             !same_opt(y->host, x->host) || !same_opt(y->source_ip, x->source_ip) || !same_opt(y->tls, x->tls) ||
@@ -494,7 +496,7 @@ static int run_args(unsigned m, int len)
     return Q_RUN_FIXED + __builtin_popcount(m & (Q_OPT_HIGH - 1) & ~(unsigned)Q_OPT_REPLY) + Q_RUN_EACH * len;
 }
 
-/* put_run - exactly run_args(m, len) arguments: the header, then id to attempt reply of each */
+/* put_run - exactly run_args(m, len) arguments: the header, then id to reply of each */
 static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m)
 {
     const struct q_outcome *x = &o[0];
@@ -502,6 +504,7 @@ static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m)
     q_resp_bulk_u64(b, (uint64_t)len);
     q_resp_bulk(b, x->job->campaign, x->job->campaign_len);
     q_resp_bulk_u64(b, x->code > 0 ? (uint64_t)x->code : 0);
+    q_resp_bulk_u64(b, x->job->attempt > 0 ? (uint64_t)x->job->attempt : 1);
     put_opt(b, m, Q_OPT_DSN, x->dsn, 32);
     put_opt(b, m, Q_OPT_HOST, x->host, 300);
     put_opt(b, m, Q_OPT_SOURCE_IP, x->source_ip, 64);
@@ -512,7 +515,6 @@ static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m)
         const struct q_job *j = o[i].job;
         q_resp_bulk_str(b, j->id);
         q_resp_bulk(b, j->to, j->to_len);
-        q_resp_bulk_u64(b, j->attempt > 0 ? (uint64_t)j->attempt : 1);
         put_reply(b, &o[i]);
     }
 }
