@@ -14,13 +14,23 @@
  *       bit 256 (deferred, failed and held outcomes, whose job must
  *       survive the acknowledgement): retry_at_ms  first_ms  nvars, then
  *       nvars "var.<name>" / value pairs.
+ *     or a run of cnt delivered outcomes (mask bit 512, never with bit
+ *     256, always with the reply bit 2) that share everything but id, to
+ *     and reply:
+ *       mask  cnt  campaign  code  attempt  the optional values whose bit
+ *       is set but the reply, then cnt times: job  to  reply
  *   KEYS: jobs, events, dead, retry, jobs:high, suppressed.
  *
  *   Why this shape: Redis turns every argument into an object and the
  *   script into a Lua string, so arguments cost even when nothing reads
  *   them (measured: the old layout's 25 arguments of a delivered outcome,
  *   field names included, cost ~3.5 us of Redis CPU per message before the
- *   script did anything; these 10 cost ~1.9). Field names are constants of
+ *   script did anything; these 10 cost ~1.9). A batch's delivered outcomes
+ *   mostly share campaign, code, attempt, dsn and host, so runs send those
+ *   once: 3 arguments per message, and the event's argument list is built
+ *   once per run with only its three per-message slots rewritten
+ *   (bench-record, batches of 256: the record script 4.3 -> 3.3 us per
+ *   message; 4 arguments, attempt per message, measured 3.45). Field names are constants of
  *   the script; a delivered outcome with dsn, reply and host, the common
  *   case, costs one XACK and one XADD written out with literal names (no
  *   Lua table); counters are summed per campaign and status and written
@@ -68,7 +78,10 @@ enum {
     Q_OPT_SCOPE = 64,
     Q_OPT_HIGH = 128,
     Q_OPT_CARRY = 256,
+    Q_OPT_RUN = 512,
 };
+#define Q_RUN_FIXED 5 /* mask count campaign code attempt */
+#define Q_RUN_EACH  3 /* id to reply */
 
 static struct redis_script record_script = REDIS_SCRIPT(
     "local jobs, events, dead, retry, high, supp = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]\n"
@@ -80,13 +93,31 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "local ok_status = {delivered = true, deferred = true, bounced = true, failed = true, held = true,\n"
     "                   cancelled = true, suppressed = true}\n"
     /* optional event fields in contract order, and their bits in an outcome's mask */
-    "local OPT, BITS, HIGH, CARRY = {'dsn', 'reply', 'host', 'source_ip', 'tls', 'limit', 'scope'},\n"
-    "                               {1, 2, 4, 8, 16, 32, 64}, 128, 256\n"
+    "local OPT, BITS, HIGH, CARRY, RUN = {'dsn', 'reply', 'host', 'source_ip', 'tls', 'limit', 'scope'},\n"
+    "                                    {1, 2, 4, 8, 16, 32, 64}, 128, 256, 512\n"
     "local band = bit.band\n"
-    "local starts, masks, carries, a, nargs = {}, {}, {}, 9, #ARGV\n"
-    "for k = 1, n do\n"
+    /* per item (an outcome or a run): where it starts, its mask, and where its CARRY block (outcome) or its
+       first message (run) is */
+    "local starts, masks, carries, a, nargs, k, left = {}, {}, {}, 9, #ARGV, 0, n\n"
+    "while left > 0 do\n"
     "  local m = tonumber(ARGV[a])\n"
-    "  if not m or m < 0 or m >= 512 or m % 1 ~= 0 then return bad('malformed arguments') end\n"
+    "  if not m or m < 0 or m >= 1024 or m % 1 ~= 0 then return bad('malformed arguments') end\n"
+    "  k = k + 1\n"
+    "  if band(m, RUN) ~= 0 then\n"
+    /* a run: mask cnt campaign code attempt, the shared optional values but the reply, then job to reply each */
+    "    local cnt = tonumber(ARGV[a + 1])\n"
+    "    if band(m, CARRY) ~= 0 or band(m, BITS[2]) == 0 or not cnt or cnt < 1 or cnt > left or cnt % 1 ~= 0\n"
+    "      then return bad('malformed arguments') end\n"
+    "    local p = a + 5\n"
+    "    for i = 1, 7 do if i ~= 2 and band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
+    "    if p + 3 * cnt - 1 > nargs then return bad('malformed arguments') end\n"
+    "    if not tonumber(ARGV[a + 4]) then return bad('bad attempt') end\n"
+    "    for q = p, p + 3 * cnt - 1, 3 do\n"
+    "      if not string.match(ARGV[q], '^%d+%-%d+$') then return bad('bad id') end\n"
+    "    end\n"
+    "    starts[k], masks[k], carries[k] = a, m, p\n"
+    "    a, left = p + 3 * cnt, left - cnt\n"
+    "  else\n"
     "  local p = a + 7\n"
     "  for i = 1, 7 do if band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
     "  local c\n"
@@ -105,8 +136,10 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  if st == 'deferred' and not tonumber(ARGV[c]) then return bad('bad retry time') end\n"
     "  if c and ARGV[c + 1] ~= '' and not tonumber(ARGV[c + 1]) then return bad('bad first_ms') end\n"
     "  starts[k], masks[k], carries[k] = a, m, c\n"
-    "  a = p\n"
+    "  a, left = p, left - 1\n"
+    "  end\n"
     "end\n"
+    "local items = k\n"
     "if a ~= nargs + 1 then return bad('malformed arguments') end\n"
     /* campaign states are read once per batch: a batch is one atomic step anyway */
     "local states = {}\n"
@@ -117,11 +150,11 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "end\n"
     /* counters are summed here and written once per campaign and status at the end */
     "local counts = {}\n"
-    "local function count(c, st)\n"
+    "local function count(c, st, v)\n"
     "  if c == '' then return end\n"
     "  local t = counts[c]\n"
     "  if t == nil then t = {}; counts[c] = t end\n"
-    "  t[st] = (t[st] or 0) + 1\n"
+    "  t[st] = (t[st] or 0) + (v or 1)\n"
     "end\n"
     /* opt - optional field i (OPT) of the outcome at a, or nil */
     "local function opt(a, m, i)\n"
@@ -219,8 +252,37 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  if keep then redis.call('XTRIM', s, 'MINID', keep) end\n"
     "end\n"
     "local touched = {}\n"
-    "for k = 1, n do\n"
+    /* run - a run of delivered outcomes whose header is at a and first message at p: the event's argument
+       list is built once and only its three per-message slots (job, to, reply) change; each job is
+       still acknowledged alone, since only XACK's answer per id tells a duplicate */
+    "local function run(a, m, p)\n"
+    "  local cnt, camp, stream = tonumber(ARGV[a + 1]), ARGV[a + 2], jobs\n"
+    "  if band(m, HIGH) ~= 0 then stream = high end\n"
+    "  local ev = {'job', '', 'campaign', camp, 'to', '', 'status', 'delivered', 'code', ARGV[a + 3],\n"
+    "              'attempt', ARGV[a + 4]}\n"
+    "  local o, ri = a + 5, 0\n"
+    "  for i = 1, 7 do\n"
+    "    if i == 2 then ev[#ev + 1] = 'reply'; ev[#ev + 1] = ''; ri = #ev\n"
+    "    elseif band(m, BITS[i]) ~= 0 then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = ARGV[o]; o = o + 1 end\n"
+    "  end\n"
+    "  if band(m, HIGH) ~= 0 then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
+    "  local d, acked = #ev + 1, 0\n"
+    "  for q = p, p + 3 * cnt - 1, 3 do\n"
+    "    ev[2], ev[6], ev[ri] = ARGV[q], ARGV[q + 1], ARGV[q + 2]\n"
+    "    if redis.pcall('XACK', stream, group, ARGV[q]) == 1 then\n"
+    "      acked = acked + 1\n"
+    "      redis.call('XADD', events, '*', unpack(ev))\n"
+    "    else\n"
+    "      ev[d], ev[d + 1] = 'duplicate', '1'\n"
+    "      redis.call('XADD', events, '*', unpack(ev))\n"
+    "      ev[d], ev[d + 1] = nil, nil\n"
+    "    end\n"
+    "  end\n"
+    "  if acked > 0 then touched[stream] = true; count(camp, 'delivered', acked) end\n"
+    "end\n"
+    "for k = 1, items do\n"
     "  local a, m = starts[k], masks[k]\n"
+    "  if band(m, RUN) ~= 0 then run(a, m, carries[k]) else\n"
     "  local stream, st = jobs, ARGV[a + 4]\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
     /* 1 only for the call that takes the entry out of the pending list: the first record of this job */
@@ -240,6 +302,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "    end\n"
     "  elseif st ~= 'held' then\n"
     "    event(a, m, carries[k], st, nil, false, true)\n"
+    "  end\n"
     "  end\n"
     "end\n"
     "for c, t in pairs(counts) do\n"
@@ -344,6 +407,16 @@ static void put_opt(vbuf *b, unsigned m, unsigned bit, const char *s, size_t cap
     q_resp_bulk(b, s, n < cap ? n : cap);
 }
 
+/* put_reply - the reply the event keeps, sanitised */
+static void put_reply(vbuf *b, const struct q_outcome *x)
+{
+    /* the engine sanitises already; doing it again here keeps the stream clean whoever calls */
+    char reply[Q_REPLY_MAX + 1];
+    const char *rest = reply_rest(x);
+    size_t rl = log_sanitize(reply, sizeof(reply), rest, strlen(rest));
+    q_resp_bulk(b, reply, rl);
+}
+
 /* put_outcome - exactly outcome_args(x, m) arguments */
 static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m)
 {
@@ -356,13 +429,8 @@ static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m)
     q_resp_bulk_u64(b, x->code > 0 ? (uint64_t)x->code : 0);
     q_resp_bulk_u64(b, j->attempt > 0 ? (uint64_t)j->attempt : 1);
     put_opt(b, m, Q_OPT_DSN, x->dsn, 32);
-    if (m & Q_OPT_REPLY) {
-        /* the engine sanitises already; doing it again here keeps the stream clean whoever calls */
-        char reply[Q_REPLY_MAX + 1];
-        const char *rest = reply_rest(x);
-        size_t rl = log_sanitize(reply, sizeof(reply), rest, strlen(rest));
-        q_resp_bulk(b, reply, rl);
-    }
+    if (m & Q_OPT_REPLY)
+        put_reply(b, x);
     put_opt(b, m, Q_OPT_HOST, x->host, 300);
     put_opt(b, m, Q_OPT_SOURCE_IP, x->source_ip, 64);
     put_opt(b, m, Q_OPT_TLS, x->tls, 128);
@@ -385,6 +453,72 @@ static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m)
     }
 }
 
+/* same_opt - two outcomes' values of one optional field are the same (both unset, or equal) */
+static int same_opt(const char *a, const char *b)
+{
+    return set(a) ? set(b) && strcmp(a, b) == 0 : !set(b);
+}
+
+/* runs - a delivered outcome with a reply and no carried fields (the usual kind) can go in a run */
+static int runs(const struct q_outcome *x, unsigned m)
+{
+    return x->status == Q_DELIVERED && (m & Q_OPT_REPLY) && !(m & Q_OPT_CARRY);
+}
+
+/*
+ * run_len - how many outcomes from o[i] on make one run (0: o[i] goes
+ * alone): consecutive, so the events keep the batch's order, and alike in
+ * all that the run's header sends once (mask, campaign, code, attempt and the
+ * optional values but the reply).
+ */
+static int run_len(const struct q_outcome *o, int i, int n)
+{
+    const struct q_outcome *x = &o[i];
+    unsigned m = outcome_mask(x);
+    if (!runs(x, m))
+        return 0;
+    int e = i + 1;
+    for (; e < n; e++) {
+        const struct q_outcome *y = &o[e];
+        if (outcome_mask(y) != m || !runs(y, m) || y->code != x->code || y->job->attempt != x->job->attempt ||
+            y->job->campaign_len != x->job->campaign_len ||
+            memcmp(y->job->campaign, x->job->campaign, x->job->campaign_len) != 0 || !same_opt(y->dsn, x->dsn) ||
+            !same_opt(y->host, x->host) || !same_opt(y->source_ip, x->source_ip) || !same_opt(y->tls, x->tls) ||
+            !same_opt(y->limit, x->limit) || !same_opt(y->scope, x->scope))
+            break;
+    }
+    return e - i;
+}
+
+/* run_args - how many arguments a run of len outcomes whose mask is m takes */
+static int run_args(unsigned m, int len)
+{
+    return Q_RUN_FIXED + __builtin_popcount(m & (Q_OPT_HIGH - 1) & ~(unsigned)Q_OPT_REPLY) + Q_RUN_EACH * len;
+}
+
+/* put_run - exactly run_args(m, len) arguments: the header, then id to reply of each */
+static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m)
+{
+    const struct q_outcome *x = &o[0];
+    q_resp_bulk_u64(b, m | Q_OPT_RUN);
+    q_resp_bulk_u64(b, (uint64_t)len);
+    q_resp_bulk(b, x->job->campaign, x->job->campaign_len);
+    q_resp_bulk_u64(b, x->code > 0 ? (uint64_t)x->code : 0);
+    q_resp_bulk_u64(b, x->job->attempt > 0 ? (uint64_t)x->job->attempt : 1);
+    put_opt(b, m, Q_OPT_DSN, x->dsn, 32);
+    put_opt(b, m, Q_OPT_HOST, x->host, 300);
+    put_opt(b, m, Q_OPT_SOURCE_IP, x->source_ip, 64);
+    put_opt(b, m, Q_OPT_TLS, x->tls, 128);
+    put_opt(b, m, Q_OPT_LIMIT, x->limit, 128);
+    put_opt(b, m, Q_OPT_SCOPE, x->scope, 32);
+    for (int i = 0; i < len; i++) {
+        const struct q_job *j = o[i].job;
+        q_resp_bulk_str(b, j->id);
+        q_resp_bulk(b, j->to, j->to_len);
+        put_reply(b, &o[i]);
+    }
+}
+
 void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
               int n, q_reply_fn *fn, void *priv)
 {
@@ -392,8 +526,11 @@ void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_o
     if (opts == NULL)
         opts = &dflt;
     int nargs = Q_RECORD_GLOBALS;
-    for (int i = 0; i < n; i++)
-        nargs += outcome_args(&o[i], outcome_mask(&o[i]));
+    for (int i = 0; i < n;) {
+        int len = run_len(o, i, n);
+        nargs += len > 0 ? run_args(outcome_mask(&o[i]), len) : outcome_args(&o[i], outcome_mask(&o[i]));
+        i += len > 0 ? len : 1;
+    }
     vbuf *b = q_redis_eval_begin(q, &record_script, 6, nargs);
     q_resp_bulk_str(b, k->jobs);
     q_resp_bulk_str(b, k->events);
@@ -409,7 +546,13 @@ void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_o
     q_resp_bulk_str(b, opts->suppress_hard_bounces ? "1" : "0");
     q_resp_bulk_str(b, k->hold);
     q_resp_bulk_str(b, k->campaign);
-    for (int i = 0; i < n; i++)
-        put_outcome(b, &o[i], outcome_mask(&o[i]));
+    for (int i = 0; i < n;) {
+        int len = run_len(o, i, n);
+        if (len > 0)
+            put_run(b, &o[i], len, outcome_mask(&o[i]));
+        else
+            put_outcome(b, &o[i], outcome_mask(&o[i]));
+        i += len > 0 ? len : 1;
+    }
     q_redis_eval_end(q, fn, priv);
 }

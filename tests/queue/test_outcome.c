@@ -319,6 +319,89 @@ static void test_record_rejects_bad_batch_whole(void **st)
     free_jobs();
 }
 
+/* e - the fields of event i of reply ev */
+static const redisReply *e(const redisReply *ev, size_t i)
+{
+    return ev->element[i]->element[1];
+}
+
+static void test_record_runs_of_delivered(void **st)
+{
+    /* delivered outcomes alike but for id, address and reply go as one run: what they record must not
+       change. A run broken by another host, a duplicate inside a run and a non-delivered outcome after it */
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    q_intake_create_group(Q, &K, ignore, NULL);
+    xadd("ian@example.test", "ian");
+    xadd("jo@example.test", "jo");
+    xadd("kit@example.test", "kit");
+    xadd("lu@example.test", "lu");
+    read_jobs("w1");
+    assert_int_equal(NJ, 4);
+    J[1]->attempt = 2; /* a retried job breaks the run: a run sends one attempt */
+#define DELIVERED(i, h, r)                                                                                          \
+    {.job = J[i], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "250 2.0.0 " r, .host = h}
+    struct q_outcome o[6] = {
+        DELIVERED(0, "mx:25", "queued as A"), DELIVERED(1, "mx:25", "queued as B"),
+        DELIVERED(0, "mx:25", "queued as A2"), /* recorded a moment ago: XACK answers 0 */
+        DELIVERED(2, "mx2:25", "queued as C"),
+        {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "550 5.1.1 gone", .host = "mx2:25"},
+        DELIVERED(2, "mx2:25", "queued as C2"),
+    };
+#undef DELIVERED
+    record(o, 6);
+    assert_string_equal(RERR, "");
+    assert_int_equal(R[0], 6);
+    redisReply *ev = rh_cmd(&H, "XRANGE %s - +", K.events);
+    assert_int_equal(ev->elements, 6);
+    const char *want[6][4] = {
+        {"ian@example.test", "queued as A", "mx:25", NULL},  {"jo@example.test", "queued as B", "mx:25", NULL},
+        {"ian@example.test", "queued as A2", "mx:25", "1"},  {"kit@example.test", "queued as C", "mx2:25", NULL},
+        {"lu@example.test", "gone", "mx2:25", NULL},         {"kit@example.test", "queued as C2", "mx2:25", "1"},
+    };
+    for (size_t i = 0; i < 6; i++) {
+        assert_string_equal(field(e(ev, i), "to"), want[i][0]);
+        assert_string_equal(field(e(ev, i), "reply"), want[i][1]);
+        assert_string_equal(field(e(ev, i), "host"), want[i][2]);
+        if (want[i][3])
+            assert_string_equal(field(e(ev, i), "duplicate"), want[i][3]);
+        else
+            assert_null(field(e(ev, i), "duplicate"));
+    }
+    assert_string_equal(names(e(ev, 0)), "job campaign to status code attempt dsn reply host");
+    assert_string_equal(names(e(ev, 2)), "job campaign to status code attempt dsn reply host duplicate");
+    assert_string_equal(field(e(ev, 1), "job"), J[1]->id);
+    assert_string_equal(field(e(ev, 1), "campaign"), "c1");
+    assert_string_equal(field(e(ev, 1), "status"), "delivered");
+    assert_string_equal(field(e(ev, 1), "code"), "250");
+    assert_string_equal(field(e(ev, 1), "dsn"), "2.0.0");
+    assert_string_equal(field(e(ev, 1), "attempt"), "2");
+    assert_string_equal(field(e(ev, 2), "attempt"), "1");
+    assert_string_equal(field(e(ev, 4), "status"), "bounced");
+    freeReplyObject(ev);
+    /* duplicates are not counted */
+    redisReply *s = rh_cmd(&H, "HGETALL %sc1", K.stats);
+    assert_string_equal(field(s, "delivered"), "3");
+    assert_string_equal(field(s, "bounced"), "1");
+    freeReplyObject(s);
+    idle(0, 0, 0);
+
+    /* a bad id inside a run refuses the whole batch, the run's good outcomes included */
+    xadd("mo@example.test", "mo");
+    xadd("ned@example.test", "ned");
+    read_jobs("w1");
+    struct q_job bad = *J[1];
+    snprintf(bad.id, sizeof(bad.id), "not-an-id");
+    struct q_outcome r[2] = {
+        {.job = J[0], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "ok", .host = "mx:25"},
+        {.job = &bad, .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "ok", .host = "mx:25"},
+    };
+    record(r, 2);
+    assert_non_null(strstr(RERR, "bad id"));
+    assert_int_equal(rh_int(&H, "XLEN %s", K.events), 6);
+    idle(0, 2, 0);
+    free_jobs();
+}
+
 static void test_idle_check_with_deleted_entries(void **st)
 {
     freeReplyObject(rh_cmd(&H, "FLUSHALL"));
@@ -357,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_record_writes_everything_together),
         cmocka_unit_test(test_record_robust_to_missing_entry),
         cmocka_unit_test(test_record_rejects_bad_batch_whole),
+        cmocka_unit_test(test_record_runs_of_delivered),
         cmocka_unit_test(test_idle_check_with_deleted_entries),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
