@@ -30,11 +30,10 @@
  *   once: 3 arguments per message, and the event's argument list is built
  *   once per run with only its three per-message slots rewritten
  *   (bench-record, batches of 256: the record script 4.3 -> 3.3 us per
- *   message; 4 arguments, attempt per message, measured 3.45). Field names are constants of
- *   the script; a delivered outcome with dsn, reply and host, the common
- *   case, costs one XACK and one XADD written out with literal names (no
- *   Lua table); counters are summed per campaign and status and written
- *   once per batch; the streams are trimmed once per batch. The script
+ *   message; 4 arguments, attempt per message, measured 3.45). Every
+ *   delivered outcome with a reply goes in a run (of one, if need be).
+ *   Field names are constants of the script; counters are summed per
+ *   campaign and status and written once per batch; the streams are trimmed once per batch. The script
  *   checks every argument before its first write because Redis does not
  *   roll a script back: an error half-way would leave half a batch
  *   recorded.
@@ -288,14 +287,9 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* 1 only for the call that takes the entry out of the pending list: the first record of this job */
     "  if redis.pcall('XACK', stream, group, ARGV[a + 1]) == 1 then\n"
     "    touched[stream] = true\n"
+    /* a delivered outcome here has no reply (those with one come in runs) */
     "    if st == 'delivered' then\n"
-    "      if m == 7 then\n"
-    "        redis.call('XADD', events, '*', 'job', ARGV[a + 1], 'campaign', ARGV[a + 2], 'to', ARGV[a + 3],\n"
-    "                   'status', st, 'code', ARGV[a + 5], 'attempt', ARGV[a + 6], 'dsn', ARGV[a + 7],\n"
-    "                   'reply', ARGV[a + 8], 'host', ARGV[a + 9])\n"
-    "      else\n"
-    "        event(a, m, carries[k], st, nil, false, false)\n"
-    "      end\n"
+    "      event(a, m, carries[k], st, nil, false, false)\n"
     "      count(ARGV[a + 2], st)\n"
     "    else\n"
     "      outcome(a, m, carries[k], stream)\n"
