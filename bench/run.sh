@@ -554,7 +554,7 @@ if has_section epoll; then
     res epoll_cpu_us_per_msg "$E_EP_CPU"
     res epoll_ratio "$r"
     row "epoll" "volley worker msgs/s, \`[worker] backend = epoll\` (plaintext, mean of 2 runs)" "$E_EP_RATE" \
-        ">= 0.8 x io_uring ($E_IO_RATE, mean of 2 runs in between); ratio $r" "$(verdict "$r >= 0.8")"
+        ">= 0.8 x io_uring ($E_IO_RATE, mean of the 2 runs around them); ratio $r" "$(verdict "$r >= 0.8")"
     row "epoll" "worker CPU per plaintext message, epoll" "${E_EP_CPU} us" "- (io_uring: ${E_IO_CPU} us)" "-"
 fi
 # ---------------------------------------------------------------- redis: Redis cost per delivered message

@@ -80,8 +80,9 @@ int ring_open(struct ring *r, enum config_backend want, unsigned entries, char *
     int rc = ring_open_uring(r, entries, desc, desclen, err, errlen);
     if (rc == 0 || want == CONFIG_BACKEND_IO_URING) {
         if (rc < 0)
-            snprintf(err + strlen(err), errlen - strlen(err), ": [worker] backend = io_uring needs Linux 5.19+ with "
-                                                              "io_uring allowed (or use auto)");
+            snprintf(err + strlen(err), errlen - strlen(err),
+                     ": [worker] backend = io_uring needs Linux 5.19+ with "
+                     "io_uring allowed (or use auto)");
         return rc;
     }
     char why[256];

@@ -46,14 +46,14 @@
 #define XE_READS_PER_TURN 4
 
 /* x->be_flags */
-#define XE_WANT_CONNECT 0x01u /* a connect is in flight */
-#define XE_CONNECT_DONE 0x02u /* ...and its result is in be_res */
-#define XE_WANT_SEND    0x04u /* a send is in flight */
-#define XE_SEND_DONE    0x08u /* ...and its result is in be_res */
-#define XE_WANT_RECV    0x10u /* a receive is armed */
-#define XE_RD_READY     0x20u /* reading would not block (as far as we know) */
-#define XE_WR_READY     0x40u /* writing would not block (as far as we know) */
-#define XE_HUP          0x80u /* the peer hung up or the socket has an error: read until 0 or -errno */
+#define XE_WANT_CONNECT 0x01u  /* a connect is in flight */
+#define XE_CONNECT_DONE 0x02u  /* ...and its result is in be_res */
+#define XE_WANT_SEND    0x04u  /* a send is in flight */
+#define XE_SEND_DONE    0x08u  /* ...and its result is in be_res */
+#define XE_WANT_RECV    0x10u  /* a receive is armed */
+#define XE_RD_READY     0x20u  /* reading would not block (as far as we know) */
+#define XE_WR_READY     0x40u  /* writing would not block (as far as we know) */
+#define XE_HUP          0x80u  /* the peer hung up or the socket has an error: read until 0 or -errno */
 #define XE_POSTED       0x100u /* a service of the stream is posted already */
 
 struct xe_state {
