@@ -58,7 +58,8 @@ static void *worker_thread(void *arg)
 /*
  * reload - SIGHUP: read the file again; on success every thread switches to
  * it at its next loop turn. Settings that shape the process itself (threads,
- * Redis address and prefix, DNS servers) need a restart; a reload keeps them.
+ * backend, Redis address and prefix, DNS servers) need a restart; a reload
+ * keeps them.
  */
 static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, struct worker **ws, int n)
 {
@@ -71,6 +72,9 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         return;
     }
     nc->threads = cur->threads;
+    if (nc->backend != cur->backend)
+        log_warn("reload: a new [worker] backend needs a restart; the threads keep their event loop");
+    nc->backend = cur->backend;
     /* the claimed name is the process's identity in Redis: it never changes while running */
     if (nc->name != NULL && strcmp(nc->name, cur->name) != 0)
         log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);

@@ -2,9 +2,11 @@
 system calls, as Docker's and containerd's default profiles do) `[worker] backend = auto` runs on epoll,
 says so in one log line and delivers the whole campaign over STARTTLS; `backend = io_uring` refuses to start
 there with a clear reason; where io_uring works, auto uses it. build/tools/no-uring (tests/tools/no-uring.c)
-installs the filter and execs the worker."""
+installs the filter and execs the worker. A reload keeps the running backend and says so."""
 
-from volley_itest import binary
+import signal
+
+from volley_itest import binary, tail, wait_for
 
 N = 300
 
@@ -51,3 +53,22 @@ def test_auto_uses_io_uring_where_it_works(volley, volley_sink, recipients):
     lines = [ln for ln in run.log.splitlines() if "event loop:" in ln]
     assert len(lines) == 1 and "event loop: io_uring (" in lines[0], lines
     assert volley.stats(cid).get("delivered") == len(rows)
+
+
+def test_reload_keeps_the_backend(volley, volley_sink, recipients):
+    sink = volley_sink()
+    volley.write_conf(sink.hostport, backend="epoll")
+    w = volley.start_worker()
+    assert wait_for(lambda: "event loop: epoll ([worker] backend = epoll)" in w.logpath.read_text(), 10), \
+        tail(w.logpath)
+    volley.write_conf(sink.hostport, backend="io_uring")
+    w.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "configuration reloaded" in w.logpath.read_text(), 5), tail(w.logpath)
+    assert "reload: a new [worker] backend needs a restart" in w.logpath.read_text(), tail(w.logpath)
+    rows = recipients(10)
+    cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
+    assert wait_for(lambda: volley.stats(cid).get("delivered", 0) == len(rows), 20), \
+        f"stats {volley.stats(cid)}; log:\n{tail(w.logpath)}"
+    assert w.logpath.read_text().count("event loop:") == 1, "the threads keep their loop: no second start"
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=15) == 0
