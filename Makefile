@@ -24,7 +24,7 @@ CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 override CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Wformat=2 -fno-strict-aliasing -I. -MMD -MP
-LDLIBS  += -luring -lssl -lcrypto -lhiredis -lcares -lpthread -lm
+LDLIBS  += -luring -lssl -lcrypto -lhiredis -lcares -lpthread -lm $(shell pkg-config --libs libmicrohttpd)
 JEMALLOC ?= -ljemalloc
 PYTHON  ?= /usr/bin/python3
 

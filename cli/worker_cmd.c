@@ -25,6 +25,7 @@
 
 #include "cli/cmd.h"
 #include "engine/engine.h"
+#include "engine/metrics_http.h"
 #include "lib/alloc.h"
 #include "lib/err.h"
 #include "lib/clock.h"
@@ -347,6 +348,21 @@ static void run(const struct vconfig *cfg, struct worker **ws, int started)
     free(tids);
 }
 
+/* start_metrics - [metrics] listen: the HTTP server Prometheus scrapes, reading every thread's block */
+static struct metrics_http *start_metrics(const struct vconfig *cfg, struct worker **ws, int n, char *err,
+                                          size_t errlen)
+{
+    struct metrics_thread **blocks = xcalloc((size_t)n, sizeof(*blocks));
+    for (int i = 0; i < n; i++)
+        blocks[i] = worker_metrics(ws[i]);
+    struct metrics_http *mh = metrics_http_start(cfg->metrics_host, cfg->metrics_port, blocks, n, err, errlen);
+    free(blocks);
+    if (mh != NULL)
+        log_info("metrics: http://%s%s%s:%d/metrics", strchr(cfg->metrics_host, ':') ? "[" : "", cfg->metrics_host,
+                 strchr(cfg->metrics_host, ':') ? "]" : "", cfg->metrics_port);
+    return mh;
+}
+
 /* finish - free the threads' workers; the closing summary when the run went well */
 static void finish(struct worker **ws, int started, uint64_t t0, int rc)
 {
@@ -409,9 +425,15 @@ int cmd_worker_main(int argc, char **argv)
         worker_set_fleet(ws[i], &id, &worker_running);
         started++;
     }
+    struct metrics_http *mh = NULL;
+    if (rc == 0 && cfg.metrics_port > 0 && (mh = start_metrics(&cfg, ws, started, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "volley worker: %s\n", err);
+        rc = 2;
+    }
     uint64_t t0 = clock_mono_us();
     if (rc == 0)
         run(&cfg, ws, started);
+    metrics_http_stop(mh); /* before the workers' blocks are freed */
     struct worker_totals t0_totals = {0};
     if (started > 0)
         worker_totals(ws[0], &t0_totals);

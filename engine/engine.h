@@ -9,6 +9,7 @@
  *   worker_set_fleet(w, &id, &running);                  the process's name
  *   pthread_create(..., worker_run, w);                  one thread each
  *   worker_reload(w, newcfg);                            any thread (SIGHUP)
+ *   worker_metrics(w);                                   its Prometheus block
  *   worker_totals(w, &t); worker_free(w);                after the join
  * DESCRIPTION
  *   A worker thread is a self-contained mini-worker (shared-nothing): its
@@ -17,7 +18,7 @@
  *   coordinate only through Redis. What a worker holds is engine-internal
  *   (engine/worker.h); this header is all a caller needs.
  * THREADS
- *   worker_new, worker_set_fleet, worker_totals and worker_free: the thread
+ *   worker_new, worker_set_fleet, worker_metrics, worker_totals and worker_free: the thread
  *   that owns the workers, while the worker's thread is not running.
  *   worker_reload: any thread, at any time.
  */
@@ -33,6 +34,7 @@ struct vconfig;
 struct q_retry_cfg;
 struct q_worker_id;
 struct thr_config;
+struct metrics_thread;
 
 /* a worker's name lives this long after its last heartbeat (one beat per TTL / 5) */
 #define WORKER_HEARTBEAT_TTL_MS 5000
@@ -61,6 +63,8 @@ void worker_run(struct worker *w);
 /* worker_reload - hand over a reloaded config (kept by the caller until every worker is freed) */
 void worker_reload(struct worker *w, struct vconfig *nc);
 void worker_totals(const struct worker *w, struct worker_totals *t);
+/* worker_metrics - the thread's Prometheus block (engine/metrics.h), for engine/metrics_http.c; lives until worker_free */
+struct metrics_thread *worker_metrics(struct worker *w);
 void worker_free(struct worker *w);
 /*
  * redis_link_check - before threads start: connect once with the blocking client; -EACCES (credentials

@@ -48,6 +48,7 @@
 #include "engine/smtp_conn.h"
 
 #include "engine/fence.h"
+#include "engine/metrics.h"
 #include "engine/site_limit.h"
 #include "engine/smtp_pool.h"
 #include "engine/transport.h"
@@ -426,6 +427,7 @@ static bool start_txn(struct smtp_conn *c)
         }
     }
     const char *from = tpl_message_mail_from(m->ver->tm);
+    m->txn_us = clock_mono_us(); /* the transaction's duration, for metrics (engine/worker_metrics.c) */
     if (c->caps & SMTP_CAP_SIZE)
         smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
                       (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
@@ -601,6 +603,7 @@ static void conn_after_io(struct smtp_conn *c)
 static void conn_on_connect(void *owner, int res)
 {
     struct smtp_conn *c = owner;
+    metrics_add(&c->w->met->connects[metrics_conn_result(res)], 1);
     if (res < 0) {
         char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "connect to %.150s failed: %s", c->peer, strerror(-res));
@@ -679,6 +682,9 @@ void smtp_conn_tick(struct smtp_conn *c, uint64_t now)
             stage = smtp_stage_name(c->expect[c->ex_head].stage);
         char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "timeout waiting for %s from %.120s", stage, c->peer);
+        if (c->stage == SMTP_STAGE_CONNECT || c->stage == SMTP_STAGE_TLS)
+            metrics_add(c->stage == SMTP_STAGE_CONNECT ? &c->w->met->connects[METRICS_CONNECT_TIMEOUT]
+                                                       : &c->w->met->tls[METRICS_TLS_TIMEOUT], 1);
         if (c->state == CONN_QUITTING)
             conn_close(c);
         else

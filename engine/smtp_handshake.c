@@ -19,6 +19,7 @@
 
 #include <openssl/evp.h>
 
+#include "engine/metrics.h"
 #include "engine/smtp_pool.h"
 #include "engine/transport.h"
 #include "engine/worker.h"
@@ -66,6 +67,7 @@ void smtp_hs_tls_begin(struct smtp_conn *c)
 /* smtp_hs_tls_failed - the handshake failed (or the server hung up during it) */
 void smtp_hs_tls_failed(struct smtp_conn *c, const char *err)
 {
+    metrics_add(&c->w->met->tls[METRICS_TLS_FAILED], 1);
     if (c->pool->tls == CONFIG_TLS_OPPORTUNISTIC) {
         /* opportunistic: remember the host as broken and deliver in plain text instead */
         struct pool_target *t = &c->pool->targets[c->target];
@@ -87,6 +89,7 @@ void smtp_hs_tls_step(struct smtp_conn *c)
         smtp_hs_tls_failed(c, err);
         return;
     }
+    metrics_add(&c->w->met->tls[METRICS_TLS_OK], 1);
     c->deadline_ms = 0;
     tls_describe(&c->tls, c->tlsdesc, sizeof(c->tlsdesc));
     if (smtp_conn_expect_waiting(c, SMTP_STAGE_GREETING)) {

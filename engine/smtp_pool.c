@@ -28,6 +28,7 @@
 #include "engine/smtp_pool.h"
 
 #include "engine/fence.h"
+#include "engine/metrics.h"
 #include "engine/site_limit.h"
 #include "engine/smtp_conn.h"
 #include "lib/clock.h"
@@ -328,6 +329,7 @@ void pool_conn_opened(struct route_pool *p, struct smtp_conn *c)
     c->next = p->conns;
     p->conns = c;
     p->nconns++;
+    metrics_gauge_add(&c->w->met->conns[metrics_prov(p->thr_prov)], 1);
 }
 
 void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *c, bool was_ready)
@@ -338,6 +340,7 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
             break;
         }
     p->nconns--;
+    metrics_gauge_add(&w->met->conns[metrics_prov(p->thr_prov)], -1);
     site_limit_release(p->limit_key);
     if (c->thr_held && w->thr != NULL)
         thr_conn_release(w->thr, p->thr_prov, p->thr_ip);

@@ -36,6 +36,7 @@
 #include "engine/dns.h"
 #include "engine/fence.h"
 #include "engine/lease.h"
+#include "engine/metrics.h"
 #include "engine/ring.h"
 #include "engine/transport_uring.h"
 #include "lib/alloc.h"
@@ -105,6 +106,7 @@ static struct msg *msg_alloc(struct worker *w)
         vbuf_init(&m->data, 0); /* msg_prepare sizes it for the rendered message: nothing touched twice */
     }
     w->inflight++;
+    metrics_gauge_add(&w->met->inflight[0], 1); /* unrouted: m->met_prov is 0 */
     return m;
 }
 
@@ -115,6 +117,7 @@ void msg_release(struct worker *w, struct msg *m)
     camp_ver_unref(m->ver);
     m->ver = NULL;
     w->inflight--;
+    metrics_gauge_add(&w->met->inflight[m->met_prov], -1);
     w->held_bytes -= m->held;
     m->held = 0;
     /* an unusually large message should not keep its buffer forever, nor the free list much of the bytes */
@@ -137,6 +140,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
     m->scope = o->scope;
     snprintf(m->dsn, sizeof(m->dsn), "%s", o->dsn ? o->dsn : "");
     log_sanitize(m->reply, sizeof(m->reply), reply ? reply : "", reply ? strlen(reply) : 0);
+    worker_metrics_done(w, m);
     m->next = NULL;
     if (w->out_tail)
         w->out_tail->next = m;

@@ -92,6 +92,8 @@ struct msg {
     enum smtp_scope scope; /* what a failure concerns (engine/smtp_outcome.h) */
     uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */
     struct route_pool *pool; /* where a message being re-confirmed goes back to (engine/fence.c) */
+    int met_prov;    /* provider slot the in-flight gauge counts m under (engine/worker_metrics.c); 0: none */
+    uint64_t txn_us; /* when its MAIL FROM was written (mono us); 0: no transaction started */
 };
 
 enum camp_state { CAMP_FETCHING, CAMP_READY, CAMP_BAD };
@@ -181,6 +183,9 @@ struct worker {
     int ctl_states_outstanding;
     uint64_t next_ctl_ms, ctl_sent_ms;
     uint64_t ctl_ok_ms; /* send time of the last control check fully applied */
+    /* Prometheus metrics: this thread's block (engine/metrics.h), published state refreshed every so often */
+    struct metrics_thread *met;
+    uint64_t metrics_at_ms;
     /* counters for the end-of-run summary */
     unsigned long n_delivered, n_deferred, n_bounced, n_failed, n_other;
 };
@@ -199,6 +204,14 @@ void intake_maybe_read(struct worker *w, uint64_t now);
 void fleet_duties(struct worker *w, uint64_t now);
 /* flush_outcomes - send the decided outcomes to Redis, one script per batch */
 void flush_outcomes(struct worker *w);
+
+/* worker_metrics.c: what the thread counts for Prometheus (engine/metrics.h) */
+/* worker_metrics_routed - m was routed: its in-flight gauge moves to its throttle provider */
+void worker_metrics_routed(struct worker *w, struct msg *m);
+/* worker_metrics_done - m's outcome is decided: messages, time in queue, transaction */
+void worker_metrics_done(struct worker *w, const struct msg *m);
+/* worker_metrics_tick - once per loop turn: every so often, publish Redis and throttle state */
+void worker_metrics_tick(struct worker *w, uint64_t now);
 
 /* worker_life.c: setup, reload and teardown */
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,

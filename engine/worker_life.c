@@ -21,6 +21,7 @@
 #include "lib/log.h"
 
 #include "engine/dns.h"
+#include "engine/metrics.h"
 #include "engine/ring.h"
 #include "engine/transport_epoll.h"
 #include "engine/transport_uring.h"
@@ -100,6 +101,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->stop = stop;
     w->exit_when_idle = exit_when_idle;
     w->conn_ops = &worker_conn_ops;
+    w->met = metrics_thread_new(cfg, tc);
     q_keys_init(&w->keys, cfg->redis_prefix);
     snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
     int rc = worker_open_loop(w, err, errlen);
@@ -154,6 +156,7 @@ fail:
     xport_loop_free(w->xl);
     tls_ctx_free(w->tls_ctx);
     tls_ctx_free(w->tls_ctx_verify);
+    metrics_thread_free(w->met);
     return rc;
 }
 
@@ -232,6 +235,7 @@ void worker_fini(struct worker *w)
     if (w->tls_ctx_verify)
         tls_ctx_free(w->tls_ctx_verify);
     vbuf_free(&w->scratch);
+    metrics_thread_free(w->met); /* last: releasing messages above moves its gauges */
 }
 
 int worker_new(struct worker **out, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
@@ -266,6 +270,11 @@ void worker_totals(const struct worker *w, struct worker_totals *t)
                                 .failed = w->n_failed,
                                 .throttle_cmds = w->thr != NULL ? thr_commands(w->thr) : 0,
                                 .name_lost = w->name_lost};
+}
+
+struct metrics_thread *worker_metrics(struct worker *w)
+{
+    return w->met;
 }
 
 void worker_free(struct worker *w)

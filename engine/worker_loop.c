@@ -120,6 +120,7 @@ void worker_run(struct worker *w)
         }
         pool_tick(w, now);
         flush_outcomes(w);
+        worker_metrics_tick(w, now);
         redis_link_flush(&w->redis);
         if (w->stopping)
             worker_stop_step(w, now);

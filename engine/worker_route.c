@@ -103,6 +103,7 @@ static void on_mx(void *priv, const struct dns_mx_result *r)
     int prov = w->thr ? thr_classify(w->thr, r->domain, dlen, names, nn) : -1;
     if (msg_pick(w, m, prov) < 0)
         return;
+    worker_metrics_routed(w, m);
     enum config_tls_mode tls = pool_tls_mode(w->cfg, r->domain, dlen, names, nn);
     if (prov >= 0 && thr_config_tls(w->thr_cfg, prov) == THR_TLS_REQUIRED && tls < CONFIG_TLS_REQUIRED)
         tls = CONFIG_TLS_REQUIRED; /* the provider demands TLS (gmail) */
@@ -139,6 +140,7 @@ void msg_route(struct worker *w, struct msg *m)
         int prov = w->thr ? thr_classify(w->thr, dom, dlen, NULL, 0) : -1;
         if (msg_pick(w, m, prov) < 0)
             return;
+        worker_metrics_routed(w, m);
         pool_enqueue(pool_for_route(w, route, m->egress, dom, dlen, m->thr_prov), m);
         return;
     }

@@ -380,6 +380,23 @@ static int set_backend(struct vconfig *cfg, const char *key, const char *v, char
     return -EINVAL;
 }
 
+/* set_metrics_listen - IP:port ([v6]:port) of the metrics HTTP server: an address literal, not a name to resolve */
+static int set_metrics_listen(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    char host[sizeof(cfg->metrics_host)];
+    unsigned char a[sizeof(struct in6_addr)];
+    int port;
+    if (config_parse_hostport(v, host, sizeof(host), &port) < 0)
+        return -EINVAL;
+    if (inet_pton(AF_INET, host, a) != 1 && inet_pton(AF_INET6, host, a) != 1) {
+        snprintf(why, whylen, "'%s' is not an IP address", host);
+        return -EINVAL;
+    }
+    snprintf(cfg->metrics_host, sizeof(cfg->metrics_host), "%s", host);
+    cfg->metrics_port = port;
+    return 0;
+}
+
 static int set_tls_mode(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
     return parse_tls_mode(v, &cfg->tls_mode);
@@ -568,6 +585,10 @@ const struct config_key config_keys[] = {
            "a dead worker's pending job is taken over after this idle time"),
 
     FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
+
+    FUNC("metrics", "listen", set_metrics_listen, "`IP:port`, `[v6]:port`", NULL, "off", "127.0.0.1:9464",
+         "serve Prometheus metrics at `http://IP:port/metrics` from each worker process (see "
+         "[Metrics](#metrics)); a second process on the same machine needs its own port"),
 };
 const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);
 

@@ -131,6 +131,9 @@ struct vconfig {
     int ndkim;
     /* [log] */
     int log_level;
+    /* [metrics] listen: Prometheus /metrics on this IP literal and port (engine/metrics_http.c); port 0: off */
+    char metrics_host[64];
+    int metrics_port;
     /* [dns] */
     char *dns_servers[CONFIG_MAX_DNS]; /* "127.0.0.1:5353"; none: the system's resolv.conf */
     int ndns_servers;

@@ -33,6 +33,7 @@ struct q_redis {
     vbuf out;
     struct q_cb *ring;
     size_t cap, head, count;
+    uint64_t replies; /* replies received since q_redis_new (q_redis_replies) */
     /* the EVALSHA being built between q_redis_eval_begin and _end */
     struct redis_script *ev_script;
     size_t ev_argc;      /* arguments of the whole command */
@@ -174,6 +175,7 @@ int q_redis_feed(struct q_redis *q, const char *p, size_t n)
             return -EPROTO;
         }
         struct q_cb cb = pop_cb(q);
+        q->replies++;
         if (cb.fn != NULL)
             cb.fn(cb.priv, r);
         freeReplyObject(r);
@@ -197,6 +199,11 @@ void q_redis_fail_all(struct q_redis *q)
 size_t q_redis_pending(const struct q_redis *q)
 {
     return q->count;
+}
+
+uint64_t q_redis_replies(const struct q_redis *q)
+{
+    return q->replies;
 }
 
 vbuf *q_redis_eval_begin(struct q_redis *q, struct redis_script *s, int nkeys, int nargs)

@@ -23,6 +23,7 @@
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lib/buf.h"
 
@@ -47,5 +48,7 @@ int q_redis_feed(struct q_redis *q, const char *p, size_t n);
 void q_redis_fail_all(struct q_redis *q);
 /* q_redis_pending - commands sent or queued whose replies have not arrived */
 size_t q_redis_pending(const struct q_redis *q);
+/* q_redis_replies - replies received since q_redis_new (each one a command's round trip; metrics) */
+uint64_t q_redis_replies(const struct q_redis *q);
 
 #endif

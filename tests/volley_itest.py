@@ -500,7 +500,7 @@ SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connection
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
                        "connection_max_ms", "bad_host_ms", "mx_port"})
 SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "throttle", "warmup", "dkim",
-            "log")
+            "log", "metrics")
 
 # what every test starts from: small batches, quick SMTP timeouts, no TLS
 CONF_DEFAULTS = {
@@ -522,7 +522,7 @@ def conf_text(redis_url, route=None, *, preset=None, tls=None, log=None, provide
 
     route: "host:port" for `* =`, a dict {domain: host:port}, or None (no [route]: direct MX).
     tls: a [tls] mode or a dict; log: a [log] level. Flat keywords are [worker] / [smtp] keys (WORKER_KEYS,
-    SMTP_KEYS); redis, dns, egress, retry, queue, throttle, warmup, dkim are dicts for their sections
+    SMTP_KEYS); redis, dns, egress, retry, queue, throttle, warmup, dkim, metrics are dicts for their sections
     ([redis] url defaults to redis_url); providers: {NAME: {key: value}} for [provider NAME].
     A value of None leaves the key out; a list value repeats the key (e.g. [dkim] key).
     The environment's VOLLEY_BACKEND (auto, io_uring, epoll) sets [worker] backend unless a keyword does, so

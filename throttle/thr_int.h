@@ -125,6 +125,7 @@ struct thr_pair {
     uint64_t lease_sent_ms; /* when the pending lease was asked for */
     uint64_t lease_at_ms; /* do not ask Redis again before this */
     int64_t day;          /* the day the tokens were counted in */
+    long day_sent;        /* messages this worker sent through the pair on that day (metrics) */
     uint64_t day_end_ms;
     int64_t capped_day; /* a cap of this day is reached */
     uint64_t cap_wait_ms; /* capped, but slots leased in the fleet may come back until then: wait, ask again */

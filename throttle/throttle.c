@@ -209,6 +209,7 @@ void thr_pair_touch(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
             pr->lhead = 0;
             pr->giveback = 0;
             pr->day = day;
+            pr->day_sent = 0;
         }
     }
     if (pr->mode != THR_NORMAL && now_ms >= pr->mode_until_ms) {
@@ -577,6 +578,7 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
         }
         if (now_ms >= pr->poll_at_ms)
             pair_poll(t, pr, now_ms);
+        pr->day_sent++;
         v->kind = THR_SEND;
         return 0;
     }
@@ -592,6 +594,7 @@ int thr_admit(struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_ver
             l->next_us += l->interval_us;
             l->left--;
             pr->tokens--;
+            pr->day_sent++;
             if (pr->demand > 0)
                 pr->demand--;
             if (l->left == 0) {
@@ -725,4 +728,26 @@ void thr_tick(struct throttle *t, uint64_t now_ms)
         thr_conn_tick(t, pr, now_ms);
         thr_backoff_tick(t, pr, now_ms);
     }
+}
+
+/* thr_pair_state - what this worker knows of (p, ip) now, for metrics (engine/worker_metrics.c) */
+void thr_pair_state(const struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_pair_state *st)
+{
+    const struct thr_pair *pr = &t->pairs[p * t->nips + ip];
+    memset(st, 0, sizeof(*st));
+    st->active = pr->active;
+    if (!pr->active)
+        return;
+    /* a lease whose next slot is due now is being spent; one that starts later (the fleet's next run) is not */
+    const struct thr_lease *l = &pr->lease[pr->lhead];
+    if (pr->ln > 0 && l->interval_us > 0 && l->next_us <= (double)now_ms * 1000 + l->interval_us)
+        st->rate = 1e6 / l->interval_us;
+    st->day_sent = pr->day_sent;
+    long long ipcap, scap;
+    int64_t wday;
+    pair_caps(t, pr, &ipcap, &scap, &wday);
+    /* 0 means no cap of that kind: the smaller of those set applies */
+    st->day_cap = ipcap > 0 && (scap <= 0 || ipcap < scap) ? ipcap : scap > 0 ? scap : -1;
+    st->backoff = pr->mode == THR_BACKOFF;
+    st->suspended = pr->mode == THR_SUSPEND;
 }

@@ -184,6 +184,16 @@ uint64_t thr_hold_until(struct throttle *t, int p, int ip, uint64_t now_ms);
 void thr_tick(struct throttle *t, uint64_t now_ms);
 /* thr_commands - Redis commands sent so far (for benchmarks and stats) */
 unsigned long thr_commands(const struct throttle *t);
+/* what one worker's throttle knows of a (provider, IP) pair: metrics read it now and then */
+struct thr_pair_state {
+    bool active;        /* the worker used the pair; nothing else is set when false */
+    double rate;        /* messages per second of the rate slots it is spending now (0: none due, or unlimited) */
+    long day_sent;      /* messages it sent through the pair today */
+    long long day_cap;  /* today's cap (the smaller of warm-up and provider cap); -1: none */
+    bool backoff, suspended;
+};
+/* thr_pair_state - the state of (p, ip) as this worker knows it (its thread only) */
+void thr_pair_state(const struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_pair_state *st);
 
 /* thr_warmup_set - (blocking) store IP's warm-up start date "YYYY-MM-DD" in Redis */
 int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen);

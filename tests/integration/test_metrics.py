@@ -1,0 +1,190 @@
+"""Prometheus metrics ([metrics] listen): a real Prometheus server scrapes a worker during a campaign.
+
+- A campaign of gmail.com (throttled: provider gmail, 400/s from egress 127.0.0.2) and example.test
+  (unthrottled) recipients over STARTTLS to volley-sink: Prometheus (the Debian package's binary, on
+  loopback, scrape_interval 1s) sees the delivered count grow while the campaign runs, and its query API
+  returns sum(volley_messages_total{status="delivered"}) equal to the delivered count Redis recorded;
+  the per-provider series, transactions, connects, TLS handshakes, histograms and throttle gauges agree
+  with what happened; `promtool check metrics` finds nothing wrong in the exposition.
+- Failures are counted by their result: a route to a closed port shows as refused connects and deferred
+  messages, with no transaction started.
+- A port already taken stops the worker at start with exit 2 and the reason.
+"""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+from volley_itest import (THROTTLE, free_port, make_recipients, stop_process, stop_workers, wait_for, wait_port)
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def scrape(port):
+    """GET /metrics of the worker; (content type, text)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.headers["Content-Type"], r.read().decode()
+
+
+def samples(text):
+    """{(name, frozenset(labels)): value} of an exposition text (the simple form volley writes)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        if "{" in series:
+            name, rest = series.split("{", 1)
+            labels = frozenset(tuple(kv.split("=", 1)) for kv in rest.rstrip("}").replace('"', "").split(","))
+        else:
+            name, labels = series, frozenset()
+        out[(name, labels)] = float(value)
+    return out
+
+
+def total(s, name, **labels):
+    """Sum of the samples of name whose labels include labels."""
+    want = {(k, str(v)) for k, v in labels.items()}
+    return sum(v for (n, ls), v in s.items() if n == name and want <= ls)
+
+
+class Prometheus:
+    """/usr/bin/prometheus on loopback scraping one target every second; its data in a temporary folder."""
+
+    def __init__(self, d, target):
+        self.port = free_port()
+        d.mkdir(parents=True, exist_ok=True)
+        conf = d / "prometheus.yml"
+        conf.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                        "scrape_configs:\n  - job_name: volley\n    static_configs:\n"
+                        f"      - targets: ['{target}']\n")
+        self.log = open(d / "prometheus.log", "wb")
+        self.p = subprocess.Popen([PROMETHEUS, f"--config.file={conf}", f"--storage.tsdb.path={d / 'data'}",
+                                   f"--web.listen-address=127.0.0.1:{self.port}"],
+                                  stdout=self.log, stderr=subprocess.STDOUT)
+        assert wait_port(self.port, timeout=30), "prometheus did not start listening"
+
+    def query(self, q, at=None):
+        """The API's instant query; the list of results."""
+        args = {"query": q, **({"time": f"{at:.3f}"} if at else {})}
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(args)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def value(self, q, at=None):
+        """The single value of q (None when there is no sample)."""
+        res = self.query(q, at)
+        return float(res[0]["value"][1]) if res else None
+
+    def range(self, q, start, end):
+        url = f"http://127.0.0.1:{self.port}/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": q, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1"})
+        with urllib.request.urlopen(url, timeout=5) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        res = body["data"]["result"]
+        return [float(v) for _, v in res[0]["values"]] if res else []
+
+    def stop(self):
+        stop_process(self.p)
+        self.log.close()
+
+
+def test_prometheus_scrapes_worker_during_campaign(volley, volley_sink, tmp_path):
+    sink = volley_sink(tls=True)
+    mport = free_port()
+    n_gmail, n_other = 1600, 400
+    volley.write_conf({"gmail.com": sink.hostport, "example.test": sink.hostport}, preset=THROTTLE, threads=2,
+                      tls="opportunistic", egress={"ips": "127.0.0.2"}, metrics={"listen": f"127.0.0.1:{mport}"},
+                      providers={"gmail": {"rate": "400/s", "daily_cap": 100000, "connections": 4}})
+    prom = Prometheus(tmp_path / "prom", f"127.0.0.1:{mport}")
+    try:
+        rows = make_recipients(n_gmail, domains=("gmail.com",)) + make_recipients(n_other, domains=("example.test",), prefix="other")
+        cid = volley.push_rows(rows, name="c")
+        t_start = time.time()
+        w = volley.start_worker()
+        assert wait_port(mport, timeout=10), f"metrics port not open; log:\n{w.logpath.read_text()}"
+        ctype, text = scrape(mport)
+        assert ctype.startswith("text/plain; version=0.0.4"), ctype
+        n = n_gmail + n_other
+        done = wait_for(lambda: int(volley.stats(cid).get("delivered", 0)) >= n, 60)
+        t_done = time.time()
+        delivered = int(volley.stats(cid).get("delivered", 0))
+        assert done, f"only {delivered} of {n} delivered; log:\n{w.logpath.read_text()[-3000:]}"
+
+        # the count Prometheus holds becomes the delivered count Redis recorded (a scrape a second)
+        q = 'sum(volley_messages_total{status="delivered"})'
+        assert wait_for(lambda: prom.value(q) == delivered, 15), f"prometheus says {prom.value(q)}, redis {delivered}"
+        # ... and it was scraped while the campaign ran: values between none and all of them
+        seen = prom.range(q, t_start, t_done)
+        assert any(0 < v < delivered for v in seen), f"no scrape caught the campaign under way: {seen}"
+        assert prom.value('sum(volley_messages_total{status="delivered",provider="gmail"})') == n_gmail
+        assert prom.value('sum(volley_messages_total{status="delivered",provider="none"})') == n_other
+        assert prom.value('sum(volley_messages_total{source_ip="127.0.0.2"})') == n
+        assert prom.value("volley_queue_time_seconds_count") == n
+        # the rate in use was published while gmail mail waited for its slots: at most the provider's 400/s
+        peak = prom.value('max_over_time(volley_throttle_rate_per_second{provider="gmail"}[2m])')
+        print(f"gmail: peak rate in use {peak}/s, scrapes during the campaign {seen}")
+        assert peak is not None and 0 < peak <= 400, peak
+
+        _, text = scrape(mport)
+        s = samples(text)
+        assert total(s, "volley_smtp_transactions_total", result="delivered") == n
+        assert total(s, "volley_smtp_transaction_seconds_count") == n
+        assert total(s, "volley_smtp_transaction_seconds_bucket", le="+Inf") == n
+        conns = total(s, "volley_smtp_connects_total", result="ok")
+        assert 1 <= conns <= n, text
+        assert total(s, "volley_smtp_tls_handshakes_total", result="ok") == conns, "every connection used STARTTLS"
+        assert total(s, "volley_smtp_tls_handshakes_total", result="failed") == 0
+        assert total(s, "volley_inflight_messages") == 0, "everything recorded: nothing in flight"
+        assert total(s, "volley_throttle_daily_sent", provider="gmail", source_ip="127.0.0.2") == n_gmail
+        assert total(s, "volley_throttle_daily_cap", provider="gmail", source_ip="127.0.0.2") == 100000
+        assert total(s, "volley_throttle_suspended", provider="gmail") == 0
+        assert total(s, "volley_redis_round_trips_total") > 0
+        # a queue time is at least the time the throttle made the last gmail message wait
+        assert total(s, "volley_queue_time_seconds_sum") / n > 0.5, "400/s for 1,600 messages is 4 s of queue"
+
+        body = tmp_path / "metrics.txt"
+        body.write_text(text)
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True,
+                               timeout=30)
+        assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), (
+            f"promtool check metrics: {check.stdout}{check.stderr}")
+        assert stop_workers([w]) == [0]
+    finally:
+        prom.stop()
+
+
+def test_refused_connects_counted(volley):
+    mport = free_port()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    volley.write_conf(f"127.0.0.1:{closed}", metrics={"listen": f"127.0.0.1:{mport}"}, bad_host_ms=100)
+    rows = make_recipients(20)
+    cid = volley.push_rows(rows, name="c")
+    w = volley.start_worker()
+    assert wait_for(lambda: int(volley.stats(cid).get("deferred", 0)) >= 20, 30), volley.stats(cid)
+    assert wait_port(mport, timeout=5)
+    s = samples(scrape(mport)[1])
+    assert total(s, "volley_smtp_connects_total", result="refused") >= 1
+    assert total(s, "volley_smtp_connects_total", result="ok") == 0
+    assert total(s, "volley_messages_total", status="deferred") == 20
+    assert total(s, "volley_smtp_transactions_total") == 0, "no MAIL FROM was ever sent"
+    assert stop_workers([w]) == [0]
+
+
+def test_port_taken_is_an_error(volley):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        volley.write_conf("127.0.0.1:1", metrics={"listen": f"127.0.0.1:{port}"})
+        run = volley.run_worker(expect=2)
+    assert "[metrics] listen" in run.log and str(port) in run.log, run.log
