@@ -224,6 +224,30 @@ static void test_key_table(void **st)
     config_free(&cfg);
 }
 
+/* [metrics] listen: off unless set; an IP literal and a port (a name would need a resolver at start) */
+static void test_metrics_listen(void **st)
+{
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(cfg.metrics_port, 0);
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[metrics]\nlisten = 127.0.0.1:9464\n", err, sizeof(err)), 0);
+    assert_string_equal(cfg.metrics_host, "127.0.0.1");
+    assert_int_equal(cfg.metrics_port, 9464);
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[metrics]\nlisten = [::1]:9465\n", err, sizeof(err)), 0);
+    assert_string_equal(cfg.metrics_host, "::1");
+    assert_int_equal(cfg.metrics_port, 9465);
+    const char *bad[] = {"localhost:9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":9464"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[128];
+        snprintf(text, sizeof(text), "[metrics]\nlisten = %s\n", bad[i]);
+        assert_int_equal(config_parse_string(&cfg, "t.conf", text, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "t.conf:2"));
+    }
+    assert_non_null(strstr(err, "listen"));
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_full_tables_name_the_limit),
         cmocka_unit_test(test_former_worker_aliases_are_unknown_keys),
         cmocka_unit_test(test_key_table),
+        cmocka_unit_test(test_metrics_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
