@@ -61,7 +61,8 @@
 # ENVIRONMENT
 #   BUILD (build), PYTHON (/usr/bin/python3), BENCH_QUICK=1, BENCH_SECTIONS,
 #   BENCH_MSGS (spine messages, 100000; quick 20000), BENCH_MTA_MSGS (20000),
-#   BENCH_MTA_SESSIONS (injector sessions into Postfix, 20), BENCH_CONNS (5000;
+#   BENCH_METRICS=IP:PORT ([metrics] listen in the worker configs of write_conf, scraped every second
+#   with curl for the whole run), BENCH_MTA_SESSIONS (injector sessions into Postfix, 20), BENCH_CONNS (5000;
 #   quick 1000), BENCH_CONNS_DELAY_MS (sink reply delay in the conns section,
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
@@ -118,6 +119,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [ -n "${BENCH_METRICS:-}" ]; then
+    # what Prometheus would do: scrape every second, for the whole run (a worker not running refuses: fine)
+    (while sleep 1; do curl -s -o /dev/null --max-time 1 "http://$BENCH_METRICS/metrics" || true; done) &
+    PIDS+=($!)
+fi
 
 RESULTS=()  # key=value lines, printed at the end
 ROWS=()     # markdown table rows
@@ -301,6 +307,7 @@ claim_idle = 10m
 level = warn
 EOF
     [ $# -ge 7 ] && printf '%s\n' "$7" >>"$1"
+    [ -n "${BENCH_METRICS:-}" ] && printf '\n[metrics]\nlisten = %s\n' "$BENCH_METRICS" >>"$1"
     return 0
 }
 

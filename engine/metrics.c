@@ -27,12 +27,29 @@ static const uint64_t queue_bounds_ms[METRICS_HIST_BOUNDS] = {
 static const uint64_t txn_bounds_us[METRICS_HIST_BOUNDS] = {
     1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000};
 
+#define METRICS_LINE 64 /* cache line */
+
+/*
+ * lines - n zeroed bytes on cache lines of their own: a thread's counters
+ * never share a line with another thread's (each write would otherwise
+ * steal the line from the other core)
+ */
+static void *lines(size_t n)
+{
+    void *p = NULL;
+    size_t sz = (n + METRICS_LINE - 1) / METRICS_LINE * METRICS_LINE;
+    if (posix_memalign(&p, METRICS_LINE, sz > 0 ? sz : METRICS_LINE) != 0)
+        abort(); /* out of memory at start, as xcalloc would */
+    memset(p, 0, sz > 0 ? sz : METRICS_LINE);
+    return p;
+}
+
 static const char *const connect_names[METRICS_CONNECTS] = {"ok", "refused", "timeout", "unreachable", "error"};
 static const char *const tls_names[METRICS_TLSS] = {"ok", "failed", "timeout"};
 
 struct metrics_thread *metrics_thread_new(const struct vconfig *cfg, const struct thr_config *tc)
 {
-    struct metrics_thread *t = xcalloc(1, sizeof(*t));
+    struct metrics_thread *t = lines(sizeof(*t));
     int ntp = tc != NULL ? thr_config_nproviders(tc) : 0;
     t->nprov = 1 + ntp;
     t->nip = cfg->negress + 2;
@@ -46,10 +63,10 @@ struct metrics_thread *metrics_thread_new(const struct vconfig *cfg, const struc
     for (int i = 0; i < cfg->negress; i++)
         snprintf(t->ip_name[i + 1], METRICS_NAME_MAX, "%s", cfg->egress[i].ip);
     snprintf(t->ip_name[t->nip - 1], METRICS_NAME_MAX, "other");
-    t->msgs = xcalloc((size_t)(METRICS_STATUSES * t->nprov * t->nip), sizeof(*t->msgs));
-    t->inflight = xcalloc((size_t)t->nprov, sizeof(*t->inflight));
-    t->conns = xcalloc((size_t)t->nprov, sizeof(*t->conns));
-    t->thr = xcalloc((size_t)((ntp > 0 ? ntp : 1) * t->thr_nip), sizeof(*t->thr));
+    t->msgs = lines((size_t)(METRICS_STATUSES * t->nprov * t->nip) * sizeof(*t->msgs));
+    t->inflight = lines((size_t)t->nprov * sizeof(*t->inflight));
+    t->conns = lines((size_t)t->nprov * sizeof(*t->conns));
+    t->thr = lines((size_t)((ntp > 0 ? ntp : 1) * t->thr_nip) * sizeof(*t->thr));
     return t;
 }
 
