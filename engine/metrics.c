@@ -11,6 +11,7 @@
  */
 #include "engine/metrics.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -124,8 +125,7 @@ void metrics_hist_observe(struct metrics_hist *h, const uint64_t *bounds, uint64
 
 void metrics_msg_done(struct metrics_thread *t, enum q_status st, int prov, int ip, uint64_t queued_ms, uint64_t txn_us)
 {
-    if ((unsigned)st >= METRICS_STATUSES || prov < 0 || prov >= t->nprov || ip < 0 || ip >= t->nip)
-        return; /* a bug upstream; metrics must not be the place it crashes */
+    assert((unsigned)st < METRICS_STATUSES && prov >= 0 && prov < t->nprov && ip >= 0 && ip < t->nip);
     metrics_add(&t->msgs[((size_t)st * (size_t)t->nprov + (size_t)prov) * (size_t)t->nip + (size_t)ip], 1);
     metrics_hist_observe(&t->queue_ms, queue_bounds_ms, queued_ms);
     if (txn_us != 0) {
