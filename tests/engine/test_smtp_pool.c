@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/metrics.h"
 #include "engine/site_limit.h"
 #include "engine/smtp_pool.h"
 #include "engine/worker.h"
@@ -68,6 +69,7 @@ static int setup(void **st)
     log_set_level(LOG_ERROR); /* pool_conn_closed logs every failed host */
     f->w = calloc(1, sizeof(*f->w));
     f->w->cfg = &f->cfg;
+    f->w->met = metrics_thread_new(&f->cfg, NULL); /* a connection's close moves its gauge */
     *st = f;
     return 0;
 }
@@ -76,6 +78,7 @@ static int teardown(void **st)
 {
     struct fixture *f = *st;
     pool_free_all(f->w);
+    metrics_thread_free(f->w->met);
     free(f->w);
     config_free(&f->cfg);
     free(f);
