@@ -1,0 +1,110 @@
+/*
+ * NAME
+ *   test_bounce_class - every shipped rule classifies its own example, and no earlier rule takes it
+ * DESCRIPTION
+ *   The table is walked row by row: the example reply each rule carries
+ *   must be decided by that very rule (an earlier, broader rule that would
+ *   shadow it is a bug in the table's order) and so get the rule's class.
+ *   Then the replies the issue names, volley's own texts, the names table
+ *   and the edges of the matcher (no text, a text longer than what is
+ *   examined, case, a detail that only looks like a prefix).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "lib/bounce_class.h"
+
+static void test_each_rule_takes_its_example(void **st)
+{
+    size_t n;
+    const struct bounce_rule *r = bounce_rules(&n);
+    assert_true(n >= 100);
+    int seen[BOUNCE_CLASS_COUNT] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const struct bounce_rule *x = &r[i];
+        assert_non_null(x->ex_text);
+        assert_non_null(x->src);
+        int got = bounce_class_rule(x->ex_code, x->ex_dsn, x->ex_text, strlen(x->ex_text));
+        if (got != (int)i)
+            fail_msg("rule %zu (%s, \"%s\"): its example \"%s\" is taken by rule %d", i,
+                     bounce_class_name(x->cls), x->text ? x->text : (x->dsn ? x->dsn : "code"), x->ex_text, got);
+        assert_string_equal(bounce_class(x->ex_code, x->ex_dsn, x->ex_text, strlen(x->ex_text)),
+                            bounce_class_name(x->cls));
+        if (x->text != NULL)
+            for (const char *p = x->text; *p; p++)
+                assert_false(*p >= 'A' && *p <= 'Z'); /* patterns are lower case: the text is lowered */
+        seen[x->cls]++;
+    }
+    /* every class but "other" (the fallback) is reachable from some rule */
+    for (int c = 0; c < BOUNCE_CLASS_COUNT; c++)
+        if (c != BOUNCE_OTHER && seen[c] == 0)
+            fail_msg("no rule gives class %s", bounce_class_name(c));
+}
+
+static void test_issue_replies(void **st)
+{
+    const char *t1 = "550 5.1.1 <nobody@example.net>: Recipient address does not exist";
+    assert_string_equal(bounce_class(550, "5.1.1", t1, strlen(t1)), "bad-mailbox");
+    const char *t2 = "421 4.7.0 Too many messages from 192.0.2.1, you are being rate limited";
+    assert_string_equal(bounce_class(421, "4.7.0", t2, strlen(t2)), "rate-limited");
+    const char *t3 = "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.spamhaus.org";
+    assert_string_equal(bounce_class(554, "5.7.1", t3, strlen(t3)), "reputation");
+    /* the same 5.7.1 with other words is spam, then policy */
+    const char *t4 = "550 5.7.1 Message rejected as spam";
+    assert_string_equal(bounce_class(550, "5.7.1", t4, strlen(t4)), "spam-related");
+    const char *t5 = "550 5.7.1 Delivery not authorized";
+    assert_string_equal(bounce_class(550, "5.7.1", t5, strlen(t5)), "policy-related");
+}
+
+static void test_edges(void **st)
+{
+    /* no text, no enhanced code: the reply code alone, else other */
+    assert_string_equal(bounce_class(552, "", NULL, 0), "mailbox-full");
+    assert_string_equal(bounce_class(550, NULL, NULL, 0), "other");
+    assert_string_equal(bounce_class(0, "", "", 0), "other");
+    /* case does not matter */
+    const char *up = "550 USER UNKNOWN";
+    assert_string_equal(bounce_class(550, "", up, strlen(up)), "bad-mailbox");
+    /* 5.1.10 is not 5.1.1 (exact detail), and a 4.x.x status is classed like its 5.x.x */
+    assert_string_equal(bounce_class(556, "5.1.10", "556 x", 5), "bad-domain");
+    assert_string_equal(bounce_class(450, "4.1.1", "450 x", 5), "bad-mailbox");
+    assert_string_equal(bounce_class(450, "4.2.2", "450 x", 5), "mailbox-full");
+    /* only the first BOUNCE_TEXT_MAX bytes are looked at; text_len is honoured (no NUL needed) */
+    char big[BOUNCE_TEXT_MAX + 64];
+    memset(big, 'a', sizeof(big));
+    memcpy(big + BOUNCE_TEXT_MAX + 8, "user unknown", 12);
+    assert_string_equal(bounce_class(550, "", big, sizeof(big)), "other");
+    memcpy(big + 10, "user unknown", 12);
+    assert_string_equal(bounce_class(550, "", big, 15), "other");
+    assert_string_equal(bounce_class(550, "", big, 22), "bad-mailbox");
+}
+
+static void test_names(void **st)
+{
+    for (int c = 0; c < BOUNCE_CLASS_COUNT; c++) {
+        const char *nm = bounce_class_name(c);
+        assert_int_equal(bounce_class_parse(nm, strlen(nm)), c);
+    }
+    assert_string_equal(bounce_class_name(BOUNCE_INACTIVE), "inactive-mailbox");
+    assert_string_equal(bounce_class_name(BOUNCE_CLASS_COUNT), "other");
+    assert_int_equal(bounce_class_parse("bad-mail", 8), -1);
+    assert_int_equal(bounce_class_parse("bad-mailboxes", 13), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_rule_takes_its_example),
+        cmocka_unit_test(test_issue_replies),
+        cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
