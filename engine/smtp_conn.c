@@ -272,7 +272,7 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         snprintf(c->error, sizeof(c->error), "%s", why);
     log_debug("smtp %s: %s", c->peer, c->error);
     /* every message whose outcome is not known yet is deferred with the reason */
-    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain);
+    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain, c->error);
     while (c->ex_len > 0) {
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {

@@ -57,6 +57,9 @@ enum bounce_class_id {
     BOUNCE_CLASS_COUNT
 };
 
+/* [feedback] suppress_classes' default: the address itself is gone, sending again only hurts reputation */
+#define BOUNCE_SUPPRESS_DEFAULT ((1u << BOUNCE_BAD_MAILBOX) | (1u << BOUNCE_BAD_DOMAIN) | (1u << BOUNCE_INACTIVE))
+
 /* one row of the table; exactly one of text, dsn or code is what it is about (see bounce_class.c) */
 struct bounce_rule {
     enum bounce_class_id cls;
