@@ -411,7 +411,7 @@ static bool start_txn(struct smtp_conn *c)
         char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data), c->size_limit);
         msg_note_conn(c, m);
-        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
+        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG, NULL);
         c->ops->finish(c->w, m, &o, why);
         return true;
     }

@@ -112,27 +112,30 @@ struct smtp_outcome smtp_outcome_lost(enum smtp_stage st, bool plain_retry, cons
                                  .cls = lost_class(st, plain_retry, why)};
 }
 
-struct smtp_outcome smtp_outcome_of(enum smtp_cause why)
+struct smtp_outcome smtp_outcome_of(enum smtp_cause why, const char *reason)
 {
     assert((unsigned)why < SMTP_CAUSE_COUNT && causes[why].dsn != NULL);
-    return causes[why];
+    struct smtp_outcome o = causes[why];
+    if (why == SMTP_CAUSE_SITE_DOWN && reason != NULL)
+        o.cls = lost_class(SMTP_STAGE_CONNECT, false, reason);
+    return o;
 }
 
 bool smtp_outcome_dns(enum dns_status st, bool implicit_mx, struct smtp_outcome *o)
 {
     switch (st) {
     case DNS_NXDOMAIN:
-        *o = smtp_outcome_of(SMTP_CAUSE_DNS_NXDOMAIN);
+        *o = smtp_outcome_of(SMTP_CAUSE_DNS_NXDOMAIN, NULL);
         return true;
     case DNS_NULL_MX:
-        *o = smtp_outcome_of(SMTP_CAUSE_DNS_NULL_MX);
+        *o = smtp_outcome_of(SMTP_CAUSE_DNS_NULL_MX, NULL);
         return true;
     case DNS_NO_ADDRESS:
         /* no MX and the domain itself has no address: nowhere to deliver, as Postfix decides too */
-        *o = smtp_outcome_of(implicit_mx ? SMTP_CAUSE_DNS_NXDOMAIN : SMTP_CAUSE_DNS_TEMPFAIL);
+        *o = smtp_outcome_of(implicit_mx ? SMTP_CAUSE_DNS_NXDOMAIN : SMTP_CAUSE_DNS_TEMPFAIL, NULL);
         return true;
     case DNS_TEMPFAIL:
-        *o = smtp_outcome_of(SMTP_CAUSE_DNS_TEMPFAIL);
+        *o = smtp_outcome_of(SMTP_CAUSE_DNS_TEMPFAIL, NULL);
         return true;
     case DNS_OK:
         break;

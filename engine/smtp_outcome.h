@@ -6,7 +6,7 @@
  *   if (smtp_outcome_reply(SMTP_STAGE_RCPT, &reply, &o))
  *       worker_finish_msg(w, m, &o, reply.text);
  *   o = smtp_outcome_lost(c->stage, c->retry_plain, c->error);
- *   o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
+ *   o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG, NULL);
  * DESCRIPTION
  *   Every decision of a message's outcome is made here, as Postfix makes
  *   them in smtp_trouble.c: the status recorded (delivered, deferred and so
@@ -86,8 +86,11 @@ bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct s
  * connection ended (a refused setup step's reply, a timeout...), for the class; NULL when only host_bad matters.
  */
 struct smtp_outcome smtp_outcome_lost(enum smtp_stage st, bool plain_retry, const char *why);
-/* smtp_outcome_of - the outcome of a verdict of volley's own */
-struct smtp_outcome smtp_outcome_of(enum smtp_cause why);
+/*
+ * smtp_outcome_of - the outcome of a verdict of volley's own; reason (may be NULL): its words, from which
+ * SMTP_CAUSE_SITE_DOWN takes its class (the last host's failure: refused, TLS, a blocklisted greeting)
+ */
+struct smtp_outcome smtp_outcome_of(enum smtp_cause why, const char *reason);
 /* smtp_outcome_dns - an MX lookup that found nowhere to deliver: true with *o (false for DNS_OK) */
 bool smtp_outcome_dns(enum dns_status st, bool implicit_mx, struct smtp_outcome *o);
 /* smtp_outcome_site_down - no host of a site is left: none ready, none being opened, none unmarked */

@@ -166,7 +166,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
 
 void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, const char *reply)
 {
-    struct smtp_outcome o = smtp_outcome_of(why);
+    struct smtp_outcome o = smtp_outcome_of(why, reply);
     worker_finish_msg(w, m, &o, reply);
 }
 

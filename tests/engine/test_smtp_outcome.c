@@ -220,6 +220,11 @@ static void test_lost_connection_at_each_stage(void **st)
     assert_true(smtp_outcome_lost(SMTP_STAGE_CONNECT, false, NULL).host_bad);
     assert_true(smtp_outcome_lost(SMTP_STAGE_TLS, false, NULL).host_bad);
     assert_false(smtp_outcome_lost(SMTP_STAGE_MAIL, false, NULL).host_bad);
+    /* every host of a site down: the class of the last host's failure */
+    assert_string_equal(smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "connect to 127.0.0.1:25 failed: Connection refused").cls,
+                        "protocol");
+    assert_string_equal(smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "TLS required but the server does not offer STARTTLS").cls,
+                        "tls");
     /* the reason's words decide when they say more than "lost": a refused greeting, required TLS */
     assert_string_equal(smtp_outcome_lost(SMTP_STAGE_CONNECT, false, "connect: Connection refused").cls, "protocol");
     assert_string_equal(
@@ -278,7 +283,7 @@ static void test_own_verdicts(void **st)
     assert_int_equal(sizeof(cause_rules) / sizeof(cause_rules[0]), SMTP_CAUSE_COUNT);
     for (size_t i = 0; i < sizeof(cause_rules) / sizeof(cause_rules[0]); i++) {
         const struct cause_rule *t = &cause_rules[i];
-        struct smtp_outcome o = smtp_outcome_of(t->why);
+        struct smtp_outcome o = smtp_outcome_of(t->why, NULL);
         if (o.status != t->status || o.code != t->code || strcmp(o.dsn, t->dsn) != 0 || o.scope != t->scope)
             fail_msg("cause %d: %s %d %s", (int)t->why, q_status_name(o.status), o.code, o.dsn);
         if (t->cls == NULL ? o.cls != NULL : o.cls == NULL || strcmp(o.cls, t->cls) != 0)
