@@ -580,10 +580,10 @@ const struct config_key config_keys[] = {
            "a dead worker's pending job is taken over after this idle time"),
 
     FUNC("feedback", "suppress_classes", set_suppress_classes,
-         "bounce class names (see [Feedback](#feedback)), or `none`", "bad-mailbox bad-domain inactive-mailbox",
+         "bounce class names ([Bounce classes](#bounce-classes-and-complaint-rates)), or `none`", "bad-mailbox bad-domain inactive-mailbox",
          NULL, NULL,
-         "a permanent bounce (5xx) of one of these classes adds the recipient to `<p>:suppressed` (needs "
-         "`[queue] suppress_hard_bounces = yes`)"),
+         "a bounce (a permanent failure; not an expiry) of one of these classes adds the recipient to "
+         "`<p>:suppressed` (needs `[queue] suppress_hard_bounces = yes`)"),
 
     FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
 };
