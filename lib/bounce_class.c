@@ -20,21 +20,36 @@
 #include <string.h>
 
 static const char *const class_names[BOUNCE_CLASS_COUNT] = {
-    [BOUNCE_BAD_MAILBOX] = "bad-mailbox",   [BOUNCE_BAD_DOMAIN] = "bad-domain",
-    [BOUNCE_INACTIVE] = "inactive-mailbox", [BOUNCE_MAILBOX_FULL] = "mailbox-full",
-    [BOUNCE_POLICY] = "policy-related",     [BOUNCE_SPAM] = "spam-related",
-    [BOUNCE_CONTENT] = "content-related",   [BOUNCE_REPUTATION] = "reputation",
-    [BOUNCE_RATE_LIMITED] = "rate-limited", [BOUNCE_TLS] = "tls",
-    [BOUNCE_DNS] = "dns",                   [BOUNCE_PROTOCOL] = "protocol",
+    [BOUNCE_BAD_MAILBOX] = "bad-mailbox",
+    [BOUNCE_BAD_DOMAIN] = "bad-domain",
+    [BOUNCE_INACTIVE] = "inactive-mailbox",
+    [BOUNCE_MAILBOX_FULL] = "mailbox-full",
+    [BOUNCE_POLICY] = "policy-related",
+    [BOUNCE_SPAM] = "spam-related",
+    [BOUNCE_CONTENT] = "content-related",
+    [BOUNCE_REPUTATION] = "reputation",
+    [BOUNCE_RATE_LIMITED] = "rate-limited",
+    [BOUNCE_TLS] = "tls",
+    [BOUNCE_DNS] = "dns",
+    [BOUNCE_PROTOCOL] = "protocol",
     [BOUNCE_OTHER] = "other",
 };
 
 /* a text rule (optionally also restricted by code class and enhanced status), with its example reply */
-#define TXT(cls, code, dsn, text, src, exc, exd, ext) {cls, code, dsn, text, src, exc, exd, ext}
+#define TXT(cls, code, dsn, text, src, exc, exd, ext)                                                                  \
+    {                                                                                                                  \
+        cls, code, dsn, text, src, exc, exd, ext                                                                       \
+    }
 /* an enhanced-status rule */
-#define DSN(cls, dsn, src, exc, exd, ext) {cls, 0, dsn, NULL, src, exc, exd, ext}
+#define DSN(cls, dsn, src, exc, exd, ext)                                                                              \
+    {                                                                                                                  \
+        cls, 0, dsn, NULL, src, exc, exd, ext                                                                          \
+    }
 /* a reply-code rule */
-#define CODE(cls, code, src, ext) {cls, code, NULL, NULL, src, code, "", ext}
+#define CODE(cls, code, src, ext)                                                                                      \
+    {                                                                                                                  \
+        cls, code, NULL, NULL, src, code, "", ext                                                                      \
+    }
 
 static const struct bounce_rule rules[] = {
     /* ---- provider phrases: Gmail (support.google.com/a/answer/3726730) ---- */
@@ -143,8 +158,7 @@ static const struct bounce_rule rules[] = {
         "554 Service unavailable; Client host [192.0.2.10] blocked using Barracuda Reputation"),
     TXT(BOUNCE_REPUTATION, 0, NULL, "blocked using", "postfix", 554, "5.7.1",
         "554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using bl.example.net"),
-    TXT(BOUNCE_REPUTATION, 0, NULL, "blacklist", "powermta", 550, "",
-        "550 Your IP 192.0.2.10 is blacklisted"),
+    TXT(BOUNCE_REPUTATION, 0, NULL, "blacklist", "powermta", 550, "", "550 Your IP 192.0.2.10 is blacklisted"),
     TXT(BOUNCE_REPUTATION, 0, NULL, "blocklist", "powermta", 550, "5.7.1",
         "550 5.7.1 Rejected: sender IP is on a blocklist"),
     TXT(BOUNCE_REPUTATION, 0, NULL, "block list", "powermta", 550, "",
@@ -156,21 +170,17 @@ static const struct bounce_rule rules[] = {
     /* content, before spam: "virus" and "attachment" replies often say "spam" as well */
     TXT(BOUNCE_CONTENT, 0, NULL, "virus", "powermta", 554, "5.7.1",
         "554 5.7.1 Message rejected: virus found in message (spam filter)"),
-    TXT(BOUNCE_CONTENT, 0, NULL, "malware", "kumomta", 550, "",
-        "550 Message contains malware"),
+    TXT(BOUNCE_CONTENT, 0, NULL, "malware", "kumomta", 550, "", "550 Message contains malware"),
     TXT(BOUNCE_CONTENT, 0, NULL, "attachment", "kumomta", 552, "5.7.0",
         "552 5.7.0 Our system detected an illegal attachment on your message"),
     TXT(BOUNCE_CONTENT, 0, NULL, "message size exceeds", "powermta", 552, "5.3.4",
         "552 5.3.4 Message size exceeds fixed limit"),
-    TXT(BOUNCE_CONTENT, 0, NULL, "message too large", "powermta", 552, "",
-        "552 Message too large"),
-    TXT(BOUNCE_CONTENT, 0, NULL, "message content rejected", "powermta", 550, "",
-        "550 Message content rejected"),
+    TXT(BOUNCE_CONTENT, 0, NULL, "message too large", "powermta", 552, "", "552 Message too large"),
+    TXT(BOUNCE_CONTENT, 0, NULL, "message content rejected", "powermta", 550, "", "550 Message content rejected"),
     /* spam */
     TXT(BOUNCE_SPAM, 0, NULL, "spam", "powermta", 550, "5.7.1",
         "550 5.7.1 Message rejected as spam by Content Filtering"),
-    TXT(BOUNCE_SPAM, 0, NULL, "unsolicited", "powermta", 550, "",
-        "550 Unsolicited bulk mail is not accepted here"),
+    TXT(BOUNCE_SPAM, 0, NULL, "unsolicited", "powermta", 550, "", "550 Unsolicited bulk mail is not accepted here"),
     /* rate */
     TXT(BOUNCE_RATE_LIMITED, 0, NULL, "rate limit", "kumomta", 421, "4.7.0",
         "421 4.7.0 Too much mail from 192.0.2.10: rate limited, try again later"),
@@ -181,29 +191,22 @@ static const struct bounce_rule rules[] = {
     TXT(BOUNCE_RATE_LIMITED, 0, NULL, "throttl", "kumomta", 451, "",
         "451 Throttling failure: Daily message quota exceeded."),
     /* mailbox full ("quota" alone would catch the line above) */
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "over quota", "powermta", 552, "",
-        "552 User mailbox is over quota"),
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "quota exceeded", "powermta", 452, "4.2.2",
-        "452 4.2.2 Mailbox quota exceeded"),
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox full", "powermta", 452, "",
-        "452 Mailbox full"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "over quota", "powermta", 552, "", "552 User mailbox is over quota"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "quota exceeded", "powermta", 452, "4.2.2", "452 4.2.2 Mailbox quota exceeded"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox full", "powermta", 452, "", "452 Mailbox full"),
     TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox is full", "powermta", 552, "5.2.2",
         "552 5.2.2 Mailbox is full / Blocks limit exceeded / Inode limit exceeded"),
     TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "exceeded storage allocation", "rfc5321", 552, "",
         "552 Requested mail action aborted: exceeded storage allocation"),
     /* inactive */
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account is disabled", "powermta", 550, "",
-        "550 This account is disabled"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account is disabled", "powermta", 550, "", "550 This account is disabled"),
     TXT(BOUNCE_INACTIVE, 0, NULL, "account has been disabled", "powermta", 550, "5.2.1",
         "550 5.2.1 The account has been disabled or discontinued"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "inactive", "powermta", 550, "",
-        "550 Mailbox inactive for more than 12 months"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "inactive", "powermta", 550, "", "550 Mailbox inactive for more than 12 months"),
     TXT(BOUNCE_INACTIVE, 0, NULL, "no longer active", "powermta", 550, "",
         "550 Recipient is no longer active at this organisation"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account suspended", "kumomta", 550, "",
-        "550 User account suspended"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account expired", "powermta", 550, "",
-        "550 Account expired"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account suspended", "kumomta", 550, "", "550 User account suspended"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account expired", "powermta", 550, "", "550 Account expired"),
     /* bad domain (before bad mailbox: "recipient domain not found" is about the domain) */
     TXT(BOUNCE_DNS, 0, NULL, "sender address rejected: domain not found", "postfix", 450, "4.1.8",
         "450 4.1.8 <bounces@sender.example>: Sender address rejected: Domain not found"),
@@ -211,55 +214,39 @@ static const struct bounce_rule rules[] = {
         "550 5.1.2 Host or domain name not found. Name service error for name=nowhere.example type=MX"),
     TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "domain does not exist", "powermta", 550, "",
         "550 Recipient domain does not exist"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "no such domain", "powermta", 550, "",
-        "550 No such domain at this location"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "unrouteable address", "kumomta", 550, "",
-        "550 Unrouteable address"),
+    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "no such domain", "powermta", 550, "", "550 No such domain at this location"),
+    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "unrouteable address", "kumomta", 550, "", "550 Unrouteable address"),
     TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "does not accept mail", "rfc7505", 556, "5.1.10",
         "556 5.1.10 Recipient domain nowhere.example does not accept mail (null MX)"),
     /* bad mailbox */
     TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "user unknown", "postfix", 550, "5.1.1",
         "550 5.1.1 <someone@example.net>: Recipient address rejected: User unknown in virtual mailbox table"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown user", "powermta", 550, "",
-        "550 Unknown user"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such user", "powermta", 550, "",
-        "550 No such user here"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown recipient", "powermta", 550, "",
-        "550 Unknown recipient"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient unknown", "powermta", 550, "",
-        "550 Recipient unknown"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown user", "powermta", 550, "", "550 Unknown user"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such user", "powermta", 550, "", "550 No such user here"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown recipient", "powermta", 550, "", "550 Unknown recipient"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient unknown", "powermta", 550, "", "550 Recipient unknown"),
     TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "mailbox not found", "powermta", 550, "",
         "550 Requested action not taken: mailbox not found"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such mailbox", "powermta", 550, "",
-        "550 No such mailbox"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid recipient", "kumomta", 550, "",
-        "550 Invalid recipient"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid mailbox", "kumomta", 550, "",
-        "550 Invalid mailbox"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient not found", "kumomta", 550, "",
-        "550 Recipient not found"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "address does not exist", "powermta", 550, "",
-        "550 The address does not exist"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such mailbox", "powermta", 550, "", "550 No such mailbox"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid recipient", "kumomta", 550, "", "550 Invalid recipient"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid mailbox", "kumomta", 550, "", "550 Invalid mailbox"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient not found", "kumomta", 550, "", "550 Recipient not found"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "address does not exist", "powermta", 550, "", "550 The address does not exist"),
     TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "mailbox name not allowed", "rfc5321", 553, "",
         "553 Requested action not taken: mailbox name not allowed"),
     /* tls */
-    TXT(BOUNCE_TLS, 0, NULL, "starttls", "rfc3207", 530, "5.7.0",
-        "530 5.7.0 Must issue a STARTTLS command first"),
-    TXT(BOUNCE_TLS, 0, NULL, "tls", "postfix", 454, "4.7.0",
-        "454 4.7.0 TLS not available due to local problem"),
-    TXT(BOUNCE_TLS, 0, NULL, "certificate", "postfix", 0, "4.7.5",
-        "Server certificate not verified"),
+    TXT(BOUNCE_TLS, 0, NULL, "starttls", "rfc3207", 530, "5.7.0", "530 5.7.0 Must issue a STARTTLS command first"),
+    TXT(BOUNCE_TLS, 0, NULL, "tls", "postfix", 454, "4.7.0", "454 4.7.0 TLS not available due to local problem"),
+    TXT(BOUNCE_TLS, 0, NULL, "certificate", "postfix", 0, "4.7.5", "Server certificate not verified"),
     /* policy */
     TXT(BOUNCE_POLICY, 0, NULL, "dmarc", "kumomta", 550, "5.7.1",
         "550 5.7.1 Email rejected per DMARC policy for sender.example"),
     TXT(BOUNCE_POLICY, 0, NULL, "spf", "kumomta", 550, "5.7.23",
         "550 5.7.23 The message was rejected because of Sender Policy Framework violation (SPF fail)"),
-    TXT(BOUNCE_POLICY, 0, NULL, "dkim", "kumomta", 550, "5.7.20",
-        "550 5.7.20 No passing DKIM signature found"),
+    TXT(BOUNCE_POLICY, 0, NULL, "dkim", "kumomta", 550, "5.7.20", "550 5.7.20 No passing DKIM signature found"),
     TXT(BOUNCE_POLICY, 0, NULL, "relay", "powermta", 554, "5.7.1",
         "554 5.7.1 <someone@example.net>: Relay access denied"),
-    TXT(BOUNCE_POLICY, 0, NULL, "policy", "powermta", 550, "",
-        "550 Rejected by local policy"),
+    TXT(BOUNCE_POLICY, 0, NULL, "policy", "powermta", 550, "", "550 Rejected by local policy"),
     /* dns, as the receiver (or Postfix in a DSN) says it */
     TXT(BOUNCE_DNS, 0, NULL, "reverse dns", "kumomta", 550, "",
         "550 Client host rejected: cannot find your reverse DNS hostname"),

@@ -63,11 +63,11 @@ enum bounce_class_id {
 /* one row of the table; exactly one of text, dsn or code is what it is about (see bounce_class.c) */
 struct bounce_rule {
     enum bounce_class_id cls;
-    int code;          /* 0: any; 4 or 5: that reply class; 100..599: exactly that code */
-    const char *dsn;   /* NULL: any; "x.1.1": that subject.detail in any class; "5.7.": a prefix */
-    const char *text;  /* NULL: any; else a lower-case substring of the reply text */
-    const char *src;   /* where the rule comes from: a key of docs/feedback.md's source list */
-    int ex_code;       /* an example reply the rule must classify */
+    int code;         /* 0: any; 4 or 5: that reply class; 100..599: exactly that code */
+    const char *dsn;  /* NULL: any; "x.1.1": that subject.detail in any class; "5.7.": a prefix */
+    const char *text; /* NULL: any; else a lower-case substring of the reply text */
+    const char *src;  /* where the rule comes from: a key of docs/feedback.md's source list */
+    int ex_code;      /* an example reply the rule must classify */
     const char *ex_dsn;
     const char *ex_text;
 };

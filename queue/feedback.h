@@ -23,7 +23,7 @@
 #include "lib/bounce_class.h"
 
 /* Gmail's bulk sender guidelines: a spam rate below 0.3% (Postmaster Tools) */
-#define Q_COMPLAINT_LIMIT 0.003
+#define Q_COMPLAINT_LIMIT   0.003
 #define Q_PROVIDER_NAME_MAX 64
 
 struct q_feedback {

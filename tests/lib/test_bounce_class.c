@@ -33,8 +33,8 @@ static void test_each_rule_takes_its_example(void **st)
         assert_non_null(x->src);
         int got = bounce_class_rule(x->ex_code, x->ex_dsn, x->ex_text, strlen(x->ex_text));
         if (got != (int)i)
-            fail_msg("rule %zu (%s, \"%s\"): its example \"%s\" is taken by rule %d", i,
-                     bounce_class_name(x->cls), x->text ? x->text : (x->dsn ? x->dsn : "code"), x->ex_text, got);
+            fail_msg("rule %zu (%s, \"%s\"): its example \"%s\" is taken by rule %d", i, bounce_class_name(x->cls),
+                     x->text ? x->text : (x->dsn ? x->dsn : "code"), x->ex_text, got);
         assert_string_equal(bounce_class(x->ex_code, x->ex_dsn, x->ex_text, strlen(x->ex_text)),
                             bounce_class_name(x->cls));
         if (x->text != NULL)
