@@ -580,8 +580,8 @@ const struct config_key config_keys[] = {
            "a dead worker's pending job is taken over after this idle time"),
 
     FUNC("feedback", "suppress_classes", set_suppress_classes,
-         "bounce class names ([Bounce classes](#bounce-classes-and-complaint-rates)), or `none`", "bad-mailbox bad-domain inactive-mailbox",
-         NULL, NULL,
+         "bounce class names ([Bounce classes](#bounce-classes-and-complaint-rates)), or `none`",
+         "bad-mailbox bad-domain inactive-mailbox", NULL, NULL,
          "a bounce (a permanent failure; not an expiry) of one of these classes adds the recipient to "
          "`<p>:suppressed` (needs `[queue] suppress_hard_bounces = yes`)"),
 

@@ -512,8 +512,7 @@ static int run_len(const struct q_outcome *o, int i, int n, const struct q_recor
             y->job->campaign_len != x->job->campaign_len ||
             memcmp(y->job->campaign, x->job->campaign, x->job->campaign_len) != 0 || !same_opt(y->dsn, x->dsn) ||
             !same_opt(y->host, x->host) || !same_opt(y->source_ip, x->source_ip) || !same_opt(y->tls, x->tls) ||
-            !same_opt(y->limit, x->limit) || !same_opt(y->scope, x->scope) ||
-            !same_opt(y->provider, x->provider))
+            !same_opt(y->limit, x->limit) || !same_opt(y->scope, x->scope) || !same_opt(y->provider, x->provider))
             break;
     }
     return e - i;

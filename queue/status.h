@@ -5,7 +5,8 @@
  *   Read-only: XLEN, XINFO GROUPS/CONSUMERS, XPENDING, ZCARD of both job
  *   streams, live workers (SCAN <p>:worker:*), held jobs (SCAN <p>:hold:*),
  *   the suppression list size, the per-campaign counters and state (one campaign, or every <p>:stats:* found with
- *   SCAN) with their feedback counters (queue/feedback.h), and every provider's <p>:pstats:<provider>. "undelivered" is the group's lag; when Redis 7 reports the lag
+ *   SCAN) with their feedback counters (queue/feedback.h), and every provider's <p>:pstats:<provider>.
+ *   "undelivered" is the group's lag; when Redis 7 reports the lag
  *   as nil (deleted entries make it unknowable) it is XLEN - pending, which
  *   is exact under the contract (entries are deleted when acknowledged).
  * OWNERSHIP

@@ -223,8 +223,8 @@ static void test_lost_connection_at_each_stage(void **st)
     /* every host of a site down: the class of the last host's failure */
     assert_string_equal(smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "connect to 127.0.0.1:25 failed: Connection refused").cls,
                         "protocol");
-    assert_string_equal(smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "TLS required but the server does not offer STARTTLS").cls,
-                        "tls");
+    assert_string_equal(
+        smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "TLS required but the server does not offer STARTTLS").cls, "tls");
     /* the reason's words decide when they say more than "lost": a refused greeting, required TLS */
     assert_string_equal(smtp_outcome_lost(SMTP_STAGE_CONNECT, false, "connect: Connection refused").cls, "protocol");
     assert_string_equal(

@@ -401,8 +401,10 @@ static void test_suppression(void **st)
         {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .cls = "bad-mailbox"},
     };
     /* the suppressed classes are the operator's: the defaults hold bad-mailbox, not policy-related */
-    struct q_record_opts on = {.max_age_ms = 0, .suppress_hard_bounces = 1, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
-    struct q_record_opts off = {.max_age_ms = 0, .suppress_hard_bounces = 0, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
+    struct q_record_opts on = {
+        .max_age_ms = 0, .suppress_hard_bounces = 1, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
+    struct q_record_opts off = {
+        .max_age_ms = 0, .suppress_hard_bounces = 0, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
     record(&on, o, 3);
     record(&off, o + 3, 1);
     assert_int_equal(stat("c1", "suppressed"), 1);
