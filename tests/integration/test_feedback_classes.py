@@ -6,7 +6,8 @@ DESCRIPTION
     One campaign against scripted receivers (aiosmtpd, RCPT answered per address): a mailbox that
     does not exist (550 5.1.1, Gmail's words), a Spamhaus listing (554 5.7.1), a 421 4.7.0 rate limit
     (its own receiver: a 421 closes the connection), a route to a port nobody listens on (volley's own
-    connection failure) and a route that requires STARTTLS from a server that does not offer it.
+    connection failure), a route that requires STARTTLS from a server that does not offer it, and a
+    hostile server (engine_hostile.py) whose greeting refuses the session quoting a blocklist.
     Each bounce and deferral carries its class in the event (after `scope`), delivered events carry
     none, the campaign hash counts `bounced:<class>` / `deferred:<class>`, only the bad-mailbox
     address is suppressed (default [feedback] suppress_classes), and <p>:pstats:<provider> counts
@@ -20,6 +21,10 @@ DESCRIPTION
 """
 
 import re
+
+import pytest
+
+from engine_hostile import BLOCKLISTED, HostileServer
 
 from volley_itest import ENGINE, free_port, rows_for
 
@@ -37,10 +42,18 @@ def slow_rule(addr, n):
     return "421 4.7.0 Too many messages from 127.0.0.1, you are being rate limited"
 
 
-def write_conf(volley, rx, slow, extra=""):
+@pytest.fixture
+def blocklisted():
+    s = HostileServer("blocklisted")
+    yield s
+    s.stop()
+
+
+def write_conf(volley, rx, slow, hostile, extra=""):
     dead = free_port()  # nobody listens there: connection refused
     route = {"example.test": rx.hostport, "gmail.com": rx.hostport, "slow.test": slow.hostport,
-             "dead.test": f"127.0.0.1:{dead}", "tls.test": f"{rx.hostport} tls=starttls"}
+             "dead.test": f"127.0.0.1:{dead}", "tls.test": f"{rx.hostport} tls=starttls",
+             "blocked.test": hostile.hostport}
     volley.write_conf(route, preset=ENGINE, providers={"gmail": {"rate": "1000/s", "connections": 10}})
     if extra:
         volley.conf.write_text(volley.conf.read_text() + extra)
@@ -51,12 +64,12 @@ def by_to(volley, cid):
 
 
 PEOPLE = ["ok@example.test", "ann@gmail.com", "bob@gmail.com", "gone@example.test", "listed@example.test",
-          "x@slow.test", "y@dead.test", "z@tls.test"]
+          "x@slow.test", "y@dead.test", "z@tls.test", "b@blocked.test"]
 
 
-def test_classes_counters_suppression_and_views(volley, smtp_receiver):
+def test_classes_counters_suppression_and_views(volley, smtp_receiver, blocklisted):
     rx, slow = smtp_receiver(rule=rule), smtp_receiver(rule=slow_rule)
-    write_conf(volley, rx, slow)
+    write_conf(volley, rx, slow, blocklisted)
     cid = volley.push_rows(rows_for(PEOPLE), cid="spring")
     run = volley.run_worker(60)
 
@@ -68,6 +81,8 @@ def test_classes_counters_suppression_and_views(volley, smtp_receiver):
         "x@slow.test": ("deferred", "rate-limited"),
         "y@dead.test": ("deferred", "protocol"),
         "z@tls.test": ("deferred", "tls"),
+        # a refused greeting decides no message: the session ends, the site is down, its words tell the class
+        "b@blocked.test": ("deferred", "reputation"),
     }
     for to, (status, cls) in want.items():
         e = ev[to]
@@ -79,10 +94,11 @@ def test_classes_counters_suppression_and_views(volley, smtp_receiver):
         assert ev[to]["status"] == "delivered" and "class" not in ev[to], ev[to]
 
     st = volley.stats(cid)
-    assert st["delivered"] == 3 and st["bounced"] == 2 and st["deferred"] == 3, st
+    assert BLOCKLISTED[len("554 5.7.1 "):] in ev["b@blocked.test"]["reply"], ev["b@blocked.test"]
+    assert st["delivered"] == 3 and st["bounced"] == 2 and st["deferred"] == 4, st
     classes = {k: v for k, v in st.items() if ":" in k}
     assert classes == {"bounced:bad-mailbox": 1, "bounced:reputation": 1, "deferred:rate-limited": 1,
-                       "deferred:protocol": 1, "deferred:tls": 1}, st
+                       "deferred:protocol": 1, "deferred:tls": 1, "deferred:reputation": 1}, st
     assert volley.r.smembers(volley.key("suppressed")) == {"gone@example.test"}
 
     pstats = {k.split(":")[-1]: volley.r.hgetall(k) for k in volley.r.keys(volley.key("pstats", "*"))}
@@ -113,9 +129,9 @@ def test_classes_counters_suppression_and_views(volley, smtp_receiver):
     assert re.search(r"^\s+deferred\s+tls\s+1$", out, re.M), out
 
 
-def test_suppress_classes_is_the_operators(volley, smtp_receiver):
+def test_suppress_classes_is_the_operators(volley, smtp_receiver, blocklisted):
     rx, slow = smtp_receiver(rule=rule), smtp_receiver(rule=slow_rule)
-    write_conf(volley, rx, slow, "[feedback]\nsuppress_classes = reputation\n")
+    write_conf(volley, rx, slow, blocklisted, "[feedback]\nsuppress_classes = reputation\n")
     cid = volley.push_rows(rows_for(["gone@example.test", "listed@example.test", "ok@example.test"]), cid="c2")
     volley.run_worker(60)
     ev = by_to(volley, cid)
