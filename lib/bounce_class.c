@@ -6,9 +6,13 @@
  *   phrase comes before the generic word it contains ("blocked using
  *   zen.spamhaus.org" is reputation although it says "spam"; "temporarily
  *   rate limited due to IP reputation" is reputation although it says "rate
- *   limited"), text rules come before enhanced-status rules (5.7.1 is used
- *   for spam, blocklists and policy alike: only the text tells them apart),
- *   and enhanced-status rules before bare reply codes. The sources (`src`)
+ *   limited"). The enhanced codes that name the address itself (x.1.1,
+ *   x.1.2, x.1.3, x.1.10, x.2.2) and the connection and name-service
+ *   phrases of DSNs come before the generic words, because a reply or a
+ *   DSN often carries a host name ("mx.spamfilter.example said: 550 5.1.1
+ *   user unknown"). The other enhanced codes come after the words (5.7.1 is
+ *   used for spam, blocklists and policy alike: only the text tells them
+ *   apart), and bare reply codes last. The sources (`src`)
  *   are keys of the list in docs/feedback.md. Patterns are lower case: the
  *   text is lowered once per call and searched with memmem.
  */
@@ -148,7 +152,72 @@ static const struct bounce_rule rules[] = {
         "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, closing transmission "
         "channel"),
 
+    /* ---- enhanced status codes that name the address itself: they decide whatever the words say
+       (a spam filter's host name in the text must not make a 5.1.1 spam-related) ---- */
+    DSN(BOUNCE_BAD_MAILBOX, "x.1.1", "rfc3463", 550, "5.1.1", "550 5.1.1 <someone@example.net>: no"),
+    DSN(BOUNCE_BAD_DOMAIN, "x.1.2", "rfc3463", 550, "5.1.2", "550 5.1.2 bad destination system"),
+    DSN(BOUNCE_BAD_MAILBOX, "x.1.3", "rfc3463", 553, "5.1.3", "553 5.1.3 bad destination mailbox address syntax"),
+    DSN(BOUNCE_BAD_DOMAIN, "x.1.10", "rfc7505", 556, "5.1.10", "556 5.1.10 recipient address has null MX"),
+    DSN(BOUNCE_MAILBOX_FULL, "x.2.2", "rfc3463", 452, "4.2.2", "452 4.2.2 insufficient space in the mailbox"),
+
+    /* ---- connection and name service failures, as Postfix words them in a DSN: before any word a host
+       name in them may contain ("connect to mx.spamfilter.example: Connection refused") ---- */
+    TXT(BOUNCE_PROTOCOL, 0, NULL, "connection refused", "postfix", 0, "4.4.1",
+        "connect to mx.example.net[192.0.2.25]:25: Connection refused"),
+    TXT(BOUNCE_PROTOCOL, 0, NULL, "timed out", "postfix", 0, "4.4.2",
+        "conversation with mx.example.net[192.0.2.25] timed out while receiving the initial server greeting"),
+    TXT(BOUNCE_PROTOCOL, 0, NULL, "lost connection", "postfix", 0, "4.4.2",
+        "lost connection with mx.example.net[192.0.2.25] while sending end of data"),
+    TXT(BOUNCE_DNS, 0, NULL, "sender address rejected: domain not found", "postfix", 450, "4.1.8",
+        "450 4.1.8 <bounces@sender.example>: Sender address rejected: Domain not found"),
+    TXT(BOUNCE_BAD_DOMAIN, 0, "5.", "host or domain name not found", "postfix", 0, "5.4.4",
+        "Host or domain name not found. Name service error for name=nowhere.example type=MX: Host not found"),
+    TXT(BOUNCE_DNS, 0, NULL, "name service error", "postfix", 0, "4.4.3",
+        "Host or name service lookup failure: Name service error for name=mx.example.net type=A: Host not found, "
+        "try again"),
+
     /* ---- generic phrases, the vocabulary of KumoMTA's and PowerMTA's categories ---- */
+    /* about the recipient first: a refusal that names the mailbox or domain is about it */
+    /* mailbox full */
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "over quota", "powermta", 552, "", "552 User mailbox is over quota"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "quota exceeded", "powermta", 452, "", "452 Mailbox quota exceeded"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox full", "powermta", 452, "", "452 Mailbox full"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox is full", "powermta", 552, "",
+        "552 Mailbox is full / Blocks limit exceeded / Inode limit exceeded"),
+    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "exceeded storage allocation", "rfc5321", 552, "",
+        "552 Requested mail action aborted: exceeded storage allocation"),
+    /* inactive */
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account is disabled", "powermta", 550, "", "550 This account is disabled"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account has been disabled", "powermta", 550, "5.2.1",
+        "550 5.2.1 The account has been disabled or discontinued"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "inactive", "powermta", 550, "", "550 Mailbox inactive for more than 12 months"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "no longer active", "powermta", 550, "",
+        "550 Recipient is no longer active at this organisation"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account suspended", "kumomta", 550, "", "550 User account suspended"),
+    TXT(BOUNCE_INACTIVE, 0, NULL, "account expired", "powermta", 550, "", "550 Account expired"),
+    /* bad domain (before bad mailbox: "recipient domain not found" is about the domain) */
+    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "domain does not exist", "powermta", 550, "",
+        "550 Recipient domain does not exist"),
+    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "no such domain", "powermta", 550, "", "550 No such domain at this location"),
+    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "unrouteable address", "kumomta", 550, "", "550 Unrouteable address"),
+    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "does not accept mail", "rfc7505", 556, "",
+        "556 Recipient domain nowhere.example does not accept mail (null MX)"),
+    /* bad mailbox */
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "user unknown", "postfix", 550, "",
+        "550 <someone@example.net>: Recipient address rejected: User unknown in virtual mailbox table"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown user", "powermta", 550, "", "550 Unknown user"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such user", "powermta", 550, "", "550 No such user here"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown recipient", "powermta", 550, "", "550 Unknown recipient"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient unknown", "powermta", 550, "", "550 Recipient unknown"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "mailbox not found", "powermta", 550, "",
+        "550 Requested action not taken: mailbox not found"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such mailbox", "powermta", 550, "", "550 No such mailbox"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid recipient", "kumomta", 550, "", "550 Invalid recipient"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid mailbox", "kumomta", 550, "", "550 Invalid mailbox"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient not found", "kumomta", 550, "", "550 Recipient not found"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "address does not exist", "powermta", 550, "", "550 The address does not exist"),
+    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "mailbox name not allowed", "rfc5321", 553, "",
+        "553 Requested action not taken: mailbox name not allowed"),
     /* reputation: blocklists named, or said to be one */
     TXT(BOUNCE_REPUTATION, 0, NULL, "spamhaus", "kumomta", 554, "5.7.1",
         "554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org"),
@@ -189,51 +258,7 @@ static const struct bounce_rule rules[] = {
     TXT(BOUNCE_RATE_LIMITED, 0, NULL, "too many messages", "kumomta", 450, "4.7.1",
         "450 4.7.1 Too many messages in this session, slow down"),
     TXT(BOUNCE_RATE_LIMITED, 0, NULL, "throttl", "kumomta", 451, "",
-        "451 Throttling failure: Daily message quota exceeded."),
-    /* mailbox full ("quota" alone would catch the line above) */
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "over quota", "powermta", 552, "", "552 User mailbox is over quota"),
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "quota exceeded", "powermta", 452, "4.2.2", "452 4.2.2 Mailbox quota exceeded"),
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox full", "powermta", 452, "", "452 Mailbox full"),
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "mailbox is full", "powermta", 552, "5.2.2",
-        "552 5.2.2 Mailbox is full / Blocks limit exceeded / Inode limit exceeded"),
-    TXT(BOUNCE_MAILBOX_FULL, 0, NULL, "exceeded storage allocation", "rfc5321", 552, "",
-        "552 Requested mail action aborted: exceeded storage allocation"),
-    /* inactive */
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account is disabled", "powermta", 550, "", "550 This account is disabled"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account has been disabled", "powermta", 550, "5.2.1",
-        "550 5.2.1 The account has been disabled or discontinued"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "inactive", "powermta", 550, "", "550 Mailbox inactive for more than 12 months"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "no longer active", "powermta", 550, "",
-        "550 Recipient is no longer active at this organisation"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account suspended", "kumomta", 550, "", "550 User account suspended"),
-    TXT(BOUNCE_INACTIVE, 0, NULL, "account expired", "powermta", 550, "", "550 Account expired"),
-    /* bad domain (before bad mailbox: "recipient domain not found" is about the domain) */
-    TXT(BOUNCE_DNS, 0, NULL, "sender address rejected: domain not found", "postfix", 450, "4.1.8",
-        "450 4.1.8 <bounces@sender.example>: Sender address rejected: Domain not found"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "host or domain name not found", "postfix", 550, "5.1.2",
-        "550 5.1.2 Host or domain name not found. Name service error for name=nowhere.example type=MX"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "domain does not exist", "powermta", 550, "",
-        "550 Recipient domain does not exist"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "no such domain", "powermta", 550, "", "550 No such domain at this location"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "unrouteable address", "kumomta", 550, "", "550 Unrouteable address"),
-    TXT(BOUNCE_BAD_DOMAIN, 0, NULL, "does not accept mail", "rfc7505", 556, "5.1.10",
-        "556 5.1.10 Recipient domain nowhere.example does not accept mail (null MX)"),
-    /* bad mailbox */
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "user unknown", "postfix", 550, "5.1.1",
-        "550 5.1.1 <someone@example.net>: Recipient address rejected: User unknown in virtual mailbox table"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown user", "powermta", 550, "", "550 Unknown user"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such user", "powermta", 550, "", "550 No such user here"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "unknown recipient", "powermta", 550, "", "550 Unknown recipient"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient unknown", "powermta", 550, "", "550 Recipient unknown"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "mailbox not found", "powermta", 550, "",
-        "550 Requested action not taken: mailbox not found"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "no such mailbox", "powermta", 550, "", "550 No such mailbox"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid recipient", "kumomta", 550, "", "550 Invalid recipient"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "invalid mailbox", "kumomta", 550, "", "550 Invalid mailbox"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "recipient not found", "kumomta", 550, "", "550 Recipient not found"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "address does not exist", "powermta", 550, "", "550 The address does not exist"),
-    TXT(BOUNCE_BAD_MAILBOX, 0, NULL, "mailbox name not allowed", "rfc5321", 553, "",
-        "553 Requested action not taken: mailbox name not allowed"),
+        "451 Message throttled: sending rate of 192.0.2.10 too high"),
     /* tls */
     TXT(BOUNCE_TLS, 0, NULL, "starttls", "rfc3207", 530, "5.7.0", "530 5.7.0 Must issue a STARTTLS command first"),
     TXT(BOUNCE_TLS, 0, NULL, "tls", "postfix", 454, "4.7.0", "454 4.7.0 TLS not available due to local problem"),
@@ -244,22 +269,16 @@ static const struct bounce_rule rules[] = {
     TXT(BOUNCE_POLICY, 0, NULL, "spf", "kumomta", 550, "5.7.23",
         "550 5.7.23 The message was rejected because of Sender Policy Framework violation (SPF fail)"),
     TXT(BOUNCE_POLICY, 0, NULL, "dkim", "kumomta", 550, "5.7.20", "550 5.7.20 No passing DKIM signature found"),
-    TXT(BOUNCE_POLICY, 0, NULL, "relay", "powermta", 554, "5.7.1",
+    TXT(BOUNCE_POLICY, 0, NULL, "relay access denied", "postfix", 554, "5.7.1",
         "554 5.7.1 <someone@example.net>: Relay access denied"),
+    TXT(BOUNCE_POLICY, 0, NULL, "relaying", "powermta", 550, "", "550 Relaying denied"),
+    TXT(BOUNCE_POLICY, 0, NULL, "unable to relay", "microsoft", 550, "5.7.54",
+        "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"),
     TXT(BOUNCE_POLICY, 0, NULL, "policy", "powermta", 550, "", "550 Rejected by local policy"),
-    /* dns, as the receiver (or Postfix in a DSN) says it */
+    /* dns, as the receiver says it */
     TXT(BOUNCE_DNS, 0, NULL, "reverse dns", "kumomta", 550, "",
         "550 Client host rejected: cannot find your reverse DNS hostname"),
-    TXT(BOUNCE_DNS, 0, NULL, "name service error", "postfix", 0, "4.4.3",
-        "Host or name service lookup failure: Name service error for name=mx.example.net type=A: Host not found, "
-        "try again"),
-    /* protocol: the connection itself, as Postfix words it in a DSN */
-    TXT(BOUNCE_PROTOCOL, 0, NULL, "connection refused", "postfix", 0, "4.4.1",
-        "connect to mx.example.net[192.0.2.25]:25: Connection refused"),
-    TXT(BOUNCE_PROTOCOL, 0, NULL, "timed out", "postfix", 0, "4.4.2",
-        "conversation with mx.example.net[192.0.2.25] timed out while receiving the initial server greeting"),
-    TXT(BOUNCE_PROTOCOL, 0, NULL, "lost connection", "postfix", 0, "4.4.2",
-        "lost connection with mx.example.net[192.0.2.25] while sending end of data"),
+    /* protocol */
     TXT(BOUNCE_PROTOCOL, 0, NULL, "command not recognized", "rfc5321", 500, "5.5.1",
         "500 5.5.1 Command not recognized"),
     TXT(BOUNCE_PROTOCOL, 0, NULL, "syntax error", "rfc5321", 501, "5.5.4",
@@ -267,15 +286,10 @@ static const struct bounce_rule rules[] = {
     TXT(BOUNCE_RATE_LIMITED, 4, NULL, "try again later", "kumomta", 451, "4.3.0",
         "451 4.3.0 Temporary local problem, try again later"),
 
-    /* ---- enhanced status codes (RFC 3463; 4.x.x and 5.x.x alike) ---- */
-    DSN(BOUNCE_BAD_MAILBOX, "x.1.1", "rfc3463", 550, "5.1.1", "550 5.1.1 <someone@example.net>: no"),
-    DSN(BOUNCE_BAD_DOMAIN, "x.1.2", "rfc3463", 550, "5.1.2", "550 5.1.2 bad destination system"),
-    DSN(BOUNCE_BAD_MAILBOX, "x.1.3", "rfc3463", 553, "5.1.3", "553 5.1.3 bad destination mailbox address syntax"),
+    /* ---- the other enhanced status codes (RFC 3463; 4.x.x and 5.x.x alike) ---- */
     DSN(BOUNCE_INACTIVE, "x.1.6", "rfc3463", 551, "5.1.6", "551 5.1.6 destination mailbox has moved"),
     DSN(BOUNCE_DNS, "x.1.8", "rfc3463", 553, "5.1.8", "553 5.1.8 bad sender's system address"),
-    DSN(BOUNCE_BAD_DOMAIN, "x.1.10", "rfc7505", 556, "5.1.10", "556 5.1.10 recipient address has null MX"),
     DSN(BOUNCE_INACTIVE, "x.2.1", "rfc3463", 550, "5.2.1", "550 5.2.1 mailbox disabled, not accepting messages"),
-    DSN(BOUNCE_MAILBOX_FULL, "x.2.2", "rfc3463", 452, "4.2.2", "452 4.2.2 insufficient space in the mailbox"),
     DSN(BOUNCE_CONTENT, "x.2.3", "rfc3463", 552, "5.2.3", "552 5.2.3 message length exceeds administrative limit"),
     DSN(BOUNCE_CONTENT, "x.3.4", "rfc3463", 552, "5.3.4", "552 5.3.4 message too big for system"),
     DSN(BOUNCE_PROTOCOL, "x.4.1", "rfc3463", 0, "4.4.1", "no answer from host"),

@@ -14,13 +14,14 @@
  *
  *   The rules are one compiled-in table (bounce_class.c), tried in order;
  *   the first that matches decides:
- *     1. reply-text rules: case-insensitive substrings of the text,
- *        provider-specific phrases (Gmail, Yahoo, Microsoft) before
- *        generic ones, optionally restricted by reply code class and
- *        enhanced status;
- *     2. enhanced-status rules (RFC 3463 subject.detail, for 4.x.x and
- *        5.x.x alike);
- *     3. reply-code rules (RFC 5321);
+ *     1. provider phrases (Gmail, Yahoo, Microsoft): case-insensitive
+ *        substrings of the text, optionally restricted by reply code class
+ *        and enhanced status;
+ *     2. the enhanced codes that name the address (x.1.1, x.1.2, x.1.3,
+ *        x.1.10, x.2.2; RFC 3463 subject.detail, 4.x.x and 5.x.x alike);
+ *     3. connection and name-service phrases (as in DSNs), then the generic
+ *        phrases of each class;
+ *     4. the other enhanced codes, then reply codes (RFC 5321);
  *   and "other" when none matches. Every rule carries an example reply that
  *   it must classify (tests/lib/test_bounce_class.c checks each one, and
  *   that no earlier rule shadows it) and the source it was taken from

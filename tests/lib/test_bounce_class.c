@@ -63,6 +63,27 @@ static void test_issue_replies(void **st)
     assert_string_equal(bounce_class(550, "5.7.1", t5, strlen(t5)), "policy-related");
 }
 
+static void test_host_names_do_not_decide(void **st)
+{
+    /* DSNs quote the remote host: its name must not outweigh what the reply says about the address */
+    const char *d1 = "host mx.spamexperts.example[192.0.2.7] said: 550 5.1.1 <a@example.net>: Recipient address "
+                     "rejected: User unknown (in reply to RCPT TO command)";
+    assert_string_equal(bounce_class(550, "5.1.1", d1, strlen(d1)), "bad-mailbox");
+    const char *d2 = "connect to mx.spamfilter.example[192.0.2.7]:25: Connection refused";
+    assert_string_equal(bounce_class(0, "4.4.1", d2, strlen(d2)), "protocol");
+    const char *d3 = "delivery temporarily suspended: connect to relay.example.net[192.0.2.8]:25: Connection refused";
+    assert_string_equal(bounce_class(0, "4.4.1", d3, strlen(d3)), "protocol");
+    const char *d4 = "host d123.a.ess.barracudanetworks.example said: 452 4.2.2 Mailbox full";
+    assert_string_equal(bounce_class(452, "4.2.2", d4, strlen(d4)), "mailbox-full");
+    /* Postfix's words for a domain that does not exist (5.4.4) and for a lookup that failed (4.4.3) */
+    const char *d5 =
+        "Host or domain name not found. Name service error for name=nowhere.example type=MX: Host not found";
+    assert_string_equal(bounce_class(0, "5.4.4", d5, strlen(d5)), "bad-domain");
+    const char *d6 = "Host or domain name not found. Name service error for name=mx.example type=A: Host not found, "
+                     "try again";
+    assert_string_equal(bounce_class(0, "4.4.3", d6, strlen(d6)), "dns");
+}
+
 static void test_edges(void **st)
 {
     /* no text, no enhanced code: the reply code alone, else other */
@@ -103,6 +124,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_rule_takes_its_example),
         cmocka_unit_test(test_issue_replies),
+        cmocka_unit_test(test_host_names_do_not_decide),
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_names),
     };
