@@ -21,6 +21,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 static const char *const class_names[BOUNCE_CLASS_COUNT] = {
@@ -369,18 +370,46 @@ static bool dsn_ok(const char *want, const char *dsn)
     return strcmp(dsn, want) == 0;
 }
 
+/*
+ * pair - the bit of two adjacent bytes in a text's pair filter: a pattern
+ * whose first or last two bytes are not a pair of the text cannot be in it,
+ * so most rules are passed over without a memmem (the walk of the whole
+ * table, a reply no phrase matches, is the common case for deferrals)
+ */
+static unsigned pair(unsigned char a, unsigned char b)
+{
+    return ((unsigned)a << 4 ^ b) & 4095u;
+}
+
+static bool has_pair(const uint64_t *f, unsigned char a, unsigned char b)
+{
+    unsigned h = pair(a, b);
+    return (f[h >> 6] >> (h & 63)) & 1u;
+}
+
 int bounce_class_rule(int code, const char *enhanced, const char *text, size_t text_len)
 {
     char low[BOUNCE_TEXT_MAX];
+    uint64_t pairs[4096 / 64] = {0};
     size_t n = text == NULL ? 0 : text_len < sizeof(low) ? text_len : sizeof(low);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         low[i] = (char)tolower((unsigned char)text[i]);
+        if (i > 0) {
+            unsigned h = pair((unsigned char)low[i - 1], (unsigned char)low[i]);
+            pairs[h >> 6] |= 1ull << (h & 63);
+        }
+    }
     for (size_t r = 0; r < NRULES; r++) {
         const struct bounce_rule *x = &rules[r];
         if (!code_ok(x->code, code) || !dsn_ok(x->dsn, enhanced))
             continue;
-        if (x->text != NULL && memmem(low, n, x->text, strlen(x->text)) == NULL)
-            continue;
+        if (x->text != NULL) {
+            size_t pl = strlen(x->text); /* every pattern has two bytes at least (tests/lib/test_bounce_class.c) */
+            const unsigned char *t = (const unsigned char *)x->text;
+            if (!has_pair(pairs, t[0], t[1]) || !has_pair(pairs, t[pl - 2], t[pl - 1]) ||
+                memmem(low, n, x->text, pl) == NULL)
+                continue;
+        }
         return (int)r;
     }
     return -1;

@@ -29,7 +29,8 @@
  *
  *   Matching is substring search over the text lowered once (at most
  *   BOUNCE_TEXT_MAX bytes are looked at: a DSN's Diagnostic-Code can be
- *   long, the phrases that decide are near its start), no regex engine.
+ *   long, the phrases that decide are near its start), no regex engine; a
+ *   filter of the text's byte pairs skips most phrases without a search.
  * THREADS
  *   Pure functions over read-only tables: any thread.
  */

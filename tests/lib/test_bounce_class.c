@@ -37,9 +37,11 @@ static void test_each_rule_takes_its_example(void **st)
                      x->text ? x->text : (x->dsn ? x->dsn : "code"), x->ex_text, got);
         assert_string_equal(bounce_class(x->ex_code, x->ex_dsn, x->ex_text, strlen(x->ex_text)),
                             bounce_class_name(x->cls));
-        if (x->text != NULL)
+        if (x->text != NULL) {
             for (const char *p = x->text; *p; p++)
                 assert_false(*p >= 'A' && *p <= 'Z'); /* patterns are lower case: the text is lowered */
+            assert_true(strlen(x->text) >= 2);        /* the matcher's pair filter reads two bytes */
+        }
         seen[x->cls]++;
     }
     /* every class but "other" (the fallback) is reachable from some rule */
