@@ -261,6 +261,7 @@ static void conn_on_released(void *owner, struct xport *x)
     vbuf_free(&c->rbuf);
     vbuf_free(&c->pin);
     vbuf_free(&c->pout);
+    vbuf_free(&c->body);
     free(c);
 }
 
@@ -305,13 +306,21 @@ static bool msg_on_reply(struct smtp_conn *c, struct msg *m, enum smtp_stage st,
     return true;
 }
 
-/* send_body - the message, dot-stuffed, then the terminating dot */
+/* conn_body_done - the rendered message went out (or will not): an unusually large one does not keep its room */
+static void conn_body_done(struct smtp_conn *c)
+{
+    vbuf_reset(&c->body);
+    if (c->body.cap > WORKER_BUF_KEEP_MAX)
+        vbuf_free(&c->body);
+}
+
+/* send_body - the message rendered at MAIL (c->body), dot-stuffed, then the terminating dot */
 static void send_body(struct smtp_conn *c, struct msg *m)
 {
-    const char *p = vbuf_data(&m->data), *end = p + vbuf_len(&m->data);
+    const char *p = vbuf_data(&c->body), *end = p + vbuf_len(&c->body);
     vbuf *o = c->out;
     /* reserve once: stuffing adds at most one byte per line */
-    vbuf_reserve(o, vbuf_len(&m->data) + vbuf_len(&m->data) / SMTP_STUFF_RESERVE_DIV + 8);
+    vbuf_reserve(o, vbuf_len(&c->body) + vbuf_len(&c->body) / SMTP_STUFF_RESERVE_DIV + 8);
     if (p < end && *p == '.')
         vbuf_putc(o, '.');
     while (p < end) {
@@ -328,6 +337,7 @@ static void send_body(struct smtp_conn *c, struct msg *m)
     }
     vbuf_append(o, ".\r\n", 3);
     expect_push(c, SMTP_STAGE_DOT, m);
+    conn_body_done(c);
 }
 
 /* conn_takes_more - may the connection carry another message? (not beyond its share or its message limit) */
@@ -407,14 +417,6 @@ static bool start_txn(struct smtp_conn *c)
         return false;
     struct msg *m = pool_take(p);
     c->msgs_started++;
-    if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
-        char why[CONN_ERROR_MAX];
-        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data), c->size_limit);
-        msg_note_conn(c, m);
-        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
-        c->ops->finish(c->w, m, &o, why);
-        return true;
-    }
     if (c->rset_needed) {
         smtp_conn_cmd(c, SMTP_STAGE_RSET, NULL, "RSET");
         c->rset_needed = false;
@@ -425,9 +427,23 @@ static bool start_txn(struct smtp_conn *c)
             return false;
         }
     }
+    /* rendered now, into the connection's warm buffer: no message is held rendered while it waits in a queue */
+    if (c->ops->render(c->w, m, &c->body) < 0) {
+        c->msgs_started--; /* nothing of it went on the wire */
+        return true;       /* finished unsendable: the next one */
+    }
+    if (c->size_limit > 0 && vbuf_len(&c->body) > c->size_limit) {
+        char why[CONN_ERROR_MAX];
+        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&c->body), c->size_limit);
+        conn_body_done(c);
+        msg_note_conn(c, m);
+        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
+        c->ops->finish(c->w, m, &o, why);
+        return true;
+    }
     const char *from = tpl_message_mail_from(m->ver->tm);
     if (c->caps & SMTP_CAP_SIZE)
-        smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
+        smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&c->body),
                       (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     else
         smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s>%s", from,
@@ -443,10 +459,12 @@ void smtp_conn_kick(struct smtp_conn *c)
 {
     while (start_txn(c))
         ;
-    if (c->ex_len == 0 && c->state == CONN_READY && c->idle_since_ms == 0)
+    if (c->ex_len == 0 && c->state == CONN_READY && c->idle_since_ms == 0) {
         c->idle_since_ms = worker_now_ms();
-    else if (c->ex_len > 0)
+        vbuf_free(&c->body); /* an idle connection holds no message room (a busy one reuses it message after message) */
+    } else if (c->ex_len > 0) {
         c->idle_since_ms = 0;
+    }
     conn_flush(c);
 }
 
