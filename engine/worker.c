@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,13 +92,34 @@ void msg_hold(struct worker *w, struct msg *m)
     m->held = now;
 }
 
+/* the outcome's text fields, dsn to source_ip, lie together: msg_clear empties them without zeroing them */
+#define MSG_TEXT_FROM offsetof(struct msg, dsn)
+#define MSG_TEXT_END  (offsetof(struct msg, source_ip) + sizeof(((struct msg *)0)->source_ip))
+_Static_assert(MSG_TEXT_END - MSG_TEXT_FROM == sizeof(((struct msg *)0)->dsn) + sizeof(((struct msg *)0)->reply) +
+                                                   sizeof(((struct msg *)0)->host) + sizeof(((struct msg *)0)->tls) +
+                                                   sizeof(((struct msg *)0)->source_ip),
+               "struct msg: dsn, reply, host, tls, source_ip must stay together");
+
+/*
+ * msg_clear - a recycled message as new. Thousands are in flight, so the
+ * one taken from the free list is cache-cold: zeroing all of its ~950 bytes
+ * cost ~4% of the worker's CPU (issue 12); its ~700 bytes of text are only
+ * emptied (each is written as a C string before it is read).
+ */
+static void msg_clear(struct msg *m)
+{
+    memset(m, 0, MSG_TEXT_FROM);
+    memset((char *)m + MSG_TEXT_END, 0, sizeof(*m) - MSG_TEXT_END);
+    m->dsn[0] = m->reply[0] = m->host[0] = m->tls[0] = m->source_ip[0] = '\0';
+}
+
 /* msg_alloc - a message slot (the free list keeps them warm) */
 static struct msg *msg_alloc(struct worker *w)
 {
     struct msg *m = w->free_msgs;
     if (m != NULL) {
         w->free_msgs = m->next;
-        memset(m, 0, sizeof(*m));
+        msg_clear(m);
     } else {
         m = xcalloc(1, sizeof(*m));
     }
