@@ -3,9 +3,9 @@
  *   smtp_conn - one SMTP client connection (see engine/smtp_conn.c)
  * DESCRIPTION
  *   Engine-internal. A connection belongs to one pool (engine/smtp_pool.h)
- *   and tells the layers above it what happened through struct
- *   smtp_conn_ops (a message's outcome, the connection closed), so it
- *   never calls into worker.c. smtp_conn.c runs the session; the
+ *   and reaches the layers above it through struct smtp_conn_ops (render
+ *   a message as its transaction starts, a message's outcome, the
+ *   connection closed), so it never calls into worker.c. smtp_conn.c runs the session; the
  *   handshake (greeting, EHLO, STARTTLS, AUTH) is in smtp_handshake.c.
  * THREADS
  *   Owned by one worker thread.
