@@ -6,7 +6,7 @@
  *   says why relaxed loads and stores are enough); metrics_render sums them
  *   and writes the text format 0.0.4 that Prometheus scrapes. Series of
  *   volley_messages_total appear once counted (its label space is the
- *   product of statuses, providers and IPs, mostly never used); every other
+ *   product of statuses, classes, providers and IPs, mostly never used); every other
  *   series is always written, zero included, so a rate() has a start.
  */
 #include "engine/metrics.h"
@@ -64,7 +64,7 @@ struct metrics_thread *metrics_thread_new(const struct vconfig *cfg, const struc
     for (int i = 0; i < cfg->negress; i++)
         snprintf(t->ip_name[i + 1], METRICS_NAME_MAX, "%s", cfg->egress[i].ip);
     snprintf(t->ip_name[t->nip - 1], METRICS_NAME_MAX, "other");
-    t->msgs = lines((size_t)(METRICS_STATUSES * t->nprov * t->nip) * sizeof(*t->msgs));
+    t->msgs = lines((size_t)(METRICS_STATUSES * METRICS_CLASSES * t->nprov * t->nip) * sizeof(*t->msgs));
     t->inflight = lines((size_t)t->nprov * sizeof(*t->inflight));
     t->conns = lines((size_t)t->nprov * sizeof(*t->conns));
     t->thr = lines((size_t)((ntp > 0 ? ntp : 1) * t->thr_nip) * sizeof(*t->thr));
@@ -123,10 +123,27 @@ void metrics_hist_observe(struct metrics_hist *h, const uint64_t *bounds, uint64
     metrics_add(&h->sum, v);
 }
 
-void metrics_msg_done(struct metrics_thread *t, enum q_status st, int prov, int ip, uint64_t queued_ms, uint64_t txn_us)
+int metrics_cls_slot(const char *cls)
 {
-    assert((unsigned)st < METRICS_STATUSES && prov >= 0 && prov < t->nprov && ip >= 0 && ip < t->nip);
-    metrics_add(&t->msgs[((size_t)st * (size_t)t->nprov + (size_t)prov) * (size_t)t->nip + (size_t)ip], 1);
+    if (cls == NULL || cls[0] == '\0')
+        return 0;
+    int id = bounce_class_parse(cls, strlen(cls));
+    return 1 + (id >= 0 ? id : BOUNCE_OTHER);
+}
+
+/* msg_index - the counter of (status, class, provider, IP) in t->msgs */
+static size_t msg_index(const struct metrics_thread *t, int st, int cls, int prov, int ip)
+{
+    return (((size_t)st * METRICS_CLASSES + (size_t)cls) * (size_t)t->nprov + (size_t)prov) * (size_t)t->nip +
+           (size_t)ip;
+}
+
+void metrics_msg_done(struct metrics_thread *t, enum q_status st, int cls, int prov, int ip, uint64_t queued_ms,
+                      uint64_t txn_us)
+{
+    assert((unsigned)st < METRICS_STATUSES && cls >= 0 && cls < METRICS_CLASSES && prov >= 0 && prov < t->nprov &&
+           ip >= 0 && ip < t->nip);
+    metrics_add(&t->msgs[msg_index(t, st, cls, prov, ip)], 1);
     metrics_hist_observe(&t->queue_ms, queue_bounds_ms, queued_ms);
     if (txn_us != 0) {
         metrics_add(&t->txns[st], 1);
@@ -285,24 +302,29 @@ void metrics_render(struct metrics_thread *const *t, int n, vbuf *out)
         return;
     const struct metrics_thread *t0 = t[0];
     put_head(out, "volley_messages_total", "counter",
-             "Messages whose outcome was decided, by status, throttle provider and source IP.");
+             "Messages whose outcome was decided, by status, bounce class, throttle provider and source IP.");
     for (int st = 0; st < METRICS_STATUSES; st++)
-        for (int p = 0; p < t0->nprov; p++)
-            for (int ip = 0; ip < t0->nip; ip++) {
-                size_t k = ((size_t)st * (size_t)t0->nprov + (size_t)p) * (size_t)t0->nip + (size_t)ip;
-                uint64_t sum = 0;
-                for (int i = 0; i < n; i++)
-                    sum += load(&t[i]->msgs[k]);
-                if (sum == 0)
-                    continue;
-                vbuf_append(out, "volley_messages_total{", 22);
-                put_label(out, "status", q_status_name((enum q_status)st));
-                vbuf_append(out, ",", 1);
-                put_label(out, "provider", t0->prov_name[p]);
-                vbuf_append(out, ",", 1);
-                put_label(out, "source_ip", t0->ip_name[ip]);
-                vbuf_printf(out, "} %" PRIu64 "\n", sum);
-            }
+        for (int c = 0; c < METRICS_CLASSES; c++)
+            for (int p = 0; p < t0->nprov; p++)
+                for (int ip = 0; ip < t0->nip; ip++) {
+                    size_t k = msg_index(t0, st, c, p, ip);
+                    uint64_t sum = 0;
+                    for (int i = 0; i < n; i++)
+                        sum += load(&t[i]->msgs[k]);
+                    if (sum == 0)
+                        continue;
+                    vbuf_append(out, "volley_messages_total{", 22);
+                    put_label(out, "status", q_status_name((enum q_status)st));
+                    if (c > 0) { /* no class (delivered): the label is left out, which Prometheus reads as "" */
+                        vbuf_append(out, ",", 1);
+                        put_label(out, "class", bounce_class_name((enum bounce_class_id)(c - 1)));
+                    }
+                    vbuf_append(out, ",", 1);
+                    put_label(out, "provider", t0->prov_name[p]);
+                    vbuf_append(out, ",", 1);
+                    put_label(out, "source_ip", t0->ip_name[ip]);
+                    vbuf_printf(out, "} %" PRIu64 "\n", sum);
+                }
     const char *status_names[METRICS_STATUSES];
     for (int st = 0; st < METRICS_STATUSES; st++)
         status_names[st] = q_status_name((enum q_status)st);

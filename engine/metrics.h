@@ -24,10 +24,11 @@
  *   bucket): the reader derives _count from the buckets it loaded.
  *
  *   Labels are bounded by the configuration, never by traffic: status is
- *   enum q_status, provider is one of the throttle's [provider] sections
- *   (or "none"), source_ip one of [egress] ips as the process started (or
- *   "default" without [egress], "other" for an address a reload added). No
- *   label names a recipient, a domain or a campaign.
+ *   enum q_status, class a bounce class of lib/bounce_class.h (left out
+ *   when the outcome has none: delivered), provider one of the throttle's
+ *   [provider] sections (or "none"), source_ip one of [egress] ips as the
+ *   process started (or "default" without [egress], "other" for an address
+ *   a reload added). No label names a recipient, a domain or a campaign.
  * THREADS
  *   metrics_thread_new / _free: the worker's owner (worker_init / fini).
  *   Every bump and set: the owning worker thread only. metrics_render: any
@@ -40,15 +41,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "lib/bounce_class.h"
 #include "lib/buf.h"
 #include "queue/outcome.h"
 
 struct vconfig;
 struct thr_config;
 
-#define METRICS_STATUSES    (Q_SUPPRESSED + 1) /* enum q_status */
-#define METRICS_HIST_BOUNDS 14                 /* upper bounds of a histogram's finite buckets, at most */
-#define METRICS_NAME_MAX    48                 /* a provider name or an IP address, NUL included */
+#define METRICS_STATUSES    (Q_SUPPRESSED + 1)       /* enum q_status */
+#define METRICS_CLASSES     (1 + BOUNCE_CLASS_COUNT) /* class slots: 0 none, 1 + enum bounce_class_id */
+#define METRICS_HIST_BOUNDS 14                       /* upper bounds of a histogram's finite buckets, at most */
+#define METRICS_NAME_MAX    48                       /* a provider name or an IP address, NUL included */
 
 /* how a TCP connect to an SMTP server ended */
 enum metrics_connect {
@@ -88,7 +91,7 @@ struct metrics_thread {
     int nip;                                /* IP slots: 0 "default", 1 + [egress] index, nip - 1 "other" */
     char (*prov_name)[METRICS_NAME_MAX];    /* [nprov] */
     char (*ip_name)[METRICS_NAME_MAX];      /* [nip] */
-    metrics_counter *msgs;                  /* [status][prov][ip] */
+    metrics_counter *msgs;                  /* [status][class][prov][ip] */
     metrics_gauge *inflight;                /* [prov] messages taken from Redis, outcome not recorded yet */
     metrics_gauge *conns;                   /* [prov] open SMTP connections */
     int thr_nip;                            /* the throttle's IP slots: [egress] ips, or 1 ("default") without */
@@ -112,8 +115,10 @@ int metrics_ip_slot(const struct metrics_thread *t, int egress, const char *ip);
 enum metrics_connect metrics_conn_result(int res);
 /* metrics_hist_observe - count v (in the histogram's unit) in h */
 void metrics_hist_observe(struct metrics_hist *h, const uint64_t *bounds, uint64_t v);
+/* metrics_cls_slot - the class slot of a bounce class name (NULL: none) */
+int metrics_cls_slot(const char *cls);
 /* metrics_msg_done - a message's outcome: its counter, time in queue and (txn_us != 0) its transaction time */
-void metrics_msg_done(struct metrics_thread *t, enum q_status st, int prov, int ip, uint64_t queued_ms,
+void metrics_msg_done(struct metrics_thread *t, enum q_status st, int cls, int prov, int ip, uint64_t queued_ms,
                       uint64_t txn_us);
 
 /*

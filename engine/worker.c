@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,6 @@
 #define WORKER_READ_PAUSE_MS  1000  /* after a read Redis refused: do not hammer it with the same read */
 #define WORKER_WAIT_BLOCK_MS  1000  /* an idle thread's blocking XREAD (consumes nothing) */
 #define WORKER_READ_MIN_BYTES 65536 /* less room than this would bring a job or two: wait for more */
-#define WORKER_MSG_BUF_FIRST  4096  /* a fresh message buffer; it grows to the first message rendered in it */
-
 
 uint64_t worker_now_ms(void)
 {
@@ -80,30 +79,50 @@ static size_t job_bytes(const struct q_job *j)
     return n;
 }
 
-/* msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes */
+/*
+ * msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes. The rendered
+ * message sits in its connection's buffers (engine/smtp_conn.c) from its MAIL until it is sent, not in m: it is
+ * counted from msg_render until the outcome is recorded, a bound on those buffers that stays on the safe side.
+ */
 void msg_hold(struct worker *w, struct msg *m)
 {
-    size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->data.cap;
+    size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->rendered;
     if (jb > w->big_job)
         w->big_job = jb;
     w->held_bytes = w->held_bytes - m->held + now;
     m->held = now;
 }
 
-/* msg_alloc - a message slot; the free list keeps render buffers warm */
+/* the outcome's text fields, dsn to source_ip, lie together: msg_clear empties them without zeroing them */
+#define MSG_TEXT_FROM offsetof(struct msg, dsn)
+#define MSG_TEXT_END  (offsetof(struct msg, source_ip) + sizeof(((struct msg *)0)->source_ip))
+_Static_assert(MSG_TEXT_END - MSG_TEXT_FROM == sizeof(((struct msg *)0)->dsn) + sizeof(((struct msg *)0)->reply) +
+                                                   sizeof(((struct msg *)0)->host) + sizeof(((struct msg *)0)->tls) +
+                                                   sizeof(((struct msg *)0)->source_ip),
+               "struct msg: dsn, reply, host, tls, source_ip must stay together");
+
+/*
+ * msg_clear - a recycled message as new. Thousands are in flight, so the
+ * one taken from the free list is cache-cold: zeroing all of its ~950 bytes
+ * cost ~4% of the worker's CPU (issue 12); its ~700 bytes of text are only
+ * emptied (each is written as a C string before it is read).
+ */
+static void msg_clear(struct msg *m)
+{
+    memset(m, 0, MSG_TEXT_FROM);
+    memset((char *)m + MSG_TEXT_END, 0, sizeof(*m) - MSG_TEXT_END);
+    m->dsn[0] = m->reply[0] = m->host[0] = m->tls[0] = m->source_ip[0] = '\0';
+}
+
+/* msg_alloc - a message slot (the free list keeps them warm) */
 static struct msg *msg_alloc(struct worker *w)
 {
     struct msg *m = w->free_msgs;
     if (m != NULL) {
         w->free_msgs = m->next;
-        w->free_bytes -= m->data.cap;
-        vbuf d = m->data;
-        memset(m, 0, sizeof(*m));
-        m->data = d;
-        vbuf_reset(&m->data);
+        msg_clear(m);
     } else {
         m = xcalloc(1, sizeof(*m));
-        vbuf_init(&m->data, 0); /* msg_prepare sizes it for the rendered message: nothing touched twice */
     }
     w->inflight++;
     metrics_gauge_add(&w->met->inflight[0], 1); /* unrouted: m->met_prov is 0 */
@@ -120,12 +139,6 @@ void msg_release(struct worker *w, struct msg *m)
     metrics_gauge_add(&w->met->inflight[m->met_prov], -1);
     w->held_bytes -= m->held;
     m->held = 0;
-    /* an unusually large message should not keep its buffer forever, nor the free list much of the bytes */
-    if (m->data.cap > WORKER_BUF_KEEP_MAX || w->free_bytes + m->data.cap > bytes_share(w) / 8) {
-        vbuf_free(&m->data);
-        vbuf_init(&m->data, WORKER_MSG_BUF_FIRST);
-    }
-    w->free_bytes += m->data.cap;
     m->next = w->free_msgs;
     w->free_msgs = m;
 }
@@ -138,6 +151,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
     m->status = o->status;
     m->code = o->code;
     m->scope = o->scope;
+    m->cls = o->cls;
     snprintf(m->dsn, sizeof(m->dsn), "%s", o->dsn ? o->dsn : "");
     log_sanitize(m->reply, sizeof(m->reply), reply ? reply : "", reply ? strlen(reply) : 0);
     worker_metrics_done(w, m);
@@ -169,7 +183,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
 
 void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, const char *reply)
 {
-    struct smtp_outcome o = smtp_outcome_of(why);
+    struct smtp_outcome o = smtp_outcome_of(why, reply);
     worker_finish_msg(w, m, &o, reply);
 }
 
@@ -245,13 +259,16 @@ void flush_outcomes(struct worker *w)
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,
                 .limit = m->limit[0] ? m->limit : NULL,
                 .scope = smtp_scope_name(m->scope),
+                .cls = m->cls,
+                .provider = m->prov >= 0 && w->thr_cfg ? thr_config_provider_name(w->thr_cfg, m->prov) : "default",
             };
         }
         if (w->out_head == NULL)
             w->out_tail = NULL;
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
-                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces};
+                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces,
+                                     .suppress_classes = w->cfg->feedback_suppress_classes};
         q_record(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }
 }
@@ -262,6 +279,7 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
     struct msg *m = msg_alloc(w);
     m->job = job;
     m->owned_ms = owned_ms;
+    m->prov = -1; /* not routed yet */
     msg_hold(w, m);
     if (job->error != NULL) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);

@@ -31,8 +31,9 @@
 
 #define WORKER_RING_ENTRIES 4096 /* submission queue entries: one loop turn's sends, receives and polls */
 
-/* how a worker's connections report upwards: outcomes to worker.c, closes to their pool */
-static const struct smtp_conn_ops worker_conn_ops = {.finish = worker_finish_msg, .closed = pool_conn_closed};
+/* how a worker's connections reach upwards: a message rendered as it goes out, outcomes, closes to their pool */
+static const struct smtp_conn_ops worker_conn_ops = {
+    .render = msg_render, .finish = worker_finish_msg, .closed = pool_conn_closed};
 
 /* worker_needs_verify - does any policy or route ask for certificate verification? */
 static bool worker_needs_verify(const struct vconfig *cfg)
@@ -211,7 +212,6 @@ void worker_fini(struct worker *w)
         w->out_head = m->next;
         q_job_free(m->job);
         camp_ver_unref(m->ver);
-        vbuf_free(&m->data);
         free(m);
     }
     while (w->camps) {
@@ -226,7 +226,6 @@ void worker_fini(struct worker *w)
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;
         w->free_msgs = m->next;
-        vbuf_free(&m->data);
         free(m);
     }
     if (w->dkim)

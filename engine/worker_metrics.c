@@ -46,7 +46,8 @@ void worker_metrics_done(struct worker *w, const struct msg *m)
         uint64_t now = clock_mono_us();
         txn = now > m->txn_us ? now - m->txn_us : 1; /* nonzero: a transaction happened */
     }
-    metrics_msg_done(w->met, m->status, m->met_prov, metrics_ip_slot(w->met, m->egress, m->source_ip), queued, txn);
+    metrics_msg_done(w->met, m->status, metrics_cls_slot(m->cls), m->met_prov,
+                     metrics_ip_slot(w->met, m->egress, m->source_ip), queued, txn);
 }
 
 /* publish_thr - every (provider, IP) pair this thread used, as its throttle knows it now */

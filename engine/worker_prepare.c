@@ -148,10 +148,9 @@ struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
 
 /* ---- render ---- */
 
-/* msg_prepare - render, sign, route and queue a message whose campaign is known */
+/* msg_prepare - check and route a message whose campaign is known (it is rendered as it goes out: msg_render) */
 void msg_prepare(struct worker *w, struct msg *m)
 {
-    char err[512];
     struct camp *c = m->camp;
     if (w->stopping) {
         msg_release(w, m); /* left pending in Redis: the next run sends it */
@@ -175,6 +174,25 @@ void msg_prepare(struct worker *w, struct msg *m)
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
         return;
     }
+    /* the version it is rendered with when it goes out: an edit meanwhile does not change it under the message */
+    camp_ver_unref(m->ver);
+    m->ver = c->ver;
+    m->ver->refs++;
+    msg_route(w, m);
+}
+
+/*
+ * msg_render - the message as it goes out: rendered (and DKIM-signed) into
+ * the connection's body buffer when its transaction starts, not when its
+ * job is read. Rendering at intake held every message of the read-ahead
+ * (up to max_inflight, ~3 KB each) in memory: tens of MB written once and
+ * read once much later, each new buffer a page fault and each read a cache
+ * miss, measured as the largest share of the worker's CPU (issue 12). Now
+ * a connection renders into the same warm buffer message after message.
+ */
+int msg_render(struct worker *w, struct msg *m, vbuf *out)
+{
+    char err[512];
     const struct q_job *j = m->job;
     struct tpl_render_ctx rc = {
         .to = j->to,
@@ -186,35 +204,35 @@ void msg_prepare(struct worker *w, struct msg *m)
         .now = time(NULL),
         .max_bytes = w->cfg->max_message_bytes,
     };
+    /*
+     * Rendered in the thread's scratch buffer (it needs room for the raw body
+     * and its encoding side by side), then copied into out sized once for the
+     * message and its DKIM headers: a connection's buffer never holds the
+     * render's working room, and doubling would hold up to twice what it needs.
+     */
     vbuf_reset(&w->scratch);
-    m->ver = c->ver;
-    m->ver->refs++;
+    vbuf_reset(out);
     if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
         vbuf_shrink(&w->scratch, WORKER_BUF_KEEP_MAX); /* a refused message may have grown it to twice the limit */
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, err);
-        return;
+        return -EINVAL;
     }
-    vbuf_reset(&m->data);
-    /*
-     * Sized once for the message and its DKIM headers: doubling would hold up
-     * to twice what it needs, and room never written still costs a page
-     * fault per 4 KB when the allocator hands out fresh pages (issue 12).
-     */
     size_t need = vbuf_len(&w->scratch) + (w->dkim != NULL ? MSG_DKIM_ROOM : 0);
-    if (m->data.cap < need) {
-        vbuf_free(&m->data);
-        vbuf_init(&m->data, need);
+    if (out->cap < need) {
+        vbuf_free(out);
+        vbuf_init(out, need);
     }
     if (w->dkim != NULL &&
-        dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err, sizeof(err)) < 0) {
+        dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), out, err, sizeof(err)) < 0) {
         char why[600];
         snprintf(why, sizeof(why), "DKIM signing failed: %s", err);
+        vbuf_reset(out);
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, why);
-        return;
+        return -EINVAL;
     }
-    vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
+    vbuf_append(out, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
+    /* counted in the thread's held bytes (msg_hold) until m is recorded */
+    m->rendered = out->cap;
     msg_hold(w, m);
-    msg_route(w, m);
+    return 0;
 }
-
-/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */

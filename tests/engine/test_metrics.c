@@ -8,9 +8,10 @@
  *   of the text format 0.0.4, no series appears twice, values are the sums
  *   over the threads (a throttle pair's rate the largest), histograms are
  *   cumulative with _count equal to the +Inf bucket, message series appear
- *   once counted, label values are escaped. Also the label slots of an
- *   address (index hint, a reload's renumbering, an unknown address) and
- *   the connect results of errno values.
+ *   once counted (a bounce class as a label of its own, none for a
+ *   delivery), label values are escaped. Also the label slots of an address
+ *   (index hint, a reload's renumbering, an unknown address) and of a bounce
+ *   class, and the connect results of errno values.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,6 +119,15 @@ static void test_ip_slots(void **state)
     assert_int_equal(metrics_ip_slot(t, 2, "10.0.0.9"), 3);
 }
 
+static void test_class_slots(void **state)
+{
+    assert_int_equal(metrics_cls_slot(NULL), 0);
+    assert_int_equal(metrics_cls_slot(""), 0);
+    assert_int_equal(metrics_cls_slot("bad-mailbox"), 1 + BOUNCE_BAD_MAILBOX);
+    assert_int_equal(metrics_cls_slot(bounce_class_name(BOUNCE_TLS)), 1 + BOUNCE_TLS);
+    assert_int_equal(metrics_cls_slot("no-such-class"), 1 + BOUNCE_OTHER);
+}
+
 static void test_connect_results(void **state)
 {
     assert_int_equal(metrics_conn_result(0), METRICS_CONNECT_OK);
@@ -142,10 +152,10 @@ static void test_sums_over_threads(void **state)
 {
     struct fixture *f = *state;
     int g = gmail(f->t[0]);
-    metrics_msg_done(f->t[0], Q_DELIVERED, g, 2, 50, 3000);
-    metrics_msg_done(f->t[0], Q_DELIVERED, g, 2, 700, 20000);
-    metrics_msg_done(f->t[1], Q_DELIVERED, g, 2, 4000, 0); /* no transaction: SIZE refused before MAIL */
-    metrics_msg_done(f->t[1], Q_DEFERRED, 0, 0, 100, 1000);
+    metrics_msg_done(f->t[0], Q_DELIVERED, 0, g, 2, 50, 3000);
+    metrics_msg_done(f->t[0], Q_DELIVERED, 0, g, 2, 700, 20000);
+    metrics_msg_done(f->t[1], Q_DELIVERED, 0, g, 2, 4000, 0); /* no transaction: SIZE refused before MAIL */
+    metrics_msg_done(f->t[1], Q_DEFERRED, metrics_cls_slot("rate-limited"), 0, 0, 100, 1000);
     metrics_add(&f->t[1]->connects[METRICS_CONNECT_REFUSED], 1);
     metrics_add(&f->t[0]->connects[METRICS_CONNECT_OK], 2);
     metrics_add(&f->t[1]->connects[METRICS_CONNECT_OK], 3);
@@ -159,7 +169,8 @@ static void test_sums_over_threads(void **state)
     const char *text = render(f);
     assert_true(
         has_line(text, "volley_messages_total{status=\"delivered\",provider=\"gmail\",source_ip=\"10.0.0.3\"} 3"));
-    assert_true(has_line(text, "volley_messages_total{status=\"deferred\",provider=\"none\",source_ip=\"default\"} 1"));
+    assert_true(has_line(text, "volley_messages_total{status=\"deferred\",class=\"rate-limited\",provider=\"none\","
+                               "source_ip=\"default\"} 1"));
     /* never counted: not written (the label space is statuses x providers x IPs) */
     assert_null(strstr(text, "status=\"bounced\",provider"));
     assert_true(has_line(text, "volley_smtp_transactions_total{result=\"delivered\"} 2"));
@@ -218,7 +229,7 @@ static void test_label_values_escaped(void **state)
 {
     struct fixture *f = *state;
     snprintf(f->t[0]->prov_name[0], METRICS_NAME_MAX, "a\"b\\c\nd");
-    metrics_msg_done(f->t[0], Q_BOUNCED, 0, 0, 1, 0);
+    metrics_msg_done(f->t[0], Q_BOUNCED, 0, 0, 0, 1, 0);
     const char *text = render(f);
     assert_true(has_line(
         text, "volley_messages_total{status=\"bounced\",provider=\"a\\\"b\\\\c\\nd\",source_ip=\"default\"} 1"));
@@ -232,7 +243,8 @@ static void test_label_values_escaped(void **state)
 static void test_text_format(void **state)
 {
     struct fixture *f = *state;
-    metrics_msg_done(f->t[0], Q_DELIVERED, 1, 1, 10, 10);
+    metrics_msg_done(f->t[0], Q_DELIVERED, 0, 1, 1, 10, 10);
+    metrics_msg_done(f->t[0], Q_BOUNCED, metrics_cls_slot("bad-mailbox"), 1, 1, 10, 10);
     metrics_set(&f->t[0]->thr[0].active, 1);
     const char *text = render(f);
     regex_t sample, help, type;
@@ -294,6 +306,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_labels_from_the_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ip_slots, setup, teardown),
+        cmocka_unit_test(test_class_slots),
         cmocka_unit_test(test_connect_results),
         cmocka_unit_test_setup_teardown(test_sums_over_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_pairs, setup, teardown),
