@@ -228,10 +228,10 @@ install: all man
 	done
 	$(INSTALL) -m 0644 systemd/volley.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/volley.conf
 
-deb: all man
+deb:
 	@BUILD=$(BUILD) VERSION=$(VOLLEY_VERSION) MAKE="$(MAKE)" packaging/mkdeb.sh
 
 deb-check: deb
 	@BUILD=$(BUILD) VERSION=$(VOLLEY_VERSION) packaging/deb-check.sh
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f 2>/dev/null)
