@@ -28,24 +28,37 @@ echo "== dpkg -i"
 dpkg -i "$DEB"
 TMP=$(mktemp -d)
 trap 'dpkg -P volley >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
-fail() {
-    echo "deb-check: $*" >&2
-    exit 1
+passed=1 # lintian
+failed=0
+# check NAME CMD... - one check of the installed package; its result counted, the next one run regardless
+check() {
+    name=$1
+    shift
+    if "$@"; then
+        echo "ok: $name"
+        passed=$((passed + 1))
+    else
+        echo "FAILED: $name" >&2
+        failed=$((failed + 1))
+    fi
 }
-out=$(/usr/bin/volley --version)
-[ "$out" = "volley $VERSION" ] || fail "volley --version says '$out', expected 'volley $VERSION'"
-echo "$out"
-/usr/bin/volley check -c /etc/volley/volley.conf || fail "volley check refuses the installed example config"
-man -w volley >/dev/null && man -w volley.conf >/dev/null || fail "man pages not found"
+version_is() { [ "$(/usr/bin/volley --version)" = "volley $VERSION" ]; }
+check "volley --version is 'volley $VERSION'" version_is
+check "volley check -c /etc/volley/volley.conf" /usr/bin/volley check -c /etc/volley/volley.conf
+check "man volley, man volley.conf" sh -c 'man -w volley >/dev/null && man -w volley.conf >/dev/null'
 # an instance of the installed template, as systemctl would load it
 cp /lib/systemd/system/volley-worker@.service "$TMP/volley-worker@ci.service"
-systemd-analyze verify "$TMP/volley-worker@ci.service" || fail "systemd-analyze verify"
-echo "systemd-analyze verify volley-worker@ci.service: ok"
+check "systemd-analyze verify volley-worker@ci.service" systemd-analyze verify "$TMP/volley-worker@ci.service"
 
 echo "== dpkg -P"
 dpkg -P volley
 trap 'rm -rf "$TMP"' EXIT
-for f in /usr/bin/volley /lib/systemd/system/volley-worker@.service /etc/volley/volley.conf /usr/share/man/man1/volley.1.gz; do
-    [ ! -e "$f" ] || fail "$f is still there after dpkg -P"
-done
-echo "deb-check: ok"
+gone() {
+    for f in /usr/bin/volley /lib/systemd/system/volley-worker@.service /etc/volley/volley.conf \
+        /usr/share/man/man1/volley.1.gz; do
+        [ ! -e "$f" ] || { echo "$f is still there" >&2; return 1; }
+    done
+}
+check "dpkg -P removes every file" gone
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
