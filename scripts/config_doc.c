@@ -254,7 +254,8 @@ static int update(const char *path, const char *have, const char *want, int chec
 
 /* ---- manual pages (roff) ---- */
 
-/* roff_text - plain text for roff: backslash escaped (\\| as |), '-' as \- inside code (options), a leading . or ' guarded */
+/* roff_text - plain text for roff: backslash escaped (\\| as |), '-' as \- inside code (options), a leading . or '
+ * guarded */
 static void roff_text(struct vbuf *o, const char *s, size_t n, int code)
 {
     for (size_t i = 0; i < n; i++) {
@@ -290,7 +291,8 @@ static void roff_inline(struct vbuf *o, const char *md, size_t n)
             vbuf_puts(o, "\\fR");
             p = close + 2;
         } else if (*p == '[' && (close = memmem(p, (size_t)(end - p), "](", 2)) != NULL &&
-                   memchr(close, ')', (size_t)(end - close)) != NULL && strcspn(p + 1, "[]") == (size_t)(close - p - 1)) {
+                   memchr(close, ')', (size_t)(end - close)) != NULL &&
+                   strcspn(p + 1, "[]") == (size_t)(close - p - 1)) {
             roff_inline(o, p + 1, (size_t)(close - p - 1));
             p = (const char *)memchr(close, ')', (size_t)(end - close)) + 1;
         } else if (*p == '\\' && p + 1 < end && p[1] == '|') {
