@@ -741,6 +741,8 @@ static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, 
         } else if (rc > 0) {
             /* the keys of an unknown section: its header was the error */
             rc = sec_ok ? parse_line(cfg, name, sec, throttle, &ln, err, errlen) : 0;
+        } else if (it.bad_section) {
+            sec_ok = 0; /* a malformed header: its keys are not blamed on the section before */
         }
         if (rc < 0 && bad_line(pe, err, errlen) < 0)
             return rc;
