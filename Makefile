@@ -83,6 +83,8 @@ $(BUILD)/tools/%: bench/tools/%.c $(ALL_LIBS)
 $(BUILD)/tools/%: tests/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+# no-uring installs a seccomp filter (the epoll fallback's test)
+$(BUILD)/tools/no-uring: LDLIBS += $(shell pkg-config --libs libseccomp)
 
 # make docs: README.md's configuration reference and config/volley.conf.example from lib/config.c's key
 # table (scripts/config_doc.c links lib/ only); make docs-check (part of make test) fails when either is stale
@@ -91,9 +93,9 @@ $(CONFIG_DOC): scripts/config_doc.c $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 docs: $(CONFIG_DOC)
-	@$(CONFIG_DOC) README.md config/volley.conf.example
+	@$(CONFIG_DOC) README.md config/volley.conf.example docs/feedback.md
 docs-check: $(CONFIG_DOC)
-	@$(CONFIG_DOC) --check README.md config/volley.conf.example
+	@$(CONFIG_DOC) --check README.md config/volley.conf.example docs/feedback.md
 
 # tests/<layer>/test_x.c links that layer's archive and the common layer (engine tests link everything,
 # tests/bench the common layer only): one rule, the archives looked up by the folder's name
