@@ -37,6 +37,7 @@
 
 #define CHECK_TXT_CHUNK 255 /* bytes per character-string of a TXT record */
 
+/* check_usage - the help text */
 static void check_usage(FILE *f)
 {
     fprintf(f, "usage: volley check [-c volley.conf] [--dkim]\n"

@@ -12,6 +12,8 @@
  *   record outcomes, leave the rest pending, release the name, exit 0.
  *   A name held by a live process: exit 2. The name lost while running
  *   (our heartbeat lapsed and another process took it): drain, exit 1.
+ *   Under systemd (NOTIFY_SOCKET set, Type=notify) the main loop reports
+ *   READY, RELOADING, STOPPING and feeds the watchdog (cli/notify.h).
  */
 #include <errno.h>
 #include <getopt.h>
