@@ -19,6 +19,7 @@ static void usage(FILE *f)
                "  campaign pause|resume|cancel|show ID: control a campaign\n"
                "  suppress add|remove|check|list: addresses never to mail\n"
                "  warmup   start IP [YYYY-MM-DD] | show: IP warm-up schedules\n"
+               "  events   the events stream, readable (--follow: export without loss, --webhook URL)\n"
                "run 'volley COMMAND --help' for a command's options\n");
 }
 
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
         return cmd_suppress_main(argc - 1, argv + 1);
     if (strcmp(c, "warmup") == 0)
         return cmd_warmup_main(argc - 1, argv + 1);
+    if (strcmp(c, "events") == 0)
+        return cmd_events_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }

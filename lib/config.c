@@ -551,6 +551,10 @@ const struct config_key config_keys[] = {
     MODULE("queue", "claim_idle", "duration, 10s to 1d", "5m",
            "a dead worker's pending job is taken over after this idle time"),
 
+    INT("events", "max_entries", events_max_entries, 1000, 1000000000, "1000000",
+        "the events stream's hard ceiling in entries (~100 B each): below it, entries an export group (`volley "
+        "events --group`) has not read are kept; above it the oldest go anyway, with a warning"),
+
     FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
 };
 const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);

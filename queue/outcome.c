@@ -3,7 +3,7 @@
  *   outcome - record a batch of attempt outcomes in one atomic Lua step
  * DESCRIPTION
  *   ARGV layout (flat, so the whole batch is one EVALSHA):
- *     1 stats key prefix   2 events MAXLEN   3 group   4 n
+ *     1 stats key prefix   2 events max_entries   3 group   4 n
  *     5 max_age_ms (0: never)   6 suppress hard bounces (1/0)
  *     7 hold key prefix   8 campaign key prefix
  *     then per outcome:
@@ -60,6 +60,7 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "queue/events.h"
 #include "queue/resp.h"
 #include "queue/script.h"
 
@@ -140,6 +141,18 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "end\n"
     "local items = k\n"
     "if a ~= nargs + 1 then return bad('malformed arguments') end\n"
+    /* events (queue/events.h): one id ms for the whole batch, which job and retry_in_ms are offsets from; status
+       as a number (enum q_status); dsn, host, source_ip and tls in their compact forms */
+    Q_EVENTS_LUA
+    "local evms = ev_clock(events)\n"
+    "local evid = string.format('%.0f', evms) .. '-*'\n"
+    "local SCODE = {delivered = '0', deferred = '1', bounced = '2', failed = '3', cancelled = '5', suppressed = '6'}\n"
+    "local refs = {}\n"
+    "local function enc(i, v)\n"
+    "  if i == 1 then return ev_dsn(v) end\n"
+    "  if i >= 3 and i <= 5 then return ev_ref(events, refs, v) end\n"
+    "  return v\n"
+    "end\n"
     /* campaign states are read once per batch: a batch is one atomic step anyway */
     "local states = {}\n"
     "local function state(c)\n"
@@ -164,20 +177,22 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "end\n"
     /* event - XADD the event in contract order with status st; reply replaces the worker's when given */
     "local function event(a, m, c, st, reply, expired, dup)\n"
-    "  local ev = {'job', ARGV[a + 1], 'campaign', ARGV[a + 2], 'to', ARGV[a + 3], 'status', st,\n"
+    "  local jo, js = ev_job(ARGV[a + 1], evms)\n"
+    "  local ev = {'job', jo, 'job_seq', js, 'campaign', ARGV[a + 2], 'to', ARGV[a + 3], 'status', SCODE[st],\n"
     "              'code', ARGV[a + 5], 'attempt', ARGV[a + 6]}\n"
     "  local p = a + 7\n"
     "  for i = 1, 7 do\n"
     "    local v\n"
     "    if band(m, BITS[i]) ~= 0 then v = ARGV[p]; p = p + 1 end\n"
     "    if i == 2 and reply then v = reply end\n"
-    "    if i == 7 and st == 'deferred' then ev[#ev + 1] = 'retry_at_ms'; ev[#ev + 1] = ARGV[c] end\n"
-    "    if v then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = v end\n"
+    "    if i == 7 and st == 'deferred' then\n"
+    "      ev[#ev + 1] = 'retry_in_ms'; ev[#ev + 1] = string.format('%.0f', tonumber(ARGV[c]) - evms) end\n"
+    "    if v then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = enc(i, v) end\n"
     "  end\n"
     "  if band(m, HIGH) ~= 0 then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
     "  if expired then ev[#ev + 1] = 'expired'; ev[#ev + 1] = '1' end\n"
     "  if dup then ev[#ev + 1] = 'duplicate'; ev[#ev + 1] = '1' end\n"
-    "  redis.call('XADD', events, '*', unpack(ev))\n"
+    "  redis.call('XADD', events, evid, unpack(ev))\n"
     "end\n"
     /* every status but delivered (which the loop below records inline), once the job is acknowledged */
     "local function outcome(a, m, c, stream)\n"
@@ -250,6 +265,40 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  end\n"
     "  if keep then redis.call('XTRIM', s, 'MINID', keep) end\n"
     "end\n"
+    /* trim_events - once per batch: keep everything an export group (any consumer group on the events stream)
+       has not consumed, its oldest pending entry included, up to the ceiling maxlen ([events] max_entries);
+       without a group, about the last maxlen. Returns how many entries the ceiling removed unexported */
+    "local function idlt(x, y)\n"
+    "  local xm, xs = string.match(x, '^(%d+)%-(%d+)$')\n"
+    "  local ym, ys = string.match(y, '^(%d+)%-(%d+)$')\n"
+    "  if not xm or not ym then return false end\n"
+    "  xm, ym = tonumber(xm), tonumber(ym)\n"
+    "  return xm < ym or (xm == ym and tonumber(xs) < tonumber(ys))\n"
+    "end\n"
+    "local function trim_events()\n"
+    "  if redis.call('EXISTS', events) == 0 then return 0 end\n"
+    "  local keep\n"
+    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', events)) do\n"
+    "    local name, last\n"
+    "    for j = 1, #g - 1, 2 do\n"
+    "      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end\n"
+    "    end\n"
+    "    local need = redis.call('XPENDING', events, name)[2] or last\n"
+    "    if not keep or idlt(need, keep) then keep = need end\n"
+    "  end\n"
+    "  if not keep then redis.call('XTRIM', events, 'MAXLEN', '~', maxlen); return 0 end\n"
+    "  redis.call('XTRIM', events, 'MINID', '~', keep)\n"
+    "  local len = redis.call('XLEN', events)\n"
+    "  if len <= tonumber(maxlen) then return 0 end\n"
+    "  redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)\n"
+    "  local lost = len - redis.call('XLEN', events)\n"
+    "  if lost > 0 then\n"
+    "    local o = events .. ':overrun'\n"
+    "    redis.call('HINCRBY', o, 'entries', lost)\n"
+    "    redis.call('HSET', o, 'last_ms', string.format('%.0f', evms))\n"
+    "  end\n"
+    "  return lost\n"
+    "end\n"
     "local touched = {}\n"
     /* run - a run of delivered outcomes whose header is at a and first message at p: the event's argument
        list is built once and only its three per-message slots (job, to, reply) change; each job is
@@ -257,23 +306,24 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "local function run(a, m, p)\n"
     "  local cnt, camp, stream = tonumber(ARGV[a + 1]), ARGV[a + 2], jobs\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
-    "  local ev = {'job', '', 'campaign', camp, 'to', '', 'status', 'delivered', 'code', ARGV[a + 3],\n"
+    "  local ev = {'job', '', 'job_seq', '', 'campaign', camp, 'to', '', 'status', '0', 'code', ARGV[a + 3],\n"
     "              'attempt', ARGV[a + 4]}\n"
     "  local o, ri = a + 5, 0\n"
     "  for i = 1, 7 do\n"
     "    if i == 2 then ev[#ev + 1] = 'reply'; ev[#ev + 1] = ''; ri = #ev\n"
-    "    elseif band(m, BITS[i]) ~= 0 then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = ARGV[o]; o = o + 1 end\n"
+    "    elseif band(m, BITS[i]) ~= 0 then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = enc(i, ARGV[o]); o = o + 1 end\n"
     "  end\n"
     "  if band(m, HIGH) ~= 0 then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
     "  local d, acked = #ev + 1, 0\n"
     "  for q = p, p + 3 * cnt - 1, 3 do\n"
-    "    ev[2], ev[6], ev[ri] = ARGV[q], ARGV[q + 1], ARGV[q + 2]\n"
+    "    ev[2], ev[4] = ev_job(ARGV[q], evms)\n"
+    "    ev[8], ev[ri] = ARGV[q + 1], ARGV[q + 2]\n"
     "    if redis.pcall('XACK', stream, group, ARGV[q]) == 1 then\n"
     "      acked = acked + 1\n"
-    "      redis.call('XADD', events, '*', unpack(ev))\n"
+    "      redis.call('XADD', events, evid, unpack(ev))\n"
     "    else\n"
     "      ev[d], ev[d + 1] = 'duplicate', '1'\n"
-    "      redis.call('XADD', events, '*', unpack(ev))\n"
+    "      redis.call('XADD', events, evid, unpack(ev))\n"
     "      ev[d], ev[d + 1] = nil, nil\n"
     "    end\n"
     "  end\n"
@@ -303,8 +353,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  for st, v in pairs(t) do redis.call('HINCRBY', stats .. c, st, v) end\n"
     "end\n"
     "for s in pairs(touched) do trim(s) end\n"
-    /* events: one approximate trim per batch rather than a MAXLEN on every XADD */
-    "redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)\n"
+    "local lost = trim_events()\n"
+    "if lost > 0 then return {n, lost} end\n"
     "return n\n");
 
 const char *q_status_name(enum q_status s)
@@ -533,7 +583,7 @@ void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_o
     q_resp_bulk_str(b, k->jobs_high);
     q_resp_bulk_str(b, k->suppressed);
     q_resp_bulk_str(b, k->stats);
-    q_resp_bulk_u64(b, Q_EVENTS_MAXLEN);
+    q_resp_bulk_u64(b, opts->events_max_entries > 0 ? opts->events_max_entries : Q_EVENTS_MAX_ENTRIES);
     q_resp_bulk_str(b, Q_GROUP);
     q_resp_bulk_u64(b, (uint64_t)n);
     q_resp_bulk_u64(b, opts->max_age_ms);
