@@ -3,10 +3,10 @@
  *   events - decode the compact events stream, print it, read it resumably
  * DESCRIPTION
  *   See queue/events.h. The decoder is the inverse of Q_EVENTS_LUA and of
- *   the event() / run() builders of the record script: every compact field
- *   is recognised by its value (a v2 `job` is an integer, a v1 one an
- *   "ms-seq" id; a v2 `status` a number, a v1 one a word; and so on), so a
- *   stream holding events from before and after an upgrade decodes whole.
+ *   the event() / run() builders of the record script. A compact event has
+ *   a `job_seq` field; one without it was written verbatim by an older
+ *   volley and is passed through, so a stream holding events from before
+ *   and after an upgrade decodes whole.
  */
 #include "queue/events.h"
 
@@ -120,21 +120,25 @@ int q_event_decode(struct q_event *ev, const redisReply *entry, int stream, q_ev
         ev->v[f] = v->str;
         ev->len[f] = v->len;
     }
+    /* an event without job_seq was written verbatim (volley before the compact form): nothing to decode */
+    if (job_seq == NULL)
+        return 0;
     long long n;
-    /* job: an offset from the event id's ms and a sequence (v2), or the id itself (v1, or too large) */
-    if (ev->v[Q_EV_JOB] != NULL && job_seq != NULL && job_seq_len > 0 &&
-        int_of(ev->v[Q_EV_JOB], ev->len[Q_EV_JOB], &n) == 0) {
+    /* job: an offset from the event id's ms and a sequence, or (job_seq empty) the id itself */
+    if (ev->v[Q_EV_JOB] != NULL && job_seq_len > 0) {
         long long seq;
-        if (int_of(job_seq, job_seq_len, &seq) < 0 || seq < 0)
-            return err_set(err, errlen, -EINVAL, "entry %s: bad job_seq", id->str);
+        if (int_of(ev->v[Q_EV_JOB], ev->len[Q_EV_JOB], &n) < 0 || int_of(job_seq, job_seq_len, &seq) < 0 || seq < 0)
+            return err_set(err, errlen, -EINVAL, "entry %s: bad job offset", id->str);
         put(ev, Q_EV_JOB, &used, "%lld-%lld", ms - n, seq);
     }
-    if (ev->v[Q_EV_STATUS] != NULL && int_of(ev->v[Q_EV_STATUS], ev->len[Q_EV_STATUS], &n) == 0) {
-        if (n < Q_DELIVERED || n > Q_SUPPRESSED || n == Q_HELD)
-            return err_set(err, errlen, -EINVAL, "entry %s: unknown status %lld", id->str, n);
+    if (ev->v[Q_EV_STATUS] != NULL) {
+        if (int_of(ev->v[Q_EV_STATUS], ev->len[Q_EV_STATUS], &n) < 0 || n < Q_DELIVERED || n > Q_SUPPRESSED ||
+            n == Q_HELD)
+            return err_set(err, errlen, -EINVAL, "entry %s: unknown status", id->str);
         ev->v[Q_EV_STATUS] = q_status_name((enum q_status)n);
         ev->len[Q_EV_STATUS] = strlen(ev->v[Q_EV_STATUS]);
     }
+    /* dsn: a number when "c.s.d" reads back the same from one, else the text (it has dots) */
     if (ev->v[Q_EV_DSN] != NULL && is_digits(ev->v[Q_EV_DSN], ev->len[Q_EV_DSN]) &&
         int_of(ev->v[Q_EV_DSN], ev->len[Q_EV_DSN], &n) == 0)
         put(ev, Q_EV_DSN, &used, "%lld.%lld.%lld", n / 1000000, n / 1000 % 1000, n % 1000);
@@ -143,18 +147,21 @@ int q_event_decode(struct q_event *ev, const redisReply *entry, int stream, q_ev
             return err_set(err, errlen, -EINVAL, "entry %s: bad retry_in_ms", id->str);
         put(ev, Q_EV_RETRY_AT_MS, &used, "%lld", ms + n);
     }
-    static const enum q_ev_field refs[] = {Q_EV_HOST, Q_EV_SOURCE_IP, Q_EV_TLS};
+    /* dictionary numbers (an empty campaign, of a job without a valid one, stays empty) */
+    static const enum q_ev_field refs[] = {Q_EV_CAMPAIGN, Q_EV_HOST, Q_EV_SOURCE_IP, Q_EV_TLS};
     for (size_t r = 0; r < sizeof(refs) / sizeof(refs[0]); r++) {
         enum q_ev_field f = refs[r];
-        if (ev->v[f] == NULL || !is_digits(ev->v[f], ev->len[f]) || int_of(ev->v[f], ev->len[f], &n) < 0)
+        if (ev->v[f] == NULL || ev->len[f] == 0)
             continue;
+        if (!is_digits(ev->v[f], ev->len[f]) || int_of(ev->v[f], ev->len[f], &n) < 0)
+            return err_set(err, errlen, -EINVAL, "entry %s: bad %s number", id->str, q_event_names[f]);
         size_t len = 0;
         const char *s = dict ? dict(priv, stream, n, &len) : NULL;
         if (s != NULL) {
             ev->v[f] = s;
             ev->len[f] = len;
         } else {
-            put(ev, f, &used, "#%lld", n); /* the dictionary lost it: say which one rather than drop it */
+            put(ev, f, &used, "#%lld", n); /* the dictionary lost it: say which one rather than drop the event */
         }
     }
     return 0;

@@ -14,7 +14,7 @@
  *   (queue/control.c) write events in the compact form of
  *   docs/redis-contract.md "Event fields": `job` as the offset of its ms
  *   from the event id's ms plus `job_seq`, `status` as a number, `dsn` as
- *   an integer, `host` / `source_ip` / `tls` as numbers of the stream's
+ *   an integer, `campaign`, `host`, `source_ip`, `tls` as numbers of the stream's
  *   dictionary `<events>:dict`, `retry_in_ms` from the event id. Listpack
  *   stores small integers in 1 to 5 bytes, so an event of the bench takes
  *   ~95 B rather than ~140. Q_EVENTS_LUA holds the Lua helpers both

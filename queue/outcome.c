@@ -153,6 +153,10 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  if i >= 3 and i <= 5 then return ev_ref(events, refs, v) end\n"
     "  return v\n"
     "end\n"
+    "local function camp_ref(c)\n"
+    "  if c == '' then return '' end\n"
+    "  return ev_ref(events, refs, c)\n"
+    "end\n"
     /* campaign states are read once per batch: a batch is one atomic step anyway */
     "local states = {}\n"
     "local function state(c)\n"
@@ -178,7 +182,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* event - XADD the event in contract order with status st; reply replaces the worker's when given */
     "local function event(a, m, c, st, reply, expired, dup)\n"
     "  local jo, js = ev_job(ARGV[a + 1], evms)\n"
-    "  local ev = {'job', jo, 'job_seq', js, 'campaign', ARGV[a + 2], 'to', ARGV[a + 3], 'status', SCODE[st],\n"
+    "  local ev = {'job', jo, 'job_seq', js, 'campaign', camp_ref(ARGV[a + 2]), 'to', ARGV[a + 3], 'status', SCODE[st],\n"
     "              'code', ARGV[a + 5], 'attempt', ARGV[a + 6]}\n"
     "  local p = a + 7\n"
     "  for i = 1, 7 do\n"
@@ -306,7 +310,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "local function run(a, m, p)\n"
     "  local cnt, camp, stream = tonumber(ARGV[a + 1]), ARGV[a + 2], jobs\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
-    "  local ev = {'job', '', 'job_seq', '', 'campaign', camp, 'to', '', 'status', '0', 'code', ARGV[a + 3],\n"
+    "  local ev = {'job', '', 'job_seq', '', 'campaign', camp_ref(camp), 'to', '', 'status', '0', 'code', ARGV[a + 3],\n"
     "              'attempt', ARGV[a + 4]}\n"
     "  local o, ri = a + 5, 0\n"
     "  for i = 1, 7 do\n"

@@ -707,12 +707,15 @@ class Volley:
         return ":".join((PREFIX,) + parts)
 
     def events(self):
-        """Every entry of <p>:events as a dict (stream id under '_id')."""
+        """Every entry of <p>:events in its readable form, as `volley events` (the decoder of the stream's compact
+        encoding, docs/redis-contract.md "Event fields") prints it: a dict of strings, stream id under '_id'."""
+        p = self.run("events", "-c", self.conf, "--format", "jsonl")
+        assert p.returncode == 0, f"volley events exit {p.returncode}: {p.stderr.strip()}"
         out = []
-        for eid, fields in self.r.xrange(self.key("events"), "-", "+"):
-            fields = dict(fields)
-            fields["_id"] = eid
-            out.append(fields)
+        for line in p.stdout.splitlines():
+            e = json.loads(line)
+            e["_id"] = e.pop("id")
+            out.append(e)
         return out
 
     def events_by_to(self):

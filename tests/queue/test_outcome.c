@@ -237,7 +237,7 @@ static void test_record_writes_everything_together(void **st)
     assert_string_equal(field(e0, "status"), "0");
     assert_string_equal(field(e0, "dsn"), "2000000");
     assert_string_equal(field(e1, "status"), "1");
-    assert_string_equal(field(e0, "tls"), "3");
+    assert_string_equal(field(e0, "tls"), "4");
     assert_string_equal(field(e1, "host"), field(e0, "host")); /* one dictionary number per value */
     assert_string_equal(evf(ev, 0, "source_ip"), "127.0.0.2");
     assert_string_equal(evf(ev, 0, "tls"), "TLSv1.3 TLS_AES_256_GCM_SHA384");
