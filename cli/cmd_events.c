@@ -24,6 +24,7 @@
  *   configuration.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
@@ -157,6 +158,27 @@ static int write_out(const vbuf *lines, int sync)
     return 0;
 }
 
+/*
+ * end_torn_line - stdout is a file that ends inside a line (an export killed while writing, appended to
+ * by this one with >>): end it, so the first line written now is a line of its own. The events of the
+ * torn line were not acknowledged and come again.
+ */
+static int end_torn_line(int fd)
+{
+    /* stdout opened by `>>` is write-only: read its last byte through another descriptor */
+    char path[64], last;
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    int rd = open(path, O_RDONLY | O_CLOEXEC);
+    if (rd < 0)
+        return 0;
+    off_t end = lseek(rd, 0, SEEK_END);
+    int torn = end > 0 && pread(rd, &last, 1, end - 1) == 1 && last != '\n';
+    close(rd);
+    if (!torn)
+        return 0;
+    return write(fd, "\n", 1) == 1 ? 0 : -errno;
+}
+
 /* overrun - the ceiling's count of entries removed unexported (<events>:overrun), 0 when none */
 static long long overrun(redisContext *c, const char *const *streams, int n)
 {
@@ -211,6 +233,8 @@ int cmd_events_main(int argc, char **argv)
         log_warn("the events stream's ceiling ([events] max_entries) has removed %lld entries before every export "
                  "group had read them",
                  lost_seen);
+    if (rc == 0 && sync && !hook && (rc = end_torn_line(fileno(stdout))) < 0)
+        err_set(err, sizeof(err), rc, "writing: %s", strerror(-rc));
     if (rc == 0 && o.csv && !hook) {
         q_event_csv_header(&lines);
         if ((rc = write_out(&lines, sync)) < 0)

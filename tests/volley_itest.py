@@ -499,8 +499,8 @@ SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connection
                        "timeout_ms", "connect_timeout_ms", "greeting_timeout_ms", "ehlo_timeout_ms", "mail_timeout_ms",
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
                        "connection_max_ms", "bad_host_ms", "mx_port"})
-SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "throttle", "warmup", "dkim",
-            "log")
+SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "events", "throttle", "warmup",
+            "dkim", "log")
 
 # what every test starts from: small batches, quick SMTP timeouts, no TLS
 CONF_DEFAULTS = {
