@@ -77,14 +77,11 @@ struct opts {
 /* parse - 0 with o filled, or the exit status (usage printed) */
 static int parse(int argc, char **argv, struct opts *o)
 {
-    static const struct option lopts[] = {{"config", required_argument, NULL, 'c'},
-                                          {"format", required_argument, NULL, 'f'},
-                                          {"group", required_argument, NULL, 'g'},
-                                          {"follow", no_argument, NULL, 'F'},
-                                          {"webhook", required_argument, NULL, 'w'},
-                                          {"batch", required_argument, NULL, 'b'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+    static const struct option lopts[] = {
+        {"config", required_argument, NULL, 'c'},  {"format", required_argument, NULL, 'f'},
+        {"group", required_argument, NULL, 'g'},   {"follow", no_argument, NULL, 'F'},
+        {"webhook", required_argument, NULL, 'w'}, {"batch", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     *o = (struct opts){.conf = CLI_DEFAULT_CONFIG, .batch = EVENTS_BATCH_DEFAULT};
     opterr = 0;
     optind = 1;

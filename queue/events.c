@@ -23,8 +23,8 @@
 #include "queue/outcome.h"
 
 const char *const q_event_names[Q_EV_NFIELDS] = {
-    "id",   "job",       "campaign", "to",    "status",      "code",  "attempt", "dsn",      "reply",   "host",
-    "source_ip", "tls", "limit",    "retry_at_ms", "scope", "class",   "priority", "expired", "duplicate"};
+    "id",        "job", "campaign", "to",          "status", "code",  "attempt",  "dsn",     "reply",    "host",
+    "source_ip", "tls", "limit",    "retry_at_ms", "scope",  "class", "priority", "expired", "duplicate"};
 
 /* int_of - s[0..n) as a whole decimal integer (optional '-'), or -EINVAL */
 static int int_of(const char *s, size_t n, long long *out)
@@ -256,8 +256,8 @@ struct q_events {
     int nstreams;
     struct dict dicts[Q_EVENTS_MAX_STREAMS];
     char group[128];
-    int pending_done;                       /* the consumer's own pending entries have all been re-read */
-    char after[Q_EVENTS_MAX_STREAMS][48];   /* group: last pending id re-read; no group: last id printed */
+    int pending_done;                     /* the consumer's own pending entries have all been re-read */
+    char after[Q_EVENTS_MAX_STREAMS][48]; /* group: last pending id re-read; no group: last id printed */
     char range_key[Q_EVENTS_MAX_STREAMS][Q_KEY_MAX];
 };
 
@@ -402,8 +402,7 @@ static int read_range(struct q_events *e, int count, struct q_events_batch *b, c
 }
 
 /* read_group - one XREADGROUP over every stream: the consumer's pending entries first, then new ones */
-static int read_group(struct q_events *e, int count, int block_ms, struct q_events_batch *b, char *err,
-                      size_t errlen)
+static int read_group(struct q_events *e, int count, int block_ms, struct q_events_batch *b, char *err, size_t errlen)
 {
     const char *argv[8 + 2 * Q_EVENTS_MAX_STREAMS];
     char cnt[16], blk[16];

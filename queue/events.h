@@ -80,7 +80,7 @@ extern const char *const q_event_names[Q_EV_NFIELDS];
 struct q_event {
     const char *v[Q_EV_NFIELDS];
     size_t len[Q_EV_NFIELDS];
-    int stream;               /* index in q_events_streams */
+    int stream;                 /* index in q_events_streams */
     char scratch[Q_EV_SCRATCH]; /* decoded numbers: job, status, dsn, retry_at_ms */
 };
 
@@ -144,7 +144,8 @@ void q_events_batch_free(struct q_events_batch *b);
  * see docs/redis-contract.md "Event fields". Defines:
  *   ev_clock(ev)          the ms every event of this script call gets: TIME, or the stream's last
  *                         id's ms when that is ahead (XADD <ms>-* must not go back)
- *   ev_job(id, ms)        job id -> (ms offset from ms, seq); a job id Lua numbers cannot hold
+ *   ev_job(id, ms)        job id (checked "<digits>-<digits>" by the caller) -> (ms offset from ms,
+ *                         a number Redis writes as an integer; seq); a job id Lua numbers cannot hold
  *                         exactly is kept whole in `job` (job_seq empty)
  *   ev_ref(ev, cache, v)  the dictionary number of v in <ev>:dict (added when new)
  *   ev_dsn(d)             "c.s.d" -> c*1000000 + s*1000 + d when that reads back the same, else d
@@ -165,9 +166,10 @@ void q_events_batch_free(struct q_events_batch *b);
     "  return ms\n"                                                                                                    \
     "end\n"                                                                                                            \
     "local function ev_job(id, ms)\n"                                                                                  \
-    "  local jm, js = string.match(id, '^(%d+)%-(%d+)$')\n"                                                            \
-    "  if not jm or #jm > 15 or #js > 15 then return id, '' end\n"                                                     \
-    "  return string.format('%.0f', ms - tonumber(jm)), js\n"                                                          \
+    "  local p = string.find(id, '-', 1, true)\n"                                                                     \
+    "  local jm = p and p <= 16 and #id - p <= 15 and tonumber(string.sub(id, 1, p - 1))\n"                           \
+    "  if not jm then return id, '' end\n"                                                                            \
+    "  return ms - jm, string.sub(id, p + 1)\n"                                                                       \
     "end\n"                                                                                                            \
     "local function ev_ref(ev, cache, v)\n"                                                                            \
     "  local n = cache[v]\n"                                                                                           \

@@ -143,7 +143,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "if a ~= nargs + 1 then return bad('malformed arguments') end\n"
     /* events (queue/events.h): one id ms for the whole batch, which job and retry_in_ms are offsets from; status
        as a number (enum q_status); dsn, host, source_ip and tls in their compact forms */
-    Q_EVENTS_LUA
+    Q_EVENTS_LUA /* (Lua helpers) */
     "local evms = ev_clock(events)\n"
     "local evid = string.format('%.0f', evms) .. '-*'\n"
     "local SCODE = {delivered = '0', deferred = '1', bounced = '2', failed = '3', cancelled = '5', suppressed = '6'}\n"
@@ -182,8 +182,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* event - XADD the event in contract order with status st; reply replaces the worker's when given */
     "local function event(a, m, c, st, reply, expired, dup)\n"
     "  local jo, js = ev_job(ARGV[a + 1], evms)\n"
-    "  local ev = {'job', jo, 'job_seq', js, 'campaign', camp_ref(ARGV[a + 2]), 'to', ARGV[a + 3], 'status', SCODE[st],\n"
-    "              'code', ARGV[a + 5], 'attempt', ARGV[a + 6]}\n"
+    "  local ev = {'job', jo, 'job_seq', js, 'campaign', camp_ref(ARGV[a + 2]), 'to', ARGV[a + 3],\n"
+    "              'status', SCODE[st], 'code', ARGV[a + 5], 'attempt', ARGV[a + 6]}\n"
     "  local p = a + 7\n"
     "  for i = 1, 7 do\n"
     "    local v\n"
@@ -310,8 +310,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "local function run(a, m, p)\n"
     "  local cnt, camp, stream = tonumber(ARGV[a + 1]), ARGV[a + 2], jobs\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
-    "  local ev = {'job', '', 'job_seq', '', 'campaign', camp_ref(camp), 'to', '', 'status', '0', 'code', ARGV[a + 3],\n"
-    "              'attempt', ARGV[a + 4]}\n"
+    "  local ev = {'job', '', 'job_seq', '', 'campaign', camp_ref(camp), 'to', '', 'status', '0',\n"
+    "              'code', ARGV[a + 3], 'attempt', ARGV[a + 4]}\n"
     "  local o, ri = a + 5, 0\n"
     "  for i = 1, 7 do\n"
     "    if i == 2 then ev[#ev + 1] = 'reply'; ev[#ev + 1] = ''; ri = #ev\n"

@@ -89,8 +89,8 @@ static void test_decode_golden(void **st)
     /* a delivered event of a run: job 1500 ms before the event, dsn as a number, dictionary numbers */
     assert_string_equal(
         jsonl(entry("1700000001500-3", "job", "1500", "job_seq", "7", "campaign", "1", "to", "ann@example.test",
-                    "status", "0", "code", "250", "attempt", "1", "dsn", "2000000", "reply", "Ok: queued as 4F",
-                    "host", "2", "tls", "3", NULL),
+                    "status", "0", "code", "250", "attempt", "1", "dsn", "2000000", "reply", "Ok: queued as 4F", "host",
+                    "2", "tls", "3", NULL),
               0),
         "{\"id\":\"1700000001500-3\",\"job\":\"1700000000000-7\",\"campaign\":\"spring-sale\",\"to\":\"ann@example."
         "test\",\"status\":\"delivered\",\"code\":\"250\",\"attempt\":\"1\",\"dsn\":\"2.0.0\",\"reply\":\"Ok: queued "
@@ -98,9 +98,9 @@ static void test_decode_golden(void **st)
     /* deferred: retry_in_ms from the event id; a three-digit detail; the priority and bounce class kept */
     assert_string_equal(
         jsonl(entry("1700000001500-0", "job", "-20", "job_seq", "0", "campaign", "1", "to", "b@x.test", "status", "1",
-                    "code", "451", "attempt", "3", "dsn", "4007026", "reply", "try \"later\"\\", "host", "2",
-                    "limit", "provider-rate", "retry_in_ms", "600000", "scope", "site", "class", "policy",
-                    "priority", "high", NULL),
+                    "code", "451", "attempt", "3", "dsn", "4007026", "reply", "try \"later\"\\", "host", "2", "limit",
+                    "provider-rate", "retry_in_ms", "600000", "scope", "site", "class", "policy", "priority", "high",
+                    NULL),
               0),
         "{\"id\":\"1700000001500-0\",\"job\":\"1700000001520-0\",\"campaign\":\"spring-sale\",\"to\":\"b@x.test\","
         "\"status\":\"deferred\",\"code\":\"451\",\"attempt\":\"3\",\"dsn\":\"4.7.26\",\"reply\":\"try "
@@ -116,13 +116,13 @@ static void test_decode_golden(void **st)
                         "\"status\":\"failed\",\"code\":\"0\",\"attempt\":\"1\",\"dsn\":\"5.01.1\",\"reply\":"
                         "\"missing 'campaign' field\",\"host\":\"#9\",\"duplicate\":\"1\"}\n");
     /* an event of an older volley (no job_seq) is printed as it was written */
-    assert_string_equal(jsonl(entry("1700000001500-2", "job", "1699999999999-4", "campaign", "12", "to", "c@x.test",
-                                    "status", "bounced", "code", "550", "attempt", "1", "dsn", "5.1.1", "host",
-                                    "mx:25", "expired", "1", NULL),
-                              0),
-                        "{\"id\":\"1700000001500-2\",\"job\":\"1699999999999-4\",\"campaign\":\"12\",\"to\":\"c@x."
-                        "test\",\"status\":\"bounced\",\"code\":\"550\",\"attempt\":\"1\",\"dsn\":\"5.1.1\","
-                        "\"host\":\"mx:25\",\"expired\":\"1\"}\n");
+    assert_string_equal(
+        jsonl(entry("1700000001500-2", "job", "1699999999999-4", "campaign", "12", "to", "c@x.test", "status",
+                    "bounced", "code", "550", "attempt", "1", "dsn", "5.1.1", "host", "mx:25", "expired", "1", NULL),
+              0),
+        "{\"id\":\"1700000001500-2\",\"job\":\"1699999999999-4\",\"campaign\":\"12\",\"to\":\"c@x."
+        "test\",\"status\":\"bounced\",\"code\":\"550\",\"attempt\":\"1\",\"dsn\":\"5.1.1\","
+        "\"host\":\"mx:25\",\"expired\":\"1\"}\n");
     /* control bytes cannot break a line */
     assert_string_equal(jsonl(entry("1-0", "job", "1", "job_seq", "0", "status", "2", "reply", "a\tb\x7f", NULL), 0),
                         "{\"id\":\"1-0\",\"job\":\"0-0\",\"status\":\"bounced\",\"reply\":\"a\\u0009b\\u007f\"}\n");
@@ -133,12 +133,12 @@ static void test_decode_golden(void **st)
 static void test_decode_refuses_malformed(void **st)
 {
     assert_non_null(strstr(jsonl(entry("1-0", "job", "x", "job_seq", "1", NULL), -EINVAL), "bad job offset"));
-    assert_non_null(strstr(jsonl(entry("1-0", "job", "1", "job_seq", "0", "status", "4", NULL), -EINVAL),
-                           "unknown status"));
+    assert_non_null(
+        strstr(jsonl(entry("1-0", "job", "1", "job_seq", "0", "status", "4", NULL), -EINVAL), "unknown status"));
     assert_non_null(strstr(jsonl(entry("1-0", "job", "1", "job_seq", "0", "status", "delivered", NULL), -EINVAL),
                            "unknown status"));
-    assert_non_null(strstr(jsonl(entry("1-0", "job", "1", "job_seq", "0", "host", "mx:25", NULL), -EINVAL),
-                           "bad host number"));
+    assert_non_null(
+        strstr(jsonl(entry("1-0", "job", "1", "job_seq", "0", "host", "mx:25", NULL), -EINVAL), "bad host number"));
     assert_non_null(
         strstr(jsonl(entry("1-0", "job", "1", "job_seq", "0", "retry_in_ms", "soon", NULL), -EINVAL), "retry_in_ms"));
     assert_non_null(strstr(jsonl(entry("nonsense", "job", "1", NULL), -EINVAL), "bad entry id"));
@@ -210,7 +210,12 @@ static void test_record_then_read(void **st)
     struct q_outcome o[3] = {
         {.job = j[0], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "250 2.0.0 ok", .host = "mx:25"},
         {.job = j[1], .status = Q_DEFERRED, .code = 421, .reply = "busy", .host = "mx:25", .retry_at_ms = 1},
-        {.job = j[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "550 5.1.1 gone", .host = "mx2:25",
+        {.job = j[2],
+         .status = Q_BOUNCED,
+         .code = 550,
+         .dsn = "5.1.1",
+         .reply = "550 5.1.1 gone",
+         .host = "mx2:25",
          .scope = "recipient"},
     };
     q_record(q, &K, NULL, o, 3, on_record, NULL);
@@ -225,9 +230,10 @@ static void test_record_then_read(void **st)
     assert_int_equal(read_all(e, &out, 0), 0);
     const char *s = vbuf_data(&out);
     char want[200];
-    snprintf(want, sizeof(want), "\"job\":\"%s\",\"campaign\":\"spring\",\"to\":\"u0@example.test\",\"status\":"
-                                 "\"delivered\",\"code\":\"250\",\"attempt\":\"1\",\"dsn\":\"2.0.0\",\"reply\":\"ok\","
-                                 "\"host\":\"mx:25\"}",
+    snprintf(want, sizeof(want),
+             "\"job\":\"%s\",\"campaign\":\"spring\",\"to\":\"u0@example.test\",\"status\":"
+             "\"delivered\",\"code\":\"250\",\"attempt\":\"1\",\"dsn\":\"2.0.0\",\"reply\":\"ok\","
+             "\"host\":\"mx:25\"}",
              j[0]->id);
     assert_non_null(strstr(s, want));
     assert_non_null(strstr(s, "\"status\":\"deferred\",\"code\":\"421\",\"attempt\":\"1\",\"reply\":\"busy\","
