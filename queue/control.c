@@ -73,8 +73,7 @@ static const char resume_lua[] = "local st = redis.call('HGET', KEYS[1], 'state'
     "  for i = 1, #f - 1, 2 do\n"                                                                                      \
     "    if f[i] == 'to' then to = f[i + 1] elseif f[i] == 'attempt' then att = f[i + 1] end\n"                        \
     "  end\n"                                                                                                          \
-    "  local jo, js = ev_job(job, evms)\n"                                                                             \
-    "  redis.call('XADD', KEYS[2], evid, 'job', jo, 'job_seq', js, 'campaign', ev_ref(KEYS[2], {}, camp),\n"           \
+    "  redis.call('XADD', KEYS[2], evid, 'job', ev_job(job, evms), 'campaign', ev_ref(KEYS[2], {}, camp),\n"           \
     "             'to', to, 'status', '5', 'code', '0', 'attempt', att, 'reply', 'campaign cancelled')\n"              \
     "  redis.call('HINCRBY', KEYS[3], 'cancelled', 1)\n"                                                               \
     "end\n"

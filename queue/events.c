@@ -4,9 +4,9 @@
  * DESCRIPTION
  *   See queue/events.h. The decoder is the inverse of Q_EVENTS_LUA and of
  *   the event() / run() builders of the record script. A compact event has
- *   a `job_seq` field; one without it was written verbatim by an older
- *   volley and is passed through, so a stream holding events from before
- *   and after an upgrade decodes whole.
+ *   a numeric `status`; one with a word there was written verbatim by an
+ *   older volley and is passed through, so a stream holding events from
+ *   before and after an upgrade decodes whole.
  */
 #include "queue/events.h"
 
@@ -65,7 +65,7 @@ static void put(struct q_event *ev, enum q_ev_field f, size_t *used, const char 
     *used += (size_t)n + 1;
 }
 
-/* field_index - the readable field a stored name is, or -1 (job_seq and retry_in_ms are handled apart) */
+/* field_index - the readable field a stored name is, or -1 (retry_in_ms is handled apart) */
 static int field_index(const char *name, size_t n)
 {
     for (int f = Q_EV_JOB; f < Q_EV_NFIELDS; f++)
@@ -100,16 +100,12 @@ int q_event_decode(struct q_event *ev, const redisReply *entry, int stream, q_ev
     /* an entry deleted while pending comes back with nil fields: it has nothing else to say */
     if (kv->type != REDIS_REPLY_ARRAY)
         return 0;
-    const char *job_seq = NULL, *retry_in = NULL;
-    size_t job_seq_len = 0, retry_in_len = 0, used = 0;
+    const char *retry_in = NULL;
+    size_t retry_in_len = 0, used = 0;
     for (size_t i = 0; i + 1 < kv->elements; i += 2) {
         const redisReply *k = kv->element[i], *v = kv->element[i + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
             return err_set(err, errlen, -EINVAL, "entry %s: field is not a string", id->str);
-        if (k->len == 7 && memcmp(k->str, "job_seq", 7) == 0) {
-            job_seq = v->str, job_seq_len = v->len;
-            continue;
-        }
         if (k->len == 11 && memcmp(k->str, "retry_in_ms", 11) == 0) {
             retry_in = v->str, retry_in_len = v->len;
             continue;
@@ -120,16 +116,17 @@ int q_event_decode(struct q_event *ev, const redisReply *entry, int stream, q_ev
         ev->v[f] = v->str;
         ev->len[f] = v->len;
     }
-    /* an event without job_seq was written verbatim (volley before the compact form): nothing to decode */
-    if (job_seq == NULL)
+    /* a word in status: written verbatim (volley before the compact form), nothing to decode */
+    if (ev->v[Q_EV_STATUS] == NULL || !is_digits(ev->v[Q_EV_STATUS], ev->len[Q_EV_STATUS]))
         return 0;
     long long n;
-    /* job: an offset from the event id's ms and a sequence, or (job_seq empty) the id itself */
-    if (ev->v[Q_EV_JOB] != NULL && job_seq_len > 0) {
-        long long seq;
-        if (int_of(ev->v[Q_EV_JOB], ev->len[Q_EV_JOB], &n) < 0 || int_of(job_seq, job_seq_len, &seq) < 0 || seq < 0)
+    /* job: (event ms - job ms) * 1000 + job sequence, or (a dash after its first byte) the id itself */
+    if (ev->v[Q_EV_JOB] != NULL &&
+        (ev->len[Q_EV_JOB] < 2 || memchr(ev->v[Q_EV_JOB] + 1, '-', ev->len[Q_EV_JOB] - 1) == NULL)) {
+        if (int_of(ev->v[Q_EV_JOB], ev->len[Q_EV_JOB], &n) < 0)
             return err_set(err, errlen, -EINVAL, "entry %s: bad job offset", id->str);
-        put(ev, Q_EV_JOB, &used, "%lld-%lld", ms - n, seq);
+        long long off = n >= 0 ? n / 1000 : -((-n + 999) / 1000); /* floor: a sequence is 0..999 */
+        put(ev, Q_EV_JOB, &used, "%lld-%lld", ms - off, n - off * 1000);
     }
     if (ev->v[Q_EV_STATUS] != NULL) {
         if (int_of(ev->v[Q_EV_STATUS], ev->len[Q_EV_STATUS], &n) < 0 || n < Q_DELIVERED || n > Q_SUPPRESSED ||

@@ -12,8 +12,8 @@
  * DESCRIPTION
  *   The record script (queue/outcome.c) and the cancel scripts
  *   (queue/control.c) write events in the compact form of
- *   docs/redis-contract.md "Event fields": `job` as the offset of its ms
- *   from the event id's ms plus `job_seq`, `status` as a number, `dsn` as
+ *   docs/redis-contract.md "Event fields": `job` as (event id ms - job id
+ *   ms) * 1000 + job id sequence, `status` as a number, `dsn` as
  *   an integer, `campaign`, `host`, `source_ip`, `tls` as numbers of the stream's
  *   dictionary `<events>:dict`, `retry_in_ms` from the event id. Listpack
  *   stores small integers in 1 to 5 bytes, so an event of the bench takes
@@ -105,6 +105,9 @@ void q_event_csv(const struct q_event *ev, vbuf *out);
 
 #define Q_EVENTS_MAX_STREAMS 64
 
+/* a job offset (ms) beyond this is not stored as a number: *1000 + seq must stay exact in Lua (< 2^53) */
+#define Q_EVENTS_JOB_OFF_MAX 9000000000000LL
+
 /*
  * q_events_streams - the event stream keys of this queue into out (at most max); returns how many.
  * The one place that knows them: a sharded queue lists one per shard here.
@@ -142,34 +145,37 @@ void q_events_batch_free(struct q_events_batch *b);
 /*
  * Lua both event writers share (the event id's ms, the job's offset, the dictionary, the dsn number);
  * see docs/redis-contract.md "Event fields". Defines:
- *   ev_clock(ev)          the ms every event of this script call gets: TIME, or the stream's last
- *                         id's ms when that is ahead (XADD <ms>-* must not go back)
- *   ev_job(id, ms)        job id (checked "<digits>-<digits>" by the caller) -> (ms offset from ms,
- *                         a number Redis writes as an integer; seq); a job id Lua numbers cannot hold
- *                         exactly is kept whole in `job` (job_seq empty)
+ *   ev_clock(ev, want)    the ms every event of this script call gets: want (the worker's clock) when
+ *                         it is within 1 s of Redis TIME and not behind the stream's last id, else
+ *                         TIME, or the stream's last id's ms when that is ahead (XADD <ms>-* must not
+ *                         go back)
+ *   ev_job(id, ms)        job id (checked "<digits>-<digits>" by the caller) -> (ms - its ms) * 1000 +
+ *                         its sequence, or the id itself when the sequence is 1000 or more or the
+ *                         number would not be exact (the record script gets this from the worker:
+ *                         put_jref in queue/outcome.c, the same rule)
  *   ev_ref(ev, cache, v)  the dictionary number of v in <ev>:dict (added when new)
  *   ev_dsn(d)             "c.s.d" -> c*1000000 + s*1000 + d when that reads back the same, else d
  */
 #define Q_EVENTS_LUA                                                                                                   \
-    "local function ev_clock(ev)\n"                                                                                    \
+    "local function ev_clock(ev, want)\n"                                                                              \
     "  local t = redis.call('TIME')\n"                                                                                 \
-    "  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                                         \
+    "  local ms, last = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0\n"                                \
     "  if redis.call('EXISTS', ev) == 1 then\n"                                                                        \
     "    local info = redis.call('XINFO', 'STREAM', ev)\n"                                                             \
     "    for i = 1, #info - 1, 2 do\n"                                                                                 \
-    "      if info[i] == 'last-generated-id' then\n"                                                                   \
-    "        local lm = tonumber(string.match(info[i + 1], '^(%d+)'))\n"                                               \
-    "        if lm and lm > ms then ms = lm end\n"                                                                     \
-    "      end\n"                                                                                                      \
+    "      if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0 end\n"     \
     "    end\n"                                                                                                        \
     "  end\n"                                                                                                          \
+    "  if want and want >= last and math.abs(want - ms) <= 1000 then return want end\n"                                \
+    "  if last > ms then return last end\n"                                                                            \
     "  return ms\n"                                                                                                    \
     "end\n"                                                                                                            \
     "local function ev_job(id, ms)\n"                                                                                  \
-    "  local p = string.find(id, '-', 1, true)\n"                                                                     \
-    "  local jm = p and p <= 16 and #id - p <= 15 and tonumber(string.sub(id, 1, p - 1))\n"                           \
-    "  if not jm then return id, '' end\n"                                                                            \
-    "  return ms - jm, string.sub(id, p + 1)\n"                                                                       \
+    "  local p = string.find(id, '-', 1, true)\n"                                                                      \
+    "  local jm = p and p <= 14 and tonumber(string.sub(id, 1, p - 1))\n"                                              \
+    "  local js = jm and #id - p <= 3 and tonumber(string.sub(id, p + 1))\n"                                           \
+    "  if not js or math.abs(ms - jm) > 9000000000000 then return id end\n"                                            \
+    "  return string.format('%.0f', (ms - jm) * 1000 + js)\n"                                                          \
     "end\n"                                                                                                            \
     "local function ev_ref(ev, cache, v)\n"                                                                            \
     "  local n = cache[v]\n"                                                                                           \

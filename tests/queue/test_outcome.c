@@ -231,8 +231,8 @@ static void test_record_writes_everything_together(void **st)
     assert_string_equal(evf(ev, 0, "attempt"), "1");
     assert_null(evf(ev, 0, "ts_ms")); /* the event's stream id says when */
     /* contract order, the same names in the same order for events of the same kind */
-    assert_string_equal(names(e0), "job job_seq campaign to status code attempt dsn reply host source_ip tls");
-    assert_string_equal(names(e1), "job job_seq campaign to status code attempt dsn reply host limit retry_in_ms");
+    assert_string_equal(names(e0), "job campaign to status code attempt dsn reply host source_ip tls");
+    assert_string_equal(names(e1), "job campaign to status code attempt dsn reply host limit retry_in_ms");
     /* stored compact (docs/redis-contract.md "Event fields"): numbers listpack keeps in a few bytes */
     assert_string_equal(field(e0, "status"), "0");
     assert_string_equal(field(e0, "dsn"), "2000000");
@@ -411,8 +411,8 @@ static void test_record_runs_of_delivered(void **st)
         else
             assert_null(evf(ev, i, "duplicate"));
     }
-    assert_string_equal(names(e(ev, 0)), "job job_seq campaign to status code attempt dsn reply host");
-    assert_string_equal(names(e(ev, 2)), "job job_seq campaign to status code attempt dsn reply host duplicate");
+    assert_string_equal(names(e(ev, 0)), "job campaign to status code attempt dsn reply host");
+    assert_string_equal(names(e(ev, 2)), "job campaign to status code attempt dsn reply host duplicate");
     assert_string_equal(evf(ev, 1, "job"), J[1]->id);
     assert_string_equal(evf(ev, 1, "campaign"), "c1");
     assert_string_equal(evf(ev, 1, "status"), "delivered");
