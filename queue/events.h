@@ -17,7 +17,7 @@
  *   an integer, `campaign`, `host`, `source_ip`, `tls` as numbers of the stream's
  *   dictionary `<events>:dict`, `retry_in_ms` from the event id. Listpack
  *   stores small integers in 1 to 5 bytes, so an event of the bench takes
- *   ~95 B rather than ~140. Q_EVENTS_LUA holds the Lua helpers both
+ *   ~90 B rather than ~140. Q_EVENTS_LUA holds the Lua helpers both
  *   scripts share. q_event_decode turns an entry back into the readable
  *   form (the field names and values events had before, all strings, plus
  *   the event id); entries written verbatim (older volley) decode as they
