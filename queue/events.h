@@ -148,7 +148,7 @@ void q_events_batch_free(struct q_events_batch *b);
  *   ev_clock(ev, want)    the ms every event of this script call gets: want (the worker's clock) when
  *                         it is within 1 s of Redis TIME and not behind the stream's last id, else
  *                         TIME, or the stream's last id's ms when that is ahead (XADD <ms>-* must not
- *                         go back)
+ *                         go back); and the stream's number of consumer groups (0 without a stream)
  *   ev_job(id, ms)        job id (checked "<digits>-<digits>" by the caller) -> (ms - its ms) * 1000 +
  *                         its sequence, or the id itself when the sequence is 1000 or more or the
  *                         number would not be exact (the record script gets this from the worker:
@@ -159,16 +159,17 @@ void q_events_batch_free(struct q_events_batch *b);
 #define Q_EVENTS_LUA                                                                                                   \
     "local function ev_clock(ev, want)\n"                                                                              \
     "  local t = redis.call('TIME')\n"                                                                                 \
-    "  local ms, last = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0\n"                                \
-    "  if redis.call('EXISTS', ev) == 1 then\n"                                                                        \
-    "    local info = redis.call('XINFO', 'STREAM', ev)\n"                                                             \
+    "  local ms, last, groups = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0, 0\n"                     \
+    "  local info = redis.pcall('XINFO', 'STREAM', ev)\n"                                                              \
+    "  if not info.err then\n"                                                                                         \
     "    for i = 1, #info - 1, 2 do\n"                                                                                 \
-    "      if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0 end\n"     \
+    "      if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0\n"         \
+    "      elseif info[i] == 'groups' then groups = info[i + 1] end\n"                                                 \
     "    end\n"                                                                                                        \
     "  end\n"                                                                                                          \
-    "  if want and want >= last and math.abs(want - ms) <= 1000 then return want end\n"                                \
-    "  if last > ms then return last end\n"                                                                            \
-    "  return ms\n"                                                                                                    \
+    "  if want and want >= last and math.abs(want - ms) <= 1000 then return want, groups end\n"                        \
+    "  if last > ms then return last, groups end\n"                                                                    \
+    "  return ms, groups\n"                                                                                            \
     "end\n"                                                                                                            \
     "local function ev_job(id, ms)\n"                                                                                  \
     "  local p = string.find(id, '-', 1, true)\n"                                                                      \

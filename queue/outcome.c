@@ -148,7 +148,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* events (queue/events.h): one id ms for the whole batch, which job and retry_in_ms are offsets from; status
        as a number (enum q_status); dsn, host, source_ip and tls in their compact forms */
     Q_EVENTS_LUA /* (Lua helpers) */
-    "local evms = ev_clock(events, base)\n"
+    "local evms, egroups = ev_clock(events, base)\n"
     /* jref - the stored job from the worker's jd (taken from base): as sent when the event id's ms is base (the
        usual case: no string work per message), shifted otherwise; a job id sent whole stays whole */
     "local shift = evms - (base or evms)\n"
@@ -292,7 +292,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  return xm < ym or (xm == ym and tonumber(xs) < tonumber(ys))\n"
     "end\n"
     "local function trim_events()\n"
-    "  if redis.call('EXISTS', events) == 0 then return 0 end\n"
+    /* no export group when the batch started (none can appear during it): the plain cap */
+    "  if egroups == 0 then redis.call('XTRIM', events, 'MAXLEN', '~', maxlen); return 0 end\n"
     "  local keep\n"
     "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', events)) do\n"
     "    local name, last\n"
