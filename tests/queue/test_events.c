@@ -70,15 +70,16 @@ static const char *jsonl(redisReply *e, int expect_rc)
     struct q_event ev;
     char err[200] = "";
     int rc = q_event_decode(&ev, e, 0, dict3, NULL, err, sizeof(err));
-    freeReplyObject(e);
     assert_int_equal(rc, expect_rc);
     if (rc < 0) {
+        freeReplyObject(e);
         snprintf(out, sizeof(out), "%s", err);
         return out;
     }
     vbuf b;
     vbuf_init(&b, 256);
-    q_event_jsonl(&ev, &b);
+    q_event_jsonl(&ev, &b); /* the event points into the entry: free it only now */
+    freeReplyObject(e);
     snprintf(out, sizeof(out), "%s", vbuf_data(&b));
     vbuf_free(&b);
     return out;
