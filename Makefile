@@ -70,8 +70,10 @@ $(BUILD)/lib$(1).a: $(call obj_of,$(1))
 endef
 $(foreach m,$(MODULES),$(eval $(call archive_rule,$(m))))
 
+# libcurl: only the cli layer uses it (volley events --webhook), so only volley links it
+CURL_LIBS := $(shell pkg-config --libs libcurl)
 $(BUILD)/volley: $(MAIN_OBJ) $(BUILD)/libcli.a $(ALL_LIBS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(CURL_LIBS) $(JEMALLOC)
 
 $(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/liblib.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)

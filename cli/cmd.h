@@ -19,5 +19,6 @@ int cmd_campaign_main(int argc, char **argv); /* cli/cmd_campaign.c */
 int cmd_suppress_main(int argc, char **argv); /* cli/cmd_suppress.c */
 int cmd_warmup_main(int argc, char **argv);   /* cli/cmd_warmup.c */
 int cmd_check_main(int argc, char **argv);    /* cli/cmd_check.c */
+int cmd_events_main(int argc, char **argv);   /* cli/cmd_events.c */
 
 #endif

@@ -131,6 +131,9 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
     fprintf(f, "  %-22s %12lld\n", "held (paused)", s->held);
     fprintf(f, "  %-22s %12lld\n", "dead letters", s->dead);
     fprintf(f, "  %-22s %12lld\n", "events", s->events);
+    fprintf(f, "  %-22s %12lld%s\n", "events lost (ceiling)", s->events_lost,
+            s->events_lost > 0 ? "  WARNING: an export group fell behind; [events] max_entries trimmed unread events"
+                               : "");
     fprintf(f, "  %-22s %12lld\n", "suppressed addresses", s->suppressed);
 
     fprintf(f, "\nworkers alive: %zu\n", s->nworkers);

@@ -29,6 +29,7 @@ static void usage(FILE *f)
                "  suppress add|remove|check|list: addresses never to mail\n"
                "  warmup   start IP [YYYY-MM-DD] | show: IP warm-up schedules\n"
                "  check    validate a configuration (--dkim: and its DKIM keys, with the DNS records)\n"
+               "  events   the events stream, readable (--follow: export without loss, --webhook URL)\n"
                "run 'volley COMMAND --help' for a command's options; 'volley --version' for the version\n");
 }
 
@@ -61,6 +62,8 @@ int main(int argc, char **argv)
         return cmd_warmup_main(argc - 1, argv + 1);
     if (strcmp(c, "check") == 0)
         return cmd_check_main(argc - 1, argv + 1);
+    if (strcmp(c, "events") == 0)
+        return cmd_events_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }

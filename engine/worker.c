@@ -204,6 +204,10 @@ static void on_recorded(void *priv, redisReply *r)
             w->out_len++;
         }
     } else {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+            log_warn("events stream at its ceiling ([events] max_entries): %lld events no export group had read "
+                     "were trimmed; an exporter (volley events --group) is behind",
+                     r->element[1]->integer);
         for (int i = 0; i < b->n; i++)
             msg_release(w, b->msgs[i]);
     }
@@ -264,7 +268,8 @@ void flush_outcomes(struct worker *w)
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
                                      .suppress_hard_bounces = w->retry->suppress_hard_bounces,
-                                     .suppress_classes = w->cfg->feedback_suppress_classes};
+                                     .suppress_classes = w->cfg->feedback_suppress_classes,
+                                     .events_max_entries = (uint64_t)w->cfg->events_max_entries};
         q_record(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }
 }

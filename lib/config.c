@@ -600,6 +600,9 @@ const struct config_key config_keys[] = {
          "bad-mailbox bad-domain inactive-mailbox", NULL, NULL,
          "a bounce (a permanent failure; not an expiry) of one of these classes adds the recipient to "
          "`<p>:suppressed` (needs `[queue] suppress_hard_bounces = yes`)"),
+    INT("events", "max_entries", events_max_entries, 1000, 1000000000, "1000000",
+        "the events stream's hard ceiling in entries (~100 B each): below it, entries an export group (`volley "
+        "events --group`) has not read are kept; above it the oldest go anyway, with a warning"),
 
     FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
 };

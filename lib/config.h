@@ -129,6 +129,8 @@ struct vconfig {
     /* [dkim] */
     struct config_dkim_key dkim[CONFIG_MAX_DKIM];
     int ndkim;
+    /* [events] */
+    int events_max_entries; /* the events stream's hard ceiling, export groups or not */
     /* [log] */
     int log_level;
     /* [dns] */

@@ -411,6 +411,12 @@ int q_status_collect(const struct redis_url *u, const char *prefix, const char *
         rc = cmd_int(c, &s->dead, err, errlen, "XLEN %s", k.dead);
     if (rc == 0)
         rc = cmd_int(c, &s->events, err, errlen, "XLEN %s", k.events);
+    if (rc == 0) {
+        /* written by the record script when [events] max_entries trimmed what an export group had not read */
+        redisReply *r = redisCommand(c, "HGET %s:overrun entries", k.events);
+        s->events_lost = r != NULL && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+        freeReplyObject(r);
+    }
     size_t ccap = 0;
     if (rc == 0)
         rc = cmd_int(c, &s->jobs_high, err, errlen, "XLEN %s", k.jobs_high);
