@@ -29,7 +29,7 @@ static int cmd(redisContext *c, redisReply **out, char *err, size_t errlen, cons
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
+    redisReply *r = q_vcommand(c, fmt, ap);
     va_end(ap);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
@@ -161,11 +161,14 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
                      int (*fn)(redisContext *, const redisReply *, void *, char *, size_t), void *priv, char *err,
                      size_t errlen)
 {
+    /* SCAN walks one server's keys: on a cluster, every primary's in turn */
+    redisContext *nodes[64];
+    size_t nn = q_nodes(c, nodes, sizeof(nodes) / sizeof(nodes[0])), seen = 0;
+    for (size_t ni = 0; ni < nn && seen < max; ni++) {
     char cursor[32] = "0";
-    size_t seen = 0;
     do {
         redisReply *r;
-        int rc = cmd(c, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        int rc = cmd(nodes[ni], &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (rc < 0)
             return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -185,6 +188,7 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0 && seen < max);
+    }
     return 0;
 }
 
