@@ -1,0 +1,167 @@
+/*
+ * NAME
+ *   ring-route - drive a worker thread's Redis link (engine/redis_link.c) from a script (test helper)
+ * SYNOPSIS
+ *   ring-route URL < commands
+ * DESCRIPTION
+ *   A worker's io_uring ring, transport loop and Redis link, without the
+ *   rest of the worker: what the worker queues on w->redis.q, this queues
+ *   from stdin, one command per line (words separated by single spaces),
+ *   and runs the loop turns the worker runs (completions, redis_link_tick,
+ *   flush) until the reply comes. On a redis+cluster:// URL the link is the
+ *   cluster router (engine/redis_cluster.c): that is what this exercises.
+ *     WORD ...     queued; the loop turns until its reply, printed
+ *     | WORD ...   queued; its reply printed by the next "."
+ *     .            turn until every queued command has its reply
+ *     up           turn until the link is UP (prints "up", or "timeout" after 30 s)
+ *   Replies print as redis-route's ("int N", "str TEXT", "status TEXT",
+ *   "nil", "err TEXT", "array N"), and "fail" for a NULL reply (the link
+ *   went down before it came: the worker's outage path). A command waits at
+ *   most 30 s ("timeout").
+ *   Exit status: 0 at end of input, 1 setup failed, 64 usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/redis_link.h"
+#include "engine/ring.h"
+#include "engine/transport.h"
+#include "engine/transport_uring.h"
+#include "engine/worker.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "queue/keys.h"
+#include "queue/redis_codec.h"
+
+struct pending {
+    int done;
+    char line[512];
+};
+
+static void on_reply(void *priv, redisReply *r)
+{
+    struct pending *p = priv;
+    if (r == NULL)
+        snprintf(p->line, sizeof(p->line), "fail");
+    else if (r->type == REDIS_REPLY_INTEGER)
+        snprintf(p->line, sizeof(p->line), "int %lld", r->integer);
+    else if (r->type == REDIS_REPLY_STRING)
+        snprintf(p->line, sizeof(p->line), "str %.*s", (int)(r->len > 400 ? 400 : r->len), r->str);
+    else if (r->type == REDIS_REPLY_STATUS)
+        snprintf(p->line, sizeof(p->line), "status %.*s", (int)(r->len > 400 ? 400 : r->len), r->str);
+    else if (r->type == REDIS_REPLY_NIL)
+        snprintf(p->line, sizeof(p->line), "nil");
+    else if (r->type == REDIS_REPLY_ERROR)
+        snprintf(p->line, sizeof(p->line), "err %.*s", (int)(r->len > 400 ? 400 : r->len), r->str);
+    else
+        snprintf(p->line, sizeof(p->line), "array %zu", r->elements);
+    p->done = 1;
+}
+
+/* turn - one loop turn as worker_run does it, for the Redis link only */
+static void turn(struct worker *w)
+{
+    redis_link_tick(&w->redis, worker_now_ms());
+    xport_loop_flush(w->xl);
+    ring_wait(&w->ring, 10);
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&w->ring, head, cqe)
+    {
+        xport_uring_on_cqe(w->xl, cqe);
+        n++;
+    }
+    io_uring_cq_advance(&w->ring, n);
+    xport_loop_reap(w->xl);
+    redis_link_flush(&w->redis);
+}
+
+/* settle - turn until every one of p[0..n) is done, or 30 s */
+static int settle(struct worker *w, struct pending *p, size_t n)
+{
+    uint64_t end = clock_mono_ms() + 30000;
+    for (;;) {
+        size_t done = 0;
+        for (size_t i = 0; i < n; i++)
+            done += (size_t)p[i].done;
+        if (done == n)
+            return 0;
+        if (clock_mono_ms() > end)
+            return -1;
+        turn(w);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: ring-route URL < commands\n");
+        return 64;
+    }
+    static struct worker w; /* zeroed: only the ring, the loop, the keys and the link are used */
+    struct redis_url u;
+    char err[512], desc[96];
+    redis_url_init(&u);
+    if (redis_url_parse(&u, argv[1], err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 64;
+    }
+    if (ring_open(&w.ring, 256, desc, sizeof(desc), err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    ring_start(&w.ring);
+    w.xl = xport_uring_new(&w.ring, err, sizeof(err));
+    if (w.xl == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    q_keys_init(&w.keys, "ringroute");
+    redis_link_init(&w.redis, &w, &u);
+    static struct pending piped[4096];
+    size_t npiped = 0;
+    char line[4096];
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strcmp(line, "up") == 0) {
+            uint64_t end = clock_mono_ms() + 30000;
+            while (w.redis.state != REDIS_UP && clock_mono_ms() < end)
+                turn(&w);
+            printf("%s\n", w.redis.state == REDIS_UP ? "up" : "timeout");
+            fflush(stdout);
+            continue;
+        }
+        if (strcmp(line, ".") == 0) {
+            if (settle(&w, piped, npiped) < 0)
+                printf("timeout\n");
+            for (size_t i = 0; i < npiped; i++)
+                printf("%s\n", piped[i].done ? piped[i].line : "timeout");
+            fflush(stdout);
+            npiped = 0;
+            continue;
+        }
+        int pipe = line[0] == '|';
+        const char *words[64];
+        int n = 0;
+        for (char *tok = strtok(pipe ? line + 1 : line, " "); tok != NULL && n < 64; tok = strtok(NULL, " "))
+            words[n++] = tok;
+        if (n == 0)
+            continue;
+        if (pipe && npiped < sizeof(piped) / sizeof(piped[0])) {
+            piped[npiped] = (struct pending){0};
+            q_redis_cmdargv(w.redis.q, n, words, NULL, on_reply, &piped[npiped++]);
+            continue;
+        }
+        struct pending p = {0};
+        q_redis_cmdargv(w.redis.q, n, words, NULL, on_reply, &p);
+        redis_link_flush(&w.redis);
+        printf("%s\n", settle(&w, &p, 1) == 0 ? p.line : "timeout");
+        fflush(stdout);
+    }
+    xport_loop_free(w.xl);
+    redis_link_free(&w.redis);
+    io_uring_queue_exit(&w.ring);
+    redis_url_free(&u);
+    return 0;
+}
