@@ -1,0 +1,199 @@
+"""Redis Cluster routing against a real cluster (tests/cluster_util.py: 3 primaries + 3 replicas on loopback).
+
+Both places volley speaks Redis are driven by small tools built from the real code:
+  build/tools/redis-route  the blocking client of the command-line tools (queue/connect.c, queue/cluster_conn.c)
+  build/tools/ring-route   a worker thread's ring link (engine/redis_link.c, engine/redis_cluster.c)
+Each test keeps one tool process open across a topology change (slot moved, migration, failover), so the client
+works from its old map, exactly as a long-running worker or push would. Keys are plain keys spread over every
+primary; nothing depends on volley's key layout.
+"""
+
+import subprocess
+import time
+
+import pytest
+
+from cluster_util import RedisCluster
+from volley_itest import binary, wait_for
+
+TOOLS = ["redis-route", "ring-route"]
+
+
+class Session:
+    """One tool process; send(line) returns its next output line."""
+
+    def __init__(self, tool, url):
+        self.p = subprocess.Popen([str(binary("tools/" + tool)), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.ring = tool == "ring-route"
+        if self.ring:
+            assert self.send("up") == "up"
+
+    def send(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        out = self.p.stdout.readline().strip()
+        if not out:
+            raise AssertionError("tool ended: " + self.p.stderr.read()[-2000:])
+        return out
+
+    def pipeline(self, lines):
+        for line in lines:
+            self.p.stdin.write("|" + line + "\n")
+        self.p.stdin.write(".\n")
+        self.p.stdin.flush()
+        return [self.p.stdout.readline().strip() for _ in lines]
+
+    def close(self):
+        self.p.stdin.close()
+        assert self.p.wait(timeout=30) == 0, self.p.stderr.read()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+def keys_on_every_primary(cluster, n=60, stem="k"):
+    """n keys whose slots cover every primary."""
+    keys = [f"{stem}{i}" for i in range(n)]
+    owners = {cluster.node_of_slot(cluster.slot(k)) for k in keys}
+    assert owners == set(cluster.primaries())
+    return keys
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_routes_each_key_to_its_slot_owner(cluster, tool):
+    """Every command lands on the primary serving its key: what one client wrote, each owner holds."""
+    keys = keys_on_every_primary(cluster, stem=f"route-{tool}-")
+    s = Session(tool, cluster.url())
+    for i, k in enumerate(keys[:30]):
+        assert s.send(f"SET {k} v{i}") == "status OK"
+    # a pipeline over all three primaries answers in the order sent
+    assert s.pipeline([f"SET {k} v{i}" for i, k in enumerate(keys[30:], 30)]) == ["status OK"] * 30
+    assert s.pipeline([f"GET {k}" for k in keys]) == [f"str v{i}" for i in range(len(keys))]
+    assert s.send("PING") == "status PONG"
+    s.close()
+    for i, k in enumerate(keys):
+        owner = cluster.node_of_slot(cluster.slot(k))
+        assert cluster.client(owner).execute_command("GET", k) == f"v{i}"  # on its owner, not redirected there
+    # a script goes by its first KEY; a script without keys to any node
+    s = Session(tool, cluster.url())
+    assert s.send(f"EVAL return(redis.call('GET',KEYS[1])) 1 {keys[5]}") == "str v5"
+    assert s.send("EVAL return(7) 0") == "int 7"
+    s.close()
+
+
+def test_blocking_transaction_goes_to_its_keys_node(cluster):
+    s = Session("redis-route", cluster.url())
+    assert s.send("MULTI") == "status OK"
+    assert s.send("SET {tx}a 1") == "status QUEUED"
+    assert s.send("INCR {tx}a") == "status QUEUED"
+    assert s.send("EXEC") == "array 2"
+    assert s.send("GET {tx}a") == "str 2"
+    s.close()
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_moved_after_a_slot_moves(cluster, tool):
+    """A client with the old map: the slot moved away under it (CLUSTER SETSLOT ... NODE); MOVED is followed."""
+    key = f"moved-{tool}"
+    slot = cluster.slot(key)
+    s = Session(tool, cluster.url())
+    assert s.send(f"SET {key} before") == "status OK"
+    src = cluster.node_of_slot(slot)
+    dst = [p for p in cluster.primaries() if p != src][0]
+    cluster.move_slot(slot, dst)
+    assert cluster.node_of_slot(slot) == dst
+    assert s.send(f"GET {key}") == "str before"
+    assert s.send(f"SET {key} after") == "status OK"
+    assert cluster.client(dst).execute_command("GET", key) == "after"
+    # a whole pipeline of the moved slot and others, sent with the map learnt from MOVED
+    cluster.move_slot(slot, src)
+    assert s.pipeline([f"GET {key}", "GET nosuchkey", f"INCR {key}-n"]) == ["str after", "nil", "int 1"]
+    s.close()
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_ask_during_a_migration(cluster, tool):
+    """A slot half migrated: keys already moved answer ASK at the source; ASKING + the command at the target."""
+    moved, stays = f"{{ask-{tool}}}moved", f"{{ask-{tool}}}stays"
+    slot = cluster.slot(moved)
+    c = cluster.client(cluster.node_of_slot(slot))
+    c.execute_command("SET", moved, "m")
+    c.execute_command("SET", stays, "s")
+    s = Session(tool, cluster.url())
+    assert s.send(f"GET {stays}") == "str s"  # map learnt before the migration starts
+    src = cluster.node_of_slot(slot)
+    dst = [p for p in cluster.primaries() if p != src][0]
+    cluster.begin_migration(slot, dst)
+    cluster.migrate_key(src, dst, moved)
+    assert c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 1  # only `stays` is left at the source
+    assert s.send(f"GET {moved}") == "str m"  # ASK -> ASKING -> GET at dst
+    assert s.send(f"GET {stays}") == "str s"  # still served by the source
+    assert s.pipeline([f"GET {moved}", f"GET {stays}"]) == ["str m", "str s"]
+    cluster.finish_migration(slot, src, dst)
+    assert s.send(f"GET {moved}") == "str m"
+    assert s.send(f"GET {stays}") == "str s"
+    s.close()
+
+
+def test_reshard_with_redis_cli(cluster):
+    """redis-cli --cluster reshard moves many slots at once; both clients follow with the map they had."""
+    keys = keys_on_every_primary(cluster, stem="reshard-")
+    sessions = [Session(t, cluster.url()) for t in TOOLS]
+    for i, k in enumerate(keys):
+        assert sessions[0].send(f"SET {k} r{i}") == "status OK"
+    a, b = cluster.primaries()[:2]
+    cluster.reshard(a, b, 600)
+    for s in sessions:
+        assert s.pipeline([f"GET {k}" for k in keys]) == [f"str r{i}" for i in range(len(keys))]
+        assert s.send(f"INCR {keys[0]}-count") == "int " + str(sessions.index(s) + 1)
+        s.close()
+
+
+@pytest.fixture
+def own_cluster(tmp_path):
+    c = RedisCluster(tmp_path / "cluster")
+    yield c
+    c.stop()
+
+
+def test_failover_both_clients_follow_the_promoted_replica(own_cluster):
+    """SIGKILL of a primary: its replica is promoted; the ring link has an outage (NULL replies, as for one
+    server) and then serves the slot from the new primary; the blocking client, between commands, reconnects
+    to the new primary. Data replicated before the kill is there."""
+    cluster = own_cluster
+    keys = keys_on_every_primary(cluster, stem="fo-")
+    ring = Session("ring-route", cluster.url())
+    block = Session("redis-route", cluster.url())
+    for i, k in enumerate(keys):
+        assert ring.send(f"SET {k} f{i}") == "status OK"
+    victim = cluster.node_of_slot(cluster.slot(keys[0]))
+    assert cluster.client(victim).execute_command("WAIT", 1, 5000) >= 1  # on the replica before the kill
+    # the first seed is the victim: a client started after the kill must get past it
+    seeds = cluster.url([victim] + [p for p in cluster.primaries() if p != victim])
+    cluster.kill(victim)
+    promoted = cluster.wait_failover(victim)
+    assert promoted != victim and cluster.node_of_slot(cluster.slot(keys[0])) == promoted
+
+    def ring_serves():
+        return ring.send(f"GET {keys[0]}") == "str f0"
+    assert wait_for(ring_serves, 30, step=0.2)
+    assert ring.pipeline([f"GET {k}" for k in keys]) == [f"str f{i}" for i in range(len(keys))]
+    # the blocking client: a command may fail once (its connection to the dead node), the next one follows
+    deadline = time.monotonic() + 30
+    while block.send(f"GET {keys[0]}") != "str f0":
+        assert time.monotonic() < deadline
+    assert block.pipeline([f"GET {k}" for k in keys]) == [f"str f{i}" for i in range(len(keys))]
+    ring.close()
+    block.close()
+    # a fresh client whose first seed is the dead node starts from the next seed
+    fresh = Session("redis-route", seeds)
+    assert fresh.send(f"GET {keys[1]}") == "str f1"
+    fresh.close()
+    fresh = Session("ring-route", seeds)
+    assert fresh.send(f"GET {keys[1]}") == "str f1"
+    fresh.close()
