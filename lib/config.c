@@ -442,7 +442,9 @@ const struct config_key config_keys[] = {
     SECRET("redis", "url", set_url, NULL, "redis://127.0.0.1:6379", NULL, NULL,
          "`redis://[user[:password]@]host[:port][/db]`, or `rediss://...` for TLS. The user name and password are "
          "percent-decoded (RFC 3986: write `@` `:` `/` `%` as `%40` `%3A` `%2F` `%25`); with a password alone, "
-         "`AUTH password` (the default user). See [Securing Redis](#securing-redis)"),
+         "`AUTH password` (the default user). See [Securing Redis](#securing-redis). A Redis Cluster: "
+         "`redis+cluster://[user[:password]@]host1[:port],host2[:port],...` (the seed nodes; "
+         "`rediss+cluster://` for TLS; no database), see [Redis Cluster](#redis-cluster)"),
     SECRET("redis", "password_file", set_password_file, "readable file", NULL, "unset", "/etc/volley/redis.pw",
          "file whose first line (newline stripped) is the password, so the secret stays out of the config; the user "
          "name comes from `url` (`redis://volley@host`). A password in both places is an error. A warning if group or "

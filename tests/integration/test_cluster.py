@@ -93,6 +93,15 @@ def test_blocking_transaction_goes_to_its_keys_node(cluster):
     assert s.send("INCR {tx}a") == "status QUEUED"
     assert s.send("EXEC") == "array 2"
     assert s.send("GET {tx}a") == "str 2"
+    # the slot moves under the session: the held-back MULTI meets MOVED, is discarded there and redone at the owner
+    slot = cluster.slot("{tx}a")
+    src = cluster.node_of_slot(slot)
+    dst = [p for p in cluster.primaries() if p != src][0]
+    cluster.move_slot(slot, dst)
+    assert s.send("MULTI") == "status OK"
+    assert s.send("INCR {tx}a") == "status QUEUED"
+    assert s.send("EXEC") == "array 1"
+    assert cluster.client(dst).execute_command("GET", "{tx}a") == "3"
     s.close()
 
 
@@ -197,3 +206,25 @@ def test_failover_both_clients_follow_the_promoted_replica(own_cluster):
     fresh = Session("ring-route", seeds)
     assert fresh.send(f"GET {keys[1]}") == "str f1"
     fresh.close()
+
+
+def test_volley_push_on_a_cluster(cluster, tmp_path):
+    """`volley push` (the blocking client's pipelined XADDs, the campaign's MULTI/EXEC) with a redis+cluster://
+    url: every job is in the jobs stream on the primary that serves it, the campaign hash on its own node."""
+    from types import SimpleNamespace
+
+    from volley_itest import Volley, make_recipients
+
+    jobs_key, camp_key = "volley:jobs", None
+    owner = cluster.node_of_slot(cluster.slot(jobs_key))
+    v = Volley(tmp_path, SimpleNamespace(url=cluster.url(), client=cluster.client(owner)))
+    v.write_conf()
+    cid = v.push_rows(make_recipients(1500))
+    assert cluster.client(owner).execute_command("XLEN", jobs_key) == 1500
+    camp_key = f"volley:campaign:{cid}"
+    camp_owner = cluster.node_of_slot(cluster.slot(camp_key))
+    assert cluster.client(camp_owner).execute_command("HEXISTS", camp_key, "created_ms") == 1
+    # the same campaign again after its hash's slot moved to another primary
+    cluster.move_slot(cluster.slot(camp_key), [p for p in cluster.primaries() if p != camp_owner][0])
+    assert v.push_rows(make_recipients(10, prefix="again"), cid=cid) == cid
+    assert cluster.client(owner).execute_command("XLEN", jobs_key) == 1510
