@@ -4,7 +4,7 @@
  * DESCRIPTION
  *   Byte 0 picks what the rest is: 0 a CLUSTER SHARDS reply, 1 the same
  *   over TLS (tls-port preferred), 2 a CLUSTER SLOTS reply (all three RESP
- *   bytes through hiredis' reader, as the links read them), 3 an error
+ *   bytes through the codec of the worker's links, queue/redis_codec), 3 an error
  *   reply's text (MOVED/ASK, applied to a map), 4 client command bytes for
  *   qc_cmd_scan (what the router reads back out of a codec's output).
  *   Checked: a parse either fails and leaves the previous map whole or
@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "queue/cluster.h"
+#include "queue/redis_codec.h"
 #include "tests/fuzz/fuzz.h"
 
 /* check_map - the invariants of any map a parse may leave */
@@ -35,14 +36,12 @@ static void check_map(const struct qc_map *m)
                    "node %zu", i);
 }
 
-static void topology(int mode, const char *p, size_t n)
+/* on_topology - the reply as the worker's link hands it over: parse it into a map that had one slot */
+static void on_topology(void *priv, redisReply *r)
 {
-    redisReader *rd = redisReaderCreate();
-    void *r = NULL;
-    if (redisReaderFeed(rd, p, n) != REDIS_OK || redisReaderGetReply(rd, &r) != REDIS_OK || r == NULL) {
-        redisReaderFree(rd);
+    int mode = *(int *)priv;
+    if (r == NULL)
         return;
-    }
     struct qc_map m;
     qc_map_init(&m);
     /* a previous map, to see a failed parse keep it */
@@ -59,8 +58,17 @@ static void topology(int mode, const char *p, size_t n)
         FUZZ_CHECK(m.covered > 0, "an accepted map serves no slot");
     check_map(&m);
     qc_map_free(&m);
-    freeReplyObject(r);
-    redisReaderFree(rd);
+}
+
+/* topology - the bytes through the codec the worker's links use (its reader caps array sizes) */
+static void topology(int mode, const char *p, size_t n)
+{
+    struct q_redis *q = q_redis_new();
+    const char *argv[] = {"CLUSTER", mode == 2 ? "SLOTS" : "SHARDS"};
+    q_redis_cmdargv(q, 2, argv, NULL, on_topology, &mode);
+    vbuf_reset(q_redis_out(q)); /* "sent" */
+    q_redis_feed(q, p, n);
+    q_redis_free(q); /* no reply, or a protocol error: the callback gets NULL */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
