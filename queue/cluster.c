@@ -279,7 +279,8 @@ int qc_map_from_shards(struct qc_map *m, const redisReply *r, int tls, const cha
             const redisReply *nd = nodes->element[j], *role = field(nd, "role"), *health = field(nd, "health");
             if (!is_str(role) || !streq(role->str, role->len, "master"))
                 continue;
-            if (is_str(health) && streq(health->str, health->len, "fail"))
+            /* Redis 7 says "failed" (and "loading" for a node still loading its data, which may serve) */
+            if (is_str(health) && health->len >= 4 && strncasecmp(health->str, "fail", 4) == 0)
                 continue;
             const redisReply *ep = field(nd, "endpoint");
             if (ep == NULL)

@@ -8,6 +8,8 @@
   cluster.begin_migration(slot, to_port)    # only MIGRATING/IMPORTING: keys moved one by one give ASK
   cluster.kill(port)                        # SIGKILL a node; wait_failover(port) until a replica took its slots
   cluster.stop()                            # every node stopped, also when a test failed (use the fixture)
+  Volley(tmp, cluster.as_server())          # the volley_itest driver on the cluster: .url is the cluster url,
+                                            # .client / .raw are redis-py cluster clients (keys found by slot)
 
 Every node is a real redis-server in cluster mode with a short cluster-node-timeout, bound to 127.0.0.1 on
 ports chosen at run time (the cluster bus is port + 10000, so both must be free). Meant for reuse by the
@@ -103,6 +105,18 @@ class RedisCluster:
 
     def alive(self):
         return [p for p in self.ports if p in self.procs]
+
+    def as_server(self):
+        """What volley_itest.Volley expects of a RedisServer: url, client (text) and raw (bytes) redis-py clients
+        that route by slot themselves (redis.cluster.RedisCluster), so the driver's Redis views work unchanged."""
+        from redis.cluster import ClusterNode, RedisCluster as PyCluster
+
+        nodes = [ClusterNode("127.0.0.1", p) for p in self.primaries()]
+        view = type("ClusterAsServer", (), {})()
+        view.url = self.url()
+        view.client = PyCluster(startup_nodes=nodes, decode_responses=True)
+        view.raw = PyCluster(startup_nodes=nodes, decode_responses=False)
+        return view
 
     def url(self, ports=None, scheme="redis+cluster"):
         return scheme + "://" + ",".join(f"127.0.0.1:{p}" for p in (ports or self.primaries()))

@@ -209,17 +209,17 @@ def test_failover_both_clients_follow_the_promoted_replica(own_cluster):
 
 
 def test_volley_push_on_a_cluster(cluster, tmp_path):
-    """`volley push` (the blocking client's pipelined XADDs, the campaign's MULTI/EXEC) with a redis+cluster://
-    url: every job is in the jobs stream on the primary that serves it, the campaign hash on its own node."""
-    from types import SimpleNamespace
-
+    """`volley push` (the blocking client's pipelined XADDs, the campaign's MULTI/EXEC) and `volley status` with a
+    redis+cluster:// url: every job is in the jobs stream on the primary that serves it, the campaign hash on its
+    own node, status counts them."""
     from volley_itest import Volley, make_recipients
 
-    jobs_key, camp_key = "volley:jobs", None
+    jobs_key = "volley:jobs"
     owner = cluster.node_of_slot(cluster.slot(jobs_key))
-    v = Volley(tmp_path, SimpleNamespace(url=cluster.url(), client=cluster.client(owner)))
+    v = Volley(tmp_path, cluster.as_server())
     v.write_conf()
     cid = v.push_rows(make_recipients(1500))
+    assert v.r.xlen(jobs_key) == 1500  # the driver's own views work on the cluster
     assert cluster.client(owner).execute_command("XLEN", jobs_key) == 1500
     camp_key = f"volley:campaign:{cid}"
     camp_owner = cluster.node_of_slot(cluster.slot(camp_key))
@@ -228,3 +228,7 @@ def test_volley_push_on_a_cluster(cluster, tmp_path):
     cluster.move_slot(cluster.slot(camp_key), [p for p in cluster.primaries() if p != camp_owner][0])
     assert v.push_rows(make_recipients(10, prefix="again"), cid=cid) == cid
     assert cluster.client(owner).execute_command("XLEN", jobs_key) == 1510
+    st = v.run("status", "-c", v.conf)
+    assert st.returncode == 0, st.stderr
+    assert "redis+cluster://" in st.stdout
+    assert [ln.split()[1] for ln in st.stdout.splitlines() if ln.strip().startswith(cid)] == ["1510"]

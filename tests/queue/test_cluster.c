@@ -164,7 +164,7 @@ static void test_map_from_shards(void **state)
     for (size_t i = 0; i < r->element[0]->element[3]->element[0]->elements; i++) {
         redisReply *f = r->element[0]->element[3]->element[0]->element[i];
         if (f->type == REDIS_REPLY_STRING && strcmp(f->str, "online") == 0)
-            memcpy(f->str, "fail\0\0", 6), f->len = 4;
+            memcpy(f->str, "failed", 6), f->len = 6;
     }
     assert_int_equal(qc_map_from_shards(&m, r, 0, "127.0.0.1", err, sizeof(err)), 0);
     assert_int_equal(m.covered, QC_SLOTS - (16383 - 10923 + 1));
