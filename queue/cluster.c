@@ -77,10 +77,10 @@ static int streq(const char *p, size_t n, const char *name)
 /* key_index - which argument is the first key: -1 none, -2 "after STREAMS", -3 "EVAL's first KEY" */
 static int key_index(const char *name, size_t n)
 {
-    static const char *const keyless[] = {"PING",    "MULTI",  "EXEC",   "DISCARD", "ASKING", "SCRIPT", "CLUSTER",
-                                          "INFO",    "TIME",   "AUTH",   "SELECT",  "SCAN",   "KEYS",   "DBSIZE",
-                                          "FLUSHALL", "FLUSHDB", "WAIT",  "READONLY", "CLIENT", "CONFIG", "HELLO",
-                                          "ECHO",    "COMMAND", "ROLE",  "QUIT",    "FUNCTION", "LASTSAVE"};
+    static const char *const keyless[] = {"PING",     "MULTI",   "EXEC", "DISCARD",  "ASKING",   "SCRIPT",  "CLUSTER",
+                                          "INFO",     "TIME",    "AUTH", "SELECT",   "SCAN",     "KEYS",    "DBSIZE",
+                                          "FLUSHALL", "FLUSHDB", "WAIT", "READONLY", "CLIENT",   "CONFIG",  "HELLO",
+                                          "ECHO",     "COMMAND", "ROLE", "QUIT",     "FUNCTION", "LASTSAVE"};
     for (size_t i = 0; i < sizeof(keyless) / sizeof(keyless[0]); i++)
         if (streq(name, n, keyless[i]))
             return -1;
@@ -105,8 +105,8 @@ int qc_cmd_scan(const char *p, size_t n, struct qc_cmd *c)
         return -EPROTO;
     memset(c, 0, sizeof(*c));
     c->argc = (int)argc;
-    int want = 0;      /* argument index of the key, once known */
-    int streams = 0;   /* XREAD*: the argument after STREAMS is the key */
+    int want = 0;    /* argument index of the key, once known */
+    int streams = 0; /* XREAD*: the argument after STREAMS is the key */
     long long nkeys = -1;
     for (int i = 0; i < c->argc; i++) {
         long long len;
@@ -260,8 +260,21 @@ static int host_of(const redisReply *r, const char *self_host, const char **h, s
     return 0;
 }
 
-int qc_map_from_shards(struct qc_map *m, const redisReply *r, int tls, const char *self_host, char *err,
-                       size_t errlen)
+/* adopt - t (parsed whole, serving some slot) replaces m; else t is dropped and m stays: -EPROTO */
+static int adopt(struct qc_map *m, struct qc_map *t, int parsed, const char *what, char *err, size_t errlen)
+{
+    if (!parsed || t->covered == 0) {
+        qc_map_free(t);
+        return err_set(
+            err, errlen, -EPROTO,
+            parsed ? "CLUSTER %s names no primary serving slots" : "CLUSTER %s reply is not what Redis sends", what);
+    }
+    qc_map_free(m);
+    *m = *t;
+    return 0;
+}
+
+int qc_map_from_shards(struct qc_map *m, const redisReply *r, int tls, const char *self_host, char *err, size_t errlen)
 {
     struct qc_map t;
     qc_map_init(&t);
@@ -307,16 +320,9 @@ int qc_map_from_shards(struct qc_map *m, const redisReply *r, int tls, const cha
             set_range(&t, lo, hi, node);
         }
     }
-    if (t.covered == 0) {
-        qc_map_free(&t);
-        return err_set(err, errlen, -EPROTO, "CLUSTER SHARDS names no primary serving slots");
-    }
-    qc_map_free(m);
-    *m = t;
-    return 0;
+    return adopt(m, &t, 1, "SHARDS", err, errlen);
 bad:
-    qc_map_free(&t);
-    return err_set(err, errlen, -EPROTO, "CLUSTER SHARDS reply is not what Redis sends");
+    return adopt(m, &t, 0, "SHARDS", err, errlen);
 }
 
 int qc_map_from_slots(struct qc_map *m, const redisReply *r, const char *self_host, char *err, size_t errlen)
@@ -343,16 +349,9 @@ int qc_map_from_slots(struct qc_map *m, const redisReply *r, const char *self_ho
             goto bad;
         set_range(&t, lo, hi, node);
     }
-    if (t.covered == 0) {
-        qc_map_free(&t);
-        return err_set(err, errlen, -EPROTO, "CLUSTER SLOTS names no slots");
-    }
-    qc_map_free(m);
-    *m = t;
-    return 0;
+    return adopt(m, &t, 1, "SLOTS", err, errlen);
 bad:
-    qc_map_free(&t);
-    return err_set(err, errlen, -EPROTO, "CLUSTER SLOTS reply is not what Redis sends");
+    return adopt(m, &t, 0, "SLOTS", err, errlen);
 }
 
 int qc_redirect_parse(const char *s, size_t len, struct qc_redirect *rd)

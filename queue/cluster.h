@@ -49,12 +49,12 @@ unsigned qc_slot(const char *key, size_t len);
 
 /* one RESP command as a client formats it (*argc, then $len bulk strings) */
 struct qc_cmd {
-    size_t len;       /* bytes of the whole command */
+    size_t len; /* bytes of the whole command */
     int argc;
     const char *name; /* argv[0] */
     size_t namelen;
     int has_key;
-    const char *key;  /* the first key (into the scanned bytes) when has_key */
+    const char *key; /* the first key (into the scanned bytes) when has_key */
     size_t keylen;
 };
 
@@ -94,8 +94,7 @@ int qc_map_any(const struct qc_map *m);
  * self_host stands for a node that reports no address (an empty ip or
  * endpoint "?": the node we asked). Failed primaries are skipped.
  */
-int qc_map_from_shards(struct qc_map *m, const redisReply *r, int tls, const char *self_host, char *err,
-                       size_t errlen);
+int qc_map_from_shards(struct qc_map *m, const redisReply *r, int tls, const char *self_host, char *err, size_t errlen);
 int qc_map_from_slots(struct qc_map *m, const redisReply *r, const char *self_host, char *err, size_t errlen);
 
 enum qc_redirect_kind { QC_MOVED = 1, QC_ASK };

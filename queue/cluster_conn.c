@@ -43,7 +43,7 @@ struct q_cluster {
     struct redis_url url; /* the configured url: credentials, TLS; host/port replaced per node */
     int timeout_ms;
     struct qc_map map;
-    int stale;                  /* ask for the map again before the next command */
+    int stale; /* ask for the map again before the next command */
     struct qcc_node *nodes[QC_NODES_MAX + REDIS_URL_SEEDS_MAX];
     size_t nnodes;
     /* MULTI held back until the first keyed command names the node */

@@ -136,7 +136,8 @@ int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix,
     return rc;
 }
 
-int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date, char *err, size_t errlen)
+int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date,
+                   char *err, size_t errlen)
 {
     int64_t day;
     if (thr_parse_date(NULL, date, &day) < 0)

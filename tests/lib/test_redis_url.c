@@ -134,8 +134,7 @@ static void test_cluster_seeds(void **state)
     struct redis_url a, b;
     char err[256];
     redis_url_init(&a);
-    assert_int_equal(redis_url_parse(&a, "redis+cluster://u:p@10.0.0.1:7001,10.0.0.2,[::1]:7003", err, sizeof(err)),
-                     0);
+    assert_int_equal(redis_url_parse(&a, "redis+cluster://u:p@10.0.0.1:7001,10.0.0.2,[::1]:7003", err, sizeof(err)), 0);
     assert_int_equal(a.cluster, 1);
     assert_int_equal(a.nseeds, 3);
     assert_string_equal(a.seeds[1].host, "10.0.0.2");

@@ -34,7 +34,8 @@ static const char shards_reply[] =
     ":0\r\n$6\r\nhealth\r\n$6\r\nonline\r\n*14\r\n$2\r\nid\r\n$40\r\n8a942c8b5760db60c9f7a864c04564217c26ace0\r\n"
     "$4\r\nport\r\n:42943\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$8\r\nendpoint\r\n$9\r\n127.0.0.1\r\n"
     "$4\r\nrole\r\n$7\r\nreplica\r\n$18\r\nreplication-offset\r\n:0\r\n$6\r\nhealth\r\n$7\r\nloading\r\n"
-    "*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:5460\r\n$5\r\nnodes\r\n*2\r\n*14\r\n$2\r\nid\r\n$40\r\n0448e2f11120920b28115692f91e0cd4c4d4bde8\r\n"
+    "*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:5460\r\n$5\r\nnodes\r\n*2\r\n*14\r\n$2\r\nid\r\n$"
+    "40\r\n0448e2f11120920b28115692f91e0cd4c4d4bde8\r\n"
     "$4\r\nport\r\n:51555\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$8\r\nendpoint\r\n$9\r\n127.0.0.1\r\n"
     "$4\r\nrole\r\n$6\r\nmaster\r\n$18\r\nreplication-offset\r\n:0\r\n$6\r\nhealth\r\n$6\r\nonline\r\n"
     "*14\r\n$2\r\nid\r\n$40\r\n1a299f80fdb1c73ea79f2bf39e9fedc6ac90b932\r\n$4\r\nport\r\n:38183\r\n"
@@ -44,8 +45,10 @@ static const char shards_reply[] =
 /* captured: CLUSTER SLOTS of the same cluster right after creation (replicas not yet listed) */
 static const char slots_reply[] =
     "*3\r\n*3\r\n:0\r\n:5460\r\n*4\r\n$9\r\n127.0.0.1\r\n:51555\r\n$40\r\n0448e2f11120920b28115692f91e0cd4c4d4bde8\r\n"
-    "*0\r\n*3\r\n:5461\r\n:10922\r\n*4\r\n$9\r\n127.0.0.1\r\n:45641\r\n$40\r\nd240ea01e0a7213174dc1226a2e97cb2e5e1ce6d\r\n"
-    "*0\r\n*3\r\n:10923\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:41251\r\n$40\r\n63b371533e3e1de625b925219cfbde447e7db25f\r\n"
+    "*0\r\n*3\r\n:5461\r\n:10922\r\n*4\r\n$9\r\n127.0.0.1\r\n:45641\r\n$"
+    "40\r\nd240ea01e0a7213174dc1226a2e97cb2e5e1ce6d\r\n"
+    "*0\r\n*3\r\n:10923\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:41251\r\n$"
+    "40\r\n63b371533e3e1de625b925219cfbde447e7db25f\r\n"
     "*0\r\n";
 
 static redisReply *parse_resp(const char *p, size_t n)
@@ -139,8 +142,8 @@ static void test_cmd_scan(void **state)
     assert_int_equal(qc_cmd_scan(buf, n1 + n2, &c), 1);
     assert_int_equal(c.len, n1);
     /* not RESP commands */
-    static const char *const bad[] = {"PING\r\n", "*0\r\n", "*1\r\n:1\r\n", "*1\r\n$3\r\nGETX\r\n", "*-1\r\n",
-                                      "*1\r\n$99999999999\r\n", "*1x\r\n"};
+    static const char *const bad[] = {
+        "PING\r\n", "*0\r\n", "*1\r\n:1\r\n", "*1\r\n$3\r\nGETX\r\n", "*-1\r\n", "*1\r\n$99999999999\r\n", "*1x\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(qc_cmd_scan(bad[i], strlen(bad[i]), &c), -EPROTO);
 }
@@ -225,8 +228,8 @@ static void test_redirect(void **state)
     assert_int_equal(rd.kind, QC_ASK);
     assert_string_equal(rd.host, "::1");
     assert_int_equal(rd.port, 7002);
-    static const char *const bad[] = {"MOVED 16384 h:1", "MOVED 1 h", "MOVED 1 h:0", "MOVED x h:1", "ERR x",
-                                      "MOVED 1 h:65536", "MOVED 1 h\r\nx:1", "ASK 1  h:1"};
+    static const char *const bad[] = {"MOVED 16384 h:1", "MOVED 1 h",       "MOVED 1 h:0",      "MOVED x h:1",
+                                      "ERR x",           "MOVED 1 h:65536", "MOVED 1 h\r\nx:1", "ASK 1  h:1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (qc_redirect_parse(bad[i], strlen(bad[i]), &rd) == 0)
             fail_msg("accepted '%s'", bad[i]);
@@ -247,11 +250,8 @@ static void test_redirect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_slot),
-        cmocka_unit_test(test_cmd_scan),
-        cmocka_unit_test(test_map_from_shards),
-        cmocka_unit_test(test_map_from_slots),
-        cmocka_unit_test(test_redirect),
+        cmocka_unit_test(test_slot),           cmocka_unit_test(test_cmd_scan), cmocka_unit_test(test_map_from_shards),
+        cmocka_unit_test(test_map_from_slots), cmocka_unit_test(test_redirect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
