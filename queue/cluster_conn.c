@@ -17,13 +17,15 @@
 #include <time.h>
 
 #include "lib/alloc.h"
+#include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "queue/cluster.h"
 #include "queue/connect.h"
 
-#define QCC_TRIES    16  /* sends of one command (redirections, retries) before giving up */
-#define QCC_PAUSE_MS 200 /* between retries while the cluster fails over or migrates */
+#define QCC_TRIES      16    /* sends of one command (redirections, retries) before giving up */
+#define QCC_PAUSE_MS   200   /* between retries while the cluster fails over or migrates */
+#define QCC_REFRESH_MS 10000 /* a long-running command (push) asks for the map again this often */
 
 struct qcc_node {
     char host[QC_HOST_MAX];
@@ -43,7 +45,8 @@ struct q_cluster {
     struct redis_url url; /* the configured url: credentials, TLS; host/port replaced per node */
     int timeout_ms;
     struct qc_map map;
-    int stale; /* ask for the map again before the next command */
+    int stale;             /* ask for the map again before the next command */
+    uint64_t refreshed_ms; /* when the map was last asked for (monotonic) */
     struct qcc_node *nodes[QC_NODES_MAX + REDIS_URL_SEEDS_MAX];
     size_t nnodes;
     /* MULTI held back until the first keyed command names the node */
@@ -158,6 +161,7 @@ static int refresh(struct q_cluster *cl, char *err, size_t errlen)
         int rc = ask_topology(cl, c, n->host, why, sizeof(why));
         if (rc == 0) {
             cl->stale = 0;
+            cl->refreshed_ms = clock_mono_ms();
             return 0;
         }
         if (rc == -EIO)
@@ -171,6 +175,8 @@ static struct qcc_node *route(struct q_cluster *cl, const struct qc_cmd *k, char
 {
     /* a refresh needs idle connections: with pipelined replies pending, the map we have is used (MOVED corrects it) */
     int idle = cl->count == 0;
+    if (idle && !cl->stale && clock_mono_ms() - cl->refreshed_ms >= QCC_REFRESH_MS)
+        cl->stale = 1;
     if (idle && cl->stale && refresh(cl, err, errlen) < 0)
         return NULL;
     int idx = k->has_key ? qc_map_node_of(&cl->map, qc_slot(k->key, k->keylen)) : qc_map_any(&cl->map);
@@ -504,6 +510,7 @@ int q_cluster_open(redisContext **out, const struct redis_url *u, int timeout_ms
             q_disconnect(c);
             continue;
         }
+        cl->refreshed_ms = clock_mono_ms();
         c->reader->privdata = cl;
         *out = c;
         return 0;

@@ -15,7 +15,8 @@
  *   whole map is asked for again before the next command); ASK re-sends
  *   once to the named node after ASKING; TRYAGAIN and CLUSTERDOWN are
  *   retried after a pause; a node that cannot be reached makes the map be
- *   asked for again (a failover promotes its replica). A command already
+ *   asked for again (a failover promotes its replica), and so do 10 s
+ *   since it was last asked for (a long push sees a reshard's new map). A command already
  *   sent when its connection broke is NOT re-sent (it may have run): the
  *   caller sees the error as on a single server.
  *

@@ -56,6 +56,15 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
+def redirects(cluster):
+    """MOVED and ASK replies the live nodes have sent so far (INFO errorstats)."""
+    n = 0
+    for p in cluster.alive():
+        info = cluster.client(p).info("errorstats")
+        n += sum(v["count"] for k, v in info.items() if k in ("errorstat_MOVED", "errorstat_ASK"))
+    return n
+
+
 def keys_on_every_primary(cluster, n=60, stem="k"):
     """n keys whose slots cover every primary."""
     keys = [f"{stem}{i}" for i in range(n)]
@@ -68,6 +77,7 @@ def keys_on_every_primary(cluster, n=60, stem="k"):
 def test_routes_each_key_to_its_slot_owner(cluster, tool):
     """Every command lands on the primary serving its key: what one client wrote, each owner holds."""
     keys = keys_on_every_primary(cluster, stem=f"route-{tool}-")
+    before = redirects(cluster)
     s = Session(tool, cluster.url())
     for i, k in enumerate(keys[:30]):
         assert s.send(f"SET {k} v{i}") == "status OK"
@@ -76,6 +86,8 @@ def test_routes_each_key_to_its_slot_owner(cluster, tool):
     assert s.pipeline([f"GET {k}" for k in keys]) == [f"str v{i}" for i in range(len(keys))]
     assert s.send("PING") == "status PONG"
     s.close()
+    # not one redirection: the slot volley computed (CRC16, hash tags) is the one Redis computes
+    assert redirects(cluster) == before
     for i, k in enumerate(keys):
         owner = cluster.node_of_slot(cluster.slot(k))
         assert cluster.client(owner).execute_command("GET", k) == f"v{i}"  # on its owner, not redirected there
@@ -84,6 +96,24 @@ def test_routes_each_key_to_its_slot_owner(cluster, tool):
     assert s.send(f"EVAL return(redis.call('GET',KEYS[1])) 1 {keys[5]}") == "str v5"
     assert s.send("EVAL return(7) 0") == "int 7"
     s.close()
+
+
+def test_periodic_refresh_learns_a_moved_slot_without_moved(cluster):
+    """A slot moved while the clients were idle: after the periodic topology refresh (10 s) both send to the new
+    owner directly, without a MOVED from the old one."""
+    key = "refresh-key"
+    slot = cluster.slot(key)
+    sessions = [Session(t, cluster.url()) for t in TOOLS]
+    assert sessions[0].send(f"SET {key} x") == "status OK"
+    src = cluster.node_of_slot(slot)
+    cluster.move_slot(slot, [p for p in cluster.primaries() if p != src][0])
+    # the ring link refreshes on its own timer while the loop turns; the blocking client before its next command
+    assert sessions[1].send("idle 11000") == "idle"
+    before = redirects(cluster)
+    for s in sessions:
+        assert s.send(f"GET {key}") == "str x"
+        s.close()
+    assert redirects(cluster) == before
 
 
 def test_blocking_transaction_goes_to_its_keys_node(cluster):

@@ -14,6 +14,7 @@
  *     | WORD ...   queued; its reply printed by the next "."
  *     .            turn until every queued command has its reply
  *     up           turn until the link is UP (prints "up", or "timeout" after 30 s)
+ *     idle MS      turn for MS milliseconds, as an idle worker does (prints "idle")
  *   Replies print as redis-route's ("int N", "str TEXT", "status TEXT",
  *   "nil", "err TEXT", "array N"), and "fail" for a NULL reply (the link
  *   went down before it came: the worker's outage path). A command waits at
@@ -129,6 +130,14 @@ int main(int argc, char **argv)
             while (w.redis.state != REDIS_UP && clock_mono_ms() < end)
                 turn(&w);
             printf("%s\n", w.redis.state == REDIS_UP ? "up" : "timeout");
+            fflush(stdout);
+            continue;
+        }
+        if (strncmp(line, "idle ", 5) == 0) {
+            uint64_t end = clock_mono_ms() + strtoull(line + 5, NULL, 10);
+            while (clock_mono_ms() < end)
+                turn(&w);
+            printf("idle\n");
             fflush(stdout);
             continue;
         }
