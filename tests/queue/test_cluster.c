@@ -174,12 +174,14 @@ static void test_map_from_shards(void **state)
     assert_int_equal(qc_map_node_of(&m, 16383), -1);
     freeReplyObject(r);
     /* not a topology: refused, the map unchanged */
-    r = parse_resp("*1\r\n*2\r\n$5\r\nslots\r\n*1\r\n:0\r\n", 31);
+    static const char odd[] = "*1\r\n*2\r\n$5\r\nslots\r\n*1\r\n:0\r\n";
+    r = parse_resp(odd, sizeof(odd) - 1);
     assert_int_equal(qc_map_from_shards(&m, r, 0, "127.0.0.1", err, sizeof(err)), -EPROTO);
     assert_non_null(strstr(err, "SHARDS"));
     assert_int_equal(m.covered, QC_SLOTS - (16383 - 10923 + 1));
     freeReplyObject(r);
-    r = parse_resp("-ERR unknown subcommand 'SHARDS'\r\n", 34);
+    static const char refused[] = "-ERR unknown subcommand 'SHARDS'\r\n";
+    r = parse_resp(refused, sizeof(refused) - 1);
     assert_int_equal(qc_map_from_shards(&m, r, 0, "127.0.0.1", err, sizeof(err)), -EPROTO);
     freeReplyObject(r);
     qc_map_free(&m);
