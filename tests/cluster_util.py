@@ -46,10 +46,11 @@ def _free_pair():
 
 
 class RedisCluster:
-    def __init__(self, tmp, primaries=3, replicas=1, extra_args=lambda port: []):
+    def __init__(self, tmp, primaries=3, replicas=1, extra_args=lambda port: [], password=None):
         import redis  # python3-redis (scripts/deps.sh)
 
         self._redis = redis
+        self.password = password  # requirepass and masterauth of every node (the default user)
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
@@ -58,7 +59,8 @@ class RedisCluster:
         try:
             for _ in range(primaries * (1 + replicas)):
                 self._start_node(_free_pair())
-            out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+            out = subprocess.run(["redis-cli", *self._cli_auth(), "--cluster", "create",
+                                  *[f"127.0.0.1:{p}" for p in self.ports],
                                   "--cluster-replicas", str(replicas), "--cluster-yes"],
                                  capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
@@ -67,6 +69,12 @@ class RedisCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _migrate_auth(self):
+        return ["AUTH", self.password] if self.password else []
+
+    def _cli_auth(self):
+        return ["--no-auth-warning", "-a", self.password] if self.password else []
 
     # --- processes -------------------------------------------------------------------------------------------
     def _start_node(self, port):
@@ -78,6 +86,8 @@ class RedisCluster:
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(d), "--logfile", str(log),
                 # a test kills primaries on purpose: the rest of the cluster keeps serving its slots
                 "--cluster-require-full-coverage", "no"]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         self.procs[port] = subprocess.Popen(args + self.extra_args(port), stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
         if port not in self.ports:
@@ -101,7 +111,8 @@ class RedisCluster:
 
     # --- views ---------------------------------------------------------------------------------------------
     def client(self, port, **kw):
-        return self._redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10, **kw)
+        return self._redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10,
+                                 password=self.password, **kw)
 
     def alive(self):
         return [p for p in self.ports if p in self.procs]
@@ -114,12 +125,16 @@ class RedisCluster:
         nodes = [ClusterNode("127.0.0.1", p) for p in self.primaries()]
         view = type("ClusterAsServer", (), {})()
         view.url = self.url()
-        view.client = PyCluster(startup_nodes=nodes, decode_responses=True)
-        view.raw = PyCluster(startup_nodes=nodes, decode_responses=False)
+        view.client = PyCluster(startup_nodes=nodes, decode_responses=True, password=self.password)
+        view.raw = PyCluster(startup_nodes=nodes, decode_responses=False, password=self.password)
         return view
 
-    def url(self, ports=None, scheme="redis+cluster"):
-        return scheme + "://" + ",".join(f"127.0.0.1:{p}" for p in (ports or self.primaries()))
+    def url(self, ports=None, scheme="redis+cluster", userinfo=None):
+        """The seed-list url; userinfo: "user:pass" (default ":<password>" when the cluster has one)."""
+        if userinfo is None and self.password:
+            userinfo = ":" + self.password
+        return scheme + "://" + (userinfo + "@" if userinfo else "") + ",".join(
+            f"127.0.0.1:{p}" for p in (ports or self.primaries()))
 
     def _nodes(self, via=None):
         """CLUSTER NODES as seen by one live node: [{port, id, flags, primary_id, slots}]."""
@@ -215,7 +230,7 @@ class RedisCluster:
         return src
 
     def migrate_key(self, src, dst, key):
-        self.client(src).execute_command("MIGRATE", "127.0.0.1", dst, key, 0, 5000)
+        self.client(src).execute_command("MIGRATE", "127.0.0.1", dst, key, 0, 5000, *self._migrate_auth())
 
     def finish_migration(self, slot, src, dst):
         """Move the slot's remaining keys and hand the slot to dst on every node (then MOVED for clients)."""
@@ -224,7 +239,7 @@ class RedisCluster:
             keys = c.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
             if not keys:
                 break
-            c.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+            c.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, *self._migrate_auth(), "KEYS", *keys)
         dst_id = self.node_id(dst)
         for p in self.alive():
             try:
@@ -244,7 +259,7 @@ class RedisCluster:
 
     def reshard(self, src, dst, count):
         """redis-cli --cluster reshard: count slots from src's primary to dst's."""
-        out = subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{self.alive()[0]}",
+        out = subprocess.run(["redis-cli", *self._cli_auth(), "--cluster", "reshard", f"127.0.0.1:{self.alive()[0]}",
                               "--cluster-from", self.node_id(src), "--cluster-to", self.node_id(dst),
                               "--cluster-slots", str(count), "--cluster-yes"],
                              capture_output=True, text=True, timeout=120)

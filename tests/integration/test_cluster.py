@@ -262,3 +262,26 @@ def test_volley_push_on_a_cluster(cluster, tmp_path):
     assert st.returncode == 0, st.stderr
     assert "redis+cluster://" in st.stdout
     assert [ln.split()[1] for ln in st.stdout.splitlines() if ln.strip().startswith(cid)] == ["1510"]
+
+
+def test_password_on_every_node(tmp_path):
+    """A cluster whose nodes all want a password: the url's credentials reach every node, through a MOVED too;
+    a wrong password is refused at once with the server's reason, never the password."""
+    cluster = RedisCluster(tmp_path / "cluster", password="s3cret-pw")
+    try:
+        keys = keys_on_every_primary(cluster, stem="auth-")
+        for tool in TOOLS:
+            s = Session(tool, cluster.url())
+            assert s.pipeline([f"SET {k} {tool}" for k in keys]) == ["status OK"] * len(keys)
+            slot = cluster.slot(keys[0])
+            src = cluster.node_of_slot(slot)
+            cluster.move_slot(slot, [p for p in cluster.primaries() if p != src][0])
+            assert s.send(f"GET {keys[0]}") == f"str {tool}"
+            s.close()
+        bad = subprocess.run([str(binary("tools/redis-route")), cluster.url(userinfo=":wrong-pw")], input="PING\n",
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1
+        assert "authentication failed" in bad.stderr and "wrong-pw" not in bad.stderr
+        assert "redis+cluster://:***@" in bad.stderr
+    finally:
+        cluster.stop()
