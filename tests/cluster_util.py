@@ -46,11 +46,12 @@ def _free_pair():
 
 
 class RedisCluster:
-    def __init__(self, tmp, primaries=3, replicas=1, extra_args=lambda port: [], password=None):
+    def __init__(self, tmp, primaries=3, replicas=1, extra_args=lambda port: [], password=None, tls=None):
         import redis  # python3-redis (scripts/deps.sh)
 
         self._redis = redis
         self.password = password  # requirepass and masterauth of every node (the default user)
+        self.tls = tls  # (cert, key, ca): TLS only (port 0), cluster bus and replication over TLS too
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
@@ -74,7 +75,10 @@ class RedisCluster:
         return ["AUTH", self.password] if self.password else []
 
     def _cli_auth(self):
-        return ["--no-auth-warning", "-a", self.password] if self.password else []
+        a = ["--no-auth-warning", "-a", self.password] if self.password else []
+        if self.tls:
+            a += ["--tls", "--cacert", str(self.tls[2])]
+        return a
 
     # --- processes -------------------------------------------------------------------------------------------
     def _start_node(self, port):
@@ -88,6 +92,11 @@ class RedisCluster:
                 "--cluster-require-full-coverage", "no"]
         if self.password:
             args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.tls:
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                     "--tls-cert-file", str(self.tls[0]), "--tls-key-file", str(self.tls[1]),
+                     "--tls-ca-cert-file", str(self.tls[2]), "--tls-auth-clients", "no"]
         self.procs[port] = subprocess.Popen(args + self.extra_args(port), stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
         if port not in self.ports:
@@ -111,6 +120,8 @@ class RedisCluster:
 
     # --- views ---------------------------------------------------------------------------------------------
     def client(self, port, **kw):
+        if self.tls:
+            kw.update(ssl=True, ssl_ca_certs=str(self.tls[2]))
         return self._redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10,
                                  password=self.password, **kw)
 
@@ -129,8 +140,9 @@ class RedisCluster:
         view.raw = PyCluster(startup_nodes=nodes, decode_responses=False, password=self.password)
         return view
 
-    def url(self, ports=None, scheme="redis+cluster", userinfo=None):
+    def url(self, ports=None, scheme=None, userinfo=None):
         """The seed-list url; userinfo: "user:pass" (default ":<password>" when the cluster has one)."""
+        scheme = scheme or ("rediss+cluster" if self.tls else "redis+cluster")
         if userinfo is None and self.password:
             userinfo = ":" + self.password
         return scheme + "://" + (userinfo + "@" if userinfo else "") + ",".join(

@@ -22,8 +22,8 @@ TOOLS = ["redis-route", "ring-route"]
 class Session:
     """One tool process; send(line) returns its next output line."""
 
-    def __init__(self, tool, url):
-        self.p = subprocess.Popen([str(binary("tools/" + tool)), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self, tool, url, ca=None):
+        self.p = subprocess.Popen([str(binary("tools/" + tool)), url] + ([str(ca)] if ca else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, bufsize=1)
         self.ring = tool == "ring-route"
         if self.ring:
@@ -283,5 +283,34 @@ def test_password_on_every_node(tmp_path):
         assert bad.returncode == 1
         assert "authentication failed" in bad.stderr and "wrong-pw" not in bad.stderr
         assert "redis+cluster://:***@" in bad.stderr
+    finally:
+        cluster.stop()
+
+
+def test_tls_cluster(tmp_path, test_ca):
+    """rediss+cluster://: TLS to every node (port 0, tls-port, tls-cluster), the certificate checked against
+    [redis] ca_file and the node's address; topology from the nodes' tls-port."""
+    # the cluster bus always wants a client certificate: the nodes' certificate serves both ways
+    from volley_itest import openssl
+    base = tmp_path / "node"
+    key, csr, crt, ext = (base.with_suffix(x) for x in (".key", ".csr", ".pem", ".ext"))
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+                   "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n")
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
+    openssl("x509", "-req", "-in", csr, "-CA", test_ca.pem, "-CAkey", test_ca.key, "-CAcreateserial", "-days", "2",
+            "-out", crt, "-extfile", ext)
+    cluster = RedisCluster(tmp_path / "cluster", tls=(crt, key, test_ca.pem), password="tls-pw")
+    try:
+        assert cluster.url().startswith("rediss+cluster://:tls-pw@")
+        keys = keys_on_every_primary(cluster, stem="tls-")
+        for tool in TOOLS:
+            s = Session(tool, cluster.url(), ca=test_ca.pem)
+            assert s.pipeline([f"SET {k} {tool}" for k in keys]) == ["status OK"] * len(keys)
+            assert s.pipeline([f"GET {k}" for k in keys]) == [f"str {tool}"] * len(keys)
+            s.close()
+        # without the CA the certificate does not verify: refused at once
+        bad = subprocess.run([str(binary("tools/redis-route")), cluster.url()], input="PING\n", capture_output=True,
+                             text=True, timeout=30)
+        assert bad.returncode == 1 and "verif" in bad.stderr, bad.stderr
     finally:
         cluster.stop()

@@ -2,7 +2,7 @@
  * NAME
  *   redis-route - drive volley's blocking Redis client (queue/connect.h) from a script (test helper)
  * SYNOPSIS
- *   redis-route URL < commands
+ *   redis-route URL [CA_FILE] < commands   (CA_FILE: [redis] ca_file, for rediss://)
  * DESCRIPTION
  *   Connects with q_connect (a redis+cluster:// URL gives the routed
  *   cluster client) and reads one command per stdin line, words separated
@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/alloc.h"
 #include "lib/redis_url.h"
 #include "queue/connect.h"
 
@@ -54,7 +55,7 @@ static int split(char *line, const char **argv, int max)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
+    if (argc != 2 && argc != 3) {
         fprintf(stderr, "usage: redis-route URL < commands\n");
         return 64;
     }
@@ -65,6 +66,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 64;
     }
+    if (argc == 3)
+        u.ca_file = xstrdup(argv[2]);
     redisContext *c;
     if (q_connect(&c, &u, 5000, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);

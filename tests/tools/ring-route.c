@@ -2,7 +2,7 @@
  * NAME
  *   ring-route - drive a worker thread's Redis link (engine/redis_link.c) from a script (test helper)
  * SYNOPSIS
- *   ring-route URL < commands
+ *   ring-route URL [CA_FILE] < commands   (CA_FILE: [redis] ca_file, for rediss://)
  * DESCRIPTION
  *   A worker's io_uring ring, transport loop and Redis link, without the
  *   rest of the worker: what the worker queues on w->redis.q, this queues
@@ -30,6 +30,7 @@
 #include "engine/transport.h"
 #include "engine/transport_uring.h"
 #include "engine/worker.h"
+#include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "queue/keys.h"
@@ -96,7 +97,7 @@ static int settle(struct worker *w, struct pending *p, size_t n)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
+    if (argc != 2 && argc != 3) {
         fprintf(stderr, "usage: ring-route URL < commands\n");
         return 64;
     }
@@ -108,6 +109,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 64;
     }
+    if (argc == 3)
+        u.ca_file = xstrdup(argv[2]);
     if (ring_open(&w.ring, 256, desc, sizeof(desc), err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
