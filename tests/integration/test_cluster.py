@@ -2,7 +2,8 @@
 
 Both places volley speaks Redis are driven by small tools built from the real code:
   build/tools/redis-route  the blocking client of the command-line tools (queue/connect.c, queue/cluster_conn.c)
-  build/tools/ring-route   a worker thread's ring link (engine/redis_link.c, engine/redis_cluster.c)
+  build/tools/ring-route   a worker thread's ring link (engine/redis_link.c, engine/redis_cluster.c), on io_uring
+                           and (--epoll) on the epoll backend
 Each test keeps one tool process open across a topology change (slot moved, migration, failover), so the client
 works from its old map, exactly as a long-running worker or push would. Keys are plain keys spread over every
 primary; nothing depends on volley's key layout.
@@ -16,16 +17,17 @@ import pytest
 from cluster_util import RedisCluster
 from volley_itest import binary, wait_for
 
-TOOLS = ["redis-route", "ring-route"]
+TOOLS = ["redis-route", "ring-route", "ring-route --epoll"]  # the ring link over both [worker] backends
 
 
 class Session:
     """One tool process; send(line) returns its next output line."""
 
     def __init__(self, tool, url, ca=None):
-        self.p = subprocess.Popen([str(binary("tools/" + tool)), url] + ([str(ca)] if ca else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        name, *flags = tool.split()
+        self.p = subprocess.Popen([str(binary("tools/" + name)), *flags, url] + ([str(ca)] if ca else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.ring = tool == "ring-route"
+        self.ring = name == "ring-route"
         if self.ring:
             assert self.send("up") == "up"
 
@@ -76,7 +78,7 @@ def keys_on_every_primary(cluster, n=60, stem="k"):
 @pytest.mark.parametrize("tool", TOOLS)
 def test_routes_each_key_to_its_slot_owner(cluster, tool):
     """Every command lands on the primary serving its key: what one client wrote, each owner holds."""
-    keys = keys_on_every_primary(cluster, stem=f"route-{tool}-")
+    keys = keys_on_every_primary(cluster, stem=f"route-{tool.replace(' ', '')}-")
     before = redirects(cluster)
     s = Session(tool, cluster.url())
     for i, k in enumerate(keys[:30]):
@@ -108,7 +110,11 @@ def test_periodic_refresh_learns_a_moved_slot_without_moved(cluster):
     src = cluster.node_of_slot(slot)
     cluster.move_slot(slot, [p for p in cluster.primaries() if p != src][0])
     # the ring link refreshes on its own timer while the loop turns; the blocking client before its next command
-    assert sessions[1].send("idle 11000") == "idle"
+    rings = [x for x in sessions if x.ring]
+    for r in rings:  # both idle at once
+        r.p.stdin.write("idle 11000\n")
+        r.p.stdin.flush()
+    assert [r.p.stdout.readline().strip() for r in rings] == ["idle"] * len(rings)
     before = redirects(cluster)
     for s in sessions:
         assert s.send(f"GET {key}") == "str x"
@@ -138,7 +144,7 @@ def test_blocking_transaction_goes_to_its_keys_node(cluster):
 @pytest.mark.parametrize("tool", TOOLS)
 def test_moved_after_a_slot_moves(cluster, tool):
     """A client with the old map: the slot moved away under it (CLUSTER SETSLOT ... NODE); MOVED is followed."""
-    key = f"moved-{tool}"
+    key = "moved-" + tool.replace(" ", "")
     slot = cluster.slot(key)
     s = Session(tool, cluster.url())
     assert s.send(f"SET {key} before") == "status OK"
@@ -158,7 +164,8 @@ def test_moved_after_a_slot_moves(cluster, tool):
 @pytest.mark.parametrize("tool", TOOLS)
 def test_ask_during_a_migration(cluster, tool):
     """A slot half migrated: keys already moved answer ASK at the source; ASKING + the command at the target."""
-    moved, stays = f"{{ask-{tool}}}moved", f"{{ask-{tool}}}stays"
+    tag = tool.replace(" ", "")
+    moved, stays = f"{{ask-{tag}}}moved", f"{{ask-{tag}}}stays"
     slot = cluster.slot(moved)
     c = cluster.client(cluster.node_of_slot(slot))
     c.execute_command("SET", moved, "m")
@@ -272,11 +279,12 @@ def test_password_on_every_node(tmp_path):
         keys = keys_on_every_primary(cluster, stem="auth-")
         for tool in TOOLS:
             s = Session(tool, cluster.url())
-            assert s.pipeline([f"SET {k} {tool}" for k in keys]) == ["status OK"] * len(keys)
+            tag = tool.replace(" ", "")
+            assert s.pipeline([f"SET {k} {tag}" for k in keys]) == ["status OK"] * len(keys)
             slot = cluster.slot(keys[0])
             src = cluster.node_of_slot(slot)
             cluster.move_slot(slot, [p for p in cluster.primaries() if p != src][0])
-            assert s.send(f"GET {keys[0]}") == f"str {tool}"
+            assert s.send(f"GET {keys[0]}") == f"str {tag}"
             s.close()
         bad = subprocess.run([str(binary("tools/redis-route")), cluster.url(userinfo=":wrong-pw")], input="PING\n",
                              capture_output=True, text=True, timeout=30)
@@ -305,8 +313,9 @@ def test_tls_cluster(tmp_path, test_ca):
         keys = keys_on_every_primary(cluster, stem="tls-")
         for tool in TOOLS:
             s = Session(tool, cluster.url(), ca=test_ca.pem)
-            assert s.pipeline([f"SET {k} {tool}" for k in keys]) == ["status OK"] * len(keys)
-            assert s.pipeline([f"GET {k}" for k in keys]) == [f"str {tool}"] * len(keys)
+            tag = tool.replace(" ", "")
+            assert s.pipeline([f"SET {k} {tag}" for k in keys]) == ["status OK"] * len(keys)
+            assert s.pipeline([f"GET {k}" for k in keys]) == [f"str {tag}"] * len(keys)
             s.close()
         # without the CA the certificate does not verify: refused at once
         bad = subprocess.run([str(binary("tools/redis-route")), cluster.url()], input="PING\n", capture_output=True,

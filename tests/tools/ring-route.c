@@ -2,9 +2,10 @@
  * NAME
  *   ring-route - drive a worker thread's Redis link (engine/redis_link.c) from a script (test helper)
  * SYNOPSIS
- *   ring-route URL [CA_FILE] < commands   (CA_FILE: [redis] ca_file, for rediss://)
+ *   ring-route [--epoll] URL [CA_FILE] < commands   (CA_FILE: [redis] ca_file, for rediss://)
  * DESCRIPTION
- *   A worker's io_uring ring, transport loop and Redis link, without the
+ *   A worker's io_uring ring (--epoll: the epoll backend, [worker] backend =
+ *   epoll), transport loop and Redis link, without the
  *   rest of the worker: what the worker queues on w->redis.q, this queues
  *   from stdin, one command per line (words separated by single spaces),
  *   and runs the loop turns the worker runs (completions, redis_link_tick,
@@ -28,6 +29,7 @@
 #include "engine/redis_link.h"
 #include "engine/ring.h"
 #include "engine/transport.h"
+#include "engine/transport_epoll.h"
 #include "engine/transport_uring.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
@@ -61,20 +63,27 @@ static void on_reply(void *priv, redisReply *r)
     p->done = 1;
 }
 
-/* turn - one loop turn as worker_run does it, for the Redis link only */
+/* turn - one loop turn as worker_run does it, for the Redis link only (its streams are the only ones) */
 static void turn(struct worker *w)
 {
     redis_link_tick(&w->redis, worker_now_ms());
     xport_loop_flush(w->xl);
     ring_wait(&w->ring, 10);
-    struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&w->ring, head, cqe)
-    {
-        xport_uring_on_cqe(w->xl, cqe);
-        n++;
+    if (w->ring.kind == RING_KIND_URING) {
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&w->ring.uring, head, cqe)
+        {
+            xport_uring_on_cqe(w->xl, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring.uring, n);
+    } else {
+        const struct ring_cq *cq;
+        size_t n = ring_batch(&w->ring, &cq);
+        for (size_t i = 0; i < n; i++)
+            xport_epoll_on_event(w->xl, cq[i].ud, cq[i].res);
     }
-    io_uring_cq_advance(&w->ring, n);
     xport_loop_reap(w->xl);
     redis_link_flush(&w->redis);
 }
@@ -97,6 +106,9 @@ static int settle(struct worker *w, struct pending *p, size_t n)
 
 int main(int argc, char **argv)
 {
+    int epoll = argc > 1 && strcmp(argv[1], "--epoll") == 0;
+    argc -= epoll;
+    argv += epoll;
     if (argc != 2 && argc != 3) {
         fprintf(stderr, "usage: ring-route URL < commands\n");
         return 64;
@@ -111,12 +123,13 @@ int main(int argc, char **argv)
     }
     if (argc == 3)
         u.ca_file = xstrdup(argv[2]);
-    if (ring_open(&w.ring, 256, desc, sizeof(desc), err, sizeof(err)) < 0) {
+    if (ring_open(&w.ring, epoll ? CONFIG_BACKEND_EPOLL : CONFIG_BACKEND_IO_URING, 256, desc, sizeof(desc), err,
+                  sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     ring_start(&w.ring);
-    w.xl = xport_uring_new(&w.ring, err, sizeof(err));
+    w.xl = epoll ? xport_epoll_new(&w.ring) : xport_uring_new(&w.ring.uring, err, sizeof(err));
     if (w.xl == NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -173,7 +186,7 @@ int main(int argc, char **argv)
     }
     xport_loop_free(w.xl);
     redis_link_free(&w.redis);
-    io_uring_queue_exit(&w.ring);
+    ring_close(&w.ring);
     redis_url_free(&u);
     return 0;
 }
