@@ -21,9 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/alloc.h"
-#include "lib/redis_url.h"
 #include "queue/connect.h"
+#include "tests/tools/route_url.h"
 
 static void show(redisContext *c, const redisReply *r)
 {
@@ -55,19 +54,11 @@ static int split(char *line, const char **argv, int max)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 && argc != 3) {
-        fprintf(stderr, "usage: redis-route URL < commands\n");
-        return 64;
-    }
     struct redis_url u;
     char err[512];
-    redis_url_init(&u);
-    if (redis_url_parse(&u, argv[1], err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return 64;
-    }
-    if (argc == 3)
-        u.ca_file = xstrdup(argv[2]);
+    int rc = route_url(argc, argv, "redis-route URL [CA_FILE] < commands", &u);
+    if (rc != 0)
+        return rc;
     redisContext *c;
     if (q_connect(&c, &u, 5000, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);

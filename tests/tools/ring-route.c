@@ -32,11 +32,11 @@
 #include "engine/transport_epoll.h"
 #include "engine/transport_uring.h"
 #include "engine/worker.h"
-#include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "queue/keys.h"
 #include "queue/redis_codec.h"
+#include "tests/tools/route_url.h"
 
 struct pending {
     int done;
@@ -109,20 +109,12 @@ int main(int argc, char **argv)
     int epoll = argc > 1 && strcmp(argv[1], "--epoll") == 0;
     argc -= epoll;
     argv += epoll;
-    if (argc != 2 && argc != 3) {
-        fprintf(stderr, "usage: ring-route URL < commands\n");
-        return 64;
-    }
     static struct worker w; /* zeroed: only the ring, the loop, the keys and the link are used */
     struct redis_url u;
     char err[512], desc[96];
-    redis_url_init(&u);
-    if (redis_url_parse(&u, argv[1], err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s\n", err);
-        return 64;
-    }
-    if (argc == 3)
-        u.ca_file = xstrdup(argv[2]);
+    int rc = route_url(argc, argv, "ring-route [--epoll] URL [CA_FILE] < commands", &u);
+    if (rc != 0)
+        return rc;
     if (ring_open(&w.ring, epoll ? CONFIG_BACKEND_EPOLL : CONFIG_BACKEND_IO_URING, 256, desc, sizeof(desc), err,
                   sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
