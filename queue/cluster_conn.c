@@ -229,9 +229,9 @@ static int is_redirect(const redisReply *r)
             qc_retryable(r->str, r->len));
 }
 
-/* run_routed - one command (no reply outstanding anywhere), following redirections */
+/* run_routed - one command (no reply outstanding anywhere), following redirections; *used: the node that answered */
 static redisReply *run_routed(redisContext *h, struct q_cluster *cl, const struct qc_cmd *k, const char *cmd,
-                              size_t len, const char *pre)
+                              size_t len, const char *pre, struct qcc_node **used)
 {
     char why[300] = "";
     struct qcc_node *ask = NULL;
@@ -254,8 +254,11 @@ static redisReply *run_routed(redisContext *h, struct q_cluster *cl, const struc
             cl->stale = 1;
             return NULL;
         }
-        if (!is_redirect(r))
+        if (!is_redirect(r)) {
+            if (used != NULL)
+                *used = n;
             return r;
+        }
         struct qc_redirect rd;
         if (qc_redirect_parse(r->str, r->len, &rd) == 0) {
             if (rd.host[0] == '\0')
@@ -308,13 +311,10 @@ redisReply *q_cluster_run(redisContext *h, const char *cmd, size_t len)
             cl->multi = 0;
             return status_reply(qc_cmd_is(&k, "EXEC") ? "*0\r\n" : "+OK\r\n");
         }
-        redisReply *r = run_routed(h, cl, &k, cmd, len, "MULTI");
-        if (r != NULL) {
-            struct qcc_node *n = route(cl, &k, h->errstr, sizeof(h->errstr));
-            cl->tx = n;
-        } else {
+        /* the transaction stays on the node that took MULTI: no topology query may go there before EXEC */
+        redisReply *r = run_routed(h, cl, &k, cmd, len, "MULTI", &cl->tx);
+        if (r == NULL)
             cl->multi = 0;
-        }
         return r;
     }
     if (cl->multi) {
@@ -332,7 +332,7 @@ redisReply *q_cluster_run(redisContext *h, const char *cmd, size_t len)
         }
         return r;
     }
-    return run_routed(h, cl, &k, cmd, len, NULL);
+    return run_routed(h, cl, &k, cmd, len, NULL, NULL);
 }
 
 /* fifo_push - remember an appended command */
@@ -439,7 +439,7 @@ int q_cluster_get_reply(redisContext *h, void **reply)
             struct qc_cmd k;
             qc_cmd_scan(p->cmd, p->len, &k);
             cl->stale = 1;
-            r = run_routed(h, cl, &k, p->cmd, p->len, NULL);
+            r = run_routed(h, cl, &k, p->cmd, p->len, NULL, NULL);
             rc = r ? REDIS_OK : REDIS_ERR;
         }
     }
