@@ -293,6 +293,30 @@ static void on_routed(void *priv, redisReply *r)
     redis_link_flush(&nd->link);
 }
 
+void redis_cluster_send_on_key(struct redis_link *l, const char *key, int argc, const char **argv, q_reply_fn *fn,
+                               void *priv)
+{
+    struct redis_cluster *cl = l->cl;
+    int idx = l->state == REDIS_UP ? qc_map_node_of(&cl->map, qc_slot(key, strlen(key))) : -1;
+    struct rcl_node *nd = idx < 0 ? NULL : node_for(l, cl->map.nodes[idx].host, cl->map.nodes[idx].port);
+    if (nd == NULL) {
+        if (fn != NULL)
+            fn(priv, NULL);
+        return;
+    }
+    vbuf b;
+    vbuf_init(&b, 64);
+    q_resp_array(&b, (size_t)argc);
+    for (int i = 0; i < argc; i++)
+        q_resp_bulk_str(&b, argv[i]);
+    struct rcl_cmd *c = xmalloc(sizeof(*c) + vbuf_len(&b));
+    *c = (struct rcl_cmd){.router = l, .fn = fn, .priv = priv, .tries = RCL_TRIES, .len = vbuf_len(&b)};
+    memcpy(c->bytes, vbuf_data(&b), c->len);
+    vbuf_free(&b);
+    send_to(nd, c, 0); /* tries spent: a redirection of a keyless command is not followed */
+    redis_link_flush(&nd->link);
+}
+
 void redis_cluster_flush(struct redis_link *l)
 {
     struct redis_cluster *cl = l->cl;

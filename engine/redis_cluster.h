@@ -33,6 +33,8 @@
 
 #include <stdint.h>
 
+#include "queue/redis_codec.h"
+
 struct redis_link;
 
 #define REDIS_CLUSTER_REFRESH_MS 10000
@@ -44,6 +46,13 @@ void redis_cluster_free(struct redis_link *l);
 void redis_cluster_tick(struct redis_link *l, uint64_t now);
 /* redis_cluster_flush - route the worker's queued commands and push every node's bytes */
 void redis_cluster_flush(struct redis_link *l);
+/*
+ * redis_cluster_send_on_key - a command to the primary serving key's slot,
+ * whatever its own key (WAIT after a write there); fn gets NULL at once when
+ * that primary is not known or the router is not UP
+ */
+void redis_cluster_send_on_key(struct redis_link *l, const char *key, int argc, const char **argv, q_reply_fn *fn,
+                               void *priv);
 /* redis_cluster_node_up / _down - a node link's hello finished / it failed (called by that link) */
 void redis_cluster_node_up(struct redis_link *router, struct redis_link *node);
 void redis_cluster_node_down(struct redis_link *router, struct redis_link *node);

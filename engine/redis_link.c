@@ -122,6 +122,18 @@ static void link_down(struct redis_link *l, const char *why)
         redis_cluster_node_down(l->router, l);
 }
 
+void redis_link_wait(struct redis_link *l, const char *key, int n, int ms, q_reply_fn *fn, void *priv)
+{
+    char ns[16], mss[16];
+    snprintf(ns, sizeof(ns), "%d", n);
+    snprintf(mss, sizeof(mss), "%d", ms);
+    const char *argv[] = {"WAIT", ns, mss};
+    if (l->cl != NULL)
+        redis_cluster_send_on_key(l, key, 3, argv, fn, priv); /* WAIT has no key: it goes where key lives */
+    else
+        q_redis_cmdargv(l->q, 3, argv, NULL, fn, priv);
+}
+
 void redis_link_drop(struct redis_link *l, const char *why)
 {
     link_down(l, why);

@@ -18,6 +18,7 @@
 #include "engine/tls.h"
 #include "lib/buf.h"
 #include "lib/redis_url.h"
+#include "queue/redis_codec.h"
 
 struct worker;
 struct xport;
@@ -63,6 +64,12 @@ void redis_link_free(struct redis_link *l);
 void redis_link_tick(struct redis_link *l, uint64_t now);
 /* redis_link_flush - push queued command bytes now (redis_link_check: engine/engine.h) */
 void redis_link_flush(struct redis_link *l);
+/*
+ * redis_link_wait - queue `WAIT n ms` on the connection that serves key (the
+ * one server, or on a cluster the primary of key's slot, after what was
+ * sent there already); fn gets the number of replicas that acknowledged
+ */
+void redis_link_wait(struct redis_link *l, const char *key, int n, int ms, q_reply_fn *fn, void *priv);
 /* redis_link_drop - close the connection now (pending callbacks get NULL); it reconnects after its backoff */
 void redis_link_drop(struct redis_link *l, const char *why);
 

@@ -471,6 +471,12 @@ const struct config_key config_keys[] = {
      "`no` encrypts without authenticating the server"},
     FUNC("redis", "prefix", set_prefix, "1-64 of letters, digits, `_ - . :`", "volley", NULL, NULL,
          "prefix of every key volley uses in Redis"),
+    INT("redis", "replicas_ack", redis_replicas_ack, 0, 5, "0",
+        "after each batch of outcomes, `WAIT <n> <replicas_ack_ms>` on the Redis node that recorded it: the "
+        "worker lets go of the batch only once n replicas have it, so a failover cannot lose an acknowledged "
+        "outcome (replication is asynchronous, see [docs/cluster.md](docs/cluster.md)); 0 = off"),
+    INT("redis", "replicas_ack_ms", redis_replicas_ack_ms, 1, 60000, "1000",
+        "how long a `replicas_ack` WAIT waits; past it the batch counts as recorded, with a warning"),
 
     INT("worker", "threads", threads, 0, 256, "0", "worker threads; 0 = one per core"),
     NAME("worker", "hostname", hostname, "the host name", "mta1.sender.example",

@@ -323,3 +323,55 @@ def test_tls_cluster(tmp_path, test_ca):
         assert bad.returncode == 1 and "verif" in bad.stderr, bad.stderr
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("tool", [t for t in TOOLS if t.startswith("ring-route")])
+def test_ring_wait_goes_to_the_keys_primary(cluster, tool):
+    """redis_link_wait (replicas_ack's WAIT) has no key of its own: it goes to the primary of the key it names,
+    after the write sent there, and that primary's replica acknowledges it."""
+    key = "wait-" + tool.replace(" ", "")
+    owner = cluster.node_of_slot(cluster.slot(key))
+    calls = {p: cluster.client(p).info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+             for p in cluster.primaries()}
+    s = Session(tool, cluster.url())
+    assert s.send(f"SET {key} v") == "status OK"
+    assert s.send(f"wait {key} 1 5000") == "int 1"
+    s.close()
+    after = {p: cluster.client(p).info("commandstats").get("cmdstat_wait", {}).get("calls", 0) for p in calls}
+    assert {p: after[p] - calls[p] for p in calls} == {p: int(p == owner) for p in calls}
+
+
+def test_replicas_ack_waits_for_a_replica(volley, redis_server, volley_sink, recipients, tmp_path):
+    """[redis] replicas_ack = 1: after each outcome batch the worker sends WAIT 1 <ms> to the server that recorded
+    it and lets go of the batch only then. With a replica attached the counters are on the replica when the worker
+    is done; with the replica gone each WAIT times out, the worker says so and still finishes."""
+    from volley_itest import RedisServer
+
+    redis_server.client.config_set("repl-diskless-sync-delay", 0)  # the replica's first sync at once, not in 5 s
+    replica = RedisServer(tmp_path / "replica", extra_args=lambda p: ["--replicaof", "127.0.0.1",
+                                                                      str(redis_server.port)])
+    try:
+        assert wait_for(lambda: redis_server.client.info("replication").get("slave0", {}).get("state") == "online",
+                        20)
+        sink = volley_sink()
+        volley.write_conf(sink.hostport, redis={"replicas_ack": 1, "replicas_ack_ms": 1500})
+        rows = recipients(300)
+        cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))
+        run = volley.run_worker()
+        assert volley.stats(cid).get("delivered") == len(rows)
+        waits = redis_server.client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+        assert waits >= 1
+        assert "replicas_ack" not in run.log
+        # what the worker let go of is on the replica (WAIT returned only once it was)
+        assert int(replica.client.hget(volley.key("stats", cid), "delivered")) == len(rows)
+
+        replica.stop()
+        assert wait_for(lambda: redis_server.client.info("replication")["connected_slaves"] == 0, 20)
+        rows2 = recipients(40)
+        cid2 = volley.push(volley.write_campaign(cid="alone"), volley.write_recipients(rows2, name="r2.csv"))
+        run = volley.run_worker()
+        assert volley.stats(cid2).get("delivered") == len(rows2)
+        assert "replicas_ack: 0 of 1 replicas acknowledged" in run.log
+        assert redis_server.client.info("commandstats")["cmdstat_wait"]["calls"] > waits
+    finally:
+        replica.stop()

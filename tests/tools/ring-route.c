@@ -16,6 +16,7 @@
  *     .            turn until every queued command has its reply
  *     up           turn until the link is UP (prints "up", or "timeout" after 30 s)
  *     idle MS      turn for MS milliseconds, as an idle worker does (prints "idle")
+ *     wait KEY N MS  redis_link_wait: WAIT N MS where KEY lives (replicas_ack), its reply printed
  *   Replies print as redis-route's ("int N", "str TEXT", "status TEXT",
  *   "nil", "err TEXT", "array N"), and "fail" for a NULL reply (the link
  *   went down before it came: the worker's outage path). A command waits at
@@ -146,6 +147,16 @@ int main(int argc, char **argv)
             while (clock_mono_ms() < end)
                 turn(&w);
             printf("idle\n");
+            fflush(stdout);
+            continue;
+        }
+        char wkey[256];
+        int wn, wms;
+        if (sscanf(line, "wait %255s %d %d", wkey, &wn, &wms) == 3) {
+            struct pending p = {0};
+            redis_link_wait(&w.redis, wkey, wn, wms, on_reply, &p);
+            redis_link_flush(&w.redis);
+            printf("%s\n", settle(&w, &p, 1) == 0 ? p.line : "timeout");
             fflush(stdout);
             continue;
         }
