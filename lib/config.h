@@ -138,6 +138,8 @@ struct vconfig {
     int ndns_servers;
     int dns_timeout_ms;
     int dns_tries;
+    /* [feedback] */
+    unsigned feedback_suppress_classes; /* bit (1u << enum bounce_class_id) per class whose bounces are suppressed */
     /* sections parsed by other modules */
     struct config_raw raw[CONFIG_MAX_RAW];
     int nraw;
