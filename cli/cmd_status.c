@@ -72,7 +72,7 @@ static void print_throttle(FILE *f, const struct vconfig *cfg)
     redisContext *c;
     if (q_connect(&c, &cfg->redis, 2000, err, sizeof(err)) < 0)
         return; /* the queue tables above already said Redis is unreachable */
-    thr_status_print(c, cfg->redis_prefix, f);
+    thr_status_print(c, q_command, cfg->redis_prefix, f);
     q_disconnect(c);
 }
 

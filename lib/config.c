@@ -479,7 +479,9 @@ const struct config_key config_keys[] = {
     SECRET("redis", "url", set_url, NULL, "redis://127.0.0.1:6379", NULL, NULL,
          "`redis://[user[:password]@]host[:port][/db]`, or `rediss://...` for TLS. The user name and password are "
          "percent-decoded (RFC 3986: write `@` `:` `/` `%` as `%40` `%3A` `%2F` `%25`); with a password alone, "
-         "`AUTH password` (the default user). See [Securing Redis](#securing-redis)"),
+         "`AUTH password` (the default user). See [Securing Redis](#securing-redis). A Redis Cluster: "
+         "`redis+cluster://[user[:password]@]host1[:port],host2[:port],...` (the seed nodes; "
+         "`rediss+cluster://` for TLS; no database), see [Redis Cluster](#redis-cluster)"),
     SECRET("redis", "password_file", set_password_file, "readable file", NULL, "unset", "/etc/volley/redis.pw",
          "file whose first line (newline stripped) is the password, so the secret stays out of the config; the user "
          "name comes from `url` (`redis://volley@host`). A password in both places is an error. A warning if group or "
@@ -495,6 +497,12 @@ const struct config_key config_keys[] = {
      "`no` encrypts without authenticating the server"},
     FUNC("redis", "prefix", set_prefix, "1-64 of letters, digits, `_ - . :`", "volley", NULL, NULL,
          "prefix of every key volley uses in Redis"),
+    INT("redis", "replicas_ack", redis_replicas_ack, 0, 5, "0",
+        "after each batch of outcomes, `WAIT <n> <replicas_ack_ms>` on the Redis node that recorded it: the "
+        "worker lets go of the batch only once n replicas have it, so a failover cannot lose an acknowledged "
+        "outcome (replication is asynchronous, see [docs/cluster.md](docs/cluster.md)); 0 = off"),
+    INT("redis", "replicas_ack_ms", redis_replicas_ack_ms, 1, 60000, "1000",
+        "how long a `replicas_ack` WAIT waits; past it the batch counts as recorded, with a warning"),
 
     INT("worker", "threads", threads, 0, 256, "0", "worker threads; 0 = one per core"),
     NAME("worker", "hostname", hostname, "the host name", "mta1.sender.example",

@@ -117,7 +117,7 @@ static const char cancel_retry_lua[] =
 static int run(struct q_ctl *c, redisReply **out, char *err, size_t errlen, int argc, const char **argv,
                const size_t *lens)
 {
-    redisReply *r = redisCommandArgv(c->c, argc, argv, lens);
+    redisReply *r = q_command_argv(c->c, argc, argv, lens);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->c->errstr[0] ? c->c->errstr : "connection lost");
     if (r->type == REDIS_REPLY_ERROR) {
