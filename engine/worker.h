@@ -120,6 +120,7 @@ struct outcome_batch {
     struct worker *w;
     struct msg **msgs;
     int n;
+    bool replicated; /* [redis] replicas_ack: WAIT answered (or the link went down while waiting) */
 };
 
 struct worker {

@@ -14,7 +14,6 @@
 
 #include "engine/metrics.h"
 #include "lib/clock.h"
-#include "queue/redis_codec.h"
 #include "throttle/throttle.h"
 
 #define WORKER_METRICS_MS 250 /* a scrape sees Redis and throttle state at most this old */
@@ -80,7 +79,7 @@ void worker_metrics_tick(struct worker *w, uint64_t now)
     if (w->redis.state != REDIS_UP && w->metrics_at_ms != 0)
         metrics_add(&w->met->redis_outage_ms, now - w->metrics_at_ms);
     w->metrics_at_ms = now;
-    metrics_store(&w->met->redis_replies, q_redis_replies(w->redis.q));
+    metrics_store(&w->met->redis_replies, redis_link_replies(&w->redis));
     if (w->thr != NULL)
         publish_thr(w);
 }

@@ -195,11 +195,17 @@ struct thr_pair_state {
 /* thr_pair_state - the state of (p, ip) as this worker knows it (its thread only) */
 void thr_pair_state(const struct throttle *t, int p, int ip, uint64_t now_ms, struct thr_pair_state *st);
 
+/*
+ * The blocking calls run their commands through cmd: hiredis' redisCommand
+ * on one server, queue/connect's q_command (routed) on a Redis Cluster.
+ */
+typedef void *thr_blocking_fn(redisContext *c, const char *fmt, ...);
 /* thr_warmup_set - (blocking) store IP's warm-up start date "YYYY-MM-DD" in Redis */
-int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen);
+int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date,
+                   char *err, size_t errlen);
 /* thr_status_print - (blocking) what `volley status` shows per provider and source IP; 0 or -errno */
-int thr_status_print(redisContext *c, const char *prefix, FILE *out);
+int thr_status_print(redisContext *c, thr_blocking_fn *cmd, const char *prefix, FILE *out);
 /* thr_status_fprint - the same as seen at now_ms (tests with an injected clock) */
-int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now_ms, FILE *out);
+int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix, uint64_t now_ms, FILE *out);
 
 #endif
