@@ -19,6 +19,7 @@ static void usage(FILE *f)
                "  campaign pause|resume|cancel|show ID: control a campaign\n"
                "  suppress add|remove|check|list: addresses never to mail\n"
                "  warmup   start IP [YYYY-MM-DD] | show: IP warm-up schedules\n"
+               "  inbound  receive bounces, complaints and one-click unsubscribes (docs/feedback.md)\n"
                "run 'volley COMMAND --help' for a command's options\n");
 }
 
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
         return cmd_suppress_main(argc - 1, argv + 1);
     if (strcmp(c, "warmup") == 0)
         return cmd_warmup_main(argc - 1, argv + 1);
+    if (strcmp(c, "inbound") == 0)
+        return cmd_inbound_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }
