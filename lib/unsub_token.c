@@ -7,8 +7,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,12 +15,8 @@
 /* token_mac - the first UNSUB_MAC_BYTES of HMAC-SHA256(key, "unsub\0" bin[n]) */
 static void token_mac(const struct verp_key *k, const uint8_t *bin, size_t n, uint8_t *out)
 {
-    uint8_t in[6 + UNSUB_BIN_MAX];
-    memcpy(in, "unsub", 6);
-    memcpy(in + 6, bin, n);
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdl = 0;
-    HMAC(EVP_sha256(), k->k, (int)k->len, in, 6 + n, md, &mdl);
+    uint8_t md[32];
+    verp_hmac(k, "unsub", 6, bin, n, md);
     memcpy(out, md, UNSUB_MAC_BYTES);
 }
 

@@ -7,8 +7,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +15,53 @@
 #include "base32.h"
 #include "err.h"
 #include "file.h"
+
+/*
+ * The SHA256_* calls are deprecated in OpenSSL 3.0 (not removed) in favour of EVP, whose contexts are heap
+ * objects: keeping the keyed states in the key needs the plain struct. The calls are confined to these two
+ * functions.
+ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+int verp_key_init(struct verp_key *k, const void *secret, size_t n)
+{
+    memset(k, 0, sizeof(*k));
+    if (n < VERP_KEY_MIN || n > VERP_KEY_MAX)
+        return -EINVAL;
+    memcpy(k->k, secret, n);
+    k->len = n;
+    uint8_t blk[64], ip[64], op[64];
+    memset(blk, 0, sizeof blk);
+    if (n > sizeof blk)
+        SHA256(secret, n, blk);
+    else
+        memcpy(blk, secret, n);
+    for (int i = 0; i < 64; i++) {
+        ip[i] = blk[i] ^ 0x36;
+        op[i] = blk[i] ^ 0x5c;
+    }
+    SHA256_Init(&k->ipad);
+    SHA256_Update(&k->ipad, ip, sizeof ip);
+    SHA256_Init(&k->opad);
+    SHA256_Update(&k->opad, op, sizeof op);
+    OPENSSL_cleanse(blk, sizeof blk);
+    OPENSSL_cleanse(ip, sizeof ip);
+    OPENSSL_cleanse(op, sizeof op);
+    return 0;
+}
+
+void verp_hmac(const struct verp_key *k, const void *a, size_t an, const void *b, size_t bn, uint8_t md[32])
+{
+    SHA256_CTX c = k->ipad;
+    SHA256_Update(&c, a, an);
+    SHA256_Update(&c, b, bn);
+    uint8_t in[SHA256_DIGEST_LENGTH];
+    SHA256_Final(in, &c);
+    c = k->opad;
+    SHA256_Update(&c, in, sizeof in);
+    SHA256_Final(md, &c);
+}
+#pragma GCC diagnostic pop
 
 int verp_key_load(struct verp_key *k, const char *path, char *err, size_t errlen)
 {
@@ -33,8 +78,7 @@ int verp_key_load(struct verp_key *k, const char *path, char *err, size_t errlen
         return err_set(err, errlen, -EINVAL, "%s: the secret must be %d to %d bytes on its first line", path,
                        VERP_KEY_MIN, VERP_KEY_MAX);
     }
-    memcpy(k->k, text, n);
-    k->len = n;
+    verp_key_init(k, text, n);
     OPENSSL_cleanse(text, len);
     free(text);
     return 0;
@@ -50,9 +94,8 @@ static uint32_t keyed(const struct verp_key *k, const char *label, const char *s
     memcpy(in, label, ll);
     for (size_t i = 0; i < n; i++)
         in[ll + i] = lower ? (uint8_t)tolower((unsigned char)s[i]) : (uint8_t)s[i];
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdl = 0;
-    HMAC(EVP_sha256(), k->k, (int)k->len, in, ll + n, md, &mdl);
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    verp_hmac(k, in, ll + n, NULL, 0, md);
     return (uint32_t)md[0] << 24 | (uint32_t)md[1] << 16 | (uint32_t)md[2] << 8 | md[3];
 }
 
@@ -69,9 +112,8 @@ uint32_t verp_rcpt_hash(const struct verp_key *k, const char *to, size_t tolen)
 /* mac - the first VERP_MAC_BYTES of HMAC-SHA256(key, bin[n]) */
 static void mac(const struct verp_key *k, const uint8_t *bin, size_t n, uint8_t *out)
 {
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdl = 0;
-    HMAC(EVP_sha256(), k->k, (int)k->len, bin, n, md, &mdl);
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    verp_hmac(k, bin, n, NULL, 0, md);
     memcpy(out, md, VERP_MAC_BYTES);
 }
 

@@ -31,6 +31,7 @@
 #ifndef VOLLEY_VERP_H
 #define VOLLEY_VERP_H
 
+#include <openssl/sha.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,9 @@
 struct verp_key {
     uint8_t k[VERP_KEY_MAX];
     size_t len; /* 0: no key (feedback off) */
+    /* HMAC-SHA256's inner and outer states with the key absorbed (verp_key_init): a MAC is then two short
+     * hashes and no allocation; OpenSSL 3's HMAC() one-shot costs ~3 us per call, most of it set-up */
+    SHA256_CTX ipad, opad;
 };
 
 /* what a tag says */
@@ -54,6 +58,10 @@ struct verp_job {
     uint32_t rcpt_h;  /* verp_rcpt_hash of the recipient */
 };
 
+/* verp_key_init - a key from secret bytes (VERP_KEY_MIN..VERP_KEY_MAX); -EINVAL otherwise */
+int verp_key_init(struct verp_key *k, const void *secret, size_t n);
+/* verp_hmac - HMAC-SHA256 under k of the concatenation of a[an] and b[bn] (either may be empty) into md[32] */
+void verp_hmac(const struct verp_key *k, const void *a, size_t an, const void *b, size_t bn, uint8_t md[32]);
 /* verp_key_load - the secret: the first line of path (newline stripped), VERP_KEY_MIN..VERP_KEY_MAX bytes */
 int verp_key_load(struct verp_key *k, const char *path, char *err, size_t errlen);
 /* verp_camp_hash - the 32 bits that name a campaign id in a tag */

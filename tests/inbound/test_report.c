@@ -272,8 +272,8 @@ static void test_malformed(void **state)
 
 int main(void)
 {
-    struct verp_key k = {.len = 20};
-    memcpy(k.k, "test-secret-16-bytes", 20);
+    struct verp_key k;
+    verp_key_init(&k, "test-secret-16-bytes", 20);
     verp_tag_make(&k, "1700000000000-3", "spring", 6, "ann@dest.example", 16, tag, sizeof tag);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_postfix_dsn), cmocka_unit_test(test_yahoo_arf), cmocka_unit_test(test_jmrp_arf),

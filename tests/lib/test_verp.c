@@ -25,9 +25,29 @@
 
 static struct verp_key key(const char *s)
 {
-    struct verp_key k = {.len = strlen(s)};
-    memcpy(k.k, s, k.len);
+    struct verp_key k;
+    assert_int_equal(verp_key_init(&k, s, strlen(s)), 0);
     return k;
+}
+
+/* test_hmac_rfc4231 - the keyed states give RFC 4231's HMAC-SHA256 (test case 4), however the data is split */
+static void test_hmac_rfc4231(void **state)
+{
+    (void)state;
+    uint8_t kb[25], data[50], md[32];
+    for (int i = 0; i < 25; i++)
+        kb[i] = (uint8_t)(i + 1);
+    memset(data, 0xcd, sizeof data);
+    static const uint8_t want[32] = {0x82, 0x55, 0x8a, 0x38, 0x9a, 0x44, 0x3c, 0x0e, 0xa4, 0xcc, 0x81,
+                                     0x98, 0x99, 0xf2, 0x08, 0x3a, 0x85, 0xf0, 0xfa, 0xa3, 0xe5, 0x78,
+                                     0xf8, 0x07, 0x7a, 0x2e, 0x3f, 0xf4, 0x67, 0x29, 0x66, 0x5b};
+    struct verp_key k;
+    assert_int_equal(verp_key_init(&k, kb, sizeof kb), 0);
+    verp_hmac(&k, data, sizeof data, NULL, 0, md);
+    assert_memory_equal(md, want, 32);
+    verp_hmac(&k, data, 17, data + 17, sizeof data - 17, md);
+    assert_memory_equal(md, want, 32);
+    assert_int_equal(verp_key_init(&k, kb, 15), -EINVAL); /* shorter than VERP_KEY_MIN */
 }
 
 static void test_base32_vectors(void **state)
@@ -149,7 +169,7 @@ static void test_unsub_token(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_base32_vectors), cmocka_unit_test(test_tag_roundtrip),
+        cmocka_unit_test(test_hmac_rfc4231),   cmocka_unit_test(test_base32_vectors), cmocka_unit_test(test_tag_roundtrip),
         cmocka_unit_test(test_tag_forged),     cmocka_unit_test(test_address),
         cmocka_unit_test(test_unsub_token),
     };
