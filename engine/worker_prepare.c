@@ -180,7 +180,7 @@ void msg_prepare(struct worker *w, struct msg *m)
     char unsub[UNSUB_URL_MAX];
     int unsub_len = -1;
     m->fb_tag[0] = '\0';
-    if (w->fb_key.len > 0) {
+    if (w->fb_key.len > 0 && w->cfg->feedback_domain != NULL) { /* a reload may have turned feedback off */
         /* the tag rides the return path, the Message-ID and X-Volley-Job, so any report names its job */
         verp_tag_make(&w->fb_key, j->id, j->campaign, j->campaign_len, j->to, j->to_len, m->fb_tag, sizeof m->fb_tag);
         if (w->cfg->feedback_unsub_base != NULL)

@@ -19,8 +19,7 @@ int inbound_rcpt_check(const struct inbound *ib, const char *addr, size_t n, cha
     const char *at = memrchr(addr, '@', n);
     size_t dl = strlen(ib->domain);
     if (at == NULL || (size_t)(addr + n - at - 1) != dl || strncasecmp(at + 1, ib->domain, dl) != 0)
-        return err_set(why, whylen, -EPERM, "5.7.1 relaying denied: only feedback for %s is accepted here",
-                       ib->domain);
+        return err_set(why, whylen, -EPERM, "5.7.1 relaying denied: only feedback for %s is accepted here", ib->domain);
     if (n == strlen(ib->complaints) && strncasecmp(addr, ib->complaints, n) == 0)
         return 0;
     const char *tag;

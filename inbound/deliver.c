@@ -38,7 +38,7 @@ struct matched {
     struct verp_job j;
     char job[48];
     char campaign[128];
-    int found;      /* a tag with our HMAC */
+    int found; /* a tag with our HMAC */
     int campaign_ok;
 };
 
@@ -149,9 +149,14 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
     int recorded = 0;
     if (r->kind == FB_ARF) {
         const char *to = pick_rcpt(ib, &m, r->orig_rcpt, r);
-        struct fb_event ev = {.status = "complained", .job = m.job, .campaign = m.campaign, .to = to ? to : "",
+        struct fb_event ev = {.status = "complained",
+                              .job = m.job,
+                              .campaign = m.campaign,
+                              .to = to ? to : "",
                               .reply = to ? "" : "complaint: recipient not identified (redacted report)",
-                              .feedback = r->feedback_type, .source = "arf", .suppress = to != NULL};
+                              .feedback = r->feedback_type,
+                              .source = "arf",
+                              .suppress = to != NULL};
         recorded = fb_store_record(ib->store, &ev) >= 0;
     } else {
         for (int i = 0; i < r->nrcpt; i++) {
@@ -171,9 +176,16 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
                                    rcpt0, tags, t->len);
                 continue;
             }
-            struct fb_event ev = {.status = "bounced", .job = m.job, .campaign = m.campaign, .to = to,
-                                  .code = rc->code, .dsn = rc->status, .reply = reply_text(rc),
-                                  .host = rc->remote_mta, .source = kind, .async = 1,
+            struct fb_event ev = {.status = "bounced",
+                                  .job = m.job,
+                                  .campaign = m.campaign,
+                                  .to = to,
+                                  .code = rc->code,
+                                  .dsn = rc->status,
+                                  .reply = reply_text(rc),
+                                  .host = rc->remote_mta,
+                                  .source = kind,
+                                  .async = 1,
                                   .suppress = hard_status(rc->status)};
             recorded |= fb_store_record(ib->store, &ev) >= 0;
         }

@@ -98,8 +98,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (rq->too_long || !one_click(rq->body, rq->len))
         return reply(c, MHD_HTTP_BAD_REQUEST, "text/plain", "expected List-Unsubscribe=One-Click\n");
-    struct fb_event ev = {.status = "unsubscribed", .job = "", .campaign = camp, .to = addr, .source = "one-click",
-                          .suppress = 1};
+    struct fb_event ev = {
+        .status = "unsubscribed", .job = "", .campaign = camp, .to = addr, .source = "one-click", .suppress = 1};
     rc = fb_store_record(h->ib->store, &ev);
     if (rc < 0)
         return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", "try again later\n");
@@ -139,8 +139,8 @@ struct http_unsub *http_unsub_start(struct inbound *ib, char *err, size_t errlen
     unsigned timeout_s = (unsigned)(ib->cfg->inbound_timeout_ms + 999) / 1000;
     h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)ib->cfg->inbound_max_clients,
-                            MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                            (size_t)32768, MHD_OPTION_NOTIFY_COMPLETED, done, NULL, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
+                            MHD_OPTION_NOTIFY_COMPLETED, done, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (h->d == NULL) {
         err_set(err, errlen, -EADDRINUSE, "[inbound] http_listen %s: cannot listen", ib->cfg->inbound_http_listen);

@@ -25,8 +25,8 @@
 
 #include <stddef.h>
 
-#define MIME_VALUE_MAX 1024
-#define MIME_PARTS_MAX 8
+#define MIME_VALUE_MAX  1024
+#define MIME_PARTS_MAX  8
 #define MIME_FIELDS_MAX 200 /* fields read from one block: a defence against a header of a million lines */
 
 struct mime_fields {

@@ -53,7 +53,7 @@ struct fb_report {
     enum fb_kind kind;
     struct fb_rcpt rcpt[FB_RCPT_MAX];
     int nrcpt;
-    char feedback_type[32];   /* ARF: abuse, fraud, virus, other, not-spam... */
+    char feedback_type[32];      /* ARF: abuse, fraud, virus, other, not-spam... */
     char orig_rcpt[FB_ADDR_MAX]; /* ARF Original-Rcpt-To, else the returned message's To */
     char tags[FB_TAGS_MAX][VERP_TAG_MAX];
     int ntags;
@@ -68,10 +68,10 @@ void fb_report_parse(const char *msg, size_t n, const char *domain, struct fb_re
 const char *fb_kind_name(enum fb_kind k);
 
 /* internal to inbound/: the parts of fb_report_parse */
-void fb_dsn_parse(const char *body, size_t n, struct fb_report *r);        /* a message/delivery-status body */
-void fb_arf_parse(const char *body, size_t n, struct fb_report *r);        /* a message/feedback-report body */
-void fb_plain_parse(const char *text, size_t n, struct fb_report *r);      /* a non-standard bounce's text */
+void fb_dsn_parse(const char *body, size_t n, struct fb_report *r);   /* a message/delivery-status body */
+void fb_arf_parse(const char *body, size_t n, struct fb_report *r);   /* a message/feedback-report body */
+void fb_plain_parse(const char *text, size_t n, struct fb_report *r); /* a non-standard bounce's text */
 void fb_tags_scan(const char *text, size_t n, const char *domain, struct fb_report *r); /* tags and addresses */
-void fb_addr_copy(const char *v, char *out, size_t outlen); /* "rfc822; <A@B>" -> "a@b" */
+void fb_addr_copy(const char *v, char *out, size_t outlen);                             /* "rfc822; <A@B>" -> "a@b" */
 
 #endif

@@ -87,7 +87,8 @@ struct inbound_server *inbound_server_new(struct inbound *ib, char *err, size_t 
         SSL_CTX_set_min_proto_version(srv->tls, TLS1_2_VERSION);
         const char *key = ib->cfg->inbound_key_file ? ib->cfg->inbound_key_file : ib->cfg->inbound_cert_file;
         if (SSL_CTX_use_certificate_chain_file(srv->tls, ib->cfg->inbound_cert_file) != 1 ||
-            SSL_CTX_use_PrivateKey_file(srv->tls, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(srv->tls) != 1) {
+            SSL_CTX_use_PrivateKey_file(srv->tls, key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(srv->tls) != 1) {
             err_set(err, errlen, -EINVAL, "[inbound] cert_file/key_file: cannot load the certificate and its key");
             goto fail;
         }

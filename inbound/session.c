@@ -55,8 +55,8 @@ static void out(struct sess *s, const char *fmt, ...)
     line[n++] = '\r';
     line[n++] = '\n';
     for (int off = 0; off < n && !s->dead;) {
-        int w = s->ssl ? SSL_write(s->ssl, line + off, n - off) : (int)send(s->fd, line + off, (size_t)(n - off),
-                                                                            MSG_NOSIGNAL);
+        int w = s->ssl ? SSL_write(s->ssl, line + off, n - off)
+                       : (int)send(s->fd, line + off, (size_t)(n - off), MSG_NOSIGNAL);
         if (w <= 0)
             s->dead = 1;
         else
@@ -280,43 +280,36 @@ static void command(struct sess *s, const char *l, size_t n)
     } else if (strcmp(verb, "STARTTLS") == 0 && s->tls_ctx && s->ssl == NULL && al == 0) {
         starttls(s);
     } else if (strcmp(verb, "MAIL") == 0 && al >= 5 && strncasecmp(arg, " FROM:", 6) == 0) {
-        if (s->helo[0] == '\0')
-            {
+        if (s->helo[0] == '\0') {
             out(s, "503 5.5.1 EHLO first");
             return;
         }
-        if (s->has_mail)
-            {
+        if (s->has_mail) {
             out(s, "503 5.5.1 nested MAIL");
             return;
         }
-        if (path_arg(arg + 6, al - 6, s->mail_from, sizeof s->mail_from) < 0)
-            {
+        if (path_arg(arg + 6, al - 6, s->mail_from, sizeof s->mail_from) < 0) {
             out(s, "501 5.1.7 bad sender address syntax");
             return;
         }
         const char *size = strcasestr(arg + 6, " SIZE=");
-        if (size && strtoull(size + 6, NULL, 10) > s->ib->cfg->inbound_max_message_bytes)
-            {
+        if (size && strtoull(size + 6, NULL, 10) > s->ib->cfg->inbound_max_message_bytes) {
             out(s, "552 5.3.4 message size exceeds the maximum (%zu bytes)", s->ib->cfg->inbound_max_message_bytes);
             return;
         }
         s->has_mail = 1;
         out(s, "250 2.1.0 ok");
     } else if (strcmp(verb, "RCPT") == 0 && al >= 4 && strncasecmp(arg, " TO:", 4) == 0) {
-        if (!s->has_mail)
-            {
+        if (!s->has_mail) {
             out(s, "503 5.5.1 MAIL first");
             return;
         }
         char addr[320], why[200];
-        if (path_arg(arg + 4, al - 4, addr, sizeof addr) < 0)
-            {
+        if (path_arg(arg + 4, al - 4, addr, sizeof addr) < 0) {
             out(s, "501 5.1.3 bad recipient address syntax");
             return;
         }
-        if (s->txn.nrcpts >= INBOUND_RCPTS_MAX)
-            {
+        if (s->txn.nrcpts >= INBOUND_RCPTS_MAX) {
             out(s, "452 4.5.3 too many recipients");
             return;
         }
@@ -325,15 +318,14 @@ static void command(struct sess *s, const char *l, size_t n)
             fb_store_count(s->ib->store, "refused");
             s->errors++;
             {
-            out(s, "550 %s", why);
-            return;
-        }
+                out(s, "550 %s", why);
+                return;
+            }
         }
         snprintf(s->txn.rcpts[s->txn.nrcpts++], sizeof s->txn.rcpts[0], "%s", addr);
         out(s, "250 2.1.5 ok");
     } else if (strcmp(verb, "DATA") == 0 && al == 0) {
-        if (!s->has_mail || s->txn.nrcpts == 0)
-            {
+        if (!s->has_mail || s->txn.nrcpts == 0) {
             out(s, "503 5.5.1 no valid recipients");
             return;
         }

@@ -19,7 +19,7 @@
 #include "queue/keys.h"
 #include "throttle/throttle.h"
 
-#define CAMP_CACHE_MAX 65536
+#define CAMP_CACHE_MAX   65536
 #define STORE_TIMEOUT_MS 5000
 
 struct camp_entry {
@@ -197,10 +197,25 @@ int fb_store_record(struct fb_store *s, const struct fb_event *ev)
             snprintf(pstats, sizeof pstats, "%s:pstats:%s", s->keys.prefix, thr_config_provider_name(s->tc, p));
         }
     }
-    const char *argv[] = {"EVAL", record_lua, "4", s->keys.events, stats, s->keys.suppressed, pstats,
-                          ev->status, ev->job, ev->campaign, ev->to, code, ev->dsn ? ev->dsn : "",
-                          ev->reply ? ev->reply : "", ev->host ? ev->host : "", ev->async ? "1" : "",
-                          ev->feedback ? ev->feedback : "", ev->source ? ev->source : "", ev->suppress ? "1" : "0",
+    const char *argv[] = {"EVAL",
+                          record_lua,
+                          "4",
+                          s->keys.events,
+                          stats,
+                          s->keys.suppressed,
+                          pstats,
+                          ev->status,
+                          ev->job,
+                          ev->campaign,
+                          ev->to,
+                          code,
+                          ev->dsn ? ev->dsn : "",
+                          ev->reply ? ev->reply : "",
+                          ev->host ? ev->host : "",
+                          ev->async ? "1" : "",
+                          ev->feedback ? ev->feedback : "",
+                          ev->source ? ev->source : "",
+                          ev->suppress ? "1" : "0",
                           ev->bounce_class ? ev->bounce_class : ""};
     pthread_mutex_lock(&s->mu);
     redisReply *r = cmd(s, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
@@ -218,8 +233,8 @@ int fb_store_unmatched(struct fb_store *s, const char *reason, const char *kind,
     char key[Q_KEY_MAX + 32], sz[32];
     snprintf(key, sizeof key, "%s:inbound:unmatched", s->keys.prefix);
     snprintf(sz, sizeof sz, "%zu", size);
-    const char *argv[] = {"XADD", key, "MAXLEN", "~", "10000", "*", "reason", reason, "kind", kind,
-                          "mail_from", mail_from, "rcpt", rcpt, "tags", tags, "size", sz};
+    const char *argv[] = {"XADD", key,         "MAXLEN",  "~",    "10000", "*",    "reason", reason, "kind",
+                          kind,   "mail_from", mail_from, "rcpt", rcpt,    "tags", tags,     "size", sz};
     pthread_mutex_lock(&s->mu);
     redisReply *r = cmd(s, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
     if (r != NULL)

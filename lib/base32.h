@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 /* B32_LEN - characters that encode n bytes */
-#define B32_LEN(n) (((n) * 8 + 4) / 5)
+#define B32_LEN(n) (((n)*8 + 4) / 5)
 
 /* b32_encode - encode bin[n] into out (NUL-terminated); the length, or 0 when out is too small */
 size_t b32_encode(const uint8_t *bin, size_t n, char *out, size_t outlen);

@@ -202,8 +202,7 @@ void verp_job_id(const struct verp_job *j, char *out, size_t outlen)
     snprintf(out, outlen, "%llu-%llu", (unsigned long long)j->ms, (unsigned long long)j->seq);
 }
 
-int verp_address(const char *mail_from, const char *tag, size_t taglen, const char *domain, char *out,
-                 size_t outlen)
+int verp_address(const char *mail_from, const char *tag, size_t taglen, const char *domain, char *out, size_t outlen)
 {
     size_t ll = strcspn(mail_from, "@+");
     if (taglen + 2 > VERP_LOCAL_MAX)

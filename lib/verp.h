@@ -35,13 +35,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VERP_KEY_MAX    128
-#define VERP_KEY_MIN    16  /* bytes of secret: shorter is refused */
-#define VERP_MAC_BYTES  8
-#define VERP_BIN_MAX    (6 + 10 + 4 + 3 + VERP_MAC_BYTES)
-#define VERP_TAG_MAX    56 /* base32 of VERP_BIN_MAX, NUL */
-#define VERP_LOCAL_MAX  64
-#define VERP_ADDR_MAX   (VERP_LOCAL_MAX + 1 + 255 + 1)
+#define VERP_KEY_MAX   128
+#define VERP_KEY_MIN   16 /* bytes of secret: shorter is refused */
+#define VERP_MAC_BYTES 8
+#define VERP_BIN_MAX   (6 + 10 + 4 + 3 + VERP_MAC_BYTES)
+#define VERP_TAG_MAX   56 /* base32 of VERP_BIN_MAX, NUL */
+#define VERP_LOCAL_MAX 64
+#define VERP_ADDR_MAX  (VERP_LOCAL_MAX + 1 + 255 + 1)
 
 struct verp_key {
     uint8_t k[VERP_KEY_MAX];
@@ -79,8 +79,7 @@ void verp_job_id(const struct verp_job *j, char *out, size_t outlen);
  * verp_address - "<local>+<tag>@<domain>" into out: local is mail_from's local part (up to its '@' or a
  * '+' already there), cut so the whole local part fits VERP_LOCAL_MAX; -EINVAL when the tag alone does not fit
  */
-int verp_address(const char *mail_from, const char *tag, size_t taglen, const char *domain, char *out,
-                 size_t outlen);
+int verp_address(const char *mail_from, const char *tag, size_t taglen, const char *domain, char *out, size_t outlen);
 /*
  * verp_split - the tag of a VERP address for domain (case-insensitive): the part after the last plus sign of the
  * local part; 0 with *tag and *taglen set, -ENOENT another domain or no '+'

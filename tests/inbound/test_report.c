@@ -117,47 +117,46 @@ static void test_postfix_dsn(void **state)
     free(m);
 }
 
-static const char yahoo_arf[] =
-    "From: <staff@hotmail.example>\r\n"
-    "Date: Thu, 8 Mar 2005 17:40:36 EDT\r\n"
-    "Subject: FW: Earn money\r\n"
-    "To: <fbl@" DOMAIN ">\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/report; report-type=feedback-report;\r\n"
-    "     boundary=\"part1_13d.2e68ed54_boundary\"\r\n"
-    "\r\n"
-    "--part1_13d.2e68ed54_boundary\r\n"
-    "Content-Type: text/plain; charset=\"US-ASCII\"\r\n"
-    "Content-Transfer-Encoding: 7bit\r\n"
-    "\r\n"
-    "This is an email abuse report for an email message received from IP\r\n"
-    "192.0.2.1 on Thu, 8 Mar 2005 14:00:00 EDT.\r\n"
-    "\r\n"
-    "--part1_13d.2e68ed54_boundary\r\n"
-    "Content-Type: message/feedback-report\r\n"
-    "\r\n"
-    "Feedback-Type: abuse\r\n"
-    "User-Agent: SomeGenerator/1.0\r\n"
-    "Version: 1\r\n"
-    "Original-Mail-From: <bounces+TAG@" DOMAIN ">\r\n"
-    "Original-Rcpt-To: <user@yahoo.example>\r\n"
-    "Received-Date: Thu, 8 Mar 2005 14:00:00 EDT\r\n"
-    "Source-IP: 192.0.2.1\r\n"
-    "\r\n"
-    "--part1_13d.2e68ed54_boundary\r\n"
-    "Content-Type: message/rfc822\r\n"
-    "Content-Disposition: inline\r\n"
-    "\r\n"
-    "From: <news@shop.example>\r\n"
-    "Received: from mailserver.example.net (mailserver.example.net [192.0.2.1])\r\n"
-    "  by example.com with ESMTP id M63d4137594e46; Thu, 08 Mar 2005 14:00:00 -0400\r\n"
-    "To: <user@yahoo.example>\r\n"
-    "Subject: Earn money\r\n"
-    "Message-ID: <TAG.00112233445566770000000000000001@shop.example>\r\n"
-    "Date: Thu, 02 Sep 2004 12:31:03 -0500\r\n"
-    "\r\n"
-    "Spam Spam Spam\r\n"
-    "--part1_13d.2e68ed54_boundary--\r\n";
+static const char yahoo_arf[] = "From: <staff@hotmail.example>\r\n"
+                                "Date: Thu, 8 Mar 2005 17:40:36 EDT\r\n"
+                                "Subject: FW: Earn money\r\n"
+                                "To: <fbl@" DOMAIN ">\r\n"
+                                "MIME-Version: 1.0\r\n"
+                                "Content-Type: multipart/report; report-type=feedback-report;\r\n"
+                                "     boundary=\"part1_13d.2e68ed54_boundary\"\r\n"
+                                "\r\n"
+                                "--part1_13d.2e68ed54_boundary\r\n"
+                                "Content-Type: text/plain; charset=\"US-ASCII\"\r\n"
+                                "Content-Transfer-Encoding: 7bit\r\n"
+                                "\r\n"
+                                "This is an email abuse report for an email message received from IP\r\n"
+                                "192.0.2.1 on Thu, 8 Mar 2005 14:00:00 EDT.\r\n"
+                                "\r\n"
+                                "--part1_13d.2e68ed54_boundary\r\n"
+                                "Content-Type: message/feedback-report\r\n"
+                                "\r\n"
+                                "Feedback-Type: abuse\r\n"
+                                "User-Agent: SomeGenerator/1.0\r\n"
+                                "Version: 1\r\n"
+                                "Original-Mail-From: <bounces+TAG@" DOMAIN ">\r\n"
+                                "Original-Rcpt-To: <user@yahoo.example>\r\n"
+                                "Received-Date: Thu, 8 Mar 2005 14:00:00 EDT\r\n"
+                                "Source-IP: 192.0.2.1\r\n"
+                                "\r\n"
+                                "--part1_13d.2e68ed54_boundary\r\n"
+                                "Content-Type: message/rfc822\r\n"
+                                "Content-Disposition: inline\r\n"
+                                "\r\n"
+                                "From: <news@shop.example>\r\n"
+                                "Received: from mailserver.example.net (mailserver.example.net [192.0.2.1])\r\n"
+                                "  by example.com with ESMTP id M63d4137594e46; Thu, 08 Mar 2005 14:00:00 -0400\r\n"
+                                "To: <user@yahoo.example>\r\n"
+                                "Subject: Earn money\r\n"
+                                "Message-ID: <TAG.00112233445566770000000000000001@shop.example>\r\n"
+                                "Date: Thu, 02 Sep 2004 12:31:03 -0500\r\n"
+                                "\r\n"
+                                "Spam Spam Spam\r\n"
+                                "--part1_13d.2e68ed54_boundary--\r\n";
 
 static void test_yahoo_arf(void **state)
 {
@@ -238,8 +237,7 @@ static void test_plain_bounce(void **state)
     free(r);
     free(m);
     /* an auto-reply names no failure */
-    fb_report_parse("Subject: Out of office\r\n\r\nI am away until Monday.\r\n", 50, DOMAIN,
-                    r = calloc(1, sizeof *r));
+    fb_report_parse("Subject: Out of office\r\n\r\nI am away until Monday.\r\n", 50, DOMAIN, r = calloc(1, sizeof *r));
     assert_int_equal(r->kind, FB_PLAIN);
     assert_int_equal(r->nrcpt, 0);
     free(r);
@@ -276,7 +274,7 @@ int main(void)
     verp_key_init(&k, "test-secret-16-bytes", 20);
     verp_tag_make(&k, "1700000000000-3", "spring", 6, "ann@dest.example", 16, tag, sizeof tag);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_postfix_dsn), cmocka_unit_test(test_yahoo_arf), cmocka_unit_test(test_jmrp_arf),
+        cmocka_unit_test(test_postfix_dsn),  cmocka_unit_test(test_yahoo_arf), cmocka_unit_test(test_jmrp_arf),
         cmocka_unit_test(test_plain_bounce), cmocka_unit_test(test_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,8 +55,13 @@ static void test_base32_vectors(void **state)
     (void)state;
     static const struct {
         const char *in, *out;
-    } v[] = {{"", ""}, {"f", "my"}, {"fo", "mzxq"}, {"foo", "mzxw6"}, {"foob", "mzxw6yq"},
-             {"fooba", "mzxw6ytb"}, {"foobar", "mzxw6ytboi"}};
+    } v[] = {{"", ""},
+             {"f", "my"},
+             {"fo", "mzxq"},
+             {"foo", "mzxw6"},
+             {"foob", "mzxw6yq"},
+             {"fooba", "mzxw6ytb"},
+             {"foobar", "mzxw6ytboi"}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         char out[32];
         uint8_t back[32];
@@ -169,9 +174,9 @@ static void test_unsub_token(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hmac_rfc4231),   cmocka_unit_test(test_base32_vectors), cmocka_unit_test(test_tag_roundtrip),
-        cmocka_unit_test(test_tag_forged),     cmocka_unit_test(test_address),
-        cmocka_unit_test(test_unsub_token),
+        cmocka_unit_test(test_hmac_rfc4231),  cmocka_unit_test(test_base32_vectors),
+        cmocka_unit_test(test_tag_roundtrip), cmocka_unit_test(test_tag_forged),
+        cmocka_unit_test(test_address),       cmocka_unit_test(test_unsub_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
