@@ -60,7 +60,9 @@ void fb_plain_parse(const char *text, size_t n, struct fb_report *r)
             (p[3] == ' ' || p[3] == '-') && is_status(p + 4, end) && (p == text || !isdigit((unsigned char)p[-1]))) {
             struct fb_rcpt *rc = &r->rcpt[0];
             rc->code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-            size_t sl = strspn(p + 4, "0123456789.");
+            size_t sl = 0; /* bounded by end: the text is not NUL-terminated */
+            while (p + 4 + sl < end && (isdigit((unsigned char)p[4 + sl]) || p[4 + sl] == '.'))
+                sl++;
             if (sl < sizeof rc->status) {
                 memcpy(rc->status, p + 4, sl);
                 rc->status[sl] = '\0';

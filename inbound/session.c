@@ -41,7 +41,7 @@ struct sess {
 };
 
 /* out - send one reply line (CRLF added); errors mark the session dead */
-static void out(struct sess *s, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void out(struct sess *s, const char *fmt, ...)
 {
     char line[600];
     va_list ap;
