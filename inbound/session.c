@@ -255,7 +255,7 @@ static void starttls(struct sess *s)
 /* command - one command line */
 static void command(struct sess *s, const char *l, size_t n)
 {
-    char verb[8];
+    char verb[16]; /* the longest verb, STARTTLS, and room to see that a longer word is none */
     size_t vl = 0;
     while (vl < n && vl < sizeof verb - 1 && isalpha((unsigned char)l[vl])) {
         verb[vl] = (char)toupper((unsigned char)l[vl]);

@@ -222,3 +222,41 @@ def test_one_click_unsubscribe(volley, sent, smtp_receiver):
     assert len(evs) == 1 and evs[0]["status"] == "suppressed", evs
     assert sent["rx"].wait_count(n0 + 1)
     assert all(a not in m.rcpt_tos for m in sent["rx"].snapshot()[n0:])
+
+
+def test_starttls_and_max_clients(volley, sent, tls_cert):
+    """With a certificate: STARTTLS offered and a complaint taken over TLS; max_clients: the next one gets 421."""
+    sent["inbound"].stop()
+    port = free_port()
+    volley.write_conf(route=sent["rx"].hostport, preset=ENGINE,
+                      **feedback_conf(volley, port, cert_file=tls_cert[0], key_file=tls_cert[1], max_clients=2))
+    ib = Inbound(volley, port)
+    try:
+        a = "dora@dest.test"
+        headers = sent["by_to"][a].data.decode().split("\r\n\r\n", 1)[0]
+        with smtp_session(port) as s:
+            assert s.has_extn("starttls")
+            s.starttls()
+            s.ehlo("reporter.test")
+            assert not s.has_extn("starttls"), "STARTTLS is not offered twice"
+            s.sendmail("staff@hotmail.test", [f"fbl@{DOMAIN}"], jmrp_arf(headers).encode())
+        assert wait_for(lambda: complaint_events(volley, a), 10), ib.log()
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        try:
+            for c in held:
+                assert c.makefile("rb").readline().startswith(b"220")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                assert c.makefile("rb").readline().startswith(b"421")
+        finally:
+            for c in held:
+                c.close()
+        # the held sessions end, and a new client is served again
+        def served():
+            try:
+                return rcpt_reply(port, f"fbl@{DOMAIN}")[0] == 250
+            except smtplib.SMTPConnectError:
+                return False
+
+        assert wait_for(served, 10)
+    finally:
+        ib.stop()
