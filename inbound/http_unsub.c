@@ -6,12 +6,15 @@
 
 #include <errno.h>
 #include <microhttpd.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "inbound/server.h"
 #include "lib/alloc.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -117,27 +120,18 @@ static void done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_R
 
 struct http_unsub *http_unsub_start(struct inbound *ib, char *err, size_t errlen)
 {
-    char host[256];
-    int port;
-    if (config_parse_hostport(ib->cfg->inbound_http_listen, host, sizeof host, &port) < 0) {
-        err_set(err, errlen, -EINVAL, "[inbound] http_listen: bad address");
+    struct addrinfo *ai;
+    if (inbound_addr("http_listen", ib->cfg->inbound_http_listen, &ai, err, errlen) < 0)
         return NULL;
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
-    struct addrinfo *ai = NULL;
-    char ps[8];
-    snprintf(ps, sizeof ps, "%d", port);
-    if (getaddrinfo(host, ps, &hints, &ai) != 0 || ai == NULL) {
-        err_set(err, errlen, -EINVAL, "[inbound] http_listen: %s is not an IP address", host);
-        return NULL;
-    }
+    uint16_t port = ntohs(ai->ai_family == AF_INET6 ? ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port
+                                                    : ((struct sockaddr_in *)ai->ai_addr)->sin_port);
     struct http_unsub *h = xcalloc(1, sizeof(*h));
     h->ib = ib;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned timeout_s = (unsigned)(ib->cfg->inbound_timeout_ms + 999) / 1000;
-    h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+    h->d = MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)ib->cfg->inbound_max_clients,
                             MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
                             MHD_OPTION_NOTIFY_COMPLETED, done, NULL, MHD_OPTION_END);

@@ -36,19 +36,28 @@ struct sess_arg {
     char peer[64];
 };
 
-/* listen_on - a listening TCP socket for "host:port" */
-static int listen_on(const char *hp, char *err, size_t errlen)
+int inbound_addr(const char *key, const char *hp, struct addrinfo **ai, char *err, size_t errlen)
 {
     char host[256];
     int port;
     if (config_parse_hostport(hp, host, sizeof host, &port) < 0)
-        return err_set(err, errlen, -EINVAL, "[inbound] listen: bad address %s", hp);
+        return err_set(err, errlen, -EINVAL, "[inbound] %s: bad address %s", key, hp);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
-    struct addrinfo *ai = NULL;
     char ps[8];
     snprintf(ps, sizeof ps, "%d", port);
-    if (getaddrinfo(host, ps, &hints, &ai) != 0 || ai == NULL)
-        return err_set(err, errlen, -EINVAL, "[inbound] listen: %s is not an IP address", host);
+    *ai = NULL;
+    if (getaddrinfo(host, ps, &hints, ai) != 0 || *ai == NULL)
+        return err_set(err, errlen, -EINVAL, "[inbound] %s: %s is not an IP address", key, host);
+    return 0;
+}
+
+/* listen_on - a listening TCP socket for "host:port" */
+static int listen_on(const char *hp, char *err, size_t errlen)
+{
+    struct addrinfo *ai;
+    int rc = inbound_addr("listen", hp, &ai, err, errlen);
+    if (rc < 0)
+        return rc;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0)

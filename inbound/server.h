@@ -17,6 +17,7 @@
 #ifndef VOLLEY_INBOUND_SERVER_H
 #define VOLLEY_INBOUND_SERVER_H
 
+#include <netdb.h>
 #include <stddef.h>
 
 #include "inbound/inbound.h"
@@ -25,6 +26,8 @@
 
 struct inbound_server;
 
+/* inbound_addr - the socket address of "IP:port" (freeaddrinfo it); -EINVAL naming [inbound] key */
+int inbound_addr(const char *key, const char *hp, struct addrinfo **ai, char *err, size_t errlen);
 struct inbound_server *inbound_server_new(struct inbound *ib, char *err, size_t errlen);
 int inbound_server_run(struct inbound_server *srv);
 void inbound_server_free(struct inbound_server *srv);
