@@ -253,8 +253,14 @@ static void starttls(struct sess *s)
 }
 
 /* command - one command line */
-static void command(struct sess *s, const char *l, size_t n)
+static void command(struct sess *s, const char *raw, size_t n)
 {
+    /* a NUL-terminated copy: the line sits in the read buffer among other bytes */
+    char l[INBOUND_LINE_MAX + 1];
+    if (n > INBOUND_LINE_MAX)
+        n = INBOUND_LINE_MAX;
+    memcpy(l, raw, n);
+    l[n] = '\0';
     char verb[16]; /* the longest verb, STARTTLS, and room to see that a longer word is none */
     size_t vl = 0;
     while (vl < n && vl < sizeof verb - 1 && isalpha((unsigned char)l[vl])) {
@@ -265,6 +271,15 @@ static void command(struct sess *s, const char *l, size_t n)
     const char *arg = l + vl;
     size_t al = n - vl;
     if (strcmp(verb, "EHLO") == 0 || strcmp(verb, "HELO") == 0) {
+        while (al > 0 && *arg == ' ') {
+            arg++;
+            al--;
+        }
+        if (al == 0) {
+            s->errors++;
+            out(s, "501 5.5.4 %s needs a domain", verb);
+            return;
+        }
         printable(arg, al, s->helo, sizeof s->helo);
         reset(s);
         if (verb[0] == 'H') {
@@ -279,7 +294,7 @@ static void command(struct sess *s, const char *l, size_t n)
         out(s, "250 ENHANCEDSTATUSCODES");
     } else if (strcmp(verb, "STARTTLS") == 0 && s->tls_ctx && s->ssl == NULL && al == 0) {
         starttls(s);
-    } else if (strcmp(verb, "MAIL") == 0 && al >= 5 && strncasecmp(arg, " FROM:", 6) == 0) {
+    } else if (strcmp(verb, "MAIL") == 0 && strncasecmp(arg, " FROM:", 6) == 0) {
         if (s->helo[0] == '\0') {
             out(s, "503 5.5.1 EHLO first");
             return;
@@ -299,7 +314,7 @@ static void command(struct sess *s, const char *l, size_t n)
         }
         s->has_mail = 1;
         out(s, "250 2.1.0 ok");
-    } else if (strcmp(verb, "RCPT") == 0 && al >= 4 && strncasecmp(arg, " TO:", 4) == 0) {
+    } else if (strcmp(verb, "RCPT") == 0 && strncasecmp(arg, " TO:", 4) == 0) {
         if (!s->has_mail) {
             out(s, "503 5.5.1 MAIL first");
             return;

@@ -260,3 +260,20 @@ def test_starttls_and_max_clients(volley, sent, tls_cert):
         assert wait_for(served, 10)
     finally:
         ib.stop()
+
+
+def test_pipelined_commands_are_read_one_line_at_a_time(sent):
+    """Each command is parsed on its own line: a SIZE= in the next pipelined line is not MAIL's (it once was,
+    since the parser searched past the end of the line), and EHLO without a domain is a syntax error."""
+    with socket.create_connection(("127.0.0.1", sent["inbound"].port), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"220")
+        c.sendall(b"EHLO\r\n")
+        assert f.readline().startswith(b"501")
+        c.sendall(b"EHLO reporter.test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        c.sendall(b"MAIL FROM:<x@elsewhere.test>\r\nNOOP SIZE=99999999999\r\nQUIT\r\n")
+        assert f.readline().startswith(b"250"), "MAIL must not take the SIZE of the next line"
+        assert f.readline().startswith(b"250")
+        assert f.readline().startswith(b"221")
