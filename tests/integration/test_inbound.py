@@ -225,11 +225,14 @@ def test_one_click_unsubscribe(volley, sent, smtp_receiver):
 
 
 def test_starttls_and_max_clients(volley, sent, tls_cert):
-    """With a certificate: STARTTLS offered and a complaint taken over TLS; max_clients: the next one gets 421."""
+    """With a certificate: STARTTLS offered and a complaint taken over TLS (at a complaints_address outside the
+    bounce domain); max_clients: the next one gets 421."""
     sent["inbound"].stop()
     port = free_port()
-    volley.write_conf(route=sent["rx"].hostport, preset=ENGINE,
-                      **feedback_conf(volley, port, cert_file=tls_cert[0], key_file=tls_cert[1], max_clients=2))
+    conf = feedback_conf(volley, port, cert_file=tls_cert[0], key_file=tls_cert[1], max_clients=2)
+    fbl = "fbl-reports@sender.test"
+    conf["feedback"]["complaints_address"] = fbl
+    volley.write_conf(route=sent["rx"].hostport, preset=ENGINE, **conf)
     ib = Inbound(volley, port)
     try:
         a = "dora@dest.test"
@@ -239,7 +242,7 @@ def test_starttls_and_max_clients(volley, sent, tls_cert):
             s.starttls()
             s.ehlo("reporter.test")
             assert not s.has_extn("starttls"), "STARTTLS is not offered twice"
-            s.sendmail("staff@hotmail.test", [f"fbl@{DOMAIN}"], jmrp_arf(headers).encode())
+            s.sendmail("staff@hotmail.test", [fbl], jmrp_arf(headers).encode())
         assert wait_for(lambda: complaint_events(volley, a), 10), ib.log()
         held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
         try:
@@ -253,11 +256,12 @@ def test_starttls_and_max_clients(volley, sent, tls_cert):
         # the held sessions end, and a new client is served again
         def served():
             try:
-                return rcpt_reply(port, f"fbl@{DOMAIN}")[0] == 250
+                return rcpt_reply(port, fbl)[0] == 250
             except smtplib.SMTPConnectError:
                 return False
 
         assert wait_for(served, 10)
+        assert rcpt_reply(port, f"fbl@{DOMAIN}")[0] == 550, "the default address is not taken when another is set"
     finally:
         ib.stop()
 
