@@ -20,6 +20,9 @@
  *   - a plain bounce: `bounced` when its text holds a 5xx reply, else it is
  *     not a bounce (an auto-reply to the return path): unmatched.
  *   Whatever cannot be tied to a job is recorded unmatched with the reason.
+ *   When Redis fails meanwhile, -EIO: the session answers 451, so the
+ *   sender keeps the report and tries again (what was written before the
+ *   failure may then be written twice; a repeated suppression is harmless).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -40,6 +43,7 @@ struct matched {
     char campaign[128];
     int found; /* a tag with our HMAC */
     int campaign_ok;
+    int store_err; /* Redis failed while resolving the campaign */
 };
 
 /* try_tag - accept tag t when its HMAC is ours; resolve its campaign */
@@ -50,6 +54,7 @@ static void try_tag(struct inbound *ib, const char *t, size_t tl, struct matched
         return;
     char camp[128];
     int rc = fb_store_campaign(ib->store, j.camp_h, camp, sizeof camp);
+    m->store_err |= rc == -EIO;
     if (!m->found || rc == 0) {
         m->j = j;
         verp_job_id(&j, m->job, sizeof m->job);
@@ -111,13 +116,20 @@ static void tags_list(const struct fb_report *r, char *out, size_t outlen)
         w += (size_t)snprintf(out + w, outlen - w, "%s%s", i ? "," : "", r->tags[i]);
 }
 
-void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
+/* unmatched - keep the report as unmatched with the reason; 1 when Redis failed */
+static int unmatched(struct inbound *ib, const char *why, const char *kind, const struct inbound_txn *t,
+                     const char *tags)
 {
+    return fb_store_unmatched(ib->store, why, kind, t->mail_from, t->nrcpts ? t->rcpts[0] : "", tags, t->len) < 0;
+}
+
+int inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
+{
+    int fail = 0;
     struct fb_report *r = xcalloc(1, sizeof(*r));
     fb_report_parse(t->msg, t->len, ib->domain, r);
     fb_store_count(ib->store, "received");
     const char *kind = fb_kind_name(r->kind);
-    const char *rcpt0 = t->nrcpts ? t->rcpts[0] : "";
     char tags[FB_TAGS_MAX * VERP_TAG_MAX];
     tags_list(r, tags, sizeof tags);
     struct matched m;
@@ -131,19 +143,22 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
     for (int i = 0; i < r->ntags; i++)
         try_tag(ib, r->tags[i], strlen(r->tags[i]), &m);
     if (r->why[0]) {
-        fb_store_unmatched(ib->store, r->why, kind, t->mail_from, rcpt0, tags, t->len);
+        fail |= unmatched(ib, r->why, kind, t, tags);
         goto out;
     }
     if (!m.found) {
-        fb_store_unmatched(ib->store, "no volley tag with a valid signature in the envelope or the report", kind,
-                           t->mail_from, rcpt0, tags, t->len);
+        fail |= unmatched(ib, "no volley tag with a valid signature in the envelope or the report", kind, t, tags);
+        goto out;
+    }
+    if (!m.campaign_ok && m.store_err) {
+        fail = 1;
         goto out;
     }
     if (!m.campaign_ok) {
         char why[200];
         snprintf(why, sizeof why, "job %s: no campaign of this server matches the tag (a job that does not exist)",
                  m.job);
-        fb_store_unmatched(ib->store, why, kind, t->mail_from, rcpt0, tags, t->len);
+        fail |= unmatched(ib, why, kind, t, tags);
         goto out;
     }
     int recorded = 0;
@@ -157,7 +172,9 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
                               .feedback = r->feedback_type,
                               .source = "arf",
                               .suppress = to != NULL};
-        recorded = fb_store_record(ib->store, &ev) >= 0;
+        int rc = fb_store_record(ib->store, &ev);
+        recorded = rc >= 0;
+        fail |= rc < 0;
     } else {
         for (int i = 0; i < r->nrcpt; i++) {
             const struct fb_rcpt *rc = &r->rcpt[i];
@@ -167,13 +184,12 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
             if (!failed) {
                 char why[80];
                 snprintf(why, sizeof why, "not a failure (action %.24s)", rc->action[0] ? rc->action : "none");
-                fb_store_unmatched(ib->store, why, kind, t->mail_from, rcpt0, tags, t->len);
+                fail |= unmatched(ib, why, kind, t, tags);
                 continue;
             }
             const char *to = pick_rcpt(ib, &m, rc->addr, r);
             if (to == NULL) {
-                fb_store_unmatched(ib->store, "recipient in the report does not match the tag", kind, t->mail_from,
-                                   rcpt0, tags, t->len);
+                fail |= unmatched(ib, "recipient in the report does not match the tag", kind, t, tags);
                 continue;
             }
             struct fb_event ev = {.status = "bounced",
@@ -187,11 +203,12 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
                                   .source = kind,
                                   .async = 1,
                                   .suppress = hard_status(rc->status)};
-            recorded |= fb_store_record(ib->store, &ev) >= 0;
+            int st = fb_store_record(ib->store, &ev);
+            recorded |= st >= 0;
+            fail |= st < 0;
         }
         if (r->nrcpt == 0)
-            fb_store_unmatched(ib->store, "not a bounce: no 5xx reply or delivery status in the text", kind,
-                               t->mail_from, rcpt0, tags, t->len);
+            fail |= unmatched(ib, "not a bounce: no 5xx reply or delivery status in the text", kind, t, tags);
     }
     if (recorded) {
         fb_store_count(ib->store, "matched");
@@ -199,4 +216,5 @@ void inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
     }
 out:
     free(r);
+    return fail ? -EIO : 0;
 }

@@ -4,7 +4,7 @@
  * SYNOPSIS
  *   struct inbound ib;  (filled by cli/cmd_inbound.c)
  *   inbound_rcpt_check(&ib, addr, n, why, sizeof why)  -> 0 take it, -EPERM refuse (why: the 550 text)
- *   inbound_deliver(&ib, &txn)                          -> parse, match, record (never fails the session)
+ *   inbound_deliver(&ib, &txn)                          -> parse, match, record; -EIO: Redis failed (451)
  * DESCRIPTION
  *   The shared, read-only state of the SMTP sessions (inbound/session.c),
  *   the listener (inbound/server.c) and the HTTP endpoint
@@ -48,7 +48,10 @@ struct inbound_txn {
 
 /* inbound_rcpt_check - 0: a recipient we take; -EPERM with the reply text (after "550 ") in why */
 int inbound_rcpt_check(const struct inbound *ib, const char *addr, size_t n, char *why, size_t whylen);
-/* inbound_deliver - what the message says, recorded (events, counters, suppression) or kept as unmatched */
-void inbound_deliver(struct inbound *ib, const struct inbound_txn *t);
+/*
+ * inbound_deliver - what the message says, recorded (events, counters, suppression) or kept as unmatched;
+ * 0, or -EIO when Redis failed (the session answers 451: the sender tries again later)
+ */
+int inbound_deliver(struct inbound *ib, const struct inbound_txn *t);
 
 #endif

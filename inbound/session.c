@@ -221,8 +221,10 @@ static void data(struct sess *s)
         s->txn.mail_from = s->mail_from;
         s->txn.msg = vbuf_data(&msg);
         s->txn.len = vbuf_len(&msg);
-        inbound_deliver(s->ib, &s->txn);
-        out(s, "250 2.0.0 ok: report taken");
+        if (inbound_deliver(s->ib, &s->txn) < 0)
+            out(s, "451 4.3.0 cannot record the report now, try again later");
+        else
+            out(s, "250 2.0.0 ok: report taken");
     }
 done:
     vbuf_free(&msg);

@@ -281,3 +281,22 @@ def test_pipelined_commands_are_read_one_line_at_a_time(sent):
         assert f.readline().startswith(b"250"), "MAIL must not take the SIZE of the next line"
         assert f.readline().startswith(b"250")
         assert f.readline().startswith(b"221")
+
+
+def test_redis_outage_answers_451(volley, sent):
+    """Redis down: a report is answered 451 (the sender keeps it and retries), the server keeps running and
+    reconnects once Redis is back."""
+    a = "carl@yahoo.test"
+    m = sent["by_to"][a]
+    report = yahoo_arf(a, m.data.decode(), m.mail_from).encode()
+    volley.redis.kill()
+    with smtp_session(sent["inbound"].port) as s:
+        s.mail("feedback@arf.mail.yahoo.test")
+        assert s.rcpt(f"fbl@{DOMAIN}")[0] == 250
+        code, msg = s.data(report)
+        assert code == 451, msg
+    assert sent["inbound"].alive()
+    volley.redis.start()  # without AOF: the data is gone, so the report is now kept as unmatched
+    send(sent["inbound"].port, "feedback@arf.mail.yahoo.test", f"fbl@{DOMAIN}", report.decode())
+    assert wait_for(lambda: unmatched(volley), 10), sent["inbound"].log()
+    assert "does not exist" in unmatched(volley)[0]["reason"]
