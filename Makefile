@@ -82,6 +82,8 @@ $(BUILD)/tools/%: bench/tools/%.c $(ALL_LIBS)
 $(BUILD)/tools/%: tests/tools/%.c $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
+# no-uring installs a seccomp filter (the epoll fallback's test)
+$(BUILD)/tools/no-uring: LDLIBS += $(shell pkg-config --libs libseccomp)
 
 # make docs: README.md's configuration reference and config/volley.conf.example from lib/config.c's key
 # table (scripts/config_doc.c links lib/ only); make docs-check (part of make test) fails when either is stale

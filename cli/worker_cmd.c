@@ -58,7 +58,8 @@ static void *worker_thread(void *arg)
 /*
  * reload - SIGHUP: read the file again; on success every thread switches to
  * it at its next loop turn. Settings that shape the process itself (threads,
- * Redis address and prefix, DNS servers) need a restart; a reload keeps them.
+ * backend, Redis address and prefix, DNS servers) need a restart; a reload
+ * keeps them.
  */
 static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, struct worker **ws, int n)
 {
@@ -71,6 +72,9 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         return;
     }
     nc->threads = cur->threads;
+    if (nc->backend != cur->backend)
+        log_warn("reload: a new [worker] backend needs a restart; the threads keep their event loop");
+    nc->backend = cur->backend;
     /* the claimed name is the process's identity in Redis: it never changes while running */
     if (nc->name != NULL && strcmp(nc->name, cur->name) != 0)
         log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);
@@ -183,14 +187,18 @@ static void worker_usage(FILE *f)
                "dropping open connections; threads, [redis] and [dns] need a restart.\n");
 }
 
-/* probe_io_uring - fail early and clearly where io_uring is missing or disabled */
+/*
+ * probe_io_uring - [worker] backend = io_uring: fail early and clearly where
+ * io_uring is missing or disabled (auto falls back to epoll instead)
+ */
 static int probe_io_uring(char *err, size_t errlen)
 {
     struct io_uring ring;
     int rc = io_uring_queue_init(4, &ring, 0);
     if (rc < 0) {
         return err_set(err, errlen, rc,
-                       "io_uring is unavailable (%s): volley needs a Linux kernel with io_uring enabled",
+                       "io_uring is unavailable (%s): [worker] backend = io_uring needs a Linux kernel with "
+                       "io_uring enabled (auto falls back to epoll)",
                        strerror(-rc));
     }
     struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
@@ -286,7 +294,7 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (int)n : 1;
     }
-    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(cfg, err, sizeof(err)) < 0) {
+    if ((cfg->backend == CONFIG_BACKEND_IO_URING && probe_io_uring(err, sizeof(err)) < 0) || redis_link_check(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
         config_free(cfg);
         return 1;

@@ -20,7 +20,6 @@
 #ifndef VOLLEY_ENGINE_WORKER_H
 #define VOLLEY_ENGINE_WORKER_H
 
-#include <liburing.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -29,6 +28,7 @@
 
 #include "engine/engine.h"
 #include "engine/redis_link.h"
+#include "engine/ring.h"
 #include "engine/smtp_conn.h"
 #include "engine/smtp_outcome.h"
 #include "engine/smtp_pool.h"
@@ -140,7 +140,7 @@ struct worker {
     const struct q_worker_id *id; /* the process's claimed name (queue/fleet.h): thread 0 renews it */
     bool name_lost;               /* thread 0: another process holds our name now; we stopped */
     atomic_int *running;          /* process-wide: threads still running (thread 0 stops last) */
-    struct io_uring ring;
+    struct ring ring;      /* io_uring, or epoll where io_uring cannot be set up ([worker] backend) */
     struct xport_loop *xl; /* the SMTP connections' and the Redis link's streams over the ring */
     const struct smtp_conn_ops *conn_ops; /* how its connections report outcomes and closes (worker_life.c) */
     SSL_CTX *tls_ctx;

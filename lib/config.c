@@ -378,6 +378,17 @@ static int set_route(struct vconfig *cfg, const char *key, const char *v, char *
     return parse_route(cfg, key, v);
 }
 
+static int set_backend(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    static const char *names[] = {"auto", "io_uring", "epoll"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(v, names[i]) == 0) {
+            cfg->backend = (enum config_backend)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
 static int set_tls_mode(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
     return parse_tls_mode(v, &cfg->tls_mode);
@@ -548,6 +559,11 @@ const struct config_key config_keys[] = {
           "as the limit is passed"),
     INT("worker", "shutdown_ms", shutdown_ms, 0, 3600000, "30000",
         "SIGTERM: how long transactions on the wire may take"),
+    FUNC("worker", "backend", set_backend, "`auto`, `io_uring`, `epoll`", "auto", NULL, NULL,
+         "the event loop's kernel interface. `auto` uses io_uring and falls back to epoll when io_uring cannot be "
+         "set up (a container whose seccomp profile denies it, as Docker's and containerd's default ones do, or a "
+         "kernel before 5.19); `io_uring` fails to start without it; `epoll` never tries it. One line at start "
+         "says which one runs and why. Read at start: a reload keeps the running one"),
 
     INT("smtp", "connections", connections, 1, 100000, "10",
         "concurrent connections per site and source IP (whole process)"),

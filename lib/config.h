@@ -33,6 +33,8 @@
 #define CONFIG_MAX_EGRESS 64
 #define CONFIG_MAX_TLS_POLICY 64
 
+/* [worker] backend: the event loop's kernel interface */
+enum config_backend { CONFIG_BACKEND_AUTO = 0, CONFIG_BACKEND_IO_URING, CONFIG_BACKEND_EPOLL };
 enum config_tls_mode { CONFIG_TLS_OFF = 0, CONFIG_TLS_OPPORTUNISTIC, CONFIG_TLS_REQUIRED, CONFIG_TLS_VERIFY };
 
 /* how a route's connection starts TLS */
@@ -101,6 +103,7 @@ struct vconfig {
     size_t max_message_bytes;  /* a rendered message larger than this fails its job */
     size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
     int shutdown_ms;           /* SIGTERM: how long in-flight transactions may take */
+    enum config_backend backend; /* read at start: a reload keeps the loop the threads run */
     /* [smtp] */
     int connections;     /* concurrent connections per destination site, whole process */
     int msgs_per_conn;   /* messages before a connection is closed and reopened */
