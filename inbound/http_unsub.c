@@ -25,11 +25,14 @@ struct http_unsub {
     struct MHD_Daemon *d;
 };
 
-/* per request: the body read so far */
+/* per request: the body read so far, and what libmicrohttpd's form parser found in it */
 struct req {
     char body[HTTP_UNSUB_BODY_MAX + 1];
     size_t len;
     int too_long;
+    struct MHD_PostProcessor *pp; /* NULL: not a form content type, the raw body is read */
+    char field[16];               /* the List-Unsubscribe field's value (first bytes) */
+    size_t fieldlen;
 };
 
 /* reply - a text response with a status */
@@ -55,13 +58,31 @@ static int one_click(const char *b, size_t n)
     return 0;
 }
 
+/*
+ * post_field - one piece of a form field: RFC 8058 3.1 says the POST SHOULD be multipart/form-data and MAY be
+ * application/x-www-form-urlencoded; libmicrohttpd's post processor reads both
+ */
+static enum MHD_Result post_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                                  const char *content_type, const char *transfer_encoding, const char *data,
+                                  uint64_t off, size_t size)
+{
+    struct req *rq = cls;
+    if (strcmp(key, "List-Unsubscribe") != 0)
+        return MHD_YES;
+    for (size_t i = 0; i < size && rq->fieldlen < sizeof rq->field; i++)
+        rq->field[rq->fieldlen++] = data[i];
+    return MHD_YES;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                               const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     struct http_unsub *h = cls;
     int post = strcmp(method, "POST") == 0;
     if (post && *con_cls == NULL) {
-        *con_cls = xcalloc(1, sizeof(struct req));
+        struct req *nr = xcalloc(1, sizeof(struct req));
+        nr->pp = MHD_create_post_processor(c, 1024, post_field, nr);
+        *con_cls = nr;
         return MHD_YES;
     }
     struct req *rq = *con_cls;
@@ -73,6 +94,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         }
         memcpy(rq->body + rq->len, upload, take);
         rq->len += take;
+        if (rq->pp && !rq->too_long)
+            MHD_post_process(rq->pp, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
@@ -99,7 +122,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                  tok);
         return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", page);
     }
-    if (rq->too_long || !one_click(rq->body, rq->len))
+    int form = rq->fieldlen == 9 && memcmp(rq->field, "One-Click", 9) == 0;
+    if (rq->too_long || !(form || one_click(rq->body, rq->len)))
         return reply(c, MHD_HTTP_BAD_REQUEST, "text/plain", "expected List-Unsubscribe=One-Click\n");
     struct fb_event ev = {
         .status = "unsubscribed", .job = "", .campaign = camp, .to = addr, .source = "one-click", .suppress = 1};
@@ -114,6 +138,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 /* done - free the per-request state */
 static void done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+    struct req *rq = *con_cls;
+    if (rq && rq->pp)
+        MHD_destroy_post_processor(rq->pp);
     free(*con_cls);
     *con_cls = NULL;
 }

@@ -6,7 +6,8 @@
  *   ...
  *   http_unsub_stop(h);
  * DESCRIPTION
- *   POST /u/<token> with the form body List-Unsubscribe=One-Click: the
+ *   POST /u/<token> with the form field List-Unsubscribe=One-Click
+ *   (multipart/form-data or application/x-www-form-urlencoded): the
  *   token (lib/unsub_token.h) is checked, the address added to the
  *   suppression set and an `unsubscribed` event recorded on the campaign
  *   (once: a repeated POST answers 200 and changes nothing); 200. A token

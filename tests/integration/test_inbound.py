@@ -212,8 +212,15 @@ def test_one_click_unsubscribe(volley, sent, smtp_receiver):
     assert curl("-X", "POST", "-d", "List-Unsubscribe=One-Click", url) == 200  # idempotent
     assert volley.stats(sent["cid"]).get("unsubscribed") == 1
     evs = [e for e in volley.events_by_to()[a] if e["status"] == "unsubscribed"]
+    assert evs[0]["source"] == "one-click"
     assert len(evs) == 1 and evs[0]["campaign"] == sent["cid"], evs
     assert curl("-X", "POST", "-d", "something=else", url) == 400
+    # multipart/form-data, which RFC 8058 says a client SHOULD send (curl -F)
+    c = "carl@yahoo.test"
+    assert curl("-F", "List-Unsubscribe=One-Click", local_url(sent, c)) == 200
+    assert volley.r.sismember(volley.key("suppressed"), c)
+    assert curl("-F", "List-Unsubscribe=Other", local_url(sent, "bob@outlook.test")) == 400
+    assert not volley.r.sismember(volley.key("suppressed"), "bob@outlook.test")
     # the next campaign to that address: suppressed, not sent
     n0 = len(sent["rx"].snapshot())
     cid2 = volley.push_rows(rows_for([a, "eve@dest.test"]), name="second")
