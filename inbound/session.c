@@ -23,6 +23,8 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 
+#define FILL_SLICE_MS 250
+
 struct sess {
     struct inbound *ib;
     SSL_CTX *tls_ctx;
@@ -80,13 +82,23 @@ static int fill(struct sess *s)
             return -1;
         }
         uint64_t left = s->deadline_ms - now;
-        int wait = s->ib->cfg->inbound_timeout_ms;
-        if ((uint64_t)wait > left)
-            wait = (int)left;
-        struct pollfd p = {.fd = s->fd, .events = POLLIN};
-        int pr = poll(&p, 1, wait);
+        uint64_t idle_end = now + (uint64_t)s->ib->cfg->inbound_timeout_ms;
+        int pr = 0;
+        /* in slices, so a stop request (SIGTERM) ends a waiting session within FILL_SLICE_MS */
+        while (pr == 0 && now < idle_end && now < s->deadline_ms) {
+            if (atomic_load(s->ib->stop)) {
+                out(s, "421 4.3.2 shutting down");
+                s->dead = 1;
+                return -1;
+            }
+            uint64_t wait = idle_end - now < left ? idle_end - now : left;
+            struct pollfd p = {.fd = s->fd, .events = POLLIN};
+            pr = poll(&p, 1, (int)(wait < FILL_SLICE_MS ? wait : FILL_SLICE_MS));
+            now = clock_mono_ms();
+            left = now < s->deadline_ms ? s->deadline_ms - now : 0;
+        }
         if (pr == 0) {
-            out(s, "421 4.4.2 timeout, closing");
+            out(s, now >= s->deadline_ms ? "421 4.4.2 session too long, closing" : "421 4.4.2 timeout, closing");
             s->dead = 1;
             return -1;
         }

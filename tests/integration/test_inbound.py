@@ -307,3 +307,14 @@ def test_redis_outage_answers_451(volley, sent):
     send(sent["inbound"].port, "feedback@arf.mail.yahoo.test", f"fbl@{DOMAIN}", report.decode())
     assert wait_for(lambda: unmatched(volley), 10), sent["inbound"].log()
     assert "does not exist" in unmatched(volley)[0]["reason"]
+
+
+def test_sigterm_ends_waiting_sessions(sent):
+    """SIGTERM: an idle client is told 421 and the process exits 0 at once, not after its timeout_ms."""
+    with socket.create_connection(("127.0.0.1", sent["inbound"].port), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"220")
+        t0 = time.monotonic()
+        assert sent["inbound"].stop() == 0
+        assert time.monotonic() - t0 < 2.5
+        assert f.readline().startswith(b"421")
