@@ -318,3 +318,29 @@ def test_sigterm_ends_waiting_sessions(sent):
         assert sent["inbound"].stop() == 0
         assert time.monotonic() - t0 < 2.5
         assert f.readline().startswith(b"421")
+
+
+def test_plain_bounce_and_auto_reply(volley, sent):
+    """A non-standard bounce (qmail's text, the remote reply quoted) to the VERP address is an async bounce of
+    that job; an out-of-office reply to the same address is not (recorded unmatched)."""
+    a = "ann@dest.test"
+    verp = sent["by_to"][a].mail_from
+    port = sent["inbound"].port
+    send(port, "", verp, "From: MAILER-DAEMON@old.test\r\nSubject: failure notice\r\n\r\n"
+         "Hi. This is the qmail-send program at old.test.\r\nI'm afraid I wasn't able to deliver your message.\r\n\r\n"
+         f"<{a}>:\r\n127.0.0.1 does not like recipient.\r\nRemote host said: 550 5.1.1 no mailbox here by that name\r\n")
+    send(port, "", sent["by_to"]["dora@dest.test"].mail_from,
+         "From: dora@dest.test\r\nSubject: Out of office\r\n\r\nI am away until Monday.\r\n")
+
+    def bounced():
+        return [e for e in volley.events_by_to().get(a, []) if e["status"] == "bounced"]
+
+    assert wait_for(lambda: bounced() and unmatched(volley), 10), sent["inbound"].log()
+    (e,) = bounced()
+    assert e["source"] == "plain" and e["async"] == "1" and e["dsn"] == "5.1.1" and e["code"] == "550", e
+    assert e["reply"] == "no mailbox here by that name", e
+    assert e["job"] == one_event(sent["events"], a)["job"]
+    assert volley.r.sismember(volley.key("suppressed"), a)
+    assert not volley.r.sismember(volley.key("suppressed"), "dora@dest.test")
+    (u,) = unmatched(volley)
+    assert u["reason"].startswith("not a bounce"), u
