@@ -29,34 +29,33 @@ static size_t b32_run(const char *p, const char *end)
     return (size_t)(q - p);
 }
 
-/* add_tag - keep a candidate (lower case), once */
-static void add_tag(struct fb_report *r, const char *p, size_t n)
+/* keep_once - append p[n] lower-cased to the list rows[*count] of `width`-byte strings, unless it is there */
+static void keep_once(char *rows, int *count, int max, size_t width, const char *p, size_t n)
 {
-    if (n < TAG_MIN || n >= VERP_TAG_MAX || r->ntags >= FB_TAGS_MAX)
+    if (n >= width || *count >= max)
         return;
-    char t[VERP_TAG_MAX];
+    char *row = rows + (size_t)*count * width;
     for (size_t i = 0; i < n; i++)
-        t[i] = (char)tolower((unsigned char)p[i]);
-    t[n] = '\0';
-    for (int i = 0; i < r->ntags; i++)
-        if (strcmp(r->tags[i], t) == 0)
+        row[i] = (char)tolower((unsigned char)p[i]);
+    row[n] = '\0';
+    for (int i = 0; i < *count; i++)
+        if (strcmp(rows + (size_t)i * width, row) == 0)
             return;
-    memcpy(r->tags[r->ntags++], t, n + 1);
+    (*count)++;
 }
 
-/* add_addr - keep an address (lower case), once */
+/* add_tag - keep a candidate, once */
+static void add_tag(struct fb_report *r, const char *p, size_t n)
+{
+    if (n >= TAG_MIN)
+        keep_once(&r->tags[0][0], &r->ntags, FB_TAGS_MAX, VERP_TAG_MAX, p, n);
+}
+
+/* add_addr - keep an address, once */
 static void add_addr(struct fb_report *r, const char *p, size_t n)
 {
-    if (n >= FB_ADDR_MAX || r->naddrs >= FB_RCPT_MAX || addr_check(p, n) != NULL)
-        return;
-    char a[FB_ADDR_MAX];
-    for (size_t i = 0; i < n; i++)
-        a[i] = (char)tolower((unsigned char)p[i]);
-    a[n] = '\0';
-    for (int i = 0; i < r->naddrs; i++)
-        if (strcmp(r->addrs[i], a) == 0)
-            return;
-    memcpy(r->addrs[r->naddrs++], a, n + 1);
+    if (n < FB_ADDR_MAX && addr_check(p, n) == NULL)
+        keep_once(&r->addrs[0][0], &r->naddrs, FB_RCPT_MAX, FB_ADDR_MAX, p, n);
 }
 
 /* after_prefix - p after "name:" and blanks (and '<' when lt), when text at p starts with name (any case) */
