@@ -173,6 +173,7 @@ static const char *const reserved_headers[] = {
     "Return-Path",
     "Received",
     "Sender",
+    "X-Volley-Job", /* [feedback]: the VERP tag (docs/feedback.md) */
 };
 
 /* field_name_ok - RFC 5322 field-name: 1-76 printable ASCII characters except ':' */
