@@ -92,9 +92,9 @@ $(CONFIG_DOC): scripts/config_doc.c $(BUILD)/liblib.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(JEMALLOC)
 docs: $(CONFIG_DOC)
-	@$(CONFIG_DOC) README.md config/volley.conf.example
+	@$(CONFIG_DOC) README.md config/volley.conf.example docs/feedback.md
 docs-check: $(CONFIG_DOC)
-	@$(CONFIG_DOC) --check README.md config/volley.conf.example
+	@$(CONFIG_DOC) --check README.md config/volley.conf.example docs/feedback.md
 
 # tests/<layer>/test_x.c links that layer's archive and the common layer (engine tests link everything,
 # tests/bench the common layer only): one rule, the archives looked up by the folder's name

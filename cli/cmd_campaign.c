@@ -17,6 +17,7 @@
 
 #include "cli/cli.h"
 #include "cli/cmd.h"
+#include "cli/feedback_view.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
 #include "queue/control.h"
@@ -56,6 +57,15 @@ static void show(const struct q_campaign_info *c)
     printf("  %-12s %12lld\n", "reclaimed", c->reclaimed);
     printf("  %-12s %12lld\n", "held", c->held);
     printf("  %-12s %12lld\n", "remaining", c->queued - done);
+    char rate[48];
+    feedback_rate(rate, sizeof(rate), c->fb.complained, c->delivered);
+    printf("  %-12s %12lld\n", "complained", c->fb.complained);
+    printf("  %-12s %12lld\n", "unsubscribed", c->fb.unsubscribed);
+    printf("  %-12s %12s  (complained / delivered; Gmail's limit is %.2f%%)\n", "complaints", rate,
+           100.0 * Q_COMPLAINT_LIMIT);
+    printf("  by class\n");
+    if (feedback_print_classes(stdout, "    ", NULL, 0, &c->fb) == 0)
+        printf("    (none)\n");
 }
 
 int cmd_campaign_main(int argc, char **argv)

@@ -7,8 +7,8 @@
  * DESCRIPTION
  *   Edits <p>:suppressed (queue/control.h; addresses are lower-cased).
  *   Workers skip suppressed recipients at intake and record them as
- *   `suppressed`; hard bounces (5xx, DSN 5.1.x) are added automatically
- *   when [queue] suppress_hard_bounces is on. One line per address on
+ *   `suppressed`; bounces of a [feedback] suppress_classes class are
+ *   added automatically when [queue] suppress_hard_bounces is on. One line per address on
  *   stdout: "ADDR added" / "ADDR already suppressed" / "ADDR removed" /
  *   "ADDR was not suppressed" / "ADDR suppressed" / "ADDR not suppressed";
  *   list prints one address per line. Exit 2 for usage or an invalid

@@ -272,7 +272,7 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         snprintf(c->error, sizeof(c->error), "%s", why);
     log_debug("smtp %s: %s", c->peer, c->error);
     /* every message whose outcome is not known yet is deferred with the reason */
-    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain);
+    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain, c->error);
     while (c->ex_len > 0) {
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {
@@ -411,7 +411,7 @@ static bool start_txn(struct smtp_conn *c)
         char why[CONN_ERROR_MAX];
         snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data), c->size_limit);
         msg_note_conn(c, m);
-        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
+        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG, NULL);
         c->ops->finish(c->w, m, &o, why);
         return true;
     }

@@ -353,7 +353,7 @@ void pool_conn_closed(struct worker *w, struct route_pool *p, struct smtp_conn *
      * failed opportunistic TLS handshake is not the host's fault: the pool
      * reconnects at once without STARTTLS (engine/smtp_outcome.c decides).
      */
-    if (!smtp_outcome_lost(c->stage, c->retry_plain).host_bad)
+    if (!smtp_outcome_lost(c->stage, c->retry_plain, NULL).host_bad)
         return;
     snprintf(p->last_error, sizeof(p->last_error), "%s", c->error[0] ? c->error : "connection failed");
     if (c->target >= 0 && c->target < p->ntargets) {

@@ -135,6 +135,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
     m->status = o->status;
     m->code = o->code;
     m->scope = o->scope;
+    m->cls = o->cls;
     snprintf(m->dsn, sizeof(m->dsn), "%s", o->dsn ? o->dsn : "");
     log_sanitize(m->reply, sizeof(m->reply), reply ? reply : "", reply ? strlen(reply) : 0);
     m->next = NULL;
@@ -165,7 +166,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
 
 void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, const char *reply)
 {
-    struct smtp_outcome o = smtp_outcome_of(why);
+    struct smtp_outcome o = smtp_outcome_of(why, reply);
     worker_finish_msg(w, m, &o, reply);
 }
 
@@ -241,13 +242,16 @@ void flush_outcomes(struct worker *w)
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,
                 .limit = m->limit[0] ? m->limit : NULL,
                 .scope = smtp_scope_name(m->scope),
+                .cls = m->cls,
+                .provider = m->prov >= 0 && w->thr_cfg ? thr_config_provider_name(w->thr_cfg, m->prov) : "default",
             };
         }
         if (w->out_head == NULL)
             w->out_tail = NULL;
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
-                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces};
+                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces,
+                                     .suppress_classes = w->cfg->feedback_suppress_classes};
         q_record(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }
 }
@@ -258,6 +262,7 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
     struct msg *m = msg_alloc(w);
     m->job = job;
     m->owned_ms = owned_ms;
+    m->prov = -1; /* not routed yet */
     msg_hold(w, m);
     if (job->error != NULL) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);

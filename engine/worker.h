@@ -89,6 +89,8 @@ struct msg {
     int egress; /* index into cfg->egress, -1 when none is configured */
     uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
     int thr_prov;         /* throttle provider of the recipient; -1: not throttled */
+    int prov;             /* provider of the recipient (thr_classify), -1 before routing: <p>:pstats:<provider> */
+    const char *cls;      /* bounce class of a deferral or bounce (engine/smtp_outcome.h), NULL otherwise */
     char limit[160];      /* which volley limit deferred it ("" when none) */
     enum smtp_scope scope; /* what a failure concerns (engine/smtp_outcome.h) */
     uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */

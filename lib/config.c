@@ -24,6 +24,7 @@
 
 #include "addr.h"
 #include "alloc.h"
+#include "bounce_class.h"
 #include "err.h"
 #include "file.h"
 #include "ini.h"
@@ -488,6 +489,31 @@ static int set_inbound_http_listen(struct vconfig *cfg, const char *key, const c
     return 0;
 }
 
+/* set_suppress_classes - class names separated by spaces or commas, or `none` */
+static int set_suppress_classes(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    unsigned mask = 0;
+    if (strcmp(v, "none") == 0) {
+        cfg->feedback_suppress_classes = 0;
+        return 0;
+    }
+    for (const char *p = v; *p != '\0';) {
+        size_t n = strcspn(p, " \t,");
+        if (n > 0) {
+            int c = bounce_class_parse(p, n);
+            if (c < 0) {
+                err_set(why, whylen, -EINVAL, "unknown bounce class '%.*s'", (int)(n < 40 ? n : 40), p);
+                return -EINVAL;
+            }
+            mask |= 1u << c;
+        }
+        p += n;
+        p += strspn(p, " \t,");
+    }
+    cfg->feedback_suppress_classes = mask;
+    return 0;
+}
+
 #define OFF(field) offsetof(struct vconfig, field)
 #define INT(sec, key, field, min, max, value, text)                                                                    \
     {.section = sec, .name = key, .kind = CONFIG_INT, .off = OFF(field), .lo = min, .hi = max, .dflt = value,           \
@@ -630,7 +656,9 @@ const struct config_key config_keys[] = {
     MODULE("retry", "jitter", "0 to 0.9", "0.2", "each delay spread by ± this fraction"),
     MODULE("retry", "max_age", "duration, 1s to 365d", "4d",
            "a job still deferred this long after its first attempt bounces as expired"),
-    MODULE("queue", "suppress_hard_bounces", "`yes`, `no`", "yes", "add 5xx 5.1.x bounces to `<p>:suppressed`"),
+    MODULE("queue", "suppress_hard_bounces", "`yes`, `no`", "yes",
+           "suppression by bounce: a bounce of a `[feedback] suppress_classes` class adds the recipient to "
+           "`<p>:suppressed`, and intake checks the set"),
     MODULE("queue", "claim_idle", "duration, 10s to 1d", "5m",
            "a dead worker's pending job is taken over after this idle time"),
 
@@ -649,6 +677,11 @@ const struct config_key config_keys[] = {
          "https://unsub.sender.example",
          "base of `{{unsubscribe_url}}` in a campaign's `list_unsubscribe`: `<base>/u/<signed token>`, served by "
          "`volley inbound` (`http_listen`, behind your HTTPS proxy)"),
+    FUNC("feedback", "suppress_classes", set_suppress_classes,
+         "bounce class names ([Bounce classes](#bounce-classes-and-complaint-rates)), or `none`",
+         "bad-mailbox bad-domain inactive-mailbox", NULL, NULL,
+         "a bounce (a permanent failure; not an expiry) of one of these classes adds the recipient to "
+         "`<p>:suppressed` (needs `[queue] suppress_hard_bounces = yes`)"),
 
     FUNC("inbound", "listen", set_inbound_listen, "`host:port` list", "0.0.0.0:25", NULL, NULL,
          "`volley inbound`: SMTP listen addresses (blank-separated)"),

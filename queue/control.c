@@ -333,6 +333,7 @@ int q_ctl_campaign_show(struct q_ctl *c, const char *id, struct q_campaign_info 
     out->suppressed = hnum(s, "suppressed");
     out->expired = hnum(s, "expired");
     out->reclaimed = hnum(s, "reclaimed");
+    q_feedback_read(s, &out->fb);
     out->held = h->type == REDIS_REPLY_INTEGER ? h->integer : 0;
     if (s->type == REDIS_REPLY_ARRAY && s->elements > 0)
         exists = 1;

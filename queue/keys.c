@@ -21,6 +21,7 @@ void q_keys_init(struct q_keys *k, const char *prefix)
     snprintf(k->retry, sizeof(k->retry), "%s:retry", prefix);
     snprintf(k->campaign, sizeof(k->campaign), "%s:campaign:", prefix);
     snprintf(k->stats, sizeof(k->stats), "%s:stats:", prefix);
+    snprintf(k->pstats, sizeof(k->pstats), "%s:pstats:", prefix);
     snprintf(k->jobs_high, sizeof(k->jobs_high), "%s:jobs:high", prefix);
     snprintf(k->hold, sizeof(k->hold), "%s:hold:", prefix);
     snprintf(k->worker, sizeof(k->worker), "%s:worker:", prefix);

@@ -9,6 +9,7 @@
  *     <p>:retry             sorted set of deferred jobs by due time (ms)
  *     <p>:campaign:<id>     campaign hash
  *     <p>:stats:<id>        per-campaign counters hash
+ *     <p>:pstats:<provider> per-provider counters hash (delivered, complained)
  *     <p>:jobs:high         high-priority stream, same group, served first
  *     <p>:hold:<id>         jobs of a paused campaign, waiting for resume
  *     <p>:worker:<name>     heartbeat of a worker process (string with TTL)
@@ -32,6 +33,7 @@ struct q_keys {
     char retry[Q_KEY_MAX];
     char campaign[Q_KEY_MAX]; /* "<p>:campaign:" - append the id */
     char stats[Q_KEY_MAX];    /* "<p>:stats:" - append the id */
+    char pstats[Q_KEY_MAX];   /* "<p>:pstats:" - append the provider name */
     char jobs_high[Q_KEY_MAX];
     char hold[Q_KEY_MAX];   /* "<p>:hold:" - append the campaign id */
     char worker[Q_KEY_MAX]; /* "<p>:worker:" - append the worker name */

@@ -4,21 +4,24 @@
  * DESCRIPTION
  *   ARGV layout (flat, so the whole batch is one EVALSHA):
  *     1 stats key prefix   2 events MAXLEN   3 group   4 n
- *     5 max_age_ms (0: never)   6 suppress hard bounces (1/0)
- *     7 hold key prefix   8 campaign key prefix
+ *     5 max_age_ms (0: never)   6 suppression by bounce on (1/0)
+ *     7 hold key prefix   8 campaign key prefix   9 pstats key prefix
  *     then per outcome:
  *       mask  job  campaign  to  status  code  attempt
  *       then the value of each optional event field whose bit is set, in
  *       this order: dsn (1) reply (2) host (4) source_ip (8) tls (16)
- *       limit (32) scope (64); bit 128: the job came from <p>:jobs:high;
- *       bit 256 (deferred, failed and held outcomes, whose job must
- *       survive the acknowledgement): retry_at_ms  first_ms  nvars, then
- *       nvars "var.<name>" / value pairs.
+ *       limit (32) scope (64) class (1024); then, with bit 4096, the
+ *       provider a delivery counts for (not an event field); bit 128: the
+ *       job came from <p>:jobs:high; bit 2048 (no value): a bounce whose
+ *       class is suppressed; bit 256 (deferred, failed and held outcomes,
+ *       whose job must survive the acknowledgement): retry_at_ms
+ *       first_ms  nvars, then nvars "var.<name>" / value pairs.
  *     or a run of cnt delivered outcomes (mask bit 512, never with bit
  *     256, always with the reply bit 2) that share everything but id, to
  *     and reply:
  *       mask  cnt  campaign  code  attempt  the optional values whose bit
- *       is set but the reply, then cnt times: job  to  reply
+ *       is set but the reply, the provider (bit 4096), then cnt times:
+ *       job  to  reply
  *   KEYS: jobs, events, dead, retry, jobs:high, suppressed.
  *
  *   Why this shape: Redis turns every argument into an object and the
@@ -59,11 +62,12 @@
 
 #include <string.h>
 
+#include "lib/bounce_class.h"
 #include "lib/log.h"
 #include "queue/resp.h"
 #include "queue/script.h"
 
-#define Q_RECORD_GLOBALS 8
+#define Q_RECORD_GLOBALS 9
 #define Q_OUTCOME_FIXED  7 /* mask job campaign to status code attempt */
 #define Q_REPLY_MAX      512
 /* the mask of an outcome's arguments (the script's BITS, HIGH and CARRY; its fast path is mask 7) */
@@ -78,7 +82,12 @@ enum {
     Q_OPT_HIGH = 128,
     Q_OPT_CARRY = 256,
     Q_OPT_RUN = 512,
+    Q_OPT_CLASS = 1024,
+    Q_OPT_SUPPRESS = 2048,
+    Q_OPT_PROVIDER = 4096,
 };
+/* the bits that each bring one value after the fixed arguments */
+#define Q_OPT_VALUES ((Q_OPT_HIGH - 1) | Q_OPT_CLASS | Q_OPT_PROVIDER)
 #define Q_RUN_FIXED 5 /* mask count campaign code attempt */
 #define Q_RUN_EACH  3 /* id to reply */
 
@@ -86,21 +95,22 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "local jobs, events, dead, retry, high, supp = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]\n"
     "local stats, maxlen, group = ARGV[1], ARGV[2], ARGV[3]\n"
     "local n, max_age = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-    "local supp_on, holdp, campp = ARGV[6] == '1', ARGV[7], ARGV[8]\n"
+    "local supp_on, holdp, campp, pstats = ARGV[6] == '1', ARGV[7], ARGV[8], ARGV[9]\n"
     "local function bad(what) return redis.error_reply('ERR volley record: ' .. what) end\n"
     "if not n or not max_age then return bad('bad count') end\n"
     "local ok_status = {delivered = true, deferred = true, bounced = true, failed = true, held = true,\n"
     "                   cancelled = true, suppressed = true}\n"
     /* optional event fields in contract order, and their bits in an outcome's mask */
-    "local OPT, BITS, HIGH, CARRY, RUN = {'dsn', 'reply', 'host', 'source_ip', 'tls', 'limit', 'scope'},\n"
-    "                                    {1, 2, 4, 8, 16, 32, 64}, 128, 256, 512\n"
+    "local OPT, BITS, HIGH, CARRY, RUN = {'dsn', 'reply', 'host', 'source_ip', 'tls', 'limit', 'scope', 'class'},\n"
+    "                                    {1, 2, 4, 8, 16, 32, 64, 1024}, 128, 256, 512\n"
+    "local SUPP, PROV, NOPT = 2048, 4096, 8\n"
     "local band = bit.band\n"
     /* per item (an outcome or a run): where it starts, its mask, and where its CARRY block (outcome) or its
        first message (run) is */
-    "local starts, masks, carries, a, nargs, k, left = {}, {}, {}, 9, #ARGV, 0, n\n"
+    "local starts, masks, carries, provs, a, nargs, k, left = {}, {}, {}, {}, 10, #ARGV, 0, n\n"
     "while left > 0 do\n"
     "  local m = tonumber(ARGV[a])\n"
-    "  if not m or m < 0 or m >= 1024 or m % 1 ~= 0 then return bad('malformed arguments') end\n"
+    "  if not m or m < 0 or m >= 8192 or m % 1 ~= 0 then return bad('malformed arguments') end\n"
     "  k = k + 1\n"
     "  if band(m, RUN) ~= 0 then\n"
     /* a run: mask cnt campaign code attempt, the shared optional values but the reply, then job to reply each */
@@ -108,7 +118,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "    if band(m, CARRY) ~= 0 or band(m, BITS[2]) == 0 or not cnt or cnt < 1 or cnt > left or cnt % 1 ~= 0\n"
     "      then return bad('malformed arguments') end\n"
     "    local p = a + 5\n"
-    "    for i = 1, 7 do if i ~= 2 and band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
+    "    for i = 1, NOPT do if i ~= 2 and band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
+    "    if band(m, PROV) ~= 0 then provs[k] = ARGV[p]; p = p + 1 end\n"
     "    if p + 3 * cnt - 1 > nargs then return bad('malformed arguments') end\n"
     "    if not tonumber(ARGV[a + 4]) then return bad('bad attempt') end\n"
     "    for q = p, p + 3 * cnt - 1, 3 do\n"
@@ -118,7 +129,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "    a, left = p + 3 * cnt, left - cnt\n"
     "  else\n"
     "  local p = a + 7\n"
-    "  for i = 1, 7 do if band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
+    "  for i = 1, NOPT do if band(m, BITS[i]) ~= 0 then p = p + 1 end end\n"
+    "  if band(m, PROV) ~= 0 then provs[k] = ARGV[p]; p = p + 1 end\n"
     "  local c\n"
     "  if band(m, CARRY) ~= 0 then\n"
     "    c = p\n"
@@ -155,6 +167,11 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  if t == nil then t = {}; counts[c] = t end\n"
     "  t[st] = (t[st] or 0) + (v or 1)\n"
     "end\n"
+    /* per-provider deliveries, written once per provider at the end */
+    "local pcounts = {}\n"
+    "local function pcount(pv, v)\n"
+    "  if pv and pv ~= '' then pcounts[pv] = (pcounts[pv] or 0) + v end\n"
+    "end\n"
     /* opt - optional field i (OPT) of the outcome at a, or nil */
     "local function opt(a, m, i)\n"
     "  if band(m, BITS[i]) == 0 then return nil end\n"
@@ -167,7 +184,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  local ev = {'job', ARGV[a + 1], 'campaign', ARGV[a + 2], 'to', ARGV[a + 3], 'status', st,\n"
     "              'code', ARGV[a + 5], 'attempt', ARGV[a + 6]}\n"
     "  local p = a + 7\n"
-    "  for i = 1, 7 do\n"
+    "  for i = 1, NOPT do\n"
     "    local v\n"
     "    if band(m, BITS[i]) ~= 0 then v = ARGV[p]; p = p + 1 end\n"
     "    if i == 2 and reply then v = reply end\n"
@@ -210,6 +227,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  end\n"
     "  event(a, m, c, st, reply, expired, false)\n"
     "  count(camp, st)\n"
+    "  local cl = opt(a, m, 8)\n"
+    "  if cl and (st == 'bounced' or st == 'deferred') then count(camp, st .. ':' .. cl) end\n"
     "  if expired then count(camp, 'expired') end\n"
     "  if st == 'deferred' then\n"
     "    local mp = {id}\n"
@@ -225,9 +244,8 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "    d[#d + 1] = 'reason'; d[#d + 1] = reply or opt(a, m, 2) or ''\n"
     "    d[#d + 1] = 'job'; d[#d + 1] = id\n"
     "    redis.call('XADD', dead, '*', unpack(d))\n"
-    "  elseif st == 'bounced' and supp_on and to ~= '' and string.match(ARGV[a + 5], '^5%d%d$')\n"
-    "         and string.match(opt(a, m, 1) or '', '^5%.1%.') then\n"
-    /* 5.1.x: the address itself is bad (RFC 3463); sending to it again only hurts reputation */
+    "  elseif st == 'bounced' and supp_on and to ~= '' and band(m, SUPP) ~= 0 then\n"
+    /* a class the operator suppresses ([feedback] suppress_classes): sending again only hurts reputation */
     "    redis.call('SADD', supp, string.lower(to))\n"
     "  end\n"
     "end\n"
@@ -254,13 +272,13 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* run - a run of delivered outcomes whose header is at a and first message at p: the event's argument
        list is built once and only its three per-message slots (job, to, reply) change; each job is
        still acknowledged alone, since only XACK's answer per id tells a duplicate */
-    "local function run(a, m, p)\n"
+    "local function run(a, m, p, pv)\n"
     "  local cnt, camp, stream = tonumber(ARGV[a + 1]), ARGV[a + 2], jobs\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
     "  local ev = {'job', '', 'campaign', camp, 'to', '', 'status', 'delivered', 'code', ARGV[a + 3],\n"
     "              'attempt', ARGV[a + 4]}\n"
     "  local o, ri = a + 5, 0\n"
-    "  for i = 1, 7 do\n"
+    "  for i = 1, NOPT do\n"
     "    if i == 2 then ev[#ev + 1] = 'reply'; ev[#ev + 1] = ''; ri = #ev\n"
     "    elseif band(m, BITS[i]) ~= 0 then ev[#ev + 1] = OPT[i]; ev[#ev + 1] = ARGV[o]; o = o + 1 end\n"
     "  end\n"
@@ -277,11 +295,11 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "      ev[d], ev[d + 1] = nil, nil\n"
     "    end\n"
     "  end\n"
-    "  if acked > 0 then touched[stream] = true; count(camp, 'delivered', acked) end\n"
+    "  if acked > 0 then touched[stream] = true; count(camp, 'delivered', acked); pcount(pv, acked) end\n"
     "end\n"
     "for k = 1, items do\n"
     "  local a, m = starts[k], masks[k]\n"
-    "  if band(m, RUN) ~= 0 then run(a, m, carries[k]) else\n"
+    "  if band(m, RUN) ~= 0 then run(a, m, carries[k], provs[k]) else\n"
     "  local stream, st = jobs, ARGV[a + 4]\n"
     "  if band(m, HIGH) ~= 0 then stream = high end\n"
     /* 1 only for the call that takes the entry out of the pending list: the first record of this job */
@@ -291,6 +309,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "    if st == 'delivered' then\n"
     "      event(a, m, carries[k], st, nil, false, false)\n"
     "      count(ARGV[a + 2], st)\n"
+    "      pcount(provs[k], 1)\n"
     "    else\n"
     "      outcome(a, m, carries[k], stream)\n"
     "    end\n"
@@ -302,6 +321,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "for c, t in pairs(counts) do\n"
     "  for st, v in pairs(t) do redis.call('HINCRBY', stats .. c, st, v) end\n"
     "end\n"
+    "for pv, v in pairs(pcounts) do redis.call('HINCRBY', pstats .. pv, 'delivered', v) end\n"
     "for s in pairs(touched) do trim(s) end\n"
     /* events: one approximate trim per batch rather than a MAXLEN on every XADD */
     "redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)\n"
@@ -367,8 +387,17 @@ static int keeps_fields(enum q_status s)
     return s == Q_DEFERRED || s == Q_FAILED || s == Q_HELD;
 }
 
+/* suppresses - a bounce whose class the operator suppresses (the script adds the address when suppression is on) */
+static int suppresses(const struct q_outcome *x, const struct q_record_opts *opts)
+{
+    if (x->status != Q_BOUNCED || !set(x->cls) || !opts->suppress_hard_bounces)
+        return 0;
+    int c = bounce_class_parse(x->cls, strlen(x->cls));
+    return c >= 0 && (opts->suppress_classes & (1u << c)) != 0;
+}
+
 /* outcome_mask - which optional values follow an outcome's fixed ones (the script's mask) */
-static unsigned outcome_mask(const struct q_outcome *x)
+static unsigned outcome_mask(const struct q_outcome *x, const struct q_record_opts *opts)
 {
     unsigned m = 0;
     m |= set(x->dsn) ? Q_OPT_DSN : 0;
@@ -378,6 +407,9 @@ static unsigned outcome_mask(const struct q_outcome *x)
     m |= set(x->tls) ? Q_OPT_TLS : 0;
     m |= set(x->limit) ? Q_OPT_LIMIT : 0;
     m |= set(x->scope) ? Q_OPT_SCOPE : 0;
+    m |= set(x->cls) && x->status != Q_DELIVERED ? Q_OPT_CLASS : 0;
+    m |= suppresses(x, opts) ? Q_OPT_SUPPRESS : 0;
+    m |= x->status == Q_DELIVERED && set(x->provider) ? Q_OPT_PROVIDER : 0;
     m |= x->job->high ? Q_OPT_HIGH : 0;
     m |= keeps_fields(x->status) ? Q_OPT_CARRY : 0;
     return m;
@@ -386,7 +418,7 @@ static unsigned outcome_mask(const struct q_outcome *x)
 /* outcome_args - how many arguments the outcome takes */
 static int outcome_args(const struct q_outcome *x, unsigned m)
 {
-    int n = Q_OUTCOME_FIXED + __builtin_popcount(m & (Q_OPT_HIGH - 1));
+    int n = Q_OUTCOME_FIXED + __builtin_popcount(m & Q_OPT_VALUES);
     if (m & Q_OPT_CARRY)
         n += 3 + 2 * (int)x->job->nvars;
     return n;
@@ -430,6 +462,8 @@ static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m)
     put_opt(b, m, Q_OPT_TLS, x->tls, 128);
     put_opt(b, m, Q_OPT_LIMIT, x->limit, 128);
     put_opt(b, m, Q_OPT_SCOPE, x->scope, 32);
+    put_opt(b, m, Q_OPT_CLASS, x->cls, 32);
+    put_opt(b, m, Q_OPT_PROVIDER, x->provider, 64);
     if (!(m & Q_OPT_CARRY))
         return;
     if (x->status == Q_DEFERRED)
@@ -465,20 +499,20 @@ static int runs(const struct q_outcome *x, unsigned m)
  * all that the run's header sends once (mask, campaign, code, attempt and the
  * optional values but the reply).
  */
-static int run_len(const struct q_outcome *o, int i, int n)
+static int run_len(const struct q_outcome *o, int i, int n, const struct q_record_opts *opts)
 {
     const struct q_outcome *x = &o[i];
-    unsigned m = outcome_mask(x);
+    unsigned m = outcome_mask(x, opts);
     if (!runs(x, m))
         return 0;
     int e = i + 1;
     for (; e < n; e++) {
         const struct q_outcome *y = &o[e];
-        if (outcome_mask(y) != m || !runs(y, m) || y->code != x->code || y->job->attempt != x->job->attempt ||
+        if (outcome_mask(y, opts) != m || !runs(y, m) || y->code != x->code || y->job->attempt != x->job->attempt ||
             y->job->campaign_len != x->job->campaign_len ||
             memcmp(y->job->campaign, x->job->campaign, x->job->campaign_len) != 0 || !same_opt(y->dsn, x->dsn) ||
             !same_opt(y->host, x->host) || !same_opt(y->source_ip, x->source_ip) || !same_opt(y->tls, x->tls) ||
-            !same_opt(y->limit, x->limit) || !same_opt(y->scope, x->scope))
+            !same_opt(y->limit, x->limit) || !same_opt(y->scope, x->scope) || !same_opt(y->provider, x->provider))
             break;
     }
     return e - i;
@@ -487,7 +521,7 @@ static int run_len(const struct q_outcome *o, int i, int n)
 /* run_args - how many arguments a run of len outcomes whose mask is m takes */
 static int run_args(unsigned m, int len)
 {
-    return Q_RUN_FIXED + __builtin_popcount(m & (Q_OPT_HIGH - 1) & ~(unsigned)Q_OPT_REPLY) + Q_RUN_EACH * len;
+    return Q_RUN_FIXED + __builtin_popcount(m & Q_OPT_VALUES & ~(unsigned)Q_OPT_REPLY) + Q_RUN_EACH * len;
 }
 
 /* put_run - exactly run_args(m, len) arguments: the header, then id to reply of each */
@@ -505,6 +539,8 @@ static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m)
     put_opt(b, m, Q_OPT_TLS, x->tls, 128);
     put_opt(b, m, Q_OPT_LIMIT, x->limit, 128);
     put_opt(b, m, Q_OPT_SCOPE, x->scope, 32);
+    put_opt(b, m, Q_OPT_CLASS, x->cls, 32);
+    put_opt(b, m, Q_OPT_PROVIDER, x->provider, 64);
     for (int i = 0; i < len; i++) {
         const struct q_job *j = o[i].job;
         q_resp_bulk_str(b, j->id);
@@ -516,13 +552,15 @@ static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m)
 void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
               int n, q_reply_fn *fn, void *priv)
 {
-    static const struct q_record_opts dflt = {.max_age_ms = 4ull * 86400000ull, .suppress_hard_bounces = 1};
+    static const struct q_record_opts dflt = {
+        .max_age_ms = 4ull * 86400000ull, .suppress_hard_bounces = 1, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
     if (opts == NULL)
         opts = &dflt;
     int nargs = Q_RECORD_GLOBALS;
     for (int i = 0; i < n;) {
-        int len = run_len(o, i, n);
-        nargs += len > 0 ? run_args(outcome_mask(&o[i]), len) : outcome_args(&o[i], outcome_mask(&o[i]));
+        int len = run_len(o, i, n, opts);
+        unsigned m = outcome_mask(&o[i], opts);
+        nargs += len > 0 ? run_args(m, len) : outcome_args(&o[i], m);
         i += len > 0 ? len : 1;
     }
     vbuf *b = q_redis_eval_begin(q, &record_script, 6, nargs);
@@ -540,12 +578,14 @@ void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_o
     q_resp_bulk_str(b, opts->suppress_hard_bounces ? "1" : "0");
     q_resp_bulk_str(b, k->hold);
     q_resp_bulk_str(b, k->campaign);
+    q_resp_bulk_str(b, k->pstats);
     for (int i = 0; i < n;) {
-        int len = run_len(o, i, n);
+        int len = run_len(o, i, n, opts);
+        unsigned m = outcome_mask(&o[i], opts);
         if (len > 0)
-            put_run(b, &o[i], len, outcome_mask(&o[i]));
+            put_run(b, &o[i], len, m);
         else
-            put_outcome(b, &o[i], outcome_mask(&o[i]));
+            put_outcome(b, &o[i], m);
         i += len > 0 ? len : 1;
     }
     q_redis_eval_end(q, fn, priv);

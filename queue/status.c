@@ -286,6 +286,7 @@ static int campaign_stats(redisContext *c, const struct q_keys *k, const char *i
     cs->suppressed = num(map_get(h, "suppressed"), 0);
     cs->expired = num(map_get(h, "expired"), 0);
     cs->reclaimed = num(map_get(h, "reclaimed"), 0);
+    q_feedback_read(h, &cs->fb);
     freeReplyObject(h);
     char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
     snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
@@ -346,6 +347,53 @@ static int all_campaigns(redisContext *c, const struct q_keys *k, struct q_statu
     return 0;
 }
 
+struct provider_scan {
+    struct q_status_report *s;
+    size_t plen, cap;
+};
+
+/* add_provider - one <p>:pstats:<provider> hash: deliveries and complaints */
+static int add_provider(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
+{
+    struct provider_scan *ps = priv;
+    struct q_status_report *s = ps->s;
+    if (key->len <= ps->plen)
+        return 0;
+    redisReply *v;
+    int rc = cmd(c, &v, err, errlen, "HMGET %s delivered complained", key->str);
+    if (rc < 0)
+        return rc;
+    if (v->type == REDIS_REPLY_ARRAY && v->elements == 2) {
+        if (s->nproviders == ps->cap) {
+            ps->cap = ps->cap ? 2 * ps->cap : 16;
+            s->providers = xrealloc(s->providers, ps->cap * sizeof(*s->providers));
+        }
+        struct q_provider_stats *p = &s->providers[s->nproviders++];
+        log_sanitize(p->name, sizeof(p->name), key->str + ps->plen, key->len - ps->plen);
+        p->delivered = num(v->element[0], 0);
+        p->complained = num(v->element[1], 0);
+    }
+    freeReplyObject(v);
+    return 0;
+}
+
+static int provider_by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct q_provider_stats *)a)->name, ((const struct q_provider_stats *)b)->name);
+}
+
+/* all_providers - SCAN <p>:pstats:* (providers are a handful: the throttle's table) */
+static int all_providers(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
+{
+    char pattern[Q_KEY_MAX + 2];
+    snprintf(pattern, sizeof(pattern), "%s*", k->pstats);
+    struct provider_scan ps = {.s = s, .plen = strlen(k->pstats)};
+    int rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_provider, &ps, err, errlen);
+    if (rc == 0 && s->nproviders > 1)
+        qsort(s->providers, s->nproviders, sizeof(*s->providers), provider_by_name);
+    return rc;
+}
+
 int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
                      struct q_status_report *s, char *err, size_t errlen)
 {
@@ -372,6 +420,8 @@ int q_status_collect(const struct redis_url *u, const char *prefix, const char *
         rc = group_info(c, k.jobs_high, s->jobs_high, &s->undelivered_high, &s->pending_high, s, &ccap, err, errlen);
     if (rc == 0)
         rc = fleet_info(c, &k, s, err, errlen);
+    if (rc == 0)
+        rc = all_providers(c, &k, s, err, errlen);
     if (rc == 0 && campaign != NULL) {
         s->campaigns = xcalloc(1, sizeof(*s->campaigns));
         rc = campaign_stats(c, &k, campaign, &s->campaigns[0], err, errlen);
@@ -391,5 +441,6 @@ void q_status_report_free(struct q_status_report *r)
     free(r->consumers);
     free(r->campaigns);
     free(r->workers);
+    free(r->providers);
     memset(r, 0, sizeof(*r));
 }

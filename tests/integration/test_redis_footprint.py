@@ -1,8 +1,9 @@
 """What Redis keeps once a campaign is done: after 10,000 delivered messages nothing per job is left outside
 the events stream. No outcome marker per job, no recorded entry left in the job streams (they are trimmed by
 the record script), only the keys of the contract whose size does not grow with the messages sent: the
-campaign hash, its counters, the two (empty) job streams with their group and the events stream (capped, and
-documented per entry). docs/redis-contract.md; the bench's `redis` section measures the same in bytes."""
+campaign hash, its counters, the provider's counters (`<p>:pstats:default`: these recipients match no
+named provider), the two (empty) job streams with their group and the events stream (capped, and documented
+per entry). docs/redis-contract.md; the bench's `redis` section measures the same in bytes."""
 
 from volley_itest import PREFIX
 
@@ -33,7 +34,7 @@ def test_nothing_per_job_left_after_10000_delivered(volley, volley_sink, recipie
     # the keys: a fixed set, whatever N is (the worker's heartbeat may still be there, with its TTL)
     keys = set(r.keys(f"{PREFIX}:*"))
     fixed = {volley.key("campaign", cid), volley.key("stats", cid), volley.key("jobs"), volley.key("jobs", "high"),
-             volley.key("events")}
+             volley.key("events"), volley.key("pstats", "default")}
     assert fixed <= keys, f"missing keys: {fixed - keys}"
     extra = keys - fixed
     assert all(k.startswith(volley.key("worker") + ":") for k in extra), f"keys left per job? {sorted(extra)[:10]}"

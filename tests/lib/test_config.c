@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/bounce_class.h"
 #include "lib/config.h"
 
 /* write_conf - text[n] into a fresh file; its path in path[] */
@@ -224,6 +225,27 @@ static void test_key_table(void **st)
     config_free(&cfg);
 }
 
+/* [feedback] suppress_classes: class names (spaces or commas), `none`; an unknown class names the key */
+static void test_suppress_classes(void **st)
+{
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(cfg.feedback_suppress_classes, BOUNCE_SUPPRESS_DEFAULT);
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[feedback]\nsuppress_classes = reputation,  spam-related\n",
+                                         err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg.feedback_suppress_classes, (1u << BOUNCE_REPUTATION) | (1u << BOUNCE_SPAM));
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[feedback]\nsuppress_classes = none\n", err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg.feedback_suppress_classes, 0);
+    assert_int_equal(
+        config_parse_string(&cfg, "t.conf", "[feedback]\nsuppress_classes = bad-mailbox hard\n", err, sizeof(err)),
+        -EINVAL);
+    assert_string_equal(err, "t.conf:2: bad value 'bad-mailbox hard' for [feedback] suppress_classes");
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_full_tables_name_the_limit),
         cmocka_unit_test(test_former_worker_aliases_are_unknown_keys),
         cmocka_unit_test(test_key_table),
+        cmocka_unit_test(test_suppress_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

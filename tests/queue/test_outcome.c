@@ -115,6 +115,16 @@ static void record(struct q_outcome *o, int n)
     assert_int_equal(rh_pump(Q, FD), 0);
 }
 
+/* pstat - <p>:pstats:<provider> delivered, "" when unset (static buffer) */
+static const char *pstat(const char *provider)
+{
+    static char v[32];
+    redisReply *r = rh_cmd(&H, "HGET %s%s delivered", K.pstats, provider);
+    snprintf(v, sizeof(v), "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    return v;
+}
+
 /* names - an event's field names joined by spaces (static buffer) */
 static const char *names(const redisReply *f)
 {
@@ -151,7 +161,8 @@ static void test_record_writes_everything_together(void **st)
          .reply = "250 2.0.0 OK queued",
          .host = "mx:25",
          .source_ip = "127.0.0.2",
-         .tls = "TLSv1.3 TLS_AES_256_GCM_SHA384"},
+         .tls = "TLSv1.3 TLS_AES_256_GCM_SHA384",
+         .provider = "gmail"},
         {.job = J[1],
          .status = Q_DEFERRED,
          .code = 450,
@@ -159,13 +170,15 @@ static void test_record_writes_everything_together(void **st)
          .reply = "slow down\r\nInjected: x",
          .host = "mx:25",
          .retry_at_ms = 5000,
-         .limit = "provider-rate"},
+         .limit = "provider-rate",
+         .cls = "rate-limited"},
         {.job = J[2],
          .status = Q_BOUNCED,
          .code = 550,
          .dsn = "5.1.1",
          .reply = "550 5.1.10 no such user",
-         .host = "mx:25"},
+         .host = "mx:25",
+         .cls = "bad-mailbox"},
         {.job = J[3], .status = Q_FAILED, .reply = "template: unknown variable"},
         {.job = J[4], .status = Q_FAILED, .reply = J[4]->error},
     };
@@ -194,7 +207,9 @@ static void test_record_writes_everything_together(void **st)
     assert_null(field(e0, "ts_ms")); /* the event's stream id says when */
     /* contract order, the same names in the same order for events of the same kind */
     assert_string_equal(names(e0), "job campaign to status code attempt dsn reply host source_ip tls");
-    assert_string_equal(names(e1), "job campaign to status code attempt dsn reply host limit retry_at_ms");
+    assert_string_equal(names(e1), "job campaign to status code attempt dsn reply host limit retry_at_ms class");
+    assert_string_equal(names(ev->element[2]->element[1]), "job campaign to status code attempt dsn reply host class");
+    assert_string_equal(field(e1, "class"), "rate-limited");
     assert_string_equal(field(e0, "source_ip"), "127.0.0.2");
     assert_string_equal(field(e0, "tls"), "TLSv1.3 TLS_AES_256_GCM_SHA384");
     assert_null(field(e0, "limit"));
@@ -216,7 +231,13 @@ static void test_record_writes_everything_together(void **st)
     assert_string_equal(field(s, "deferred"), "1");
     assert_string_equal(field(s, "bounced"), "1");
     assert_string_equal(field(s, "failed"), "2");
+    /* and per class of bounce and deferral */
+    assert_string_equal(field(s, "deferred:rate-limited"), "1");
+    assert_string_equal(field(s, "bounced:bad-mailbox"), "1");
     freeReplyObject(s);
+    /* deliveries per provider; a bad-mailbox bounce is suppressed by default, its class being suppressed */
+    assert_string_equal(pstat("gmail"), "1");
+    assert_int_equal(rh_int(&H, "SISMEMBER %s cat@example.test", K.suppressed), 1);
 
     /* dead letters: the job's original fields, the reason and the job id */
     redisReply *d = rh_cmd(&H, "XRANGE %s - +", K.dead);
@@ -339,7 +360,8 @@ static void test_record_runs_of_delivered(void **st)
     assert_int_equal(NJ, 4);
     J[1]->attempt = 2; /* a retried job breaks the run: a run sends one attempt */
 #define DELIVERED(i, h, r)                                                                                          \
-    {.job = J[i], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "250 2.0.0 " r, .host = h}
+    {.job = J[i], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "250 2.0.0 " r, .host = h,          \
+     .provider = "yahoo"}
     struct q_outcome o[6] = {
         DELIVERED(0, "mx:25", "queued as A"), DELIVERED(1, "mx:25", "queued as B"),
         DELIVERED(0, "mx:25", "queued as A2"), /* recorded a moment ago: XACK answers 0 */
@@ -383,6 +405,7 @@ static void test_record_runs_of_delivered(void **st)
     assert_string_equal(field(s, "delivered"), "3");
     assert_string_equal(field(s, "bounced"), "1");
     freeReplyObject(s);
+    assert_string_equal(pstat("yahoo"), "3"); /* the runs' deliveries, once each */
     idle(0, 0, 0);
 
     /* a bad id inside a run refuses the whole batch, the run's good outcomes included */
