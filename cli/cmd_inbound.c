@@ -23,6 +23,7 @@
 #include "inbound/server.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "queue/retry.h"
 #include "throttle/throttle.h"
 
 static atomic_int inbound_stop;
@@ -68,11 +69,13 @@ int cmd_inbound_main(int argc, char **argv)
         fprintf(stderr, "volley inbound: [feedback] domain and secret_file must be set\n");
         goto out;
     }
+    struct q_retry_cfg qrc;
     if (verp_key_load(&ib.key, cfg.feedback_secret_file, err, sizeof err) < 0 ||
-        (tc = thr_config_load(&cfg, err, sizeof err)) == NULL) {
+        q_retry_config_load(&cfg, &qrc, err, sizeof err) < 0 || (tc = thr_config_load(&cfg, err, sizeof err)) == NULL) {
         fprintf(stderr, "volley inbound: %s\n", err);
         goto out;
     }
+    ib.suppress_bounces = qrc.suppress_hard_bounces;
     if (cfg.feedback_complaints)
         snprintf(ib.complaints, sizeof ib.complaints, "%s", cfg.feedback_complaints);
     else

@@ -11,9 +11,10 @@
  *   the text) whose hash equals the tag's recipient hash: a report cannot
  *   suppress an address the job was not sent to. Then:
  *   - DSN, per recipient with Action failed: `bounced`, async, with the
- *     Status, the Diagnostic-Code and the Remote-MTA; suppressed when the
- *     status says the mailbox or domain does not exist (5.1.x) or is
- *     disabled (5.2.1); delay and success notices are not bounces (kept
+ *     Status, the Diagnostic-Code, the Remote-MTA and its class
+ *     (lib/bounce_class.h); suppressed when the class is one of [feedback]
+ *     suppress_classes (and [queue] suppress_hard_bounces is on, as for the
+ *     worker's bounces); delay and success notices are not bounces (kept
  *     as unmatched, reason "action delayed");
  *   - ARF: `complained` with the Feedback-Type, always suppressed (when the
  *     recipient is known);
@@ -34,6 +35,7 @@
 #include "inbound/inbound.h"
 #include "inbound/report.h"
 #include "lib/alloc.h"
+#include "lib/bounce_class.h"
 #include "lib/log.h"
 
 /* the job a report names */
@@ -87,12 +89,6 @@ static const char *pick_rcpt(const struct inbound *ib, const struct matched *m, 
         if (rcpt_matches(ib, m, r->addrs[i]))
             return r->addrs[i];
     return NULL;
-}
-
-/* hard_status - a status that means the address will never take mail: 5.1.x (no such user/domain), 5.2.1 */
-static int hard_status(const char *st)
-{
-    return strncmp(st, "5.1.", 4) == 0 || strcmp(st, "5.2.1") == 0;
 }
 
 /* reply_text - the Diagnostic-Code text without a leading "<code> " and "<status> " (as events store replies) */
@@ -192,17 +188,20 @@ int inbound_deliver(struct inbound *ib, const struct inbound_txn *t)
                 fail |= unmatched(ib, "recipient in the report does not match the tag", kind, t, tags);
                 continue;
             }
+            const char *reply = reply_text(rc);
+            enum bounce_class_id cls = bounce_classify(rc->code, rc->status, reply, strlen(reply));
             struct fb_event ev = {.status = "bounced",
                                   .job = m.job,
                                   .campaign = m.campaign,
                                   .to = to,
                                   .code = rc->code,
                                   .dsn = rc->status,
-                                  .reply = reply_text(rc),
+                                  .reply = reply,
                                   .host = rc->remote_mta,
                                   .source = kind,
                                   .async = 1,
-                                  .suppress = hard_status(rc->status)};
+                                  .bounce_class = bounce_class_name(cls),
+                                  .suppress = ib->suppress_bounces && (ib->cfg->feedback_suppress_classes >> cls) & 1u};
             int st = fb_store_record(ib->store, &ev);
             recorded |= st >= 0;
             fail |= st < 0;

@@ -33,6 +33,7 @@ struct inbound {
     struct verp_key key;
     const char *domain;   /* [feedback] domain */
     char complaints[320]; /* [feedback] complaints_address, lower case */
+    int suppress_bounces; /* [queue] suppress_hard_bounces: bounces of [feedback] suppress_classes are suppressed */
     struct fb_store *store;
     atomic_int *stop;
 };

@@ -46,7 +46,7 @@ static const char record_lua[] =
     "if ARGV[12] == '1' and ARGV[4] ~= '' then added = redis.call('SADD', KEYS[3], ARGV[4]) end\n"
     "if ARGV[1] == 'unsubscribed' and added == 0 then return 0 end\n"
     "local f = {'job', ARGV[2], 'campaign', ARGV[3], 'to', ARGV[4], 'status', ARGV[1], 'code', ARGV[5]}\n"
-    "local opt = {{'dsn', 6}, {'class', 13}, {'reply', 7}, {'host', 8}, {'async', 9}, {'feedback', 10},\n"
+    "local opt = {{'dsn', 6}, {'reply', 7}, {'host', 8}, {'class', 13}, {'async', 9}, {'feedback', 10},\n"
     "             {'source', 11}}\n"
     "for _, o in ipairs(opt) do\n"
     "  if ARGV[o[2]] ~= '' then f[#f + 1] = o[1]; f[#f + 1] = ARGV[o[2]] end\n"

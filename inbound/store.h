@@ -16,8 +16,9 @@
  *     SADD <p>:suppressed <to> (when ev.suppress), then, unless the status is
  *     `unsubscribed` and the address was suppressed already (one-click is
  *     idempotent), XADD <p>:events (MAXLEN ~ 1000000) with job, campaign,
- *     to, status, code, dsn, reply, host, async, feedback, source, and
- *     HINCRBY <p>:stats:<campaign> <status> 1, and for complaints
+ *     to, status, code, dsn, reply, host, class, async, feedback, source,
+ *     and HINCRBY <p>:stats:<campaign> <status> 1 (and bounced:<class> for
+ *     a bounce with a class), and for complaints
  *     HINCRBY <p>:pstats:<provider> complained 1.
  *   Unmatched reports go to the stream <p>:inbound:unmatched (MAXLEN ~
  *   10000: reason, kind, mail_from, rcpt, tags, size) and bump

@@ -338,6 +338,7 @@ def test_plain_bounce_and_auto_reply(volley, sent):
     assert wait_for(lambda: bounced() and unmatched(volley), 10), sent["inbound"].log()
     (e,) = bounced()
     assert e["source"] == "plain" and e["async"] == "1" and e["dsn"] == "5.1.1" and e["code"] == "550", e
+    assert e["class"] == "bad-mailbox", e
     assert e["reply"] == "no mailbox here by that name", e
     assert e["job"] == one_event(sent["events"], a)["job"]
     assert volley.r.sismember(volley.key("suppressed"), a)

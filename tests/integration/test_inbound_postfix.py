@@ -51,13 +51,13 @@ def test_postfix_dsn_becomes_async_bounce(volley, relay):
         (e,) = bounce()
         assert e["async"] == "1" and e["source"] == "dsn", e
         assert e["job"] == delivered["job"] and e["campaign"] == cid, (e, delivered)
-        assert e["dsn"] == "5.1.1" and e["code"] == "550", e
+        assert e["dsn"] == "5.1.1" and e["code"] == "550" and e["class"] == "bad-mailbox", e
         assert "User unknown" in e["reply"], e
         assert "127.0.0.1" in e.get("host", ""), e
         assert volley.r.sismember(volley.key("suppressed"), "ann@dest.test")
         assert not volley.r.sismember(volley.key("suppressed"), "ok@dest.test")
         st = volley.stats(cid)
-        assert st["delivered"] == 2 and st["bounced"] == 1, st
+        assert st["delivered"] == 2 and st["bounced"] == 1 and st["bounced:bad-mailbox"] == 1, st
         assert "status=bounced" in pf.log_text() and "sender non-delivery notification" in pf.log_text()
         assert ib.alive()
     finally:
