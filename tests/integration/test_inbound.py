@@ -309,14 +309,19 @@ def test_redis_outage_answers_451(volley, sent):
     assert "does not exist" in unmatched(volley)[0]["reason"]
 
 
-def test_sigterm_ends_waiting_sessions(sent):
-    """SIGTERM: an idle client is told 421 and the process exits 0 at once, not after its timeout_ms."""
-    with socket.create_connection(("127.0.0.1", sent["inbound"].port), timeout=10) as c:
+def test_sigterm_ends_waiting_sessions(volley, sent):
+    """SIGTERM: an idle client is told 421 and the process exits 0 at once, not after its timeout_ms (30 s here;
+    the bound below leaves room for a loaded machine)."""
+    sent["inbound"].stop()
+    port = free_port()
+    volley.write_conf(route=sent["rx"].hostport, preset=ENGINE, **feedback_conf(volley, port, timeout_ms=30000))
+    ib = Inbound(volley, port)
+    with socket.create_connection(("127.0.0.1", port), timeout=40) as c:
         f = c.makefile("rb")
         assert f.readline().startswith(b"220")
         t0 = time.monotonic()
-        assert sent["inbound"].stop() == 0
-        assert time.monotonic() - t0 < 2.5
+        assert ib.stop() == 0
+        assert time.monotonic() - t0 < 10
         assert f.readline().startswith(b"421")
 
 
