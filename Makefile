@@ -31,12 +31,13 @@ JEMALLOC ?= -ljemalloc
 PYTHON  ?= /usr/bin/python3
 
 # One archive per layer so a module's tests link only what that module may use.
-MODULES   := lib queue throttle templates engine cli
+MODULES   := lib queue throttle templates engine inbound cli
 src_of     = $(filter-out cli/main.c,$(wildcard $(1)/*.c))
 obj_of     = $(patsubst %.c,$(BUILD)/%.o,$(call src_of,$(1)))
 ARCHIVES  := $(foreach m,$(MODULES),$(BUILD)/lib$(m).a)
 # link order: engine depends on everything, everything depends on lib; cli (the commands) sits
-# above engine and links only into volley, so the runtime, its tests and tools cannot reach it
+# above engine and links only into volley, so the runtime, its tests and tools cannot reach it;
+# inbound (`volley inbound`: queue, throttle and lib below it) links only into volley, its tests and fuzz harnesses
 ALL_LIBS  := $(BUILD)/libengine.a $(BUILD)/libqueue.a $(BUILD)/libthrottle.a $(BUILD)/libtemplates.a $(BUILD)/liblib.a
 MAIN_OBJ  := $(BUILD)/cli/main.o
 SINK_SRC  := $(wildcard bench/sink/*.c)
@@ -72,7 +73,7 @@ $(foreach m,$(MODULES),$(eval $(call archive_rule,$(m))))
 
 # libcurl: only the cli layer uses it (volley events --webhook), so only volley links it
 CURL_LIBS := $(shell pkg-config --libs libcurl)
-$(BUILD)/volley: $(MAIN_OBJ) $(BUILD)/libcli.a $(ALL_LIBS)
+$(BUILD)/volley: $(MAIN_OBJ) $(BUILD)/libcli.a $(BUILD)/libinbound.a $(ALL_LIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) $(CURL_LIBS) $(JEMALLOC)
 
 $(BUILD)/volley-sink: $(SINK_OBJ) $(BUILD)/liblib.a
@@ -107,6 +108,7 @@ TEST_LIBS_throttle  := $(BUILD)/libthrottle.a $(BUILD)/liblib.a
 TEST_LIBS_templates := $(BUILD)/libtemplates.a $(BUILD)/liblib.a
 TEST_LIBS_engine    := $(ALL_LIBS)
 TEST_LIBS_bench     := $(BUILD)/liblib.a
+TEST_LIBS_inbound   := $(BUILD)/libinbound.a $(BUILD)/libqueue.a $(BUILD)/libthrottle.a $(BUILD)/liblib.a
 .SECONDEXPANSION:
 $(BUILD)/tests/%: tests/%.c $$(TEST_LIBS_$$(firstword $$(subst /, ,$$*)))
 	@mkdir -p $(dir $@)
@@ -117,7 +119,7 @@ $(SINK_LIB): $(filter-out $(BUILD)/bench/sink/main.o,$(SINK_OBJ))
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/tests/fuzz/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(SINK_LIB) $(ALL_LIBS)
+$(BUILD)/tests/fuzz/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(SINK_LIB) $(BUILD)/libinbound.a $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DFUZZ_CORPUS='"$(CURDIR)/tests/fuzz/corpus/$*"' $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c \
 	    $(filter %.a,$^) $(LDLIBS) $(JEMALLOC)
@@ -125,7 +127,7 @@ $(BUILD)/tests/fuzz/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(
 fuzz-replay: $(FUZZ_REPLAY)
 
 # libFuzzer binaries; only built by `make fuzz` (BUILD=build-fuzz, CC=clang, CFLAGS with -fsanitize=fuzzer-no-link)
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SINK_LIB) $(ALL_LIBS)
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SINK_LIB) $(BUILD)/libinbound.a $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(filter %.a,$^) $(LDLIBS)
 

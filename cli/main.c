@@ -30,6 +30,7 @@ static void usage(FILE *f)
                "  warmup   start IP [YYYY-MM-DD] | show: IP warm-up schedules\n"
                "  check    validate a configuration (--dkim: and its DKIM keys, with the DNS records)\n"
                "  events   the events stream, readable (--follow: export without loss, --webhook URL)\n"
+               "  inbound  receive bounces, complaints and one-click unsubscribes (docs/feedback.md)\n"
                "run 'volley COMMAND --help' for a command's options; 'volley --version' for the version\n");
 }
 
@@ -64,6 +65,8 @@ int main(int argc, char **argv)
         return cmd_check_main(argc - 1, argv + 1);
     if (strcmp(c, "events") == 0)
         return cmd_events_main(argc - 1, argv + 1);
+    if (strcmp(c, "inbound") == 0)
+        return cmd_inbound_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "alloc.h"
 #include "bounce_class.h"
 #include "err.h"
@@ -60,6 +61,14 @@ void config_free(struct vconfig *cfg)
         free(cfg->raw[i].key);
         free(cfg->raw[i].value);
     }
+    free(cfg->feedback_domain);
+    free(cfg->feedback_secret_file);
+    free(cfg->feedback_complaints);
+    free(cfg->feedback_unsub_base);
+    free(cfg->inbound_listen);
+    free(cfg->inbound_http_listen);
+    free(cfg->inbound_cert_file);
+    free(cfg->inbound_key_file);
     for (int i = 0; i < cfg->ndkim; i++) {
         free(cfg->dkim[i].domain);
         free(cfg->dkim[i].selector);
@@ -439,6 +448,64 @@ static int set_log_level(struct vconfig *cfg, const char *key, const char *v, ch
     return -EINVAL;
 }
 
+/* set_complaints_address - [feedback] complaints_address: one plain address */
+static int set_complaints_address(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    const char *bad = addr_check(v, strlen(v));
+    if (bad)
+        return err_set(why, whylen, -EINVAL, "%s", bad);
+    set_str(&cfg->feedback_complaints, v);
+    return 0;
+}
+
+/* set_unsub_base - [feedback] unsubscribe_base: an https:// URL without blanks, quotes or angle brackets */
+static int set_unsub_base(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    if (strncasecmp(v, "https://", 8) != 0 || strlen(v) < 9 || strlen(v) > 256 || strpbrk(v, " \t\"<>{}") != NULL)
+        return err_set(why, whylen, -EINVAL, "expected an https:// URL of at most 256 bytes");
+    set_str(&cfg->feedback_unsub_base, v);
+    return 0;
+}
+
+/* check_listen - each blank-separated word is host:port */
+static int check_listen(const char *v, int many)
+{
+    char host[256];
+    int port, n = 0;
+    char word[300];
+    for (const char *p = v; *p;) {
+        size_t l = strcspn(p, " \t");
+        if (l > 0) {
+            if (l >= sizeof word)
+                return -EINVAL;
+            memcpy(word, p, l);
+            word[l] = '\0';
+            if (config_parse_hostport(word, host, sizeof host, &port) < 0)
+                return -EINVAL;
+            n++;
+        }
+        p += l;
+        p += strspn(p, " \t");
+    }
+    return n == 0 || (!many && n > 1) || n > 16 ? -EINVAL : 0;
+}
+
+static int set_inbound_listen(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    if (check_listen(v, 1) < 0)
+        return -EINVAL;
+    set_str(&cfg->inbound_listen, v);
+    return 0;
+}
+
+static int set_inbound_http_listen(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    if (check_listen(v, 0) < 0)
+        return -EINVAL;
+    set_str(&cfg->inbound_http_listen, v);
+    return 0;
+}
+
 /* set_suppress_classes - class names separated by spaces or commas, or `none` */
 static int set_suppress_classes(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
@@ -620,6 +687,21 @@ const struct config_key config_keys[] = {
     MODULE("queue", "claim_idle", "duration, 10s to 1d", "5m",
            "a dead worker's pending job is taken over after this idle time"),
 
+    NAME("feedback", "domain", feedback_domain, "off: the envelope sender is `mail_from` as it is",
+         "bounce.sender.example",
+         "the bounce domain (its MX is `volley inbound`): the envelope sender of every message becomes "
+         "`<local>+<tag>@<domain>`, the tag naming the job under an HMAC ([docs/feedback.md](docs/feedback.md)); "
+         "needs `secret_file`"),
+    FILE_("feedback", "secret_file", feedback_secret_file, "unset", "/etc/volley/feedback.secret",
+          "first line: the HMAC secret (16-128 bytes) of VERP tags and unsubscribe tokens; the same file on every "
+          "worker and `volley inbound`"),
+    FUNC("feedback", "complaints_address", set_complaints_address, "an address", NULL, "`fbl@<domain>`",
+         "fbl@bounce.sender.example", "where feedback-loop (ARF) reports are sent: register it with Yahoo, "
+         "Microsoft JMRP and others"),
+    FUNC("feedback", "unsubscribe_base", set_unsub_base, "`https://` URL", NULL, "unset",
+         "https://unsub.sender.example",
+         "base of `{{unsubscribe_url}}` in a campaign's `list_unsubscribe`: `<base>/u/<signed token>`, served by "
+         "`volley inbound` (`http_listen`, behind your HTTPS proxy)"),
     FUNC("feedback", "suppress_classes", set_suppress_classes,
          "bounce class names ([Bounce classes](#bounce-classes-and-complaint-rates)), or `none`",
          "bad-mailbox bad-domain inactive-mailbox", NULL, NULL,
@@ -628,6 +710,22 @@ const struct config_key config_keys[] = {
     INT("events", "max_entries", events_max_entries, 1000, 1000000000, "1000000",
         "the events stream's hard ceiling in entries (~100 B each): below it, entries an export group (`volley "
         "events --group`) has not read are kept; above it the oldest go anyway, with a warning"),
+
+    FUNC("inbound", "listen", set_inbound_listen, "`host:port` list", "0.0.0.0:25", NULL, NULL,
+         "`volley inbound`: SMTP listen addresses (blank-separated)"),
+    FUNC("inbound", "http_listen", set_inbound_http_listen, "`host:port`", NULL, "no HTTP endpoint",
+         "127.0.0.1:8025", "`volley inbound`: the one-click unsubscribe endpoint (`POST /u/<token>`)"),
+    FILE_("inbound", "cert_file", inbound_cert_file, "no STARTTLS", "/etc/volley/inbound.pem",
+          "certificate chain (PEM) offered with STARTTLS"),
+    FILE_("inbound", "key_file", inbound_key_file, "unset", "/etc/volley/inbound.key", "the key of `cert_file`"),
+    BYTES("inbound", "max_message_bytes", inbound_max_message_bytes, 1024, 1ULL << 30, "10485760",
+          "a larger message is read to its end, dropped and answered 552 (the SIZE announced in EHLO)"),
+    INT("inbound", "max_clients", inbound_max_clients, 1, 10000, "64",
+        "concurrent SMTP sessions; one more is answered 421 and closed"),
+    INT("inbound", "timeout_ms", inbound_timeout_ms, 100, 3600000, "60000",
+        "a client silent this long (a command, a DATA block) is answered 421 and closed"),
+    INT("inbound", "session_max_ms", inbound_session_max_ms, 1000, DAY_MS, "600000",
+        "a session's whole life (a client trickling bytes is still cut off)"),
 
     FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
 

@@ -143,8 +143,20 @@ struct vconfig {
     int ndns_servers;
     int dns_timeout_ms;
     int dns_tries;
-    /* [feedback] */
+    /* [feedback] (docs/feedback.md): VERP off while feedback_domain is NULL */
+    char *feedback_domain;      /* bounce domain: the envelope sender becomes <local>+<tag>@<domain> */
+    char *feedback_secret_file; /* HMAC secret of VERP tags and unsubscribe tokens (lib/verp.h) */
+    char *feedback_complaints;  /* feedback-loop report address; NULL: fbl@<domain> */
+    char *feedback_unsub_base;  /* https base URL of {{unsubscribe_url}} */
     unsigned feedback_suppress_classes; /* bit (1u << enum bounce_class_id) per class whose bounces are suppressed */
+    /* [inbound]: `volley inbound` */
+    char *inbound_listen;       /* space-separated host:port list */
+    char *inbound_http_listen;  /* host:port of the one-click endpoint; NULL: none */
+    char *inbound_cert_file, *inbound_key_file; /* STARTTLS; unset: no STARTTLS */
+    size_t inbound_max_message_bytes;
+    int inbound_max_clients;
+    int inbound_timeout_ms;     /* per command / per data block */
+    int inbound_session_max_ms; /* a session's whole life */
     /* sections parsed by other modules */
     struct config_raw raw[CONFIG_MAX_RAW];
     int nraw;

@@ -24,7 +24,8 @@
 
 const char *const q_event_names[Q_EV_NFIELDS] = {
     "id",        "job", "campaign", "to",          "status", "code",  "attempt",  "dsn",     "reply",    "host",
-    "source_ip", "tls", "limit",    "retry_at_ms", "scope",  "class", "priority", "expired", "duplicate"};
+    "source_ip", "tls", "limit",    "retry_at_ms", "scope",  "class", "async",    "feedback", "source",   "priority",
+    "expired",   "duplicate"};
 
 /* int_of - s[0..n) as a whole decimal integer (optional '-'), or -EINVAL */
 static int int_of(const char *s, size_t n, long long *out)

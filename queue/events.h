@@ -65,6 +65,9 @@ enum q_ev_field {
     Q_EV_RETRY_AT_MS,
     Q_EV_SCOPE,
     Q_EV_CLASS,
+    Q_EV_ASYNC,    /* volley inbound: a bounce that came back later */
+    Q_EV_FEEDBACK, /* volley inbound: the ARF Feedback-Type */
+    Q_EV_SOURCE,   /* volley inbound: what reported it (dsn, arf, plain, one-click) */
     Q_EV_PRIORITY,
     Q_EV_EXPIRED,
     Q_EV_DUPLICATE,

@@ -500,7 +500,7 @@ SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connection
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
                        "connection_max_ms", "bad_host_ms", "mx_port"})
 SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "events", "throttle", "warmup",
-            "dkim", "log", "metrics")
+            "dkim", "feedback", "inbound", "log", "metrics")
 
 # what every test starts from: small batches, quick SMTP timeouts, no TLS
 CONF_DEFAULTS = {

@@ -128,6 +128,9 @@ struct throttle *thr_new(const struct thr_config *tc, const char *redis_prefix, 
  */
 void thr_free(struct throttle *t);
 
+/* thr_classify_config - thr_classify from the configuration alone (volley inbound: complaints per provider) */
+int thr_classify_config(const struct thr_config *tc, const char *domain, size_t dlen, const char *const *mx_hosts,
+                        int nmx);
 /* thr_classify - provider index by recipient domain, else by MX host names (rollup), else "default" */
 int thr_classify(const struct throttle *t, const char *domain, size_t dlen, const char *const *mx_hosts, int nmx);
 /*

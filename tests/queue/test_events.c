@@ -155,9 +155,9 @@ static void test_csv(void **st)
     q_event_csv_header(&b);
     q_event_csv(&ev, &b);
     assert_string_equal(vbuf_data(&b), "id,job,campaign,to,status,code,attempt,dsn,reply,host,source_ip,tls,limit,"
-                                       "retry_at_ms,scope,class,priority,expired,duplicate\n"
+                                       "retry_at_ms,scope,class,async,feedback,source,priority,expired,duplicate\n"
                                        "1700000001500-3,1700000001500-1,spring-sale,a@x.test,bounced,550,1,,"
-                                       "\"no, \"\"never\"\"\",,,,,,,,,,\n");
+                                       "\"no, \"\"never\"\"\",,,,,,,,,,,,,\n");
     vbuf_free(&b);
     freeReplyObject(e);
 }
