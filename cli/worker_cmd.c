@@ -79,6 +79,8 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
     if (nc->backend != cur->backend)
         log_warn("reload: a new [worker] backend needs a restart; the threads keep their event loop");
     nc->backend = cur->backend;
+    if (nc->metrics_port != cur->metrics_port || strcmp(nc->metrics_host, cur->metrics_host) != 0)
+        log_warn("reload: a new [metrics] listen needs a restart; the metrics server keeps its address");
     /* the claimed name is the process's identity in Redis: it never changes while running */
     if (nc->name != NULL && strcmp(nc->name, cur->name) != 0)
         log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);

@@ -11,10 +11,12 @@
   panels show the campaign.
 - Failures are counted by their result: a route to a closed port shows as refused connects and deferred
   messages, with no transaction started.
-- A port already taken stops the worker at start with exit 2 and the reason.
+- A port already taken stops the worker at start with exit 2 and the reason; a reload with a new
+  address keeps the server where it started and logs that a restart is needed.
 """
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -233,3 +235,18 @@ def test_port_taken_is_an_error(volley):
         volley.write_conf("127.0.0.1:1", metrics={"listen": f"127.0.0.1:{port}"})
         run = volley.run_worker(expect=2)
     assert "[metrics] listen" in run.log and str(port) in run.log, run.log
+
+
+def test_reload_keeps_the_server(volley):
+    """SIGHUP with a new [metrics] listen: the server keeps its address (it needs a restart) and says so."""
+    port, other = free_port(), free_port()
+    volley.write_conf("127.0.0.1:1", metrics={"listen": f"127.0.0.1:{port}"})
+    w = volley.start_worker()
+    assert wait_port(port, timeout=10), w.logpath.read_text()
+    volley.write_conf("127.0.0.1:1", metrics={"listen": f"127.0.0.1:{other}"})
+    w.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "needs a restart" in w.logpath.read_text(), 10), w.logpath.read_text()
+    assert "[metrics] listen" in w.logpath.read_text()
+    assert scrape(port)[1].startswith("# HELP volley_messages_total"), "still served where it started"
+    assert not wait_port(other, timeout=1)
+    assert stop_workers([w]) == [0]
