@@ -96,10 +96,8 @@ struct metrics_http *metrics_http_start(const char *host, int port, struct metri
                             (unsigned)METRICS_HTTP_TIMEOUT, MHD_OPTION_END);
     if (h->d == NULL) {
         /* libmicrohttpd does not say why; bind(2) failing (address in use, not ours) is nearly always it */
-        err_set(err, errlen, -EADDRINUSE,
-                "[metrics] listen %s:%d: cannot listen there (address in use or not "
-                "this machine's?)",
-                host, port);
+        err_set(err, errlen, -EADDRINUSE, "[metrics] listen %s:%d: cannot listen there (in use, or not ours?)", host,
+                port);
         free(h->blocks);
         free(h);
         return NULL;
