@@ -5,8 +5,8 @@
  *   #include "engine/metrics.h"
  *
  *   t = metrics_thread_new(cfg, tc);               worker_init, one per thread
- *   metrics_msg_done(t, status, prov, ip, ...);    the owning thread only
- *   metrics_render(ts, n, &out, wall_ms);          any thread (the HTTP one)
+ *   metrics_msg_done(t, status, cls, prov, ...);   the owning thread only
+ *   metrics_render(ts, n, &out);                   any thread (the HTTP one)
  *   metrics_thread_free(t);                        after the readers stopped
  * DESCRIPTION
  *   Each worker thread owns one struct metrics_thread and is the only writer
@@ -18,8 +18,9 @@
  *   relaxed load, so the reader never sees a torn value and the compiler may
  *   not cache a counter in a register across the loop. Why not a seqlock:
  *   Prometheus counters are independent series and a scrape never needed a
- *   consistent cut across them; a seqlock would cost the writer two stores
- *   and two release fences per bump for a guarantee nobody reads. The one
+ *   consistent cut across them; a seqlock would cost the writer two more
+ *   stores (its sequence) and two write fences per bump for a guarantee
+ *   nobody reads. The one
  *   place consistency shows is a histogram (count must equal the +Inf
  *   bucket): the reader derives _count from the buckets it loaded.
  *
