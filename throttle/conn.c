@@ -42,7 +42,22 @@ static void conn_zrem(struct throttle *t, struct thr_pair *pr, uint32_t seq)
     char id[128];
     lease_id(t, seq, id, sizeof(id));
     const char *argv[] = {"ZREM", pr->k_conn, id};
+    t->nkind[THR_K_ZREM]++;
     thr_command(t, 3, argv, NULL, -1, 0);
+}
+
+/*
+ * conn_pause - how long to wait before asking again after refusals in a row: 250 ms doubling up to
+ * THR_CONN_POLL_MS while this worker holds none of the pair's connections (it cannot send at all),
+ * up to THR_CONN_POLL_HELD_MS while it holds one or more: it is sending, another connection would
+ * only add speed, and with every worker of the fleet wanting more than its share those asks were
+ * most of the throttle's Redis commands.
+ */
+static uint64_t conn_pause(const struct thr_pair *pr, int refusals)
+{
+    uint64_t pause = 125u << (refusals < 1 ? 1 : refusals > 8 ? 8 : refusals);
+    uint64_t max = pr->nheld > 0 || pr->grant != 0 ? THR_CONN_POLL_HELD_MS : THR_CONN_POLL_MS;
+    return pause < max ? pause : max;
 }
 
 /* conn_full - the fleet holds all its connections: ask again after pause, or at the first lease expiry if sooner */
@@ -85,21 +100,35 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
              * Ask after the pause of the refusals so far, or when the first lease expires if sooner
              * (a dead worker's lease does expire then).
              */
-            conn_full(t, pr, 125u << (pr->conn_refusals > 0 ? pr->conn_refusals : 1), thr_reply_u64(r, 8));
+            conn_full(t, pr, conn_pause(pr, pr->conn_refusals), thr_reply_u64(r, 8));
         } else {
             pr->conn_refusals = 0;
         }
         return;
     }
     if (strcmp(why, "conn") == 0) {
+        t->nkind[THR_K_CONN]--;
+        t->nkind[THR_K_CONN_FULL]++;
         /*
          * Another worker may release any moment: look again before the earliest expiry, after a
-         * pause that doubles while the fleet stays full (250 ms .. 2 s) so that many workers
+         * pause that doubles while the fleet stays full (conn_pause) so that many workers
          * wanting more connections than the fleet may hold do not poll Redis hard, and a worker
-         * still notices within 2 s that the others left.
+         * without a connection still notices within 2 s that the others left.
          */
-        pr->conn_refusals = pr->conn_refusals < 4 ? pr->conn_refusals + 1 : 4;
-        conn_full(t, pr, 125u << pr->conn_refusals, retry);
+        pr->conn_refusals = pr->conn_refusals < 8 ? pr->conn_refusals + 1 : 8;
+        uint64_t pause = conn_pause(pr, pr->conn_refusals);
+        /*
+         * Every rate slot before rate_ms is leased already: a connection taken earlier would only
+         * wait for the rate (and keep another worker's mail waiting). Asking THR_CONN_LEAD_MS
+         * before it leaves time to open the connection. The earliest lease expiry still wins
+         * when it is sooner (a dead worker's connections).
+         */
+        uint64_t rate_at = thr_reply_u64(r, 6), lead = THR_CONN_LEAD_MS;
+        if (rate_at > t->now_ms + lead + pause)
+            pause = rate_at - lead - t->now_ms;
+        if (pause > THR_CONN_POLL_HELD_MS)
+            pause = THR_CONN_POLL_HELD_MS;
+        conn_full(t, pr, pause, retry);
     } else if (strcmp(why, "newconn") == 0) {
         pr->conn_at_ms = retry;
         snprintf(pr->conn_why, sizeof(pr->conn_why), "new connections of IP %s for provider %s (%s)", t->ips[pr->ip],
@@ -146,6 +175,9 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
              */
             pr->held[pr->nheld++] = pr->rel[--pr->nrel];
             pr->handovers++;
+            /* the fleet is as full as before the release: the pause before asking for more holds */
+            if (pr->nrel == 0)
+                pr->conn_at_ms = pr->conn_full_at_ms;
             if (pr->renew_at_ms == 0)
                 pr->renew_at_ms = now_ms; /* an old lease: keep its renewal on time */
         } else {
@@ -181,17 +213,18 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         char a_nh[16];
         snprintf(a_nh, sizeof(a_nh), "%d", pr->handovers);
         pr->handovers = 0;
-        const char *args[13 + THR_REL_MAX] = {
-            pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, a_now, a_lim, a_blim,
-            id,         a_ms,          a_T,           a_tau,        a_hor, a_nh};
+        const char *args[15 + THR_REL_MAX] = {
+            pr->k_conn, pr->k_newconn, pr->k_backoff, pr->k_status, pr->k_rate, pr->k_brate, a_now, a_lim,
+            a_blim,     id,            a_ms,          a_T,          a_tau,      a_hor,       a_nh};
         for (int i = 0; i < pr->nrel; i++) {
             lease_id(t, pr->rel[i], rel[i], sizeof(rel[i]));
-            args[13 + i] = rel[i];
+            args[15 + i] = rel[i];
         }
         int nargs = 9 + pr->nrel;
         pr->nrel = 0;
         pr->conn_pending = true;
-        thr_eval(t, THR_S_CONN, 4, nargs, args, on_conn, (int)(pr - t->pairs), ((uint64_t)pr->epoch << 32) | seq);
+        t->nkind[THR_K_CONN]++;
+        thr_eval(t, THR_S_CONN, 6, nargs, args, on_conn, (int)(pr - t->pairs), ((uint64_t)pr->epoch << 32) | seq);
     }
     if (pr->conn_pending) {
         v->until_ms = now_ms + 5;
@@ -216,6 +249,8 @@ void thr_conn_release(struct throttle *t, int p, int ip)
             pr->rel_since_ms = t->now_ms;
         pr->rel[pr->nrel++] = pr->held[--pr->nheld];
     }
+    if (pr->conn_at_ms > 0)
+        pr->conn_full_at_ms = pr->conn_at_ms;
     pr->conn_at_ms = 0; /* a slot is free: the next acquire may ask at once */
 }
 
@@ -236,14 +271,21 @@ static void on_renew(struct throttle *t, int pair, uint64_t arg, redisReply *r)
 
 void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
 {
-    if (pr->nrel > 0 && now_ms - pr->rel_since_ms >= THR_REL_FLUSH_MS && !pr->conn_pending) {
-        /* nobody reopened: give the slots back to the fleet in one ZREM */
+    /*
+     * Nobody reopened: give the leases back to the fleet in one ZREM, soon when the pair went idle.
+     * A pair still sending (slots leased, or a message asked for one lately) keeps them up to
+     * THR_REL_KEEP_MS: its pool reopens on one without a call when its queue grows again, instead
+     * of a ZREM now and a CONN then.
+     */
+    bool busy = (pr->tokens > 0 || now_ms - pr->last_demand_ms < THR_REL_FLUSH_MS) && now_ms - pr->rel_since_ms < THR_REL_KEEP_MS;
+    if (pr->nrel > 0 && now_ms - pr->rel_since_ms >= THR_REL_FLUSH_MS && !busy && !pr->conn_pending) {
         char ids[THR_REL_MAX][128];
         const char *argv[2 + THR_REL_MAX] = {"ZREM", pr->k_conn};
         for (int i = 0; i < pr->nrel; i++) {
             lease_id(t, pr->rel[i], ids[i], sizeof(ids[i]));
             argv[2 + i] = ids[i];
         }
+        t->nkind[THR_K_ZREM]++;
         thr_command(t, 2 + pr->nrel, argv, NULL, -1, 0);
         pr->nrel = 0;
     }
@@ -279,6 +321,7 @@ void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
     }
     pr->renew_pending = true;
     pr->renew_at_ms = now_ms + (uint64_t)t->tc->lease_ms / 3;
+    t->nkind[THR_K_RENEW]++;
     thr_eval(t, THR_S_RENEW, 2, 6 + n, args, on_renew, (int)(pr - t->pairs), 0);
     free(ids);
     free(args);

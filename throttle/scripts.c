@@ -170,12 +170,15 @@ static const char thr_lua_lease[] =
  * (they ride along instead of costing a ZREM each). The new-connection
  * GCRA reserves a start time up to horizon_ms ahead rather than refusing,
  * so a pool opening connections steadily pays one call per connection.
- * KEYS conn, newconn, backoff, status
+ * KEYS conn, newconn, backoff, status, rate, backoff_rate
  * ARGV now_ms, limit, backoff_limit, id, lease_ms, nc_interval_us, nc_tau_us, horizon_ms, handovers,
  *      released id...
  * handovers: connections the worker opened on a lease of its own it had just released (charged
  * to the new-connection rate here, after the fact).
- * Returns {ok, why, at_ms, mode, until_ms, reply[, held, limit, first_expiry]};
+ * Returns {ok, why, at_ms, mode, until_ms, reply[, held, limit, first_expiry]} or, refused
+ * because the fleet is full, {0, 'conn', first_expiry, mode, until_ms, reply, rate_ms}:
+ * rate_ms is the GCRA time of the rate in force (ms, 0 when none): every slot before it is
+ * leased already, so a connection taken earlier would wait for the rate anyway.
  * why: ok | suspend | conn | newconn. ok: the lease is good from at_ms (held: the fleet's
  * leases now, this one included; first_expiry: when the fleet is full, the earliest lease
  * expiry); otherwise retry at at_ms.
@@ -194,7 +197,10 @@ static const char thr_lua_conn[] =
     "local held = redis.call('ZCARD', KEYS[1])\n"
     "if held >= limit then\n"
     "  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
-    "  return {0, 'conn', tonumber(first[2]), mode, untl, reply}\n"
+    "  local rk = KEYS[5]\n"
+    "  if mode == 'backoff' then rk = KEYS[6] end\n"
+    "  local tat = math.floor(tonumber(redis.call('GET', rk) or '0') / 1000)\n"
+    "  return {0, 'conn', tonumber(first[2]), mode, untl, reply, tat}\n"
     "end\n"
     "local T = tonumber(ARGV[6])\n"
     "local at = now\n"

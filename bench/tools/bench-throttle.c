@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "lib/clock.h"
+#include "lib/log.h"
 #include "tests/throttle/thr_harness.h"
 
 static double now_ns(void)
@@ -85,54 +86,18 @@ static void bench_classify(struct test_redis *r, long n)
 }
 
 /*
- * bench_fleet - commands per message with the shipped defaults, nw workers at
- * full demand. Each worker behaves like the engine's pool: up to the
- * provider's connections open, each carrying messages_per_connection
- * messages round-robin, then closed and replaced.
+ * bench_fleet - commands per message with the shipped defaults, nw workers at full demand, each
+ * wanting all 5 connections (th_fleet_run: like the engine's pools).
  */
 static void bench_fleet(struct test_redis *r, int nw)
 {
-    th_flush(r);
     struct thr_config *tc = th_config("");
-    enum { MAXC = 16 };
-    struct th_worker *w = calloc((size_t)nw, sizeof(*w));
-    int(*on_conn)[MAXC] = calloc((size_t)nw, sizeof(*on_conn));
-    int *nconn = calloc((size_t)nw, sizeof(int)), *next = calloc((size_t)nw, sizeof(int));
-    th_fleet_init(w, nw, r, tc, "10.0.0.1");
-    int gmail = 0, mpc = thr_msgs_per_conn(w[0].t, gmail);
-    uint64_t t0 = clock_wall_ms(), now = t0;
-    long msgs = 0;
-    for (; now < t0 + 60000; now++) {
-        for (int i = 0; i < nw; i++) {
-            struct thr_verdict v;
-            if (nconn[i] < 5 && thr_conn_acquire(w[i].t, gmail, 0, now, &v) == 0)
-                on_conn[i][nconn[i]++] = 0;
-            while (nconn[i] > 0 && thr_admit(w[i].t, gmail, 0, now, &v) == 0) {
-                msgs++;
-                int c = next[i]++ % nconn[i];
-                if (++on_conn[i][c] == mpc) { /* the connection has carried its share: close it */
-                    thr_conn_release(w[i].t, gmail, 0);
-                    on_conn[i][c] = on_conn[i][--nconn[i]];
-                }
-            }
-            if (now % 10 == 0)
-                thr_tick(w[i].t, now);
-            if (now % 3 == 0)
-                th_pump(&w[i]);
-        }
-    }
-    unsigned long cmds = 0;
-    for (int i = 0; i < nw; i++) {
-        cmds += w[i].ncmds;
-        th_worker_free(&w[i]);
-    }
+    unsigned long cmds;
+    int maxheld;
+    long msgs = th_fleet_run(r, tc, th_provider(tc, "gmail"), nw, 5, clock_wall_ms(), 60000, &cmds, &maxheld);
     printf("defaults, gmail 100/s, %d worker%s, 60 simulated s: %ld messages (%.1f/s), %lu Redis commands, "
            "%.4f per message\n",
            nw, nw == 1 ? "" : "s", msgs, (double)msgs / 60, cmds, (double)cmds / (double)msgs);
-    free(w);
-    free(on_conn);
-    free(nconn);
-    free(next);
     thr_config_free(tc);
 }
 
@@ -151,11 +116,13 @@ int main(int argc, char **argv)
     }
     struct test_redis r;
     test_redis_start(&r);
+    log_set_level(LOG_WARN); /* each throttle logs its commands by kind when freed: not part of the figures */
     bench_local(&r, n);
     bench_classify(&r, n / 10);
     bench_fleet(&r, 1);
     bench_fleet(&r, 3);
     bench_fleet(&r, 4);
+    bench_fleet(&r, 6);
     bench_fleet(&r, 16);
     test_redis_stop(&r);
     return 0;
