@@ -162,7 +162,7 @@ static void on_warm(struct throttle *t, int pair, uint64_t arg, redisReply *r)
             }
     }
     if (!t->warm_loaded) /* asked from thr_new, which has no clock: the next reload is a full period away */
-        t->warm_at_ms = t->now_ms + THR_WARM_RELOAD_MS;
+        t->warm_at_ms = t->now_ms > 0 ? t->now_ms + THR_WARM_RELOAD_MS : 0;
     t->warm_loaded = true;
 }
 
@@ -723,6 +723,8 @@ int thr_admit_any(struct throttle *t, int p, const int *cand, int ncand, uint64_
 void thr_tick(struct throttle *t, uint64_t now_ms)
 {
     t->now_ms = now_ms;
+    if (t->warm_loaded && t->warm_at_ms == 0) /* loaded before any call had a clock: the next load is a period away */
+        t->warm_at_ms = now_ms + THR_WARM_RELOAD_MS;
     if (!t->warm_pending && now_ms >= t->warm_at_ms)
         thr_warm_load(t, now_ms);
     for (int i = 0; i < t->nactive; i++) {
