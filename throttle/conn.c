@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,107 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "throttle/thr_int.h"
+
+/*
+ * The process-wide "fleet full" table (thr_share_conn_waits): per (config, pair), which thread
+ * asks Redis next and when, and a wake-up count bumped when a thread of the process gives a
+ * connection lease back. The only state of the module shared between threads: share_mu guards it.
+ */
+struct conn_share {
+    const struct thr_config *tc;
+    char key[THR_KEY_MAX];
+    const struct throttle *asker; /* identity only, never dereferenced */
+    uint64_t ask_at_ms;           /* 0: nobody is known to ask */
+    unsigned gen;
+};
+static pthread_mutex_t share_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct conn_share shares[THR_SHARES];
+static int nshares;
+
+/* share_find - the entry of pair pr (created when missing); NULL when t does not share or the table is full */
+static struct conn_share *share_find(const struct throttle *t, const struct thr_pair *pr)
+{
+    if (!t->share)
+        return NULL;
+    for (int i = 0; i < nshares; i++)
+        if (shares[i].tc == t->tc && strcmp(shares[i].key, pr->k_conn) == 0)
+            return &shares[i];
+    if (nshares == THR_SHARES)
+        return NULL;
+    struct conn_share *s = &shares[nshares++];
+    s->tc = t->tc;
+    snprintf(s->key, sizeof(s->key), "%s", pr->k_conn);
+    return s;
+}
+
+/* share_full - t was told the fleet is full and asks again at pr->conn_at_ms: the others of the process wait for it */
+static void share_full(struct throttle *t, struct thr_pair *pr)
+{
+    pthread_mutex_lock(&share_mu);
+    struct conn_share *s = share_find(t, pr);
+    if (s != NULL) {
+        s->asker = t;
+        s->ask_at_ms = pr->conn_at_ms;
+    }
+    pthread_mutex_unlock(&share_mu);
+}
+
+/* share_wake - a lease is free again (given back, or granted with room left): the others may ask at once */
+static void share_wake(struct throttle *t, struct thr_pair *pr)
+{
+    pthread_mutex_lock(&share_mu);
+    struct conn_share *s = share_find(t, pr);
+    if (s != NULL) {
+        s->asker = NULL;
+        s->ask_at_ms = 0;
+        s->gen++;
+    }
+    pthread_mutex_unlock(&share_mu);
+}
+
+/*
+ * share_follow - pr is about to ask at now: false when another thread of the process asks
+ * for the pair before then (pr then waits for that answer); a wake-up since pr began
+ * following makes it ask at once
+ */
+static bool share_follow(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
+{
+    bool follow = false;
+    pthread_mutex_lock(&share_mu);
+    struct conn_share *s = share_find(t, pr);
+    if (s != NULL && s->asker != t && s->ask_at_ms > now_ms) {
+        follow = true;
+        pr->following = true;
+        pr->share_gen = s->gen;
+        pr->conn_at_ms = s->ask_at_ms + THR_CONN_FOLLOW_MS;
+    }
+    pthread_mutex_unlock(&share_mu);
+    return follow;
+}
+
+/* share_woken - pr follows another thread's ask and a lease was given back since: ask now */
+static void share_woken(struct throttle *t, struct thr_pair *pr)
+{
+    pthread_mutex_lock(&share_mu);
+    struct conn_share *s = share_find(t, pr);
+    if (s != NULL && s->gen != pr->share_gen) {
+        pr->following = false;
+        pr->conn_at_ms = 0;
+    }
+    pthread_mutex_unlock(&share_mu);
+}
+
+void thr_conn_unshare(struct throttle *t)
+{
+    pthread_mutex_lock(&share_mu);
+    for (int i = 0; i < nshares; i++)
+        if (shares[i].asker == t) {
+            shares[i].asker = NULL;
+            shares[i].ask_at_ms = 0;
+            shares[i].gen++;
+        }
+    pthread_mutex_unlock(&share_mu);
+}
 
 /* conn_limit - concurrent connections allowed now */
 static int conn_limit(const struct throttle *t, const struct thr_pair *pr)
@@ -44,6 +146,8 @@ static void conn_zrem(struct throttle *t, struct thr_pair *pr, uint32_t seq)
     const char *argv[] = {"ZREM", pr->k_conn, id};
     t->nkind[THR_K_ZREM]++;
     thr_command(t, 3, argv, NULL, -1, 0);
+    if (t->share)
+        share_wake(t, pr);
 }
 
 /*
@@ -101,8 +205,12 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
              * (a dead worker's lease does expire then).
              */
             conn_full(t, pr, conn_pause(pr, pr->conn_refusals), thr_reply_u64(r, 8));
+            if (t->share)
+                share_full(t, pr);
         } else {
             pr->conn_refusals = 0;
+            if (t->share)
+                share_wake(t, pr); /* room left: the other threads need not wait for us */
         }
         return;
     }
@@ -129,6 +237,8 @@ static void on_conn(struct throttle *t, int pair, uint64_t arg, redisReply *r)
         if (pause > THR_CONN_POLL_HELD_MS)
             pause = THR_CONN_POLL_HELD_MS;
         conn_full(t, pr, pause, retry);
+        if (t->share)
+            share_full(t, pr);
     } else if (strcmp(why, "newconn") == 0) {
         pr->conn_at_ms = retry;
         snprintf(pr->conn_why, sizeof(pr->conn_why), "new connections of IP %s for provider %s (%s)", t->ips[pr->ip],
@@ -195,7 +305,13 @@ int thr_conn_acquire(struct throttle *t, int p, int ip, uint64_t now_ms, struct 
         snprintf(v->limit, sizeof(v->limit), "connections of IP %s for provider %s (%d)", t->ips[ip], pv->name, limit);
         return -EAGAIN;
     }
+    if (t->share && pr->following && now_ms < pr->conn_at_ms)
+        share_woken(t, pr);
+    if (!pr->conn_pending && pr->grant == 0 && now_ms >= pr->conn_at_ms && t->share && share_follow(t, pr, now_ms))
+        snprintf(pr->conn_why, sizeof(pr->conn_why), "connections of IP %s for provider %s (%d)", t->ips[ip], pv->name,
+                 limit);
     if (!pr->conn_pending && pr->grant == 0 && now_ms >= pr->conn_at_ms) {
+        pr->following = false;
         uint32_t seq = ++t->conn_seq;
         if (seq == 0)
             seq = ++t->conn_seq;
@@ -288,6 +404,8 @@ void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
         t->nkind[THR_K_ZREM]++;
         thr_command(t, 2 + pr->nrel, argv, NULL, -1, 0);
         pr->nrel = 0;
+        if (t->share)
+            share_wake(t, pr);
     }
     if (pr->grant != 0 && now_ms - pr->grant_ms > (uint64_t)t->tc->lease_ms / 2) {
         conn_zrem(t, pr, pr->grant);

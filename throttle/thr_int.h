@@ -34,6 +34,8 @@
 #define THR_LEASE_LOST_MS  3000 /* a lease request unanswered this long is asked again */
 #define THR_CONN_POLL_MS      2000 /* fleet full: the longest pause between asks of a worker holding none */
 #define THR_CONN_POLL_HELD_MS 8000 /* ... and of a worker that holds one or more (it is sending) */
+#define THR_CONN_FOLLOW_MS    50   /* a thread following another's ask asks this long after it, if still refused */
+#define THR_SHARES            32   /* (config, pair) entries of the process-wide "fleet full" table */
 #define THR_CONN_LEAD_MS      250  /* fleet full and the rate leased ahead: ask this long before the rate frees */
 #define THR_CAP_POLL_MS    250  /* capped while slots leased in the fleet may come back: ask again this often */
 #define THR_RETURN_MS      1000 /* how long after its last slot expires a lease's rest is surely given back */
@@ -157,6 +159,8 @@ struct thr_pair {
     uint64_t conn_full_at_ms; /* conn_at_ms before a release: back in force once the release was taken over */
     char conn_why[THR_LIMIT_MAX];
     int conn_refusals; /* in a row: the pause before asking again doubles */
+    unsigned share_gen; /* following another thread's ask (thr_share_conn_waits): its wake-up count then */
+    bool following;
 };
 
 /* what the commands were spent on (thr_free logs the counts: where the cost per message goes) */
@@ -195,6 +199,7 @@ struct throttle {
     int pending;     /* commands whose callback has not run */
     bool dying;
     bool by_demand; /* thr_lease_by_demand: leases follow thr_demand */
+    bool share;     /* thr_share_conn_waits: one thread of the process asks while the fleet is full */
     unsigned long ncmds;
     unsigned long nkind[THR_NKINDS];
 };
@@ -239,6 +244,8 @@ void thr_pair_adopt_mode(struct throttle *t, struct thr_pair *pr, const char *mo
 
 /* conn.c */
 void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms);
+/* thr_conn_unshare - t goes away: threads following its asks ask for themselves */
+void thr_conn_unshare(struct throttle *t);
 
 /* backoff.c */
 void thr_backoff_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms);

@@ -109,6 +109,7 @@ void thr_free(struct throttle *t)
 {
     if (t == NULL)
         return;
+    thr_conn_unshare(t);
     const unsigned long *k = t->nkind;
     if (t->ncmds > 0)
         log_info("throttle: %lu Redis commands: lease %lu, giveback %lu, conn %lu, conn_full %lu, renew %lu, "
@@ -558,6 +559,11 @@ static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, ui
 void thr_lease_by_demand(struct throttle *t)
 {
     t->by_demand = true;
+}
+
+void thr_share_conn_waits(struct throttle *t)
+{
+    t->share = true;
 }
 
 void thr_demand(struct throttle *t, int p, int ip, long queued)
