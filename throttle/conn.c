@@ -391,9 +391,11 @@ void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
      * Nobody reopened: give the leases back to the fleet in one ZREM, soon when the pair went idle.
      * A pair still sending (slots leased, or a message asked for one lately) keeps them up to
      * THR_REL_KEEP_MS: its pool reopens on one without a call when its queue grows again, instead
-     * of a ZREM now and a CONN then.
+     * of a ZREM now and a CONN then. At most lease_ms / 3 though: a released lease is not renewed,
+     * and one taken over must still be alive until its next renewal.
      */
-    bool busy = (pr->tokens > 0 || now_ms - pr->last_demand_ms < THR_REL_FLUSH_MS) && now_ms - pr->rel_since_ms < THR_REL_KEEP_MS;
+    uint64_t keep = (uint64_t)t->tc->lease_ms / 3 < THR_REL_KEEP_MS ? (uint64_t)t->tc->lease_ms / 3 : THR_REL_KEEP_MS;
+    bool busy = (pr->tokens > 0 || now_ms - pr->last_demand_ms < THR_REL_FLUSH_MS) && now_ms - pr->rel_since_ms < keep;
     if (pr->nrel > 0 && now_ms - pr->rel_since_ms >= THR_REL_FLUSH_MS && !busy && !pr->conn_pending) {
         char ids[THR_REL_MAX][128];
         const char *argv[2 + THR_REL_MAX] = {"ZREM", pr->k_conn};

@@ -35,7 +35,7 @@
 #define THR_CONN_POLL_MS      2000 /* fleet full: the longest pause between asks of a worker holding none */
 #define THR_CONN_POLL_HELD_MS 8000 /* ... and of a worker that holds one or more (it is sending) */
 #define THR_CONN_FOLLOW_MS    50   /* a thread following another's ask asks this long after it, if still refused */
-#define THR_SHARES            32   /* (config, pair) entries of the process-wide "fleet full" table */
+#define THR_SHARES            64   /* (config, pair) entries of the process-wide "fleet full" table */
 #define THR_CONN_LEAD_MS      250  /* fleet full and the rate leased ahead: ask this long before the rate frees */
 #define THR_CAP_POLL_MS    250  /* capped while slots leased in the fleet may come back: ask again this often */
 #define THR_RETURN_MS      1000 /* how long after its last slot expires a lease's rest is surely given back */

@@ -246,6 +246,52 @@ static void test_threads_share_waits(void **state)
     thr_config_free(other);
 }
 
+/* conns_at - the connection leases in Redis after w ran its ticks (and replies) every ms from *now to end */
+static long long conns_at(struct th_worker *w, uint64_t *now, uint64_t end)
+{
+    for (; *now < end; ++*now) {
+        thr_tick(w->t, *now);
+        th_pump(w);
+    }
+    return th_int(&redis, "ZCARD vt:thr:conn:gmail:10.0.0.1");
+}
+
+/*
+ * A connection closed and not reopened: an idle worker gives its lease back after 200 ms; one
+ * still sending (slots leased) keeps it up to 1 s, as its pool reopens on it without a call when
+ * its queue grows again, and up to lease_ms / 3 when that is shorter (a released lease is not
+ * renewed: one taken over must live until its next renewal).
+ */
+static void test_released_kept_while_sending(void **state)
+{
+    (void)state;
+    static const char *conf[] = {"[provider gmail]\nnew_connections = 0\n",
+                                 "[throttle]\nlease_ms = 1500\n[provider gmail]\nnew_connections = 0\n"};
+    static const uint64_t keep[] = {1000, 500};
+    for (int k = 0; k < 2; k++)
+        for (int sending = 0; sending < 2; sending++) {
+            th_flush(&redis);
+            struct thr_config *tc = th_config(conf[k]);
+            int gmail = th_provider(tc, "gmail");
+            struct th_worker w;
+            th_fleet_init(&w, 1, &redis, tc, "10.0.0.1");
+            uint64_t now = T0;
+            take(&w, gmail, 2, &now);
+            struct thr_verdict v;
+            if (sending) { /* 100 slots leased, one spent */
+                assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), -EAGAIN);
+                th_pump(&w);
+                assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), 0);
+            }
+            thr_conn_release(w.t, gmail, 0);
+            uint64_t t0 = now, last = sending ? keep[k] : 200;
+            assert_int_equal(conns_at(&w, &now, t0 + last - 5), 2);
+            assert_int_equal(conns_at(&w, &now, t0 + last + 15), 1);
+            th_worker_free(&w);
+            thr_config_free(tc);
+        }
+}
+
 /*
  * No cap today: slots that go stale are returned to the day's counter with the next lease, not
  * with a call of their own 200 ms later. With a daily cap the idle worker still returns them
@@ -328,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_refused_waits_for_hint),
         cmocka_unit_test(test_handover_keeps_pause),
         cmocka_unit_test(test_threads_share_waits),
+        cmocka_unit_test(test_released_kept_while_sending),
         cmocka_unit_test(test_giveback_rides_without_cap),
         cmocka_unit_test(test_pick_only_ip_leases_nothing),
     };
