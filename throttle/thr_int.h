@@ -175,6 +175,7 @@ enum thr_cmd_kind {
     THR_K_WARM, /* HGETALL of the warm-up dates */
     THR_K_POLL, /* HMGET of the backoff state of a pair that never leases */
     THR_K_ZREM, /* connection leases given back on their own */
+    THR_K_EVAL, /* a script sent again as EVAL after NOSCRIPT (its first use on a fresh Redis) */
     THR_NKINDS
 };
 

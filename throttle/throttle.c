@@ -113,9 +113,9 @@ void thr_free(struct throttle *t)
     const unsigned long *k = t->nkind;
     if (t->ncmds > 0)
         log_info("throttle: %lu Redis commands: lease %lu, giveback %lu, conn %lu, conn_full %lu, renew %lu, "
-                 "zrem %lu, warm %lu, poll %lu, backoff %lu, clean %lu",
+                 "zrem %lu, warm %lu, poll %lu, backoff %lu, clean %lu, eval %lu",
                  t->ncmds, k[THR_K_LEASE], k[THR_K_GIVEBACK], k[THR_K_CONN], k[THR_K_CONN_FULL], k[THR_K_RENEW],
-                 k[THR_K_ZREM], k[THR_K_WARM], k[THR_K_POLL], k[THR_K_BACKOFF], k[THR_K_CLEAN]);
+                 k[THR_K_ZREM], k[THR_K_WARM], k[THR_K_POLL], k[THR_K_BACKOFF], k[THR_K_CLEAN], k[THR_K_EVAL]);
     if (t->pending > 0) {
         t->dying = true; /* the last callback frees */
         return;
