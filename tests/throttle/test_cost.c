@@ -65,6 +65,15 @@ static void test_fleet_cost(void **state)
     }
 }
 
+/* lease_and_send - w has no slot: one message waits for the lease, then goes out */
+static void lease_and_send(struct th_worker *w, int p, uint64_t now)
+{
+    struct thr_verdict v;
+    assert_int_equal(thr_admit(w->t, p, 0, now, &v), -EAGAIN);
+    th_pump(w);
+    assert_int_equal(thr_admit(w->t, p, 0, now, &v), 0);
+}
+
 /* take - worker w acquires n connections of pair (p, 0) at now (pumping between tries) */
 static void take(struct th_worker *w, int p, int n, uint64_t *now)
 {
@@ -137,10 +146,7 @@ static void test_refused_waits_for_hint(void **state)
     }
     now++;
     /* worker 0 leases 500 slots: the rate is taken for 5 s */
-    struct thr_verdict v;
-    assert_int_equal(thr_admit(w[0].t, gmail, 0, now, &v), -EAGAIN);
-    th_pump(&w[0]);
-    assert_int_equal(thr_admit(w[0].t, gmail, 0, now, &v), 0);
+    lease_and_send(&w[0], gmail, now);
     uint64_t rate_ms = (uint64_t)th_int(&redis, "GET vt:thr:rate:gmail:10.0.0.1") / 1000;
     assert_true(rate_ms > now + 4900);
     /* its next ask, at 2 s, is refused: now it waits for the rate */
@@ -277,11 +283,8 @@ static void test_released_kept_while_sending(void **state)
             th_fleet_init(&w, 1, &redis, tc, "10.0.0.1");
             uint64_t now = T0;
             take(&w, gmail, 2, &now);
-            struct thr_verdict v;
             if (sending) { /* 100 slots leased, one spent */
-                assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), -EAGAIN);
-                th_pump(&w);
-                assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), 0);
+                lease_and_send(&w, gmail, now);
             }
             thr_conn_release(w.t, gmail, 0);
             uint64_t t0 = now, last = sending ? keep[k] : 200;
@@ -310,11 +313,8 @@ static void test_giveback_rides_without_cap(void **state)
         th_fleet_init(&w, 1, &redis, tc, "10.0.0.1");
         thr_lease_by_demand(w.t);
         uint64_t now = T0;
-        struct thr_verdict v;
         thr_demand(w.t, gmail, 0, 100);
-        assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), -EAGAIN);
-        th_pump(&w);
-        assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), 0); /* 1 of the 100 leased slots spent */
+        lease_and_send(&w, gmail, now); /* 1 of the 100 leased slots spent */
         thr_demand(w.t, gmail, 0, 0);                            /* and the messages went elsewhere */
         unsigned long before = w.ncmds;
         for (uint64_t end = now + 3000; now < end; now++) { /* idle: the other 99 go stale */
@@ -331,9 +331,7 @@ static void test_giveback_rides_without_cap(void **state)
             assert_int_equal(counted, 100);
             /* the next lease takes them back */
             thr_demand(w.t, gmail, 0, 100);
-            assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), -EAGAIN);
-            th_pump(&w);
-            assert_int_equal(thr_admit(w.t, gmail, 0, now, &v), 0);
+            lease_and_send(&w, gmail, now);
             assert_int_equal(th_int(&redis, "GET vt:thr:day:%llu:gmail:10.0.0.1", day), 1 + 100);
         }
         th_worker_free(&w);
