@@ -886,6 +886,8 @@ if has_section throttle; then
         c=$(sed -n 's/.*throttle_redis_cmds=\([0-9]*\).*/\1/p' "$TMP/fleet$n.log" | tail -1)
         fcmds=$((fcmds + ${c:-0}))
     done
+    # where they went, per throttle instance (each worker thread logs its counts by kind on exit)
+    grep -ho 'throttle: [0-9]* Redis commands: .*' "$TMP"/fleet?.log | sed 's/^/  /' || true
     if [ "$frc" -ne 0 ] || [ "$fsent" -ne "$FLEET_MSGS" ]; then
         echo "bench: throttle fleet: status $frc, the sink counted $fsent of $FLEET_MSGS" >&2
         tail -n 5 "$TMP"/fleet?.log >&2

@@ -144,7 +144,8 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
             ips[i] = cfg->egress[i].ip;
         struct thr_io io = {.cmd = thr_send, .ctx = w};
         w->thr = thr_new(tc, cfg->redis_prefix, &io, w->consumer, ips, cfg->negress);
-        thr_lease_by_demand(w->thr); /* slots go to the messages each pool holds */
+        thr_lease_by_demand(w->thr);  /* slots go to the messages each pool holds */
+        thr_share_conn_waits(w->thr); /* one thread of the process asks while the fleet's connections are taken */
         w->thr_default = -1;
         for (int p = 0; p < thr_config_nproviders(tc); p++)
             if (strcmp(thr_config_provider_name(tc, p), "default") == 0)

@@ -75,6 +75,7 @@ static void trigger(struct throttle *t, struct thr_pair *pr, enum thr_mode mode,
     snprintf(pairs, sizeof(pairs), "%s:thr:pairs", t->prefix);
     const char *args[] = {pr->k_backoff, pr->k_status, pairs, mode == THR_SUSPEND ? "suspend" : "backoff",
                           a_now,         a_until,      reply, pr->name};
+    t->nkind[THR_K_BACKOFF]++;
     thr_eval(t, THR_S_BACKOFF, 3, 5, args, on_backoff, (int)(pr - t->pairs), 0);
 }
 
@@ -134,6 +135,7 @@ void thr_backoff_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
     const char *args[] = {pr->k_backoff, pr->k_status, a_n, a_need, a_now};
     pr->clean_pending = true;
     pr->clean_at_ms = now_ms + THR_CLEAN_EVERY_MS;
+    t->nkind[THR_K_CLEAN]++;
     thr_eval(t, THR_S_CLEAN, 2, 3, args, on_clean, (int)(pr - t->pairs), (uint64_t)pr->clean);
     pr->clean = 0;
 }

@@ -29,8 +29,14 @@
 #define THR_WARM_RELOAD_MS 60000
 #define THR_POLL_MS        1000
 #define THR_REL_MAX        16
-#define THR_REL_FLUSH_MS   200
+#define THR_REL_FLUSH_MS   200  /* a released connection lease nobody took over goes back to the fleet after this */
+#define THR_REL_KEEP_MS    1000 /* ... or after this while the pair is still sending */
 #define THR_LEASE_LOST_MS  3000 /* a lease request unanswered this long is asked again */
+#define THR_CONN_POLL_MS      2000 /* fleet full: the longest pause between asks of a worker holding none */
+#define THR_CONN_POLL_HELD_MS 8000 /* ... and of a worker that holds one or more (it is sending) */
+#define THR_CONN_FOLLOW_MS    50   /* a thread following another's ask asks this long after it, if still refused */
+#define THR_SHARES            64   /* (config, pair) entries of the process-wide "fleet full" table */
+#define THR_CONN_LEAD_MS      250  /* fleet full and the rate leased ahead: ask this long before the rate frees */
 #define THR_CAP_POLL_MS    250  /* capped while slots leased in the fleet may come back: ask again this often */
 #define THR_RETURN_MS      1000 /* how long after its last slot expires a lease's rest is surely given back */
 #define THR_GIVEBACK_MS    200  /* an idle pair returns given-back slots after this, and at most this often */
@@ -151,8 +157,27 @@ struct thr_pair {
     uint64_t grant_ms;
     bool conn_pending, renew_pending;
     uint64_t conn_at_ms, renew_at_ms;
+    uint64_t conn_full_at_ms; /* conn_at_ms before a release: back in force once the release was taken over */
     char conn_why[THR_LIMIT_MAX];
     int conn_refusals; /* in a row: the pause before asking again doubles */
+    unsigned share_gen; /* following another thread's ask (thr_share_conn_waits): its wake-up count then */
+    bool following;
+};
+
+/* what the commands were spent on (thr_free logs the counts: where the cost per message goes) */
+enum thr_cmd_kind {
+    THR_K_LEASE = 0, /* LEASE asking for slots */
+    THR_K_GIVEBACK,  /* LEASE only returning given-back slots */
+    THR_K_CONN,      /* CONN granted */
+    THR_K_CONN_FULL, /* CONN refused: the fleet's connections were taken */
+    THR_K_RENEW,
+    THR_K_BACKOFF,
+    THR_K_CLEAN,
+    THR_K_WARM, /* HGETALL of the warm-up dates */
+    THR_K_POLL, /* HMGET of the backoff state of a pair that never leases */
+    THR_K_ZREM, /* connection leases given back on their own */
+    THR_K_EVAL, /* a script sent again as EVAL after NOSCRIPT (its first use on a fresh Redis) */
+    THR_NKINDS
 };
 
 struct throttle {
@@ -176,7 +201,9 @@ struct throttle {
     int pending;     /* commands whose callback has not run */
     bool dying;
     bool by_demand; /* thr_lease_by_demand: leases follow thr_demand */
+    bool share;     /* thr_share_conn_waits: one thread of the process asks while the fleet is full */
     unsigned long ncmds;
+    unsigned long nkind[THR_NKINDS];
 };
 
 static inline struct thr_pair *thr_pair(struct throttle *t, int p, int ip)
@@ -217,6 +244,8 @@ void thr_pair_adopt_mode(struct throttle *t, struct thr_pair *pr, const char *mo
 
 /* conn.c */
 void thr_conn_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms);
+/* thr_conn_unshare - t goes away: threads following its asks ask for themselves */
+void thr_conn_unshare(struct throttle *t);
 
 /* backoff.c */
 void thr_backoff_tick(struct throttle *t, struct thr_pair *pr, uint64_t now_ms);

@@ -109,6 +109,13 @@ void thr_free(struct throttle *t)
 {
     if (t == NULL)
         return;
+    thr_conn_unshare(t);
+    const unsigned long *k = t->nkind;
+    if (t->ncmds > 0)
+        log_info("throttle: %lu Redis commands: lease %lu, giveback %lu, conn %lu, conn_full %lu, renew %lu, "
+                 "zrem %lu, warm %lu, poll %lu, backoff %lu, clean %lu, eval %lu",
+                 t->ncmds, k[THR_K_LEASE], k[THR_K_GIVEBACK], k[THR_K_CONN], k[THR_K_CONN_FULL], k[THR_K_RENEW],
+                 k[THR_K_ZREM], k[THR_K_WARM], k[THR_K_POLL], k[THR_K_BACKOFF], k[THR_K_CLEAN], k[THR_K_EVAL]);
     if (t->pending > 0) {
         t->dying = true; /* the last callback frees */
         return;
@@ -156,7 +163,7 @@ static void on_warm(struct throttle *t, int pair, uint64_t arg, redisReply *r)
             }
     }
     if (!t->warm_loaded) /* asked from thr_new, which has no clock: the next reload is a full period away */
-        t->warm_at_ms = t->now_ms + THR_WARM_RELOAD_MS;
+        t->warm_at_ms = t->now_ms > 0 ? t->now_ms + THR_WARM_RELOAD_MS : 0;
     t->warm_loaded = true;
 }
 
@@ -168,6 +175,7 @@ static void thr_warm_load(struct throttle *t, uint64_t now_ms)
     const char *argv[] = {"HGETALL", key};
     t->warm_pending = true;
     t->warm_at_ms = now_ms + THR_WARM_RELOAD_MS;
+    t->nkind[THR_K_WARM]++;
     thr_command(t, 2, argv, on_warm, -1, 0);
 }
 
@@ -267,6 +275,15 @@ static bool pair_unlimited(const struct throttle *t, const struct thr_pair *pr)
     return pr->mode == THR_NORMAL && t->tc->prov[pr->prov].rate.interval_us == 0 && ipcap == 0 && scap == 0;
 }
 
+/* pair_has_cap - a daily or warm-up cap applies today: given-back slots are room other workers may wait for */
+static bool pair_has_cap(const struct throttle *t, const struct thr_pair *pr)
+{
+    long long ipcap, scap;
+    int64_t wday;
+    pair_caps(t, pr, &ipcap, &scap, &wday);
+    return ipcap > 0 || scap > 0;
+}
+
 /* pair_expire - give back slots too old to be spent without breaking the fleet-wide bound */
 static void pair_expire(struct thr_pair *pr, double now_us)
 {
@@ -359,6 +376,7 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     pr->lease_pending = true;
     pr->lease_sent_ms = now_ms;
     /* arg: the day and the epoch the request was made in */
+    t->nkind[n > 0 ? THR_K_LEASE : THR_K_GIVEBACK]++;
     thr_eval(t, THR_S_LEASE, 9, 21, args, on_lease, (int)(pr - t->pairs),
              ((uint64_t)(uint32_t)pr->day << 32) | pr->epoch);
 }
@@ -485,6 +503,7 @@ static void pair_poll(struct throttle *t, struct thr_pair *pr, uint64_t now_ms)
     const char *argv[] = {"HMGET", pr->k_backoff, "mode", "until", "reply"};
     pr->poll_pending = true;
     pr->poll_at_ms = now_ms + THR_POLL_MS;
+    t->nkind[THR_K_POLL]++;
     thr_command(t, 5, argv, on_poll, (int)(pr - t->pairs), pr->epoch);
 }
 
@@ -541,6 +560,11 @@ static bool pair_blocked(const struct throttle *t, const struct thr_pair *pr, ui
 void thr_lease_by_demand(struct throttle *t)
 {
     t->by_demand = true;
+}
+
+void thr_share_conn_waits(struct throttle *t)
+{
+    t->share = true;
 }
 
 void thr_demand(struct throttle *t, int p, int ip, long queued)
@@ -656,11 +680,16 @@ int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t 
             t->rr[p] = (pos + 1) % n;
             return ip;
         }
-        /* not ready: start its lease now, or a ready IP would take every message and starve it */
+        /*
+         * not ready: start its lease now, or a ready IP would take every message and starve it. With
+         * one candidate there is nothing to starve: thr_admit leases for the messages once a
+         * connection is there to send them (a worker still waiting for a connection would only
+         * lease single slots that go stale, and give them back, one call each).
+         */
         if (t->warm_loaded && pair_unlimited(t, pr)) {
             if (!pr->known)
                 pair_poll(t, pr, now_ms);
-        } else if (t->warm_loaded) {
+        } else if (t->warm_loaded && n > 1) {
             if (t->by_demand && pr->tokens == 0 && pr->demand == 0)
                 pr->demand = 1; /* one slot, so the IP can win the next message (its pool then tells the rest) */
             pair_expire(pr, (double)now_ms * 1000);
@@ -703,6 +732,8 @@ int thr_admit_any(struct throttle *t, int p, const int *cand, int ncand, uint64_
 void thr_tick(struct throttle *t, uint64_t now_ms)
 {
     t->now_ms = now_ms;
+    if (t->warm_loaded && t->warm_at_ms == 0) /* loaded before any call had a clock: the next load is a period away */
+        t->warm_at_ms = now_ms + THR_WARM_RELOAD_MS;
     if (!t->warm_pending && now_ms >= t->warm_at_ms)
         thr_warm_load(t, now_ms);
     for (int i = 0; i < t->nactive; i++) {
@@ -716,11 +747,13 @@ void thr_tick(struct throttle *t, uint64_t now_ms)
             /*
              * given-back slots ride on the next lease; an idle pair returns them on its own, soon (a capped
              * pair elsewhere waits for them: THR_RETURN_MS). A capped pair returns them at once and asks
-             * again: its own unspent slots may be all that fills the cap.
+             * again: its own unspent slots may be all that fills the cap. Without a cap today nobody
+             * waits for them: they only correct "sent today" and ride on the next lease, no call of
+             * their own.
              */
             bool capped = pr->capped_day == pr->day;
             bool idle = now_ms - pr->last_demand_ms >= THR_GIVEBACK_MS && now_ms - pr->lease_sent_ms >= THR_GIVEBACK_MS;
-            if (pr->giveback > 0 && !pr->lease_pending && (capped || idle)) {
+            if (pr->giveback > 0 && !pr->lease_pending && (capped || (idle && pair_has_cap(t, pr)))) {
                 long want = capped && (t->by_demand || now_ms - pr->last_demand_ms < 1000) ? pair_want(t, pr) : 0;
                 lease_send(t, pr, want > 0 ? want : 0, now_ms);
             }

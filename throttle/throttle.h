@@ -148,6 +148,15 @@ int thr_pick_ip(struct throttle *t, int p, const int *cand, int ncand, uint64_t 
  */
 void thr_lease_by_demand(struct throttle *t);
 /*
+ * thr_share_conn_waits - throttles of one process (one thr_config) that call
+ * this share what a refusal taught: while the fleet's connections of a pair
+ * are taken, one thread asks Redis again and the others wait for its answer;
+ * a connection lease given back by a thread of the process wakes the others.
+ * Thread-safe (a mutex guards the shared table). Without it (tests of
+ * separate workers) each throttle asks for itself.
+ */
+void thr_share_conn_waits(struct throttle *t);
+/*
  * thr_demand - messages of this worker waiting for (p, ip), the one about
  * to be admitted included: the engine passes its pool's queue length right
  * before thr_admit. Each admitted message counts one off until the next call;

@@ -7,6 +7,7 @@
  *   struct th_worker f[3]; th_fleet_init(f, 3, &r, tc, "10.0.0.1");    // workers w0, w1, w2 of one fleet
  *   thr_admit(w.t, ...); th_pump(&w);       // run the queued commands on Redis, deliver the replies
  *   th_worker_kill(&w);                      // a worker that dies: its commands are never run
+ *   th_fleet_run(&r, conf, "gmail", 6, 2, 5, t0, 60000, &cmds, &maxheld);  // 3 processes x 2 threads, full demand
  *   test_redis_stop(&r);
  * DESCRIPTION
  *   Header-only (each test binary links throttle + lib only). The io given
@@ -225,6 +226,76 @@ static __attribute__((unused)) int th_provider(const struct thr_config *tc, cons
             return i;
     fprintf(stderr, "no provider %s\n", name);
     exit(1);
+}
+
+/*
+ * th_fleet_run - nw workers of one fleet (config text conf) sending to provider prov from one
+ * source IP at full demand for ms simulated milliseconds, each like the engine's pool: up to
+ * `conns` connections open, each carrying messages_per_connection messages round-robin, then
+ * closed and replaced; ticks every 10 ms, replies every 3 ms. threads > 1: the workers are
+ * processes of that many threads (one config each, thr_share_conn_waits as the engine does).
+ * Returns the messages sent; *cmds gets the Redis commands of the whole fleet, *maxheld the most
+ * connections held at once (all workers together).
+ */
+static __attribute__((unused)) long th_fleet_run(struct test_redis *r, const char *conf, const char *prov, int nw,
+                                                 int threads, int conns, uint64_t t0, uint64_t ms,
+                                                 unsigned long *cmds, int *maxheld)
+{
+    enum { MAXW = 32, MAXC = 16 };
+    if (nw > MAXW || conns > MAXC)
+        th_die("th_fleet_run: too many workers or connections");
+    th_flush(r);
+    struct th_worker *w = xcalloc((size_t)nw, sizeof(*w));
+    int(*on_conn)[MAXC] = xcalloc((size_t)nw, sizeof(*on_conn));
+    int nconn[MAXW] = {0}, next[MAXW] = {0};
+    struct thr_config *tcs[MAXW];
+    const char *ips[] = {"10.0.0.1"};
+    for (int i = 0; i < nw; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "w%d", i);
+        tcs[i] = i % threads == 0 ? th_config(conf) : NULL;
+        th_worker_init(&w[i], r, tcs[i - i % threads], id, ips, 1);
+        if (threads > 1)
+            thr_share_conn_waits(w[i].t);
+    }
+    int p = th_provider(tcs[0], prov);
+    int mpc = thr_msgs_per_conn(w[0].t, p);
+    long msgs = 0;
+    *maxheld = 0;
+    for (uint64_t now = t0; now < t0 + ms; now++) {
+        int held = 0;
+        for (int i = 0; i < nw; i++) {
+            struct thr_verdict v;
+            if (nconn[i] < conns && thr_conn_acquire(w[i].t, p, 0, now, &v) == 0)
+                on_conn[i][nconn[i]++] = 0;
+            while (nconn[i] > 0 && thr_admit(w[i].t, p, 0, now, &v) == 0) {
+                msgs++;
+                int c = next[i]++ % nconn[i];
+                if (++on_conn[i][c] == mpc) { /* the connection has carried its share: close it */
+                    thr_conn_release(w[i].t, p, 0);
+                    on_conn[i][c] = on_conn[i][--nconn[i]];
+                }
+            }
+            if (now % 10 == 0)
+                thr_tick(w[i].t, now);
+            if (now % 3 == 0)
+                th_pump(&w[i]);
+            held += nconn[i];
+        }
+        if (held > *maxheld)
+            *maxheld = held;
+    }
+    *cmds = 0;
+    for (int i = 0; i < nw; i++) {
+        *cmds += w[i].ncmds;
+        th_worker_free(&w[i]);
+    }
+    for (int i = 0; i < nw; i++)
+        if (tcs[i] != NULL)
+            thr_config_free(tcs[i]);
+    free(w);
+    free(on_conn);
+    return msgs;
 }
 
 #endif
