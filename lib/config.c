@@ -546,6 +546,10 @@ const struct config_key config_keys[] = {
         "a connection's whole life (a server trickling replies is still cut off)"),
     INT("smtp", "bad_host_ms", bad_host_ms, 0, DAY_MS, "300000",
         "a failing host/address is skipped this long; the next MX host is tried"),
+    {.section = "smtp", .name = "chunking", .kind = CONFIG_YESNO, .off = OFF(chunking), .dflt = "yes", .doc =
+     "with a server that offers CHUNKING and PIPELINING (RFC 3030, 2920), send each message as `BDAT <size> LAST` "
+     "in one write with its MAIL and RCPT: no wait for 354 and no dot-stuffing, and the next transaction follows "
+     "at once. `no` always uses DATA"},
     INT("smtp", "mx_port", mx_port, 1, 65535, "25", "port of MX hosts (other values only for test setups)"),
 
     {.section = "route",
