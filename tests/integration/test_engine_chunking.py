@@ -9,10 +9,14 @@ message, and after a refused RCPT), and connections dropped right after BDAT LAS
 """
 
 import email.utils
+import time
 
 import pytest
 
-from volley_itest import make_recipients, message_text
+from engine_dns import ADDR
+from engine_postfix import Postfix
+
+from volley_itest import ENGINE, make_recipients, message_text, one_event, port_free_on, rows_for
 
 # lines that DATA would have to dot-stuff; BDAT must carry them untouched
 DOT_TEXT = "Dear {{name}},\n.a line that starts with a dot\n..and one with two\n.\nyour token is {{token}}.\n"
@@ -124,3 +128,44 @@ def test_connection_dropped_after_bdat(volley, volley_sink):
     assert (st.get("delivered"), st.get("deferred")) == (len(delivered), len(deferred)), st
     assert volley.r.xpending(volley.key("jobs"), "volley")["pending"] == 0
     assert s["messages"] == s["chunked"] == len(delivered), s
+
+
+@pytest.fixture(scope="module")
+def postfix(test_ca):
+    addr = ADDR["mx.pf.test"]
+    port = port_free_on([addr])
+    cert, key = test_ca.issue(["mx.pf.test"])
+    pf = Postfix(addr, port, cert, key, hostname="mx.pf.test", domains=("pf.test",))
+    yield pf
+    pf.stop()
+
+
+@pytest.mark.parametrize("chunking", ["yes", "no"])
+def test_postfix_over_bdat_and_data(volley, postfix, dnsmasq, chunking):
+    """Postfix offers CHUNKING: volley uses BDAT with it (its session summary counts bdat=, no data=), or DATA
+    with `chunking = no`; the messages arrive whole, dot lines included, either way."""
+    addrs = [f"chunk-{chunking}-{i}@pf.test" for i in range(4)]
+    rows = rows_for(addrs)
+    volley.write_conf(preset=ENGINE, dns=dnsmasq.conf, mx_port=postfix.port, chunking=chunking)
+    volley.push_rows(rows, text=DOT_TEXT)
+    volley.run_worker(30)
+    evs = volley.events_by_to()
+    assert all(one_event(evs, a)["status"] == "delivered" for a in addrs), evs
+    tokens = {r["token"] for r in rows}
+    deadline = time.monotonic() + 15
+    while True:  # Postfix delivers to its mailbox a moment after it answered
+        mine = [m for m in postfix.messages() if any(t in str(m["Subject"]) for t in tokens)]
+        if len(mine) >= len(addrs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(mine) == len(addrs), postfix.log_text()[-2000:]
+    for m in mine:
+        body = message_text(m).replace("\r\n", "\n")
+        assert "\n.a line that starts with a dot\n..and one with two\n.\n" in body, repr(body)
+    # "disconnect from ... mail=4 rcpt=4 bdat=4 quit=1": Postfix counts each command of the session
+    summaries = [ln for ln in postfix.log_text().splitlines() if "disconnect from" in ln and " mail=" in ln]
+    last = summaries[-1]
+    if chunking == "yes":
+        assert " bdat=" in last and " data=" not in last, last
+    else:
+        assert " data=" in last and " bdat=" not in last, last
