@@ -72,7 +72,7 @@ static void print_throttle(FILE *f, const struct vconfig *cfg)
     redisContext *c;
     if (q_connect(&c, &cfg->redis, 2000, err, sizeof(err)) < 0)
         return; /* the queue tables above already said Redis is unreachable */
-    thr_status_print(c, cfg->redis_prefix, f);
+    thr_status_print(c, q_command, cfg->redis_prefix, f);
     q_disconnect(c);
 }
 
@@ -131,6 +131,9 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
     fprintf(f, "  %-22s %12lld\n", "held (paused)", s->held);
     fprintf(f, "  %-22s %12lld\n", "dead letters", s->dead);
     fprintf(f, "  %-22s %12lld\n", "events", s->events);
+    fprintf(f, "  %-22s %12lld%s\n", "events lost (ceiling)", s->events_lost,
+            s->events_lost > 0 ? "  WARNING: an export group fell behind; [events] max_entries trimmed unread events"
+                               : "");
     fprintf(f, "  %-22s %12lld\n", "suppressed addresses", s->suppressed);
 
     fprintf(f, "\nworkers alive: %zu\n", s->nworkers);

@@ -12,6 +12,8 @@
  *   record outcomes, leave the rest pending, release the name, exit 0.
  *   A name held by a live process: exit 2. The name lost while running
  *   (our heartbeat lapsed and another process took it): drain, exit 1.
+ *   Under systemd (NOTIFY_SOCKET set, Type=notify) the main loop reports
+ *   READY, RELOADING, STOPPING and feeds the watchdog (cli/notify.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "cli/cmd.h"
+#include "cli/notify.h"
 #include "engine/engine.h"
 #include "lib/alloc.h"
 #include "lib/err.h"
@@ -316,9 +319,19 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
     return 0;
 }
 
-/* run - the threads until they stop; SIGHUP reloads the config for them (the reloaded copies freed at the end) */
+/* past [worker] shutdown_ms a drain may take the engine's record and name graces (engine/worker_stop.c, 15 s in
+ * all): systemd is told this much more at STOPPING=1 so it never kills a drain the config allows */
+#define WORKER_STOP_SLACK_MS 20000
+
+/*
+ * run - the threads until they stop; SIGHUP reloads the config for them (the reloaded copies freed at
+ * the end). Under systemd (Type=notify) this loop is what tells it READY, RELOADING, STOPPING and feeds
+ * the watchdog (cli/notify.h).
+ */
 static void run(const struct vconfig *cfg, struct worker **ws, int started)
 {
+    struct notify nt;
+    notify_init(&nt);
     pthread_t *tids = xcalloc((size_t)started, sizeof(*tids));
     char shown[REDIS_URL_SHOWN_MAX];
     redis_url_display(&cfg->redis, shown, sizeof(shown));
@@ -326,17 +339,26 @@ static void run(const struct vconfig *cfg, struct worker **ws, int started)
     atomic_store(&worker_running, started);
     for (int i = 0; i < started; i++)
         pthread_create(&tids[i], NULL, worker_thread, ws[i]);
+    char status[200];
+    snprintf(status, sizeof(status), "worker %s: %d threads", cfg->name, cfg->threads);
+    notify_ready(&nt, status);
     struct vconfig **olds = NULL;
     int nolds = 0;
     const struct vconfig *cur = cfg;
     while (atomic_load(&worker_running) > 0) {
         if (atomic_exchange(&worker_reload_flag, 0)) {
+            notify_reloading(&nt);
             reload(cur, &olds, &nolds, ws, started);
             if (nolds > 0)
                 cur = olds[nolds - 1];
+            notify_ready(&nt, NULL);
         }
+        if (atomic_load(&worker_stop_flag))
+            notify_stopping(&nt, (uint64_t)cur->shutdown_ms + WORKER_STOP_SLACK_MS);
+        notify_tick(&nt, clock_mono_us());
         usleep(50 * 1000);
     }
+    notify_stopping(&nt, (uint64_t)cur->shutdown_ms + WORKER_STOP_SLACK_MS); /* --exit-when-idle, or the name lost */
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     for (int i = 0; i < nolds; i++) {

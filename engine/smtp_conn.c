@@ -509,6 +509,10 @@ static bool start_txn(struct smtp_conn *c)
         return true;
     }
     const char *from = tpl_message_mail_from(m->ver->tm);
+    char vfrom[VERP_ADDR_MAX];
+    if (m->fb_tag[0] && c->w->cfg->feedback_domain &&
+        verp_address(from, m->fb_tag, strlen(m->fb_tag), c->w->cfg->feedback_domain, vfrom, sizeof vfrom) == 0)
+        from = vfrom; /* VERP: <local>+<tag>@<feedback domain> (lib/verp.h) */
     if (c->caps & SMTP_CAP_SIZE)
         smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&c->body),
                       (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");

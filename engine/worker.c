@@ -185,11 +185,19 @@ void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, c
 
 /* ---- outcomes ---- */
 
-/* on_recorded - the batch's script answered: release, or keep for another try */
+static void on_replicated(void *priv, redisReply *r);
+
+/* on_recorded - the batch's script answered: release (after replicas_ack's WAIT), or keep for another try */
 static void on_recorded(void *priv, redisReply *r)
 {
     struct outcome_batch *b = priv;
     struct worker *w = b->w;
+    if (r != NULL && r->type != REDIS_REPLY_ERROR && w->cfg->redis_replicas_ack > 0 && !b->replicated) {
+        /* on the node that just recorded it, after it: the batch stays outstanding until replicas have it */
+        redis_link_wait(&w->redis, w->keys.jobs, w->cfg->redis_replicas_ack, w->cfg->redis_replicas_ack_ms,
+                        on_replicated, b);
+        return;
+    }
     w->batches_outstanding--;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         if (r != NULL)
@@ -204,11 +212,43 @@ static void on_recorded(void *priv, redisReply *r)
             w->out_len++;
         }
     } else {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+            log_warn("events stream at its ceiling ([events] max_entries): %lld events no export group had read "
+                     "were trimmed; an exporter (volley events --group) is behind",
+                     r->element[1]->integer);
         for (int i = 0; i < b->n; i++)
             msg_release(w, b->msgs[i]);
     }
     free(b->msgs);
     free(b);
+}
+
+/*
+ * on_replicated - WAIT's answer for a recorded batch. NULL (the link went
+ * down first): the primary may die before its replicas have the batch, so
+ * it is recorded again once Redis is back (idempotent: XACK answers 0 and
+ * the record becomes a duplicate event). Fewer replicas than asked within
+ * replicas_ack_ms: recorded on the primary only; said, then let go.
+ */
+static void on_replicated(void *priv, redisReply *r)
+{
+    struct outcome_batch *b = priv;
+    struct worker *w = b->w;
+    b->replicated = true;
+    if (r == NULL) {
+        on_recorded(b, NULL);
+        return;
+    }
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < w->cfg->redis_replicas_ack) {
+        if (r->type == REDIS_REPLY_ERROR)
+            log_warn("replicas_ack: WAIT refused: %.200s; %d outcomes recorded on the primary only", r->str, b->n);
+        else
+            log_warn("replicas_ack: %lld of %d replicas acknowledged %d outcomes within %d ms",
+                     r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL, w->cfg->redis_replicas_ack, b->n,
+                     w->cfg->redis_replicas_ack_ms);
+    }
+    redisReply ok = {.type = REDIS_REPLY_STATUS};
+    on_recorded(b, &ok);
 }
 
 /*
@@ -229,7 +269,7 @@ void flush_outcomes(struct worker *w)
     uint64_t wall = clock_wall_ms();
     while (w->out_len > 0) {
         int n = w->out_len < WORKER_RECORD_BATCH ? w->out_len : WORKER_RECORD_BATCH;
-        struct outcome_batch *b = xmalloc(sizeof(*b));
+        struct outcome_batch *b = xcalloc(1, sizeof(*b));
         struct q_outcome o[WORKER_RECORD_BATCH];
         b->w = w;
         b->n = n;
@@ -264,7 +304,8 @@ void flush_outcomes(struct worker *w)
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
                                      .suppress_hard_bounces = w->retry->suppress_hard_bounces,
-                                     .suppress_classes = w->cfg->feedback_suppress_classes};
+                                     .suppress_classes = w->cfg->feedback_suppress_classes,
+                                     .events_max_entries = (uint64_t)w->cfg->events_max_entries};
         q_record(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
     }
 }

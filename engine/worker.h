@@ -36,6 +36,7 @@
 #include "engine/smtp_reply.h"
 #include "lib/buf.h"
 #include "lib/config.h"
+#include "lib/verp.h"
 #include "queue/job.h"
 #include "queue/fleet.h"
 #include "queue/keys.h"
@@ -95,6 +96,7 @@ struct msg {
     enum smtp_scope scope; /* what a failure concerns (engine/smtp_outcome.h) */
     uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */
     struct route_pool *pool; /* where a message being re-confirmed goes back to (engine/fence.c) */
+    char fb_tag[VERP_TAG_MAX]; /* the job's VERP tag (MAIL FROM, Message-ID, X-Volley-Job); "" when feedback is off */
 };
 
 enum camp_state { CAMP_FETCHING, CAMP_READY, CAMP_BAD };
@@ -118,6 +120,7 @@ struct outcome_batch {
     struct worker *w;
     struct msg **msgs;
     int n;
+    bool replicated; /* [redis] replicas_ack: WAIT answered (or the link went down while waiting) */
 };
 
 struct worker {
@@ -129,6 +132,7 @@ struct worker {
     bool exit_when_idle;
     const struct q_retry_cfg *retry; /* [retry]/[queue], loaded once per process */
     const struct thr_config *thr_cfg; /* providers, loaded once per process */
+    struct verp_key fb_key; /* [feedback] secret; len 0: feedback off (docs/feedback.md) */
     struct throttle *thr;
     int thr_default;        /* index of the `default` provider */
     bool thr_default_free;  /* `default` is shaped per site by [smtp] only (no [provider default]) */

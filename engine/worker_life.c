@@ -126,6 +126,15 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
             goto fail;
         }
     }
+    if (cfg->feedback_domain != NULL) {
+        rc = -EINVAL;
+        if (cfg->feedback_secret_file == NULL) {
+            err_set(err, errlen, rc, "[feedback] domain needs secret_file");
+            goto fail;
+        }
+        if (verp_key_load(&w->fb_key, cfg->feedback_secret_file, err, errlen) < 0)
+            goto fail;
+    }
     redis_link_init(&w->redis, w, &cfg->redis);
     if (tc != NULL) {
         const char *ips[CONFIG_MAX_EGRESS];

@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/err.h"
+#include "lib/unsub_token.h"
 #include "lib/log.h"
 
 #include "engine/camp_ctl.h"
@@ -194,13 +195,28 @@ int msg_render(struct worker *w, struct msg *m, vbuf *out)
 {
     char err[512];
     const struct q_job *j = m->job;
+    char unsub[UNSUB_URL_MAX];
+    int unsub_len = -1;
+    m->fb_tag[0] = '\0';
+    if (w->fb_key.len > 0 && w->cfg->feedback_domain != NULL) { /* a reload may have turned feedback off */
+        /* the tag rides the return path, the Message-ID and X-Volley-Job, so any report names its job */
+        verp_tag_make(&w->fb_key, j->id, j->campaign, j->campaign_len, j->to, j->to_len, m->fb_tag, sizeof m->fb_tag);
+        if (w->cfg->feedback_unsub_base != NULL)
+            unsub_len = unsub_url(&w->fb_key, w->cfg->feedback_unsub_base, j->campaign, j->campaign_len, j->to,
+                                  j->to_len, unsub, sizeof unsub);
+    }
+    size_t tagl = strlen(m->fb_tag);
     struct tpl_render_ctx rc = {
         .to = j->to,
         .tolen = j->to_len,
         .vars = j->vars,
         .nvars = j->nvars,
-        .uniq = j->id,
-        .uniqlen = strlen(j->id),
+        .uniq = tagl ? m->fb_tag : j->id,
+        .uniqlen = tagl ? tagl : strlen(j->id),
+        .job_tag = tagl ? m->fb_tag : NULL,
+        .job_taglen = tagl,
+        .unsub_url = unsub_len > 0 ? unsub : NULL,
+        .unsub_urllen = unsub_len > 0 ? (size_t)unsub_len : 0,
         .now = time(NULL),
         .max_bytes = w->cfg->max_message_bytes,
     };

@@ -4,6 +4,8 @@
  */
 #include "queue/fleet.h"
 
+#include "queue/connect.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -89,7 +91,7 @@ static int claim_eval(redisContext *c, const struct q_keys *k, const struct q_wo
     snprintf(pid, sizeof(pid), "%d", id->pid);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(ttl_ms > 0 ? ttl_ms : 1));
     const char *argv[] = {"EVAL", FLEET_CLAIM_LUA, "1", key, id->token, pid, id->host, info, ttl};
-    redisReply *r = redisCommandArgv(c, 9, argv, NULL);
+    redisReply *r = q_command_argv(c, 9, argv, NULL);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
     int rc = q_worker_reply_parse(r, holder);
@@ -145,7 +147,7 @@ int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_wor
     char key[Q_KEY_MAX + Q_WORKER_NAME_MAX];
     key_of(key, sizeof(key), k, id->name);
     const char *argv[] = {"EVAL", release_lua, "1", key, id->token};
-    redisReply *r = redisCommandArgv(c, 5, argv, NULL);
+    redisReply *r = q_command_argv(c, 5, argv, NULL);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
     int rc = r->type == REDIS_REPLY_INTEGER ? (r->integer > 0)

@@ -40,8 +40,8 @@
 
 enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED, Q_HELD, Q_CANCELLED, Q_SUPPRESSED };
 
-/* <p>:events is trimmed with XADD MAXLEN ~ this many entries (about 300 MB of events at most) */
-#define Q_EVENTS_MAXLEN 1000000
+/* default [events] max_entries: the events stream's hard ceiling (about 100 MB of delivered events) */
+#define Q_EVENTS_MAX_ENTRIES 1000000
 
 struct q_outcome {
     const struct q_job *job;
@@ -66,14 +66,17 @@ struct q_record_opts {
     uint64_t max_age_ms;       /* 0: never expire */
     int suppress_hard_bounces; /* suppression by bounce on: add bounces of suppress_classes to <p>:suppressed */
     unsigned suppress_classes; /* bit (1u << enum bounce_class_id) per class suppressed ([feedback]) */
+    uint64_t events_max_entries; /* [events] max_entries; 0: Q_EVENTS_MAX_ENTRIES */
 };
 
 /* q_status_name - "delivered", "deferred", "bounced", "failed", "held", "cancelled", "suppressed" */
 const char *q_status_name(enum q_status s);
 /*
  * q_record - queue the atomic recording of n outcomes; reply: integer n, or
- * an error. opts NULL: max_age 4 days and suppression of the default
- * classes (BOUNCE_SUPPRESS_DEFAULT) on.
+ * an array {n, lost} when the events stream's ceiling (max_entries) removed
+ * lost entries an export group had not consumed yet, or an error. opts
+ * NULL: max_age 4 days, suppression of the default classes
+ * (BOUNCE_SUPPRESS_DEFAULT) on, the default ceiling.
  */
 void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
               int n, q_reply_fn *fn, void *priv);

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "queue/cluster.h"
 #include "queue/resp.h"
 #include "queue/script.h"
 
@@ -318,6 +319,22 @@ void q_redis_fail_all(struct q_redis *q)
 size_t q_redis_pending(const struct q_redis *q)
 {
     return q->count;
+}
+
+int q_redis_take(struct q_redis *q, char **cmd, size_t *len, q_reply_fn **fn, void **priv)
+{
+    if (q->count == 0 && vbuf_len(&q->out) == 0)
+        return 0;
+    struct qc_cmd c;
+    if (q->count == 0 || qc_cmd_scan(vbuf_data(&q->out), vbuf_len(&q->out), &c) != 1)
+        return -EPROTO;
+    *cmd = xmemdup(vbuf_data(&q->out), c.len);
+    *len = c.len;
+    vbuf_consume(&q->out, c.len);
+    struct q_cb cb = pop_cb(q);
+    *fn = cb.fn;
+    *priv = cb.priv;
+    return 1;
 }
 
 vbuf *q_redis_eval_begin(struct q_redis *q, struct redis_script *s, int nkeys, int nargs)

@@ -29,7 +29,7 @@ static int cmd(redisContext *c, redisReply **out, char *err, size_t errlen, cons
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
+    redisReply *r = q_vcommand(c, fmt, ap);
     va_end(ap);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
@@ -156,16 +156,15 @@ static int group_info(redisContext *c, const char *key, long long len, long long
     return 0;
 }
 
-/* scan_keys - every key matching pattern (at most max) to fn; stops early when fn returns < 0 */
-static int scan_keys(redisContext *c, const char *pattern, size_t max,
+/* scan_node - scan_keys on one server (node), up to max keys in all (*seen counts them) */
+static int scan_node(redisContext *c, redisContext *node, const char *pattern, size_t max, size_t *seen,
                      int (*fn)(redisContext *, const redisReply *, void *, char *, size_t), void *priv, char *err,
                      size_t errlen)
 {
     char cursor[32] = "0";
-    size_t seen = 0;
     do {
         redisReply *r;
-        int rc = cmd(c, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        int rc = cmd(node, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (rc < 0)
             return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -174,7 +173,7 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
             return err_set(err, errlen, -EPROTO, "unexpected SCAN reply");
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements && seen < max; i++, seen++) {
+        for (size_t i = 0; i < r->element[1]->elements && *seen < max; i++, (*seen)++) {
             const redisReply *key = r->element[1]->element[i];
             if (key->type != REDIS_REPLY_STRING)
                 continue;
@@ -184,7 +183,23 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
             }
         }
         freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0 && seen < max);
+    } while (strcmp(cursor, "0") != 0 && *seen < max);
+    return 0;
+}
+
+/* scan_keys - every key matching pattern (at most max) to fn; stops early when fn returns < 0 */
+static int scan_keys(redisContext *c, const char *pattern, size_t max,
+                     int (*fn)(redisContext *, const redisReply *, void *, char *, size_t), void *priv, char *err,
+                     size_t errlen)
+{
+    /* SCAN walks one server's keys: on a cluster, every primary's in turn (keys go to fn with c, routed) */
+    redisContext *nodes[64];
+    size_t nn = q_nodes(c, nodes, sizeof(nodes) / sizeof(nodes[0])), seen = 0;
+    for (size_t ni = 0; ni < nn && seen < max; ni++) {
+        int rc = scan_node(c, nodes[ni], pattern, max, &seen, fn, priv, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -411,6 +426,12 @@ int q_status_collect(const struct redis_url *u, const char *prefix, const char *
         rc = cmd_int(c, &s->dead, err, errlen, "XLEN %s", k.dead);
     if (rc == 0)
         rc = cmd_int(c, &s->events, err, errlen, "XLEN %s", k.events);
+    if (rc == 0) {
+        /* written by the record script when [events] max_entries trimmed what an export group had not read */
+        redisReply *r = redisCommand(c, "HGET %s:overrun entries", k.events);
+        s->events_lost = r != NULL && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+        freeReplyObject(r);
+    }
     size_t ccap = 0;
     if (rc == 0)
         rc = cmd_int(c, &s->jobs_high, err, errlen, "XLEN %s", k.jobs_high);

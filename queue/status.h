@@ -58,6 +58,7 @@ struct q_status_report {
     long long retry;       /* ZCARD <p>:retry */
     long long dead;        /* XLEN <p>:dead */
     long long events;      /* XLEN <p>:events */
+    long long events_lost; /* entries the events ceiling removed before every export group read them */
     int group_exists;
     struct q_consumer_info *consumers;
     size_t nconsumers;

@@ -499,8 +499,8 @@ SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connection
                        "timeout_ms", "connect_timeout_ms", "greeting_timeout_ms", "ehlo_timeout_ms", "mail_timeout_ms",
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
                        "connection_max_ms", "bad_host_ms", "mx_port", "chunking"})
-SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "throttle", "warmup", "dkim",
-            "log")
+SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "events", "throttle", "warmup",
+            "dkim", "feedback", "inbound", "log")
 
 # what every test starts from: small batches, quick SMTP timeouts, no TLS
 CONF_DEFAULTS = {
@@ -711,12 +711,15 @@ class Volley:
         return ":".join((PREFIX,) + parts)
 
     def events(self):
-        """Every entry of <p>:events as a dict (stream id under '_id')."""
+        """Every entry of <p>:events in its readable form, as `volley events` (the decoder of the stream's compact
+        encoding, docs/redis-contract.md "Event fields") prints it: a dict of strings, stream id under '_id'."""
+        p = self.run("events", "-c", self.conf, "--format", "jsonl")
+        assert p.returncode == 0, f"volley events exit {p.returncode}: {p.stderr.strip()}"
         out = []
-        for eid, fields in self.r.xrange(self.key("events"), "-", "+"):
-            fields = dict(fields)
-            fields["_id"] = eid
-            out.append(fields)
+        for line in p.stdout.splitlines():
+            e = json.loads(line)
+            e["_id"] = e.pop("id")
+            out.append(e)
         return out
 
     def events_by_to(self):

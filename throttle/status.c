@@ -53,14 +53,14 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int thr_status_print(redisContext *c, const char *prefix, FILE *out)
+int thr_status_print(redisContext *c, thr_blocking_fn *cmd, const char *prefix, FILE *out)
 {
-    return thr_status_fprint(c, prefix, clock_wall_ms(), out);
+    return thr_status_fprint(c, cmd, prefix, clock_wall_ms(), out);
 }
 
-int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *out)
+int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix, uint64_t now, FILE *out)
 {
-    redisReply *set = redisCommand(c, "SMEMBERS %s:thr:pairs", prefix);
+    redisReply *set = cmd(c, "SMEMBERS %s:thr:pairs", prefix);
     if (set == NULL || set->type != REDIS_REPLY_ARRAY) {
         if (set)
             freeReplyObject(set);
@@ -84,8 +84,8 @@ int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *o
                 "STATE");
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        redisReply *st = redisCommand(c, "HGETALL %s:thr:status:%s", prefix, names[i]);
-        redisReply *bo = redisCommand(c, "HGETALL %s:thr:backoff:%s", prefix, names[i]);
+        redisReply *st = cmd(c, "HGETALL %s:thr:status:%s", prefix, names[i]);
+        redisReply *bo = cmd(c, "HGETALL %s:thr:backoff:%s", prefix, names[i]);
         if (st == NULL || bo == NULL) {
             rc = -EIO;
             if (st)
@@ -136,7 +136,8 @@ int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *o
     return rc;
 }
 
-int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen)
+int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date,
+                   char *err, size_t errlen)
 {
     int64_t day;
     if (thr_parse_date(NULL, date, &day) < 0)
@@ -144,7 +145,7 @@ int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const ch
     size_t n = strlen(ip);
     if (n == 0 || n >= THR_IP_MAX || strspn(ip, "0123456789abcdefABCDEF.:") != n)
         return err_set(err, errlen, -EINVAL, "bad IP address '%s'", ip);
-    redisReply *r = redisCommand(c, "HSET %s:thr:warmup %s %s", prefix, ip, date);
+    redisReply *r = cmd(c, "HSET %s:thr:warmup %s %s", prefix, ip, date);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         int rc = err_set(err, errlen, -EIO, "redis: %s", r ? r->str : c->errstr);
         if (r)

@@ -8,6 +8,7 @@ per entry). docs/redis-contract.md; the bench's `redis` section measures the sam
 from volley_itest import PREFIX
 
 N = 10000
+EVENT_LIMIT = 100  # bytes of MEMORY USAGE per entry of the events stream (issue 12's target)
 PER_JOB_LIMIT = 16  # bytes per delivered message outside the events stream (issue 12's target)
 
 
@@ -34,7 +35,7 @@ def test_nothing_per_job_left_after_10000_delivered(volley, volley_sink, recipie
     # the keys: a fixed set, whatever N is (the worker's heartbeat may still be there, with its TTL)
     keys = set(r.keys(f"{PREFIX}:*"))
     fixed = {volley.key("campaign", cid), volley.key("stats", cid), volley.key("jobs"), volley.key("jobs", "high"),
-             volley.key("events"), volley.key("pstats", "default")}
+             volley.key("events"), volley.key("pstats", "default"), volley.key("events", "dict")}
     assert fixed <= keys, f"missing keys: {fixed - keys}"
     extra = keys - fixed
     assert all(k.startswith(volley.key("worker") + ":") for k in extra), f"keys left per job? {sorted(extra)[:10]}"
@@ -51,6 +52,8 @@ def test_nothing_per_job_left_after_10000_delivered(volley, volley_sink, recipie
     outside = sum(r.memory_usage(k, samples=0) for k in keys - {volley.key("events")})
     assert outside < PER_JOB_LIMIT * N, f"{outside} B outside the events stream for {N} messages"
     events = r.memory_usage(volley.key("events"), samples=0)
+    # the compact encoding (docs/redis-contract.md "Event fields"): issue 12's bound per delivered event
+    assert events / N <= EVENT_LIMIT, f"events stream {events / N:.1f} B per entry"
     grown = used_memory(r) - before
     print(f"{N} delivered: {len(keys)} keys, {outside} B outside events ({outside / N:.2f} B/msg), "
           f"events {events / N:.1f} B/entry; used_memory grew {grown / N:.1f} B/msg in all")

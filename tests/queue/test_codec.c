@@ -369,6 +369,68 @@ static void test_evalsha_falls_back_to_eval(void **st)
     q_redis_free(q);
 }
 
+/* the cluster router's view of a codec that never sends: each command with its callback, oldest first */
+static void test_take_for_routing(void **st)
+{
+    struct q_redis *q = q_redis_new();
+    memset(&S, 0, sizeof(S));
+    cmd(q, 1, "GET", "a", NULL);
+    queue_echo(q, 2); /* an EVALSHA built in pieces */
+    vbuf *o = q_redis_out(q);
+    q_resp_array(o, 2); /* raw bytes and their callback, as camp_ctl queues them */
+    q_resp_bulk_str(o, "GET");
+    q_resp_bulk_str(o, "b");
+    q_redis_expect(q, on_reply, (void *)(intptr_t)3);
+    char *bytes;
+    size_t len;
+    q_reply_fn *fn;
+    void *priv;
+    redisReply ok = {.type = REDIS_REPLY_STATUS, .str = "OK", .len = 2};
+    redisReply noscript = {.type = REDIS_REPLY_ERROR, .str = "NOSCRIPT No matching script.", .len = 28};
+    redisReply el[3] = {{.type = REDIS_REPLY_STRING, .str = "key", .len = 3},
+                        {.type = REDIS_REPLY_STRING, .str = "2", .len = 1},
+                        {.type = REDIS_REPLY_STRING, .str = "bin", .len = 3}};
+    redisReply *elp[3] = {&el[0], &el[1], &el[2]};
+    redisReply arr = {.type = REDIS_REPLY_ARRAY, .elements = 3, .element = elp};
+    static const char get_a[] = "*2\r\n$3\r\nGET\r\n$1\r\na\r\n", get_b[] = "*2\r\n$3\r\nGET\r\n$1\r\nb\r\n";
+    /* 1: the plain command, whole, with its callback */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_int_equal(len, sizeof(get_a) - 1);
+    assert_memory_equal(bytes, get_a, len);
+    fn(priv, &ok);
+    free(bytes);
+    assert_int_equal(S.n, 1);
+    assert_int_equal(S.tag[0], 1);
+    /* 2: the EVALSHA; answered NOSCRIPT it puts the EVAL back in the codec, behind 3 */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_memory_equal(bytes, "*6\r\n$7\r\nEVALSHA\r\n", 16);
+    fn(priv, &noscript);
+    free(bytes);
+    assert_int_equal(S.n, 1);
+    /* 3: raw bytes and their expect */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_int_equal(len, sizeof(get_b) - 1);
+    assert_memory_equal(bytes, get_b, len);
+    fn(priv, &ok);
+    free(bytes);
+    assert_int_equal(S.tag[1], 3);
+    /* the EVAL re-send, routed like any command; its reply reaches the EVALSHA's caller */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_memory_equal(bytes, "*6\r\n$4\r\nEVAL\r\n", 13);
+    fn(priv, &arr);
+    free(bytes);
+    assert_int_equal(S.n, 3);
+    assert_int_equal(S.tag[2], 2);
+    assert_string_equal(S.str[2], "key|2|bin");
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 0);
+    assert_int_equal(q_redis_pending(q), 0);
+    /* bytes with no callback: the caller broke the one-command-one-callback rule */
+    q_resp_array(q_redis_out(q), 1);
+    q_resp_bulk_str(q_redis_out(q), "PING");
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), -EPROTO);
+    q_redis_free(q);
+}
+
 int main(void)
 {
     test_redis_start(&H);
@@ -381,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_malformed_bytes),
         cmocka_unit_test(test_sha1_matches_redis),
         cmocka_unit_test(test_evalsha_falls_back_to_eval),
+        cmocka_unit_test(test_take_for_routing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     test_redis_stop(&H);
