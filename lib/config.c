@@ -614,7 +614,7 @@ const struct config_key config_keys[] = {
     INT("smtp", "rcpt_timeout_ms", timeout_rcpt_ms, 100, DAY_MS, "300000", "RCPT reply"),
     INT("smtp", "data_timeout_ms", timeout_data_ms, 100, DAY_MS, "120000", "354 to DATA"),
     INT("smtp", "block_timeout_ms", timeout_block_ms, 100, DAY_MS, "180000", "progress while sending the message"),
-    INT("smtp", "dot_timeout_ms", timeout_dot_ms, 100, DAY_MS, "600000", "reply to the final dot"),
+    INT("smtp", "dot_timeout_ms", timeout_dot_ms, 100, DAY_MS, "600000", "reply to the final dot, or to BDAT LAST"),
     FUNC("smtp", "timeout_ms", set_stage_timeouts, "100 to 86400000", NULL, "", "10000",
          "sets all the stage timeouts above at once"),
     INT("smtp", "connection_max_ms", connection_max_ms, 1000, DAY_MS, "3600000",
