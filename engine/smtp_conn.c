@@ -15,6 +15,11 @@
  *   and the next message's MAIL+RCPT+DATA follow the final dot of the
  *   previous one in the same write (RFC 2920 3.1: the message content may
  *   start a command group). Without it, each command waits for its reply.
+ *   With CHUNKING as well (RFC 3030, `[smtp] chunking`), a transaction is
+ *   MAIL+RCPT+"BDAT <size> LAST"+the message, all in one write: no 354 to
+ *   wait for and no dot-stuffing, and up to CONN_BDAT_INFLIGHT transactions
+ *   ride the connection at once. A refused BDAT fails its transaction (the
+ *   server has still read the chunk), and RSET goes before the next MAIL.
  *   STARTTLS is never pipelined, and after the handshake everything learned
  *   before (capabilities, buffered bytes) is discarded and EHLO sent again.
  *
@@ -75,6 +80,14 @@
 /* a refused send slot is asked for again at the latest after this (the local state may change sooner) */
 #define CONN_THR_RECHECK_MS   1000
 #define CONN_REPLY_SAMPLE_MAX 80 /* bytes of a malformed reply quoted in the error */
+/*
+ * BDAT transactions on the wire at once: enough that the connection never
+ * waits for a reply before sending the next message and that replies and
+ * messages batch per read and write; few enough that a failure (a refused
+ * BDAT, a lost connection) concerns only a handful of messages, and that
+ * 3 expectations each plus RSET and QUIT stay within SMTP_EXPECT_MAX.
+ */
+#define CONN_BDAT_INFLIGHT 4
 /* dot-stuffing adds a byte per line starting with '.': room for one per 32 bytes is reserved up front */
 #define SMTP_STUFF_RESERVE_DIV 32
 
@@ -114,6 +127,8 @@ static void expect_push(struct smtp_conn *c, enum smtp_stage st, struct msg *m)
     c->ex_len++;
     if (st == SMTP_STAGE_DATA)
         c->data_pending++;
+    if (st == SMTP_STAGE_BDAT)
+        c->bdat_pending++;
     if (c->deadline_ms == 0)
         c->deadline_ms = smtp_conn_stage_deadline(c, c->expect[c->ex_head].stage);
 }
@@ -132,6 +147,8 @@ static struct smtp_expect expect_pop(struct smtp_conn *c)
     c->ex_len--;
     if (e.stage == SMTP_STAGE_DATA)
         c->data_pending--;
+    if (e.stage == SMTP_STAGE_BDAT)
+        c->bdat_pending--;
     /* a new stage starts: its own timeout */
     c->deadline_ms = c->ex_len > 0 ? smtp_conn_stage_deadline(c, c->expect[c->ex_head].stage) : 0;
     return e;
@@ -368,6 +385,28 @@ static void send_body(struct smtp_conn *c, struct msg *m)
     conn_body_done(c);
 }
 
+/* send_chunk - the message rendered at MAIL (c->body) as one BDAT LAST chunk: taken as it is, no stuffing */
+static void send_chunk(struct smtp_conn *c, struct msg *m)
+{
+    size_t n = vbuf_len(&c->body);
+    bool crlf = n > 0 && vbuf_data(&c->body)[n - 1] != '\n'; /* the message ends with a line end, as after DATA */
+    vbuf *o = c->out;
+    vbuf_reserve(o, n + 32);
+    vbuf_printf(o, "BDAT %zu LAST\r\n", n + (crlf ? 2 : 0));
+    vbuf_append(o, vbuf_data(&c->body), n);
+    if (crlf)
+        vbuf_append(o, "\r\n", 2);
+    expect_push(c, SMTP_STAGE_BDAT, m);
+    conn_body_done(c);
+}
+
+/* conn_chunking - does this session send BDAT? (CHUNKING with PIPELINING offered, and not turned off) */
+static bool conn_chunking(const struct smtp_conn *c)
+{
+    const unsigned both = SMTP_CAP_CHUNKING | SMTP_CAP_PIPELINING;
+    return (c->caps & both) == both && c->w->cfg->chunking;
+}
+
 /* conn_takes_more - may the connection carry another message? (not beyond its share or its message limit) */
 static bool conn_takes_more(struct smtp_conn *c)
 {
@@ -433,8 +472,9 @@ static bool start_txn(struct smtp_conn *c)
         return false;
     if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
         return false;
-    /* with pipelining, at most one message is waiting for its final reply while the next starts */
-    if (c->ex_len > 1)
+    bool chunking = conn_chunking(c);
+    /* with BDAT, a few whole transactions ride at once; with DATA, one awaits its dot's reply as the next starts */
+    if (chunking ? c->bdat_pending >= CONN_BDAT_INFLIGHT : c->ex_len > 1)
         return false;
     if (!conn_takes_more(c))
         return false;
@@ -483,7 +523,10 @@ static bool start_txn(struct smtp_conn *c)
                       (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     if (c->caps & SMTP_CAP_PIPELINING) {
         conn_cmd_rcpt(c, m);
-        conn_cmd_lit(c, SMTP_STAGE_DATA, m, "DATA\r\n");
+        if (chunking)
+            send_chunk(c, m);
+        else
+            conn_cmd_lit(c, SMTP_STAGE_DATA, m, "DATA\r\n");
     }
     return true;
 }
@@ -578,6 +621,12 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         break;
     case SMTP_STAGE_DOT:
         msg_on_reply(c, m, e.stage, r);
+        break;
+    case SMTP_STAGE_BDAT:
+        /* RFC 3030 2: a failed BDAT fails the transaction; RSET puts the session back in step before the next */
+        msg_on_reply(c, m, e.stage, r);
+        if (!ok)
+            c->rset_needed = true;
         break;
     case SMTP_STAGE_QUIT:
         /*

@@ -64,7 +64,8 @@ struct smtp_conn {
     vbuf rbuf; /* bytes from the socket (ciphertext once TLS is on) */
     vbuf pin;  /* plaintext received (TLS only) */
     vbuf pout; /* plaintext to encrypt (TLS only) */
-    vbuf body; /* the message whose DATA is outstanding: rendered at MAIL, sent after 354 (not dot-stuffed) */
+    vbuf body; /* the message whose DATA is outstanding: rendered at MAIL, sent after 354 (not dot-stuffed);
+                  with BDAT it goes out at once, behind its MAIL and RCPT */
     vbuf *in;  /* what the protocol reads: rbuf or pin */
     vbuf *out; /* what the protocol writes: the stream's send buffer or pout */
     bool tls_on;
@@ -80,6 +81,7 @@ struct smtp_conn {
     struct smtp_expect expect[SMTP_EXPECT_MAX];
     int ex_head, ex_len;
     int data_pending; /* DATA commands awaiting their reply */
+    int bdat_pending; /* BDAT LAST commands awaiting their reply: transactions on the wire when chunking */
     bool rset_needed;
     int msgs_started;
     uint64_t deadline_ms; /* 0: no reply awaited */

@@ -70,7 +70,7 @@ bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct s
     if (!smtp_stage_info(st)->txn)
         return false; /* setup replies end the session, not a message; RSET and QUIT concern none */
     if (smtp_stage_accepts(st, r->code)) {
-        if (st != SMTP_STAGE_DOT)
+        if (!smtp_stage_info(st)->final)
             return false; /* the transaction goes on */
         *o = (struct smtp_outcome){.status = Q_DELIVERED, .code = r->code, .dsn = r->dsn, .scope = SMTP_SCOPE_NONE};
         return true;
@@ -78,6 +78,8 @@ bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct s
     *o = refusal(r, st == SMTP_STAGE_RCPT ? SMTP_SCOPE_RECIPIENT : SMTP_SCOPE_MESSAGE);
     if (st == SMTP_STAGE_RCPT && r->code == SMTP_REPLY_RCPT_TOO_MANY)
         o->status = Q_DEFERRED; /* RFC 5321 4.5.3.1.10: "too many recipients" after RCPT is temporary */
+    if (st == SMTP_STAGE_MAIL && r->code == SMTP_REPLY_BAD_SEQUENCE)
+        o->status = Q_DEFERRED; /* the session's state, not the message: a MAIL pipelined behind a failed BDAT */
     return true;
 }
 

@@ -18,9 +18,11 @@
  *   tls, protocol and the like here). The callers (smtp_conn.c, smtp_pool.c,
  *   worker.c, camp_ctl.c) say what happened; this file says what it means.
  *
- *   Replies: 2xx to the final dot = delivered; 4xx = deferred; 5xx = bounced
- *   (3xx where none belongs = deferred); a refused RCPT concerns the
- *   recipient, a refused MAIL, DATA or dot the message; 421 at any step but
+ *   Replies: 2xx to the final dot or to BDAT LAST = delivered; 4xx =
+ *   deferred; 5xx = bounced (3xx where none belongs = deferred; 503 to MAIL
+ *   = deferred: the session was out of step, e.g. a MAIL pipelined behind a
+ *   failed BDAT, which says nothing about the message); a refused RCPT
+ *   concerns the recipient, a refused MAIL, DATA, dot or BDAT the message; 421 at any step but
  *   QUIT closes the service, so it concerns the connection. Replies during
  *   session setup decide no message: they end the session, and its
  *   messages are then lost with it (smtp_outcome_lost).

@@ -47,7 +47,7 @@ static void parse_cap(const char *t, size_t n, struct smtp_reply *r)
         const char *kw;
         unsigned bit;
     } caps[] = {{"PIPELINING", SMTP_CAP_PIPELINING}, {"STARTTLS", SMTP_CAP_STARTTLS},
-                {"8BITMIME", SMTP_CAP_8BITMIME},     {"ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCED},
+                {"8BITMIME", SMTP_CAP_8BITMIME}, {"CHUNKING", SMTP_CAP_CHUNKING},     {"ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCED},
                 {"AUTH", SMTP_CAP_AUTH},             {"SIZE", SMTP_CAP_SIZE}};
     size_t kl = 0;
     while (kl < n && t[kl] != ' ' && t[kl] != '=')

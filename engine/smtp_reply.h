@@ -26,6 +26,7 @@
 /* 421: the service is closing the channel (RFC 5321 3.8), whatever command it answers */
 #define SMTP_REPLY_CLOSING 421
 #define SMTP_REPLY_RCPT_TOO_MANY 552 /* after RCPT: too many recipients, RFC 5321 4.5.3.1.10 */
+#define SMTP_REPLY_BAD_SEQUENCE 503  /* bad sequence of commands */
 
 /* EHLO capability bits */
 #define SMTP_CAP_PIPELINING 0x01u
@@ -36,6 +37,7 @@
 #define SMTP_CAP_AUTH 0x20u
 #define SMTP_CAP_AUTH_PLAIN 0x40u
 #define SMTP_CAP_AUTH_LOGIN 0x80u
+#define SMTP_CAP_CHUNKING 0x100u
 
 struct smtp_reply {
     int code;                       /* 200..599 */

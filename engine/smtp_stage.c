@@ -18,6 +18,12 @@
         .name = (n), .timeout_key = (key), .timeout_off = offsetof(struct vconfig, field), .handshake = (hs),          \
         .txn = (tx), .accept = (ok)                                                                                    \
     }
+/* a transaction's last step: its 2xx delivers the message */
+#define FINAL_ROW(n, key, field)                                                                                       \
+    {                                                                                                                  \
+        .name = (n), .timeout_key = (key), .timeout_off = offsetof(struct vconfig, field), .handshake = false,         \
+        .txn = true, .accept = 0, .final = true                                                                        \
+    }
 
 static const struct smtp_stage_info stages[SMTP_STAGE_COUNT] = {
     [SMTP_STAGE_CONNECT] = ROW("connect", "connect_timeout_ms", timeout_connect_ms, true, false, 0),
@@ -32,7 +38,9 @@ static const struct smtp_stage_info stages[SMTP_STAGE_COUNT] = {
     [SMTP_STAGE_MAIL] = ROW("MAIL", "mail_timeout_ms", timeout_mail_ms, false, true, 0),
     [SMTP_STAGE_RCPT] = ROW("RCPT", "rcpt_timeout_ms", timeout_rcpt_ms, false, true, 0),
     [SMTP_STAGE_DATA] = ROW("DATA", "data_timeout_ms", timeout_data_ms, false, true, 354),
-    [SMTP_STAGE_DOT] = ROW("end of data", "dot_timeout_ms", timeout_dot_ms, false, true, 0),
+    [SMTP_STAGE_DOT] = FINAL_ROW("end of data", "dot_timeout_ms", timeout_dot_ms),
+    /* the reply to BDAT LAST comes once the server has taken the whole message, as after the dot */
+    [SMTP_STAGE_BDAT] = FINAL_ROW("BDAT", "dot_timeout_ms", timeout_dot_ms),
     [SMTP_STAGE_RSET] = ROW("RSET", "ehlo_timeout_ms", timeout_ehlo_ms, false, false, 0),
     [SMTP_STAGE_QUIT] = ROW("QUIT", "ehlo_timeout_ms", timeout_ehlo_ms, false, false, 0),
 };

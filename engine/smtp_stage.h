@@ -6,7 +6,7 @@
  *   deadline = now + smtp_stage_timeout_ms(cfg, SMTP_STAGE_RCPT);
  * DESCRIPTION
  *   One enum names every step a connection goes through: the steps that
- *   await a reply (greeting, EHLO, ..., the final dot, QUIT) and the two
+ *   await a reply (greeting, EHLO, ..., the final dot or BDAT, QUIT) and the two
  *   that do not (the TCP connect and the TLS handshake). One table, indexed
  *   by the enum with designated initialisers, holds each step's facts:
  *   the name a log line or an event uses, which [smtp] timeout bounds it
@@ -46,6 +46,7 @@ enum smtp_stage {
     SMTP_STAGE_RCPT,      /* RCPT TO */
     SMTP_STAGE_DATA,      /* DATA, up to the 354 */
     SMTP_STAGE_DOT,       /* the final dot after the message */
+    SMTP_STAGE_BDAT,      /* BDAT <size> LAST and the message (RFC 3030 CHUNKING): its reply ends the transaction */
     SMTP_STAGE_RSET,      /* RSET after a failed transaction */
     SMTP_STAGE_QUIT,      /* QUIT */
     SMTP_STAGE_COUNT
@@ -58,6 +59,7 @@ struct smtp_stage_info {
     bool handshake;          /* session setup: no message is on the wire yet; a failure marks the host bad */
     bool txn;                /* a mail transaction's step: its replies feed the provider's backoff */
     int accept;              /* the reply code that lets the session go on; 0: any 2xx */
+    bool final;              /* the transaction's last step: its 2xx delivers the message (the dot, BDAT LAST) */
 };
 
 /* smtp_stage_info - the row of st (st < SMTP_STAGE_COUNT; asserted) */

@@ -631,13 +631,17 @@ const struct config_key config_keys[] = {
     INT("smtp", "rcpt_timeout_ms", timeout_rcpt_ms, 100, DAY_MS, "300000", "RCPT reply"),
     INT("smtp", "data_timeout_ms", timeout_data_ms, 100, DAY_MS, "120000", "354 to DATA"),
     INT("smtp", "block_timeout_ms", timeout_block_ms, 100, DAY_MS, "180000", "progress while sending the message"),
-    INT("smtp", "dot_timeout_ms", timeout_dot_ms, 100, DAY_MS, "600000", "reply to the final dot"),
+    INT("smtp", "dot_timeout_ms", timeout_dot_ms, 100, DAY_MS, "600000", "reply to the final dot, or to BDAT LAST"),
     FUNC("smtp", "timeout_ms", set_stage_timeouts, "100 to 86400000", NULL, "", "10000",
          "sets all the stage timeouts above at once"),
     INT("smtp", "connection_max_ms", connection_max_ms, 1000, DAY_MS, "3600000",
         "a connection's whole life (a server trickling replies is still cut off)"),
     INT("smtp", "bad_host_ms", bad_host_ms, 0, DAY_MS, "300000",
         "a failing host/address is skipped this long; the next MX host is tried"),
+    {.section = "smtp", .name = "chunking", .kind = CONFIG_YESNO, .off = OFF(chunking), .dflt = "yes", .doc =
+     "with a server that offers CHUNKING and PIPELINING (RFC 3030, 2920), send each message as `BDAT <size> LAST` "
+     "in one write with its MAIL and RCPT: no wait for 354 and no dot-stuffing, and the next transaction follows "
+     "at once. `no` always uses DATA"},
     INT("smtp", "mx_port", mx_port, 1, 65535, "25", "port of MX hosts (other values only for test setups)"),
 
     {.section = "route",

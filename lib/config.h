@@ -116,6 +116,7 @@ struct vconfig {
     int connection_max_ms; /* cap on a connection's whole life */
     int bad_host_ms;       /* a host that failed to connect is skipped this long */
     int mx_port;           /* port of MX hosts: 25 (other values are for test setups) */
+    int chunking;          /* BDAT (RFC 3030) when the server offers CHUNKING and PIPELINING */
     /* [egress] */
     struct config_egress egress[CONFIG_MAX_EGRESS];
     int negress;

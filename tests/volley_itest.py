@@ -498,7 +498,7 @@ WORKER_KEYS = frozenset({"threads", "hostname", "name", "batch", "max_inflight",
 SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connections_per_sec", "idle_timeout_ms",
                        "timeout_ms", "connect_timeout_ms", "greeting_timeout_ms", "ehlo_timeout_ms", "mail_timeout_ms",
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
-                       "connection_max_ms", "bad_host_ms", "mx_port"})
+                       "connection_max_ms", "bad_host_ms", "mx_port", "chunking"})
 SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "events", "throttle", "warmup",
             "dkim", "feedback", "inbound", "log", "metrics")
 

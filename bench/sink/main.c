@@ -54,6 +54,8 @@ static const char usage_text[] =
     "  --maildir DIR          store accepted messages in DIR/new (Return-Path and X-Volley-Sink-Rcpt\n"
     "                         lines prepended, body dot-unstuffed, CRLF kept)\n"
     "  --stats-file FILE      JSON counters, rewritten atomically every 200 ms and at exit\n"
+    "  --no-chunking          do not advertise CHUNKING (RFC 3030): BDAT is refused, clients use DATA;\n"
+    "                         otherwise BDAT LAST is a final dot for the rules below\n"
     "  --log-file FILE        one line per accepted message:\n"
     "                         <unix_ms> <source_ip> <conn_id> <msg_no_on_conn> <tls 0|1> <mail_from> <rcpt,...>\n"
     "\n"
@@ -62,7 +64,7 @@ static const char usage_text[] =
     "  --defer-rcpt PATTERN   RCPT gets '450 4.2.1 <addr>: try again later' (repeatable)\n"
     "  --rcpt-reply 'PATTERN=CODE TEXT'  RCPT gets this reply; 2xx accepts, 421 closes (repeatable)\n"
     "                         RCPT rules of all three kinds are tried in command-line order, first match wins\n"
-    "  --data-reply 'PATTERN=CODE TEXT'  the final dot gets this reply when the message's first accepted\n"
+    "  --data-reply 'PATTERN=CODE TEXT'  the final dot (or BDAT LAST) gets this reply when the message's first accepted\n"
     "                         recipient matches; 2xx accepts, 421 closes (repeatable, first match wins)\n"
     "  --defer-percent P      answer '451 4.3.0 temporary failure' to P%% of final dots; deterministic:\n"
     "                         exactly P of every 100 consecutive transactions (process-wide)\n"
@@ -256,6 +258,7 @@ static void parse_args(int argc, char **argv)
         O_STATS,
         O_LOG,
         O_IDLE,
+        O_NOCHUNK,
         O_HELP
     };
     static const struct option opts[] = {
@@ -279,6 +282,7 @@ static void parse_args(int argc, char **argv)
         {"stats-file", required_argument, NULL, O_STATS},
         {"log-file", required_argument, NULL, O_LOG},
         {"idle-timeout-ms", required_argument, NULL, O_IDLE},
+        {"no-chunking", no_argument, NULL, O_NOCHUNK},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -353,6 +357,9 @@ static void parse_args(int argc, char **argv)
             break;
         case O_MAXCONNS:
             sink_cfg.max_conns = (unsigned)num_opt("--max-conns", optarg, 1, UINT32_MAX);
+            break;
+        case O_NOCHUNK:
+            sink_cfg.no_chunking = 1;
             break;
         case O_IDLE:
             sink_cfg.idle_ms = (unsigned)num_opt("--idle-timeout-ms", optarg, 0, 86400000);

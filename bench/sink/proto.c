@@ -11,7 +11,12 @@
  *   newline, so a client can never make the buffer grow. DATA is decoded as
  *   a stream (dot-unstuffing, end at CRLF.CRLF) without buffering lines, so a
  *   10 MB line costs nothing but counting; the body is kept only when
- *   --maildir asks for it, and never beyond --max-size.
+ *   --maildir asks for it, and never beyond --max-size. BDAT chunks (RFC
+ *   3030 CHUNKING) are counted off by their announced size, with no
+ *   unstuffing; BDAT LAST ends the message as the final dot does, so the
+ *   same rules answer it. A refused BDAT still has its chunk read (and
+ *   discarded), so the command stream stays in step with a pipelining
+ *   client, and it ends the transaction.
  * THREADS
  *   Runs on the connection's worker thread.
  */
@@ -167,6 +172,8 @@ static void cmd_ehlo(struct sink_conn *c, const char *arg)
     if (sink_cfg.ssl_ctx != NULL && !c->tls)
         reply(c, "250-STARTTLS");
     reply(c, "250-ENHANCEDSTATUSCODES");
+    if (!sink_cfg.no_chunking)
+        reply(c, "250-CHUNKING");
     reply(c, "250 8BITMIME");
 }
 
@@ -404,6 +411,88 @@ static size_t data_feed(struct sink_conn *c, const char *p, size_t n)
     return i;
 }
 
+/* parse_bdat - "SIZE [LAST]": 0 with *size and *last, or -EINVAL */
+static int parse_bdat(const char *arg, uint64_t *size, int *last)
+{
+    const char *p = arg;
+    uint64_t v = 0;
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > UINT64_MAX / 10 - 10)
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    while (*p == ' ')
+        p++;
+    *last = strcasecmp(p, "LAST") == 0;
+    if (!*last && *p != '\0')
+        return -EINVAL;
+    *size = v;
+    return 0;
+}
+
+/* chunk_refuse - the chunk is read and dropped; its reply waits for its end (RFC 3030 2: one reply per chunk) */
+static void chunk_refuse(struct sink_conn *c, const char *text)
+{
+    c->chunk_refused = 1;
+    snprintf(c->chunk_reply, sizeof(c->chunk_reply), "%s", text);
+}
+
+/* cmd_bdat - BDAT SIZE [LAST]: read the chunk that follows */
+static void cmd_bdat(struct sink_conn *c, const char *arg)
+{
+    uint64_t size;
+    int last;
+    if (parse_bdat(arg, &size, &last) < 0) {
+        /* the chunk's length is unknown: its bytes will read as (bad) commands */
+        reply(c, "501 5.5.4 Syntax: BDAT size [LAST]");
+        c->errors++;
+        return;
+    }
+    c->state = SINK_S_BDAT;
+    c->chunk_left = size;
+    c->chunk_last = last;
+    c->chunk_refused = 0;
+    if (sink_cfg.no_chunking)
+        chunk_refuse(c, "502 5.5.1 Error: command not implemented");
+    else if (!c->has_mail)
+        chunk_refuse(c, "503 5.5.1 Error: need MAIL command");
+    else if (c->nrcpt == 0)
+        chunk_refuse(c, "554 5.5.1 Error: no valid recipients");
+}
+
+/* chunk_end - the chunk's last octet arrived: its reply, and LAST ends the message */
+static void chunk_end(struct sink_conn *c)
+{
+    c->state = SINK_S_CMD;
+    if (c->chunk_refused) {
+        reply(c, "%s", c->chunk_reply);
+        sink_conn_reset_txn(c); /* RFC 3030 2: a failed BDAT fails the transaction */
+        return;
+    }
+    if (c->chunk_last) {
+        unsigned before = c->msgs;
+        end_of_data(c);
+        if (c->msgs != before)
+            SINK_ADD(c->w->stats.chunked, 1);
+        return;
+    }
+    reply(c, "250 2.0.0 %llu octets received", (unsigned long long)c->dsize);
+}
+
+/* chunk_feed - BDAT octets, taken as they are; returns how many were consumed */
+static size_t chunk_feed(struct sink_conn *c, const char *p, size_t n)
+{
+    size_t take = n < c->chunk_left ? n : (size_t)c->chunk_left;
+    if (!c->chunk_refused)
+        emit(c, p, take);
+    c->chunk_left -= take;
+    if (c->chunk_left == 0)
+        chunk_end(c);
+    return take;
+}
+
 /* command - dispatch one command line (without CRLF, NUL-terminated) */
 static void command(struct sink_conn *c, char *line)
 {
@@ -439,6 +528,8 @@ static void command(struct sink_conn *c, char *line)
         cmd_rcpt(c, arg);
     } else if (IS("DATA")) {
         cmd_data(c, arg);
+    } else if (IS("BDAT")) {
+        cmd_bdat(c, arg);
     } else if (IS("RSET")) {
         sink_conn_reset_txn(c);
         reply(c, "250 2.0.0 Ok");
@@ -462,8 +553,8 @@ static void command(struct sink_conn *c, char *line)
             c->tls_start = 1;
         }
     } else if (IS("HELP")) {
-        reply(c, "214 2.0.0 volley-sink: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS");
-    } else if (IS("EXPN") || IS("AUTH") || IS("BDAT") || IS("ETRN")) {
+        reply(c, "214 2.0.0 volley-sink: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS");
+    } else if (IS("EXPN") || IS("AUTH") || IS("ETRN")) {
         reply(c, "502 5.5.1 Error: command not implemented");
     } else {
         reply(c, "500 5.5.2 Error: command not recognized");
@@ -480,9 +571,14 @@ static void command(struct sink_conn *c, char *line)
 void sink_proto_input(struct sink_conn *c)
 {
     char line[SINK_CMD_MAX + 1];
-    while (!c->closing && !c->tls_start && vbuf_len(&c->out) < SINK_OUT_HIGH && vbuf_len(&c->in) > 0) {
+    while (!c->closing && !c->tls_start && vbuf_len(&c->out) < SINK_OUT_HIGH &&
+           (vbuf_len(&c->in) > 0 || (c->state == SINK_S_BDAT && c->chunk_left == 0))) {
         char *p = vbuf_data(&c->in);
         size_t n = vbuf_len(&c->in);
+        if (c->state == SINK_S_BDAT) {
+            vbuf_consume(&c->in, chunk_feed(c, p, n));
+            continue;
+        }
         if (c->state == SINK_S_DATA) {
             vbuf_consume(&c->in, data_feed(c, p, n));
             continue;

@@ -84,6 +84,7 @@ struct sink_config {
     unsigned max_conns; /* 0 = unlimited */
     const char *stats_file;
     const char *log_file;
+    int no_chunking; /* --no-chunking: CHUNKING is not advertised and BDAT is refused */
 };
 
 extern struct sink_config sink_cfg;
@@ -102,6 +103,7 @@ struct sink_ipstat {
  */
 struct sink_stats {
     uint64_t connections, messages, recipients, rejected, deferred, bytes, tls_connections, refused, dropped;
+    uint64_t chunked; /* messages accepted that came by BDAT (RFC 3030), not DATA */
     uint64_t max_msgs_per_conn;
     pthread_mutex_t lock;
     struct sink_ipstat *ip_hash[SINK_IP_BUCKETS];
@@ -122,7 +124,7 @@ struct sink_global {
 };
 extern struct sink_global sink_glob;
 
-enum sink_state { SINK_S_CMD = 0, SINK_S_DATA };
+enum sink_state { SINK_S_CMD = 0, SINK_S_DATA, SINK_S_BDAT };
 
 /* DATA decoder state: where we are in the current line (see proto.c) */
 enum sink_dstate { SINK_D_BOL = 0, SINK_D_MID, SINK_D_CR, SINK_D_DOT, SINK_D_DOTCR };
@@ -155,6 +157,10 @@ struct sink_conn {
     vbuf first_rcpt;
     uint64_t dsize;
     int too_big;
+    uint64_t chunk_left; /* SINK_S_BDAT: octets of the current BDAT chunk still to read */
+    int chunk_last;      /* ... and it was BDAT ... LAST */
+    int chunk_refused;   /* ... and it is read only to be discarded: its reply is queued in chunk_reply */
+    char chunk_reply[SINK_REPLY_MAX + 8];
     vbuf msg; /* message body, kept only with --maildir */
 };
 

@@ -162,6 +162,7 @@ static void sum(struct sink_stats *t, struct sink_worker *ws, int n)
         t->tls_connections += SINK_GET(s->tls_connections);
         t->refused += SINK_GET(s->refused);
         t->dropped += SINK_GET(s->dropped);
+        t->chunked += SINK_GET(s->chunked);
         uint64_t m = SINK_GET(s->max_msgs_per_conn);
         if (m > t->max_msgs_per_conn)
             t->max_msgs_per_conn = m;
@@ -202,13 +203,13 @@ int sink_stats_write(const char *path, struct sink_worker *ws, int n)
                 "{\"connections\": %llu, \"concurrent\": %llu, \"peak_concurrent\": %llu, \"messages\": %llu, "
                 "\"recipients\": %llu, \"rejected\": %llu, \"deferred\": %llu, \"bytes\": %llu, "
                 "\"tls_connections\": %llu, \"refused_connections\": %llu, \"dropped\": %llu, "
-                "\"max_msgs_per_conn\": %llu, "
+                "\"chunked\": %llu, \"max_msgs_per_conn\": %llu, "
                 "\"by_source_ip\": {",
                 (unsigned long long)t.connections, (unsigned long long)SINK_GET(sink_glob.concurrent),
                 (unsigned long long)SINK_GET(sink_glob.peak_concurrent), (unsigned long long)t.messages,
                 (unsigned long long)t.recipients, (unsigned long long)t.rejected, (unsigned long long)t.deferred,
                 (unsigned long long)t.bytes, (unsigned long long)t.tls_connections, (unsigned long long)t.refused,
-                (unsigned long long)t.dropped, (unsigned long long)t.max_msgs_per_conn);
+                (unsigned long long)t.dropped, (unsigned long long)t.chunked, (unsigned long long)t.max_msgs_per_conn);
     for (size_t i = 0; i < nrows;) {
         struct ip_row r = rows[i++];
         while (i < nrows && strcmp(rows[i].ip, r.ip) == 0) {

@@ -231,6 +231,60 @@ def test_dot_unstuffing_matches_what_was_sent(sink, tmp_path):
     assert bodies == sorted([body, b".x\r\n...\r\n"])
 
 
+def test_bdat_chunks_pipelined_refused_and_split(sink, tmp_path):
+    """RFC 3030: CHUNKING advertised; chunks taken byte for byte (no unstuffing, CRLF.CRLF inside is data); one
+    reply per chunk; a refused BDAT's chunk is still read (the stream stays in step) and ends the transaction;
+    a chunk may arrive across several reads."""
+    md = str(tmp_path / "md")
+    s = sink("--maildir", md, "--reject-rcpt", "nobody@*", "--data-reply", "spam@*=554 5.7.1 spam")
+    sock = s.raw()
+    f = sock.makefile("rb")
+    read_reply(f)
+    sock.sendall(b"EHLO c\r\n")
+    assert "250-CHUNKING" in read_reply(f)[1]
+    one = b"Subject: one\r\n\r\n.dot\r\n.\r\nend\r\n"
+    part1, part2 = b"Subject: two\r\n\r\nfirst ", b"second\r\n"
+    # a whole pipelined run in one write: a two-chunk message, one with no accepted recipient, a refused one, one
+    # BDAT 0 LAST, and BDAT without MAIL
+    sock.sendall(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT %d LAST\r\n%s" % (len(one), one)
+                 + b"MAIL FROM:<a@x.test>\r\nRCPT TO:<c@y.test>\r\nBDAT %d\r\n%sBDAT %d LAST\r\n%s"
+                 % (len(part1), part1, len(part2), part2)
+                 + b"MAIL FROM:<a@x.test>\r\nRCPT TO:<nobody@y.test>\r\nBDAT 5 LAST\r\nxxxxx"
+                 + b"MAIL FROM:<a@x.test>\r\nRCPT TO:<spam@y.test>\r\nBDAT 3 LAST\r\nyyy"
+                 + b"BDAT 4 LAST\r\nzzzz"
+                 + b"MAIL FROM:<a@x.test>\r\nRCPT TO:<d@y.test>\r\nBDAT 0 LAST\r\n")
+    codes = [read_reply(f)[0] for _ in range(17)]
+    assert codes == [250, 250, 250,            # one: delivered
+                     250, 250, 250, 250,       # two: a chunk, then LAST
+                     250, 550, 554,            # no valid recipients: BDAT refused, chunk skipped
+                     250, 250, 554,            # --data-reply answers BDAT LAST
+                     503,                      # the refused BDAT ended the transaction
+                     250, 250, 250], codes     # an empty message
+    # a chunk split over writes, then QUIT right behind it
+    sock.sendall(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<e@y.test>\r\nBDAT 10 LAST\r\n01234")
+    assert [read_reply(f)[0] for _ in range(2)] == [250, 250]
+    time.sleep(0.1)
+    sock.sendall(b"56789QUIT\r\n")
+    assert [read_reply(f)[0] for _ in range(2)] == [250, 221]
+    st = s.wait_stats(lambda st: st["messages"] == 4)
+    assert st["chunked"] == 4 and st["rejected"] == 2, st
+    bodies = sorted(m.split(b"\r\n", 2)[2] for m in maildir_messages(md))
+    assert bodies == sorted([one, part1 + part2, b"", b"0123456789"])
+
+
+def test_no_chunking(sink):
+    s = sink("--no-chunking")
+    sock = s.raw()
+    f = sock.makefile("rb")
+    read_reply(f)
+    sock.sendall(b"EHLO c\r\n")
+    assert not any("CHUNKING" in ln for ln in read_reply(f)[1])
+    # refused, but its chunk is skipped: the next command is read as one
+    sock.sendall(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 6 LAST\r\nNOOP\r\nNOOP\r\n")
+    assert [read_reply(f)[0] for _ in range(4)] == [250, 250, 502, 250]
+    sock.close()
+
+
 def test_reject_and_defer_patterns(sink):
     s = sink("--reject-rcpt", "*@bad.test", "--defer-rcpt", "slow*@*", "--reject-rcpt", "slowpoke@never.test")
     with s.smtp() as c:

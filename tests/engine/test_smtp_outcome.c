@@ -64,6 +64,8 @@ static void test_default_timeouts_are_rfc_5321(void **st)
     assert_int_equal(smtp_stage_timeout_ms(&cfg, SMTP_STAGE_RCPT), 300000);
     assert_int_equal(smtp_stage_timeout_ms(&cfg, SMTP_STAGE_DATA), 120000);
     assert_int_equal(smtp_stage_timeout_ms(&cfg, SMTP_STAGE_DOT), 600000);
+    /* BDAT LAST is answered once the whole message is taken, as the dot is */
+    assert_int_equal(smtp_stage_timeout_ms(&cfg, SMTP_STAGE_BDAT), 600000);
     config_free(&cfg);
 }
 
@@ -75,6 +77,7 @@ static void test_names_as_logged(void **st)
     assert_string_equal(smtp_stage_name(SMTP_STAGE_GREETING), "greeting");
     assert_string_equal(smtp_stage_name(SMTP_STAGE_AUTH_PASS), "AUTH");
     assert_string_equal(smtp_stage_name(SMTP_STAGE_DOT), "end of data");
+    assert_string_equal(smtp_stage_name(SMTP_STAGE_BDAT), "BDAT");
 }
 
 static void test_handshake_and_transaction_steps(void **st)
@@ -82,9 +85,13 @@ static void test_handshake_and_transaction_steps(void **st)
     for (int s = 0; s < SMTP_STAGE_COUNT; s++) {
         const struct smtp_stage_info *si = smtp_stage_info((enum smtp_stage)s);
         bool hs = s <= SMTP_STAGE_AUTH_PASS;
-        bool txn = s == SMTP_STAGE_MAIL || s == SMTP_STAGE_RCPT || s == SMTP_STAGE_DATA || s == SMTP_STAGE_DOT;
+        bool txn = s == SMTP_STAGE_MAIL || s == SMTP_STAGE_RCPT || s == SMTP_STAGE_DATA || s == SMTP_STAGE_DOT ||
+                   s == SMTP_STAGE_BDAT;
         if (si->handshake != hs || si->txn != txn)
             fail_msg("stage %s: handshake %d txn %d", si->name, si->handshake, si->txn);
+        /* only the dot and BDAT LAST end a transaction: their 2xx delivers */
+        if (si->final != (s == SMTP_STAGE_DOT || s == SMTP_STAGE_BDAT))
+            fail_msg("stage %s: final %d", si->name, si->final);
     }
 }
 
@@ -134,6 +141,15 @@ static const struct reply_rule reply_rules[] = {
     {SMTP_STAGE_DOT, "452 4.3.1 out of storage\r\n", true, Q_DEFERRED, SMTP_SCOPE_MESSAGE},
     {SMTP_STAGE_DOT, "550 5.7.1 spam\r\n", true, Q_BOUNCED, SMTP_SCOPE_MESSAGE},
     {SMTP_STAGE_DOT, "354 again?\r\n", true, Q_DEFERRED, SMTP_SCOPE_MESSAGE},
+    /* BDAT LAST (RFC 3030): its reply is the message's, as the dot's is */
+    {SMTP_STAGE_BDAT, "250 2.0.0 Ok: queued as 1234\r\n", true, Q_DELIVERED, SMTP_SCOPE_NONE},
+    {SMTP_STAGE_BDAT, "451 4.3.0 temporary failure\r\n", true, Q_DEFERRED, SMTP_SCOPE_MESSAGE},
+    {SMTP_STAGE_BDAT, "554 5.5.1 Error: no valid recipients\r\n", true, Q_BOUNCED, SMTP_SCOPE_MESSAGE},
+    {SMTP_STAGE_BDAT, "354 go ahead\r\n", true, Q_DEFERRED, SMTP_SCOPE_MESSAGE}, /* no 354 belongs to BDAT */
+    {SMTP_STAGE_BDAT, "421 4.7.0 closing\r\n", true, Q_DEFERRED, SMTP_SCOPE_CONNECTION},
+    /* 503 to MAIL: the session was out of step (behind a failed BDAT), not the message refused */
+    {SMTP_STAGE_MAIL, "503 5.5.1 Error: nested MAIL command\r\n", true, Q_DEFERRED, SMTP_SCOPE_MESSAGE},
+    {SMTP_STAGE_RCPT, "503 5.5.1 Error: need MAIL command\r\n", true, Q_BOUNCED, SMTP_SCOPE_RECIPIENT},
     /* 421: the service is closing, whatever the step */
     {SMTP_STAGE_MAIL, "421 4.7.0 [TSS04] try later\r\n", true, Q_DEFERRED, SMTP_SCOPE_CONNECTION},
     {SMTP_STAGE_RCPT, "421 4.7.28 rate\r\n", true, Q_DEFERRED, SMTP_SCOPE_CONNECTION},
@@ -178,7 +194,8 @@ static void test_4xx_5xx_421_at_each_stage(void **st)
     for (int s = 0; s < SMTP_STAGE_COUNT; s++) {
         enum smtp_stage sg = (enum smtp_stage)s;
         /* MAIL, RCPT, DATA and the dot decide their message; nothing else does */
-        bool txn = sg == SMTP_STAGE_MAIL || sg == SMTP_STAGE_RCPT || sg == SMTP_STAGE_DATA || sg == SMTP_STAGE_DOT;
+        bool txn = sg == SMTP_STAGE_MAIL || sg == SMTP_STAGE_RCPT || sg == SMTP_STAGE_DATA || sg == SMTP_STAGE_DOT ||
+                   sg == SMTP_STAGE_BDAT;
         enum smtp_scope scope = sg == SMTP_STAGE_RCPT ? SMTP_SCOPE_RECIPIENT : SMTP_SCOPE_MESSAGE;
         struct smtp_outcome o;
         if (smtp_outcome_reply(sg, &r4, &o) != txn)

@@ -140,13 +140,15 @@ static void test_ehlo_capabilities(void **st)
                        "250-starttls\r\n"
                        "250-8BITMIME\r\n"
                        "250-ENHANCEDSTATUSCODES\r\n"
+                       "250-CHUNKING\r\n"
                        "250-AUTH=PLAIN LOGIN\r\n"
                        "250 SMTPUTF8\r\n";
     struct smtp_reply r;
     assert_int_equal(smtp_reply_parse(ehlo, strlen(ehlo), &r), (int)strlen(ehlo));
     assert_int_equal(r.code, 250);
     assert_int_equal(r.caps, SMTP_CAP_PIPELINING | SMTP_CAP_SIZE | SMTP_CAP_STARTTLS | SMTP_CAP_8BITMIME |
-                                 SMTP_CAP_ENHANCED | SMTP_CAP_AUTH | SMTP_CAP_AUTH_PLAIN | SMTP_CAP_AUTH_LOGIN);
+                                 SMTP_CAP_ENHANCED | SMTP_CAP_AUTH | SMTP_CAP_AUTH_PLAIN | SMTP_CAP_AUTH_LOGIN |
+                                 SMTP_CAP_CHUNKING);
     assert_int_equal(r.size_limit, 35882577);
     assert_string_equal(r.text, "250 SMTPUTF8");
 }
@@ -155,7 +157,7 @@ static void test_ehlo_capabilities_not_guessed(void **st)
 {
     struct smtp_reply r;
     /* the first line is the server's name, not a keyword; a keyword must match whole */
-    const char *a = "250-PIPELINING\r\n250-PIPELININGX\r\n250-STARTTLSNOW\r\n250 AUTH CRAM-MD5\r\n";
+    const char *a = "250-PIPELINING\r\n250-PIPELININGX\r\n250-STARTTLSNOW\r\n250-CHUNKINGX\r\n250 AUTH CRAM-MD5\r\n";
     assert_int_equal(smtp_reply_parse(a, strlen(a), &r), (int)strlen(a));
     assert_int_equal(r.caps, SMTP_CAP_AUTH);
     /* SIZE without a number: no limit; an absurd one does not wrap around */

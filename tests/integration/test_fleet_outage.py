@@ -104,7 +104,9 @@ def test_redis_outage_longer_than_the_lease(aof_volley, volley_sink):
     exactly once."""
     volley = aof_volley
     n, lease_s, outage_s = 400, 4.0, 7.0
-    sink = volley_sink("--delay-ms", "30")  # ~33 messages/s per connection: the held queue outlasts the lease
+    # ~33 messages/s per connection: the held queue outlasts the lease. --no-chunking: one message per delayed round
+    # trip (DATA); BDAT would carry up to 4 per round trip and the queue would be sent before the lease ran out
+    sink = volley_sink("--delay-ms", "30", "--no-chunking")
     rows = make_recipients(n, prefix="lease")
     conf = volley.write_conf(sink.hostport, file="lw.conf", name="lw", threads=1, connections=2, batch=256)
     cid = volley.push(volley.write_campaign(), volley.write_recipients(rows))

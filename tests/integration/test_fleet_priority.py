@@ -46,7 +46,9 @@ def order(sink):
 
 
 def test_high_priority_before_earlier_bulk(volley, volley_sink):
-    sink = volley_sink("--delay-ms", "3")
+    # --no-chunking: one message per delayed round trip (DATA), so the bulk backlog lasts while the late high jobs are
+    # pushed; BDAT would send up to 4 per round trip and drain it first
+    sink = volley_sink("--delay-ms", "3", "--no-chunking")
     conf = volley.write_conf(sink.hostport, file="pw.conf", name="pw", threads=THREADS, connections=4, batch=BATCH,
                       max_inflight=MAX_INFLIGHT)
     bulk, high, late = rows("bulk", 2000), rows("urgent", 40), rows("late", 20)
