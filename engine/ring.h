@@ -61,6 +61,8 @@ enum ring_op {
     RING_OP_XPORT_SEND,
     RING_OP_DNS_POLL, /* engine/dns.c: readiness of a c-ares socket */
     RING_OP_XPORT_IO, /* engine/transport_epoll.c: readiness of a stream's socket, or work posted for it */
+    RING_OP_XPORT_ACCEPT, /* engine/transport_uring.c: a listener's accept */
+    RING_OP_WAKE,         /* a loop owner's own poll (inbound/server.c: its store thread's eventfd) */
 };
 
 enum ring_kind { RING_KIND_URING = 1, RING_KIND_EPOLL };

@@ -95,7 +95,28 @@ void tls_ctx_free(SSL_CTX *ctx)
     SSL_CTX_free(ctx);
 }
 
-int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni)
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        tlsctx_error(NULL, "context", err, errlen);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* the same modes as a client context: the BIO's buffers move, idle sessions keep no buffers */
+    SSL_CTX_set_mode(ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        tlsctx_error(NULL, "loading the certificate and its key", err, errlen);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* session_new - an SSL over the ring's buffers, not yet told which side it is */
+static int session_new(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout)
 {
     pthread_once(&tls_bio_once, bio_method_init);
     s->cin = cin;
@@ -111,8 +132,25 @@ int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout
     }
     BIO_set_data(b, s);
     SSL_set_bio(s->ssl, b, b);
+    return 0;
+}
+
+int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni)
+{
+    int rc = session_new(s, ctx, cin, cout);
+    if (rc < 0)
+        return rc;
     tlsctx_set_peer(s->ssl, sni);
     SSL_set_connect_state(s->ssl);
+    return 0;
+}
+
+int tls_session_accept(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout)
+{
+    int rc = session_new(s, ctx, cin, cout);
+    if (rc < 0)
+        return rc;
+    SSL_set_accept_state(s->ssl);
     return 0;
 }
 
