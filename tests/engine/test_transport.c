@@ -378,7 +378,7 @@ static void test_accept_adopt_and_close_listener(void **st)
     for (int i = 0; i < 4; i++) {
         vbuf_init(&w[i].got, 0);
         w[i].x = xport_adopt(h->l, lo.fds[i], &cbs, &w[i], 1024);
-        char msg[16];
+        char msg[24];
         int n = snprintf(msg, sizeof(msg), "peer %d\r\n", i);
         assert_int_equal(send(c[i], msg, (size_t)n, 0), n);
         vbuf_append(xport_wbuf(w[i].x), "hi\r\n", 4);
@@ -393,7 +393,7 @@ static void test_accept_adopt_and_close_listener(void **st)
         turn(h);
     }
     for (int i = 0; i < 4; i++) {
-        char want[16];
+        char want[24];
         snprintf(want, sizeof(want), "peer %d\r\n", i);
         assert_int_equal(vbuf_len(&w[i].got), 8);
         assert_memory_equal(vbuf_data(&w[i].got), want, 8);
