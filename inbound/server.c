@@ -227,7 +227,7 @@ static void stop(struct inbound_server *srv)
         inbound_session_stop(s);
 }
 
-int inbound_server_run(struct inbound_server *srv)
+int inbound_server_run(struct inbound_server *srv, void (*turn)(void *arg, bool stopping), void *arg)
 {
     char err[256];
     ring_start(&srv->ring);
@@ -259,6 +259,8 @@ int inbound_server_run(struct inbound_server *srv)
                                store_thread_busy(srv->hub.store) == 0) ||
                               now >= stop_end))
             break;
+        if (turn != NULL)
+            turn(arg, stop_end != 0);
         if (now >= srv->hub.next_tick)
             tick(srv, now);
         xport_loop_flush(srv->xl);

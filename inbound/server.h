@@ -3,7 +3,7 @@
  *   server - the listening sockets of `volley inbound` and the event loop its SMTP sessions run on
  * SYNOPSIS
  *   struct inbound_server *srv = inbound_server_new(&ib, err, sizeof err);   // binds [inbound] listen
- *   inbound_server_run(srv);      // until *ib.stop; then waits for sessions (their own timeouts bound it)
+ *   inbound_server_run(srv, turn, arg);  // until *ib.stop and the sessions are gone; turn(arg, stopping) each turn
  *   inbound_server_free(srv);
  * DESCRIPTION
  *   One loop on the engine's transport (engine/transport.h), of the kind
@@ -27,6 +27,7 @@
 #define VOLLEY_INBOUND_SERVER_H
 
 #include <netdb.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "inbound/inbound.h"
@@ -38,7 +39,11 @@ struct inbound_server;
 /* inbound_addr - the socket address of "IP:port" (freeaddrinfo it); -EINVAL naming [inbound] key */
 int inbound_addr(const char *key, const char *hp, struct addrinfo **ai, char *err, size_t errlen);
 struct inbound_server *inbound_server_new(struct inbound *ib, char *err, size_t errlen);
-int inbound_server_run(struct inbound_server *srv);
+/*
+ * inbound_server_run - the loop until *ib->stop and every session is gone; turn (NULL: none) runs once per
+ * loop turn with stopping true once the stop began (cli/cmd_inbound.c: the systemd watchdog and STOPPING=1)
+ */
+int inbound_server_run(struct inbound_server *srv, void (*turn)(void *arg, bool stopping), void *arg);
 void inbound_server_free(struct inbound_server *srv);
 
 #endif
