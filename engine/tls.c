@@ -97,22 +97,7 @@ void tls_ctx_free(SSL_CTX *ctx)
 
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL) {
-        tlsctx_error(NULL, "context", err, errlen);
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* the same modes as a client context: the BIO's buffers move, idle sessions keep no buffers */
-    SSL_CTX_set_mode(ctx,
-                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-        tlsctx_error(NULL, "loading the certificate and its key", err, errlen);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    return ctx;
+    return tlsctx_server_new(cert_file, key_file, err, errlen);
 }
 
 /* session_new - an SSL over the ring's buffers, not yet told which side it is */

@@ -524,6 +524,10 @@ uint64_t inbound_session_tick(struct inbound_sess *s, uint64_t now)
     }
     if (s->busy)
         return FAR; /* the peer waits for us: the store job's reply sets the clocks going again */
+    if ((now >= s->deadline_ms || now >= s->idle_ms) && s->handshaking) {
+        close_now(s); /* no reply can be written in the middle of a TLS handshake */
+        return FAR;
+    }
     if (now >= s->deadline_ms || now >= s->idle_ms) {
         out(s, now >= s->deadline_ms ? "421 4.4.2 session too long, closing" : "421 4.4.2 timeout, closing");
         finish(s);

@@ -178,19 +178,24 @@ class NotifySocket:
         self.sock.close()
 
 
+def start_notified(volley, ns, log, *args):
+    """`volley ARGS` under a stand-in systemd (ns as NOTIFY_SOCKET, a 300 ms watchdog), output in log; returns
+    the process once it sent READY=1 and that message's fields."""
+    env = dict(os.environ, NOTIFY_SOCKET=ns.path, WATCHDOG_USEC="300000")
+    with open(log, "wb") as f:
+        p = subprocess.Popen([str(binary("volley")), *map(str, args)], stdout=f, stderr=subprocess.STDOUT, env=env)
+    volley.workers.append(p)  # killed at teardown if still running
+    assert wait_for(lambda: ns.having("READY", "1"), 15), f"no READY=1: {ns.msgs}\n{tail(log)}"
+    return p, ns.having("READY", "1")[0][1]
+
+
 def test_sd_notify_ready_watchdog_reload_stopping(volley, volley_sink, tmp_path):
     sink = volley_sink()
     conf = volley.write_conf(sink.hostport, name="svc", threads=2, shutdown_ms=4000)
     ns = NotifySocket(tmp_path / "notify.sock")
     try:
-        env = dict(os.environ, NOTIFY_SOCKET=ns.path, WATCHDOG_USEC="300000")
         log = tmp_path / "svc.log"
-        with open(log, "wb") as f:
-            w = subprocess.Popen([str(binary("volley")), "worker", "-c", str(conf)], stdout=f,
-                                 stderr=subprocess.STDOUT, env=env)
-        volley.workers.append(w)  # killed at teardown if still running
-        assert wait_for(lambda: ns.having("READY", "1"), 15), f"no READY=1: {ns.msgs}\n{tail(log)}"
-        t_ready, ready = ns.having("READY", "1")[0]
+        w, ready = start_notified(volley, ns, log, "worker", "-c", conf)
         assert ready.get("STATUS") == "worker svc: 2 threads", ready
         # READY comes once the name is claimed: the worker is listed in Redis by then
         assert volley.r.exists(volley.key("worker", "svc"))
@@ -228,14 +233,9 @@ def test_sd_notify_inbound_ready_watchdog_stopping(volley, volley_sink, tmp_path
     conf = volley.write_conf(sink.hostport, **feedback_conf(volley, port))
     ns = NotifySocket(tmp_path / "notify.sock")
     try:
-        env = dict(os.environ, NOTIFY_SOCKET=ns.path, WATCHDOG_USEC="300000")
         log = tmp_path / "inbound.log"
-        with open(log, "wb") as f:
-            p = subprocess.Popen([str(binary("volley")), "inbound", "-c", str(conf)], stdout=f,
-                                 stderr=subprocess.STDOUT, env=env)
-        volley.workers.append(p)  # killed at teardown if still running
-        assert wait_for(lambda: ns.having("READY", "1"), 15), f"no READY=1: {ns.msgs}\n{tail(log)}"
-        assert ns.having("READY", "1")[0][1].get("STATUS") == f"inbound: feedback for {DOMAIN}", ns.msgs
+        p, ready = start_notified(volley, ns, log, "inbound", "-c", conf)
+        assert ready.get("STATUS") == f"inbound: feedback for {DOMAIN}", ns.msgs
         assert wait_port(port, timeout=5), "READY=1 comes once the listener is bound"
         # the watchdog is fed from the event loop: about every 150 ms (half of WATCHDOG_USEC)
         assert wait_for(lambda: len(ns.having("WATCHDOG")) >= 5, 5), ns.msgs
