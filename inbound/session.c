@@ -418,6 +418,7 @@ static void on_data(void *o, const char *p, size_t n)
             s->handshaking = false;
         }
         int rc = tls_read(&s->tls, &s->in, err, sizeof err);
+        xport_flush(s->x); /* what OpenSSL answered by itself (session tickets, a key update) */
         if (rc < 0) {
             if (rc != -EPIPE)
                 log_info("inbound: %s: %s", s->peer, err);
