@@ -13,9 +13,9 @@
  *   ring_close(&r);
  * DESCRIPTION
  *   The seam between the loop's users and the kernel interface is narrow:
- *   a stream's connect, receive and send go through the transport's
- *   backend (engine/transport_int.h: engine/transport_uring.c,
- *   engine/transport_epoll.c); a one-shot readiness poll (c-ares' sockets,
+ *   a stream's connect, receive and send, and a listener's accept, go
+ *   through the transport's backend (engine/transport_int.h:
+ *   engine/transport_uring.c, engine/transport_epoll.c); a one-shot readiness poll (c-ares' sockets,
  *   engine/dns_sock.c) and the timed wait are here. Each completion is
  *   {user_data, res}, on either kind; the io_uring loop walks its CQ as it
  *   always did (the fast path is unchanged), the epoll loop walks the batch
