@@ -201,7 +201,7 @@ BINDIR     := $(PREFIX)/bin
 PKGLIBDIR  := $(PREFIX)/lib/volley
 MANDIR     := $(PREFIX)/share/man
 MAN_PAGES  := $(BUILD)/man/volley.1 $(BUILD)/man/volley.conf.5
-UNITS      := volley-worker@.service
+UNITS      := volley-worker@.service volley-inbound.service
 INSTALL    ?= install
 
 .PHONY: man install deb deb-check

@@ -18,9 +18,11 @@
 
 #include "cli/cli.h"
 #include "cli/cmd.h"
+#include "cli/notify.h"
 #include "inbound/http_unsub.h"
 #include "inbound/inbound.h"
 #include "inbound/server.h"
+#include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "queue/retry.h"
@@ -32,6 +34,18 @@ static void on_signal(int sig)
 {
     (void)sig;
     atomic_store(&inbound_stop, 1);
+}
+
+/* INBOUND_STOP_MS - what STOPPING=1 asks for: the loop's 30 s for the last sessions, and the HTTP server's stop */
+#define INBOUND_STOP_MS 35000
+
+/* on_turn - each loop turn: the watchdog, and STOPPING=1 once the stop began */
+static void on_turn(void *arg, bool stopping)
+{
+    struct notify *nt = arg;
+    if (stopping)
+        notify_stopping(nt, INBOUND_STOP_MS);
+    notify_tick(nt, clock_mono_us());
 }
 
 static void usage(FILE *out)
@@ -101,7 +115,12 @@ int cmd_inbound_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     log_info("inbound: feedback for %s on %s%s%s", cfg.feedback_domain, cfg.inbound_listen,
              cfg.inbound_http_listen ? ", one-click on " : "", cfg.inbound_http_listen ? cfg.inbound_http_listen : "");
-    inbound_server_run(srv);
+    struct notify nt;
+    notify_init(&nt);
+    char status[300];
+    snprintf(status, sizeof status, "inbound: feedback for %.200s", cfg.feedback_domain);
+    notify_ready(&nt, status);
+    inbound_server_run(srv, on_turn, &nt);
     rc = 0;
 out:
     http_unsub_stop(http);

@@ -135,6 +135,12 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
             s->events_lost > 0 ? "  WARNING: an export group fell behind; [events] max_entries trimmed unread events"
                                : "");
     fprintf(f, "  %-22s %12lld\n", "suppressed addresses", s->suppressed);
+    fprintf(f, "\ninbound (volley inbound)\n");
+    fprintf(f, "  %-22s %12lld\n", "received", s->inbound_received);
+    fprintf(f, "  %-22s %12lld\n", "matched", s->inbound_matched);
+    fprintf(f, "  %-22s %12lld\n", "unmatched", s->inbound_unmatched);
+    fprintf(f, "  %-22s %12lld\n", "refused", s->inbound_refused);
+    fprintf(f, "  %-22s %12lld\n", "unmatched stream", s->inbound_unmatched_len);
 
     fprintf(f, "\nworkers alive: %zu\n", s->nworkers);
     if (s->nworkers > 0) {

@@ -13,9 +13,9 @@
  *   ring_close(&r);
  * DESCRIPTION
  *   The seam between the loop's users and the kernel interface is narrow:
- *   a stream's connect, receive and send go through the transport's
- *   backend (engine/transport_int.h: engine/transport_uring.c,
- *   engine/transport_epoll.c); a one-shot readiness poll (c-ares' sockets,
+ *   a stream's connect, receive and send, and a listener's accept, go
+ *   through the transport's backend (engine/transport_int.h:
+ *   engine/transport_uring.c, engine/transport_epoll.c); a one-shot readiness poll (c-ares' sockets,
  *   engine/dns_sock.c) and the timed wait are here. Each completion is
  *   {user_data, res}, on either kind; the io_uring loop walks its CQ as it
  *   always did (the fast path is unchanged), the epoll loop walks the batch
@@ -61,6 +61,8 @@ enum ring_op {
     RING_OP_XPORT_SEND,
     RING_OP_DNS_POLL, /* engine/dns.c: readiness of a c-ares socket */
     RING_OP_XPORT_IO, /* engine/transport_epoll.c: readiness of a stream's socket, or work posted for it */
+    RING_OP_XPORT_ACCEPT, /* engine/transport_uring.c: a listener's accept */
+    RING_OP_WAKE,         /* a loop owner's own poll (inbound/server.c: its store thread's eventfd) */
 };
 
 enum ring_kind { RING_KIND_URING = 1, RING_KIND_EPOLL };

@@ -95,7 +95,13 @@ void tls_ctx_free(SSL_CTX *ctx)
     SSL_CTX_free(ctx);
 }
 
-int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni)
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    return tlsctx_server_new(cert_file, key_file, err, errlen);
+}
+
+/* session_new - an SSL over the ring's buffers, not yet told which side it is */
+static int session_new(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout)
 {
     pthread_once(&tls_bio_once, bio_method_init);
     s->cin = cin;
@@ -111,8 +117,25 @@ int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout
     }
     BIO_set_data(b, s);
     SSL_set_bio(s->ssl, b, b);
+    return 0;
+}
+
+int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni)
+{
+    int rc = session_new(s, ctx, cin, cout);
+    if (rc < 0)
+        return rc;
     tlsctx_set_peer(s->ssl, sni);
     SSL_set_connect_state(s->ssl);
+    return 0;
+}
+
+int tls_session_accept(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout)
+{
+    int rc = session_new(s, ctx, cin, cout);
+    if (rc < 0)
+        return rc;
+    SSL_set_accept_state(s->ssl);
     return 0;
 }
 

@@ -7,6 +7,8 @@
  *   tls_handshake(&s, err, sizeof err);       // -EAGAIN: send cipher_out, feed cipher_in, call again
  *   tls_write(&s, plain, n, err, sizeof err); // ciphertext appended to cipher_out
  *   tls_read(&s, &plain_in, err, sizeof err); // plaintext from what cipher_in holds
+ *   server side (volley inbound's STARTTLS): tls_server_ctx_new(cert, key, ...), tls_session_accept(...),
+ *   then the same handshake, read and write calls
  * DESCRIPTION
  *   OpenSSL never touches the socket (the h2o/HAProxy pattern): the BIO reads
  *   ciphertext from a buffer the ring filled and appends ciphertext to a
@@ -40,9 +42,13 @@ struct tls_session {
 
 /* tls_client_ctx_new - verify: check chain and host name; ca_file NULL: the system store */
 SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t errlen);
+/* tls_server_ctx_new - a server context (TLS 1.2 minimum) with the certificate chain and its key */
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 void tls_ctx_free(SSL_CTX *ctx);
 /* tls_session_start - sni: server name (also the name checked when the context verifies) */
 int tls_session_start(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout, const char *sni);
+/* tls_session_accept - the server side of a session (the peer speaks first) */
+int tls_session_accept(struct tls_session *s, SSL_CTX *ctx, vbuf *cin, vbuf *cout);
 void tls_session_free(struct tls_session *s);
 /* tls_handshake - 0 done, -EAGAIN needs more input, -EPROTO failed (reason in err) */
 int tls_handshake(struct tls_session *s, char *err, size_t errlen);

@@ -13,6 +13,7 @@
  *     from xport_loop_reap: never inside a call the owner is making.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -51,16 +52,10 @@ static uint32_t slot_alloc(struct xport_loop *l)
     return s;
 }
 
-struct xport *xport_open(struct xport_loop *l, int family, const struct xport_cbs *cbs, void *owner, size_t buf_keep,
-                         char *err, size_t errlen)
+/* xport_new - a stream over fd in a fresh slot */
+static struct xport *xport_new(struct xport_loop *l, int fd, const struct xport_cbs *cbs, void *owner,
+                               size_t buf_keep)
 {
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        err_set(err, errlen, -errno, "socket: %s", strerror(errno));
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct xport *x = xcalloc(1, sizeof(*x));
     x->loop = l;
     x->cbs = cbs;
@@ -72,6 +67,57 @@ struct xport *xport_open(struct xport_loop *l, int family, const struct xport_cb
     vbuf_init(&x->wbuf, 512);
     vbuf_init(&x->sbuf, 512);
     l->slots[x->slot] = x;
+    return x;
+}
+
+struct xport *xport_open(struct xport_loop *l, int family, const struct xport_cbs *cbs, void *owner, size_t buf_keep,
+                         char *err, size_t errlen)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err_set(err, errlen, -errno, "socket: %s", strerror(errno));
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return xport_new(l, fd, cbs, owner, buf_keep);
+}
+
+/* arm_accept - a listener keeps one accept operation in flight until it is closed */
+static void arm_accept(struct xport *x)
+{
+    if (x->accept_armed || x->closed)
+        return;
+    x->loop->be->accept(x);
+    x->accept_armed = true;
+    x->ops++;
+}
+
+struct xport *xport_listen(struct xport_loop *l, int fd, const struct xport_cbs *cbs, void *owner, char *err,
+                           size_t errlen)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        err_set(err, errlen, -errno, "listener: %s", strerror(errno));
+        return NULL;
+    }
+    struct xport *x = xport_new(l, fd, cbs, owner, 0);
+    x->listening = true;
+    arm_accept(x);
+    return x;
+}
+
+static void arm_recv(struct xport *x);
+
+struct xport *xport_adopt(struct xport_loop *l, int fd, const struct xport_cbs *cbs, void *owner, size_t buf_keep)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct xport *x = xport_new(l, fd, cbs, owner, buf_keep);
+    x->connected = true;
+    if (l->be->adopt != NULL)
+        l->be->adopt(x);
+    arm_recv(x);
     return x;
 }
 
@@ -243,6 +289,23 @@ void xport_done_send(struct xport *x, int res)
         vbuf_shrink(&x->sbuf, x->buf_keep); /* a large message body should not pin memory on an idle stream */
     x->cbs->on_sent(x->owner, res);
     xport_flush(x);
+}
+
+void xport_done_accept(struct xport *x, int res, bool last)
+{
+    if (last) {
+        x->accept_armed = false;
+        op_done(x);
+    }
+    if (x->closed) {
+        if (res >= 0)
+            close(res); /* accepted while the close was on its way: nobody owns it */
+        return;
+    }
+    if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED)
+        x->cbs->on_accept(x->owner, res);
+    if (last)
+        arm_accept(x);
 }
 
 /* xport_free - the kernel is done with x: close the socket, free the buffers, free the slot */

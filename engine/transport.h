@@ -9,6 +9,8 @@
  *   ...cbs->on_data(me, p, n)           // bytes arrived (p valid during the call only)
  *   xport_close(x);                     // no callback but on_released from here on
  *   ...cbs->on_released(me, x)          // the kernel let go: me may be freed
+ *   struct xport *ls = xport_listen(loop, listen_fd, &srv_cbs, srv, err, sizeof err);
+ *   ...srv_cbs->on_accept(srv, fd)      // x = xport_adopt(loop, fd, &sess_cbs, sess, 1024): receiving
  * DESCRIPTION
  *   SMTP (engine/smtp_conn.c) and Redis (engine/redis_link.c) see bytes, not
  *   submission entries. The transport owns the socket, the send buffers and
@@ -22,7 +24,7 @@
  *   engine/transport_int.h): engine/transport_uring.c moves the bytes with the
  *   worker's io_uring ring (multishot receive into a provided buffer ring,
  *   one send in flight per stream); an epoll backend would implement the same
- *   four operations. A loop holds any number of streams, so several Redis
+ *   four operations, and a listening socket's accept. A loop holds any number of streams, so several Redis
  *   links per thread (Cluster) are several xports on one loop.
  *
  *   TLS is not the transport's business: engine/tls.c's BIO appends
@@ -66,6 +68,11 @@ struct xport_cbs {
     void (*on_sent)(void *owner, int res);
     /* after xport_close: the transport let go of x and the owner may be freed (NULL: nothing to do) */
     void (*on_released)(void *owner, struct xport *x);
+    /*
+     * a listener (xport_listen) accepted fd (non-blocking, close-on-exec: the owner's, e.g. for xport_adopt), or
+     * -errno (the listener stays armed: EMFILE and the like are the owner's to log)
+     */
+    void (*on_accept)(void *owner, int fd);
 };
 
 /*
@@ -75,6 +82,17 @@ struct xport_cbs {
  */
 struct xport *xport_open(struct xport_loop *l, int family, const struct xport_cbs *cbs, void *owner, size_t buf_keep,
                          char *err, size_t errlen);
+/*
+ * xport_listen - the loop takes fd, a bound and listening socket (made non-blocking here): every
+ * connection it accepts goes to cbs->on_accept until xport_close; NULL with the reason in err
+ */
+struct xport *xport_listen(struct xport_loop *l, int fd, const struct xport_cbs *cbs, void *owner, char *err,
+                           size_t errlen);
+/*
+ * xport_adopt - a stream over fd, a connection accepted by a listener: connected (no on_connect),
+ * receiving at once; the stream owns fd from here
+ */
+struct xport *xport_adopt(struct xport_loop *l, int fd, const struct xport_cbs *cbs, void *owner, size_t buf_keep);
 /* xport_fd - the socket, for options set before the connect (bind to a source address) */
 int xport_fd(const struct xport *x);
 /* xport_connect - start the connect; cbs->on_connect reports it; receiving starts with it */

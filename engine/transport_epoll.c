@@ -21,6 +21,11 @@
  *   reported from the next batch, because transport.c counts the operation
  *   only after starting it. EAGAIN waits for the socket's EPOLLOUT.
  *
+ *   Accept (a listener): registered for reading; each edge accepts until
+ *   EAGAIN (a few dozen per batch, the rest posted), every connection
+ *   reported; the operation stays armed until the listener is closed.
+ *   An accepted socket (xport_adopt) is registered as a connected one is.
+ *
  *   Cancel (xport_close) reports every operation in flight at once: the
  *   owner hears nothing after close, and the socket, closed by transport.c
  *   when the stream is freed, leaves the epoll set with its close.
@@ -43,7 +48,8 @@
 #include "lib/alloc.h"
 
 #define XE_BUF_SIZE       16384 /* as the io_uring backend's provided buffers */
-#define XE_READS_PER_TURN 4
+#define XE_READS_PER_TURN   4
+#define XE_ACCEPTS_PER_TURN 64
 
 /* x->be_flags */
 #define XE_WANT_CONNECT 0x01u  /* a connect is in flight */
@@ -55,6 +61,7 @@
 #define XE_WR_READY     0x40u  /* writing would not block (as far as we know) */
 #define XE_HUP          0x80u  /* the peer hung up or the socket has an error: read until 0 or -errno */
 #define XE_POSTED       0x100u /* a service of the stream is posted already */
+#define XE_WANT_ACCEPT  0x200u /* a listener: accepting */
 
 struct xe_state {
     struct ring *ring;
@@ -133,10 +140,33 @@ static void xe_send(struct xport *x)
     }
 }
 
+/* watch - register x's socket, edge-triggered, for ev; a failure is left for the next read or send to report */
+static void watch(struct xport *x, unsigned ev)
+{
+    struct epoll_event e = {.events = ev | EPOLLET, .data.u64 = ring_pack(RING_OP_XPORT_IO, x->slot, x->gen)};
+    if (epoll_ctl(ring_epoll_fd(xe(x)->ring), EPOLL_CTL_ADD, x->fd, &e) < 0)
+        x->be_flags |= XE_HUP;
+}
+
+static void xe_accept(struct xport *x)
+{
+    watch(x, EPOLLIN); /* once: the accept stays armed until the listener is closed */
+    /* connections may be queued already: their edge came before the registration */
+    x->be_flags |= XE_WANT_ACCEPT | XE_RD_READY;
+    post(x);
+}
+
+static void xe_adopt(struct xport *x)
+{
+    watch(x, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+    /* bytes may have come before the registration: the first read finds out (EAGAIN clears it) */
+    x->be_flags |= XE_RD_READY | XE_WR_READY;
+}
+
 static void xe_cancel(struct xport *x)
 {
     unsigned f = x->be_flags;
-    x->be_flags &= ~(XE_WANT_CONNECT | XE_CONNECT_DONE | XE_WANT_SEND | XE_SEND_DONE | XE_WANT_RECV);
+    x->be_flags &= ~(XE_WANT_CONNECT | XE_CONNECT_DONE | XE_WANT_SEND | XE_SEND_DONE | XE_WANT_RECV | XE_WANT_ACCEPT);
     /* x is closed: transport.c only counts these down, the owner hears nothing */
     if (f & XE_WANT_CONNECT)
         xport_done_connect(x, -ECANCELED);
@@ -144,6 +174,8 @@ static void xe_cancel(struct xport *x)
         xport_done_send(x, -ECANCELED);
     if (f & XE_WANT_RECV)
         xport_done_recv(x, NULL, -ECANCELED, true);
+    if (f & XE_WANT_ACCEPT)
+        xport_done_accept(x, -ECANCELED, true);
 }
 
 static void xe_free(struct xport_loop *l)
@@ -156,6 +188,8 @@ static const struct xport_backend xe_backend = {
     .connect = xe_connect,
     .recv = xe_recv,
     .send = xe_send,
+    .accept = xe_accept,
+    .adopt = xe_adopt,
     .cancel = xe_cancel,
     .free = xe_free,
 };
@@ -219,6 +253,34 @@ static void service_recv(struct xe_state *s, struct xport *x)
         post(x); /* more to read: after the other streams of this batch */
 }
 
+/*
+ * service_accept - accept until EAGAIN, a few dozen at most per batch. A hard error (EMFILE, ENFILE,
+ * ENOBUFS) is reported and readiness dropped: retrying at once would spin; the next connection's edge
+ * retries, and what is queued meanwhile waits in the backlog.
+ */
+static void service_accept(struct xport *x)
+{
+    for (int i = 0; i < XE_ACCEPTS_PER_TURN; i++) {
+        if ((x->be_flags & (XE_WANT_ACCEPT | XE_RD_READY)) != (XE_WANT_ACCEPT | XE_RD_READY))
+            return;
+        int fd = accept4(x->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            x->be_flags &= ~XE_RD_READY;
+            return;
+        }
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+            continue;
+        if (fd < 0) {
+            x->be_flags &= ~XE_RD_READY;
+            xport_done_accept(x, -errno, false);
+            return;
+        }
+        xport_done_accept(x, fd, false); /* its owner may close the listener: the flags say so */
+    }
+    if ((x->be_flags & (XE_WANT_ACCEPT | XE_RD_READY)) == (XE_WANT_ACCEPT | XE_RD_READY))
+        post(x); /* more waiting: after the other streams of this batch */
+}
+
 void xport_epoll_on_event(struct xport_loop *l, uint64_t ud, int res)
 {
     struct xport *x = xport_find(l, ring_slot_of(ud), ring_gen_of(ud));
@@ -241,4 +303,5 @@ void xport_epoll_on_event(struct xport_loop *l, uint64_t ud, int res)
     if ((x->be_flags & XE_WANT_SEND) && (x->be_flags & (XE_SEND_DONE | XE_WR_READY)))
         service_send(x);
     service_recv(l->be_state, x);
+    service_accept(x);
 }

@@ -25,6 +25,8 @@ struct xport {
     uint32_t slot, gen;
     int ops; /* backend operations in flight: the socket and sbuf are the kernel's until 0 */
     bool connected, recv_armed, send_armed, eof, closed, reaping, flushing;
+    bool listening;   /* a listener (xport_listen): its one operation is the accept */
+    bool accept_armed;
     vbuf wbuf; /* being filled by the owner */
     vbuf sbuf; /* the kernel's while send_armed */
     size_t buf_keep;
@@ -44,6 +46,8 @@ struct xport_backend {
     void (*connect)(struct xport *x, const struct sockaddr *sa, socklen_t len);
     void (*recv)(struct xport *x);      /* keep a receive armed until eof or close */
     void (*send)(struct xport *x);      /* send all of x->sbuf (a partial send is reported, then resent) */
+    void (*accept)(struct xport *x);    /* a listener: accept until cancelled (each connection reported) */
+    void (*adopt)(struct xport *x);     /* an accepted socket becomes a stream (NULL: nothing to do) */
     void (*cancel)(struct xport *x);    /* end every operation in flight on x soon (not counted in ops) */
     void (*free)(struct xport_loop *l); /* the backend's own state */
 };
@@ -76,5 +80,11 @@ void xport_done_recv(struct xport *x, const char *p, int res, bool last);
 void xport_done_recv_again(struct xport *x);
 /* xport_done_send - the send operation finished: res bytes went, or -errno */
 void xport_done_send(struct xport *x, int res);
+/*
+ * xport_done_accept - res >= 0 an accepted socket, or -errno; last: the accept operation is over (a
+ * multishot one reports many connections before); it is armed again unless the listener was closed.
+ * -EAGAIN, -EINTR and -ECONNABORTED (nothing to take, or a peer gone before it was taken) are not reported.
+ */
+void xport_done_accept(struct xport *x, int res, bool last);
 
 #endif

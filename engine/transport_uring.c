@@ -12,6 +12,10 @@
  *   buffer ring from then on. liburing 2.3 lacks io_uring_setup_buf_ring:
  *   the ring is registered by hand.
  *
+ *   Accept (a listener): one multishot IORING_OP_ACCEPT (5.19) reporting
+ *   every connection; a kernel that refuses it (-EINVAL) gets single-shot
+ *   accepts, each re-armed by engine/transport.c when it completes.
+ *
  *   Send: one IORING_OP_SEND of the whole send buffer (engine/transport.c
  *   keeps one in flight and coalesces what is written meanwhile); connect
  *   and cancel map one to one.
@@ -41,7 +45,8 @@ struct xu_state {
     struct io_uring *ring;
     struct io_uring_buf_ring *br;
     char *bufs;
-    bool multishot; /* false once the kernel refused a multishot receive */
+    bool multishot;        /* false once the kernel refused a multishot receive */
+    bool accept_multishot; /* false once the kernel refused a multishot accept */
 };
 
 static struct xu_state *xu(struct xport *x)
@@ -76,6 +81,17 @@ static void xu_send(struct xport *x)
     io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_XPORT_SEND, x->slot, x->gen));
 }
 
+static void xu_accept(struct xport *x)
+{
+    struct xu_state *s = xu(x);
+    struct io_uring_sqe *sqe = ring_sqe(s->ring);
+    if (s->accept_multishot)
+        io_uring_prep_multishot_accept(sqe, x->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    else
+        io_uring_prep_accept(sqe, x->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_XPORT_ACCEPT, x->slot, x->gen));
+}
+
 static void xu_cancel(struct xport *x)
 {
     struct io_uring_sqe *sqe = ring_sqe(xu(x)->ring);
@@ -97,6 +113,7 @@ static const struct xport_backend xu_backend = {
     .connect = xu_connect,
     .recv = xu_recv,
     .send = xu_send,
+    .accept = xu_accept,
     .cancel = xu_cancel,
     .free = xu_free,
 };
@@ -114,6 +131,7 @@ struct xport_loop *xport_uring_new(struct io_uring *ring, char *err, size_t errl
     struct xu_state *s = xcalloc(1, sizeof(*s));
     s->ring = ring;
     s->multishot = true;
+    s->accept_multishot = true;
     if (posix_memalign((void **)&s->br, (size_t)sysconf(_SC_PAGESIZE), XU_BUFS * sizeof(struct io_uring_buf)) != 0)
         abort(); /* out of memory, as xmalloc would */
     io_uring_buf_ring_init(s->br);
@@ -171,6 +189,20 @@ void xport_uring_on_cqe(struct xport_loop *l, const struct io_uring_cqe *cqe)
         if (x != NULL)
             xport_done_send(x, cqe->res);
         return;
+    case RING_OP_XPORT_ACCEPT: {
+        bool last = !(cqe->flags & IORING_CQE_F_MORE);
+        struct xu_state *s = l->be_state;
+        if (x == NULL) {
+            if (cqe->res >= 0)
+                close(cqe->res); /* the listener is gone */
+        } else if (cqe->res == -EINVAL && s->accept_multishot && last) {
+            s->accept_multishot = false; /* before 5.19: one accept per submission, re-armed by transport.c */
+            xport_done_accept(x, -EAGAIN, true);
+        } else {
+            xport_done_accept(x, cqe->res, last);
+        }
+        return;
+    }
     default:
         return;
     }

@@ -23,8 +23,7 @@
 #include "engine/dns.h"
 #include "engine/metrics.h"
 #include "engine/ring.h"
-#include "engine/transport_epoll.h"
-#include "engine/transport_uring.h"
+#include "engine/transport_loop.h"
 #include "templates/dkim.h"
 #include "templates/message.h"
 #include "throttle/throttle.h"
@@ -56,35 +55,13 @@ static void thr_send(void *ctx, int argc, const char **argv, const size_t *lens,
     q_redis_cmdargv(w->redis.q, argc, argv, lens, fn, priv);
 }
 
-/*
- * worker_open_loop - the ring and the transport over it, of the kind [worker]
- * backend asks for; auto takes epoll when io_uring cannot be set up, or
- * lacks the provided buffer rings the io_uring transport needs (before
- * 5.19). Thread 0 logs which one runs and why.
- */
+/* worker_open_loop - the ring and the transport over it ([worker] backend); thread 0 logs which one runs and why */
 static int worker_open_loop(struct worker *w, char *err, size_t errlen)
 {
     char desc[384];
-    int rc = ring_open(&w->ring, w->cfg->backend, WORKER_RING_ENTRIES, desc, sizeof(desc), err, errlen);
+    int rc = xport_loop_open(&w->ring, &w->xl, w->cfg->backend, WORKER_RING_ENTRIES, desc, sizeof(desc), err, errlen);
     if (rc < 0)
         return rc;
-    if (w->ring.kind == RING_KIND_URING) {
-        w->xl = xport_uring_new(&w->ring.uring, err, errlen);
-        if (w->xl == NULL && w->cfg->backend == CONFIG_BACKEND_IO_URING) {
-            ring_close(&w->ring);
-            return -ENOTSUP;
-        }
-        if (w->xl == NULL) {
-            char why[300];
-            snprintf(why, sizeof(why), "%s: backend = auto falls back", err);
-            ring_close(&w->ring);
-            rc = ring_open_epoll(&w->ring, why, desc, sizeof(desc), err, errlen);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    if (w->ring.kind == RING_KIND_EPOLL)
-        w->xl = xport_epoll_new(&w->ring);
     if (w->idx == 0)
         log_info("event loop: %s", desc);
     return 0;

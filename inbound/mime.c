@@ -150,9 +150,16 @@ void mime_part_parse(const char *p, size_t n, struct mime_part *part)
     const char *name;
     size_t nl;
     char v[MIME_VALUE_MAX];
-    while (mime_fields_next(&it, &name, &nl, v, sizeof v) > 0)
-        if (mime_name_is(name, nl, "Content-Type"))
+    while (mime_fields_next(&it, &name, &nl, v, sizeof v) > 0) {
+        if (mime_name_is(name, nl, "Content-Type")) {
             mime_content_type(v, part);
+        } else if (mime_name_is(name, nl, "Content-Transfer-Encoding")) {
+            size_t i = 0, b = strspn(v, " \t");
+            for (; v[b + i] && v[b + i] != ' ' && v[b + i] != ';' && i + 1 < sizeof part->cte; i++)
+                part->cte[i] = (char)tolower((unsigned char)v[b + i]);
+            part->cte[i] = '\0';
+        }
+    }
     part->hdr = p;
     part->hdrlen = (size_t)(it.p - p);
     part->body = it.p;
@@ -199,4 +206,37 @@ int mime_split(const char *body, size_t n, const char *boundary, struct mime_par
     if (part_start != NULL && np < max && part_start < end)
         mime_part_parse(part_start, (size_t)(end - part_start), &parts[np++]);
     return np;
+}
+
+/* b64_value - the 6 bits of a base64 character, -1 for any other byte */
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+size_t mime_b64_decode(const char *in, size_t n, char *out)
+{
+    size_t w = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == '=')
+            break; /* padding: the end of the data */
+        int v = b64_value((unsigned char)in[i]);
+        if (v < 0)
+            continue; /* line breaks, and whatever else RFC 2045 6.8 says to ignore */
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[w++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    return w;
 }

@@ -14,8 +14,9 @@
  *   parts (which use the same syntax). Folded lines are unfolded, values
  *   are cut at the caller's buffer and made printable (a control byte
  *   becomes '?'); lines may end in CRLF or a bare LF. Nothing here
- *   allocates or decodes transfer encodings: reports carry their machine
- *   parts in 7bit. A malformed input yields fewer fields or parts, never a
+ *   allocates. Reports carry their machine parts in 7bit, but some
+ *   feedback loops send the returned message or headers in base64:
+ *   mime_b64_decode undoes that (the part's `cte` says when). A malformed input yields fewer fields or parts, never a
  *   read outside [msg, msg + n).
  * THREADS
  *   Pure functions over caller memory.
@@ -40,6 +41,7 @@ struct mime_part {
     char type[64];        /* "message/delivery-status", lower case; "text/plain" when absent (RFC 2045 5.2) */
     char boundary[72];    /* multipart boundary parameter, "" when none */
     char report_type[40]; /* multipart/report report-type parameter, lower case */
+    char cte[24];         /* Content-Transfer-Encoding, lower case ("base64"); "" when absent */
 };
 
 /* mime_fields_begin - iterate the header block at the start of p[n] */
@@ -55,6 +57,8 @@ void mime_content_type(const char *value, struct mime_part *part);
 void mime_part_parse(const char *p, size_t n, struct mime_part *part);
 /* mime_split - the parts of a multipart body, each with mime_part_parse done; how many (0..max) */
 int mime_split(const char *body, size_t n, const char *boundary, struct mime_part *parts, int max);
+/* mime_b64_decode - base64 in[n] decoded into out (room for n / 4 * 3 + 3 bytes); the bytes written */
+size_t mime_b64_decode(const char *in, size_t n, char *out);
 /* mime_name_is - case-insensitive equality of a field name with s */
 int mime_name_is(const char *name, size_t nl, const char *s);
 

@@ -6,9 +6,11 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "inbound/mime.h"
+#include "lib/alloc.h"
 
 const char *fb_kind_name(enum fb_kind k)
 {
@@ -24,11 +26,9 @@ const char *fb_kind_name(enum fb_kind k)
     }
 }
 
-/* returned_to - the To of a returned message or header part, as the ARF recipient when the report has none */
-static void returned_to(const struct mime_part *pt, struct fb_report *r)
+/* returned_to - the To of a returned message or header text, as the ARF recipient when the report has none */
+static void returned_to(const char *p, size_t n, struct fb_report *r)
 {
-    const char *p = pt->body;
-    size_t n = pt->bodylen;
     struct mime_fields it = mime_fields_begin(p, n);
     const char *name;
     size_t nl;
@@ -38,6 +38,31 @@ static void returned_to(const struct mime_part *pt, struct fb_report *r)
             const char *lt = strchr(v, '<');
             fb_addr_copy(lt ? lt : v, r->orig_rcpt, sizeof r->orig_rcpt);
         }
+}
+
+/* is_returned - a part holding the returned message or its headers */
+static int is_returned(const struct mime_part *pt)
+{
+    return strcmp(pt->type, "message/rfc822") == 0 || strcmp(pt->type, "text/rfc822-headers") == 0;
+}
+
+/*
+ * returned_part - what a returned part tells: its To (ARF), and, when it came base64-encoded (some feedback
+ * loops send it so), the tags and addresses the scan of the raw message could not see
+ */
+static void returned_part(const struct mime_part *pt, const char *domain, int arf, struct fb_report *r)
+{
+    if (strcmp(pt->cte, "base64") != 0) {
+        if (arf)
+            returned_to(pt->body, pt->bodylen, r);
+        return;
+    }
+    char *dec = xmalloc(pt->bodylen / 4 * 3 + 3);
+    size_t dn = mime_b64_decode(pt->body, pt->bodylen, dec);
+    fb_tags_scan(dec, dn, domain, r);
+    if (arf)
+        returned_to(dec, dn, r);
+    free(dec);
 }
 
 /* is_status - "C.S.D" with class 4 or 5 at p */
@@ -112,8 +137,8 @@ void fb_report_parse(const char *msg, size_t n, const char *domain, struct fb_re
             r->kind = FB_ARF;
             fb_arf_parse(parts[arf].body, parts[arf].bodylen, r);
             for (int i = 0; i < np; i++)
-                if (strcmp(parts[i].type, "message/rfc822") == 0 || strcmp(parts[i].type, "text/rfc822-headers") == 0)
-                    returned_to(&parts[i], r);
+                if (is_returned(&parts[i]))
+                    returned_part(&parts[i], domain, 1, r);
             if (r->feedback_type[0] == '\0')
                 snprintf(r->feedback_type, sizeof r->feedback_type, "abuse");
             return;
@@ -121,6 +146,9 @@ void fb_report_parse(const char *msg, size_t n, const char *domain, struct fb_re
         if (dsn >= 0) {
             r->kind = FB_DSN;
             fb_dsn_parse(parts[dsn].body, parts[dsn].bodylen, r);
+            for (int i = 0; i < np; i++)
+                if (is_returned(&parts[i]))
+                    returned_part(&parts[i], domain, 0, r);
             if (r->nrcpt == 0)
                 snprintf(r->why, sizeof r->why, "delivery-status part without a recipient");
             return;

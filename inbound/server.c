@@ -1,6 +1,6 @@
 /*
  * NAME
- *   server - listeners and session threads (see server.h)
+ *   server - listeners, the loop and its timers (see server.h)
  */
 #include "inbound/server.h"
 
@@ -8,32 +8,39 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <openssl/ssl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "engine/ring.h"
+#include "engine/tls.h"
+#include "engine/transport_epoll.h"
+#include "engine/transport_loop.h"
+#include "engine/transport_uring.h"
 #include "inbound/session.h"
+#include "inbound/store_thread.h"
 #include "lib/alloc.h"
+#include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
 
+#define SERVER_TURN_MS 200    /* the longest wait: a stop request is seen within it */
+#define SERVER_STOP_MS 30000  /* after a stop, how long pending store jobs and last replies get */
+#define WAKE_UD        ring_pack(RING_OP_WAKE, 0, 0)
+
 struct inbound_server {
     struct inbound *ib;
-    int fds[INBOUND_LISTEN_MAX];
+    int fds[INBOUND_LISTEN_MAX]; /* until the loop takes them */
+    struct xport *ls[INBOUND_LISTEN_MAX];
     int nfds;
-    SSL_CTX *tls;
-    atomic_int active;
-};
-
-struct sess_arg {
-    struct inbound_server *srv;
-    int fd;
-    char peer[64];
+    struct ring ring;
+    bool ring_open;
+    struct xport_loop *xl;
+    struct inbound_hub hub;
+    int listeners; /* listeners not yet released */
 };
 
 int inbound_addr(const char *key, const char *hp, struct addrinfo **ai, char *err, size_t errlen)
@@ -58,7 +65,7 @@ static int listen_on(const char *hp, char *err, size_t errlen)
     int rc = inbound_addr("listen", hp, &ai, err, errlen);
     if (rc < 0)
         return rc;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -92,16 +99,19 @@ struct inbound_server *inbound_server_new(struct inbound *ib, char *err, size_t 
         p += strspn(p, " \t");
     }
     if (ib->cfg->inbound_cert_file != NULL) {
-        srv->tls = SSL_CTX_new(TLS_server_method());
-        SSL_CTX_set_min_proto_version(srv->tls, TLS1_2_VERSION);
         const char *key = ib->cfg->inbound_key_file ? ib->cfg->inbound_key_file : ib->cfg->inbound_cert_file;
-        if (SSL_CTX_use_certificate_chain_file(srv->tls, ib->cfg->inbound_cert_file) != 1 ||
-            SSL_CTX_use_PrivateKey_file(srv->tls, key, SSL_FILETYPE_PEM) != 1 ||
-            SSL_CTX_check_private_key(srv->tls) != 1) {
-            err_set(err, errlen, -EINVAL, "[inbound] cert_file/key_file: cannot load the certificate and its key");
+        char why[256];
+        srv->hub.tls = tls_server_ctx_new(ib->cfg->inbound_cert_file, key, why, sizeof why);
+        if (srv->hub.tls == NULL) {
+            err_set(err, errlen, -EINVAL, "[inbound] cert_file/key_file: %s", why);
             goto fail;
         }
     }
+    char desc[384];
+    if (xport_loop_open(&srv->ring, &srv->xl, ib->cfg->backend, 256, desc, sizeof desc, err, errlen) < 0)
+        goto fail;
+    srv->ring_open = true;
+    log_info("inbound: event loop: %s", desc);
     return srv;
 fail:
     inbound_server_free(srv);
@@ -113,72 +123,158 @@ void inbound_server_free(struct inbound_server *srv)
     if (srv == NULL)
         return;
     for (int i = 0; i < srv->nfds; i++)
-        close(srv->fds[i]);
-    if (srv->tls)
-        SSL_CTX_free(srv->tls);
+        if (srv->fds[i] >= 0)
+            close(srv->fds[i]);
+    if (srv->ring_open)
+        ring_close(&srv->ring);
+    xport_loop_free(srv->xl); /* every stream still held is released: sessions free themselves */
+    if (srv->hub.tls)
+        tls_ctx_free(srv->hub.tls);
     free(srv);
 }
 
-/* session_main - one session thread */
-static void *session_main(void *arg)
-{
-    struct sess_arg *a = arg;
-    inbound_session_run(a->srv->ib, a->srv->tls, a->fd, a->peer);
-    atomic_fetch_sub(&a->srv->active, 1);
-    free(a);
-    return NULL;
-}
-
 /* peer_name - "ip" of an accepted peer */
-static void peer_name(const struct sockaddr_storage *ss, char *out, size_t outlen)
+static void peer_name(int fd, char *out, size_t outlen)
 {
-    if (getnameinfo((const struct sockaddr *)ss, sizeof *ss, out, (socklen_t)outlen, NULL, 0, NI_NUMERICHOST) != 0)
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+        getnameinfo((const struct sockaddr *)&ss, sl, out, (socklen_t)outlen, NULL, 0, NI_NUMERICHOST) != 0)
         snprintf(out, outlen, "?");
 }
 
-int inbound_server_run(struct inbound_server *srv)
+/* on_accept - a connection: a session, or 421 when max_clients are served already */
+static void on_accept(void *o, int fd)
 {
-    struct pollfd pf[INBOUND_LISTEN_MAX];
-    for (int i = 0; i < srv->nfds; i++)
-        pf[i] = (struct pollfd){.fd = srv->fds[i], .events = POLLIN};
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    while (!atomic_load(srv->ib->stop)) {
-        int n = poll(pf, (nfds_t)srv->nfds, 200);
-        if (n <= 0)
-            continue;
-        for (int i = 0; i < srv->nfds; i++) {
-            if (!(pf[i].revents & POLLIN))
-                continue;
-            struct sockaddr_storage ss;
-            socklen_t sl = sizeof ss;
-            int fd = accept4(pf[i].fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-            if (fd < 0)
-                continue;
-            if (atomic_load(&srv->active) >= srv->ib->cfg->inbound_max_clients) {
-                static const char busy[] = "421 4.3.2 too many connections, try again later\r\n";
-                (void)!send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-                close(fd);
-                continue;
-            }
-            struct sess_arg *a = xcalloc(1, sizeof(*a));
-            a->srv = srv;
-            a->fd = fd;
-            peer_name(&ss, a->peer, sizeof a->peer);
-            atomic_fetch_add(&srv->active, 1);
-            pthread_t t;
-            if (pthread_create(&t, &attr, session_main, a) != 0) {
-                atomic_fetch_sub(&srv->active, 1);
-                close(fd);
-                free(a);
-            }
+    struct inbound_server *srv = o;
+    if (fd < 0) {
+        log_warn("inbound: accept: %s", strerror(-fd));
+        return;
+    }
+    char peer[64];
+    peer_name(fd, peer, sizeof peer);
+    inbound_session_new(&srv->hub, fd, peer, srv->hub.active >= srv->ib->cfg->inbound_max_clients);
+}
+
+static void on_listener_released(void *o, struct xport *x)
+{
+    ((struct inbound_server *)o)->listeners--;
+}
+
+static const struct xport_cbs listener_cbs = {.on_accept = on_accept, .on_released = on_listener_released};
+
+/* on_wake - the store thread finished deliveries: their replies go out */
+static void on_wake(struct inbound_server *srv)
+{
+    for (struct store_job *j = store_thread_done(srv->hub.store), *n; j != NULL; j = n) {
+        n = j->next;
+        inbound_session_stored(j);
+    }
+    ring_poll_add(&srv->ring, store_thread_fd(srv->hub.store), POLLIN, WAKE_UD);
+}
+
+/* dispatch - every completion of the last wait */
+static void dispatch(struct inbound_server *srv)
+{
+    bool wake = false;
+    if (srv->ring.kind == RING_KIND_URING) {
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&srv->ring.uring, head, cqe)
+        {
+            uint64_t ud = io_uring_cqe_get_data64(cqe);
+            if (ring_op_of(ud) == RING_OP_WAKE)
+                wake = true;
+            else
+                xport_uring_on_cqe(srv->xl, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&srv->ring.uring, n);
+    } else {
+        const struct ring_cq *cq;
+        size_t n = ring_batch(&srv->ring, &cq);
+        for (size_t i = 0; i < n; i++) {
+            if (ring_op_of(cq[i].ud) == RING_OP_WAKE)
+                wake = true;
+            else
+                xport_epoll_on_event(srv->xl, cq[i].ud, cq[i].res);
         }
     }
-    pthread_attr_destroy(&attr);
-    /* sessions see the stop flag after their current command; their timeouts bound the wait */
-    for (int i = 0; i < 300 && atomic_load(&srv->active) > 0; i++)
-        usleep(100 * 1000);
+    if (wake)
+        on_wake(srv);
+    xport_loop_reap(srv->xl);
+}
+
+/* tick - the sessions' deadlines; the next one */
+static void tick(struct inbound_server *srv, uint64_t now)
+{
+    uint64_t next = now + SERVER_TURN_MS;
+    for (struct inbound_sess *s = inbound_session_first(&srv->hub); s != NULL; s = inbound_session_next(s)) {
+        uint64_t d = inbound_session_tick(s, now);
+        if (d < next)
+            next = d;
+    }
+    srv->hub.next_tick = next;
+}
+
+/* stop - no more connections; every session is told 421 (after the reply a store job waits for) */
+static void stop(struct inbound_server *srv)
+{
+    for (int i = 0; i < srv->nfds; i++)
+        if (srv->ls[i] != NULL)
+            xport_close(srv->ls[i]);
+    for (struct inbound_sess *s = inbound_session_first(&srv->hub); s != NULL; s = inbound_session_next(s))
+        inbound_session_stop(s);
+}
+
+int inbound_server_run(struct inbound_server *srv, void (*turn)(void *arg, bool stopping), void *arg)
+{
+    char err[256];
+    ring_start(&srv->ring);
+    srv->hub.ib = srv->ib;
+    srv->hub.xl = srv->xl;
+    srv->hub.store = store_thread_start(srv->ib, err, sizeof err);
+    if (srv->hub.store == NULL) {
+        log_error("inbound: %s", err);
+        return -EIO;
+    }
+    ring_poll_add(&srv->ring, store_thread_fd(srv->hub.store), POLLIN, WAKE_UD);
+    for (int i = 0; i < srv->nfds; i++) {
+        srv->ls[i] = xport_listen(srv->xl, srv->fds[i], &listener_cbs, srv, err, sizeof err);
+        if (srv->ls[i] == NULL) {
+            log_error("inbound: %s", err);
+            continue; /* the fd stays ours: inbound_server_free closes it */
+        }
+        srv->fds[i] = -1;
+        srv->listeners++;
+    }
+    uint64_t stop_end = 0;
+    for (;;) {
+        uint64_t now = clock_mono_ms();
+        if (stop_end == 0 && atomic_load(srv->ib->stop)) {
+            stop(srv);
+            stop_end = now + SERVER_STOP_MS;
+        }
+        if (stop_end != 0 && ((srv->hub.sessions == NULL && srv->listeners == 0 &&
+                               store_thread_busy(srv->hub.store) == 0) ||
+                              now >= stop_end))
+            break;
+        if (turn != NULL)
+            turn(arg, stop_end != 0);
+        if (now >= srv->hub.next_tick)
+            tick(srv, now);
+        xport_loop_flush(srv->xl);
+        uint64_t wait = srv->hub.next_tick > now ? srv->hub.next_tick - now : 1;
+        ring_wait(&srv->ring, wait < SERVER_TURN_MS ? wait : SERVER_TURN_MS);
+        dispatch(srv);
+    }
+    /* the store thread ends first; the replies of its last jobs are queued, then every stream goes */
+    store_thread_stop(srv->hub.store);
+    for (struct store_job *j = store_thread_done(srv->hub.store), *n; j != NULL; j = n) {
+        n = j->next;
+        inbound_session_stored(j);
+    }
+    store_thread_free(srv->hub.store);
+    srv->hub.store = NULL;
     return 0;
 }

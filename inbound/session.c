@@ -2,49 +2,83 @@
  * NAME
  *   session - the SMTP dialogue of `volley inbound` (see session.h)
  * DESCRIPTION
- *   Blocking I/O on the session's own thread, every read behind poll()
- *   with the smaller of the idle timeout and what is left of the session's
- *   life, so no peer can hold a thread longer than session_max_ms.
+ *   States: reading commands, reading a message (DATA), waiting for the
+ *   store thread (nothing more is parsed: pipelined bytes wait in `in`),
+ *   closing (the last reply is being sent; the stream is closed once the
+ *   kernel took it, or at the close deadline if the peer does not read).
+ *   With TLS on, received ciphertext goes through tls_read into `in` and
+ *   replies through tls_write, whose BIO appends to the stream's send buffer.
  */
 #include "inbound/session.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include "engine/tls.h"
+#include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 
-#define FILL_SLICE_MS 250
+#define DATA_LINE_MAX 4096            /* a message line is cut into pieces of at most this much */
+#define PENDING_MAX   (256u * 1024u)  /* bytes a peer may pipeline while its message is being stored */
+#define FAR           UINT64_MAX
 
-struct sess {
-    struct inbound *ib;
-    SSL_CTX *tls_ctx;
-    SSL *ssl;
-    int fd;
-    const char *peer;
-    uint64_t deadline_ms;
-    char in[4096];
-    size_t inlen, inoff;
-    int dead; /* timed out, closed or broken: stop */
+struct inbound_sess {
+    struct inbound_hub *hub;
+    struct inbound_sess *prev, *next;
+    struct xport *x;
+    char peer[64];
+    vbuf in;  /* plaintext received, not parsed yet */
+    vbuf cin; /* TLS: ciphertext received, not decrypted yet */
+    struct tls_session tls;
+    bool tls_on, handshaking;
+    bool counted;              /* against max_clients */
+    bool data_mode, skipping, too_big, bol;
+    bool busy;                 /* a store job is out */
+    bool closing, closed, released, stop_after;
+    uint64_t deadline_ms, idle_ms, close_ms;
     int errors;
     char helo[128];
     char mail_from[320];
     int has_mail;
     struct inbound_txn txn;
+    vbuf msg;
 };
 
-/* out - send one reply line (CRLF added); errors mark the session dead */
-__attribute__((format(printf, 2, 3))) static void out(struct sess *s, const char *fmt, ...)
+/* close_now - the stream goes (released later, from the loop's reap) */
+static void close_now(struct inbound_sess *s)
 {
+    if (s->closed)
+        return;
+    s->closed = true;
+    s->closing = true;
+    xport_close(s->x);
+}
+
+/* finish - close once the last reply left (or at the close deadline) */
+static void finish(struct inbound_sess *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->close_ms = clock_mono_ms() + (uint64_t)s->hub->ib->cfg->inbound_timeout_ms;
+    if (s->close_ms < s->hub->next_tick)
+        s->hub->next_tick = s->close_ms;
+    if (xport_unsent(s->x) == 0)
+        close_now(s);
+}
+
+/* out - one reply line (CRLF added), encrypted when TLS is on */
+__attribute__((format(printf, 2, 3))) static void out(struct inbound_sess *s, const char *fmt, ...)
+{
+    if (s->closed)
+        return;
     char line[600];
     va_list ap;
     va_start(ap, fmt);
@@ -56,94 +90,23 @@ __attribute__((format(printf, 2, 3))) static void out(struct sess *s, const char
         n = (int)sizeof line - 3;
     line[n++] = '\r';
     line[n++] = '\n';
-    for (int off = 0; off < n && !s->dead;) {
-        int w = s->ssl ? SSL_write(s->ssl, line + off, n - off)
-                       : (int)send(s->fd, line + off, (size_t)(n - off), MSG_NOSIGNAL);
-        if (w <= 0)
-            s->dead = 1;
-        else
-            off += w;
+    if (s->tls_on) {
+        char err[256];
+        if (tls_write(&s->tls, line, (size_t)n, err, sizeof err) < 0) {
+            log_info("inbound: %s: %s", s->peer, err);
+            close_now(s);
+            return;
+        }
+    } else {
+        vbuf_append(xport_wbuf(s->x), line, (size_t)n);
     }
+    xport_flush(s->x);
 }
 
-/* fill - read more bytes into in[]; 0, or -1 (timeout, EOF, error: the session is dead) */
-static int fill(struct sess *s)
+/* count - a <p>:inbound counter, incremented by the store thread */
+static void count(struct inbound_sess *s, const char *field)
 {
-    if (s->inoff > 0) {
-        memmove(s->in, s->in + s->inoff, s->inlen - s->inoff);
-        s->inlen -= s->inoff;
-        s->inoff = 0;
-    }
-    if (s->ssl == NULL || SSL_pending(s->ssl) == 0) {
-        uint64_t now = clock_mono_ms();
-        if (now >= s->deadline_ms) {
-            out(s, "421 4.4.2 session too long, closing");
-            s->dead = 1;
-            return -1;
-        }
-        uint64_t left = s->deadline_ms - now;
-        uint64_t idle_end = now + (uint64_t)s->ib->cfg->inbound_timeout_ms;
-        int pr = 0;
-        /* in slices, so a stop request (SIGTERM) ends a waiting session within FILL_SLICE_MS */
-        while (pr == 0 && now < idle_end && now < s->deadline_ms) {
-            if (atomic_load(s->ib->stop)) {
-                out(s, "421 4.3.2 shutting down");
-                s->dead = 1;
-                return -1;
-            }
-            uint64_t wait = idle_end - now < left ? idle_end - now : left;
-            struct pollfd p = {.fd = s->fd, .events = POLLIN};
-            pr = poll(&p, 1, (int)(wait < FILL_SLICE_MS ? wait : FILL_SLICE_MS));
-            now = clock_mono_ms();
-            left = now < s->deadline_ms ? s->deadline_ms - now : 0;
-        }
-        if (pr == 0) {
-            out(s, now >= s->deadline_ms ? "421 4.4.2 session too long, closing" : "421 4.4.2 timeout, closing");
-            s->dead = 1;
-            return -1;
-        }
-        if (pr < 0 && errno != EINTR) {
-            s->dead = 1;
-            return -1;
-        }
-        if (pr < 0)
-            return 0;
-    }
-    size_t room = sizeof s->in - s->inlen;
-    int n = s->ssl ? SSL_read(s->ssl, s->in + s->inlen, (int)room) : (int)recv(s->fd, s->in + s->inlen, room, 0);
-    if (n <= 0) {
-        s->dead = 1;
-        return -1;
-    }
-    s->inlen += (size_t)n;
-    return 0;
-}
-
-/*
- * get_line - the next line (with its LF) or, when none ends within max bytes, the first max bytes (*whole 0:
- * the rest follows); NULL when the session died
- */
-static const char *get_line(struct sess *s, size_t max, size_t *len, int *whole)
-{
-    for (;;) {
-        size_t avail = s->inlen - s->inoff;
-        const char *p = s->in + s->inoff;
-        const char *lf = memchr(p, '\n', avail < max ? avail : max);
-        if (lf) {
-            *len = (size_t)(lf - p) + 1;
-            *whole = 1;
-            s->inoff += *len;
-            return p;
-        }
-        if (avail >= max) {
-            *len = max;
-            *whole = 0;
-            s->inoff += max;
-            return p;
-        }
-        if (fill(s) < 0)
-            return NULL;
-    }
+    store_thread_count(s->hub->store, field);
 }
 
 /* trim_eol - length without the trailing CRLF or LF */
@@ -180,7 +143,7 @@ static int path_arg(const char *a, size_t n, char *addr, size_t addrlen)
 }
 
 /* reset - forget the transaction */
-static void reset(struct sess *s)
+static void reset(struct inbound_sess *s)
 {
     s->has_mail = 0;
     s->mail_from[0] = '\0';
@@ -196,78 +159,84 @@ static void printable(const char *p, size_t n, char *outb, size_t outlen)
     outb[i] = '\0';
 }
 
-/* data - read the message to the lone dot; deliver it, or 552 when it grew past the limit */
-static void data(struct sess *s)
+
+/* data_start - DATA accepted: message lines follow */
+static void data_start(struct inbound_sess *s)
 {
-    size_t max = s->ib->cfg->inbound_max_message_bytes;
-    vbuf msg;
-    vbuf_init(&msg, 16384);
-    int too_big = 0, bol = 1;
     out(s, "354 end data with <CR><LF>.<CR><LF>");
-    for (;;) {
-        size_t n;
-        int whole;
-        const char *l = get_line(s, sizeof s->in, &n, &whole);
-        if (l == NULL)
-            goto done;
-        if (bol && whole && trim_eol(l, n) == 1 && l[0] == '.')
-            break;
-        if (bol && l[0] == '.') { /* dot-stuffing */
-            l++;
-            n--;
-        }
-        bol = whole;
-        if (!too_big && vbuf_len(&msg) + n > max) {
-            too_big = 1;
-            vbuf_free(&msg);
-            vbuf_init(&msg, 16);
-        }
-        if (!too_big)
-            vbuf_append(&msg, l, n);
-    }
-    if (too_big) {
+    s->data_mode = true;
+    s->bol = true;
+    s->too_big = false;
+    vbuf_init(&s->msg, 16384);
+}
+
+/* data_end - the lone dot: 552 when the message grew past the limit, else to the store thread */
+static void data_end(struct inbound_sess *s)
+{
+    size_t max = s->hub->ib->cfg->inbound_max_message_bytes;
+    s->data_mode = false;
+    if (s->too_big) {
         log_info("inbound: %s: message over max_message_bytes (%zu), refused", s->peer, max);
-        fb_store_count(s->ib->store, "refused");
+        count(s, "refused");
         out(s, "552 5.3.4 message exceeds the maximum size (%zu bytes)", max);
-    } else {
-        s->txn.mail_from = s->mail_from;
-        s->txn.msg = vbuf_data(&msg);
-        s->txn.len = vbuf_len(&msg);
-        if (inbound_deliver(s->ib, &s->txn) < 0)
-            out(s, "451 4.3.0 cannot record the report now, try again later");
-        else
-            out(s, "250 2.0.0 ok: report taken");
+        vbuf_free(&s->msg);
+        reset(s);
+        return;
     }
-done:
-    vbuf_free(&msg);
+    struct store_job *j = xcalloc(1, sizeof(*j));
+    j->sess = s;
+    snprintf(j->mail_from, sizeof j->mail_from, "%s", s->mail_from);
+    j->txn = s->txn;
+    j->txn.mail_from = j->mail_from;
+    j->msg = s->msg; /* moved, not copied */
+    memset(&s->msg, 0, sizeof(s->msg));
+    j->txn.msg = vbuf_data(&j->msg);
+    j->txn.len = vbuf_len(&j->msg);
+    s->busy = true;
+    store_thread_submit(s->hub->store, j);
     reset(s);
 }
 
-/* starttls - the handshake on the plain socket; the session is dead when it fails */
-static void starttls(struct sess *s)
+/* data_line - one line of the message (or a piece of a long one: whole false) */
+static void data_line(struct inbound_sess *s, const char *l, size_t n, bool whole)
+{
+    if (s->bol && whole && trim_eol(l, n) == 1 && l[0] == '.') {
+        data_end(s);
+        return;
+    }
+    if (s->bol && l[0] == '.') { /* dot-stuffing */
+        l++;
+        n--;
+    }
+    s->bol = whole;
+    if (!s->too_big && vbuf_len(&s->msg) + n > s->hub->ib->cfg->inbound_max_message_bytes) {
+        s->too_big = true; /* read to its end, never kept */
+        vbuf_free(&s->msg);
+    }
+    if (!s->too_big)
+        vbuf_append(&s->msg, l, n);
+}
+
+/* starttls - 220, then the handshake on the same stream; bytes pipelined after STARTTLS end the session */
+static void starttls(struct inbound_sess *s)
 {
     out(s, "220 2.0.0 ready to start TLS");
-    if (s->inlen > s->inoff) {
+    if (vbuf_len(&s->in) > 0) {
         /* bytes pipelined after STARTTLS were sent in the clear: refuse them (CVE-2011-0411) */
-        s->dead = 1;
+        finish(s);
         return;
     }
-    s->ssl = SSL_new(s->tls_ctx);
-    SSL_set_fd(s->ssl, s->fd);
-    struct timeval tv = {.tv_sec = s->ib->cfg->inbound_timeout_ms / 1000,
-                         .tv_usec = (s->ib->cfg->inbound_timeout_ms % 1000) * 1000};
-    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (SSL_accept(s->ssl) != 1) {
-        log_info("inbound: %s: TLS handshake failed", s->peer);
-        s->dead = 1;
+    if (tls_session_accept(&s->tls, s->hub->tls, &s->cin, xport_wbuf(s->x)) < 0) {
+        finish(s);
         return;
     }
+    s->tls_on = s->handshaking = true;
     s->helo[0] = '\0';
     reset(s);
 }
 
 /* command - one command line */
-static void command(struct sess *s, const char *raw, size_t n)
+static void command(struct inbound_sess *s, const char *raw, size_t n)
 {
     /* a NUL-terminated copy: the line sits in the read buffer among other bytes */
     char l[INBOUND_LINE_MAX + 1];
@@ -297,16 +266,16 @@ static void command(struct sess *s, const char *raw, size_t n)
         printable(arg, al, s->helo, sizeof s->helo);
         reset(s);
         if (verb[0] == 'H') {
-            out(s, "250 %s", s->ib->cfg->hostname);
+            out(s, "250 %s", s->hub->ib->cfg->hostname);
             return;
         }
-        out(s, "250-%s", s->ib->cfg->hostname);
-        out(s, "250-SIZE %zu", s->ib->cfg->inbound_max_message_bytes);
+        out(s, "250-%s", s->hub->ib->cfg->hostname);
+        out(s, "250-SIZE %zu", s->hub->ib->cfg->inbound_max_message_bytes);
         out(s, "250-8BITMIME");
-        if (s->tls_ctx && s->ssl == NULL)
+        if (s->hub->tls && !s->tls_on)
             out(s, "250-STARTTLS");
         out(s, "250 ENHANCEDSTATUSCODES");
-    } else if (strcmp(verb, "STARTTLS") == 0 && s->tls_ctx && s->ssl == NULL && al == 0) {
+    } else if (strcmp(verb, "STARTTLS") == 0 && s->hub->tls && !s->tls_on && al == 0) {
         starttls(s);
     } else if (strcmp(verb, "MAIL") == 0 && strncasecmp(arg, " FROM:", 6) == 0) {
         if (s->helo[0] == '\0') {
@@ -322,8 +291,8 @@ static void command(struct sess *s, const char *raw, size_t n)
             return;
         }
         const char *size = strcasestr(arg + 6, " SIZE=");
-        if (size && strtoull(size + 6, NULL, 10) > s->ib->cfg->inbound_max_message_bytes) {
-            out(s, "552 5.3.4 message size exceeds the maximum (%zu bytes)", s->ib->cfg->inbound_max_message_bytes);
+        if (size && strtoull(size + 6, NULL, 10) > s->hub->ib->cfg->inbound_max_message_bytes) {
+            out(s, "552 5.3.4 message size exceeds the maximum (%zu bytes)", s->hub->ib->cfg->inbound_max_message_bytes);
             return;
         }
         s->has_mail = 1;
@@ -342,14 +311,12 @@ static void command(struct sess *s, const char *raw, size_t n)
             out(s, "452 4.5.3 too many recipients");
             return;
         }
-        if (inbound_rcpt_check(s->ib, addr, strlen(addr), why, sizeof why) < 0) {
+        if (inbound_rcpt_check(s->hub->ib, addr, strlen(addr), why, sizeof why) < 0) {
             log_info("inbound: %s: RCPT <%s> refused: %s", s->peer, addr, why);
-            fb_store_count(s->ib->store, "refused");
+            count(s, "refused");
             s->errors++;
-            {
-                out(s, "550 %s", why);
-                return;
-            }
+            out(s, "550 %s", why);
+            return;
         }
         snprintf(s->txn.rcpts[s->txn.nrcpts++], sizeof s->txn.rcpts[0], "%s", addr);
         out(s, "250 2.1.5 ok");
@@ -358,7 +325,7 @@ static void command(struct sess *s, const char *raw, size_t n)
             out(s, "503 5.5.1 no valid recipients");
             return;
         }
-        data(s);
+        data_start(s);
     } else if (strcmp(verb, "RSET") == 0) {
         reset(s);
         out(s, "250 2.0.0 ok");
@@ -366,55 +333,244 @@ static void command(struct sess *s, const char *raw, size_t n)
         out(s, "250 2.0.0 ok");
     } else if (strcmp(verb, "QUIT") == 0) {
         out(s, "221 2.0.0 bye");
-        s->dead = 1;
+        finish(s);
     } else {
         s->errors++;
         out(s, "502 5.5.2 command not recognized");
     }
 }
 
-void inbound_session_run(struct inbound *ib, SSL_CTX *tls, int fd, const char *peer)
+
+/* cut - the next line of `in` (with its LF) within max bytes, or max bytes of a longer one; false: wait */
+static bool cut(struct inbound_sess *s, size_t max, size_t *n, bool *whole)
 {
-    struct sess *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        close(fd);
-        return;
+    size_t avail = vbuf_len(&s->in);
+    const char *lf = memchr(vbuf_data(&s->in), '\n', avail < max ? avail : max);
+    if (lf != NULL) {
+        *n = (size_t)(lf - vbuf_data(&s->in)) + 1;
+        *whole = true;
+        return true;
     }
-    s->ib = ib;
-    s->tls_ctx = tls;
-    s->fd = fd;
-    s->peer = peer;
-    s->deadline_ms = clock_mono_ms() + (uint64_t)ib->cfg->inbound_session_max_ms;
-    struct timeval tv = {.tv_sec = ib->cfg->inbound_timeout_ms / 1000,
-                         .tv_usec = (ib->cfg->inbound_timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    out(s, "220 %s ESMTP volley inbound", ib->cfg->hostname);
-    while (!s->dead && !atomic_load(ib->stop)) {
-        size_t n;
-        int whole;
-        const char *l = get_line(s, INBOUND_LINE_MAX, &n, &whole);
-        if (l == NULL)
-            break;
-        if (!whole) {
-            /* skip the rest of the over-long line, then say so */
-            while ((l = get_line(s, INBOUND_LINE_MAX, &n, &whole)) != NULL && !whole)
-                ;
-            if (l == NULL)
-                break;
-            s->errors++;
-            out(s, "500 5.5.2 line too long");
+    if (avail >= max) {
+        *n = max;
+        *whole = false;
+        return true;
+    }
+    return false;
+}
+
+/* process - act on every complete line received, until a store job is out or the session ends */
+static void process(struct inbound_sess *s)
+{
+    size_t n;
+    bool whole;
+    while (!s->busy && !s->closing) {
+        if (s->data_mode) {
+            if (!cut(s, DATA_LINE_MAX, &n, &whole))
+                return;
+            data_line(s, vbuf_data(&s->in), n, whole);
+            vbuf_consume(&s->in, n);
+            continue;
+        }
+        if (!cut(s, INBOUND_LINE_MAX, &n, &whole))
+            return;
+        if (!whole || s->skipping) {
+            /* an over-long line: skipped to its end, then answered once */
+            vbuf_consume(&s->in, n);
+            s->skipping = !whole;
+            if (whole) {
+                s->errors++;
+                out(s, "500 5.5.2 line too long");
+            }
         } else {
+            char l[INBOUND_LINE_MAX + 1];
+            memcpy(l, vbuf_data(&s->in), n);
+            vbuf_consume(&s->in, n); /* before the command: STARTTLS looks at what follows it */
             command(s, l, trim_eol(l, n));
         }
-        if (s->errors >= INBOUND_ERRORS_MAX) {
+        if (s->errors >= INBOUND_ERRORS_MAX && !s->closing) {
             out(s, "421 4.7.0 too many errors, closing");
-            break;
+            finish(s);
         }
     }
-    if (s->ssl) {
-        SSL_shutdown(s->ssl);
-        SSL_free(s->ssl);
+}
+
+/* on_data - bytes from the peer: decrypted when TLS is on, then parsed */
+static void on_data(void *o, const char *p, size_t n)
+{
+    struct inbound_sess *s = o;
+    if (s->closing)
+        return;
+    s->idle_ms = clock_mono_ms() + (uint64_t)s->hub->ib->cfg->inbound_timeout_ms;
+    if (s->tls_on) {
+        char err[256];
+        vbuf_append(&s->cin, p, n);
+        if (s->handshaking) {
+            int rc = tls_handshake(&s->tls, err, sizeof err);
+            xport_flush(s->x);
+            if (rc == -EAGAIN)
+                return;
+            if (rc < 0) {
+                log_info("inbound: %s: %s", s->peer, err);
+                finish(s); /* the alert leaves first */
+                return;
+            }
+            s->handshaking = false;
+        }
+        int rc = tls_read(&s->tls, &s->in, err, sizeof err);
+        xport_flush(s->x); /* what OpenSSL answered by itself (session tickets, a key update) */
+        if (rc < 0) {
+            if (rc != -EPIPE)
+                log_info("inbound: %s: %s", s->peer, err);
+            close_now(s);
+            return;
+        }
+    } else {
+        vbuf_append(&s->in, p, n);
     }
-    close(fd);
+    if (s->busy && vbuf_len(&s->in) > PENDING_MAX) {
+        log_info("inbound: %s: %zu bytes pipelined while a message is stored: closing", s->peer, vbuf_len(&s->in));
+        close_now(s);
+        return;
+    }
+    process(s);
+}
+
+static void on_eof(void *o, int res)
+{
+    close_now(o);
+}
+
+/* on_sent - a closing session goes once its last reply left */
+static void on_sent(void *o, int res)
+{
+    struct inbound_sess *s = o;
+    if (res < 0 || (s->closing && xport_unsent(s->x) == 0))
+        close_now(s);
+}
+
+/* sess_free - the stream is gone and no store job is out */
+static void sess_free(struct inbound_sess *s)
+{
+    tls_session_free(&s->tls);
+    vbuf_free(&s->in);
+    vbuf_free(&s->cin);
+    vbuf_free(&s->msg);
     free(s);
+}
+
+static void on_released(void *o, struct xport *x)
+{
+    struct inbound_sess *s = o;
+    struct inbound_hub *hub = s->hub;
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        hub->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    if (s->counted)
+        hub->active--;
+    s->released = true;
+    if (!s->busy)
+        sess_free(s);
+}
+
+static const struct xport_cbs sess_cbs = {
+    .on_data = on_data, .on_eof = on_eof, .on_sent = on_sent, .on_released = on_released};
+
+void inbound_session_new(struct inbound_hub *hub, int fd, const char *peer, bool refuse)
+{
+    struct inbound_sess *s = xcalloc(1, sizeof(*s));
+    s->hub = hub;
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    uint64_t now = clock_mono_ms();
+    s->deadline_ms = now + (uint64_t)hub->ib->cfg->inbound_session_max_ms;
+    s->idle_ms = now + (uint64_t)hub->ib->cfg->inbound_timeout_ms;
+    if (s->idle_ms < hub->next_tick)
+        hub->next_tick = s->idle_ms;
+    s->next = hub->sessions;
+    if (s->next != NULL)
+        s->next->prev = s;
+    hub->sessions = s;
+    s->x = xport_adopt(hub->xl, fd, &sess_cbs, s, 1024);
+    if (refuse) {
+        out(s, "421 4.3.2 too many connections, try again later");
+        finish(s);
+        return;
+    }
+    s->counted = true;
+    hub->active++;
+    out(s, "220 %s ESMTP volley inbound", hub->ib->cfg->hostname);
+}
+
+struct inbound_sess *inbound_session_first(struct inbound_hub *hub)
+{
+    return hub->sessions;
+}
+
+struct inbound_sess *inbound_session_next(struct inbound_sess *s)
+{
+    return s->next;
+}
+
+uint64_t inbound_session_tick(struct inbound_sess *s, uint64_t now)
+{
+    if (s->closed)
+        return FAR;
+    if (s->closing) {
+        if (now >= s->close_ms)
+            close_now(s); /* the peer does not read its last reply */
+        return s->close_ms;
+    }
+    if (s->busy)
+        return FAR; /* the peer waits for us: the store job's reply sets the clocks going again */
+    if ((now >= s->deadline_ms || now >= s->idle_ms) && s->handshaking) {
+        close_now(s); /* no reply can be written in the middle of a TLS handshake */
+        return FAR;
+    }
+    if (now >= s->deadline_ms || now >= s->idle_ms) {
+        out(s, now >= s->deadline_ms ? "421 4.4.2 session too long, closing" : "421 4.4.2 timeout, closing");
+        finish(s);
+        return s->close_ms;
+    }
+    return s->idle_ms < s->deadline_ms ? s->idle_ms : s->deadline_ms;
+}
+
+void inbound_session_stored(struct store_job *job)
+{
+    struct inbound_sess *s = job->sess;
+    int rc = job->rc;
+    store_job_free(job);
+    s->busy = false;
+    if (s->released) {
+        sess_free(s);
+        return;
+    }
+    if (rc < 0)
+        out(s, "451 4.3.0 cannot record the report now, try again later");
+    else
+        out(s, "250 2.0.0 ok: report taken");
+    uint64_t now = clock_mono_ms();
+    s->idle_ms = now + (uint64_t)s->hub->ib->cfg->inbound_timeout_ms;
+    if (s->idle_ms < s->hub->next_tick)
+        s->hub->next_tick = s->idle_ms;
+    if (s->stop_after) {
+        out(s, "421 4.3.2 shutting down");
+        finish(s);
+        return;
+    }
+    process(s); /* what the peer pipelined meanwhile */
+}
+
+void inbound_session_stop(struct inbound_sess *s)
+{
+    if (s->closing)
+        return;
+    if (s->busy) {
+        s->stop_after = true;
+        return;
+    }
+    out(s, "421 4.3.2 shutting down");
+    finish(s);
 }

@@ -611,9 +611,10 @@ const struct config_key config_keys[] = {
     INT("worker", "shutdown_ms", shutdown_ms, 0, 3600000, "30000",
         "SIGTERM: how long transactions on the wire may take"),
     FUNC("worker", "backend", set_backend, "`auto`, `io_uring`, `epoll`", "auto", NULL, NULL,
-         "the event loop's kernel interface. `auto` uses io_uring and falls back to epoll when io_uring cannot be "
-         "set up (a container whose seccomp profile denies it, as Docker's and containerd's default ones do, or a "
-         "kernel before 5.19); `io_uring` fails to start without it; `epoll` never tries it. One line at start "
+         "the event loop's kernel interface (the workers' and `volley inbound`'s). `auto` uses io_uring and falls "
+         "back to epoll when io_uring cannot be set up (a container whose seccomp profile denies it, as Docker's "
+         "and containerd's default ones do, or a kernel before 5.19); `io_uring` fails to start without it; `epoll` "
+         "never tries it. One line at start "
          "says which one runs and why. Read at start: a reload keeps the running one"),
 
     INT("smtp", "connections", connections, 1, 100000, "10",

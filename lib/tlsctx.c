@@ -31,10 +31,10 @@ void tlsctx_error(const SSL *ssl, const char *what, char *err, size_t errlen)
     ERR_clear_error();
 }
 
-SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_file, const char *key_file, char *err,
-                           size_t errlen)
+/* ctx_new - a context for method: TLS 1.2 minimum, the modes a memory transport needs */
+static SSL_CTX *ctx_new(const SSL_METHOD *method, char *err, size_t errlen)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *ctx = SSL_CTX_new(method);
     if (ctx == NULL) {
         tlsctx_error(NULL, "context", err, errlen);
         return NULL;
@@ -42,6 +42,26 @@ SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_fil
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx,
                      SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    return ctx;
+}
+
+/* use_cert - the certificate chain and its key; 0 or -1 with the reason in err */
+static int use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        tlsctx_error(NULL, "loading cert_file/key_file", err, errlen);
+        return -1;
+    }
+    return 0;
+}
+
+SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_file, const char *key_file, char *err,
+                           size_t errlen)
+{
+    SSL_CTX *ctx = ctx_new(TLS_client_method(), err, errlen);
+    if (ctx == NULL)
+        return NULL;
     if (verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
@@ -52,19 +72,24 @@ SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_fil
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
-    if (cert_file != NULL) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
-            SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-            tlsctx_error(NULL, "loading cert_file/key_file", err, errlen);
-            goto fail;
-        }
-    }
+    if (cert_file != NULL && use_cert(ctx, cert_file, key_file, err, errlen) < 0)
+        goto fail;
     /* no client session cache yet: resumption is future work */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     return ctx;
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+SSL_CTX *tlsctx_server_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = ctx_new(TLS_server_method(), err, errlen);
+    if (ctx != NULL && use_cert(ctx, cert_file, key_file, err, errlen) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
 }
 
 void tlsctx_set_peer(SSL *ssl, const char *host)

@@ -1,6 +1,6 @@
 /*
  * NAME
- *   tlsctx - OpenSSL client contexts and peer names, shared by every TLS user
+ *   tlsctx - OpenSSL contexts (client, and volley inbound's server) and peer names, shared by every TLS user
  * SYNOPSIS
  *   SSL_CTX *ctx = tlsctx_client_new(1, "ca.pem", NULL, NULL, err, sizeof err);
  *   SSL *ssl = SSL_new(ctx);
@@ -27,6 +27,8 @@
 /* tlsctx_client_new - verify: chain and host name; ca_file NULL: system store; cert/key NULL: none */
 SSL_CTX *tlsctx_client_new(int verify, const char *ca_file, const char *cert_file, const char *key_file, char *err,
                            size_t errlen);
+/* tlsctx_server_new - a server context (TLS 1.2 minimum, the same modes) with the certificate chain and its key */
+SSL_CTX *tlsctx_server_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 /* tlsctx_set_peer - SNI for a host name (not an IP literal); with a verifying context, the name or IP checked */
 void tlsctx_set_peer(SSL *ssl, const char *host);
 /* tlsctx_error - "TLS <what> failed: <reason>"; a failed certificate check is named as such; clears the queue */

@@ -49,12 +49,14 @@ check "man volley, man volley.conf" sh -c 'man -w volley >/dev/null && man -w vo
 # an instance of the installed template, as systemctl would load it
 cp /lib/systemd/system/volley-worker@.service "$TMP/volley-worker@ci.service"
 check "systemd-analyze verify volley-worker@ci.service" systemd-analyze verify "$TMP/volley-worker@ci.service"
+check "systemd-analyze verify volley-inbound.service" systemd-analyze verify /lib/systemd/system/volley-inbound.service
 
 echo "== dpkg -P"
 dpkg -P volley
 trap 'rm -rf "$TMP"' EXIT
 gone() {
-    for f in /usr/bin/volley /lib/systemd/system/volley-worker@.service /etc/volley/volley.conf \
+    for f in /usr/bin/volley /lib/systemd/system/volley-worker@.service /lib/systemd/system/volley-inbound.service \
+        /etc/volley/volley.conf \
         /usr/share/man/man1/volley.1.gz; do
         [ ! -e "$f" ] || { echo "$f is still there" >&2; return 1; }
     done

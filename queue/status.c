@@ -282,6 +282,22 @@ static int fleet_info(redisContext *c, const struct q_keys *k, struct q_status_r
     return cmd_int(c, &s->suppressed, err, errlen, "SCARD %s", k->suppressed);
 }
 
+/* inbound_info - the counters `volley inbound` keeps, and how many reports it could not tie to a job */
+static int inbound_info(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err,
+                        size_t errlen)
+{
+    redisReply *h;
+    int rc = cmd(c, &h, err, errlen, "HGETALL %s:inbound", k->prefix);
+    if (rc < 0)
+        return rc;
+    s->inbound_received = num(map_get(h, "received"), 0);
+    s->inbound_matched = num(map_get(h, "matched"), 0);
+    s->inbound_unmatched = num(map_get(h, "unmatched"), 0);
+    s->inbound_refused = num(map_get(h, "refused"), 0);
+    freeReplyObject(h);
+    return cmd_int(c, &s->inbound_unmatched_len, err, errlen, "XLEN %s:inbound:unmatched", k->prefix);
+}
+
 /* campaign_stats - HGETALL <p>:stats:<id> into one row */
 static int campaign_stats(redisContext *c, const struct q_keys *k, const char *id, struct q_campaign_stats *cs,
                           char *err, size_t errlen)
@@ -443,6 +459,8 @@ int q_status_collect(const struct redis_url *u, const char *prefix, const char *
         rc = fleet_info(c, &k, s, err, errlen);
     if (rc == 0)
         rc = all_providers(c, &k, s, err, errlen);
+    if (rc == 0)
+        rc = inbound_info(c, &k, s, err, errlen);
     if (rc == 0 && campaign != NULL) {
         s->campaigns = xcalloc(1, sizeof(*s->campaigns));
         rc = campaign_stats(c, &k, campaign, &s->campaigns[0], err, errlen);

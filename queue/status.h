@@ -73,6 +73,8 @@ struct q_status_report {
     size_t nworkers;
     struct q_provider_stats *providers; /* every <p>:pstats:<provider>, sorted by name */
     size_t nproviders;
+    /* `volley inbound` (inbound/store.c): HGETALL <p>:inbound, XLEN <p>:inbound:unmatched */
+    long long inbound_received, inbound_matched, inbound_unmatched, inbound_refused, inbound_unmatched_len;
 };
 
 /* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */

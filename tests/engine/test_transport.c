@@ -11,7 +11,10 @@
  *   owner's call, and its slot is reused without a stale completion reaching
  *   the new stream. A peer's megabyte arrives whole and in order however
  *   the receives split it (epoll reads a few buffers per turn and comes
- *   back for the rest). Every test runs once per backend.
+ *   back for the rest). A listener reports every connection, the ones
+ *   queued before it was armed too, as an accepted socket that becomes a
+ *   receiving stream (xport_adopt); closed, it accepts nothing more and is
+ *   released once. Every test runs once per backend.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -83,7 +87,7 @@ static void on_released(void *o, struct xport *x)
     ((struct owner *)o)->released++;
 }
 
-static const struct xport_cbs cbs = {on_connect, on_data, on_eof, on_sent, on_released};
+static const struct xport_cbs cbs = {on_connect, on_data, on_eof, on_sent, on_released, NULL};
 
 /* turn - one loop turn as the worker runs it */
 static void turn(struct harness *h)
@@ -308,6 +312,134 @@ static void test_connect_refused_reported(void **st)
     close(fd);
 }
 
+struct lowner {
+    int fds[8];
+    int n, errors, released;
+};
+
+static void l_on_accept(void *o, int fd)
+{
+    struct lowner *lo = o;
+    if (fd < 0)
+        lo->errors++;
+    else if (lo->n < 8)
+        lo->fds[lo->n++] = fd;
+    else
+        close(fd);
+}
+
+static void l_on_released(void *o, struct xport *x)
+{
+    ((struct lowner *)o)->released++;
+}
+
+static const struct xport_cbs lcbs = {.on_accept = l_on_accept, .on_released = l_on_released};
+
+/* client - a blocking socket connected to the listener at addr (the backlog completes the handshake) */
+static int client(const struct sockaddr_in *addr)
+{
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(c, (const struct sockaddr *)addr, sizeof(*addr)), 0);
+    return c;
+}
+
+static void test_accept_adopt_and_close_listener(void **st)
+{
+    struct harness *h = *st;
+    char err[128];
+    struct lowner lo = {0};
+    /* a listener of its own: closing it shuts the socket down */
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    socklen_t alen = sizeof(addr);
+    getsockname(lfd, (struct sockaddr *)&addr, &alen);
+    assert_int_equal(listen(lfd, 16), 0);
+    /* two connections wait in the backlog before the listener is armed: their edge is gone for epoll */
+    int c[4];
+    c[0] = client(&addr);
+    c[1] = client(&addr);
+    struct xport *ls = xport_listen(h->l, lfd, &lcbs, &lo, err, sizeof(err));
+    assert_non_null(ls);
+    for (int i = 0; i < 200 && lo.n < 2; i++)
+        turn(h);
+    assert_int_equal(lo.n, 2);
+    c[2] = client(&addr);
+    c[3] = client(&addr);
+    for (int i = 0; i < 200 && lo.n < 4; i++)
+        turn(h);
+    assert_int_equal(lo.n, 4);
+    assert_int_equal(lo.errors, 0);
+    for (int i = 0; i < 4; i++)
+        assert_true(fcntl(lo.fds[i], F_GETFL) & O_NONBLOCK);
+    /* each accepted socket becomes a stream that receives at once and sends */
+    struct owner w[4];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 4; i++) {
+        vbuf_init(&w[i].got, 0);
+        w[i].x = xport_adopt(h->l, lo.fds[i], &cbs, &w[i], 1024);
+        char msg[24];
+        int n = snprintf(msg, sizeof(msg), "peer %d\r\n", i);
+        assert_int_equal(send(c[i], msg, (size_t)n, 0), n);
+        vbuf_append(xport_wbuf(w[i].x), "hi\r\n", 4);
+        xport_flush(w[i].x);
+    }
+    for (int r = 0; r < 200; r++) {
+        int done = 0;
+        for (int i = 0; i < 4; i++)
+            done += vbuf_len(&w[i].got) == 8;
+        if (done == 4)
+            break;
+        turn(h);
+    }
+    for (int i = 0; i < 4; i++) {
+        char want[24];
+        snprintf(want, sizeof(want), "peer %d\r\n", i);
+        assert_int_equal(vbuf_len(&w[i].got), 8);
+        assert_memory_equal(vbuf_data(&w[i].got), want, 8);
+        char got[8];
+        assert_int_equal(recv(c[i], got, 4, MSG_WAITALL), 4);
+        assert_memory_equal(got, "hi\r\n", 4);
+        /* the peer's close reaches the adopted stream as on_eof(0) */
+        close(c[i]);
+    }
+    for (int r = 0; r < 200; r++) {
+        int eofs = 0;
+        for (int i = 0; i < 4; i++)
+            eofs += w[i].eof == 1;
+        if (eofs == 4)
+            break;
+        turn(h);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(w[i].eof, 1);
+        xport_close(w[i].x);
+    }
+    /* the listener closed: released once, and a new connection is never reported */
+    xport_close(ls);
+    for (int i = 0; i < 200 && lo.released == 0; i++)
+        turn(h);
+    assert_int_equal(lo.released, 1);
+    for (int i = 0; i < 200; i++) {
+        int rel = 0;
+        for (int j = 0; j < 4; j++)
+            rel += w[j].released;
+        if (rel == 4)
+            break;
+        turn(h);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(w[i].released, 1);
+        vbuf_free(&w[i].got);
+    }
+    /* released means the socket is closed: nothing listens on its port any more */
+    int late = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(late, (struct sockaddr *)&addr, sizeof(addr)), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+    close(late);
+    assert_int_equal(lo.n, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +448,7 @@ int main(void)
         BOTH(test_big_receive_arrives_whole),
         BOTH(test_close_from_callback_and_slot_reuse),
         BOTH(test_connect_refused_reported),
+        BOTH(test_accept_adopt_and_close_listener),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

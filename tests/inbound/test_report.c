@@ -9,7 +9,9 @@
  *   text/rfc822-headers only, no VERP address: only the X-Volley-Job
  *   header and the Message-ID name the job), a qmail-style plain bounce,
  *   an auto-reply (not a bounce) and malformed MIME. Each must give the
- *   fields and tag candidates a user's events are made from.
+ *   fields and tag candidates a user's events are made from. An ARF
+ *   report whose returned headers came base64-encoded (folded at 76
+ *   columns) names the job and recipient as the plain one does.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include <openssl/evp.h>
 
 #include "inbound/report.h"
 
@@ -268,6 +272,62 @@ static void test_malformed(void **state)
     free(r);
 }
 
+/* b64_folded - base64 of s with CRLF every 76 characters, as mail carries it */
+static char *b64_folded(const char *s)
+{
+    size_t n = strlen(s);
+    unsigned char *flat = malloc(n / 3 * 4 + 8);
+    int fl = EVP_EncodeBlock(flat, (const unsigned char *)s, (int)n);
+    char *out = malloc((size_t)fl + (size_t)fl / 76 * 2 + 8), *w = out;
+    for (int i = 0; i < fl; i++) {
+        if (i > 0 && i % 76 == 0)
+            w += sprintf(w, "\r\n");
+        *w++ = (char)flat[i];
+    }
+    sprintf(w, "\r\n");
+    free(flat);
+    return out;
+}
+
+static void test_arf_base64_returned_headers(void **state)
+{
+    (void)state;
+    char *hdrs = fill("From: news@sender.example\r\n"
+                      "To: Bob <bob@outlook.example>\r\n"
+                      "Subject: spring sale, with a subject long enough that the base64 text folds over lines\r\n"
+                      "Message-ID: <TAG.65f1a2b3@sender.example>\r\n"
+                      "X-Volley-Job: TAG\r\n");
+    char *enc = b64_folded(hdrs);
+    char *m = malloc(strlen(enc) + 1024);
+    sprintf(m,
+            "From: staff@hotmail.example\r\n"
+            "To: fbl@" DOMAIN "\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=feedback-report; boundary=\"b64b\"\r\n"
+            "\r\n"
+            "--b64b\r\n"
+            "Content-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+            "--b64b\r\n"
+            "Content-Type: message/feedback-report\r\n\r\n"
+            "Feedback-Type: abuse\r\nUser-Agent: JMRP/1.0\r\nVersion: 1\r\n"
+            "--b64b\r\n"
+            "Content-Type: text/rfc822-headers\r\n"
+            "Content-Transfer-Encoding: Base64\r\n\r\n"
+            "%s"
+            "--b64b--\r\n",
+            enc);
+    assert_null(strstr(m, tag)); /* the tag is nowhere in the raw text: only decoding finds it */
+    struct fb_report *r = calloc(1, sizeof *r);
+    fb_report_parse(m, strlen(m), DOMAIN, r);
+    assert_int_equal(r->kind, FB_ARF);
+    assert_string_equal(r->orig_rcpt, "bob@outlook.example");
+    assert_true(has_tag(r));
+    free(r);
+    free(m);
+    free(enc);
+    free(hdrs);
+}
+
 int main(void)
 {
     struct verp_key k;
@@ -276,6 +336,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_postfix_dsn),  cmocka_unit_test(test_yahoo_arf), cmocka_unit_test(test_jmrp_arf),
         cmocka_unit_test(test_plain_bounce), cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_arf_base64_returned_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

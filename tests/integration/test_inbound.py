@@ -166,6 +166,15 @@ def test_refusals_and_unmatched(volley, sent):
     assert not volley.r.sismember(volley.key("suppressed"), "ann@dest.test")
     assert int(volley.r.hget(volley.key("inbound"), "unmatched")) >= 2
     assert int(volley.r.hget(volley.key("inbound"), "refused")) >= 4
+    # volley status shows the same counters and the unmatched stream's length
+    st = volley.status()
+    assert st.returncode == 0, st.stderr
+    section = st.stdout.split("inbound (volley inbound)", 1)[1]
+    shown = dict(re.findall(r"^  (received|matched|unmatched|refused|unmatched stream) +(\d+)$", section, re.M))
+    counters = volley.r.hgetall(volley.key("inbound"))
+    for field in ("received", "unmatched", "refused"):
+        assert int(shown[field]) == int(counters[field]), (field, st.stdout)
+    assert int(shown["unmatched stream"]) == volley.r.xlen(volley.key("inbound", "unmatched")) >= 2, st.stdout
     # an over-long command line, then a silent client: answered, and the server still serves
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         f = c.makefile("rb")
@@ -288,6 +297,29 @@ def test_pipelined_commands_are_read_one_line_at_a_time(sent):
         assert f.readline().startswith(b"250"), "MAIL must not take the SIZE of the next line"
         assert f.readline().startswith(b"250")
         assert f.readline().startswith(b"221")
+
+
+def test_commands_pipelined_behind_a_message_wait_for_its_reply(volley, sent):
+    """A message's 250 is sent when the store thread recorded it; commands the client pipelined behind the final
+    dot wait for that reply and are then answered in order (not lost, not answered before the 250)."""
+    a = "carl@yahoo.test"
+    m = sent["by_to"][a]
+    report = yahoo_arf(a, m.data.decode(), m.mail_from).replace("\r\n.", "\r\n..")
+    with socket.create_connection(("127.0.0.1", sent["inbound"].port), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"220")
+        c.sendall(b"EHLO reporter.test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        c.sendall(f"MAIL FROM:<feedback@arf.mail.yahoo.test>\r\nRCPT TO:<fbl@{DOMAIN}>\r\nDATA\r\n".encode())
+        assert f.readline().startswith(b"250")
+        assert f.readline().startswith(b"250")
+        assert f.readline().startswith(b"354")
+        c.sendall(report.encode() + b"\r\n.\r\nNOOP\r\nMAIL FROM:<x@elsewhere.test>\r\nQUIT\r\n")
+        replies = [f.readline() for _ in range(4)]
+    assert replies[0].startswith(b"250 2.0.0 ok: report taken"), replies
+    assert [r[:3] for r in replies[1:]] == [b"250", b"250", b"221"], replies
+    assert wait_for(lambda: complaint_events(volley, a), 10), sent["inbound"].log()
 
 
 def test_redis_outage_answers_451(volley, sent):

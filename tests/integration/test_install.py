@@ -7,14 +7,16 @@ DESCRIPTION
     - `make install DESTDIR=D` puts volley in PREFIX/bin, volley-sink in PREFIX/lib/volley, the man pages
       volley(1) and volley.conf(5) (clean roff: groff has nothing to warn about), the example config as
       /etc/volley/volley.conf (a second install keeps an operator's edited file), the systemd unit
-      volley-worker@.service naming the installed paths and the sysusers.d entry of its user;
+      volley-worker@.service and volley-inbound.service naming the installed paths and the sysusers.d entry
+      of their user;
     - the unit is Type=notify, reloads with SIGHUP, gives a stop more time than the default shutdown_ms,
       raises LimitNOFILE, and `systemd-analyze verify` accepts an instance of it (installed under a
       scratch PREFIX so the paths it checks exist);
     - under systemd (NOTIFY_SOCKET: here a unix datagram socket the test binds) `volley worker` sends
       READY=1 once running, WATCHDOG=1 at half of WATCHDOG_USEC, RELOADING=1 with MONOTONIC_USEC then
       READY=1 around a SIGHUP reload, and STOPPING=1 with EXTEND_TIMEOUT_USEC covering shutdown_ms on
-      SIGTERM, then exits 0.
+      SIGTERM, then exits 0; `volley inbound` sends READY=1 once it listens, WATCHDOG=1 from its event loop
+      and STOPPING=1 on SIGTERM, then exits 0.
 """
 
 import os
@@ -28,9 +30,11 @@ import time
 
 import pytest
 
-from volley_itest import BUILD, ROOT, binary, tail, wait_for
+from inbound_util import DOMAIN, feedback_conf
+from volley_itest import BUILD, ROOT, binary, free_port, tail, wait_for, wait_port
 
 UNIT = "volley-worker@.service"
+INBOUND_UNIT = "volley-inbound.service"
 
 
 def make_install(*args):
@@ -65,6 +69,7 @@ def test_install_tree(tmp_path):
         "usr/local/bin/volley",
         "usr/local/lib/volley/volley-sink",
         "usr/local/lib/systemd/system/" + UNIT,
+        "usr/local/lib/systemd/system/" + INBOUND_UNIT,
         "usr/local/lib/sysusers.d/volley.conf",
         "usr/local/share/man/man1/volley.1",
         "usr/local/share/man/man5/volley.conf.5",
@@ -104,6 +109,15 @@ def test_install_tree(tmp_path):
     assert u["User"] == ["volley"]
     assert "u volley " in (dest / "usr/local/lib/sysusers.d/volley.conf").read_text()
 
+    # volley inbound's unit: the installed paths, notify with a watchdog, port 25 without root
+    u = unit_settings(dest / "usr/local/lib/systemd/system" / INBOUND_UNIT)
+    assert u["Type"] == ["notify"]
+    assert u["ExecStart"] == ["/usr/local/bin/volley inbound -c /etc/volley/volley.conf"]
+    assert int(u["WatchdogSec"][0]) > 0
+    assert int(u["TimeoutStopSec"][0]) > 30  # the loop gives the last sessions 30 s
+    assert u["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert u["User"] == ["volley"]
+
     # a second install keeps the operator's config
     conf.write_text(conf.read_text() + "\n# edited by the operator\n")
     p = make_install(f"DESTDIR={dest}")
@@ -124,6 +138,10 @@ def test_systemd_analyze_verify(tmp_path):
     p = subprocess.run(["systemd-analyze", "verify", str(inst)], capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "volley-worker@mta1.service" not in p.stderr, p.stderr  # no finding about our unit
+    inb = pfx / "usr/lib/systemd/system" / INBOUND_UNIT
+    p = subprocess.run(["systemd-analyze", "verify", str(inb)], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert INBOUND_UNIT not in p.stderr, p.stderr
 
 
 class NotifySocket:
@@ -160,19 +178,24 @@ class NotifySocket:
         self.sock.close()
 
 
+def start_notified(volley, ns, log, *args):
+    """`volley ARGS` under a stand-in systemd (ns as NOTIFY_SOCKET, a 300 ms watchdog), output in log; returns
+    the process once it sent READY=1 and that message's fields."""
+    env = dict(os.environ, NOTIFY_SOCKET=ns.path, WATCHDOG_USEC="300000")
+    with open(log, "wb") as f:
+        p = subprocess.Popen([str(binary("volley")), *map(str, args)], stdout=f, stderr=subprocess.STDOUT, env=env)
+    volley.workers.append(p)  # killed at teardown if still running
+    assert wait_for(lambda: ns.having("READY", "1"), 15), f"no READY=1: {ns.msgs}\n{tail(log)}"
+    return p, ns.having("READY", "1")[0][1]
+
+
 def test_sd_notify_ready_watchdog_reload_stopping(volley, volley_sink, tmp_path):
     sink = volley_sink()
     conf = volley.write_conf(sink.hostport, name="svc", threads=2, shutdown_ms=4000)
     ns = NotifySocket(tmp_path / "notify.sock")
     try:
-        env = dict(os.environ, NOTIFY_SOCKET=ns.path, WATCHDOG_USEC="300000")
         log = tmp_path / "svc.log"
-        with open(log, "wb") as f:
-            w = subprocess.Popen([str(binary("volley")), "worker", "-c", str(conf)], stdout=f,
-                                 stderr=subprocess.STDOUT, env=env)
-        volley.workers.append(w)  # killed at teardown if still running
-        assert wait_for(lambda: ns.having("READY", "1"), 15), f"no READY=1: {ns.msgs}\n{tail(log)}"
-        t_ready, ready = ns.having("READY", "1")[0]
+        w, ready = start_notified(volley, ns, log, "worker", "-c", conf)
         assert ready.get("STATUS") == "worker svc: 2 threads", ready
         # READY comes once the name is claimed: the worker is listed in Redis by then
         assert volley.r.exists(volley.key("worker", "svc"))
@@ -202,3 +225,26 @@ def test_sd_notify_ready_watchdog_reload_stopping(volley, volley_sink, tmp_path)
     finally:
         ns.close()
 
+
+
+def test_sd_notify_inbound_ready_watchdog_stopping(volley, volley_sink, tmp_path):
+    sink = volley_sink()
+    port = free_port()
+    conf = volley.write_conf(sink.hostport, **feedback_conf(volley, port))
+    ns = NotifySocket(tmp_path / "notify.sock")
+    try:
+        log = tmp_path / "inbound.log"
+        p, ready = start_notified(volley, ns, log, "inbound", "-c", conf)
+        assert ready.get("STATUS") == f"inbound: feedback for {DOMAIN}", ns.msgs
+        assert wait_port(port, timeout=5), "READY=1 comes once the listener is bound"
+        # the watchdog is fed from the event loop: about every 150 ms (half of WATCHDOG_USEC)
+        assert wait_for(lambda: len(ns.having("WATCHDOG")) >= 5, 5), ns.msgs
+        times = [t for t, _ in ns.having("WATCHDOG")]
+        assert max(b - a for a, b in zip(times, times[1:])) < 0.35, times
+        p.send_signal(signal.SIGTERM)
+        assert volley.wait_exit(p, 30) == 0, tail(log)
+        stopping = ns.having("STOPPING", "1")
+        assert len(stopping) == 1, ns.msgs
+        assert int(stopping[0][1]["EXTEND_TIMEOUT_USEC"]) == 35000 * 1000
+    finally:
+        ns.close()
