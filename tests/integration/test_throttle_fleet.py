@@ -47,10 +47,12 @@ def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     span = (times[-1] - times[0]) / 1000.0 if len(times) > 1 else 0.0
     avg = (len(times) - 1) / span if span else 0.0
     late, idle = stale_slots(volley)
+    per_s = [sum(1 for t in times if times[0] + k * 1000 <= t < times[0] + (k + 1) * 1000)
+             for k in range(int(span) + 1)] if times else []
     offered = (len(times) - 1 + late) / span if span else 0.0
     print(f"rate: {len(times)} messages in {span:.2f} s = {avg:.1f}/s; busiest sliding second {peak}; "
           f"slots expired at late workers {late} (offered {offered:.1f}/s), at workers without mail {idle}; "
-          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}")
+          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}; per second {per_s}")
     assert peak <= 50 + BURST + 2, (f"{peak} messages in one second (from {at} ms) with rate = 50/s, "
                                     f"burst = {BURST} across 3 workers")
     assert done, (f"only {sink.count()} of {n} arrived in 25 s (should take ~10 s at 50/s): {avg:.1f}/s, "
