@@ -14,11 +14,14 @@
  *   Messages outside the pool queues (waiting for their campaign or for
  *   DNS) are checked when they reach a pool: fence_gate holds back every
  *   message whose confirmation predates the current lease and asks for a
- *   round. A message about to be decided without being sent (routing
+ *   round. A message about to be decided without being sent (its campaign
+ *   is paused, cancelled or broken, its recipient suppressed, routing
  *   deferred or bounced it, its destination is down) is decided only when
- *   surely ours: otherwise it is parked (fence_park) and routed again once
- *   confirmed, so this worker never records an outcome, or moves a job to
- *   the hold stream, for a job another worker took over.
+ *   surely ours: otherwise it is parked (fence_park) and prepared again
+ *   (msg_prepare: campaign state, suppression, route) once confirmed, so
+ *   this worker never records an outcome, or moves a job to the hold
+ *   stream, for a job another worker took over, and a job's fate does not
+ *   depend on whether the heartbeat's reply came before it.
  *
  *   A transaction already on the wire when the lease lapses finishes: it
  *   cannot be called back, and its outcome is recorded (as a duplicate if
@@ -110,7 +113,7 @@ static void on_confirmed(void *priv, redisReply *r)
             if (m->pool != NULL)
                 pool_enqueue(m->pool, m);
             else
-                msg_route(w, m);
+                msg_prepare(w, m); /* parked: its campaign's state and its suppression are looked at again */
         } else {
             dropped++;
             msg_release(w, m); /* another worker owns it: its outcome is theirs to record */
@@ -152,7 +155,7 @@ void fence_tick(struct worker *w, uint64_t now)
     fr->w = w;
     fr->n = 0;
     fr->sent_ms = worker_now_ms(); /* not the loop's `now`: a stall may lie between the two */
-    /* parked messages (newest first: reversed, so they go on in the order they came), routed again when
+    /* parked messages (newest first: reversed, so they go on in the order they came), prepared again when
      * confirmed already (e.g. read before the first heartbeat), else asked about */
     struct msg *m = NULL;
     while (w->fence_parked != NULL) {
@@ -165,7 +168,7 @@ void fence_tick(struct worker *w, uint64_t now)
         struct msg *next = m->next;
         m->next = NULL;
         if (m->owned_ms >= start) {
-            msg_route(w, m);
+            msg_prepare(w, m);
         } else if (fr->n < Q_FENCE_MAX) {
             m->pool = NULL;
             fr->msgs[fr->n++] = m;

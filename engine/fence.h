@@ -28,8 +28,9 @@ bool fence_gate(struct worker *w, struct route_pool *p);
 /* fence_owns - is m's ownership confirmed within the current lease? */
 bool fence_owns(const struct msg *m, uint64_t now);
 /*
- * fence_park - m is about to be decided without being sent (deferred, bounced) but its ownership is not
- * confirmed within the lease: keep it until it is, then route it again (or let it go if it is not ours)
+ * fence_park - m is about to be decided without being sent (held, suppressed, deferred, bounced) but its
+ * ownership is not confirmed within the lease: keep it until it is, then prepare it again (msg_prepare), or
+ * let it go if it is not ours
  */
 void fence_park(struct worker *w, struct msg *m);
 /* fence_drop_parked - shutdown: parked messages stay pending in Redis */

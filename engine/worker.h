@@ -245,7 +245,8 @@ void worker_beat(struct worker *w, uint64_t now);
 void worker_drop_unstarted(struct worker *w);
 /* worker_stop_step - SIGTERM or drained: finish what is on the wire, record it, close (w->done at the end) */
 void worker_stop_step(struct worker *w, uint64_t now);
-/* msg_prepare - route m once its campaign is compiled (fetched first, m waiting); it is rendered as it goes out */
+/* msg_prepare - decide or route m once its campaign is compiled (fetched first, m waiting) and m is surely ours
+ * (parked until the fence confirms it, then back here); it is rendered as it goes out */
 void msg_prepare(struct worker *w, struct msg *m);
 /* msg_render - render and sign m into out (emptied first) as its transaction starts; -EINVAL: m was finished
  * unsendable (the reason recorded) and out is empty */
@@ -254,7 +255,7 @@ int msg_render(struct worker *w, struct msg *m, vbuf *out);
 void camp_ver_unref(struct camp_ver *v);
 
 /* worker_route.c: where a message goes */
-/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list and the fence) */
+/* msg_route - [route] or MX, then the throttle, then the pool (also the way back from the wait list) */
 void msg_route(struct worker *w, struct msg *m);
 /* worker_reroute_pool - put queued messages through routing again (their source IP is capped or suspended) */
 void worker_reroute_pool(struct worker *w, struct route_pool *p);

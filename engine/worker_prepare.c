@@ -163,7 +163,18 @@ void msg_prepare(struct worker *w, struct msg *m)
         c->waiting = m;
         return;
     }
-    /* a paused or cancelled campaign holds or cancels even its suppressed and unsendable jobs */
+    /*
+     * Each decision below may record the job without sending it, so it is made only for a job surely ours
+     * (fence_owns): before the first heartbeat is confirmed, or after a lapse, the job is parked and comes
+     * back here once the fence confirmed it. Deciding anyway let camp_ctl_stop decline (not ours yet) while
+     * the suppression check below did not, so a paused campaign's suppressed job was recorded `suppressed`
+     * or `held` depending on whether the heartbeat's reply had arrived.
+     */
+    if (!fence_owns(m, worker_now_ms())) {
+        fence_park(w, m);
+        return;
+    }
+    /* a paused or cancelled campaign holds or cancels even its suppressed and unsendable jobs (README) */
     if (camp_ctl_stop(w, m))
         return;
     /* suppression was checked at intake (one SMISMEMBER per batch): never sent */

@@ -11,23 +11,29 @@ from volley_itest import (SPREAD, THROTTLE, delivered_by, log_tails, make_recipi
                           stop_workers, wait_for)
 
 NAMES = ("fa", "fb", "fc")
+BURST = 10
 
 
 def test_rate_50_per_second_over_three_workers(volley, volley_sink):
-    """rate = 50/s: at most 55 in any sliding second (W*rate + burst + 2), and the limit is used (>= 45/s).
+    """rate = 50/s, burst = 10: at most 62 in any sliding second (W*rate + burst + 2), and the limit is used
+    (>= 45/s).
 
     "Used" counts the slots the fleet was given: a slot expires unspent when the worker holding it and the mail
     for it is more than burst + 1 intervals late (a loaded machine stalls it); the GCRA must drop it to keep the
     bound, so the wall-clock rate falls (44/s in loaded full-suite runs) although the throttle offered 50/s.
     The throttle counts those slots itself (stale_late); slots leased where no mail waited (stale_idle, the
-    defect this test once caught) and gaps in the leasing still fail it."""
+    defect this test once caught) and gaps in the leasing still fail it. A stall also leaves slots unleased
+    (the GCRA forgets time older than the burst), which nothing counts: with the default burst (50 ms worth,
+    2 slots) every stall of the loaded box over 60 ms lost some (39-44/s with 2 busy loops beside the run),
+    so the burst is 10 (220 ms): the bound checked is the same formula, and a worker that leases late or in
+    gaps as a matter of course still falls far short."""
     sink = volley_sink()
     n = 500  # about 10 s at 50/s
     for name in NAMES:
         # a message the rate defers to the retry set comes back when the limit said (retry_at), not in 10 min
         volley.write_conf({"gmail.com": sink.hostport}, file=f"{name}.conf", name=name, preset=THROTTLE, **SPREAD,
                           retry={"schedule": "1s", "max_age": "1h"},
-                          providers={"gmail": {"rate": "50/s", "connections": 10}})
+                          providers={"gmail": {"rate": "50/s", "burst": BURST, "connections": 10}})
     volley.push_rows(make_recipients(n, domains=("gmail.com",)), name="c")
     procs = [volley.start_worker(f"{n}.conf", n) for n in NAMES]
     done = wait_for(lambda: sink.count() >= n, 25)
@@ -41,11 +47,14 @@ def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     span = (times[-1] - times[0]) / 1000.0 if len(times) > 1 else 0.0
     avg = (len(times) - 1) / span if span else 0.0
     late, idle = stale_slots(volley)
+    per_s = [sum(1 for t in times if times[0] + k * 1000 <= t < times[0] + (k + 1) * 1000)
+             for k in range(int(span) + 1)] if times else []
     offered = (len(times) - 1 + late) / span if span else 0.0
     print(f"rate: {len(times)} messages in {span:.2f} s = {avg:.1f}/s; busiest sliding second {peak}; "
           f"slots expired at late workers {late} (offered {offered:.1f}/s), at workers without mail {idle}; "
-          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}")
-    assert peak <= 55, f"{peak} messages in one second (from {at} ms) with rate = 50/s across 3 workers"
+          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}; per second {per_s}")
+    assert peak <= 50 + BURST + 2, (f"{peak} messages in one second (from {at} ms) with rate = 50/s, "
+                                    f"burst = {BURST} across 3 workers")
     assert done, (f"only {sink.count()} of {n} arrived in 25 s (should take ~10 s at 50/s): {avg:.1f}/s, "
                   f"{rate_defers} deferrals by the rate limit, per worker {per_worker}\n{log_tails(procs)}")
     assert all(d and d[0] > 0 for d in per_worker.values()), f"every worker should send: {per_worker}"
