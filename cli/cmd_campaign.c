@@ -84,7 +84,7 @@ int cmd_campaign_main(int argc, char **argv)
         return 2;
     }
     struct q_ctl *c = NULL;
-    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, err, sizeof(err));
+    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err));
     if (rc == 0) {
         if (strcmp(action, "pause") == 0) {
             if ((rc = q_ctl_campaign_pause(c, id, err, sizeof(err))) == 0)

@@ -567,7 +567,7 @@ int cmd_push_main(int argc, char **argv)
 
     /* 2. Redis */
     status = 1;
-    if (q_push_open(&p, &cfg.redis, cfg.redis_prefix, err, sizeof(err)) < 0 ||
+    if (q_push_open(&p, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err)) < 0 ||
         q_push_campaign(p, camp.id, camp.f, camp.n, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley push: %s\n", err);
         goto out;

@@ -84,7 +84,11 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
 {
     char shown[REDIS_URL_SHOWN_MAX];
     redis_url_display(&cfg->redis, shown, sizeof(shown));
-    fprintf(f, "queue %s:jobs on %s\n", cfg->redis_prefix, shown);
+    if (s->shards > 1)
+        fprintf(f, "queue %s:{0..%d}:jobs on %s (%d shards, summed)\n", cfg->redis_prefix, s->shards - 1, shown,
+                s->shards);
+    else
+        fprintf(f, "queue %s:jobs on %s\n", cfg->redis_prefix, shown);
     fprintf(f, "  %-22s %12lld\n", "stream length", s->jobs);
     fprintf(f, "  %-22s %12lld\n", "undelivered", s->undelivered);
     fprintf(f, "  %-22s %12lld\n", "pending", s->pending);
@@ -192,7 +196,7 @@ static int watch(const struct vconfig *cfg, const char *campaign)
         time_t wall = time(NULL);
         strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&wall));
         fprintf(f, "volley status --watch  %s  (Ctrl-C to quit)\n\n", ts);
-        if (q_status_collect(&cfg->redis, cfg->redis_prefix, campaign, &cur, err,
+        if (q_status_collect(&cfg->redis, cfg->redis_prefix, cfg->redis_shards, campaign, &cur, err,
                              sizeof(err)) < 0) {
             fprintf(f, "%s (retrying)\n", err);
         } else {
@@ -267,7 +271,7 @@ int cmd_status_main(int argc, char **argv)
         return rc;
     }
     struct q_status_report s;
-    if (q_status_collect(&cfg.redis, cfg.redis_prefix, campaign, &s, err,
+    if (q_status_collect(&cfg.redis, cfg.redis_prefix, cfg.redis_shards, campaign, &s, err,
                          sizeof(err)) < 0) {
         fprintf(stderr, "volley status: %s\n", err);
         config_free(&cfg);

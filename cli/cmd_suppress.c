@@ -88,7 +88,7 @@ int cmd_suppress_main(int argc, char **argv)
     }
     struct q_ctl *c = NULL;
     int *res = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*res));
-    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, err, sizeof(err));
+    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err));
     if (rc == 0 && list) {
         rc = q_ctl_suppress_list(c, print_addr, NULL, err, sizeof(err));
     } else if (rc == 0) {

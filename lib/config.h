@@ -92,6 +92,7 @@ struct vconfig {
     /* [redis]: url, password_file, ca_file, cert_file, key_file, verify */
     struct redis_url redis;
     char *redis_prefix;
+    int redis_shards; /* [redis] shards: queue shards (queue/keys.h); 1 = the unsharded layout */
     /* [worker] */
     int threads;       /* worker threads; 0 in the file means "number of cores" */
     char *hostname;    /* EHLO name */
