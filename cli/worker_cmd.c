@@ -307,6 +307,7 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
         config_free(cfg);
         return 2;
     }
+    thr_config_set_tagged(*tc, q_keys_tagged(cfg->redis_shards)); /* a sharded fleet spreads the throttle too */
     return 0;
 }
 

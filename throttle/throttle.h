@@ -101,6 +101,13 @@ struct throttle;
 /* thr_config_load - validate [throttle], [warmup], [provider NAME] over the shipped defaults; NULL + err */
 struct thr_config *thr_config_load(const struct vconfig *cfg, char *err, size_t errlen);
 void thr_config_free(struct thr_config *tc);
+/*
+ * thr_config_set_tagged - the keys of each (provider, source IP) pair carry the hash tag {<pair>}
+ * (`<p>:thr:{gmail:10.0.0.2}:rate:gmail:10.0.0.2`, `{gmail:*}` for scope = provider), so every throttle
+ * script runs in one Redis Cluster slot and the pairs spread over the cluster; set by the caller when the
+ * queue keys are tagged (queue/keys.h q_keys_tagged), before thr_new. `volley status` finds both layouts.
+ */
+void thr_config_set_tagged(struct thr_config *tc, bool on);
 int thr_config_nproviders(const struct thr_config *tc);
 /* thr_config_provider_name - name of provider p ("gmail", ..., "default") */
 const char *thr_config_provider_name(const struct thr_config *tc, int p);

@@ -28,11 +28,12 @@ import signal
 import threading
 import time
 
-from volley_itest import PREFIX, make_recipients, rows_for, stop_process, wait_for
+from volley_itest import (PREFIX, SPREAD, THROTTLE, make_recipients, max_in_window, rows_for, stop_process,
+                          stop_workers, wait_for)
 
 SHARDS = 4
 THREADS = 2
-FLEET_KEYS = re.compile(rf"^{PREFIX}:(worker:|ctl:version$|thr:)")
+FLEET_KEYS = re.compile(rf"^{PREFIX}:(worker:|ctl:version$|thr:warmup$)")  # the untagged ones
 TAG = re.compile(r"\{(\d+)\}")
 
 
@@ -337,3 +338,32 @@ def test_stopped_worker_reclaimed_across_shards(volley, smtp_receiver):
     assert dups <= st.get("reclaimed", 0), (dups, st)
     for s in range(SHARDS):
         assert volley.r.xpending(skey(s, "jobs"), "volley")["pending"] == 0, s
+
+
+def test_throttle_rate_holds_with_tagged_keys(volley, volley_sink):
+    """rate = 20/s over two worker processes with shards = 4: at most 20 + burst (1) + 2 in any sliding second,
+    and every throttle key but the warm-up hash carries its (provider, IP) pair's tag, so each throttle script
+    is one slot; `volley status` finds the pair in its tagged set."""
+    sink = volley_sink()
+    n = 100  # about 5 s at 20/s
+    procs = []
+    for name in ("ta", "tb"):
+        volley.write_conf({"gmail.com": sink.hostport}, file=f"{name}.conf", name=name, preset=THROTTLE, **SPREAD,
+                          redis={"shards": SHARDS}, retry={"schedule": "1s", "max_age": "1h"},
+                          providers={"gmail": {"rate": "20/s", "connections": 4}})
+    volley.push_rows(make_recipients(n, domains=("gmail.com",)), name="t")
+    procs = [volley.start_worker(f"{name}.conf", name) for name in ("ta", "tb")]
+    done = wait_for(lambda: sink.count() >= n, 30)
+    stop_workers(procs)
+    sink.stop()
+    times = [t for t, _src, _c, _r in sink.log_lines()]
+    peak, at = max_in_window(times, 1000)
+    assert done, f"only {sink.count()} of {n} arrived in 30 s"
+    assert peak <= 23, f"{peak} messages in one second (from {at} ms) with rate = 20/s"
+    thr = [k for k in volley.r.scan_iter(match=f"{PREFIX}:thr:*", count=1000)]
+    assert any(":day:" in k and "{gmail:" in k for k in thr), thr  # the rate key expires with its last slot
+    for k in thr:  # <p>:thr:{<pair>}:<kind>[:<day>]:<pair> or <p>:thr:{<pair>}:pairs
+        m = re.match(rf"^{PREFIX}:thr:\{{([^}}]+)\}}:", k)
+        assert k == f"{PREFIX}:thr:warmup" or (m and (k.endswith(":pairs") or k.endswith(":" + m.group(1)))), k
+    st = volley.status()
+    assert st.returncode == 0 and re.search(r"gmail:\S+\s+\S+/s", st.stdout), st.stdout
