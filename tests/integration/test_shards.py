@@ -179,6 +179,7 @@ def test_scripts_touch_one_slot(volley, smtp_receiver):
     for call in mon.calls:
         args = split_monitor(call[call.index("] ") + 2:])
         nkeys = int(args[2])
+        assert nkeys >= 1, f"a script call names no key, so no cluster router can place it: {args[:6]}"
         keys = args[3:3 + nkeys]
         # key names and key prefixes the script builds names from (stats, hold, campaign prefixes)
         named = keys + [a for a in args[3 + nkeys:] if a.startswith(PREFIX + ":")]
