@@ -161,6 +161,21 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
     return rc;
 }
 
+/* eval_drain - run a batch script until it reports nothing left (<= 0), adding what each call did to *total */
+static int eval_drain(struct q_ctl *c, unsigned long long *total, char *err, size_t errlen, const char *lua,
+                      int nkeys, const char **keys, int nargs, const char **args)
+{
+    for (;;) {
+        long long v;
+        int rc = eval_int(c, &v, err, errlen, lua, nkeys, keys, nargs, args);
+        if (rc < 0)
+            return rc;
+        if (v <= 0)
+            return 0;
+        *total += (unsigned long long)v;
+    }
+}
+
 int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, int shards, char *err,
                size_t errlen)
 {
@@ -243,14 +258,8 @@ int q_ctl_campaign_resume(struct q_ctl *c, const char *id, unsigned long long *m
         snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
         snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
         const char *keys[] = {ck, hk, k->jobs, k->jobs_high}, *args[] = {lim};
-        for (;;) {
-            long long v;
-            if ((rc = eval_int(c, &v, err, errlen, resume_lua, 4, keys, 1, args)) < 0)
-                return rc;
-            if (v <= 0)
-                break;
-            *moved += (unsigned long long)v;
-        }
+        if ((rc = eval_drain(c, moved, err, errlen, resume_lua, 4, keys, 1, args)) < 0)
+            return rc;
     }
     return 0;
 }
@@ -284,14 +293,8 @@ static int cancel_shard(struct q_ctl *c, const struct q_keys *k, const char *id,
     snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
     snprintf(maxlen, sizeof(maxlen), "%d", Q_EVENTS_MAXLEN);
     const char *hkeys[] = {hk, k->events, sk}, *hargs[] = {lim, id, maxlen};
-    for (;;) {
-        long long v;
-        if ((rc = eval_int(c, &v, err, errlen, cancel_hold_lua, 3, hkeys, 3, hargs)) < 0)
-            return rc;
-        if (v <= 0)
-            break;
-        *held += (unsigned long long)v;
-    }
+    if ((rc = eval_drain(c, held, err, errlen, cancel_hold_lua, 3, hkeys, 3, hargs)) < 0)
+        return rc;
     const char *rkeys[] = {k->retry, k->events, sk};
     for (long long off = 0;;) {
         char offs[24];

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -79,12 +80,7 @@ static int add_members(redisContext *c, const char *key, bool tagged, struct pai
             continue;
         if (l->n == l->cap) {
             l->cap = l->cap ? 2 * l->cap : 16;
-            struct pair_name *nv = realloc(l->v, l->cap * sizeof(*nv));
-            if (nv == NULL) {
-                freeReplyObject(set);
-                return -ENOMEM;
-            }
-            l->v = nv;
+            l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
         }
         memcpy(l->v[l->n].name, e->str, e->len + 1);
         l->v[l->n++].tagged = tagged;
