@@ -21,6 +21,8 @@ DESCRIPTION
       sent before the shard's bulk jobs.
     - test_stopped_worker_reclaimed_across_shards: a SIGSTOPped worker's pending jobs in all shards are
       taken over by another worker; every recipient delivered, duplicates only as counted in reclaimed.
+    - test_throttle_rate_holds_with_tagged_keys: a provider's rate holds over two workers; every throttle key
+      carries its (provider, IP) pair's tag; status and warmup work.
 """
 
 import re
@@ -344,7 +346,7 @@ def test_stopped_worker_reclaimed_across_shards(volley, smtp_receiver):
 def test_throttle_rate_holds_with_tagged_keys(volley, volley_sink):
     """rate = 20/s over two worker processes with shards = 4: at most 20 + burst (1) + 2 in any sliding second,
     and every throttle key but the warm-up hash carries its (provider, IP) pair's tag, so each throttle script
-    is one slot; `volley status` finds the pair in its tagged set."""
+    is one slot; `volley status` finds the pair in its tagged set; `volley warmup` works as unsharded."""
     sink = volley_sink()
     n = 100  # about 5 s at 20/s
     procs = []
@@ -368,3 +370,7 @@ def test_throttle_rate_holds_with_tagged_keys(volley, volley_sink):
         assert k == f"{PREFIX}:thr:warmup" or (m and (k.endswith(":pairs") or k.endswith(":" + m.group(1)))), k
     st = volley.status()
     assert st.returncode == 0 and re.search(r"gmail:\S+\s+\S+/s", st.stdout), st.stdout
+    w = volley.run("warmup", "-c", volley.conf, "start", "127.0.0.1", "2026-01-01")
+    assert w.returncode == 0, w.stderr
+    w = volley.run("warmup", "-c", volley.conf, "show")
+    assert w.returncode == 0 and "127.0.0.1" in w.stdout, (w.stdout, w.stderr)
