@@ -32,27 +32,6 @@
 /* how a worker's connections report upwards: outcomes to worker.c, closes to their pool */
 static const struct smtp_conn_ops worker_conn_ops = {.finish = worker_finish_msg, .closed = pool_conn_closed};
 
-/* worker_needs_verify - does any policy or route ask for certificate verification? */
-static bool worker_needs_verify(const struct vconfig *cfg)
-{
-    if (cfg->tls_mode == CONFIG_TLS_VERIFY)
-        return true;
-    for (int i = 0; i < cfg->ntls_policy; i++)
-        if (cfg->tls_policy[i].mode == CONFIG_TLS_VERIFY)
-            return true;
-    for (int i = 0; i < cfg->nroutes; i++)
-        if (cfg->routes[i].verify == 1 || (cfg->routes[i].verify < 0 && cfg->routes[i].auth_user != NULL))
-            return true;
-    return false;
-}
-
-/* thr_send - the throttle's Redis commands ride this thread's Redis link */
-static void thr_send(void *ctx, int argc, const char **argv, const size_t *lens, thr_reply_fn *fn, void *priv)
-{
-    struct worker *w = ctx;
-    q_redis_cmdargv(w->redis.q, argc, argv, lens, fn, priv);
-}
-
 /*
  * shards_init - the shards thread idx reads: idx, idx+T, idx+2T, ... of N (with N < T threads, shard idx mod
  * N). Every shard has a reader in each process; the claimer of shard s is thread s mod T (so one thread per
@@ -73,6 +52,27 @@ static void shards_init(struct worker *w, const struct vconfig *cfg, int idx)
     }
     w->claims = idx < n && idx < t;
     q_keys_shard(&w->keys, cfg->redis_prefix, 0, n);
+}
+
+/* worker_needs_verify - does any policy or route ask for certificate verification? */
+static bool worker_needs_verify(const struct vconfig *cfg)
+{
+    if (cfg->tls_mode == CONFIG_TLS_VERIFY)
+        return true;
+    for (int i = 0; i < cfg->ntls_policy; i++)
+        if (cfg->tls_policy[i].mode == CONFIG_TLS_VERIFY)
+            return true;
+    for (int i = 0; i < cfg->nroutes; i++)
+        if (cfg->routes[i].verify == 1 || (cfg->routes[i].verify < 0 && cfg->routes[i].auth_user != NULL))
+            return true;
+    return false;
+}
+
+/* thr_send - the throttle's Redis commands ride this thread's Redis link */
+static void thr_send(void *ctx, int argc, const char **argv, const size_t *lens, thr_reply_fn *fn, void *priv)
+{
+    struct worker *w = ctx;
+    q_redis_cmdargv(w->redis.q, argc, argv, lens, fn, priv);
 }
 
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
