@@ -30,6 +30,7 @@
 #include "lib/config.h"
 #include "queue/campaign.h"
 #include "queue/connect.h"
+#include "queue/keys.h"
 #include "queue/status.h"
 #include "queue/validate.h"
 
@@ -84,11 +85,13 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
 {
     char shown[REDIS_URL_SHOWN_MAX];
     redis_url_display(&cfg->redis, shown, sizeof(shown));
+    struct q_keys k; /* the name of shard 0's stream: tagged on a cluster even with one shard */
+    q_keys_shard(&k, cfg->redis_prefix, 0, s->shards > 0 ? s->shards : 1);
     if (s->shards > 1)
         fprintf(f, "queue %s:{0..%d}:jobs on %s (%d shards, summed)\n", cfg->redis_prefix, s->shards - 1, shown,
                 s->shards);
     else
-        fprintf(f, "queue %s:jobs on %s\n", cfg->redis_prefix, shown);
+        fprintf(f, "queue %s on %s\n", k.jobs, shown);
     fprintf(f, "  %-22s %12lld\n", "stream length", s->jobs);
     fprintf(f, "  %-22s %12lld\n", "undelivered", s->undelivered);
     fprintf(f, "  %-22s %12lld\n", "pending", s->pending);
