@@ -23,6 +23,7 @@ DESCRIPTION
       taken over by another worker; every recipient delivered, duplicates only as counted in reclaimed.
     - test_throttle_rate_holds_with_tagged_keys: a provider's rate holds over two workers; every throttle key
       carries its (provider, IP) pair's tag; status and warmup work.
+    - test_producer_writing_shard_0_only: another producer's jobs, all in shard 0, are delivered once.
 """
 
 import re
@@ -374,3 +375,24 @@ def test_throttle_rate_holds_with_tagged_keys(volley, volley_sink):
     assert w.returncode == 0, w.stderr
     w = volley.run("warmup", "-c", volley.conf, "show")
     assert w.returncode == 0 and "127.0.0.1" in w.stdout, (w.stdout, w.stderr)
+
+
+def test_producer_writing_shard_0_only(volley, smtp_receiver):
+    """The contract for other producers: the campaign in shard 0's copy, every job in <p>:{0}:jobs, nothing
+    spread. Workers with shards = 4 deliver them all once; status sums what is there."""
+    rx = smtp_receiver()
+    conf(volley, rx.hostport)
+    r = volley.r
+    cid = "raw0"
+    r.hset(skey(0, "campaign", cid), mapping={"from": "Raw <raw@sender.test>", "subject": "Hi {{name}}",
+                                              "text": "Hello {{name}}", "updated_ms": "1"})
+    r.xgroup_create(skey(0, "jobs"), "volley", id="0", mkstream=True)
+    addrs = [f"raw{i}@example.test" for i in range(30)]
+    for i, a in enumerate(addrs):
+        r.xadd(skey(0, "jobs"), {"campaign": cid, "to": a, "var.name": f"N{i}"})
+    r.hincrby(skey(0, "stats", cid), "queued", len(addrs))
+    volley.run_worker()
+    got = sorted(x.lower() for m in rx.messages for x in m.rcpt_tos)
+    assert got == sorted(addrs)
+    out, row = status_row(volley, cid)
+    assert row["queued"] == "30" and row["delivered"] == "30", out
