@@ -265,7 +265,16 @@ static int fleet_info(redisContext *c, const struct q_keys *k, struct q_status_r
 }
 
 /*
- * shard_info - one shard's streams, group, held jobs and suppression set, added to the report. The
+ * pattern_of - the SCAN pattern of one kind of per-campaign key over every shard: "<p>:stats:*", or
+ * "<p>:{*}:stats:*" with tags (one SCAN for all shards, however many there are)
+ */
+static void pattern_of(char *buf, size_t n, const struct q_keys *k, const char *kind)
+{
+    snprintf(buf, n, "%s:%s%s:*", k->prefix, k->tag[0] ? "{*}:" : "", kind);
+}
+
+/*
+ * shard_info - one shard's streams, group and suppression set, added to the report. The
  * suppression sets hold `volley suppress add` addresses in every shard, so the report shows the largest
  * set rather than a sum that would count those N times.
  */
@@ -287,10 +296,6 @@ static int shard_info(redisContext *c, const struct q_keys *k, struct q_status_r
         rc = group_info(c, k->jobs, jobs, &und, &pend, s, ccap, err, errlen);
     if (rc == 0)
         rc = group_info(c, k->jobs_high, high, &und_h, &pend_h, s, ccap, err, errlen);
-    char pattern[Q_KEY_MAX + 2];
-    snprintf(pattern, sizeof(pattern), "%s*", k->hold);
-    if (rc == 0)
-        rc = scan_keys(c, pattern, Q_STATUS_MAX_CAMPAIGNS, add_held, s, err, errlen);
     if (rc == 0)
         rc = cmd_int(c, &supp, err, errlen, "SCARD %s", k->suppressed);
     if (rc < 0)
@@ -355,16 +360,23 @@ static int by_id(const void *a, const void *b)
 /* the ids found by the stats scans of every shard (a campaign has counters in each shard it has jobs in) */
 struct campaign_scan {
     struct q_status_report *s;
-    size_t plen, cap;
+    bool tagged;
+    size_t plen, cap; /* plen: untagged, the length of "<p>:stats:" */
 };
 
-/* add_campaign - one <p>:stats:<id> key's id as a row (counters later); -ECANCELED once the table is full */
+/* add_campaign - one <p>:[{s}:]stats:<id> key's id as a row (counters later); -ECANCELED once the table is full */
 static int add_campaign(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
 {
     (void)c, (void)err, (void)errlen;
     struct campaign_scan *cs = priv;
     struct q_status_report *s = cs->s;
-    if (key->len <= cs->plen || key->len - cs->plen >= Q_CAMPAIGN_ID_MAX)
+    /* the id follows "<p>:stats:", or the shard's "}:stats:" when tagged (a prefix has no '}' of its own) */
+    const char *at = cs->tagged ? strstr(key->str, "}:stats:") : key->len > cs->plen ? key->str + cs->plen : NULL;
+    if (at == NULL)
+        return 0;
+    at += cs->tagged ? 8 : 0;
+    size_t idlen = key->len - (size_t)(at - key->str);
+    if (idlen == 0 || idlen >= Q_CAMPAIGN_ID_MAX)
         return 0;
     /* ids come sorted per shard only; a repeat from another shard is found by the merge below */
     if (s->ncampaigns == Q_STATUS_MAX_CAMPAIGNS) {
@@ -377,7 +389,7 @@ static int add_campaign(redisContext *c, const redisReply *key, void *priv, char
     }
     struct q_campaign_stats *row = &s->campaigns[s->ncampaigns++];
     memset(row, 0, sizeof(*row));
-    memcpy(row->id, key->str + cs->plen, key->len - cs->plen);
+    memcpy(row->id, at, idlen);
     return 0;
 }
 
@@ -391,29 +403,23 @@ static size_t dedup(struct q_campaign_stats *rows, size_t n)
     return out;
 }
 
-/* all_campaigns - SCAN <p>:stats:* of every shard (at most Q_STATUS_MAX_CAMPAIGNS ids), then the counters */
+/*
+ * all_campaigns - one SCAN of the stats keys of every shard, then the counters of each id. A campaign has
+ * counters in each shard it has jobs in, so the ids are sorted and each kept once; the table holds at most
+ * Q_STATUS_MAX_CAMPAIGNS rows, repeats included, before they are merged.
+ */
 static int all_campaigns(redisContext *c, const struct q_keys *keys, int nshards, struct q_status_report *s,
                          char *err, size_t errlen)
 {
-    struct campaign_scan cs = {.s = s};
-    int rc = 0;
-    for (int i = 0; i < nshards && rc == 0; i++) {
-        char pattern[Q_KEY_MAX + 2];
-        snprintf(pattern, sizeof(pattern), "%s*", keys[i].stats);
-        cs.plen = strlen(keys[i].stats);
-        rc = scan_keys(c, pattern, SIZE_MAX, add_campaign, &cs, err, errlen);
-        if (rc == -ECANCELED)
-            s->ncampaigns = dedup(s->campaigns, s->ncampaigns); /* room again only if there were repeats */
-        if (rc == -ECANCELED && s->ncampaigns == Q_STATUS_MAX_CAMPAIGNS)
-            break;
-        if (rc == -ECANCELED)
-            rc = 0;
-        if (s->ncampaigns > 1)
-            qsort(s->campaigns, s->ncampaigns, sizeof(*s->campaigns), by_id);
-        s->ncampaigns = dedup(s->campaigns, s->ncampaigns);
-    }
+    struct campaign_scan cs = {.s = s, .tagged = keys[0].tag[0] != '\0', .plen = strlen(keys[0].stats)};
+    char pattern[Q_KEY_MAX + 16];
+    pattern_of(pattern, sizeof(pattern), &keys[0], "stats");
+    int rc = scan_keys(c, pattern, SIZE_MAX, add_campaign, &cs, err, errlen);
     if (rc < 0 && rc != -ECANCELED)
         return rc;
+    if (s->ncampaigns > 1)
+        qsort(s->campaigns, s->ncampaigns, sizeof(*s->campaigns), by_id);
+    s->ncampaigns = dedup(s->campaigns, s->ncampaigns);
     for (size_t i = 0; i < s->ncampaigns; i++) {
         char id[Q_CAMPAIGN_ID_MAX];
         snprintf(id, sizeof(id), "%s", s->campaigns[i].id);
@@ -440,6 +446,10 @@ int q_status_collect(const struct redis_url *u, const char *prefix, int nshards,
     size_t ccap = 0;
     for (int i = 0; i < nshards && rc == 0; i++)
         rc = shard_info(c, &keys[i], s, &ccap, err, errlen);
+    char pattern[Q_KEY_MAX + 16];
+    pattern_of(pattern, sizeof(pattern), &keys[0], "hold");
+    if (rc == 0) /* every shard's held jobs, in one SCAN */
+        rc = scan_keys(c, pattern, Q_STATUS_MAX_CAMPAIGNS, add_held, s, err, errlen);
     if (rc == 0)
         rc = fleet_info(c, &keys[0], s, err, errlen);
     if (rc == 0 && campaign != NULL) {
