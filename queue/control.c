@@ -529,11 +529,11 @@ int q_ctl_suppress_list(struct q_ctl *c, void (*fn)(void *priv, const char *addr
         rc = list_shard(c, c->k[s].suppressed, collect, &l, err, errlen);
     if (rc == 0 && l.n > 1)
         qsort(l.a, l.n, sizeof(*l.a), by_str);
-    for (size_t i = 0; i < l.n; i++) {
-        if (rc == 0 && (i == 0 || strcmp(l.a[i - 1], l.a[i]) != 0))
+    for (size_t i = 0; rc == 0 && i < l.n; i++)
+        if (i == 0 || strcmp(l.a[i - 1], l.a[i]) != 0)
             fn(priv, l.a[i], strlen(l.a[i]));
-        free(l.a[i]);
-    }
+    for (size_t i = 0; i < l.n; i++)
+        free(l.a[i]); /* after the loop above: it compares with the address before */
     free(l.a);
     return rc;
 }
