@@ -357,12 +357,12 @@ def test_throttle_rate_holds_with_tagged_keys(volley, volley_sink):
                           providers={"gmail": {"rate": "20/s", "connections": 4}})
     volley.push_rows(make_recipients(n, domains=("gmail.com",)), name="t")
     procs = [volley.start_worker(f"{name}.conf", name) for name in ("ta", "tb")]
-    done = wait_for(lambda: sink.count() >= n, 30)
+    done = wait_for(lambda: sink.count() >= n, 60)  # ~5 s; a loaded machine (ASan, parallel jobs) is slower
     stop_workers(procs)
     sink.stop()
     times = [t for t, _src, _c, _r in sink.log_lines()]
     peak, at = max_in_window(times, 1000)
-    assert done, f"only {sink.count()} of {n} arrived in 30 s"
+    assert done, f"only {sink.count()} of {n} arrived in 60 s"
     assert peak <= 23, f"{peak} messages in one second (from {at} ms) with rate = 20/s"
     thr = [k for k in volley.r.scan_iter(match=f"{PREFIX}:thr:*", count=1000)]
     assert any(":day:" in k and "{gmail:" in k for k in thr), thr  # the rate key expires with its last slot
