@@ -31,6 +31,10 @@
 #     tls       the spine again with [tls] mode = required (STARTTLS on every
 #               connection). Targets: >= 0.7x the plaintext msgs/s; worker
 #               CPU per message <= 20 us.
+#     epoll     the plaintext spine (bench tuning) with [worker] backend =
+#               io_uring and = epoll, in the order io_uring, epoll, epoll,
+#               io_uring (a machine that drifts moves both means alike).
+#               Target: epoll >= 0.8x io_uring msgs/s.
 #     conns     the worker holding C (5000) concurrent STARTTLS connections
 #               open to a volley-sink that delays every reply; worker VmRSS
 #               sampled at the peak of open connections. Target: < 60 KB per
@@ -73,7 +77,7 @@ SINK=$BUILD/volley-sink
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 TIME=/usr/bin/time
 QUICK=${BENCH_QUICK:-0}
-SECTIONS=${BENCH_SECTIONS:-"spine sinks tls redis conns render throttle mta"}
+SECTIONS=${BENCH_SECTIONS:-"spine sinks tls epoll redis conns render throttle mta"}
 if [ "$QUICK" = 1 ]; then
     MSGS=${BENCH_MSGS:-20000}
     CONNS=${BENCH_CONNS:-1000}
@@ -362,7 +366,7 @@ run_worker() {
 
 PLAIN_RATE=""
 CSV=$TMP/rcpt.csv
-if has_section spine || has_section tls || has_section redis; then
+if has_section spine || has_section tls || has_section epoll || has_section redis; then
     make_csv "$CSV" "$MSGS"
     start_sink spine --threads 2 --log-file "$TMP/spine.msglog" --tls-cert "$TMP/sink.crt" --tls-key "$TMP/sink.key"
     SPINE_SINK_STATS=$SINK_STATS
@@ -520,6 +524,39 @@ if has_section tls; then
     row "tls" "worker CPU per STARTTLS message (bench tuning)" "${W_CPU_US} us" \
         "<= 20 us (redis-server ${W_REDIS_US} us, not included)" "$(verdict "$W_CPU_US <= 20")"
 fi
+# ---------------------------------------------------------------- epoll: the fallback backend beside io_uring
+# epoll_run BACKEND - the plaintext spine (bench tuning) with [worker] backend = BACKEND; sets W_* (run_worker)
+epoll_run() {
+    local conf=$TMP/backend-$1.conf
+    write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT" $'[worker]\nbackend = '"$1"
+    rcli flushall >/dev/null
+    push "$conf" "$CSV" >/dev/null
+    run_worker "backend-$1" "$conf" "$MSGS"
+    echo "volley worker ([worker] backend = $1): $W_SENT messages in $(calc "round($W_SECS, 2)") s, $W_RATE msgs/s," \
+        "${W_CPU_US} us CPU/msg, peak RSS $W_RSS_KB KB"
+}
+if has_section epoll; then
+    say "epoll: $MSGS messages, [worker] backend = io_uring vs epoll (io_uring, epoll, epoll, io_uring)"
+    E_IO_RATE=0 E_EP_RATE=0 E_IO_CPU=0 E_EP_CPU=0
+    for be in io_uring epoll epoll io_uring; do
+        epoll_run "$be"
+        if [ "$be" = epoll ]; then
+            E_EP_RATE=$(calc "$E_EP_RATE + $W_RATE / 2") E_EP_CPU=$(calc "$E_EP_CPU + $W_CPU_US / 2")
+        else
+            E_IO_RATE=$(calc "$E_IO_RATE + $W_RATE / 2") E_IO_CPU=$(calc "$E_IO_CPU + $W_CPU_US / 2")
+        fi
+    done
+    E_IO_RATE=$(calc "round($E_IO_RATE)") E_EP_RATE=$(calc "round($E_EP_RATE)")
+    E_IO_CPU=$(calc "round($E_IO_CPU, 1)") E_EP_CPU=$(calc "round($E_EP_CPU, 1)")
+    r=$(calc "round($E_EP_RATE / $E_IO_RATE, 2)")
+    res io_uring_msgs_per_sec "$E_IO_RATE"
+    res epoll_msgs_per_sec "$E_EP_RATE"
+    res epoll_cpu_us_per_msg "$E_EP_CPU"
+    res epoll_ratio "$r"
+    row "epoll" "volley worker msgs/s, \`[worker] backend = epoll\` (plaintext, mean of 2 runs)" "$E_EP_RATE" \
+        ">= 0.8 x io_uring ($E_IO_RATE, mean of the 2 runs around them); ratio $r" "$(verdict "$r >= 0.8")"
+    row "epoll" "worker CPU per plaintext message, epoll" "${E_EP_CPU} us" "- (io_uring: ${E_IO_CPU} us)" "-"
+fi
 # ---------------------------------------------------------------- redis: Redis cost per delivered message
 # redis_used - used_memory in bytes
 redis_used() { rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
@@ -613,7 +650,7 @@ if has_section redis; then
         "${R_KEEP_B} B (keys ${R_KEYS_B} B)" "<= 16 B" "$(verdict "$R_KEEP_B <= 16 and $R_KEYS_B <= 16")"
     row "redis" "events stream per entry" "${R_EV_B} B" "<= 100 B" "$(verdict "$R_EV_B <= 100")"
 fi
-if has_section spine || has_section tls || has_section redis; then
+if has_section spine || has_section tls || has_section epoll || has_section redis; then
     stop_sink
 fi
 

@@ -18,5 +18,8 @@ int cmd_status_main(int argc, char **argv); /* cli/cmd_status.c */
 int cmd_campaign_main(int argc, char **argv); /* cli/cmd_campaign.c */
 int cmd_suppress_main(int argc, char **argv); /* cli/cmd_suppress.c */
 int cmd_warmup_main(int argc, char **argv);   /* cli/cmd_warmup.c */
+int cmd_check_main(int argc, char **argv);    /* cli/cmd_check.c */
+int cmd_events_main(int argc, char **argv);   /* cli/cmd_events.c */
+int cmd_inbound_main(int argc, char **argv);  /* cli/cmd_inbound.c */
 
 #endif

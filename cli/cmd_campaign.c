@@ -17,10 +17,12 @@
 
 #include "cli/cli.h"
 #include "cli/cmd.h"
+#include "cli/feedback_view.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
 #include "queue/control.h"
 #include "queue/validate.h"
+#include "queue/keys.h"
 
 int cmd_campaign_main(int argc, char **argv);
 
@@ -56,6 +58,15 @@ static void show(const struct q_campaign_info *c)
     printf("  %-12s %12lld\n", "reclaimed", c->reclaimed);
     printf("  %-12s %12lld\n", "held", c->held);
     printf("  %-12s %12lld\n", "remaining", c->queued - done);
+    char rate[48];
+    feedback_rate(rate, sizeof(rate), c->fb.complained, c->delivered);
+    printf("  %-12s %12lld\n", "complained", c->fb.complained);
+    printf("  %-12s %12lld\n", "unsubscribed", c->fb.unsubscribed);
+    printf("  %-12s %12s  (complained / delivered; Gmail's limit is %.2f%%)\n", "complaints", rate,
+           100.0 * Q_COMPLAINT_LIMIT);
+    printf("  by class\n");
+    if (feedback_print_classes(stdout, "    ", NULL, 0, &c->fb) == 0)
+        printf("    (none)\n");
 }
 
 int cmd_campaign_main(int argc, char **argv)
@@ -83,6 +94,7 @@ int cmd_campaign_main(int argc, char **argv)
         fprintf(stderr, "volley campaign: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     struct q_ctl *c = NULL;
     int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err));
     if (rc == 0) {

@@ -51,6 +51,7 @@
 #include "queue/push.h"
 #include "queue/reclist.h"
 #include "queue/validate.h"
+#include "queue/keys.h"
 #include "templates/message.h"
 
 #define PUSH_MAX_FIELDS 256
@@ -547,6 +548,7 @@ int cmd_push_main(int argc, char **argv)
         fprintf(stderr, "volley push: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
 
     /* 1. everything that can be checked without Redis */
     status = 2;

@@ -26,9 +26,11 @@
 #include <sys/time.h>
 
 #include "cli/cmd.h"
+#include "cli/feedback_view.h"
 #include "throttle/throttle.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
+#include "queue/cluster.h"
 #include "queue/connect.h"
 #include "queue/keys.h"
 #include "queue/status.h"
@@ -72,8 +74,45 @@ static void print_throttle(FILE *f, const struct vconfig *cfg)
     redisContext *c;
     if (q_connect(&c, &cfg->redis, 2000, err, sizeof(err)) < 0)
         return; /* the queue tables above already said Redis is unreachable */
-    thr_status_print(c, cfg->redis_prefix, f);
+    redisContext *nodes[QC_NODES_MAX];
+    size_t nn = q_nodes(c, nodes, sizeof(nodes) / sizeof(nodes[0]));
+    thr_status_print(c, q_command, nodes, nn, cfg->redis_prefix, f);
     q_disconnect(c);
+}
+
+/*
+ * print_feedback - complaints and unsubscribes per campaign with the complaint rate against Gmail's
+ * limit, bounces and deferrals per class, and deliveries and complaints per provider (queue/feedback.h)
+ */
+static void print_feedback(FILE *f, const struct q_status_report *s, int w)
+{
+    char rate[48];
+    fprintf(f, "\nfeedback (complaint rate = complained / delivered; Gmail's limit is %.2f%%)\n",
+            100.0 * Q_COMPLAINT_LIMIT);
+    fprintf(f, "  %-*s %12s %12s  %s\n", w, "CAMPAIGN", "COMPLAINED", "UNSUBSCRIBED", "COMPLAINT RATE");
+    for (size_t i = 0; i < s->ncampaigns; i++) {
+        const struct q_campaign_stats *c = &s->campaigns[i];
+        feedback_rate(rate, sizeof(rate), c->fb.complained, c->delivered);
+        fprintf(f, "  %-*s %12lld %12lld  %s\n", w, c->id, c->fb.complained, c->fb.unsubscribed, rate);
+    }
+    fprintf(f, "\nbounce classes\n");
+    fprintf(f, "  %-*s %-9s %-17s %10s\n", w, "CAMPAIGN", "STATUS", "CLASS", "COUNT");
+    int rows = 0;
+    for (size_t i = 0; i < s->ncampaigns; i++)
+        rows += feedback_print_classes(f, "  ", s->campaigns[i].id, w, &s->campaigns[i].fb);
+    if (rows == 0)
+        fprintf(f, "  (none)\n");
+    fprintf(f, "\nproviders\n");
+    if (s->nproviders == 0) {
+        fprintf(f, "  (none)\n");
+        return;
+    }
+    fprintf(f, "  %-12s %12s %12s  %s\n", "PROVIDER", "DELIVERED", "COMPLAINED", "COMPLAINT RATE");
+    for (size_t i = 0; i < s->nproviders; i++) {
+        const struct q_provider_stats *p = &s->providers[i];
+        feedback_rate(rate, sizeof(rate), p->complained, p->delivered);
+        fprintf(f, "  %-12s %12lld %12lld  %s\n", p->name, p->delivered, p->complained, rate);
+    }
 }
 
 /*
@@ -102,6 +141,9 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
     fprintf(f, "  %-22s %12lld\n", "held (paused)", s->held);
     fprintf(f, "  %-22s %12lld\n", "dead letters", s->dead);
     fprintf(f, "  %-22s %12lld\n", "events", s->events);
+    fprintf(f, "  %-22s %12lld%s\n", "events lost (ceiling)", s->events_lost,
+            s->events_lost > 0 ? "  WARNING: an export group fell behind; [events] max_entries trimmed unread events"
+                               : "");
     fprintf(f, "  %-22s %12lld\n", "suppressed addresses", s->suppressed);
 
     fprintf(f, "\nworkers alive: %zu\n", s->nworkers);
@@ -166,6 +208,7 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
     }
     if (s->campaigns_truncated)
         fprintf(f, "  (only the first %d campaigns are shown: name one to see it)\n", Q_STATUS_MAX_CAMPAIGNS);
+    print_feedback(f, s, w);
 }
 
 static volatile sig_atomic_t stop_watch;
@@ -268,6 +311,7 @@ int cmd_status_main(int argc, char **argv)
         fprintf(stderr, "volley status: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     if (watching) {
         int rc = watch(&cfg, campaign);
         config_free(&cfg);

@@ -7,8 +7,8 @@
  * DESCRIPTION
  *   Edits <p>:suppressed (queue/control.h; addresses are lower-cased).
  *   Workers skip suppressed recipients at intake and record them as
- *   `suppressed`; hard bounces (5xx, DSN 5.1.x) are added automatically
- *   when [queue] suppress_hard_bounces is on. One line per address on
+ *   `suppressed`; bounces of a [feedback] suppress_classes class are
+ *   added automatically when [queue] suppress_hard_bounces is on. One line per address on
  *   stdout: "ADDR added" / "ADDR already suppressed" / "ADDR removed" /
  *   "ADDR was not suppressed" / "ADDR suppressed" / "ADDR not suppressed";
  *   list prints one address per line. Exit 2 for usage or an invalid
@@ -26,6 +26,7 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "queue/control.h"
+#include "queue/keys.h"
 
 int cmd_suppress_main(int argc, char **argv);
 
@@ -86,6 +87,7 @@ int cmd_suppress_main(int argc, char **argv)
         fprintf(stderr, "volley suppress: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     struct q_ctl *c = NULL;
     int *res = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*res));
     int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err));

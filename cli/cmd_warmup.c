@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "cli/cmd.h"
 #include "queue/connect.h"
+#include "queue/keys.h"
 #include "throttle/throttle.h"
 
 static void warmup_usage(FILE *f)
@@ -58,7 +59,7 @@ static void today(const struct vconfig *cfg, char *buf, size_t len)
 /* warmup_show - the IPs with a warm-up date, their day and today's cap */
 static int warmup_show(redisContext *c, const struct vconfig *cfg, const struct thr_config *tc)
 {
-    redisReply *r = redisCommand(c, "HGETALL %s:thr:warmup", cfg->redis_prefix);
+    redisReply *r = q_command(c, "HGETALL %s:thr:warmup", cfg->redis_prefix);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         fprintf(stderr, "volley warmup: redis: %s\n", r && r->str ? r->str : c->errstr);
         if (r)
@@ -143,6 +144,7 @@ int cmd_warmup_main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
     if (tc == NULL) {
         fprintf(stderr, "volley warmup: %s\n", err);
@@ -166,7 +168,7 @@ int cmd_warmup_main(int argc, char **argv)
         snprintf(date, sizeof(date), "%s", args[2]);
     else
         today(&cfg, date, sizeof(date));
-    rc = thr_warmup_set(c, cfg.redis_prefix, args[1], date, err, sizeof(err));
+    rc = thr_warmup_set(c, q_command, cfg.redis_prefix, args[1], date, err, sizeof(err));
     if (rc == -EINVAL) {
         fprintf(stderr, "volley warmup: %s\n", err);
         rc = 2;

@@ -2,12 +2,21 @@
  * NAME
  *   main - the volley command: dispatch to a subcommand
  * SYNOPSIS
- *   volley worker|push|status [options]   (volley COMMAND --help)
+ *   volley worker|push|status|check|... [options]   (volley COMMAND --help)
+ *   volley --version
+ * DESCRIPTION
+ *   VOLLEY_VERSION comes from the VERSION file at the top of the tree (the
+ *   Makefile passes it for this file only); the Debian package's version
+ *   is the same file's.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cmd.h"
+
+#ifndef VOLLEY_VERSION
+#error "VOLLEY_VERSION is set by the Makefile from the VERSION file"
+#endif
 
 static void usage(FILE *f)
 {
@@ -19,7 +28,10 @@ static void usage(FILE *f)
                "  campaign pause|resume|cancel|show ID: control a campaign\n"
                "  suppress add|remove|check|list: addresses never to mail\n"
                "  warmup   start IP [YYYY-MM-DD] | show: IP warm-up schedules\n"
-               "run 'volley COMMAND --help' for a command's options\n");
+               "  check    validate a configuration (--dkim: and its DKIM keys, with the DNS records)\n"
+               "  events   the events stream, readable (--follow: export without loss, --webhook URL)\n"
+               "  inbound  receive bounces, complaints and one-click unsubscribes (docs/feedback.md)\n"
+               "run 'volley COMMAND --help' for a command's options; 'volley --version' for the version\n");
 }
 
 int main(int argc, char **argv)
@@ -31,6 +43,10 @@ int main(int argc, char **argv)
     const char *c = argv[1];
     if (strcmp(c, "--help") == 0 || strcmp(c, "-h") == 0 || strcmp(c, "help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(c, "--version") == 0) {
+        printf("volley %s\n", VOLLEY_VERSION);
         return 0;
     }
     if (strcmp(c, "worker") == 0)
@@ -45,6 +61,12 @@ int main(int argc, char **argv)
         return cmd_suppress_main(argc - 1, argv + 1);
     if (strcmp(c, "warmup") == 0)
         return cmd_warmup_main(argc - 1, argv + 1);
+    if (strcmp(c, "check") == 0)
+        return cmd_check_main(argc - 1, argv + 1);
+    if (strcmp(c, "events") == 0)
+        return cmd_events_main(argc - 1, argv + 1);
+    if (strcmp(c, "inbound") == 0)
+        return cmd_inbound_main(argc - 1, argv + 1);
     fprintf(stderr, "volley: unknown command '%s' (try volley --help)\n", c);
     return 2;
 }

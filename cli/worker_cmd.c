@@ -12,6 +12,8 @@
  *   record outcomes, leave the rest pending, release the name, exit 0.
  *   A name held by a live process: exit 2. The name lost while running
  *   (our heartbeat lapsed and another process took it): drain, exit 1.
+ *   Under systemd (NOTIFY_SOCKET set, Type=notify) the main loop reports
+ *   READY, RELOADING, STOPPING and feeds the watchdog (cli/notify.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "cli/cmd.h"
+#include "cli/notify.h"
 #include "engine/engine.h"
 #include "lib/alloc.h"
 #include "lib/err.h"
@@ -58,7 +61,8 @@ static void *worker_thread(void *arg)
 /*
  * reload - SIGHUP: read the file again; on success every thread switches to
  * it at its next loop turn. Settings that shape the process itself (threads,
- * Redis address and prefix, DNS servers) need a restart; a reload keeps them.
+ * backend, Redis address and prefix, DNS servers) need a restart; a reload
+ * keeps them.
  */
 static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, struct worker **ws, int n)
 {
@@ -71,6 +75,9 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         return;
     }
     nc->threads = cur->threads;
+    if (nc->backend != cur->backend)
+        log_warn("reload: a new [worker] backend needs a restart; the threads keep their event loop");
+    nc->backend = cur->backend;
     /* the claimed name is the process's identity in Redis: it never changes while running */
     if (nc->name != NULL && strcmp(nc->name, cur->name) != 0)
         log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);
@@ -185,14 +192,18 @@ static void worker_usage(FILE *f)
                "dropping open connections; threads, [redis] and [dns] need a restart.\n");
 }
 
-/* probe_io_uring - fail early and clearly where io_uring is missing or disabled */
+/*
+ * probe_io_uring - [worker] backend = io_uring: fail early and clearly where
+ * io_uring is missing or disabled (auto falls back to epoll instead)
+ */
 static int probe_io_uring(char *err, size_t errlen)
 {
     struct io_uring ring;
     int rc = io_uring_queue_init(4, &ring, 0);
     if (rc < 0) {
         return err_set(err, errlen, rc,
-                       "io_uring is unavailable (%s): volley needs a Linux kernel with io_uring enabled",
+                       "io_uring is unavailable (%s): [worker] backend = io_uring needs a Linux kernel with "
+                       "io_uring enabled (auto falls back to epoll)",
                        strerror(-rc));
     }
     struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
@@ -282,13 +293,14 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
         return 2;
     }
     log_set_level((enum log_level)cfg->log_level);
+    q_keys_force_tags(cfg->redis.cluster); /* a cluster: every script names keys of one hash tag */
     if (o->threads > 0)
         cfg->threads = o->threads;
     if (cfg->threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (int)n : 1;
     }
-    if (probe_io_uring(err, sizeof(err)) < 0 || redis_link_check(cfg, err, sizeof(err)) < 0) {
+    if ((cfg->backend == CONFIG_BACKEND_IO_URING && probe_io_uring(err, sizeof(err)) < 0) || redis_link_check(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley worker: %s\n", err);
         config_free(cfg);
         return 1;
@@ -311,9 +323,19 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
     return 0;
 }
 
-/* run - the threads until they stop; SIGHUP reloads the config for them (the reloaded copies freed at the end) */
+/* past [worker] shutdown_ms a drain may take the engine's record and name graces (engine/worker_stop.c, 15 s in
+ * all): systemd is told this much more at STOPPING=1 so it never kills a drain the config allows */
+#define WORKER_STOP_SLACK_MS 20000
+
+/*
+ * run - the threads until they stop; SIGHUP reloads the config for them (the reloaded copies freed at
+ * the end). Under systemd (Type=notify) this loop is what tells it READY, RELOADING, STOPPING and feeds
+ * the watchdog (cli/notify.h).
+ */
 static void run(const struct vconfig *cfg, struct worker **ws, int started)
 {
+    struct notify nt;
+    notify_init(&nt);
     pthread_t *tids = xcalloc((size_t)started, sizeof(*tids));
     char shown[REDIS_URL_SHOWN_MAX];
     redis_url_display(&cfg->redis, shown, sizeof(shown));
@@ -321,17 +343,26 @@ static void run(const struct vconfig *cfg, struct worker **ws, int started)
     atomic_store(&worker_running, started);
     for (int i = 0; i < started; i++)
         pthread_create(&tids[i], NULL, worker_thread, ws[i]);
+    char status[200];
+    snprintf(status, sizeof(status), "worker %s: %d threads", cfg->name, cfg->threads);
+    notify_ready(&nt, status);
     struct vconfig **olds = NULL;
     int nolds = 0;
     const struct vconfig *cur = cfg;
     while (atomic_load(&worker_running) > 0) {
         if (atomic_exchange(&worker_reload_flag, 0)) {
+            notify_reloading(&nt);
             reload(cur, &olds, &nolds, ws, started);
             if (nolds > 0)
                 cur = olds[nolds - 1];
+            notify_ready(&nt, NULL);
         }
+        if (atomic_load(&worker_stop_flag))
+            notify_stopping(&nt, (uint64_t)cur->shutdown_ms + WORKER_STOP_SLACK_MS);
+        notify_tick(&nt, clock_mono_us());
         usleep(50 * 1000);
     }
+    notify_stopping(&nt, (uint64_t)cur->shutdown_ms + WORKER_STOP_SLACK_MS); /* --exit-when-idle, or the name lost */
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     for (int i = 0; i < nolds; i++) {

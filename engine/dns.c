@@ -530,7 +530,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_fn *fn, v
 }
 
 /* dns_resolver_new - c-ares channel with our socket callback, [dns] servers, timeout and tries */
-struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring *ring, char *err, size_t errlen)
+struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct ring *ring, char *err, size_t errlen)
 {
     pthread_once(&ares_once, ares_lib_init);
     if (ares_init_rc != ARES_SUCCESS) {

@@ -10,10 +10,11 @@
  * DESCRIPTION
  *   Never blocks the worker thread. c-ares owns its sockets and tells us,
  *   through its socket-state callback, which ones it wants watched; each is
- *   watched by a one-shot IORING_OP_POLL_ADD tagged
- *   ring_pack(RING_OP_DNS_POLL, slot, gen), re-armed after every completion
- *   while c-ares still wants it, and removed (IORING_OP_POLL_REMOVE) when
- *   c-ares lets go of it, so a poll never keeps a closed socket alive.
+ *   watched by a one-shot ring_poll_add (IORING_OP_POLL_ADD, or an
+ *   EPOLLONESHOT registration) tagged ring_pack(RING_OP_DNS_POLL, slot, gen),
+ *   re-armed after every completion while c-ares still wants it, and removed
+ *   (ring_poll_remove) when c-ares lets go of it, so a poll never keeps a
+ *   closed socket alive.
  *   Retransmissions and timeouts are driven from dns_tick.
  *
  *   dns_resolve_mx applies RFC 5321 5.1 and RFC 7505: MX hosts in preference
@@ -47,13 +48,14 @@
 #ifndef VOLLEY_ENGINE_DNS_H
 #define VOLLEY_ENGINE_DNS_H
 
-#include <liburing.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 #include "lib/config.h"
+
+struct ring;
 
 #define DNS_MAX_MX      10    /* MX hosts taken from one answer (the best preferences) */
 #define DNS_MAX_ADDRS   4     /* addresses taken per MX host */
@@ -108,11 +110,11 @@ typedef void dns_mx_fn(void *priv, const struct dns_mx_result *r);
 struct dns_resolver;
 
 /* dns_resolver_new - a resolver for this thread's ring, configured from [dns]; NULL with a reason in err */
-struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct io_uring *ring, char *err, size_t errlen);
+struct dns_resolver *dns_resolver_new(const struct vconfig *cfg, struct ring *ring, char *err, size_t errlen);
 /*
  * dns_resolver_free - cancel every lookup (their callbacks are NOT called)
  * and close c-ares' sockets. Submits nothing to the ring: call it after the
- * last completion has been dispatched (e.g. after io_uring_queue_exit), and
+ * last completion has been dispatched (e.g. after ring_close), and
  * never dispatch a completion to it afterwards.
  */
 void dns_resolver_free(struct dns_resolver *r);

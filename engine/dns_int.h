@@ -81,7 +81,7 @@ struct dns_entry {
 
 struct dns_resolver {
     ares_channel ch;
-    struct io_uring *ring;
+    struct ring *ring;
     struct dns_sock *socks;
     uint32_t nsocks, capsocks;
     struct dns_entry **buckets;

@@ -64,9 +64,7 @@ static void sock_release(struct dns_resolver *r, struct dns_sock *s)
 /* sock_arm - one one-shot poll for what c-ares wants of the socket */
 static void sock_arm(struct dns_resolver *r, struct dns_sock *s)
 {
-    struct io_uring_sqe *sqe = ring_sqe(r->ring);
-    io_uring_prep_poll_add(sqe, s->fd, s->want);
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_DNS_POLL, (uint32_t)(s - r->socks), s->gen));
+    ring_poll_add(r->ring, s->fd, s->want, ring_pack(RING_OP_DNS_POLL, (uint32_t)(s - r->socks), s->gen));
     s->armed = true;
     s->mask = s->want;
 }
@@ -76,9 +74,8 @@ static void sock_disarm(struct dns_resolver *r, struct dns_sock *s)
 {
     if (s->removing)
         return;
-    struct io_uring_sqe *sqe = ring_sqe(r->ring);
-    io_uring_prep_poll_remove(sqe, ring_pack(RING_OP_DNS_POLL, (uint32_t)(s - r->socks), s->gen));
-    io_uring_sqe_set_data64(sqe, ring_pack(RING_OP_DNS_POLL, DNS_SLOT_CTL, 0));
+    ring_poll_remove(r->ring, s->fd, ring_pack(RING_OP_DNS_POLL, (uint32_t)(s - r->socks), s->gen),
+                     ring_pack(RING_OP_DNS_POLL, DNS_SLOT_CTL, 0));
     s->removing = true;
 }
 

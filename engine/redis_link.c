@@ -37,6 +37,7 @@
 
 #include "engine/redis_link.h"
 
+#include "engine/redis_cluster.h"
 #include "engine/transport.h"
 #include "engine/worker.h"
 #include "lib/alloc.h"
@@ -73,10 +74,13 @@ void redis_link_init(struct redis_link *l, struct worker *w, const struct redis_
     vbuf_init(&l->tls_in, 0);
     vbuf_init(&l->plain, 0);
     l->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    if (url->cluster)
+        redis_cluster_init(l);
 }
 
 void redis_link_free(struct redis_link *l)
 {
+    redis_cluster_free(l);
     /* the stream, if any, went with the worker's transport loop */
     tls_session_free(&l->tls);
     if (l->tls_ctx)
@@ -114,10 +118,33 @@ static void link_down(struct redis_link *l, const char *why)
     tls_session_free(&l->tls);
     q_redis_fail_all(l->hello);
     q_redis_fail_all(l->q);
+    if (l->router != NULL)
+        redis_cluster_node_down(l->router, l);
+}
+
+void redis_link_wait(struct redis_link *l, const char *key, int n, int ms, q_reply_fn *fn, void *priv)
+{
+    char ns[16], mss[16];
+    snprintf(ns, sizeof(ns), "%d", n);
+    snprintf(mss, sizeof(mss), "%d", ms);
+    const char *argv[] = {"WAIT", ns, mss};
+    if (l->cl != NULL)
+        redis_cluster_send_on_key(l, key, 3, argv, fn, priv); /* WAIT has no key: it goes where key lives */
+    else
+        q_redis_cmdargv(l->q, 3, argv, NULL, fn, priv);
+}
+
+void redis_link_drop(struct redis_link *l, const char *why)
+{
+    link_down(l, why);
 }
 
 void redis_link_flush(struct redis_link *l)
 {
+    if (l->cl != NULL) {
+        redis_cluster_flush(l);
+        return;
+    }
     /* the plaintext this state may send: the hello's before UP, the worker's once UP */
     vbuf *out = l->state == REDIS_UP ? q_redis_out(l->q) : l->state == REDIS_HELLO ? q_redis_out(l->hello) : NULL;
     if (out != NULL && vbuf_len(out) > 0) {
@@ -187,7 +214,10 @@ static void link_up(struct redis_link *l)
         log_info("redis %s: connected again", shown);
     }
     l->logged_down = false;
-    worker_on_redis_up(l->w);
+    if (l->router != NULL)
+        redis_cluster_node_up(l->router, l);
+    else
+        worker_on_redis_up(l->w);
     redis_link_flush(l);
 }
 
@@ -328,6 +358,10 @@ static void link_on_connect(void *owner, int res)
 
 void redis_link_tick(struct redis_link *l, uint64_t now)
 {
+    if (l->cl != NULL) {
+        redis_cluster_tick(l, now);
+        return;
+    }
     /* the old stream is the transport's after link_down: a new one may connect at once */
     if (l->state == REDIS_DOWN && now >= l->retry_at_ms)
         link_connect(l);

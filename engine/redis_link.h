@@ -18,6 +18,7 @@
 #include "engine/tls.h"
 #include "lib/buf.h"
 #include "lib/redis_url.h"
+#include "queue/redis_codec.h"
 
 struct worker;
 struct xport;
@@ -28,6 +29,8 @@ struct vconfig;
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_HANDSHAKE, REDIS_HELLO, REDIS_UP };
 
 /* one Redis connection of a worker thread (a thread may hold several: each is its own stream on the loop) */
+struct redis_cluster;
+
 struct redis_link {
     struct worker *w;
     const struct redis_url *url; /* the server (the worker's [redis] url) */
@@ -47,9 +50,13 @@ struct redis_link {
     uint64_t retry_at_ms;
     int backoff_ms;
     bool logged_down;
+    /* Redis Cluster (engine/redis_cluster.h): the router of a redis+cluster:// url owns cl and no stream
+     * of its own; each of its node links names it in router */
+    struct redis_cluster *cl;
+    struct redis_link *router;
 };
 
-/* redis_link_init - a link to url for w (not connected: redis_link_tick connects it) */
+/* redis_link_init - a link to url for w (not connected: redis_link_tick connects it); a cluster url makes a router */
 void redis_link_init(struct redis_link *l, struct worker *w, const struct redis_url *url);
 /* redis_link_free - after xport_loop_free (the stream is gone then) */
 void redis_link_free(struct redis_link *l);
@@ -57,5 +64,13 @@ void redis_link_free(struct redis_link *l);
 void redis_link_tick(struct redis_link *l, uint64_t now);
 /* redis_link_flush - push queued command bytes now (redis_link_check: engine/engine.h) */
 void redis_link_flush(struct redis_link *l);
+/*
+ * redis_link_wait - queue `WAIT n ms` on the connection that serves key (the
+ * one server, or on a cluster the primary of key's slot, after what was
+ * sent there already); fn gets the number of replicas that acknowledged
+ */
+void redis_link_wait(struct redis_link *l, const char *key, int n, int ms, q_reply_fn *fn, void *priv);
+/* redis_link_drop - close the connection now (pending callbacks get NULL); it reconnects after its backoff */
+void redis_link_drop(struct redis_link *l, const char *why);
 
 #endif

@@ -239,6 +239,22 @@ void smtp_conn_cmd(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const
     expect_push(c, st, m);
 }
 
+/* conn_cmd_lit - a command with no arguments (line given with its CRLF): no format string to parse per message */
+static void conn_cmd_lit(struct smtp_conn *c, enum smtp_stage st, struct msg *m, const char *line)
+{
+    vbuf_append(c->out, line, strlen(line));
+    expect_push(c, st, m);
+}
+
+/* conn_cmd_rcpt - RCPT TO for m's recipient (appended, not formatted: it goes once per message) */
+static void conn_cmd_rcpt(struct smtp_conn *c, struct msg *m)
+{
+    vbuf_append(c->out, "RCPT TO:<", 9);
+    vbuf_append(c->out, m->job->to, m->job->to_len);
+    vbuf_append(c->out, ">\r\n", 3);
+    expect_push(c, SMTP_STAGE_RCPT, m);
+}
+
 /* conn_close - close the stream; the struct lives until the transport releases it */
 static void conn_close(struct smtp_conn *c)
 {
@@ -261,6 +277,7 @@ static void conn_on_released(void *owner, struct xport *x)
     vbuf_free(&c->rbuf);
     vbuf_free(&c->pin);
     vbuf_free(&c->pout);
+    vbuf_free(&c->body);
     free(c);
 }
 
@@ -272,7 +289,7 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
         snprintf(c->error, sizeof(c->error), "%s", why);
     log_debug("smtp %s: %s", c->peer, c->error);
     /* every message whose outcome is not known yet is deferred with the reason */
-    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain);
+    struct smtp_outcome o = smtp_outcome_lost(c->stage, c->retry_plain, c->error);
     while (c->ex_len > 0) {
         struct smtp_expect e = expect_pop(c);
         if (e.msg != NULL && !e.msg->done) {
@@ -283,13 +300,21 @@ void smtp_conn_fail(struct smtp_conn *c, const char *why)
     conn_close(c);
 }
 
-/* msg_note_conn - the connection facts an event records */
+/* note_copy - a NUL-terminated copy cut to the field (what snprintf "%s" did, without parsing a format) */
+static void note_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* msg_note_conn - the connection facts an event records (once per message: copies, no formatting) */
 static void msg_note_conn(struct smtp_conn *c, struct msg *m)
 {
-    snprintf(m->host, sizeof(m->host), "%s", c->peer);
-    snprintf(m->tls, sizeof(m->tls), "%s", c->tlsdesc);
+    note_copy(m->host, sizeof(m->host), c->peer);
+    note_copy(m->tls, sizeof(m->tls), c->tlsdesc);
     if (c->pool->egress >= 0)
-        snprintf(m->source_ip, sizeof(m->source_ip), "%s", c->pool->source_ip);
+        note_copy(m->source_ip, sizeof(m->source_ip), c->pool->source_ip);
 }
 
 /* msg_on_reply - the reply to m's command at stage st: true when it decided m (delivered or failed) */
@@ -305,29 +330,41 @@ static bool msg_on_reply(struct smtp_conn *c, struct msg *m, enum smtp_stage st,
     return true;
 }
 
-/* send_body - the message, dot-stuffed, then the terminating dot */
+/* conn_body_done - the rendered message went out (or will not): an unusually large one does not keep its room */
+static void conn_body_done(struct smtp_conn *c)
+{
+    vbuf_reset(&c->body);
+    if (c->body.cap > WORKER_BUF_KEEP_MAX)
+        vbuf_free(&c->body);
+}
+
+/* send_body - the message rendered at MAIL (c->body), dot-stuffed, then the terminating dot */
 static void send_body(struct smtp_conn *c, struct msg *m)
 {
-    const char *p = vbuf_data(&m->data), *end = p + vbuf_len(&m->data);
+    const char *p = vbuf_data(&c->body), *end = p + vbuf_len(&c->body), *run = p;
     vbuf *o = c->out;
     /* reserve once: stuffing adds at most one byte per line */
-    vbuf_reserve(o, vbuf_len(&m->data) + vbuf_len(&m->data) / SMTP_STUFF_RESERVE_DIV + 8);
-    if (p < end && *p == '.')
-        vbuf_putc(o, '.');
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (nl == NULL) {
-            vbuf_append(o, p, (size_t)(end - p));
-            vbuf_append(o, "\r\n", 2);
-            break;
-        }
-        vbuf_append(o, p, (size_t)(nl - p + 1));
-        p = nl + 1;
-        if (p < end && *p == '.')
+    vbuf_reserve(o, vbuf_len(&c->body) + vbuf_len(&c->body) / SMTP_STUFF_RESERVE_DIV + 8);
+    /*
+     * RFC 5321 4.5.2: a line starting with '.' gets one more. The scan looks
+     * for dots (memchr is vectorised) rather than walking line by line: a
+     * rendered message has few line-initial dots (quoted-printable encodes
+     * them), so it is usually copied in one piece (issue 12: the per-line
+     * copy cost ~5% of the worker's CPU).
+     */
+    for (const char *q = p; q < end && (q = memchr(q, '.', (size_t)(end - q))) != NULL; q++) {
+        if (q == p || q[-1] == '\n') {
+            vbuf_append(o, run, (size_t)(q - run));
             vbuf_putc(o, '.');
+            run = q;
+        }
     }
+    vbuf_append(o, run, (size_t)(end - run));
+    if (end > p && end[-1] != '\n')
+        vbuf_append(o, "\r\n", 2);
     vbuf_append(o, ".\r\n", 3);
     expect_push(c, SMTP_STAGE_DOT, m);
+    conn_body_done(c);
 }
 
 /* conn_takes_more - may the connection carry another message? (not beyond its share or its message limit) */
@@ -407,14 +444,6 @@ static bool start_txn(struct smtp_conn *c)
         return false;
     struct msg *m = pool_take(p);
     c->msgs_started++;
-    if (c->size_limit > 0 && vbuf_len(&m->data) > c->size_limit) {
-        char why[CONN_ERROR_MAX];
-        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&m->data), c->size_limit);
-        msg_note_conn(c, m);
-        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
-        c->ops->finish(c->w, m, &o, why);
-        return true;
-    }
     if (c->rset_needed) {
         smtp_conn_cmd(c, SMTP_STAGE_RSET, NULL, "RSET");
         c->rset_needed = false;
@@ -425,16 +454,34 @@ static bool start_txn(struct smtp_conn *c)
             return false;
         }
     }
+    /* rendered now, into the connection's warm buffer: no message is held rendered while it waits in a queue */
+    if (c->ops->render(c->w, m, &c->body) < 0) {
+        c->msgs_started--; /* nothing of it went on the wire */
+        return true;       /* finished unsendable: the next one */
+    }
+    if (c->size_limit > 0 && vbuf_len(&c->body) > c->size_limit) {
+        char why[CONN_ERROR_MAX];
+        snprintf(why, sizeof(why), "message size %zu exceeds the server's SIZE %lu", vbuf_len(&c->body), c->size_limit);
+        conn_body_done(c);
+        msg_note_conn(c, m);
+        struct smtp_outcome o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG, NULL);
+        c->ops->finish(c->w, m, &o, why);
+        return true;
+    }
     const char *from = tpl_message_mail_from(m->ver->tm);
+    char vfrom[VERP_ADDR_MAX];
+    if (m->fb_tag[0] && c->w->cfg->feedback_domain &&
+        verp_address(from, m->fb_tag, strlen(m->fb_tag), c->w->cfg->feedback_domain, vfrom, sizeof vfrom) == 0)
+        from = vfrom; /* VERP: <local>+<tag>@<feedback domain> (lib/verp.h) */
     if (c->caps & SMTP_CAP_SIZE)
-        smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&m->data),
+        smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s> SIZE=%zu%s", from, vbuf_len(&c->body),
                       (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     else
         smtp_conn_cmd(c, SMTP_STAGE_MAIL, m, "MAIL FROM:<%s>%s", from,
                       (c->caps & SMTP_CAP_8BITMIME) ? " BODY=8BITMIME" : "");
     if (c->caps & SMTP_CAP_PIPELINING) {
-        smtp_conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
-        smtp_conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
+        conn_cmd_rcpt(c, m);
+        conn_cmd_lit(c, SMTP_STAGE_DATA, m, "DATA\r\n");
     }
     return true;
 }
@@ -443,10 +490,12 @@ void smtp_conn_kick(struct smtp_conn *c)
 {
     while (start_txn(c))
         ;
-    if (c->ex_len == 0 && c->state == CONN_READY && c->idle_since_ms == 0)
+    if (c->ex_len == 0 && c->state == CONN_READY && c->idle_since_ms == 0) {
         c->idle_since_ms = worker_now_ms();
-    else if (c->ex_len > 0)
+        vbuf_free(&c->body); /* an idle connection holds no message room (a busy one reuses it message after message) */
+    } else if (c->ex_len > 0) {
         c->idle_since_ms = 0;
+    }
     conn_flush(c);
 }
 
@@ -502,14 +551,14 @@ static void conn_on_reply(struct smtp_conn *c, const struct smtp_reply *r)
         if (!ok)
             msg_on_reply(c, m, e.stage, r);
         else if (!(c->caps & SMTP_CAP_PIPELINING))
-            smtp_conn_cmd(c, SMTP_STAGE_RCPT, m, "RCPT TO:<%.*s>", (int)m->job->to_len, m->job->to);
+            conn_cmd_rcpt(c, m);
         break;
     case SMTP_STAGE_RCPT:
         if (!ok) {
             msg_on_reply(c, m, e.stage, r);
             c->rset_needed = true;
         } else if (!(c->caps & SMTP_CAP_PIPELINING) && !m->txn_failed) {
-            smtp_conn_cmd(c, SMTP_STAGE_DATA, m, "DATA");
+            conn_cmd_lit(c, SMTP_STAGE_DATA, m, "DATA\r\n");
         }
         break;
     case SMTP_STAGE_DATA:

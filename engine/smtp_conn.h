@@ -3,9 +3,9 @@
  *   smtp_conn - one SMTP client connection (see engine/smtp_conn.c)
  * DESCRIPTION
  *   Engine-internal. A connection belongs to one pool (engine/smtp_pool.h)
- *   and tells the layers above it what happened through struct
- *   smtp_conn_ops (a message's outcome, the connection closed), so it
- *   never calls into worker.c. smtp_conn.c runs the session; the
+ *   and reaches the layers above it through struct smtp_conn_ops (render
+ *   a message as its transaction starts, a message's outcome, the
+ *   connection closed), so it never calls into worker.c. smtp_conn.c runs the session; the
  *   handshake (greeting, EHLO, STARTTLS, AUTH) is in smtp_handshake.c.
  * THREADS
  *   Owned by one worker thread.
@@ -33,6 +33,8 @@ struct xport;
 
 /* upward calls: what a connection tells the layers above it */
 struct smtp_conn_ops {
+    /* render - m's message into out as its transaction starts; < 0: m was finished unsendable (out empty) */
+    int (*render)(struct worker *w, struct msg *m, vbuf *out);
     /* finish - m's outcome is decided (once); reply is the text recorded with it */
     void (*finish)(struct worker *w, struct msg *m, const struct smtp_outcome *o, const char *reply);
     /* closed - c is closed (was_ready: it had reached READY); its pool forgets it */
@@ -62,6 +64,7 @@ struct smtp_conn {
     vbuf rbuf; /* bytes from the socket (ciphertext once TLS is on) */
     vbuf pin;  /* plaintext received (TLS only) */
     vbuf pout; /* plaintext to encrypt (TLS only) */
+    vbuf body; /* the message whose DATA is outstanding: rendered at MAIL, sent after 354 (not dot-stuffed) */
     vbuf *in;  /* what the protocol reads: rbuf or pin */
     vbuf *out; /* what the protocol writes: the stream's send buffer or pout */
     bool tls_on;

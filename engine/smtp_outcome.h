@@ -5,15 +5,17 @@
  *   struct smtp_outcome o;
  *   if (smtp_outcome_reply(SMTP_STAGE_RCPT, &reply, &o))
  *       worker_finish_msg(w, m, &o, reply.text);
- *   o = smtp_outcome_lost(c->stage, c->retry_plain);
- *   o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG);
+ *   o = smtp_outcome_lost(c->stage, c->retry_plain, c->error);
+ *   o = smtp_outcome_of(SMTP_CAUSE_TOO_BIG, NULL);
  * DESCRIPTION
  *   Every decision of a message's outcome is made here, as Postfix makes
  *   them in smtp_trouble.c: the status recorded (delivered, deferred and so
  *   retried, bounced, failed, held, cancelled, suppressed), the reply code
  *   and RFC 3463 enhanced status code recorded, the scope (what a failure
  *   concerns), and whether the host that failed is skipped for bad_host_ms
- *   or the whole site is down. The callers (smtp_conn.c, smtp_pool.c,
+ *   or the whole site is down, and the bounce class of a deferral or bounce
+ *   (the reply's, by lib/bounce_class.h; volley's own verdicts map to dns,
+ *   tls, protocol and the like here). The callers (smtp_conn.c, smtp_pool.c,
  *   worker.c, camp_ctl.c) say what happened; this file says what it means.
  *
  *   Replies: 2xx to the final dot = delivered; 4xx = deferred; 5xx = bounced
@@ -66,7 +68,8 @@ struct smtp_outcome {
     int code;             /* reply code recorded, 0: none */
     const char *dsn;      /* enhanced status code recorded, "" when none (static, or the reply's own) */
     enum smtp_scope scope;
-    bool host_bad; /* the host is skipped for bad_host_ms and the next one tried */
+    bool host_bad;   /* the host is skipped for bad_host_ms and the next one tried */
+    const char *cls; /* deferred or bounced: its bounce class (lib/bounce_class.h, static); NULL otherwise */
 };
 
 /* smtp_scope_name - "recipient", "message", "connection", "site"; NULL for SMTP_SCOPE_NONE */
@@ -79,11 +82,15 @@ bool smtp_outcome_reply(enum smtp_stage st, const struct smtp_reply *r, struct s
 /*
  * smtp_outcome_lost - the connection ended while at stage st (its own step: c->stage): the outcome of each
  * message on it whose outcome was not known, and whether its host is to blame. plain_retry: opportunistic
- * TLS failed and the pool reconnects without STARTTLS, which is not the host's fault.
+ * TLS failed and the pool reconnects without STARTTLS, which is not the host's fault. why: the reason the
+ * connection ended (a refused setup step's reply, a timeout...), for the class; NULL when only host_bad matters.
  */
-struct smtp_outcome smtp_outcome_lost(enum smtp_stage st, bool plain_retry);
-/* smtp_outcome_of - the outcome of a verdict of volley's own */
-struct smtp_outcome smtp_outcome_of(enum smtp_cause why);
+struct smtp_outcome smtp_outcome_lost(enum smtp_stage st, bool plain_retry, const char *why);
+/*
+ * smtp_outcome_of - the outcome of a verdict of volley's own; reason (may be NULL): its words, from which
+ * SMTP_CAUSE_SITE_DOWN takes its class (the last host's failure: refused, TLS, a blocklisted greeting)
+ */
+struct smtp_outcome smtp_outcome_of(enum smtp_cause why, const char *reason);
 /* smtp_outcome_dns - an MX lookup that found nowhere to deliver: true with *o (false for DNS_OK) */
 bool smtp_outcome_dns(enum dns_status st, bool implicit_mx, struct smtp_outcome *o);
 /* smtp_outcome_site_down - no host of a site is left: none ready, none being opened, none unmarked */

@@ -28,9 +28,17 @@ struct xport {
     vbuf wbuf; /* being filled by the owner */
     vbuf sbuf; /* the kernel's while send_armed */
     size_t buf_keep;
+    unsigned be_flags; /* the backend's own per-stream state (engine/transport_epoll.c) */
+    int be_res;        /* the backend's: a result waiting to be reported */
 };
 
-/* one mechanism: each operation counts one in x->ops until its (final) completion is reported */
+/*
+ * One mechanism: each operation counts one in x->ops until its (final)
+ * completion is reported. A completion is reported from the loop's
+ * dispatch, never from inside connect/recv/send (transport.c counts the
+ * operation after starting it); cancel, called from xport_close, may report
+ * the cancelled operations at once (the owner hears nothing after close).
+ */
 struct xport_backend {
     const char *name;
     void (*connect)(struct xport *x, const struct sockaddr *sa, socklen_t len);

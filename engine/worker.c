@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,6 @@
 #define WORKER_WAIT_BLOCK_MS  1000  /* an idle thread's blocking XREAD (consumes nothing) */
 #define WORKER_WAIT_SHARD_MS  50    /* the same on one of several shards: the others are read again after it */
 #define WORKER_READ_MIN_BYTES 65536 /* less room than this would bring a job or two: wait for more */
-#define WORKER_MSG_BUF_FIRST  4096  /* a fresh message buffer; it grows to the first message rendered in it */
-
 
 uint64_t worker_now_ms(void)
 {
@@ -80,30 +79,50 @@ static size_t job_bytes(const struct q_job *j)
     return n;
 }
 
-/* msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes */
+/*
+ * msg_hold - count again what m holds (itself, its job, its rendered message) in w->held_bytes. The rendered
+ * message sits in its connection's buffers (engine/smtp_conn.c) from its MAIL until it is sent, not in m: it is
+ * counted from msg_render until the outcome is recorded, a bound on those buffers that stays on the safe side.
+ */
 void msg_hold(struct worker *w, struct msg *m)
 {
-    size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->data.cap;
+    size_t jb = m->job ? job_bytes(m->job) : 0, now = sizeof(*m) + jb + m->rendered;
     if (jb > w->big_job)
         w->big_job = jb;
     w->held_bytes = w->held_bytes - m->held + now;
     m->held = now;
 }
 
-/* msg_alloc - a message slot; the free list keeps render buffers warm */
+/* the outcome's text fields, dsn to source_ip, lie together: msg_clear empties them without zeroing them */
+#define MSG_TEXT_FROM offsetof(struct msg, dsn)
+#define MSG_TEXT_END  (offsetof(struct msg, source_ip) + sizeof(((struct msg *)0)->source_ip))
+_Static_assert(MSG_TEXT_END - MSG_TEXT_FROM == sizeof(((struct msg *)0)->dsn) + sizeof(((struct msg *)0)->reply) +
+                                                   sizeof(((struct msg *)0)->host) + sizeof(((struct msg *)0)->tls) +
+                                                   sizeof(((struct msg *)0)->source_ip),
+               "struct msg: dsn, reply, host, tls, source_ip must stay together");
+
+/*
+ * msg_clear - a recycled message as new. Thousands are in flight, so the
+ * one taken from the free list is cache-cold: zeroing all of its ~950 bytes
+ * cost ~4% of the worker's CPU (issue 12); its ~700 bytes of text are only
+ * emptied (each is written as a C string before it is read).
+ */
+static void msg_clear(struct msg *m)
+{
+    memset(m, 0, MSG_TEXT_FROM);
+    memset((char *)m + MSG_TEXT_END, 0, sizeof(*m) - MSG_TEXT_END);
+    m->dsn[0] = m->reply[0] = m->host[0] = m->tls[0] = m->source_ip[0] = '\0';
+}
+
+/* msg_alloc - a message slot (the free list keeps them warm) */
 static struct msg *msg_alloc(struct worker *w)
 {
     struct msg *m = w->free_msgs;
     if (m != NULL) {
         w->free_msgs = m->next;
-        w->free_bytes -= m->data.cap;
-        vbuf d = m->data;
-        memset(m, 0, sizeof(*m));
-        m->data = d;
-        vbuf_reset(&m->data);
+        msg_clear(m);
     } else {
         m = xcalloc(1, sizeof(*m));
-        vbuf_init(&m->data, 0); /* msg_prepare sizes it for the rendered message: nothing touched twice */
     }
     w->inflight++;
     return m;
@@ -118,12 +137,6 @@ void msg_release(struct worker *w, struct msg *m)
     w->inflight--;
     w->held_bytes -= m->held;
     m->held = 0;
-    /* an unusually large message should not keep its buffer forever, nor the free list much of the bytes */
-    if (m->data.cap > WORKER_BUF_KEEP_MAX || w->free_bytes + m->data.cap > bytes_share(w) / 8) {
-        vbuf_free(&m->data);
-        vbuf_init(&m->data, WORKER_MSG_BUF_FIRST);
-    }
-    w->free_bytes += m->data.cap;
     m->next = w->free_msgs;
     w->free_msgs = m;
 }
@@ -136,6 +149,7 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
     m->status = o->status;
     m->code = o->code;
     m->scope = o->scope;
+    m->cls = o->cls;
     snprintf(m->dsn, sizeof(m->dsn), "%s", o->dsn ? o->dsn : "");
     log_sanitize(m->reply, sizeof(m->reply), reply ? reply : "", reply ? strlen(reply) : 0);
     m->next = NULL;
@@ -166,17 +180,25 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
 
 void worker_finish_cause(struct worker *w, struct msg *m, enum smtp_cause why, const char *reply)
 {
-    struct smtp_outcome o = smtp_outcome_of(why);
+    struct smtp_outcome o = smtp_outcome_of(why, reply);
     worker_finish_msg(w, m, &o, reply);
 }
 
 /* ---- outcomes ---- */
 
-/* on_recorded - the batch's script answered: release, or keep for another try */
+static void on_replicated(void *priv, redisReply *r);
+
+/* on_recorded - the batch's script answered: release (after replicas_ack's WAIT), or keep for another try */
 static void on_recorded(void *priv, redisReply *r)
 {
     struct outcome_batch *b = priv;
     struct worker *w = b->w;
+    if (r != NULL && r->type != REDIS_REPLY_ERROR && w->cfg->redis_replicas_ack > 0 && !b->replicated) {
+        /* on the node that just recorded it (the batch's shard), after it: outstanding until replicas have it */
+        redis_link_wait(&w->redis, w->sh[b->shard].keys.jobs, w->cfg->redis_replicas_ack, w->cfg->redis_replicas_ack_ms,
+                        on_replicated, b);
+        return;
+    }
     w->batches_outstanding--;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         if (r != NULL)
@@ -191,6 +213,10 @@ static void on_recorded(void *priv, redisReply *r)
             w->out_len++;
         }
     } else {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+            log_warn("events stream at its ceiling ([events] max_entries): %lld events no export group had read "
+                     "were trimmed; an exporter (volley events --group) is behind",
+                     r->element[1]->integer);
         for (int i = 0; i < b->n; i++)
             msg_release(w, b->msgs[i]);
     }
@@ -224,6 +250,34 @@ static int take_shard_batch(struct worker *w, struct msg **out, int max, int *sh
 }
 
 /*
+ * on_replicated - WAIT's answer for a recorded batch. NULL (the link went
+ * down first): the primary may die before its replicas have the batch, so
+ * it is recorded again once Redis is back (idempotent: XACK answers 0 and
+ * the record becomes a duplicate event). Fewer replicas than asked within
+ * replicas_ack_ms: recorded on the primary only; said, then let go.
+ */
+static void on_replicated(void *priv, redisReply *r)
+{
+    struct outcome_batch *b = priv;
+    struct worker *w = b->w;
+    b->replicated = true;
+    if (r == NULL) {
+        on_recorded(b, NULL);
+        return;
+    }
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < w->cfg->redis_replicas_ack) {
+        if (r->type == REDIS_REPLY_ERROR)
+            log_warn("replicas_ack: WAIT refused: %.200s; %d outcomes recorded on the primary only", r->str, b->n);
+        else
+            log_warn("replicas_ack: %lld of %d replicas acknowledged %d outcomes within %d ms",
+                     r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL, w->cfg->redis_replicas_ack, b->n,
+                     w->cfg->redis_replicas_ack_ms);
+    }
+    redisReply ok = {.type = REDIS_REPLY_STATUS};
+    on_recorded(b, &ok);
+}
+
+/*
  * flush_outcomes - one atomic script call per batch of decided messages.
  * Group commit: while a batch is being recorded, outcomes wait for its reply
  * (or for a full batch) and go together in the next one. Each script call
@@ -240,7 +294,7 @@ void flush_outcomes(struct worker *w)
         return;
     uint64_t wall = clock_wall_ms();
     while (w->out_len > 0) {
-        struct outcome_batch *b = xmalloc(sizeof(*b));
+        struct outcome_batch *b = xcalloc(1, sizeof(*b));
         struct q_outcome o[WORKER_RECORD_BATCH];
         b->w = w;
         b->msgs = xmalloc((size_t)(w->out_len < WORKER_RECORD_BATCH ? w->out_len : WORKER_RECORD_BATCH) *
@@ -265,11 +319,16 @@ void flush_outcomes(struct worker *w)
                 .source_ip = m->source_ip[0] ? m->source_ip : NULL,
                 .limit = m->limit[0] ? m->limit : NULL,
                 .scope = smtp_scope_name(m->scope),
+                .cls = m->cls,
+                .provider = m->prov >= 0 && w->thr_cfg ? thr_config_provider_name(w->thr_cfg, m->prov) : "default",
             };
         }
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
-                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces};
+                                     .suppress_hard_bounces = w->retry->suppress_hard_bounces,
+                                     .suppress_classes = w->cfg->feedback_suppress_classes,
+                                     .events_max_entries = (uint64_t)w->cfg->events_max_entries};
+        b->shard = shard;
         q_record(w->redis.q, &w->sh[shard].keys, &opts, o, n, on_recorded, b);
     }
 }
@@ -280,6 +339,7 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
     struct msg *m = msg_alloc(w);
     m->job = job;
     m->owned_ms = owned_ms;
+    m->prov = -1; /* not routed yet */
     msg_hold(w, m);
     if (job->error != NULL) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);

@@ -11,8 +11,9 @@
  *   processes of a fleet coordinate only through Redis.
  *
  *   One message's path: intake (XREADGROUP reply -> jobs) -> campaign
- *   (fetched and compiled once, cached) -> render (+DKIM) -> route (pool
- *   of the destination) -> SMTP connection -> outcome batch -> one atomic
+ *   (fetched and compiled once, cached) -> route (pool of the destination)
+ *   -> SMTP connection, where it is rendered (+DKIM) as its transaction
+ *   starts -> outcome batch -> one atomic
  *   Redis script per batch (event, counter, XACK).
  * THREADS
  *   Everything here is owned by one worker thread.
@@ -20,7 +21,6 @@
 #ifndef VOLLEY_ENGINE_WORKER_H
 #define VOLLEY_ENGINE_WORKER_H
 
-#include <liburing.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -29,12 +29,14 @@
 
 #include "engine/engine.h"
 #include "engine/redis_link.h"
+#include "engine/ring.h"
 #include "engine/smtp_conn.h"
 #include "engine/smtp_outcome.h"
 #include "engine/smtp_pool.h"
 #include "engine/smtp_reply.h"
 #include "lib/buf.h"
 #include "lib/config.h"
+#include "lib/verp.h"
 #include "queue/job.h"
 #include "queue/fleet.h"
 #include "queue/keys.h"
@@ -72,9 +74,9 @@ struct msg {
     struct msg *next; /* pool queue, campaign wait list, outcome list, free list */
     struct q_job *job;
     struct camp *camp;
-    struct camp_ver *ver; /* the campaign version rendered (a reference), NULL before rendering */
-    vbuf data; /* DKIM-Signature headers + rendered message, CRLF, not dot-stuffed */
-    size_t held; /* bytes this message counts in worker.held_bytes (itself, its job, data) */
+    struct camp_ver *ver; /* the campaign version it is rendered with (a reference), NULL before routing */
+    size_t rendered;      /* bytes of its message once rendered on a connection (msg_render); counted until recorded */
+    size_t held;          /* bytes this message counts in worker.held_bytes (itself, its job, rendered) */
     bool done; /* outcome decided */
     bool txn_failed;
     /* outcome */
@@ -88,10 +90,13 @@ struct msg {
     int egress; /* index into cfg->egress, -1 when none is configured */
     uint64_t retry_at_ms; /* deferred by a volley limit: due then (0: the retry schedule decides) */
     int thr_prov;         /* throttle provider of the recipient; -1: not throttled */
+    int prov;             /* provider of the recipient (thr_classify), -1 before routing: <p>:pstats:<provider> */
+    const char *cls;      /* bounce class of a deferral or bounce (engine/smtp_outcome.h), NULL otherwise */
     char limit[160];      /* which volley limit deferred it ("" when none) */
     enum smtp_scope scope; /* what a failure concerns (engine/smtp_outcome.h) */
     uint64_t owned_ms;    /* send time (mono) of the command that last confirmed the job is ours (engine/lease.h) */
     struct route_pool *pool; /* where a message being re-confirmed goes back to (engine/fence.c) */
+    char fb_tag[VERP_TAG_MAX]; /* the job's VERP tag (MAIL FROM, Message-ID, X-Volley-Job); "" when feedback is off */
 };
 
 enum camp_state { CAMP_FETCHING, CAMP_READY, CAMP_BAD };
@@ -136,6 +141,8 @@ struct outcome_batch {
     struct worker *w;
     struct msg **msgs;
     int n;
+    int shard;       /* the w->sh the batch was recorded in: its WAIT goes to that shard's node */
+    bool replicated; /* [redis] replicas_ack: WAIT answered (or the link went down while waiting) */
 };
 
 struct worker {
@@ -153,6 +160,7 @@ struct worker {
     bool exit_when_idle;
     const struct q_retry_cfg *retry; /* [retry]/[queue], loaded once per process */
     const struct thr_config *thr_cfg; /* providers, loaded once per process */
+    struct verp_key fb_key; /* [feedback] secret; len 0: feedback off (docs/feedback.md) */
     struct throttle *thr;
     int thr_default;        /* index of the `default` provider */
     bool thr_default_free;  /* `default` is shaped per site by [smtp] only (no [provider default]) */
@@ -164,7 +172,7 @@ struct worker {
     const struct q_worker_id *id; /* the process's claimed name (queue/fleet.h): thread 0 renews it */
     bool name_lost;               /* thread 0: another process holds our name now; we stopped */
     atomic_int *running;          /* process-wide: threads still running (thread 0 stops last) */
-    struct io_uring ring;
+    struct ring ring;      /* io_uring, or epoll where io_uring cannot be set up ([worker] backend) */
     struct xport_loop *xl; /* the SMTP connections' and the Redis link's streams over the ring */
     const struct smtp_conn_ops *conn_ops; /* how its connections report outcomes and closes (worker_life.c) */
     SSL_CTX *tls_ctx;
@@ -179,7 +187,6 @@ struct worker {
     struct msg *free_msgs;
     int inflight; /* messages taken from Redis and not yet recorded */
     size_t held_bytes; /* what those messages hold: [worker] max_inflight_bytes / threads bounds it */
-    size_t free_bytes; /* render buffers kept on the free list */
     size_t big_job;    /* the largest job read lately (decays): a read needs room for one like it */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
@@ -228,7 +235,7 @@ void worker_apply_config(struct worker *w, struct vconfig *nc);
 /* worker_fini - release what worker_init built (w itself stays the caller's) */
 void worker_fini(struct worker *w);
 
-/* msg_hold - count m's bytes (itself, its job, its data) in w->held_bytes again after they changed */
+/* msg_hold - count m's bytes (itself, its job, its rendered message) in w->held_bytes again after they changed */
 void msg_hold(struct worker *w, struct msg *m);
 /* msg_release - the message leaves this worker (recorded, left pending in Redis, or owned by another worker now) */
 void msg_release(struct worker *w, struct msg *m);
@@ -246,8 +253,11 @@ void worker_beat(struct worker *w, uint64_t now);
 void worker_drop_unstarted(struct worker *w);
 /* worker_stop_step - SIGTERM or drained: finish what is on the wire, record it, close (w->done at the end) */
 void worker_stop_step(struct worker *w, uint64_t now);
-/* msg_prepare - render m once its campaign is compiled (fetched first, m waiting), then route it */
+/* msg_prepare - route m once its campaign is compiled (fetched first, m waiting); it is rendered as it goes out */
 void msg_prepare(struct worker *w, struct msg *m);
+/* msg_render - render and sign m into out (emptied first) as its transaction starts; -EINVAL: m was finished
+ * unsendable (the reason recorded) and out is empty */
+int msg_render(struct worker *w, struct msg *m, vbuf *out);
 /* camp_ver_unref - drop a reference; the last one frees the compiled campaign */
 void camp_ver_unref(struct camp_ver *v);
 

@@ -3,7 +3,7 @@
  *   worker_life - a worker's setup, reload and teardown, and the public
  *   interface of engine/engine.h
  * DESCRIPTION
- *   worker_init builds the ring, the transport loop, the TLS contexts, the
+ *   worker_init builds the ring (io_uring or epoll), the transport loop, the TLS contexts, the
  *   resolver, the DKIM signer, the Redis link and the throttle, and undoes
  *   what it built when a later part fails. worker_fini releases it all in
  *   an order that lets the kernel and the libraries let go first.
@@ -22,6 +22,7 @@
 
 #include "engine/dns.h"
 #include "engine/ring.h"
+#include "engine/transport_epoll.h"
 #include "engine/transport_uring.h"
 #include "templates/dkim.h"
 #include "templates/message.h"
@@ -29,8 +30,9 @@
 
 #define WORKER_RING_ENTRIES 4096 /* submission queue entries: one loop turn's sends, receives and polls */
 
-/* how a worker's connections report upwards: outcomes to worker.c, closes to their pool */
-static const struct smtp_conn_ops worker_conn_ops = {.finish = worker_finish_msg, .closed = pool_conn_closed};
+/* how a worker's connections reach upwards: a message rendered as it goes out, outcomes, closes to their pool */
+static const struct smtp_conn_ops worker_conn_ops = {
+    .render = msg_render, .finish = worker_finish_msg, .closed = pool_conn_closed};
 
 /*
  * shards_init - the shards thread idx reads: idx, idx+T, idx+2T, ... of N (with N < T threads, shard idx mod
@@ -75,6 +77,40 @@ static void thr_send(void *ctx, int argc, const char **argv, const size_t *lens,
     q_redis_cmdargv(w->redis.q, argc, argv, lens, fn, priv);
 }
 
+/*
+ * worker_open_loop - the ring and the transport over it, of the kind [worker]
+ * backend asks for; auto takes epoll when io_uring cannot be set up, or
+ * lacks the provided buffer rings the io_uring transport needs (before
+ * 5.19). Thread 0 logs which one runs and why.
+ */
+static int worker_open_loop(struct worker *w, char *err, size_t errlen)
+{
+    char desc[384];
+    int rc = ring_open(&w->ring, w->cfg->backend, WORKER_RING_ENTRIES, desc, sizeof(desc), err, errlen);
+    if (rc < 0)
+        return rc;
+    if (w->ring.kind == RING_KIND_URING) {
+        w->xl = xport_uring_new(&w->ring.uring, err, errlen);
+        if (w->xl == NULL && w->cfg->backend == CONFIG_BACKEND_IO_URING) {
+            ring_close(&w->ring);
+            return -ENOTSUP;
+        }
+        if (w->xl == NULL) {
+            char why[300];
+            snprintf(why, sizeof(why), "%s: backend = auto falls back", err);
+            ring_close(&w->ring);
+            rc = ring_open_epoll(&w->ring, why, desc, sizeof(desc), err, errlen);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (w->ring.kind == RING_KIND_EPOLL)
+        w->xl = xport_epoll_new(&w->ring);
+    if (w->idx == 0)
+        log_info("event loop: %s", desc);
+    return 0;
+}
+
 int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const struct q_retry_cfg *retry,
                 const struct thr_config *tc, atomic_int *stop, bool exit_when_idle, char *err, size_t errlen)
 {
@@ -89,16 +125,9 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->conn_ops = &worker_conn_ops;
     shards_init(w, cfg, idx);
     snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
-    char ring_desc[96];
-    int rc = ring_open(&w->ring, WORKER_RING_ENTRIES, ring_desc, sizeof(ring_desc), err, errlen);
+    int rc = worker_open_loop(w, err, errlen);
     if (rc < 0)
         return rc;
-    if (idx == 0)
-        log_debug("io_uring: %s", ring_desc);
-    rc = -ENOTSUP;
-    w->xl = xport_uring_new(&w->ring, err, errlen);
-    if (w->xl == NULL)
-        goto fail;
     rc = -EPROTO;
     w->tls_ctx = tls_client_ctx_new(0, NULL, err, errlen);
     if (w->tls_ctx == NULL)
@@ -118,6 +147,15 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
             rc = -EINVAL;
             goto fail;
         }
+    }
+    if (cfg->feedback_domain != NULL) {
+        rc = -EINVAL;
+        if (cfg->feedback_secret_file == NULL) {
+            err_set(err, errlen, rc, "[feedback] domain needs secret_file");
+            goto fail;
+        }
+        if (verp_key_load(&w->fb_key, cfg->feedback_secret_file, err, errlen) < 0)
+            goto fail;
     }
     redis_link_init(&w->redis, w, &cfg->redis);
     if (tc != NULL) {
@@ -141,7 +179,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     return 0;
 fail:
     /* what worker_fini releases, in its order, for the parts made so far (w was zeroed first) */
-    io_uring_queue_exit(&w->ring);
+    ring_close(&w->ring);
     dns_resolver_free(w->dns);
     xport_loop_free(w->xl);
     tls_ctx_free(w->tls_ctx);
@@ -191,7 +229,7 @@ void worker_apply_config(struct worker *w, struct vconfig *nc)
 /* worker_fini - release what worker_init built, the kernel and the libraries first */
 void worker_fini(struct worker *w)
 {
-    io_uring_queue_exit(&w->ring); /* the kernel lets go of every buffer here */
+    ring_close(&w->ring); /* the kernel lets go of every buffer here */
     if (w->dns != NULL)
         dns_resolver_free(w->dns); /* after the ring: no completion can reach it any more */
     xport_loop_free(w->xl);        /* every connection still held is released (and freed) with its stream */
@@ -201,7 +239,6 @@ void worker_fini(struct worker *w)
         w->out_head = m->next;
         q_job_free(m->job);
         camp_ver_unref(m->ver);
-        vbuf_free(&m->data);
         free(m);
     }
     while (w->camps) {
@@ -216,7 +253,6 @@ void worker_fini(struct worker *w)
     while (w->free_msgs) {
         struct msg *m = w->free_msgs;
         w->free_msgs = m->next;
-        vbuf_free(&m->data);
         free(m);
     }
     if (w->dkim)

@@ -3,8 +3,9 @@
  *   worker_loop - a worker thread's loop (worker_run)
  * DESCRIPTION
  *   The loop: submit what was queued and wait (at most 100 ms, less when
- *   the throttle's next send slot is nearer) for completions; run each
- *   through its handler (a stream of the transport, or a DNS poll); then do
+ *   the throttle's next send slot is nearer) for completions (io_uring
+ *   CQEs, or the epoll kind's batch: engine/ring.h); run each through its
+ *   handler (a stream of the transport, or a DNS poll); then do
  *   the periodic work: Redis (re)connect, DNS timeouts, intake, fleet
  *   duties, campaign control, fencing, connection timeouts and dispatch,
  *   and outcome batches. SIGHUP's config is taken at the top of a turn;
@@ -20,6 +21,7 @@
 #include "engine/dns.h"
 #include "engine/fence.h"
 #include "engine/ring.h"
+#include "engine/transport_epoll.h"
 #include "engine/transport_uring.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -30,12 +32,12 @@
 
 /* ---- loop ---- */
 
-/* handle_cqes - run every completion of the batch, then advance the CQ once */
+/* handle_cqes - io_uring: run every completion of the batch, then advance the CQ once */
 static void handle_cqes(struct worker *w)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
-    io_uring_for_each_cqe(&w->ring, head, cqe)
+    io_uring_for_each_cqe(&w->ring.uring, head, cqe)
     {
         uint64_t ud = io_uring_cqe_get_data64(cqe);
         switch (ring_op_of(ud)) {
@@ -53,7 +55,36 @@ static void handle_cqes(struct worker *w)
         }
         n++;
     }
-    io_uring_cq_advance(&w->ring, n);
+    io_uring_cq_advance(&w->ring.uring, n);
+}
+
+/* handle_events - epoll: run every completion of the batch ring_wait gathered */
+static void handle_events(struct worker *w)
+{
+    const struct ring_cq *cq;
+    size_t n = ring_batch(&w->ring, &cq);
+    for (size_t i = 0; i < n; i++) {
+        switch (ring_op_of(cq[i].ud)) {
+        case RING_OP_XPORT_IO:
+            xport_epoll_on_event(w->xl, cq[i].ud, cq[i].res);
+            break;
+        case RING_OP_DNS_POLL:
+            if (w->dns != NULL)
+                dns_on_cqe(w->dns, cq[i].ud, cq[i].res);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* handle_completions - the batch of the last wait, then the streams closed during it are freed */
+static void handle_completions(struct worker *w)
+{
+    if (w->ring.kind == RING_KIND_URING)
+        handle_cqes(w);
+    else
+        handle_events(w);
     xport_loop_reap(w->xl); /* connections closed during the batch are freed once the kernel let go */
 }
 
@@ -105,10 +136,10 @@ void worker_run(struct worker *w)
         xport_loop_flush(w->xl); /* every stream's bytes of this turn in one send */
         int rc = ring_wait(&w->ring, wait_ms ? wait_ms : 1);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-            log_error("io_uring wait failed: %s", strerror(-rc));
+            log_error("event loop wait failed: %s", strerror(-rc));
             break;
         }
-        handle_cqes(w);
+        handle_completions(w);
     }
     /* drained: close connections politely before the thread ends */
     if (!w->stopping) {
@@ -126,7 +157,7 @@ void worker_run(struct worker *w)
             worker_stop_step(w, now);
             xport_loop_flush(w->xl);
             ring_wait(&w->ring, 50);
-            handle_cqes(w);
+            handle_completions(w);
         }
     }
     const struct xport_stats *st = xport_loop_stats(w->xl);

@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/err.h"
+#include "lib/unsub_token.h"
 #include "lib/log.h"
 
 #include "engine/camp_ctl.h"
@@ -148,10 +149,9 @@ struct camp *camp_get(struct worker *w, const char *id, size_t idlen)
 
 /* ---- render ---- */
 
-/* msg_prepare - render, sign, route and queue a message whose campaign is known */
+/* msg_prepare - check and route a message whose campaign is known (it is rendered as it goes out: msg_render) */
 void msg_prepare(struct worker *w, struct msg *m)
 {
-    char err[512];
     struct camp *c = m->camp;
     if (w->stopping) {
         msg_release(w, m); /* left pending in Redis: the next run sends it */
@@ -175,46 +175,80 @@ void msg_prepare(struct worker *w, struct msg *m)
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, c->error);
         return;
     }
+    /* the version it is rendered with when it goes out: an edit meanwhile does not change it under the message */
+    camp_ver_unref(m->ver);
+    m->ver = c->ver;
+    m->ver->refs++;
+    msg_route(w, m);
+}
+
+/*
+ * msg_render - the message as it goes out: rendered (and DKIM-signed) into
+ * the connection's body buffer when its transaction starts, not when its
+ * job is read. Rendering at intake held every message of the read-ahead
+ * (up to max_inflight, ~3 KB each) in memory: tens of MB written once and
+ * read once much later, each new buffer a page fault and each read a cache
+ * miss, measured as the largest share of the worker's CPU (issue 12). Now
+ * a connection renders into the same warm buffer message after message.
+ */
+int msg_render(struct worker *w, struct msg *m, vbuf *out)
+{
+    char err[512];
     const struct q_job *j = m->job;
+    char unsub[UNSUB_URL_MAX];
+    int unsub_len = -1;
+    m->fb_tag[0] = '\0';
+    if (w->fb_key.len > 0 && w->cfg->feedback_domain != NULL) { /* a reload may have turned feedback off */
+        /* the tag rides the return path, the Message-ID and X-Volley-Job, so any report names its job */
+        verp_tag_make(&w->fb_key, j->id, j->campaign, j->campaign_len, j->to, j->to_len, m->fb_tag, sizeof m->fb_tag);
+        if (w->cfg->feedback_unsub_base != NULL)
+            unsub_len = unsub_url(&w->fb_key, w->cfg->feedback_unsub_base, j->campaign, j->campaign_len, j->to,
+                                  j->to_len, unsub, sizeof unsub);
+    }
+    size_t tagl = strlen(m->fb_tag);
     struct tpl_render_ctx rc = {
         .to = j->to,
         .tolen = j->to_len,
         .vars = j->vars,
         .nvars = j->nvars,
-        .uniq = j->id,
-        .uniqlen = strlen(j->id),
+        .uniq = tagl ? m->fb_tag : j->id,
+        .uniqlen = tagl ? tagl : strlen(j->id),
+        .job_tag = tagl ? m->fb_tag : NULL,
+        .job_taglen = tagl,
+        .unsub_url = unsub_len > 0 ? unsub : NULL,
+        .unsub_urllen = unsub_len > 0 ? (size_t)unsub_len : 0,
         .now = time(NULL),
         .max_bytes = w->cfg->max_message_bytes,
     };
+    /*
+     * Rendered in the thread's scratch buffer (it needs room for the raw body
+     * and its encoding side by side), then copied into out sized once for the
+     * message and its DKIM headers: a connection's buffer never holds the
+     * render's working room, and doubling would hold up to twice what it needs.
+     */
     vbuf_reset(&w->scratch);
-    m->ver = c->ver;
-    m->ver->refs++;
+    vbuf_reset(out);
     if (tpl_message_render(m->ver->tm, &rc, &w->scratch, err, sizeof(err)) < 0) {
         vbuf_shrink(&w->scratch, WORKER_BUF_KEEP_MAX); /* a refused message may have grown it to twice the limit */
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, err);
-        return;
+        return -EINVAL;
     }
-    vbuf_reset(&m->data);
-    /*
-     * Sized once for the message and its DKIM headers: doubling would hold up
-     * to twice what it needs, and room never written still costs a page
-     * fault per 4 KB when the allocator hands out fresh pages (issue 12).
-     */
     size_t need = vbuf_len(&w->scratch) + (w->dkim != NULL ? MSG_DKIM_ROOM : 0);
-    if (m->data.cap < need) {
-        vbuf_free(&m->data);
-        vbuf_init(&m->data, need);
+    if (out->cap < need) {
+        vbuf_free(out);
+        vbuf_init(out, need);
     }
     if (w->dkim != NULL &&
-        dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), &m->data, err, sizeof(err)) < 0) {
+        dkim_sign(w->dkim, vbuf_data(&w->scratch), vbuf_len(&w->scratch), out, err, sizeof(err)) < 0) {
         char why[600];
         snprintf(why, sizeof(why), "DKIM signing failed: %s", err);
+        vbuf_reset(out);
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, why);
-        return;
+        return -EINVAL;
     }
-    vbuf_append(&m->data, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
+    vbuf_append(out, vbuf_data(&w->scratch), vbuf_len(&w->scratch));
+    /* counted in the thread's held bytes (msg_hold) until m is recorded */
+    m->rendered = out->cap;
     msg_hold(w, m);
-    msg_route(w, m);
+    return 0;
 }
-
-/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */

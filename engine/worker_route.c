@@ -56,6 +56,7 @@ static void msg_defer_limit(struct worker *w, struct msg *m, const struct thr_ve
 static int msg_pick(struct worker *w, struct msg *m, int prov)
 {
     const int negress = w->cfg->negress;
+    m->prov = prov;
     if (w->thr == NULL || prov < 0 || (prov == w->thr_default && w->thr_default_free)) {
         m->egress = negress > 0 ? (int)(w->egress_rr++ % (unsigned)negress) : -1;
         m->thr_prov = -1;

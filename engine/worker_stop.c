@@ -5,7 +5,8 @@
  *   the drain after SIGTERM or when idle
  * DESCRIPTION
  *   Thread 0 renews the name every WORKER_HEARTBEAT_TTL_MS / 5, also while
- *   draining, and ends last. A draining thread drops what is not yet on a
+ *   draining, and ends last, once its last beat is answered (so none can
+ *   reach Redis after the process releases the name). A draining thread drops what is not yet on a
  *   connection (it stays pending in Redis), lets transactions on the wire
  *   finish within [worker] shutdown_ms, records their outcomes, then quits
  *   its connections.
@@ -68,6 +69,12 @@ void worker_beat(struct worker *w, uint64_t now)
         w->beat_outstanding = true;
         w->beat_sent_ms = worker_now_ms(); /* the lease counts from here, not from the loop's `now` */
         q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
+        /* every shard's copy, which its reclaim script reads (a script reads only its own slot on a cluster) */
+        for (int s = 0; q_keys_tagged(w->keys.nshards) && !w->name_lost && s < w->keys.nshards; s++) {
+            struct q_keys ks;
+            q_keys_shard(&ks, w->keys.prefix, s, w->keys.nshards);
+            q_alive_beat(w->redis.q, &ks, w->id, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
+        }
         w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
     }
 }
@@ -141,6 +148,11 @@ void worker_stop_step(struct worker *w, uint64_t now)
         /* thread 0 renews the process's name (worker_beat): it ends last, so the name outlives every drain */
         if (w->idx == 0 && w->running != NULL && atomic_load(w->running) > 1 &&
             now < w->stop_deadline_ms + WORKER_NAME_GRACE_MS)
+            return;
+        /* a heartbeat still on its way could reach Redis after the process released the name
+         * (cli/worker_cmd.c) and write it back for a whole TTL, listing a stopped worker as alive:
+         * thread 0 ends only once its last beat is answered (or the link is gone, which answers it) */
+        if (w->idx == 0 && w->beat_outstanding && now < w->stop_deadline_ms + WORKER_RECORD_GRACE_MS)
             return;
         if (!recorded)
             log_error("exiting with %d outcomes unrecorded (Redis unreachable): their jobs stay pending",

@@ -22,7 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "alloc.h"
+#include "bounce_class.h"
 #include "err.h"
 #include "file.h"
 #include "ini.h"
@@ -59,6 +61,14 @@ void config_free(struct vconfig *cfg)
         free(cfg->raw[i].key);
         free(cfg->raw[i].value);
     }
+    free(cfg->feedback_domain);
+    free(cfg->feedback_secret_file);
+    free(cfg->feedback_complaints);
+    free(cfg->feedback_unsub_base);
+    free(cfg->inbound_listen);
+    free(cfg->inbound_http_listen);
+    free(cfg->inbound_cert_file);
+    free(cfg->inbound_key_file);
     for (int i = 0; i < cfg->ndkim; i++) {
         free(cfg->dkim[i].domain);
         free(cfg->dkim[i].selector);
@@ -369,6 +379,17 @@ static int set_route(struct vconfig *cfg, const char *key, const char *v, char *
     return parse_route(cfg, key, v);
 }
 
+static int set_backend(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    static const char *names[] = {"auto", "io_uring", "epoll"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(v, names[i]) == 0) {
+            cfg->backend = (enum config_backend)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
 static int set_tls_mode(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
 {
     return parse_tls_mode(v, &cfg->tls_mode);
@@ -410,6 +431,89 @@ static int set_log_level(struct vconfig *cfg, const char *key, const char *v, ch
     return -EINVAL;
 }
 
+/* set_complaints_address - [feedback] complaints_address: one plain address */
+static int set_complaints_address(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    const char *bad = addr_check(v, strlen(v));
+    if (bad)
+        return err_set(why, whylen, -EINVAL, "%s", bad);
+    set_str(&cfg->feedback_complaints, v);
+    return 0;
+}
+
+/* set_unsub_base - [feedback] unsubscribe_base: an https:// URL without blanks, quotes or angle brackets */
+static int set_unsub_base(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    if (strncasecmp(v, "https://", 8) != 0 || strlen(v) < 9 || strlen(v) > 256 || strpbrk(v, " \t\"<>{}") != NULL)
+        return err_set(why, whylen, -EINVAL, "expected an https:// URL of at most 256 bytes");
+    set_str(&cfg->feedback_unsub_base, v);
+    return 0;
+}
+
+/* check_listen - each blank-separated word is host:port */
+static int check_listen(const char *v, int many)
+{
+    char host[256];
+    int port, n = 0;
+    char word[300];
+    for (const char *p = v; *p;) {
+        size_t l = strcspn(p, " \t");
+        if (l > 0) {
+            if (l >= sizeof word)
+                return -EINVAL;
+            memcpy(word, p, l);
+            word[l] = '\0';
+            if (config_parse_hostport(word, host, sizeof host, &port) < 0)
+                return -EINVAL;
+            n++;
+        }
+        p += l;
+        p += strspn(p, " \t");
+    }
+    return n == 0 || (!many && n > 1) || n > 16 ? -EINVAL : 0;
+}
+
+static int set_inbound_listen(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    if (check_listen(v, 1) < 0)
+        return -EINVAL;
+    set_str(&cfg->inbound_listen, v);
+    return 0;
+}
+
+static int set_inbound_http_listen(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    if (check_listen(v, 0) < 0)
+        return -EINVAL;
+    set_str(&cfg->inbound_http_listen, v);
+    return 0;
+}
+
+/* set_suppress_classes - class names separated by spaces or commas, or `none` */
+static int set_suppress_classes(struct vconfig *cfg, const char *key, const char *v, char *why, size_t whylen)
+{
+    unsigned mask = 0;
+    if (strcmp(v, "none") == 0) {
+        cfg->feedback_suppress_classes = 0;
+        return 0;
+    }
+    for (const char *p = v; *p != '\0';) {
+        size_t n = strcspn(p, " \t,");
+        if (n > 0) {
+            int c = bounce_class_parse(p, n);
+            if (c < 0) {
+                err_set(why, whylen, -EINVAL, "unknown bounce class '%.*s'", (int)(n < 40 ? n : 40), p);
+                return -EINVAL;
+            }
+            mask |= 1u << c;
+        }
+        p += n;
+        p += strspn(p, " \t,");
+    }
+    cfg->feedback_suppress_classes = mask;
+    return 0;
+}
+
 #define OFF(field) offsetof(struct vconfig, field)
 #define INT(sec, key, field, min, max, value, text)                                                                    \
     {.section = sec, .name = key, .kind = CONFIG_INT, .off = OFF(field), .lo = min, .hi = max, .dflt = value,           \
@@ -442,7 +546,9 @@ const struct config_key config_keys[] = {
     SECRET("redis", "url", set_url, NULL, "redis://127.0.0.1:6379", NULL, NULL,
          "`redis://[user[:password]@]host[:port][/db]`, or `rediss://...` for TLS. The user name and password are "
          "percent-decoded (RFC 3986: write `@` `:` `/` `%` as `%40` `%3A` `%2F` `%25`); with a password alone, "
-         "`AUTH password` (the default user). See [Securing Redis](#securing-redis)"),
+         "`AUTH password` (the default user). See [Securing Redis](#securing-redis). A Redis Cluster: "
+         "`redis+cluster://[user[:password]@]host1[:port],host2[:port],...` (the seed nodes; "
+         "`rediss+cluster://` for TLS; no database), see [Redis Cluster](#redis-cluster)"),
     SECRET("redis", "password_file", set_password_file, "readable file", NULL, "unset", "/etc/volley/redis.pw",
          "file whose first line (newline stripped) is the password, so the secret stays out of the config; the user "
          "name comes from `url` (`redis://volley@host`). A password in both places is an error. A warning if group or "
@@ -464,6 +570,12 @@ const struct config_key config_keys[] = {
         "hash and each worker thread reads several shards. 1 keeps the unsharded key names. Every process of a "
         "fleet (workers, push, status, campaign, suppress) must use the same value (docs/redis-contract.md "
         "\"Shards\")"),
+    INT("redis", "replicas_ack", redis_replicas_ack, 0, 5, "0",
+        "after each batch of outcomes, `WAIT <n> <replicas_ack_ms>` on the Redis node that recorded it: the "
+        "worker lets go of the batch only once n replicas have it, so a failover cannot lose an acknowledged "
+        "outcome (replication is asynchronous, see [docs/cluster.md](docs/cluster.md)); 0 = off"),
+    INT("redis", "replicas_ack_ms", redis_replicas_ack_ms, 1, 60000, "1000",
+        "how long a `replicas_ack` WAIT waits; past it the batch counts as recorded, with a warning"),
 
     INT("worker", "threads", threads, 0, 256, "0", "worker threads; 0 = one per core"),
     NAME("worker", "hostname", hostname, "the host name", "mta1.sender.example",
@@ -487,6 +599,11 @@ const struct config_key config_keys[] = {
           "as the limit is passed"),
     INT("worker", "shutdown_ms", shutdown_ms, 0, 3600000, "30000",
         "SIGTERM: how long transactions on the wire may take"),
+    FUNC("worker", "backend", set_backend, "`auto`, `io_uring`, `epoll`", "auto", NULL, NULL,
+         "the event loop's kernel interface. `auto` uses io_uring and falls back to epoll when io_uring cannot be "
+         "set up (a container whose seccomp profile denies it, as Docker's and containerd's default ones do, or a "
+         "kernel before 5.19); `io_uring` fails to start without it; `epoll` never tries it. One line at start "
+         "says which one runs and why. Read at start: a reload keeps the running one"),
 
     INT("smtp", "connections", connections, 1, 100000, "10",
         "concurrent connections per site and source IP (whole process)"),
@@ -553,9 +670,51 @@ const struct config_key config_keys[] = {
     MODULE("retry", "jitter", "0 to 0.9", "0.2", "each delay spread by ± this fraction"),
     MODULE("retry", "max_age", "duration, 1s to 365d", "4d",
            "a job still deferred this long after its first attempt bounces as expired"),
-    MODULE("queue", "suppress_hard_bounces", "`yes`, `no`", "yes", "add 5xx 5.1.x bounces to `<p>:suppressed`"),
+    MODULE("queue", "suppress_hard_bounces", "`yes`, `no`", "yes",
+           "suppression by bounce: a bounce of a `[feedback] suppress_classes` class adds the recipient to "
+           "`<p>:suppressed`, and intake checks the set"),
     MODULE("queue", "claim_idle", "duration, 10s to 1d", "5m",
            "a dead worker's pending job is taken over after this idle time"),
+
+    NAME("feedback", "domain", feedback_domain, "off: the envelope sender is `mail_from` as it is",
+         "bounce.sender.example",
+         "the bounce domain (its MX is `volley inbound`): the envelope sender of every message becomes "
+         "`<local>+<tag>@<domain>`, the tag naming the job under an HMAC ([docs/feedback.md](docs/feedback.md)); "
+         "needs `secret_file`"),
+    FILE_("feedback", "secret_file", feedback_secret_file, "unset", "/etc/volley/feedback.secret",
+          "first line: the HMAC secret (16-128 bytes) of VERP tags and unsubscribe tokens; the same file on every "
+          "worker and `volley inbound`"),
+    FUNC("feedback", "complaints_address", set_complaints_address, "an address", NULL, "`fbl@<domain>`",
+         "fbl@bounce.sender.example", "where feedback-loop (ARF) reports are sent: register it with Yahoo, "
+         "Microsoft JMRP and others"),
+    FUNC("feedback", "unsubscribe_base", set_unsub_base, "`https://` URL", NULL, "unset",
+         "https://unsub.sender.example",
+         "base of `{{unsubscribe_url}}` in a campaign's `list_unsubscribe`: `<base>/u/<signed token>`, served by "
+         "`volley inbound` (`http_listen`, behind your HTTPS proxy)"),
+    FUNC("feedback", "suppress_classes", set_suppress_classes,
+         "bounce class names ([Bounce classes](#bounce-classes-and-complaint-rates)), or `none`",
+         "bad-mailbox bad-domain inactive-mailbox", NULL, NULL,
+         "a bounce (a permanent failure; not an expiry) of one of these classes adds the recipient to "
+         "`<p>:suppressed` (needs `[queue] suppress_hard_bounces = yes`)"),
+    INT("events", "max_entries", events_max_entries, 1000, 1000000000, "1000000",
+        "the events stream's hard ceiling in entries (~100 B each): below it, entries an export group (`volley "
+        "events --group`) has not read are kept; above it the oldest go anyway, with a warning"),
+
+    FUNC("inbound", "listen", set_inbound_listen, "`host:port` list", "0.0.0.0:25", NULL, NULL,
+         "`volley inbound`: SMTP listen addresses (blank-separated)"),
+    FUNC("inbound", "http_listen", set_inbound_http_listen, "`host:port`", NULL, "no HTTP endpoint",
+         "127.0.0.1:8025", "`volley inbound`: the one-click unsubscribe endpoint (`POST /u/<token>`)"),
+    FILE_("inbound", "cert_file", inbound_cert_file, "no STARTTLS", "/etc/volley/inbound.pem",
+          "certificate chain (PEM) offered with STARTTLS"),
+    FILE_("inbound", "key_file", inbound_key_file, "unset", "/etc/volley/inbound.key", "the key of `cert_file`"),
+    BYTES("inbound", "max_message_bytes", inbound_max_message_bytes, 1024, 1ULL << 30, "10485760",
+          "a larger message is read to its end, dropped and answered 552 (the SIZE announced in EHLO)"),
+    INT("inbound", "max_clients", inbound_max_clients, 1, 10000, "64",
+        "concurrent SMTP sessions; one more is answered 421 and closed"),
+    INT("inbound", "timeout_ms", inbound_timeout_ms, 100, 3600000, "60000",
+        "a client silent this long (a command, a DATA block) is answered 421 and closed"),
+    INT("inbound", "session_max_ms", inbound_session_max_ms, 1000, DAY_MS, "600000",
+        "a session's whole life (a client trickling bytes is still cut off)"),
 
     FUNC("log", "level", set_log_level, "`debug`, `info`, `warn`, `error`", "info", NULL, NULL, "what is logged"),
 };
@@ -673,85 +832,137 @@ static const struct {
     {"dns", "too many [dns] servers", CONFIG_MAX_DNS},
 };
 
+/*
+ * A parse either stops at the first error (err filled, the worker's and push's way) or, with a
+ * report function (volley check), hands each error to it and goes on with the next line, so one
+ * run lists every bad line. Either way each message is "FILE:LINE: ..." naming the key.
+ */
+struct parse_errs {
+    config_err_fn *fn; /* NULL: stop at the first error */
+    void *priv;
+    int n;
+};
+
+/* bad_line - record one error in err; -EINVAL to stop, 0 to go on with the next line (err handed to pe->fn) */
+static int bad_line(struct parse_errs *pe, char *err, size_t errlen)
+{
+    if (pe->fn == NULL)
+        return -EINVAL;
+    pe->fn(pe->priv, err);
+    pe->n++;
+    return 0;
+}
+
+/* parse_line - one key = value of [sec]; 0 or -EINVAL with "name:LINE: reason" in err */
+static int parse_line(struct vconfig *cfg, const char *name, const char *sec, int throttle, const struct ini_line *ln,
+                      char *err, size_t errlen)
+{
+    int lineno = ln->lineno;
+    const char *key = ln->key, *val = ln->value;
+    if (sec[0] == '\0')
+        return err_set(err, errlen, -EINVAL, "%s:%d: key '%s' outside any section", name, lineno, key);
+    const struct config_key *k = throttle ? NULL : find_key(sec, key);
+    if (!throttle && k == NULL)
+        return err_set(err, errlen, -EINVAL, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
+    if (throttle || k->kind == CONFIG_MODULE) {
+        if (keep_raw(cfg, sec, key, val, lineno) < 0)
+            return err_set(err, errlen, -EINVAL, "%s:%d: too many keys in module sections", name, lineno);
+        return 0;
+    }
+    char why[256] = "";
+    int rc = apply(cfg, k, key, val, why, sizeof(why));
+    for (size_t i = 0; rc == -E2BIG && i < sizeof(limits) / sizeof(limits[0]); i++)
+        if (strcmp(sec, limits[i].sec) == 0)
+            return err_set(err, errlen, -EINVAL, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
+    if (rc < 0 && k->secret)
+        return err_set(err, errlen, -EINVAL, "%s:%d: [%s] %s: %s", name, lineno, sec, key, why[0] ? why : "bad value");
+    if (rc < 0)
+        return err_set(err, errlen, -EINVAL, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
+    return 0;
+}
+
 /* parse - apply text[len] (text[len] writable, see lib/ini.h) on top of cfg */
-static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, char *err, size_t errlen)
+static int parse(struct vconfig *cfg, const char *name, char *text, size_t len, struct parse_errs *pe, char *err,
+                 size_t errlen)
 {
     char sec[64] = "";
-    int throttle = 0;
+    int throttle = 0, sec_ok = 1;
     struct ini it;
     struct ini_line ln;
     int rc;
     ini_init(&it, name, text, len, CONFIG_LINE_MAX);
-    while ((rc = ini_next(&it, &ln, err, errlen)) > 0) {
-        int lineno = ln.lineno;
-        if (ln.section != NULL) {
-            if (strlen(ln.section) >= sizeof(sec)) {
-                return err_set(err, errlen, -EINVAL, "%s:%d: malformed section header", name, lineno);
-            }
+    /* ini_next has moved past a line it refuses, so reading on after an error is safe */
+    while ((rc = ini_next(&it, &ln, err, errlen)) != 0) {
+        if (rc > 0 && ln.section != NULL) {
+            /* a bad header still starts a section: its keys are not blamed on the one before */
             snprintf(sec, sizeof(sec), "%s", ln.section);
-            if (!known_section(sec, &throttle)) {
-                return err_set(err, errlen, -EINVAL, "%s:%d: unknown section [%s]", name, lineno, sec);
-            }
-            continue;
+            sec_ok = strlen(ln.section) < sizeof(sec) && known_section(sec, &throttle);
+            if (strlen(ln.section) >= sizeof(sec))
+                rc = err_set(err, errlen, -EINVAL, "%s:%d: malformed section header", name, ln.lineno);
+            else if (!sec_ok)
+                rc = err_set(err, errlen, -EINVAL, "%s:%d: unknown section [%s]", name, ln.lineno, sec);
+            else
+                rc = 0;
+        } else if (rc > 0) {
+            /* the keys of an unknown section: its header was the error */
+            rc = sec_ok ? parse_line(cfg, name, sec, throttle, &ln, err, errlen) : 0;
+        } else if (it.bad_section) {
+            sec_ok = 0; /* a malformed header: its keys are not blamed on the section before */
         }
-        const char *key = ln.key, *val = ln.value;
-        if (sec[0] == '\0') {
-            return err_set(err, errlen, -EINVAL, "%s:%d: key '%s' outside any section", name, lineno, key);
-        }
-        const struct config_key *k = throttle ? NULL : find_key(sec, key);
-        if (!throttle && k == NULL) {
-            return err_set(err, errlen, -EINVAL, "%s:%d: unknown key '%s' in [%s]", name, lineno, key, sec);
-        }
-        if (throttle || k->kind == CONFIG_MODULE) {
-            if (keep_raw(cfg, sec, key, val, lineno) < 0) {
-                return err_set(err, errlen, -EINVAL, "%s:%d: too many keys in module sections", name, lineno);
-            }
-            continue;
-        }
-        char why[256] = "";
-        rc = apply(cfg, k, key, val, why, sizeof(why));
-        for (size_t i = 0; rc == -E2BIG && i < sizeof(limits) / sizeof(limits[0]); i++)
-            if (strcmp(sec, limits[i].sec) == 0) {
-                return err_set(err, errlen, -EINVAL, "%s:%d: %s (max %d)", name, lineno, limits[i].what, limits[i].max);
-            }
-        if (rc < 0 && k->secret) {
-            return err_set(err, errlen, -EINVAL, "%s:%d: [%s] %s: %s", name, lineno, sec, key,
-                           why[0] ? why : "bad value");
-        }
-        if (rc < 0) {
-            return err_set(err, errlen, -EINVAL, "%s:%d: bad value '%s' for [%s] %s", name, lineno, val, sec, key);
-        }
+        if (rc < 0 && bad_line(pe, err, errlen) < 0)
+            return rc;
     }
-    return rc;
+    return pe->n > 0 ? -EINVAL : 0;
 }
 
 int config_parse_string(struct vconfig *cfg, const char *name, const char *text, char *err, size_t errlen)
 {
     size_t len = strlen(text);
     char *copy = xmemdup(text, len + 1);
-    int rc = parse(cfg, name, copy, len, err, errlen);
+    struct parse_errs pe = {0};
+    int rc = parse(cfg, name, copy, len, &pe, err, errlen);
     free(copy);
     return rc;
 }
 
-int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
+/* load - defaults, then the file, then the checks across keys; errors as parse() handles them */
+static int load(struct vconfig *cfg, const char *path, struct parse_errs *pe, char *err, size_t errlen)
 {
     config_defaults(cfg);
     cfg->path = xstrdup(path);
     char *text;
     size_t len;
     int rc = file_read(path, 0, &text, &len, err, errlen);
-    if (rc == 0)
-        rc = parse(cfg, path, text, len, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = parse(cfg, path, text, len, pe, err, errlen);
     free(text);
-    if (rc == 0 && redis_url_check(&cfg->redis, err, errlen) < 0) {
+    if ((rc == 0 || pe->fn != NULL) && redis_url_check(&cfg->redis, err, errlen) < 0) {
         char why[256];
         snprintf(why, sizeof(why), "%s", err);
         rc = err_set(err, errlen, -EINVAL, "%s: %s", path, why);
+        if (bad_line(pe, err, errlen) < 0)
+            return rc;
     }
+    return pe->n > 0 ? -EINVAL : rc;
+}
+
+int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen)
+{
+    struct parse_errs pe = {0};
+    int rc = load(cfg, path, &pe, err, errlen);
     if (rc < 0)
         config_free(cfg); /* nothing for the caller to release on the error path (config_free again is harmless) */
     return rc;
+}
+
+int config_check(struct vconfig *cfg, const char *path, config_err_fn *fn, void *priv, char *err, size_t errlen)
+{
+    struct parse_errs pe = {.fn = fn, .priv = priv};
+    int rc = load(cfg, path, &pe, err, errlen);
+    if (rc < 0 && pe.n == 0)
+        return rc; /* the file could not be read: err says why */
+    return pe.n;
 }
 
 const struct config_route *config_route_find(const struct vconfig *cfg, const char *domain, size_t dlen)

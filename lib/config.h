@@ -33,6 +33,8 @@
 #define CONFIG_MAX_EGRESS 64
 #define CONFIG_MAX_TLS_POLICY 64
 
+/* [worker] backend: the event loop's kernel interface */
+enum config_backend { CONFIG_BACKEND_AUTO = 0, CONFIG_BACKEND_IO_URING, CONFIG_BACKEND_EPOLL };
 enum config_tls_mode { CONFIG_TLS_OFF = 0, CONFIG_TLS_OPPORTUNISTIC, CONFIG_TLS_REQUIRED, CONFIG_TLS_VERIFY };
 
 /* how a route's connection starts TLS */
@@ -93,6 +95,8 @@ struct vconfig {
     struct redis_url redis;
     char *redis_prefix;
     int redis_shards; /* [redis] shards: queue shards (queue/keys.h); 1 = the unsharded layout */
+    int redis_replicas_ack;    /* WAIT for this many replicas after each outcome batch; 0: off */
+    int redis_replicas_ack_ms; /* ...for at most this long */
     /* [worker] */
     int threads;       /* worker threads; 0 in the file means "number of cores" */
     char *hostname;    /* EHLO name */
@@ -102,6 +106,7 @@ struct vconfig {
     size_t max_message_bytes;  /* a rendered message larger than this fails its job */
     size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */
     int shutdown_ms;           /* SIGTERM: how long in-flight transactions may take */
+    enum config_backend backend; /* read at start: a reload keeps the loop the threads run */
     /* [smtp] */
     int connections;     /* concurrent connections per destination site, whole process */
     int msgs_per_conn;   /* messages before a connection is closed and reopened */
@@ -127,6 +132,8 @@ struct vconfig {
     /* [dkim] */
     struct config_dkim_key dkim[CONFIG_MAX_DKIM];
     int ndkim;
+    /* [events] */
+    int events_max_entries; /* the events stream's hard ceiling, export groups or not */
     /* [log] */
     int log_level;
     /* [dns] */
@@ -134,6 +141,20 @@ struct vconfig {
     int ndns_servers;
     int dns_timeout_ms;
     int dns_tries;
+    /* [feedback] (docs/feedback.md): VERP off while feedback_domain is NULL */
+    char *feedback_domain;      /* bounce domain: the envelope sender becomes <local>+<tag>@<domain> */
+    char *feedback_secret_file; /* HMAC secret of VERP tags and unsubscribe tokens (lib/verp.h) */
+    char *feedback_complaints;  /* feedback-loop report address; NULL: fbl@<domain> */
+    char *feedback_unsub_base;  /* https base URL of {{unsubscribe_url}} */
+    unsigned feedback_suppress_classes; /* bit (1u << enum bounce_class_id) per class whose bounces are suppressed */
+    /* [inbound]: `volley inbound` */
+    char *inbound_listen;       /* space-separated host:port list */
+    char *inbound_http_listen;  /* host:port of the one-click endpoint; NULL: none */
+    char *inbound_cert_file, *inbound_key_file; /* STARTTLS; unset: no STARTTLS */
+    size_t inbound_max_message_bytes;
+    int inbound_max_clients;
+    int inbound_timeout_ms;     /* per command / per data block */
+    int inbound_session_max_ms; /* a session's whole life */
     /* sections parsed by other modules */
     struct config_raw raw[CONFIG_MAX_RAW];
     int nraw;
@@ -180,6 +201,14 @@ extern const size_t config_nkeys;
 void config_defaults(struct vconfig *cfg);
 /* config_load - defaults, then the file; 0, or -errno with a one-line reason in err and cfg released */
 int config_load(struct vconfig *cfg, const char *path, char *err, size_t errlen);
+/* config_err_fn - one error of config_check: "FILE:LINE: reason naming the key" (or "FILE: reason" across keys) */
+typedef void config_err_fn(void *priv, const char *msg);
+/*
+ * config_check - like config_load, but every error goes to fn and parsing goes on with the next
+ * line (`volley check`): the number of errors (0: valid), or -errno when the file cannot be read
+ * (reason in err). cfg holds what parsed either way: release it with config_free.
+ */
+int config_check(struct vconfig *cfg, const char *path, config_err_fn *fn, void *priv, char *err, size_t errlen);
 /*
  * config_parse_string - apply text on top of what cfg holds (tests); name appears in errors.
  * Unlike config_load it does not fill defaults: call config_defaults(cfg) first.

@@ -36,6 +36,7 @@ static char *trim(char *s)
 
 int ini_next(struct ini *it, struct ini_line *out, char *err, size_t errlen)
 {
+    it->bad_section = 0;
     while (it->p < it->end) {
         char *line = it->p, *nl = memchr(line, '\n', (size_t)(it->end - line));
         size_t n = nl ? (size_t)(nl - line) : (size_t)(it->end - line);
@@ -52,7 +53,8 @@ int ini_next(struct ini *it, struct ini_line *out, char *err, size_t errlen)
         *out = (struct ini_line){.lineno = it->lineno};
         if (*s == '[') {
             char *close = strchr(s, ']');
-            if (close == NULL || close[1] != '\0')
+            it->bad_section = close == NULL || close[1] != '\0';
+            if (it->bad_section)
                 return err_set(err, errlen, -EINVAL, "%s:%d: malformed section header", it->name, it->lineno);
             *close = '\0';
             out->section = trim(s + 1);

@@ -38,6 +38,7 @@ struct ini {
     char *p, *end;    /* the unread text */
     int lineno;       /* of the line last returned */
     size_t line_max;  /* longest line allowed; 0: no limit */
+    int bad_section;  /* the last error was a malformed [section] line (a reader going on skips its keys) */
 };
 
 /* one meaningful line: a section header (section set, key and value NULL) or key = value (section NULL) */

@@ -6,11 +6,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 
 #include "lib/err.h"
+#include "queue/cluster_conn.h"
 #include "queue/tls_pipe.h"
 
 /* auth_refused - a reply that means "not these credentials" rather than a broken server */
@@ -55,6 +58,19 @@ static int step(redisContext *c, const char *shown, int argc, const char **argv,
 
 int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, char *err, size_t errlen)
 {
+    if (!u->cluster)
+        return q_connect_one(out, u, timeout_ms, err, errlen);
+    char shown[REDIS_URL_SHOWN_MAX], why[300];
+    int rc = q_cluster_open(out, u, timeout_ms, why, sizeof(why));
+    if (rc < 0) {
+        redis_url_display(u, shown, sizeof(shown));
+        return err_set(err, errlen, rc, "cannot use the redis cluster at %s: %s", shown, why);
+    }
+    return 0;
+}
+
+int q_connect_one(redisContext **out, const struct redis_url *u, int timeout_ms, char *err, size_t errlen)
+{
     char shown[REDIS_URL_SHOWN_MAX];
     redis_url_display(u, shown, sizeof(shown));
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -98,10 +114,81 @@ int q_connect(redisContext **out, const struct redis_url *u, int timeout_ms, cha
     return 0;
 }
 
+redisReply *q_command_argv(redisContext *c, int argc, const char **argv, const size_t *argvlen)
+{
+    if (q_cluster_of(c) == NULL)
+        return redisCommandArgv(c, argc, argv, argvlen);
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0)
+        abort(); /* hiredis fails only when malloc does */
+    redisReply *r = q_cluster_run(c, cmd, (size_t)len);
+    redisFreeCommand(cmd);
+    return r;
+}
+
+redisReply *q_vcommand(redisContext *c, const char *fmt, va_list ap)
+{
+    if (q_cluster_of(c) == NULL)
+        return redisvCommand(c, fmt, ap);
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0)
+        abort(); /* hiredis fails only when malloc does */
+    redisReply *r = q_cluster_run(c, cmd, (size_t)len);
+    redisFreeCommand(cmd);
+    return r;
+}
+
+void *q_command(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = q_vcommand(c, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+size_t q_nodes(redisContext *c, redisContext **out, size_t max)
+{
+    if (q_cluster_of(c) != NULL)
+        return q_cluster_nodes(c, out, max);
+    if (max == 0)
+        return 0;
+    out[0] = c;
+    return 1;
+}
+
+int q_append_formatted(redisContext *c, const char *cmds, size_t len)
+{
+    if (q_cluster_of(c) == NULL)
+        return redisAppendFormattedCommand(c, cmds, len);
+    return q_cluster_append(c, cmds, len);
+}
+
+int q_flush(redisContext *c)
+{
+    if (q_cluster_of(c) != NULL)
+        return q_cluster_flush(c);
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return REDIS_ERR;
+    return REDIS_OK;
+}
+
+int q_get_reply(redisContext *c, void **reply)
+{
+    if (q_cluster_of(c) == NULL)
+        return redisGetReply(c, reply);
+    return q_cluster_get_reply(c, reply);
+}
+
 void q_disconnect(redisContext *c)
 {
     if (c == NULL)
         return;
+    q_cluster_free(q_cluster_of(c));
     int fd = c->fd;
     redisFree(c);
     q_tls_pipe_join(fd);

@@ -22,6 +22,7 @@
 #include "lib/err.h"
 #include "lib/log.h"
 #include "queue/campaign.h"
+#include "queue/events.h"
 #include "queue/keys.h"
 #include "queue/outcome.h"
 #include "queue/validate.h"
@@ -60,19 +61,25 @@ static const char resume_lua[] = "local st = redis.call('HGET', KEYS[1], 'state'
                                  "if #es > 0 and redis.call('XLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[2]) end\n"
                                  "return #es\n";
 
-/* the event of a job ended by cancel: same fields as a worker's event (queue/outcome.h) */
+/*
+ * the event of a job ended by cancel: same fields and encoding as a worker's event (queue/events.h). No trim
+ * here: the next record batch trims the events stream, and only as far as the export groups allow.
+ */
 #define Q_LUA_CANCEL_EVENT                                                                                             \
+    Q_EVENTS_LUA                                                                                                       \
+    "local evms = ev_clock(KEYS[2])\n"                                                                                 \
+    "local evid = string.format('%.0f', evms) .. '-*'\n"                                                               \
     "local function cancel_event(job, f, camp)\n"                                                                      \
     "  local to, att = '', '1'\n"                                                                                      \
     "  for i = 1, #f - 1, 2 do\n"                                                                                      \
     "    if f[i] == 'to' then to = f[i + 1] elseif f[i] == 'attempt' then att = f[i + 1] end\n"                        \
     "  end\n"                                                                                                          \
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'job', job, 'campaign', camp, 'to', to,\n"             \
-    "             'status', 'cancelled', 'code', '0', 'attempt', att, 'reply', 'campaign cancelled')\n"               \
+    "  redis.call('XADD', KEYS[2], evid, 'job', ev_job(job, evms), 'campaign', ev_ref(KEYS[2], {}, camp),\n"           \
+    "             'to', to, 'status', '5', 'code', '0', 'attempt', att, 'reply', 'campaign cancelled')\n"              \
     "  redis.call('HINCRBY', KEYS[3], 'cancelled', 1)\n"                                                               \
     "end\n"
 
-/* KEYS: hold, events, stats. ARGV: limit, campaign, maxlen. Ends one batch of held jobs. */
+/* KEYS: hold, events, stats. ARGV: limit, campaign. Ends one batch of held jobs. */
 static const char cancel_hold_lua[] =
     Q_LUA_CANCEL_EVENT "local es = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))\n"
                        "for _, e in ipairs(es) do\n"
@@ -83,12 +90,12 @@ static const char cancel_hold_lua[] =
                        "return #es\n";
 
 /*
- * KEYS: retry, events, stats. ARGV: limit, campaign, maxlen, offset. Looks at one window of the
+ * KEYS: retry, events, stats. ARGV: limit, campaign, offset. Looks at one window of the
  * retry set and ends the campaign's members in it; returns {looked at, ended} so the caller can move the
  * window (members removed shift the ones after them down).
  */
 static const char cancel_retry_lua[] =
-    Q_LUA_CANCEL_EVENT "local off = tonumber(ARGV[4])\n"
+    Q_LUA_CANCEL_EVENT "local off = tonumber(ARGV[3])\n"
                        "local ms = redis.call('ZRANGE', KEYS[1], off, off + tonumber(ARGV[1]) - 1)\n"
                        "local ended = 0\n"
                        "for _, m in ipairs(ms) do\n"
@@ -111,7 +118,7 @@ static const char cancel_retry_lua[] =
 static int run(struct q_ctl *c, redisReply **out, char *err, size_t errlen, int argc, const char **argv,
                const size_t *lens)
 {
-    redisReply *r = redisCommandArgv(c->c, argc, argv, lens);
+    redisReply *r = q_command_argv(c->c, argc, argv, lens);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->c->errstr[0] ? c->c->errstr : "connection lost");
     if (r->type == REDIS_REPLY_ERROR) {
@@ -287,21 +294,20 @@ static int cancel_shard(struct q_ctl *c, const struct q_keys *k, const char *id,
                         unsigned long long *retry, char *err, size_t errlen)
 {
     int rc;
-    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16], maxlen[24];
+    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16];
     snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
     snprintf(sk, sizeof(sk), "%s%s", k->stats, id);
     snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
-    snprintf(maxlen, sizeof(maxlen), "%d", Q_EVENTS_MAXLEN);
-    const char *hkeys[] = {hk, k->events, sk}, *hargs[] = {lim, id, maxlen};
-    if ((rc = eval_drain(c, held, err, errlen, cancel_hold_lua, 3, hkeys, 3, hargs)) < 0)
+    const char *hkeys[] = {hk, k->events, sk}, *hargs[] = {lim, id};
+    if ((rc = eval_drain(c, held, err, errlen, cancel_hold_lua, 3, hkeys, 2, hargs)) < 0)
         return rc;
     const char *rkeys[] = {k->retry, k->events, sk};
     for (long long off = 0;;) {
         char offs[24];
         snprintf(offs, sizeof(offs), "%lld", off);
-        const char *rargs[] = {lim, id, maxlen, offs};
+        const char *rargs[] = {lim, id, offs};
         redisReply *r;
-        if ((rc = eval(c, &r, err, errlen, cancel_retry_lua, 3, rkeys, 4, rargs)) < 0)
+        if ((rc = eval(c, &r, err, errlen, cancel_retry_lua, 3, rkeys, 3, rargs)) < 0)
             return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
             r->element[1]->type != REDIS_REPLY_INTEGER) {
@@ -387,6 +393,7 @@ static int show_shard(struct q_ctl *c, const struct q_keys *k, const char *id, s
     out->suppressed += hnum(s, "suppressed");
     out->expired += hnum(s, "expired");
     out->reclaimed += hnum(s, "reclaimed");
+    q_feedback_add(s, &out->fb);
     out->held += h->type == REDIS_REPLY_INTEGER ? h->integer : 0;
     if (s->type == REDIS_REPLY_ARRAY && s->elements > 0)
         *exists = 1;

@@ -52,6 +52,7 @@
 #include <stddef.h>
 
 #include "lib/redis_url.h"
+#include "queue/feedback.h"
 #include "queue/job.h"
 
 #define Q_CTL_BATCH 1000
@@ -65,6 +66,7 @@ struct q_campaign_info {
     char from[256], subject[256]; /* made printable, cut */
     long long queued, delivered, deferred, bounced, failed, cancelled, suppressed, expired, reclaimed;
     long long held; /* XLEN <p>:hold:<id> */
+    struct q_feedback fb; /* complaints, unsubscribes, bounces and deferrals per class */
 };
 
 /* q_ctl_open - connect (5 s timeout) and SELECT db; 0 or -errno with a one-line reason */

@@ -4,6 +4,8 @@
  */
 #include "queue/fleet.h"
 
+#include "queue/connect.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -89,7 +91,7 @@ static int claim_eval(redisContext *c, const struct q_keys *k, const struct q_wo
     snprintf(pid, sizeof(pid), "%d", id->pid);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(ttl_ms > 0 ? ttl_ms : 1));
     const char *argv[] = {"EVAL", FLEET_CLAIM_LUA, "1", key, id->token, pid, id->host, info, ttl};
-    redisReply *r = redisCommandArgv(c, 9, argv, NULL);
+    redisReply *r = q_command_argv(c, 9, argv, NULL);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
     int rc = q_worker_reply_parse(r, holder);
@@ -145,14 +147,34 @@ int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_wor
     char key[Q_KEY_MAX + Q_WORKER_NAME_MAX];
     key_of(key, sizeof(key), k, id->name);
     const char *argv[] = {"EVAL", release_lua, "1", key, id->token};
-    redisReply *r = redisCommandArgv(c, 5, argv, NULL);
+    redisReply *r = q_command_argv(c, 5, argv, NULL);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
     int rc = r->type == REDIS_REPLY_INTEGER ? (r->integer > 0)
                                             : err_set(err, errlen, -EPROTO, "releasing worker name '%s': %s", id->name,
                                                       r->type == REDIS_REPLY_ERROR ? "redis error" : "bad reply");
     freeReplyObject(r);
+    /* the name was ours: its per-shard copies go with it (else they run out with their TTL) */
+    for (int s = 0; rc > 0 && q_keys_tagged(k->nshards) && s < k->nshards; s++) {
+        struct q_keys ks;
+        q_keys_shard(&ks, k->prefix, s, k->nshards);
+        char ak[Q_KEY_MAX + Q_WORKER_NAME_MAX];
+        snprintf(ak, sizeof(ak), "%s%s", ks.alive, id->name);
+        const char *del[] = {"DEL", ak};
+        if ((r = q_command_argv(c, 2, del, NULL)) != NULL)
+            freeReplyObject(r);
+    }
     return rc;
+}
+
+void q_alive_beat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, uint64_t ttl_ms,
+                  q_reply_fn *fn, void *priv)
+{
+    char key[Q_KEY_MAX + Q_WORKER_NAME_MAX], px[24];
+    snprintf(key, sizeof(key), "%s%s", k->alive, id->name);
+    snprintf(px, sizeof(px), "%llu", (unsigned long long)(ttl_ms > 0 ? ttl_ms : 1));
+    const char *argv[] = {"SET", key, id->token, "PX", px};
+    q_redis_cmdargv(q, 5, argv, NULL, fn, priv);
 }
 
 void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, const char *info,

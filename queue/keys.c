@@ -47,12 +47,14 @@ void q_keys_shard(struct q_keys *k, const char *prefix, int shard, int nshards)
     snprintf(k->retry, sizeof(k->retry), "%sretry", sp);
     snprintf(k->campaign, sizeof(k->campaign), "%scampaign:", sp);
     snprintf(k->stats, sizeof(k->stats), "%sstats:", sp);
+    snprintf(k->pstats, sizeof(k->pstats), "%spstats:", sp);
     snprintf(k->jobs_high, sizeof(k->jobs_high), "%sjobs:high", sp);
     snprintf(k->hold, sizeof(k->hold), "%shold:", sp);
     snprintf(k->suppressed, sizeof(k->suppressed), "%ssuppressed", sp);
     snprintf(k->claim, sizeof(k->claim), "%sclaim:", sp);
     /* fleet-wide, single-key commands only: no tag */
     snprintf(k->worker, sizeof(k->worker), "%s:worker:", prefix);
+    snprintf(k->alive, sizeof(k->alive), "%sworker:", sp);
     snprintf(k->ctl_version, sizeof(k->ctl_version), "%s:ctl:version", prefix);
 }
 

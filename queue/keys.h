@@ -9,6 +9,7 @@
  *     <p>:retry             sorted set of deferred jobs by due time (ms)
  *     <p>:campaign:<id>     campaign hash
  *     <p>:stats:<id>        per-campaign counters hash
+ *     <p>:pstats:<provider> per-provider counters hash (delivered, complained)
  *     <p>:jobs:high         high-priority stream, same group, served first
  *     <p>:hold:<id>         jobs of a paused campaign, waiting for resume
  *     <p>:worker:<name>     heartbeat of a worker process (string with TTL)
@@ -23,6 +24,10 @@
  *   one shard hash to one Cluster slot, so every script of queue/ that is
  *   given one shard's q_keys touches one slot. <p>:worker:<name> and
  *   <p>:ctl:version stay untagged: only single-key commands use them.
+ *   The reclaim script asks whether a pending entry's worker is alive:
+ *   with tags it reads <p>:{s}:worker:<name> (`alive`), a copy of the
+ *   heartbeat the worker writes to every shard (q_alive_beat), since a
+ *   script may not read another slot's key on a cluster.
  *   Without tags (the default, N = 1) the names are exactly the list above.
  * THREADS
  *   q_keys_force_tags is called once at startup, before any other thread
@@ -48,9 +53,11 @@ struct q_keys {
     char retry[Q_KEY_MAX];
     char campaign[Q_KEY_MAX]; /* "<p>:campaign:" - append the id */
     char stats[Q_KEY_MAX];    /* "<p>:stats:" - append the id */
+    char pstats[Q_KEY_MAX];   /* "<p>:pstats:" - append the provider name */
     char jobs_high[Q_KEY_MAX];
     char hold[Q_KEY_MAX];   /* "<p>:hold:" - append the campaign id */
     char worker[Q_KEY_MAX]; /* "<p>:worker:" - append the worker name */
+    char alive[Q_KEY_MAX];  /* "<p>:{s}:worker:" tagged, else = worker: what the reclaim script checks */
     char suppressed[Q_KEY_MAX];
     char claim[Q_KEY_MAX]; /* "<p>:claim:" - append the stream key */
     char ctl_version[Q_KEY_MAX];

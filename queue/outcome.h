@@ -12,7 +12,11 @@
  *       attempt, then the optional fields that are set; the event's own
  *       stream id says when it was recorded);
  *     - adds the status to <p>:stats:<campaign> (one HINCRBY per campaign
- *       and status for the whole batch);
+ *       and status for the whole batch), and for a bounce or deferral with
+ *       a class also `<status>:<class>` (bounced:bad-mailbox); a delivery
+ *       also counts in <p>:pstats:<provider> `delivered`;
+ *     - for a bounce whose class is one of suppress_classes: adds the
+ *       recipient to <p>:suppressed;
  *     - for deferred: re-queues the job in <p>:retry due at retry_at_ms with
  *       its fields and attempt+1 (the job is never lost);
  *     - for failed: XADDs the job's fields and the reason to <p>:dead;
@@ -36,8 +40,8 @@
 
 enum q_status { Q_DELIVERED = 0, Q_DEFERRED, Q_BOUNCED, Q_FAILED, Q_HELD, Q_CANCELLED, Q_SUPPRESSED };
 
-/* <p>:events is trimmed with XADD MAXLEN ~ this many entries (about 300 MB of events at most) */
-#define Q_EVENTS_MAXLEN 1000000
+/* default [events] max_entries: the events stream's hard ceiling (about 100 MB of delivered events) */
+#define Q_EVENTS_MAX_ENTRIES 1000000
 
 struct q_outcome {
     const struct q_job *job;
@@ -52,19 +56,27 @@ struct q_outcome {
     const char *tls;   /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
     const char *limit; /* which volley limit deferred it */
     const char *scope; /* what the failure concerns: recipient, message, connection or site */
+    const char *cls;   /* deferred or bounced: the bounce class (lib/bounce_class.h) */
+    /* delivered: the recipient's provider, counted in <p>:pstats:<provider> (not an event field) */
+    const char *provider;
 };
 
 /* what the record script needs from [retry] / [queue] (queue/retry.h fills them from the config) */
 struct q_record_opts {
     uint64_t max_age_ms;       /* 0: never expire */
-    int suppress_hard_bounces; /* add 5xx 5.1.x bounces to <p>:suppressed */
+    int suppress_hard_bounces; /* suppression by bounce on: add bounces of suppress_classes to <p>:suppressed */
+    unsigned suppress_classes; /* bit (1u << enum bounce_class_id) per class suppressed ([feedback]) */
+    uint64_t events_max_entries; /* [events] max_entries; 0: Q_EVENTS_MAX_ENTRIES */
 };
 
 /* q_status_name - "delivered", "deferred", "bounced", "failed", "held", "cancelled", "suppressed" */
 const char *q_status_name(enum q_status s);
 /*
  * q_record - queue the atomic recording of n outcomes; reply: integer n, or
- * an error. opts NULL: max_age 4 days and hard-bounce suppression on.
+ * an array {n, lost} when the events stream's ceiling (max_entries) removed
+ * lost entries an export group had not consumed yet, or an error. opts
+ * NULL: max_age 4 days, suppression of the default classes
+ * (BOUNCE_SUPPRESS_DEFAULT) on, the default ceiling.
  */
 void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_opts *opts, const struct q_outcome *o,
               int n, q_reply_fn *fn, void *priv);

@@ -53,7 +53,7 @@ static int conn_err(struct q_push *p, char *err, size_t errlen)
 static int command(struct q_push *p, redisReply **out, char *err, size_t errlen, int argc, const char **argv,
                    const size_t *argvlen)
 {
-    redisReply *r = redisCommandArgv(p->c, argc, argv, argvlen);
+    redisReply *r = q_command_argv(p->c, argc, argv, argvlen);
     if (r == NULL)
         return conn_err(p, err, errlen);
     if (r->type == REDIS_REPLY_ERROR) {
@@ -180,7 +180,7 @@ static int push_campaign_shard(struct q_push *p, const struct q_keys *k, const s
     const char *streams[] = {k->jobs, k->jobs_high};
     for (int i = 0; i < 2; i++) {
         const char *grp[] = {"XGROUP", "CREATE", streams[i], Q_GROUP, "0", "MKSTREAM"};
-        r = redisCommandArgv(p->c, 6, grp, NULL);
+        r = q_command_argv(p->c, 6, grp, NULL);
         if (r == NULL)
             return conn_err(p, err, errlen);
         int busy = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) == 0;
@@ -200,7 +200,7 @@ static int read_replies(struct q_push *p, unsigned n, unsigned jobs, char *err, 
     int rc = 0;
     for (unsigned i = 0; i < n; i++) {
         void *v = NULL;
-        if (redisGetReply(p->c, &v) != REDIS_OK || v == NULL)
+        if (q_get_reply(p->c, &v) != REDIS_OK || v == NULL)
             return conn_err(p, err, errlen);
         redisReply *r = v;
         if (r->type == REDIS_REPLY_ERROR && rc == 0) {
@@ -232,7 +232,7 @@ static int send_batch(struct q_push *p, char *err, size_t errlen)
         p->shard_jobs[s] = 0;
         replies++;
     }
-    if (redisAppendFormattedCommand(p->c, vbuf_data(&p->batch), vbuf_len(&p->batch)) != REDIS_OK)
+    if (q_append_formatted(p->c, vbuf_data(&p->batch), vbuf_len(&p->batch)) != REDIS_OK)
         return conn_err(p, err, errlen);
     vbuf_reset(&p->batch);
     unsigned prev = p->inflight_jobs, prev_replies = p->inflight_replies;
@@ -242,10 +242,8 @@ static int send_batch(struct q_push *p, char *err, size_t errlen)
     if (prev > 0)
         return read_replies(p, prev_replies, prev, err, errlen);
     /* nothing to read yet: push the bytes out now so Redis starts on them */
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(p->c, &done) != REDIS_OK)
-            return conn_err(p, err, errlen);
+    if (q_flush(p->c) != REDIS_OK)
+        return conn_err(p, err, errlen);
     return 0;
 }
 

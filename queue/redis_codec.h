@@ -47,5 +47,13 @@ int q_redis_feed(struct q_redis *q, const char *p, size_t n);
 void q_redis_fail_all(struct q_redis *q);
 /* q_redis_pending - commands sent or queued whose replies have not arrived */
 size_t q_redis_pending(const struct q_redis *q);
+/*
+ * q_redis_take - Redis Cluster routing (engine/redis_cluster.c): the oldest
+ * queued command of a codec that never sends, and its callback, removed
+ * from q; the bytes are copied into *cmd (malloc'd, *len long: the
+ * caller's). 1 taken, 0 nothing queued, -EPROTO when the queued bytes are
+ * not whole RESP commands one per callback (a bug of the caller's).
+ */
+int q_redis_take(struct q_redis *q, char **cmd, size_t *len, q_reply_fn **fn, void **priv);
 
 #endif

@@ -9,17 +9,34 @@
 
 #include <string.h>
 
+/*
+ * q_u64toa - counts the digits first, then writes two at a time from the end:
+ * every argument of every command passes here (an outcome batch: some 40 per
+ * message), and the digit-at-a-time loop with its reversal was ~3% of the
+ * worker's instructions (issue 12).
+ */
 size_t q_u64toa(char *dst, uint64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        dst[i] = tmp[n - 1 - i];
-    dst[n] = '\0';
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    size_t n = 1;
+    for (uint64_t p = 10; n < 20 && v >= p; p *= 10)
+        n++;
+    char *w = dst + n;
+    *w = '\0';
+    while (v >= 100) {
+        const char *d = pairs + 2 * (v % 100);
+        v /= 100;
+        *--w = d[1];
+        *--w = d[0];
+    }
+    if (v >= 10) {
+        *--w = pairs[2 * v + 1];
+        *--w = pairs[2 * v];
+    } else {
+        *--w = (char)('0' + v);
+    }
     return n;
 }
 

@@ -12,8 +12,8 @@
  *     max_age  = 4d                     a job deferred when its next attempt would come later
  *                                       than first attempt + max_age is bounced as expired
  *   [queue]
- *     suppress_hard_bounces = yes       a 5xx bounce with DSN 5.1.x adds the recipient to
- *                                       <p>:suppressed (done by the record script)
+ *     suppress_hard_bounces = yes       a bounce of a [feedback] suppress_classes class adds
+ *                                       the recipient to <p>:suppressed (the record script)
  *     claim_idle = 5m                   a pending job idle this long belongs to a dead worker
  *   Durations are a whole number with a unit s, m, h or d ("90s", "4d"); a bare
  *   number is seconds. The defaults follow the MTAs and RFC 5321 (DOMAIN.md):

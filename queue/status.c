@@ -29,7 +29,7 @@ static int cmd(redisContext *c, redisReply **out, char *err, size_t errlen, cons
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
+    redisReply *r = q_vcommand(c, fmt, ap);
     va_end(ap);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
@@ -156,16 +156,15 @@ static int group_info(redisContext *c, const char *key, long long len, long long
     return 0;
 }
 
-/* scan_keys - every key matching pattern (at most max) to fn; stops early when fn returns < 0 */
-static int scan_keys(redisContext *c, const char *pattern, size_t max,
+/* scan_node - scan_keys on one server (node), up to max keys in all (*seen counts them) */
+static int scan_node(redisContext *c, redisContext *node, const char *pattern, size_t max, size_t *seen,
                      int (*fn)(redisContext *, const redisReply *, void *, char *, size_t), void *priv, char *err,
                      size_t errlen)
 {
     char cursor[32] = "0";
-    size_t seen = 0;
     do {
         redisReply *r;
-        int rc = cmd(c, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        int rc = cmd(node, &r, err, errlen, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (rc < 0)
             return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -174,7 +173,7 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
             return err_set(err, errlen, -EPROTO, "unexpected SCAN reply");
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements && seen < max; i++, seen++) {
+        for (size_t i = 0; i < r->element[1]->elements && *seen < max; i++, (*seen)++) {
             const redisReply *key = r->element[1]->element[i];
             if (key->type != REDIS_REPLY_STRING)
                 continue;
@@ -184,7 +183,23 @@ static int scan_keys(redisContext *c, const char *pattern, size_t max,
             }
         }
         freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0 && seen < max);
+    } while (strcmp(cursor, "0") != 0 && *seen < max);
+    return 0;
+}
+
+/* scan_keys - every key matching pattern (at most max) to fn; stops early when fn returns < 0 */
+static int scan_keys(redisContext *c, const char *pattern, size_t max,
+                     int (*fn)(redisContext *, const redisReply *, void *, char *, size_t), void *priv, char *err,
+                     size_t errlen)
+{
+    /* SCAN walks one server's keys: on a cluster, every primary's in turn (keys go to fn with c, routed) */
+    redisContext *nodes[64];
+    size_t nn = q_nodes(c, nodes, sizeof(nodes) / sizeof(nodes[0])), seen = 0;
+    for (size_t ni = 0; ni < nn && seen < max; ni++) {
+        int rc = scan_node(c, nodes[ni], pattern, max, &seen, fn, priv, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -300,6 +315,11 @@ static int shard_info(redisContext *c, const struct q_keys *k, struct q_status_r
         rc = cmd_int(c, &supp, err, errlen, "SCARD %s", k->suppressed);
     if (rc < 0)
         return rc;
+    /* written by the record script when [events] max_entries trimmed what an export group had not read */
+    redisReply *r = q_command(c, "HGET %s:overrun entries", k->events);
+    s->events_lost += r != NULL && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    if (r != NULL)
+        freeReplyObject(r);
     s->jobs += jobs;
     s->retry += retry;
     s->dead += dead;
@@ -336,6 +356,7 @@ static int campaign_stats(redisContext *c, const struct q_keys *keys, int nshard
         cs->suppressed += num(map_get(h, "suppressed"), 0);
         cs->expired += num(map_get(h, "expired"), 0);
         cs->reclaimed += num(map_get(h, "reclaimed"), 0);
+        q_feedback_add(h, &cs->fb);
         freeReplyObject(h);
         char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
         snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
@@ -429,6 +450,71 @@ static int all_campaigns(redisContext *c, const struct q_keys *keys, int nshards
     return 0;
 }
 
+struct provider_scan {
+    struct q_status_report *s;
+    size_t plen, cap; /* plen: the prefix's length */
+};
+
+/* provider_row - the row of provider `name`, added (zeroed) when it has none yet: one row over all shards */
+static struct q_provider_stats *provider_row(struct provider_scan *ps, const char *name)
+{
+    struct q_status_report *s = ps->s;
+    for (size_t i = 0; i < s->nproviders; i++)
+        if (strcmp(s->providers[i].name, name) == 0)
+            return &s->providers[i];
+    if (s->nproviders == ps->cap) {
+        ps->cap = ps->cap ? 2 * ps->cap : 16;
+        s->providers = xrealloc(s->providers, ps->cap * sizeof(*s->providers));
+    }
+    struct q_provider_stats *p = &s->providers[s->nproviders++];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    return p;
+}
+
+/* add_provider - one <p>[:{s}]:pstats:<provider> hash: deliveries and complaints, summed per provider */
+static int add_provider(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
+{
+    struct provider_scan *ps = priv;
+    /* "<p>:" then "{s}:" with tags, then "pstats:<provider>" (the SCAN pattern matched the prefix) */
+    const char *at = key->str + ps->plen + 1, *end = key->str + key->len;
+    if (at < end && *at == '{' && (at = memchr(at, '}', (size_t)(end - at))) != NULL)
+        at += 2;
+    if (at == NULL || at + 7 >= end || memcmp(at, "pstats:", 7) != 0)
+        return 0;
+    at += 7;
+    redisReply *v;
+    int rc = cmd(c, &v, err, errlen, "HMGET %s delivered complained", key->str);
+    if (rc < 0)
+        return rc;
+    if (v->type == REDIS_REPLY_ARRAY && v->elements == 2) {
+        char name[Q_PROVIDER_NAME_MAX];
+        log_sanitize(name, sizeof(name), at, key->len - (size_t)(at - key->str));
+        struct q_provider_stats *p = provider_row(ps, name);
+        p->delivered += num(v->element[0], 0);
+        p->complained += num(v->element[1], 0);
+    }
+    freeReplyObject(v);
+    return 0;
+}
+
+static int provider_by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct q_provider_stats *)a)->name, ((const struct q_provider_stats *)b)->name);
+}
+
+/* all_providers - SCAN every shard's <p>:pstats:* (providers are a handful: the throttle's table) */
+static int all_providers(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
+{
+    char pattern[Q_KEY_MAX + 16];
+    pattern_of(pattern, sizeof(pattern), k, "pstats");
+    struct provider_scan ps = {.s = s, .plen = strlen(k->prefix)};
+    int rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_provider, &ps, err, errlen);
+    if (rc == 0 && s->nproviders > 1)
+        qsort(s->providers, s->nproviders, sizeof(*s->providers), provider_by_name);
+    return rc;
+}
+
 int q_status_collect(const struct redis_url *u, const char *prefix, int nshards, const char *campaign,
                      struct q_status_report *s, char *err, size_t errlen)
 {
@@ -452,6 +538,8 @@ int q_status_collect(const struct redis_url *u, const char *prefix, int nshards,
         rc = scan_keys(c, pattern, Q_STATUS_MAX_CAMPAIGNS, add_held, s, err, errlen);
     if (rc == 0)
         rc = fleet_info(c, &keys[0], s, err, errlen);
+    if (rc == 0)
+        rc = all_providers(c, &keys[0], s, err, errlen);
     if (rc == 0 && campaign != NULL) {
         s->campaigns = xcalloc(1, sizeof(*s->campaigns));
         rc = campaign_stats(c, keys, nshards, campaign, &s->campaigns[0], err, errlen);
@@ -472,5 +560,6 @@ void q_status_report_free(struct q_status_report *r)
     free(r->consumers);
     free(r->campaigns);
     free(r->workers);
+    free(r->providers);
     memset(r, 0, sizeof(*r));
 }

@@ -4,8 +4,9 @@
  * DESCRIPTION
  *   Read-only: XLEN, XINFO GROUPS/CONSUMERS, XPENDING, ZCARD of both job
  *   streams, live workers (SCAN <p>:worker:*), held jobs (SCAN <p>:hold:*),
- *   the suppression list size, and the per-campaign counters and state (one campaign, or every <p>:stats:* found with
- *   SCAN). "undelivered" is the group's lag; when Redis 7 reports the lag
+ *   the suppression list size, the per-campaign counters and state (one campaign, or every <p>:stats:* found with
+ *   SCAN) with their feedback counters (queue/feedback.h), and every provider's <p>:pstats:<provider>.
+ *   "undelivered" is the group's lag; when Redis 7 reports the lag
  *   as nil (deleted entries make it unknowable) it is XLEN - pending, which
  *   is exact under the contract (entries are deleted when acknowledged).
  * OWNERSHIP
@@ -20,6 +21,7 @@
 #include <stddef.h>
 
 #include "lib/redis_url.h"
+#include "queue/feedback.h"
 #include "queue/job.h"
 
 #define Q_STATUS_MAX_CAMPAIGNS 10000
@@ -37,6 +39,7 @@ struct q_campaign_stats {
     long long cancelled, suppressed, expired, reclaimed;
     long long held; /* XLEN <p>:hold:<id> */
     enum q_camp_state state;
+    struct q_feedback fb; /* complaints, unsubscribes, bounces and deferrals per class */
 };
 
 /* a live worker: its claimed name <p>:worker:<name> (queue/fleet.h) */
@@ -55,6 +58,7 @@ struct q_status_report {
     long long retry;       /* ZCARD <p>:retry */
     long long dead;        /* XLEN <p>:dead */
     long long events;      /* XLEN <p>:events */
+    long long events_lost; /* entries the events ceiling removed before every export group read them */
     int group_exists;
     struct q_consumer_info *consumers;
     size_t nconsumers;
@@ -68,6 +72,8 @@ struct q_status_report {
     int shards;                                          /* [redis] shards: every count above is their sum */
     struct q_worker_info *workers;                       /* sorted by name */
     size_t nworkers;
+    struct q_provider_stats *providers; /* every <p>:pstats:<provider>, sorted by name */
+    size_t nproviders;
 };
 
 /* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */

@@ -37,6 +37,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 
 #include "lib/alloc.h"
 #include "lib/err.h"
@@ -735,4 +736,32 @@ int dkim_sign_at(struct dkim_signer *s, const char *msg, size_t len, time_t now,
 int dkim_sign(struct dkim_signer *s, const char *msg, size_t len, vbuf *out, char *err, size_t errlen)
 {
     return dkim_sign_at(s, msg, len, time(NULL), out, err, errlen);
+}
+
+/*
+ * dkim_signer_record - the DNS TXT value that publishes key i's public half (RFC 6376 3.6.1,
+ * RFC 8463 4.2): "v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo>" or "k=ed25519; p=<base64 of
+ * the 32 raw bytes>", appended to txt. Read from the loaded private key, so what is published is
+ * what signs.
+ */
+int dkim_signer_record(const struct dkim_signer *s, int i, vbuf *txt, char *err, size_t errlen)
+{
+    if (i < 0 || i >= s->nkeys)
+        return err_set(err, errlen, -EINVAL, "dkim: no key %d", i);
+    const struct dkim_key *k = &s->keys[i];
+    unsigned char raw[4096], *p = raw;
+    size_t n = sizeof(raw);
+    if (k->algo == CONFIG_DKIM_RSA) {
+        int len = i2d_PUBKEY(k->pkey, NULL);
+        if (len <= 0 || (size_t)len > sizeof(raw) || i2d_PUBKEY(k->pkey, &p) != len)
+            return err_set(err, errlen, -EINVAL, "dkim: cannot encode the public key of %s", k->selector);
+        n = (size_t)len;
+    } else if (EVP_PKEY_get_raw_public_key(k->pkey, raw, &n) != 1) {
+        return err_set(err, errlen, -EINVAL, "dkim: cannot read the public key of %s", k->selector);
+    }
+    char *b = xmalloc(4 * ((n + 2) / 3) + 1);
+    size_t blen = b64(b, raw, n);
+    vbuf_printf(txt, "v=DKIM1; k=%s; p=%.*s", k->algo == CONFIG_DKIM_RSA ? "rsa" : "ed25519", (int)blen, b);
+    free(b);
+    return 0;
 }

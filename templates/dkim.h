@@ -37,6 +37,9 @@ struct dkim_signer;
 /* dkim_signer_new - NULL with err naming the file when a key is missing or unreadable */
 struct dkim_signer *dkim_signer_new(const struct vconfig *cfg, char *err, size_t errlen);
 void dkim_signer_free(struct dkim_signer *s);
+/* dkim_signer_record - append the DNS TXT value publishing the public half of key i (cfg->dkim[i]):
+ * "v=DKIM1; k=rsa|ed25519; p=BASE64"; 0 or -EINVAL with err (`volley check --dkim`) */
+int dkim_signer_record(const struct dkim_signer *s, int i, vbuf *txt, char *err, size_t errlen);
 /* dkim_sign - msg is a complete CRLF message (not dot-stuffed); 0 or -errno with err */
 int dkim_sign(struct dkim_signer *s, const char *msg, size_t len, vbuf *out, char *err, size_t errlen);
 /* dkim_sign_at - dkim_sign with the signing time (t=) given: tools and tests */

@@ -173,6 +173,7 @@ static const char *const reserved_headers[] = {
     "Return-Path",
     "Received",
     "Sender",
+    "X-Volley-Job", /* [feedback]: the VERP tag (docs/feedback.md) */
 };
 
 /* field_name_ok - RFC 5322 field-name: 1-76 printable ASCII characters except ':' */
@@ -803,6 +804,11 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
         if (idx >= 0)
             vals[idx] = (struct tpl_value){rc->vars[i].v ? rc->vars[i].v : "", rc->vars[i].vlen};
     }
+    if (rc->unsub_url != NULL) {
+        int idx = tpl_names_find(m->names, "unsubscribe_url", 15);
+        if (idx >= 0)
+            vals[idx] = (struct tpl_value){rc->unsub_url, rc->unsub_urllen};
+    }
     for (size_t i = 0; i < m->nitems; i++) {
         const struct item *it = &m->items[i];
         if (it->kind == IT_CONST) {
@@ -811,6 +817,13 @@ int tpl_message_render(const struct tpl_message *m, const struct tpl_render_ctx 
             vbuf_truncate(out, start);
             return -EINVAL;
         }
+    }
+    if (rc->job_tag != NULL && rc->job_taglen > 0 && rc->job_taglen < 128 &&
+        strspn(rc->job_tag, "abcdefghijklmnopqrstuvwxyz234567") >= rc->job_taglen) {
+        /* the VERP tag again, for feedback reports that return the headers but not the envelope */
+        vbuf_append(out, "X-Volley-Job: ", 14);
+        vbuf_append(out, rc->job_tag, rc->job_taglen);
+        vbuf_append(out, "\r\n", 2);
     }
     int toobig;
     if (m->text && m->html) {

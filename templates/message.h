@@ -46,6 +46,10 @@ struct tpl_render_ctx {
     size_t uniqlen;
     time_t now; /* for the Date header */
     size_t max_bytes; /* the most bytes the message may have; 0: no limit */
+    const char *job_tag; /* [feedback] VERP tag (base32): an X-Volley-Job header; NULL: none */
+    size_t job_taglen;
+    const char *unsub_url; /* the value of {{unsubscribe_url}} (a signed one-click URL); NULL: unset */
+    size_t unsub_urllen;
 };
 
 struct tpl_message *tpl_message_compile(const struct kv *fields, size_t n, char *err, size_t errlen);

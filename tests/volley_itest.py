@@ -494,13 +494,13 @@ class VolleySink:
 # conf_text's flat keywords: the [worker] and [smtp] keys (the two sections nearly every test sets; the
 # names are disjoint). Every other section is a dict keyword of its own.
 WORKER_KEYS = frozenset({"threads", "hostname", "name", "batch", "max_inflight", "shutdown_ms", "max_message_bytes",
-                         "max_inflight_bytes"})
+                         "max_inflight_bytes", "backend"})
 SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connections_per_sec", "idle_timeout_ms",
                        "timeout_ms", "connect_timeout_ms", "greeting_timeout_ms", "ehlo_timeout_ms", "mail_timeout_ms",
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
                        "connection_max_ms", "bad_host_ms", "mx_port"})
-SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "throttle", "warmup", "dkim",
-            "log")
+SECTIONS = ("redis", "worker", "smtp", "dns", "egress", "tls", "route", "retry", "queue", "events", "throttle", "warmup",
+            "dkim", "feedback", "inbound", "log")
 
 # what every test starts from: small batches, quick SMTP timeouts, no TLS
 CONF_DEFAULTS = {
@@ -525,8 +525,12 @@ def conf_text(redis_url, route=None, *, preset=None, tls=None, log=None, provide
     SMTP_KEYS); redis, dns, egress, retry, queue, throttle, warmup, dkim are dicts for their sections
     ([redis] url defaults to redis_url); providers: {NAME: {key: value}} for [provider NAME].
     A value of None leaves the key out; a list value repeats the key (e.g. [dkim] key).
+    The environment's VOLLEY_BACKEND (auto, io_uring, epoll) sets [worker] backend unless a keyword does, so
+    the suite runs on either event loop (.ci/run's epoll pass).
     """
     secs = {name: dict(keys) for name, keys in CONF_DEFAULTS.items()}
+    if os.environ.get("VOLLEY_BACKEND"):
+        secs["worker"]["backend"] = os.environ["VOLLEY_BACKEND"]
     secs["redis"] = {"url": redis_url, "prefix": prefix}
     for name, keys in (preset or {}).items():
         secs.setdefault(name, {}).update(keys)
@@ -643,13 +647,13 @@ class Volley:
         assert cid and "\n" not in cid, f"push must print only the campaign id, got {p.stdout!r}"
         return cid
 
-    def start_worker(self, conf=None, tag=None, exit_when_idle=False, args=()):
+    def start_worker(self, conf=None, tag=None, exit_when_idle=False, args=(), wrap=()):
         """Start `volley worker -c conf [args]` in the background (conf: default volley.conf); the log goes to
         <dir>/<tag>.log (tag: default worker<n>). The Popen has .logpath and .name (= tag); it is SIGKILLed
-        at teardown if still running."""
+        at teardown if still running. wrap: a command line the worker runs under (e.g. build/tools/no-uring)."""
         self.nruns += 1
         tag = tag or f"worker{self.nruns}"
-        cmd = [str(binary("volley")), "worker", "-c", str(conf or self.conf), *map(str, args)]
+        cmd = [*map(str, wrap), str(binary("volley")), "worker", "-c", str(conf or self.conf), *map(str, args)]
         if exit_when_idle:
             cmd.append("--exit-when-idle")
         log = self.dir / f"{tag}.log"
@@ -659,15 +663,15 @@ class Volley:
         self.workers.append(p)
         return p
 
-    def run_worker(self, timeout=WORKER_TIMEOUT, conf=None, tag=None, expect=0):
+    def run_worker(self, timeout=WORKER_TIMEOUT, conf=None, tag=None, expect=0, wrap=()):
         """Run `volley worker --exit-when-idle` to completion; returns a WorkerRun.
 
         expect: the exit status the test needs; a worker still running after timeout seconds is killed and,
         like another exit status, fails the test with the queue state and the log tail. expect=None (tests
-        bounding a hostile peer): nothing is checked here, the run says timed_out.
+        bounding a hostile peer): nothing is checked here, the run says timed_out. wrap: as start_worker's.
         """
         t0 = time.monotonic()
-        p = self.start_worker(conf, tag, exit_when_idle=True)
+        p = self.start_worker(conf, tag, exit_when_idle=True, wrap=wrap)
         try:
             rc, timed_out = p.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
@@ -707,12 +711,15 @@ class Volley:
         return ":".join((PREFIX,) + parts)
 
     def events(self):
-        """Every entry of <p>:events as a dict (stream id under '_id')."""
+        """Every entry of <p>:events in its readable form, as `volley events` (the decoder of the stream's compact
+        encoding, docs/redis-contract.md "Event fields") prints it: a dict of strings, stream id under '_id'."""
+        p = self.run("events", "-c", self.conf, "--format", "jsonl")
+        assert p.returncode == 0, f"volley events exit {p.returncode}: {p.stderr.strip()}"
         out = []
-        for eid, fields in self.r.xrange(self.key("events"), "-", "+"):
-            fields = dict(fields)
-            fields["_id"] = eid
-            out.append(fields)
+        for line in p.stdout.splitlines():
+            e = json.loads(line)
+            e["_id"] = e.pop("id")
+            out.append(e)
         return out
 
     def events_by_to(self):

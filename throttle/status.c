@@ -66,9 +66,9 @@ static int cmp_pair(const void *a, const void *b)
 }
 
 /* add_members - the members of one pairs set (SMEMBERS key) to the list; -EIO when Redis fails */
-static int add_members(redisContext *c, const char *key, bool tagged, struct pair_list *l)
+static int add_members(redisContext *c, thr_blocking_fn *cmd, const char *key, bool tagged, struct pair_list *l)
 {
-    redisReply *set = redisCommand(c, "SMEMBERS %s", key);
+    redisReply *set = cmd(c, "SMEMBERS %s", key);
     if (set == NULL || set->type != REDIS_REPLY_ARRAY) {
         if (set)
             freeReplyObject(set);
@@ -89,15 +89,14 @@ static int add_members(redisContext *c, const char *key, bool tagged, struct pai
     return 0;
 }
 
-/* pair_names - every pair with a status: <p>:thr:pairs, and the tagged sets <p>:thr:{<pair>}:pairs */
-static int pair_names(redisContext *c, const char *prefix, struct pair_list *l)
+/* scan_pairs - the tagged pairs sets one node holds (SCAN is per node on a cluster) */
+static int scan_pairs(redisContext *c, thr_blocking_fn *cmd, redisContext *node, const char *pattern,
+                      struct pair_list *l)
 {
-    char key[THR_KEY_MAX], pattern[THR_KEY_MAX], cursor[32] = "0";
-    snprintf(key, sizeof(key), "%s:thr:pairs", prefix);
-    int rc = add_members(c, key, false, l);
-    snprintf(pattern, sizeof(pattern), "%s:thr:{*}:pairs", prefix);
+    char cursor[32] = "0";
+    int rc = 0;
     while (rc == 0) {
-        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        redisReply *r = redisCommand(node, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_ARRAY) {
             if (r)
@@ -107,25 +106,40 @@ static int pair_names(redisContext *c, const char *prefix, struct pair_list *l)
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++)
             if (r->element[1]->element[i]->type == REDIS_REPLY_STRING)
-                rc = add_members(c, r->element[1]->element[i]->str, true, l);
+                rc = add_members(c, cmd, r->element[1]->element[i]->str, true, l);
         freeReplyObject(r);
         if (strcmp(cursor, "0") == 0)
             break;
     }
+    return rc;
+}
+
+/* pair_names - every pair with a status: <p>:thr:pairs, and the tagged sets <p>:thr:{<pair>}:pairs */
+static int pair_names(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                      const char *prefix, struct pair_list *l)
+{
+    char key[THR_KEY_MAX], pattern[THR_KEY_MAX];
+    snprintf(key, sizeof(key), "%s:thr:pairs", prefix);
+    int rc = add_members(c, cmd, key, false, l);
+    snprintf(pattern, sizeof(pattern), "%s:thr:{*}:pairs", prefix);
+    for (size_t i = 0; rc == 0 && i < nnodes; i++)
+        rc = scan_pairs(c, cmd, nodes[i], pattern, l);
     if (rc == 0 && l->n > 1)
         qsort(l->v, l->n, sizeof(*l->v), cmp_pair);
     return rc;
 }
 
-int thr_status_print(redisContext *c, const char *prefix, FILE *out)
+int thr_status_print(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                     const char *prefix, FILE *out)
 {
-    return thr_status_fprint(c, prefix, clock_wall_ms(), out);
+    return thr_status_fprint(c, cmd, nodes, nnodes, prefix, clock_wall_ms(), out);
 }
 
-int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *out)
+int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                      const char *prefix, uint64_t now, FILE *out)
 {
     struct pair_list l = {0};
-    int rc = pair_names(c, prefix, &l);
+    int rc = pair_names(c, cmd, nodes, nnodes, prefix, &l);
     if (rc < 0) {
         free(l.v);
         return rc;
@@ -141,8 +155,8 @@ int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *o
         char kp[THR_KP_MAX];
         const char *pname = l.v[i].name;
         thr_key_prefix(kp, sizeof(kp), prefix, l.v[i].tagged ? pname : NULL);
-        redisReply *st = redisCommand(c, "HGETALL %sstatus:%s", kp, pname);
-        redisReply *bo = redisCommand(c, "HGETALL %sbackoff:%s", kp, pname);
+        redisReply *st = cmd(c, "HGETALL %sstatus:%s", kp, pname);
+        redisReply *bo = cmd(c, "HGETALL %sbackoff:%s", kp, pname);
         if (st == NULL || bo == NULL) {
             rc = -EIO;
             if (st)
@@ -192,7 +206,8 @@ int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now, FILE *o
     return rc;
 }
 
-int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen)
+int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date,
+                   char *err, size_t errlen)
 {
     int64_t day;
     if (thr_parse_date(NULL, date, &day) < 0)
@@ -200,7 +215,7 @@ int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const ch
     size_t n = strlen(ip);
     if (n == 0 || n >= THR_IP_MAX || strspn(ip, "0123456789abcdefABCDEF.:") != n)
         return err_set(err, errlen, -EINVAL, "bad IP address '%s'", ip);
-    redisReply *r = redisCommand(c, "HSET %s:thr:warmup %s %s", prefix, ip, date);
+    redisReply *r = cmd(c, "HSET %s:thr:warmup %s %s", prefix, ip, date);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         int rc = err_set(err, errlen, -EIO, "redis: %s", r ? r->str : c->errstr);
         if (r)

@@ -197,8 +197,6 @@ int thr_rate_parse(const char *s, struct thr_rate *r);
 /* classify.c */
 bool thr_patterns_match(const struct thr_patterns *ps, const char *s, size_t n);
 bool thr_reply_matches(const struct thr_patterns *ps, const char *s, size_t n);
-int thr_classify_config(const struct thr_config *tc, const char *domain, size_t dlen, const char *const *mx_hosts,
-                        int nmx);
 
 /* scripts.c: the Lua scripts in one place, so the key layout reads as one contract */
 enum thr_script_id { THR_S_LEASE = 0, THR_S_CONN, THR_S_RENEW, THR_S_BACKOFF, THR_S_CLEAN, THR_NSCRIPTS };

@@ -135,6 +135,9 @@ struct throttle *thr_new(const struct thr_config *tc, const char *redis_prefix, 
  */
 void thr_free(struct throttle *t);
 
+/* thr_classify_config - thr_classify from the configuration alone (volley inbound: complaints per provider) */
+int thr_classify_config(const struct thr_config *tc, const char *domain, size_t dlen, const char *const *mx_hosts,
+                        int nmx);
 /* thr_classify - provider index by recipient domain, else by MX host names (rollup), else "default" */
 int thr_classify(const struct throttle *t, const char *domain, size_t dlen, const char *const *mx_hosts, int nmx);
 /*
@@ -192,11 +195,22 @@ void thr_tick(struct throttle *t, uint64_t now_ms);
 /* thr_commands - Redis commands sent so far (for benchmarks and stats) */
 unsigned long thr_commands(const struct throttle *t);
 
+/*
+ * The blocking calls run their commands through cmd: hiredis' redisCommand
+ * on one server, queue/connect's q_command (routed) on a Redis Cluster.
+ */
+typedef void *thr_blocking_fn(redisContext *c, const char *fmt, ...);
 /* thr_warmup_set - (blocking) store IP's warm-up start date "YYYY-MM-DD" in Redis */
-int thr_warmup_set(redisContext *c, const char *prefix, const char *ip, const char *date, char *err, size_t errlen);
-/* thr_status_print - (blocking) what `volley status` shows per provider and source IP; 0 or -errno */
-int thr_status_print(redisContext *c, const char *prefix, FILE *out);
+int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date,
+                   char *err, size_t errlen);
+/*
+ * thr_status_print - (blocking) what `volley status` shows per provider and source IP; 0 or -errno.
+ * nodes: every node the SCAN for tagged pairs must visit (c alone on one server; queue/connect's q_nodes)
+ */
+int thr_status_print(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                     const char *prefix, FILE *out);
 /* thr_status_fprint - the same as seen at now_ms (tests with an injected clock) */
-int thr_status_fprint(redisContext *c, const char *prefix, uint64_t now_ms, FILE *out);
+int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                      const char *prefix, uint64_t now_ms, FILE *out);
 
 #endif

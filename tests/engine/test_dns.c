@@ -1,13 +1,14 @@
 /*
  * NAME
- *   test_dns - MX resolution against a real dnsmasq, driven by a real io_uring loop
+ *   test_dns - MX resolution against a real dnsmasq, driven by a real loop (io_uring, then epoll)
  * DESCRIPTION
  *   The test starts dnsmasq on 127.0.0.1 and a free port with a zone given
  *   on its command line (--local=/test/: nothing leaves the machine), and a
  *   UDP socket that reads nothing, as the upstream of timeout.test, so that
  *   domain times out. Each test makes its own resolver on its own ring and
  *   runs the loop a worker runs: submit and wait, hand RING_OP_DNS_POLL
- *   completions to dns_on_cqe, call dns_tick at least every 100 ms.
+ *   completions to dns_on_cqe, call dns_tick at least every 100 ms. The
+ *   whole group runs on each backend.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -184,9 +185,12 @@ static int group_teardown(void **state)
 
 /* ---- a worker-like loop ---- */
 
+/* the loop the fixtures run on: the whole group runs once per backend */
+static enum config_backend fixture_backend;
+
 struct fixture {
     struct vconfig cfg;
-    struct io_uring ring;
+    struct ring ring;
     struct dns_resolver *r;
     int cqes; /* DNS completions dispatched */
 };
@@ -194,14 +198,15 @@ struct fixture {
 static struct fixture *fixture_new(void)
 {
     struct fixture *f = xcalloc(1, sizeof(*f));
-    char srv[64], err[256];
+    char srv[64], err[256], desc[384];
     config_defaults(&f->cfg);
     snprintf(srv, sizeof(srv), "127.0.0.1:%d", dnsmasq_port);
     f->cfg.dns_servers[0] = xstrdup(srv);
     f->cfg.ndns_servers = 1;
     f->cfg.dns_timeout_ms = 300;
     f->cfg.dns_tries = 2;
-    assert_int_equal(io_uring_queue_init(64, &f->ring, 0), 0);
+    assert_int_equal(ring_open(&f->ring, fixture_backend, 64, desc, sizeof(desc), err, sizeof(err)), 0);
+    ring_start(&f->ring);
     f->r = dns_resolver_new(&f->cfg, &f->ring, err, sizeof(err));
     if (f->r == NULL)
         fail_msg("dns_resolver_new: %s", err);
@@ -210,7 +215,7 @@ static struct fixture *fixture_new(void)
 
 static void fixture_free(struct fixture *f)
 {
-    io_uring_queue_exit(&f->ring);
+    ring_close(&f->ring);
     dns_resolver_free(f->r);
     config_free(&f->cfg);
     free(f);
@@ -219,20 +224,29 @@ static void fixture_free(struct fixture *f)
 /* pump - one turn of the loop: wait up to 20 ms, dispatch the batch, tick */
 static void pump(struct fixture *f)
 {
-    struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
-    io_uring_submit_and_wait_timeout(&f->ring, &cqe, 1, &ts, NULL);
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&f->ring, head, cqe)
-    {
-        uint64_t ud = io_uring_cqe_get_data64(cqe);
-        if (ring_op_of(ud) == RING_OP_DNS_POLL) {
-            dns_on_cqe(f->r, ud, cqe->res);
-            f->cqes++;
+    ring_wait(&f->ring, 20);
+    if (f->ring.kind == RING_KIND_URING) {
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&f->ring.uring, head, cqe)
+        {
+            uint64_t ud = io_uring_cqe_get_data64(cqe);
+            if (ring_op_of(ud) == RING_OP_DNS_POLL) {
+                dns_on_cqe(f->r, ud, cqe->res);
+                f->cqes++;
+            }
+            n++;
         }
-        n++;
+        io_uring_cq_advance(&f->ring.uring, n);
+    } else {
+        const struct ring_cq *cq;
+        size_t n = ring_batch(&f->ring, &cq);
+        for (size_t i = 0; i < n; i++)
+            if (ring_op_of(cq[i].ud) == RING_OP_DNS_POLL) {
+                dns_on_cqe(f->r, cq[i].ud, cq[i].res);
+                f->cqes++;
+            }
     }
-    io_uring_cq_advance(&f->ring, n);
     dns_tick(f->r, clock_mono_ms());
 }
 
@@ -720,5 +734,9 @@ int main(void)
         cmocka_unit_test(test_free_with_lookups_in_flight),
         cmocka_unit_test(test_polls_removed_when_idle),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    size_t n = sizeof(tests) / sizeof(tests[0]);
+    fixture_backend = CONFIG_BACKEND_IO_URING;
+    int failed = _cmocka_run_group_tests("io_uring", tests, n, group_setup, group_teardown);
+    fixture_backend = CONFIG_BACKEND_EPOLL;
+    return failed + _cmocka_run_group_tests("epoll", tests, n, group_setup, group_teardown);
 }

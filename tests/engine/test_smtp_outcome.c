@@ -201,7 +201,7 @@ static void test_4xx_5xx_421_at_each_stage(void **st)
 static void test_lost_connection_at_each_stage(void **st)
 {
     for (int s = 0; s < SMTP_STAGE_COUNT; s++) {
-        struct smtp_outcome o = smtp_outcome_lost((enum smtp_stage)s, false);
+        struct smtp_outcome o = smtp_outcome_lost((enum smtp_stage)s, false, "timeout waiting for reply");
         /* deferred: a message lost after its dot may have arrived, one lost before surely did not */
         assert_int_equal(o.status, Q_DEFERRED);
         assert_int_equal(o.code, 0);
@@ -211,11 +211,48 @@ static void test_lost_connection_at_each_stage(void **st)
         if (o.host_bad != smtp_stage_info((enum smtp_stage)s)->handshake)
             fail_msg("lost at %s: host_bad %d", smtp_stage_name((enum smtp_stage)s), o.host_bad);
         /* opportunistic TLS failed: reconnect in plain text at once, the host is not skipped */
-        assert_false(smtp_outcome_lost((enum smtp_stage)s, true).host_bad);
+        assert_false(smtp_outcome_lost((enum smtp_stage)s, true, NULL).host_bad);
+        /* the class: a handshake that failed is tls, so is the plain-text retry after one; the rest protocol */
+        bool tls = s == SMTP_STAGE_TLS || s == SMTP_STAGE_STARTTLS;
+        assert_string_equal(o.cls, tls ? "tls" : "protocol");
+        assert_string_equal(smtp_outcome_lost((enum smtp_stage)s, true, NULL).cls, "tls");
     }
-    assert_true(smtp_outcome_lost(SMTP_STAGE_CONNECT, false).host_bad);
-    assert_true(smtp_outcome_lost(SMTP_STAGE_TLS, false).host_bad);
-    assert_false(smtp_outcome_lost(SMTP_STAGE_MAIL, false).host_bad);
+    assert_true(smtp_outcome_lost(SMTP_STAGE_CONNECT, false, NULL).host_bad);
+    assert_true(smtp_outcome_lost(SMTP_STAGE_TLS, false, NULL).host_bad);
+    assert_false(smtp_outcome_lost(SMTP_STAGE_MAIL, false, NULL).host_bad);
+    /* every host of a site down: the class of the last host's failure */
+    assert_string_equal(smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "connect to 127.0.0.1:25 failed: Connection refused").cls,
+                        "protocol");
+    assert_string_equal(
+        smtp_outcome_of(SMTP_CAUSE_SITE_DOWN, "TLS required but the server does not offer STARTTLS").cls, "tls");
+    /* the reason's words decide when they say more than "lost": a refused greeting, required TLS */
+    assert_string_equal(smtp_outcome_lost(SMTP_STAGE_CONNECT, false, "connect: Connection refused").cls, "protocol");
+    assert_string_equal(
+        smtp_outcome_lost(SMTP_STAGE_GREETING, false, "greeting refused: 554 5.7.1 blocked using zen.spamhaus.org").cls,
+        "reputation");
+    assert_string_equal(
+        smtp_outcome_lost(SMTP_STAGE_EHLO, false, "TLS required but the server does not offer STARTTLS").cls, "tls");
+}
+
+static void test_reply_class(void **st)
+{
+    /* a refusal carries the class of its reply; a delivery carries none */
+    struct smtp_outcome o;
+    struct smtp_reply r = reply("550 5.1.1 <a@example.net>: Recipient address rejected: User unknown\r\n");
+    assert_true(smtp_outcome_reply(SMTP_STAGE_RCPT, &r, &o));
+    assert_int_equal(o.status, Q_BOUNCED);
+    assert_string_equal(o.cls, "bad-mailbox");
+    r = reply("421 4.7.0 Too much mail, you are rate limited\r\n");
+    assert_true(smtp_outcome_reply(SMTP_STAGE_DOT, &r, &o));
+    assert_int_equal(o.status, Q_DEFERRED);
+    assert_string_equal(o.cls, "rate-limited");
+    r = reply("554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org\r\n");
+    assert_true(smtp_outcome_reply(SMTP_STAGE_MAIL, &r, &o));
+    assert_string_equal(o.cls, "reputation");
+    r = reply("250 2.0.0 Ok: queued\r\n");
+    assert_true(smtp_outcome_reply(SMTP_STAGE_DOT, &r, &o));
+    assert_int_equal(o.status, Q_DELIVERED);
+    assert_null(o.cls);
 }
 
 struct cause_rule {
@@ -224,20 +261,21 @@ struct cause_rule {
     int code;
     const char *dsn;
     enum smtp_scope scope;
+    const char *cls;
 };
 
 static const struct cause_rule cause_rules[] = {
-    {SMTP_CAUSE_SITE_DOWN, Q_DEFERRED, 0, "4.4.1", SMTP_SCOPE_SITE},
-    {SMTP_CAUSE_NO_ROUTE, Q_DEFERRED, 0, "4.4.3", SMTP_SCOPE_NONE},
-    {SMTP_CAUSE_DNS_TEMPFAIL, Q_DEFERRED, 0, "4.4.3", SMTP_SCOPE_SITE},
-    {SMTP_CAUSE_DNS_NXDOMAIN, Q_BOUNCED, 550, "5.1.2", SMTP_SCOPE_SITE},
-    {SMTP_CAUSE_DNS_NULL_MX, Q_BOUNCED, 556, "5.1.10", SMTP_SCOPE_SITE},
-    {SMTP_CAUSE_THROTTLED, Q_DEFERRED, 0, "4.7.0", SMTP_SCOPE_SITE},
-    {SMTP_CAUSE_TOO_BIG, Q_BOUNCED, 552, "5.3.4", SMTP_SCOPE_MESSAGE},
-    {SMTP_CAUSE_UNSENDABLE, Q_FAILED, 0, "", SMTP_SCOPE_NONE},
-    {SMTP_CAUSE_PAUSED, Q_HELD, 0, "", SMTP_SCOPE_NONE},
-    {SMTP_CAUSE_CANCELLED, Q_CANCELLED, 0, "", SMTP_SCOPE_NONE},
-    {SMTP_CAUSE_SUPPRESSED, Q_SUPPRESSED, 0, "", SMTP_SCOPE_NONE},
+    {SMTP_CAUSE_SITE_DOWN, Q_DEFERRED, 0, "4.4.1", SMTP_SCOPE_SITE, "protocol"},
+    {SMTP_CAUSE_NO_ROUTE, Q_DEFERRED, 0, "4.4.3", SMTP_SCOPE_NONE, "dns"},
+    {SMTP_CAUSE_DNS_TEMPFAIL, Q_DEFERRED, 0, "4.4.3", SMTP_SCOPE_SITE, "dns"},
+    {SMTP_CAUSE_DNS_NXDOMAIN, Q_BOUNCED, 550, "5.1.2", SMTP_SCOPE_SITE, "bad-domain"},
+    {SMTP_CAUSE_DNS_NULL_MX, Q_BOUNCED, 556, "5.1.10", SMTP_SCOPE_SITE, "bad-domain"},
+    {SMTP_CAUSE_THROTTLED, Q_DEFERRED, 0, "4.7.0", SMTP_SCOPE_SITE, "rate-limited"},
+    {SMTP_CAUSE_TOO_BIG, Q_BOUNCED, 552, "5.3.4", SMTP_SCOPE_MESSAGE, "content-related"},
+    {SMTP_CAUSE_UNSENDABLE, Q_FAILED, 0, "", SMTP_SCOPE_NONE, NULL},
+    {SMTP_CAUSE_PAUSED, Q_HELD, 0, "", SMTP_SCOPE_NONE, NULL},
+    {SMTP_CAUSE_CANCELLED, Q_CANCELLED, 0, "", SMTP_SCOPE_NONE, NULL},
+    {SMTP_CAUSE_SUPPRESSED, Q_SUPPRESSED, 0, "", SMTP_SCOPE_NONE, NULL},
 };
 
 static void test_own_verdicts(void **st)
@@ -245,9 +283,11 @@ static void test_own_verdicts(void **st)
     assert_int_equal(sizeof(cause_rules) / sizeof(cause_rules[0]), SMTP_CAUSE_COUNT);
     for (size_t i = 0; i < sizeof(cause_rules) / sizeof(cause_rules[0]); i++) {
         const struct cause_rule *t = &cause_rules[i];
-        struct smtp_outcome o = smtp_outcome_of(t->why);
+        struct smtp_outcome o = smtp_outcome_of(t->why, NULL);
         if (o.status != t->status || o.code != t->code || strcmp(o.dsn, t->dsn) != 0 || o.scope != t->scope)
             fail_msg("cause %d: %s %d %s", (int)t->why, q_status_name(o.status), o.code, o.dsn);
+        if (t->cls == NULL ? o.cls != NULL : o.cls == NULL || strcmp(o.cls, t->cls) != 0)
+            fail_msg("cause %d: class %s", (int)t->why, o.cls ? o.cls : "(none)");
         assert_false(o.host_bad);
     }
 }
@@ -304,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_reply_decisions),
         cmocka_unit_test(test_4xx_5xx_421_at_each_stage),
         cmocka_unit_test(test_lost_connection_at_each_stage),
+        cmocka_unit_test(test_reply_class),
         cmocka_unit_test(test_own_verdicts),
         cmocka_unit_test(test_dns_answers),
         cmocka_unit_test(test_site_down),

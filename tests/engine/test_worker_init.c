@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine/dns.h"
+#include "engine/ring.h"
 #include "engine/engine.h"
 #include "lib/config.h"
 #include "queue/retry.h"
@@ -124,13 +125,13 @@ static void test_dkim_failure_releases_all(void **state)
     load_cfg(&cfg);
 
     /* the parts before the DKIM signer are really built with this configuration */
-    struct io_uring ring;
-    assert_int_equal(io_uring_queue_init(8, &ring, 0), 0);
-    char err[256];
+    struct ring ring;
+    char err[256], desc[384];
+    assert_int_equal(ring_open(&ring, CONFIG_BACKEND_IO_URING, 8, desc, sizeof(desc), err, sizeof(err)), 0);
     struct dns_resolver *r = dns_resolver_new(&cfg, &ring, err, sizeof(err));
     assert_non_null(r);
     dns_resolver_free(r);
-    io_uring_queue_exit(&ring);
+    ring_close(&ring);
 
     init_fails(&cfg); /* warms OpenSSL's and c-ares's lazily built state */
     init_fails(&cfg);

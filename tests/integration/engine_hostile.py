@@ -11,6 +11,7 @@ Modes
                   answers normally up to that command, then goes silent (keeps reading)
   stall_dot       reads the whole message and never answers the final dot
   drop_data       answers DATA with 354, reads the first line of content and closes the connection
+  blocklisted     refuses the session in its greeting: 554 5.7.1 ... blocked using zen.spamhaus.org
 
 The server runs in threads of the test process, binds a loopback address, records every
 connection and command line (`.connections`, `.commands`, `.ehlo` names by peer IP) and
@@ -22,7 +23,8 @@ import threading
 import time
 
 MODES = ("ok", "garbage", "garbage_mail", "huge", "endless", "stall_greeting", "stall_ehlo", "stall_mail",
-         "stall_rcpt", "stall_data", "stall_dot", "drop_data")
+         "stall_rcpt", "stall_data", "stall_dot", "drop_data", "blocklisted")
+BLOCKLISTED = "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"
 
 HUGE = 10 * 1024 * 1024
 
@@ -136,6 +138,9 @@ class HostileServer:
             self._silent(c)
         if m == "huge":
             self._send(c, b"220 " + b"x" * HUGE + b"\r\n")
+            self._silent(c)
+        if m == "blocklisted":
+            self._send(c, BLOCKLISTED + "\r\n")
             self._silent(c)
         self._send(c, "220 hostile.test ESMTP\r\n")
         buf = [b""]

@@ -1,13 +1,14 @@
 """A real Postfix smtpd as a receiving MX for the engine tests: an isolated instance on a loopback port.
 
-  Postfix(addr, port, cert, key, hostname, domains)
+  Postfix(addr, port, cert, key, hostname, domains, extra_main=())
     its own config_directory / queue_directory / data_directory in a fresh temp dir (mode 0755: the
     postfix user must reach it, pytest's tmp dirs are 0700); started with `postfix -c DIR start-fg`
     (log to stdout -> DIR/maillog); master.cf has one smtpd on ADDR:PORT. STARTTLS with the given
     certificate (smtpd_tls_security_level = may, TLS noted in the Received header), every recipient
     of `domains` is delivered by the virtual agent to one maildir (DIR/mail/box/new).
     .log_text(), .messages() (parsed), .wait_messages(n), .stop() (postfix stop, then the process
-    group it was started in, then the temp dir is removed).
+    group it was started in, then the temp dir is removed). extra_main: more main.cf lines (later
+    lines win), e.g. relay_domains and transport_maps for a relay that bounces.
 
 Needs root (Postfix drops to the `postfix` user itself) and the Debian postfix package.
 """
@@ -53,7 +54,7 @@ tlsmgr    unix  - - n 1000? 1 tlsmgr
 
 
 class Postfix:
-    def __init__(self, addr, port, cert, key, hostname, domains):
+    def __init__(self, addr, port, cert, key, hostname, domains, extra_main=()):
         self.addr, self.port = addr, port
         self.dir = Path(tempfile.mkdtemp(prefix="volley-postfix-"))
         os.chmod(self.dir, 0o755)
@@ -83,6 +84,7 @@ class Postfix:
             f"virtual_uid_maps = static:{pw.pw_uid}", f"virtual_gid_maps = static:{pw.pw_gid}",
             f"smtpd_tls_cert_file = {self.conf / 'cert.pem'}", f"smtpd_tls_key_file = {self.conf / 'key.pem'}",
             "smtpd_tls_security_level = may", "smtpd_tls_loglevel = 1", "smtpd_tls_received_header = yes",
+            *extra_main,
             "",
         ]))
         (self.conf / "master.cf").write_text(MASTER_CF.format(addr=addr, port=port))

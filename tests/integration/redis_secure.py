@@ -27,7 +27,7 @@ ADMIN_PASS = "admin-pw"
 VOLLEY_COMMANDS = (
     "auth select ping "
     "xadd xreadgroup xack xclaim xgroup|create xpending xlen xrange xdel xtrim xinfo|groups xinfo|consumers "
-    "hset hget hgetall hmget hincrby "
+    "xinfo|stream hset hget hgetall hmget hincrby "
     "sadd srem smembers smismember scard sscan "
     "zadd zrem zcard zrange zrangebyscore zremrangebyscore "
     "get set del exists pexpire pttl incrby decrby type "

@@ -6,8 +6,9 @@ DESCRIPTION
     `volley suppress add Blocked@Example.TEST` (stored lower-case): the job for blocked@example.test
     gets a `suppressed` event, the receiver never sees a RCPT for it, stats suppressed = 1.
 
-    A recipient refused with `550 5.1.1` (bad mailbox) is bounced and added to the suppression set
-    by the record script ([queue] suppress_hard_bounces defaults to yes): `volley suppress check`
+    A recipient refused with `550 5.1.1` (class bad-mailbox) is bounced and added to the suppression set
+    by the record script ([queue] suppress_hard_bounces defaults to yes, [feedback] suppress_classes
+    holds bad-mailbox by default): `volley suppress check`
     says so. One refused with `550 5.7.1` (policy, not an address problem) is bounced but not
     suppressed. A second campaign to the same people: the 5.1.1 address is suppressed without
     any RCPT, the 5.7.1 one is tried again. `volley suppress remove` takes an address off the list.
@@ -51,7 +52,8 @@ def test_suppression_list_and_hard_bounces(volley, receiver):
     assert ev["blocked@example.test"]["status"] == "suppressed", ev["blocked@example.test"]
     assert ev["gone@example.test"]["status"] == "bounced" and ev["gone@example.test"]["dsn"] == "5.1.1"
     assert ev["policy@example.test"]["status"] == "bounced" and ev["policy@example.test"]["dsn"] == "5.7.1"
-    assert volley.stats(cid) == {"queued": 5, "delivered": 2, "bounced": 2, "suppressed": 1}, volley.stats(cid)
+    assert volley.stats(cid) == {"queued": 5, "delivered": 2, "bounced": 2, "suppressed": 1,
+                                 "bounced:bad-mailbox": 1, "bounced:policy-related": 1}, volley.stats(cid)
 
     # the 5.1.1 bounce suppressed its address, the policy bounce did not
     p = suppress(volley, "check", "gone@example.test", "policy@example.test", "GONE@EXAMPLE.TEST")
@@ -70,7 +72,8 @@ def test_suppression_list_and_hard_bounces(volley, receiver):
     assert tried.count("policy@example.test") == 2, "the policy bounce should not suppress"
     ev2 = {e["to"]: e["status"] for e in volley.events() if e["campaign"] == cid2}
     assert ev2["gone@example.test"] == "suppressed" and ev2["blocked@example.test"] == "suppressed", ev2
-    assert volley.stats(cid2) == {"queued": 5, "delivered": 2, "bounced": 1, "suppressed": 2}, volley.stats(cid2)
+    assert volley.stats(cid2) == {"queued": 5, "delivered": 2, "bounced": 1, "suppressed": 2,
+                                  "bounced:policy-related": 1}, volley.stats(cid2)
 
     p = suppress(volley, "remove", "blocked@example.test")
     assert p.returncode == 0 and "removed" in p.stdout, p.stdout

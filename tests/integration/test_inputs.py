@@ -255,3 +255,29 @@ def test_job_larger_than_the_limit_goes_alone(volley, volley_sink):
     assert rc == 0, f"worker exit {rc}:\n{log[-3000:]}"
     assert volley.stats("big").get("delivered") == n
     assert sink.wait_count(n)
+
+
+def test_dot_stuffing_on_the_wire(volley, smtp_receiver):
+    """Lines starting with '.' reach the receiver intact: the header field names `.X-Dot` and `..`, and a text
+    body whose lines start with dots (quoted-printable encodes those, so the body itself never needs stuffing).
+    The sender stuffs only where a line starts with '.', copying the rest in one piece (issue 12); a line it
+    missed would lose its dot at the receiver, and a lone '.' would end the message early."""
+    rx = smtp_receiver()
+    volley.write_conf(rx.hostport, threads=1)
+    hset_campaign(volley, "dots", {"from": "news@sender.test", "subject": "dots {{name}}",
+                                   "header..X-Dot": "first {{name}}", "header...": "dots",
+                                   "text": ".leading dot\n..two\n.\nend {{name}}. done.\n"})
+    rows = [{"email": f"dot{i}@example.test", "name": f"n{i}", "token": "t"} for i in range(5)]
+    xadd_jobs(volley, "dots", rows)
+    rc, log, _ = run_worker_measured(volley)
+    assert rc == 0, f"worker exit {rc}:\n{log[-3000:]}"
+    msgs = {m.rcpt_tos[0]: m.data for m in rx.snapshot()}
+    assert sorted(msgs) == sorted(r["email"] for r in rows)
+    for r in rows:
+        raw = msgs[r["email"]]
+        head, body = raw.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        assert f".X-Dot: first {r['name']}".encode() in lines, lines
+        assert b"..: dots" in lines, lines
+        assert body.endswith(f"end {r['name']}. done.\r\n".encode()), body[-200:]
+        assert b"=2Eleading dot\r\n=2E.two\r\n=2E\r\n" in body, body

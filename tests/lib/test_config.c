@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/bounce_class.h"
 #include "lib/config.h"
 
 /* write_conf - text[n] into a fresh file; its path in path[] */
@@ -224,6 +225,81 @@ static void test_key_table(void **st)
     config_free(&cfg);
 }
 
+/* collect - config_check's report function: the messages, one per line, the file name cut off */
+static void collect(void *priv, const char *msg)
+{
+    char *out = priv;
+    const char *colon = strchr(msg, ':');
+    strncat(out, colon ? colon + 1 : msg, 4096 - strlen(out) - 2);
+    strcat(out, "\n");
+}
+
+/*
+ * config_check (volley check) reports every bad line and goes on; the keys after an error and those of
+ * a good section are applied, the keys of an unknown section or of a malformed header are not blamed, and
+ * config_load on the same file still stops at the first error.
+ */
+static void test_check_reports_every_error(void **st)
+{
+    (void)st;
+    static const char text[] = "[worker]\n"
+                               "threads = lots\n"
+                               "batch = 32\n"
+                               "nope = 1\n"
+                               "[bogus]\n"
+                               "x = 1\n"
+                               "[smtp]\n"
+                               "no equals sign\n"
+                               "connections = 7\n"
+                               "[log\n"
+                               "level = loud\n";
+    char path[64], out[4096] = "", err[512];
+    write_conf(path, sizeof(path), text, sizeof(text) - 1);
+    struct vconfig cfg;
+    int n = config_check(&cfg, path, collect, out, err, sizeof(err));
+    assert_int_equal(n, 5);
+    assert_string_equal(out, "2: bad value 'lots' for [worker] threads\n"
+                             "4: unknown key 'nope' in [worker]\n"
+                             "5: unknown section [bogus]\n"
+                             "8: expected key = value\n"
+                             "10: malformed section header\n");
+    assert_int_equal(cfg.batch, 32);
+    assert_int_equal(cfg.connections, 7);
+    config_free(&cfg);
+
+    struct vconfig one;
+    assert_int_equal(config_load(&one, path, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, ":2: bad value 'lots' for [worker] threads"));
+    unlink(path);
+
+    /* a file that cannot be read: -errno, no report */
+    out[0] = '\0';
+    assert_true(config_check(&cfg, "/nonexistent/volley.conf", collect, out, err, sizeof(err)) < 0);
+    assert_string_equal(out, "");
+    config_free(&cfg);
+}
+
+/* [feedback] suppress_classes: class names (spaces or commas), `none`; an unknown class names the key */
+static void test_suppress_classes(void **st)
+{
+    struct vconfig cfg;
+    char err[256];
+    config_defaults(&cfg);
+    assert_int_equal(cfg.feedback_suppress_classes, BOUNCE_SUPPRESS_DEFAULT);
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[feedback]\nsuppress_classes = reputation,  spam-related\n",
+                                         err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg.feedback_suppress_classes, (1u << BOUNCE_REPUTATION) | (1u << BOUNCE_SPAM));
+    assert_int_equal(config_parse_string(&cfg, "t.conf", "[feedback]\nsuppress_classes = none\n", err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg.feedback_suppress_classes, 0);
+    assert_int_equal(
+        config_parse_string(&cfg, "t.conf", "[feedback]\nsuppress_classes = bad-mailbox hard\n", err, sizeof(err)),
+        -EINVAL);
+    assert_string_equal(err, "t.conf:2: bad value 'bad-mailbox hard' for [feedback] suppress_classes");
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +308,8 @@ int main(void)
         cmocka_unit_test(test_full_tables_name_the_limit),
         cmocka_unit_test(test_former_worker_aliases_are_unknown_keys),
         cmocka_unit_test(test_key_table),
+        cmocka_unit_test(test_check_reports_every_error),
+        cmocka_unit_test(test_suppress_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

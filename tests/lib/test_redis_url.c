@@ -46,6 +46,17 @@ static const struct url_case cases[] = {
     {"redis://us%65r:x@h", 1, "h", 6379, 0, 0, "user", "x", "redis://user:***@h:6379/0"},
     {"redis://[::1]:6380/4", 1, "::1", 6380, 4, 0, NULL, NULL, "redis://[::1]:6380/4"},
     {"rediss://u:p@[fe80::1]", 1, "fe80::1", 6379, 0, 1, "u", "p", "rediss://u:***@[fe80::1]:6379/0"},
+    /* a cluster: the seed nodes, comma-separated; host and port are the first seed's */
+    {"redis+cluster://127.0.0.1:7001,127.0.0.1:7002", 1, "127.0.0.1", 7001, 0, 0, NULL, NULL,
+     "redis+cluster://127.0.0.1:7001,127.0.0.1:7002"},
+    {"rediss+cluster://volley:s%40c@h1:7001,[::1]:7002,h3", 1, "h1", 7001, 0, 1, "volley", "s@c",
+     "rediss+cluster://volley:***@h1:7001,[::1]:7002,h3:6379"},
+    {"redis+cluster://h1/0", 1, "h1", 6379, 0, 0, NULL, NULL, "redis+cluster://h1:6379"},
+    {.url = "redis+cluster://h1,h2/1"}, /* a cluster has only database 0 */
+    {.url = "redis+cluster://h1,,h2"},
+    {.url = "redis+cluster://h1,h2:0"},
+    {.url = "redis+cluster://"},
+    {.url = "redis+cluster://h1,"},
     {.url = "http://h"},
     {.url = "redis://"},
     {.url = "redis://h:0"},
@@ -114,6 +125,40 @@ static void test_copy_and_same(void **state)
     assert_ptr_not_equal(a.pass, b.pass);
     assert_int_equal(redis_url_parse(&b, "rediss://v:other@h:1/2", err, sizeof(err)), 0);
     assert_false(redis_url_same(&a, &b)); /* a changed password is a change */
+    redis_url_free(&a);
+    redis_url_free(&b);
+}
+
+static void test_cluster_seeds(void **state)
+{
+    struct redis_url a, b;
+    char err[256];
+    redis_url_init(&a);
+    assert_int_equal(redis_url_parse(&a, "redis+cluster://u:p@10.0.0.1:7001,10.0.0.2,[::1]:7003", err, sizeof(err)), 0);
+    assert_int_equal(a.cluster, 1);
+    assert_int_equal(a.nseeds, 3);
+    assert_string_equal(a.seeds[1].host, "10.0.0.2");
+    assert_int_equal(a.seeds[1].port, 6379);
+    assert_string_equal(a.seeds[2].host, "::1");
+    assert_int_equal(a.seeds[2].port, 7003);
+    redis_url_copy(&b, &a);
+    assert_true(redis_url_same(&a, &b));
+    /* a node of the cluster: same credentials, another address; no longer the same url */
+    redis_url_set_node(&b, "10.0.0.9", 7009);
+    assert_string_equal(b.host, "10.0.0.9");
+    assert_string_equal(b.pass, "p");
+    assert_false(redis_url_same(&a, &b));
+    /* a single server after a cluster: the seeds are gone */
+    assert_int_equal(redis_url_parse(&b, "redis://h:1", err, sizeof(err)), 0);
+    assert_int_equal(b.cluster, 0);
+    assert_int_equal(b.nseeds, 0);
+    /* too many seeds */
+    char many[2048] = "redis+cluster://";
+    for (int i = 0; i <= REDIS_URL_SEEDS_MAX; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%sh%d:1", i ? "," : "", i);
+    assert_int_not_equal(redis_url_parse(&b, many, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "seed"));
+    assert_int_equal(b.cluster, 0);
     redis_url_free(&a);
     redis_url_free(&b);
 }
@@ -195,6 +240,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_copy_and_same),
+        cmocka_unit_test(test_cluster_seeds),
         cmocka_unit_test(test_config_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

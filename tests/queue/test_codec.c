@@ -130,6 +130,91 @@ static void test_fifo_order_and_split_bytes(void **st)
     q_redis_free(q);
 }
 
+/* the decimal conversion behind every argument's length, against printf at the edges of each digit count */
+static void test_u64toa_matches_printf(void **st)
+{
+    char got[32], want[32];
+    for (int k = 0; k <= 64; k++) {
+        uint64_t base = k == 64 ? UINT64_MAX : (1ull << k);
+        for (uint64_t v = base > 2 ? base - 2 : 0; v <= base + 2 && v >= (base > 2 ? base - 2 : 0); v++) {
+            size_t n = q_u64toa(got, v);
+            snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+            assert_string_equal(got, want);
+            assert_int_equal(n, strlen(want));
+            if (v == UINT64_MAX)
+                break;
+        }
+    }
+    for (uint64_t p = 1, d = 1; d <= 20; d++, p *= 10) {
+        uint64_t around[] = {p - 1, p, p + 1, p * 9 + (p - 1)};
+        for (size_t i = 0; i < 4; i++) {
+            q_u64toa(got, around[i]);
+            snprintf(want, sizeof(want), "%llu", (unsigned long long)around[i]);
+            assert_string_equal(got, want);
+        }
+        if (d == 19)
+            break; /* 10^20 does not fit */
+    }
+}
+
+/* an array of n strings, element i of (i * 37) % 300 bytes, one of them 100 KB (larger than an arena chunk) */
+static const char *big_elem(size_t i, size_t *len, char *buf)
+{
+    *len = i == 777 ? 100000 : (i * 37) % 300;
+    memset(buf, 'a' + (int)(i % 26), *len);
+    return buf;
+}
+
+static int big_checked, big_bad;
+static void on_big(void *priv, redisReply *r)
+{
+    static char want[100000];
+    big_checked++;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5000) {
+        big_bad++;
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        size_t len;
+        big_elem(i, &len, want);
+        if (r->element[i]->type != REDIS_REPLY_STRING || r->element[i]->len != len ||
+            memcmp(r->element[i]->str, want, len) != 0 || r->element[i]->str[len] != '\0')
+            big_bad++;
+    }
+}
+
+/* large replies one after another, with small ones between: each arrives whole, built where the last one was */
+static void test_large_replies(void **st)
+{
+    struct q_redis *q = q_redis_new();
+    int fd = rh_socket(&H);
+    static char buf[100000];
+    rh_int(&H, "DEL big");
+    for (size_t i = 0; i < 5000; i++) {
+        size_t len;
+        big_elem(i, &len, buf);
+        const char *argv[] = {"RPUSH", "big", buf};
+        size_t argvlen[] = {5, 3, len};
+        q_redis_cmdargv(q, 3, argv, argvlen, NULL, NULL);
+    }
+    assert_int_equal(rh_pump(q, fd), 0);
+    memset(&S, 0, sizeof(S));
+    big_checked = big_bad = 0;
+    for (int round = 0; round < 4; round++) {
+        const char *argv[] = {"LRANGE", "big", "0", "-1"};
+        q_redis_cmdargv(q, 4, argv, NULL, on_big, NULL);
+        cmd(q, round, "PING", NULL, NULL);
+    }
+    assert_int_equal(rh_pump(q, fd), 0);
+    assert_int_equal(big_checked, 4);
+    assert_int_equal(big_bad, 0);
+    assert_int_equal(S.n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(S.str[i], "PONG");
+    close(fd);
+    q_redis_free(q);
+}
+
 static struct q_redis *requeue_q;
 static void on_fail_requeue(void *priv, redisReply *r)
 {
@@ -284,16 +369,81 @@ static void test_evalsha_falls_back_to_eval(void **st)
     q_redis_free(q);
 }
 
+/* the cluster router's view of a codec that never sends: each command with its callback, oldest first */
+static void test_take_for_routing(void **st)
+{
+    struct q_redis *q = q_redis_new();
+    memset(&S, 0, sizeof(S));
+    cmd(q, 1, "GET", "a", NULL);
+    queue_echo(q, 2); /* an EVALSHA built in pieces */
+    vbuf *o = q_redis_out(q);
+    q_resp_array(o, 2); /* raw bytes and their callback, as camp_ctl queues them */
+    q_resp_bulk_str(o, "GET");
+    q_resp_bulk_str(o, "b");
+    q_redis_expect(q, on_reply, (void *)(intptr_t)3);
+    char *bytes;
+    size_t len;
+    q_reply_fn *fn;
+    void *priv;
+    redisReply ok = {.type = REDIS_REPLY_STATUS, .str = "OK", .len = 2};
+    redisReply noscript = {.type = REDIS_REPLY_ERROR, .str = "NOSCRIPT No matching script.", .len = 28};
+    redisReply el[3] = {{.type = REDIS_REPLY_STRING, .str = "key", .len = 3},
+                        {.type = REDIS_REPLY_STRING, .str = "2", .len = 1},
+                        {.type = REDIS_REPLY_STRING, .str = "bin", .len = 3}};
+    redisReply *elp[3] = {&el[0], &el[1], &el[2]};
+    redisReply arr = {.type = REDIS_REPLY_ARRAY, .elements = 3, .element = elp};
+    static const char get_a[] = "*2\r\n$3\r\nGET\r\n$1\r\na\r\n", get_b[] = "*2\r\n$3\r\nGET\r\n$1\r\nb\r\n";
+    /* 1: the plain command, whole, with its callback */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_int_equal(len, sizeof(get_a) - 1);
+    assert_memory_equal(bytes, get_a, len);
+    fn(priv, &ok);
+    free(bytes);
+    assert_int_equal(S.n, 1);
+    assert_int_equal(S.tag[0], 1);
+    /* 2: the EVALSHA; answered NOSCRIPT it puts the EVAL back in the codec, behind 3 */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_memory_equal(bytes, "*6\r\n$7\r\nEVALSHA\r\n", 16);
+    fn(priv, &noscript);
+    free(bytes);
+    assert_int_equal(S.n, 1);
+    /* 3: raw bytes and their expect */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_int_equal(len, sizeof(get_b) - 1);
+    assert_memory_equal(bytes, get_b, len);
+    fn(priv, &ok);
+    free(bytes);
+    assert_int_equal(S.tag[1], 3);
+    /* the EVAL re-send, routed like any command; its reply reaches the EVALSHA's caller */
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 1);
+    assert_memory_equal(bytes, "*6\r\n$4\r\nEVAL\r\n", 13);
+    fn(priv, &arr);
+    free(bytes);
+    assert_int_equal(S.n, 3);
+    assert_int_equal(S.tag[2], 2);
+    assert_string_equal(S.str[2], "key|2|bin");
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), 0);
+    assert_int_equal(q_redis_pending(q), 0);
+    /* bytes with no callback: the caller broke the one-command-one-callback rule */
+    q_resp_array(q_redis_out(q), 1);
+    q_resp_bulk_str(q_redis_out(q), "PING");
+    assert_int_equal(q_redis_take(q, &bytes, &len, &fn, &priv), -EPROTO);
+    q_redis_free(q);
+}
+
 int main(void)
 {
     test_redis_start(&H);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_matches_hiredis),
         cmocka_unit_test(test_fifo_order_and_split_bytes),
+        cmocka_unit_test(test_u64toa_matches_printf),
+        cmocka_unit_test(test_large_replies),
         cmocka_unit_test(test_fail_all),
         cmocka_unit_test(test_malformed_bytes),
         cmocka_unit_test(test_sha1_matches_redis),
         cmocka_unit_test(test_evalsha_falls_back_to_eval),
+        cmocka_unit_test(test_take_for_routing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     test_redis_stop(&H);

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "lib/bounce_class.h"
 #include "lib/clock.h"
 #include "queue/campaign.h"
 #include "queue/control.h"
@@ -322,8 +323,9 @@ static void test_late_record_after_reclaim_is_duplicate(void **st)
     assert_int_equal(rh_int(&H, "SISMEMBER %s a@example.test", K.suppressed), 0);
     assert_int_equal(rh_int(&H, "XLEN %s", K.events), 8);
     assert_streams_empty();
-    /* what Redis holds now: the two (empty) job streams with their group, the events and the counters */
-    assert_int_equal(rh_int(&H, "DBSIZE"), 4);
+    /* what Redis holds now: the two (empty) job streams with their group, the events, their dictionary (one
+       entry per campaign, host, source IP or TLS value: not per job) and the counters */
+    assert_int_equal(rh_int(&H, "DBSIZE"), 5);
     for (int i = 0; i < 4; i++)
         q_job_free(old[i]);
     free_jobs();
@@ -395,18 +397,23 @@ static void test_suppression(void **st)
     assert_false(J[1]->suppressed);
     struct q_outcome o[4] = {
         {.job = J[0], .status = Q_SUPPRESSED, .reply = "suppressed"},
-        {.job = J[1], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user"},
-        {.job = J[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.7.1", .reply = "policy"},
-        {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user"},
+        {.job = J[1], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .cls = "bad-mailbox"},
+        {.job = J[2], .status = Q_BOUNCED, .code = 550, .dsn = "5.7.1", .reply = "policy", .cls = "policy-related"},
+        {.job = J[3], .status = Q_BOUNCED, .code = 550, .dsn = "5.1.1", .reply = "no such user", .cls = "bad-mailbox"},
     };
-    struct q_record_opts on = {.max_age_ms = 0, .suppress_hard_bounces = 1};
-    struct q_record_opts off = {.max_age_ms = 0, .suppress_hard_bounces = 0};
+    /* the suppressed classes are the operator's: the defaults hold bad-mailbox, not policy-related */
+    struct q_record_opts on = {
+        .max_age_ms = 0, .suppress_hard_bounces = 1, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
+    struct q_record_opts off = {
+        .max_age_ms = 0, .suppress_hard_bounces = 0, .suppress_classes = BOUNCE_SUPPRESS_DEFAULT};
     record(&on, o, 3);
     record(&off, o + 3, 1);
     assert_int_equal(stat("c1", "suppressed"), 1);
     assert_int_equal(stat("c1", "bounced"), 3);
-    assert_int_equal(rh_int(&H, "SISMEMBER %s bob@example.test", K.suppressed), 1); /* 5.1.1: the address is bad */
-    assert_int_equal(rh_int(&H, "SISMEMBER %s cat@example.test", K.suppressed), 0); /* 5.7.1: policy, not address */
+    assert_int_equal(stat("c1", "bounced:bad-mailbox"), 2);
+    assert_int_equal(stat("c1", "bounced:policy-related"), 1);
+    assert_int_equal(rh_int(&H, "SISMEMBER %s bob@example.test", K.suppressed), 1); /* bad-mailbox: the address */
+    assert_int_equal(rh_int(&H, "SISMEMBER %s cat@example.test", K.suppressed), 0); /* policy, not the address */
     assert_int_equal(rh_int(&H, "SISMEMBER %s dan@example.test", K.suppressed), 0); /* switched off */
     /* intake without the check marks nothing */
     xadd(K.jobs, "c1", "ann@example.test");

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "queue/events.h"
 #include "queue/intake.h"
 #include "queue/job.h"
 #include "queue/outcome.h"
@@ -108,11 +109,58 @@ static const char *field(const redisReply *a, const char *name)
     return NULL;
 }
 
+/* dict_hget - the events dictionary as the test sees it (q_event_dict_fn) */
+static const char *dict_hget(void *priv, int stream, long long n, size_t *len)
+{
+    static char vals[16][320];
+    static int next;
+    redisReply *r = rh_cmd(&H, "HGET %s:dict #%lld", K.events, n);
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    char *v = vals[next++ % 16];
+    snprintf(v, sizeof(vals[0]), "%s", r->str);
+    *len = strlen(v);
+    freeReplyObject(r);
+    return v;
+}
+
+/* evf - readable (decoded, queue/events.h) value of field name of event i of an XRANGE reply, or NULL */
+static const char *evf(const redisReply *xr, size_t i, const char *name)
+{
+    static char out[8][600];
+    static int next;
+    struct q_event ev;
+    char err[128];
+    assert_int_equal(q_event_decode(&ev, xr->element[i], 0, dict_hget, NULL, err, sizeof(err)), 0);
+    for (int f = 0; f < Q_EV_NFIELDS; f++) {
+        if (strcmp(q_event_names[f], name) != 0)
+            continue;
+        if (ev.v[f] == NULL)
+            return NULL;
+        char *o = out[next++ % 8];
+        snprintf(o, sizeof(out[0]), "%.*s", (int)ev.len[f], ev.v[f]);
+        return o;
+    }
+    return NULL;
+}
+
 static void record(struct q_outcome *o, int n)
 {
     RN = 0;
     q_record(Q, &K, NULL, o, n, on_ints, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
+}
+
+/* pstat - <p>:pstats:<provider> delivered, "" when unset (static buffer) */
+static const char *pstat(const char *provider)
+{
+    static char v[32];
+    redisReply *r = rh_cmd(&H, "HGET %s%s delivered", K.pstats, provider);
+    snprintf(v, sizeof(v), "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    return v;
 }
 
 /* names - an event's field names joined by spaces (static buffer) */
@@ -151,7 +199,8 @@ static void test_record_writes_everything_together(void **st)
          .reply = "250 2.0.0 OK queued",
          .host = "mx:25",
          .source_ip = "127.0.0.2",
-         .tls = "TLSv1.3 TLS_AES_256_GCM_SHA384"},
+         .tls = "TLSv1.3 TLS_AES_256_GCM_SHA384",
+         .provider = "gmail"},
         {.job = J[1],
          .status = Q_DEFERRED,
          .code = 450,
@@ -159,13 +208,15 @@ static void test_record_writes_everything_together(void **st)
          .reply = "slow down\r\nInjected: x",
          .host = "mx:25",
          .retry_at_ms = 5000,
-         .limit = "provider-rate"},
+         .limit = "provider-rate",
+         .cls = "rate-limited"},
         {.job = J[2],
          .status = Q_BOUNCED,
          .code = 550,
          .dsn = "5.1.1",
          .reply = "550 5.1.10 no such user",
-         .host = "mx:25"},
+         .host = "mx:25",
+         .cls = "bad-mailbox"},
         {.job = J[3], .status = Q_FAILED, .reply = "template: unknown variable"},
         {.job = J[4], .status = Q_FAILED, .reply = J[4]->error},
     };
@@ -184,30 +235,38 @@ static void test_record_writes_everything_together(void **st)
     redisReply *ev = rh_cmd(&H, "XRANGE %s - +", K.events);
     assert_int_equal(ev->elements, 5);
     const redisReply *e0 = ev->element[0]->element[1], *e1 = ev->element[1]->element[1];
-    assert_string_equal(field(e0, "job"), J[0]->id);
-    assert_string_equal(field(e0, "status"), "delivered");
-    assert_string_equal(field(e0, "to"), "ann@example.test");
-    assert_string_equal(field(e0, "campaign"), "c1");
-    assert_string_equal(field(e0, "code"), "250");
-    assert_string_equal(field(e0, "dsn"), "2.0.0");
-    assert_string_equal(field(e0, "attempt"), "1");
-    assert_null(field(e0, "ts_ms")); /* the event's stream id says when */
+    assert_string_equal(evf(ev, 0, "job"), J[0]->id);
+    assert_string_equal(evf(ev, 0, "status"), "delivered");
+    assert_string_equal(evf(ev, 0, "to"), "ann@example.test");
+    assert_string_equal(evf(ev, 0, "campaign"), "c1");
+    assert_string_equal(evf(ev, 0, "code"), "250");
+    assert_string_equal(evf(ev, 0, "dsn"), "2.0.0");
+    assert_string_equal(evf(ev, 0, "attempt"), "1");
+    assert_null(evf(ev, 0, "ts_ms")); /* the event's stream id says when */
     /* contract order, the same names in the same order for events of the same kind */
     assert_string_equal(names(e0), "job campaign to status code attempt dsn reply host source_ip tls");
-    assert_string_equal(names(e1), "job campaign to status code attempt dsn reply host limit retry_at_ms");
-    assert_string_equal(field(e0, "source_ip"), "127.0.0.2");
-    assert_string_equal(field(e0, "tls"), "TLSv1.3 TLS_AES_256_GCM_SHA384");
-    assert_null(field(e0, "limit"));
-    assert_null(field(e0, "retry_at_ms"));
-    assert_string_equal(field(e1, "status"), "deferred");
-    assert_string_equal(field(e1, "retry_at_ms"), "5000");
-    assert_string_equal(field(e1, "limit"), "provider-rate");
-    assert_string_equal(field(e1, "reply"), "slow down??Injected: x"); /* no CR/LF reaches the stream */
+    assert_string_equal(names(e1), "job campaign to status code attempt dsn reply host limit retry_in_ms class");
+    assert_string_equal(names(ev->element[2]->element[1]), "job campaign to status code attempt dsn reply host class");
+    assert_string_equal(field(e1, "class"), "rate-limited");
+    /* stored compact (docs/redis-contract.md "Event fields"): numbers listpack keeps in a few bytes */
+    assert_string_equal(field(e0, "status"), "0");
+    assert_string_equal(field(e0, "dsn"), "2000000");
+    assert_string_equal(field(e1, "status"), "1");
+    assert_string_equal(field(e0, "tls"), "4");
+    assert_string_equal(field(e1, "host"), field(e0, "host")); /* one dictionary number per value */
+    assert_string_equal(evf(ev, 0, "source_ip"), "127.0.0.2");
+    assert_string_equal(evf(ev, 0, "tls"), "TLSv1.3 TLS_AES_256_GCM_SHA384");
+    assert_null(evf(ev, 0, "limit"));
+    assert_null(evf(ev, 0, "retry_at_ms"));
+    assert_string_equal(evf(ev, 1, "status"), "deferred");
+    assert_string_equal(evf(ev, 1, "retry_at_ms"), "5000");
+    assert_string_equal(evf(ev, 1, "limit"), "provider-rate");
+    assert_string_equal(evf(ev, 1, "reply"), "slow down??Injected: x"); /* no CR/LF reaches the stream */
     /* the reply keeps what follows the code and dsn the event has already; only an exact prefix goes */
-    assert_string_equal(field(e0, "reply"), "OK queued");
-    assert_string_equal(field(ev->element[2]->element[1], "reply"), "5.1.10 no such user");
-    assert_null(field(e1, "source_ip"));
-    assert_string_equal(field(ev->element[4]->element[1], "reply"), "missing 'to' field");
+    assert_string_equal(evf(ev, 0, "reply"), "OK queued");
+    assert_string_equal(evf(ev, 2, "reply"), "5.1.10 no such user");
+    assert_null(evf(ev, 1, "source_ip"));
+    assert_string_equal(evf(ev, 4, "reply"), "missing 'to' field");
     freeReplyObject(ev);
 
     /* counters per campaign and status (the malformed job still names its campaign) */
@@ -216,7 +275,13 @@ static void test_record_writes_everything_together(void **st)
     assert_string_equal(field(s, "deferred"), "1");
     assert_string_equal(field(s, "bounced"), "1");
     assert_string_equal(field(s, "failed"), "2");
+    /* and per class of bounce and deferral */
+    assert_string_equal(field(s, "deferred:rate-limited"), "1");
+    assert_string_equal(field(s, "bounced:bad-mailbox"), "1");
     freeReplyObject(s);
+    /* deliveries per provider; a bad-mailbox bounce is suppressed by default, its class being suppressed */
+    assert_string_equal(pstat("gmail"), "1");
+    assert_int_equal(rh_int(&H, "SISMEMBER %s cat@example.test", K.suppressed), 1);
 
     /* dead letters: the job's original fields, the reason and the job id */
     redisReply *d = rh_cmd(&H, "XRANGE %s - +", K.dead);
@@ -339,7 +404,8 @@ static void test_record_runs_of_delivered(void **st)
     assert_int_equal(NJ, 4);
     J[1]->attempt = 2; /* a retried job breaks the run: a run sends one attempt */
 #define DELIVERED(i, h, r)                                                                                          \
-    {.job = J[i], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "250 2.0.0 " r, .host = h}
+    {.job = J[i], .status = Q_DELIVERED, .code = 250, .dsn = "2.0.0", .reply = "250 2.0.0 " r, .host = h,          \
+     .provider = "yahoo"}
     struct q_outcome o[6] = {
         DELIVERED(0, "mx:25", "queued as A"), DELIVERED(1, "mx:25", "queued as B"),
         DELIVERED(0, "mx:25", "queued as A2"), /* recorded a moment ago: XACK answers 0 */
@@ -359,30 +425,31 @@ static void test_record_runs_of_delivered(void **st)
         {"lu@example.test", "gone", "mx2:25", NULL},         {"kit@example.test", "queued as C2", "mx2:25", "1"},
     };
     for (size_t i = 0; i < 6; i++) {
-        assert_string_equal(field(e(ev, i), "to"), want[i][0]);
-        assert_string_equal(field(e(ev, i), "reply"), want[i][1]);
-        assert_string_equal(field(e(ev, i), "host"), want[i][2]);
+        assert_string_equal(evf(ev, i, "to"), want[i][0]);
+        assert_string_equal(evf(ev, i, "reply"), want[i][1]);
+        assert_string_equal(evf(ev, i, "host"), want[i][2]);
         if (want[i][3])
-            assert_string_equal(field(e(ev, i), "duplicate"), want[i][3]);
+            assert_string_equal(evf(ev, i, "duplicate"), want[i][3]);
         else
-            assert_null(field(e(ev, i), "duplicate"));
+            assert_null(evf(ev, i, "duplicate"));
     }
     assert_string_equal(names(e(ev, 0)), "job campaign to status code attempt dsn reply host");
     assert_string_equal(names(e(ev, 2)), "job campaign to status code attempt dsn reply host duplicate");
-    assert_string_equal(field(e(ev, 1), "job"), J[1]->id);
-    assert_string_equal(field(e(ev, 1), "campaign"), "c1");
-    assert_string_equal(field(e(ev, 1), "status"), "delivered");
-    assert_string_equal(field(e(ev, 1), "code"), "250");
-    assert_string_equal(field(e(ev, 1), "dsn"), "2.0.0");
-    assert_string_equal(field(e(ev, 1), "attempt"), "2");
-    assert_string_equal(field(e(ev, 2), "attempt"), "1");
-    assert_string_equal(field(e(ev, 4), "status"), "bounced");
+    assert_string_equal(evf(ev, 1, "job"), J[1]->id);
+    assert_string_equal(evf(ev, 1, "campaign"), "c1");
+    assert_string_equal(evf(ev, 1, "status"), "delivered");
+    assert_string_equal(evf(ev, 1, "code"), "250");
+    assert_string_equal(evf(ev, 1, "dsn"), "2.0.0");
+    assert_string_equal(evf(ev, 1, "attempt"), "2");
+    assert_string_equal(evf(ev, 2, "attempt"), "1");
+    assert_string_equal(evf(ev, 4, "status"), "bounced");
     freeReplyObject(ev);
     /* duplicates are not counted */
     redisReply *s = rh_cmd(&H, "HGETALL %sc1", K.stats);
     assert_string_equal(field(s, "delivered"), "3");
     assert_string_equal(field(s, "bounced"), "1");
     freeReplyObject(s);
+    assert_string_equal(pstat("yahoo"), "3"); /* the runs' deliveries, once each */
     idle(0, 0, 0);
 
     /* a bad id inside a run refuses the whole batch, the run's good outcomes included */

@@ -439,6 +439,49 @@ static void test_threads(void **state)
     tpl_message_free(m);
 }
 
+/*
+ * test_feedback_headers - [feedback]: the render context's job tag becomes an X-Volley-Job header in the header
+ * section and may seed the Message-ID; {{unsubscribe_url}} takes the signed URL the worker passes (the job's own
+ * variable of that name does not override it); a campaign may not set X-Volley-Job itself.
+ */
+static void test_feedback_headers(void **state)
+{
+    (void)state;
+    char err[256];
+    struct kv bad[] = {KV("from", "news@shop.example"), KV("text", "hi"), KV("header.X-Volley-Job", "x")};
+    assert_null(tpl_message_compile(bad, 3, err, sizeof err));
+    assert_string_equal(err, "header.X-Volley-Job: X-Volley-Job is written by volley (use the campaign field for it)");
+    struct kv f[] = {KV("from", "news@shop.example"), KV("text", "hi {{name}}"),
+                     KV("list_unsubscribe", "{{unsubscribe_url}}")};
+    struct tpl_message *m = tpl_message_compile(f, 3, err, sizeof err);
+    assert_non_null(m);
+    const char *tag = "aaaabbbbccccddddeeeeffffgggghhhh23";
+    const char *url = "https://unsub.example/u/abcdef234567";
+    struct kv v[] = {{"name", 4, "Ann", 3}, {"unsubscribe_url", 15, "https://evil.example/x", 22}};
+    struct tpl_render_ctx rc = {.to = "a@b.example", .tolen = 11, .vars = v, .nvars = 2, .uniq = tag,
+                                .uniqlen = strlen(tag), .now = 1700000000, .job_tag = tag, .job_taglen = strlen(tag),
+                                .unsub_url = url, .unsub_urllen = strlen(url)};
+    vbuf out;
+    vbuf_init(&out, 4096);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    vbuf_putc(&out, '\0');
+    const char *msg = vbuf_data(&out), *body = strstr(msg, "\r\n\r\n");
+    const char *xj = strstr(msg, "\r\nX-Volley-Job: aaaabbbbccccddddeeeeffffgggghhhh23\r\n");
+    assert_non_null(body);
+    assert_true(xj != NULL && xj < body);
+    assert_non_null(strstr(msg, "Message-ID: <aaaabbbbccccddddeeeeffffgggghhhh23."));
+    assert_non_null(strstr(msg, "List-Unsubscribe: <https://unsub.example/u/abcdef234567>"));
+    assert_null(strstr(msg, "evil.example"));
+    /* without a tag: no header */
+    rc.job_tag = NULL;
+    vbuf_reset(&out);
+    assert_int_equal(tpl_message_render(m, &rc, &out, err, sizeof err), 0);
+    vbuf_putc(&out, '\0');
+    assert_null(strstr(vbuf_data(&out), "X-Volley-Job"));
+    vbuf_free(&out);
+    tpl_message_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -446,7 +489,7 @@ int main(void)
         cmocka_unit_test(test_date_header),   cmocka_unit_test(test_bad_uniq),
         cmocka_unit_test(test_threads),       cmocka_unit_test(test_poison_campaign),
         cmocka_unit_test(test_beyond_limits), cmocka_unit_test(test_blank_runs),
-        cmocka_unit_test(test_max_bytes),
+        cmocka_unit_test(test_max_bytes),     cmocka_unit_test(test_feedback_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,7 +94,7 @@ static void test_backoff_gmail_not_yahoo(void **state)
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    assert_int_equal(thr_status_fprint(redis.c, "vt", now, f), 0);
+    assert_int_equal(thr_status_fprint(redis.c, redisCommand, &redis.c, 1, "vt", now, f), 0);
     fclose(f);
     printf("%s", buf);
     assert_non_null(strstr(buf, "gmail:10.0.0.1"));
@@ -233,8 +233,8 @@ static void test_warmup_day3_and_overflow(void **state)
 
     /* `volley warmup start 10.0.0.3 2026-11-18` makes the warm IP a day-0 IP for workers that load it */
     char err[128];
-    assert_int_equal(thr_warmup_set(redis.c, "vt", "10.0.0.3", "2026-11-18", err, sizeof(err)), 0);
-    assert_int_equal(thr_warmup_set(redis.c, "vt", "10.0.0.3", "2026-13-01", err, sizeof(err)), -EINVAL);
+    assert_int_equal(thr_warmup_set(redis.c, redisCommand, "vt", "10.0.0.3", "2026-11-18", err, sizeof(err)), 0);
+    assert_int_equal(thr_warmup_set(redis.c, redisCommand, "vt", "10.0.0.3", "2026-13-01", err, sizeof(err)), -EINVAL);
     th_worker_init(&w, &redis, tc, "w1", ips, 2);
     int sent = 0;
     for (int k = 0; k < 200; k++, now++) {
