@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,12 +368,31 @@ int q_events_group(struct q_events *e, const char *name, char *err, size_t errle
 }
 
 /* take - decode the entries of one stream's reply into b */
+/*
+ * rebase - the events of b moved from address old (a realloc when a second stream's entries were added):
+ * the fields decoded into an event's own scratch point into it, so they move with it
+ */
+static void rebase(struct q_events_batch *b, uintptr_t old)
+{
+    for (int i = 0; i < b->n; i++) {
+        uintptr_t s0 = old + (uintptr_t)i * sizeof(*b->ev) + offsetof(struct q_event, scratch);
+        for (int f = 0; f < Q_EV_NFIELDS; f++) {
+            uintptr_t p = (uintptr_t)b->ev[i].v[f];
+            if (p >= s0 && p < s0 + sizeof(b->ev[i].scratch))
+                b->ev[i].v[f] = b->ev[i].scratch + (p - s0);
+        }
+    }
+}
+
 static int take(struct q_events *e, struct q_events_batch *b, const redisReply *entries, int stream, char *err,
                 size_t errlen)
 {
     if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
         return 0;
+    uintptr_t old = (uintptr_t)b->ev;
     b->ev = xrealloc(b->ev, (size_t)(b->n + (int)entries->elements) * sizeof(*b->ev));
+    if ((uintptr_t)b->ev != old)
+        rebase(b, old);
     for (size_t i = 0; i < entries->elements; i++) {
         int rc = q_event_decode(&b->ev[b->n], entries->element[i], stream, dict_lookup, e, err, errlen);
         if (rc < 0)
