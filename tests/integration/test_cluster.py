@@ -51,13 +51,6 @@ class Session:
         assert self.p.wait(timeout=30) == 0, self.p.stderr.read()[-2000:]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
 def redirects(cluster):
     """MOVED and ASK replies the live nodes have sent so far (INFO errorstats)."""
     n = 0
@@ -198,13 +191,6 @@ def test_reshard_with_redis_cli(cluster):
         assert s.pipeline([f"GET {k}" for k in keys]) == [f"str r{i}" for i in range(len(keys))]
         assert s.send(f"INCR {keys[0]}-count") == "int " + str(sessions.index(s) + 1)
         s.close()
-
-
-@pytest.fixture
-def own_cluster(tmp_path):
-    c = RedisCluster(tmp_path / "cluster")
-    yield c
-    c.stop()
 
 
 def test_failover_both_clients_follow_the_promoted_replica(own_cluster):

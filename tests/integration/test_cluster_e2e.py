@@ -28,25 +28,10 @@ import time
 
 import pytest
 
-from cluster_util import RedisCluster
 from volley_itest import NO_RETRY, Volley, VolleySink, make_recipients, rows_for, stop_process, wait_for
 
 SHARDS = 12
 PREFIX = "volley"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("e2e-cluster"))
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def own_cluster(tmp_path):
-    c = RedisCluster(tmp_path / "own-cluster")
-    yield c
-    c.stop()
 
 
 @pytest.fixture
