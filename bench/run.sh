@@ -66,7 +66,8 @@
 #   quick 1000), BENCH_CONNS_DELAY_MS (sink reply delay in the conns section,
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
-#   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_KEEP=1 keeps the work
+#   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (60000;
+#   quick 20000), BENCH_KEEP=1 keeps the work
 #   directory. docs/bench.md has the details and the measured results.
 set -euo pipefail
 
@@ -78,7 +79,7 @@ SINK=$BUILD/volley-sink
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 TIME=/usr/bin/time
 QUICK=${BENCH_QUICK:-0}
-SECTIONS=${BENCH_SECTIONS:-"spine sinks tls epoll redis conns render throttle mta"}
+SECTIONS=${BENCH_SECTIONS:-"spine sinks tls epoll redis conns render throttle mta cluster"}
 if [ "$QUICK" = 1 ]; then
     MSGS=${BENCH_MSGS:-20000}
     CONNS=${BENCH_CONNS:-1000}
@@ -1151,6 +1152,97 @@ EOC
         "(volley push $MV_PUSH_US us)" "-"
     row "mta" "CPU per message, Postfix (all its processes) + OpenDKIM" "$MP_CPU_US us ($MP_PF_US + $MP_DK_US)" \
         "(injector $MP_INJ_US us); $rc x volley's" "-"
+fi
+
+# ---------------------------------------------------------------- 8. cluster: Redis CPU per message per shard
+# cl_start K - K redis-server primaries in cluster mode (no replicas), the 16384 slots split in K ranges,
+# joined with CLUSTER MEET; sets CL_PORTS CL_PIDS (redis-cli --cluster create wants 3 primaries at least)
+cl_start() {
+    local k=$1 i p lo hi
+    CL_PORTS=() CL_PIDS=()
+    for i in $(seq "$k"); do
+        p=$(free_port)
+        while [ $((p + 10000)) -gt 65535 ]; do p=$(free_port); done
+        mkdir -p "$TMP/cl$k-$p"
+        redis-server --bind 127.0.0.1 --port "$p" --save "" --appendonly no --dir "$TMP/cl$k-$p" \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+            --logfile "$TMP/cl$k-$p/redis.log" --protected-mode no &
+        CL_PIDS+=($!)
+        PIDS+=($!)
+        CL_PORTS+=("$p")
+        wait_for redis-cli -p "$p" ping || { echo "bench: cluster node $p did not start" >&2; exit 1; }
+    done
+    for i in $(seq 0 $((k - 1))); do
+        lo=$((16384 * i / k)) hi=$((16384 * (i + 1) / k - 1))
+        redis-cli -p "${CL_PORTS[$i]}" cluster addslotsrange "$lo" "$hi" >/dev/null
+        [ "$i" -gt 0 ] && redis-cli -p "${CL_PORTS[$i]}" cluster meet 127.0.0.1 "${CL_PORTS[0]}" >/dev/null
+    done
+    for p in "${CL_PORTS[@]}"; do
+        wait_for sh -c "redis-cli -p $p cluster info | grep -q cluster_state:ok" ||
+            { echo "bench: cluster of $k did not become ok" >&2; exit 1; }
+    done
+    sleep 1 # every node agrees on the slots (the gossip after MEET)
+}
+
+cl_stop() {
+    local p
+    for p in "${CL_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+if has_section cluster; then
+    CL_MSGS=${BENCH_CLUSTER_MSGS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 60000)}
+    CL_SHARDS=12
+    say "cluster: $CL_MSGS messages, shards = $CL_SHARDS, 1 worker (2 threads), on 1, 2 and 3 primaries"
+    make_csv "$TMP/cl.csv" "$CL_MSGS"
+    start_sink cluster --threads 1
+    CL_FLAT=()
+    for k in 1 2 3; do
+        cl_start "$k"
+        url="redis+cluster://$(printf '127.0.0.1:%s,' "${CL_PORTS[@]}" | sed 's/,$//')"
+        write_conf "$TMP/cl$k.conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+        sed -i "s|^url = .*|url = $url\nshards = $CL_SHARDS|" "$TMP/cl$k.conf"
+        push "$TMP/cl$k.conf" "$TMP/cl.csv" >/dev/null
+        before=$(sstat "$SINK_STATS" messages)
+        t0=()
+        for p in "${CL_PIDS[@]}"; do t0+=("$(cpu_ticks "$p")"); done
+        rc=0
+        timeout 600 "$VOLLEY" worker -c "$TMP/cl$k.conf" --exit-when-idle 2>"$TMP/cl$k.log" || rc=$?
+        settle_stat "$SINK_STATS" messages $((before + CL_MSGS))
+        sent=$(($(sstat "$SINK_STATS" messages) - before))
+        if [ "$rc" -ne 0 ] || [ "$sent" -ne "$CL_MSGS" ]; then
+            echo "bench: cluster of $k: worker exit $rc, the sink counted $sent of $CL_MSGS" >&2
+            tail -n 5 "$TMP/cl$k.log" >&2
+            FAILED=1
+        fi
+        # each primary's CPU per delivered message; the sum is what one message costs Redis (one shard each)
+        per=() total=0 worst=0
+        for i in "${!CL_PIDS[@]}"; do
+            us=$(calc "round(($(cpu_ticks "${CL_PIDS[$i]}") - ${t0[$i]}) * 1e6 / $HZ / max($sent, 1), 1)")
+            per+=("$us")
+            total=$(calc "round($total + $us, 1)")
+            worst=$(calc "max($worst, $us)")
+        done
+        cap_even=$(calc "round($k * 1e6 / max($total, 0.1))")
+        cap_here=$(calc "round(1e6 / max($worst, 0.1))")
+        echo "cluster of $k primaries: Redis CPU per message $total us (per primary: ${per[*]});" \
+            "capacity at 100% of each primary: $cap_even msgs/s with an even spread, $cap_here with this one"
+        res "cluster_${k}p_redis_cpu_us_per_msg" "$total"
+        res "cluster_${k}p_capacity_msgs_per_sec" "$cap_even"
+        row "cluster" "$k primaries, shards = $CL_SHARDS: Redis CPU per message (sum of primaries)" "$total us" \
+            "flat within 20%" "-"
+        row "cluster" "$k primaries: capacity at 100% of each primary core (even spread / this spread)" \
+            "$cap_even / $cap_here msgs/s" "linear in primaries" "-"
+        CL_FLAT+=("$total")
+        cl_stop
+    done
+    stop_sink
+    flat=$(IFS=,; echo "${CL_FLAT[*]}")
+    spread=$(calc "round(max($flat) / max(min($flat), 0.1), 2)")
+    ok=$(verdict "$spread <= 1.2")
+    res cluster_cpu_spread "$spread"
+    row "cluster" "per-message Redis CPU, max / min over 1, 2, 3 primaries" "$spread" "<= 1.2" "$ok"
+    echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling"
 fi
 
 # ---------------------------------------------------------------- report

@@ -22,6 +22,7 @@
 #include "queue/campaign.h"
 #include "queue/control.h"
 #include "queue/validate.h"
+#include "queue/keys.h"
 
 int cmd_campaign_main(int argc, char **argv);
 
@@ -93,8 +94,9 @@ int cmd_campaign_main(int argc, char **argv)
         fprintf(stderr, "volley campaign: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     struct q_ctl *c = NULL;
-    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, err, sizeof(err));
+    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err));
     if (rc == 0) {
         if (strcmp(action, "pause") == 0) {
             if ((rc = q_ctl_campaign_pause(c, id, err, sizeof(err))) == 0)

@@ -37,6 +37,7 @@
 #include "cli/cli.h"
 #include "cli/cmd.h"
 #include "cli/events_webhook.h"
+#include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/config.h"
 #include "lib/err.h"
@@ -177,11 +178,11 @@ static int end_torn_line(int fd)
 }
 
 /* overrun - the ceiling's count of entries removed unexported (<events>:overrun), 0 when none */
-static long long overrun(redisContext *c, const char *const *streams, int n)
+static long long overrun(redisContext *c, const char (*streams)[Q_KEY_MAX], int n)
 {
     long long sum = 0;
     for (int i = 0; i < n; i++) {
-        redisReply *r = redisCommand(c, "HGET %s:overrun entries", streams[i]);
+        redisReply *r = q_command(c, "HGET %s:overrun entries", streams[i]);
         if (r != NULL && r->type == REDIS_REPLY_STRING)
             sum += atoll(r->str);
         freeReplyObject(r);
@@ -201,9 +202,10 @@ int cmd_events_main(int argc, char **argv)
         fprintf(stderr, "volley events: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster);
     struct q_keys k;
-    q_keys_init(&k, cfg.redis_prefix);
-    const char *streams[Q_EVENTS_MAX_STREAMS];
+    q_keys_shard(&k, cfg.redis_prefix, 0, cfg.redis_shards);
+    char (*streams)[Q_KEY_MAX] = xcalloc(Q_EVENTS_MAX_STREAMS, sizeof(*streams));
     int nstreams = q_events_streams(&k, streams, Q_EVENTS_MAX_STREAMS);
     redisContext *c = NULL;
     struct q_events *e = NULL;
@@ -295,6 +297,7 @@ int cmd_events_main(int argc, char **argv)
     vbuf_free(&lines);
     events_webhook_free(hook);
     q_events_free(e);
+    free(streams);
     q_disconnect(c);
     config_free(&cfg);
     return rc < 0 ? 1 : 0;

@@ -26,6 +26,7 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "queue/retry.h"
+#include "queue/keys.h"
 #include "throttle/throttle.h"
 
 static atomic_int inbound_stop;
@@ -73,6 +74,7 @@ int cmd_inbound_main(int argc, char **argv)
         fprintf(stderr, "volley inbound: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     log_set_level((enum log_level)cfg.log_level);
     int rc = 2;
     struct inbound ib = {.cfg = &cfg, .domain = cfg.feedback_domain, .stop = &inbound_stop};

@@ -51,6 +51,7 @@
 #include "queue/push.h"
 #include "queue/reclist.h"
 #include "queue/validate.h"
+#include "queue/keys.h"
 #include "templates/message.h"
 
 #define PUSH_MAX_FIELDS 256
@@ -547,6 +548,7 @@ int cmd_push_main(int argc, char **argv)
         fprintf(stderr, "volley push: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
 
     /* 1. everything that can be checked without Redis */
     status = 2;
@@ -567,7 +569,7 @@ int cmd_push_main(int argc, char **argv)
 
     /* 2. Redis */
     status = 1;
-    if (q_push_open(&p, &cfg.redis, cfg.redis_prefix, err, sizeof(err)) < 0 ||
+    if (q_push_open(&p, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err)) < 0 ||
         q_push_campaign(p, camp.id, camp.f, camp.n, err, sizeof(err)) < 0) {
         fprintf(stderr, "volley push: %s\n", err);
         goto out;

@@ -30,7 +30,9 @@
 #include "throttle/throttle.h"
 #include "lib/config.h"
 #include "queue/campaign.h"
+#include "queue/cluster.h"
 #include "queue/connect.h"
+#include "queue/keys.h"
 #include "queue/status.h"
 #include "queue/validate.h"
 
@@ -72,7 +74,9 @@ static void print_throttle(FILE *f, const struct vconfig *cfg)
     redisContext *c;
     if (q_connect(&c, &cfg->redis, 2000, err, sizeof(err)) < 0)
         return; /* the queue tables above already said Redis is unreachable */
-    thr_status_print(c, q_command, cfg->redis_prefix, f);
+    redisContext *nodes[QC_NODES_MAX];
+    size_t nn = q_nodes(c, nodes, sizeof(nodes) / sizeof(nodes[0]));
+    thr_status_print(c, q_command, nodes, nn, cfg->redis_prefix, f);
     q_disconnect(c);
 }
 
@@ -120,7 +124,13 @@ static void print_report(FILE *f, const struct vconfig *cfg, const struct q_stat
 {
     char shown[REDIS_URL_SHOWN_MAX];
     redis_url_display(&cfg->redis, shown, sizeof(shown));
-    fprintf(f, "queue %s:jobs on %s\n", cfg->redis_prefix, shown);
+    struct q_keys k; /* the name of shard 0's stream: tagged on a cluster even with one shard */
+    q_keys_shard(&k, cfg->redis_prefix, 0, s->shards > 0 ? s->shards : 1);
+    if (s->shards > 1)
+        fprintf(f, "queue %s:{0..%d}:jobs on %s (%d shards, summed)\n", cfg->redis_prefix, s->shards - 1, shown,
+                s->shards);
+    else
+        fprintf(f, "queue %s on %s\n", k.jobs, shown);
     fprintf(f, "  %-22s %12lld\n", "stream length", s->jobs);
     fprintf(f, "  %-22s %12lld\n", "undelivered", s->undelivered);
     fprintf(f, "  %-22s %12lld\n", "pending", s->pending);
@@ -238,7 +248,7 @@ static int watch(const struct vconfig *cfg, const char *campaign)
         time_t wall = time(NULL);
         strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&wall));
         fprintf(f, "volley status --watch  %s  (Ctrl-C to quit)\n\n", ts);
-        if (q_status_collect(&cfg->redis, cfg->redis_prefix, campaign, &cur, err,
+        if (q_status_collect(&cfg->redis, cfg->redis_prefix, cfg->redis_shards, campaign, &cur, err,
                              sizeof(err)) < 0) {
             fprintf(f, "%s (retrying)\n", err);
         } else {
@@ -307,13 +317,14 @@ int cmd_status_main(int argc, char **argv)
         fprintf(stderr, "volley status: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     if (watching) {
         int rc = watch(&cfg, campaign);
         config_free(&cfg);
         return rc;
     }
     struct q_status_report s;
-    if (q_status_collect(&cfg.redis, cfg.redis_prefix, campaign, &s, err,
+    if (q_status_collect(&cfg.redis, cfg.redis_prefix, cfg.redis_shards, campaign, &s, err,
                          sizeof(err)) < 0) {
         fprintf(stderr, "volley status: %s\n", err);
         config_free(&cfg);

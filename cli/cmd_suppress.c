@@ -26,6 +26,7 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "queue/control.h"
+#include "queue/keys.h"
 
 int cmd_suppress_main(int argc, char **argv);
 
@@ -86,9 +87,10 @@ int cmd_suppress_main(int argc, char **argv)
         fprintf(stderr, "volley suppress: %s\n", err);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     struct q_ctl *c = NULL;
     int *res = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*res));
-    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, err, sizeof(err));
+    int rc = q_ctl_open(&c, &cfg.redis, cfg.redis_prefix, cfg.redis_shards, err, sizeof(err));
     if (rc == 0 && list) {
         rc = q_ctl_suppress_list(c, print_addr, NULL, err, sizeof(err));
     } else if (rc == 0) {

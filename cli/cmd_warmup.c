@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "cli/cmd.h"
 #include "queue/connect.h"
+#include "queue/keys.h"
 #include "throttle/throttle.h"
 
 static void warmup_usage(FILE *f)
@@ -143,6 +144,7 @@ int cmd_warmup_main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
+    q_keys_force_tags(cfg.redis.cluster); /* a cluster: every script names keys of one hash tag */
     struct thr_config *tc = thr_config_load(&cfg, err, sizeof(err));
     if (tc == NULL) {
         fprintf(stderr, "volley warmup: %s\n", err);

@@ -86,7 +86,8 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
         log_warn("reload: a new [worker] name needs a restart; still running as '%s'", cur->name);
     free(nc->name);
     nc->name = xstrdup(cur->name);
-    if (!redis_url_same(&nc->redis, &cur->redis) || strcmp(nc->redis_prefix, cur->redis_prefix) != 0) {
+    if (!redis_url_same(&nc->redis, &cur->redis) || strcmp(nc->redis_prefix, cur->redis_prefix) != 0 ||
+        nc->redis_shards != cur->redis_shards) {
         char shown[REDIS_URL_SHOWN_MAX];
         redis_url_display(&cur->redis, shown, sizeof(shown));
         log_warn("reload: [redis] changes need a restart; still using %s prefix %s", shown, cur->redis_prefix);
@@ -96,6 +97,7 @@ static void reload(const struct vconfig *cur, struct vconfig ***all, int *nall, 
     redis_url_copy(&nc->redis, &cur->redis);
     free(nc->redis_prefix);
     nc->redis_prefix = xstrdup(cur->redis_prefix);
+    nc->redis_shards = cur->redis_shards;
     log_set_level((enum log_level)nc->log_level);
     *all = xrealloc(*all, (size_t)(*nall + 1) * sizeof(**all));
     (*all)[(*nall)++] = nc;
@@ -294,6 +296,7 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
         return 2;
     }
     log_set_level((enum log_level)cfg->log_level);
+    q_keys_force_tags(cfg->redis.cluster); /* a cluster: every script names keys of one hash tag */
     if (o->threads > 0)
         cfg->threads = o->threads;
     if (cfg->threads <= 0) {
@@ -319,6 +322,7 @@ static int load(const struct worker_opts *o, struct vconfig *cfg, struct q_retry
         config_free(cfg);
         return 2;
     }
+    thr_config_set_tagged(*tc, q_keys_tagged(cfg->redis_shards)); /* a sharded fleet spreads the throttle too */
     return 0;
 }
 

@@ -45,6 +45,7 @@ struct fence_round {
     struct worker *w;
     uint64_t sent_ms;
     int n;
+    int shard; /* the shard of every message of the round (-1 while none) */
     struct msg *msgs[Q_FENCE_MAX];
 };
 
@@ -132,6 +133,7 @@ struct gather {
     struct fence_round *fr;
     struct route_pool *p;
     uint64_t start;
+    bool other; /* a message of another shard was left for the next round */
 };
 
 /* gather_one - fence_tick's pool_take_fn: a message confirmed before the lease began joins the round */
@@ -140,6 +142,11 @@ static bool gather_one(struct msg *m, void *priv)
     struct gather *g = priv;
     if (m->owned_ms >= g->start || g->fr->n == Q_FENCE_MAX)
         return false;
+    if (g->fr->shard >= 0 && g->fr->shard != m->job->shard) {
+        g->other = true; /* one shard per round (one slot per script): the next round takes it */
+        return false;
+    }
+    g->fr->shard = m->job->shard;
     m->pool = g->p;
     g->fr->msgs[g->fr->n++] = m;
     return true;
@@ -164,12 +171,14 @@ void fence_tick(struct worker *w, uint64_t now)
         p->next = m;
         m = p;
     }
+    fr->shard = -1;
     while (m != NULL) {
         struct msg *next = m->next;
         m->next = NULL;
         if (m->owned_ms >= start) {
             msg_prepare(w, m);
-        } else if (fr->n < Q_FENCE_MAX) {
+        } else if (fr->n < Q_FENCE_MAX && (fr->shard < 0 || fr->shard == m->job->shard)) {
+            fr->shard = m->job->shard;
             m->pool = NULL;
             fr->msgs[fr->n++] = m;
         } else {
@@ -193,10 +202,10 @@ void fence_tick(struct worker *w, uint64_t now)
     for (int i = 0; i < fr->n; i++)
         jobs[i] = fr->msgs[i]->job;
     /* another round follows if this one could not take them all (or a message reaches a pool late) */
-    if (fr->n == Q_FENCE_MAX)
+    if (fr->n == Q_FENCE_MAX || g.other)
         w->fence_needed = true;
     w->fence_outstanding = true;
-    q_fence_confirm(w->redis.q, &w->keys, w->consumer, jobs, fr->n, on_confirmed, fr);
+    q_fence_confirm(w->redis.q, &w->sh[fr->shard].keys, w->consumer, jobs, fr->n, on_confirmed, fr);
 }
 
 void fence_park(struct worker *w, struct msg *m)

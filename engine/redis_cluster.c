@@ -104,6 +104,12 @@ static void router_down(struct redis_link *l)
     cl->asking = NULL;
     cl->asked = 0;
     cl->refresh_at_ms = 0; /* ask for the map again as soon as a node answers */
+    /*
+     * and be UP again only with that new map: with the old one (a slot no primary served, a failover
+     * under way) the links reconnect in 100 ms, the first command to that slot resets them, and the
+     * reset drops the topology query in flight, over and over
+     */
+    cl->have_map = 0;
     for (size_t i = 0; i < cl->n; i++)
         redis_link_drop(&cl->nodes[i]->link, "the cluster link is reset after a node failed");
     q_redis_fail_all(l->q);

@@ -57,6 +57,7 @@
 #define WORKER_RETRY_MOVE_MAX 1000  /* due jobs moved back per call: each call is one atomic step in Redis */
 #define WORKER_READ_PAUSE_MS  1000  /* after a read Redis refused: do not hammer it with the same read */
 #define WORKER_WAIT_BLOCK_MS  1000  /* an idle thread's blocking XREAD (consumes nothing) */
+#define WORKER_WAIT_SHARD_MS  50    /* the same on one of several shards: the others are read again after it */
 #define WORKER_READ_MIN_BYTES 65536 /* less room than this would bring a job or two: wait for more */
 
 uint64_t worker_now_ms(void)
@@ -197,8 +198,8 @@ static void on_recorded(void *priv, redisReply *r)
     struct outcome_batch *b = priv;
     struct worker *w = b->w;
     if (r != NULL && r->type != REDIS_REPLY_ERROR && w->cfg->redis_replicas_ack > 0 && !b->replicated) {
-        /* on the node that just recorded it, after it: the batch stays outstanding until replicas have it */
-        redis_link_wait(&w->redis, w->keys.jobs, w->cfg->redis_replicas_ack, w->cfg->redis_replicas_ack_ms,
+        /* on the node that just recorded it (the batch's shard), after it: outstanding until replicas have it */
+        redis_link_wait(&w->redis, w->sh[b->shard].keys.jobs, w->cfg->redis_replicas_ack, w->cfg->redis_replicas_ack_ms,
                         on_replicated, b);
         return;
     }
@@ -225,6 +226,31 @@ static void on_recorded(void *priv, redisReply *r)
     }
     free(b->msgs);
     free(b);
+}
+
+/*
+ * take_shard_batch - unlink up to max decided messages of one shard (the first one's) from the outcome
+ * list, keeping the order of the rest: a record script touches the keys of one shard only (one slot)
+ */
+static int take_shard_batch(struct worker *w, struct msg **out, int max, int *shard)
+{
+    *shard = w->out_head->job->shard;
+    int n = 0;
+    struct msg **link = &w->out_head, *prev = NULL;
+    while (*link != NULL && n < max) {
+        struct msg *m = *link;
+        if (m->job->shard != *shard) {
+            prev = m;
+            link = &m->next;
+            continue;
+        }
+        *link = m->next;
+        out[n++] = m;
+        w->out_len--;
+    }
+    if (*link == NULL)
+        w->out_tail = prev;
+    return n;
 }
 
 /*
@@ -272,17 +298,15 @@ void flush_outcomes(struct worker *w)
         return;
     uint64_t wall = clock_wall_ms();
     while (w->out_len > 0) {
-        int n = w->out_len < WORKER_RECORD_BATCH ? w->out_len : WORKER_RECORD_BATCH;
         struct outcome_batch *b = xcalloc(1, sizeof(*b));
         struct q_outcome o[WORKER_RECORD_BATCH];
         b->w = w;
-        b->n = n;
-        b->msgs = xmalloc((size_t)n * sizeof(*b->msgs));
+        b->msgs = xmalloc((size_t)(w->out_len < WORKER_RECORD_BATCH ? w->out_len : WORKER_RECORD_BATCH) *
+                          sizeof(*b->msgs));
+        int shard;
+        int n = b->n = take_shard_batch(w, b->msgs, WORKER_RECORD_BATCH, &shard);
         for (int i = 0; i < n; i++) {
-            struct msg *m = w->out_head;
-            w->out_head = m->next;
-            w->out_len--;
-            b->msgs[i] = m;
+            struct msg *m = b->msgs[i];
             o[i] = (struct q_outcome){
                 .job = m->job,
                 .status = m->status,
@@ -303,14 +327,13 @@ void flush_outcomes(struct worker *w)
                 .provider = m->prov >= 0 && w->thr_cfg ? thr_config_provider_name(w->thr_cfg, m->prov) : "default",
             };
         }
-        if (w->out_head == NULL)
-            w->out_tail = NULL;
         w->batches_outstanding++;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
                                      .suppress_hard_bounces = w->retry->suppress_hard_bounces,
                                      .suppress_classes = w->cfg->feedback_suppress_classes,
                                      .events_max_entries = (uint64_t)w->cfg->events_max_entries};
-        q_record(w->redis.q, &w->keys, &opts, o, n, on_recorded, b);
+        b->shard = shard;
+        q_record(w->redis.q, &w->sh[shard].keys, &opts, o, n, on_recorded, b);
     }
 }
 
@@ -333,16 +356,28 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
 
 /* ---- intake ---- */
 
+/* on_group - one shard's consumer group exists: intake starts once every shard's does */
 static void on_group(void *priv, redisReply *r)
 {
     struct worker *w = priv;
     if (r == NULL)
         return;
     if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "BUSYGROUP") == NULL) {
-        log_error("creating consumer group on %s failed: %.200s", w->keys.jobs, r->str);
+        log_error("creating a consumer group of %s failed: %.200s", w->keys.prefix, r->str);
         return;
     }
-    w->group_ready = true;
+    if (w->groups_waiting > 0 && --w->groups_waiting == 0)
+        w->group_ready = true;
+}
+
+/* create_groups - the consumer group of each shard's streams (BUSYGROUP is fine) */
+static void create_groups(struct worker *w, int only)
+{
+    w->group_ready = false;
+    w->groups_waiting = only >= 0 ? 1 : w->nsh;
+    for (int i = 0; i < w->nsh; i++)
+        if (only < 0 || only == i)
+            q_intake_create_group(w->redis.q, &w->sh[i].keys, on_group, w);
 }
 
 static void on_idle_check(void *priv, redisReply *r)
@@ -352,10 +387,14 @@ static void on_idle_check(void *priv, redisReply *r)
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
         return;
     long long undelivered = r->element[0]->integer, pending = r->element[1]->integer;
-    if (undelivered == 0 && pending == 0 && w->inflight == 0) {
+    w->sh[w->idle_shard].drained = undelivered == 0 && pending == 0;
+    bool all = w->inflight == 0;
+    for (int i = 0; i < w->nsh; i++)
+        all = all && w->sh[i].drained;
+    if (all) {
         log_info("queue drained: nothing queued, pending or in flight");
         w->done = true;
-    } else {
+    } else if (!w->sh[w->idle_shard].drained) {
         w->next_read_ms = worker_now_ms() + 100;
     }
 }
@@ -389,6 +428,7 @@ struct intake_batch {
     uint64_t owned_ms; /* when the read was sent (fencing) */
     int asked;         /* COUNT: a full answer means more are waiting */
     int high;          /* INTAKE_AFTER: which stream's parked entries */
+    int shard;         /* which of w->sh it reads */
     size_t budget;     /* bytes the jobs may hold (INTAKE_NEW, INTAKE_HIGH, INTAKE_AFTER) */
     bool take_one;     /* the first job is taken even when it does not fit: the thread holds nothing */
     bool got_jobs, got_version, lost;
@@ -416,6 +456,7 @@ static void batch_start(struct intake_batch *b)
     struct worker *w = b->w;
     *b->outstanding = false;
     for (int i = 0; i < b->n; i++) {
+        b->jobs[i]->shard = b->shard;
         msg_start(w, b->jobs[i], b->owned_ms);
         b->jobs[i] = NULL;
     }
@@ -435,11 +476,11 @@ static void on_batch_ready(void *priv, redisReply *r)
     if (b->nsupp > 0) {
         int *hit = xcalloc((size_t)b->nsupp, sizeof(*hit));
         if (q_suppress_parse(r, hit, b->nsupp) < 0) {
-            log_error("checking %s: %.200s", w->keys.suppressed,
+            log_error("checking %s: %.200s", w->sh[b->shard].keys.suppressed,
                       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
             free(hit);
             /* nothing is sent unchecked: the jobs stay pending and our pending pass reads them again */
-            w->reading_pending = true;
+            w->sh[b->shard].reading_pending = true;
             w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
             batch_free(b);
             return;
@@ -475,7 +516,7 @@ static void batch_check(struct intake_batch *b)
                 b->supp_idx[b->nsupp++] = i;
             }
         if (b->nsupp > 0)
-            q_suppress_check(w->redis.q, &w->keys, to, len, b->nsupp, on_batch_ready, b);
+            q_suppress_check(w->redis.q, &w->sh[b->shard].keys, to, len, b->nsupp, on_batch_ready, b);
         free(to);
         free(len);
         if (b->nsupp > 0)
@@ -515,13 +556,14 @@ static void on_batch_version(void *priv, redisReply *r)
  */
 static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **jobs, int n, int count)
 {
+    struct worker_shard *S = &w->sh[b->shard];
     size_t left = b->budget;
     bool take_one = b->take_one, full = false, parked[2] = {false, false};
     int took = 0;
     if (b->kind == INTAKE_NEW && n > 0 && jobs[0]->high)
-        w->high_only = true; /* a high backlog may follow: read it alone next (high entries come first) */
+        S->high_only = true; /* a high backlog may follow: read it alone next (high entries come first) */
     else if (b->kind == INTAKE_HIGH && n < b->asked)
-        w->high_only = false;
+        S->high_only = false;
     for (int i = 0; i < n; i++) {
         struct q_job *j = jobs[i];
         size_t sz = job_bytes(j);
@@ -536,7 +578,7 @@ static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **j
                       j->id);
         full = true;
         int s = j->high ? 1 : 0;
-        if (!parked[s] && q_id_before(j->id, w->park_after[s], sizeof(w->park_after[s])) == 0)
+        if (!parked[s] && q_id_before(j->id, S->park_after[s], sizeof(S->park_after[s])) == 0)
             parked[s] = true;
         if (sz > w->big_job)
             w->big_job = sz; /* the next read is sized for it */
@@ -545,9 +587,9 @@ static int batch_take(struct worker *w, struct intake_batch *b, struct q_job **j
     if (b->kind == INTAKE_AFTER && !parked[b->high]) {
         /* all taken: more may follow the last one, unless the answer was short */
         if (n < b->asked || took == 0)
-            w->park_after[b->high][0] = '\0';
+            S->park_after[b->high][0] = '\0';
         else
-            snprintf(w->park_after[b->high], sizeof(w->park_after[b->high]), "%s", jobs[took - 1]->id);
+            snprintf(S->park_after[b->high], sizeof(S->park_after[b->high]), "%s", jobs[took - 1]->id);
     }
     return took;
 }
@@ -563,16 +605,40 @@ static bool batch_reply(struct intake_batch *b, const redisReply *r, const char 
     return r != NULL && r->type != REDIS_REPLY_ERROR;
 }
 
+/*
+ * intake_idle - a read of shard i's new entries brought nothing. With --exit-when-idle, ask whether the shard
+ * is drained (the thread is done when all of its shards are). Otherwise, once every shard of the thread came
+ * up empty and nothing is held, wait in Redis on this shard's streams (a blocking XREAD consumes nothing);
+ * with several shards the wait is short, so the others are looked at again soon.
+ */
+static void intake_idle(struct worker *w, int i)
+{
+    struct worker_shard *S = &w->sh[i];
+    if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
+        w->idle_check_outstanding = true;
+        w->idle_shard = i;
+        q_idle_check(w->redis.q, &S->keys, on_idle_check, w);
+    }
+    bool all = true;
+    for (int k = 0; k < w->nsh; k++)
+        all = all && w->sh[k].empty;
+    bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
+    if (all && quiet && !w->exit_when_idle && !w->wait_outstanding) {
+        w->wait_outstanding = true;
+        q_intake_wait(w->redis.q, &S->keys, w->nsh > 1 ? WORKER_WAIT_SHARD_MS : WORKER_WAIT_BLOCK_MS, on_wait, w);
+    }
+    w->next_read_ms = worker_now_ms() + (all && (w->inflight > 0 || w->exit_when_idle) ? 20 : 0);
+}
+
 /* on_read - the jobs of a read of ours (new, parked or pending) */
 static void on_read(void *priv, redisReply *r)
 {
     struct intake_batch *b = priv;
     struct worker *w = b->w;
+    struct worker_shard *S = &w->sh[b->shard];
     if (!batch_reply(b, r, "reading jobs")) {
-        if (r != NULL && strstr(r->str, "NOGROUP") != NULL) {
-            w->group_ready = false;
-            q_intake_create_group(w->redis.q, &w->keys, on_group, w);
-        }
+        if (r != NULL && strstr(r->str, "NOGROUP") != NULL)
+            create_groups(w, b->shard);
         if (r != NULL)
             w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
     } else {
@@ -584,27 +650,20 @@ static void on_read(void *priv, redisReply *r)
             w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
             n = 0;
         } else if (b->kind == INTAKE_AFTER && n == 0) {
-            w->park_after[b->high][0] = '\0'; /* nothing parked is left */
+            S->park_after[b->high][0] = '\0'; /* nothing parked is left */
         } else if (b->kind == INTAKE_HIGH && n == 0) {
-            w->high_only = false; /* the high backlog is done: parked bulk entries, then both streams */
+            S->high_only = false; /* the high backlog is done: parked bulk entries, then both streams */
         } else if (n == 0 && b->kind == INTAKE_PENDING) {
-            w->reading_pending = false; /* our own backlog is done: new entries from now on */
-            w->resuming = false;
+            S->reading_pending = false; /* our own backlog is done: new entries from now on */
+            S->resuming = false;
         } else if (n == 0) {
-            if (w->exit_when_idle && w->inflight == 0 && !w->idle_check_outstanding) {
-                w->idle_check_outstanding = true;
-                q_idle_check(w->redis.q, &w->keys, on_idle_check, w);
-            }
-            bool quiet = w->inflight == 0 && w->out_len == 0 && w->batches_outstanding == 0;
-            if (quiet && !w->exit_when_idle && !w->wait_outstanding) {
-                /* nothing to do: park in Redis until a job arrives (the wait consumes nothing) */
-                w->wait_outstanding = true;
-                q_intake_wait(w->redis.q, &w->keys, WORKER_WAIT_BLOCK_MS, on_wait, w);
-            }
-            w->next_read_ms = worker_now_ms() + (w->inflight > 0 || w->exit_when_idle ? 20 : 0);
+            S->empty = true;
+            intake_idle(w, b->shard);
         } else if (b->kind == INTAKE_PENDING) {
             log_info("resuming %d jobs left pending by an earlier run of %s", n, w->consumer);
         } else {
+            S->empty = false;
+            S->drained = false;
             n = batch_take(w, b, jobs, n, b->asked);
         }
         b->jobs = jobs;
@@ -630,18 +689,22 @@ static void on_claim(void *priv, redisReply *r)
                      b->n);
         /* a full answer means more are waiting: a dead worker's backlog is taken over as fast as the byte budget
          * allows, not one small batch per claim interval */
-        if (b->n > 0 && b->n >= b->asked)
+        if (b->n > 0 && b->n >= b->asked) {
             w->next_claim_ms = 0;
+            w->claim_cur = b->shard; /* the same shard again */
+        }
     }
     if (b->got_version)
         batch_check(b);
 }
 
 /* batch_new - a batch for a read about to be sent; the caller sends the read, then batch_send_version */
-static struct intake_batch *batch_new(struct worker *w, enum intake_kind kind, bool *outstanding, int asked)
+static struct intake_batch *batch_new(struct worker *w, int shard, enum intake_kind kind, bool *outstanding,
+                                      int asked)
 {
     struct intake_batch *b = xcalloc(1, sizeof(*b));
     b->w = w;
+    b->shard = shard;
     b->kind = kind;
     b->outstanding = outstanding;
     b->asked = asked;
@@ -677,6 +740,19 @@ static size_t intake_budget(const struct worker *w)
     return budget >= w->big_job && budget >= WORKER_READ_MIN_BYTES ? budget : 0;
 }
 
+/*
+ * intake_pick - the shard the next read goes to: one whose own pending entries are still to be read first
+ * (from the start: so only when the thread holds nothing), else the next one in turn. -1: wait.
+ */
+static int intake_pick(struct worker *w)
+{
+    for (int i = 0; i < w->nsh; i++)
+        if (w->sh[i].reading_pending)
+            return w->inflight > 0 ? -1 : i;
+    w->cur = (w->cur + 1) % w->nsh;
+    return w->cur;
+}
+
 /* intake_maybe_read - ask for more jobs when there is room: our pending ones, parked ones, or new ones */
 void intake_maybe_read(struct worker *w, uint64_t now)
 {
@@ -684,8 +760,10 @@ void intake_maybe_read(struct worker *w, uint64_t now)
         w->redis.state != REDIS_UP || w->stopping || w->done || now < w->next_read_ms)
         return;
     /* our own pending entries are re-read from the start, so only when none is held locally */
-    if (w->reading_pending && w->inflight > 0)
+    int si = intake_pick(w);
+    if (si < 0)
         return;
+    struct worker_shard *S = &w->sh[si];
     if (w->inflight == 0 && w->scratch.cap > WORKER_BUF_KEEP_MAX) {
         /* idle: a big message rendered once should not keep its render buffer (and its share of the bytes) */
         vbuf_reset(&w->scratch);
@@ -699,10 +777,10 @@ void intake_maybe_read(struct worker *w, uint64_t now)
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
     bool take_one = w->inflight == 0;
-    if (w->reading_pending) {
-        struct intake_batch *b = batch_new(w, INTAKE_PENDING, &w->read_outstanding, count);
+    if (S->reading_pending) {
+        struct intake_batch *b = batch_new(w, si, INTAKE_PENDING, &w->read_outstanding, count);
         w->big_job -= w->big_job / 16;
-        q_intake_pending(w->redis.q, &w->keys, w->consumer, count, budget, take_one, w->resuming, on_read, b);
+        q_intake_pending(w->redis.q, &S->keys, w->consumer, count, budget, take_one, S->resuming, on_read, b);
         batch_send_version(w, b);
         return;
     }
@@ -711,26 +789,26 @@ void intake_maybe_read(struct worker *w, uint64_t now)
     if (fit < (size_t)count)
         count = fit > 0 ? (int)fit : 1;
     /* order: parked high entries, new high ones while a high backlog lasts, parked bulk ones, then both streams */
-    int high = w->park_after[1][0] != '\0' ? 1 : w->high_only ? -1 : w->park_after[0][0] != '\0' ? 0 : -1;
-    enum intake_kind kind = high >= 0 ? INTAKE_AFTER : w->high_only ? INTAKE_HIGH : INTAKE_NEW;
-    struct intake_batch *b = batch_new(w, kind, &w->read_outstanding, count);
+    int high = S->park_after[1][0] != '\0' ? 1 : S->high_only ? -1 : S->park_after[0][0] != '\0' ? 0 : -1;
+    enum intake_kind kind = high >= 0 ? INTAKE_AFTER : S->high_only ? INTAKE_HIGH : INTAKE_NEW;
+    struct intake_batch *b = batch_new(w, si, kind, &w->read_outstanding, count);
     b->budget = budget;
     b->take_one = take_one;
     b->high = kind == INTAKE_HIGH ? 1 : high;
     w->big_job -= w->big_job / 16;
     if (kind == INTAKE_AFTER)
-        q_intake_after(w->redis.q, &w->keys, w->consumer, high, w->park_after[high], count, on_read, b);
+        q_intake_after(w->redis.q, &S->keys, w->consumer, high, S->park_after[high], count, on_read, b);
     else if (kind == INTAKE_HIGH)
-        q_intake_after(w->redis.q, &w->keys, w->consumer, 1, ">", count, on_read, b); /* new entries, high only */
+        q_intake_after(w->redis.q, &S->keys, w->consumer, 1, ">", count, on_read, b); /* new entries, high only */
     else
-        q_intake_new(w->redis.q, &w->keys, w->consumer, count, on_read, b);
+        q_intake_new(w->redis.q, &S->keys, w->consumer, count, on_read, b);
     batch_send_version(w, b);
 }
 
 void worker_on_redis_up(struct worker *w)
 {
     /* AUTH and SELECT were done by the link (redis_link.c) before it called this */
-    q_intake_create_group(w->redis.q, &w->keys, on_group, w);
+    create_groups(w, -1);
     w->read_outstanding = false;
     w->idle_check_outstanding = false;
     w->wait_outstanding = false;
@@ -740,9 +818,13 @@ void worker_on_redis_up(struct worker *w)
     camp_ctl_on_redis_up(w);
     /* a read lost with the link may have delivered entries to us: look at our pending list again (parked
      * entries among them) */
-    w->reading_pending = true;
-    w->park_after[0][0] = w->park_after[1][0] = '\0';
-    w->high_only = false;
+    for (int i = 0; i < w->nsh; i++) {
+        struct worker_shard *S = &w->sh[i];
+        S->reading_pending = true;
+        S->park_after[0][0] = S->park_after[1][0] = '\0';
+        S->high_only = false;
+        S->empty = S->drained = false;
+    }
     for (struct camp *c = w->camps; c; c = c->next) {
         c->refreshing = false;
         if (c->state == CAMP_FETCHING)
@@ -758,23 +840,29 @@ void worker_on_redis_up(struct worker *w)
 void fleet_duties(struct worker *w, uint64_t now)
 {
     if (now >= w->next_retry_move_ms) {
-        q_retry_move(w->redis.q, &w->keys, clock_wall_ms(), WORKER_RETRY_MOVE_MAX, NULL, NULL);
+        for (int i = 0; i < w->nsh; i++)
+            q_retry_move(w->redis.q, &w->sh[i].keys, clock_wall_ms(), WORKER_RETRY_MOVE_MAX, NULL, NULL);
         w->next_retry_move_ms = now + WORKER_RETRY_MOVE_MS;
     }
-    if (w->idx != 0)
+    if (!w->claims)
         return;
+    /* one shard per claim, in turn (a full answer keeps claim_cur on its shard: on_claim) */
+    int si = w->claim_cur % w->nsh;
+    struct worker_shard *S = &w->sh[si];
     /* reclaiming waits until our own pending list is read, so our own jobs are not claimed twice */
     size_t budget = intake_budget(w);
     /* nor while entries are parked: claimed ones could land after a parking cursor and be read twice */
-    if (now >= w->next_claim_ms && !w->claim_outstanding && !w->reading_pending && w->park_after[0][0] == '\0' &&
-        w->park_after[1][0] == '\0' && w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
+    if (now >= w->next_claim_ms && !w->claim_outstanding && !S->reading_pending && S->park_after[0][0] == '\0' &&
+        S->park_after[1][0] == '\0' && w->inflight < w->cfg->max_inflight / 2 && budget > 0) {
         /* the claim script does not measure entries: take as many as fit were each the largest job */
         size_t fit = budget / Q_INTAKE_ENTRY_MAX;
         int count = fit < 1 ? 1 : fit < (size_t)w->cfg->batch ? (int)fit : w->cfg->batch;
-        struct intake_batch *b = batch_new(w, INTAKE_CLAIM, &w->claim_outstanding, count);
-        q_intake_autoclaim(w->redis.q, &w->keys, w->consumer, w->retry->claim_idle_ms, count, on_claim, b);
+        struct intake_batch *b = batch_new(w, si, INTAKE_CLAIM, &w->claim_outstanding, count);
+        w->claim_cur = (si + 1) % w->nsh;
+        q_intake_autoclaim(w->redis.q, &S->keys, w->consumer, w->retry->claim_idle_ms, count, on_claim, b);
         batch_send_version(w, b);
+        /* each shard is looked at as often as the one stream is unsharded */
         uint64_t every = w->retry->claim_idle_ms / 10;
-        w->next_claim_ms = now + (every < 500 ? 500 : every);
+        w->next_claim_ms = now + (every < 500 ? 500 : every) / (uint64_t)w->nsh;
     }
 }

@@ -117,11 +117,33 @@ struct camp {
     enum q_camp_state ctl; /* state last seen in Redis: paused or cancelled messages are not sent */
 };
 
+/*
+ * One shard of the queue this thread reads (queue/keys.h: [redis] shards) and
+ * its intake state. Thread t of T reads shards t, t+T, t+2T, ... (with fewer
+ * shards than threads, shard t mod N), one shard per read, in turn, so every
+ * shard is drained whatever the thread count; priority (high stream first)
+ * holds within each shard. Unsharded: one shard, the keys of today's layout.
+ */
+struct worker_shard {
+    struct q_keys keys;
+    /* parked entries: read past the byte budget, left pending to us, read again after this id ("": none);
+     * [1] the high stream, [0] the bulk one (engine/worker.c, batch_take) */
+    char park_after[2][Q_ID_MAX];
+    /* the last read brought high-priority jobs: the high stream is read alone until it runs short, so bulk
+     * entries are neither read nor parked ahead of a high backlog (engine/worker.c, intake_maybe_read) */
+    bool high_only;
+    bool reading_pending; /* our own pending entries of this shard are (re)read first */
+    bool resuming; /* the first pending pass: what an earlier run of this consumer left (counted `reclaimed`) */
+    bool empty;    /* its last read of new entries brought nothing */
+    bool drained;  /* --exit-when-idle: the idle check found nothing queued or pending in it */
+};
+
 /* a batch of outcomes handed to Redis: kept until the script succeeded */
 struct outcome_batch {
     struct worker *w;
     struct msg **msgs;
     int n;
+    int shard;       /* the w->sh the batch was recorded in: its WAIT goes to that shard's node */
     bool replicated; /* [redis] replicas_ack: WAIT answered (or the link went down while waiting) */
 };
 
@@ -129,7 +151,13 @@ struct worker {
     int idx;
     const struct vconfig *cfg;
     _Atomic(struct vconfig *) new_cfg; /* SIGHUP: the main thread hands over a reloaded config */
-    struct q_keys keys;
+    struct q_keys keys; /* shard 0's: the campaign copy workers read, ctl version, worker names */
+    struct worker_shard *sh; /* the shards this thread reads */
+    int nsh, cur;            /* how many; the one read last */
+    bool claims;             /* this thread takes over stopped workers' jobs of its shards */
+    int claim_cur;           /* the shard the next claim looks at */
+    int groups_waiting;      /* consumer groups still being created (intake waits for them) */
+    int idle_shard;          /* the shard of the idle check in flight */
     char consumer[300];
     bool exit_when_idle;
     const struct q_retry_cfg *retry; /* [retry]/[queue], loaded once per process */
@@ -164,14 +192,7 @@ struct worker {
     size_t big_job;    /* the largest job read lately (decays): a read needs room for one like it */
     int dns_waiting; /* messages waiting for an MX answer */
     /* intake */
-    bool group_ready, read_outstanding, reading_pending, idle_check_outstanding;
-    bool resuming; /* the first pending pass: what an earlier run of this consumer left (counted `reclaimed`) */
-    /* parked entries: read past the byte budget, left pending to us, read again after this id ("": none);
-     * [1] the high stream, [0] the bulk one (engine/worker.c, batch_take) */
-    char park_after[2][Q_ID_MAX];
-    /* the last read brought high-priority jobs: the high stream is read alone until it runs short, so bulk
-     * entries are neither read nor parked ahead of a high backlog (engine/worker.c, intake_maybe_read) */
-    bool high_only;
+    bool group_ready, read_outstanding, idle_check_outstanding;
     uint64_t next_read_ms, next_retry_move_ms, stop_deadline_ms;
     /* outcomes waiting to be sent to Redis */
     struct msg *out_head, *out_tail;

@@ -34,6 +34,28 @@
 static const struct smtp_conn_ops worker_conn_ops = {
     .render = msg_render, .finish = worker_finish_msg, .closed = pool_conn_closed};
 
+/*
+ * shards_init - the shards thread idx reads: idx, idx+T, idx+2T, ... of N (with N < T threads, shard idx mod
+ * N). Every shard has a reader in each process; the claimer of shard s is thread s mod T (so one thread per
+ * process takes over a stopped worker's jobs of each shard, as thread 0 does unsharded).
+ */
+static void shards_init(struct worker *w, const struct vconfig *cfg, int idx)
+{
+    int n = cfg->redis_shards > 0 ? cfg->redis_shards : 1, t = cfg->threads > 0 ? cfg->threads : 1;
+    w->nsh = n >= t ? (n - idx + t - 1) / t : 1;
+    if (w->nsh < 1)
+        w->nsh = 1; /* idx >= threads: a thread the caller did not count (tests): shard idx mod N */
+    w->sh = xcalloc((size_t)w->nsh, sizeof(*w->sh));
+    for (int i = 0; i < w->nsh; i++) {
+        int s = n >= t && idx < t ? idx + i * t : idx % n;
+        q_keys_shard(&w->sh[i].keys, cfg->redis_prefix, s, n);
+        w->sh[i].reading_pending = true;
+        w->sh[i].resuming = true;
+    }
+    w->claims = idx < n && idx < t;
+    q_keys_shard(&w->keys, cfg->redis_prefix, 0, n);
+}
+
 /* worker_needs_verify - does any policy or route ask for certificate verification? */
 static bool worker_needs_verify(const struct vconfig *cfg)
 {
@@ -80,7 +102,7 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
     w->exit_when_idle = exit_when_idle;
     w->conn_ops = &worker_conn_ops;
     w->met = metrics_thread_new(cfg, tc);
-    q_keys_init(&w->keys, cfg->redis_prefix);
+    shards_init(w, cfg, idx);
     snprintf(w->consumer, sizeof(w->consumer), "%s-%d", cfg->name, idx);
     int rc = worker_open_loop(w, err, errlen);
     if (rc < 0)
@@ -133,8 +155,6 @@ int worker_init(struct worker *w, int idx, const struct vconfig *cfg, const stru
                 w->thr_default_free = false;
     }
     vbuf_init(&w->scratch, 16384);
-    w->reading_pending = true;
-    w->resuming = true;
     w->ctl_version = -1;
     return 0;
 fail:
@@ -144,6 +164,7 @@ fail:
     xport_loop_free(w->xl);
     tls_ctx_free(w->tls_ctx);
     tls_ctx_free(w->tls_ctx_verify);
+    free(w->sh);
     metrics_thread_free(w->met);
     return rc;
 }
@@ -221,6 +242,7 @@ void worker_fini(struct worker *w)
     if (w->tls_ctx_verify)
         tls_ctx_free(w->tls_ctx_verify);
     vbuf_free(&w->scratch);
+    free(w->sh);
     metrics_thread_free(w->met); /* last: releasing messages above moves its gauges */
 }
 

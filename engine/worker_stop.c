@@ -69,6 +69,12 @@ void worker_beat(struct worker *w, uint64_t now)
         w->beat_outstanding = true;
         w->beat_sent_ms = worker_now_ms(); /* the lease counts from here, not from the loop's `now` */
         q_heartbeat(w->redis.q, &w->keys, w->id, info, WORKER_HEARTBEAT_TTL_MS, on_beat, w);
+        /* every shard's copy, which its reclaim script reads (a script reads only its own slot on a cluster) */
+        for (int s = 0; q_keys_tagged(w->keys.nshards) && !w->name_lost && s < w->keys.nshards; s++) {
+            struct q_keys ks;
+            q_keys_shard(&ks, w->keys.prefix, s, w->keys.nshards);
+            q_alive_beat(w->redis.q, &ks, w->id, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
+        }
         w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
     }
 }

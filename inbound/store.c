@@ -15,6 +15,7 @@
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
+#include "queue/cluster.h"
 #include "queue/connect.h"
 #include "queue/keys.h"
 #include "throttle/throttle.h"
@@ -32,15 +33,17 @@ struct fb_store {
     const struct vconfig *cfg;
     const struct thr_config *tc;
     const struct verp_key *key;
-    struct q_keys keys;
+    struct q_keys keys; /* shard 0's (the campaign copy scanned); a report's own keys: its recipient's shard */
     redisContext *c;
     struct camp_entry *camps;
     size_t ncamps, capcamps;
     uint64_t last_scan_ms;
 };
 
-/* record: KEYS events stats suppressed pstats; ARGV status job campaign to code dsn reply host async feedback
- * source suppress class */
+/*
+ * record: KEYS events stats suppressed pstats (all of the recipient's shard: one slot); ARGV status job
+ * campaign to code dsn reply host async feedback source suppress class count-complaint
+ */
 static const char record_lua[] =
     "local added = 0\n"
     "if ARGV[12] == '1' and ARGV[4] ~= '' then added = redis.call('SADD', KEYS[3], ARGV[4]) end\n"
@@ -54,7 +57,7 @@ static const char record_lua[] =
     "redis.call('XADD', KEYS[1], '*', unpack(f))\n"
     "redis.call('HINCRBY', KEYS[2], ARGV[1], 1)\n"
     "if ARGV[13] ~= '' and ARGV[1] == 'bounced' then redis.call('HINCRBY', KEYS[2], 'bounced:' .. ARGV[13], 1) end\n"
-    "if ARGV[1] == 'complained' and KEYS[4] ~= '' then redis.call('HINCRBY', KEYS[4], 'complained', 1) end\n"
+    "if ARGV[1] == 'complained' and ARGV[14] == '1' then redis.call('HINCRBY', KEYS[4], 'complained', 1) end\n"
     "return 1\n";
 
 struct fb_store *fb_store_new(const struct vconfig *cfg, const struct thr_config *tc, const struct verp_key *key,
@@ -65,7 +68,7 @@ struct fb_store *fb_store_new(const struct vconfig *cfg, const struct thr_config
     s->cfg = cfg;
     s->tc = tc;
     s->key = key;
-    q_keys_init(&s->keys, cfg->redis_prefix);
+    q_keys_shard(&s->keys, cfg->redis_prefix, 0, cfg->redis_shards);
     if (q_connect(&s->c, &cfg->redis, STORE_TIMEOUT_MS, err, errlen) < 0) {
         fb_store_free(s);
         return NULL;
@@ -104,7 +107,7 @@ static redisReply *cmd(struct fb_store *s, int argc, const char **argv, const si
     redisContext *c = conn(s);
     if (c == NULL)
         return NULL;
-    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    redisReply *r = q_command_argv(c, argc, argv, lens);
     if (r == NULL) {
         log_warn("inbound: redis: %s", c->errstr);
         q_disconnect(s->c);
@@ -119,21 +122,18 @@ static redisReply *cmd(struct fb_store *s, int argc, const char **argv, const si
     return r;
 }
 
-/* rescan - rebuild the campaign cache from SCAN MATCH <p>:campaign:* */
-static int rescan(struct fb_store *s)
+/* scan_node - add the campaigns one server (node) holds to the cache; 0 or -EIO (the connection dropped) */
+static int scan_node(struct fb_store *s, redisContext *node, const char *match, size_t plen)
 {
-    char match[Q_KEY_MAX + 2];
-    snprintf(match, sizeof match, "%s*", s->keys.campaign);
-    size_t plen = strlen(s->keys.campaign);
     char cursor[32] = "0";
-    s->ncamps = 0;
     do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
-        redisReply *r = cmd(s, 6, argv, NULL);
-        if (r == NULL)
-            return -EIO;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING) {
-            freeReplyObject(r);
+        redisReply *r = redisCommand(node, "SCAN %s MATCH %s COUNT 1000", cursor, match);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING) {
+            log_warn("inbound: redis SCAN: %s", r == NULL ? node->errstr : "unexpected reply");
+            if (r != NULL)
+                freeReplyObject(r);
+            q_disconnect(s->c);
+            s->c = NULL;
             return -EIO;
         }
         snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
@@ -154,6 +154,27 @@ static int rescan(struct fb_store *s)
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+/*
+ * rescan - rebuild the campaign cache from SCAN MATCH <p>[:{0}]:campaign:* (shard 0's copy: every campaign
+ * has one) on every node (each primary of a cluster)
+ */
+static int rescan(struct fb_store *s)
+{
+    char match[Q_KEY_MAX + 2];
+    snprintf(match, sizeof match, "%s*", s->keys.campaign);
+    size_t plen = strlen(s->keys.campaign);
+    s->ncamps = 0;
+    redisContext *c = conn(s);
+    if (c == NULL)
+        return -EIO;
+    redisContext *nodes[QC_NODES_MAX];
+    size_t nn = q_nodes(c, nodes, QC_NODES_MAX);
+    for (size_t i = 0; i < nn; i++)
+        if (scan_node(s, nodes[i], match, plen) < 0)
+            return -EIO;
     return 0;
 }
 
@@ -186,23 +207,30 @@ int fb_store_campaign(struct fb_store *s, uint32_t h, char *out, size_t outlen)
 
 int fb_store_record(struct fb_store *s, const struct fb_event *ev)
 {
-    char stats[Q_KEY_MAX + 128], pstats[Q_KEY_MAX + 64] = "", code[16];
-    snprintf(stats, sizeof stats, "%s%s", s->keys.stats, ev->campaign);
+    /* the recipient's shard: where push put its jobs, the worker checks its suppression and counts it */
+    struct q_keys k;
+    q_keys_shard(&k, s->keys.prefix, q_keys_shard_of(ev->to, strlen(ev->to), s->keys.nshards), s->keys.nshards);
+    char stats[Q_KEY_MAX + 128], pstats[Q_KEY_MAX + 64], code[16];
+    snprintf(stats, sizeof stats, "%s%s", k.stats, ev->campaign);
     snprintf(code, sizeof code, "%d", ev->code);
+    /* KEYS[4] names a key of the shard even when unused: on a cluster every key of a script shares its slot */
+    const char *provider = "default", *count_complaint = "";
     if (strcmp(ev->status, "complained") == 0 && s->tc != NULL && ev->to[0]) {
         const char *at = strrchr(ev->to, '@');
         if (at != NULL) {
             const char *hosts[1] = {ev->host && ev->host[0] ? ev->host : NULL};
             int p = thr_classify_config(s->tc, at + 1, strlen(at + 1), hosts, 1);
-            snprintf(pstats, sizeof pstats, "%s:pstats:%s", s->keys.prefix, thr_config_provider_name(s->tc, p));
+            provider = thr_config_provider_name(s->tc, p);
+            count_complaint = "1";
         }
     }
+    snprintf(pstats, sizeof pstats, "%s%s", k.pstats, provider);
     const char *argv[] = {"EVAL",
                           record_lua,
                           "4",
-                          s->keys.events,
+                          k.events,
                           stats,
-                          s->keys.suppressed,
+                          k.suppressed,
                           pstats,
                           ev->status,
                           ev->job,
@@ -216,7 +244,8 @@ int fb_store_record(struct fb_store *s, const struct fb_event *ev)
                           ev->feedback ? ev->feedback : "",
                           ev->source ? ev->source : "",
                           ev->suppress ? "1" : "0",
-                          ev->bounce_class ? ev->bounce_class : ""};
+                          ev->bounce_class ? ev->bounce_class : "",
+                          count_complaint};
     pthread_mutex_lock(&s->mu);
     redisReply *r = cmd(s, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
     pthread_mutex_unlock(&s->mu);

@@ -12,7 +12,9 @@
  *   inbound server records a few reports per second at most, so sessions
  *   take turns. A failed command drops the connection; the next call
  *   reconnects. Each record is one EVAL, so an event is never written
- *   without its counter:
+ *   without its counter. Its keys are those of the recipient's shard
+ *   ([redis] shards: q_keys_shard_of, the shard push put the recipient's
+ *   jobs in), so the script is single-slot on a Redis Cluster:
  *     SADD <p>:suppressed <to> (when ev.suppress), then, unless the status is
  *     `unsubscribed` and the address was suppressed already (one-click is
  *     idempotent), XADD <p>:events (MAXLEN ~ 1000000) with job, campaign,
@@ -24,7 +26,8 @@
  *   10000: reason, kind, mail_from, rcpt, tags, size) and bump
  *   `unmatched` in the hash <p>:inbound (which also counts `received`,
  *   `matched`, `refused`).
- *   Campaign hashes are resolved by SCAN MATCH <p>:campaign:* and cached;
+ *   Campaign hashes are resolved by SCAN MATCH <p>:campaign:* (shard 0's
+ *   copies, <p>:{0}:campaign:* when tagged; every primary of a cluster) and cached;
  *   a miss rescans at most once per second.
  * THREADS
  *   Every function may be called from any thread.

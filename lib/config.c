@@ -581,6 +581,12 @@ const struct config_key config_keys[] = {
      "`no` encrypts without authenticating the server"},
     FUNC("redis", "prefix", set_prefix, "1-64 of letters, digits, `_ - . :`", "volley", NULL, NULL,
          "prefix of every key volley uses in Redis"),
+    INT("redis", "shards", redis_shards, 1, 1024, "1",
+        "queue shards: with N > 1 every per-job key lives in one of N shards whose keys share a hash tag "
+        "(`<p>:{<shard>}:jobs` ...), so each script touches one Redis Cluster slot; push spreads jobs by recipient "
+        "hash and each worker thread reads several shards. 1 keeps the unsharded key names. Every process of a "
+        "fleet (workers, push, status, campaign, suppress) must use the same value (docs/redis-contract.md "
+        "\"Shards\")"),
     INT("redis", "replicas_ack", redis_replicas_ack, 0, 5, "0",
         "after each batch of outcomes, `WAIT <n> <replicas_ack_ms>` on the Redis node that recorded it: the "
         "worker lets go of the batch only once n replicas have it, so a failover cannot lose an acknowledged "

@@ -94,6 +94,7 @@ struct vconfig {
     /* [redis]: url, password_file, ca_file, cert_file, key_file, verify */
     struct redis_url redis;
     char *redis_prefix;
+    int redis_shards; /* [redis] shards: queue shards (queue/keys.h); 1 = the unsharded layout */
     int redis_replicas_ack;    /* WAIT for this many replicas after each outcome batch; 0: off */
     int redis_replicas_ack_ms; /* ...for at most this long */
     /* [worker] */

@@ -71,7 +71,11 @@ void q_campaign_free(struct q_campaign *c)
     free(c);
 }
 
-/* ARGV: campaign key prefix, ids... A campaign without a state field is active; one without a hash is "" */
+/*
+ * KEYS: the first campaign's key (not read through KEYS: it names the slot, so a Redis Cluster router sends the
+ * call to the node of the shard's tag; every campaign key of the prefix is in that slot). ARGV: campaign key
+ * prefix, ids... A campaign without a state field is active; one without a hash is ""
+ */
 static struct redis_script state_script = REDIS_SCRIPT("local out = {}\n"
                                                "for i = 2, #ARGV do\n"
                                                "  local k = ARGV[1] .. ARGV[i]\n"
@@ -89,7 +93,9 @@ void q_campaign_state_fetch(struct q_redis *q, const struct q_keys *k, const cha
         n = Q_STATE_FETCH_MAX;
     if (n < 0)
         n = 0;
-    vbuf *o = q_redis_eval_begin(q, &state_script, 0, 1 + n);
+    vbuf *o = q_redis_eval_begin(q, &state_script, n > 0 ? 1 : 0, 1 + n);
+    if (n > 0)
+        q_resp_bulk_cat(o, k->campaign, strlen(k->campaign), ids[0], strnlen(ids[0], Q_CAMPAIGN_ID_MAX - 1));
     q_resp_bulk_str(o, k->campaign);
     for (int i = 0; i < n; i++)
         q_resp_bulk(o, ids[i], strnlen(ids[i], Q_CAMPAIGN_ID_MAX - 1));

@@ -29,17 +29,18 @@
 
 struct q_ctl {
     redisContext *c;
-    struct q_keys k;
+    int nshards;
+    struct q_keys *k; /* one per shard (queue/keys.h); k[0] holds the copy of a campaign workers read */
 };
 
 /*
- * KEYS: campaign, ctl version. ARGV: new state. -1: no campaign, -2: cancelled (final), 1: set. The version
- * bump in the same step is what running workers poll: they re-read campaign states when it moves.
+ * KEYS: one shard's copy of the campaign. ARGV: new state. -1: no campaign, -2: cancelled (final), 1: set.
+ * Only the campaign key, so the script stays in the shard's slot; the caller bumps <p>:ctl:version (the
+ * counter running workers poll to re-read states) once every shard's copy is set.
  */
 static const char set_state_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
                                     "if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return -2 end\n"
                                     "redis.call('HSET', KEYS[1], 'state', ARGV[1])\n"
-                                    "redis.call('INCRBY', KEYS[2], 1)\n"
                                     "return 1\n";
 
 /*
@@ -167,7 +168,23 @@ static int eval_int(struct q_ctl *c, long long *v, char *err, size_t errlen, con
     return rc;
 }
 
-int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
+/* eval_drain - run a batch script until it reports nothing left (<= 0), adding what each call did to *total */
+static int eval_drain(struct q_ctl *c, unsigned long long *total, char *err, size_t errlen, const char *lua,
+                      int nkeys, const char **keys, int nargs, const char **args)
+{
+    for (;;) {
+        long long v;
+        int rc = eval_int(c, &v, err, errlen, lua, nkeys, keys, nargs, args);
+        if (rc < 0)
+            return rc;
+        if (v <= 0)
+            return 0;
+        *total += (unsigned long long)v;
+    }
+}
+
+int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, int shards, char *err,
+               size_t errlen)
 {
     redisContext *rc;
     int e = q_connect(&rc, u, 5000, err, errlen);
@@ -175,7 +192,10 @@ int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix
         return e;
     struct q_ctl *c = xcalloc(1, sizeof(*c));
     c->c = rc;
-    q_keys_init(&c->k, prefix);
+    c->nshards = shards;
+    c->k = xcalloc((size_t)shards, sizeof(*c->k));
+    for (int s = 0; s < shards; s++)
+        q_keys_shard(&c->k[s], prefix, s, shards);
     *out = c;
     return 0;
 }
@@ -185,6 +205,7 @@ void q_ctl_free(struct q_ctl *c)
     if (c == NULL)
         return;
     q_disconnect(c->c);
+    free(c->k);
     free(c);
 }
 
@@ -197,22 +218,33 @@ static int key_of(char *buf, size_t n, const char *prefix, const char *id, char 
     return 0;
 }
 
-/* set_state - the state change with its two refusals */
+/*
+ * set_state - the state change with its two refusals, in every shard's copy, then the version bump. Shard
+ * 0's copy decides the refusals (it is the copy workers read, and the one every producer writes); a shard
+ * without a copy has no script that needs the state. Workers act on the bump (the GET behind each read),
+ * so a job read after this returns is never sent while paused.
+ */
 static int set_state(struct q_ctl *c, const char *id, const char *state, char *err, size_t errlen)
 {
-    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
-    int rc = key_of(ck, sizeof(ck), c->k.campaign, id, err, errlen);
-    if (rc < 0)
-        return rc;
-    const char *keys[] = {ck, c->k.ctl_version}, *args[] = {state};
-    long long v;
-    if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 2, keys, 1, args)) < 0)
-        return rc;
-    if (v == -1)
-        return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);
-    if (v == -2)
-        return err_set(err, errlen, -EPERM, "campaign '%s' is cancelled (final)", id);
-    return 0;
+    int rc = 0;
+    for (int s = 0; s < c->nshards; s++) {
+        char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+        if ((rc = key_of(ck, sizeof(ck), c->k[s].campaign, id, err, errlen)) < 0)
+            return rc;
+        const char *keys[] = {ck}, *args[] = {state};
+        long long v;
+        if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 1, keys, 1, args)) < 0)
+            return rc;
+        if (s == 0 && v == -1)
+            return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);
+        if (s == 0 && v == -2)
+            rc = err_set(err, errlen, -EPERM, "campaign '%s' is cancelled (final)", id);
+        if (rc == -EPERM && strcmp(state, "cancelled") != 0)
+            return rc; /* no shard may leave the final state */
+    }
+    const char *incr[] = {"INCRBY", c->k[0].ctl_version, "1"};
+    int brc = run(c, NULL, err, errlen, 3, incr, NULL);
+    return brc < 0 ? brc : rc;
 }
 
 int q_ctl_campaign_pause(struct q_ctl *c, const char *id, char *err, size_t errlen)
@@ -226,20 +258,21 @@ int q_ctl_campaign_resume(struct q_ctl *c, const char *id, unsigned long long *m
     int rc = set_state(c, id, "active", err, errlen);
     if (rc < 0)
         return rc;
-    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16];
-    snprintf(ck, sizeof(ck), "%s%s", c->k.campaign, id);
-    snprintf(hk, sizeof(hk), "%s%s", c->k.hold, id);
-    snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
-    const char *keys[] = {ck, hk, c->k.jobs, c->k.jobs_high}, *args[] = {lim};
-    for (;;) {
-        long long v;
-        if ((rc = eval_int(c, &v, err, errlen, resume_lua, 4, keys, 1, args)) < 0)
+    for (int s = 0; s < c->nshards; s++) {
+        const struct q_keys *k = &c->k[s];
+        char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16];
+        snprintf(ck, sizeof(ck), "%s%s", k->campaign, id);
+        snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
+        snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
+        const char *keys[] = {ck, hk, k->jobs, k->jobs_high}, *args[] = {lim};
+        if ((rc = eval_drain(c, moved, err, errlen, resume_lua, 4, keys, 1, args)) < 0)
             return rc;
-        if (v <= 0)
-            return 0;
-        *moved += (unsigned long long)v;
     }
+    return 0;
 }
+
+static int cancel_shard(struct q_ctl *c, const struct q_keys *k, const char *id, unsigned long long *held,
+                        unsigned long long *retry, char *err, size_t errlen);
 
 int q_ctl_campaign_cancel(struct q_ctl *c, const char *id, unsigned long long *held, unsigned long long *retry,
                           char *err, size_t errlen)
@@ -250,20 +283,25 @@ int q_ctl_campaign_cancel(struct q_ctl *c, const char *id, unsigned long long *h
         rc = 0; /* cancelling twice finishes what an interrupted first cancel left */
     if (rc < 0)
         return rc;
-    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16];
-    snprintf(hk, sizeof(hk), "%s%s", c->k.hold, id);
-    snprintf(sk, sizeof(sk), "%s%s", c->k.stats, id);
-    snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
-    const char *hkeys[] = {hk, c->k.events, sk}, *hargs[] = {lim, id};
-    for (;;) {
-        long long v;
-        if ((rc = eval_int(c, &v, err, errlen, cancel_hold_lua, 3, hkeys, 2, hargs)) < 0)
+    for (int s = 0; s < c->nshards; s++)
+        if ((rc = cancel_shard(c, &c->k[s], id, held, retry, err, errlen)) < 0)
             return rc;
-        if (v <= 0)
-            break;
-        *held += (unsigned long long)v;
-    }
-    const char *rkeys[] = {c->k.retry, c->k.events, sk};
+    return 0;
+}
+
+/* cancel_shard - end one shard's held jobs and its retry-set members of the campaign */
+static int cancel_shard(struct q_ctl *c, const struct q_keys *k, const char *id, unsigned long long *held,
+                        unsigned long long *retry, char *err, size_t errlen)
+{
+    int rc;
+    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], lim[16];
+    snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
+    snprintf(sk, sizeof(sk), "%s%s", k->stats, id);
+    snprintf(lim, sizeof(lim), "%d", Q_CTL_BATCH);
+    const char *hkeys[] = {hk, k->events, sk}, *hargs[] = {lim, id};
+    if ((rc = eval_drain(c, held, err, errlen, cancel_hold_lua, 3, hkeys, 2, hargs)) < 0)
+        return rc;
+    const char *rkeys[] = {k->retry, k->events, sk};
     for (long long off = 0;;) {
         char offs[24];
         snprintf(offs, sizeof(offs), "%lld", off);
@@ -295,31 +333,21 @@ static long long hnum(const redisReply *h, const char *name)
     return 0;
 }
 
+static int show_shard(struct q_ctl *c, const struct q_keys *k, const char *id, struct q_campaign_info *out,
+                      int *exists, char *err, size_t errlen);
+
 int q_ctl_campaign_show(struct q_ctl *c, const char *id, struct q_campaign_info *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
-    int rc = key_of(ck, sizeof(ck), c->k.campaign, id, err, errlen);
+    char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+    int rc = key_of(ck, sizeof(ck), c->k[0].campaign, id, err, errlen);
     if (rc < 0)
         return rc;
-    snprintf(hk, sizeof(hk), "%s%s", c->k.hold, id);
-    snprintf(sk, sizeof(sk), "%s%s", c->k.stats, id);
     snprintf(out->id, sizeof(out->id), "%s", id);
-    redisReply *f, *s, *h;
+    redisReply *f;
     const char *hm[] = {"HMGET", ck, "state", "from", "subject"};
     if ((rc = run(c, &f, err, errlen, 5, hm, NULL)) < 0)
         return rc;
-    const char *ha[] = {"HGETALL", sk};
-    if ((rc = run(c, &s, err, errlen, 2, ha, NULL)) < 0) {
-        freeReplyObject(f);
-        return rc;
-    }
-    const char *xl[] = {"XLEN", hk};
-    if ((rc = run(c, &h, err, errlen, 2, xl, NULL)) < 0) {
-        freeReplyObject(f);
-        freeReplyObject(s);
-        return rc;
-    }
     int exists = 0;
     if (f->type == REDIS_REPLY_ARRAY && f->elements == 3) {
         const redisReply *st = f->element[0], *fr = f->element[1], *su = f->element[2];
@@ -330,24 +358,75 @@ int q_ctl_campaign_show(struct q_ctl *c, const char *id, struct q_campaign_info 
             log_sanitize(out->subject, sizeof(out->subject), su->str, su->len);
         exists = st->type == REDIS_REPLY_STRING || fr->type == REDIS_REPLY_STRING || su->type == REDIS_REPLY_STRING;
     }
-    out->queued = hnum(s, "queued");
-    out->delivered = hnum(s, "delivered");
-    out->deferred = hnum(s, "deferred");
-    out->bounced = hnum(s, "bounced");
-    out->failed = hnum(s, "failed");
-    out->cancelled = hnum(s, "cancelled");
-    out->suppressed = hnum(s, "suppressed");
-    out->expired = hnum(s, "expired");
-    out->reclaimed = hnum(s, "reclaimed");
-    q_feedback_read(s, &out->fb);
-    out->held = h->type == REDIS_REPLY_INTEGER ? h->integer : 0;
-    if (s->type == REDIS_REPLY_ARRAY && s->elements > 0)
-        exists = 1;
     freeReplyObject(f);
+    /* counters and held jobs: the sum over the shards */
+    for (int i = 0; i < c->nshards && rc == 0; i++)
+        rc = show_shard(c, &c->k[i], id, out, &exists, err, errlen);
+    if (rc == 0 && !exists)
+        return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);
+    return rc;
+}
+
+/* show_shard - one shard's counters and held jobs added to out; *exists set when it has any counter */
+static int show_shard(struct q_ctl *c, const struct q_keys *k, const char *id, struct q_campaign_info *out,
+                      int *exists, char *err, size_t errlen)
+{
+    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX], sk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+    snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
+    snprintf(sk, sizeof(sk), "%s%s", k->stats, id);
+    redisReply *s, *h;
+    int rc;
+    const char *ha[] = {"HGETALL", sk};
+    if ((rc = run(c, &s, err, errlen, 2, ha, NULL)) < 0)
+        return rc;
+    const char *xl[] = {"XLEN", hk};
+    if ((rc = run(c, &h, err, errlen, 2, xl, NULL)) < 0) {
+        freeReplyObject(s);
+        return rc;
+    }
+    out->queued += hnum(s, "queued");
+    out->delivered += hnum(s, "delivered");
+    out->deferred += hnum(s, "deferred");
+    out->bounced += hnum(s, "bounced");
+    out->failed += hnum(s, "failed");
+    out->cancelled += hnum(s, "cancelled");
+    out->suppressed += hnum(s, "suppressed");
+    out->expired += hnum(s, "expired");
+    out->reclaimed += hnum(s, "reclaimed");
+    q_feedback_add(s, &out->fb);
+    out->held += h->type == REDIS_REPLY_INTEGER ? h->integer : 0;
+    if (s->type == REDIS_REPLY_ARRAY && s->elements > 0)
+        *exists = 1;
     freeReplyObject(s);
     freeReplyObject(h);
-    if (!exists)
-        return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);
+    return 0;
+}
+
+/*
+ * members - SMISMEMBER of the n addresses (argv[2..], argv[0..1] free for the command) in every shard's set:
+ * was[i] = 1 when some shard has address i. An address is in every shard after `volley suppress add`, in
+ * the shard its jobs went to after a hard bounce.
+ */
+static int members(struct q_ctl *c, const char **argv, size_t *lens, int n, int *was, char *err, size_t errlen)
+{
+    memset(was, 0, (size_t)n * sizeof(*was));
+    for (int s = 0; s < c->nshards; s++) {
+        argv[0] = "SMISMEMBER";
+        argv[1] = c->k[s].suppressed;
+        lens[0] = 10;
+        lens[1] = strlen(argv[1]);
+        redisReply *r;
+        int rc = run(c, &r, err, errlen, n + 2, argv, lens);
+        if (rc < 0)
+            return rc;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n) {
+            freeReplyObject(r);
+            return err_set(err, errlen, -EPROTO, "unexpected SMISMEMBER reply");
+        }
+        for (int i = 0; i < n; i++)
+            was[i] |= r->element[i]->integer == 1;
+        freeReplyObject(r);
+    }
     return 0;
 }
 
@@ -359,11 +438,8 @@ int q_ctl_suppress(struct q_ctl *c, enum q_suppress_op op, const char *const *ad
     const char **argv = xmalloc(((size_t)n + 2) * sizeof(*argv));
     size_t *lens = xmalloc(((size_t)n + 2) * sizeof(*lens));
     char *low = xmalloc((size_t)n * (Q_ADDR_MAX + 1));
+    int *was = xmalloc((size_t)n * sizeof(*was));
     int rc = 0;
-    argv[0] = op == Q_SUPPRESS_ADD ? "SADD" : op == Q_SUPPRESS_REMOVE ? "SREM" : "SMISMEMBER";
-    argv[1] = c->k.suppressed;
-    lens[0] = strlen(argv[0]);
-    lens[1] = strlen(argv[1]);
     for (int i = 0; i < n && rc == 0; i++) {
         size_t l = strlen(addrs[i]);
         if (!q_addr_valid(addrs[i], l)) {
@@ -376,47 +452,32 @@ int q_ctl_suppress(struct q_ctl *c, enum q_suppress_op op, const char *const *ad
         argv[i + 2] = d;
         lens[i + 2] = l;
     }
-    if (rc == 0 && op != Q_SUPPRESS_CHECK) {
-        /* one SADD/SREM reports only a total: ask per address with SMISMEMBER first, then change */
-        const char *m0 = argv[0];
-        argv[0] = "SMISMEMBER";
-        lens[0] = 10;
-        redisReply *before;
-        rc = run(c, &before, err, errlen, n + 2, argv, lens);
-        if (rc == 0) {
-            for (int i = 0; result && i < n; i++) {
-                int was = before->type == REDIS_REPLY_ARRAY && (size_t)i < before->elements &&
-                          before->element[i]->integer == 1;
-                result[i] = op == Q_SUPPRESS_ADD ? !was : was;
-            }
-            freeReplyObject(before);
-            argv[0] = m0;
-            lens[0] = strlen(m0);
-            rc = run(c, NULL, err, errlen, n + 2, argv, lens);
-        }
-    } else if (rc == 0) {
-        redisReply *r;
-        rc = run(c, &r, err, errlen, n + 2, argv, lens);
-        if (rc == 0) {
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n)
-                rc = err_set(err, errlen, -EPROTO, "unexpected SMISMEMBER reply");
-            for (int i = 0; rc == 0 && result && i < n; i++)
-                result[i] = r->element[i]->integer == 1;
-            freeReplyObject(r);
-        }
+    /* one SADD/SREM reports only a total: ask per address with SMISMEMBER first, then change every shard */
+    if (rc == 0)
+        rc = members(c, argv, lens, n, was, err, errlen);
+    for (int i = 0; rc == 0 && result && i < n; i++)
+        result[i] = op == Q_SUPPRESS_ADD ? !was[i] : was[i];
+    for (int s = 0; rc == 0 && op != Q_SUPPRESS_CHECK && s < c->nshards; s++) {
+        argv[0] = op == Q_SUPPRESS_ADD ? "SADD" : "SREM";
+        argv[1] = c->k[s].suppressed;
+        lens[0] = 4;
+        lens[1] = strlen(argv[1]);
+        rc = run(c, NULL, err, errlen, n + 2, argv, lens);
     }
     free(argv);
     free(lens);
     free(low);
+    free(was);
     return rc;
 }
 
-int q_ctl_suppress_list(struct q_ctl *c, void (*fn)(void *priv, const char *addr, size_t len), void *priv, char *err,
-                        size_t errlen)
+/* list_shard - SSCAN one shard's set; each address to fn */
+static int list_shard(struct q_ctl *c, const char *key, void (*fn)(void *priv, const char *addr, size_t len),
+                      void *priv, char *err, size_t errlen)
 {
     char cursor[32] = "0";
     do {
-        const char *argv[] = {"SSCAN", c->k.suppressed, cursor, "COUNT", "1000"};
+        const char *argv[] = {"SSCAN", key, cursor, "COUNT", "1000"};
         redisReply *r;
         int rc = run(c, &r, err, errlen, 5, argv, NULL);
         if (rc < 0)
@@ -435,4 +496,51 @@ int q_ctl_suppress_list(struct q_ctl *c, void (*fn)(void *priv, const char *addr
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
     return 0;
+}
+
+/* the addresses of every shard, to print each once */
+struct addr_list {
+    char **a;
+    size_t n, cap;
+};
+
+static void collect(void *priv, const char *addr, size_t len)
+{
+    struct addr_list *l = priv;
+    if (len > Q_ADDR_MAX)
+        return; /* not an address volley wrote */
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 1024;
+        l->a = xrealloc(l->a, l->cap * sizeof(*l->a));
+    }
+    char *d = xmalloc(len + 1);
+    memcpy(d, addr, len);
+    d[len] = '\0';
+    l->a[l->n++] = d;
+}
+
+static int by_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int q_ctl_suppress_list(struct q_ctl *c, void (*fn)(void *priv, const char *addr, size_t len), void *priv, char *err,
+                        size_t errlen)
+{
+    if (c->nshards == 1)
+        return list_shard(c, c->k[0].suppressed, fn, priv, err, errlen);
+    /* an address added with `volley suppress add` is in every shard: gather, sort, print each once */
+    struct addr_list l = {0};
+    int rc = 0;
+    for (int s = 0; s < c->nshards && rc == 0; s++)
+        rc = list_shard(c, c->k[s].suppressed, collect, &l, err, errlen);
+    if (rc == 0 && l.n > 1)
+        qsort(l.a, l.n, sizeof(*l.a), by_str);
+    for (size_t i = 0; rc == 0 && i < l.n; i++)
+        if (i == 0 || strcmp(l.a[i - 1], l.a[i]) != 0)
+            fn(priv, l.a[i], strlen(l.a[i]));
+    for (size_t i = 0; i < l.n; i++)
+        free(l.a[i]); /* after the loop above: it compares with the address before */
+    free(l.a);
+    return rc;
 }

@@ -4,7 +4,7 @@
  *   (`volley campaign`, `volley suppress`)
  * SYNOPSIS
  *   struct q_ctl *c;
- *   if (q_ctl_open(&c, &cfg.redis, prefix, err, sizeof err) < 0) -> exit 1
+ *   if (q_ctl_open(&c, &cfg.redis, prefix, shards, err, sizeof err) < 0) -> exit 1
  *   q_ctl_campaign_pause(c, "spring", err, sizeof err);
  *   q_ctl_campaign_resume(c, "spring", &moved, err, sizeof err);
  *   q_ctl_campaign_cancel(c, "spring", &held, &retry, err, sizeof err);
@@ -32,6 +32,15 @@
  *
  *   The suppression list <p>:suppressed holds lower-case addresses; the
  *   functions lower-case what they are given.
+ *
+ *   Shards (queue/keys.h): every shard has its own copy of the campaign
+ *   hash and of the suppression set, so that each shard's scripts stay in
+ *   one slot. A state change sets the state in every shard's copy (shard 0
+ *   first: its copy decides "no campaign" and "cancelled"), then bumps
+ *   <p>:ctl:version once; resume and cancel then work shard by shard;
+ *   show sums the counters. Suppress add/remove write every shard's set;
+ *   check and the add/remove results look at all of them (an address is
+ *   suppressed when any shard has it); list prints each address once.
  * OWNERSHIP
  *   Everything passed in is copied; results are written to caller memory.
  * THREADS
@@ -61,7 +70,8 @@ struct q_campaign_info {
 };
 
 /* q_ctl_open - connect (5 s timeout) and SELECT db; 0 or -errno with a one-line reason */
-int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen);
+int q_ctl_open(struct q_ctl **out, const struct redis_url *u, const char *prefix, int shards, char *err,
+               size_t errlen);
 void q_ctl_free(struct q_ctl *c);
 /* q_ctl_campaign_pause - -ENOENT: no such campaign; -EPERM: it is cancelled */
 int q_ctl_campaign_pause(struct q_ctl *c, const char *id, char *err, size_t errlen);

@@ -13,6 +13,9 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,7 @@
 #include "lib/alloc.h"
 #include "lib/err.h"
 #include "lib/log.h"
+#include "queue/connect.h"
 #include "queue/outcome.h"
 
 const char *const q_event_names[Q_EV_NFIELDS] = {
@@ -231,12 +235,15 @@ void q_event_csv(const struct q_event *ev, vbuf *out)
     }
 }
 
-int q_events_streams(const struct q_keys *k, const char **out, int max)
+int q_events_streams(const struct q_keys *k, char (*out)[Q_KEY_MAX], int max)
 {
-    if (max < 1)
-        return 0;
-    out[0] = k->events;
-    return 1;
+    int n = k->nshards < max ? k->nshards : max;
+    for (int i = 0; i < n; i++) {
+        struct q_keys ki;
+        q_keys_shard(&ki, k->prefix, i, k->nshards);
+        snprintf(out[i], Q_KEY_MAX, "%s", ki.events);
+    }
+    return n;
 }
 
 /* ---- the reader ---- */
@@ -254,8 +261,9 @@ struct q_events {
     int nstreams;
     struct dict dicts[Q_EVENTS_MAX_STREAMS];
     char group[128];
-    int pending_done;                     /* the consumer's own pending entries have all been re-read */
-    char after[Q_EVENTS_MAX_STREAMS][48]; /* group: last pending id re-read; no group: last id printed */
+    bool pending_done[Q_EVENTS_MAX_STREAMS]; /* the consumer's own pending entries have all been re-read */
+    int wait_next;                           /* the stream an idle read waits on next (in turn) */
+    char after[Q_EVENTS_MAX_STREAMS][48];    /* group: last pending id re-read; no group: last id printed */
     char range_key[Q_EVENTS_MAX_STREAMS][Q_KEY_MAX];
 };
 
@@ -263,10 +271,8 @@ struct q_events *q_events_new(redisContext *c, const struct q_keys *k)
 {
     struct q_events *e = xcalloc(1, sizeof(*e));
     e->c = c;
-    const char *s[Q_EVENTS_MAX_STREAMS];
-    e->nstreams = q_events_streams(k, s, Q_EVENTS_MAX_STREAMS);
+    e->nstreams = q_events_streams(k, e->range_key, Q_EVENTS_MAX_STREAMS);
     for (int i = 0; i < e->nstreams; i++) {
-        snprintf(e->range_key[i], sizeof(e->range_key[i]), "%s", s[i]);
         e->streams[i] = e->range_key[i];
         snprintf(e->after[i], sizeof(e->after[i]), "0-0");
     }
@@ -289,7 +295,7 @@ void q_events_free(struct q_events *e)
 /* cmd - one command; NULL (with the reason) on a lost connection or an error reply */
 static redisReply *cmd(struct q_events *e, int argc, const char **argv, char *err, size_t errlen)
 {
-    redisReply *r = redisCommandArgv(e->c, argc, argv, NULL);
+    redisReply *r = q_command_argv(e->c, argc, argv, NULL);
     if (r == NULL) {
         err_set(err, errlen, -EIO, "redis: %s", e->c->errstr[0] ? e->c->errstr : "connection lost");
         return NULL;
@@ -318,7 +324,7 @@ static const char *dict_lookup(void *priv, int stream, long long n, size_t *len)
     char key[Q_KEY_MAX + 8], field[32];
     snprintf(key, sizeof(key), "%s:dict", e->streams[stream]);
     snprintf(field, sizeof(field), "#%lld", n);
-    redisReply *r = redisCommand(e->c, "HGET %s %s", key, field);
+    redisReply *r = q_command(e->c, "HGET %s %s", key, field);
     if (r == NULL || r->type != REDIS_REPLY_STRING) {
         freeReplyObject(r);
         return NULL;
@@ -343,10 +349,10 @@ static const char *dict_lookup(void *priv, int stream, long long n, size_t *len)
 int q_events_group(struct q_events *e, const char *name, char *err, size_t errlen)
 {
     snprintf(e->group, sizeof(e->group), "%s", name);
-    e->pending_done = 0;
     for (int i = 0; i < e->nstreams; i++) {
+        e->pending_done[i] = false;
         snprintf(e->after[i], sizeof(e->after[i]), "0-0");
-        redisReply *r = redisCommand(e->c, "XGROUP CREATE %s %s 0 MKSTREAM", e->streams[i], name);
+        redisReply *r = q_command(e->c, "XGROUP CREATE %s %s 0 MKSTREAM", e->streams[i], name);
         if (r == NULL)
             return err_set(err, errlen, -EIO, "redis: %s", e->c->errstr[0] ? e->c->errstr : "connection lost");
         int busy = r->type == REDIS_REPLY_ERROR && strstr(r->str, "BUSYGROUP") != NULL;
@@ -362,12 +368,31 @@ int q_events_group(struct q_events *e, const char *name, char *err, size_t errle
 }
 
 /* take - decode the entries of one stream's reply into b */
+/*
+ * rebase - the events of b moved from address old (a realloc when a second stream's entries were added):
+ * the fields decoded into an event's own scratch point into it, so they move with it
+ */
+static void rebase(struct q_events_batch *b, uintptr_t old)
+{
+    for (int i = 0; i < b->n; i++) {
+        uintptr_t s0 = old + (uintptr_t)i * sizeof(*b->ev) + offsetof(struct q_event, scratch);
+        for (int f = 0; f < Q_EV_NFIELDS; f++) {
+            uintptr_t p = (uintptr_t)b->ev[i].v[f];
+            if (p >= s0 && p < s0 + sizeof(b->ev[i].scratch))
+                b->ev[i].v[f] = b->ev[i].scratch + (p - s0);
+        }
+    }
+}
+
 static int take(struct q_events *e, struct q_events_batch *b, const redisReply *entries, int stream, char *err,
                 size_t errlen)
 {
     if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
         return 0;
+    uintptr_t old = (uintptr_t)b->ev;
     b->ev = xrealloc(b->ev, (size_t)(b->n + (int)entries->elements) * sizeof(*b->ev));
+    if ((uintptr_t)b->ev != old)
+        rebase(b, old);
     for (size_t i = 0; i < entries->elements; i++) {
         int rc = q_event_decode(&b->ev[b->n], entries->element[i], stream, dict_lookup, e, err, errlen);
         if (rc < 0)
@@ -399,64 +424,78 @@ static int read_range(struct q_events *e, int count, struct q_events_batch *b, c
     return 0;
 }
 
-/* read_group - one XREADGROUP over every stream: the consumer's pending entries first, then new ones */
-static int read_group(struct q_events *e, int count, int block_ms, struct q_events_batch *b, char *err, size_t errlen)
+/*
+ * read_stream - one stream's XREADGROUP: the consumer's pending entries first, then new ones (waiting up
+ * to block_ms for them when > 0); how many were taken into b, or < 0
+ */
+static int read_stream(struct q_events *e, int i, int count, int block_ms, struct q_events_batch *b, char *err,
+                       size_t errlen)
 {
-    const char *argv[8 + 2 * Q_EVENTS_MAX_STREAMS];
     char cnt[16], blk[16];
     snprintf(cnt, sizeof(cnt), "%d", count);
     snprintf(blk, sizeof(blk), "%d", block_ms);
-    int a = 0;
-    argv[a++] = "XREADGROUP";
-    argv[a++] = "GROUP";
-    argv[a++] = e->group;
-    argv[a++] = e->group; /* the consumer: one reader per group, so a restart finds its own pending entries */
-    argv[a++] = "COUNT";
-    argv[a++] = cnt;
-    if (e->pending_done && block_ms > 0) {
-        argv[a++] = "BLOCK";
-        argv[a++] = blk;
-    }
-    argv[a++] = "STREAMS";
-    for (int i = 0; i < e->nstreams; i++)
-        argv[a++] = e->streams[i];
-    for (int i = 0; i < e->nstreams; i++)
-        argv[a++] = e->pending_done ? ">" : e->after[i];
-    redisReply *r = cmd(e, a, argv, err, errlen);
-    if (r == NULL)
-        return -EIO;
-    b->reply[b->nreply++] = r;
-    int got = 0;
-    if (r->type == REDIS_REPLY_ARRAY) {
-        for (size_t s = 0; s < r->elements; s++) {
-            const redisReply *sr = r->element[s];
-            if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2)
-                continue;
-            int idx = -1;
-            for (int i = 0; i < e->nstreams; i++)
-                if (strcmp(e->streams[i], sr->element[0]->str) == 0)
-                    idx = i;
-            if (idx < 0)
-                continue;
-            const redisReply *entries = sr->element[1];
-            int rc = take(e, b, entries, idx, err, errlen);
-            if (rc < 0)
-                return rc;
-            if (!e->pending_done && entries->elements > 0) {
-                got = 1;
-                snprintf(e->after[idx], sizeof(e->after[idx]), "%s",
-                         entries->element[entries->elements - 1]->element[0]->str);
-            }
+    for (;;) {
+        const char *argv[10];
+        int a = 0;
+        argv[a++] = "XREADGROUP";
+        argv[a++] = "GROUP";
+        argv[a++] = e->group;
+        argv[a++] = e->group; /* the consumer: one reader per group, so a restart finds its own pending entries */
+        argv[a++] = "COUNT";
+        argv[a++] = cnt;
+        if (e->pending_done[i] && block_ms > 0) {
+            argv[a++] = "BLOCK";
+            argv[a++] = blk;
         }
+        argv[a++] = "STREAMS";
+        argv[a++] = e->streams[i];
+        argv[a++] = e->pending_done[i] ? ">" : e->after[i];
+        redisReply *r = cmd(e, a, argv, err, errlen);
+        if (r == NULL)
+            return -EIO;
+        const redisReply *entries = NULL;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+            r->element[0]->elements == 2)
+            entries = r->element[0]->element[1];
+        size_t got = entries != NULL && entries->type == REDIS_REPLY_ARRAY ? entries->elements : 0;
+        if (got == 0) {
+            freeReplyObject(r);
+            if (e->pending_done[i])
+                return 0;
+            e->pending_done[i] = true; /* no pending entry left after those re-read: from now on, new ones */
+            continue;
+        }
+        b->reply[b->nreply++] = r;
+        int rc = take(e, b, entries, i, err, errlen);
+        if (rc < 0)
+            return rc;
+        if (!e->pending_done[i])
+            snprintf(e->after[i], sizeof(e->after[i]), "%s", entries->element[got - 1]->element[0]->str);
+        return (int)got;
     }
-    if (!e->pending_done && !got) {
-        /* no pending entry left after those re-read: from now on, new ones */
-        e->pending_done = 1;
-        freeReplyObject(r);
-        b->nreply--;
-        return read_group(e, count, block_ms, b, err, errlen);
+}
+
+/*
+ * read_group - every stream once without waiting (each its own command: one slot each); when none had
+ * anything and block_ms > 0, wait on one stream, in turn: all of block_ms with one stream, a slice of it
+ * (at least 10 ms) with several, so that an idle exporter costs each shard little
+ */
+static int read_group(struct q_events *e, int count, int block_ms, struct q_events_batch *b, char *err, size_t errlen)
+{
+    int total = 0;
+    for (int i = 0; i < e->nstreams; i++) {
+        int n = read_stream(e, i, count, e->nstreams == 1 ? block_ms : 0, b, err, errlen);
+        if (n < 0)
+            return n;
+        total += n;
     }
-    return 0;
+    if (total > 0 || block_ms <= 0 || e->nstreams == 1)
+        return 0;
+    int slice = block_ms / e->nstreams > 10 ? block_ms / e->nstreams : 10;
+    int i = e->wait_next;
+    e->wait_next = (e->wait_next + 1) % e->nstreams;
+    int n = read_stream(e, i, count, slice, b, err, errlen);
+    return n < 0 ? n : 0;
 }
 
 int q_events_read(struct q_events *e, int count, int block_ms, struct q_events_batch *b, char *err, size_t errlen)

@@ -24,8 +24,11 @@
  *   are.
  *
  *   Reading: q_events_read reads every event stream of q_events_streams
- *   (one today; one per shard once the queue is sharded) with a single
- *   XREADGROUP. After q_events_group it first re-reads the consumer's own
+ *   (one per shard of [redis] shards), one XREADGROUP per stream (each
+ *   command names one stream, so one Redis Cluster slot; events of different
+ *   shards come in no particular order). When no stream has anything, it
+ *   waits on one stream at a time, in turn (the whole block_ms on one
+ *   stream, a slice of it on each of several). After q_events_group it first re-reads the consumer's own
  *   pending entries (those read but not acknowledged before a crash), then
  *   new ones: at least once. Without a group it pages with XRANGE and
  *   acknowledges nothing. The export consumer's name is the group's: one
@@ -106,22 +109,22 @@ void q_event_jsonl(const struct q_event *ev, vbuf *out);
 void q_event_csv_header(vbuf *out);
 void q_event_csv(const struct q_event *ev, vbuf *out);
 
-#define Q_EVENTS_MAX_STREAMS 64
+#define Q_EVENTS_MAX_STREAMS Q_SHARDS_MAX /* one per shard */
 
 /* a job offset (ms) beyond this is not stored as a number: *1000 + seq must stay exact in Lua (< 2^53) */
 #define Q_EVENTS_JOB_OFF_MAX 9000000000000LL
 
 /*
- * q_events_streams - the event stream keys of this queue into out (at most max); returns how many.
- * The one place that knows them: a sharded queue lists one per shard here.
+ * q_events_streams - the event stream keys of this queue (every shard's <p>[:{s}]:events, k being any
+ * shard's keys of the layout) into out (at most max); returns how many. The one place that knows them.
  */
-int q_events_streams(const struct q_keys *k, const char **out, int max);
+int q_events_streams(const struct q_keys *k, char (*out)[Q_KEY_MAX], int max);
 
 struct q_events;
 
 /* a batch read: n entries, decoded */
 struct q_events_batch {
-    redisReply *reply[Q_EVENTS_MAX_STREAMS]; /* what the events point into (XRANGE: one per stream) */
+    redisReply *reply[Q_EVENTS_MAX_STREAMS + 1]; /* what the events point into (at most one per stream) */
     int nreply;
     struct q_event *ev;
     int n;

@@ -19,9 +19,8 @@ static long long field_num(const redisReply *v)
     return end != v->str ? n : 0;
 }
 
-void q_feedback_read(const redisReply *h, struct q_feedback *out)
+void q_feedback_add(const redisReply *h, struct q_feedback *out)
 {
-    memset(out, 0, sizeof(*out));
     for (size_t i = 0; h != NULL && h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2) {
         const redisReply *k = h->element[i];
         if (k->type != REDIS_REPLY_STRING)
@@ -30,9 +29,9 @@ void q_feedback_read(const redisReply *h, struct q_feedback *out)
         const char *colon = memchr(k->str, ':', k->len);
         if (colon == NULL) {
             if (strcmp(k->str, "complained") == 0)
-                out->complained = v;
+                out->complained += v;
             else if (strcmp(k->str, "unsubscribed") == 0)
-                out->unsubscribed = v;
+                out->unsubscribed += v;
             continue;
         }
         size_t sl = (size_t)(colon - k->str);
@@ -40,9 +39,9 @@ void q_feedback_read(const redisReply *h, struct q_feedback *out)
         if (c < 0)
             continue; /* a class this version does not know: not shown rather than misfiled */
         if (sl == 7 && memcmp(k->str, "bounced", 7) == 0)
-            out->bounced[c] = v;
+            out->bounced[c] += v;
         else if (sl == 8 && memcmp(k->str, "deferred", 8) == 0)
-            out->deferred[c] = v;
+            out->deferred[c] += v;
     }
 }
 

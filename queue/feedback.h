@@ -2,8 +2,8 @@
  * NAME
  *   feedback - the feedback counters of a campaign and of a provider, as `status` and `campaign show` read them
  * SYNOPSIS
- *   struct q_feedback fb;
- *   q_feedback_read(hgetall_reply_of_stats_key, &fb);
+ *   struct q_feedback fb = {0};
+ *   q_feedback_add(hgetall_reply_of_stats_key, &fb);   // once per shard: the sum
  *   double rate = q_complaint_rate(fb.complained, delivered);   // -1: nothing delivered
  * DESCRIPTION
  *   <p>:stats:<id> holds, besides the status counters, `bounced:<class>`
@@ -37,8 +37,8 @@ struct q_provider_stats {
     long long delivered, complained;
 };
 
-/* q_feedback_read - the feedback counters of a flat HGETALL reply (absent or malformed fields are 0) */
-void q_feedback_read(const redisReply *h, struct q_feedback *out);
+/* q_feedback_add - add the feedback counters of a flat HGETALL reply to out (absent or malformed fields: 0) */
+void q_feedback_add(const redisReply *h, struct q_feedback *out);
 /* q_complaint_rate - complained / delivered, or -1 when nothing was delivered */
 double q_complaint_rate(long long complained, long long delivered);
 

@@ -154,7 +154,27 @@ int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_wor
                                             : err_set(err, errlen, -EPROTO, "releasing worker name '%s': %s", id->name,
                                                       r->type == REDIS_REPLY_ERROR ? "redis error" : "bad reply");
     freeReplyObject(r);
+    /* the name was ours: its per-shard copies go with it (else they run out with their TTL) */
+    for (int s = 0; rc > 0 && q_keys_tagged(k->nshards) && s < k->nshards; s++) {
+        struct q_keys ks;
+        q_keys_shard(&ks, k->prefix, s, k->nshards);
+        char ak[Q_KEY_MAX + Q_WORKER_NAME_MAX];
+        snprintf(ak, sizeof(ak), "%s%s", ks.alive, id->name);
+        const char *del[] = {"DEL", ak};
+        if ((r = q_command_argv(c, 2, del, NULL)) != NULL)
+            freeReplyObject(r);
+    }
     return rc;
+}
+
+void q_alive_beat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, uint64_t ttl_ms,
+                  q_reply_fn *fn, void *priv)
+{
+    char key[Q_KEY_MAX + Q_WORKER_NAME_MAX], px[24];
+    snprintf(key, sizeof(key), "%s%s", k->alive, id->name);
+    snprintf(px, sizeof(px), "%llu", (unsigned long long)(ttl_ms > 0 ? ttl_ms : 1));
+    const char *argv[] = {"SET", key, id->token, "PX", px};
+    q_redis_cmdargv(q, 5, argv, NULL, fn, priv);
 }
 
 void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, const char *info,

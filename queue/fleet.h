@@ -27,6 +27,9 @@
  *   first at start). Liveness for delivery purposes is not taken from the
  *   name: a dead worker's jobs are reclaimed by idle time
  *   (q_intake_autoclaim), which also covers a worker whose thread is stuck.
+ *   With hash tags the reclaim script of shard s reads the per-shard copy
+ *   <p>:{s}:worker:<name> (q_alive_beat, same TTL); release deletes those
+ *   copies too.
  * THREADS
  *   The blocking calls: any thread with its own redisContext. q_heartbeat:
  *   whoever owns the q_redis. struct q_worker_id is immutable once claimed.
@@ -83,6 +86,13 @@ int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_wor
  */
 void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, const char *info,
                  uint64_t ttl_ms, q_reply_fn *fn, void *priv);
+/*
+ * q_alive_beat - with hash tags (a sharded queue, a cluster): SET <p>:{s}:worker:<name> <token> PX ttl_ms
+ * in shard k->shard, the copy of the heartbeat that shard's reclaim script reads (it may not read the
+ * untagged name key on a cluster). Send one per shard with each q_heartbeat the name survived.
+ */
+void q_alive_beat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, uint64_t ttl_ms,
+                  q_reply_fn *fn, void *priv);
 /* q_worker_reply_parse - a claim or heartbeat reply: enum q_worker_claim_result (holder filled when HELD) or -EPROTO */
 int q_worker_reply_parse(const redisReply *r, struct q_worker_holder *holder);
 

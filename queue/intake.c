@@ -359,6 +359,6 @@ void q_intake_autoclaim(struct q_redis *q, const struct q_keys *k, const char *c
     q_resp_bulk_u64(o, min_idle_ms);
     q_resp_bulk_u64(o, clamp_count(count));
     q_resp_bulk_str(o, k->stats);
-    q_resp_bulk_str(o, k->worker);
+    q_resp_bulk_str(o, k->alive); /* the name key, or with tags the shard's copy of it (one slot) */
     q_redis_eval_end(q, fn, priv);
 }

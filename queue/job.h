@@ -48,6 +48,7 @@ struct q_job {
     int high;                     /* read from <p>:jobs:high: q_record acknowledges it there */
     uint64_t first_ms;            /* wall ms of the first attempt (expiry is measured from it) */
     int suppressed;               /* set by the intake's q_suppress_check: record Q_SUPPRESSED, do not send */
+    int shard;                    /* set by the reader: which of its shards (queue/keys.h) the job came from */
 };
 
 /*

@@ -30,13 +30,15 @@
 
 struct q_push {
     redisContext *c;
-    struct q_keys k;
+    int nshards;
+    struct q_keys *k; /* one per shard */
     char id[Q_CAMPAIGN_ID_MAX];
     size_t idlen;
-    char stats_key[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
     vbuf batch;
     unsigned batch_jobs;       /* jobs in batch */
+    unsigned *shard_jobs;      /* jobs in batch per shard (each shard's `queued` counter) */
     unsigned inflight_jobs;    /* jobs sent whose replies are unread (previous batch) */
+    unsigned inflight_replies; /* replies of the previous batch: its jobs and its counters */
     unsigned long long queued; /* acknowledged by Redis */
     int high;                  /* jobs go to <p>:jobs:high */
 };
@@ -68,7 +70,8 @@ static int command(struct q_push *p, redisReply **out, char *err, size_t errlen,
     return 0;
 }
 
-int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen)
+int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, int shards, char *err,
+                size_t errlen)
 {
     redisContext *c;
     int rc = q_connect(&c, u, Q_PUSH_TIMEOUT_MS, err, errlen);
@@ -76,7 +79,11 @@ int q_push_open(struct q_push **out, const struct redis_url *u, const char *pref
         return rc;
     struct q_push *p = xcalloc(1, sizeof(*p));
     p->c = c;
-    q_keys_init(&p->k, prefix);
+    p->nshards = shards;
+    p->k = xcalloc((size_t)shards, sizeof(*p->k));
+    p->shard_jobs = xcalloc((size_t)shards, sizeof(*p->shard_jobs));
+    for (int s = 0; s < shards; s++)
+        q_keys_shard(&p->k[s], prefix, s, shards);
     vbuf_init(&p->batch, 1 << 20);
     *out = p;
     return 0;
@@ -88,8 +95,13 @@ void q_push_free(struct q_push *p)
         return;
     q_disconnect(p->c);
     vbuf_free(&p->batch);
+    free(p->k);
+    free(p->shard_jobs);
     free(p);
 }
+
+static int push_campaign_shard(struct q_push *p, const struct q_keys *k, const struct kv *fields, size_t n,
+                               char *err, size_t errlen);
 
 int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, size_t n, char *err, size_t errlen)
 {
@@ -99,9 +111,22 @@ int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, s
                       (int)(idlen > 140 ? 140 : idlen), id, Q_CAMPAIGN_ID_MAX - 1);
     memcpy(p->id, id, idlen + 1);
     p->idlen = idlen;
-    snprintf(p->stats_key, sizeof(p->stats_key), "%s%s", p->k.stats, id);
+    /* every shard gets its own copy (the scripts of a shard read only keys of its slot); shard 0's first: it
+     * is the copy workers fetch */
+    for (int s = 0; s < p->nshards; s++) {
+        int rc = push_campaign_shard(p, &p->k[s], fields, n, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* push_campaign_shard - replace one shard's copy of the campaign hash and create its consumer group */
+static int push_campaign_shard(struct q_push *p, const struct q_keys *k, const struct kv *fields, size_t n,
+                               char *err, size_t errlen)
+{
     char key[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
-    snprintf(key, sizeof(key), "%s%s", p->k.campaign, id);
+    snprintf(key, sizeof(key), "%s%s", k->campaign, p->id);
 
     char now[24], created[24];
     snprintf(now, sizeof(now), "%llu", (unsigned long long)clock_wall_ms());
@@ -152,7 +177,7 @@ int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, s
         return rc;
 
     /* the group reads from the start of the stream, so jobs pushed before any worker ran are seen */
-    const char *streams[] = {p->k.jobs, p->k.jobs_high};
+    const char *streams[] = {k->jobs, k->jobs_high};
     for (int i = 0; i < 2; i++) {
         const char *grp[] = {"XGROUP", "CREATE", streams[i], Q_GROUP, "0", "MKSTREAM"};
         r = q_command_argv(p->c, 6, grp, NULL);
@@ -195,19 +220,27 @@ static int send_batch(struct q_push *p, char *err, size_t errlen)
 {
     if (p->batch_jobs == 0)
         return 0;
-    q_resp_array(&p->batch, 4);
-    q_resp_bulk(&p->batch, "HINCRBY", 7);
-    q_resp_bulk_str(&p->batch, p->stats_key);
-    q_resp_bulk(&p->batch, "queued", 6);
-    q_resp_bulk_u64(&p->batch, p->batch_jobs);
+    unsigned replies = p->batch_jobs;
+    for (int s = 0; s < p->nshards; s++) {
+        if (p->shard_jobs[s] == 0)
+            continue;
+        q_resp_array(&p->batch, 4);
+        q_resp_bulk(&p->batch, "HINCRBY", 7);
+        q_resp_bulk_cat(&p->batch, p->k[s].stats, strlen(p->k[s].stats), p->id, p->idlen);
+        q_resp_bulk(&p->batch, "queued", 6);
+        q_resp_bulk_u64(&p->batch, p->shard_jobs[s]);
+        p->shard_jobs[s] = 0;
+        replies++;
+    }
     if (q_append_formatted(p->c, vbuf_data(&p->batch), vbuf_len(&p->batch)) != REDIS_OK)
         return conn_err(p, err, errlen);
     vbuf_reset(&p->batch);
-    unsigned prev = p->inflight_jobs;
+    unsigned prev = p->inflight_jobs, prev_replies = p->inflight_replies;
     p->inflight_jobs = p->batch_jobs;
+    p->inflight_replies = replies;
     p->batch_jobs = 0;
     if (prev > 0)
-        return read_replies(p, prev + 1, prev, err, errlen);
+        return read_replies(p, prev_replies, prev, err, errlen);
     /* nothing to read yet: push the bytes out now so Redis starts on them */
     if (q_flush(p->c) != REDIS_OK)
         return conn_err(p, err, errlen);
@@ -234,9 +267,11 @@ int q_push_job(struct q_push *p, const char *to, size_t tolen, const struct kv *
                           Q_VALUE_MAX);
     }
     vbuf *b = &p->batch;
+    int s = q_keys_shard_of(to, tolen, p->nshards);
     q_resp_array(b, 7 + 2 * nvars);
     q_resp_bulk(b, "XADD", 4);
-    q_resp_bulk_str(b, p->high ? p->k.jobs_high : p->k.jobs);
+    q_resp_bulk_str(b, p->high ? p->k[s].jobs_high : p->k[s].jobs);
+    p->shard_jobs[s]++;
     q_resp_bulk(b, "*", 1);
     q_resp_bulk(b, "campaign", 8);
     q_resp_bulk(b, p->id, p->idlen);
@@ -259,7 +294,7 @@ int q_push_flush(struct q_push *p, char *err, size_t errlen)
     unsigned prev = p->inflight_jobs;
     p->inflight_jobs = 0;
     if (prev > 0)
-        return read_replies(p, prev + 1, prev, err, errlen);
+        return read_replies(p, p->inflight_replies, prev, err, errlen);
     return 0;
 }
 

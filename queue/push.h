@@ -4,7 +4,7 @@
  *   the contract, used by `volley push`)
  * SYNOPSIS
  *   struct q_push *p;
- *   if (q_push_open(&p, &cfg.redis, prefix, err, sizeof err) < 0) -> exit 1
+ *   if (q_push_open(&p, &cfg.redis, prefix, shards, err, sizeof err) < 0) -> exit 1
  *   q_push_campaign(p, id, fields, n, err, sizeof err);
  *   for each row: rc = q_push_job(p, to, tolen, vars, nvars, err, sizeof err);
  *                 rc == -EINVAL: bad row (reason in err), go on; other rc < 0: Redis failed
@@ -19,6 +19,13 @@
  *   q_push_campaign replaces the campaign hash atomically (MULTI/EXEC: DEL,
  *   HSET), keeps created_ms from an earlier push of the same id, sets
  *   updated_ms, and creates the consumer group (MKSTREAM) if missing.
+ *
+ *   Shards (queue/keys.h): the campaign hash and the group are written to
+ *   every shard (each shard's scripts read only their own slot), and each
+ *   job goes to shard q_keys_shard_of(recipient): a recipient always lands
+ *   in the same shard, so a hard bounce the record script adds to that
+ *   shard's suppression set stops every later job to it. The `queued`
+ *   counter is kept per shard (one HINCRBY per shard the batch touched).
  *
  *   Jobs are checked with queue/validate.h and the recipient with
  *   lib/addr.h (the rule the worker renders with) before they are queued,
@@ -43,7 +50,8 @@
 struct q_push;
 
 /* q_push_open - connect (with a timeout) and SELECT db; 0, or -errno with a one-line reason */
-int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, char *err, size_t errlen);
+int q_push_open(struct q_push **out, const struct redis_url *u, const char *prefix, int shards, char *err,
+                size_t errlen);
 void q_push_free(struct q_push *p);
 /* q_push_campaign - write <p>:campaign:<id> from fields; jobs queued afterwards belong to it */
 int q_push_campaign(struct q_push *p, const char *id, const struct kv *fields, size_t n, char *err, size_t errlen);

@@ -265,21 +265,18 @@ static int worker_by_name(const void *a, const void *b)
     return strcmp(((const struct q_worker_info *)a)->name, ((const struct q_worker_info *)b)->name);
 }
 
-/* fleet_info - live workers, held jobs, suppression list size */
+/* fleet_info - live workers (fleet-wide keys, read once) */
 static int fleet_info(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
 {
     char pattern[Q_KEY_MAX + 2];
-    snprintf(pattern, sizeof(pattern), "%s*", k->hold);
-    int rc = scan_keys(c, pattern, Q_STATUS_MAX_CAMPAIGNS, add_held, s, err, errlen);
-    if (rc < 0)
-        return rc;
     struct worker_scan ws = {.s = s, .plen = strlen(k->worker)};
     snprintf(pattern, sizeof(pattern), "%s*", k->worker);
-    if ((rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_worker, &ws, err, errlen)) < 0)
+    int rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_worker, &ws, err, errlen);
+    if (rc < 0)
         return rc;
     if (s->nworkers > 1)
         qsort(s->workers, s->nworkers, sizeof(*s->workers), worker_by_name);
-    return cmd_int(c, &s->suppressed, err, errlen, "SCARD %s", k->suppressed);
+    return 0;
 }
 
 /* inbound_info - the counters `volley inbound` keeps, and how many reports it could not tie to a job */
@@ -298,33 +295,94 @@ static int inbound_info(redisContext *c, const struct q_keys *k, struct q_status
     return cmd_int(c, &s->inbound_unmatched_len, err, errlen, "XLEN %s:inbound:unmatched", k->prefix);
 }
 
-/* campaign_stats - HGETALL <p>:stats:<id> into one row */
-static int campaign_stats(redisContext *c, const struct q_keys *k, const char *id, struct q_campaign_stats *cs,
-                          char *err, size_t errlen)
+/*
+ * pattern_of - the SCAN pattern of one kind of per-campaign key over every shard: "<p>:stats:*", or
+ * "<p>:{*}:stats:*" with tags (one SCAN for all shards, however many there are)
+ */
+static void pattern_of(char *buf, size_t n, const struct q_keys *k, const char *kind)
 {
-    redisReply *h;
-    int rc = cmd(c, &h, err, errlen, "HGETALL %s%s", k->stats, id);
+    snprintf(buf, n, "%s:%s%s:*", k->prefix, k->tag[0] ? "{*}:" : "", kind);
+}
+
+/*
+ * shard_info - one shard's streams, group and suppression set, added to the report. The
+ * suppression sets hold `volley suppress add` addresses in every shard, so the report shows the largest
+ * set rather than a sum that would count those N times.
+ */
+static int shard_info(redisContext *c, const struct q_keys *k, struct q_status_report *s, size_t *ccap, char *err,
+                      size_t errlen)
+{
+    long long jobs = 0, high = 0, retry = 0, dead = 0, events = 0, und = 0, pend = 0, und_h = 0, pend_h = 0,
+              supp = 0;
+    int rc = cmd_int(c, &jobs, err, errlen, "XLEN %s", k->jobs);
+    if (rc == 0)
+        rc = cmd_int(c, &retry, err, errlen, "ZCARD %s", k->retry);
+    if (rc == 0)
+        rc = cmd_int(c, &dead, err, errlen, "XLEN %s", k->dead);
+    if (rc == 0)
+        rc = cmd_int(c, &events, err, errlen, "XLEN %s", k->events);
+    if (rc == 0)
+        rc = cmd_int(c, &high, err, errlen, "XLEN %s", k->jobs_high);
+    if (rc == 0)
+        rc = group_info(c, k->jobs, jobs, &und, &pend, s, ccap, err, errlen);
+    if (rc == 0)
+        rc = group_info(c, k->jobs_high, high, &und_h, &pend_h, s, ccap, err, errlen);
+    if (rc == 0)
+        rc = cmd_int(c, &supp, err, errlen, "SCARD %s", k->suppressed);
     if (rc < 0)
         return rc;
+    /* written by the record script when [events] max_entries trimmed what an export group had not read */
+    redisReply *r = q_command(c, "HGET %s:overrun entries", k->events);
+    s->events_lost += r != NULL && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    if (r != NULL)
+        freeReplyObject(r);
+    s->jobs += jobs;
+    s->retry += retry;
+    s->dead += dead;
+    s->events += events;
+    s->jobs_high += high;
+    s->undelivered += und;
+    s->pending += pend;
+    s->undelivered_high += und_h;
+    s->pending_high += pend_h;
+    if (supp > s->suppressed)
+        s->suppressed = supp;
+    return 0;
+}
+
+/* campaign_stats - HGETALL <p>:stats:<id> and XLEN <p>:hold:<id> of every shard, summed into one row; the
+ * state from shard 0's copy of the campaign (the one workers read) */
+static int campaign_stats(redisContext *c, const struct q_keys *keys, int nshards, const char *id,
+                          struct q_campaign_stats *cs, char *err, size_t errlen)
+{
     memset(cs, 0, sizeof(*cs));
     log_sanitize(cs->id, sizeof(cs->id), id, strlen(id));
-    cs->queued = num(map_get(h, "queued"), 0);
-    cs->delivered = num(map_get(h, "delivered"), 0);
-    cs->deferred = num(map_get(h, "deferred"), 0);
-    cs->bounced = num(map_get(h, "bounced"), 0);
-    cs->failed = num(map_get(h, "failed"), 0);
-    cs->cancelled = num(map_get(h, "cancelled"), 0);
-    cs->suppressed = num(map_get(h, "suppressed"), 0);
-    cs->expired = num(map_get(h, "expired"), 0);
-    cs->reclaimed = num(map_get(h, "reclaimed"), 0);
-    q_feedback_read(h, &cs->fb);
-    freeReplyObject(h);
-    char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
-    snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
-    if ((rc = cmd_int(c, &cs->held, err, errlen, "XLEN %s", hk)) < 0)
-        return rc;
+    int rc = 0;
+    for (int i = 0; i < nshards; i++) {
+        const struct q_keys *k = &keys[i];
+        redisReply *h;
+        if ((rc = cmd(c, &h, err, errlen, "HGETALL %s%s", k->stats, id)) < 0)
+            return rc;
+        cs->queued += num(map_get(h, "queued"), 0);
+        cs->delivered += num(map_get(h, "delivered"), 0);
+        cs->deferred += num(map_get(h, "deferred"), 0);
+        cs->bounced += num(map_get(h, "bounced"), 0);
+        cs->failed += num(map_get(h, "failed"), 0);
+        cs->cancelled += num(map_get(h, "cancelled"), 0);
+        cs->suppressed += num(map_get(h, "suppressed"), 0);
+        cs->expired += num(map_get(h, "expired"), 0);
+        cs->reclaimed += num(map_get(h, "reclaimed"), 0);
+        q_feedback_add(h, &cs->fb);
+        freeReplyObject(h);
+        char hk[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
+        snprintf(hk, sizeof(hk), "%s%s", k->hold, id);
+        long long held = 0;
+        if ((rc = cmd_int(c, &held, err, errlen, "XLEN %s", hk)) < 0)
+            return rc;
+        cs->held += held;
+    }
     redisReply *st;
-    if ((rc = cmd(c, &st, err, errlen, "HGET %s%s state", k->campaign, id)) < 0)
+    if ((rc = cmd(c, &st, err, errlen, "HGET %s%s state", keys[0].campaign, id)) < 0)
         return rc;
     cs->state = st->type == REDIS_REPLY_STRING ? q_camp_state_from(st->str, st->len) : Q_CAMP_ACTIVE;
     freeReplyObject(st);
@@ -336,19 +394,28 @@ static int by_id(const void *a, const void *b)
     return strcmp(((const struct q_campaign_stats *)a)->id, ((const struct q_campaign_stats *)b)->id);
 }
 
+/* the ids found by the stats scans of every shard (a campaign has counters in each shard it has jobs in) */
 struct campaign_scan {
-    const struct q_keys *k;
     struct q_status_report *s;
-    size_t plen, cap;
+    bool tagged;
+    size_t plen, cap; /* plen: untagged, the length of "<p>:stats:" */
 };
 
-/* add_campaign - one <p>:stats:<id> key's counters as a row; -ECANCELED once the table is full */
+/* add_campaign - one <p>:[{s}:]stats:<id> key's id as a row (counters later); -ECANCELED once the table is full */
 static int add_campaign(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
 {
+    (void)c, (void)err, (void)errlen;
     struct campaign_scan *cs = priv;
     struct q_status_report *s = cs->s;
-    if (key->len <= cs->plen || key->len - cs->plen >= Q_CAMPAIGN_ID_MAX)
+    /* the id follows "<p>:stats:", or the shard's "}:stats:" when tagged (a prefix has no '}' of its own) */
+    const char *at = cs->tagged ? strstr(key->str, "}:stats:") : key->len > cs->plen ? key->str + cs->plen : NULL;
+    if (at == NULL)
         return 0;
+    at += cs->tagged ? 8 : 0;
+    size_t idlen = key->len - (size_t)(at - key->str);
+    if (idlen == 0 || idlen >= Q_CAMPAIGN_ID_MAX)
+        return 0;
+    /* ids come sorted per shard only; a repeat from another shard is found by the merge below */
     if (s->ncampaigns == Q_STATUS_MAX_CAMPAIGNS) {
         s->campaigns_truncated = 1;
         return -ECANCELED;
@@ -357,52 +424,91 @@ static int add_campaign(redisContext *c, const redisReply *key, void *priv, char
         cs->cap = cs->cap ? 2 * cs->cap : 64;
         s->campaigns = xrealloc(s->campaigns, cs->cap * sizeof(*s->campaigns));
     }
-    int rc = campaign_stats(c, cs->k, key->str + cs->plen, &s->campaigns[s->ncampaigns], err, errlen);
-    if (rc < 0)
-        return rc;
-    s->ncampaigns++;
+    struct q_campaign_stats *row = &s->campaigns[s->ncampaigns++];
+    memset(row, 0, sizeof(*row));
+    memcpy(row->id, at, idlen);
     return 0;
 }
 
-/* all_campaigns - SCAN <p>:stats:* (at most Q_STATUS_MAX_CAMPAIGNS) */
-static int all_campaigns(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
+/* dedup - sorted rows: drop the repeats of an id found in several shards; returns the new count */
+static size_t dedup(struct q_campaign_stats *rows, size_t n)
 {
-    char pattern[Q_KEY_MAX + 2];
-    snprintf(pattern, sizeof(pattern), "%s*", k->stats);
-    struct campaign_scan cs = {.k = k, .s = s, .plen = strlen(k->stats)};
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++)
+        if (out == 0 || strcmp(rows[out - 1].id, rows[i].id) != 0)
+            rows[out++] = rows[i];
+    return out;
+}
+
+/*
+ * all_campaigns - one SCAN of the stats keys of every shard, then the counters of each id. A campaign has
+ * counters in each shard it has jobs in, so the ids are sorted and each kept once; the table holds at most
+ * Q_STATUS_MAX_CAMPAIGNS rows, repeats included, before they are merged.
+ */
+static int all_campaigns(redisContext *c, const struct q_keys *keys, int nshards, struct q_status_report *s,
+                         char *err, size_t errlen)
+{
+    struct campaign_scan cs = {.s = s, .tagged = keys[0].tag[0] != '\0', .plen = strlen(keys[0].stats)};
+    char pattern[Q_KEY_MAX + 16];
+    pattern_of(pattern, sizeof(pattern), &keys[0], "stats");
     int rc = scan_keys(c, pattern, SIZE_MAX, add_campaign, &cs, err, errlen);
     if (rc < 0 && rc != -ECANCELED)
         return rc;
     if (s->ncampaigns > 1)
         qsort(s->campaigns, s->ncampaigns, sizeof(*s->campaigns), by_id);
+    s->ncampaigns = dedup(s->campaigns, s->ncampaigns);
+    for (size_t i = 0; i < s->ncampaigns; i++) {
+        char id[Q_CAMPAIGN_ID_MAX];
+        snprintf(id, sizeof(id), "%s", s->campaigns[i].id);
+        if ((rc = campaign_stats(c, keys, nshards, id, &s->campaigns[i], err, errlen)) < 0)
+            return rc;
+    }
     return 0;
 }
 
 struct provider_scan {
     struct q_status_report *s;
-    size_t plen, cap;
+    size_t plen, cap; /* plen: the prefix's length */
 };
 
-/* add_provider - one <p>:pstats:<provider> hash: deliveries and complaints */
+/* provider_row - the row of provider `name`, added (zeroed) when it has none yet: one row over all shards */
+static struct q_provider_stats *provider_row(struct provider_scan *ps, const char *name)
+{
+    struct q_status_report *s = ps->s;
+    for (size_t i = 0; i < s->nproviders; i++)
+        if (strcmp(s->providers[i].name, name) == 0)
+            return &s->providers[i];
+    if (s->nproviders == ps->cap) {
+        ps->cap = ps->cap ? 2 * ps->cap : 16;
+        s->providers = xrealloc(s->providers, ps->cap * sizeof(*s->providers));
+    }
+    struct q_provider_stats *p = &s->providers[s->nproviders++];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    return p;
+}
+
+/* add_provider - one <p>[:{s}]:pstats:<provider> hash: deliveries and complaints, summed per provider */
 static int add_provider(redisContext *c, const redisReply *key, void *priv, char *err, size_t errlen)
 {
     struct provider_scan *ps = priv;
-    struct q_status_report *s = ps->s;
-    if (key->len <= ps->plen)
+    /* "<p>:" then "{s}:" with tags, then "pstats:<provider>" (the SCAN pattern matched the prefix) */
+    const char *at = key->str + ps->plen + 1, *end = key->str + key->len;
+    if (at < end && *at == '{' && (at = memchr(at, '}', (size_t)(end - at))) != NULL)
+        at += 2;
+    if (at == NULL || at + 7 >= end || memcmp(at, "pstats:", 7) != 0)
         return 0;
+    at += 7;
     redisReply *v;
     int rc = cmd(c, &v, err, errlen, "HMGET %s delivered complained", key->str);
     if (rc < 0)
         return rc;
     if (v->type == REDIS_REPLY_ARRAY && v->elements == 2) {
-        if (s->nproviders == ps->cap) {
-            ps->cap = ps->cap ? 2 * ps->cap : 16;
-            s->providers = xrealloc(s->providers, ps->cap * sizeof(*s->providers));
-        }
-        struct q_provider_stats *p = &s->providers[s->nproviders++];
-        log_sanitize(p->name, sizeof(p->name), key->str + ps->plen, key->len - ps->plen);
-        p->delivered = num(v->element[0], 0);
-        p->complained = num(v->element[1], 0);
+        char name[Q_PROVIDER_NAME_MAX];
+        log_sanitize(name, sizeof(name), at, key->len - (size_t)(at - key->str));
+        struct q_provider_stats *p = provider_row(ps, name);
+        p->delivered += num(v->element[0], 0);
+        p->complained += num(v->element[1], 0);
     }
     freeReplyObject(v);
     return 0;
@@ -413,63 +519,55 @@ static int provider_by_name(const void *a, const void *b)
     return strcmp(((const struct q_provider_stats *)a)->name, ((const struct q_provider_stats *)b)->name);
 }
 
-/* all_providers - SCAN <p>:pstats:* (providers are a handful: the throttle's table) */
+/* all_providers - SCAN every shard's <p>:pstats:* (providers are a handful: the throttle's table) */
 static int all_providers(redisContext *c, const struct q_keys *k, struct q_status_report *s, char *err, size_t errlen)
 {
-    char pattern[Q_KEY_MAX + 2];
-    snprintf(pattern, sizeof(pattern), "%s*", k->pstats);
-    struct provider_scan ps = {.s = s, .plen = strlen(k->pstats)};
+    char pattern[Q_KEY_MAX + 16];
+    pattern_of(pattern, sizeof(pattern), k, "pstats");
+    struct provider_scan ps = {.s = s, .plen = strlen(k->prefix)};
     int rc = scan_keys(c, pattern, Q_STATUS_MAX_WORKERS, add_provider, &ps, err, errlen);
     if (rc == 0 && s->nproviders > 1)
         qsort(s->providers, s->nproviders, sizeof(*s->providers), provider_by_name);
     return rc;
 }
 
-int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
+int q_status_collect(const struct redis_url *u, const char *prefix, int nshards, const char *campaign,
                      struct q_status_report *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
-    struct q_keys k;
-    q_keys_init(&k, prefix);
+    s->shards = nshards;
+    struct q_keys *keys = xcalloc((size_t)nshards, sizeof(*keys));
+    for (int i = 0; i < nshards; i++)
+        q_keys_shard(&keys[i], prefix, i, nshards);
     redisContext *c;
     int rc = q_connect(&c, u, 5000, err, errlen);
-    if (rc < 0)
+    if (rc < 0) {
+        free(keys);
         return rc;
-    rc = cmd_int(c, &s->jobs, err, errlen, "XLEN %s", k.jobs);
-    if (rc == 0)
-        rc = cmd_int(c, &s->retry, err, errlen, "ZCARD %s", k.retry);
-    if (rc == 0)
-        rc = cmd_int(c, &s->dead, err, errlen, "XLEN %s", k.dead);
-    if (rc == 0)
-        rc = cmd_int(c, &s->events, err, errlen, "XLEN %s", k.events);
-    if (rc == 0) {
-        /* written by the record script when [events] max_entries trimmed what an export group had not read */
-        redisReply *r = redisCommand(c, "HGET %s:overrun entries", k.events);
-        s->events_lost = r != NULL && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
-        freeReplyObject(r);
     }
     size_t ccap = 0;
+    for (int i = 0; i < nshards && rc == 0; i++)
+        rc = shard_info(c, &keys[i], s, &ccap, err, errlen);
+    char pattern[Q_KEY_MAX + 16];
+    pattern_of(pattern, sizeof(pattern), &keys[0], "hold");
+    if (rc == 0) /* every shard's held jobs, in one SCAN */
+        rc = scan_keys(c, pattern, Q_STATUS_MAX_CAMPAIGNS, add_held, s, err, errlen);
     if (rc == 0)
-        rc = cmd_int(c, &s->jobs_high, err, errlen, "XLEN %s", k.jobs_high);
+        rc = fleet_info(c, &keys[0], s, err, errlen);
     if (rc == 0)
-        rc = group_info(c, k.jobs, s->jobs, &s->undelivered, &s->pending, s, &ccap, err, errlen);
+        rc = all_providers(c, &keys[0], s, err, errlen);
     if (rc == 0)
-        rc = group_info(c, k.jobs_high, s->jobs_high, &s->undelivered_high, &s->pending_high, s, &ccap, err, errlen);
-    if (rc == 0)
-        rc = fleet_info(c, &k, s, err, errlen);
-    if (rc == 0)
-        rc = all_providers(c, &k, s, err, errlen);
-    if (rc == 0)
-        rc = inbound_info(c, &k, s, err, errlen);
+        rc = inbound_info(c, &keys[0], s, err, errlen);
     if (rc == 0 && campaign != NULL) {
         s->campaigns = xcalloc(1, sizeof(*s->campaigns));
-        rc = campaign_stats(c, &k, campaign, &s->campaigns[0], err, errlen);
+        rc = campaign_stats(c, keys, nshards, campaign, &s->campaigns[0], err, errlen);
         if (rc == 0)
             s->ncampaigns = 1;
     } else if (rc == 0) {
-        rc = all_campaigns(c, &k, s, err, errlen);
+        rc = all_campaigns(c, keys, nshards, s, err, errlen);
     }
     q_disconnect(c);
+    free(keys);
     if (rc < 0)
         q_status_report_free(s);
     return rc;

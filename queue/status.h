@@ -68,7 +68,8 @@ struct q_status_report {
     /* fleet (appended); jobs/undelivered/pending above are the bulk stream <p>:jobs */
     long long jobs_high, undelivered_high, pending_high; /* <p>:jobs:high */
     long long held;                                      /* all <p>:hold:* streams */
-    long long suppressed;                                /* SCARD <p>:suppressed */
+    long long suppressed;                                /* SCARD <p>:suppressed (the largest shard's) */
+    int shards;                                          /* [redis] shards: every count above is their sum */
     struct q_worker_info *workers;                       /* sorted by name */
     size_t nworkers;
     struct q_provider_stats *providers; /* every <p>:pstats:<provider>, sorted by name */
@@ -78,7 +79,7 @@ struct q_status_report {
 };
 
 /* q_status_collect - campaign NULL: every campaign with counters; 0, or -errno with a one-line reason */
-int q_status_collect(const struct redis_url *u, const char *prefix, const char *campaign,
+int q_status_collect(const struct redis_url *u, const char *prefix, int nshards, const char *campaign,
                      struct q_status_report *out, char *err, size_t errlen);
 void q_status_report_free(struct q_status_report *r);
 

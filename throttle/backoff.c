@@ -72,7 +72,7 @@ static void trigger(struct throttle *t, struct thr_pair *pr, enum thr_mode mode,
     char a_now[24], a_until[24], pairs[THR_KEY_MAX];
     snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms);
     snprintf(a_until, sizeof(a_until), "%" PRIu64, until);
-    snprintf(pairs, sizeof(pairs), "%s:thr:pairs", t->prefix);
+    snprintf(pairs, sizeof(pairs), "%spairs", pr->kp);
     const char *args[] = {pr->k_backoff, pr->k_status, pairs, mode == THR_SUSPEND ? "suspend" : "backoff",
                           a_now,         a_until,      reply, pr->name};
     t->nkind[THR_K_BACKOFF]++;

@@ -519,6 +519,19 @@ fail:
     return NULL;
 }
 
+void thr_config_set_tagged(struct thr_config *tc, bool on)
+{
+    tc->tagged = on;
+}
+
+void thr_key_prefix(char *buf, size_t n, const char *prefix, const char *pair)
+{
+    if (pair != NULL)
+        snprintf(buf, n, "%s:thr:{%s}:", prefix, pair);
+    else
+        snprintf(buf, n, "%s:thr:", prefix);
+}
+
 void thr_config_free(struct thr_config *tc)
 {
     if (tc == NULL)

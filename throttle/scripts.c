@@ -15,6 +15,9 @@
  *     p:thr:status:<pair>        hash shown by `volley status`
  *     p:thr:pairs                set of pairs that have a status
  *     p:thr:warmup               hash IP -> warm-up start date (volley warmup start)
+ *   With hash tags (thr_config_set_tagged: a sharded queue), "p:thr:" is
+ *   "p:thr:{<pair>}:" for every key of a pair, and p:thr:pairs is one set
+ *   per pair: each script below touches one Redis Cluster slot.
  *   Every key a script touches is passed in KEYS. Expiries are relative
  *   (PX, PEXPIRE), never absolute: the values inside carry the caller's
  *   times and are compared with the caller's clock. Scripts take the caller's

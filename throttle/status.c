@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/alloc.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -48,44 +49,114 @@ static void fmt_time(uint64_t ms, char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
 }
 
-static int cmp_str(const void *a, const void *b)
+/* a pair that has a status hash, and whether its keys carry its hash tag (thr_config_set_tagged) */
+struct pair_name {
+    char name[THR_NAME_MAX + THR_IP_MAX + 2];
+    bool tagged;
+};
+
+struct pair_list {
+    struct pair_name *v;
+    size_t n, cap;
+};
+
+static int cmp_pair(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return strcmp(((const struct pair_name *)a)->name, ((const struct pair_name *)b)->name);
 }
 
-int thr_status_print(redisContext *c, thr_blocking_fn *cmd, const char *prefix, FILE *out)
+/* add_members - the members of one pairs set (SMEMBERS key) to the list; -EIO when Redis fails */
+static int add_members(redisContext *c, thr_blocking_fn *cmd, const char *key, bool tagged, struct pair_list *l)
 {
-    return thr_status_fprint(c, cmd, prefix, clock_wall_ms(), out);
-}
-
-int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix, uint64_t now, FILE *out)
-{
-    redisReply *set = cmd(c, "SMEMBERS %s:thr:pairs", prefix);
+    redisReply *set = cmd(c, "SMEMBERS %s", key);
     if (set == NULL || set->type != REDIS_REPLY_ARRAY) {
         if (set)
             freeReplyObject(set);
         return -EIO;
     }
-    fprintf(out, "throttle (per provider and source IP):\n");
-    if (set->elements == 0)
-        fprintf(out, "  nothing sent through the throttle yet\n");
-    const char **names = calloc(set->elements ? set->elements : 1, sizeof(char *));
-    if (names == NULL) {
-        freeReplyObject(set);
-        return -ENOMEM;
+    for (size_t i = 0; i < set->elements; i++) {
+        const redisReply *e = set->element[i];
+        if (e->type != REDIS_REPLY_STRING || e->len >= sizeof(l->v[0].name))
+            continue;
+        if (l->n == l->cap) {
+            l->cap = l->cap ? 2 * l->cap : 16;
+            l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
+        }
+        memcpy(l->v[l->n].name, e->str, e->len + 1);
+        l->v[l->n++].tagged = tagged;
     }
-    size_t n = 0;
-    for (size_t i = 0; i < set->elements; i++)
-        if (set->element[i]->type == REDIS_REPLY_STRING)
-            names[n++] = set->element[i]->str;
-    qsort(names, n, sizeof(char *), cmp_str);
+    freeReplyObject(set);
+    return 0;
+}
+
+/* scan_pairs - the tagged pairs sets one node holds (SCAN is per node on a cluster) */
+static int scan_pairs(redisContext *c, thr_blocking_fn *cmd, redisContext *node, const char *pattern,
+                      struct pair_list *l)
+{
+    char cursor[32] = "0";
+    int rc = 0;
+    while (rc == 0) {
+        redisReply *r = redisCommand(node, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            return -EIO;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++)
+            if (r->element[1]->element[i]->type == REDIS_REPLY_STRING)
+                rc = add_members(c, cmd, r->element[1]->element[i]->str, true, l);
+        freeReplyObject(r);
+        if (strcmp(cursor, "0") == 0)
+            break;
+    }
+    return rc;
+}
+
+/* pair_names - every pair with a status: <p>:thr:pairs, and the tagged sets <p>:thr:{<pair>}:pairs */
+static int pair_names(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                      const char *prefix, struct pair_list *l)
+{
+    char key[THR_KEY_MAX], pattern[THR_KEY_MAX];
+    snprintf(key, sizeof(key), "%s:thr:pairs", prefix);
+    int rc = add_members(c, cmd, key, false, l);
+    snprintf(pattern, sizeof(pattern), "%s:thr:{*}:pairs", prefix);
+    for (size_t i = 0; rc == 0 && i < nnodes; i++)
+        rc = scan_pairs(c, cmd, nodes[i], pattern, l);
+    if (rc == 0 && l->n > 1)
+        qsort(l->v, l->n, sizeof(*l->v), cmp_pair);
+    return rc;
+}
+
+int thr_status_print(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                     const char *prefix, FILE *out)
+{
+    return thr_status_fprint(c, cmd, nodes, nnodes, prefix, clock_wall_ms(), out);
+}
+
+int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                      const char *prefix, uint64_t now, FILE *out)
+{
+    struct pair_list l = {0};
+    int rc = pair_names(c, cmd, nodes, nnodes, prefix, &l);
+    if (rc < 0) {
+        free(l.v);
+        return rc;
+    }
+    fprintf(out, "throttle (per provider and source IP):\n");
+    if (l.n == 0)
+        fprintf(out, "  nothing sent through the throttle yet\n");
+    size_t n = l.n;
     if (n > 0)
         fprintf(out, "  %-28s %-18s %-22s %-22s %s\n", "PROVIDER:IP", "RATE (LIMIT)", "SENT TODAY / CAP", "WARM-UP",
                 "STATE");
-    int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        redisReply *st = cmd(c, "HGETALL %s:thr:status:%s", prefix, names[i]);
-        redisReply *bo = cmd(c, "HGETALL %s:thr:backoff:%s", prefix, names[i]);
+        char kp[THR_KP_MAX];
+        const char *pname = l.v[i].name;
+        thr_key_prefix(kp, sizeof(kp), prefix, l.v[i].tagged ? pname : NULL);
+        redisReply *st = cmd(c, "HGETALL %sstatus:%s", kp, pname);
+        redisReply *bo = cmd(c, "HGETALL %sbackoff:%s", kp, pname);
         if (st == NULL || bo == NULL) {
             rc = -EIO;
             if (st)
@@ -96,7 +167,7 @@ int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix,
         }
         char name[96], rate_now[32], rate_limit[32], sent[32], day_end[32], daily[32], wday[32], wcap[32];
         char mode[16], until[32], reply[THR_REPLY_MAX], conns[16];
-        log_sanitize(name, sizeof(name), names[i], strlen(names[i]));
+        log_sanitize(name, sizeof(name), pname, strlen(pname));
         hfield(st, "rate_now", rate_now, sizeof(rate_now));
         hfield(st, "rate_limit", rate_limit, sizeof(rate_limit));
         hfield(st, "sent", sent, sizeof(sent));
@@ -131,8 +202,7 @@ int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix,
         freeReplyObject(st);
         freeReplyObject(bo);
     }
-    free(names);
-    freeReplyObject(set);
+    free(l.v);
     return rc;
 }
 

@@ -21,7 +21,8 @@
 #define THR_MAX_PATTERNS   32
 #define THR_MAX_WARM       256
 #define THR_MAX_SCHEDULE   128
-#define THR_KEY_MAX        192
+#define THR_KEY_MAX        320 /* a key prefix (THR_KP_MAX), "day:<day>:", pair */
+#define THR_KP_MAX         168 /* "<prefix>:thr:{<pair>}:" */
 #define THR_REPLY_MAX      160  /* triggering reply kept for status */
 #define THR_LEASES         4    /* rate leases a pair may hold at once */
 #define THR_WAIT_MAX_MS    30000 /* a rate wait longer than this becomes a deferral to the retry set */
@@ -81,6 +82,7 @@ struct thr_warm {
 struct thr_config {
     struct thr_provider prov[THR_MAX_PROVIDERS];
     int nprov; /* the last one is "default" */
+    bool tagged; /* keys carry the pair's hash tag (thr_config_set_tagged) */
     char timezone[64];
     bool utc;        /* day = floor(t / day_seconds) in UTC */
     int day_seconds; /* 86400 unless a test shortens the day */
@@ -108,12 +110,18 @@ struct thr_lease {
     long left;
 };
 
+/* thr_key_prefix - "<p>:thr:" or, for a pair's tagged keys, "<p>:thr:{<pair>}:" (pair NULL: untagged) */
+void thr_key_prefix(char *buf, size_t n, const char *prefix, const char *pair);
+
 /* what one worker knows about one (provider, source IP) */
 struct thr_pair {
     int prov, ip;
     bool active;                               /* on t->active[] */
     char name[THR_NAME_MAX + THR_IP_MAX + 2];  /* "gmail:10.0.0.2", or "gmail:*" with scope = provider */
     char iname[THR_NAME_MAX + THR_IP_MAX + 2]; /* always per IP: the warm-up day counter */
+    /* "<p>:thr:", or "<p>:thr:{<name>}:" with hash tags (thr_config_set_tagged): every key of the pair's
+     * scripts starts with it, so each script stays in the pair's Redis Cluster slot */
+    char kp[THR_KP_MAX];
     char k_rate[THR_KEY_MAX], k_brate[THR_KEY_MAX], k_conn[THR_KEY_MAX], k_newconn[THR_KEY_MAX], k_backoff[THR_KEY_MAX],
         k_status[THR_KEY_MAX];
     uint64_t last_demand_ms;

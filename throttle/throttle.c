@@ -54,12 +54,13 @@ static void pair_init(struct throttle *t, struct thr_pair *pr, int p, int ip)
     pr->day = -1;
     snprintf(pr->iname, sizeof(pr->iname), "%s:%s", pv->name, t->ips[ip]);
     snprintf(pr->name, sizeof(pr->name), "%s:%s", pv->name, pv->scope_provider ? "*" : t->ips[ip]);
-    snprintf(pr->k_rate, sizeof(pr->k_rate), "%s:thr:rate:%s", t->prefix, pr->name);
-    snprintf(pr->k_brate, sizeof(pr->k_brate), "%s:thr:brate:%s", t->prefix, pr->name);
-    snprintf(pr->k_conn, sizeof(pr->k_conn), "%s:thr:conn:%s", t->prefix, pr->name);
-    snprintf(pr->k_newconn, sizeof(pr->k_newconn), "%s:thr:newconn:%s", t->prefix, pr->name);
-    snprintf(pr->k_backoff, sizeof(pr->k_backoff), "%s:thr:backoff:%s", t->prefix, pr->name);
-    snprintf(pr->k_status, sizeof(pr->k_status), "%s:thr:status:%s", t->prefix, pr->name);
+    thr_key_prefix(pr->kp, sizeof(pr->kp), t->prefix, t->tc->tagged ? pr->name : NULL);
+    snprintf(pr->k_rate, sizeof(pr->k_rate), "%srate:%s", pr->kp, pr->name);
+    snprintf(pr->k_brate, sizeof(pr->k_brate), "%sbrate:%s", pr->kp, pr->name);
+    snprintf(pr->k_conn, sizeof(pr->k_conn), "%sconn:%s", pr->kp, pr->name);
+    snprintf(pr->k_newconn, sizeof(pr->k_newconn), "%snewconn:%s", pr->kp, pr->name);
+    snprintf(pr->k_backoff, sizeof(pr->k_backoff), "%sbackoff:%s", pr->kp, pr->name);
+    snprintf(pr->k_status, sizeof(pr->k_status), "%sstatus:%s", pr->kp, pr->name);
 }
 
 struct throttle *thr_new(const struct thr_config *tc, const char *redis_prefix, const struct thr_io *io,
@@ -334,13 +335,13 @@ static void lease_send(struct throttle *t, struct thr_pair *pr, long n, uint64_t
     int64_t wday;
     pair_caps(t, pr, &ipcap, &scap, &wday);
     char day_ip[THR_KEY_MAX], day_scope[THR_KEY_MAX], held_ip[THR_KEY_MAX], held_scope[THR_KEY_MAX];
-    snprintf(day_ip, sizeof(day_ip), "%s:thr:day:%" PRId64 ":%s", t->prefix, pr->day, pr->iname);
-    snprintf(day_scope, sizeof(day_scope), "%s:thr:day:%" PRId64 ":%s", t->prefix, pr->day, pr->name);
-    snprintf(held_ip, sizeof(held_ip), "%s:thr:held:%" PRId64 ":%s", t->prefix, pr->day, pr->iname);
-    snprintf(held_scope, sizeof(held_scope), "%s:thr:held:%" PRId64 ":%s", t->prefix, pr->day, pr->name);
+    snprintf(day_ip, sizeof(day_ip), "%sday:%" PRId64 ":%s", pr->kp, pr->day, pr->iname);
+    snprintf(day_scope, sizeof(day_scope), "%sday:%" PRId64 ":%s", pr->kp, pr->day, pr->name);
+    snprintf(held_ip, sizeof(held_ip), "%sheld:%" PRId64 ":%s", pr->kp, pr->day, pr->iname);
+    snprintf(held_scope, sizeof(held_scope), "%sheld:%" PRId64 ":%s", pr->kp, pr->day, pr->name);
     char status[THR_KEY_MAX], pairs[THR_KEY_MAX];
     snprintf(status, sizeof(status), "%s", pr->k_status);
-    snprintf(pairs, sizeof(pairs), "%s:thr:pairs", t->prefix);
+    snprintf(pairs, sizeof(pairs), "%spairs", pr->kp);
     char a_now[32], a_n[24], a_T[32], a_bT[32], a_tau[32], a_hor[32], a_ipcap[24], a_scap[24], a_gb[24], a_ttl[24],
         a_end[24], a_wday[24], a_burst[24], a_ret[24], a_id[sizeof(t->worker_id) + 16], a_late[24], a_idle[24];
     snprintf(a_now, sizeof(a_now), "%" PRIu64, now_ms * 1000);

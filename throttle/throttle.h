@@ -101,6 +101,13 @@ struct throttle;
 /* thr_config_load - validate [throttle], [warmup], [provider NAME] over the shipped defaults; NULL + err */
 struct thr_config *thr_config_load(const struct vconfig *cfg, char *err, size_t errlen);
 void thr_config_free(struct thr_config *tc);
+/*
+ * thr_config_set_tagged - the keys of each (provider, source IP) pair carry the hash tag {<pair>}
+ * (`<p>:thr:{gmail:10.0.0.2}:rate:gmail:10.0.0.2`, `{gmail:*}` for scope = provider), so every throttle
+ * script runs in one Redis Cluster slot and the pairs spread over the cluster; set by the caller when the
+ * queue keys are tagged (queue/keys.h q_keys_tagged), before thr_new. `volley status` finds both layouts.
+ */
+void thr_config_set_tagged(struct thr_config *tc, bool on);
 int thr_config_nproviders(const struct thr_config *tc);
 /* thr_config_provider_name - name of provider p ("gmail", ..., "default") */
 const char *thr_config_provider_name(const struct thr_config *tc, int p);
@@ -215,9 +222,14 @@ typedef void *thr_blocking_fn(redisContext *c, const char *fmt, ...);
 /* thr_warmup_set - (blocking) store IP's warm-up start date "YYYY-MM-DD" in Redis */
 int thr_warmup_set(redisContext *c, thr_blocking_fn *cmd, const char *prefix, const char *ip, const char *date,
                    char *err, size_t errlen);
-/* thr_status_print - (blocking) what `volley status` shows per provider and source IP; 0 or -errno */
-int thr_status_print(redisContext *c, thr_blocking_fn *cmd, const char *prefix, FILE *out);
+/*
+ * thr_status_print - (blocking) what `volley status` shows per provider and source IP; 0 or -errno.
+ * nodes: every node the SCAN for tagged pairs must visit (c alone on one server; queue/connect's q_nodes)
+ */
+int thr_status_print(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                     const char *prefix, FILE *out);
 /* thr_status_fprint - the same as seen at now_ms (tests with an injected clock) */
-int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, const char *prefix, uint64_t now_ms, FILE *out);
+int thr_status_fprint(redisContext *c, thr_blocking_fn *cmd, redisContext *const *nodes, size_t nnodes,
+                      const char *prefix, uint64_t now_ms, FILE *out);
 
 #endif

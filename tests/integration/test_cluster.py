@@ -51,13 +51,6 @@ class Session:
         assert self.p.wait(timeout=30) == 0, self.p.stderr.read()[-2000:]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
 def redirects(cluster):
     """MOVED and ASK replies the live nodes have sent so far (INFO errorstats)."""
     n = 0
@@ -200,13 +193,6 @@ def test_reshard_with_redis_cli(cluster):
         s.close()
 
 
-@pytest.fixture
-def own_cluster(tmp_path):
-    c = RedisCluster(tmp_path / "cluster")
-    yield c
-    c.stop()
-
-
 def test_failover_both_clients_follow_the_promoted_replica(own_cluster):
     """SIGKILL of a primary: its replica is promoted; the ring link has an outage (NULL replies, as for one
     server) and then serves the slot from the new primary; the blocking client, between commands, reconnects
@@ -248,22 +234,24 @@ def test_failover_both_clients_follow_the_promoted_replica(own_cluster):
 def test_volley_push_on_a_cluster(cluster, tmp_path):
     """`volley push` (the blocking client's pipelined XADDs, the campaign's MULTI/EXEC) and `volley status` with a
     redis+cluster:// url: every job is in the jobs stream on the primary that serves it, the campaign hash on its
-    own node, status counts them."""
+    own node, status counts them. On a cluster the keys carry their shard's hash tag even with shards = 1
+    (q_keys_force_tags: each script's keys share one slot)."""
     from volley_itest import Volley, make_recipients
 
-    jobs_key = "volley:jobs"
+    jobs_key = "volley:{0}:jobs"
     owner = cluster.node_of_slot(cluster.slot(jobs_key))
     v = Volley(tmp_path, cluster.as_server())
     v.write_conf()
     cid = v.push_rows(make_recipients(1500))
     assert v.r.xlen(jobs_key) == 1500  # the driver's own views work on the cluster
     assert cluster.client(owner).execute_command("XLEN", jobs_key) == 1500
-    camp_key = f"volley:campaign:{cid}"
+    camp_key = f"volley:{{0}}:campaign:{cid}"
     camp_owner = cluster.node_of_slot(cluster.slot(camp_key))
     assert cluster.client(camp_owner).execute_command("HEXISTS", camp_key, "created_ms") == 1
     # the same campaign again after its hash's slot moved to another primary
     cluster.move_slot(cluster.slot(camp_key), [p for p in cluster.primaries() if p != camp_owner][0])
     assert v.push_rows(make_recipients(10, prefix="again"), cid=cid) == cid
+    owner = cluster.node_of_slot(cluster.slot(jobs_key))  # the same tag: the jobs moved with the campaign
     assert cluster.client(owner).execute_command("XLEN", jobs_key) == 1510
     st = v.run("status", "-c", v.conf)
     assert st.returncode == 0, st.stderr

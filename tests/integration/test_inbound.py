@@ -10,7 +10,8 @@ test_inbound_postfix.py).
     malformed MIME and a DSN for a job that does not exist (recorded unmatched with the reason), an over-long
     line, a silent client; the server keeps serving;
   - one-click unsubscribe with curl: 200 + suppressed, idempotent, tampered token 403 (nothing suppressed),
-    and the next campaign to that address records `suppressed`.
+    and the next campaign to that address records `suppressed`;
+  - with [redis] shards = 4 a report is recorded in its recipient's shard (event, counter, pstats, suppression).
 """
 
 import re
@@ -382,3 +383,34 @@ def test_plain_bounce_and_auto_reply(volley, sent):
     assert not volley.r.sismember(volley.key("suppressed"), "dora@dest.test")
     (u,) = unmatched(volley)
     assert u["reason"].startswith("not a bounce"), u
+
+
+def test_reports_recorded_in_the_recipients_shard(volley, smtp_receiver):
+    """[redis] shards = 4: a complaint is recorded by one script in its recipient's shard (the one push put the
+    job in): the event, the campaign's counter, the provider's pstats and the suppression set all under that
+    shard's tag; `volley events` and `campaign show` find it across the shards."""
+    from test_shards import shard_of, skey
+
+    rx = smtp_receiver(0)
+    port = free_port()
+    volley.write_conf(route=rx.hostport, preset=ENGINE, redis={"shards": 4}, **feedback_conf(volley, port))
+    cid = volley.push_rows(rows_for(ADDRS))
+    volley.run_worker(30)
+    assert rx.wait_count(len(ADDRS))
+    by_to = {m.rcpt_tos[0].lower(): m for m in rx.snapshot()}
+    ib = Inbound(volley, port)
+    try:
+        a = "carl@yahoo.test"
+        m = by_to[a]
+        send(port, "feedback@arf.mail.yahoo.test", f"fbl@{DOMAIN}", yahoo_arf(a, m.data.decode(), m.mail_from))
+        assert wait_for(lambda: complaint_events(volley, a), 10), ib.log()
+    finally:
+        ib.stop()
+    s = shard_of(a, 4)
+    assert int(volley.r.hget(skey(s, "stats", cid), "complained")) == 1
+    assert volley.r.sismember(skey(s, "suppressed"), a)
+    assert [k for k in volley.r.scan_iter(match="volley:*pstats*") if volley.r.hget(k, "complained")] == \
+        [skey(s, "pstats", "yahoo")]
+    assert not volley.r.exists("volley:events") and not volley.r.exists(f"volley:stats:{cid}")
+    show = volley.run("campaign", "-c", volley.conf, "show", cid)
+    assert re.search(r"complained\s+1\b", show.stdout), show.stdout

@@ -64,7 +64,7 @@ static void test_status_reads_feedback_and_providers(void **st)
     struct redis_url u = url();
     struct q_status_report r;
     char err[256];
-    assert_int_equal(q_status_collect(&u, "vb", NULL, &r, err, sizeof(err)), 0);
+    assert_int_equal(q_status_collect(&u, "vb", 1, NULL, &r, err, sizeof(err)), 0);
     assert_int_equal(r.ncampaigns, 1);
     assert_string_equal(r.campaigns[0].id, "spring");
     assert_int_equal(r.campaigns[0].bounced, 12);
@@ -86,7 +86,7 @@ static void test_campaign_show_reads_feedback(void **st)
     struct redis_url u = url();
     struct q_ctl *c;
     char err[256];
-    assert_int_equal(q_ctl_open(&c, &u, "vb", err, sizeof(err)), 0);
+    assert_int_equal(q_ctl_open(&c, &u, "vb", 1, err, sizeof(err)), 0);
     struct q_campaign_info info;
     assert_int_equal(q_ctl_campaign_show(c, "spring", &info, err, sizeof(err)), 0);
     assert_int_equal(info.delivered, 80);

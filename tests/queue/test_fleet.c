@@ -430,7 +430,7 @@ static struct q_ctl *ctl(void)
     struct redis_url u;
     redis_url_init(&u);
     u.port = H.port;
-    assert_int_equal(q_ctl_open(&c, &u, "vf", err, sizeof(err)), 0);
+    assert_int_equal(q_ctl_open(&c, &u, "vf", 1, err, sizeof(err)), 0);
     redis_url_free(&u);
     return c;
 }

@@ -94,7 +94,7 @@ static void test_backoff_gmail_not_yahoo(void **state)
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    assert_int_equal(thr_status_fprint(redis.c, redisCommand, "vt", now, f), 0);
+    assert_int_equal(thr_status_fprint(redis.c, redisCommand, &redis.c, 1, "vt", now, f), 0);
     fclose(f);
     printf("%s", buf);
     assert_non_null(strstr(buf, "gmail:10.0.0.1"));

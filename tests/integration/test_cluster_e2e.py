@@ -1,0 +1,279 @@
+"""
+NAME
+    test_cluster_e2e - the sharded queue on a real Redis Cluster: push, 3 worker processes, failover, reshard
+
+DESCRIPTION
+    tests/cluster_util.py starts 3 primaries + 3 replicas (redis-server in cluster mode on loopback,
+    cluster-node-timeout 1 s). volley runs with `[redis] url = redis+cluster://...` and `shards = 12`, so every
+    script's keys share one `{<shard>}` hash tag (one slot; Redis refuses CROSSSLOT) and the 12 tags spread over
+    the 3 primaries. The receiver is volley-sink; its log gives one line per accepted message, so the count per
+    recipient is the receiver's own. The counters are read with `volley status`, which sums them over the shards.
+
+    - test_30000_exactly_once: 30,000 recipients, 3 workers: each received exactly once (duplicates only as
+      counted in `reclaimed`), status's delivered = the receiver's count, nothing pending in any shard.
+    - test_primary_killed_mid_run: the same with 6,000 recipients and `replicas_ack = 1`; the primary serving
+      most shards is SIGKILLed once a third is delivered; its replica is promoted, the workers follow it and
+      finish: every recipient at least once, status's delivered = the distinct recipients received, the
+      duplicates bounded and each accounted for (reclaimed, or an event marked duplicate), nothing pending.
+    - test_reshard_mid_run: `redis-cli --cluster reshard` moves the slot of one shard's tag to another primary
+      while 3 workers deliver 6,000: nothing lost, nothing twice, nothing pending.
+    - test_control_on_the_cluster: pause (every shard holds), resume (all delivered once), cancel (every held
+      job ended), `volley suppress add` (every shard's set) and a hard bounce's suppression, on the cluster.
+"""
+
+import collections
+import re
+import signal
+import time
+
+import pytest
+
+from volley_itest import NO_RETRY, Volley, VolleySink, make_recipients, rows_for, stop_process, wait_for
+
+SHARDS = 12
+PREFIX = "volley"
+
+
+@pytest.fixture
+def sink(tmp_path):
+    s = VolleySink(tmp_path / "sink", maildir=False)
+    yield s
+    s.stop()
+
+
+def skey(s, *parts):
+    return ":".join((PREFIX, "{%d}" % s) + parts)
+
+
+def fleet_conf(tmp_path, cluster, sink, prefix=PREFIX, **kw):
+    v = Volley(tmp_path / "volley", cluster.as_server())
+    redis = {"shards": SHARDS, **kw.pop("redis", {})}
+    kw.setdefault("retry", NO_RETRY)
+    kw.setdefault("threads", 1)
+    kw.setdefault("queue", {"claim_idle": "10s"})
+    kw.setdefault("name", None)  # each worker process claims its own name (<host>-<n>)
+    v.write_conf(sink.hostport, redis=redis, prefix=prefix, **kw)
+    return v
+
+
+def run_fleet(v, n=3, timeout=300, during=None, clean=True):
+    """n worker processes with --exit-when-idle until each exits 0; during(): called while they run.
+    clean: no worker logged an error (every script call was accepted: one slot, on its node)."""
+    ws = [v.start_worker(tag=f"w{i}", exit_when_idle=True) for i in range(n)]
+    try:
+        if during is not None:
+            during()
+        for w in ws:
+            assert v.wait_exit(w, timeout) == 0, open(w.logpath).read()[-3000:]
+        for w in ws:
+            errors = [ln for ln in open(w.logpath).read().splitlines() if " error " in ln]
+            assert not clean or not errors, errors[:5]
+    finally:
+        for w in ws:
+            if w.poll() is None:
+                stop_process(w, signal.SIGKILL)
+
+
+def status_row(v, cid):
+    """The counters `volley status CID` prints for the campaign, by column name (sums over the shards)."""
+    p = v.status(cid)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["CAMPAIGN"])
+    cols = [c.lower() for c in lines[head].split()]
+    row = next(ln.split() for ln in lines[head + 1:] if ln.split()[:1] == [cid])
+    return p.stdout, {c: row[i] for i, c in enumerate(cols)}
+
+
+def reclaimed(v, cid):
+    """`volley campaign show CID`'s reclaimed (summed over the shards)."""
+    p = v.run("campaign", "-c", v.conf, "show", cid)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"^\s*reclaimed\s+(\d+)", p.stdout, re.M)
+    assert m, p.stdout
+    return int(m.group(1))
+
+
+def delivered_now(v, cid):
+    return sum(int(v.r.hget(skey(s, "stats", cid), "delivered") or 0) for s in range(SHARDS))
+
+
+def pending_left(v, r=None):
+    """Jobs not done in any shard: pending, not yet read (lag), deferred. r: a client (default v.r)."""
+    r = r or v.r
+    n = 0
+    for s in range(SHARDS):
+        for st in ("jobs", "jobs:high"):
+            k = skey(s, st)
+            if r.exists(k):
+                n += r.xpending(k, "volley")["pending"]
+                n += r.xinfo_groups(k)[0].get("lag") or 0
+        n += r.zcard(skey(s, "retry"))
+    return n
+
+
+def tags_by_primary(cluster):
+    out = collections.Counter()
+    for s in range(SHARDS):
+        out[cluster.node_of_slot(cluster.slot(skey(s, "jobs")))] += 1
+    return out
+
+
+def duplicate_events(v):
+    """Events marked duplicate (an outcome recorded a second time: its XACK answered 0), from `volley events`."""
+    return sum(1 for e in v.events() if e.get("duplicate") == "1")
+
+
+def test_30000_exactly_once(cluster, sink, tmp_path):
+    spread = tags_by_primary(cluster)
+    assert len(spread) == 3, f"the 12 shard tags cover every primary: {spread}"
+    v = fleet_conf(tmp_path, cluster, sink)
+    rows = make_recipients(30000)
+    t0 = time.monotonic()
+    cid = v.push_rows(rows, timeout=180)
+    t_push = time.monotonic() - t0
+    t0 = time.monotonic()
+    run_fleet(v, 3, timeout=600)
+    t_run = time.monotonic() - t0
+    got = collections.Counter(a.lower() for a in sink.final_rcpts())
+    want = {r["email"].lower() for r in rows}
+    assert set(got) == want, f"{len(want - set(got))} never received"
+    dups = sum(got.values()) - len(got)
+    out, row = status_row(v, cid)
+    assert int(row["queued"]) == 30000, out
+    assert int(row["delivered"]) == len(got) == 30000, out
+    assert dups <= reclaimed(v, cid), (dups, out)
+    assert pending_left(v) == 0
+    print(f"30000 on the cluster: push {t_push:.1f} s, 3 workers {t_run:.1f} s, duplicates {dups}")
+
+
+def wait_replicated(cluster, timeout=20):
+    """Every primary's replica has caught up (so a kill loses no pushed job: push itself does not WAIT)."""
+    def caught_up():
+        for p in cluster.primaries():
+            info = cluster.client(p).info("replication")
+            off = info["master_repl_offset"]
+            reps = [info[k] for k in info if k.startswith("slave") and isinstance(info[k], dict)]
+            if not reps or any(r["offset"] < off for r in reps):
+                return False
+        return True
+    assert wait_for(caught_up, timeout, step=0.1)
+
+
+def test_primary_killed_mid_run(own_cluster, sink, tmp_path):
+    cluster = own_cluster
+    v = fleet_conf(tmp_path, cluster, sink, redis={"replicas_ack": 1, "replicas_ack_ms": 100}, connections=4)
+    n = 6000
+    rows = make_recipients(n)
+    cid = v.push_rows(rows, timeout=120)
+    wait_replicated(cluster)
+    victim = tags_by_primary(cluster).most_common(1)[0][0]
+    killed = {}
+
+    def kill_mid_run():
+        assert wait_for(lambda: delivered_now(v, cid) >= n // 3, 120, step=0.05), delivered_now(v, cid)
+        killed["at"] = delivered_now(v, cid)
+        cluster.kill(victim)
+        killed["promoted"] = cluster.wait_failover(victim)
+
+    t0 = time.monotonic()
+    run_fleet(v, 3, timeout=400, during=kill_mid_run, clean=False)  # the outage is logged
+    t_run = time.monotonic() - t0
+    assert killed["at"] < n, "the primary died with work left"
+    got = collections.Counter(a.lower() for a in sink.final_rcpts())
+    want = {r["email"].lower() for r in rows}
+    assert set(got) == want, f"{len(want - set(got))} never received"
+    dups = sum(got.values()) - len(got)
+    out, row = status_row(v, cid)
+    assert int(row["delivered"]) == len(got), out
+    # each message sent twice is accounted for: taken over after claim_idle (reclaimed), or recorded twice
+    # (its job re-read fresh on the promoted replica; the late record is an event marked duplicate)
+    rec = reclaimed(v, cid)
+    assert dups <= rec + duplicate_events(v), (dups, rec, out)
+    assert dups <= n // 10, f"{dups} duplicates"
+    # a fresh view of the cluster: redis-py's client made before the kill still asks the dead node
+    assert pending_left(v, cluster.as_server().client) == 0
+    print(f"failover run: killed {victim} at {killed['at']}/{n}, promoted {killed['promoted']}, "
+          f"{t_run:.1f} s, duplicates {dups}, reclaimed {rec}")
+
+
+def test_reshard_mid_run(cluster, sink, tmp_path):
+    v = fleet_conf(tmp_path, cluster, sink, prefix="rs", connections=4)
+    n = 6000
+    rows = make_recipients(n)
+    cid = v.push_rows(rows, timeout=120)
+    tag_key = "rs:{5}:jobs"
+    slot = cluster.slot(tag_key)
+    moved = {}
+
+    def reshard():
+        assert wait_for(lambda: sum(int(v.r.hget(f"rs:{{{s}}}:stats:{cid}", "delivered") or 0)
+                                    for s in range(SHARDS)) >= n // 4, 120, step=0.05)
+        src = cluster.node_of_slot(slot)
+        dst = [p for p in cluster.primaries() if p != src][0]
+        # redis-cli --cluster reshard moves whole slots, chosen by the tool: move the tag's own slot first
+        # with the same MIGRATING/IMPORTING procedure, then let the tool move more of src's slots
+        cluster.move_slot(slot, dst)
+        cluster.reshard(src, dst, 50)
+        moved.update(src=src, dst=dst, owner=cluster.node_of_slot(slot))
+
+    run_fleet(v, 3, timeout=300, during=reshard, clean=False)  # TRYAGAIN mid-migration is logged, retried
+    assert moved["owner"] == moved["dst"], moved
+    got = collections.Counter(a.lower() for a in sink.final_rcpts())
+    assert set(got) == {r["email"].lower() for r in rows}, "nothing lost"
+    dups = sum(got.values()) - len(got)
+    stats = sum(int(v.r.hget(f"rs:{{{s}}}:stats:{cid}", "delivered") or 0) for s in range(SHARDS))
+    assert stats == len(got) == n
+    assert dups == 0, dups
+    left = sum(v.r.xpending(f"rs:{{{s}}}:jobs", "volley")["pending"] for s in range(SHARDS))
+    assert left == 0
+
+
+def test_control_on_the_cluster(cluster, sink, tmp_path):
+    v = fleet_conf(tmp_path, cluster, sink, prefix="volley", queue={"suppress_hard_bounces": "yes"})
+    for k in [k for p in cluster.primaries() for k in cluster.client(p).keys("volley:*")]:
+        v.r.delete(k)  # the 30,000 run's keys: this test counts its own
+    ctl = lambda *a: v.run("campaign", "-c", v.conf, *a)
+    rows = make_recipients(240, prefix="pr")
+    cid = v.push_rows(rows, cid="pr")
+    assert ctl("pause", cid).returncode == 0
+    run_fleet(v, 1, timeout=120)
+    held = [v.r.xlen(skey(s, "hold", cid)) for s in range(SHARDS)]
+    assert sum(held) == 240 and sum(1 for h in held if h) == SHARDS, held
+    r = ctl("resume", cid)
+    assert r.returncode == 0, r.stderr
+    run_fleet(v, 2, timeout=120)
+    out, row = status_row(v, cid)
+    assert row["delivered"] == "240", out
+
+    c2 = v.push_rows(make_recipients(90, prefix="cx"), name="c2", cid="cx")
+    assert ctl("pause", c2).returncode == 0
+    run_fleet(v, 1, timeout=120)
+    assert ctl("cancel", c2).returncode == 0
+    out, row = status_row(v, c2)
+    assert row["cancelled"] == "90" and row["delivered"] == "0", out
+    assert all(not v.r.exists(skey(s, "hold", c2)) for s in range(SHARDS))
+
+    blocked = [f"blocked{i}@example.test" for i in range(6)]
+    assert v.run("suppress", "-c", v.conf, "add", *blocked).returncode == 0
+    assert all(v.r.smembers(skey(s, "suppressed")) >= set(blocked) for s in range(SHARDS))
+    sink2 = VolleySink(tmp_path / "sink2", args=["--reject-rcpt", "gone*"], maildir=False)
+    try:
+        v.write_conf(sink2.hostport, redis={"shards": SHARDS}, threads=1, retry=NO_RETRY, name=None,
+                     queue={"suppress_hard_bounces": "yes", "claim_idle": "10s"})
+        gone = [f"gone{i}@example.test" for i in range(6)]
+        ok = [f"fine{i}@example.test" for i in range(30)]
+        c3 = v.push_rows(rows_for(blocked + gone + ok), name="c3", cid="sr")
+        run_fleet(v, 2, timeout=120)
+        chk = v.run("suppress", "-c", v.conf, "check", *gone)
+        assert sorted(chk.stdout.splitlines()) == sorted(f"{a} suppressed" for a in gone), chk.stdout
+        out, row = status_row(v, c3)
+        assert row["suppressed"] == "6" and row["bounced"] == "6" and row["delivered"] == "30", out
+        c4 = v.push_rows(rows_for(gone + ["new@example.test"]), name="c4", cid="again")
+        run_fleet(v, 1, timeout=120)
+        out, row = status_row(v, c4)
+        assert row["suppressed"] == "6" and row["delivered"] == "1", out
+        got = sorted(a.lower() for a in sink2.final_rcpts())
+        assert got == sorted(ok + ["new@example.test"]), got
+    finally:
+        sink2.stop()
