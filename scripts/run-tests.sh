@@ -36,11 +36,14 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
         log=$(mktemp)
         # shellcheck disable=SC2086 # PYTEST_PATHS holds several paths or globs
         VOLLEY_BUILD=$BUILD "$PYTHON" -m pytest -q -p no:cacheprovider $PYTEST_PATHS 2>&1 | tee "$log"
-        p=$(grep -Eo '[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+')
-        f=$(grep -Eo '[0-9]+ (failed|error)' "$log" | awk '{s+=$1} END {print s+0}')
+        # only pytest's closing line counts ("1 failed, 471 passed, 39 skipped in 447.99s"): a test's own output
+        # may say "bounced=31 failed=0"
+        closing=$(grep -E '[0-9]+ (passed|failed|errors?|skipped)(, [0-9]+ [a-z]+)* in [0-9.]+s' "$log" | tail -1)
+        p=$(echo "$closing" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+')
+        f=$(echo "$closing" | grep -Eo '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
         passed=$((passed + ${p:-0}))
         failed=$((failed + ${f:-0}))
-        grep -qE '[0-9]+ (passed|failed)' "$log" || { failed=$((failed + 1)); failures="$failures pytest"; }
+        [ -n "$closing" ] || { failed=$((failed + 1)); failures="$failures pytest"; }
         rm -f "$log"
     fi
 fi

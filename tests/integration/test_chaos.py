@@ -15,8 +15,9 @@ from chaos_ledger import run_chaos, summary
 
 
 def test_chaos_ledger_small(tmp_path):
-    # the sink holds each reply batch 50 ms so the run lasts ~40 s; kills every 3-6 s to fit several in
-    f = run_chaos(tmp_path, 3000, delay_ms=50, kill_every=(3.0, 6.0), redis_restart_at=0.4, timeout_s=400)
+    # the sink holds each reply batch 200 ms so the run lasts ~40 s (with CHUNKING a connection has up to 4
+    # transactions waiting on one hold: 50 ms ended the run in 9 s, before a second kill); kills every 3-6 s
+    f = run_chaos(tmp_path, 3000, delay_ms=200, kill_every=(3.0, 6.0), redis_restart_at=0.4, timeout_s=400)
     print(summary(f))
     assert not f["problems"], summary(f)
     assert f["kills"] >= 2 and f["redis_restarts"] == 1, summary(f)  # the faults really happened
