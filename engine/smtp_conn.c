@@ -88,6 +88,9 @@
  * 3 expectations each plus RSET and QUIT stay within SMTP_EXPECT_MAX.
  */
 #define CONN_BDAT_INFLIGHT 4
+/* ...but only while what the connection has not sent yet stays below this: large messages go one at a time, so a
+ * connection holds about one message and its copy at most, as with DATA (max_inflight_bytes, docs/architecture.md) */
+#define CONN_BDAT_PIPE_BYTES (256u * 1024u)
 /* dot-stuffing adds a byte per line starting with '.': room for one per 32 bytes is reserved up front */
 #define SMTP_STUFF_RESERVE_DIV 32
 
@@ -400,6 +403,13 @@ static void send_chunk(struct smtp_conn *c, struct msg *m)
     conn_body_done(c);
 }
 
+/* conn_unsent - bytes written for this connection and not sent yet (with TLS, also the plaintext not yet sealed) */
+static size_t conn_unsent(const struct smtp_conn *c)
+{
+    size_t n = xport_unsent(c->x);
+    return c->out != NULL && c->out == &c->pout ? n + vbuf_len(c->out) : n;
+}
+
 /* conn_chunking - does this session send BDAT? (CHUNKING with PIPELINING offered, and not turned off) */
 static bool conn_chunking(const struct smtp_conn *c)
 {
@@ -473,8 +483,12 @@ static bool start_txn(struct smtp_conn *c)
     if (!(c->caps & SMTP_CAP_PIPELINING) && c->ex_len > 0)
         return false;
     bool chunking = conn_chunking(c);
-    /* with BDAT, a few whole transactions ride at once; with DATA, one awaits its dot's reply as the next starts */
-    if (chunking ? c->bdat_pending >= CONN_BDAT_INFLIGHT : c->ex_len > 1)
+    /* with BDAT, a few whole small transactions ride at once; with DATA, one awaits its dot's reply as the next
+     * starts */
+    bool full = chunking ? c->bdat_pending >= CONN_BDAT_INFLIGHT ||
+                               (c->bdat_pending > 0 && conn_unsent(c) >= CONN_BDAT_PIPE_BYTES)
+                         : c->ex_len > 1;
+    if (full)
         return false;
     if (!conn_takes_more(c))
         return false;
