@@ -114,8 +114,9 @@ $(BUILD)/tests/%: tests/%.c $$(TEST_LIBS_$$(firstword $$(subst /, ,$$*)))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a %.o,$^) $(LDLIBS) -lcmocka $(JEMALLOC)
 
-# the decision a job gets is captured instead of written to Redis
-$(BUILD)/tests/engine/test_prepare_fence: LDFLAGS += -Wl,--wrap=worker_finish_cause
+# the decision a job gets is captured instead of written to Redis (LDLIBS, not LDFLAGS: `make asan` sets LDFLAGS on
+# its command line, which would drop a target-specific LDFLAGS +=)
+$(BUILD)/tests/engine/test_prepare_fence: LDLIBS += -Wl,--wrap=worker_finish_cause
 
 # volley-sink's objects without its main(), for the fuzz harness of its parser
 $(SINK_LIB): $(filter-out $(BUILD)/bench/sink/main.o,$(SINK_OBJ))

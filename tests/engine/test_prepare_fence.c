@@ -32,6 +32,7 @@
 
 #include "engine/fence.h"
 #include "engine/lease.h"
+#include "engine/metrics.h"
 #include "engine/worker.h"
 
 #define TTL 5000
@@ -58,7 +59,9 @@ struct fixture {
 
 static struct fixture *fixture_new(enum q_camp_state ctl, enum camp_state cs, bool suppressed)
 {
+    static const struct vconfig cfg; /* no egress addresses: the metrics block's one "default" source IP */
     struct fixture *f = calloc(1, sizeof(*f));
+    f->w.met = metrics_thread_new(&cfg, NULL); /* a decided job is counted (engine/metrics.h) */
     f->w.redis.state = REDIS_UP;
     f->c.w = &f->w;
     f->c.state = cs;
@@ -76,6 +79,12 @@ static struct fixture *fixture_new(enum q_camp_state ctl, enum camp_state cs, bo
     ncauses = 0;
     lease_reset();
     return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    metrics_thread_free(f->w.met);
+    free(f);
 }
 
 /* the job arrives before the heartbeat's reply: nothing is decided; after it, the fence decides it */
@@ -115,7 +124,7 @@ static void test_decided_after_lease_by_the_rule(void **st)
         struct fixture *f = fixture_new(RULES[i].ctl, RULES[i].cs, RULES[i].suppressed);
         strcpy(f->c.error, "unknown campaign 'camp'");
         assert_int_equal(decided_after_lease(f), RULES[i].want);
-        free(f);
+        fixture_free(f);
     }
 }
 
@@ -129,7 +138,7 @@ static void test_owned_decided_at_once(void **st)
     assert_null(f->w.fence_parked);
     assert_int_equal(ncauses, 1);
     assert_int_equal(causes[0], SMTP_CAUSE_PAUSED);
-    free(f);
+    fixture_free(f);
 }
 
 int main(void)
