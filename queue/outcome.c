@@ -537,6 +537,21 @@ static void put_jref(vbuf *b, const char *id, uint64_t base)
     q_resp_bulk(b, d, (size_t)n);
 }
 
+/* put_opts - the optional values whose bit is set in m, in the script's order (one list for outcomes and runs) */
+static void put_opts(vbuf *b, unsigned m, const struct q_outcome *x)
+{
+    put_opt(b, m, Q_OPT_DSN, x->dsn, 32);
+    if (m & Q_OPT_REPLY)
+        put_reply(b, x);
+    put_opt(b, m, Q_OPT_HOST, x->host, 300);
+    put_opt(b, m, Q_OPT_SOURCE_IP, x->source_ip, 64);
+    put_opt(b, m, Q_OPT_TLS, x->tls, 128);
+    put_opt(b, m, Q_OPT_LIMIT, x->limit, 128);
+    put_opt(b, m, Q_OPT_SCOPE, x->scope, 32);
+    put_opt(b, m, Q_OPT_CLASS, x->cls, 32);
+    put_opt(b, m, Q_OPT_PROVIDER, x->provider, 64);
+}
+
 /* put_outcome - exactly outcome_args(x, m) arguments */
 static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m, uint64_t base)
 {
@@ -549,16 +564,7 @@ static void put_outcome(vbuf *b, const struct q_outcome *x, unsigned m, uint64_t
     q_resp_bulk_u64(b, x->code > 0 ? (uint64_t)x->code : 0);
     q_resp_bulk_u64(b, j->attempt > 0 ? (uint64_t)j->attempt : 1);
     put_jref(b, j->id, base);
-    put_opt(b, m, Q_OPT_DSN, x->dsn, 32);
-    if (m & Q_OPT_REPLY)
-        put_reply(b, x);
-    put_opt(b, m, Q_OPT_HOST, x->host, 300);
-    put_opt(b, m, Q_OPT_SOURCE_IP, x->source_ip, 64);
-    put_opt(b, m, Q_OPT_TLS, x->tls, 128);
-    put_opt(b, m, Q_OPT_LIMIT, x->limit, 128);
-    put_opt(b, m, Q_OPT_SCOPE, x->scope, 32);
-    put_opt(b, m, Q_OPT_CLASS, x->cls, 32);
-    put_opt(b, m, Q_OPT_PROVIDER, x->provider, 64);
+    put_opts(b, m, x);
     if (!(m & Q_OPT_CARRY))
         return;
     if (x->status == Q_DEFERRED)
@@ -628,14 +634,7 @@ static void put_run(vbuf *b, const struct q_outcome *o, int len, unsigned m, uin
     q_resp_bulk(b, x->job->campaign, x->job->campaign_len);
     q_resp_bulk_u64(b, x->code > 0 ? (uint64_t)x->code : 0);
     q_resp_bulk_u64(b, x->job->attempt > 0 ? (uint64_t)x->job->attempt : 1);
-    put_opt(b, m, Q_OPT_DSN, x->dsn, 32);
-    put_opt(b, m, Q_OPT_HOST, x->host, 300);
-    put_opt(b, m, Q_OPT_SOURCE_IP, x->source_ip, 64);
-    put_opt(b, m, Q_OPT_TLS, x->tls, 128);
-    put_opt(b, m, Q_OPT_LIMIT, x->limit, 128);
-    put_opt(b, m, Q_OPT_SCOPE, x->scope, 32);
-    put_opt(b, m, Q_OPT_CLASS, x->cls, 32);
-    put_opt(b, m, Q_OPT_PROVIDER, x->provider, 64);
+    put_opts(b, m & ~(unsigned)Q_OPT_REPLY, x); /* each message's reply follows with its id */
     for (int i = 0; i < len; i++) {
         const struct q_job *j = o[i].job;
         q_resp_bulk_str(b, j->id);
