@@ -337,8 +337,12 @@ void flush_outcomes(struct worker *w)
     }
 }
 
-/* msg_start - a job arrived from Redis, given to us by a command sent at owned_ms */
-static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
+/*
+ * msg_start - a job arrived from Redis, given to us by a command sent at owned_ms. behind: the campaign a high
+ * job read before it waits for (NULL: none), which it then waits behind. Returns the campaign this job, a high
+ * one, waits for (NULL: it does not), for the jobs read after it.
+ */
+static struct camp *msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms, struct camp *behind)
 {
     struct msg *m = msg_alloc(w);
     m->job = job;
@@ -347,11 +351,18 @@ static void msg_start(struct worker *w, struct q_job *job, uint64_t owned_ms)
     msg_hold(w, m);
     if (job->error != NULL) {
         worker_finish_cause(w, m, SMTP_CAUSE_UNSENDABLE, job->error);
-        return;
+        return NULL;
     }
     /* the campaign's state is cached (engine/camp_ctl.c, as of this read at the latest): msg_prepare checks it */
-    m->camp = camp_get(w, job->campaign, job->campaign_len);
+    struct camp *c = m->camp = camp_get(w, job->campaign, job->campaign_len);
+    if (behind != NULL && c != behind) {
+        m->next = behind->behind;
+        behind->behind = m;
+        return NULL;
+    }
+    struct camp *waits = job->high && (c->state == CAMP_FETCHING || c->refreshing) ? c : NULL;
     msg_prepare(w, m);
+    return waits;
 }
 
 /* ---- intake ---- */
@@ -455,9 +466,14 @@ static void batch_start(struct intake_batch *b)
 {
     struct worker *w = b->w;
     *b->outstanding = false;
+    /* a read brings high entries first; one whose campaign is being fetched (first seen, or re-read) is not
+     * overtaken by the bulk entries read with it, whose campaign may be ready: they wait behind it */
+    struct camp *behind = NULL;
     for (int i = 0; i < b->n; i++) {
         b->jobs[i]->shard = b->shard;
-        msg_start(w, b->jobs[i], b->owned_ms);
+        struct camp *waits = msg_start(w, b->jobs[i], b->owned_ms, behind);
+        if (behind == NULL)
+            behind = waits;
         b->jobs[i] = NULL;
     }
     b->n = 0;

@@ -113,7 +113,9 @@ struct camp {
     bool refreshing;      /* a re-read is in flight; the current version keeps serving */
     uint64_t refresh_at_ms;
     char error[512];
-    struct msg *waiting; /* jobs that arrived while the campaign was being fetched */
+    struct msg *waiting;   /* jobs that arrived while the campaign was being fetched (newest first) */
+    struct msg *behind;    /* other campaigns' jobs read after a high job of this one that waits (newest first):
+                            * released after the waiting ones, so a read's high entries go out first */
     enum q_camp_state ctl; /* state last seen in Redis: paused or cancelled messages are not sent */
 };
 

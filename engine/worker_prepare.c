@@ -4,7 +4,9 @@
  *   compiled, cached, re-read now and then), the render and the DKIM
  *   signature, then routing (worker_route.c)
  * DESCRIPTION
- *   Messages whose campaign is being fetched wait on the campaign; a
+ *   Messages whose campaign is being fetched wait on the campaign, and go on
+ *   in the order they were read (a read's bulk jobs read behind a waiting
+ *   high job wait on its campaign too: engine/worker.c batch_start); a
  *   campaign that cannot be read or compiled defers them and is looked at
  *   again after WORKER_CAMP_RETRY_MS.
  */
@@ -42,17 +44,33 @@ void camp_ver_unref(struct camp_ver *v)
     free(v);
 }
 
-/* camp_settle - the campaign's fate is known: release its waiting messages */
-static void camp_settle(struct worker *w, struct camp *c)
+/* msg_list_oldest - a list kept newest first (pushed at its head), turned oldest first */
+static struct msg *msg_list_oldest(struct msg *m)
 {
-    struct msg *m = c->waiting;
-    c->waiting = NULL;
+    struct msg *out = NULL;
     while (m) {
         struct msg *next = m->next;
-        m->next = NULL;
-        msg_prepare(w, m);
+        m->next = out;
+        out = m;
         m = next;
     }
+    return out;
+}
+
+/* camp_settle - the campaign's fate is known: release its waiting messages in the order they came, then the
+ * messages read behind them (camp.behind) */
+static void camp_settle(struct worker *w, struct camp *c)
+{
+    struct msg *m = msg_list_oldest(c->waiting);
+    struct msg *after = msg_list_oldest(c->behind);
+    c->waiting = c->behind = NULL;
+    for (int pass = 0; pass < 2; pass++, m = after)
+        while (m) {
+            struct msg *next = m->next;
+            m->next = NULL;
+            msg_prepare(w, m);
+            m = next;
+        }
 }
 
 /* camp_updated - the hash's updated_ms field ("" when absent): the version stamp `volley push` writes */

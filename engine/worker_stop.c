@@ -90,13 +90,13 @@ void worker_drop_unstarted(struct worker *w)
             msg_release(w, m);
     }
     for (struct camp *c = w->camps; c; c = c->next) {
-        struct msg *m = c->waiting;
-        c->waiting = NULL;
-        while (m) {
-            struct msg *next = m->next;
-            msg_release(w, m);
-            m = next;
-        }
+        struct msg *lists[] = {c->waiting, c->behind};
+        c->waiting = c->behind = NULL;
+        for (int i = 0; i < 2; i++)
+            for (struct msg *m = lists[i], *next; m; m = next) {
+                next = m->next;
+                msg_release(w, m);
+            }
     }
 }
 

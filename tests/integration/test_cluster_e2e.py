@@ -19,6 +19,9 @@ DESCRIPTION
       while 3 workers deliver 6,000: nothing lost, nothing twice, nothing pending.
     - test_control_on_the_cluster: pause (every shard holds), resume (all delivered once), cancel (every held
       job ended), `volley suppress add` (every shard's set) and a hard bounce's suppression, on the cluster.
+    - test_priority_on_the_cluster: in each shard every high job before the shard's bulk (one connection),
+      also when the high campaign is first seen after the bulk one; high jobs pushed into a 3-worker run's
+      backlog overtake it (test_fleet_priority's bound).
 """
 
 import collections
@@ -28,7 +31,8 @@ import time
 
 import pytest
 
-from volley_itest import NO_RETRY, Volley, VolleySink, make_recipients, rows_for, stop_process, wait_for
+from volley_itest import (NO_RETRY, Volley, VolleySink, log_tails, make_recipients, rows_for, stop_process,
+                          stop_workers, wait_for)
 
 SHARDS = 12
 PREFIX = "volley"
@@ -41,8 +45,8 @@ def sink(tmp_path):
     s.stop()
 
 
-def skey(s, *parts):
-    return ":".join((PREFIX, "{%d}" % s) + parts)
+def skey(s, *parts, prefix=PREFIX):
+    return ":".join((prefix, "{%d}" % s) + parts)
 
 
 def fleet_conf(tmp_path, cluster, sink, prefix=PREFIX, **kw):
@@ -56,13 +60,18 @@ def fleet_conf(tmp_path, cluster, sink, prefix=PREFIX, **kw):
     return v
 
 
-def run_fleet(v, n=3, timeout=300, during=None, clean=True):
+def run_fleet(v, n=3, timeout=300, during=None, clean=True, until=None):
     """n worker processes with --exit-when-idle until each exits 0; during(): called while they run.
-    clean: no worker logged an error (every script call was accepted: one slot, on its node)."""
-    ws = [v.start_worker(tag=f"w{i}", exit_when_idle=True) for i in range(n)]
+    clean: no worker logged an error (every script call was accepted: one slot, on its node).
+    until: a predicate instead of --exit-when-idle (which leaves jobs waiting in the retry sets): the workers
+    run until it holds (within timeout), then are stopped with SIGTERM, each exiting 0."""
+    ws = [v.start_worker(tag=f"w{i}", exit_when_idle=until is None) for i in range(n)]
     try:
         if during is not None:
             during()
+        if until is not None:
+            assert wait_for(until, timeout, step=0.1), f"not done in {timeout} s:\n{log_tails(ws)}"
+            assert stop_workers(ws) == [0] * n, log_tails(ws)
         for w in ws:
             assert v.wait_exit(w, timeout) == 0, open(w.logpath).read()[-3000:]
         for w in ws:
@@ -98,17 +107,17 @@ def delivered_now(v, cid):
     return sum(int(v.r.hget(skey(s, "stats", cid), "delivered") or 0) for s in range(SHARDS))
 
 
-def pending_left(v, r=None):
+def pending_left(v, r=None, prefix=PREFIX):
     """Jobs not done in any shard: pending, not yet read (lag), deferred. r: a client (default v.r)."""
     r = r or v.r
     n = 0
     for s in range(SHARDS):
         for st in ("jobs", "jobs:high"):
-            k = skey(s, st)
+            k = skey(s, st, prefix=prefix)
             if r.exists(k):
                 n += r.xpending(k, "volley")["pending"]
                 n += r.xinfo_groups(k)[0].get("lag") or 0
-        n += r.zcard(skey(s, "retry"))
+        n += r.zcard(skey(s, "retry", prefix=prefix))
     return n
 
 
@@ -277,3 +286,89 @@ def test_control_on_the_cluster(cluster, sink, tmp_path):
         assert got == sorted(ok + ["new@example.test"]), got
     finally:
         sink2.stop()
+
+
+def push_priority(v, cid, rows, priority=None):
+    """`volley push` of rows as campaign cid (--priority high when asked)."""
+    args = ["push", "-c", v.conf, "--campaign", v.write_campaign(f"{cid}.ini", cid=cid),
+            "--recipients", v.write_recipients(rows, f"{cid}.csv")]
+    p = v.run(*args, *(["--priority", priority] if priority else []))
+    assert p.returncode == 0 and p.stdout.strip() == cid, (p.returncode, p.stdout, p.stderr)
+
+
+def sink_order(sink):
+    return [a.lower() for _ms, _src, _conn, rcpts in sink.log_lines() for a in rcpts]
+
+
+def test_priority_on_the_cluster(cluster, tmp_path):
+    """test_shards' and test_fleet_priority's checks on the cluster, prefix "pq".
+
+    One worker, one thread, one connection (the receiver's order is the sending order), 12 shards: in each
+    shard every high job queued after the bulk backlog is sent before the shard's bulk jobs, also when the
+    high campaign is first seen after the bulk one (its fetch is a round trip the bulk jobs must not use).
+    Then 3 workers on a bulk backlog spread over every shard: high jobs pushed while it is being sent
+    overtake it, arriving before a third of the bulk still waiting has gone out, as on one Redis."""
+    from test_shards import shard_of
+
+    sink = VolleySink(tmp_path / "psink", args=["--delay-ms", "3", "--no-chunking"], maildir=False)
+    try:
+        v = fleet_conf(tmp_path, cluster, sink, prefix="pq", connections=1, batch=8, max_inflight=8)
+        # the thread's first read is shard 1 (worker.c intake_pick): with no high job there, it compiles the bulk
+        # campaign before any high job is seen; a later read of another shard then brings high jobs whose campaign
+        # is still being fetched beside bulk jobs ready to go (regression: those bulk jobs went out first)
+        bulk = make_recipients(240, prefix="bulk")
+        high = [r for r in make_recipients(60, prefix="high") if shard_of(r["email"], SHARDS) != 1][:24]
+        push_priority(v, "bulk", bulk)
+        push_priority(v, "urgent", high, "high")
+        hs = {shard_of(r["email"], SHARDS) for r in high}
+        assert len({cluster.node_of_slot(cluster.slot(skey(s, "jobs:high", prefix="pq"))) for s in hs}) == 3, hs
+        run_fleet(v, 1, timeout=60)
+        assert wait_for(lambda: len(sink_order(sink)) >= 264, 5)  # the sink writes its log every 200 ms
+        pos = {a: i for i, a in enumerate(sink_order(sink))}
+        assert len(pos) == 264
+        for s in range(SHARDS):
+            h = [pos[r["email"]] for r in high if shard_of(r["email"], SHARDS) == s]
+            b = [pos[r["email"]] for r in bulk if shard_of(r["email"], SHARDS) == s]
+            if h:
+                assert max(h) < min(b), f"shard {s}: high at {sorted(h)}, first bulk at {min(b)}"
+
+        # the backlog, then high jobs pushed into it
+        v = fleet_conf(tmp_path, cluster, sink, prefix="pq", connections=2, batch=16, max_inflight=32)
+        backlog, late = make_recipients(3000, prefix="back"), make_recipients(30, prefix="late")
+        push_priority(v, "back", backlog)
+        before = len(sink_order(sink))
+        t0 = time.monotonic()
+        ws = [v.start_worker(tag=f"p{i}", exit_when_idle=True) for i in range(3)]
+        try:
+            assert wait_for(lambda: len(sink_order(sink)) - before >= 400, 30), log_tails(ws)
+            push_priority(v, "late", late, "high")
+            seq = sink_order(sink)
+            mark = len(seq)
+            waiting = len(backlog) - sum(1 for a in seq if a.startswith("back"))
+            assert waiting > 1000, f"backlog nearly done ({waiting} left): the overtaking is not shown"
+            assert wait_for(lambda: {r["email"] for r in late} <= set(sink_order(sink)), 20), log_tails(ws)
+            for w in ws:
+                assert v.wait_exit(w, 60) == 0, log_tails(ws)
+        finally:
+            for w in ws:
+                stop_process(w, signal.SIGKILL)
+        t_run = time.monotonic() - t0
+        seq = sink_order(sink)
+        last_late = max(seq.index(r["email"]) for r in late)
+        between = sum(1 for a in seq[mark:last_late] if a.startswith("back"))
+        assert between < waiting // 3, (f"{between} backlog messages went out between the push of the high "
+                                        f"jobs and their delivery ({waiting} were waiting)")
+        got = collections.Counter(seq)
+        assert all(got[r["email"]] == 1 for r in backlog + late), "each once"
+        for cid, n in (("back", 3000), ("late", 30)):
+            out, row = status_row(v, cid)
+            assert int(row["queued"]) == int(row["delivered"]) == n, out
+        ev = [e for e in v.events() if e["status"] == "delivered"]
+        assert all(e.get("priority") == "high" for e in ev if e["to"].startswith(("late", "high"))), ev[:3]
+        assert not any("priority" in e for e in ev if e["to"].startswith(("back", "bulk")))
+        assert pending_left(v, prefix="pq") == 0
+        print(f"priority on the cluster: {between} backlog messages between the late push and its delivery, "
+              f"of {waiting} waiting; 3 workers {t_run:.1f} s")
+    finally:
+        sink.stop()
+
