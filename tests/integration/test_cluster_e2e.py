@@ -19,9 +19,14 @@ DESCRIPTION
       while 3 workers deliver 6,000: nothing lost, nothing twice, nothing pending.
     - test_control_on_the_cluster: pause (every shard holds), resume (all delivered once), cancel (every held
       job ended), `volley suppress add` (every shard's set) and a hard bounce's suppression, on the cluster.
+    - test_retry_on_the_cluster: test_fleet_retry's checks with 3 workers: deferred jobs wait in their own
+      shard's retry set and come back from it (delivered on the 3rd attempt, at the schedule's steps), or
+      expire past max_age (bounced, expired); status's counters add up, nothing pending, deferred or dead.
     - test_priority_on_the_cluster: in each shard every high job before the shard's bulk (one connection),
       also when the high campaign is first seen after the bulk one; high jobs pushed into a 3-worker run's
       backlog overtake it (test_fleet_priority's bound).
+    - test_throttle_rate_on_the_cluster: test_throttle_fleet's rate bounds (3 workers, 50/s, burst 10) on the
+      cluster, and the provider's throttle keys all in one slot, on that slot's primary.
 """
 
 import collections
@@ -288,6 +293,119 @@ def test_control_on_the_cluster(cluster, sink, tmp_path):
         sink2.stop()
 
 
+def queue_row(out, name):
+    """A number of the queue table `volley status` prints (summed over the shards): "pending", "retry (deferred)"."""
+    m = re.search(rf"^\s+{re.escape(name)}\s+(\d+)\s*$", out, re.M)
+    assert m, f"no {name!r} in:\n{out}"
+    return int(m.group(1))
+
+
+def event_ms(e):
+    """When an event was recorded: the ms part of its stream id (taken by Redis when its batch was recorded)."""
+    return int(e["_id"].split("-")[0])
+
+
+DEFER = "451 4.3.0 Temporary local problem, please come back later"
+STEPS = (1000, 2000)  # [retry] schedule = 1s 2s, jitter 0
+MAX_AGE = 5000
+
+
+def test_retry_on_the_cluster(cluster, smtp_receiver, tmp_path):
+    """test_fleet_retry's two cases at once over 12 shards and 3 workers: flaky* deferred twice then accepted,
+    never* deferred until max_age expires them. Each deferred job waits in its own shard's retry set (seen
+    there while it waits, its member naming the recipient) and comes back from it; the same per-decision rules
+    on the events as on one Redis; status's counters add up; nothing pending, deferred or dead at the end."""
+    from test_shards import shard_of
+
+    rx = smtp_receiver(rule=lambda addr, n: DEFER if addr.startswith("never") or (addr.startswith("flaky") and n <= 2)
+                       else None)
+    v = fleet_conf(tmp_path, cluster, rx, prefix="rt", retry={"schedule": "1s 2s", "jitter": "0", "max_age": "5s"})
+    flaky = [f"flaky{i}@example.test" for i in range(12)]
+    never = [f"never{i}@example.test" for i in range(6)]
+    steady = [f"steady{i}@example.test" for i in range(30)]
+    deferred = flaky + never
+    shards = {a: shard_of(a, SHARDS) for a in deferred}
+    owners = {cluster.node_of_slot(cluster.slot(skey(s, "retry", prefix="rt"))) for s in shards.values()}
+    assert len(owners) == 3, f"the deferred recipients' shards cover every primary: {owners}"
+    t_push = int(time.time() * 1000)
+    cid = v.push_rows(rows_for(deferred + steady), cid="rt")
+    seen = {}  # shard -> recipients whose retry member was seen in that shard's retry set
+
+    def watch_retry_sets():
+        raw = cluster.as_server().raw
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not all(stats_done(v, cid)):
+            for s in set(shards.values()):
+                for m in raw.zrange(skey(s, "retry", prefix="rt"), 0, -1):
+                    seen.setdefault(s, set()).update(a for a in deferred if a.encode() in m)
+            time.sleep(0.05)
+
+    t0 = time.monotonic()
+    run_fleet(v, 3, timeout=30, during=watch_retry_sets, until=lambda: all(stats_done(v, cid)))
+    wall = time.monotonic() - t0
+    # each deferred job sat in the retry set of its recipient's shard, and only there
+    where = {a: {s for s, got in seen.items() if a in got} for a in deferred}
+    assert all(where[a] == {shards[a]} for a in deferred), {a: (shards[a], where[a]) for a in deferred}
+
+    assert sorted(a.lower() for a in rx.received()) == sorted(flaky + steady), "each once, never* never"
+    ev = {}
+    for e in v.events():
+        ev.setdefault(e["to"], []).append(e)
+    for evs in ev.values():
+        evs.sort(key=event_ms)
+    for a in steady:
+        assert [e["status"] for e in ev[a]] == ["delivered"], ev[a]
+    for a in flaky:
+        evs = ev[a]
+        assert [(e["status"], e["attempt"]) for e in evs] == [("deferred", "1"), ("deferred", "2"),
+                                                             ("delivered", "3")], evs
+        for e, step in zip(evs, STEPS):
+            assert e["code"] == "451" and e["dsn"] == "4.3.0" and e["reply"] == DEFER[len("451 4.3.0 "):], e
+            # jitter 0: the due time is the step after the worker decided, which Redis recorded a moment later
+            assert step - 200 <= int(e["retry_at_ms"]) - event_ms(e) <= step, e
+        t1, t2, t3 = (event_ms(e) for e in evs)
+        assert t2 - t1 >= STEPS[0] - 200 and t3 - t2 >= STEPS[1] - 200, f"{a}: gaps {t2 - t1} ms, {t3 - t2} ms"
+        sent = [ms for _m, ms, to, _rep in rx.rcpts if to == a]
+        assert len(sent) == 3 and sent[1] - sent[0] >= STEPS[0] - 10 and sent[2] - sent[1] >= STEPS[1] - 10, sent
+    deferrals = 0
+    for a in never:
+        *defs, b = ev[a]
+        deferrals += len(defs)
+        assert len(defs) in (1, 2) and all(e["status"] == "deferred" for e in defs), ev[a]
+        assert [e["attempt"] for e in ev[a]] == [str(i + 1) for i in range(len(ev[a]))], ev[a]
+        assert b["status"] == "bounced" and b.get("expired") == "1" and b["code"] == "451", b
+        assert b["reply"] == f"expired after {len(ev[a])} attempts: {defs[0]['reply']}", b
+        for i, d in enumerate(defs):
+            due = int(d["retry_at_ms"])
+            assert STEPS[i] - 1000 <= due - event_ms(d) <= STEPS[i], d
+            assert due <= event_ms(defs[0]) + MAX_AGE, f"attempt {i + 1} deferred past max_age: {d}"
+            assert event_ms(ev[a][i + 1]) >= due, f"attempt {i + 2} came before its retry was due: {ev[a]}"
+        # expired, not deferred: the retry the schedule gives next would fall past max_age (from the push)
+        assert event_ms(b) + STEPS[min(len(defs), len(STEPS) - 1)] > t_push + MAX_AGE, b
+
+    out, row = status_row(v, cid)
+    want = {"queued": 48, "delivered": 42, "deferred": 24 + deferrals, "bounced": 6}
+    assert {k: int(row[k]) for k in want} == want, out
+    st = {}
+    for s in range(SHARDS):
+        for k, n in v.r.hgetall(skey(s, "stats", cid, prefix="rt")).items():
+            st[k] = st.get(k, 0) + int(n)
+    assert st.get("expired") == 6 and st.get("deferred") == 24 + deferrals, st
+    for name in ("pending", "undelivered", "retry (deferred)", "dead letters"):
+        assert queue_row(out, name) == 0, (name, out)
+    assert pending_left(v, prefix="rt") == 0
+    print(f"retry on the cluster: {wall:.1f} s of 3 workers, never* deferred {deferrals} times before expiring")
+
+
+def stats_done(v, cid):
+    """(every flaky/steady delivered, every never bounced) from the shards' counters, for the watcher's end."""
+    n = {"delivered": 0, "bounced": 0}
+    for s in range(SHARDS):
+        for k in n:
+            n[k] += int(v.r.hget(skey(s, "stats", cid, prefix="rt"), k) or 0)
+    return n["delivered"] >= 42, n["bounced"] >= 6
+
+
 def push_priority(v, cid, rows, priority=None):
     """`volley push` of rows as campaign cid (--priority high when asked)."""
     args = ["push", "-c", v.conf, "--campaign", v.write_campaign(f"{cid}.ini", cid=cid),
@@ -372,3 +490,72 @@ def test_priority_on_the_cluster(cluster, tmp_path):
     finally:
         sink.stop()
 
+
+def test_throttle_rate_on_the_cluster(cluster, tmp_path):
+    """test_throttle_fleet's rate test on the cluster (prefix "th"): 3 worker processes, rate = 50/s, burst = 10
+    for gmail: at most 62 in any sliding second at the receiver, the limit used (>= 45/s offered), every worker
+    sends, few slots wasted. Every throttle key of the provider but the warm-up hash carries the pair's tag
+    `{gmail:<ip>}`, so CLUSTER KEYSLOT gives one slot for all of them and that slot's primary holds them all:
+    one provider's GCRA is one slot (docs/redis-contract.md "Throttle keys"). status and warmup work."""
+    from volley_itest import SPREAD, THROTTLE, delivered_by, max_in_window
+
+    sink = VolleySink(tmp_path / "tsink")  # its maildir counts the arrivals as they come
+    try:
+        v = Volley(tmp_path / "volley", cluster.as_server())
+        n, burst = 300, 10  # about 6 s at 50/s
+        confs = [v.write_conf({"gmail.com": sink.hostport}, file=f"t{i}.conf", prefix="th", name=None,
+                              preset=THROTTLE, **SPREAD, redis={"shards": SHARDS},
+                              retry={"schedule": "1s", "max_age": "1h"},
+                              providers={"gmail": {"rate": "50/s", "burst": burst, "connections": 10}})
+                 for i in range(3)]
+        v.push_rows(make_recipients(n, domains=("gmail.com",)), name="c")
+        procs = [v.start_worker(c, f"t{i}") for i, c in enumerate(confs)]
+        where = collections.defaultdict(set)  # throttle key -> primaries it was seen on while the fleet ran
+
+        def look():
+            for p in cluster.primaries():
+                for k in cluster.client(p).scan_iter(match="th:thr:*", count=1000):
+                    where[k].add(p)
+            return sink.count() >= n
+        try:
+            done = wait_for(look, 20, step=0.3)  # the rate key lives only while slots are leased
+        finally:
+            rcs = stop_workers(procs)
+        times = sorted(t for t, _src, _c, _r in sink.log_lines())
+    finally:
+        sink.stop()
+    gcra = sorted(k for k in where if k != "th:thr:warmup")
+
+    def counted(field):
+        return sum(int(v.r.hget(k, field) or 0) for k in gcra if ":status:" in k)
+
+    late, idle = counted("stale_late"), counted("stale_idle")
+    per_worker = delivered_by(procs)
+    peak, at = max_in_window(times, 1000)
+    span = (times[-1] - times[0]) / 1000.0 if len(times) > 1 else 0.0
+    offered = (len(times) - 1 + late) / span if span else 0.0
+    print(f"throttle on the cluster: {len(times)} in {span:.2f} s = {(len(times) - 1) / (span or 1):.1f}/s, "
+          f"busiest second {peak}, stale late {late} idle {idle}, offered {offered:.1f}/s, per worker {per_worker}")
+    assert rcs == [0, 0, 0], log_tails(procs)
+    assert peak <= 50 + burst + 2, f"{peak} messages in one second (from {at} ms) with rate = 50/s over 3 workers"
+    assert done, f"only {len(times)} of {n} arrived in 20 s\n{log_tails(procs)}"
+    assert all(d and d[0] > 0 for d in per_worker.values()), f"every worker should send: {per_worker}"
+    assert idle <= 5, f"{idle} slots were leased by workers that had no mail for them"
+    assert late <= n // 4, f"{late} slots went stale at workers too late to use them: the machine is overloaded"
+    assert offered >= 45, f"only {offered:.1f} msgs/s offered over {span:.2f} s: the 50/s limit is not used"
+
+    pairs = {re.match(r"^th:thr:\{([^}]+)\}:", k).group(1) if k.startswith("th:thr:{") else None for k in gcra}
+    assert len(pairs) == 1 and None not in pairs, f"one (provider, IP) pair, every key tagged with it: {gcra}"
+    pair = pairs.pop()
+    assert pair.startswith("gmail:"), pair
+    assert any(k.endswith(f":rate:{pair}") for k in gcra) and any(f":day:" in k for k in gcra), gcra
+    slots = {cluster.slot(k) for k in gcra}
+    assert slots == {cluster.slot("{%s}" % pair)}, f"the pair's keys span slots {slots}: {gcra}"
+    owner = cluster.node_of_slot(slots.pop())
+    assert all(where[k] == {owner} for k in gcra), f"every key of the pair on its slot's primary {owner}: {where}"
+    st = v.status()
+    assert st.returncode == 0 and re.search(r"gmail:\S+\s+\S+/s", st.stdout), st.stdout + st.stderr
+    w = v.run("warmup", "-c", v.conf, "start", "127.0.0.1", "2026-01-01")
+    assert w.returncode == 0, w.stderr
+    w = v.run("warmup", "-c", v.conf, "show")
+    assert w.returncode == 0 and "127.0.0.1" in w.stdout, (w.stdout, w.stderr)
