@@ -55,6 +55,11 @@
 #               sides' msgs/s (ratio) and CPU per message; every message at
 #               the sink must carry a DKIM-Signature, a sample of 50 per side
 #               is verified. Needs root (Postfix) and postfix + opendkim.
+#     replicas  what replication costs: the plaintext spine (bench tuning)
+#               with a replica attached to the bench's redis-server, with
+#               [redis] replicas_ack = 0 and = 1 (a WAIT after each record
+#               batch), in the order 0, 1, 1, 0: msgs/s of each (ratio), the
+#               primary's and the replica's CPU per delivered message.
 #   Output: progress per section, a markdown table, then key=value lines.
 #   Exit status 0 when every section ran (targets missed or not), 1 when a
 #   section could not run or lost messages.
@@ -79,7 +84,7 @@ SINK=$BUILD/volley-sink
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 TIME=/usr/bin/time
 QUICK=${BENCH_QUICK:-0}
-SECTIONS=${BENCH_SECTIONS:-"spine sinks tls epoll redis conns render throttle mta cluster"}
+SECTIONS=${BENCH_SECTIONS:-"spine sinks tls epoll redis conns render throttle mta cluster replicas"}
 if [ "$QUICK" = 1 ]; then
     MSGS=${BENCH_MSGS:-20000}
     CONNS=${BENCH_CONNS:-1000}
@@ -1243,6 +1248,62 @@ if has_section cluster; then
     res cluster_cpu_spread "$spread"
     row "cluster" "per-message Redis CPU, max / min over 1, 2, 3 primaries" "$spread" "<= 1.2" "$ok"
     echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling"
+fi
+
+# ---------------------------------------------------------------- 9. replicas: the cost of replicas_ack
+# rep_run ACK - the plaintext spine with [redis] replicas_ack = ACK; sets RP_RATE RP_PRIMARY_US RP_REPLICA_US
+rep_run() {
+    local conf=$TMP/rep$1.conf r0
+    write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+    sed -i "s|^prefix = bench|prefix = bench\nreplicas_ack = $1\nreplicas_ack_ms = 1000|" "$conf"
+    rcli flushall >/dev/null
+    push "$conf" "$CSV" >/dev/null
+    r0=$(cpu_ticks "$REP_PID")
+    W_MSGLOG=$TMP/rep.msglog run_worker "rep$1" "$conf" "$MSGS"
+    RP_RATE=$W_STEADY RP_PRIMARY_US=$W_REDIS_US
+    RP_REPLICA_US=$(calc "round(($(cpu_ticks "$REP_PID") - $r0) * 1e6 / $HZ / $MSGS, 1)")
+    if grep -q 'replicas_ack:' "$TMP/rep$1.log"; then
+        echo "bench: replicas_ack = $1: $(grep -c 'replicas_ack:' "$TMP/rep$1.log") batches not acknowledged by the replica" >&2
+        FAILED=1
+    fi
+    echo "replicas_ack = $1: $RP_RATE msgs/s; redis-server CPU per delivered message: primary $RP_PRIMARY_US us," \
+        "replica $RP_REPLICA_US us"
+}
+
+if has_section replicas; then
+    say "replicas: $MSGS messages, plaintext spine with a replica attached, replicas_ack = 0 / 1 / 1 / 0"
+    [ -s "$CSV" ] || make_csv "$CSV" "$MSGS"
+    p=$(free_port)
+    mkdir -p "$TMP/replica"
+    redis-server --bind 127.0.0.1 --port "$p" --save "" --appendonly no --dir "$TMP/replica" \
+        --logfile "$TMP/replica/redis.log" --protected-mode no --replicaof 127.0.0.1 "$REDIS_PORT" &
+    REP_PID=$!
+    PIDS+=("$REP_PID")
+    wait_for sh -c "redis-cli -p $p info replication | grep -q master_link_status:up" ||
+        { echo "bench: the replica did not attach" >&2; exit 1; }
+    start_sink replicas --threads 2 --log-file "$TMP/rep.msglog"
+    declare -A RP_RATES=() RP_PRIM=() RP_REPL=()
+    for ack in 0 1 1 0; do
+        rep_run "$ack"
+        RP_RATES[$ack]="${RP_RATES[$ack]:-} $RP_RATE" RP_PRIM[$ack]="${RP_PRIM[$ack]:-} $RP_PRIMARY_US"
+        RP_REPL[$ack]="${RP_REPL[$ack]:-} $RP_REPLICA_US"
+    done
+    stop_sink
+    kill "$REP_PID" 2>/dev/null || true
+    wait "$REP_PID" 2>/dev/null || true
+    mean() { calc "round(sum([$(echo "$1" | sed 's/^ //; s/ /,/g')]) / 2, 1)"; }
+    rate0=$(calc "round($(mean "${RP_RATES[0]}"))") rate1=$(calc "round($(mean "${RP_RATES[1]}"))")
+    r=$(calc "round($rate1 / max($rate0, 1), 2)")
+    res replicas_ack0_msgs_per_sec "$rate0"
+    res replicas_ack1_msgs_per_sec "$rate1"
+    res replicas_ack_ratio "$r"
+    res replicas_ack0_primary_us_per_msg "$(mean "${RP_PRIM[0]}")"
+    res replicas_ack1_primary_us_per_msg "$(mean "${RP_PRIM[1]}")"
+    res replicas_ack1_replica_us_per_msg "$(mean "${RP_REPL[1]}")"
+    row "replicas" "replicas_ack = 1 / = 0, a replica attached (msgs/s, mean of 2 runs each)" \
+        "$rate1 / $rate0 msgs/s" "ratio $r" "-"
+    row "replicas" "Redis CPU per delivered message, replicas_ack = 0 / = 1: primary; replica" \
+        "$(mean "${RP_PRIM[0]}") / $(mean "${RP_PRIM[1]}") us; $(mean "${RP_REPL[0]}") / $(mean "${RP_REPL[1]}") us" "-" "-"
 fi
 
 # ---------------------------------------------------------------- report
