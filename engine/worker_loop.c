@@ -161,6 +161,10 @@ void worker_run(struct worker *w)
             handle_completions(w);
         }
     }
+    log_info("redis: %lu record calls (%.1f outcomes each), %lu reads of jobs (%lu empty, the others %.1f jobs each)",
+             w->n_records, w->n_records ? (double)w->n_recorded / (double)w->n_records : 0.0, w->n_reads,
+             w->n_reads_empty,
+             w->n_reads > w->n_reads_empty ? (double)w->n_read_jobs / (double)(w->n_reads - w->n_reads_empty) : 0.0);
     const struct xport_stats *st = xport_loop_stats(w->xl);
     log_debug("transport: %lu sends (%lu bytes), %lu receives (%lu bytes)", st->sends, st->send_bytes, st->recvs,
               st->recv_bytes);
