@@ -55,6 +55,13 @@
 #               sides' msgs/s (ratio) and CPU per message; every message at
 #               the sink must carry a DKIM-Signature, a sample of 50 per side
 #               is verified. Needs root (Postfix) and postfix + opendkim.
+#     cluster   one worker (2 threads, shards = 12) on a Redis Cluster of 1,
+#               2 and 3 primaries: Redis CPU per delivered message summed
+#               over the primaries (INFO cpu; each node's idle CPU over as
+#               long shown and taken off), per node its context switches and
+#               commandstats, the worker's record and read batch sizes; then
+#               the same under callgrind: Redis instructions per message.
+#               Target: each flat within 20% (max / min <= 1.2).
 #   Output: progress per section, a markdown table, then key=value lines.
 #   Exit status 0 when every section ran (targets missed or not), 1 when a
 #   section could not run or lost messages.
@@ -67,7 +74,7 @@
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
 #   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (60000;
-#   quick 20000), BENCH_KEEP=1 keeps the work
+#   quick 20000), BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
 #   directory. docs/bench.md has the details and the measured results.
 set -euo pipefail
 
