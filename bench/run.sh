@@ -1312,7 +1312,7 @@ if has_section cluster; then
     done
     # the work itself, free of the machine's contention: instructions Redis executes per message (callgrind)
     CL_INSTR=()
-    if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    if [ "$CL_INSTR_MSGS" -gt 0 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
         make_csv "$TMP/cl-$CL_INSTR_MSGS.csv" "$CL_INSTR_MSGS"
         for k in 1 2 3; do
             mkdir -p "$TMP/cg$k"
@@ -1349,7 +1349,8 @@ if has_section cluster; then
         row "cluster" "per-message Redis instructions, max / min over 1, 2, 3 primaries" "$ispread" "<= 1.2" \
             "$(verdict "$ispread <= 1.2")"
     else
-        row "cluster" "per-message Redis instructions (callgrind)" "not measured: valgrind not installed" "<= 1.2" "-"
+        row "cluster" "per-message Redis instructions (callgrind)" \
+            "not measured (valgrind not installed, or BENCH_CLUSTER_INSTR_MSGS=0)" "<= 1.2" "-"
     fi
     echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling; CPU time per" \
         "message also grows with the number of busy processes sharing its 2 cores (docs/bench.md), instructions do not"
