@@ -55,6 +55,13 @@
 #               sides' msgs/s (ratio) and CPU per message; every message at
 #               the sink must carry a DKIM-Signature, a sample of 50 per side
 #               is verified. Needs root (Postfix) and postfix + opendkim.
+#     cluster   one worker (2 threads, shards = 12) on a Redis Cluster of 1,
+#               2 and 3 primaries: Redis CPU per delivered message summed
+#               over the primaries (INFO cpu; each node's idle CPU over as
+#               long shown and taken off), per node its context switches and
+#               commandstats, the worker's record and read batch sizes; then
+#               the same under callgrind: Redis instructions per message.
+#               Target: each flat within 20% (max / min <= 1.2).
 #     replicas  what replication costs: the plaintext spine (bench tuning)
 #               with a replica attached to the bench's redis-server, with
 #               [redis] replicas_ack = 0 and = 1 (a WAIT after each record
@@ -72,7 +79,7 @@
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
 #   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (60000;
-#   quick 20000), BENCH_KEEP=1 keeps the work
+#   quick 20000), BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
 #   directory. docs/bench.md has the details and the measured results.
 set -euo pipefail
 
@@ -1160,22 +1167,26 @@ EOC
 fi
 
 # ---------------------------------------------------------------- 8. cluster: Redis CPU per message per shard
-# cl_start K - K redis-server primaries in cluster mode (no replicas), the 16384 slots split in K ranges,
-# joined with CLUSTER MEET; sets CL_PORTS CL_PIDS (redis-cli --cluster create wants 3 primaries at least)
+# cl_start K [WRAP...] - K redis-server primaries in cluster mode (no replicas), the 16384 slots split in K
+# ranges, joined with CLUSTER MEET; each run under WRAP (valgrind) when given; sets CL_PORTS CL_PIDS
+# (redis-cli --cluster create wants 3 primaries at least)
 cl_start() {
     local k=$1 i p lo hi
+    shift
     CL_PORTS=() CL_PIDS=()
     for i in $(seq "$k"); do
         p=$(free_port)
         while [ $((p + 10000)) -gt 65535 ]; do p=$(free_port); done
         mkdir -p "$TMP/cl$k-$p"
-        redis-server --bind 127.0.0.1 --port "$p" --save "" --appendonly no --dir "$TMP/cl$k-$p" \
+        "$@" redis-server --bind 127.0.0.1 --port "$p" --save "" --appendonly no --dir "$TMP/cl$k-$p" \
             --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
-            --logfile "$TMP/cl$k-$p/redis.log" --protected-mode no &
+            --logfile "$TMP/cl$k-$p/redis.log" --protected-mode no 2>"$TMP/cl$k-$p/stderr" &
         CL_PIDS+=($!)
         PIDS+=($!)
         CL_PORTS+=("$p")
-        wait_for redis-cli -p "$p" ping || { echo "bench: cluster node $p did not start" >&2; exit 1; }
+        # under valgrind a node takes longer to answer (up to a minute on a busy machine)
+        for _ in $(seq $(($# > 0 ? 6 : 1))); do wait_for redis-cli -p "$p" ping && break; done
+        redis-cli -p "$p" ping >/dev/null 2>&1 || { echo "bench: cluster node $p did not start" >&2; exit 1; }
     done
     for i in $(seq 0 $((k - 1))); do
         lo=$((16384 * i / k)) hi=$((16384 * (i + 1) / k - 1))
@@ -1195,59 +1206,159 @@ cl_stop() {
     for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
+# cl_cpu_us PORT - a cluster node's user + system CPU so far in us (INFO cpu, as redis_cpu_us)
+cl_cpu_us() { REDIS_PORT=$1 redis_cpu_us; }
+
+# cl_switches PID - the node's context switches so far (voluntary: each wake-up to serve a read or its cron)
+cl_switches() { awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s}' "/proc/$1/status"; }
+
+# cl_cmdstats PORT N TAG - where a node's time went: the 6 commands taking most, calls and us per message (N
+# delivered in all; wall time inside each call, so preemption on a busy machine counts; scripts include the
+# commands they call)
+cl_cmdstats() {
+    redis-cli -p "$1" info commandstats | awk -F'[:=,]' -v n="$2" '/^cmdstat_/ {sub("cmdstat_", "", $1);
+        printf "%s %d calls (%.4f/msg) %.2f us/msg\n", $1, $3, $3 / n, $5 / n}' | sort -k5 -rn | head -6 |
+        sed "s/^/    $3: /"
+}
+
+# cl_run K CONF - push the campaign into the cluster, run one worker until the queue is drained; sets
+# CL_SENT and CL_WSECS (the worker's run, s)
+cl_run() {
+    local k=$1 conf=$2 rc=0 before w0 w1
+    push "$conf" "$TMP/cl-$CL_N.csv" >/dev/null
+    before=$(sstat "$SINK_STATS" messages)
+    "${CL_BEFORE[@]}"
+    w0=$(date +%s%N)
+    timeout 1200 "$VOLLEY" worker -c "$conf" --exit-when-idle 2>"$conf.log" || rc=$?
+    w1=$(date +%s%N)
+    "${CL_AFTER[@]}"
+    settle_stat "$SINK_STATS" messages $((before + CL_N))
+    CL_SENT=$(($(sstat "$SINK_STATS" messages) - before))
+    CL_WSECS=$(calc "($w1 - $w0) / 1e9")
+    if [ "$rc" -ne 0 ] || [ "$CL_SENT" -ne "$CL_N" ]; then
+        echo "bench: cluster of $k: worker exit $rc, the sink counted $CL_SENT of $CL_N" >&2
+        tail -n 5 "$conf.log" >&2
+        FAILED=1
+    fi
+    # the worker's batches: record script calls and reads of jobs per thread
+    sed -n 's/.*\[\(w[0-9]*\)\] redis: /\1: /p' "$conf.log" | sed "s/^/    $k primaries, worker thread /"
+}
+
+# cl_conf K FILE - the worker's config for the cluster of CL_PORTS
+cl_conf() {
+    write_conf "$2" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
+    sed -i -e "s|^url = .*|url = redis+cluster://$(printf '127.0.0.1:%s,' "${CL_PORTS[@]}" | sed 's/,$//')\nshards = $CL_SHARDS|" \
+        -e 's/^level = warn$/level = info/' "$2"
+}
+
+# cl_zero / cl_dump - callgrind's counts of every node set to 0 before the worker, written out after it
+cl_zero() { for p in "${CL_PIDS[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done; }
+cl_dump() { for p in "${CL_PIDS[@]}"; do callgrind_control -d "$p" >/dev/null 2>&1; done; }
+# cl_mark / cl_read - INFO cpu, context switches and command statistics of every node around the worker
+cl_mark() {
+    CL_C0=() CL_S0=()
+    for i in "${!CL_PIDS[@]}"; do
+        redis-cli -p "${CL_PORTS[$i]}" config resetstat >/dev/null
+        CL_C0+=("$(cl_cpu_us "${CL_PORTS[$i]}")") CL_S0+=("$(cl_switches "${CL_PIDS[$i]}")")
+    done
+}
+cl_read() {
+    CL_C1=() CL_S1=()
+    for i in "${!CL_PIDS[@]}"; do CL_C1+=("$(cl_cpu_us "${CL_PORTS[$i]}")") CL_S1+=("$(cl_switches "${CL_PIDS[$i]}")"); done
+}
+
 if has_section cluster; then
     CL_MSGS=${BENCH_CLUSTER_MSGS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 60000)}
+    CL_INSTR_MSGS=${BENCH_CLUSTER_INSTR_MSGS:-5000}
     CL_SHARDS=12
     say "cluster: $CL_MSGS messages, shards = $CL_SHARDS, 1 worker (2 threads), on 1, 2 and 3 primaries"
-    make_csv "$TMP/cl.csv" "$CL_MSGS"
+    make_csv "$TMP/cl-$CL_MSGS.csv" "$CL_MSGS"
     start_sink cluster --threads 1
-    CL_FLAT=()
+    CL_RAW=() CL_NET=()
     for k in 1 2 3; do
         cl_start "$k"
-        url="redis+cluster://$(printf '127.0.0.1:%s,' "${CL_PORTS[@]}" | sed 's/,$//')"
-        write_conf "$TMP/cl$k.conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
-        sed -i "s|^url = .*|url = $url\nshards = $CL_SHARDS|" "$TMP/cl$k.conf"
-        push "$TMP/cl$k.conf" "$TMP/cl.csv" >/dev/null
-        before=$(sstat "$SINK_STATS" messages)
-        t0=()
-        for p in "${CL_PIDS[@]}"; do t0+=("$(cpu_ticks "$p")"); done
-        rc=0
-        timeout 600 "$VOLLEY" worker -c "$TMP/cl$k.conf" --exit-when-idle 2>"$TMP/cl$k.log" || rc=$?
-        settle_stat "$SINK_STATS" messages $((before + CL_MSGS))
-        sent=$(($(sstat "$SINK_STATS" messages) - before))
-        if [ "$rc" -ne 0 ] || [ "$sent" -ne "$CL_MSGS" ]; then
-            echo "bench: cluster of $k: worker exit $rc, the sink counted $sent of $CL_MSGS" >&2
-            tail -n 5 "$TMP/cl$k.log" >&2
-            FAILED=1
-        fi
-        # each primary's CPU per delivered message; the sum is what one message costs Redis (one shard each)
-        per=() total=0 worst=0
+        cl_conf "$k" "$TMP/cl$k.conf"
+        CL_N=$CL_MSGS CL_BEFORE=(cl_mark) CL_AFTER=(cl_read)
+        cl_run "$k" "$TMP/cl$k.conf"
+        sent=$CL_SENT wsecs=$CL_WSECS
+        # each primary's CPU per delivered message (INFO cpu), its idle CPU over as long with no worker (cron,
+        # cluster bus: a fixed cost per node, not per message), and what is left: the per-message cost
+        per=() raw=0 net=0 worst=0
         for i in "${!CL_PIDS[@]}"; do
-            us=$(calc "round(($(cpu_ticks "${CL_PIDS[$i]}") - ${t0[$i]}) * 1e6 / $HZ / max($sent, 1), 1)")
+            p=${CL_PORTS[$i]}
+            us=$(calc "round((${CL_C1[$i]} - ${CL_C0[$i]}) / max($sent, 1), 2)")
+            sw=$((CL_S1[i] - CL_S0[i]))
+            cl_cmdstats "$p" "$sent" "$k primaries, node $i"
+            i0=$(cl_cpu_us "$p")
+            sleep "$wsecs"
+            i1=$(cl_cpu_us "$p")
+            idle=$(calc "round(($i1 - $i0) / max($sent, 1), 2)")
+            echo "    $k primaries, node $i: $us us per message, $sw context switches;" \
+                "idle $(calc "round(($i1 - $i0) / $wsecs / 1000, 2)") ms/s = $idle us per message over the worker's" \
+                "$(calc "round($wsecs, 2)") s"
             per+=("$us")
-            total=$(calc "round($total + $us, 1)")
-            worst=$(calc "max($worst, $us)")
+            raw=$(calc "round($raw + $us, 2)")
+            net=$(calc "round($net + $us - $idle, 2)")
+            worst=$(calc "max($worst, $us - $idle)")
         done
-        cap_even=$(calc "round($k * 1e6 / max($total, 0.1))")
+        cap_even=$(calc "round($k * 1e6 / max($net, 0.1))")
         cap_here=$(calc "round(1e6 / max($worst, 0.1))")
-        echo "cluster of $k primaries: Redis CPU per message $total us (per primary: ${per[*]});" \
+        echo "cluster of $k primaries: Redis CPU per message $raw us (per primary: ${per[*]}), $net us net of idle;" \
             "capacity at 100% of each primary: $cap_even msgs/s with an even spread, $cap_here with this one"
-        res "cluster_${k}p_redis_cpu_us_per_msg" "$total"
+        res "cluster_${k}p_redis_cpu_us_per_msg" "$raw"
+        res "cluster_${k}p_redis_cpu_net_us_per_msg" "$net"
         res "cluster_${k}p_capacity_msgs_per_sec" "$cap_even"
-        row "cluster" "$k primaries, shards = $CL_SHARDS: Redis CPU per message (sum of primaries)" "$total us" \
-            "flat within 20%" "-"
+        row "cluster" "$k primaries, shards = $CL_SHARDS: Redis CPU per message (sum of primaries; net of idle)" \
+            "$raw us ($(IFS=+; echo "${per[*]}")); $net us" "flat within 20%" "-"
         row "cluster" "$k primaries: capacity at 100% of each primary core (even spread / this spread)" \
             "$cap_even / $cap_here msgs/s" "linear in primaries" "-"
-        CL_FLAT+=("$total")
+        CL_RAW+=("$raw") CL_NET+=("$net")
         cl_stop
     done
+    # the work itself, free of the machine's contention: instructions Redis executes per message (callgrind)
+    CL_INSTR=()
+    if [ "$CL_INSTR_MSGS" -gt 0 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+        make_csv "$TMP/cl-$CL_INSTR_MSGS.csv" "$CL_INSTR_MSGS"
+        for k in 1 2 3; do
+            mkdir -p "$TMP/cg$k"
+            cl_start "$k" valgrind --tool=callgrind "--callgrind-out-file=$TMP/cg$k/out.%p"
+            cl_conf "$k" "$TMP/cg$k.conf"
+            CL_N=$CL_INSTR_MSGS CL_BEFORE=(cl_zero) CL_AFTER=(cl_dump)
+            cl_run "$k" "$TMP/cg$k.conf"
+            ir=()
+            for p in "${CL_PIDS[@]}"; do
+                ir+=("$(calc "round($(sed -n 's/^summary: //p' "$TMP/cg$k/out.$p.1") / max($CL_SENT, 1) / 1000, 1)")")
+            done
+            cl_stop
+            sum=$(calc "round($(IFS=+; echo "${ir[*]}"), 1)")
+            echo "cluster of $k primaries under callgrind, $CL_INSTR_MSGS messages: $sum thousand instructions per" \
+                "message (per primary: ${ir[*]})"
+            res "cluster_${k}p_redis_kinstr_per_msg" "$sum"
+            row "cluster" "$k primaries: Redis instructions per message (callgrind, $CL_INSTR_MSGS messages)" \
+                "$sum k ($(IFS=+; echo "${ir[*]}"))" "flat within 20%" "-"
+            CL_INSTR+=("$sum")
+        done
+    fi
     stop_sink
-    flat=$(IFS=,; echo "${CL_FLAT[*]}")
+    flat=$(IFS=,; echo "${CL_NET[*]}") flatraw=$(IFS=,; echo "${CL_RAW[*]}")
     spread=$(calc "round(max($flat) / max(min($flat), 0.1), 2)")
-    ok=$(verdict "$spread <= 1.2")
+    spreadraw=$(calc "round(max($flatraw) / max(min($flatraw), 0.1), 2)")
     res cluster_cpu_spread "$spread"
-    row "cluster" "per-message Redis CPU, max / min over 1, 2, 3 primaries" "$spread" "<= 1.2" "$ok"
-    echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling"
+    res cluster_cpu_spread_raw "$spreadraw"
+    row "cluster" "per-message Redis CPU time net of idle, max / min over 1, 2, 3 primaries (raw)" \
+        "$spread ($spreadraw)" "<= 1.2" "$(verdict "$spread <= 1.2")"
+    if [ "${#CL_INSTR[@]}" -eq 3 ]; then
+        flat=$(IFS=,; echo "${CL_INSTR[*]}")
+        ispread=$(calc "round(max($flat) / max(min($flat), 0.1), 3)")
+        res cluster_instr_spread "$ispread"
+        row "cluster" "per-message Redis instructions, max / min over 1, 2, 3 primaries" "$ispread" "<= 1.2" \
+            "$(verdict "$ispread <= 1.2")"
+    else
+        row "cluster" "per-message Redis instructions (callgrind)" \
+            "not measured (valgrind not installed, or BENCH_CLUSTER_INSTR_MSGS=0)" "<= 1.2" "-"
+    fi
+    echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling; CPU time per" \
+        "message also grows with the number of busy processes sharing its 2 cores (docs/bench.md), instructions do not"
 fi
 
 # ---------------------------------------------------------------- 9. replicas: the cost of replicas_ack

@@ -333,6 +333,8 @@ void flush_outcomes(struct worker *w)
                                      .suppress_classes = w->cfg->feedback_suppress_classes,
                                      .events_max_entries = (uint64_t)w->cfg->events_max_entries};
         b->shard = shard;
+        w->n_records++;
+        w->n_recorded += (unsigned long)n;
         q_record(w->redis.q, &w->sh[shard].keys, &opts, o, n, on_recorded, b);
     }
 }
@@ -661,6 +663,9 @@ static void on_read(void *priv, redisReply *r)
         int max = 2 * Q_INTAKE_MAX_COUNT;
         struct q_job **jobs = xmalloc((size_t)max * sizeof(*jobs));
         int n = q_jobs_parse(r, jobs, max);
+        w->n_reads++;
+        w->n_reads_empty += n == 0;
+        w->n_read_jobs += n > 0 ? (unsigned long)n : 0;
         if (n < 0) {
             log_error("unexpected XREADGROUP reply");
             w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;

@@ -217,6 +217,8 @@ struct worker {
     uint64_t metrics_at_ms;
     /* counters for the end-of-run summary */
     unsigned long n_delivered, n_deferred, n_bounced, n_failed, n_other;
+    /* ...and of its Redis work: record script calls (outcomes in them), reads of jobs (empty ones, jobs read) */
+    unsigned long n_records, n_recorded, n_reads, n_reads_empty, n_read_jobs;
 };
 
 /* worker.c: the loop, intake, message memory and outcome recording */

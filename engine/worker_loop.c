@@ -161,6 +161,11 @@ void worker_run(struct worker *w)
             handle_completions(w);
         }
     }
+    log_info("redis: %lu record calls of %lu outcomes (%.1f each), %lu reads of jobs (%lu empty) brought %lu jobs "
+             "(%.1f per other read)",
+             w->n_records, w->n_recorded, w->n_records ? (double)w->n_recorded / (double)w->n_records : 0.0, w->n_reads,
+             w->n_reads_empty, w->n_read_jobs,
+             w->n_reads > w->n_reads_empty ? (double)w->n_read_jobs / (double)(w->n_reads - w->n_reads_empty) : 0.0);
     const struct xport_stats *st = xport_loop_stats(w->xl);
     log_debug("transport: %lu sends (%lu bytes), %lu receives (%lu bytes)", st->sends, st->send_bytes, st->recvs,
               st->recv_bytes);

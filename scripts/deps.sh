@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential pkg-config liburing-dev libssl-dev openssl libhiredis-dev libjemalloc-dev libc-ares-dev
 libcmocka-dev redis-server redis-tools python3 python3-aiosmtpd python3-dkim python3-nacl python3-pytest python3-redis
 dnsmasq-base postfix opendkim opendkim-tools libseccomp-dev libsystemd-dev systemd lintian libcurl4-openssl-dev libmicrohttpd-dev curl
-prometheus"
+prometheus valgrind"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
