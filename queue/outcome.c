@@ -165,7 +165,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* the events' ms: the worker's clock when it is within 1 s of Redis TIME. Whether the stream's last id is
        ahead of it (XADD <ms>-* must not go back) is learnt from the batch's first XADD, which then fails and
        writes nothing: the ms is taken again the careful way (ev_clock, whose XINFO STREAM cost Redis
-       ~15 us a batch) and the event rebuilt. So a batch pays XINFO STREAM only when the clocks disagree */
+       ~16 us a batch) and the event rebuilt. So a batch pays XINFO STREAM only when the clocks disagree */
     "local now = redis.call('TIME')\n"
     "now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
     "local evms, clocked = now, false\n"
