@@ -6,7 +6,7 @@
  *     1 stats key prefix   2 events max_entries   3 group   4 n
  *     5 max_age_ms (0: never)   6 suppression by bounce on (1/0)
  *     7 hold key prefix   8 campaign key prefix   9 pstats key prefix
- *     10 base: the worker's wall ms
+ *     10 base: the worker's wall ms, rounded up to Q_RECORD_MS_STEP
  *     then per outcome:
  *       mask  job  campaign  to  status  code  attempt  jd
  *       (jd: the job id as events store it, (base - its ms) * 1000 + its
@@ -80,6 +80,7 @@
 #define Q_RECORD_GLOBALS 10
 #define Q_OUTCOME_FIXED  8 /* mask job campaign to status code attempt jd */
 #define Q_REPLY_MAX      512
+#define Q_RECORD_MS_STEP 16 /* the events' id ms is the worker's clock rounded up to this (q_record) */
 /* the mask of an outcome's arguments (the script's BITS, HIGH and CARRY; its fast path is mask 7) */
 enum {
     Q_OPT_DSN = 1,
@@ -705,8 +706,14 @@ void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_o
     q_resp_bulk_str(b, k->hold);
     q_resp_bulk_str(b, k->campaign);
     q_resp_bulk_str(b, k->pstats);
-    /* the events' id ms when the Redis clock agrees (queue/events.h ev_clock): job offsets are taken from it */
-    uint64_t base = clock_wall_ms();
+    /*
+     * the events' id ms when the Redis clock agrees (queue/events.h ev_clock): job offsets are taken from it.
+     * Rounded up to a multiple of Q_RECORD_MS_STEP so that the batches of several threads (or workers) built
+     * within those ms share it: a batch whose ms is behind the stream's last id (one built a moment before
+     * another thread's but run after it, about every other batch with 2 threads) costs Redis an XINFO STREAM
+     * and a shifted job number per message.
+     */
+    uint64_t base = (clock_wall_ms() + Q_RECORD_MS_STEP - 1) / Q_RECORD_MS_STEP * Q_RECORD_MS_STEP;
     q_resp_bulk_u64(b, base);
     for (int i = 0; i < n;) {
         int len = run_len(o, i, n, opts);
