@@ -105,22 +105,21 @@ static int parse_first_ms(const char *p, size_t n, uint64_t *out)
 }
 
 /*
- * id_ok - "<ms>-<seq>", the only form Redis gives a stream entry id. The id
- * goes into XACK, key names and the Message-ID header, so a NUL (which
- * would cut it short) or a CR/LF must never get through.
+ * q_job_id_ok - the id goes into XACK, key names and the Message-ID header, so a NUL (which would cut it
+ * short) or a CR/LF must never get through
  */
-static int id_ok(const redisReply *id)
+int q_job_id_ok(const char *id, size_t len)
 {
     size_t dash = 0;
-    if (id->len == 0 || id->len >= Q_ID_MAX)
+    if (len == 0 || len >= Q_ID_MAX)
         return 0;
-    for (size_t i = 0; i < id->len; i++) {
-        if (id->str[i] == '-' && dash == 0 && i > 0)
+    for (size_t i = 0; i < len; i++) {
+        if (id[i] == '-' && dash == 0 && i > 0)
             dash = i;
-        else if (id->str[i] < '0' || id->str[i] > '9')
+        else if (id[i] < '0' || id[i] > '9')
             return 0;
     }
-    return dash > 0 && dash + 1 < id->len;
+    return dash > 0 && dash + 1 < len;
 }
 
 /*
@@ -131,7 +130,7 @@ static int entry_shape_ok(const redisReply *e)
 {
     if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !is_str(e->element[0]))
         return 0;
-    if (!id_ok(e->element[0]))
+    if (!q_job_id_ok(e->element[0]->str, e->element[0]->len))
         return 0;
     const redisReply *f = e->element[1];
     return f->type == REDIS_REPLY_NIL || f->type == REDIS_REPLY_ARRAY;

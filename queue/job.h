@@ -62,5 +62,10 @@ struct q_job {
  */
 int q_jobs_parse(const redisReply *r, struct q_job **out, int max);
 void q_job_free(struct q_job *j);
+/*
+ * q_job_id_ok - id[0..len) is "<ms>-<seq>" (digits, one dash, shorter than Q_ID_MAX), the only form Redis
+ * gives a stream entry id
+ */
+int q_job_id_ok(const char *id, size_t len);
 
 #endif

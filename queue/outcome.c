@@ -6,7 +6,7 @@
  *     1 stats key prefix   2 events max_entries   3 group   4 n
  *     5 max_age_ms (0: never)   6 suppression by bounce on (1/0)
  *     7 hold key prefix   8 campaign key prefix   9 pstats key prefix
- *     10 base: the worker's wall ms
+ *     10 base: the worker's wall ms, rounded up to Q_RECORD_MS_STEP
  *     then per outcome:
  *       mask  job  campaign  to  status  code  attempt  jd
  *       (jd: the job id as events store it, (base - its ms) * 1000 + its
@@ -37,7 +37,10 @@
  *   once per run with only its three per-message slots rewritten
  *   (bench-record, batches of 256: the record script 4.3 -> 3.3 us per
  *   message; 4 arguments, attempt per message, measured 3.45). Every
- *   delivered outcome with a reply goes in a run (of one, if need be).
+ *   delivered outcome with a reply and a well-formed id goes in a run (of
+ *   one, if need be). A run's ids are checked in the worker (q_job_id_ok),
+ *   not by the script: the pattern match per message cost Redis ~0.2 us;
+ *   an outcome whose id fails goes alone, where the script checks it.
  *   Field names are constants of the script; counters are summed per
  *   campaign and status and written once per batch; the streams are trimmed once per batch. The script
  *   checks every argument before its first write because Redis does not
@@ -70,12 +73,14 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "queue/events.h"
+#include "queue/job.h"
 #include "queue/resp.h"
 #include "queue/script.h"
 
 #define Q_RECORD_GLOBALS 10
 #define Q_OUTCOME_FIXED  8 /* mask job campaign to status code attempt jd */
 #define Q_REPLY_MAX      512
+#define Q_RECORD_MS_STEP 16 /* the events' id ms is the worker's clock rounded up to this (q_record) */
 /* the mask of an outcome's arguments (the script's BITS, HIGH and CARRY; its fast path is mask 7) */
 enum {
     Q_OPT_DSN = 1,
@@ -128,9 +133,6 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "    if band(m, PROV) ~= 0 then provs[k] = ARGV[p]; p = p + 1 end\n"
     "    if p + 4 * cnt - 1 > nargs then return bad('malformed arguments') end\n"
     "    if not tonumber(ARGV[a + 4]) then return bad('bad attempt') end\n"
-    "    for q = p, p + 4 * cnt - 1, 4 do\n"
-    "      if not string.match(ARGV[q], '^%d+%-%d+$') then return bad('bad id') end\n"
-    "    end\n"
     "    starts[k], masks[k], carries[k] = a, m, p\n"
     "    a, left = p + 4 * cnt, left - cnt\n"
     "  else\n"
@@ -161,7 +163,14 @@ static struct redis_script record_script = REDIS_SCRIPT(
     /* events (queue/events.h): one id ms for the whole batch, which job and retry_in_ms are offsets from; status
        as a number (enum q_status); dsn, host, source_ip and tls in their compact forms */
     Q_EVENTS_LUA /* (Lua helpers) */
-    "local evms, egroups = ev_clock(events, base)\n"
+    /* the events' ms: the worker's clock when it is within 1 s of Redis TIME. Whether the stream's last id is
+       ahead of it (XADD <ms>-* must not go back) is learnt from the batch's first XADD, which then fails and
+       writes nothing: the ms is taken again the careful way (ev_clock, whose XINFO STREAM cost Redis
+       ~16 us a batch) and the event rebuilt. So a batch pays XINFO STREAM only when the clocks disagree */
+    "local now = redis.call('TIME')\n"
+    "now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
+    "local evms, clocked = now, false\n"
+    "if base and math.abs(base - now) <= 1000 then evms = base end\n"
     /* jref - the stored job from the worker's jd (taken from base): as sent when the event id's ms is base (the
        usual case: no string work per message), shifted otherwise; a job id sent whole stays whole */
     "local shift = evms - (base or evms)\n"
@@ -172,6 +181,16 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  return string.format('%.0f', d + shift * 1000)\n"
     "end\n"
     "local evid = string.format('%.0f', evms) .. '-*'\n"
+    /* first_xadd - the batch's first event: ev as built, or, when the stream's last id is ahead, what
+       rebuild() makes once evms (and with it shift, evid) has been set from the stream */
+    "local function first_xadd(ev, rebuild)\n"
+    "  clocked = true\n"
+    "  local r = redis.pcall('XADD', events, evid, unpack(ev))\n"
+    "  if type(r) ~= 'table' or not r.err then return end\n"
+    "  evms = ev_clock(events, base)\n"
+    "  shift, evid = evms - (base or evms), string.format('%.0f', evms) .. '-*'\n"
+    "  redis.call('XADD', events, evid, unpack(rebuild()))\n"
+    "end\n"
     "local SCODE = {delivered = '0', deferred = '1', bounced = '2', failed = '3', cancelled = '5', suppressed = '6'}\n"
     "local refs = {}\n"
     "local function enc(i, v)\n"
@@ -211,7 +230,7 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  return ARGV[p]\n"
     "end\n"
     /* event - XADD the event in contract order with status st; reply replaces the worker's when given */
-    "local function event(a, m, c, st, reply, expired, dup)\n"
+    "local function event_fields(a, m, c, st, reply, expired, dup)\n"
     "  local ev = {'job', jref(ARGV[a + 7]), 'campaign', camp_ref(ARGV[a + 2]), 'to', ARGV[a + 3],\n"
     "              'status', SCODE[st], 'code', ARGV[a + 5], 'attempt', ARGV[a + 6]}\n"
     "  local p = a + 8\n"
@@ -226,7 +245,12 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  if band(m, HIGH) ~= 0 then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
     "  if expired then ev[#ev + 1] = 'expired'; ev[#ev + 1] = '1' end\n"
     "  if dup then ev[#ev + 1] = 'duplicate'; ev[#ev + 1] = '1' end\n"
-    "  redis.call('XADD', events, evid, unpack(ev))\n"
+    "  return ev\n"
+    "end\n"
+    "local function event(a, m, c, st, reply, expired, dup)\n"
+    "  local ev = event_fields(a, m, c, st, reply, expired, dup)\n"
+    "  if clocked then redis.call('XADD', events, evid, unpack(ev)); return end\n"
+    "  first_xadd(ev, function() return event_fields(a, m, c, st, reply, expired, dup) end)\n"
     "end\n"
     /* every status but delivered (which the loop below records inline), once the job is acknowledged */
     "local function outcome(a, m, c, stream)\n"
@@ -311,10 +335,12 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  return xm < ym or (xm == ym and tonumber(xs) < tonumber(ys))\n"
     "end\n"
     "local function trim_events()\n"
-    /* no export group when the batch started (none can appear during it): the plain cap */
-    "  if egroups == 0 then redis.call('XTRIM', events, 'MAXLEN', '~', maxlen); return 0 end\n"
+    /* no export group (or no stream yet): the plain cap */
+    "  local groups = redis.pcall('XINFO', 'GROUPS', events)\n"
+    "  if type(groups) ~= 'table' or groups.err or #groups == 0 then\n"
+    "    redis.call('XTRIM', events, 'MAXLEN', '~', maxlen); return 0 end\n"
     "  local keep\n"
-    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', events)) do\n"
+    "  for _, g in ipairs(groups) do\n"
     "    local name, last\n"
     "    for j = 1, #g - 1, 2 do\n"
     "      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end\n"
@@ -351,17 +377,18 @@ static struct redis_script record_script = REDIS_SCRIPT(
     "  end\n"
     "  if band(m, HIGH) ~= 0 then ev[#ev + 1] = 'priority'; ev[#ev + 1] = 'high' end\n"
     "  local d, acked = #ev + 1, 0\n"
+    "  local argv, rcall, rpcall, unpk = ARGV, redis.call, redis.pcall, unpack\n"
     "  for q = p, p + 4 * cnt - 1, 4 do\n"
-    "    ev[2], ev[6], ev[ri] = ARGV[q + 3], ARGV[q + 1], ARGV[q + 2]\n"
+    "    ev[2], ev[6], ev[ri] = argv[q + 3], argv[q + 1], argv[q + 2]\n"
     "    if shift ~= 0 then ev[2] = jref(ev[2]) end\n"
-    "    if redis.pcall('XACK', stream, group, ARGV[q]) == 1 then\n"
-    "      acked = acked + 1\n"
-    "      redis.call('XADD', events, evid, unpack(ev))\n"
+    "    local dup = rpcall('XACK', stream, group, argv[q]) ~= 1\n"
+    "    if dup then ev[d], ev[d + 1] = 'duplicate', '1' else acked = acked + 1 end\n"
+    "    if clocked then rcall('XADD', events, evid, unpk(ev))\n"
     "    else\n"
-    "      ev[d], ev[d + 1] = 'duplicate', '1'\n"
-    "      redis.call('XADD', events, evid, unpack(ev))\n"
-    "      ev[d], ev[d + 1] = nil, nil\n"
+    "      local jd = argv[q + 3]\n"
+    "      first_xadd(ev, function() ev[2] = jref(jd); return ev end)\n"
     "    end\n"
+    "    if dup then ev[d], ev[d + 1] = nil, nil end\n"
     "  end\n"
     "  if acked > 0 then touched[stream] = true; count(camp, 'delivered', acked); pcount(pv, acked) end\n"
     "end\n"
@@ -588,10 +615,15 @@ static int same_opt(const char *a, const char *b)
     return set(a) ? set(b) && strcmp(a, b) == 0 : !set(b);
 }
 
-/* runs - a delivered outcome with a reply and no carried fields (the usual kind) can go in a run */
+/*
+ * runs - a delivered outcome with a reply and no carried fields (the usual kind) can go in a run. Its id
+ * is checked here, in the worker, since the script takes a run's ids as they come: an outcome whose id is
+ * malformed goes alone, where the script checks it and refuses the batch.
+ */
 static int runs(const struct q_outcome *x, unsigned m)
 {
-    return x->status == Q_DELIVERED && (m & Q_OPT_REPLY) && !(m & Q_OPT_CARRY);
+    return x->status == Q_DELIVERED && (m & Q_OPT_REPLY) && !(m & Q_OPT_CARRY) &&
+           q_job_id_ok(x->job->id, strlen(x->job->id));
 }
 
 /*
@@ -674,8 +706,14 @@ void q_record(struct q_redis *q, const struct q_keys *k, const struct q_record_o
     q_resp_bulk_str(b, k->hold);
     q_resp_bulk_str(b, k->campaign);
     q_resp_bulk_str(b, k->pstats);
-    /* the events' id ms when the Redis clock agrees (queue/events.h ev_clock): job offsets are taken from it */
-    uint64_t base = clock_wall_ms();
+    /*
+     * the events' id ms when the Redis clock agrees (queue/events.h ev_clock): job offsets are taken from it.
+     * Rounded up to a multiple of Q_RECORD_MS_STEP so that the batches of several threads (or workers) built
+     * within those ms share it: a batch whose ms is behind the stream's last id (one built a moment before
+     * another thread's but run after it, about every other batch with 2 threads) costs Redis an XINFO STREAM
+     * and a shifted job number per message.
+     */
+    uint64_t base = (clock_wall_ms() + Q_RECORD_MS_STEP - 1) / Q_RECORD_MS_STEP * Q_RECORD_MS_STEP;
     q_resp_bulk_u64(b, base);
     for (int i = 0; i < n;) {
         int len = run_len(o, i, n, opts);

@@ -269,8 +269,12 @@ static void test_record_then_read(void **st)
     q_redis_free(q);
 }
 
-/* the stream's last id is ahead of the worker's clock: the events get its ms, and the job offsets follow */
-static void test_record_after_future_id(void **st)
+/*
+ * future_case - the stream's last id is ahead of the worker's clock: the events get its ms, and the job offsets
+ * (and a deferral's retry time) follow. The batch's first XADD finds it out, so the first event is a delivery
+ * (in a run) or, with deferred_first, a deferral (built alone).
+ */
+static void future_case(int deferred_first)
 {
     freeReplyObject(rh_cmd(&H, "FLUSHALL"));
     struct q_redis *q = q_redis_new();
@@ -287,6 +291,9 @@ static void test_record_after_future_id(void **st)
     for (int i = 0; i < 3; i++)
         o[i] = (struct q_outcome){
             .job = j[i], .status = i == 1 ? Q_BOUNCED : Q_DELIVERED, .code = 250, .reply = "250 ok", .host = "mx:25"};
+    if (deferred_first)
+        o[0] = (struct q_outcome){
+            .job = j[0], .status = Q_DEFERRED, .code = 451, .reply = "later", .host = "mx:25", .retry_at_ms = 12345};
     q_record(q, &K, NULL, o, 3, on_record, NULL);
     assert_int_equal(rh_pump(q, fd), 0);
     struct q_events *e = q_events_new(H.c, &K);
@@ -300,12 +307,26 @@ static void test_record_after_future_id(void **st)
         assert_int_equal(b.ev[i].len[Q_EV_JOB], strlen(j[i - 1]->id));
         assert_memory_equal(b.ev[i].v[Q_EV_JOB], j[i - 1]->id, strlen(j[i - 1]->id));
     }
+    if (deferred_first) {
+        assert_int_equal(b.ev[1].len[Q_EV_RETRY_AT_MS], 5);
+        assert_memory_equal(b.ev[1].v[Q_EV_RETRY_AT_MS], "12345", 5);
+    }
     q_events_batch_free(&b);
     q_events_free(e);
     for (int i = 0; i < 3; i++)
         q_job_free(j[i]);
     close(fd);
     q_redis_free(q);
+}
+
+static void test_record_after_future_id(void **st)
+{
+    future_case(0);
+}
+
+static void test_record_after_future_id_deferred_first(void **st)
+{
+    future_case(1);
 }
 
 static int setup(void **st)
@@ -329,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_csv),
         cmocka_unit_test(test_record_then_read),
         cmocka_unit_test(test_record_after_future_id),
+        cmocka_unit_test(test_record_after_future_id_deferred_first),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

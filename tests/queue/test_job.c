@@ -263,6 +263,13 @@ static void test_not_an_xreadgroup_reply(void **st)
         freeReplyObject(reply);
         redisReaderFree(rd);
     }
+    /* the same rule for an id as a string (queue/outcome.c checks a run's ids with it) */
+    assert_true(q_job_id_ok("1732796400000-15", 16));
+    assert_true(q_job_id_ok("12-3", 4));
+    static const char *const bad[] = {"", "-1", "1-", "1--2", "12-a", "not-an-id", "1-2\r",
+                                      "1234567890123456789012345678901234567890123456-1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(q_job_id_ok(bad[i], strlen(bad[i])));
 }
 
 static struct q_campaign *C;

@@ -452,7 +452,8 @@ static void test_record_runs_of_delivered(void **st)
     assert_string_equal(pstat("yahoo"), "3"); /* the runs' deliveries, once each */
     idle(0, 0, 0);
 
-    /* a bad id inside a run refuses the whole batch, the run's good outcomes included */
+    /* a bad id among a run's delivered outcomes refuses the whole batch, the good outcomes included: the
+       worker checks a run's ids (the script does not, per message) and sends a malformed one alone */
     xadd("mo@example.test", "mo");
     xadd("ned@example.test", "ned");
     read_jobs("w1");
