@@ -4,7 +4,6 @@
 #   make test       install missing Debian packages, build, run unit + integration tests
 #   make asan       the same suite under AddressSanitizer and UBSan (build-asan/);
 #                   ASAN_PYTEST="tests/integration/test_engine_*.py ..." picks the pytest part
-#                   (make asan-build only builds it)
 #   make chaos      a fleet under faults (kills, Redis restart, sink faults), then a ledger check
 #   make fuzz       every tests/fuzz/fuzz_*.c under clang libFuzzer + ASan + UBSan,
 #                   FUZZ_SECONDS (60) each, new inputs in build-fuzz/ (docs/testing.md)
@@ -56,7 +55,7 @@ SINK_LIB  := $(BUILD)/libsink.a
 TOOL_SRC  := $(wildcard bench/tools/*.c tests/tools/*.c)
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
-.PHONY: all deps test unit integration asan asan-build demo bench chaos clean format fuzz fuzz-bins fuzz-replay
+.PHONY: all deps test unit integration asan demo bench chaos clean format fuzz fuzz-bins fuzz-replay
 .PHONY: docs docs-check
 all: $(BUILD)/volley $(BUILD)/volley-sink $(TOOL_BIN)
 
@@ -151,14 +150,11 @@ unit: all $(TEST_BIN)
 integration: all $(TEST_BIN)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/run-tests.sh integration
 
-# jemalloc is left out under ASan: the sanitizer brings its own allocator. asan-build only builds (.ci/run starts
-# it early, at the lowest priority, beside the plain stages)
-asan-build: deps
+# jemalloc is left out under ASan: the sanitizer brings its own allocator.
+asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 JEMALLOC= \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" all $(TEST_SRC:%.c=build-asan/%) fuzz-replay
-
-asan: asan-build
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    BUILD=build-asan PYTHON=$(PYTHON) PYTEST_PATHS="$(ASAN_PYTEST)" scripts/run-tests.sh
 
