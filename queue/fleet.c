@@ -43,7 +43,7 @@
     "elseif ty ~= 'none' then\n"                                                                                       \
     "  return {0, '', '', -1}\n"                                                                                       \
     "end\n"                                                                                                            \
-    "local gen = res == 1 and redis.call('HGET', KEYS[1], 'gen') or ARGV[6]\n"                                        \
+    "local gen = res == 1 and redis.call('HGET', KEYS[1], 'gen') or ARGV[6]\n"                                         \
     "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'pid', ARGV[2], 'host', ARGV[3], 'beat_ms', now, 'info', "          \
     "ARGV[4], 'gen', gen)\n"                                                                                           \
     "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"                                                                        \
@@ -56,18 +56,18 @@ static struct redis_script claim_script = REDIS_SCRIPT(FLEET_CLAIM_LUA);
  * A hash {token, gen}: renewed (gen kept) while it holds our token and a gen, else written afresh with the
  * proposed gen. Answers the key's gen.
  */
-static struct redis_script alive_script =
-    REDIS_SCRIPT("local g\n"
-                 "if redis.call('TYPE', KEYS[1]).ok == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then\n"
-                 "  g = redis.call('HGET', KEYS[1], 'gen')\n"
-                 "end\n"
-                 "if not g then\n"
-                 "  redis.call('DEL', KEYS[1])\n"
-                 "  g = ARGV[3]\n"
-                 "  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'gen', g)\n"
-                 "end\n"
-                 "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-                 "return g\n");
+static struct redis_script alive_script = REDIS_SCRIPT(
+    "local g\n"
+    "if redis.call('TYPE', KEYS[1]).ok == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then\n"
+    "  g = redis.call('HGET', KEYS[1], 'gen')\n"
+    "end\n"
+    "if not g then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  g = ARGV[3]\n"
+    "  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'gen', g)\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return g\n");
 
 /* fresh_gen - a generation to propose: random, never 0 (0 is "none" to the worker) */
 static uint64_t fresh_gen(void)

@@ -708,8 +708,7 @@ static uint64_t run_gen(const struct q_outcome *x, const struct q_record_opts *o
 /* run_args - how many arguments a run of len outcomes whose mask is m takes (gen: with a generation) */
 static int run_args(unsigned m, int len, uint64_t gen)
 {
-    return Q_RUN_FIXED + __builtin_popcount(m & Q_OPT_VALUES & ~(unsigned)Q_OPT_REPLY) + (gen != 0) +
-           Q_RUN_EACH * len;
+    return Q_RUN_FIXED + __builtin_popcount(m & Q_OPT_VALUES & ~(unsigned)Q_OPT_REPLY) + (gen != 0) + Q_RUN_EACH * len;
 }
 
 /* put_run - exactly run_args(m, len, gen) arguments: the header, then id to reply of each */

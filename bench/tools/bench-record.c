@@ -141,8 +141,10 @@ static void round_once(struct q_redis *q, int fd, const struct q_keys *k, int n,
         for (int i = 0; i < NJOBS; i++)
             JOBS[i]->gen = 1;
     }
-    const struct q_record_opts ro = {.max_age_ms = 4ull * 86400000ull, .suppress_hard_bounces = 1,
-                                     .suppress_classes = BOUNCE_SUPPRESS_DEFAULT, .worker = ONE_XACK ? "bench" : NULL};
+    const struct q_record_opts ro = {.max_age_ms = 4ull * 86400000ull,
+                                     .suppress_hard_bounces = 1,
+                                     .suppress_classes = BOUNCE_SUPPRESS_DEFAULT,
+                                     .worker = ONE_XACK ? "bench" : NULL};
     double c3 = cpu_us();
     struct q_outcome o[256];
     for (int i = 0; i < NJOBS; i += batch) {
