@@ -54,20 +54,22 @@ static struct redis_script claim_script = REDIS_SCRIPT(FLEET_CLAIM_LUA);
 /*
  * The per-shard copy of the heartbeat (q_alive_beat): KEYS[1] <p>:{s}:worker:<name>; ARGV token ttl_ms gen.
  * A hash {token, gen}: renewed (gen kept) while it holds our token and a gen, else written afresh with the
- * proposed gen. Answers the key's gen.
+ * proposed gen. Answers the key's gen, or "" when it took over a copy another process wrote: that process
+ * may share our consumer names (it holds our name now, and this beat is about to find that out), so the new
+ * gen is told only by the next beat, which a process that lost its name does not send.
  */
-static struct redis_script alive_script = REDIS_SCRIPT(
-    "local g\n"
-    "if redis.call('TYPE', KEYS[1]).ok == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then\n"
-    "  g = redis.call('HGET', KEYS[1], 'gen')\n"
-    "end\n"
-    "if not g then\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  g = ARGV[3]\n"
-    "  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'gen', g)\n"
-    "end\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "return g\n");
+static struct redis_script alive_script =
+    REDIS_SCRIPT("local ty = redis.call('TYPE', KEYS[1]).ok\n"
+                 "local mine = ty == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1]\n"
+                 "local g = mine and redis.call('HGET', KEYS[1], 'gen')\n"
+                 "if not g then\n"
+                 "  redis.call('DEL', KEYS[1])\n"
+                 "  g = ARGV[3]\n"
+                 "  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'gen', g)\n"
+                 "end\n"
+                 "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                 "if mine or ty == 'none' then return g end\n"
+                 "return ''\n");
 
 /* fresh_gen - a generation to propose: random, never 0 (0 is "none" to the worker) */
 static uint64_t fresh_gen(void)

@@ -95,7 +95,8 @@ void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worke
  * q_alive_beat - with hash tags (a sharded queue, a cluster): renew the hash <p>:{s}:worker:<name> {token,
  * gen} (PEXPIRE ttl_ms) in shard k->shard, the copy of the heartbeat that shard's reclaim script reads (it
  * may not read the untagged name key on a cluster); written afresh, with a new gen, when it is missing or
- * not ours. Send one per shard with each q_heartbeat the name survived; fn's reply: q_alive_reply_gen.
+ * not ours (taken over from another token, the reply tells no gen: 0). Send one per shard with each
+ * q_heartbeat the name survived; fn's reply: q_alive_reply_gen.
  */
 void q_alive_beat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, uint64_t ttl_ms,
                   q_reply_fn *fn, void *priv);
