@@ -12,9 +12,14 @@
 
 #include <stdatomic.h>
 
+#include "queue/keys.h"
+
+_Static_assert(LEASE_GENS >= Q_SHARDS_MAX, "a generation per shard");
+
 static _Atomic uint64_t lease_start_ms;
 static _Atomic uint64_t lease_until_ms;
 static atomic_bool lease_ever;
+static _Atomic uint64_t lease_gens[LEASE_GENS];
 
 void lease_confirmed(uint64_t sent_ms, uint64_t arrived_ms, uint64_t ttl_ms)
 {
@@ -52,4 +57,17 @@ void lease_reset(void)
     atomic_store(&lease_ever, false);
     atomic_store(&lease_start_ms, 0);
     atomic_store(&lease_until_ms, 0);
+    for (int i = 0; i < LEASE_GENS; i++)
+        atomic_store(&lease_gens[i], 0);
+}
+
+void lease_gen_set(int shard, uint64_t gen)
+{
+    if (shard >= 0 && shard < LEASE_GENS)
+        atomic_store_explicit(&lease_gens[shard], gen, memory_order_release);
+}
+
+uint64_t lease_gen(int shard)
+{
+    return shard >= 0 && shard < LEASE_GENS ? atomic_load_explicit(&lease_gens[shard], memory_order_acquire) : 0;
 }

@@ -46,7 +46,19 @@ bool lease_fresh(uint64_t now_ms);
 uint64_t lease_start(void);
 /* lease_until - when the current lease ends (0: none yet) */
 uint64_t lease_until(void);
-/* lease_reset - forget every lease (tests) */
+/* lease_reset - forget every lease and generation (tests) */
 void lease_reset(void);
+
+/*
+ * The generation of the heartbeat key each shard's reclaim script reads (queue/fleet.h: the name key
+ * unsharded, the per-shard copy with hash tags), as the last beat's reply said: a job read by XREADGROUP >
+ * sent after it was learnt is tagged with it (queue/outcome.c: one XACK per run). Thread 0 writes it, any
+ * thread reads it. 0: none known.
+ */
+#define LEASE_GENS 1024 /* = Q_SHARDS_MAX */
+/* lease_gen_set - shard's key holds gen (0: forget) */
+void lease_gen_set(int shard, uint64_t gen);
+/* lease_gen - what shard's key held at the last answer; 0 when unknown */
+uint64_t lease_gen(int shard);
 
 #endif

@@ -207,9 +207,12 @@ static void on_recorded(void *priv, redisReply *r)
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         if (r != NULL)
             log_error("recording %d outcomes failed: %.200s; will retry", b->n, r->str);
-        /* put them back in front: they are sent again when Redis answers */
+        /* put them back in front: they are sent again when Redis answers. The batch may have been recorded
+         * (only its reply lost): sent again without generations, each job is acknowledged alone and one
+         * recorded already is told as a duplicate (queue/outcome.c) */
         for (int i = b->n - 1; i >= 0; i--) {
             struct msg *m = b->msgs[i];
+            m->job->gen = 0;
             m->next = w->out_head;
             w->out_head = m;
             if (w->out_tail == NULL)
@@ -217,7 +220,14 @@ static void on_recorded(void *priv, redisReply *r)
             w->out_len++;
         }
     } else {
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[2]->type == REDIS_REPLY_INTEGER &&
+            r->element[2]->integer > 0)
+            log_error("BUG: %lld of %d outcomes acknowledged by one XACK per run were not pending (the heartbeat "
+                      "generation rule failed): counted only what was acknowledged, their events are not marked "
+                      "duplicate; please report",
+                      r->element[2]->integer, b->n);
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+            r->element[1]->integer > 0)
             log_warn("events stream at its ceiling ([events] max_entries): %lld events no export group had read "
                      "were trimmed; an exporter (volley events --group) is behind",
                      r->element[1]->integer);
@@ -333,6 +343,11 @@ void flush_outcomes(struct worker *w)
                                      .suppress_classes = w->cfg->feedback_suppress_classes,
                                      .events_max_entries = (uint64_t)w->cfg->events_max_entries};
         b->shard = shard;
+        /* the consumers' stem ("<name>-<thread>"): the heartbeat key the reclaim script reads */
+        char stem[sizeof(w->consumer)];
+        const char *dash = strrchr(w->consumer, '-');
+        snprintf(stem, sizeof(stem), "%.*s", dash ? (int)(dash - w->consumer) : 0, w->consumer);
+        opts.worker = dash ? stem : NULL;
         w->n_records++;
         w->n_recorded += (unsigned long)n;
         q_record(w->redis.q, &w->sh[shard].keys, &opts, o, n, on_recorded, b);
@@ -439,6 +454,7 @@ struct intake_batch {
     enum intake_kind kind;
     bool *outstanding; /* w->read_outstanding or w->claim_outstanding: cleared when the batch is done */
     uint64_t owned_ms; /* when the read was sent (fencing) */
+    uint64_t gen;      /* XREADGROUP >: the heartbeat key's generation known when it was sent (0: none) */
     int asked;         /* COUNT: a full answer means more are waiting */
     int high;          /* INTAKE_AFTER: which stream's parked entries */
     int shard;         /* which of w->sh it reads */
@@ -473,6 +489,7 @@ static void batch_start(struct intake_batch *b)
     struct camp *behind = NULL;
     for (int i = 0; i < b->n; i++) {
         b->jobs[i]->shard = b->shard;
+        b->jobs[i]->gen = b->gen;
         struct camp *waits = msg_start(w, b->jobs[i], b->owned_ms, behind);
         if (behind == NULL)
             behind = waits;
@@ -816,6 +833,11 @@ void intake_maybe_read(struct worker *w, uint64_t now)
     b->budget = budget;
     b->take_one = take_one;
     b->high = kind == INTAKE_HIGH ? 1 : high;
+    /* new entries (>), never delivered before, are ours from this read on: tagged with the generation the
+     * reclaim script's key held at our last beat (so the read runs after it was created); parked, pending
+     * and reclaimed ones are not (queue/outcome.c) */
+    if (kind != INTAKE_AFTER)
+        b->gen = lease_gen(S->keys.shard);
     w->big_job -= w->big_job / 16;
     if (kind == INTAKE_AFTER)
         q_intake_after(w->redis.q, &S->keys, w->consumer, high, S->park_after[high], count, on_read, b);

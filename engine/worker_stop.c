@@ -14,6 +14,7 @@
 #include "engine/worker.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "engine/lease.h"
@@ -40,8 +41,12 @@ static void on_beat(void *priv, redisReply *r)
     w->beat_outstanding = false;
     struct q_worker_holder h;
     int rc = r == NULL ? -EPROTO : q_worker_reply_parse(r, &h);
-    if (rc == Q_WORKER_RENEWED || rc == Q_WORKER_CLAIMED)
+    if (rc == Q_WORKER_RENEWED || rc == Q_WORKER_CLAIMED) {
         lease_confirmed(w->beat_sent_ms, worker_now_ms(), WORKER_HEARTBEAT_TTL_MS);
+        /* unsharded, the name key is what the reclaim script reads: its generation tags our reads */
+        if (!q_keys_tagged(w->keys.nshards))
+            lease_gen_set(0, h.gen);
+    }
     if (rc == Q_WORKER_CLAIMED)
         log_warn("heartbeat of worker name '%s' had lapsed; the name was free and is ours again", w->id->name);
     if (rc != Q_WORKER_HELD || w->name_lost)
@@ -51,6 +56,14 @@ static void on_beat(void *priv, redisReply *r)
               w->id->name, h.pid, h.host);
     w->name_lost = true;
     atomic_store(w->stop, 1);
+}
+
+/* on_alive - a per-shard copy's answer (priv: the shard): its generation tags our reads of that shard */
+static void on_alive(void *priv, redisReply *r)
+{
+    int shard = (int)(intptr_t)priv;
+    if (r != NULL)
+        lease_gen_set(shard, q_alive_reply_gen(r));
 }
 
 /*
@@ -73,7 +86,7 @@ void worker_beat(struct worker *w, uint64_t now)
         for (int s = 0; q_keys_tagged(w->keys.nshards) && !w->name_lost && s < w->keys.nshards; s++) {
             struct q_keys ks;
             q_keys_shard(&ks, w->keys.prefix, s, w->keys.nshards);
-            q_alive_beat(w->redis.q, &ks, w->id, WORKER_HEARTBEAT_TTL_MS, NULL, NULL);
+            q_alive_beat(w->redis.q, &ks, w->id, WORKER_HEARTBEAT_TTL_MS, on_alive, (void *)(intptr_t)s);
         }
         w->next_beat_ms = now + WORKER_HEARTBEAT_TTL_MS / 5;
     }

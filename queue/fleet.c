@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
+#include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "queue/resp.h"
@@ -18,10 +20,14 @@
 
 /*
  * One script claims and renews: KEYS[1] <p>:worker:<name>; ARGV token pid
- * host info ttl_ms. It writes only when the key is absent (2: claimed) or
- * holds our token (1: renewed); otherwise it returns {0, pid, host, ms
- * since the holder's last beat}. A key of another type (not written by
- * this version of volley) counts as held, age unknown.
+ * host info ttl_ms gen. It writes only when the key is absent (2: claimed)
+ * or holds our token (1: renewed), and answers {2 or 1, the key's gen};
+ * otherwise it returns {0, pid, host, ms since the holder's last beat}. A
+ * key of another type (not written by this version of volley) counts as
+ * held, age unknown. gen (the key's generation, queue/outcome.c) is the
+ * caller's fresh random proposal, stored only when the key is created and
+ * kept by every renewal: a key holding gen g has existed without a gap
+ * since g was stored.
  */
 #define FLEET_CLAIM_LUA                                                                                                \
     "local ty = redis.call('TYPE', KEYS[1]).ok\n"                                                                      \
@@ -37,12 +43,56 @@
     "elseif ty ~= 'none' then\n"                                                                                       \
     "  return {0, '', '', -1}\n"                                                                                       \
     "end\n"                                                                                                            \
+    "local gen = res == 1 and redis.call('HGET', KEYS[1], 'gen') or ARGV[6]\n"                                         \
     "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'pid', ARGV[2], 'host', ARGV[3], 'beat_ms', now, 'info', "          \
-    "ARGV[4])\n"                                                                                                       \
+    "ARGV[4], 'gen', gen)\n"                                                                                           \
     "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"                                                                        \
-    "return res\n"
+    "return {res, gen}\n"
 
 static struct redis_script claim_script = REDIS_SCRIPT(FLEET_CLAIM_LUA);
+
+/*
+ * The per-shard copy of the heartbeat (q_alive_beat): KEYS[1] <p>:{s}:worker:<name>; ARGV token ttl_ms gen.
+ * A hash {token, gen}: renewed (gen kept) while it holds our token and a gen, else written afresh with the
+ * proposed gen. Answers the key's gen, or "" when it took over a copy another process wrote: that process
+ * may share our consumer names (it holds our name now, and this beat is about to find that out), so the new
+ * gen is told only by the next beat, which a process that lost its name does not send.
+ */
+static struct redis_script alive_script =
+    REDIS_SCRIPT("local ty = redis.call('TYPE', KEYS[1]).ok\n"
+                 "local mine = ty == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1]\n"
+                 "local g = mine and redis.call('HGET', KEYS[1], 'gen')\n"
+                 "if not g then\n"
+                 "  redis.call('DEL', KEYS[1])\n"
+                 "  g = ARGV[3]\n"
+                 "  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'gen', g)\n"
+                 "end\n"
+                 "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                 "if mine or ty == 'none' then return g end\n"
+                 "return ''\n");
+
+/* fresh_gen - a generation to propose: random, never 0 (0 is "none" to the worker) */
+static uint64_t fresh_gen(void)
+{
+    uint64_t g = 0;
+    if (getrandom(&g, sizeof(g), 0) != (ssize_t)sizeof(g) || g == 0)
+        g = clock_wall_ms() * 1000003u ^ (uint64_t)getpid() << 40 ^ clock_mono_us();
+    return g != 0 ? g : 1;
+}
+
+/* gen_of - a decimal generation reply; 0 when it is not one */
+static uint64_t gen_of(const redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+        return 0;
+    uint64_t g = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        if (r->str[i] < '0' || r->str[i] > '9' || g > (UINT64_MAX - 9) / 10)
+            return 0;
+        g = g * 10 + (uint64_t)(r->str[i] - '0');
+    }
+    return g;
+}
 
 static const char release_lua[] = "if redis.call('TYPE', KEYS[1]).ok == 'hash' and "
                                   "redis.call('HGET', KEYS[1], 'token') == ARGV[1] then\n"
@@ -64,8 +114,12 @@ int q_worker_reply_parse(const redisReply *r, struct q_worker_holder *holder)
 {
     if (r == NULL)
         return -EPROTO;
-    if (r->type == REDIS_REPLY_INTEGER && (r->integer == Q_WORKER_RENEWED || r->integer == Q_WORKER_CLAIMED))
-        return (int)r->integer;
+    holder->gen = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+        (r->element[0]->integer == Q_WORKER_RENEWED || r->element[0]->integer == Q_WORKER_CLAIMED)) {
+        holder->gen = gen_of(r->element[1]);
+        return (int)r->element[0]->integer;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[0]->integer != 0 || r->element[1]->type != REDIS_REPLY_STRING ||
         r->element[2]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_INTEGER)
@@ -86,12 +140,13 @@ static void key_of(char *out, size_t outlen, const struct q_keys *k, const char 
 static int claim_eval(redisContext *c, const struct q_keys *k, const struct q_worker_id *id, const char *info,
                       uint64_t ttl_ms, struct q_worker_holder *holder, char *err, size_t errlen)
 {
-    char key[Q_KEY_MAX + Q_WORKER_NAME_MAX], pid[24], ttl[24];
+    char key[Q_KEY_MAX + Q_WORKER_NAME_MAX], pid[24], ttl[24], gen[24];
     key_of(key, sizeof(key), k, id->name);
     snprintf(pid, sizeof(pid), "%d", id->pid);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(ttl_ms > 0 ? ttl_ms : 1));
-    const char *argv[] = {"EVAL", FLEET_CLAIM_LUA, "1", key, id->token, pid, id->host, info, ttl};
-    redisReply *r = q_command_argv(c, 9, argv, NULL);
+    snprintf(gen, sizeof(gen), "%llu", (unsigned long long)fresh_gen());
+    const char *argv[] = {"EVAL", FLEET_CLAIM_LUA, "1", key, id->token, pid, id->host, info, ttl, gen};
+    redisReply *r = q_command_argv(c, 10, argv, NULL);
     if (r == NULL)
         return err_set(err, errlen, -EIO, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
     int rc = q_worker_reply_parse(r, holder);
@@ -170,11 +225,17 @@ int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_wor
 void q_alive_beat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, uint64_t ttl_ms,
                   q_reply_fn *fn, void *priv)
 {
-    char key[Q_KEY_MAX + Q_WORKER_NAME_MAX], px[24];
-    snprintf(key, sizeof(key), "%s%s", k->alive, id->name);
-    snprintf(px, sizeof(px), "%llu", (unsigned long long)(ttl_ms > 0 ? ttl_ms : 1));
-    const char *argv[] = {"SET", key, id->token, "PX", px};
-    q_redis_cmdargv(q, 5, argv, NULL, fn, priv);
+    vbuf *o = q_redis_eval_begin(q, &alive_script, 1, 3);
+    q_resp_bulk_cat(o, k->alive, strlen(k->alive), id->name, strlen(id->name));
+    q_resp_bulk_str(o, id->token);
+    q_resp_bulk_u64(o, ttl_ms > 0 ? ttl_ms : 1);
+    q_resp_bulk_u64(o, fresh_gen());
+    q_redis_eval_end(q, fn, priv);
+}
+
+uint64_t q_alive_reply_gen(const redisReply *r)
+{
+    return gen_of(r);
 }
 
 void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, const char *info,
@@ -184,12 +245,13 @@ void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worke
     size_t il =
         log_sanitize(clean_info, sizeof(clean_info), info ? info : "", info ? strnlen(info, Q_WORKER_INFO_MAX - 1) : 0);
     snprintf(pid, sizeof(pid), "%d", id->pid);
-    vbuf *o = q_redis_eval_begin(q, &claim_script, 1, 5);
+    vbuf *o = q_redis_eval_begin(q, &claim_script, 1, 6);
     q_resp_bulk_cat(o, k->worker, strlen(k->worker), id->name, strlen(id->name));
     q_resp_bulk_str(o, id->token);
     q_resp_bulk_str(o, pid);
     q_resp_bulk_str(o, id->host);
     q_resp_bulk(o, clean_info, il);
     q_resp_bulk_u64(o, ttl_ms > 0 ? ttl_ms : 1);
+    q_resp_bulk_u64(o, fresh_gen());
     q_redis_eval_end(q, fn, priv);
 }

@@ -15,7 +15,11 @@
  *   A worker's name is the stem of its consumer names in the job group, so
  *   two live processes must never share one: they would read each other's
  *   pending entries. The name is the hash <p>:worker:<name> {token, pid,
- *   host, beat_ms, info} with a TTL. One Lua script claims and renews it:
+ *   host, beat_ms, info, gen} with a TTL. gen, the key's generation, is set
+ *   when the key is created and kept by renewals, so a key that still holds
+ *   the gen a worker learnt has not lapsed since (no other worker can have
+ *   reclaimed its jobs meanwhile): the record script's one-XACK-per-run
+ *   path rests on that (queue/outcome.c). One Lua script claims and renews it:
  *   it writes only when the key is absent or holds the caller's token (a
  *   random per-process value), so a claim is atomic and a heartbeat never
  *   takes over a name another process claimed after ours lapsed. beat_ms is
@@ -61,6 +65,7 @@ struct q_worker_holder {
     char pid[24];
     char host[256];
     long long beat_age_ms; /* since its last heartbeat; -1: unknown (a key volley did not write) */
+    uint64_t gen;          /* RENEWED or CLAIMED: the key's generation (set when it was created); 0: unknown */
 };
 
 enum q_worker_claim_result { Q_WORKER_HELD = 0, Q_WORKER_RENEWED = 1, Q_WORKER_CLAIMED = 2 };
@@ -87,13 +92,20 @@ int q_worker_release(redisContext *c, const struct q_keys *k, const struct q_wor
 void q_heartbeat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, const char *info,
                  uint64_t ttl_ms, q_reply_fn *fn, void *priv);
 /*
- * q_alive_beat - with hash tags (a sharded queue, a cluster): SET <p>:{s}:worker:<name> <token> PX ttl_ms
- * in shard k->shard, the copy of the heartbeat that shard's reclaim script reads (it may not read the
- * untagged name key on a cluster). Send one per shard with each q_heartbeat the name survived.
+ * q_alive_beat - with hash tags (a sharded queue, a cluster): renew the hash <p>:{s}:worker:<name> {token,
+ * gen} (PEXPIRE ttl_ms) in shard k->shard, the copy of the heartbeat that shard's reclaim script reads (it
+ * may not read the untagged name key on a cluster); written afresh, with a new gen, when it is missing or
+ * not ours (taken over from another token, the reply tells no gen: 0). Send one per shard with each
+ * q_heartbeat the name survived; fn's reply: q_alive_reply_gen.
  */
 void q_alive_beat(struct q_redis *q, const struct q_keys *k, const struct q_worker_id *id, uint64_t ttl_ms,
                   q_reply_fn *fn, void *priv);
-/* q_worker_reply_parse - a claim or heartbeat reply: enum q_worker_claim_result (holder filled when HELD) or -EPROTO */
+/* q_alive_reply_gen - the per-shard copy's generation from q_alive_beat's reply; 0 when the reply is not one */
+uint64_t q_alive_reply_gen(const redisReply *r);
+/*
+ * q_worker_reply_parse - a claim or heartbeat reply: enum q_worker_claim_result (holder->gen filled when
+ * RENEWED or CLAIMED, the rest when HELD) or -EPROTO
+ */
 int q_worker_reply_parse(const redisReply *r, struct q_worker_holder *holder);
 
 #endif

@@ -49,6 +49,9 @@ struct q_job {
     uint64_t first_ms;            /* wall ms of the first attempt (expiry is measured from it) */
     int suppressed;               /* set by the intake's q_suppress_check: record Q_SUPPRESSED, do not send */
     int shard;                    /* set by the reader: which of its shards (queue/keys.h) the job came from */
+    /* set by the reader: the heartbeat key's generation known when the XREADGROUP > that delivered it was
+     * sent; 0: none (reclaimed, re-read, or its record is being sent again) */
+    uint64_t gen;
 };
 
 /*

@@ -7,7 +7,9 @@
  *     - XACKs the job entry; when that acknowledges nothing (the job was
  *       recorded already: reclaimed and recorded by another worker, or a
  *       batch re-sent after an outage) the outcome is a duplicate: an event
- *       with duplicate = 1 and nothing else;
+ *       with duplicate = 1 and nothing else. A run of deliveries whose jobs
+ *       cannot be duplicates (the generation rule, queue/outcome.c) is
+ *       acknowledged with one multi-id XACK;
  *     - XADDs an event to <p>:events (job, campaign, to, status, code,
  *       attempt, then the optional fields that are set; the event's own
  *       stream id says when it was recorded);
@@ -67,6 +69,13 @@ struct q_record_opts {
     int suppress_hard_bounces; /* suppression by bounce on: add bounces of suppress_classes to <p>:suppressed */
     unsigned suppress_classes; /* bit (1u << enum bounce_class_id) per class suppressed ([feedback]) */
     uint64_t events_max_entries; /* [events] max_entries; 0: Q_EVENTS_MAX_ENTRIES */
+    /*
+     * the worker name (stem of the consumers "<worker>-<thread>") whose heartbeat key this shard's reclaim
+     * script reads (k->alive + worker); NULL: every job is acknowledged alone. With it, a run of delivered
+     * outcomes whose jobs carry a generation (q_job.gen) is acknowledged with one XACK while that key still
+     * holds that generation.
+     */
+    const char *worker;
 };
 
 /* q_status_name - "delivered", "deferred", "bounced", "failed", "held", "cancelled", "suppressed" */
@@ -74,7 +83,10 @@ const char *q_status_name(enum q_status s);
 /*
  * q_record - queue the atomic recording of n outcomes; reply: integer n, or
  * an array {n, lost} when the events stream's ceiling (max_entries) removed
- * lost entries an export group had not consumed yet, or an error. opts
+ * lost entries an export group had not consumed yet, or {n, lost, unsure}
+ * when a one-XACK run acknowledged fewer jobs than it held (impossible
+ * unless the generation rule is broken: only the acknowledged ones were
+ * counted, none of the run's events is marked duplicate), or an error. opts
  * NULL: max_age 4 days, suppression of the default classes
  * (BOUNCE_SUPPRESS_DEFAULT) on, the default ceiling.
  */

@@ -81,12 +81,25 @@ static void test_reply_after_lapse_ends_lease(void **st)
     assert_true(lease_fresh(9001));
 }
 
+static void test_generations_per_shard(void **st)
+{
+    lease_reset();
+    assert_true(lease_gen(0) == 0); /* none known: reads are not tagged */
+    lease_gen_set(0, 42);
+    lease_gen_set(LEASE_GENS - 1, 7);
+    lease_gen_set(LEASE_GENS, 9); /* out of range: ignored */
+    assert_true(lease_gen(0) == 42 && lease_gen(LEASE_GENS - 1) == 7 && lease_gen(1) == 0);
+    assert_true(lease_gen(LEASE_GENS) == 0 && lease_gen(-1) == 0);
+    lease_reset();
+    assert_true(lease_gen(0) == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_lease_covers_startup),   cmocka_unit_test(test_beats_in_time_keep_one_lease),
         cmocka_unit_test(test_stall_starts_a_new_lease),     cmocka_unit_test(test_late_reply_never_shortens),
-        cmocka_unit_test(test_reply_after_lapse_ends_lease),
+        cmocka_unit_test(test_reply_after_lapse_ends_lease), cmocka_unit_test(test_generations_per_shard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -613,10 +613,16 @@ static void test_worker_names(void **st)
     assert_string_equal(c.name, "box-1");
     assert_string_equal(d.name, "box-2");
 
-    /* the heartbeat renews (info made one printable line), TTL reset */
+    /* the heartbeat renews (info made one printable line), TTL reset; the generation the claim stored stays */
+    redisReply *g0 = rh_cmd(&H, "HGET %smta1 gen", K.worker);
+    assert_int_equal(g0->type, REDIS_REPLY_STRING);
+    uint64_t gen = strtoull(g0->str, NULL, 10);
+    freeReplyObject(g0);
+    assert_true(gen != 0);
     q_heartbeat(Q, &K, &a, "threads=4\r\ninjected", 150, on_beat, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     assert_int_equal(BEAT, Q_WORKER_RENEWED);
+    assert_true(BEAT_HOLDER.gen == gen);
     redisReply *r = rh_cmd(&H, "HGET %smta1 info", K.worker);
     assert_string_equal(r->str, "threads=4??injected");
     freeReplyObject(r);
@@ -628,6 +634,7 @@ static void test_worker_names(void **st)
     q_heartbeat(Q, &K, &a, "x", 150, on_beat, NULL);
     assert_int_equal(rh_pump(Q, FD), 0);
     assert_int_equal(BEAT, Q_WORKER_CLAIMED);
+    assert_true(BEAT_HOLDER.gen != 0 && BEAT_HOLDER.gen != gen); /* created again: a new generation */
     /* lapsed and taken by another process: the beat does not take it back, it reports the holder */
     usleep(250000);
     struct q_worker_id e = new_id(505, "hoste");
@@ -651,6 +658,55 @@ static void test_worker_names(void **st)
     struct q_worker_id f = new_id(606, "hostf");
     assert_int_equal(q_worker_claim_first_free(H.c, &K, &f, "box", 5000, err, sizeof(err)), 0);
     assert_string_equal(f.name, "box-1");
+}
+
+static uint64_t ALIVE_GEN;
+
+static void on_alive(void *priv, redisReply *r)
+{
+    ALIVE_GEN = q_alive_reply_gen(r);
+}
+
+/* alive - one q_alive_beat of id in shard ks; the generation its copy holds */
+static uint64_t alive(const struct q_keys *ks, const struct q_worker_id *id, uint64_t ttl_ms)
+{
+    ALIVE_GEN = 0;
+    q_alive_beat(Q, ks, id, ttl_ms, on_alive, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    return ALIVE_GEN;
+}
+
+/* the per-shard copy of the heartbeat keeps its generation while it lives and is ours, gets a new one else */
+static void test_alive_copy_generation(void **st)
+{
+    fresh();
+    struct q_keys ks;
+    q_keys_shard(&ks, "vt", 1, 2);
+    struct q_worker_id a = new_id(101, "hosta"), b = new_id(202, "hostb");
+    snprintf(a.name, sizeof(a.name), "mta1");
+    snprintf(b.name, sizeof(b.name), "mta1");
+    uint64_t g = alive(&ks, &a, 150);
+    assert_true(g != 0);
+    assert_true(alive(&ks, &a, 150) == g);
+    long long ttl = rh_int(&H, "PTTL %smta1", ks.alive);
+    assert_true(ttl > 0 && ttl <= 150);
+    /* lapsed: written afresh */
+    usleep(250000);
+    assert_int_equal(rh_int(&H, "EXISTS %smta1", ks.alive), 0);
+    uint64_t g2 = alive(&ks, &a, 5000);
+    assert_true(g2 != 0 && g2 != g);
+    /* another token's copy (or a key of another type) is replaced, with a new generation told only by the next
+       beat (the other process may hold our name, and a process that lost its name beats no more) */
+    assert_true(alive(&ks, &b, 5000) == 0);
+    uint64_t g3 = alive(&ks, &b, 5000);
+    assert_true(g3 != 0 && g3 != g2);
+    freeReplyObject(rh_cmd(&H, "SET %smta1 old", ks.alive));
+    assert_true(alive(&ks, &b, 5000) == 0);
+    uint64_t g4 = alive(&ks, &b, 5000);
+    assert_true(g4 != 0 && g4 != g3);
+    redisReply *r = rh_cmd(&H, "HGET %smta1 token", ks.alive);
+    assert_string_equal(r->str, b.token);
+    freeReplyObject(r);
 }
 
 /* add_big - n entries of 60 variables of 64 KiB each (~3.9 MB, within the job limits) */
@@ -825,6 +881,7 @@ int main(void)
         cmocka_unit_test(test_hold_resume_cancel),
         cmocka_unit_test(test_states_and_heartbeat),
         cmocka_unit_test(test_worker_names),
+        cmocka_unit_test(test_alive_copy_generation),
         cmocka_unit_test(test_pending_by_bytes),
         cmocka_unit_test(test_parked_read_again),
         cmocka_unit_test(test_fence_confirm),

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "queue/events.h"
+#include "queue/fleet.h"
 #include "queue/intake.h"
 #include "queue/job.h"
 #include "queue/outcome.h"
@@ -470,6 +471,150 @@ static void test_record_runs_of_delivered(void **st)
     free_jobs();
 }
 
+/* xacks - XACK commands Redis ran since the last CONFIG RESETSTAT (from scripts too) */
+static long long xacks(void)
+{
+    redisReply *r = rh_cmd(&H, "INFO commandstats");
+    const char *p = strstr(r->str, "cmdstat_xack:calls=");
+    long long n = p ? strtoll(p + strlen("cmdstat_xack:calls="), NULL, 10) : 0;
+    freeReplyObject(r);
+    return n;
+}
+
+static uint64_t BEAT_GEN;
+
+static void on_beat_gen(void *priv, redisReply *r)
+{
+    struct q_worker_holder h;
+    assert_true(q_worker_reply_parse(r, &h) > 0);
+    BEAT_GEN = h.gen;
+}
+
+/* beat - the worker "w1"'s heartbeat, as the worker sends it: the generation its key holds */
+static uint64_t beat(void)
+{
+    struct q_worker_id id = {.name = "w1", .token = "0123456789abcdef0123456789abcdef", .host = "h", .pid = 1};
+    BEAT_GEN = 0;
+    q_heartbeat(Q, &K, &id, "test", 60000, on_beat_gen, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_true(BEAT_GEN != 0);
+    return BEAT_GEN;
+}
+
+/* record_as - q_record with the worker name w1 (the one-XACK path) */
+static void record_as(struct q_outcome *o, int n)
+{
+    struct q_record_opts opts = {.max_age_ms = 86400000, .worker = "w1"};
+    RN = 0;
+    q_record(Q, &K, &opts, o, n, on_ints, NULL);
+    assert_int_equal(rh_pump(Q, FD), 0);
+    assert_string_equal(RERR, "");
+}
+
+/* dups - how many of the events from index from on are marked duplicate */
+static int dups(size_t from)
+{
+    redisReply *ev = rh_cmd(&H, "XRANGE %s - +", K.events);
+    int d = 0;
+    for (size_t i = from; i < ev->elements; i++)
+        d += evf(ev, i, "duplicate") != NULL;
+    freeReplyObject(ev);
+    return d;
+}
+
+static long long delivered(void)
+{
+    redisReply *s = rh_cmd(&H, "HGET %sc1 delivered", K.stats);
+    long long v = s->type == REDIS_REPLY_STRING ? strtoll(s->str, NULL, 10) : 0;
+    freeReplyObject(s);
+    return v;
+}
+
+static void test_record_one_xack_per_run(void **st)
+{
+    /* a run whose jobs carry the generation the worker's heartbeat key still holds is acknowledged with one
+       XACK; a stale generation (the key was created again: someone may have reclaimed and recorded a job)
+       and untagged jobs (a batch sent again) go job by job and tell each duplicate; a tagged run that
+       acknowledges fewer than it holds (impossible if the rule holds) counts only what it acknowledged and
+       says so in the reply */
+    freeReplyObject(rh_cmd(&H, "FLUSHALL"));
+    q_intake_create_group(Q, &K, ignore, NULL);
+    uint64_t g = beat();
+    assert_int_equal(beat(), g); /* a renewal keeps the generation */
+    for (int i = 0; i < 8; i++)
+        xadd("ann@example.test", "ann");
+    read_jobs("w1-0");
+    assert_int_equal(NJ, 8);
+#define DELIVERED(i) {.job = J[i], .status = Q_DELIVERED, .code = 250, .reply = "ok", .host = "mx:25"}
+    for (int i = 0; i < 8; i++)
+        J[i]->gen = g;
+    struct q_outcome a[3] = {DELIVERED(0), DELIVERED(1), DELIVERED(2)};
+    freeReplyObject(rh_cmd(&H, "CONFIG RESETSTAT"));
+    record_as(a, 3);
+    assert_int_equal(RN, 1);
+    assert_int_equal(R[0], 3);
+    assert_int_equal(xacks(), 1);
+    assert_int_equal(delivered(), 3);
+    assert_int_equal(dups(0), 0);
+    idle(0, 5, 0);
+
+    /* the same batch sent again after its reply was lost: the worker drops the generations */
+    for (int i = 0; i < 3; i++)
+        J[i]->gen = 0;
+    freeReplyObject(rh_cmd(&H, "CONFIG RESETSTAT"));
+    record_as(a, 3);
+    assert_int_equal(R[0], 3);
+    assert_int_equal(xacks(), 3);
+    assert_int_equal(delivered(), 3); /* nothing counted twice */
+    assert_int_equal(dups(3), 3);
+
+    /* the key lapsed and was created again (new generation): J[3] was recorded meanwhile by someone else */
+    J[3]->gen = 0;
+    record_as(&(struct q_outcome)DELIVERED(3), 1);
+    J[3]->gen = g;
+    assert_int_equal(delivered(), 4);
+    freeReplyObject(rh_cmd(&H, "DEL %sw1", K.alive));
+    uint64_t g2 = beat();
+    assert_true(g2 != g);
+    struct q_outcome b[2] = {DELIVERED(3), DELIVERED(4)}; /* tagged g, the key holds g2 */
+    freeReplyObject(rh_cmd(&H, "CONFIG RESETSTAT"));
+    long long before = rh_int(&H, "XLEN %s", K.events);
+    record_as(b, 2);
+    assert_int_equal(RN, 1);
+    assert_int_equal(xacks(), 2);
+    assert_int_equal(delivered(), 5);
+    redisReply *ev = rh_cmd(&H, "XRANGE %s - +", K.events);
+    assert_int_equal(ev->elements, (size_t)before + 2);
+    assert_string_equal(evf(ev, (size_t)before, "duplicate"), "1"); /* J[3]: exactly the duplicate */
+    assert_null(evf(ev, (size_t)before + 1, "duplicate"));
+    freeReplyObject(ev);
+
+    /* no heartbeat key at all: job by job */
+    freeReplyObject(rh_cmd(&H, "DEL %sw1", K.alive));
+    struct q_outcome c[1] = {DELIVERED(5)};
+    J[5]->gen = g2;
+    freeReplyObject(rh_cmd(&H, "CONFIG RESETSTAT"));
+    record_as(c, 1);
+    assert_int_equal(xacks(), 1);
+    assert_int_equal(delivered(), 6);
+
+    /* a broken rule: a tagged run whose key holds its generation but one of whose jobs was acknowledged
+       already. Counted once, the reply says 1 unsure */
+    uint64_t g3 = beat();
+    record_as(&(struct q_outcome)DELIVERED(6), 1); /* J[6] untagged: recorded */
+    J[6]->gen = J[7]->gen = g3;
+    struct q_outcome d[2] = {DELIVERED(6), DELIVERED(7)};
+    record_as(d, 2);
+#undef DELIVERED
+    assert_int_equal(RN, 3);
+    assert_int_equal(R[0], 2);
+    assert_int_equal(R[1], 0);
+    assert_int_equal(R[2], 1);
+    assert_int_equal(delivered(), 8); /* 6 + J[6] once + J[7] */
+    idle(0, 0, 0);
+    free_jobs();
+}
+
 static void test_idle_check_with_deleted_entries(void **st)
 {
     freeReplyObject(rh_cmd(&H, "FLUSHALL"));
@@ -509,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_record_robust_to_missing_entry),
         cmocka_unit_test(test_record_rejects_bad_batch_whole),
         cmocka_unit_test(test_record_runs_of_delivered),
+        cmocka_unit_test(test_record_one_xack_per_run),
         cmocka_unit_test(test_idle_check_with_deleted_entries),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
