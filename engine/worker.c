@@ -343,11 +343,8 @@ void flush_outcomes(struct worker *w)
                                      .suppress_classes = w->cfg->feedback_suppress_classes,
                                      .events_max_entries = (uint64_t)w->cfg->events_max_entries};
         b->shard = shard;
-        /* the consumers' stem ("<name>-<thread>"): the heartbeat key the reclaim script reads */
-        char stem[sizeof(w->consumer)];
-        const char *dash = strrchr(w->consumer, '-');
-        snprintf(stem, sizeof(stem), "%.*s", dash ? (int)(dash - w->consumer) : 0, w->consumer);
-        opts.worker = dash ? stem : NULL;
+        /* the consumers' stem (w->consumer is "<name>-<thread>"): the heartbeat key the reclaim script reads */
+        opts.worker = w->cfg->name;
         w->n_records++;
         w->n_recorded += (unsigned long)n;
         q_record(w->redis.q, &w->sh[shard].keys, &opts, o, n, on_recorded, b);
