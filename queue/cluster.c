@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "lib/alloc.h"
+#include "lib/decimal.h"
 #include "lib/err.h"
 
 /* crc16 - CRC16-CCITT (XMODEM), bit by bit: keys are short and this runs once per command */
@@ -229,13 +230,11 @@ static int int_of(const redisReply *r, long long lo, long long hi, long long *ou
         return -EPROTO;
     if (r->type == REDIS_REPLY_INTEGER) {
         v = r->integer;
-    } else if (is_str(r) && r->len > 0 && r->len < 12) {
-        v = 0;
-        for (size_t i = 0; i < r->len; i++) {
-            if (r->str[i] < '0' || r->str[i] > '9')
-                return -EPROTO;
-            v = v * 10 + (r->str[i] - '0');
-        }
+    } else if (is_str(r)) {
+        uint64_t u;
+        if (!dec_u64(r->str, r->len, 11, &u))
+            return -EPROTO;
+        v = (long long)u;
     } else {
         return -EPROTO;
     }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lib/clock.h"
+#include "lib/decimal.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "queue/resp.h"
@@ -83,14 +84,9 @@ static uint64_t fresh_gen(void)
 /* gen_of - a decimal generation reply; 0 when it is not one */
 static uint64_t gen_of(const redisReply *r)
 {
-    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+    uint64_t g;
+    if (r == NULL || r->type != REDIS_REPLY_STRING || !dec_u64(r->str, r->len, 20, &g))
         return 0;
-    uint64_t g = 0;
-    for (size_t i = 0; i < r->len; i++) {
-        if (r->str[i] < '0' || r->str[i] > '9' || g > (UINT64_MAX - 9) / 10)
-            return 0;
-        g = g * 10 + (uint64_t)(r->str[i] - '0');
-    }
     return g;
 }
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/decimal.h"
 #include "queue/validate.h"
 
 int q_addr_valid(const char *p, size_t n)
@@ -75,33 +76,17 @@ static int field_is(const redisReply *f, const char *s, size_t n)
 /* parse_attempt - decimal 1..1000000 */
 static int parse_attempt(const redisReply *v, int *out)
 {
-    if (v->len == 0 || v->len > 7)
+    uint64_t x;
+    if (!dec_u64(v->str, v->len, 7, &x) || x < 1 || x > 1000000)
         return -EINVAL;
-    int x = 0;
-    for (size_t i = 0; i < v->len; i++) {
-        if (v->str[i] < '0' || v->str[i] > '9')
-            return -EINVAL;
-        x = x * 10 + (v->str[i] - '0');
-    }
-    if (x < 1 || x > 1000000)
-        return -EINVAL;
-    *out = x;
+    *out = (int)x;
     return 0;
 }
 
 /* parse_first_ms - decimal wall-clock ms, at most 15 digits (year 33658) */
 static int parse_first_ms(const char *p, size_t n, uint64_t *out)
 {
-    if (n == 0 || n > 15)
-        return -EINVAL;
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -EINVAL;
-        x = x * 10 + (uint64_t)(p[i] - '0');
-    }
-    *out = x;
-    return 0;
+    return dec_u64(p, n, 15, out) ? 0 : -EINVAL;
 }
 
 /*
