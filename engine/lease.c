@@ -12,10 +12,6 @@
 
 #include <stdatomic.h>
 
-#include "queue/keys.h"
-
-_Static_assert(LEASE_GENS >= Q_SHARDS_MAX, "a generation per shard");
-
 static _Atomic uint64_t lease_start_ms;
 static _Atomic uint64_t lease_until_ms;
 static atomic_bool lease_ever;

@@ -35,6 +35,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "queue/keys.h"
+
 /* room between the lease's end and the earliest moment the heartbeat key can expire */
 #define LEASE_MARGIN_MS 1000
 
@@ -55,7 +57,7 @@ void lease_reset(void);
  * sent after it was learnt is tagged with it (queue/outcome.c: one XACK per run). Thread 0 writes it, any
  * thread reads it. 0: none known.
  */
-#define LEASE_GENS 1024 /* = Q_SHARDS_MAX */
+#define LEASE_GENS Q_SHARDS_MAX /* one per shard */
 /* lease_gen_set - shard's key holds gen (0: forget) */
 void lease_gen_set(int shard, uint64_t gen);
 /* lease_gen - what shard's key held at the last answer; 0 when unknown */
