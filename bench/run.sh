@@ -1365,8 +1365,8 @@ fi
 # rep_run ACK - the plaintext spine with [redis] replicas_ack = ACK; sets RP_RATE RP_PRIMARY_US RP_REPLICA_US
 rep_run() {
     local conf=$TMP/rep$1.conf r0
-    write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT"
-    sed -i "s|^prefix = bench|prefix = bench\nreplicas_ack = $1\nreplicas_ack_ms = 1000|" "$conf"
+    write_conf "$conf" "$SINK_PORT" off "$SPINE_CONNS" "$SPINE_MPC" "$SPINE_INFLIGHT" \
+        $'[redis]\nreplicas_ack = '"$1"$'\nreplicas_ack_ms = 1000'
     rcli flushall >/dev/null
     push "$conf" "$CSV" >/dev/null
     r0=$(cpu_ticks "$REP_PID")
@@ -1393,28 +1393,29 @@ if has_section replicas; then
     wait_for sh -c "redis-cli -p $p info replication | grep -q master_link_status:up" ||
         { echo "bench: the replica did not attach" >&2; exit 1; }
     start_sink replicas --threads 2 --log-file "$TMP/rep.msglog"
-    declare -A RP_RATES=() RP_PRIM=() RP_REPL=()
+    # each setting's mean of its 2 runs, summed in halves as the epoll section does
+    declare -A RP_RATE_M=([0]=0 [1]=0) RP_PRIM_M=([0]=0 [1]=0) RP_REPL_M=([0]=0 [1]=0)
     for ack in 0 1 1 0; do
         rep_run "$ack"
-        RP_RATES[$ack]="${RP_RATES[$ack]:-} $RP_RATE" RP_PRIM[$ack]="${RP_PRIM[$ack]:-} $RP_PRIMARY_US"
-        RP_REPL[$ack]="${RP_REPL[$ack]:-} $RP_REPLICA_US"
+        RP_RATE_M[$ack]=$(calc "${RP_RATE_M[$ack]} + $RP_RATE / 2")
+        RP_PRIM_M[$ack]=$(calc "round(${RP_PRIM_M[$ack]} + $RP_PRIMARY_US / 2, 2)")
+        RP_REPL_M[$ack]=$(calc "round(${RP_REPL_M[$ack]} + $RP_REPLICA_US / 2, 2)")
     done
     stop_sink
     kill "$REP_PID" 2>/dev/null || true
     wait "$REP_PID" 2>/dev/null || true
-    mean() { calc "round(sum([$(echo "$1" | sed 's/^ //; s/ /,/g')]) / 2, 1)"; }
-    rate0=$(calc "round($(mean "${RP_RATES[0]}"))") rate1=$(calc "round($(mean "${RP_RATES[1]}"))")
+    rate0=$(calc "round(${RP_RATE_M[0]})") rate1=$(calc "round(${RP_RATE_M[1]})")
     r=$(calc "round($rate1 / max($rate0, 1), 2)")
     res replicas_ack0_msgs_per_sec "$rate0"
     res replicas_ack1_msgs_per_sec "$rate1"
     res replicas_ack_ratio "$r"
-    res replicas_ack0_primary_us_per_msg "$(mean "${RP_PRIM[0]}")"
-    res replicas_ack1_primary_us_per_msg "$(mean "${RP_PRIM[1]}")"
-    res replicas_ack1_replica_us_per_msg "$(mean "${RP_REPL[1]}")"
+    res replicas_ack0_primary_us_per_msg "${RP_PRIM_M[0]}"
+    res replicas_ack1_primary_us_per_msg "${RP_PRIM_M[1]}"
+    res replicas_ack1_replica_us_per_msg "${RP_REPL_M[1]}"
     row "replicas" "replicas_ack = 1 / = 0, a replica attached (msgs/s, mean of 2 runs each)" \
         "$rate1 / $rate0 msgs/s" "ratio $r" "-"
     row "replicas" "Redis CPU per delivered message, replicas_ack = 0 / = 1: primary; replica" \
-        "$(mean "${RP_PRIM[0]}") / $(mean "${RP_PRIM[1]}") us; $(mean "${RP_REPL[0]}") / $(mean "${RP_REPL[1]}") us" "-" "-"
+        "${RP_PRIM_M[0]} / ${RP_PRIM_M[1]} us; ${RP_REPL_M[0]} / ${RP_REPL_M[1]} us" "-" "-"
 fi
 
 # ---------------------------------------------------------------- report
