@@ -583,6 +583,14 @@ redis_used() { rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
 # redis_cpu_us - redis-server's user + system CPU so far in us (INFO cpu: getrusage of the process, the
 # same figure as utime + stime in /proc/<pid>/stat, at microsecond rather than clock-tick resolution)
 redis_cpu_us() { rcli info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.0f\n", s * 1e6}'; }
+# cmdstats PORT N TOP PREFIX - where a redis-server's time went: the TOP commands taking most, calls and us per
+# message (N delivered in all; wall time inside each call, so preemption on a busy machine counts; scripts
+# include the commands they call)
+cmdstats() {
+    redis-cli -h 127.0.0.1 -p "$1" info commandstats | awk -F'[:=,]' -v n="$2" '/^cmdstat_/ {sub("cmdstat_", "", $1);
+        printf "%s %d calls (%.4f/msg) %.2f us/msg\n", $1, $3, $3 / n, $5 / n}' | sort -k5 -rn | head -"$3" |
+        sed "s/^/$4: /"
+}
 
 # redis_run TAG VOLLEY_BIN - the plaintext spine with VOLLEY_BIN; sets R_CPU_US R_KEEP_B R_KEYS_B R_EV_B R_EV_N R_DBSIZE
 redis_run() {
@@ -596,9 +604,7 @@ redis_run() {
     c0=$(redis_cpu_us)
     VOLLEY=$bin run_worker "redis-$tag" "$conf" "$MSGS"
     c1=$(redis_cpu_us)
-    # where the time went: us per delivered message by command (scripts include the commands they call)
-    rcli info commandstats | awk -F'[:=,]' -v n="$MSGS" '/^cmdstat_/ {sub("cmdstat_", "", $1);
-        printf "%s %d calls %.2f us/msg\n", $1, $3, $5 / n}' | sort -k4 -rn | head -12 | sed "s/^/  $tag: /"
+    cmdstats "$REDIS_PORT" "$MSGS" 12 "  $tag"
     sleep 0.5 # let the worker's connections close before the memory is read
     m1=$(redis_used)
     evmem=$(rcli memory usage bench:events samples 0)
@@ -1212,14 +1218,6 @@ cl_cpu_us() { REDIS_PORT=$1 redis_cpu_us; }
 # cl_switches PID - the node's context switches so far (voluntary: each wake-up to serve a read or its cron)
 cl_switches() { awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s}' "/proc/$1/status"; }
 
-# cl_cmdstats PORT N TAG - where a node's time went: the 6 commands taking most, calls and us per message (N
-# delivered in all; wall time inside each call, so preemption on a busy machine counts; scripts include the
-# commands they call)
-cl_cmdstats() {
-    redis-cli -p "$1" info commandstats | awk -F'[:=,]' -v n="$2" '/^cmdstat_/ {sub("cmdstat_", "", $1);
-        printf "%s %d calls (%.4f/msg) %.2f us/msg\n", $1, $3, $3 / n, $5 / n}' | sort -k5 -rn | head -6 |
-        sed "s/^/    $3: /"
-}
 
 # cl_run K CONF - push the campaign into the cluster, run one worker until the queue is drained; sets
 # CL_SENT and CL_WSECS (the worker's run, s)
@@ -1288,7 +1286,7 @@ if has_section cluster; then
             p=${CL_PORTS[$i]}
             us=$(calc "round((${CL_C1[$i]} - ${CL_C0[$i]}) / max($sent, 1), 2)")
             sw=$((CL_S1[i] - CL_S0[i]))
-            cl_cmdstats "$p" "$sent" "$k primaries, node $i"
+            cmdstats "$p" "$sent" 6 "    $k primaries, node $i"
             i0=$(cl_cpu_us "$p")
             sleep "$wsecs"
             i1=$(cl_cpu_us "$p")
