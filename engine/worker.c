@@ -161,6 +161,8 @@ void worker_finish_msg(struct worker *w, struct msg *m, const struct smtp_outcom
         w->out_tail->next = m;
     else
         w->out_head = m;
+    if (w->out_len == 0)
+        w->out_since_ms = worker_now_ms();
     w->out_tail = m;
     w->out_len++;
     switch (o->status) {
@@ -204,12 +206,14 @@ static void on_recorded(void *priv, redisReply *r)
         return;
     }
     w->batches_outstanding--;
+    w->recording -= b->n;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         if (r != NULL)
             log_error("recording %d outcomes failed: %.200s; will retry", b->n, r->str);
         /* put them back in front: they are sent again when Redis answers. The batch may have been recorded
          * (only its reply lost): sent again without generations, each job is acknowledged alone and one
-         * recorded already is told as a duplicate (queue/outcome.c) */
+         * recorded already is told as a duplicate (queue/outcome.c). They waited long enough: due at once */
+        w->out_since_ms = 0;
         for (int i = b->n - 1; i >= 0; i--) {
             struct msg *m = b->msgs[i];
             m->job->gen = 0;
@@ -292,6 +296,27 @@ static void on_replicated(void *priv, redisReply *r)
 }
 
 /*
+ * outcomes_wait - hold the decided outcomes for up to [worker] batch_wait_ms
+ * (from the oldest) while other messages are still on the wire, so that
+ * more share each record call; sets when the loop must wake to send them.
+ * Each call and each wake-up cost Redis a fixed part: at moderate rates
+ * (a few outcomes per loop turn) it outweighed the per-message work, and
+ * Redis CPU per message doubled (docs/bench.md, section 9). The last
+ * outcomes of a run (nothing else in flight) and all of them when stopping
+ * go at once; so does a full batch for every shard the thread reads.
+ */
+static bool outcomes_wait(struct worker *w)
+{
+    uint64_t due = w->out_since_ms + (uint64_t)w->cfg->batch_wait_ms;
+    bool others = w->inflight > w->out_len + w->recording;
+    if (w->cfg->batch_wait_ms == 0 || w->stopping || !others || w->out_len >= WORKER_RECORD_BATCH * w->nsh ||
+        worker_now_ms() >= due)
+        return false;
+    w->record_due_ms = due;
+    return true;
+}
+
+/*
  * flush_outcomes - one atomic script call per batch of decided messages.
  * Group commit: while a batch is being recorded, outcomes wait for its reply
  * (or for a full batch) and go together in the next one. Each script call
@@ -302,9 +327,12 @@ static void on_replicated(void *priv, redisReply *r)
  */
 void flush_outcomes(struct worker *w)
 {
-    if (w->redis.state != REDIS_UP)
+    w->record_due_ms = 0;
+    if (w->redis.state != REDIS_UP || w->out_len == 0)
         return;
     if (w->batches_outstanding > 0 && w->out_len < WORKER_RECORD_BATCH)
+        return;
+    if (outcomes_wait(w))
         return;
     uint64_t wall = clock_wall_ms();
     while (w->out_len > 0) {
@@ -338,6 +366,7 @@ void flush_outcomes(struct worker *w)
             };
         }
         w->batches_outstanding++;
+        w->recording += n;
         struct q_record_opts opts = {.max_age_ms = w->retry->max_age_ms,
                                      .suppress_hard_bounces = w->retry->suppress_hard_bounces,
                                      .suppress_classes = w->cfg->feedback_suppress_classes,
@@ -788,17 +817,37 @@ static int intake_pick(struct worker *w)
     return w->cur;
 }
 
+/*
+ * read_too_small - [worker] batch_wait_ms: while messages are in flight, a
+ * read waits until it can bring a quarter of a full one (count: what the
+ * room allows; the jobs that fit the byte budget counted like the largest
+ * seen lately, as the read itself counts them). Each read costs Redis a
+ * fixed part, and reads of a few jobs each, as room freed up, paid it again
+ * and again (docs/bench.md, section 9).
+ */
+static bool read_too_small(const struct worker *w, size_t budget, int count)
+{
+    if (w->cfg->batch_wait_ms == 0 || w->inflight == 0)
+        return false;
+    size_t full = (size_t)(w->cfg->batch < w->cfg->max_inflight ? w->cfg->batch : w->cfg->max_inflight);
+    if (full > Q_INTAKE_MAX_COUNT)
+        full = Q_INTAKE_MAX_COUNT;
+    size_t fits = (size_t)count;
+    if (w->big_job > 0) {
+        fits = budget / w->big_job;
+        if (bytes_share(w) / 3 / w->big_job < full) /* what fits with nothing held bounds a full read too */
+            full = bytes_share(w) / 3 / w->big_job;
+    }
+    size_t want = full / 4 > 0 ? full / 4 : 1;
+    return (size_t)count < want || fits < want;
+}
+
 /* intake_maybe_read - ask for more jobs when there is room: our pending ones, parked ones, or new ones */
 void intake_maybe_read(struct worker *w, uint64_t now)
 {
     if (!w->group_ready || w->read_outstanding || w->idle_check_outstanding || w->wait_outstanding ||
         w->redis.state != REDIS_UP || w->stopping || w->done || now < w->next_read_ms)
         return;
-    /* our own pending entries are re-read from the start, so only when none is held locally */
-    int si = intake_pick(w);
-    if (si < 0)
-        return;
-    struct worker_shard *S = &w->sh[si];
     if (w->inflight == 0 && w->scratch.cap > WORKER_BUF_KEEP_MAX) {
         /* idle: a big message rendered once should not keep its render buffer (and its share of the bytes) */
         vbuf_reset(&w->scratch);
@@ -811,6 +860,13 @@ void intake_maybe_read(struct worker *w, uint64_t now)
     int count = room < w->cfg->batch ? room : w->cfg->batch;
     if (count > Q_INTAKE_MAX_COUNT)
         count = Q_INTAKE_MAX_COUNT;
+    if (read_too_small(w, budget, count))
+        return;
+    /* our own pending entries are re-read from the start, so only when none is held locally */
+    int si = intake_pick(w);
+    if (si < 0)
+        return;
+    struct worker_shard *S = &w->sh[si];
     bool take_one = w->inflight == 0;
     if (S->reading_pending) {
         struct intake_batch *b = batch_new(w, si, INTAKE_PENDING, &w->read_outstanding, count);

@@ -199,7 +199,10 @@ struct worker {
     /* outcomes waiting to be sent to Redis */
     struct msg *out_head, *out_tail;
     int out_len;
+    uint64_t out_since_ms; /* when the oldest of them was decided ([worker] batch_wait_ms counts from it) */
+    uint64_t record_due_ms; /* the loop wakes for this: the held outcomes' batch_wait_ms ends; 0: none held */
     int batches_outstanding;
+    int recording; /* messages in those batches */
     bool done, stopping;
     vbuf scratch;
     /* heartbeat (thread 0) and fencing (engine/fence.c) */

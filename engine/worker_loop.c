@@ -134,6 +134,12 @@ void worker_run(struct worker *w)
             if (wait_ms > 100)
                 wait_ms = 100;
         }
+        if (w->record_due_ms != 0) { /* ... and for the held outcomes' batch_wait_ms (flush_outcomes) */
+            uint64_t mono = worker_now_ms();
+            uint64_t left = w->record_due_ms > mono ? w->record_due_ms - mono : 0;
+            if (left < wait_ms)
+                wait_ms = left;
+        }
         xport_loop_flush(w->xl); /* every stream's bytes of this turn in one send */
         int rc = ring_wait(&w->ring, wait_ms ? wait_ms : 1);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {

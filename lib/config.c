@@ -602,6 +602,12 @@ const struct config_key config_keys[] = {
      "and heartbeat; `--name` overrides it; a name held by a live process makes `volley worker` exit 2. Unset, "
      "several processes from one file get distinct names"),
     INT("worker", "batch", batch, 1, 10000, "256", "jobs fetched per intake read"),
+    INT("worker", "batch_wait_ms", batch_wait_ms, 0, 1000, "25",
+        "how long a decided message's outcome may wait for others to share its Redis record call while messages "
+        "are still on the wire (the last ones of a run, and those at shutdown, go at once); and, when not 0, a read "
+        "of jobs while messages are in flight waits until it can bring a quarter of `batch`. Redis's fixed cost "
+        "per call and per wake-up is then shared by more messages: at moderate rates it halves Redis CPU per "
+        "message ([docs/bench.md](docs/bench.md), section 9). 0: every record call and read goes as soon as it can"),
     INT("worker", "max_inflight", max_inflight, 1, 1000000, "2048",
         "messages one thread holds at once (also bounds outcomes kept during a Redis outage)"),
     BYTES("worker", "max_inflight_bytes", max_inflight_bytes, 1ULL << 20, 1ULL << 40, "268435456",

@@ -102,6 +102,7 @@ struct vconfig {
     char *hostname;    /* EHLO name */
     char *name;        /* worker name (consumer name stem); NULL: the worker picks <host>-<n> */
     int batch;         /* jobs fetched per XREADGROUP */
+    int batch_wait_ms; /* how long outcomes may wait to share a record call (and small reads for room); 0: never */
     int max_inflight;  /* messages a thread holds at once */
     size_t max_message_bytes;  /* a rendered message larger than this fails its job */
     size_t max_inflight_bytes; /* bytes of jobs, messages and outcomes held, whole process (split per thread) */

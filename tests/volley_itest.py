@@ -496,7 +496,7 @@ class VolleySink:
 # conf_text's flat keywords: the [worker] and [smtp] keys (the two sections nearly every test sets; the
 # names are disjoint). Every other section is a dict keyword of its own.
 WORKER_KEYS = frozenset({"threads", "hostname", "name", "batch", "max_inflight", "shutdown_ms", "max_message_bytes",
-                         "max_inflight_bytes", "backend"})
+                         "max_inflight_bytes", "backend", "batch_wait_ms"})
 SMTP_KEYS = frozenset({"connections", "messages_per_connection", "new_connections_per_sec", "idle_timeout_ms",
                        "timeout_ms", "connect_timeout_ms", "greeting_timeout_ms", "ehlo_timeout_ms", "mail_timeout_ms",
                        "rcpt_timeout_ms", "data_timeout_ms", "block_timeout_ms", "dot_timeout_ms",
