@@ -56,12 +56,15 @@
 #               the sink must carry a DKIM-Signature, a sample of 50 per side
 #               is verified. Needs root (Postfix) and postfix + opendkim.
 #     cluster   one worker (2 threads, shards = 12) on a Redis Cluster of 1,
-#               2 and 3 primaries: Redis CPU per delivered message summed
-#               over the primaries (INFO cpu; each node's idle CPU over as
-#               long shown and taken off), per node its context switches and
-#               commandstats, the worker's record and read batch sizes; then
-#               the same under callgrind: Redis instructions per message.
-#               Target: each flat within 20% (max / min <= 1.2).
+#               2 and 3 primaries, 3 runs of each interleaved: the median
+#               Redis CPU per delivered message summed over the primaries
+#               (INFO cpu; each node's idle CPU over as long shown and taken
+#               off), per node its context switches and commandstats, the
+#               worker's record and read batch sizes; the same under
+#               callgrind: Redis instructions per message. Target: each flat
+#               within 20% (max / min <= 1.2). Then 1 and 3 primaries at a
+#               moderate rate (sink replies held 10 ms) with [worker]
+#               batch_wait_ms 25 and 0.
 #     replicas  what replication costs: the plaintext spine (bench tuning)
 #               with a replica attached to the bench's redis-server, with
 #               [redis] replicas_ack = 0 and = 1 (a WAIT after each record
@@ -79,7 +82,8 @@
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
 #   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (60000;
-#   quick 20000), BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
+#   quick 20000), BENCH_CLUSTER_REPEAT (3; quick 1), BENCH_CLUSTER_DELAY_MS (10),
+#   BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
 #   directory. docs/bench.md has the details and the measured results.
 set -euo pipefail
 
@@ -1265,53 +1269,83 @@ cl_read() {
     for i in "${!CL_PIDS[@]}"; do CL_C1+=("$(cl_cpu_us "${CL_PORTS[$i]}")") CL_S1+=("$(cl_switches "${CL_PIDS[$i]}")"); done
 }
 
+# cl_measure SENT WSECS LABEL - each node's CPU per delivered message over the worker's run (cl_mark / cl_read)
+# and its context switches; then every node's idle CPU over as long again, all at once (cluster up, no worker:
+# its cron and the cluster bus, a fixed cost per node, not per message). Sets CL_PER (raw us per node) and the
+# sums CL_RAWSUM, CL_NETSUM (net of idle) and CL_WORST (the busiest node's net us)
+cl_measure() {
+    local sent=$1 wsecs=$2 label=$3 i us idle i0=() i1=()
+    for i in "${!CL_PIDS[@]}"; do i0+=("$(cl_cpu_us "${CL_PORTS[$i]}")"); done
+    sleep "$wsecs"
+    for i in "${!CL_PIDS[@]}"; do i1+=("$(cl_cpu_us "${CL_PORTS[$i]}")"); done
+    CL_PER=() CL_RAWSUM=0 CL_NETSUM=0 CL_WORST=0
+    for i in "${!CL_PIDS[@]}"; do
+        us=$(calc "round((${CL_C1[$i]} - ${CL_C0[$i]}) / max($sent, 1), 2)")
+        idle=$(calc "round((${i1[$i]} - ${i0[$i]}) / max($sent, 1), 2)")
+        echo "    $label, node $i: $us us per message, $((CL_S1[i] - CL_S0[i])) context switches; idle" \
+            "$(calc "round((${i1[$i]} - ${i0[$i]}) / $wsecs / 1000, 2)") ms/s = $idle us per message over the" \
+            "worker's $(calc "round($wsecs, 2)") s"
+        CL_PER+=("$us")
+        CL_RAWSUM=$(calc "round($CL_RAWSUM + $us, 2)")
+        CL_NETSUM=$(calc "round($CL_NETSUM + $us - $idle, 2)")
+        CL_WORST=$(calc "max($CL_WORST, $us - $idle)")
+    done
+}
+
+# cl_one K CONF LABEL [CMDSTATS] - a cluster of K primaries, the campaign run through it with CONF's worker
+# settings (cl_conf, then EXTRA lines in CONF_EXTRA appended to [worker]), measured (cl_measure); the cluster
+# stopped after. CMDSTATS=1: print each node's top commands too
+cl_one() {
+    local k=$1 conf=$2 label=$3 stats=${4:-0} i
+    cl_start "$k"
+    cl_conf "$k" "$conf"
+    [ -z "${CONF_EXTRA:-}" ] || sed -i "s/^\[worker\]$/&\n$CONF_EXTRA/" "$conf"
+    CL_N=$CL_MSGS CL_BEFORE=(cl_mark) CL_AFTER=(cl_read)
+    cl_run "$k" "$conf"
+    if [ "$stats" = 1 ]; then
+        for i in "${!CL_PIDS[@]}"; do cmdstats "${CL_PORTS[$i]}" "$CL_SENT" 6 "    $label, node $i"; done
+    fi
+    cl_measure "$CL_SENT" "$CL_WSECS" "$label"
+    echo "$label: Redis CPU per message $CL_RAWSUM us (per primary: ${CL_PER[*]}), $CL_NETSUM us net of idle," \
+        "$(calc "round($CL_SENT / max($CL_WSECS, 0.001))") msgs/s"
+    cl_stop
+}
+
+# med X... - the median of numbers
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
 if has_section cluster; then
     CL_MSGS=${BENCH_CLUSTER_MSGS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 60000)}
+    CL_REPEAT=${BENCH_CLUSTER_REPEAT:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
+    CL_DELAY_MS=${BENCH_CLUSTER_DELAY_MS:-10}
     CL_INSTR_MSGS=${BENCH_CLUSTER_INSTR_MSGS:-5000}
     CL_SHARDS=12
-    say "cluster: $CL_MSGS messages, shards = $CL_SHARDS, 1 worker (2 threads), on 1, 2 and 3 primaries"
+    say "cluster: $CL_MSGS messages, shards = $CL_SHARDS, 1 worker (2 threads), on 1, 2 and 3 primaries," \
+        "$CL_REPEAT runs of each interleaved (1, 2, 3, 1, 2, 3, ...): medians"
     make_csv "$TMP/cl-$CL_MSGS.csv" "$CL_MSGS"
     start_sink cluster --threads 1
-    CL_RAW=() CL_NET=()
-    for k in 1 2 3; do
-        cl_start "$k"
-        cl_conf "$k" "$TMP/cl$k.conf"
-        CL_N=$CL_MSGS CL_BEFORE=(cl_mark) CL_AFTER=(cl_read)
-        cl_run "$k" "$TMP/cl$k.conf"
-        sent=$CL_SENT wsecs=$CL_WSECS
-        # each primary's CPU per delivered message (INFO cpu), its idle CPU over as long with no worker (cron,
-        # cluster bus: a fixed cost per node, not per message), and what is left: the per-message cost
-        per=() raw=0 net=0 worst=0
-        for i in "${!CL_PIDS[@]}"; do
-            p=${CL_PORTS[$i]}
-            us=$(calc "round((${CL_C1[$i]} - ${CL_C0[$i]}) / max($sent, 1), 2)")
-            sw=$((CL_S1[i] - CL_S0[i]))
-            cmdstats "$p" "$sent" 6 "    $k primaries, node $i"
-            i0=$(cl_cpu_us "$p")
-            sleep "$wsecs"
-            i1=$(cl_cpu_us "$p")
-            idle=$(calc "round(($i1 - $i0) / max($sent, 1), 2)")
-            echo "    $k primaries, node $i: $us us per message, $sw context switches;" \
-                "idle $(calc "round(($i1 - $i0) / $wsecs / 1000, 2)") ms/s = $idle us per message over the worker's" \
-                "$(calc "round($wsecs, 2)") s"
-            per+=("$us")
-            raw=$(calc "round($raw + $us, 2)")
-            net=$(calc "round($net + $us - $idle, 2)")
-            worst=$(calc "max($worst, $us - $idle)")
+    declare -A CL_NETS=() CL_RAWS=() CL_WORSTS=()
+    for r in $(seq "$CL_REPEAT"); do
+        for k in 1 2 3; do
+            cl_one "$k" "$TMP/cl$k.conf" "cluster of $k primaries, run $r" "$([ "$r" = 1 ] && echo 1 || echo 0)"
+            CL_NETS[$k]+="$CL_NETSUM " CL_RAWS[$k]+="$CL_RAWSUM " CL_WORSTS[$k]+="$CL_WORST "
         done
+    done
+    CL_NET=() CL_RAW=()
+    for k in 1 2 3; do
+        net=$(med ${CL_NETS[$k]}) raw=$(med ${CL_RAWS[$k]}) worst=$(med ${CL_WORSTS[$k]})
         cap_even=$(calc "round($k * 1e6 / max($net, 0.1))")
         cap_here=$(calc "round(1e6 / max($worst, 0.1))")
-        echo "cluster of $k primaries: Redis CPU per message $raw us (per primary: ${per[*]}), $net us net of idle;" \
-            "capacity at 100% of each primary: $cap_even msgs/s with an even spread, $cap_here with this one"
+        echo "cluster of $k primaries: median Redis CPU per message $net us net of idle (runs: ${CL_NETS[$k]% }), raw" \
+            "$raw us; capacity at 100% of each primary: $cap_even msgs/s with an even spread, $cap_here with this one"
         res "cluster_${k}p_redis_cpu_us_per_msg" "$raw"
         res "cluster_${k}p_redis_cpu_net_us_per_msg" "$net"
         res "cluster_${k}p_capacity_msgs_per_sec" "$cap_even"
-        row "cluster" "$k primaries, shards = $CL_SHARDS: Redis CPU per message (sum of primaries; net of idle)" \
-            "$raw us ($(IFS=+; echo "${per[*]}")); $net us" "flat within 20%" "-"
+        row "cluster" "$k primaries, shards = $CL_SHARDS: Redis CPU per message, sum of primaries net of idle, median of $CL_REPEAT (raw)" \
+            "$net us ($raw us; runs ${CL_NETS[$k]% })" "flat within 20%" "-"
         row "cluster" "$k primaries: capacity at 100% of each primary core (even spread / this spread)" \
             "$cap_even / $cap_here msgs/s" "linear in primaries" "-"
-        CL_RAW+=("$raw") CL_NET+=("$net")
-        cl_stop
+        CL_NET+=("$net") CL_RAW+=("$raw")
     done
     # the work itself, free of the machine's contention: instructions Redis executes per message (callgrind)
     CL_INSTR=()
@@ -1338,6 +1372,23 @@ if has_section cluster; then
         done
     fi
     stop_sink
+    # a moderate rate: the sink holds every batch of its replies CL_DELAY_MS, so messages are decided a few
+    # at a time; with [worker] batch_wait_ms at its default (25) and at 0 (every record call and read as soon
+    # as it can), on 1 and 3 primaries
+    start_sink cluster-slow --threads 1 --delay-ms "$CL_DELAY_MS"
+    declare -A CL_MOD=()
+    for k in 1 3; do
+        for bw in 25 0; do
+            CONF_EXTRA="batch_wait_ms = $bw" cl_one "$k" "$TMP/clm$k-$bw.conf" \
+                "moderate rate, $k primaries, batch_wait_ms = $bw"
+            CL_MOD[$k,$bw]=$CL_NETSUM CL_MOD[$k,$bw,rate]=$(calc "round($CL_SENT / max($CL_WSECS, 0.001))")
+        done
+        res "cluster_moderate_${k}p_redis_cpu_net_us_per_msg" "${CL_MOD[$k,25]}"
+        res "cluster_moderate_${k}p_redis_cpu_net_us_per_msg_wait0" "${CL_MOD[$k,0]}"
+        row "cluster" "$k primaries at a moderate rate (sink replies held $CL_DELAY_MS ms; ${CL_MOD[$k,25,rate]} msgs/s): Redis CPU per message net of idle, batch_wait_ms = 25 / 0" \
+            "${CL_MOD[$k,25]} / ${CL_MOD[$k,0]} us ($(calc "round(${CL_MOD[$k,0]} / max(${CL_MOD[$k,25]}, 0.1), 2)") x less with it)" "(comparison)" "-"
+    done
+    stop_sink
     flat=$(IFS=,; echo "${CL_NET[*]}") flatraw=$(IFS=,; echo "${CL_RAW[*]}")
     spread=$(calc "round(max($flat) / max(min($flat), 0.1), 2)")
     spreadraw=$(calc "round(max($flatraw) / max(min($flatraw), 0.1), 2)")
@@ -1355,8 +1406,12 @@ if has_section cluster; then
         row "cluster" "per-message Redis instructions (callgrind)" \
             "not measured (valgrind not installed, or BENCH_CLUSTER_INSTR_MSGS=0)" "<= 1.2" "-"
     fi
-    echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling; CPU time per" \
-        "message also grows with the number of busy processes sharing its 2 cores (docs/bench.md), instructions do not"
+    mspread=$(calc "round(max(${CL_MOD[1,25]}, ${CL_MOD[3,25]}) / max(min(${CL_MOD[1,25]}, ${CL_MOD[3,25]}), 0.1), 2)")
+    res cluster_moderate_cpu_spread "$mspread"
+    row "cluster" "per-message Redis CPU time net of idle at the moderate rate, max / min over 1, 3 primaries (one run each)" \
+        "$mspread" "(comparison)" "-"
+    echo "cluster: the 2-core machine shows the per-message cost per shard, not the absolute scaling; at a given" \
+        "rate each primary of more wakes up for less work, and a wake-up costs Redis a fixed part (docs/bench.md)"
 fi
 
 # ---------------------------------------------------------------- 9. replicas: the cost of replicas_ack
