@@ -1293,7 +1293,7 @@ cl_measure() {
 }
 
 # cl_one K CONF LABEL [CMDSTATS] - a cluster of K primaries, the campaign run through it with CONF's worker
-# settings (cl_conf, then EXTRA lines in CONF_EXTRA appended to [worker]), measured (cl_measure); the cluster
+# settings (cl_conf, then the line in CONF_EXTRA, if set, added under [worker]), measured (cl_measure); the cluster
 # stopped after. CMDSTATS=1: print each node's top commands too
 cl_one() {
     local k=$1 conf=$2 label=$3 stats=${4:-0} i

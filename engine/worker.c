@@ -834,9 +834,10 @@ static bool read_too_small(const struct worker *w, size_t budget, int count)
         full = Q_INTAKE_MAX_COUNT;
     size_t fits = (size_t)count;
     if (w->big_job > 0) {
+        size_t empty = bytes_share(w) / 3 / w->big_job; /* what fits with nothing held (intake_budget's third) */
         fits = budget / w->big_job;
-        if (bytes_share(w) / 3 / w->big_job < full) /* what fits with nothing held bounds a full read too */
-            full = bytes_share(w) / 3 / w->big_job;
+        if (empty < full)
+            full = empty;
     }
     size_t want = full / 4 > 0 ? full / 4 : 1;
     return (size_t)count < want || fits < want;
