@@ -6,8 +6,8 @@
  *   bumps <p>:ctl:version in the same script (queue/control.c). Every worker
  *   thread that holds messages reads that counter every CAMP_CTL_POLL_MS
  *   (one GET), and intake reads it right behind every read of jobs
- *   (camp_ctl_seen: the batch waits until the states are in when it moved,
- *   so a job read after a pause is never sent). When the counter moved,
+ *   (camp_ctl_seen: when it moved, the batch waits until the states are in,
+ *   intake_states_in, so a job read after a pause is never sent). When the counter moved,
  *   the state of every campaign the thread knows is read in one script, and
  *   the messages of a paused or cancelled campaign that are not yet on the
  *   wire are taken out of the pool queues and the campaign wait list:
@@ -143,17 +143,21 @@ static void on_states(void *priv, redisReply *r)
         }
     }
     if (w->ctl_states_outstanding == 0) {
-        if (!w->ctl_failed) {
+        bool ok = !w->ctl_failed;
+        if (ok) {
             w->ctl_version = f->version;
             w->ctl_ok_ms = f->sent_ms;
         }
         w->ctl_failed = false;
+        free(f);
+        intake_states_in(w, ok);
+        return;
     }
     free(f);
 }
 
-/* ctl_fetch_all - read the state of every campaign the thread knows; false when it knows none */
-static bool ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
+/* ctl_fetch_all - read the state of every campaign the thread knows (none known: nothing to read) */
+static void ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
 {
     struct ctl_fetch *f = NULL;
     for (struct camp *c = w->camps; c; c = c->next) {
@@ -171,14 +175,10 @@ static bool ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
             f = NULL;
         }
     }
-    if (f == NULL && w->camps == NULL) {
-        if (w->ctl_states_outstanding == 0) {
-            w->ctl_version = v; /* no campaign known yet: nothing to look at */
-            w->ctl_ok_ms = sent_ms;
-        }
-        return false;
+    if (w->camps == NULL && w->ctl_states_outstanding == 0) {
+        w->ctl_version = v; /* no campaign known yet: nothing to look at */
+        w->ctl_ok_ms = sent_ms;
     }
-    return true;
 }
 
 /* on_version - <p>:ctl:version: unchanged, or read every known campaign's state */
@@ -203,11 +203,10 @@ static void on_version(void *priv, redisReply *r)
     ctl_fetch_all(w, v, w->ctl_sent_ms);
 }
 
-bool camp_ctl_seen(struct worker *w, long long v)
+void camp_ctl_seen(struct worker *w, long long v)
 {
-    if (v == w->ctl_version && v >= 0)
-        return false;
-    return ctl_fetch_all(w, v, worker_now_ms());
+    if (v != w->ctl_version || v < 0)
+        ctl_fetch_all(w, v, worker_now_ms());
 }
 
 void camp_ctl_tick(struct worker *w, uint64_t now)

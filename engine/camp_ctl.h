@@ -25,9 +25,9 @@ void camp_ctl_on_redis_up(struct worker *w);
 bool camp_ctl_stop(struct worker *w, struct msg *m);
 /*
  * camp_ctl_seen - intake read <p>:ctl:version = v (-2: unknown) with a batch: when it differs from the
- * version the cached states are of, read every known campaign's state again and return true (the batch
- * must wait for them: a command queued now is answered after them)
+ * version the cached states are of, read every known campaign's state again (the batch waits for them:
+ * intake_states_in, engine/worker.h)
  */
-bool camp_ctl_seen(struct worker *w, long long v);
+void camp_ctl_seen(struct worker *w, long long v);
 
 #endif

@@ -465,13 +465,15 @@ static void on_wait(void *priv, redisReply *r)
  * dead worker's reclaimed ones) and what must be known before any of its
  * jobs is sent. The read is followed on the wire by GET <p>:ctl:version:
  * when the counter moved since the campaign states this thread caches,
- * they are read again (camp_ctl_seen) before the batch starts; and when
- * hard-bounce suppression is on, one SMISMEMBER asks about the batch's
- * recipients. Replies come in order, so the reply to the command sent last
- * (the SMISMEMBER, or a PING when only states were read) says that all of
- * it is in. The two first replies may come in either order (a script sent
- * again after NOSCRIPT goes to the back of the queue): the batch goes on
- * when both are in.
+ * they are read again (camp_ctl_seen); and when hard-bounce suppression is
+ * on, one SMISMEMBER asks about the batch's recipients. The batch starts
+ * when the SMISMEMBER has answered and no state read is outstanding
+ * (intake_states_in). Not by the order of replies: on a cluster the states
+ * come from shard 0's primary, the read and the SMISMEMBER from the
+ * batch's shard's, and the GET from the counter's, with no order between
+ * them. The read's and the GET's replies may come in either order (also on
+ * one Redis: a script sent again after NOSCRIPT goes to the back of the
+ * queue): the batch goes on when both are in.
  */
 enum intake_kind { INTAKE_NEW, INTAKE_HIGH, INTAKE_AFTER, INTAKE_PENDING, INTAKE_CLAIM };
 
@@ -488,6 +490,7 @@ struct intake_batch {
     bool take_one;     /* the first job is taken even when it does not fit: the thread holds nothing */
     bool got_jobs, got_version, lost;
     long long version; /* <p>:ctl:version at read time; -2 when unknown */
+    struct intake_batch *next; /* in w->ctl_waiting */
     int n, nsupp;
     struct q_job **jobs;
     int *supp_idx; /* jobs[supp_idx[i]] is recipient i of the SMISMEMBER */
@@ -525,7 +528,39 @@ static void batch_start(struct intake_batch *b)
     batch_free(b);
 }
 
-/* on_batch_ready - the SMISMEMBER (or barrier) sent last for a batch: everything it waited for is in */
+/* batch_go - start the batch once no campaign state read is outstanding (the ones its read asked for) */
+static void batch_go(struct intake_batch *b)
+{
+    struct worker *w = b->w;
+    if (w->ctl_states_outstanding == 0) {
+        batch_start(b);
+        return;
+    }
+    struct intake_batch **tail = &w->ctl_waiting;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    b->next = NULL;
+    *tail = b;
+}
+
+void intake_states_in(struct worker *w, bool ok)
+{
+    while (w->ctl_waiting != NULL) {
+        struct intake_batch *b = w->ctl_waiting;
+        w->ctl_waiting = b->next;
+        if (ok && w->redis.state == REDIS_UP) {
+            batch_start(b);
+            continue;
+        }
+        /* nothing is sent with states unknown: the jobs stay pending to us, our pending pass reads them again
+         * (after a lost link, worker_on_redis_up starts it) */
+        w->sh[b->shard].reading_pending = true;
+        w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
+        batch_free(b);
+    }
+}
+
+/* on_batch_ready - the SMISMEMBER's answer for a batch */
 static void on_batch_ready(void *priv, redisReply *r)
 {
     struct intake_batch *b = priv;
@@ -550,7 +585,7 @@ static void on_batch_ready(void *priv, redisReply *r)
             b->jobs[b->supp_idx[i]]->suppressed = hit[i];
         free(hit);
     }
-    batch_start(b);
+    batch_go(b);
 }
 
 /* batch_check - jobs and version are in: read the states if they moved, check suppression, then start */
@@ -565,7 +600,7 @@ static void batch_check(struct intake_batch *b)
         batch_free(b);
         return;
     }
-    bool wait = camp_ctl_seen(w, b->version);
+    camp_ctl_seen(w, b->version);
     if (w->retry->suppress_hard_bounces) {
         const char **to = xmalloc((size_t)b->n * sizeof(*to));
         size_t *len = xmalloc((size_t)b->n * sizeof(*len));
@@ -583,12 +618,7 @@ static void batch_check(struct intake_batch *b)
         if (b->nsupp > 0)
             return;
     }
-    if (wait) {
-        const char *ping[] = {"PING"};
-        q_redis_cmdargv(w->redis.q, 1, ping, NULL, on_batch_ready, b);
-        return;
-    }
-    batch_start(b);
+    batch_go(b);
 }
 
 /* on_batch_version - GET <p>:ctl:version, sent right after the read */
@@ -905,6 +935,7 @@ void intake_maybe_read(struct worker *w, uint64_t now)
 void worker_on_redis_up(struct worker *w)
 {
     /* AUTH and SELECT were done by the link (redis_link.c) before it called this */
+    intake_states_in(w, false); /* a batch still waiting for the old link's states: read again */
     create_groups(w, -1);
     w->read_outstanding = false;
     w->idle_check_outstanding = false;

@@ -215,6 +215,7 @@ struct worker {
     int ctl_states_outstanding;
     uint64_t next_ctl_ms, ctl_sent_ms;
     uint64_t ctl_ok_ms; /* send time of the last control check fully applied */
+    struct intake_batch *ctl_waiting; /* read batches waiting for those states (engine/worker.c) */
     /* Prometheus metrics: this thread's block (engine/metrics.h), published state refreshed every so often */
     struct metrics_thread *met;
     uint64_t metrics_at_ms;
@@ -234,6 +235,9 @@ uint64_t worker_now_ms(void);
 void worker_on_redis_up(struct worker *w);
 /* intake_maybe_read - ask Redis for more jobs when there is room (called once per loop turn) */
 void intake_maybe_read(struct worker *w, uint64_t now);
+/* intake_states_in - no campaign state read is outstanding any more (ok: every one answered): the batches
+ * that waited for them start, or (not ok) are dropped and read again from the pending list */
+void intake_states_in(struct worker *w, bool ok);
 /* fleet_duties - the periodic shared work: move due retries back; thread 0 reclaims a stopped worker's jobs */
 void fleet_duties(struct worker *w, uint64_t now);
 /* flush_outcomes - send the decided outcomes to Redis, one script per batch */

@@ -19,6 +19,8 @@ DESCRIPTION
       while 3 workers deliver 6,000: nothing lost, nothing twice, nothing pending.
     - test_control_on_the_cluster: pause (every shard holds), resume (all delivered once), cancel (every held
       job ended), `volley suppress add` (every shard's set) and a hard bounce's suppression, on the cluster.
+    - test_pause_seen_before_a_batch_starts: shard 0's primary (the campaign states) held 2 s while jobs of a
+      campaign paused a moment before arrive on the others: the batches wait for the states, all are held.
     - test_retry_on_the_cluster: test_fleet_retry's checks with 3 workers: deferred jobs wait in their own
       shard's retry set and come back from it (delivered on the 3rd attempt, at the schedule's steps), or
       expire past max_age (bounced, expired); status's counters add up, nothing pending, deferred or dead.
@@ -291,6 +293,37 @@ def test_control_on_the_cluster(cluster, sink, tmp_path):
         assert got == sorted(ok + ["new@example.test"]), got
     finally:
         sink2.stop()
+
+
+def test_pause_seen_before_a_batch_starts(cluster, sink, tmp_path):
+    """A read that finds <p>:ctl:version moved makes its batch wait for the campaign states, which come from
+    shard 0's primary while the batch's own replies come from its shard's: no order between the two. That
+    primary is held (CLIENT PAUSE ALL, 2 s) while jobs of a campaign paused a moment before arrive in shards of
+    the other primaries: every one is held, none sent."""
+    slot_node = lambda key: cluster.node_of_slot(cluster.slot(key))
+    # a prefix whose ctl:version is not on shard 0's primary (that GET must answer while it is held)
+    prefix = next(p for p in ("pz", "pa", "pb", "pc", "pd", "pe", "pf", "pg")
+                  if slot_node(f"{p}:ctl:version") != slot_node(skey(0, "jobs", prefix=p)))
+    v = fleet_conf(tmp_path, cluster, sink, prefix=prefix)
+    held0 = slot_node(skey(0, "jobs", prefix=prefix))
+    elsewhere = [s for s in range(SHARDS) if slot_node(skey(s, "jobs", prefix=prefix)) != held0]
+    stats = lambda f: sum(int(v.r.hget(skey(s, "stats", cid, prefix=prefix), f) or 0) for s in range(SHARDS))
+    cid = v.push_rows(make_recipients(24, prefix="early"), cid="pz")
+    w = v.start_worker(tag="w")
+    try:
+        assert wait_for(lambda: stats("delivered") == 24, 60), log_tails([w])
+        time.sleep(0.3)  # idle: nothing held, so the thread does not poll the counter; its next read sees it
+        assert v.run("campaign", "-c", v.conf, "pause", cid).returncode == 0
+        cluster.client(held0).execute_command("CLIENT", "PAUSE", 2000, "ALL")
+        for s in elsewhere:
+            v.r.xadd(skey(s, "jobs", prefix=prefix), {"campaign": cid, "to": f"late{s}@example.test"})
+        hold = lambda: sum(v.r.xlen(skey(s, "hold", cid, prefix=prefix)) for s in range(SHARDS))
+        done = lambda: hold() + stats("delivered") - 24
+        assert wait_for(lambda: done() == len(elsewhere), 30), (hold(), len(elsewhere), log_tails([w]))
+        assert (hold(), stats("delivered")) == (len(elsewhere), 24)
+    finally:
+        assert stop_workers([w]) == [0], log_tails([w])
+    assert not [r for r in sink.final_rcpts() if r.startswith("late")]
 
 
 def queue_row(out, name):
