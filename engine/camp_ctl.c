@@ -3,11 +3,14 @@
  *   camp_ctl - a paused or cancelled campaign stops within a fraction of a second
  * DESCRIPTION
  *   `volley campaign pause|resume|cancel` changes the campaign's `state` and
- *   bumps <p>:ctl:version in the same script (queue/control.c). Every worker
- *   thread that holds messages reads that counter every CAMP_CTL_POLL_MS
- *   (one GET), and intake reads it right behind every read of jobs
- *   (camp_ctl_seen: when it moved, the batch waits until the states are in,
- *   intake_states_in, so a job read after a pause is never sent). When the counter moved,
+ *   bumps <p>:ctl:version (queue/control.c). Every worker thread that
+ *   holds messages reads that counter every CAMP_CTL_POLL_MS (one GET).
+ *   Intake reads the shard's own counter, <p>:{s}:ctl:version (the same
+ *   key unsharded), moved by the state change's script on that shard, right
+ *   behind every read of jobs on the same connection (camp_ctl_seen: when
+ *   it moved, the batch waits until the states are in, intake_states_in,
+ *   so a job read after a pause is never sent). The thread remembers which
+ *   value of each counter its cached states are of. When the counter moved,
  *   the state of every campaign the thread knows is read in one script, and
  *   the messages of a paused or cancelled campaign that are not yet on the
  *   wire are taken out of the pool queues and the campaign wait list:
@@ -46,7 +49,8 @@
 /* one state read: up to Q_STATE_FETCH_MAX campaigns */
 struct ctl_fetch {
     struct worker *w;
-    long long version;
+    long long version; /* the counter's value the states are read for */
+    int shard;         /* whose counter: w->sh[shard]'s <p>:{s}:ctl:version (a read's), -1: <p>:ctl:version */
     uint64_t sent_ms;
     int n;
     struct camp *camps[Q_STATE_FETCH_MAX];
@@ -120,6 +124,17 @@ static void ctl_sweep(struct worker *w, struct camp *c)
                  c->ctl == Q_CAMP_PAUSED ? "held" : "cancelled");
 }
 
+/* ctl_applied - the cached states are those of counter value v (shard: whose counter, as in ctl_fetch), read
+ * at sent_ms */
+static void ctl_applied(struct worker *w, int shard, long long v, uint64_t sent_ms)
+{
+    if (shard < 0)
+        w->ctl_version = v;
+    else
+        w->sh[shard].ctl_seen = v;
+    w->ctl_ok_ms = sent_ms;
+}
+
 /* on_states - one chunk of campaign states; the check is complete when the last chunk is in */
 static void on_states(void *priv, redisReply *r)
 {
@@ -144,10 +159,8 @@ static void on_states(void *priv, redisReply *r)
     }
     if (w->ctl_states_outstanding == 0) {
         bool ok = !w->ctl_failed;
-        if (ok) {
-            w->ctl_version = f->version;
-            w->ctl_ok_ms = f->sent_ms;
-        }
+        if (ok)
+            ctl_applied(w, f->shard, f->version, f->sent_ms);
         w->ctl_failed = false;
         free(f);
         intake_states_in(w, ok);
@@ -156,14 +169,15 @@ static void on_states(void *priv, redisReply *r)
     free(f);
 }
 
-/* ctl_fetch_all - read the state of every campaign the thread knows (none known: nothing to read) */
-static void ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
+/* ctl_fetch_all - read the state of every campaign the thread knows (none known: nothing to read), for
+ * counter value v of shard's counter (as in ctl_fetch) */
+static void ctl_fetch_all(struct worker *w, int shard, long long v, uint64_t sent_ms)
 {
     struct ctl_fetch *f = NULL;
     for (struct camp *c = w->camps; c; c = c->next) {
         if (f == NULL) {
             f = xmalloc(sizeof(*f));
-            *f = (struct ctl_fetch){.w = w, .version = v, .sent_ms = sent_ms};
+            *f = (struct ctl_fetch){.w = w, .version = v, .shard = shard, .sent_ms = sent_ms};
         }
         f->camps[f->n++] = c;
         if (f->n == Q_STATE_FETCH_MAX || c->next == NULL) {
@@ -175,10 +189,8 @@ static void ctl_fetch_all(struct worker *w, long long v, uint64_t sent_ms)
             f = NULL;
         }
     }
-    if (w->camps == NULL && w->ctl_states_outstanding == 0) {
-        w->ctl_version = v; /* no campaign known yet: nothing to look at */
-        w->ctl_ok_ms = sent_ms;
-    }
+    if (w->camps == NULL && w->ctl_states_outstanding == 0)
+        ctl_applied(w, shard, v, sent_ms); /* no campaign known yet: nothing to look at */
 }
 
 /* on_version - <p>:ctl:version: unchanged, or read every known campaign's state */
@@ -200,13 +212,13 @@ static void on_version(void *priv, redisReply *r)
         w->ctl_ok_ms = w->ctl_sent_ms;
         return;
     }
-    ctl_fetch_all(w, v, w->ctl_sent_ms);
+    ctl_fetch_all(w, -1, v, w->ctl_sent_ms);
 }
 
-void camp_ctl_seen(struct worker *w, long long v)
+void camp_ctl_seen(struct worker *w, int shard, long long v)
 {
-    if (v != w->ctl_version || v < 0)
-        ctl_fetch_all(w, v, worker_now_ms());
+    if (v != w->sh[shard].ctl_seen || v < 0)
+        ctl_fetch_all(w, shard, v, worker_now_ms());
 }
 
 void camp_ctl_tick(struct worker *w, uint64_t now)
@@ -232,5 +244,7 @@ void camp_ctl_on_redis_up(struct worker *w)
     w->ctl_states_outstanding = 0;
     w->ctl_failed = false;
     w->ctl_version = -1;
+    for (int i = 0; i < w->nsh; i++)
+        w->sh[i].ctl_seen = -1;
     w->next_ctl_ms = 0;
 }

@@ -24,10 +24,10 @@ void camp_ctl_on_redis_up(struct worker *w);
 /* camp_ctl_stop - m's campaign is paused or cancelled: record it held or cancelled (true), else false */
 bool camp_ctl_stop(struct worker *w, struct msg *m);
 /*
- * camp_ctl_seen - intake read <p>:ctl:version = v (-2: unknown) with a batch: when it differs from the
- * version the cached states are of, read every known campaign's state again (the batch waits for them:
- * intake_states_in, engine/worker.h)
+ * camp_ctl_seen - intake read w->sh[shard]'s <p>:{s}:ctl:version = v (-2: unknown) with a batch: when it
+ * differs from the value the cached states are of, read every known campaign's state again (the batch waits
+ * for them: intake_states_in, engine/worker.h)
  */
-void camp_ctl_seen(struct worker *w, long long v);
+void camp_ctl_seen(struct worker *w, int shard, long long v);
 
 #endif

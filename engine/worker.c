@@ -463,16 +463,16 @@ static void on_wait(void *priv, redisReply *r)
 /*
  * One read from Redis (new jobs, parked ones, our own pending ones, or a
  * dead worker's reclaimed ones) and what must be known before any of its
- * jobs is sent. The read is followed on the wire by GET <p>:ctl:version:
- * when the counter moved since the campaign states this thread caches,
+ * jobs is sent. The read is followed on the wire by a GET of the shard's
+ * <p>:{s}:ctl:version (one key, <p>:ctl:version, unsharded): when the
+ * counter moved since the campaign states this thread caches were read,
  * they are read again (camp_ctl_seen); and when hard-bounce suppression is
  * on, one SMISMEMBER asks about the batch's recipients. The batch starts
  * when the SMISMEMBER has answered and no state read is outstanding
  * (intake_states_in). Not by the order of replies: on a cluster the states
- * come from shard 0's primary, the read and the SMISMEMBER from the
- * batch's shard's, and the GET from the counter's, with no order between
- * them. The read's and the GET's replies may come in either order (also on
- * one Redis: a script sent again after NOSCRIPT goes to the back of the
+ * come from shard 0's primary, the rest from the batch's shard's, with no
+ * order between them. The read's and the GET's replies may come in either
+ * order (a script sent again after NOSCRIPT goes to the back of the
  * queue): the batch goes on when both are in.
  */
 enum intake_kind { INTAKE_NEW, INTAKE_HIGH, INTAKE_AFTER, INTAKE_PENDING, INTAKE_CLAIM };
@@ -489,7 +489,7 @@ struct intake_batch {
     size_t budget;     /* bytes the jobs may hold (INTAKE_NEW, INTAKE_HIGH, INTAKE_AFTER) */
     bool take_one;     /* the first job is taken even when it does not fit: the thread holds nothing */
     bool got_jobs, got_version, lost;
-    long long version; /* <p>:ctl:version at read time; -2 when unknown */
+    long long version; /* the shard's <p>:{s}:ctl:version at read time; -2 when unknown */
     struct intake_batch *next; /* in w->ctl_waiting */
     int n, nsupp;
     struct q_job **jobs;
@@ -600,7 +600,7 @@ static void batch_check(struct intake_batch *b)
         batch_free(b);
         return;
     }
-    camp_ctl_seen(w, b->version);
+    camp_ctl_seen(w, b->shard, b->version);
     if (w->retry->suppress_hard_bounces) {
         const char **to = xmalloc((size_t)b->n * sizeof(*to));
         size_t *len = xmalloc((size_t)b->n * sizeof(*len));
@@ -807,10 +807,11 @@ static struct intake_batch *batch_new(struct worker *w, int shard, enum intake_k
     return b;
 }
 
-/* batch_send_version - GET <p>:ctl:version right behind the read: a state changed before the read is seen */
+/* batch_send_version - GET the shard's <p>:{s}:ctl:version right behind the read (same slot, same connection):
+ * a state changed before the read is seen */
 static void batch_send_version(struct worker *w, struct intake_batch *b)
 {
-    const char *argv[] = {"GET", w->keys.ctl_version};
+    const char *argv[] = {"GET", w->sh[b->shard].keys.shard_version};
     q_redis_cmdargv(w->redis.q, 2, argv, NULL, on_batch_version, b);
 }
 

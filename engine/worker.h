@@ -138,6 +138,7 @@ struct worker_shard {
     bool resuming; /* the first pending pass: what an earlier run of this consumer left (counted `reclaimed`) */
     bool empty;    /* its last read of new entries brought nothing */
     bool drained;  /* --exit-when-idle: the idle check found nothing queued or pending in it */
+    long long ctl_seen; /* its <p>:{s}:ctl:version the cached campaign states are of; -1: unknown */
 };
 
 /* a batch of outcomes handed to Redis: kept until the script succeeded */
@@ -210,7 +211,7 @@ struct worker {
     struct msg *fence_parked; /* messages to decide again once their ownership is confirmed */
     uint64_t beat_sent_ms;
     /* campaign control (engine/camp_ctl.c) */
-    long long ctl_version; /* <p>:ctl:version last seen; -1: unknown, re-read every state */
+    long long ctl_version; /* <p>:ctl:version the cached states are of; -1: unknown, re-read every state */
     bool ctl_outstanding, ctl_failed;
     int ctl_states_outstanding;
     uint64_t next_ctl_ms, ctl_sent_ms;

@@ -51,6 +51,7 @@ static void shards_init(struct worker *w, const struct vconfig *cfg, int idx)
         q_keys_shard(&w->sh[i].keys, cfg->redis_prefix, s, n);
         w->sh[i].reading_pending = true;
         w->sh[i].resuming = true;
+        w->sh[i].ctl_seen = -1;
     }
     w->claims = idx < n && idx < t;
     q_keys_shard(&w->keys, cfg->redis_prefix, 0, n);

@@ -34,13 +34,16 @@ struct q_ctl {
 };
 
 /*
- * KEYS: one shard's copy of the campaign. ARGV: new state. -1: no campaign, -2: cancelled (final), 1: set.
- * Only the campaign key, so the script stays in the shard's slot; the caller bumps <p>:ctl:version (the
- * counter running workers poll to re-read states) once every shard's copy is set.
+ * KEYS: one shard's copy of the campaign, and with tags the shard's <p>:{s}:ctl:version. ARGV: new state.
+ * -1: no campaign, -2: cancelled (final), 1: set, and the shard's counter moved: both keys are in the
+ * shard's slot, so a worker reading the shard sees the counter move with the state, on the same connection
+ * as its jobs. The caller bumps <p>:ctl:version (the counter running workers poll, and unsharded the one
+ * they read with their jobs too) once every shard's copy is set.
  */
 static const char set_state_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
                                     "if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return -2 end\n"
                                     "redis.call('HSET', KEYS[1], 'state', ARGV[1])\n"
+                                    "if KEYS[2] then redis.call('INCR', KEYS[2]) end\n"
                                     "return 1\n";
 
 /*
@@ -221,8 +224,8 @@ static int key_of(char *buf, size_t n, const char *prefix, const char *id, char 
 /*
  * set_state - the state change with its two refusals, in every shard's copy, then the version bump. Shard
  * 0's copy decides the refusals (it is the copy workers read, and the one every producer writes); a shard
- * without a copy has no script that needs the state. Workers act on the bump (the GET behind each read),
- * so a job read after this returns is never sent while paused.
+ * without a copy has no script that needs the state. Workers act on the bumps (each read of a shard is followed
+ * by a GET of its counter), so a job read after this returns is never sent while paused.
  */
 static int set_state(struct q_ctl *c, const char *id, const char *state, char *err, size_t errlen)
 {
@@ -231,9 +234,10 @@ static int set_state(struct q_ctl *c, const char *id, const char *state, char *e
         char ck[Q_KEY_MAX + Q_CAMPAIGN_ID_MAX];
         if ((rc = key_of(ck, sizeof(ck), c->k[s].campaign, id, err, errlen)) < 0)
             return rc;
-        const char *keys[] = {ck}, *args[] = {state};
+        const char *keys[] = {ck, c->k[s].shard_version}, *args[] = {state};
+        int nkeys = strcmp(c->k[s].shard_version, c->k[s].ctl_version) != 0 ? 2 : 1; /* tagged: its own */
         long long v;
-        if ((rc = eval_int(c, &v, err, errlen, set_state_lua, 1, keys, 1, args)) < 0)
+        if ((rc = eval_int(c, &v, err, errlen, set_state_lua, nkeys, keys, 1, args)) < 0)
             return rc;
         if (s == 0 && v == -1)
             return err_set(err, errlen, -ENOENT, "no campaign '%s'", id);

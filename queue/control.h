@@ -36,7 +36,8 @@
  *   Shards (queue/keys.h): every shard has its own copy of the campaign
  *   hash and of the suppression set, so that each shard's scripts stay in
  *   one slot. A state change sets the state in every shard's copy (shard 0
- *   first: its copy decides "no campaign" and "cancelled"), then bumps
+ *   first: its copy decides "no campaign" and "cancelled"), moving that
+ *   shard's <p>:{s}:ctl:version in the same script, then bumps
  *   <p>:ctl:version once; resume and cancel then work shard by shard;
  *   show sums the counters. Suppress add/remove write every shard's set;
  *   check and the add/remove results look at all of them (an address is

@@ -56,6 +56,7 @@ void q_keys_shard(struct q_keys *k, const char *prefix, int shard, int nshards)
     snprintf(k->worker, sizeof(k->worker), "%s:worker:", prefix);
     snprintf(k->alive, sizeof(k->alive), "%sworker:", sp);
     snprintf(k->ctl_version, sizeof(k->ctl_version), "%s:ctl:version", prefix);
+    snprintf(k->shard_version, sizeof(k->shard_version), "%sctl:version", sp);
 }
 
 void q_keys_init(struct q_keys *k, const char *prefix)

@@ -16,6 +16,8 @@
  *     <p>:suppressed        set of lower-case addresses never to send to
  *     <p>:claim:<stream>    XAUTOCLAIM cursor of that stream
  *     <p>:ctl:version       counter bumped by every campaign state change (workers poll it)
+ *     <p>:{s}:ctl:version   with tags: shard s's own such counter, bumped by the state change's
+ *                           script on that shard (workers read it with each read of the shard)
  *
  *   Shards ([redis] shards = N): with hash tags in use (N > 1, or a Redis
  *   Cluster even with N = 1: q_keys_force_tags), shard s of the queue is
@@ -61,6 +63,7 @@ struct q_keys {
     char suppressed[Q_KEY_MAX];
     char claim[Q_KEY_MAX]; /* "<p>:claim:" - append the stream key */
     char ctl_version[Q_KEY_MAX];
+    char shard_version[Q_KEY_MAX]; /* "<p>:{s}:ctl:version" tagged, else = ctl_version */
 };
 
 /* q_keys_init - the keys of the unsharded layout (shard 0 of 1; tagged "{0}" when tags are forced) */

@@ -13,8 +13,9 @@ DESCRIPTION
       up, `volley status` prints their sums, every key but the fleet-wide ones is tagged.
     - test_scripts_touch_one_slot: the MONITOR check above over a run with deliveries, a deferral, a hard
       bounce (suppression) and a pause (held jobs).
-    - test_pause_resume_cancel_across_shards: pause holds the jobs of every shard, resume brings them all
-      back and they are delivered once; cancel ends every held job of every shard.
+    - test_pause_resume_cancel_across_shards: pause holds the jobs of every shard (and moves every shard's
+      <p>:{s}:ctl:version and <p>:ctl:version), resume brings them all back and they are delivered once;
+      cancel ends every held job of every shard.
     - test_suppression_and_retry_across_shards: `volley suppress add` reaches every shard; a hard bounce
       suppresses its recipient for a later push; a deferred job comes back from its shard's retry set.
     - test_priority_first_within_each_shard: one thread, one connection: in each shard every high job is
@@ -203,6 +204,8 @@ def test_pause_resume_cancel_across_shards(volley, smtp_receiver):
     assert ctl("pause").returncode == 0
     for s in range(SHARDS):
         assert volley.r.hget(skey(s, "campaign", cid), "state") == "paused", s
+        assert volley.r.get(skey(s, "ctl", "version")) == "1", s  # what a worker reads with the shard's jobs
+    assert volley.r.get(f"{PREFIX}:ctl:version") == "1"  # what it polls while holding messages
     volley.run_worker()
     assert rx.messages == [], "nothing of a paused campaign is sent"
     held = [volley.r.xlen(skey(s, "hold", cid)) for s in range(SHARDS)]

@@ -35,6 +35,7 @@ static void test_unsharded_names_unchanged(void **state)
     assert_string_equal(k.claim, "volley:claim:");
     assert_string_equal(k.worker, "volley:worker:");
     assert_string_equal(k.ctl_version, "volley:ctl:version");
+    assert_string_equal(k.shard_version, "volley:ctl:version"); /* one counter, as before shards */
     assert_string_equal(k.tag, "");
     assert_false(q_keys_tagged(1));
 }
@@ -59,8 +60,9 @@ static void test_shard_keys_share_one_tag(void **state)
     assert_string_equal(k.jobs, "vp:{13}:jobs");
     assert_string_equal(k.campaign, "vp:{13}:campaign:");
     assert_string_equal(k.claim, "vp:{13}:claim:");
+    assert_string_equal(k.shard_version, "vp:{13}:ctl:version");
     const char *per_job[] = {k.jobs, k.jobs_high, k.events, k.dead, k.retry, k.campaign, k.stats, k.hold,
-                             k.suppressed, k.claim};
+                             k.suppressed, k.claim, k.shard_version};
     for (size_t i = 0; i < sizeof(per_job) / sizeof(per_job[0]); i++) {
         char t[16];
         tag_of(per_job[i], t, sizeof(t));
