@@ -56,7 +56,8 @@
 #               the sink must carry a DKIM-Signature, a sample of 50 per side
 #               is verified. Needs root (Postfix) and postfix + opendkim.
 #     cluster   one worker (2 threads, shards = 12) on a Redis Cluster of 1,
-#               2 and 3 primaries, 3 runs of each interleaved: the median
+#               2 and 3 primaries (each fresh cluster warmed by one unmeasured
+#               run), 3 runs of each interleaved: the median
 #               Redis CPU per delivered message summed over the primaries
 #               (INFO cpu; each node's idle CPU over as long shown and taken
 #               off), per node its context switches and commandstats, the
@@ -82,7 +83,8 @@
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
 #   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (60000;
-#   quick 20000), BENCH_CLUSTER_REPEAT (3; quick 1), BENCH_CLUSTER_DELAY_MS (10),
+#   quick 20000), BENCH_CLUSTER_REPEAT (3; quick 1), BENCH_CLUSTER_DELAY_MS (10), BENCH_CLUSTER_WARM (1: a
+#   first, unmeasured run of the campaign on each fresh cluster; 0: measure fresh nodes),
 #   BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
 #   directory. docs/bench.md has the details and the measured results.
 set -euo pipefail
@@ -1294,12 +1296,18 @@ cl_measure() {
 
 # cl_one K CONF LABEL [CMDSTATS] - a cluster of K primaries, the campaign run through it with CONF's worker
 # settings (cl_conf, then the line in CONF_EXTRA, if set, added under [worker]), measured (cl_measure); the cluster
-# stopped after. CMDSTATS=1: print each node's top commands too
+# stopped after. CMDSTATS=1: print each node's top commands too. With CL_WARM=1 the same campaign is run through
+# the fresh cluster once first, unmeasured: the measured run finds the nodes' heaps grown and the scripts loaded,
+# as a cluster that has been running does
 cl_one() {
     local k=$1 conf=$2 label=$3 stats=${4:-0} i
     cl_start "$k"
     cl_conf "$k" "$conf"
     [ -z "${CONF_EXTRA:-}" ] || sed -i "s/^\[worker\]$/&\n$CONF_EXTRA/" "$conf"
+    if [ "$CL_WARM" = 1 ]; then
+        CL_N=$CL_MSGS CL_BEFORE=(true) CL_AFTER=(true)
+        cl_run "$k" "$conf" >/dev/null
+    fi
     CL_N=$CL_MSGS CL_BEFORE=(cl_mark) CL_AFTER=(cl_read)
     cl_run "$k" "$conf"
     if [ "$stats" = 1 ]; then
@@ -1318,10 +1326,12 @@ if has_section cluster; then
     CL_MSGS=${BENCH_CLUSTER_MSGS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 60000)}
     CL_REPEAT=${BENCH_CLUSTER_REPEAT:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
     CL_DELAY_MS=${BENCH_CLUSTER_DELAY_MS:-10}
+    CL_WARM=${BENCH_CLUSTER_WARM:-1}
     CL_INSTR_MSGS=${BENCH_CLUSTER_INSTR_MSGS:-5000}
     CL_SHARDS=12
     say "cluster: $CL_MSGS messages, shards = $CL_SHARDS, 1 worker (2 threads), on 1, 2 and 3 primaries," \
-        "$CL_REPEAT runs of each interleaved (1, 2, 3, 1, 2, 3, ...): medians"
+        "$CL_REPEAT runs of each interleaved (1, 2, 3, 1, 2, 3, ...): medians$([ "$CL_WARM" = 1 ] &&
+            echo "; each fresh cluster warmed by one unmeasured run first")"
     make_csv "$TMP/cl-$CL_MSGS.csv" "$CL_MSGS"
     start_sink cluster --threads 1
     declare -A CL_NETS=() CL_RAWS=() CL_WORSTS=()
