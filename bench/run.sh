@@ -82,7 +82,7 @@
 #   quick 1000), BENCH_CONNS_DELAY_MS (sink reply delay in the conns section,
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
-#   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (60000;
+#   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (150000;
 #   quick 20000), BENCH_CLUSTER_REPEAT (3; quick 1), BENCH_CLUSTER_DELAY_MS (10), BENCH_CLUSTER_WARM (1: a
 #   first, unmeasured run of the campaign on each fresh cluster; 0: measure fresh nodes),
 #   BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
@@ -1323,7 +1323,9 @@ cl_one() {
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 if has_section cluster; then
-    CL_MSGS=${BENCH_CLUSTER_MSGS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 60000)}
+    # runs of ~2 s: at 60,000 messages (~1.4 s) a worker's start and idle exit were a third of the run, and what
+    # they cost each node (groups, scripts, the pending pass, the idle checks) counted as per-message cost
+    CL_MSGS=${BENCH_CLUSTER_MSGS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 150000)}
     CL_REPEAT=${BENCH_CLUSTER_REPEAT:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
     CL_DELAY_MS=${BENCH_CLUSTER_DELAY_MS:-10}
     CL_WARM=${BENCH_CLUSTER_WARM:-1}
