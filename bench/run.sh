@@ -83,8 +83,9 @@
 #   3000), BENCH_SPINE_CONNS / BENCH_BATCH / BENCH_INFLIGHT (worker tuning: 50,
 #   1000, 8192), BENCH_THROTTLE_TIMEOUT (120 s), BENCH_FLEET_MSGS (3000;
 #   quick 1500), BENCH_FLEET_RATE (100/s), BENCH_CLUSTER_MSGS (150000;
-#   quick 20000), BENCH_CLUSTER_REPEAT (3; quick 1), BENCH_CLUSTER_DELAY_MS (10), BENCH_CLUSTER_WARM (1: a
-#   first, unmeasured run of the campaign on each fresh cluster; 0: measure fresh nodes),
+#   quick 20000), BENCH_CLUSTER_REPEAT (3; quick 1), BENCH_CLUSTER_DELAY_MS (10),
+#   BENCH_CLUSTER_WARM (1: a first, unmeasured run of the campaign on each
+#   fresh cluster; 0: measure fresh nodes),
 #   BENCH_CLUSTER_INSTR_MSGS (5000, under callgrind), BENCH_KEEP=1 keeps the work
 #   directory. docs/bench.md has the details and the measured results.
 set -euo pipefail
