@@ -528,6 +528,16 @@ static void batch_start(struct intake_batch *b)
     batch_free(b);
 }
 
+/* batch_reread - nothing of the batch is sent unchecked: its jobs stay pending to us, and our pending pass
+ * reads the shard again after a pause */
+static void batch_reread(struct intake_batch *b)
+{
+    struct worker *w = b->w;
+    w->sh[b->shard].reading_pending = true;
+    w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
+    batch_free(b);
+}
+
 /* batch_go - start the batch once no campaign state read is outstanding (the ones its read asked for) */
 static void batch_go(struct intake_batch *b)
 {
@@ -548,15 +558,10 @@ void intake_states_in(struct worker *w, bool ok)
     while (w->ctl_waiting != NULL) {
         struct intake_batch *b = w->ctl_waiting;
         w->ctl_waiting = b->next;
-        if (ok && w->redis.state == REDIS_UP) {
+        if (ok && w->redis.state == REDIS_UP)
             batch_start(b);
-            continue;
-        }
-        /* nothing is sent with states unknown: the jobs stay pending to us, our pending pass reads them again
-         * (after a lost link, worker_on_redis_up starts it) */
-        w->sh[b->shard].reading_pending = true;
-        w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
-        batch_free(b);
+        else
+            batch_reread(b); /* states unknown (after a lost link, worker_on_redis_up starts the pass) */
     }
 }
 
@@ -575,10 +580,7 @@ static void on_batch_ready(void *priv, redisReply *r)
             log_error("checking %s: %.200s", w->sh[b->shard].keys.suppressed,
                       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
             free(hit);
-            /* nothing is sent unchecked: the jobs stay pending and our pending pass reads them again */
-            w->sh[b->shard].reading_pending = true;
-            w->next_read_ms = worker_now_ms() + WORKER_READ_PAUSE_MS;
-            batch_free(b);
+            batch_reread(b);
             return;
         }
         for (int i = 0; i < b->nsupp; i++)
